@@ -1,0 +1,200 @@
+"""Read CIFAR-10 and CIFAR-100 from their official python-pickle folders, safely.
+
+The official files are Python 2 pickles (read with ``encoding="bytes"``, so
+dict keys are bytes such as ``b"data"``). Each holds a dict with ``data``, a
+uint8 numpy array (N, 3072) in channel-major order, and labels (``labels``
+for CIFAR-10, ``fine_labels`` for CIFAR-100).
+
+Pickles can run arbitrary code, so we unpickle with ``SafeUnpickler``, whose
+``find_class`` allows only what a numpy array needs:
+``numpy.core.multiarray._reconstruct`` (also spelled ``numpy._core...``),
+``numpy.ndarray`` and ``numpy.dtype``; plus ``_codecs.encode`` restricted to
+``(str, "latin1")``, which is how Python 3 writes ``bytes`` at pickle
+protocol 2 (re-pickled copies of the files need it; it only turns a string
+into bytes). Everything else raises ``LoritaError``.
+
+Folder layouts::
+
+    cifar-10-batches-py/  data_batch_1 .. data_batch_5, test_batch, batches.meta
+    cifar-100-python/     train, test, meta
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lorita.errors import LoritaError
+
+logger = logging.getLogger(__name__)
+
+CIFAR10_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST = "test_batch"
+CIFAR10_META = "batches.meta"
+CIFAR100_TRAIN = "train"
+CIFAR100_TEST = "test"
+CIFAR100_META = "meta"
+
+
+def _multiarray_reconstruct() -> Any:
+    for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            return importlib.import_module(module)._reconstruct
+        except (ImportError, AttributeError):
+            continue
+    raise LoritaError("this numpy has no multiarray._reconstruct; cannot read numpy arrays from CIFAR pickles")
+
+
+def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding != "latin1":
+        raise LoritaError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}) in a CIFAR pickle")
+    return codecs.encode(text, "latin1")
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An Unpickler that builds only plain containers and numpy arrays; any other global is refused.
+
+    Example:
+        >>> import io, numpy as np
+        >>> data = pickle.dumps({"data": np.arange(3, dtype=np.uint8)}, protocol=2)
+        >>> SafeUnpickler(io.BytesIO(data)).load()["data"].tolist()
+        [0, 1, 2]
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _multiarray_reconstruct()
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return np.dtype
+        if module == "_codecs" and name == "encode":
+            return _latin1_encode
+        raise LoritaError(
+            f"refusing to load global {module}.{name} from a pickle: CIFAR files hold only dicts, lists, "
+            "strings, ints and numpy arrays, so this file is not an official CIFAR file (and may be malicious)"
+        )
+
+
+def load_pickle(path: str | Path) -> Any:
+    """Unpickle a CIFAR file with ``SafeUnpickler`` and ``encoding="bytes"``.
+
+    Example:
+        >>> batch = load_pickle("cifar-10-batches-py/data_batch_1")  # doctest: +SKIP
+        >>> batch[b"data"].shape  # doctest: +SKIP
+        (10000, 3072)
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return SafeUnpickler(handle, encoding="bytes").load()
+    except LoritaError as err:
+        raise LoritaError(f"{path}: {err}") from err
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as err:
+        raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {err}; is it truncated?") from err
+
+
+def _get(record: Any, key: str, path: Path) -> Any:
+    if not isinstance(record, dict):
+        raise LoritaError(f"CIFAR file {path} should hold a dict, found {type(record).__name__}")
+    for candidate in (key.encode(), key):
+        if candidate in record:
+            return record[candidate]
+    keys = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in record)
+    raise LoritaError(f"CIFAR file {path} has no '{key}' entry (it has {keys})")
+
+
+def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one CIFAR data file: (uint8 images (N, 3, 32, 32), int64 labels (N,)).
+
+    ``label_key`` is ``"labels"`` for CIFAR-10 and ``"fine_labels"`` for CIFAR-100.
+
+    Example:
+        >>> x, y = read_cifar_batch("cifar-10-batches-py/test_batch", "labels")  # doctest: +SKIP
+        >>> tuple(x.shape), tuple(y.shape)  # doctest: +SKIP
+        ((10000, 3, 32, 32), (10000,))
+    """
+    path = Path(path)
+    record = load_pickle(path)
+    data = np.asarray(_get(record, "data", path))
+    labels = np.asarray(_get(record, label_key, path))
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise LoritaError(f"CIFAR file {path}: 'data' should have shape (N, 3072), found {data.shape}")
+    if data.dtype != np.uint8:
+        if data.size and (not np.issubdtype(data.dtype, np.integer) or data.min() < 0 or data.max() > 255):
+            raise LoritaError(f"CIFAR file {path}: 'data' should be uint8 pixels, found dtype {data.dtype}")
+        data = data.astype(np.uint8)
+    if labels.shape != (data.shape[0],) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise LoritaError(
+            f"CIFAR file {path}: '{label_key}' should be {data.shape[0]} integers, found shape {labels.shape}"
+        )
+    images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)  # (N, 3, 32, 32)
+    return images.clone(), torch.from_numpy(labels.astype(np.int64))
+
+
+def read_label_names(path: str | Path, key: str) -> list[str]:
+    """Class names from a CIFAR meta file (``label_names`` or ``fine_label_names``), decoded to str.
+
+    Example:
+        >>> read_label_names("cifar-10-batches-py/batches.meta", "label_names")[:2]  # doctest: +SKIP
+        ['airplane', 'automobile']
+    """
+    path = Path(path)
+    names = _get(load_pickle(path), key, path)
+    if not isinstance(names, (list, tuple)):
+        raise LoritaError(f"CIFAR meta file {path}: '{key}' should be a list, found {type(names).__name__}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def cifar_files(num_classes: int) -> list[str]:
+    """The data files a CIFAR-10 (``num_classes=10``) or CIFAR-100 folder must contain (meta is optional).
+
+    Example:
+        >>> cifar_files(100)
+        ['train', 'test']
+    """
+    if num_classes == 10:
+        return [*CIFAR10_TRAIN, CIFAR10_TEST]
+    if num_classes == 100:
+        return [CIFAR100_TRAIN, CIFAR100_TEST]
+    raise LoritaError(f"CIFAR has 10 or 100 classes, got {num_classes}")
+
+
+def read_cifar_folder(
+    folder: str | Path, num_classes: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], list[str] | None]:
+    """Read a CIFAR-10/100 folder: ((train_x, train_y), (test_x, test_y), class names or None).
+
+    Class names come from ``batches.meta`` / ``meta`` when present.
+
+    Example:
+        >>> train, test, classes = read_cifar_folder("data/cifar-10-batches-py", 10)  # doctest: +SKIP
+        >>> tuple(train[0].shape), classes[0]  # doctest: +SKIP
+        ((50000, 3, 32, 32), 'airplane')
+    """
+    folder = Path(folder)
+    if num_classes == 10:
+        label_key, meta_name, meta_key = "labels", CIFAR10_META, "label_names"
+        train_names, test_name = list(CIFAR10_TRAIN), CIFAR10_TEST
+    else:
+        label_key, meta_name, meta_key = "fine_labels", CIFAR100_META, "fine_label_names"
+        train_names, test_name = [CIFAR100_TRAIN], CIFAR100_TEST
+        cifar_files(num_classes)  # validates num_classes
+    parts = [read_cifar_batch(folder / name, label_key) for name in train_names]
+    train = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+    test = read_cifar_batch(folder / test_name, label_key)
+    classes = None
+    if (folder / meta_name).is_file():
+        classes = read_label_names(folder / meta_name, meta_key)
+        if len(classes) != num_classes:
+            raise LoritaError(f"{folder / meta_name} lists {len(classes)} class names, expected {num_classes}")
+    else:
+        logger.warning("%s not found in %s; class names unknown", meta_name, folder)
+    return train, test, classes

@@ -1,0 +1,178 @@
+"""Read MNIST-style IDX files (MNIST, Fashion-MNIST), gzipped or not.
+
+An IDX file is a 4-byte big-endian magic number, one big-endian uint32 size
+per dimension, then the raw values. We read only unsigned-byte files:
+``0x00000803`` (images, N x H x W) and ``0x00000801`` (labels, N). Gzip is
+detected from the content (``1f 8b``), not from the file name. A wrong magic
+number, a short header or a body that does not match the header raises
+``LoritaError`` naming the file and what is wrong.
+
+Expected file names in a folder (each either plain or with ``.gz``)::
+
+    train-images-idx3-ubyte  train-labels-idx1-ubyte
+    t10k-images-idx3-ubyte   t10k-labels-idx1-ubyte
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lorita.errors import LoritaError
+
+logger = logging.getLogger(__name__)
+
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise LoritaError(f"cannot read IDX file {path}: {err}") from err
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise LoritaError(
+                f"IDX file {path} is a damaged or truncated gzip file ({err}); download it again"
+            ) from err
+    return raw
+
+
+def read_idx(path: str | Path, magic: int) -> np.ndarray:
+    """Read one unsigned-byte IDX file whose magic number must be ``magic``; returns a uint8 array.
+
+    Example:
+        >>> import tempfile, os, struct
+        >>> p = os.path.join(tempfile.mkdtemp(), "labels")
+        >>> _ = open(p, "wb").write(struct.pack(">II", LABELS_MAGIC, 3) + bytes([1, 2, 3]))
+        >>> read_idx(p, LABELS_MAGIC).tolist()
+        [1, 2, 3]
+    """
+    path = Path(path)
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise LoritaError(f"IDX file {path} is too short ({len(raw)} bytes) to hold a magic number; it is truncated")
+    (found,) = struct.unpack(">I", raw[:4])
+    if found != magic:
+        kind = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(magic, "IDX")
+        raise LoritaError(
+            f"IDX file {path} has magic number 0x{found:08x}, expected 0x{magic:08x} ({kind}, unsigned bytes); "
+            "is it the right file, and not an HTML page or a different dataset?"
+        )
+    ndim = magic & 0xFF
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise LoritaError(f"IDX file {path} is truncated: its header needs {header} bytes, the file has {len(raw)}")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = int(np.prod(dims, dtype=np.int64))
+    body = len(raw) - header
+    if body != expected:
+        what = "truncated" if body < expected else "longer than its header says"
+        raise LoritaError(
+            f"IDX file {path} is {what}: header says shape {dims} ({expected} bytes of data), "
+            f"found {body} bytes; download it again"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def read_idx_images(path: str | Path) -> torch.Tensor:
+    """Read an IDX image file as uint8 (N, 1, H, W).
+
+    Example:
+        >>> import tempfile, os, struct
+        >>> p = os.path.join(tempfile.mkdtemp(), "images")
+        >>> _ = open(p, "wb").write(struct.pack(">IIII", IMAGES_MAGIC, 2, 3, 3) + bytes(18))
+        >>> tuple(read_idx_images(p).shape)
+        (2, 1, 3, 3)
+    """
+    array = read_idx(path, IMAGES_MAGIC)  # (N, H, W)
+    return torch.from_numpy(array.copy()).unsqueeze(1)  # (N, 1, H, W)
+
+
+def read_idx_labels(path: str | Path) -> torch.Tensor:
+    """Read an IDX label file as int64 (N,).
+
+    Example:
+        >>> import tempfile, os, struct
+        >>> p = os.path.join(tempfile.mkdtemp(), "labels")
+        >>> _ = open(p, "wb").write(struct.pack(">II", LABELS_MAGIC, 2) + bytes([7, 0]))
+        >>> read_idx_labels(p).tolist()
+        [7, 0]
+    """
+    return torch.from_numpy(read_idx(path, LABELS_MAGIC).astype(np.int64))
+
+
+def find_idx_file(folder: str | Path, stem: str) -> Path | None:
+    """The path of ``stem`` or ``stem.gz`` inside ``folder`` (plain file preferred), or None.
+
+    Example:
+        >>> find_idx_file("/nonexistent", "train-images-idx3-ubyte") is None
+        True
+    """
+    folder = Path(folder)
+    for name in (stem, stem + ".gz"):
+        candidate = folder / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def missing_idx_files(folder: str | Path) -> list[str]:
+    """Names of the four IDX files not present (plain or .gz) in ``folder``.
+
+    Example:
+        >>> len(missing_idx_files("/nonexistent"))
+        4
+    """
+    return [stem for stem in IDX_FILES.values() if find_idx_file(folder, stem) is None]
+
+
+def _read_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images_path, labels_path = find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)
+    if images_path is None or labels_path is None:
+        missing = [s for s, p in ((images_stem, images_path), (labels_stem, labels_path)) if p is None]
+        raise LoritaError(f"IDX folder {folder} lacks {', '.join(missing)} (plain or .gz)")
+    images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
+    if images.shape[0] != labels.shape[0]:
+        raise LoritaError(
+            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels; "
+            "the files do not belong together"
+        )
+    return images, labels
+
+
+def read_idx_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Read the four IDX files of a folder: ((train_images, train_labels), (test_images, test_labels)).
+
+    Images are uint8 (N, 1, H, W), labels int64 (N,).
+
+    Example:
+        >>> (train_x, train_y), (test_x, test_y) = read_idx_folder("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
+        >>> tuple(train_x.shape)  # doctest: +SKIP
+        (60000, 1, 28, 28)
+    """
+    folder = Path(folder)
+    train = _read_pair(folder, IDX_FILES["train_images"], IDX_FILES["train_labels"])
+    test = _read_pair(folder, IDX_FILES["test_images"], IDX_FILES["test_labels"])
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise LoritaError(
+            f"IDX folder {folder}: train images are {tuple(train[0].shape[2:])} but test images are "
+            f"{tuple(test[0].shape[2:])}; the files come from different datasets"
+        )
+    logger.debug("read IDX folder %s: %d train, %d test", folder, train[0].shape[0], test[0].shape[0])
+    return train, test
