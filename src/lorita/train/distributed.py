@@ -1,0 +1,176 @@
+"""DistributedDataParallel plumbing for the training loop.
+
+Launch any script that calls :func:`lorita.train.train` with
+``torchrun --nproc_per_node=K script.py``: torchrun sets ``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``, and
+``train`` then
+
+- initialises the default process group (NCCL on CUDA, Gloo on CPU) unless
+  the caller already did, and destroys it at the end only if it created it;
+- puts rank ``r`` on ``cuda:LOCAL_RANK`` (device "auto" or "cuda");
+- wraps the model in ``DistributedDataParallel`` and gives each rank its
+  ``torch.tensor_split`` chunk of every global batch;
+- scales each rank's summed loss by ``K / global_batch`` before backward, so
+  that DDP's gradient *average* over ranks equals the single-process mean
+  over the global batch even when the chunks differ in size by one (the
+  global batch need not be divisible by K);
+- evaluates the full validation split on every rank with the unwrapped
+  model (identical weights, so identical numbers to a single process, and
+  every rank can track the best epoch without communication);
+- lets only rank 0 write files, log per-epoch lines and show progress.
+
+BatchNorm statistics are per rank (per chunk), as in any DDP run without
+SyncBatchNorm, so a model with BatchNorm trains slightly differently under
+DDP than in one process; models without it match to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lorita.errors import LoritaError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: its rank, the world size, its device, and
+    whether :func:`setup` created the process group (then :func:`teardown`
+    destroys it).
+
+    Example:
+        >>> DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), created_group=False).is_main
+        True
+    """
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    created_group: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as err:
+        raise LoritaError(f"environment variable {name}={value!r} is not an integer; launch with torchrun") from err
+
+
+def resolve_device(request: str, local_rank: int = 0) -> torch.device:
+    """Turn a config's device string into a ``torch.device``.
+
+    "auto" means ``cuda:LOCAL_RANK`` when CUDA is available, else CPU; a bare
+    "cuda" also gets the local rank as index.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if request == "auto":
+        request = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(request)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LoritaError(f"device {request!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup(device_request: str) -> DistContext:
+    """Join (or create) the process group when launched by torchrun; else a one-process context.
+
+    Example:
+        >>> ctx = setup("cpu")   # not under torchrun
+        >>> ctx.world_size, ctx.created_group
+        (1, False)
+    """
+    if dist.is_available() and dist.is_initialized():
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        local_rank = _env_int("LOCAL_RANK")
+        local_rank = rank if local_rank is None else local_rank
+        return DistContext(rank, world_size, local_rank, resolve_device(device_request, local_rank), False)
+    world_size = _env_int("WORLD_SIZE")
+    if world_size is None or world_size <= 1:
+        return DistContext(0, 1, 0, resolve_device(device_request, 0), False)
+    rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK")
+    if rank is None or local_rank is None:
+        raise LoritaError(f"WORLD_SIZE={world_size} is set but RANK or LOCAL_RANK is not; launch with torchrun")
+    if not dist.is_available():
+        raise LoritaError("WORLD_SIZE > 1 but this torch build has no torch.distributed; run in one process")
+    device = resolve_device(device_request, local_rank)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+    logger.debug("rank %d/%d joined a %s process group on %s", rank, world_size, backend, device)
+    return DistContext(rank, world_size, local_rank, device, True)
+
+
+def teardown(ctx: DistContext) -> None:
+    """Destroy the process group if :func:`setup` created it.
+
+    Example:
+        >>> teardown(setup("cpu"))   # nothing to do in one process
+    """
+    if ctx.created_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
+    """The model in ``DistributedDataParallel`` under DDP, else the model itself.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> wrap(net, setup("cpu")) is net
+        True
+    """
+    if not ctx.distributed:
+        return model
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (a no-op in one process) and return it.
+
+    Example:
+        >>> all_reduce_sum(torch.ones(2), setup("cpu")).tolist()
+        [1.0, 1.0]
+    """
+    if ctx.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def any_rank(flag: bool, ctx: DistContext) -> bool:
+    """True when ``flag`` is True on at least one rank (so all ranks stop together).
+
+    Example:
+        >>> any_rank(False, setup("cpu"))
+        False
+    """
+    if not ctx.distributed:
+        return bool(flag)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())

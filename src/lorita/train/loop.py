@@ -1,0 +1,351 @@
+"""The training loop: one epoch-based loop for any ``nn.Module`` classifier.
+
+Nothing here knows about model types: composed (LoRITa) layers, plain layers
+and normalisation layers are all just parameters to the optimizer. The same
+function trains from scratch, resumes an interrupted run and fine-tunes an
+already trained (e.g. truncated) model: it never re-initialises anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from lorita.data.split import derive_seed
+from lorita.errors import LoritaError
+from lorita.train import distributed
+from lorita.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from lorita.train.config import TrainConfig
+from lorita.train.evaluate import evaluate
+from lorita.train.schedule import EpochSchedule
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.csv"
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+Callback = Callable[[str, dict], Any]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``history``: one dict per finished epoch with the keys of metrics.csv
+    (``epoch`` is 1-based; ``train_loss`` includes label smoothing,
+    ``val_loss`` is plain cross-entropy; accuracies in percent; ``seconds``
+    is that epoch's wall time). ``best_epoch`` (1-based) and
+    ``best_val_acc``: the epoch with the highest validation accuracy (the
+    first one on ties). ``final_val_acc``: the last epoch's. ``seconds``: sum
+    of the epochs' seconds, across resumes. ``best_state``: CPU copy of the
+    model's state_dict at ``best_epoch`` (the model itself keeps the last
+    epoch's weights).
+
+    Example:
+        >>> TrainResult(history=[], best_epoch=0, best_val_acc=0.0, final_val_acc=0.0, seconds=0.0).best_state
+    """
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_acc: float
+    final_val_acc: float
+    seconds: float
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _as_config(config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, Mapping):
+        return TrainConfig.from_dict(config)
+    raise LoritaError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
+
+
+def _unpack_data(data: Any, config: TrainConfig):
+    if not (hasattr(data, "train") and hasattr(data, "val")):
+        raise LoritaError(
+            f"data must be a dataset with .train and .val splits (lorita.data.ImageDataset), got {type(data).__name__}"
+        )
+    for name in ("train", "val"):
+        if len(getattr(data, name)) == 0:
+            raise LoritaError(f"data.{name} is empty; training needs samples in both train and val")
+    augment = config.augment if config.augment is not None else bool(getattr(data, "default_augment", False))
+    return data.train, data.val, augment
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # Weight decay on every parameter (norm scales and biases too), as the authors do.
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LoritaError("the model has no trainable parameters (all have requires_grad=False)")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@dataclass
+class _Progress:
+    """Everything that evolves across epochs and goes into the checkpoint."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_acc: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, config: TrainConfig) -> _Progress:
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise LoritaError(f"{path} is not a lorita training checkpoint (no format={CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != CHECKPOINT_VERSION:
+        raise LoritaError(f"{path} has checkpoint version {ckpt.get('version')}, this lorita reads {CHECKPOINT_VERSION}")
+    saved, wanted = ckpt["config"], config.to_dict()
+    differing = sorted(k for k in set(saved) | set(wanted) if k != "epochs" and saved.get(k) != wanted.get(k))
+    if differing:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {wanted.get(k)!r}" for k in differing)
+        raise LoritaError(
+            f"cannot resume {path}: the config differs in {detail}; only epochs may change on resume "
+            "(use the checkpoint's config, or start afresh without resume)"
+        )
+    if ckpt["epoch"] > config.epochs:
+        raise LoritaError(f"{path} has already trained {ckpt['epoch']} epochs, more than epochs={config.epochs}")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise LoritaError(f"the checkpoint {path} does not fit this model: {err}") from err
+    optimizer.load_state_dict(ckpt["optimizer"])
+    schedule.load_state_dict(ckpt["schedule"])
+    best = ckpt["best_model"] if ckpt["best_model"] is not None else ckpt["model"]
+    progress = _Progress(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_acc"]), _cpu_copy(best))
+    logger.info("resuming from %s after epoch %d", path, ckpt["epoch"])
+    return progress
+
+
+def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: int, world_size: int) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "best_epoch": progress.best_epoch,
+        "best_val_acc": progress.best_val_acc,
+        "best_model": None if progress.best_epoch == epoch else progress.best_state,
+        "history": progress.history,
+        "world_size": world_size,
+    }
+
+
+def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]], mode: str) -> None:
+    with open(path, mode, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+        if mode == "w":
+            writer.writeheader()
+        writer.writerows(rows)
+        handle.flush()
+
+
+def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx):
+    """One pass over the training split; returns (mean train loss, train accuracy %) over all ranks."""
+    n, bs, world = len(split), config.batch_size, ctx.world_size
+    # A last global batch with fewer than 2 samples per rank is dropped: a
+    # 1-sample batch breaks BatchNorm and an empty chunk would idle a rank.
+    remainder = n % bs
+    drop_last = n > bs and 0 < remainder < 2 * world
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    count = 0
+    batches = split.batches(
+        bs, shuffle=True, seed=config.seed, epoch=epoch, augment=augment,
+        rank=ctx.rank, world_size=world, drop_last=drop_last,
+    )
+    for step, (x, y) in enumerate(batches):
+        global_count = min(bs, n - step * bs)
+        x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+        logits = net(x)  # (B, num_classes)
+        if step == 0 and logits.dim() != 2:
+            raise LoritaError(f"the model must return logits of shape (batch, classes), got {tuple(logits.shape)}")
+        local_sum = loss_fn(logits, y)  # summed over this rank's chunk
+        optimizer.zero_grad(set_to_none=True)
+        # DDP averages gradients over the K ranks; K / global_count turns that
+        # average into the mean over the whole global batch (chunks may differ
+        # in size). In one process this is the plain batch mean.
+        (local_sum * (world / global_count)).backward()
+        optimizer.step()
+        loss_sum += local_sum.detach().double()
+        correct += (logits.detach().argmax(dim=1) == y).sum().double()
+        count += y.shape[0]
+    totals = torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64, device=ctx.device)])
+    loss_total, correct_total, count_total = distributed.all_reduce_sum(totals, ctx).tolist()
+    return loss_total / count_total, 100.0 * correct_total / count_total
+
+
+def _progress_bar(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as err:
+        raise LoritaError("progress=True needs tqdm: pip install 'lorita[cli]' (or tqdm)") from err
+    return tqdm(total=total, initial=initial, desc="train", unit="epoch")
+
+
+def train(
+    model: nn.Module,
+    data: Any,
+    config: TrainConfig | Mapping[str, Any],
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    callbacks: Iterable[Callback] = (),
+) -> TrainResult:
+    """Train ``model`` in place on ``data.train``, selecting on ``data.val``.
+
+    ``data`` is a :class:`lorita.data.ImageDataset` (anything with ``.train``
+    and ``.val`` splits and optionally ``.default_augment``); the test split is
+    never looked at. Each epoch: learning rate from the schedule, one shuffled
+    pass with label-smoothed cross-entropy, evaluation on val, plateau step on
+    val loss, best-epoch bookkeeping. With ``out_dir`` (rank 0 only) it
+    appends a row to ``metrics.csv`` and atomically rewrites
+    ``checkpoint.pt`` after every epoch (contents: ``lorita.train.checkpoint``).
+    ``resume=True`` continues from ``out_dir/checkpoint.pt`` and ends with the
+    same weights as an uninterrupted run; only ``epochs`` may differ from the
+    checkpoint's config (with "cosine", changing it changes the remaining
+    learning rates). Without ``resume`` an existing checkpoint is overwritten.
+
+    ``callbacks``: callables ``cb(event, info)`` run on every rank for the
+    events "train_start", "epoch_end" and "train_end"; ``info`` holds
+    ``model``, ``optimizer``, ``config``, ``rank``, ``world_size`` and, at
+    "epoch_end", ``epoch`` (1-based), ``metrics`` (the history row),
+    ``best_epoch``, ``best_val_acc`` and ``stop``: set ``info["stop"] = True``
+    to end training after this epoch (its checkpoint is already written).
+    Under torchrun, see :mod:`lorita.train.distributed`. Torch's global RNG is
+    reseeded per epoch from (seed, epoch, rank) inside a fork, so the
+    caller's RNG state is left as it was.
+
+    Example:
+        >>> import torch
+        >>> from types import SimpleNamespace
+        >>> from lorita.data import Split
+        >>> g = torch.Generator().manual_seed(0)
+        >>> y = torch.randint(0, 2, (64,), generator=g)
+        >>> x = (y * 200 + 20).to(torch.uint8).view(64, 1, 1, 1).expand(64, 1, 2, 2)
+        >>> data = SimpleNamespace(train=Split(x, y, [0.5], [0.4]), val=Split(x, y, [0.5], [0.4]))
+        >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+        >>> result = train(net, data, TrainConfig(epochs=3, batch_size=16, device="cpu"))
+        >>> result.best_val_acc
+        100.0
+    """
+    config = _as_config(config)
+    train_split, val_split, augment = _unpack_data(data, config)
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not callable(cb):
+            raise LoritaError(f"callbacks must be callables cb(event, info), got {type(cb).__name__}")
+    out_dir = None if out_dir is None else Path(out_dir)
+    if resume and out_dir is None:
+        raise LoritaError("resume=True needs out_dir, the folder holding checkpoint.pt")
+    ctx = distributed.setup(config.device)
+    try:
+        rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices):
+            return _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
+    model.to(ctx.device)
+    optimizer = _make_optimizer(model, config)
+    schedule = EpochSchedule(config)
+    state = _Progress()
+    if resume:
+        state = _restore(out_dir / CHECKPOINT_NAME, model, optimizer, schedule, config)
+    start = len(state.history)
+    writes = out_dir is not None and ctx.is_main
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_metrics(out_dir / METRICS_NAME, state.history, "w")  # drops rows past the checkpoint
+    net = distributed.wrap(model, ctx)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
+    bar = _progress_bar(progress and ctx.is_main, config.epochs, start)
+    base = {"model": model, "optimizer": optimizer, "config": config, "rank": ctx.rank, "world_size": ctx.world_size}
+
+    def emit(event: str, info: dict) -> dict:
+        for cb in callbacks:
+            cb(event, info)
+        return info
+
+    emit("train_start", {**base, "epoch": start})
+    try:
+        for epoch in range(start, config.epochs):
+            tic = time.perf_counter()
+            lr = schedule.lr(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank))  # dropout etc.; replayable on resume
+            train_loss, train_acc = _train_one_epoch(net, optimizer, loss_fn, train_split, config, epoch, augment, ctx)
+            if not math.isfinite(train_loss):
+                raise LoritaError(
+                    f"training diverged in epoch {epoch + 1}: train loss is {train_loss}; lower lr (now {lr:g})"
+                )
+            val_acc, val_loss = evaluate(model, val_split, config.eval_batch_size, ctx.device)
+            schedule.step(epoch, val_loss)
+            row = {
+                "epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
+                "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - tic,
+            }
+            state.history.append(row)
+            if val_acc > state.best_val_acc:
+                state.best_epoch, state.best_val_acc = epoch + 1, val_acc
+                state.best_state = _cpu_copy(model.state_dict())
+            if writes:
+                _write_metrics(out_dir / METRICS_NAME, [row], "a")
+                ckpt = _checkpoint(model, optimizer, schedule, config, state, epoch + 1, ctx.world_size)
+                save_checkpoint(ckpt, out_dir / CHECKPOINT_NAME)
+            if ctx.is_main:
+                logger.info(
+                    "epoch %d/%d lr %.4g train loss %.4f acc %.2f%% val loss %.4f acc %.2f%% (%.1fs)",
+                    epoch + 1, config.epochs, lr, train_loss, train_acc, val_loss, val_acc, row["seconds"],
+                )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{train_acc:.1f}", val_acc=f"{val_acc:.1f}")
+            info = emit("epoch_end", {
+                **base, "epoch": epoch + 1, "metrics": row, "best_epoch": state.best_epoch,
+                "best_val_acc": state.best_val_acc, "stop": False,
+            })
+            if distributed.any_rank(bool(info.get("stop")), ctx):
+                logger.info("stopped by a callback after epoch %d", epoch + 1)
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    history = state.history
+    result = TrainResult(
+        history=history,
+        best_epoch=state.best_epoch,
+        best_val_acc=state.best_val_acc,
+        final_val_acc=history[-1]["val_acc"] if history else float("nan"),
+        seconds=sum(row["seconds"] for row in history),
+        best_state=state.best_state,
+    )
+    emit("train_end", {**base, "result": result})
+    return result
