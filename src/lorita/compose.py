@@ -1,0 +1,141 @@
+"""``compose`` turns layers into products of factors; ``merge`` multiplies them back.
+
+Both return a new model and leave their argument untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from torch import nn
+
+from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear
+from lorita.errors import LoritaError
+from lorita.linalg import check_finite
+from lorita.targets import Selector, replace_module, scan_layers, select, warn_skipped
+
+log = logging.getLogger(__name__)
+
+FACTOR_SIDES = ("input", "smaller")
+
+
+def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclude: Selector = None,
+            init: str = "default", mode: str = "auto", factor_side: str = "input") -> nn.Module:
+    """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
+
+    Args:
+        depth: number of factors N (1 returns an equivalent plain copy).
+        targets / exclude: module names (exact or ``.suffix``) or one full-match regex;
+            default: every Linear and every Conv2d with ``groups == 1``.
+        init: ``"default"`` fresh factors with PyTorch's default init (the paper);
+            ``"preserve"`` factors whose product equals the current weight (the model keeps
+            its outputs); ``"balanced"`` a balanced split of a freshly initialised layer.
+        mode: ``"sequential"``, ``"fused"`` or ``"auto"`` (same values; auto picks the
+            cheaper per call).
+        factor_side: where a Linear's square factors sit: ``"input"`` (``in x in``, the
+            authors' choice) or ``"smaller"`` (``min(in, out)`` square, cheaper). Convs
+            always mix output channels.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> composed = compose(net, depth=3, init="preserve")
+        >>> x = torch.randn(4, 8)
+        >>> torch.allclose(composed(x), net(x), atol=1e-5)
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"compose needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+        raise LoritaError(f"depth must be an integer >= 1 (number of factors per layer), got {depth!r}")
+    if init not in INITS:
+        raise LoritaError(f"init must be one of {INITS}, got {init!r}")
+    if mode not in MODES:
+        raise LoritaError(f"mode must be one of {MODES}, got {mode!r}")
+    if factor_side not in FACTOR_SIDES:
+        raise LoritaError(f"factor_side must be one of {FACTOR_SIDES}, got {factor_side!r}")
+    already = [n for n, m in model.named_modules() if isinstance(m, COMPOSED_TYPES)]
+    if already:
+        raise LoritaError(f"model is already composed (e.g. {already[0]!r}); call lorita.merge(model) first")
+    scan = scan_layers(model, composed=False)
+    chosen = select(scan, targets, exclude, verb="compose", all_modules=(n for n, _ in model.named_modules()))
+    warn_skipped(scan.skipped, "compose")
+    if init == "preserve":
+        for layer in chosen:
+            check_finite(layer.module.weight, layer.name)
+    new = copy.deepcopy(model)
+    if depth == 1:
+        return new
+    # Re-scan the copy so we replace its modules, not the original's.
+    copies = scan_layers(new, composed=False).layers
+    for layer in chosen:
+        target = copies[layer.name]
+        replace_module(new, target, _compose_layer(target.module, depth, init, mode, factor_side))
+    log.info("composed %d layer(s) with depth %d (init=%s, mode=%s)", len(chosen), depth, init, mode)
+    return new
+
+
+def _compose_layer(module: nn.Module, depth: int, init: str, mode: str, factor_side: str) -> nn.Module:
+    if isinstance(module, nn.Conv2d):
+        layer = ComposedConv2d.from_conv(module, depth, init=init, mode=mode)
+    else:
+        side = "input"
+        if factor_side == "smaller" and module.out_features < module.in_features:
+            side = "output"
+        layer = ComposedLinear.from_linear(module, depth, init=init, side=side, mode=mode)
+    layer.original_type = type(module)  # restored by merge (subclasses keep their class)
+    layer.train(module.training)
+    return layer
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every composed layer multiplied back into a plain Linear/Conv2d.
+
+    The result has the original architecture: same classes, state_dict keys and shapes,
+    so ``Original().load_state_dict(merge(m).state_dict())`` works with ``strict=True``.
+    Products are formed in float64 and cast back to the parameters' dtype.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> merged = merge(compose(net, depth=2))
+        >>> type(merged[0]).__name__, merged[0].weight.shape
+        ('Linear', torch.Size([8, 8]))
+    """
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"merge needs an nn.Module, got {type(model).__name__}")
+    new = copy.deepcopy(model)
+    scan = scan_layers(new, plain=False)
+    for layer in scan.layers.values():
+        replace_module(new, layer, merge_layer(layer.module, layer.name))
+    return new
+
+
+@torch.no_grad()
+def merge_layer(module: nn.Module, name: str = "layer") -> nn.Module:
+    """The plain ``nn.Linear`` / ``nn.Conv2d`` a composed layer stands for.
+
+    Example:
+        >>> layer = ComposedLinear(4, 2, depth=3)
+        >>> merge_layer(layer).weight.shape
+        torch.Size([2, 4])
+    """
+    weight = module.merged_weight()
+    check_finite(weight, name)
+    bias = module.bias
+    kw = dict(device=weight.device, dtype=weight.dtype)
+    if isinstance(module, ComposedConv2d):
+        conv = module.spatial
+        plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                          padding=conv.padding, dilation=conv.dilation, bias=bias is not None,
+                          padding_mode=conv.padding_mode, **kw)
+    else:
+        plain = nn.Linear(module.in_features, module.out_features, bias=bias is not None, **kw)
+    plain.weight.copy_(weight)
+    if bias is not None:
+        plain.bias.copy_(bias)
+    original = getattr(module, "original_type", None)
+    if original is not None and original is not type(plain) and issubclass(original, type(plain)):
+        plain.__class__ = original  # e.g. a Linear subclass that keeps Linear.forward
+    plain.train(module.training)
+    return plain

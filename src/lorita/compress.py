@@ -1,0 +1,148 @@
+"""``compress``: cut each layer to its truncated SVD, deployed as two thin layers.
+
+``spectrum``: the singular values that choice is made from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import torch
+from torch import nn
+
+from lorita.compose import merge
+from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
+from lorita.errors import LoritaError
+from lorita.linalg import break_even_rank, check_finite, energy_rank, ratio_rank, svd, work_dtype
+from lorita.lowrank import truncate, weight_matrix
+from lorita.targets import Layer, Selector, replace_module, scan_layers, select, warn_skipped
+
+log = logging.getLogger(__name__)
+
+
+def spectrum(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Singular values (descending, float64, CPU) of every eligible layer, by module name.
+
+    Composed layers are merged first (their product's singular values); conv kernels are
+    flattened to ``C_out x (C_in*kh*kw)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> {name: s.shape for name, s in spectrum(net).items()}
+        {'0': torch.Size([3]), '2': torch.Size([2])}
+    """
+    result = {}
+    for name, layer in scan_layers(model).layers.items():
+        matrix = weight_matrix(layer.module).detach()
+        check_finite(matrix, name)
+        result[name] = torch.linalg.svdvals(matrix.to(work_dtype(matrix))).cpu()
+    return result
+
+
+def layer_shape(module: nn.Module) -> tuple[int, int]:
+    """``(m, n)`` of the layer's weight matrix: out x (in, or C_in*kh*kw for a conv).
+
+    Example:
+        >>> layer_shape(nn.Conv2d(3, 8, 3))
+        (8, 27)
+    """
+    if isinstance(module, ComposedLinear):
+        return module.out_features, module.in_features
+    if isinstance(module, ComposedConv2d):
+        return module.out_channels, module.spatial.weight[0].numel()
+    return module.weight.shape[0], module.weight[0].numel()
+
+
+def _one_selector(ranks, energy, ratio) -> str:
+    given = [k for k, v in (("ranks", ranks), ("energy", energy), ("ratio", ratio)) if v is not None]
+    if len(given) != 1:
+        which = " and ".join(given) if given else "none"
+        raise LoritaError(f"compress takes exactly one of ranks=, energy= or ratio= (got {which}); "
+                          "e.g. compress(model, energy=0.95)")
+    return given[0]
+
+
+def _check_fraction(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 < value <= 1:
+        raise LoritaError(f"{what} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan) -> dict[str, int]:
+    if ranks is not None:
+        if not isinstance(ranks, dict):
+            raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
+        known = {layer.name: layer for layer in layers}
+        alias_to_name = {a: layer.name for layer in layers for a in layer.aliases}
+        resolved = {}
+        for key, rank in ranks.items():
+            if key not in alias_to_name:
+                reason = f" ({scan.skipped[key]})" if key in scan.skipped else ""
+                raise LoritaError(f"ranks names unknown layer {key!r}{reason}; layers that can be compressed: "
+                                  f"{', '.join(known) or '(none)'}")
+            resolved[alias_to_name[key]] = rank
+        return resolved
+    if energy is not None:
+        energy = _check_fraction(energy, "energy")
+    else:
+        ratio = _check_fraction(ratio, "ratio")
+    out = {}
+    for layer in layers:
+        matrix = weight_matrix(layer.module).detach()
+        check_finite(matrix, layer.name)
+        if energy is not None:
+            out[layer.name] = energy_rank(svd(matrix)[1], energy)
+        else:
+            out[layer.name] = ratio_rank(min(matrix.shape), ratio)
+    return out
+
+
+def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
+             ratio: float | None = None, exclude: Selector = None) -> nn.Module:
+    """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
+
+    Give exactly one of:
+        ranks: ``{module name: rank}``; unnamed layers stay dense.
+        energy: per layer, the smallest rank keeping this fraction of ``sum(sigma^2)``, in (0, 1].
+        ratio: the same fraction of singular values kept in every layer, in (0, 1].
+    A layer is replaced only where its rank is below the break-even rank
+    (``r*(m+n) < m*n``); otherwise it stays dense. Composed models are merged first; plain
+    models get plain post-training SVD. ``exclude`` (names or regex) keeps layers dense.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+        >>> small = compress(net, ranks={"0": 8})
+        >>> type(small[0]).__name__, small[0].rank
+        ('LowRankLinear', 8)
+    """
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"compress needs an nn.Module, got {type(model).__name__}")
+    kind = _one_selector(ranks, energy, ratio)
+    has_composed = any(isinstance(m, COMPOSED_TYPES) for m in model.modules())
+    scan = scan_layers(model, composed=has_composed)
+    all_names = [n for n, _ in model.named_modules()]
+    layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
+    warn_skipped(scan.skipped, "compress")
+    chosen = _resolve_ranks(layers, ranks, energy, ratio, scan)
+    # Validate everything before building anything.
+    by_name = {layer.name: layer for layer in layers}
+    for name, rank in chosen.items():
+        m, n = layer_shape(by_name[name].module)
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
+            raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
+                              f"(its weight is {m}x{n}), got {rank!r}")
+    new = merge(model) if has_composed else copy.deepcopy(model)
+    copies = scan_layers(new, composed=False).layers
+    cut = 0
+    for name, rank in chosen.items():
+        target = copies[name]
+        m, n = layer_shape(target.module)
+        if rank > break_even_rank(m, n):
+            log.debug("%s: rank %d is not below break-even %d, stays dense", name, rank, break_even_rank(m, n))
+            continue
+        replace_module(new, target, truncate(target.module, rank, name))
+        cut += 1
+    log.info("compress (%s): %d of %d layer(s) cut to low rank", kind, cut, len(chosen))
+    return new

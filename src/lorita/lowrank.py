@@ -1,0 +1,124 @@
+"""Compressed layers: a rank-r layer deployed as two thin standard ``torch.nn`` layers.
+
+``LowRankLinear`` is ``Linear(in, r, bias=False)`` then ``Linear(r, out)``;
+``LowRankConv2d`` is ``Conv2d(C_in, r, k)`` with the original geometry then a 1x1
+``Conv2d(r, C_out)`` with the bias. Both are ``nn.Sequential`` subclasses, so they run
+and export (ONNX, torch.export) as plain layers; nothing rebuilds a dense weight.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lorita.errors import LoritaError
+from lorita.linalg import check_finite, truncated_factors
+
+
+class LowRankLinear(nn.Sequential):
+    """``Linear(in, rank, bias=False)`` followed by ``Linear(rank, out)``.
+
+    Example:
+        >>> layer = LowRankLinear(8, 4, rank=2)
+        >>> layer(torch.randn(3, 8)).shape
+        torch.Size([3, 4])
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, *, bias: bool = True,
+                 device=None, dtype=None):
+        kw = dict(device=device, dtype=dtype)
+        super().__init__(nn.Linear(in_features, rank, bias=False, **kw), nn.Linear(rank, out_features, bias=bias, **kw))
+
+    @property
+    def rank(self) -> int:
+        return self[0].out_features
+
+    @property
+    def in_features(self) -> int:
+        return self[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self[1].out_features
+
+
+class LowRankConv2d(nn.Sequential):
+    """``Conv2d(C_in, rank, k)`` (original stride/padding/dilation) then ``Conv2d(rank, C_out, 1)``.
+
+    Example:
+        >>> layer = LowRankConv2d(nn.Conv2d(3, 8, 3, padding=1), rank=2)
+        >>> layer(torch.randn(1, 3, 5, 5)).shape
+        torch.Size([1, 8, 5, 5])
+    """
+
+    def __init__(self, like: nn.Conv2d, rank: int):
+        w = like.weight
+        kw = dict(device=w.device, dtype=w.dtype)
+        first = nn.Conv2d(like.in_channels, rank, like.kernel_size, stride=like.stride, padding=like.padding,
+                          dilation=like.dilation, bias=False, padding_mode=like.padding_mode, **kw)
+        second = nn.Conv2d(rank, like.out_channels, 1, bias=like.bias is not None, **kw)
+        super().__init__(first, second)
+
+    @property
+    def rank(self) -> int:
+        return self[0].out_channels
+
+    @property
+    def in_channels(self) -> int:
+        return self[0].in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self[1].out_channels
+
+
+LOWRANK_TYPES = (LowRankLinear, LowRankConv2d)
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as an ``out x in`` matrix (a conv kernel flattened row-major).
+
+    Example:
+        >>> weight_matrix(nn.Conv2d(3, 8, 3)).shape
+        torch.Size([8, 27])
+    """
+    weight = module.merged_weight() if hasattr(module, "merged_weight") else module.weight
+    return weight.reshape(weight.shape[0], -1)
+
+
+@torch.no_grad()
+def truncate(module: nn.Module, rank: int, name: str = "layer") -> nn.Module:
+    """The rank-``rank`` two-layer form of a plain ``nn.Linear`` / ``nn.Conv2d`` (any rank 1..min(m, n)).
+
+    This builds the pair even above the break-even rank; ``lorita.compress`` decides when
+    it pays. SVD in float64, factors cast back to the layer's dtype.
+
+    Example:
+        >>> dense = nn.Linear(6, 4)
+        >>> pair = truncate(dense, 4)   # full rank: same function
+        >>> x = torch.randn(2, 6)
+        >>> torch.allclose(pair(x), dense(x), atol=1e-5)
+        True
+    """
+    if not isinstance(module, (nn.Linear, nn.Conv2d)) or (isinstance(module, nn.Conv2d) and module.groups != 1):
+        raise LoritaError(f"cannot truncate {name!r} ({type(module).__name__}): only Linear and Conv2d with groups=1")
+    matrix = weight_matrix(module)
+    check_finite(matrix, name)
+    m, n = matrix.shape
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
+        raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
+                          f"(its weight is {m}x{n}), got {rank!r}")
+    first, second = truncated_factors(matrix, rank)  # (r, n), (m, r)
+    dtype = module.weight.dtype
+    if isinstance(module, nn.Conv2d):
+        pair = LowRankConv2d(module, rank)
+        pair[0].weight.copy_(first.reshape(rank, *module.weight.shape[1:]).to(dtype))
+        pair[1].weight.copy_(second[:, :, None, None].to(dtype))
+    else:
+        pair = LowRankLinear(n, m, rank, bias=module.bias is not None, device=module.weight.device, dtype=dtype)
+        pair[0].weight.copy_(first.to(dtype))
+        pair[1].weight.copy_(second.to(dtype))
+    if module.bias is not None:
+        pair[1].bias.copy_(module.bias)
+    pair.train(module.training)
+    return pair
