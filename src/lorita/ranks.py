@@ -1,0 +1,500 @@
+"""Rank selection on bare spectra: how many singular values each layer keeps.
+
+Everything here is pure math on ``spectra``, a ``dict[str, Tensor]`` mapping a
+layer name to its singular values (1-D, descending), and on ``LayerCost``
+records. No module is touched: ``lorita.select`` turns a model into spectra and
+costs and the chosen ranks back into a compressed model.
+
+A layer ``m x n`` kept at rank ``r`` becomes two thin layers costing
+``r * (m + n)`` instead of ``m * n``. That only saves something up to the
+break-even rank (the largest ``r`` with ``r * (m + n) < m * n``); a rank above
+it means the layer stays dense.
+
+Strategies: ``uniform_ranks`` (same fraction of values per layer),
+``energy_ranks`` (fraction of ``sigma^2`` per layer), ``global_ranks`` (one
+threshold on ``sigma / sigma_max`` pooled over layers), ``budget_ranks`` (least
+loss under a params or MACs budget) and ``search_threshold`` (the strongest
+global cut whose accuracy stays within a drop, by bisection).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from lorita.errors import LoritaError
+
+__all__ = [
+    "LayerCost",
+    "SearchResult",
+    "SearchStep",
+    "break_even_rank",
+    "budget_ranks",
+    "energy_ranks",
+    "global_ranks",
+    "global_thresholds",
+    "is_worth_cutting",
+    "search_threshold",
+    "total_cost",
+    "uniform_ranks",
+]
+
+METRICS = ("params", "macs")
+
+
+# ----------------------------------------------------------------------------
+# costs
+
+
+def break_even_rank(m: int, n: int) -> int:
+    """The largest rank ``r`` with ``r * (m + n) < m * n`` (0 if there is none).
+
+    Example:
+        >>> break_even_rank(512, 784), break_even_rank(10, 1)
+        (309, 0)
+    """
+    m, n = _check_dims(m, n)
+    return (m * n - 1) // (m + n)
+
+
+def is_worth_cutting(m: int, n: int, r: int) -> bool:
+    """True when two thin layers of rank ``r`` are cheaper than the dense ``m x n`` one.
+
+    Example:
+        >>> is_worth_cutting(512, 784, 309), is_worth_cutting(512, 784, 310)
+        (True, False)
+    """
+    m, n = _check_dims(m, n)
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise LoritaError(f"rank must be an int >= 1, got {r!r}; pass a rank between 1 and min(m, n)")
+    return r * (m + n) < m * n
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """Size of one compressible layer, enough to price it at any rank.
+
+    ``out_features`` is m (``C_out`` for a conv), ``in_features`` is n
+    (``C_in * kh * kw``), ``positions`` the output positions per example
+    (``H_out * W_out`` for a conv, tokens for a transformer linear, 1 for an
+    MLP). Dense: ``m * n`` params and ``positions * m * n`` MACs; rank ``r``:
+    ``r * (m + n)`` params and ``positions * r * (m + n)`` MACs. Biases are not
+    affected by the cut and are not counted here.
+
+    Example:
+        >>> c = LayerCost(out_features=64, in_features=3 * 3 * 3, positions=32 * 32)
+        >>> c.dense("params"), c.at_rank(8, "params"), c.at_rank(8, "macs")
+        (1728, 728, 745472)
+    """
+
+    out_features: int
+    in_features: int
+    positions: int = 1
+
+    def __post_init__(self) -> None:
+        for field in ("out_features", "in_features", "positions"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise LoritaError(f"LayerCost.{field} must be an int >= 1, got {value!r}")
+
+    @property
+    def max_rank(self) -> int:
+        """``min(m, n)``: the largest meaningful rank."""
+        return min(self.out_features, self.in_features)
+
+    @property
+    def break_even(self) -> int:
+        """The largest rank that is still cheaper than the dense layer (0 if none)."""
+        return break_even_rank(self.out_features, self.in_features)
+
+    def dense(self, metric: str = "params") -> int:
+        """Cost of the uncut layer in ``metric`` ("params" or "macs")."""
+        return self._scale(metric) * self.out_features * self.in_features
+
+    def at_rank(self, r: int | None, metric: str = "params") -> int:
+        """Cost at rank ``r`` (two thin layers), or dense when ``r`` is None or not worth cutting."""
+        if r is None or not is_worth_cutting(self.out_features, self.in_features, r):
+            return self.dense(metric)
+        return self._scale(metric) * r * (self.out_features + self.in_features)
+
+    def _scale(self, metric: str) -> int:
+        if metric not in METRICS:
+            raise LoritaError(f"metric must be one of {METRICS}, got {metric!r}")
+        return self.positions if metric == "macs" else 1
+
+
+def total_cost(
+    ranks: Mapping[str, int | None],
+    costs: Mapping[str, LayerCost],
+    metric: str = "params",
+    fixed: float = 0,
+) -> float:
+    """``fixed`` plus every layer's cost at its rank (None or above break-even: dense).
+
+    Example:
+        >>> costs = {"a": LayerCost(10, 10), "b": LayerCost(4, 100)}
+        >>> total_cost({"a": 2, "b": 4}, costs), total_cost({"a": None, "b": None}, costs)
+        (440, 500)
+    """
+    unknown = sorted(set(ranks) - set(costs))
+    if unknown:
+        raise LoritaError(f"no LayerCost for layers {unknown}; known layers: {sorted(costs)}")
+    return fixed + sum(costs[name].at_rank(r, metric) for name, r in ranks.items())
+
+
+# ----------------------------------------------------------------------------
+# strategies on spectra
+
+
+def uniform_ranks(spectra: Mapping[str, torch.Tensor], ratio: float) -> dict[str, int]:
+    """Keep ``ceil(ratio * k)`` of the ``k`` singular values of every layer (at least 1).
+
+    Example:
+        >>> import torch
+        >>> uniform_ranks({"fc": torch.linspace(1, 0.1, 10)}, 0.3)
+        {'fc': 3}
+    """
+    ratio = _check_fraction("ratio", ratio, "keep this fraction of each layer's singular values")
+    out = {}
+    for name, sigma in _check_spectra(spectra).items():
+        k = len(sigma)
+        x = ratio * k
+        nearest = round(x)
+        # 0.3 * 10 is 3.0000000000000004 in floats: treat near-integers as integers
+        r = nearest if math.isclose(x, nearest, rel_tol=1e-9, abs_tol=1e-12) else math.ceil(x)
+        out[name] = min(max(r, 1), k)
+    return out
+
+
+def energy_ranks(spectra: Mapping[str, torch.Tensor], energy: float) -> dict[str, int]:
+    """Per layer, the smallest ``r`` whose ``sum(sigma[:r]^2)`` reaches ``energy`` of the total.
+
+    An all-zero layer keeps rank 1.
+
+    Example:
+        >>> import torch
+        >>> energy_ranks({"fc": torch.tensor([3.0, 2.0, 1.0, 0.0])}, 0.9)
+        {'fc': 2}
+    """
+    energy = _check_fraction("energy", energy, "keep this fraction of each layer's sum of sigma^2")
+    out = {}
+    for name, sigma in _check_spectra(spectra).items():
+        cum = torch.cumsum(sigma * sigma, 0)
+        total = float(cum[-1])
+        if total == 0.0:
+            out[name] = 1
+            continue
+        # relative slack of 1e-12 so that energy=1.0 and exact fractions are not lost to rounding
+        need = energy * total * (1 - 1e-12)
+        out[name] = max(1, int((cum < need).sum()) + 1)
+    return out
+
+
+def global_thresholds(spectra: Mapping[str, torch.Tensor]) -> list[float]:
+    """Every distinct value of ``sigma / sigma_max`` over all layers, ascending.
+
+    Each is a threshold for ``global_ranks`` that gives a different cut, so a
+    sweep over this list visits every distinct global cut.
+
+    Example:
+        >>> import torch
+        >>> global_thresholds({"a": torch.tensor([2.0, 1.0]), "b": torch.tensor([4.0, 1.0])})
+        [0.25, 0.5, 1.0]
+    """
+    values = torch.cat([_normalised(s) for s in _check_spectra(spectra).values()])
+    return torch.unique(values).tolist()
+
+
+def global_ranks(spectra: Mapping[str, torch.Tensor], threshold: float) -> dict[str, int]:
+    """Keep every singular value with ``sigma / sigma_max(layer) >= threshold`` (at least 1 per layer).
+
+    ``threshold=0`` keeps everything; ``threshold=1`` keeps only the values
+    equal to their layer's largest.
+
+    Example:
+        >>> import torch
+        >>> global_ranks({"a": torch.tensor([2.0, 1.0]), "b": torch.tensor([4.0, 1.0])}, 0.5)
+        {'a': 2, 'b': 1}
+    """
+    threshold = _check_threshold(threshold)
+    return {
+        name: max(1, int((_normalised(sigma) >= threshold).sum()))
+        for name, sigma in _check_spectra(spectra).items()
+    }
+
+
+def budget_ranks(
+    spectra: Mapping[str, torch.Tensor],
+    costs: Mapping[str, LayerCost],
+    target: float,
+    *,
+    metric: str = "params",
+    fixed: float = 0,
+) -> dict[str, int]:
+    """Ranks with the least loss whose total cost is at most ``target`` of the original.
+
+    The original total is ``fixed + sum of dense layer costs`` in ``metric``
+    ("params" or "macs"); ``fixed`` is everything the cut does not change
+    (biases, norms, layers that are not compressible) in the same unit.
+
+    Loss is the relative energy each layer drops, ``sum(sigma[r:]^2) /
+    sum(sigma^2)`` (its squared relative Frobenius error), summed over layers.
+    It does not depend on the scale of each layer's weight, like ``global_ranks``.
+
+    Greedy: start every layer at its cheapest form (rank 1, or dense where
+    even rank 1 does not pay), then repeatedly take the move with the largest
+    loss removed per unit of cost that still fits: one more rank, or a jump
+    to the dense layer (it keeps every value, at cost ``m*n - r*(m+n)``).
+    Moves that remove nothing are never taken, and a move that no longer
+    fits is dropped. Ties go to the layer name, then the lower rank. So the
+    result meets the target, and no layer can take its next move without
+    exceeding it (unless that move would gain nothing).
+
+    What the greedy guarantees: when every layer's gain per unit cost never
+    rises along its moves (falling spectra where the jump to dense is never the
+    better deal), each prefix of the greedy's moves has the least loss of all
+    allocations costing no more than it (Lagrangian argument), so the result
+    is within one move's gain of the optimum at the target. Otherwise it is a
+    heuristic (the exact problem is a knapsack); on real networks each move is
+    a small part of the budget and the gap is small.
+
+    Returns ranks between 1 and ``min(m, n)``; a dense layer gets ``min(m, n)``.
+    Raises LoritaError when even the cheapest form of every layer misses the
+    target, saying the smallest fraction that can be reached.
+
+    Example:
+        >>> import torch
+        >>> spectra = {"a": torch.tensor([4.0, 2.0, 1.0, 0.5]), "b": torch.tensor([1.0, 1.0, 1.0, 1.0])}
+        >>> costs = {"a": LayerCost(4, 100), "b": LayerCost(4, 100)}
+        >>> budget_ranks(spectra, costs, target=0.6)   # the flat layer needs the rank
+        {'a': 1, 'b': 3}
+    """
+    spectra = _check_spectra(spectra)
+    target = _check_fraction("target", target, "the kept fraction of the original params or MACs")
+    _check_costs(spectra, costs)
+    if metric not in METRICS:
+        raise LoritaError(f"metric must be one of {METRICS}, got {metric!r}; use 'params' or 'macs'")
+    if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not fixed >= 0 or math.isinf(fixed):
+        raise LoritaError(f"fixed must be a finite number >= 0 (cost outside the compressible layers), got {fixed!r}")
+
+    original = fixed + sum(costs[name].dense(metric) for name in spectra)
+    budget = target * original
+
+    names = sorted(spectra)
+    rank: dict[str, int] = {}
+    dense: dict[str, bool] = {}
+    gains: dict[str, list[float]] = {}
+    tails: dict[str, list[float]] = {}
+    for name in names:
+        c = costs[name]
+        sq = (spectra[name] * spectra[name]).tolist()
+        total = sum(sq)
+        gains[name] = [v / total if total > 0 else 0.0 for v in sq]
+        tail, acc = [0.0] * (len(sq) + 1), 0.0
+        for i in range(len(sq) - 1, -1, -1):
+            acc += gains[name][i]
+            tail[i] = acc  # tail[r] = relative energy dropped at rank r
+        tails[name] = tail
+        rank[name] = 1
+        dense[name] = c.break_even < 1
+    spent = fixed + sum(costs[n].dense(metric) if dense[n] else costs[n].at_rank(1, metric) for n in names)
+    if spent > budget:
+        cheapest = spent / original
+        raise LoritaError(
+            f"target={target:g} of the original {metric} cannot be met: even rank 1 in every "
+            f"compressible layer keeps {cheapest:.4f} of it ({spent:g} of {original:g}); "
+            f"pass a target >= {math.ceil(cheapest * 1e4) / 1e4:g}"
+        )
+
+    heap: list[tuple[float, str, int, int, int]] = []
+
+    def push_moves(name: str) -> None:
+        c, r = costs[name], rank[name]
+        m, n = c.out_features, c.in_features
+        scale = c.positions if metric == "macs" else 1
+        if dense[name]:
+            return
+        if r < min(c.break_even, len(gains[name])):  # one more rank: (m + n) per step
+            gain, cost = gains[name][r], scale * (m + n)
+            if gain > 0:
+                heapq.heappush(heap, (-gain / cost, name, r, 0, cost))
+        gain, cost = tails[name][r], scale * (m * n - r * (m + n))  # jump to the dense layer
+        if gain > 0:
+            heapq.heappush(heap, (-gain / cost, name, r, 1, cost))
+
+    for name in names:
+        push_moves(name)
+    while heap:
+        _, name, r, kind, cost = heapq.heappop(heap)
+        if dense[name] or rank[name] != r or spent + cost > budget:
+            continue  # stale, or does not fit (it never will: the budget left only shrinks)
+        spent += cost
+        if kind == 0:
+            rank[name] = r + 1
+        else:
+            dense[name] = True
+        push_moves(name)
+    return {name: costs[name].max_rank if dense[name] else rank[name] for name in names}
+
+
+# ----------------------------------------------------------------------------
+# accuracy search (a pure driver: the caller evaluates)
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One evaluation of the search: the threshold, its accuracy, and whether it stayed within the drop."""
+
+    threshold: float
+    accuracy: float
+    within: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Outcome of ``search_threshold``.
+
+    ``threshold`` is the largest evaluated threshold found within the drop, or
+    0.0 (no cut) with ``found=False`` when none was; ``accuracy`` is its
+    accuracy (the baseline when nothing was found). ``steps`` lists every
+    evaluation in order, ``evaluations == len(steps)``.
+    """
+
+    threshold: float
+    accuracy: float
+    found: bool
+    baseline: float
+    floor: float
+    steps: tuple[SearchStep, ...]
+
+    @property
+    def evaluations(self) -> int:
+        """Number of calls made to the evaluation function."""
+        return len(self.steps)
+
+
+def search_threshold(
+    evaluate_at: Callable[[float], float],
+    *,
+    baseline: float,
+    max_drop: float,
+    thresholds: Sequence[float],
+    max_evals: int = 12,
+) -> SearchResult:
+    """Bisect for the largest threshold whose accuracy is at least ``baseline - max_drop``.
+
+    ``evaluate_at(threshold)`` returns an accuracy (percent); it is assumed to
+    fall roughly monotonically as the threshold grows. The search bisects on
+    the index of the sorted, de-duplicated ``thresholds`` (for instance
+    ``global_thresholds(spectra)``), calls ``evaluate_at`` at most
+    ``max_evals`` times and never twice for one threshold. It only ever
+    returns a threshold that was evaluated and found within the drop; if none
+    was, it returns 0.0 (no cut) with ``found=False``.
+
+    Example:
+        >>> acc = lambda t: 90.0 - 10 * t       # a toy accuracy curve
+        >>> res = search_threshold(acc, baseline=90.0, max_drop=1.0, thresholds=[i / 100 for i in range(101)])
+        >>> res.threshold, res.evaluations
+        (0.1, 7)
+    """
+    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
+        raise LoritaError(f"max_evals must be an int >= 1, got {max_evals!r}; about log2(len(thresholds)) + 1 is enough")
+    if not isinstance(max_drop, (int, float)) or isinstance(max_drop, bool) or not max_drop >= 0 or math.isinf(max_drop):
+        raise LoritaError(f"max_drop must be a finite number >= 0 (accuracy points), got {max_drop!r}")
+    if not isinstance(baseline, (int, float)) or isinstance(baseline, bool) or not math.isfinite(baseline):
+        raise LoritaError(f"baseline must be a finite accuracy, got {baseline!r}")
+    candidates = sorted({_check_threshold(float(t)) for t in thresholds})
+    if not candidates:
+        raise LoritaError("thresholds is empty; pass the candidates to search, e.g. global_thresholds(spectra)")
+
+    floor = baseline - max_drop
+    steps: list[SearchStep] = []
+    lo, hi = -1, len(candidates)  # candidates[lo] is within (lo=-1: no cut), candidates[hi] is not
+    while hi - lo > 1 and len(steps) < max_evals:
+        mid = (lo + hi) // 2
+        accuracy = float(evaluate_at(candidates[mid]))
+        within = accuracy >= floor  # NaN counts as not within
+        steps.append(SearchStep(candidates[mid], accuracy, within))
+        if within:
+            lo = mid
+        else:
+            hi = mid
+    good = [s for s in steps if s.within]
+    if not good:
+        return SearchResult(0.0, float(baseline), False, float(baseline), floor, tuple(steps))
+    best = max(good, key=lambda s: s.threshold)
+    return SearchResult(best.threshold, best.accuracy, True, float(baseline), floor, tuple(steps))
+
+
+# ----------------------------------------------------------------------------
+# validation
+
+
+def _check_dims(m: int, n: int) -> tuple[int, int]:
+    for label, v in (("m", m), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise LoritaError(f"{label} must be an int >= 1 (a layer dimension), got {v!r}")
+    return m, n
+
+
+def _check_fraction(label: str, value: float, meaning: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise LoritaError(f"{label} must be a number in (0, 1] ({meaning}), got {value!r}")
+    return float(value)
+
+
+def _check_threshold(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise LoritaError(
+            f"threshold must be a number in [0, 1] (cut sigma / sigma_max below it; 0 keeps everything), got {value!r}"
+        )
+    return float(value)
+
+
+def _check_spectra(spectra: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Validate and return float64 copies, in the caller's order."""
+    if not isinstance(spectra, Mapping) or not spectra:
+        raise LoritaError(
+            "spectra is empty: pass a dict of layer name -> singular values, e.g. lorita.spectrum(model); "
+            "a model with no compressible layer has nothing to select"
+        )
+    out = {}
+    for name, sigma in spectra.items():
+        s = torch.as_tensor(sigma).detach().to("cpu", torch.float64)
+        if s.dim() != 1 or s.numel() == 0:
+            raise LoritaError(f"spectrum of {name!r} must be a non-empty 1-D tensor of singular values, got shape {tuple(s.shape)}")
+        if not torch.isfinite(s).all():
+            raise LoritaError(f"spectrum of {name!r} contains NaN or inf; check the layer's weights (the SVD of a NaN weight is NaN)")
+        if (s < 0).any():
+            raise LoritaError(f"spectrum of {name!r} has negative values; singular values are >= 0 (use torch.linalg.svdvals)")
+        if (s[1:] > s[:-1] * (1 + 1e-6)).any():
+            raise LoritaError(f"spectrum of {name!r} is not in descending order; sort it with s.sort(descending=True).values")
+        out[name] = s
+    return out
+
+
+def _check_costs(spectra: Mapping[str, torch.Tensor], costs: Mapping[str, LayerCost]) -> None:
+    unknown = sorted(set(costs) - set(spectra))
+    missing = sorted(set(spectra) - set(costs))
+    if unknown:
+        raise LoritaError(f"costs has unknown layers {unknown}; layers in spectra: {sorted(spectra)}")
+    if missing:
+        raise LoritaError(f"costs is missing layers {missing}; pass a LayerCost for every layer in spectra")
+    for name, c in costs.items():
+        if not isinstance(c, LayerCost):
+            raise LoritaError(f"costs[{name!r}] must be a LayerCost, got {type(c).__name__}")
+        if len(spectra[name]) > c.max_rank:
+            raise LoritaError(
+                f"spectrum of {name!r} has {len(spectra[name])} values but its LayerCost is "
+                f"{c.out_features} x {c.in_features} (at most {c.max_rank}); pass matching costs"
+            )
+
+
+def _normalised(sigma: torch.Tensor) -> torch.Tensor:
+    """``sigma / sigma_max`` in float64; an all-zero layer gives zeros."""
+    top = sigma.max()
+    return sigma / top if top > 0 else torch.zeros_like(sigma)
