@@ -216,8 +216,9 @@ def _read(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[tuple, t
         raise _not_found(name, spec, looked, f"malformed files in {folder}: {err}") from err
     for split_name, (_, labels) in (("train", train), ("test", test)):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= spec.num_classes):
-            raise _not_found(name, spec, looked, f"malformed files in {folder}: {split_name} labels span "
-                             f"{int(labels.min())}..{int(labels.max())}, expected 0..{spec.num_classes - 1}")  # fmt: skip
+            span = f"{int(labels.min())}..{int(labels.max())}"
+            problem = f"malformed files in {folder}: {split_name} labels span {span}, expected 0..{spec.num_classes - 1}"
+            raise _not_found(name, spec, looked, problem)
     return train, test, classes, str(folder)
 
 

@@ -162,7 +162,8 @@ def read_idx_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, torch.Tenso
     Images are uint8 (N, 1, H, W), labels int64 (N,).
 
     Example:
-        >>> (train_x, train_y), (test_x, test_y) = read_idx_folder("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
+        >>> train, test = read_idx_folder("/usr/share/datasets/fashion-mnist")  # doctest: +SKIP
+        >>> train_x, train_y = train  # doctest: +SKIP
         >>> tuple(train_x.shape)  # doctest: +SKIP
         (60000, 1, 28, 28)
     """

@@ -85,7 +85,8 @@ def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float,
     var = (total_sq / count - mean.square()).clamp_min(0.0)
     std = var.sqrt()
     if bool((std < 1e-8).any()):
-        logger.warning("channel(s) %s have zero spread; using std 1.0 for them", (std < 1e-8).nonzero().flatten().tolist())
+        flat = (std < 1e-8).nonzero().flatten().tolist()
+        logger.warning("channel(s) %s have zero spread; using std 1.0 for them", flat)
         std = torch.where(std < 1e-8, torch.ones_like(std), std)
     return tuple(mean.tolist()), tuple(std.tolist())
 
