@@ -209,3 +209,17 @@ def test_resume_can_extend_epochs_but_not_change_other_keys(tmp_path):
         train(tiny_mlp(), data, cfg, out_dir=tmp_path, resume=True)
     with pytest.raises(LoritaError, match="no checkpoint at"):
         train(tiny_mlp(), data, cfg, out_dir=tmp_path / "empty", resume=True)
+
+
+def test_evaluate_restores_mode_and_checks_output(capsys):
+    data = tiny_data()
+    net = tiny_mlp().train()
+    acc, loss = evaluate(net, data.val, batch_size=7)
+    assert net.training and 0 <= acc <= 100 and loss > 0
+    assert (acc, loss) == pytest.approx(evaluate(net, data.val, batch_size=48), abs=1e-6)  # batch size only moves rounding
+    with pytest.raises(LoritaError, match=r"logits of shape \(batch, classes\)"):
+        evaluate(nn.Identity(), data.val)
+    # progress bars are opt-in and go to stderr, never stdout
+    train(net, data, TrainConfig(**{**CFG, "epochs": 1}), progress=True)
+    out = capsys.readouterr()
+    assert out.out == "" and "epoch" in out.err
