@@ -1,0 +1,131 @@
+"""compress / truncate / spectrum: exact identities and counting formulas.
+
+Float64 models throughout: an SVD and a rebuilt forward pass are exact to ~1e-13 for
+these sizes, so 1e-10 is tight while leaving room for summation order.
+"""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import lorita
+from lorita.linalg import break_even_rank
+from lorita.lowrank import LOWRANK_TYPES, weight_matrix
+from tiny_models import TABLE, build, example
+
+TIGHT = dict(atol=1e-10, rtol=1e-10)
+IDS = [row[0] for row in TABLE]
+
+
+def plain_layers(model):
+    return {n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+
+
+@pytest.mark.parametrize("name,builder,shape", TABLE, ids=IDS)
+def test_full_rank_truncation_equals_dense(name, builder, shape):
+    model = build(builder)
+    x = example(shape)
+    for layer_name, layer in plain_layers(model).items():
+        pair = lorita.truncate(layer, min(weight_matrix(layer).shape), layer_name)
+        probe = torch.randn(2, layer.in_features, dtype=torch.float64) if isinstance(layer, nn.Linear) else \
+            torch.randn(2, layer.in_channels, 7, 7, dtype=torch.float64)
+        torch.testing.assert_close(pair(probe), layer(probe), **TIGHT)
+    # The model-level call keeps everything dense at full rank (above break-even) and equal.
+    full = lorita.compress(model, ratio=1.0)
+    assert not any(isinstance(m, LOWRANK_TYPES) for m in full.modules())
+    torch.testing.assert_close(full(x), model(x), **TIGHT)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_weight_error_is_the_dropped_singular_values(rank):
+    torch.manual_seed(0)
+    for layer in (nn.Linear(9, 7).double(), nn.Conv2d(3, 6, (2, 3), stride=2).double()):
+        sigma = torch.linalg.svdvals(weight_matrix(layer))
+        pair = lorita.truncate(layer, rank)
+        first, second = pair[0].weight.reshape(rank, -1), pair[1].weight.reshape(-1, rank)
+        error = torch.linalg.matrix_norm(second @ first - weight_matrix(layer))
+        assert math.isclose(error.item(), sigma[rank:].square().sum().sqrt().item(), rel_tol=1e-9)
+        torch.testing.assert_close(pair[1].bias, layer.bias, atol=0, rtol=0)
+
+
+def test_params_and_macs_follow_the_formulas():
+    m, n, r = 40, 30, 5
+    net = nn.Sequential(nn.Linear(n, m), nn.ReLU(), nn.Conv2d(4, 12, 3, padding=1, bias=False))
+    small = lorita.compress(net, ranks={"0": r, "2": 2})
+    x_lin, x_conv = torch.randn(1, n), torch.randn(1, 4, 6, 6)
+    lin = lorita.profile(small[0], x_lin)
+    assert lin.params == r * (m + n) + m  # thin pair plus the original bias
+    assert lin.macs == r * (m + n) and lin.flops == 2 * r * (m + n)
+    conv = lorita.profile(small[2], x_conv)
+    positions = 6 * 6
+    assert conv.params == 2 * (4 * 9 + 12)
+    assert conv.macs == positions * 2 * (4 * 9 + 12)
+    dense = lorita.profile(net[2], x_conv)
+    assert dense.macs == positions * 4 * 9 * 12 and dense.params == 4 * 9 * 12
+
+
+def test_break_even_rule():
+    assert break_even_rank(40, 30) == 17  # 17*70 = 1190 < 1200; 18*70 = 1260 >= 1200
+    assert break_even_rank(10, 1) == 0  # a 10x1 layer can never be cut
+    net = nn.Sequential(nn.Linear(30, 40))
+    assert isinstance(lorita.compress(net, ranks={"0": 17})[0], lorita.LowRankLinear)
+    kept = lorita.compress(net, ranks={"0": 18})[0]
+    assert type(kept) is nn.Linear and torch.equal(kept.weight, net[0].weight)
+
+
+def test_energy_and_ratio_pick_the_expected_ranks():
+    layer = nn.Linear(6, 6, bias=False).double()
+    u, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    sigma = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.1, 0.0], dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(u @ torch.diag(sigma) @ v.T)
+    net = nn.Sequential(layer)
+    total = sigma.square().sum()  # 21.26; 16/21.26 = 0.75, 20/21.26 = 0.94
+    assert lorita.compress(net, energy=0.75)[0].rank == 1
+    assert lorita.compress(net, energy=0.76)[0].rank == 2
+    assert float(sigma[:2].square().sum() / total) < 0.95
+    assert type(lorita.compress(net, energy=0.95)[0]) is nn.Linear  # rank 3 >= break-even 2 for 6x6
+    assert lorita.compress(net, ratio=0.2)[0].rank == 2  # ceil(0.2 * 6) = 2
+    assert lorita.compress(net, ratio=1 / 6)[0].rank == 1
+
+
+def test_compress_on_composed_model_merges_first():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 4)).double()
+    composed = lorita.compose(net, depth=3)
+    x = torch.randn(3, 20, dtype=torch.float64)
+    direct = lorita.compress(composed, ranks={"0": 5})
+    via_merge = lorita.compress(lorita.merge(composed), ranks={"0": 5})
+    torch.testing.assert_close(direct(x), via_merge(x), **TIGHT)
+    assert isinstance(direct[0], lorita.LowRankLinear) and type(direct[2]) is nn.Linear
+
+
+def test_spectrum_names_and_values():
+    model = build(TABLE[3][1])  # nested
+    spec = lorita.spectrum(model)
+    assert list(spec) == ["stem.0", "body.conv", "head.1.0", "head.1.2"]
+    torch.testing.assert_close(spec["body.conv"], torch.linalg.svdvals(model.body.conv.weight.reshape(5, -1)))
+    composed = lorita.compose(model, depth=3)
+    merged_spec = lorita.spectrum(lorita.merge(composed))
+    for key, values in lorita.spectrum(composed).items():
+        torch.testing.assert_close(values, merged_spec[key], **TIGHT)
+
+
+def test_compressed_model_keeps_dtype_and_shared_layer():
+    from tiny_models import Shared
+    model = build(Shared)
+    small = lorita.compress(model, ranks={"mid": 2})
+    assert small.mid is small.mid and isinstance(small.mid, lorita.LowRankLinear)
+    assert {p.dtype for p in small.parameters()} == {torch.float64}
+    x = example((3, 6))
+    assert small(x).shape == (3, 2)
+
+
+def test_compress_leaves_argument_untouched():
+    model = build(TABLE[0][1])
+    before = [p.clone() for p in model.parameters()]
+    lorita.compress(model, ratio=0.2)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))

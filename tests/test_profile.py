@@ -1,0 +1,35 @@
+"""profile counts equal the formulas; FLOPs = 2 x MACs; per-layer rows add up."""
+
+import torch
+from torch import nn
+
+import lorita
+
+
+def test_counts_equal_formulas():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(8 * 5 * 5, 10))
+    p = lorita.profile(net, torch.randn(4, 3, 5, 5))
+    conv_macs = 4 * 25 * (3 * 9 * 8)  # batch x positions x (C_in k k C_out)
+    lin_macs = 4 * 200 * 10
+    assert p.macs == conv_macs + lin_macs and p.flops == 2 * p.macs
+    assert p.params == sum(x.numel() for x in net.parameters())
+    rows = {row.name: row for row in p.layers}
+    assert rows["0"].macs == conv_macs and rows["4"].macs == lin_macs
+    assert rows["1"].params == 16 and rows["1"].macs == 0
+    assert sum(r.params for r in p.layers) == p.params
+    assert p.batch_size == 4
+
+
+def test_composed_and_compressed_rows():
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    composed = lorita.compose(net, depth=3, mode="sequential")
+    p = lorita.profile(composed, torch.randn(2, 16))
+    assert [r.type for r in p.layers] == ["ComposedLinear", "ComposedLinear"]
+    assert p.layers[0].macs == 2 * 3 * 16 * 16  # three 16x16 factors applied one after another
+    small = lorita.compress(net, ranks={"0": 2})
+    q = lorita.profile(small, torch.randn(2, 16))
+    assert q.layers[0].type == "LowRankLinear" and q.layers[0].macs == 2 * 2 * 32
+    text = str(q)
+    assert "LowRankLinear" in text and "FLOPs (= 2 x MACs)" in text and "total" in text
+    assert q.to_dict()["units"]["flops"].startswith("floating-point operations = 2 x MACs")

@@ -1,0 +1,133 @@
+"""save / load round trips for composed, merged and compressed models; bad files."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import lorita
+from lorita import LoritaError
+from lorita.models import create_model
+from tiny_models import Nested, Shared, build, example
+
+
+def stages(model):
+    composed = lorita.compose(model, depth=3)
+    merged = lorita.merge(composed)
+    return {"composed": composed, "merged": merged, "compressed": lorita.compress(merged, ratio=0.3)}
+
+
+@pytest.mark.parametrize("stage", ["composed", "merged", "compressed"])
+@pytest.mark.parametrize("builder,shape", [(Nested, (2, 3, 8, 5)), (Shared, (3, 6))])
+def test_round_trip_with_model_argument(stage, builder, shape, tmp_path):
+    model = stages(build(builder))[stage]
+    path = tmp_path / "m.lorita"
+    lorita.save(model, path)
+    again = lorita.load(path, model=lambda: builder()).eval()
+    x = example(shape)
+    torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+    assert [type(m) for m in again.modules()] == [type(m) for m in model.modules()]
+    assert again.state_dict().keys() == model.state_dict().keys()
+
+
+def test_zoo_model_rebuilds_itself(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
+    small = lorita.compress(lorita.merge(lorita.compose(model, depth=2)), energy=0.9).eval()
+    path = tmp_path / "r.lorita"
+    lorita.save(small, path)
+    again = lorita.load(path).eval()  # no model argument: lorita_config names the factory
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(again(x), small(x), atol=0, rtol=0)
+
+
+def test_file_is_safetensors_with_a_json_description(tmp_path):
+    from safetensors import safe_open
+    model = lorita.compress(build(Nested), ranks={"head.1.0": 2})
+    path = tmp_path / "m.lorita"
+    lorita.save(model, path)
+    with safe_open(str(path), "pt") as f:
+        desc = json.loads(f.metadata()["lorita"])
+    assert desc["layers"] == {"head.1.0": {"type": "lowrank_linear", "rank": 2, "aliases": ["head.1.0"]}}
+    assert desc["dtype"] == "float64"
+
+
+def test_script_class_needs_model_argument(tmp_path):
+    class Local(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    path = tmp_path / "m.lorita"
+    lorita.save(Local(), path)
+    with pytest.raises(LoritaError, match=r"cannot import .*pass load\(path, model=YourModel\(\.\.\.\)\)"):
+        lorita.load(path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", r"is not a readable safetensors file"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", r"is not a readable safetensors file"),
+    (b"PK\x03\x04 this is a zip, maybe a torch.save pickle", r"is not a readable safetensors file"),
+])
+def test_corrupt_files_are_refused(content, message, tmp_path):
+    path = tmp_path / "bad.lorita"
+    path.write_bytes(content)
+    with pytest.raises(LoritaError, match=message):
+        lorita.load(path, model=nn.Linear(2, 2))
+
+
+def test_truncated_file_is_refused(tmp_path):
+    path = tmp_path / "m.lorita"
+    lorita.save(build(Nested), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(LoritaError, match=r"not a readable safetensors file|do not fit"):
+        lorita.load(path, model=Nested)
+
+
+def test_foreign_safetensors_and_wrong_model(tmp_path):
+    foreign = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(LoritaError, match=r"not a lorita model \(no 'lorita' metadata\)"):
+        lorita.load(foreign)
+    path = tmp_path / "m.lorita"
+    lorita.save(lorita.compress(build(Nested), ranks={"head.1.0": 2}), path)
+    with pytest.raises(LoritaError, match=r"describes layer 'head.1.0' as lowrank_linear.*right model"):
+        lorita.load(path, model=nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(LoritaError, match=r"no such file"):
+        lorita.load(tmp_path / "missing.lorita")
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.lorita"
+    lorita.save(build(Nested), path)
+    before = path.read_bytes()
+
+    def broken(model, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half a file")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr("lorita.serialization.save_model", broken)
+    with pytest.raises(OSError, match="No space left"):
+        lorita.save(lorita.compose(build(Nested), depth=2), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.lorita"]  # no temp file left behind
+
+
+def test_compressed_model_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    model = lorita.compress(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                          nn.Linear(8 * 6 * 6, 10)), ratio=0.25).eval()
+    x = torch.randn(2, 3, 6, 6)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=False)
+    out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-5, rtol=1e-4)
