@@ -118,6 +118,25 @@ def test_global_thresholds_visit_every_distinct_cut():
             assert global_ranks(spectra, th)[name] == max(1, sum(v >= th for v in norm))
 
 
+def test_global_thresholds_with_costs_keep_one_per_distinct_compressed_model():
+    gen = torch.Generator().manual_seed(2)
+    shapes = {"a": (6, 30), "b": (8, 8), "c": (5, 40)}
+    spectra = {n: torch.rand(min(m, k), generator=gen).sort(descending=True).values for n, (m, k) in shapes.items()}
+    costs = {n: LayerCost(m, k) for n, (m, k) in shapes.items()}
+
+    def model_of(th):  # what compress builds: the rank where it is worth cutting, else dense
+        return tuple(r if is_worth_cutting(*shapes[n], r) else None for n, r in global_ranks(spectra, th).items())
+
+    every = global_thresholds(spectra)
+    kept = global_thresholds(spectra, costs)
+    assert set(kept) < set(every) and kept == sorted(kept)
+    assert len({model_of(th) for th in kept}) == len(kept)  # all different ...
+    assert {model_of(th) for th in kept} == {model_of(th) for th in every} - {(None, None, None)}  # ... and all of them
+    for th in kept:  # the smallest threshold giving its model
+        earlier = [u for u in every if u < th]
+        assert not earlier or model_of(earlier[-1]) != model_of(th)
+
+
 # ---------------------------------------------------------------------------- budget
 
 

@@ -194,19 +194,45 @@ def energy_ranks(spectra: Mapping[str, torch.Tensor], energy: float) -> dict[str
     return out
 
 
-def global_thresholds(spectra: Mapping[str, torch.Tensor]) -> list[float]:
+def global_thresholds(
+    spectra: Mapping[str, torch.Tensor], costs: Mapping[str, LayerCost] | None = None
+) -> list[float]:
     """Every distinct value of ``sigma / sigma_max`` over all layers, ascending.
 
     Each is a threshold for ``global_ranks`` that gives a different cut, so a
-    sweep over this list visits every distinct global cut.
+    sweep over this list visits every distinct global cut. With ``costs``, only
+    cuts that give a different compressed model are kept (a rank above a
+    layer's break-even rank leaves it dense, so many thresholds build the same
+    model): the smallest threshold of each such cut, and none where every layer
+    stays dense.
 
     Example:
         >>> import torch
-        >>> global_thresholds({"a": torch.tensor([2.0, 1.0]), "b": torch.tensor([4.0, 1.0])})
+        >>> spectra = {"a": torch.tensor([4.0, 2.0, 1.0]), "b": torch.tensor([4.0, 1.0])}
+        >>> global_thresholds(spectra)
         [0.25, 0.5, 1.0]
+        >>> global_thresholds(spectra, {"a": LayerCost(3, 12), "b": LayerCost(2, 2)})  # "a" cut below rank 3
+        [0.5, 1.0]
     """
-    values = torch.cat([_normalised(s) for s in _check_spectra(spectra).values()])
-    return torch.unique(values).tolist()
+    spectra = _check_spectra(spectra)
+    values = torch.unique(torch.cat([_normalised(s) for s in spectra.values()]))  # ascending
+    if costs is None:
+        return values.tolist()
+    _check_costs(spectra, costs)
+    keep = torch.zeros(len(values), dtype=torch.bool)
+    previous = None
+    cuts = []
+    for name, sigma in spectra.items():
+        ascending = _normalised(sigma).flip(0)
+        kept = len(sigma) - torch.searchsorted(ascending, values, side="left")  # (T,) values >= each threshold
+        kept = kept.clamp_min(1)
+        cuts.append(torch.where(kept <= costs[name].break_even, kept, torch.zeros_like(kept)))  # 0: dense
+    cuts = torch.stack(cuts, 1)  # (T, layers)
+    for i in range(len(values)):
+        if cuts[i].any() and (previous is None or not torch.equal(cuts[i], previous)):
+            keep[i] = True
+        previous = cuts[i]
+    return values[keep].tolist()
 
 
 def global_ranks(spectra: Mapping[str, torch.Tensor], threshold: float) -> dict[str, int]:

@@ -1,0 +1,299 @@
+"""``select_ranks``: choose how many singular values each layer of a model keeps.
+
+The glue between a model and the pure math in ``lorita.ranks``: read the spectrum
+(``lorita.spectrum``), price each layer (``layer_costs``), run a strategy, and for
+the accuracy strategy compress and evaluate candidate cuts (``search_accuracy``).
+Composed models are merged first; every size is that of the original, uncomposed
+architecture. Feed the result to ``lorita.compress(model, ranks=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from lorita.compose import merge
+from lorita.compress import compress, layer_shape, spectrum
+from lorita.errors import LoritaError
+from lorita.profile import profile
+from lorita.ranks import (
+    LayerCost,
+    SearchResult,
+    budget_ranks,
+    energy_ranks,
+    global_ranks,
+    global_thresholds,
+    search_threshold,
+    uniform_ranks,
+)
+from lorita.targets import scan_layers
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AccuracySearch", "STRATEGIES", "layer_costs", "search_accuracy", "select_ranks"]
+
+# strategy -> (required options, optional options)
+_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "uniform": (("ratio",), ()),
+    "energy": (("energy",), ()),
+    "global": (("threshold",), ()),
+    "budget": ((), ("params", "flops", "example_input")),
+    "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals")),
+}
+STRATEGIES = tuple(_OPTIONS)
+
+
+def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "params") -> tuple[dict[str, LayerCost], float]:
+    """``LayerCost`` of every compressible layer, and the cost of everything else, in ``metric``.
+
+    ``metric="params"`` needs no input (positions are 1). ``metric="macs"`` runs the
+    (merged) model once on ``example_input`` with forward hooks to count each layer's
+    output positions per example (``H_out*W_out`` for a conv, tokens for a linear on
+    ``(B, T, C)``; a layer called twice counts twice), and measures the other MACs
+    with ``lorita.profile``. ``fixed`` (the second value) is per example, like the
+    costs: biases, norms and layers that cannot be cut.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
+        >>> costs, fixed = layer_costs(net)
+        >>> costs["0"], fixed
+        (LayerCost(out_features=6, in_features=8, positions=1), 8)
+    """
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"select_ranks needs an nn.Module, got {type(model).__name__}")
+    if metric not in ("params", "macs"):
+        raise LoritaError(f"metric must be 'params' or 'macs', got {metric!r}")
+    base = merge(model)  # the original architecture (a plain copy when nothing is composed)
+    shapes = {name: layer_shape(module) for name, module in _layers(base).items()}
+    if metric == "params":
+        dense = sum(m * n for m, n in shapes.values())
+        return {name: LayerCost(m, n) for name, (m, n) in shapes.items()}, sum(p.numel() for p in base.parameters()) - dense
+    args = _example_args(example_input)
+    batch = int(args[0].shape[0]) if args[0].dim() else 1
+    outputs = _output_numels(base, list(shapes), args)
+    costs = {}
+    for name, (m, n) in shapes.items():
+        if outputs[name] == 0:
+            raise LoritaError(f"layer {name!r} did not run on example_input, so its MACs are unknown; "
+                              "pass an input that runs every Linear/Conv2d layer of the model")
+        costs[name] = LayerCost(m, n, max(1, round(outputs[name] / (batch * m))))
+    total = profile(base, args).macs / batch
+    fixed = total - sum(c.dense("macs") for c in costs.values())
+    return costs, max(0.0, fixed)
+
+
+def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
+    """Rank per compressible layer (by module name) for ``lorita.compress(model, ranks=...)``.
+
+    Strategies and their options:
+        ``"uniform"``, ``ratio=``: the same fraction of singular values in every layer.
+        ``"energy"``, ``energy=``: per layer, that fraction of ``sum(sigma^2)``.
+        ``"global"``, ``threshold=``: keep ``sigma / sigma_max(layer) >= threshold``.
+        ``"budget"``, ``params=`` or ``flops=`` (a fraction of the original model's
+        total; ``flops`` needs ``example_input=``): least loss within that size.
+        ``"accuracy"``, ``evaluate=`` (model -> accuracy in percent on validation data),
+        ``max_drop=1.0`` (points), ``finetune=None`` (model -> model, run on each
+        candidate before evaluating), ``max_evals=12``: the strongest global cut within
+        the drop; see ``search_accuracy`` for the steps and the chosen model.
+    A rank above a layer's break-even rank means it stays dense.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> ranks = select_ranks(net, "budget", params=0.5)
+        >>> small = compress(net, ranks=ranks)
+    """
+    if strategy not in _OPTIONS:
+        raise LoritaError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGIES)}")
+    required, optional = _OPTIONS[strategy]
+    missing = [k for k in required if k not in options]
+    unexpected = sorted(set(options) - set(required) - set(optional))
+    usage = ", ".join([f"{k}=" for k in required] + [f"{k}= (optional)" for k in optional])
+    if missing or unexpected:
+        what = f"missing {', '.join(k + '=' for k in missing)}" if missing else f"unexpected {', '.join(k + '=' for k in unexpected)}"
+        raise LoritaError(f"strategy {strategy!r}: {what}; it takes {usage}")
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"select_ranks needs an nn.Module, got {type(model).__name__}")
+    if strategy == "accuracy":
+        return search_accuracy(model, **options).ranks
+    if strategy == "budget":
+        return _budget(model, **options)
+    spectra = spectrum(model)
+    _check_any(spectra)
+    if strategy == "uniform":
+        return uniform_ranks(spectra, options["ratio"])
+    if strategy == "energy":
+        return energy_ranks(spectra, options["energy"])
+    return global_ranks(spectra, options["threshold"])
+
+
+def _budget(model: nn.Module, params: float | None = None, flops: float | None = None, example_input: Any = None) -> dict[str, int]:
+    if (params is None) == (flops is None):
+        raise LoritaError("strategy 'budget' takes exactly one of params= or flops= (a fraction in (0, 1] of "
+                          "the original model's total), e.g. select_ranks(model, 'budget', params=0.3)")
+    if flops is not None and example_input is None:
+        raise LoritaError("strategy 'budget' with flops= needs example_input= (e.g. torch.randn(1, 3, 32, 32)) "
+                          "to count each layer's output positions")
+    metric, target = ("params", params) if params is not None else ("macs", flops)  # FLOPs = 2 x MACs: same fraction
+    label = "params" if metric == "params" else "flops"
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
+        raise LoritaError(f"{label} must be a number in (0, 1] (the fraction of the original model's {label} "
+                          f"to keep), got {target!r}")
+    spectra = spectrum(model)
+    _check_any(spectra)
+    costs, fixed = layer_costs(model, example_input, metric)
+    try:
+        return budget_ranks(spectra, costs, target, metric=metric, fixed=fixed)
+    except LoritaError as err:  # name the option the user gave, not the internal one
+        raise LoritaError(str(err).replace("target=", f"{label}=").replace("pass a target", f"pass {label}")) from None
+
+
+@dataclass
+class AccuracySearch:
+    """Outcome of ``search_accuracy``.
+
+    ``ranks``: the chosen cut (every layer at full rank when no cut stayed within the
+    drop). ``model``: the model that was evaluated at that cut (compressed, and
+    fine-tuned when ``finetune`` was given), or the merged uncompressed model when no
+    cut was found. ``search``: thresholds tried, accuracies, baseline and floor.
+    """
+
+    ranks: dict[str, int]
+    model: nn.Module
+    search: SearchResult
+
+    @property
+    def evaluations(self) -> int:
+        """Calls made to ``evaluate``, the baseline included."""
+        return self.search.evaluations + 1
+
+
+def search_accuracy(
+    model: nn.Module,
+    evaluate: Callable[[nn.Module], float],
+    *,
+    max_drop: float = 1.0,
+    finetune: Callable[[nn.Module], nn.Module] | None = None,
+    max_evals: int = 12,
+) -> AccuracySearch:
+    """The strongest global cut whose ``evaluate`` stays within ``max_drop`` points of the baseline.
+
+    The baseline is ``evaluate`` on the uncompressed (merged) model, one call. Then a
+    bisection (``lorita.ranks.search_threshold``) over the global thresholds that
+    build distinct compressed models compresses at each tried threshold, runs ``finetune`` on it if given, and
+    evaluates it: at most ``max_evals`` more calls, never the same threshold twice.
+    ``evaluate`` should put the model in eval mode and use held-out validation data,
+    not the test set. The returned model is one that was evaluated within the drop.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> x = torch.randn(64, 16)
+        >>> agree = lambda m: 100.0 * (m(x).argmax(1) == net(x).argmax(1)).float().mean().item()
+        >>> found = search_accuracy(net, agree, max_drop=5.0, max_evals=6)
+        >>> found.evaluations <= 7 and agree(found.model) >= 95.0
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"search_accuracy needs an nn.Module, got {type(model).__name__}")
+    if not callable(evaluate):
+        raise LoritaError(f"evaluate must be a callable model -> accuracy (percent), got {type(evaluate).__name__}")
+    if finetune is not None and not callable(finetune):
+        raise LoritaError(f"finetune must be a callable model -> model or None, got {type(finetune).__name__}")
+    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
+        raise LoritaError(f"max_evals must be an int >= 1, got {max_evals!r}")
+    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop < math.inf:
+        raise LoritaError(f"max_drop must be a finite number >= 0 (accuracy points), got {max_drop!r}")
+    base = merge(model)
+    spectra = spectrum(base)
+    _check_any(spectra)
+    shapes = {name: layer_shape(module) for name, module in _layers(base).items()}
+    # only thresholds that build distinct compressed models: no evaluation is spent twice on one model
+    thresholds = global_thresholds(spectra, {name: LayerCost(m, n) for name, (m, n) in shapes.items()})
+
+    baseline = _accuracy(evaluate, base, "the uncompressed model", baseline=True)
+    if not thresholds:  # no layer is worth cutting, even at rank 1: nothing to search
+        log.info("no layer of this model is worth cutting; keeping it dense")
+        empty = SearchResult(0.0, baseline, False, baseline, baseline - max_drop, ())
+        return AccuracySearch(global_ranks(spectra, 0.0), base, empty)
+    best: dict[str, Any] = {}  # the model at the largest threshold found within the drop so far
+
+    def evaluate_at(threshold: float) -> float:
+        candidate = compress(base, ranks=global_ranks(spectra, threshold))
+        if finetune is not None:
+            candidate = finetune(candidate)
+            if not isinstance(candidate, nn.Module):
+                raise LoritaError(f"finetune must return the fine-tuned model (end it with `return model`), "
+                                  f"got {type(candidate).__name__}")
+        accuracy = _accuracy(evaluate, candidate, f"the model cut at threshold {threshold:.6g}")
+        log.info("threshold %.6g: accuracy %.4g (baseline %.4g)", threshold, accuracy, baseline)
+        if accuracy >= baseline - max_drop and threshold > best.get("threshold", -1.0):
+            best.update(threshold=threshold, model=candidate)
+        return accuracy
+
+    result = search_threshold(evaluate_at, baseline=baseline, max_drop=max_drop, thresholds=thresholds,
+                              max_evals=max_evals)
+    if not result.found:
+        log.info("no cut stayed within %.4g points of %.4g; keeping the model dense", max_drop, baseline)
+        return AccuracySearch(global_ranks(spectra, 0.0), base, result)
+    return AccuracySearch(global_ranks(spectra, result.threshold), best["model"], result)
+
+
+# ----------------------------------------------------------------------------
+# helpers
+
+
+def _layers(base: nn.Module) -> dict[str, nn.Module]:
+    """The compressible layers, under the names ``lorita.spectrum`` uses."""
+    return {name: layer.module for name, layer in scan_layers(base).layers.items()}
+
+
+def _check_any(spectra: dict) -> None:
+    if not spectra:
+        raise LoritaError("the model has no compressible layer (Linear or Conv2d with groups=1), "
+                          "so there are no ranks to select")
+
+
+def _example_args(example_input: Any) -> tuple:
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    if not args or not isinstance(args[0], torch.Tensor):
+        raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
+                          "e.g. torch.randn(1, 3, 32, 32)")
+    return args
+
+
+@torch.no_grad()
+def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str, int]:
+    """Total output elements of each named module over one forward pass (calls add up)."""
+    modules = dict(model.named_modules())
+    counts = {name: 0 for name in names}
+    handles = []
+    for name in names:
+        def hook(module, inputs, output, name=name):
+            counts[name] += output.numel()
+        handles.append(modules[name].register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(*args)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def _accuracy(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str, *, baseline: bool = False) -> float:
+    """``float(evaluate(model))``; NaN is an error for the baseline, a failed cut otherwise."""
+    value = evaluate(model)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise LoritaError(f"evaluate must return an accuracy (a number, in percent), got {type(value).__name__} "
+                          f"for {what}") from None
+    if baseline and math.isnan(value):
+        raise LoritaError(f"evaluate returned NaN for {what}; it must return an accuracy in percent")
+    return value
