@@ -38,6 +38,14 @@ def test_break_even_is_largest_rank_cheaper_than_dense(m, n):
     assert not is_worth_cutting(m, n, r + 1)
 
 
+def test_break_even_agrees_with_the_one_compress_uses():
+    from lorita import linalg
+
+    for m in range(1, 40):
+        for n in range(1, 40):
+            assert break_even_rank(m, n) == linalg.break_even_rank(m, n), (m, n)
+
+
 def test_layer_cost_prices_ranks_and_dense():
     c = LayerCost(out_features=16, in_features=9 * 8, positions=49)  # a 3x3 conv 8 -> 16 on a 7x7 map
     assert c.max_rank == 16 and c.break_even == (16 * 72 - 1) // 88 == 13

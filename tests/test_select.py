@@ -11,18 +11,30 @@ from lorita.ranks import LayerCost, energy_ranks, global_ranks, uniform_ranks
 from lorita.select import STRATEGIES, layer_costs, search_accuracy, select_ranks
 
 
+@torch.no_grad()
+def decaying(model, q=0.9):
+    """Give every weight singular values falling like q^i, as LoRITa training does, so cuts degrade gently."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            w = module.weight.reshape(module.weight.shape[0], -1)
+            u, s, vh = torch.linalg.svd(w, full_matrices=False)
+            s = s[0] * q ** torch.arange(len(s), dtype=s.dtype)
+            module.weight.copy_((u * s @ vh).reshape(module.weight.shape))
+    return model
+
+
 def mlp():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(24, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 5))
+    return decaying(nn.Sequential(nn.Linear(24, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 5)))
 
 
 def cnn():
     torch.manual_seed(0)
-    return nn.Sequential(
+    return decaying(nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),  # (B, 8, 8, 8)
         nn.Conv2d(8, 12, 3, stride=2), nn.ReLU(),  # (B, 12, 3, 3)
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 4),
-    )
+    ))
 
 
 MODELS = {"mlp": (mlp, (2, 24)), "cnn": (cnn, (2, 3, 8, 8))}
@@ -138,15 +150,16 @@ def test_accuracy_search_stays_within_the_drop(kind):
     x = torch.randn(128, *shape[1:], generator=torch.Generator().manual_seed(1))
     score = agreement(model, x)
     evaluate, calls = counted(score)
-    found = search_accuracy(model, evaluate, max_drop=10.0, max_evals=5)
+    found = search_accuracy(model, evaluate, max_drop=5.0, max_evals=5)
     assert found.evaluations == len(calls) <= 5 + 1
     assert found.search.baseline == 100.0 and found.search.found
-    assert score(found.model) >= 100.0 - 10.0
+    assert {s.within for s in found.search.steps} == {True, False}  # the drop mattered: not a trivial pass
+    assert score(found.model) >= 100.0 - 5.0
     assert n_lowrank(found.model) > 0
     assert found.ranks == global_ranks(lorita.spectrum(model), found.search.threshold)
     within = [s.threshold for s in found.search.steps if s.within]
     assert found.search.threshold == max(within)
-    assert select_ranks(model, "accuracy", evaluate=score, max_drop=10.0, max_evals=5) == found.ranks  # deterministic
+    assert select_ranks(model, "accuracy", evaluate=score, max_drop=5.0, max_evals=5) == found.ranks  # deterministic
 
 
 def test_accuracy_search_fine_tunes_each_candidate():

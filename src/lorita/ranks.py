@@ -27,6 +27,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from lorita.errors import LoritaError
+from lorita.linalg import energy_rank, ratio_rank
 
 __all__ = [
     "LayerCost",
@@ -159,15 +160,8 @@ def uniform_ranks(spectra: Mapping[str, torch.Tensor], ratio: float) -> dict[str
         {'fc': 3}
     """
     ratio = _check_fraction("ratio", ratio, "keep this fraction of each layer's singular values")
-    out = {}
-    for name, sigma in _check_spectra(spectra).items():
-        k = len(sigma)
-        x = ratio * k
-        nearest = round(x)
-        # 0.3 * 10 is 3.0000000000000004 in floats: treat near-integers as integers
-        r = nearest if math.isclose(x, nearest, rel_tol=1e-9, abs_tol=1e-12) else math.ceil(x)
-        out[name] = min(max(r, 1), k)
-    return out
+    # ratio_rank treats near-integers as integers: 0.3 * 10 is 3.0000000000000004 in floats
+    return {name: min(ratio_rank(len(sigma), ratio), len(sigma)) for name, sigma in _check_spectra(spectra).items()}
 
 
 def energy_ranks(spectra: Mapping[str, torch.Tensor], energy: float) -> dict[str, int]:
@@ -181,17 +175,8 @@ def energy_ranks(spectra: Mapping[str, torch.Tensor], energy: float) -> dict[str
         {'fc': 2}
     """
     energy = _check_fraction("energy", energy, "keep this fraction of each layer's sum of sigma^2")
-    out = {}
-    for name, sigma in _check_spectra(spectra).items():
-        cum = torch.cumsum(sigma * sigma, 0)
-        total = float(cum[-1])
-        if total == 0.0:
-            out[name] = 1
-            continue
-        # relative slack of 1e-12 so that energy=1.0 and exact fractions are not lost to rounding
-        need = energy * total * (1 - 1e-12)
-        out[name] = max(1, int((cum < need).sum()) + 1)
-    return out
+    # energy_rank gives a relative slack of 1e-12, so energy=1.0 and exact fractions survive rounding
+    return {name: energy_rank(sigma, energy) for name, sigma in _check_spectra(spectra).items()}
 
 
 def global_thresholds(

@@ -65,7 +65,7 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
         (LayerCost(out_features=6, in_features=8, positions=1), 8)
     """
     if not isinstance(model, nn.Module):
-        raise LoritaError(f"select_ranks needs an nn.Module, got {type(model).__name__}")
+        raise LoritaError(f"layer_costs needs an nn.Module, got {type(model).__name__}")
     if metric not in ("params", "macs"):
         raise LoritaError(f"metric must be 'params' or 'macs', got {metric!r}")
     base = merge(model)  # the original architecture (a plain copy when nothing is composed)
@@ -143,9 +143,10 @@ def _budget(model: nn.Module, params: float | None = None, flops: float | None =
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
         raise LoritaError(f"{label} must be a number in (0, 1] (the fraction of the original model's {label} "
                           f"to keep), got {target!r}")
-    spectra = spectrum(model)
+    base = merge(model)
+    spectra = spectrum(base)
     _check_any(spectra)
-    costs, fixed = layer_costs(model, example_input, metric)
+    costs, fixed = layer_costs(base, example_input, metric)
     try:
         return budget_ranks(spectra, costs, target, metric=metric, fixed=fixed)
     except LoritaError as err:  # name the option the user gave, not the internal one
