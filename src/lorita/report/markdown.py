@@ -1,0 +1,237 @@
+"""Markdown summary of run folders: a table of train runs, a table of compress runs,
+a comparison at a 1-point accuracy budget (METHOD.md section 5) and the plots.
+
+Every number comes from the run folders' files; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lorita.atomic import atomic_write_text
+from lorita.profile import human
+from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
+from lorita.report.runs import Run, find_source, read_runs, source_name
+
+log = logging.getLogger(__name__)
+
+NA = "n/a"
+BUDGET = 1.0  # accuracy points, METHOD.md section 5
+PLOTS = (  # (file name, function, caption)
+    ("training_curves.png", plot_training_curves, "Validation accuracy per epoch"),
+    ("spectra.png", plot_spectra, "Normalised singular values per layer"),
+    ("compression.png", plot_compression, "Test accuracy vs params kept"),
+    ("ranks.png", plot_ranks, "Kept rank per layer"),
+)
+
+
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _acc(value) -> str:
+    return f"{value:.2f}" if _num(value) else NA
+
+
+def _count(value) -> str:
+    return human(int(value)) if _num(value) else NA
+
+
+def _int(value) -> str:
+    return str(int(value)) if _num(value) else NA
+
+
+def _kept(fraction) -> str:
+    return f"{100 * fraction:.1f}" if _num(fraction) else NA
+
+
+def _seconds(value) -> str:
+    if not _num(value):
+        return NA
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _train_table(trains: list[Run]) -> list[str]:
+    head = ["run", "model", "dataset", "depth", "epochs", "best epoch", "val acc %", "test acc %", "params",
+            "MACs", "seconds"]
+    rows = []
+    for run in trains:
+        model = (run.config.get("model") or {}).get("name", NA)
+        dataset = (run.config.get("dataset") or {}).get("name", NA)
+        epochs = run.results.get("epochs", len(run.metrics) or None)
+        rows.append([run.name, model, dataset, _int(run.depth), _int(epochs), _int(run.get("best_epoch")),
+                     _acc(run.get("val_acc")), _acc(run.get("test_acc")), _count(run.get("params")),
+                     _count(run.get("macs")), _seconds(run.get("seconds"))])
+    return [*_table(head, rows), "",
+            "MACs = multiply-accumulates per example; FLOPs = 2 x MACs. Params and MACs are those of the merged "
+            "model (the original architecture). Val acc is the best epoch's; test acc is that model's."]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def ranks_summary(results: dict) -> str:
+    """``'6 layers cut, 2 dense'`` from a compress results.json.
+
+    Example:
+        >>> ranks_summary({"ranks": {"a": 3, "b": 9, "c": 2}, "dense_layers": ["b"]})
+        '2 layers cut, 1 dense'
+    """
+    ranks = results.get("ranks")
+    if not isinstance(ranks, dict):
+        return NA
+    dense = set(results.get("dense_layers") or [])
+    cut = sum(1 for name in ranks if name not in dense)
+    return f"{_plural(cut, 'layer')} cut, {len(dense)} dense"
+
+
+def _strategy(results: dict) -> str:
+    text = str(results.get("strategy") or NA)
+    options = results.get("options")
+    if isinstance(options, dict):
+        shown = [f"{k}={v:g}" if _num(v) else f"{k}={v}" for k, v in options.items()
+                 if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 16][:3]
+        if shown:
+            text += " (" + ", ".join(shown) + ")"
+    return text
+
+
+def _accuracy_chain(run: Run) -> str:
+    parts = [_acc(run.get("before", "test_acc")), _acc(run.get("after_cut", "test_acc"))]
+    if run.get("after_finetune") is not None:
+        parts.append(_acc(run.get("after_finetune", "test_acc")))
+    return " -> ".join(parts)
+
+
+def _compress_table(cuts: list[Run]) -> list[str]:
+    head = ["run", "source", "strategy", "ranks", "params kept %", "MACs kept %",
+            "test acc % (before -> cut -> fine-tune)", "evaluations", "seconds"]
+    rows = [[run.name, source_name(run), _strategy(run.results), ranks_summary(run.results),
+             _kept(run.get("kept", "params")), _kept(run.get("kept", "macs")), _accuracy_chain(run),
+             _int(run.get("evaluations")), _seconds(run.get("seconds"))] for run in cuts]
+    return [*_table(head, rows), "",
+            "Kept % are of the original, uncomposed architecture (params; MACs = multiply-accumulates per example, "
+            "FLOPs = 2 x MACs). The third accuracy appears only when the run fine-tuned after the cut."]
+
+
+def _final(run: Run, key: str):
+    """Accuracy of the deployed model: after fine-tuning when there was some, else after the cut."""
+    if run.get("after_finetune") is not None:
+        return run.get("after_finetune", key)
+    return run.get("after_cut", key)
+
+
+def _reference(train: Run, trains: list[Run]) -> Run | None:
+    """The plain (depth 1) train run on the same model and dataset, best on validation."""
+    def key(run):
+        return ((run.config.get("model") or {}).get("name"), (run.config.get("dataset") or {}).get("name"))
+    plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and _num(t.get("val_acc"))]
+    return max(plain, key=lambda t: t.get("val_acc"), default=None)
+
+
+def _smallest_within(members: list[Run], target: float) -> Run | None:
+    ok = [r for r in members if _num(_final(r, "val_acc")) and _final(r, "val_acc") >= target
+          and _num(r.get("kept", "params"))]
+    return min(ok, key=lambda r: r.get("kept", "params"), default=None)
+
+
+def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
+    trains = [r for r in runs if r.kind == "train"]
+    groups: dict[str, list[Run]] = {}
+    for run in cuts:
+        groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
+    head = ["source", "view", "target (val acc %)", "chosen run", "params kept %", "MACs kept %", "test acc %"]
+    rows = []
+    for members in groups.values():
+        train = find_source(members[0], runs)
+        label = train.label if train is not None else source_name(members[0])
+        own = next((r.get("before", "val_acc") for r in members if _num(r.get("before", "val_acc"))), None)
+        ref = _reference(train, trains) if train is not None else None
+        views = [("(a) own", own, "")]
+        views.append(("(b) common", ref.get("val_acc") if ref is not None else None,
+                      f"{ref.name} (depth 1)" if ref is not None else "no depth-1 run of this model and dataset"))
+        for view, base, why in views:
+            if not _num(base):
+                rows.append([label, view, NA, why or "no uncompressed val acc", NA, NA, NA])
+                continue
+            target = base - BUDGET
+            best = _smallest_within(members, target)
+            target_text = f"{target:.2f}" + (f" ({why} - {BUDGET:g})" if why else "")
+            if best is None:
+                rows.append([label, view, target_text, f"none of {_plural(len(members), 'run')} reaches it",
+                             NA, NA, NA])
+            else:
+                rows.append([label, view, target_text, best.name, _kept(best.get("kept", "params")),
+                             _kept(best.get("kept", "macs")), _acc(_final(best, "test_acc"))])
+    return [*_table(head, rows), "",
+            f"For each source model, the compress run with the fewest params whose validation accuracy (after "
+            f"fine-tuning if any) stays within {BUDGET:g} point of a target; its test accuracy is reported. "
+            f"View (a): {BUDGET:g} point below the model's own uncompressed accuracy (the paper's). View (b): "
+            f"{BUDGET:g} point below the plain depth-1 model's, the same absolute bar for every depth (the fair "
+            "one). Only the compress runs given are compared: a finer sweep of cuts gives a finer answer."]
+
+
+def _render(runs: list[Run], plots: list[tuple[str, str]]) -> str:
+    trains = [r for r in runs if r.kind == "train"]
+    cuts = [r for r in runs if r.kind == "compress"]
+    lines = ["# LoRITa report", "",
+             f"{_plural(len(trains), 'train run')}, {_plural(len(cuts), 'compress run')}; every number is read "
+             "from the run folders (results.json, metrics.csv, spectrum.json), nothing is recomputed.", ""]
+    if trains:
+        lines += ["## Train runs", "", *_train_table(trains), ""]
+    if cuts:
+        lines += ["## Compress runs", "", *_compress_table(cuts), ""]
+        lines += [f"## Comparison at a {BUDGET:g}-point budget", "", *_comparison(cuts, runs), ""]
+    if plots:
+        lines += ["## Plots", ""]
+        for caption, name in plots:
+            lines += [f"![{caption}]({name})", ""]
+    return "\n".join(lines)
+
+
+def summarize(run_paths: Iterable[str | os.PathLike | Run]) -> str:
+    """The report's Markdown (tables only, no plots), without writing anything.
+
+    Example:
+        >>> print(summarize(["runs/fcn-d1", "runs/fcn-d3"]))  # doctest: +SKIP
+        # LoRITa report
+        ...
+    """
+    return _render(read_runs(run_paths), [])
+
+
+def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike) -> Path:
+    """Write ``out_dir/report.md`` (atomically) and its PNG plots; return the report's path.
+
+    ``out_dir`` is created if missing. Plots with nothing to show are left out.
+
+    Example:
+        >>> write_report(["runs/fcn-d1", "runs/fcn-d3", "runs/fcn-d3-cut"], "report")  # doctest: +SKIP
+        PosixPath('report/report.md')
+    """
+    runs = read_runs(run_paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for name, plot, caption in PLOTS:
+        if plot(runs, out / name) is not None:
+            plots.append((caption, name))
+    target = out / "report.md"
+    atomic_write_text(target, _render(runs, plots))
+    log.info("wrote %s", target)
+    return target

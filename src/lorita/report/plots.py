@@ -1,0 +1,245 @@
+"""PNG plots of run folders: training curves, spectra, accuracy vs size, kept ranks.
+
+matplotlib is imported only when a plot is drawn. Figures are drawn on the Agg
+canvas directly (no pyplot), so no global backend is switched and no figure is
+left open in a user's session. Each PNG is written atomically. Each function
+returns the path written, or None when its runs hold nothing to plot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable
+
+from lorita.atomic import atomic_path
+from lorita.errors import LoritaError
+from lorita.report.runs import Run, find_source, read_runs, source_name
+
+log = logging.getLogger(__name__)
+
+MAX_SPECTRA = 12
+
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise LoritaError("plots need matplotlib: pip install 'lorita[cli]' (or matplotlib)") from err
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    fig.clear()
+    log.info("wrote %s", path)
+    return path
+
+
+def _runs(runs) -> list[Run]:
+    return read_runs(runs)
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Validation accuracy (%) vs epoch, one line per train run, best epoch marked.
+
+    Example:
+        >>> from lorita.report import read_run
+        >>> plot_training_curves([read_run("runs/d1"), read_run("runs/d3")], "report/curves.png")  # doctest: +SKIP
+        PosixPath('report/curves.png')
+    """
+    trains = [r for r in _runs(runs) if r.kind == "train" and r.metrics]
+    if not trains:
+        return None
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot()
+    for run, color in zip(trains, _colors(len(trains))):
+        epochs = [row["epoch"] for row in run.metrics]
+        accs = [row["val_acc"] for row in run.metrics]
+        ax.plot(epochs, accs, marker="." if len(epochs) <= 40 else None, color=color, label=run.label)
+        best = run.results.get("best_epoch")
+        hits = [a for e, a in zip(epochs, accs) if e == best]
+        if hits:
+            ax.plot([best], hits[:1], marker="*", markersize=11, color=color, linestyle="none")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Validation accuracy per epoch (star: best epoch, the model kept)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _pick_layers(names: list[str]) -> list[str]:
+    if len(names) <= MAX_SPECTRA:
+        return names
+    # evenly spaced over the network, first and last layer always kept
+    picks = sorted({round(i * (len(names) - 1) / (MAX_SPECTRA - 1)) for i in range(MAX_SPECTRA)})
+    log.info("spectra plot shows %d of %d layers", len(picks), len(names))
+    return [names[i] for i in picks]
+
+
+def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Normalised singular values sigma/sigma_max (log scale) vs index: one panel per layer, one line per train run.
+
+    Layers are the union over runs in network order; above 12, an evenly spaced
+    selection (first and last included) is shown.
+
+    Example:
+        >>> from lorita.report import read_run
+        >>> plot_spectra([read_run("runs/d1"), read_run("runs/d3")], "report/spectra.png")  # doctest: +SKIP
+        PosixPath('report/spectra.png')
+    """
+    trains = [r for r in _runs(runs) if r.kind == "train" and r.spectrum]
+    if not trains:
+        return None
+    names: list[str] = []
+    for run in trains:
+        names += [n for n in run.spectrum if n not in names]
+    shown = _pick_layers(names)
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig = _figure(3.3 * cols, 2.6 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    colors = _colors(len(trains))
+    for k, ax in enumerate(axes.flat):
+        if k >= len(shown):
+            ax.set_visible(False)
+            continue
+        name = shown[k]
+        for run, color in zip(trains, colors):
+            values = run.spectrum.get(name) or []
+            top = max(values, default=0.0)
+            if top <= 0:
+                continue
+            ax.plot(range(1, len(values) + 1), [v / top for v in values], color=color, linewidth=1.2,
+                    label=run.label)
+        ax.set_yscale("log", nonpositive="mask")
+        ax.set_title(name, fontsize="small")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.tick_params(labelsize="x-small")
+        if k % cols == 0:
+            ax.set_ylabel("σ / σ_max (log)", fontsize="small")
+        if k >= len(shown) - cols:
+            ax.set_xlabel("index", fontsize="small")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[1:len(shown)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    title = "Singular values of each layer, divided by the largest"
+    if len(shown) < len(names):
+        title += f" ({len(shown)} of {len(names)} layers)"
+    fig.suptitle(title)
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small",
+               bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pct(value) -> float:
+    return 100.0 * value if _finite(value) else math.nan
+
+
+def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Test accuracy (%) vs params kept (%), one series per source run: after the cut (filled),
+    after fine-tuning (hollow, dashed), the uncompressed model at 100%.
+
+    Example:
+        >>> from lorita.report import read_run
+        >>> plot_compression([read_run("runs/d3-cut")], "report/compression.png")  # doctest: +SKIP
+        PosixPath('report/compression.png')
+    """
+    all_runs = _runs(runs)
+    cuts = [r for r in all_runs if r.kind == "compress" and _finite(r.get("kept", "params"))]
+    if not cuts:
+        return None
+    groups: dict[str, list[Run]] = {}
+    for run in cuts:
+        groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    markers = "osD^vP<>Xh"
+    for k, ((source, members), color) in enumerate(zip(groups.items(), _colors(len(groups)))):
+        train = find_source(members[0], all_runs)
+        label = train.label if train is not None else source_name(members[0])
+        marker = markers[k % len(markers)]
+        before = [r.get("before", "test_acc") for r in members if _finite(r.get("before", "test_acc"))]
+        start = [(100.0, before[0])] if before else []
+        cut = sorted((_pct(r.get("kept", "params")), r.get("after_cut", "test_acc")) for r in members
+                     if _finite(r.get("after_cut", "test_acc")))
+        points = cut + start
+        if points:
+            ax.plot(*zip(*points), marker=marker, color=color, label=f"{label}: after cut")
+        tuned = sorted((_pct(r.get("kept", "params")), r.get("after_finetune", "test_acc")) for r in members
+                       if _finite(r.get("after_finetune", "test_acc")))
+        if tuned:
+            ax.plot(*zip(*(tuned + start)), marker=marker, color=color, markerfacecolor="none", linestyle="--",
+                    label=f"{label}: after fine-tune")
+    ax.set_xlabel("params kept (% of the original architecture)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs size (100%: uncompressed)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Kept rank per layer, one bar per compress run in each layer's group; hatched bars stayed dense.
+
+    Example:
+        >>> from lorita.report import read_run
+        >>> plot_ranks([read_run("runs/d1-cut"), read_run("runs/d3-cut")], "report/ranks.png")  # doctest: +SKIP
+        PosixPath('report/ranks.png')
+    """
+    cuts = [r for r in _runs(runs) if r.kind == "compress" and r.results.get("ranks")]
+    if not cuts:
+        return None
+    layers: list[str] = []
+    for run in cuts:
+        layers += [n for n in run.results["ranks"] if n not in layers]
+    width = 0.8 / len(cuts)
+    fig = _figure(max(6.4, 0.32 * len(layers) * max(1.0, len(cuts) / 2) + 2), 4.4)
+    ax = fig.add_subplot()
+    any_dense = False
+    for k, (run, color) in enumerate(zip(cuts, _colors(len(cuts)))):
+        ranks = run.results["ranks"]
+        dense = set(run.results.get("dense_layers") or [])
+        xs = [i + (k - (len(cuts) - 1) / 2) * width for i, n in enumerate(layers) if n in ranks]
+        heights = [ranks[n] for n in layers if n in ranks]
+        hatches = ["//" if n in dense else "" for n in layers if n in ranks]
+        any_dense |= bool(dense & set(ranks))
+        bars = ax.bar(xs, heights, width=width, color=color, edgecolor="black", linewidth=0.4,
+                      label=f"{run.name} (from {source_name(run)})")
+        for bar, hatch in zip(bars, hatches):
+            bar.set_hatch(hatch)
+    ax.set_xticks(range(len(layers)))
+    ax.set_xticklabels(layers, rotation=60 if len(layers) > 6 else 0, ha="right" if len(layers) > 6 else "center",
+                       fontsize="small")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("kept rank")
+    title = "Kept rank per layer"
+    if any_dense:
+        title += " (hatched: kept dense, rank above break-even)"
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)

@@ -1,0 +1,280 @@
+"""Read one run folder (docs/RUN_FOLDERS.md) into a :class:`Run`, checking what the report uses.
+
+A "train" run holds ``config.json``, ``results.json``, ``metrics.csv`` and
+``spectrum.json``; a "compress" run ``config.json`` and ``results.json``. The
+``command`` key of ``results.json`` says which. Nothing is recomputed: no model
+or checkpoint is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from lorita.errors import LoritaError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("train", "compress")
+PRODUCED_BY = {
+    "results.json": "`lorita train ... --out RUN` or `lorita compress RUN ... --out OUT` (written when the run ends; "
+                    "an interrupted run has none: resume or rerun it)",
+    "config.json": "`lorita train ... --out RUN` or `lorita compress RUN ... --out OUT` (written when the run starts)",
+    "metrics.csv": "`lorita train ... --out RUN` (one row per finished epoch)",
+    "spectrum.json": "`lorita train ... --out RUN` (written with the best model)",
+}
+# Numeric entries of results.json the report reads; each may be absent or null (shown as n/a).
+NUMBERS = {
+    "train": [("depth",), ("epochs",), ("best_epoch",), ("val_acc",), ("test_acc",), ("params",), ("macs",),
+              ("flops",), ("seconds",)],
+    "compress": [("original", "params"), ("original", "macs"), ("before", "val_acc"), ("before", "test_acc"),
+                 ("after_cut", "params"), ("after_cut", "macs"), ("after_cut", "val_acc"), ("after_cut", "test_acc"),
+                 ("after_finetune", "val_acc"), ("after_finetune", "test_acc"), ("kept", "params"), ("kept", "macs"),
+                 ("kept", "flops"), ("evaluations",), ("seconds",)],
+}
+METRIC_REQUIRED = ("epoch", "val_acc")
+
+
+@dataclass
+class Run:
+    """One run folder as read from disk.
+
+    ``kind`` is "train" or "compress"; ``metrics`` holds metrics.csv's rows as
+    floats (train runs; empty for compress runs); ``spectrum`` maps layer name
+    to singular values, descending (train runs with spectrum.json, else None).
+
+    Example:
+        >>> run = Run(Path("runs/fcn-d3"), "train", {}, {"command": "train", "depth": 3}, [], None)
+        >>> run.name, run.depth, run.label
+        ('fcn-d3', 3, 'fcn-d3 (depth 3)')
+    """
+
+    path: Path
+    kind: str
+    config: dict
+    results: dict
+    metrics: list[dict]
+    spectrum: dict[str, list[float]] | None
+
+    @property
+    def name(self) -> str:
+        """The folder name."""
+        return self.path.name
+
+    @property
+    def depth(self) -> int | None:
+        """Composition depth N of a train run (results.json, else config.json), None if unknown."""
+        depth = self.results.get("depth")
+        if depth is None:
+            depth = (self.config.get("compose") or {}).get("depth")
+        return int(depth) if _is_number(depth) else None
+
+    @property
+    def label(self) -> str:
+        """Folder name, plus the depth for train runs: ``'fcn-d3 (depth 3)'``."""
+        return self.name if self.depth is None else f"{self.name} (depth {self.depth})"
+
+    def get(self, *keys: str) -> Any:
+        """A nested results.json entry, None where any level is missing or null.
+
+        Example:
+            >>> Run(Path("c"), "compress", {}, {"kept": {"params": 0.2}}, [], None).get("kept", "params")
+            0.2
+        """
+        value: Any = self.results
+        for key in keys:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(key)
+        return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise LoritaError(f"{path} is missing: it is written by {PRODUCED_BY[path.name]}")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LoritaError(f"{path} is not valid JSON ({err}); it is written by {PRODUCED_BY[path.name]}: "
+                          "rerun that command, or fix the file by hand") from err
+    if not isinstance(data, dict):
+        raise LoritaError(f"{path} must hold a JSON object, got {type(data).__name__}; "
+                          f"it is written by {PRODUCED_BY[path.name]}")
+    return data
+
+
+def _check_results(results: dict, file: Path) -> str:
+    kind = results.get("command")
+    if kind not in KINDS:
+        raise LoritaError(f"{file} has command {kind!r}; expected 'train' or 'compress'. "
+                          f"The file is written by {PRODUCED_BY['results.json']}")
+    for keys in NUMBERS[kind]:
+        value: Any = results
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not _is_number(value):
+            raise LoritaError(f"{file}: {'.'.join(keys)} must be a number or null, got {value!r}")
+    if kind == "compress":
+        ranks = results.get("ranks")
+        if ranks is not None and (not isinstance(ranks, dict) or not all(_is_number(r) for r in ranks.values())):
+            raise LoritaError(f"{file}: ranks must be an object of layer name -> rank, got {ranks!r}")
+        dense = results.get("dense_layers")
+        if dense is not None and not isinstance(dense, list):
+            raise LoritaError(f"{file}: dense_layers must be a list of layer names, got {dense!r}")
+    return kind
+
+
+def _to_float(text: str | None) -> float:
+    return math.nan if text is None or text.strip() == "" else float(text)
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        log.warning("%s is missing (written by %s); no training curve for this run", path, PRODUCED_BY["metrics.csv"])
+        return []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in METRIC_REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LoritaError(f"{path} has no {', '.join(missing)} column (header: {reader.fieldnames}); "
+                              f"expected a header line 'epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds' "
+                              f"as written by {PRODUCED_BY['metrics.csv']}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append({key: _to_float(value) for key, value in row.items() if key is not None})
+            except ValueError as err:
+                raise LoritaError(f"{path}, line {line}: every value must be a number ({err}); "
+                                  "fix or delete that line") from err
+    return rows
+
+
+def _read_spectrum(path: Path) -> dict[str, list[float]] | None:
+    if not path.is_file():
+        log.warning("%s is missing (written by %s); no spectrum plot for this run", path, PRODUCED_BY["spectrum.json"])
+        return None
+    layers = _read_json(path).get("layers")
+    if not isinstance(layers, dict) or not all(
+            isinstance(v, list) and all(_is_number(x) for x in v) for v in layers.values()):
+        raise LoritaError(f"{path} must hold {{\"layers\": {{layer name: [singular values, descending]}}}}; "
+                          f"it is written by {PRODUCED_BY['spectrum.json']}")
+    return {name: [float(x) for x in values] for name, values in layers.items()}
+
+
+def _nested_runs(folder: Path) -> list[str]:
+    try:
+        return sorted(p.name for p in folder.iterdir() if (p / "results.json").is_file())
+    except OSError:
+        return []
+
+
+def read_run(path: str | os.PathLike) -> Run:
+    """Read a train or compress run folder written by the CLI.
+
+    Raises LoritaError naming the file when the folder or its results.json is
+    missing or malformed; a missing metrics.csv or spectrum.json only logs a warning.
+
+    Example:
+        >>> import json, tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / "results.json").write_text(json.dumps({"command": "compress", "seconds": 2.5}))
+        >>> run = read_run(folder)
+        >>> run.kind, run.results["seconds"], run.config
+        ('compress', 2.5, {})
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise LoritaError(f"run folder {folder} does not exist (or is not a folder); pass a folder written by "
+                          "`lorita train ... --out RUN` or `lorita compress RUN ... --out OUT`")
+    results_file = folder / "results.json"
+    if not results_file.is_file():
+        nested = _nested_runs(folder)
+        if nested:
+            shown = ", ".join(nested[:5]) + (", ..." if len(nested) > 5 else "")
+            raise LoritaError(f"{results_file} is missing, but subfolders of {folder} are runs ({shown}): "
+                              f"pass those folders instead, e.g. {folder / '*'}")
+    results = _read_json(results_file)
+    kind = _check_results(results, results_file)
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        config = _read_json(config_file)
+        if config.get("command", kind) != kind:
+            raise LoritaError(f"{config_file} says command {config.get('command')!r} but {results_file} says "
+                              f"{kind!r}: the two files come from different runs; rerun into an empty folder")
+    else:
+        log.warning("%s is missing (written by %s); model and dataset will show as n/a",
+                    config_file, PRODUCED_BY["config.json"])
+        config = {}
+    metrics = _read_metrics(folder / "metrics.csv") if kind == "train" else []
+    spectrum = _read_spectrum(folder / "spectrum.json") if kind == "train" else None
+    return Run(folder, kind, config, results, metrics, spectrum)
+
+
+def read_runs(paths: str | os.PathLike | Run | Iterable[str | os.PathLike | Run]) -> list[Run]:
+    """Read several run folders (Run objects pass through), in the order given, dropping repeats.
+
+    Example:
+        >>> read_runs([])
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no run folders given; pass one or more folders written by `lorita train` or `lorita compress`
+    """
+    if isinstance(paths, (str, os.PathLike, Run)):
+        paths = [paths]
+    runs, seen = [], set()
+    for item in paths:
+        run = item if isinstance(item, Run) else read_run(item)
+        key = run.path.resolve()
+        if key in seen:
+            log.warning("run folder %s given twice; reporting it once", run.path)
+            continue
+        seen.add(key)
+        runs.append(run)
+    if not runs:
+        raise LoritaError("no run folders given; pass one or more folders written by `lorita train` or `lorita compress`")
+    return runs
+
+
+def find_source(run: Run, runs: Sequence[Run]) -> Run | None:
+    """The train run among ``runs`` that compress run ``run`` was cut from, or None.
+
+    Matches results.json's ``source`` as a path (as given, or relative to the
+    compress folder's parent), then by folder name when that is unambiguous.
+
+    Example:
+        >>> train = Run(Path("runs/d3"), "train", {}, {"command": "train"}, [], None)
+        >>> cut = Run(Path("runs/d3-cut"), "compress", {}, {"command": "compress", "source": "elsewhere/d3"}, [], None)
+        >>> find_source(cut, [train, cut]).name
+        'd3'
+    """
+    source = run.results.get("source") or run.config.get("source")
+    if not isinstance(source, str) or not source:
+        return None
+    trains = [r for r in runs if r.kind == "train"]
+    candidates = {Path(source).resolve(), (run.path.parent / source).resolve()}
+    for train in trains:
+        if train.path.resolve() in candidates:
+            return train
+    by_name = [t for t in trains if t.name == Path(source).name]
+    return by_name[0] if len(by_name) == 1 else None
+
+
+def source_name(run: Run) -> str:
+    """The source folder's name of a compress run (``'?'`` if results.json has none).
+
+    Example:
+        >>> source_name(Run(Path("c"), "compress", {}, {"source": "runs/d3/"}, [], None))
+        'd3'
+    """
+    source = run.results.get("source") or run.config.get("source")
+    return Path(source).name if isinstance(source, str) and source else "?"
