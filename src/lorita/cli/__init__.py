@@ -1,0 +1,50 @@
+"""The ``lorita`` command: train, compress, evaluate, report, demo, models, datasets.
+
+Example:
+    >>> main(["--version"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import lorita
+from lorita.errors import LoritaError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lorita.cli import compress_cmd, demo_cmd, evaluate_cmd, info_cmd, report_cmd, train_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="lorita", description="Low-rank induced training (LoRITa) and structure-preserving compression.",
+        epilog="run 'lorita COMMAND --help' for each command's options and an example")
+    parser.add_argument("--version", action="version", version=f"lorita {lorita.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo_cmd.add_parser(sub)
+    train_cmd.add_parser(sub)
+    compress_cmd.add_parser(sub)
+    evaluate_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
+    info_cmd.add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except LoritaError as err:
+        print(f"lorita {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lorita {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,122 @@
+"""Accuracy-vs-size sweeps over the global threshold, and picking cuts on validation data.
+
+A sweep cuts one merged model at many global thresholds and records, for each cut, its
+size against the original architecture and its accuracy on validation (used to choose)
+and test data (only reported). METHOD.md section 5: the cut is chosen on validation data.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from lorita.compress import compress, layer_shape, spectrum
+from lorita.profile import profile
+from lorita.ranks import LayerCost, global_ranks, global_thresholds
+from lorita.targets import scan_layers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepPoint:
+    """One cut: threshold, sizes (absolute and as fractions of the original) and accuracies (%)."""
+
+    threshold: float
+    params: int
+    macs: int
+    params_kept: float
+    macs_kept: float
+    val_acc: float
+    test_acc: float
+    ranks: dict[str, int]
+
+
+def pick_thresholds(candidates: list[float], count: int) -> list[float]:
+    """``count`` thresholds spread evenly over the index of the sorted candidate list (ends included).
+
+    Example:
+        >>> pick_thresholds([0.1, 0.2, 0.3, 0.4, 0.5], 3)
+        [0.1, 0.3, 0.5]
+    """
+    if count >= len(candidates):
+        return list(candidates)
+    step = (len(candidates) - 1) / (count - 1)
+    return sorted({candidates[round(i * step)] for i in range(count)})
+
+
+def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.Module], float],
+          test_acc: Callable[[nn.Module], float], *, points: int = 40,
+          refine_targets: Iterable[float] = (), refine_steps: int = 6,
+          progress: Callable[[int], None] | None = None) -> list[SweepPoint]:
+    """Cut a merged ``model`` at ``points`` global thresholds, then bisect near each validation target.
+
+    ``refine_targets``: validation accuracies (%) whose boundary is refined with up to
+    ``refine_steps`` extra cuts each, between the strongest passing and the weakest
+    failing threshold found so far. Returns points sorted by threshold.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> acc = lambda m: 100.0
+        >>> pts = sweep(net, torch.zeros(1, 16), acc, acc, points=3)
+        >>> len(pts) >= 1
+        True
+    """
+    original = profile(model, example_input)
+    spectra = spectrum(model)
+    layers = scan_layers(model).layers
+    costs = {name: LayerCost(*layer_shape(layers[name].module)) for name in spectra}
+    candidates = global_thresholds(spectra, costs)
+    done: dict[float, SweepPoint] = {}
+
+    def cut(threshold: float) -> SweepPoint:
+        if threshold not in done:
+            ranks = global_ranks(spectra, threshold)
+            small = compress(model, ranks=ranks).eval()
+            size = profile(small, example_input)
+            done[threshold] = SweepPoint(threshold, size.params, size.macs, size.params / original.params,
+                                         size.macs / max(original.macs, 1), val_acc(small), test_acc(small), ranks)
+            if progress is not None:
+                progress(1)
+        return done[threshold]
+
+    # Threshold 0 keeps every layer dense: the uncompressed model is a point of its own curve.
+    for t in [0.0, *pick_thresholds(candidates, points)]:
+        cut(t)
+    for target in refine_targets:
+        for _ in range(refine_steps):
+            ordered = sorted(done)
+            passing = [t for t in ordered if done[t].val_acc >= target]
+            if not passing:
+                break
+            low = max(passing)  # strongest cut still within the target
+            failing = [t for t in ordered if t > low]
+            if not failing:
+                break
+            between = [t for t in candidates if low < t < min(failing)]
+            if not between:
+                break
+            cut(between[len(between) // 2])
+    return [done[t] for t in sorted(done)]
+
+
+def smallest_within(points: list[SweepPoint], target: float) -> SweepPoint | None:
+    """The cut with the fewest parameters whose validation accuracy is at least ``target``.
+
+    Example:
+        >>> a = SweepPoint(0.1, 90, 90, 0.9, 0.9, 91.0, 90.5, {})
+        >>> b = SweepPoint(0.5, 20, 20, 0.2, 0.2, 88.0, 87.0, {})
+        >>> smallest_within([a, b], 90.0).params
+        90
+    """
+    passing = [p for p in points if p.val_acc >= target]
+    return min(passing, key=lambda p: (p.params, -p.val_acc)) if passing else None
+
+
+def as_dicts(points: list[SweepPoint]) -> list[dict]:
+    """Plain-JSON form of sweep points."""
+    return [asdict(p) for p in points]
