@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lorita.atomic import atomic_write_text
+from lorita.errors import LoritaError
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, find_source, read_runs, source_name
@@ -162,16 +163,16 @@ def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
         label = train.label if train is not None else source_name(members[0])
         own = next((r.get("before", "val_acc") for r in members if _num(r.get("before", "val_acc"))), None)
         ref = _reference(train, trains) if train is not None else None
-        views = [("(a) own", own, "")]
+        views = [("(a) own", own, "own", "no uncompressed val acc in results.json")]
         views.append(("(b) common", ref.get("val_acc") if ref is not None else None,
-                      f"{ref.name} (depth 1)" if ref is not None else "no depth-1 run of this model and dataset"))
-        for view, base, why in views:
+                      ref.name if ref is not None else "", "no depth-1 run of this model and dataset given"))
+        for view, base, whose, missing in views:
             if not _num(base):
-                rows.append([label, view, NA, why or "no uncompressed val acc", NA, NA, NA])
+                rows.append([label, view, NA, missing, NA, NA, NA])
                 continue
             target = base - BUDGET
             best = _smallest_within(members, target)
-            target_text = f"{target:.2f}" + (f" ({why} - {BUDGET:g})" if why else "")
+            target_text = f"{target:.2f} ({whose} {base:.2f} - {BUDGET:g})"
             if best is None:
                 rows.append([label, view, target_text, f"none of {_plural(len(members), 'run')} reaches it",
                              NA, NA, NA])
@@ -180,39 +181,44 @@ def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
                              _kept(best.get("kept", "macs")), _acc(_final(best, "test_acc"))])
     return [*_table(head, rows), "",
             f"For each source model, the compress run with the fewest params whose validation accuracy (after "
-            f"fine-tuning if any) stays within {BUDGET:g} point of a target; its test accuracy is reported. "
+            f"fine-tuning if any) reaches the target; its test accuracy is reported. "
             f"View (a): {BUDGET:g} point below the model's own uncompressed accuracy (the paper's). View (b): "
             f"{BUDGET:g} point below the plain depth-1 model's, the same absolute bar for every depth (the fair "
             "one). Only the compress runs given are compared: a finer sweep of cuts gives a finer answer."]
 
 
-def _render(runs: list[Run], plots: list[tuple[str, str]]) -> str:
+def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1) -> str:
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
+        raise LoritaError(f"level must be an integer from 1 to 5 (the Markdown heading level), got {level!r}")
+    top, sub = "#" * level, "#" * (level + 1)
     trains = [r for r in runs if r.kind == "train"]
     cuts = [r for r in runs if r.kind == "compress"]
-    lines = ["# LoRITa report", "",
+    lines = [f"{top} LoRITa report", "",
              f"{_plural(len(trains), 'train run')}, {_plural(len(cuts), 'compress run')}; every number is read "
              "from the run folders (results.json, metrics.csv, spectrum.json), nothing is recomputed.", ""]
     if trains:
-        lines += ["## Train runs", "", *_train_table(trains), ""]
+        lines += [f"{sub} Train runs", "", *_train_table(trains), ""]
     if cuts:
-        lines += ["## Compress runs", "", *_compress_table(cuts), ""]
-        lines += [f"## Comparison at a {BUDGET:g}-point budget", "", *_comparison(cuts, runs), ""]
+        lines += [f"{sub} Compress runs", "", *_compress_table(cuts), ""]
+        lines += [f"{sub} Comparison at a {BUDGET:g}-point budget", "", *_comparison(cuts, runs), ""]
     if plots:
-        lines += ["## Plots", ""]
+        lines += [f"{sub} Plots", ""]
         for caption, name in plots:
             lines += [f"![{caption}]({name})", ""]
     return "\n".join(lines)
 
 
-def summarize(run_paths: Iterable[str | os.PathLike | Run]) -> str:
+def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1) -> str:
     """The report's Markdown (tables only, no plots), without writing anything.
+
+    ``level``: heading level of its title (sections one deeper), to embed it in another document.
 
     Example:
         >>> print(summarize(["runs/fcn-d1", "runs/fcn-d3"]))  # doctest: +SKIP
         # LoRITa report
         ...
     """
-    return _render(read_runs(run_paths), [])
+    return _render(read_runs(run_paths), [], level)
 
 
 def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike) -> Path:

@@ -54,6 +54,12 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _integer_ticks(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -79,6 +85,7 @@ def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os
         hits = [a for e, a in zip(epochs, accs) if e == best]
         if hits:
             ax.plot([best], hits[:1], marker="*", markersize=11, color=color, linestyle="none")
+    _integer_ticks(ax)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title("Validation accuracy per epoch (star: best epoch, the model kept)")
@@ -132,6 +139,7 @@ def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLik
             ax.plot(range(1, len(values) + 1), [v / top for v in values], color=color, linewidth=1.2,
                     label=run.label)
         ax.set_yscale("log", nonpositive="mask")
+        _integer_ticks(ax)
         ax.set_title(name, fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         ax.tick_params(labelsize="x-small")

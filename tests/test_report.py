@@ -1,0 +1,211 @@
+"""lorita.report on fake run folders laid out as docs/RUN_FOLDERS.md says: tables, comparison, plots, errors."""
+
+import csv
+import json
+import struct
+
+import pytest
+
+from lorita import LoritaError
+from lorita.report import (plot_compression, plot_ranks, plot_spectra, plot_training_curves, read_run, summarize,
+                           write_report)
+from lorita.report.markdown import ranks_summary
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+
+def write_json(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def make_train(root, name, depth, val_curve, test_acc, decay, layers=("net.0", "net.3", "net.6")):
+    run = root / name
+    best = max(range(len(val_curve)), key=lambda i: val_curve[i]) + 1
+    write_json(run / "config.json", {
+        "command": "train", "lorita_version": "0.1.0",
+        "model": {"name": "fcn", "num_classes": 10, "in_channels": 1, "image_size": 28, "kwargs": {}},
+        "dataset": {"name": "fashion_mnist", "data_dir": "data", "val_fraction": 0.1, "seed": 0},
+        "compose": {"depth": depth, "init": "default", "mode": "auto", "factor_side": "in", "exclude": []},
+        "train": {"epochs": len(val_curve), "lr": 0.05}})
+    with open(run / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for i, acc in enumerate(val_curve, start=1):
+            writer.writerow({"epoch": i, "lr": 0.05, "train_loss": 1.0 / i, "train_acc": acc + 1, "val_loss": 0.5,
+                             "val_acc": acc, "seconds": 3.0})
+    # descending spectra; a deeper run decays faster (low rank induced)
+    write_json(run / "spectrum.json", {"layers": {n: [5.0 * decay ** i for i in range(20)] for n in layers}})
+    write_json(run / "results.json", {
+        "command": "train", "depth": depth, "epochs": len(val_curve), "best_epoch": best,
+        "val_acc": max(val_curve), "test_acc": test_acc, "params": 669_706, "macs": 668_672,
+        "flops": 2 * 668_672, "seconds": 12.34})
+    return run
+
+
+def make_compress(root, name, source, kept, before, after_cut, after_finetune, ranks, dense):
+    run = root / name
+    write_json(run / "config.json", {"command": "compress", "source": source, "strategy": "global",
+                                     "options": {"threshold": 0.05}, "finetune": None})
+    write_json(run / "results.json", {
+        "command": "compress", "source": source, "strategy": "global", "options": {"threshold": 0.05},
+        "ranks": ranks, "dense_layers": dense,
+        "original": {"params": 669_706, "macs": 668_672, "flops": 2 * 668_672},
+        "before": dict(zip(("val_acc", "test_acc"), before)),
+        "after_cut": {"params": int(669_706 * kept), "macs": int(668_672 * kept), "flops": 0,
+                      **dict(zip(("val_acc", "test_acc"), after_cut))},
+        "after_finetune": dict(zip(("val_acc", "test_acc"), after_finetune)) if after_finetune else None,
+        "kept": {"params": kept, "macs": kept, "flops": kept}, "evaluations": 7, "search": None, "seconds": 4.2})
+    return run
+
+
+@pytest.fixture
+def runs(tmp_path):
+    root = tmp_path / "runs"
+    d1 = make_train(root, "fmnist-d1", 1, [85.0, 89.0, 90.5, 90.2], 90.1, decay=0.9)
+    d3 = make_train(root, "fmnist-d3", 3, [80.0, 86.0, 88.5, 89.0], 88.7, decay=0.5)
+    # d1-cut names its source by absolute path, d3-cut by a path valid elsewhere (matched by folder name)
+    c1 = make_compress(root, "d1-cut", str(d1), 0.25, (90.5, 90.1), (89.8, 89.5), None,
+                       {"net.0": 40, "net.3": 30, "net.6": 10}, ["net.6"])
+    c3 = make_compress(root, "d3-cut", "elsewhere/fmnist-d3", 0.08, (89.0, 88.7), (86.0, 85.9), (88.5, 88.3),
+                       {"net.0": 12, "net.3": 9, "net.6": 8}, [])
+    return [d1, d3, c1, c3]
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE
+    width, height = struct.unpack(">II", data[16:24])  # IHDR follows the signature
+    assert width > 100 and height > 100
+
+
+def test_read_run(runs):
+    d1, _, c1, _ = runs
+    train = read_run(d1)
+    assert train.kind == "train" and train.depth == 1 and train.label == "fmnist-d1 (depth 1)"
+    assert [row["epoch"] for row in train.metrics] == [1.0, 2.0, 3.0, 4.0]
+    assert train.metrics[2]["val_acc"] == 90.5
+    assert set(train.spectrum) == {"net.0", "net.3", "net.6"} and train.spectrum["net.0"][0] == 5.0
+    cut = read_run(c1)
+    assert cut.kind == "compress" and cut.metrics == [] and cut.spectrum is None
+    assert cut.get("kept", "params") == 0.25 and cut.get("after_finetune", "test_acc") is None
+
+
+def test_write_report(runs, tmp_path):
+    out = tmp_path / "new" / "report"  # created by write_report
+    path = write_report(runs, out)
+    assert path == out / "report.md"
+    text = path.read_text()
+    # train table: depth, epochs, best epoch, val/test acc, human-readable counts, units line
+    assert "| fmnist-d1 | fcn | fashion_mnist | 1 | 4 | 3 | 90.50 | 90.10 | 669.71K | 668.67K | 12.3 |" in text
+    assert "| fmnist-d3 | fcn | fashion_mnist | 3 | 4 | 4 | 89.00 | 88.70 | 669.71K | 668.67K | 12.3 |" in text
+    assert "MACs = multiply-accumulates per example; FLOPs = 2 x MACs" in text
+    # compress table: strategy with options, ranks summary, kept %, accuracy chain, evaluations, seconds
+    assert ("| d1-cut | fmnist-d1 | global (threshold=0.05) | 2 layers cut, 1 dense | 25.0 | 25.0 | "
+            "90.10 -> 89.50 | 7 | 4.2 |") in text
+    assert "| d3-cut | fmnist-d3 | global (threshold=0.05) | 3 layers cut, 0 dense | 8.0 | 8.0 | 88.70 -> 85.90 -> 88.30 |" in text
+    # comparison: d3 meets its own bar (88.0) after fine-tuning, not depth 1's (89.5)
+    assert "| fmnist-d1 (depth 1) | (a) own | 89.50 (own 90.50 - 1) | d1-cut | 25.0 | 25.0 | 89.50 |" in text
+    assert "| fmnist-d3 (depth 3) | (a) own | 88.00 (own 89.00 - 1) | d3-cut | 8.0 | 8.0 | 88.30 |" in text
+    assert "| fmnist-d3 (depth 3) | (b) common | 89.50 (fmnist-d1 90.50 - 1) | none of 1 run reaches it |" in text
+    for name in ("training_curves.png", "spectra.png", "compression.png", "ranks.png"):
+        assert f"]({name})" in text  # relative link
+        assert_png(out / name)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["report.md", "training_curves.png", "spectra.png", "compression.png", "ranks.png"])  # no temp files left
+
+
+def test_summarize_writes_nothing(runs, tmp_path):
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    text = summarize(runs)
+    assert text.startswith("# LoRITa report") and "2 train runs, 2 compress runs" in text
+    assert "## Plots" not in text and ".png" not in text
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_only_train_runs(runs, tmp_path):
+    text = write_report(runs[:2], tmp_path / "out").read_text()
+    assert "## Compress runs" not in text and "compression.png" not in text
+    assert not (tmp_path / "out" / "compression.png").exists()
+    assert plot_compression(runs[:2], tmp_path / "c.png") is None
+    assert plot_ranks(runs[:2], tmp_path / "r.png") is None
+    assert plot_training_curves(runs[2:], tmp_path / "t.png") is None
+    assert plot_spectra(runs[2:], tmp_path / "s.png") is None
+
+
+def test_many_layers_spectra(tmp_path):
+    layers = [f"blocks.{i}.fc" for i in range(20)]
+    run = make_train(tmp_path, "vit", 2, [50.0, 60.0], 59.0, decay=0.7, layers=layers)
+    assert_png(plot_spectra([run], tmp_path / "spectra.png"))
+
+
+def test_ranks_summary():
+    assert ranks_summary({"ranks": {"a": 1}, "dense_layers": []}) == "1 layer cut, 0 dense"
+    assert ranks_summary({}) == "n/a"
+
+
+def corrupt(runs, tmp_path, how):
+    d1, _, c1, _ = runs
+    if how == "no folder":
+        return tmp_path / "nope"
+    if how == "no results":
+        (d1 / "results.json").unlink()
+        return d1
+    if how == "bad json":
+        (c1 / "results.json").write_text('{"command": "compress",')
+        return c1
+    if how == "not object":
+        (c1 / "results.json").write_text("[1, 2]")
+        return c1
+    if how == "bad command":
+        write_json(d1 / "results.json", {"command": "export"})
+        return d1
+    if how == "not number":
+        write_json(d1 / "results.json", {"command": "train", "test_acc": "90%"})
+        return d1
+    if how == "mixed":
+        write_json(d1 / "config.json", {"command": "compress"})
+        return d1
+    if how == "bad csv":
+        with open(d1 / "metrics.csv", "a") as handle:
+            handle.write("5,0.05,0.1,90,0.4,oops,3\n")
+        return d1
+    if how == "bad spectrum":
+        write_json(d1 / "spectrum.json", {"layers": [1, 2]})
+        return d1
+    if how == "parent":
+        return d1.parent
+
+
+@pytest.mark.parametrize("how,message", [
+    ("no folder", r"run folder .*nope does not exist .*`lorita train \.\.\. --out RUN`"),
+    ("no results", r"fmnist-d1/results\.json is missing: it is written by `lorita train .*an interrupted run"),
+    ("bad json", r"d1-cut/results\.json is not valid JSON .*rerun that command"),
+    ("not object", r"results\.json must hold a JSON object, got list"),
+    ("bad command", r"has command 'export'; expected 'train' or 'compress'"),
+    ("not number", r"results\.json: test_acc must be a number or null, got '90%'"),
+    ("mixed", r"config\.json says command 'compress' but .*results\.json says 'train'"),
+    ("bad csv", r"metrics\.csv, line 6: every value must be a number"),
+    ("bad spectrum", r"spectrum\.json must hold \{\"layers\""),
+    ("parent", r"results\.json is missing, but subfolders of .*runs are runs \(d1-cut, d3-cut, fmnist-d1"),
+])
+def test_bad_folders(runs, tmp_path, how, message):
+    path = corrupt(runs, tmp_path, how)
+    with pytest.raises(LoritaError, match=message):
+        read_run(path)
+    with pytest.raises(LoritaError, match=message):  # the report stops before writing anything
+        write_report([*runs, path], tmp_path / "out")
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_no_runs(tmp_path):
+    with pytest.raises(LoritaError, match="no run folders given"):
+        write_report([], tmp_path / "out")
+
+
+def test_summarize_heading_level(runs):
+    text = summarize(runs[:2], level=3)  # to embed under a "##" section of another document
+    assert text.startswith("### LoRITa report") and "\n#### Train runs\n" in text
+    with pytest.raises(LoritaError, match=r"level must be an integer from 1 to 5 .*got 0"):
+        summarize(runs[:2], level=0)
