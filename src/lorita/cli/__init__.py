@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not getattr(args, "run", None):
+    if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return args.run(args)
+        return args.func(args)
     except LoritaError as err:
         print(f"lorita {args.command}: error: {err}", file=sys.stderr)
         return 2

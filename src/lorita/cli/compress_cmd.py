@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def strategy_options(args: argparse.Namespace) -> tuple[str, dict]:

@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
                    weight_decay=DEFAULTS["weight_decay"])
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def _load_data(args):

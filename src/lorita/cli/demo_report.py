@@ -110,7 +110,7 @@ def write_demo_report(out: Path, results: dict, cut_folders: list[Path]) -> Path
     for title, path in plots:
         if path is not None:
             lines += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]
-    lines += ["## Runs", "", summarize([*train_folders, *cut_folders])]
+    lines += ["## Runs", "", summarize([*train_folders, *cut_folders], level=3)]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines) + "\n")
     return report

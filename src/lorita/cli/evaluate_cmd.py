@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("run", help="a run folder (train or compress)")
     p.add_argument("--write", action="store_true", help="write evaluation.json into the run folder")
     p.add_argument("--layers", action="store_true", help="print the per-layer profile table")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:

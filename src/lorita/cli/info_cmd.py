@@ -8,13 +8,13 @@ import argparse
 def add_parsers(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo", description="List the zoo's models and their options.",
                        epilog="example:\n  lorita models", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.set_defaults(run=run_models)
+    p.set_defaults(func=run_models)
     p = sub.add_parser("datasets", help="which datasets are available here, and where",
                        description="Show each dataset, whether its files were found, where, and how to get it.",
                        epilog="example:\n  lorita datasets --data-dir ~/data",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="folder to look in (MNIST, CIFAR)")
-    p.set_defaults(run=run_datasets)
+    p.set_defaults(func=run_datasets)
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders (train and compress)")
     p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
-    p.set_defaults(run=run)
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

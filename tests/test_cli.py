@@ -1,0 +1,136 @@
+"""The CLI end to end on scikit-learn's digits: train, compress, evaluate, report, demo; and its errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lorita
+from lorita.cli import main
+
+TINY = ["--model", "fcn", "--model-arg", "width=16", "--model-arg", "hidden_layers=2", "--dataset", "digits",
+        "--epochs", "1", "--batch-size", "64", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "d2"
+    assert main(["train", *TINY, "--depth", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_a_complete_run(trained):
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "model.lorita", "spectrum.json", "results.json"):
+        assert (trained / name).is_file(), name
+    config = json.loads((trained / "config.json").read_text())
+    assert config["compose"]["depth"] == 2 and config["model"]["kwargs"] == {"width": 16, "hidden_layers": 2}
+    results = json.loads((trained / "results.json").read_text())
+    assert 0 <= results["test_acc"] <= 100 and results["flops"] == 2 * results["macs"]
+    # params of the merged model: the original FCN 64-16-16-10 with BatchNorm
+    assert results["params"] == (64 * 16 + 16) + 2 * 16 + (16 * 16 + 16) + 2 * 16 + (16 * 10 + 10)
+    model = lorita.load(trained / "model.lorita")
+    assert any(isinstance(m, lorita.ComposedLinear) for m in model.modules())
+    assert len((trained / "metrics.csv").read_text().strip().splitlines()) == 2  # header + 1 epoch
+    state = torch.load(trained / "checkpoint.pt", weights_only=True)
+    assert "config" in state or any("config" in k for k in state)
+
+
+def test_compress_evaluate_report(trained, tmp_path, capsys):
+    cut = tmp_path / "cut"
+    assert main(["compress", str(trained), "--energy", "0.8", "--finetune-epochs", "1", "--no-progress",
+                 "--out", str(cut)]) == 0
+    results = json.loads((cut / "results.json").read_text())
+    assert results["strategy"] == "energy" and results["ranks"]
+    assert results["after_finetune"] is not None
+    assert results["kept"]["params"] == pytest.approx(results["after_cut"]["params"] / results["original"]["params"])
+    small = lorita.load(cut / "model.lorita")
+    assert any(isinstance(m, lorita.LowRankLinear) for m in small.modules())
+    capsys.readouterr()
+    assert main(["evaluate", str(cut), "--write"]) == 0
+    printed = capsys.readouterr().out
+    evaluation = json.loads((cut / "evaluation.json").read_text())
+    # the fine-tuned model was saved: evaluating it again reproduces the recorded test accuracy
+    assert evaluation["test_acc"] == pytest.approx(results["after_finetune"]["test_acc"])
+    assert "test" in printed and "FLOPs" in printed
+    assert main(["report", str(trained), str(cut), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "d2" in report and "cut" in report
+
+
+@pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],
+                                      ["--strategy", "accuracy", "--max-drop", "50", "--max-evals", "3"],
+                                      ["--strategy", "global", "--threshold", "0.2"]])
+def test_compress_strategies(trained, tmp_path, strategy):
+    out = tmp_path / "s"
+    assert main(["compress", str(trained), *strategy, "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    if "budget" in strategy:
+        assert results["kept"]["params"] <= 0.6
+    if "accuracy" in strategy:
+        assert results["search"] and results["evaluations"] <= 2 + 1 + 3
+
+
+def test_demo_runs_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", "digits", "--epochs", "1", "--width", "16", "--hidden-layers", "1",
+                 "--depths", "1", "2", "--points", "4", "--no-progress", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["depths"]) == {"1", "2"}
+    plain = results["depths"]["1"]
+    assert plain["views"]["a"] is not None  # the uncompressed model is always within its own budget
+    assert any(p["params_kept"] == 1.0 for p in plain["sweep"])
+    report = (out / "report.md").read_text()
+    assert "view (b)" in report.lower() and "accuracy_vs_params.png" in report
+    for png in ("accuracy_vs_params.png", "accuracy_vs_flops.png", "spectra.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--model", "resnet99", "--dataset", "digits", "--out", "X"], r"unknown model 'resnet99'"),
+    (["train", "--model", "fcn", "--dataset", "imagenet", "--out", "X"], r"unknown dataset"),
+    (["train", "--model", "fcn", "--dataset", "digits", "--model-arg", "width", "--out", "X"], r"KEY=VALUE"),
+    (["compress", "RUN", "--out", "Y"], r"say how to cut"),
+])
+def test_bad_input_gives_a_clear_error(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RUN").mkdir()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    import re
+    assert re.search(message, err, re.IGNORECASE), err
+
+
+def test_existing_output_is_refused_unless_overwrite(trained, capsys):
+    assert main(["train", *TINY, "--depth", "1", "--out", str(trained)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "pass --overwrite" in err
+    assert (trained / "model.lorita").is_file()  # nothing lost
+
+
+def test_overwrite_refuses_a_folder_lorita_did_not_write(tmp_path, capsys):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("important")
+    assert main(["train", *TINY, "--out", str(precious), "--overwrite"]) == 2
+    assert "not a lorita run folder" in capsys.readouterr().err
+    assert (precious / "thesis.tex").read_text() == "important"
+
+
+def test_unknown_flag_and_help():
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--bogus"])
+    assert exit_info.value.code == 2
+    for command in ("train", "compress", "evaluate", "report", "demo", "models", "datasets"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+
+
+def test_python_dash_m_and_listing_commands():
+    out = subprocess.run([sys.executable, "-m", "lorita", "models"], capture_output=True, text=True, check=True).stdout
+    assert "resnet20" in out and "vit" in out
+    out = subprocess.run([sys.executable, "-m", "lorita", "datasets"], capture_output=True, text=True, check=True).stdout
+    assert "digits" in out and "available" in out
