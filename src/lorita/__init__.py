@@ -16,9 +16,11 @@ from lorita.compress import compress, spectrum
 from lorita.errors import LoritaError
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
+from lorita.select import search_accuracy, select_ranks
 from lorita.serialization import load, save
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "LoritaError", "LowRankConv2d", "LowRankLinear", "Profile",
-    "__version__", "compose", "compress", "load", "merge", "profile", "save", "spectrum", "truncate",
+    "__version__", "compose", "compress", "load", "merge", "profile", "save", "search_accuracy", "select_ranks",
+    "spectrum", "truncate",
 ]
