@@ -1,4 +1,4 @@
-"""The ``lorita`` command: train, compress, evaluate, report, demo, models, datasets.
+"""The ``lorita`` command: demo, train, compress, evaluate, report, experiment, models, datasets.
 
 Example:
     >>> main(["--version"])  # doctest: +SKIP
@@ -15,7 +15,7 @@ from lorita.errors import LoritaError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lorita.cli import compress_cmd, demo_cmd, evaluate_cmd, info_cmd, report_cmd, train_cmd
+    from lorita.cli import compress_cmd, demo_cmd, evaluate_cmd, experiment_cmd, info_cmd, report_cmd, train_cmd
 
     parser = argparse.ArgumentParser(
         prog="lorita", description="Low-rank induced training (LoRITa) and structure-preserving compression.",
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress_cmd.add_parser(sub)
     evaluate_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    experiment_cmd.add_parser(sub)
     info_cmd.add_parsers(sub)
     return parser
 

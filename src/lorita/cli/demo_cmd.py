@@ -9,19 +9,9 @@ view (a) against each model's own) and reports test accuracy for those cuts.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
-from dataclasses import asdict
-from pathlib import Path
 
-import torch
-
-import lorita
-from lorita.cli.common import prepare_out, write_json
-from lorita.cli.compress_cmd import compress_run
-from lorita.cli.train_cmd import add_train_options, train_config_from, train_run
-from lorita.sweep import as_dicts, smallest_within, sweep
+from lorita.cli.train_cmd import add_train_options, train_config_from
 
 EXAMPLE = """example:
   lorita demo                                # Fashion-MNIST, about 10 minutes on 2 CPU cores
@@ -54,130 +44,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _load_data(args):
-    from lorita.data import DataNotFoundError, load_dataset
-
-    try:
-        return load_dataset(args.dataset, args.data_dir, seed=args.seed)
-    except DataNotFoundError as err:
-        if args.dataset != "fashion-mnist":
-            raise
-        print(f"note: Fashion-MNIST not found ({str(err).splitlines()[0]}); using scikit-learn's digits instead. "
-              "Install it with: apt-get install dataset-fashion-mnist", file=sys.stderr)
-        return load_dataset("digits", seed=args.seed)
-
-
 def run(args: argparse.Namespace) -> int:
-    from lorita.train import evaluate
+    from lorita.experiment import ExperimentSpec, run_experiment
 
-    start = time.time()
-    if 1 not in args.depths:
-        from lorita.errors import LoritaError
-        raise LoritaError("--depths must include 1: the plain baseline every comparison is made against")
-    out = prepare_out(args.out, args.overwrite)
-    data = _load_data(args)
-    config = train_config_from(args)
-    progress = not args.no_progress
-    trained = {}
-    for depth in sorted(set(args.depths)):
-        print(f"[demo] training depth {depth} on {data.name} ({config.epochs} epochs)", file=sys.stderr)
-        run_config = {
-            "command": "train", "lorita_version": lorita.__version__,
-            "model": {"name": "fcn", "num_classes": data.num_classes, "in_channels": data.in_channels,
-                      "image_size": data.image_size,
-                      "kwargs": {"width": args.width, "hidden_layers": args.hidden_layers}},
-            "dataset": {"name": data.name, "data_dir": args.data_dir, "val_fraction": 0.1, "seed": args.seed},
-            "compose": {"depth": depth, "init": args.init, "mode": "auto", "factor_side": args.factor_side,
-                        "exclude": []},
-            "train": config.to_dict(),
-        }
-        trained[depth] = train_run(out / f"depth{depth}", run_config, data, progress=progress)
-    example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
-    val = lambda m: evaluate(m, data.val)[0]
-    test = lambda m: evaluate(m, data.test)[0]
-    plain_target = trained[1]["val_acc"] - args.max_drop
-    depths = {}
-    for depth, res in trained.items():
-        print(f"[demo] sweeping cuts of depth {depth}", file=sys.stderr)
-        merged = lorita.merge(lorita.load(out / f"depth{depth}" / "model.lorita")).eval()
-        own_target = res["val_acc"] - args.max_drop
-        bar = _bar(progress, f"sweep depth {depth}")
-        points = lorita_sweep(merged, example, val, test, args.points, [plain_target, own_target], bar)
-        views = {}
-        for view, target in (("b", plain_target), ("a", own_target)):
-            chosen = smallest_within(points, target)
-            views[view] = None if chosen is None else {**asdict(chosen), "target_val_acc": target}
-        depths[depth] = {"uncompressed": res, "views": views, "sweep": as_dicts(points)}
-    cuts = _save_cuts(out, depths, data, progress)
-    results = _summarize(depths, args, data, time.time() - start)
-    write_json(out / "results.json", results)
-    from lorita.cli.demo_report import write_demo_report
-
-    report = write_demo_report(out, results, cuts)
-    print(report.read_text())
+    spec = ExperimentSpec(
+        name="demo", model="fcn", dataset=args.dataset, data_dir=args.data_dir,
+        model_kwargs={"width": args.width, "hidden_layers": args.hidden_layers}, depths=sorted(set(args.depths)),
+        init=args.init, factor_side=args.factor_side, exclude=[], train=train_config_from(args).to_dict(),
+        max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist")
+    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    report = f"{args.out}/report.md"
+    print(open(report).read())
     print(f"[demo] done in {results['seconds']:.0f} s: {report}", file=sys.stderr)
     return 0
-
-
-def _bar(enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(desc=desc, unit="cut", leave=False)
-
-
-def lorita_sweep(model, example, val, test, points, targets, bar):
-    try:
-        return sweep(model, example, val, test, points=points, refine_targets=targets,
-                     progress=bar.update if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _save_cuts(out: Path, depths: dict, data, progress: bool) -> list[Path]:
-    """Each depth's view-(b) cut as a compress run folder (model, ranks, results)."""
-    folders = []
-    for depth, info in depths.items():
-        chosen = info["views"]["b"]
-        if chosen is None:
-            continue
-        folder = out / f"depth{depth}-cut"
-        compress_run(out / f"depth{depth}", folder, "global", {"threshold": chosen["threshold"]},
-                     progress=progress, data=data)
-        folders.append(folder)
-    return folders
-
-
-def _summarize(depths: dict, args, data, seconds: float) -> dict:
-    plain = depths[1]["views"]["b"]
-    lorita_best = None
-    for depth, info in depths.items():
-        chosen = info["views"]["b"]
-        if depth > 1 and chosen is not None and (lorita_best is None or chosen["params"] < lorita_best[1]["params"]):
-            lorita_best = (depth, chosen)
-    ratio = None
-    if plain is not None and lorita_best is not None:
-        ratio = lorita_best[1]["params_kept"] / plain["params_kept"]
-    return {
-        "command": "demo", "dataset": data.name, "max_drop": args.max_drop,
-        "recipe": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-                   "weight_decay": args.weight_decay, "schedule": args.schedule, "optimizer": args.optimizer,
-                   "width": args.width, "hidden_layers": args.hidden_layers, "init": args.init,
-                   "factor_side": args.factor_side, "seed": args.seed},
-        "depths": {str(d): info for d, info in depths.items()},
-        "headline": {"best_lorita_depth": lorita_best[0] if lorita_best else None,
-                     "params_kept_ratio_vs_plain": ratio,
-                     "bar": "LoRITa keeps at most half the parameters the plain model keeps (view b)",
-                     "bar_met": ratio is not None and ratio <= 0.5 and not math.isnan(ratio)},
-        "seconds": seconds,
-        "machine": _machine(),
-    }
-
-
-def _machine() -> str:
-    import os
-    import platform
-
-    return f"{platform.machine()} {os.cpu_count()} CPU(s), torch {torch.__version__}, threads {torch.get_num_threads()}"

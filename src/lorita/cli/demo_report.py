@@ -16,6 +16,16 @@ def _acc(x) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _model_line(recipe: dict) -> str:
+    skip = {"model", "init", "factor_side"} | set(_TRAIN_KEYS)
+    extra = ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in skip)
+    return f"{recipe['model']} ({extra})" if extra else recipe["model"]
+
+
+_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "schedule",
+               "plateau_patience", "plateau_factor", "warmup_epochs", "seed", "augment", "device", "eval_batch_size")
+
+
 def headline_table(results: dict) -> list[str]:
     """Markdown rows: one per depth, uncompressed accuracy and the smallest cut in each view."""
     rows = ["| depth | uncompressed test acc (%) | view (b): params kept | FLOPs kept | test acc (%) "
@@ -87,13 +97,13 @@ def write_demo_report(out: Path, results: dict, cut_folders: list[Path]) -> Path
                f"LoRITa (depth {head['best_lorita_depth']}) keeps {ratio:.2f}x the parameters the plain model keeps "
                f"at the same accuracy: the bar (at most 0.5x) is {'met' if head['bar_met'] else 'NOT met'}")
     lines = [
-        f"# lorita demo: LoRITa vs plain training on {results['dataset']}",
+        f"# lorita {results['name']}: LoRITa vs plain training on {results['dataset']}",
         "",
         f"**{verdict}.**",
         "",
-        f"FCN ({results['recipe']['hidden_layers']} hidden layers of {results['recipe']['width']}), "
-        f"{results['recipe']['epochs']} epochs, SGD lr {results['recipe']['lr']} {results['recipe']['schedule']}, "
-        f"weight decay {results['recipe']['weight_decay']}, init {results['recipe']['init']}. "
+        f"Model {_model_line(results['recipe'])}; {results['recipe']['epochs']} epochs, "
+        f"{results['recipe']['optimizer']} lr {results['recipe']['lr']} ({results['recipe']['schedule']}), "
+        f"weight decay {results['recipe']['weight_decay']}, factor init {results['recipe']['init']}. "
         f"Original model: {human(plain['uncompressed']['params'])} params, "
         f"{human(plain['uncompressed']['flops'])} FLOPs per example (FLOPs = 2 x MACs).",
         "",

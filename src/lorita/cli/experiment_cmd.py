@@ -1,0 +1,33 @@
+"""``lorita experiment``: run one of the paper's setups from a JSON config (full or reduced recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXAMPLE = """example:
+  lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
+  lorita experiment experiments/resnet20_cifar10.json --data-dir ~/data --out runs/r20   # full recipe (GPU)
+"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("experiment", help="run a paper setup from experiments/*.json",
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="an experiment config (experiments/*.json)")
+    p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, < 30 min")
+    p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorita.experiment import load_spec, run_experiment
+
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir)
+    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(open(f"{args.out}/report.md").read())
+    print(f"[{spec.name}] done in {results['seconds']:.0f} s", file=sys.stderr)
+    return 0

@@ -1,0 +1,62 @@
+"""Experiment configs stay valid; `lorita experiment` runs a tiny one end to end."""
+
+import glob
+import json
+
+import pytest
+
+from lorita import LoritaError
+from lorita.cli import main
+from lorita.data import list_datasets
+from lorita.experiment import ExperimentSpec, load_spec
+from lorita.models import list_models
+from lorita.train import TrainConfig
+
+CONFIGS = sorted(glob.glob("experiments/*.json"))
+
+
+def test_there_is_a_config_per_paper_setup():
+    names = {c.split("/")[-1][:-5] for c in CONFIGS}
+    assert {"fcn_mnist", "vit_cifar10", "vgg16_cifar10", "vgg16_cifar100", "resnet20_cifar10",
+            "resnet56_cifar10"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+@pytest.mark.parametrize("reduced", [False, True])
+def test_configs_load(path, reduced):
+    spec = load_spec(path, reduced=reduced)
+    assert spec.model in list_models() and spec.dataset in list_datasets()
+    TrainConfig.from_dict(spec.train)  # validates every recipe field
+    if reduced:
+        assert spec.dataset == "fashion-mnist"  # runs on CPU here, no download
+
+
+def test_tiny_experiment_runs(tmp_path):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "common": {"model": "fcn", "model_kwargs": {"width": 16, "hidden_layers": 1}, "depths": [1, 2], "exclude": []},
+        "full": {"dataset": "digits", "points": 4, "max_train": 600,
+                 "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}},
+    }))
+    out = tmp_path / "out"
+    assert main(["experiment", str(config), "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["name"] == "tiny" and set(results["depths"]) == {"1", "2"}
+    assert results["spec"]["max_train"] == 600
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"depths": [2, 3]}, r"depths must include 1"),
+    ({"max_drop": -1}, r"max_drop must be >= 0"),
+    ({"points": 1}, r"points must be >= 2"),
+])
+def test_bad_spec(kwargs, message):
+    with pytest.raises(LoritaError, match=message):
+        ExperimentSpec(name="x", model="fcn", dataset="digits", **kwargs)
+
+
+def test_unknown_config_key(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"common": {"model": "fcn", "modle_kwargs": {}}, "full": {"dataset": "digits"}}))
+    with pytest.raises(LoritaError, match=r"unknown keys \['modle_kwargs'\]"):
+        load_spec(path)
