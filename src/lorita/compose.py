@@ -1,6 +1,7 @@
 """``compose`` turns layers into products of factors; ``merge`` multiplies them back.
 
-Both return a new model and leave their argument untouched.
+Both return a new model and leave their argument untouched (``merge(inplace=True)`` is
+the exception: it swaps the layers of the given model one by one, without a second copy).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 
 from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
+from lorita.hf import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
 from lorita.linalg import check_finite
 from lorita.targets import Selector, replace_module, scan_layers, select, warn_skipped
 
@@ -80,21 +82,27 @@ def _compose_layer(module: nn.Module, depth: int, init: str, mode: str, factor_s
     if isinstance(module, nn.Conv2d):
         layer = ComposedConv2d.from_conv(module, depth, init=init, mode=mode)
     else:
+        linear = conv1d_as_linear(module) if is_conv1d(module) else module  # Conv1D: Linear with W^T
         side = "input"
-        if factor_side == "smaller" and module.out_features < module.in_features:
+        if factor_side == "smaller" and linear.out_features < linear.in_features:
             side = "output"
-        layer = ComposedLinear.from_linear(module, depth, init=init, side=side, mode=mode)
+        layer = ComposedLinear.from_linear(linear, depth, init=init, side=side, mode=mode)
     layer.original_type = type(module)  # restored by merge (subclasses keep their class)
     layer.train(module.training)
     return layer
 
 
-def merge(model: nn.Module) -> nn.Module:
+def merge(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` with every composed layer multiplied back into a plain Linear/Conv2d.
 
     The result has the original architecture: same classes, state_dict keys and shapes,
     so ``Original().load_state_dict(merge(m).state_dict())`` works with ``strict=True``.
     Products are formed in float64 and cast back to the parameters' dtype.
+
+    ``inplace=True`` merges the layers of ``model`` itself, one at a time, and returns it:
+    no second copy of the model, each layer's factors freed once it is swapped (when
+    nothing else refers to them). Every factor is checked for NaN/Inf before any layer
+    is touched.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -104,9 +112,13 @@ def merge(model: nn.Module) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise LoritaError(f"merge needs an nn.Module, got {type(model).__name__}")
-    new = copy.deepcopy(model)
-    scan = scan_layers(new, plain=False)
-    for layer in scan.layers.values():
+    for layer in scan_layers(model, plain=False).layers.values():
+        for p in layer.module.parameters():
+            check_finite(p.detach(), layer.name)
+    new = model if inplace else copy.deepcopy(model)
+    layers = scan_layers(new, plain=False).layers
+    for name in list(layers):
+        layer = layers.pop(name)  # our last reference to the composed layer goes with it
         replace_module(new, layer, merge_layer(layer.module, layer.name))
     return new
 
@@ -123,6 +135,11 @@ def merge_layer(module: nn.Module, name: str = "layer") -> nn.Module:
     weight = module.merged_weight()
     check_finite(weight, name)
     bias = module.bias
+    original = getattr(module, "original_type", None)
+    if original is not None and conv1d_base(original) is not None:  # transformers Conv1D: stored as W^T
+        plain = conv1d_from_matrix(original, weight, bias)
+        plain.train(module.training)
+        return plain
     kw = dict(device=weight.device, dtype=weight.dtype)
     if isinstance(module, ComposedConv2d):
         conv = module.spatial
@@ -134,7 +151,6 @@ def merge_layer(module: nn.Module, name: str = "layer") -> nn.Module:
     plain.weight.copy_(weight)
     if bias is not None:
         plain.bias.copy_(bias)
-    original = getattr(module, "original_type", None)
     if original is not None and original is not type(plain) and issubclass(original, type(plain)):
         plain.__class__ = original  # e.g. a Linear subclass that keeps Linear.forward
     plain.train(module.training)

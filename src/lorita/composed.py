@@ -118,6 +118,12 @@ class ComposedLinear(nn.Module):
         """The product ``F_N ... F_1`` (out x in), differentiable, in the parameters' dtype."""
         return chain_product(list(self.factors))
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight this layer computes, formed on access: for code that reads ``layer.weight``
+        (e.g. transformers reading its dtype). Not a parameter; train the factors."""
+        return self.effective_weight()
+
     @torch.no_grad()
     def merged_weight(self) -> torch.Tensor:
         """The product computed in float64 (exact merge), cast back to the parameters' dtype."""
@@ -236,6 +242,12 @@ class ComposedConv2d(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         """The merged kernel (C_out, C_in, kh, kw), differentiable."""
         return chain_product(self._factors()).reshape(self.spatial.weight.shape)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense kernel this layer computes, formed on access: for code that reads ``layer.weight``
+        (e.g. transformers' ViT reads the patch projection's dtype). Not a parameter."""
+        return self.effective_weight()
 
     @torch.no_grad()
     def merged_weight(self) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
+from lorita.hf import is_conv1d
 from lorita.linalg import break_even_rank, check_finite, energy_rank, ratio_rank, svd, work_dtype
 from lorita.lowrank import truncate, weight_matrix
 from lorita.targets import Layer, Selector, replace_module, scan_layers, select, warn_skipped
@@ -52,6 +53,8 @@ def layer_shape(module: nn.Module) -> tuple[int, int]:
         return module.out_features, module.in_features
     if isinstance(module, ComposedConv2d):
         return module.out_channels, module.spatial.weight[0].numel()
+    if is_conv1d(module):  # transformers Conv1D stores (in, out)
+        return module.weight.shape[1], module.weight.shape[0]
     return module.weight.shape[0], module.weight[0].numel()
 
 
@@ -100,7 +103,7 @@ def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan) -> dict[str,
 
 
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
-             ratio: float | None = None, exclude: Selector = None) -> nn.Module:
+             ratio: float | None = None, exclude: Selector = None, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
 
     Give exactly one of:
@@ -110,6 +113,11 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     A layer is replaced only where its rank is below the break-even rank
     (``r*(m+n) < m*n``); otherwise it stays dense. Composed models are merged first; plain
     models get plain post-training SVD. ``exclude`` (names or regex) keeps layers dense.
+
+    ``inplace=True`` cuts the layers of ``model`` itself, one at a time, and returns it:
+    no second copy of the model (a copy doubles the memory of a large one); each dense
+    weight is freed once its layer is swapped, if nothing else refers to it. All ranks
+    are validated before any layer is touched. Default: ``model`` is left untouched.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
@@ -133,16 +141,21 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
             raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
                               f"(its weight is {m}x{n}), got {rank!r}")
-    new = merge(model) if has_composed else copy.deepcopy(model)
+    del scan, layers, by_name  # drop our references to the layers, so each can be freed once swapped
+    if has_composed:
+        new = merge(model, inplace=inplace)
+    else:
+        new = model if inplace else copy.deepcopy(model)
     copies = scan_layers(new, composed=False).layers
     cut = 0
     for name, rank in chosen.items():
-        target = copies[name]
+        target = copies.pop(name)
         m, n = layer_shape(target.module)
         if rank > break_even_rank(m, n):
             log.debug("%s: rank %d is not below break-even %d, stays dense", name, rank, break_even_rank(m, n))
             continue
         replace_module(new, target, truncate(target.module, rank, name))
+        del target  # the dense layer goes once the model no longer holds it
         cut += 1
     log.info("compress (%s): %d of %d layer(s) cut to low rank", kind, cut, len(chosen))
     return new

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lorita.errors import LoritaError
+from lorita.hf import is_conv1d
 from lorita.linalg import check_finite, truncated_factors
 
 
@@ -32,6 +33,11 @@ class LowRankLinear(nn.Sequential):
     @property
     def rank(self) -> int:
         return self[0].out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The rank-r dense weight (out x in), formed on access: for code that reads ``layer.weight``."""
+        return self[1].weight @ self[0].weight
 
     @property
     def in_features(self) -> int:
@@ -64,6 +70,13 @@ class LowRankConv2d(nn.Sequential):
         return self[0].out_channels
 
     @property
+    def weight(self) -> torch.Tensor:
+        """The rank-r dense kernel (C_out, C_in, kh, kw), formed on access: for code that reads ``layer.weight``
+        (e.g. transformers' ViT reads the patch projection's dtype)."""
+        first = self[0].weight  # (r, C_in, kh, kw)
+        return (self[1].weight.flatten(1) @ first.flatten(1)).reshape(-1, *first.shape[1:])
+
+    @property
     def in_channels(self) -> int:
         return self[0].in_channels
 
@@ -82,6 +95,8 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
         >>> weight_matrix(nn.Conv2d(3, 8, 3)).shape
         torch.Size([8, 27])
     """
+    if is_conv1d(module):
+        return module.weight.T  # transformers Conv1D stores (in, out)
     weight = module.merged_weight() if hasattr(module, "merged_weight") else module.weight
     return weight.reshape(weight.shape[0], -1)
 
@@ -89,6 +104,8 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
 @torch.no_grad()
 def truncate(module: nn.Module, rank: int, name: str = "layer") -> nn.Module:
     """The rank-``rank`` two-layer form of a plain ``nn.Linear`` / ``nn.Conv2d`` (any rank 1..min(m, n)).
+
+    A transformers ``Conv1D`` (GPT-2; weight stored ``(in, out)``) becomes a ``LowRankLinear``.
 
     This builds the pair even above the break-even rank; ``lorita.compress`` decides when
     it pays. SVD in float64, factors cast back to the layer's dtype.
@@ -100,8 +117,10 @@ def truncate(module: nn.Module, rank: int, name: str = "layer") -> nn.Module:
         >>> torch.allclose(pair(x), dense(x), atol=1e-5)
         True
     """
-    if not isinstance(module, (nn.Linear, nn.Conv2d)) or (isinstance(module, nn.Conv2d) and module.groups != 1):
-        raise LoritaError(f"cannot truncate {name!r} ({type(module).__name__}): only Linear and Conv2d with groups=1")
+    if not (isinstance(module, (nn.Linear, nn.Conv2d)) or is_conv1d(module)) or \
+            (isinstance(module, nn.Conv2d) and module.groups != 1):
+        raise LoritaError(f"cannot truncate {name!r} ({type(module).__name__}): only Linear and Conv2d with groups=1 "
+                          "(and transformers Conv1D)")
     matrix = weight_matrix(module)
     check_finite(matrix, name)
     m, n = matrix.shape

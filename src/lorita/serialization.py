@@ -27,6 +27,7 @@ from torch import nn
 from lorita.atomic import atomic_path
 from lorita.composed import ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
+from lorita.hf import conv1d_as_linear, is_conv1d
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.targets import scan_layers
@@ -169,6 +170,10 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict]) -> None:
     for name, entry in layers.items():
         plain = modules.get(name)
         kind = entry.get("type")
+        if is_conv1d(plain):
+            original, plain = type(plain), conv1d_as_linear(plain)  # transformers Conv1D: a Linear with W^T
+        else:
+            original = type(plain)
         if not isinstance(plain, (nn.Linear, nn.Conv2d)):
             raise LoritaError(f"the file describes layer {name!r} as {kind}, but the architecture has "
                               f"{type(plain).__name__ if plain is not None else 'no such module'} there; "
@@ -184,6 +189,8 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict]) -> None:
             new = LowRankConv2d(plain, int(entry["rank"]))
         else:
             raise LoritaError(f"unknown layer type {kind!r} for {name!r} in the file")
+        if kind.startswith("composed"):
+            new.original_type = original  # merge restores this class (Linear subclass, transformers Conv1D)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
+from lorita.hf import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
 
 Selector = str | Sequence[str] | None
@@ -68,6 +69,8 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
         return f"{type(module).__name__} overrides Linear.forward"
     if isinstance(module, nn.Conv2d) and not _keeps_forward(module, nn.Conv2d):
         return f"{type(module).__name__} overrides Conv2d.forward"
+    if is_conv1d(module) and not _keeps_forward(module, conv1d_base(type(module))):
+        return f"{type(module).__name__} overrides transformers Conv1D.forward"
     if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
         return "lazy module not initialised yet: run one forward pass first"
     return None
@@ -96,14 +99,14 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True) 
         if isinstance(module, LOWRANK_TYPES):
             sealed.append(name)
             continue
-        if name == "" and isinstance(module, (nn.Linear, nn.Conv2d, *COMPOSED_TYPES)):
+        if name == "" and (isinstance(module, (nn.Linear, nn.Conv2d, *COMPOSED_TYPES)) or is_conv1d(module)):
             continue  # the root itself cannot be swapped inside a container
         if isinstance(module, COMPOSED_TYPES):
             sealed.append(name)
             if composed:
                 candidates.append((name, module))
             continue
-        if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and not is_conv1d(module):
             continue
         reason = _skip_reason(module, parents.get(name))
         if reason is not None:
@@ -203,6 +206,19 @@ def warn_skipped(skipped: dict[str, str], verb: str) -> None:
     if skipped:
         lines = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
         warnings.warn(f"lorita.{verb} left {len(skipped)} layer(s) plain: {lines}", stacklevel=3)
+
+
+def skipped_layers(model: nn.Module) -> dict[str, str]:
+    """Layers that look linear but are left plain by compose and compress: ``{name: reason}``.
+
+    The same list the warnings name (grouped/depthwise/transposed convs, Conv1d/Conv3d,
+    projections inside ``nn.MultiheadAttention``, tied weights, ...), for results files.
+
+    Example:
+        >>> skipped_layers(nn.Sequential(nn.Conv1d(2, 2, 3), nn.Linear(2, 2)))
+        {'0': 'Conv1d: only Conv2d is supported'}
+    """
+    return dict(scan_layers(model).skipped)
 
 
 def replace_module(model: nn.Module, layer: Layer, new: nn.Module) -> None:
