@@ -12,6 +12,8 @@ import torch
 import lorita
 from lorita.cli.common import dataset_of, prepare_out, read_json, train_config_of, write_json
 from lorita.errors import LoritaError
+from lorita.linalg import check_finite
+from lorita.targets import skipped_layers
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -104,6 +106,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     start = time.time()
     data = data if data is not None else dataset_of(source)
     merged = lorita.merge(lorita.load(source / "model.lorita")).eval()
+    for name, p in merged.named_parameters():  # a damaged model: name the layer before anything is written
+        check_finite(p.detach(), name)
     example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
     original = lorita.profile(merged, example)
     before_val, before_test = evaluate(merged, data.val)[0], evaluate(merged, data.test)[0]
@@ -136,6 +140,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     results = {
         "command": "compress", "source": str(source), "strategy": strategy, "options": options,
         "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
+        "skipped_layers": skipped_layers(merged),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
         "before": {"val_acc": before_val, "test_acc": before_test},
         "after_cut": after_cut, "after_finetune": after_finetune,
