@@ -7,11 +7,16 @@ give the same values:
 
 - ``sequential``: apply the factors one after another to the activations,
   extra cost about ``(N-1) * B_eff * d^2`` multiply-adds;
-- ``fused``: multiply the factors into one weight, then one matmul/conv,
-  extra cost about ``(N-1) * d^2 * n``;
+- ``fused``: multiply the factors into one weight (in the cheapest order, as
+  ``torch.linalg.multi_dot`` does), then one matmul/conv, extra cost at most
+  ``(N-1) * d^2 * n``;
 
 and ``auto`` picks the cheaper per call from the effective batch ``B_eff`` (batch x
-positions). METHOD.md section 2.
+positions). The count is of the forward pass, and it decides for training too: the
+backward of either form costs about twice its forward (an input gradient and a
+weight gradient per matmul: on the activations for sequential, along the factor
+chain for fused), so the ratio stays. METHOD.md section 2; measured in
+docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -34,13 +39,24 @@ def _check_mode(mode: str) -> str:
 
 
 def _chain_cost(shapes: list[tuple[int, int]]) -> int:
-    """Multiply-adds to form the product of (rows, cols) factors applied in order, left to right."""
-    rows, cols = shapes[0]
-    cost = 0
-    for r, c in shapes[1:]:
-        cost += r * c * cols
-        rows = r
-    return cost
+    """Multiply-adds to form the product of (rows, cols) factors given in application order.
+
+    The cheapest bracketing (the matrix-chain recurrence ``torch.linalg.multi_dot`` also
+    uses), not left to right: for a 512 -> 10 head with 512 x 512 input factors that is
+    ``2*10*512^2`` instead of ``512^3 + 10*512^2``.
+
+    Example:
+        >>> _chain_cost([(512, 512), (512, 512), (10, 512)])
+        5242880
+    """
+    dims = [shapes[0][1]] + [r for r, _ in shapes]  # factor i maps dims[i] -> dims[i+1]
+    n = len(shapes)
+    best = [[0] * n for _ in range(n)]  # best[i][j]: product of factors i..j
+    for span in range(1, n):
+        for i in range(n - span):
+            j = i + span
+            best[i][j] = min(best[i][k] + best[k + 1][j] + dims[i] * dims[k + 1] * dims[j + 1] for k in range(i, j))
+    return best[0][n - 1]
 
 
 class ComposedLinear(nn.Module):
@@ -146,9 +162,9 @@ class ComposedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(x.numel() // self.in_features):
             return F.linear(x, self.effective_weight(), self.bias)
-        for f in self.factors:
+        for f in self.factors[:-1]:
             x = F.linear(x, f)
-        return x if self.bias is None else x + self.bias
+        return F.linear(x, self.factors[-1], self.bias)  # bias inside the last matmul: no extra pass
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, depth={self.depth}, "
@@ -261,7 +277,8 @@ class ComposedConv2d(nn.Module):
         c_out = self.out_channels
         fan_in = self.spatial.weight[0].numel()
         sequential = effective_batch * (fan_in * c_out + (self.depth - 1) * c_out * c_out)
-        fused = (self.depth - 1) * c_out * c_out * fan_in + effective_batch * fan_in * c_out
+        chain = _chain_cost([(c_out, fan_in)] + [(c_out, c_out)] * (self.depth - 1))
+        fused = chain + effective_batch * fan_in * c_out
         return sequential, fused
 
     def _output_positions(self, x: torch.Tensor) -> int:
@@ -292,10 +309,10 @@ class ComposedConv2d(nn.Module):
             # _conv_forward applies stride/padding/dilation/padding_mode exactly as nn.Conv2d does.
             return self.spatial._conv_forward(x, self.effective_weight(), self.bias)
         y = self.spatial(x)
-        for m in self.mixers:
-            y = F.conv2d(y, m[:, :, None, None])  # 1x1 conv (C_out -> C_out)
-        if self.bias is not None:
-            y = y + self.bias.reshape(-1, 1, 1)
+        last = len(self.mixers) - 1
+        for i, m in enumerate(self.mixers):
+            # 1x1 conv (C_out -> C_out); the bias rides on the last one instead of an extra pass
+            y = F.conv2d(y, m[:, :, None, None], self.bias if i == last else None)
         return y
 
     def extra_repr(self) -> str:

@@ -38,6 +38,8 @@ def chain_product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     if len(factors) == 1:
         return factors[0]
+    if len(factors) == 2:  # one matmul: skip multi_dot's argument checks
+        return factors[1] @ factors[0]
     # multi_dot picks the cheapest association and supports autograd.
     return torch.linalg.multi_dot(list(reversed(factors)))
 
