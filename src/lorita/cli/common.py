@@ -71,7 +71,7 @@ def read_json(path: str | Path, what: str) -> dict:
         raise LoritaError(f"{path} not found: is {path.parent} a run folder written by {what}?")
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LoritaError(f"{path} is not valid JSON ({err}); the run may be damaged") from None
     if not isinstance(data, dict):
         raise LoritaError(f"{path} does not hold a JSON object")
