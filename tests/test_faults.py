@@ -178,6 +178,7 @@ def cli_error(argv, capsys) -> str:
     ("results.json", b"[1, 2]", r"results\.json does not hold a JSON object"),
     ("config.json", b"", r"config\.json is not valid JSON"),
     ("config.json", b"{\"command\": \"report\"}", r"config\.json is neither a train nor a compress run"),
+    ("config.json", b"{\"command\": \"train\", \"dataset\": 5}", r"config\.json .*has no dataset entry"),
     ("model.lorita", b"\x00" * 100, r"model\.lorita is not a readable safetensors file"),
 ])
 def test_compress_refuses_a_damaged_run(damaged, tmp_path, capsys, name, content, message):

@@ -109,7 +109,10 @@ def dataset_of(run: str | Path):
     """
     from lorita.data import load_dataset
 
-    ds = train_config_of(run)["dataset"]
+    ds = train_config_of(run).get("dataset")
+    if not isinstance(ds, dict) or not isinstance(ds.get("name"), str):
+        raise LoritaError(f"the training run's config.json (for {run}) has no dataset entry "
+                          "({\"name\": ...}); the run may be damaged")
     return load_dataset(ds["name"], ds.get("data_dir"), val_fraction=ds.get("val_fraction", 0.1),
                         seed=ds.get("seed", 0))
 
