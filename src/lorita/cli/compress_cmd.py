@@ -105,7 +105,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     train_config = train_config_of(source)
     start = time.time()
     data = data if data is not None else dataset_of(source)
-    merged = lorita.merge(lorita.load(source / "model.lorita")).eval()
+    merged = lorita.merge(lorita.load(source / "model.lorita"), inplace=True).eval()  # no second copy
     for name, p in merged.named_parameters():  # a damaged model: name the layer before anything is written
         check_finite(p.detach(), name)
     example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
