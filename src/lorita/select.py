@@ -20,6 +20,7 @@ from torch import nn
 from lorita.compose import merge
 from lorita.compress import compress, layer_shape, spectrum
 from lorita.errors import LoritaError
+from lorita.latency import keep_faster
 from lorita.profile import profile
 from lorita.ranks import (
     LayerCost,
@@ -42,7 +43,7 @@ _OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "uniform": (("ratio",), ()),
     "energy": (("energy",), ()),
     "global": (("threshold",), ()),
-    "budget": ((), ("params", "flops", "example_input")),
+    "budget": ((), ("params", "flops", "example_input", "latency_aware")),
     "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals")),
 }
 STRATEGIES = tuple(_OPTIONS)
@@ -96,6 +97,9 @@ def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
         ``"global"``, ``threshold=``: keep ``sigma / sigma_max(layer) >= threshold``.
         ``"budget"``, ``params=`` or ``flops=`` (a fraction of the original model's
         total; ``flops`` needs ``example_input=``): least loss within that size.
+        ``latency_aware=True`` (needs ``example_input=`` at the deployment batch size)
+        then keeps dense every layer whose thin pair is not faster on this machine
+        (``lorita.latency.keep_faster``), so the result can exceed the budget.
         ``"accuracy"``, ``evaluate=`` (model -> accuracy in percent on validation data),
         ``max_drop=1.0`` (points), ``finetune=None`` (model -> model, run on each
         candidate before evaluating), ``max_evals=12``: the strongest global cut within
@@ -131,7 +135,13 @@ def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
     return global_ranks(spectra, options["threshold"])
 
 
-def _budget(model: nn.Module, params: float | None = None, flops: float | None = None, example_input: Any = None) -> dict[str, int]:
+def _budget(model: nn.Module, params: float | None = None, flops: float | None = None, example_input: Any = None,
+            latency_aware: bool = False) -> dict[str, int]:
+    if not isinstance(latency_aware, bool):
+        raise LoritaError(f"latency_aware must be True or False, got {latency_aware!r}")
+    if latency_aware and example_input is None:
+        raise LoritaError("strategy 'budget' with latency_aware=True needs example_input= at the deployment "
+                          "batch size (e.g. torch.randn(1, 3, 32, 32)) to time each layer on")
     if (params is None) == (flops is None):
         raise LoritaError("strategy 'budget' takes exactly one of params= or flops= (a fraction in (0, 1] of "
                           "the original model's total), e.g. select_ranks(model, 'budget', params=0.3)")
@@ -148,9 +158,12 @@ def _budget(model: nn.Module, params: float | None = None, flops: float | None =
     _check_any(spectra)
     costs, fixed = layer_costs(base, example_input, metric)
     try:
-        return budget_ranks(spectra, costs, target, metric=metric, fixed=fixed)
+        ranks = budget_ranks(spectra, costs, target, metric=metric, fixed=fixed)
     except LoritaError as err:  # name the option the user gave, not the internal one
         raise LoritaError(str(err).replace("target=", f"{label}=").replace("pass a target", f"pass {label}")) from None
+    if latency_aware:
+        ranks = keep_faster(base, ranks, example_input)
+    return ranks
 
 
 @dataclass
