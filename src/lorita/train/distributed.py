@@ -26,6 +26,7 @@ DDP than in one process; models without it match to float32 rounding.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass
@@ -121,9 +122,26 @@ def setup(device_request: str) -> DistContext:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size)
+    _init_group(backend, rank, world_size)
     logger.debug("rank %d/%d joined a %s process group on %s", rank, world_size, backend, device)
     return DistContext(rank, world_size, local_rank, device, True)
+
+
+_groups_created = 0  # same count on every rank: all ranks call train() in lockstep
+
+
+def _init_group(backend: str, rank: int, world_size: int) -> None:
+    """``init_process_group`` on the env:// store, under a key prefix new to this process.
+
+    A plain second ``init_process_group`` after ``destroy_process_group`` (a
+    script that trains, then fine-tunes) reuses the first group's store keys
+    and can hang with ranks out of step; a fresh prefix per group avoids it.
+    """
+    global _groups_created
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size))
+    store = dist.PrefixStore(f"lorita.train/{_groups_created}", store)
+    _groups_created += 1
+    dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world_size)
 
 
 def teardown(ctx: DistContext) -> None:
@@ -133,6 +151,11 @@ def teardown(ctx: DistContext) -> None:
         >>> teardown(setup("cpu"))   # nothing to do in one process
     """
     if ctx.created_group and dist.is_initialized():
+        # Free the DDP wrapper (its Reducer holds Gloo work objects and sits in
+        # reference cycles) while the group is alive: left to interpreter exit
+        # it intermittently aborts the process ("terminate called without an
+        # active exception", torch 2.13 CPU/Gloo) after all work is done.
+        gc.collect()
         dist.destroy_process_group()
 
 
