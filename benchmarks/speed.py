@@ -378,11 +378,11 @@ def compress_part(args, out: dict) -> None:
     found = row(f"search_accuracy, max_drop=1, fake evaluate on {args.eval_batch} images",
                 lambda: lorita.search_accuracy(dense, fake_evaluate, max_drop=1.0))
     rows[-1][0] += f" ({calls['n']} evaluations)"
+    kept = lorita.profile(found.model, one).macs / lorita.profile(dense, one).macs
     print(table(["step", "wall s", "cpu s"], rows))
     print(f"\nevaluate = 100 x (1 - relative error of the logits against the dense model's) on {args.eval_batch} "
           "random images: a stand-in with the cost of a forward pass that makes the search take its usual steps "
-          "(random weights have no accuracy to keep); the chosen cut kept {lorita.profile(found.model, one).macs / lorita.profile(dense, one).macs:.2f} "
-          "of the MACs")
+          f"(random weights have no accuracy to keep); the chosen cut kept {kept:.2f} of the MACs")
     out["compress"] = {"rows": rows, "evaluations": calls["n"]}
 
 
