@@ -59,7 +59,23 @@ def _chain_cost(shapes: list[tuple[int, int]]) -> int:
     return best[0][n - 1]
 
 
-class ComposedLinear(nn.Module):
+class _Composed(nn.Module):
+    """What both composed layers share: the choice between the sequential and fused forms."""
+
+    mode: str
+
+    def costs(self, effective_batch: int) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def use_fused(self, effective_batch: int) -> bool:
+        """Whether this call runs fused: the mode if fixed, else the cheaper form for this batch."""
+        if self.mode != "auto":
+            return self.mode == "fused"
+        sequential, fused = self.costs(effective_batch)
+        return fused < sequential
+
+
+class ComposedLinear(_Composed):
     """A Linear layer trained as ``W = F_N ... F_1`` (``factors[0]`` applied first).
 
     ``side="input"`` (the authors' placement): N-1 square ``in x in`` factors, then the
@@ -153,12 +169,6 @@ class ComposedLinear(nn.Module):
         fused = _chain_cost(shapes) + effective_batch * self.in_features * self.out_features
         return sequential, fused
 
-    def use_fused(self, effective_batch: int) -> bool:
-        if self.mode != "auto":
-            return self.mode == "fused"
-        sequential, fused = self.costs(effective_batch)
-        return fused < sequential
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(x.numel() // self.in_features):
             return F.linear(x, self.effective_weight(), self.bias)
@@ -171,7 +181,7 @@ class ComposedLinear(nn.Module):
                 f"side={self.side}, mode={self.mode}, bias={self.bias is not None}")
 
 
-class ComposedConv2d(nn.Module):
+class ComposedConv2d(_Composed):
     """A Conv2d trained as its k x k kernel followed by ``depth-1`` 1x1 channel mixers.
 
     ``spatial`` is a bias-free ``nn.Conv2d`` with the original stride, padding, dilation
@@ -297,12 +307,6 @@ class ComposedConv2d(nn.Module):
             size.append((extent + 2 * pad[i] - span) // conv.stride[i] + 1)
         batch = x.shape[0] if x.dim() == 4 else 1
         return batch * max(size[0], 0) * max(size[1], 0)
-
-    def use_fused(self, effective_batch: int) -> bool:
-        if self.mode != "auto":
-            return self.mode == "fused"
-        sequential, fused = self.costs(effective_batch)
-        return fused < sequential
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_fused(self._output_positions(x)):
