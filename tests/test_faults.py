@@ -259,3 +259,10 @@ def test_skipped_layers_name_every_odd_layer():
     message = " ".join(str(w.message) for w in caught)
     assert all(name + ":" in message for name in skipped)
     assert type(small.fc) is lorita.LowRankLinear and type(small.conv1d) is nn.Conv1d
+
+
+def test_lorita_file_for_another_architecture_is_refused(tmp_path):
+    path = tmp_path / "m.lorita"
+    lorita.save(lorita.compress(nn.Sequential(nn.Linear(64, 64)), ranks={"0": 4}), path)
+    with pytest.raises(LoritaError, match=r"describes layer '0' as lowrank_linear, but the architecture has Conv2d"):
+        lorita.load(path, model=nn.Sequential(nn.Conv2d(3, 3, 1)))

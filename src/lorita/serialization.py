@@ -174,7 +174,8 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict]) -> None:
             original, plain = type(plain), conv1d_as_linear(plain)  # transformers Conv1D: a Linear with W^T
         else:
             original = type(plain)
-        if not isinstance(plain, (nn.Linear, nn.Conv2d)):
+        wanted = nn.Conv2d if str(kind).endswith("conv2d") else nn.Linear
+        if not isinstance(plain, wanted):
             raise LoritaError(f"the file describes layer {name!r} as {kind}, but the architecture has "
                               f"{type(plain).__name__ if plain is not None else 'no such module'} there; "
                               "is this the right model?")
