@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except LoritaError as err:
         print(f"lorita {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # full disk, permissions: files already written stay intact (atomic writes)
+        print(f"lorita {args.command}: error: {err.strerror or err} ({err.filename or 'file system'})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"lorita {args.command}: interrupted", file=sys.stderr)
         return 130
