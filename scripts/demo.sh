@@ -11,5 +11,5 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
     echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"
   fi
 fi
-bash scripts/setup.sh all
+bash scripts/setup.sh cli,data
 exec .venv/bin/lorita demo "$@"
