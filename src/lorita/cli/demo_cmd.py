@@ -19,7 +19,7 @@ EXAMPLE = """example:
   lorita demo --dataset digits --epochs 5 --width 64 --out runs/quick
 """
 
-# The recipe tuned on validation data (docs/DEMO.md has the measurements behind it).
+# The recipe measured in docs/RESULTS.md (cuts chosen on validation data).
 DEFAULTS = dict(epochs=12, batch_size=128, lr=0.05, weight_decay=5e-4, width=512, hidden_layers=3)
 
 
