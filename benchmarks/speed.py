@@ -27,7 +27,7 @@ run in turn, round-robin, and the median of the repeats is kept. Two clocks are 
 other jobs sharing the machine barely disturb). ``--clock`` says which one the ratios and
 targets use.
 
-    python benchmarks/speed.py                          # everything, full sizes (about 20 min, 1 thread)
+    python benchmarks/speed.py                          # everything, full sizes (12 min on 2 idle cores, 1 thread)
     python benchmarks/speed.py --quick                  # small sizes, few repeats (a few minutes)
     python benchmarks/speed.py --parts train --models resnet20 vit --repeats 7 --threads 2
     python benchmarks/speed.py --device cuda --clock wall
@@ -54,7 +54,7 @@ from torch import nn
 
 import lorita
 from lorita.composed import COMPOSED_TYPES
-from lorita.latency import keep_faster, time_module
+from lorita.latency import keep_faster
 from lorita.models import create_model, paper_exclude
 from lorita.targets import scan_layers
 
@@ -243,7 +243,10 @@ def auto_part(args, out: dict) -> None:
                     samples[mode].append(timed(lambda mode=mode: run(mode), args.device))
             t = {m: pick(medians(s), args.clock) for m, s in samples.items()}
             layer.mode = "auto"
-            b_eff = layer._output_positions(inp) if hasattr(layer, "_output_positions") else inp.numel() // inp.shape[-1]
+            if hasattr(layer, "_output_positions"):  # conv: batch x output positions
+                b_eff = layer._output_positions(inp)
+            else:  # linear: rows of the input
+                b_eff = inp.numel() // inp.shape[-1]
             seq_cost, fused_cost = layer.costs(b_eff)
             chose = "fused" if layer.use_fused(b_eff) else "sequential"
             faster = min(t, key=t.get)
