@@ -14,6 +14,7 @@ from lorita.compose import compose, merge
 from lorita.composed import ComposedConv2d, ComposedLinear
 from lorita.compress import compress, spectrum
 from lorita.errors import LoritaError
+from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
 from lorita.select import search_accuracy, select_ranks
@@ -21,6 +22,6 @@ from lorita.serialization import load, save
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "LoritaError", "LowRankConv2d", "LowRankLinear", "Profile",
-    "__version__", "compose", "compress", "load", "merge", "profile", "save", "search_accuracy", "select_ranks",
+    "__version__", "compose", "compress", "keep_faster", "load", "merge", "profile", "save", "search_accuracy", "select_ranks",
     "spectrum", "truncate",
 ]
