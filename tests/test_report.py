@@ -209,3 +209,14 @@ def test_summarize_heading_level(runs):
     assert text.startswith("### LoRITa report") and "\n#### Train runs\n" in text
     with pytest.raises(LoritaError, match=r"level must be an integer from 1 to 5 .*got 0"):
         summarize(runs[:2], level=0)
+
+
+def test_config_section_that_is_not_an_object_shows_as_na(tmp_path):
+    import json
+
+    from lorita.report.markdown import _section
+
+    assert _section({"model": "fcn"}, "model") == {}
+    assert _section({"model": {"name": "fcn"}}, "model") == {"name": "fcn"}
+    assert _section({}, "dataset") == {}
+    json.dumps(_section({"model": None}, "model"))

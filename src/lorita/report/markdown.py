@@ -60,6 +60,12 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _section(config: dict, key: str) -> dict:
+    """``config[key]`` when it is an object, else empty (a damaged config.json shows as n/a)."""
+    value = config.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
@@ -71,8 +77,8 @@ def _train_table(trains: list[Run]) -> list[str]:
             "MACs", "seconds"]
     rows = []
     for run in trains:
-        model = (run.config.get("model") or {}).get("name", NA)
-        dataset = (run.config.get("dataset") or {}).get("name", NA)
+        model = _section(run.config, "model").get("name", NA)
+        dataset = _section(run.config, "dataset").get("name", NA)
         epochs = run.results.get("epochs", len(run.metrics) or None)
         rows.append([run.name, model, dataset, _int(run.depth), _int(epochs), _int(run.get("best_epoch")),
                      _acc(run.get("val_acc")), _acc(run.get("test_acc")), _count(run.get("params")),
@@ -140,7 +146,7 @@ def _final(run: Run, key: str):
 def _reference(train: Run, trains: list[Run]) -> Run | None:
     """The plain (depth 1) train run on the same model and dataset, best on validation."""
     def key(run):
-        return ((run.config.get("model") or {}).get("name"), (run.config.get("dataset") or {}).get("name"))
+        return (_section(run.config, "model").get("name"), _section(run.config, "dataset").get("name"))
     plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and _num(t.get("val_acc"))]
     return max(plain, key=lambda t: t.get("val_acc"), default=None)
 
