@@ -211,12 +211,15 @@ def test_summarize_heading_level(runs):
         summarize(runs[:2], level=0)
 
 
-def test_config_section_that_is_not_an_object_shows_as_na(tmp_path):
+def test_config_section_that_is_not_an_object_shows_as_na(runs):
     import json
 
-    from lorita.report.markdown import _section
+    from lorita.report import summarize
 
-    assert _section({"model": "fcn"}, "model") == {}
-    assert _section({"model": {"name": "fcn"}}, "model") == {"name": "fcn"}
-    assert _section({}, "dataset") == {}
-    json.dumps(_section({"model": None}, "model"))
+    config_path = runs[0] / "config.json"
+    config = json.loads(config_path.read_text())
+    config["model"] = "fcn"  # damaged: a string where an object belongs
+    config_path.write_text(json.dumps(config))
+    text = summarize([runs[0]])
+    row = next(line for line in text.splitlines() if line.startswith("| " + runs[0].name))
+    assert "n/a" in row
