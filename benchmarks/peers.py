@@ -1,0 +1,542 @@
+"""LoRITa side by side with plain SVD and structured pruning (Torch-Pruning) at equal MACs budgets.
+
+For each model (FCN, ResNet20; VGG16 on CIFAR10 with a GPU) and each MACs budget B
+(a fraction of the original architecture's MACs), four columns:
+
+* ``lorita-d2``, ``lorita-d3``: trained with LoRITa (depth 2 / 3), merged, cut with
+  ``lorita.select_ranks(merged, "budget", flops=B)`` + ``lorita.compress``, fine-tuned;
+* ``svd``: the same model trained plain (depth 1), cut and fine-tuned the same way;
+* ``torch-pruning``: the depth-1 model pruned with Torch-Pruning's magnitude pruner
+  (L1 importance, global ranking) step by step until ``lorita.profile`` measures at
+  most B of the original MACs, then fine-tuned the same way.
+
+Every column trains the same number of epochs (``--epochs`` + ``--finetune-epochs``) with
+one recipe; the fine-tuning epoch kept (0 = the cut model itself) is chosen on validation
+data, test accuracy is only reported. MACs and params come from ``lorita.profile``
+(PyTorch's FlopCounterMode) for every method; FLOPs = 2 x MACs. Latency: CPU, eval mode,
+``torch.inference_mode``, a fixed thread count, median of repeats at batch 1 and 64.
+
+Output (``--out``, default runs/peers): ``results.json``, ``table.md``,
+``accuracy_vs_macs.png``, and one training run folder per model and depth.
+
+    python benchmarks/peers.py --quick                         # smoke run, about a minute
+    python benchmarks/peers.py --models fcn resnet20 --epochs 10 --finetune-epochs 2
+    python benchmarks/peers.py --dataset cifar10 --data-dir ~/data --models vgg16 resnet20 \\
+        --lr 0.01 --weight-decay 1e-3 --epochs 150 --finetune-epochs 20   # a GPU job
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+import lorita
+from lorita.atomic import atomic_path, atomic_write_text
+from lorita.errors import LoritaError
+
+METHODS = {"svd": "SVD (plain, N=1)", "torch-pruning": "Torch-Pruning (L1, global)"}
+TP_STEPS = 400  # Torch-Pruning steps from the full model to pruning ratio 1: 0.25% of the channels per step
+PER_MODEL_KEYS = ("epochs", "finetune_epochs", "max_train")
+TP_MAX_RATIO = 0.95  # default: no layer loses more than 95% of its channels (a layer pruned to nothing breaks the net)
+
+
+@dataclass
+class PeersSpec:
+    """What to run. ``train`` holds TrainConfig fields (the one recipe of every column)."""
+
+    models: list[str] = field(default_factory=lambda: ["fcn", "resnet20"])
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    max_train: int | None = None
+    max_eval: int | None = None  # cap the val and test splits (smoke runs only)
+    depths: list[int] = field(default_factory=lambda: [2, 3])  # LoRITa depths; depth 1 is always trained
+    budgets: list[float] = field(default_factory=lambda: [0.5, 0.3, 0.15])
+    train: dict = field(default_factory=dict)
+    finetune_epochs: int = 2
+    finetune_lr: float | None = None  # None: the recipe's lr / 10
+    model_kwargs: dict = field(default_factory=dict)  # model name -> builder kwargs
+    per_model: dict = field(default_factory=dict)  # model name -> {epochs, finetune_epochs, max_train}
+    torch_pruning: bool = True
+    tp_max_ratio: float = TP_MAX_RATIO  # Torch-Pruning's max_pruning_ratio: most of one layer's channels it may remove
+    threads: int = 1
+    repeats: int = 30
+    batches: list[int] = field(default_factory=lambda: [1, 64])
+
+    def __post_init__(self):
+        if not self.budgets or any(not 0 < b < 1 for b in self.budgets):
+            raise LoritaError(f"budgets must be fractions in (0, 1) of the original MACs, got {self.budgets}")
+        if any(d < 2 for d in self.depths):
+            raise LoritaError(f"depths are the LoRITa depths (>= 2); depth 1 is always trained, got {self.depths}")
+        if self.finetune_epochs < 0 or self.threads < 1 or self.repeats < 1:
+            raise LoritaError("finetune_epochs must be >= 0, threads and repeats >= 1")
+
+
+# ----------------------------------------------------------------------------
+# measuring
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int, threads: int) -> dict:
+    """Median (and quartiles) of the CPU wall time of one forward pass, in milliseconds."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = model.cpu().eval()
+        x = torch.randn(batch, *shape)
+        for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels
+            model(x)
+        times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            model(x)
+            times.append(1000 * (time.perf_counter() - tic))
+    finally:
+        torch.set_num_threads(old)
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
+
+
+def _device(request: str) -> torch.device:
+    if request == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(request)
+
+
+# ----------------------------------------------------------------------------
+# the three ways to reach a budget
+
+
+def svd_cut(merged: nn.Module, budget: float, example: torch.Tensor) -> tuple[nn.Module, dict]:
+    """LoRITa's (and plain SVD's) cut: least-loss ranks within ``budget`` of the MACs, thin layer pairs."""
+    ranks = lorita.select_ranks(merged, "budget", flops=budget, example_input=example)
+    return lorita.compress(merged, ranks=ranks).eval(), {"ranks": {k: int(v) for k, v in ranks.items()}}
+
+
+def tp_ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers Torch-Pruning must leave at full width: the classifier, and residual streams it cannot trace.
+
+    The classifier is the last ``nn.Linear``. The zoo's CIFAR ResNets use the parameter-free
+    "option A" shortcut (subsample + zero-pad channels with ``F.pad``); Torch-Pruning's
+    dependency graph does not follow channels through that pad (pruning them breaks the
+    residual sums), so the convs writing the residual stream (the stem and each block's
+    ``conv2``) stay whole and only the inner channels of each block are pruned.
+    """
+    from lorita.models.resnet import BasicBlock, PadShortcut
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    ignored = linears[-1:]
+    if any(isinstance(m, PadShortcut) for m in model.modules()):
+        ignored += [model.conv1] + [b.conv2 for b in model.modules() if isinstance(b, BasicBlock)]
+    return ignored
+
+
+def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
+             max_ratio: float = TP_MAX_RATIO) -> tuple[nn.Module, dict]:
+    """Torch-Pruning, L1 magnitude, global ranking: prune step by step until MACs <= ``budget``.
+
+    MACs are measured with ``lorita.profile`` after every step (the same counter as the other
+    columns, not Torch-Pruning's own); the first step at or below the budget is kept. Global
+    ranking compares mean-normalised L1 norms of channel groups and is blind to what a
+    channel costs, so cheap layers can be thinned far more than expensive ones;
+    ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``) bounds that per layer.
+    """
+    import torch_pruning as tp
+
+    model = copy.deepcopy(dense).cpu().eval()
+    original = lorita.profile(model, example).macs
+    pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
+    pruner = pruner_cls(model, example, importance=tp.importance.MagnitudeImportance(p=1), global_pruning=True,
+                        pruning_ratio=1.0, max_pruning_ratio=max_ratio, iterative_steps=TP_STEPS,
+                        ignored_layers=tp_ignored_layers(model))
+    macs, steps = original, 0
+    while macs > budget * original and steps < TP_STEPS:
+        pruner.step()
+        steps += 1
+        macs = lorita.profile(model, example).macs
+    widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
+              for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    return model, {"steps": steps, "widths": widths}
+
+
+# ----------------------------------------------------------------------------
+# the run
+
+
+def _load_data(spec: PeersSpec):
+    """The dataset, val and test capped at ``max_eval``; the training split is capped per model later."""
+    from lorita.data import Split, load_dataset
+
+    data = load_dataset(spec.dataset, spec.data_dir, seed=spec.train.get("seed", 0))
+    if spec.max_eval is not None:
+        for name in ("val", "test"):
+            s = getattr(data, name)
+            setattr(data, name, Split(s.images[: spec.max_eval], s.labels[: spec.max_eval], s.mean, s.std))
+    return data
+
+
+def _capped(data, max_train: int | None):
+    """``data`` with only the first ``max_train`` training images (val and the normalisation are unchanged)."""
+    from lorita.data import Split
+
+    if max_train is None or max_train >= len(data.train):
+        return data
+    t = data.train
+    return dataclasses.replace(data, train=Split(t.images[:max_train], t.labels[:max_train], t.mean, t.std))
+
+
+@dataclass
+class _Recipe:
+    """One model's share of the spec: its training data, recipe and fine-tuning recipe."""
+
+    data: object
+    config: object  # TrainConfig
+    finetune_epochs: int
+    finetune: object  # TrainConfig of the fine-tuning
+    max_train: int | None
+
+    @property
+    def epochs(self) -> dict:
+        return {"train": self.config.epochs, "finetune": self.finetune_epochs,
+                "total": self.config.epochs + self.finetune_epochs}
+
+
+def _recipe(spec: PeersSpec, name: str, data) -> _Recipe:
+    from lorita.train import TrainConfig
+
+    override = dict(spec.per_model.get(name, {}))
+    unknown = sorted(set(override) - set(PER_MODEL_KEYS))
+    if unknown:
+        raise LoritaError(f"per-model settings for {name!r}: unknown {unknown}; allowed: {', '.join(PER_MODEL_KEYS)}")
+    config = TrainConfig.from_dict({**spec.train, **({"epochs": override["epochs"]} if "epochs" in override else {})})
+    ft_epochs = int(override.get("finetune_epochs", spec.finetune_epochs))
+    max_train = override.get("max_train", spec.max_train)
+    finetune = dataclasses.replace(config, epochs=max(ft_epochs, 1), warmup_epochs=0, schedule="cosine",
+                                   lr=spec.finetune_lr if spec.finetune_lr is not None else config.lr / 10)
+    return _Recipe(_capped(data, max_train), config, ft_epochs, finetune, max_train)
+
+
+def _run_config(spec: PeersSpec, recipe: _Recipe, name: str, depth: int) -> dict:
+    from lorita.models import paper_exclude
+
+    data = recipe.data
+    return {
+        "command": "train", "lorita_version": lorita.__version__,
+        "model": {"name": name, "num_classes": data.num_classes, "in_channels": data.in_channels,
+                  "image_size": data.image_size, "kwargs": dict(spec.model_kwargs.get(name, {}))},
+        "dataset": {"name": data.name, "data_dir": spec.data_dir, "val_fraction": 0.1,
+                    "seed": recipe.config.seed, "max_train": recipe.max_train, "max_eval": spec.max_eval},
+        "compose": {"depth": depth, "init": "default", "mode": "auto", "factor_side": "input",
+                    "exclude": paper_exclude(name)},
+        "train": recipe.config.to_dict(),
+    }
+
+
+def _trained(folder: Path, run_config: dict, data, reuse: bool, progress: bool) -> dict:
+    """Train into ``folder``, or reuse it when it finished with the same config."""
+    from lorita.cli.train_cmd import train_run
+
+    done = folder / "results.json"
+    if reuse and done.is_file() and (folder / "model.lorita").is_file():
+        old = json.loads((folder / "config.json").read_text())
+        if old == json.loads(json.dumps(run_config)):
+            return json.loads(done.read_text())
+    return train_run(folder, run_config, data, overwrite=True, progress=progress)
+
+
+def _latencies(model: nn.Module, shape: tuple, spec: PeersSpec) -> dict:
+    # batch 64 takes far longer per call than batch 1: a third of the repeats (at least 5)
+    return {str(b): latency_ms(model, shape, b, spec.repeats if b == 1 else max(5, spec.repeats // 3), spec.threads)
+            for b in spec.batches}
+
+
+def measure(small: nn.Module, recipe: _Recipe, spec: PeersSpec, device: torch.device, example: torch.Tensor,
+            progress: bool = False) -> dict:
+    """Size, accuracy after the cut and after fine-tuning (the epoch kept is chosen on val), latency."""
+    from lorita.train import evaluate, train
+
+    data = recipe.data
+    size = lorita.profile(small.cpu().eval(), example)
+    small.to(device)
+    val0, test0 = evaluate(small, data.val)[0], evaluate(small, data.test)[0]
+    kept_epoch, val, ft_seconds = 0, val0, 0.0
+    if recipe.finetune_epochs:
+        state0 = {k: v.detach().clone() for k, v in small.state_dict().items()}
+        result = train(small, data, recipe.finetune, progress=progress)
+        ft_seconds = result.seconds
+        if result.best_val_acc > val0:  # ties keep the cut model itself
+            small.load_state_dict(result.best_state)
+            kept_epoch, val = result.best_epoch, result.best_val_acc
+        else:
+            small.load_state_dict(state0)
+    test = evaluate(small, data.test)[0] if kept_epoch else test0
+    return {"params": size.params, "macs": size.macs, "flops": size.flops, "val_acc": val, "test_acc": test,
+            "val_acc_cut": val0, "test_acc_cut": test0, "finetune_epoch_kept": kept_epoch,
+            "finetune_seconds": ft_seconds, "latency_ms": _latencies(small, tuple(example.shape[1:]), spec),
+            "epochs": recipe.epochs}
+
+
+def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = False, reuse: bool = False,
+              progress: bool = False, say: Callable[[str], None] = lambda s: None) -> dict:
+    """Run ``spec`` into ``out``; returns every measured row, also written to ``out/results.json``.
+
+    ``results.json`` is rewritten (atomically) after every row, so a killed run keeps what it measured.
+    """
+    from lorita.cli.common import prepare_out, write_json
+    from lorita.experiment import machine
+    from lorita.train import TrainConfig
+
+    start = time.time()
+    out = Path(out)
+    if not (reuse and out.is_dir()):
+        prepare_out(out, overwrite)
+    write_json(out / "config.json", {"command": "peers", "spec": dataclasses.asdict(spec)})
+    device = _device(TrainConfig.from_dict(spec.train).device)
+    data = data if data is not None else _load_data(spec)
+    shape = (data.in_channels, data.image_size, data.image_size)
+    example = torch.zeros(1, *shape)
+    tp_available = spec.torch_pruning
+    if tp_available:
+        try:
+            import torch_pruning  # noqa: F401
+        except ImportError:
+            say("torch_pruning is not installed (pip install 'lorita[prune]'): leaving out its column")
+            tp_available = False
+    say(f"machine: {machine()}; latency on CPU with {spec.threads} thread(s)")
+    results = {
+        "command": "peers", "dataset": data.name, "spec": dataclasses.asdict(spec),
+        "torch_pruning": {**_tp_info(), "max_pruning_ratio": spec.tp_max_ratio} if tp_available else None,
+        "models": {}, "threads": spec.threads,
+        "device": str(device), "machine": machine(), "seconds": 0.0, "complete": False,
+        "units": {"params": "count", "macs": "multiply-accumulates per example (lorita.profile, FlopCounterMode)",
+                  "flops": "2 x MACs per example", "acc": "percent", "latency_ms": "CPU milliseconds per forward"},
+        "epochs_note": "every column: its own model trained epochs.train, then fine-tuned epochs.finetune; "
+                       "svd and torch-pruning share the depth-1 training run",
+    }
+
+    def save():
+        results["seconds"] = time.time() - start
+        atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+
+    for name in spec.models:
+        recipe = _recipe(spec, name, data)
+        runs, merged = {}, {}
+        for depth in [1, *sorted(set(spec.depths))]:
+            say(f"[{name}] training depth {depth} on {data.name}, {len(recipe.data.train)} images "
+                f"({recipe.config.epochs} epochs, {device})")
+            folder = out / name / f"depth{depth}"
+            runs[depth] = _trained(folder, _run_config(spec, recipe, name, depth), recipe.data, reuse, progress)
+            merged[depth] = lorita.merge(lorita.load(folder / "model.lorita")).eval()
+        base = lorita.profile(merged[1], example)
+        columns = {f"lorita-d{d}": d for d in sorted(set(spec.depths))} | {"svd": 1}
+        if tp_available:
+            columns["torch-pruning"] = 1
+        info = results["models"][name] = {
+            "original": {"params": base.params, "macs": base.macs, "flops": base.flops},
+            "train_images": len(recipe.data.train), "recipe": recipe.config.to_dict(),
+            "finetune_recipe": recipe.finetune.to_dict() if recipe.finetune_epochs else None,
+            "epochs": recipe.epochs, "columns": columns, "uncompressed": {}, "rows": []}
+        for depth, r in runs.items():
+            info["uncompressed"][str(depth)] = {
+                "params": base.params, "macs": base.macs, "flops": base.flops, "val_acc": r["val_acc"],
+                "test_acc": r["test_acc"], "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
+                "latency_ms": _latencies(merged[depth], shape, spec)}
+        save()
+        for budget in spec.budgets:
+            for method, depth in columns.items():
+                say(f"[{name}] {method} at {100 * budget:g}% of the MACs")
+                tic = time.time()
+                try:
+                    if method == "torch-pruning":
+                        small, extra = tp_prune(merged[1], budget, example, spec.tp_max_ratio)
+                    else:
+                        small, extra = svd_cut(merged[depth], budget, example)
+                except LoritaError as err:
+                    info["rows"].append({"method": method, "budget": budget, "error": str(err)})
+                    say(f"  failed: {err}")
+                    continue
+                extra["cut_seconds"] = time.time() - tic
+                row = measure(small, recipe, spec, device, example, progress)
+                row.update(method=method, budget=budget, params_kept=row["params"] / base.params,
+                           macs_kept=row["macs"] / base.macs, budget_met=row["macs"] <= budget * base.macs, **extra)
+                info["rows"].append(row)
+                save()
+    results["complete"] = True
+    save()
+    return results
+
+
+def _tp_info() -> dict:
+    from importlib.metadata import version
+
+    return {"version": version("torch-pruning"), "pruner": "BasePruner (= MetaPruner = MagnitudePruner)",
+            "importance": "MagnitudeImportance(p=1): L1, group mean, mean-normalised", "global_pruning": True,
+            "pruning_ratio": 1.0, "iterative_steps": TP_STEPS, "stop": "first step with lorita.profile MACs <= budget",
+            "ignored_layers": "the classifier; for option-A ResNets also the stem and every block's conv2"}
+
+
+# ----------------------------------------------------------------------------
+# report
+
+
+def _label(method: str) -> str:
+    if method.startswith("lorita-d"):
+        return f"LoRITa N={method[len('lorita-d'):]}"
+    return METHODS.get(method, method)
+
+
+def table(results: dict) -> str:
+    """The Markdown table of every model, method and budget."""
+    batches = [str(b) for b in results["spec"]["batches"]]
+    head = (["model", "method", "MACs budget", "MACs kept", "params kept", "MACs", "FLOPs", "params",
+             "test acc (%)", "val acc (%)", "test acc cut, no FT (%)", "FT epoch kept"]
+            + [f"latency b{b} (ms)" for b in batches] + ["epochs (train+FT)"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, info in results["models"].items():
+        orig, e = info["original"], info["epochs"]
+        for depth, u in info["uncompressed"].items():
+            label = "plain (N=1)" if depth == "1" else f"LoRITa N={depth}"
+            lines.append("| " + " | ".join([name, f"{label}, uncompressed", "1", "100%", "100%", f"{orig['macs']:,}",
+                                            f"{orig['flops']:,}", f"{orig['params']:,}", f"{u['test_acc']:.2f}",
+                                            f"{u['val_acc']:.2f}", "", ""]
+                                           + [f"{u['latency_ms'][b]['median']:.3f}" for b in batches]
+                                           + [f"{e['train']}+0"]) + " |")
+        for r in info["rows"]:
+            if "error" in r:
+                lines.append(f"| {name} | {_label(r['method'])} | {r['budget']:g} | failed: {r['error']} |")
+                continue
+            lines.append("| " + " | ".join([
+                name, _label(r["method"]), f"{r['budget']:g}", f"{100 * r['macs_kept']:.1f}%",
+                f"{100 * r['params_kept']:.1f}%", f"{r['macs']:,}", f"{r['flops']:,}", f"{r['params']:,}",
+                f"{r['test_acc']:.2f}", f"{r['val_acc']:.2f}", f"{r['test_acc_cut']:.2f}",
+                str(r["finetune_epoch_kept"])]
+                + [f"{r['latency_ms'][b]['median']:.3f}" for b in batches]
+                + [f"{r['epochs']['train']}+{r['epochs']['finetune']}"]) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: str | Path) -> Path:
+    """Test accuracy vs MACs kept, one line per method (the uncompressed model at 1), one panel per model."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(results["models"])
+    fig = Figure(figsize=(5.5 * len(names), 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), i + 1)
+        info = results["models"][name]
+        for method, depth in info["columns"].items():
+            u = info["uncompressed"][str(depth)]
+            pts = sorted([(r["macs_kept"], r["test_acc"]) for r in info["rows"]
+                          if r["method"] == method and "error" not in r] + [(1.0, u["test_acc"])])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=_label(method))
+        plain = info["uncompressed"]["1"]
+        ax.axhline(plain["test_acc"] - 1, color="grey", linestyle="--", linewidth=0.8, label="plain - 1 point")
+        ax.set_xlim(0, 1.05)
+        ax.set_xticks(sorted({*results["spec"]["budgets"], 1.0}))
+        ax.set_xlabel("MACs kept (fraction of the original architecture's)")
+        ax.set_ylabel("test accuracy (%)")
+        e = info["epochs"]
+        ax.set_title(f"{name} on {results['dataset']}: {e['train']}+{e['finetune']} epochs per column\n"
+                     f"(at 1: uncompressed, {e['train']}+0)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return path
+
+
+# ----------------------------------------------------------------------------
+# command line
+
+
+def _per_model(pairs: list[str] | None, flag: str = "--model-arg") -> dict:
+    """``["fcn:width=64", "fcn:hidden_layers=2"]`` -> ``{"fcn": {"width": 64, "hidden_layers": 2}}``."""
+    from lorita.cli.common import parse_model_args
+
+    out: dict[str, dict] = {}
+    for pair in pairs or []:
+        model, sep, rest = pair.partition(":")
+        if not sep:
+            raise LoritaError(f"{flag} takes MODEL:KEY=VALUE, got {pair!r} (e.g. fcn:width=256)")
+        out.setdefault(model, {}).update(parse_model_args([rest]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lorita.cli.train_cmd import add_train_options, train_config_from
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: FCN width 64, 500 training and 1000 val/test images, 1+1 epochs, few latency repeats")
+    p.add_argument("--models", nargs="+", default=["fcn", "resnet20"])
+    p.add_argument("--model-arg", action="append", metavar="MODEL:KEY=VALUE", help="e.g. fcn:width=256")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--max-train", type=int, help="use only the first N training images (val and test stay whole)")
+    p.add_argument("--max-eval", type=int, help="use only the first N val and test images (smoke runs)")
+    p.add_argument("--depths", type=int, nargs="+", default=[2, 3], help="LoRITa depths (depth 1 is always trained)")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.15], help="fractions of the MACs kept")
+    p.add_argument("--finetune-epochs", type=int, default=2)
+    p.add_argument("--model-recipe", action="append", metavar="MODEL:KEY=VALUE",
+                   help="per-model epochs, finetune_epochs or max_train, e.g. resnet20:max_train=20000 "
+                        "(still the same for every column of that model)")
+    p.add_argument("--finetune-lr", type=float, help="default: the recipe's lr / 10")
+    p.add_argument("--no-torch-pruning", action="store_true", help="leave out the Torch-Pruning column")
+    p.add_argument("--tp-max-ratio", type=float, default=TP_MAX_RATIO,
+                   help=f"Torch-Pruning's max_pruning_ratio per layer (default {TP_MAX_RATIO})")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for latency (default 1)")
+    p.add_argument("--repeats", type=int, default=30, help="timed forwards at batch 1 (a third of it at batch 64)")
+    p.add_argument("--out", default="runs/peers")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--reuse-runs", action="store_true",
+                   help="keep --out and reuse its training runs that finished with the same config")
+    p.add_argument("--no-progress", action="store_true")
+    add_train_options(p)
+    p.set_defaults(epochs=10)
+    args = p.parse_args(argv)
+    kwargs = _per_model(args.model_arg)
+    per_model = _per_model(args.model_recipe, "--model-recipe")
+    repeats, max_train, max_eval = args.repeats, args.max_train, args.max_eval
+    epochs, ft = args.epochs, args.finetune_epochs
+    if args.quick:
+        kwargs.setdefault("fcn", {}).setdefault("width", 64)
+        max_train, max_eval, epochs, ft, repeats = max_train or 500, max_eval or 1000, 1, 1, min(repeats, 5)
+    spec = PeersSpec(models=args.models, dataset=args.dataset, data_dir=args.data_dir, max_train=max_train,
+                     max_eval=max_eval,
+                     depths=args.depths, budgets=args.budgets, finetune_epochs=ft, finetune_lr=args.finetune_lr,
+                     train=train_config_from(args, epochs=epochs).to_dict(), model_kwargs=kwargs,
+                     torch_pruning=not args.no_torch_pruning, threads=args.threads, repeats=repeats,
+                     per_model=per_model, tp_max_ratio=args.tp_max_ratio)
+    say = lambda s: print(s, file=sys.stderr, flush=True)
+    results = run_peers(spec, args.out, overwrite=args.overwrite, reuse=args.reuse_runs,
+                        progress=not args.no_progress and sys.stderr.isatty(), say=say)
+    out = Path(args.out)
+    text = table(results)
+    atomic_write_text(out / "table.md", text + "\n")
+    plot(results, out / "accuracy_vs_macs.png")
+    epochs = "; ".join(f"{name}: {info['epochs']['train']} training + {info['epochs']['finetune']} fine-tuning "
+                       f"epochs on {info['train_images']} images" for name, info in results["models"].items())
+    print(f"{results['dataset']}; every column of a model trains the same epochs ({epochs}); latency: CPU, "
+          f"{results['threads']} thread(s), median; MACs/FLOPs per example (FLOPs = 2 x MACs); "
+          f"{results['machine']}; {results['seconds'] / 60:.1f} min\n")
+    print(text)
+    print(f"\nwrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy_vs_macs.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
