@@ -19,8 +19,10 @@ data, test accuracy is only reported. MACs and params come from ``lorita.profile
 Output (``--out``, default runs/peers): ``results.json``, ``table.md``,
 ``accuracy_vs_macs.png``, and one training run folder per model and depth.
 
-    python benchmarks/peers.py --quick                         # smoke run, about a minute
-    python benchmarks/peers.py --models fcn resnet20 --epochs 10 --finetune-epochs 2
+    python benchmarks/peers.py --quick                         # smoke run, about 3 minutes on 2 cores
+    python benchmarks/peers.py --models fcn resnet20 --epochs 12 --finetune-epochs 2 \
+        --model-recipe resnet20:max_train=10000 --model-recipe resnet20:epochs=3 \
+        --model-recipe resnet20:finetune_epochs=1             # the CPU run of docs/PEERS.md
     python benchmarks/peers.py --dataset cifar10 --data-dir ~/data --models vgg16 resnet20 \\
         --lr 0.01 --weight-decay 1e-3 --epochs 150 --finetune-epochs 20   # a GPU job
 """
@@ -31,7 +33,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import statistics
 import sys
 import time
@@ -133,11 +134,11 @@ def tp_ignored_layers(model: nn.Module) -> list[nn.Module]:
     residual sums), so the convs writing the residual stream (the stem and each block's
     ``conv2``) stay whole and only the inner channels of each block are pruned.
     """
-    from lorita.models.resnet import BasicBlock, PadShortcut
+    from lorita.models.resnet import BasicBlock, CifarResNet, PadShortcut
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     ignored = linears[-1:]
-    if any(isinstance(m, PadShortcut) for m in model.modules()):
+    if isinstance(model, CifarResNet) and any(isinstance(m, PadShortcut) for m in model.modules()):
         ignored += [model.conv1] + [b.conv2 for b in model.modules() if isinstance(b, BasicBlock)]
     return ignored
 
