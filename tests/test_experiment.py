@@ -31,11 +31,12 @@ def test_configs_load(path, reduced):
         assert spec.dataset == "fashion-mnist"  # runs on CPU here, no download
 
 
-def test_tiny_experiment_runs(tmp_path):
+@pytest.mark.parametrize("test_every_cut", [True, False])
+def test_tiny_experiment_runs(tmp_path, test_every_cut):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({
         "common": {"model": "fcn", "model_kwargs": {"width": 16, "hidden_layers": 1}, "depths": [1, 2], "exclude": []},
-        "full": {"dataset": "digits", "points": 4, "max_train": 600,
+        "full": {"dataset": "digits", "points": 4, "max_train": 600, "test_every_cut": test_every_cut,
                  "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}},
     }))
     out = tmp_path / "out"
@@ -43,6 +44,15 @@ def test_tiny_experiment_runs(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["name"] == "tiny" and set(results["depths"]) == {"1", "2"}
     assert results["spec"]["max_train"] == 600
+    for depth, info in results["depths"].items():
+        chosen = {v["threshold"] for v in info["views"].values() if v is not None}
+        for point in info["sweep"]:
+            # Without test_every_cut, test data is touched only at the chosen cuts.
+            assert (point["test_acc"] is not None) == (test_every_cut or point["threshold"] in chosen)
+        b = info["views"]["b"]
+        if b is not None:  # the saved cut run measures the same model: same test accuracy, exactly
+            cut = json.loads((out / f"depth{depth}-cut" / "results.json").read_text())
+            assert cut["after_cut"]["test_acc"] == b["test_acc"]
 
 
 @pytest.mark.parametrize("kwargs,message", [

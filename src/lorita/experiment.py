@@ -49,6 +49,7 @@ class ExperimentSpec:
     train: dict = field(default_factory=dict)
     max_drop: float = 1.0
     points: int = 40
+    test_every_cut: bool = True  # False: test data only at the chosen cuts (cheaper for CNNs)
     fallback_to_digits: bool = False
 
     def __post_init__(self):
@@ -135,7 +136,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     from lorita.cli.common import prepare_out, write_json
     from lorita.cli.compress_cmd import compress_run
     from lorita.cli.train_cmd import train_run
-    from lorita.sweep import as_dicts, smallest_within, sweep
+    from lorita.sweep import as_dicts, measure_test, smallest_within, sweep
     from lorita.train import TrainConfig, evaluate
 
     start = time.time()
@@ -157,7 +158,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         merged = lorita.merge(lorita.load(out / f"depth{depth}" / "model.lorita")).eval()
         bar = _bar(progress, f"sweep depth {depth}")
         try:
-            points = sweep(merged, example, val, test, points=spec.points,
+            points = sweep(merged, example, val, test if spec.test_every_cut else None, points=spec.points,
                            refine_targets=[plain_target, res["val_acc"] - spec.max_drop],
                            progress=bar.update if bar is not None else None)
         finally:
@@ -166,6 +167,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         views = {}
         for view, target in (("b", plain_target), ("a", res["val_acc"] - spec.max_drop)):
             chosen = smallest_within(points, target)
+            if chosen is not None:
+                measure_test(merged, chosen, test)
             views[view] = None if chosen is None else {**asdict(chosen), "target_val_acc": target}
         depths[depth] = {"uncompressed": res, "views": views, "sweep": as_dicts(points)}
     cuts = []

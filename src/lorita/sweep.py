@@ -32,7 +32,7 @@ class SweepPoint:
     params_kept: float
     macs_kept: float
     val_acc: float
-    test_acc: float
+    test_acc: float | None  # None: not measured (sweeps that test only the chosen cuts)
     ranks: dict[str, int]
 
 
@@ -50,14 +50,16 @@ def pick_thresholds(candidates: list[float], count: int) -> list[float]:
 
 
 def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.Module], float],
-          test_acc: Callable[[nn.Module], float], *, points: int = 40,
+          test_acc: Callable[[nn.Module], float] | None, *, points: int = 40,
           refine_targets: Iterable[float] = (), refine_steps: int = 6,
           progress: Callable[[int], None] | None = None) -> list[SweepPoint]:
     """Cut a merged ``model`` at ``points`` global thresholds, then bisect near each validation target.
 
     ``refine_targets``: validation accuracies (%) whose boundary is refined with up to
     ``refine_steps`` extra cuts each, between the strongest passing and the weakest
-    failing threshold found so far. Returns points sorted by threshold.
+    failing threshold found so far. ``test_acc=None`` skips test data during the sweep (for
+    models where evaluation is costly); fill in the chosen cuts afterwards with
+    :func:`measure_test`. Returns points sorted by threshold.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -79,7 +81,8 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
             small = compress(model, ranks=ranks).eval()
             size = profile(small, example_input)
             done[threshold] = SweepPoint(threshold, size.params, size.macs, size.params / original.params,
-                                         size.macs / max(original.macs, 1), val_acc(small), test_acc(small), ranks)
+                                         size.macs / max(original.macs, 1), val_acc(small),
+                                         None if test_acc is None else test_acc(small), ranks)
             if progress is not None:
                 progress(1)
         return done[threshold]
@@ -115,6 +118,20 @@ def smallest_within(points: list[SweepPoint], target: float) -> SweepPoint | Non
     """
     passing = [p for p in points if p.val_acc >= target]
     return min(passing, key=lambda p: (p.params, -p.val_acc)) if passing else None
+
+
+def measure_test(model: nn.Module, point: SweepPoint, test_acc: Callable[[nn.Module], float]) -> SweepPoint:
+    """Set ``point.test_acc`` (if not measured yet) by cutting ``model`` again at ``point``'s ranks.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+        >>> pts = sweep(net, torch.zeros(1, 16), lambda m: 100.0, None, points=2)
+        >>> measure_test(net, pts[0], lambda m: 99.0).test_acc
+        99.0
+    """
+    if point.test_acc is None:
+        point.test_acc = test_acc(compress(model, ranks=point.ranks).eval())
+    return point
 
 
 def as_dicts(points: list[SweepPoint]) -> list[dict]:

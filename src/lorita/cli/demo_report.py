@@ -54,14 +54,17 @@ def plot_sweeps(results: dict, path: Path, size_key: str, label: str) -> Path:
         xs = [100 * p[size_key] for p in pts]
         name = "depth 1 (plain)" if depth == "1" else f"depth {depth} (LoRITa)"
         for ax, key in zip(axes, ("val_acc", "test_acc")):
-            line, = ax.plot(xs, [p[key] for p in pts], marker=".", label=name)
+            measured = [(x, p[key]) for x, p in zip(xs, pts) if p[key] is not None]
+            line, = ax.plot([x for x, _ in measured], [y for _, y in measured], marker=".", label=name)
             chosen = info["views"]["b"]
             if chosen is not None:
                 ax.plot([100 * chosen[size_key]], [chosen[key]], marker="*", markersize=14, color=line.get_color())
     if plain_target is not None:
         axes[0].axhline(plain_target["target_val_acc"], color="gray", linestyle="--", linewidth=1,
                         label="target: plain val acc - drop")
-    for ax, title in zip(axes, ("validation (cuts chosen here)", "test (reported)")):
+    partial = any(p["test_acc"] is None for info in results["depths"].values() for p in info["sweep"])
+    test_title = "test (reported; measured at the chosen cuts only)" if partial else "test (reported)"
+    for ax, title in zip(axes, ("validation (cuts chosen here)", test_title)):
         ax.set_xscale("log")
         ax.set_xlabel(f"{label} kept (% of the original, log scale)")
         ax.set_title(title)
