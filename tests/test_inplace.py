@@ -72,9 +72,9 @@ def test_inplace_frees_each_dense_layer_before_cutting_the_next(composed, monkey
     alive_when_cutting = {}
     real = compress_module.truncate
 
-    def spy(module, rank, name):
+    def spy(module, rank, name, **kwargs):
         alive_when_cutting[name] = first() is not None
-        return real(module, rank, name)
+        return real(module, rank, name, **kwargs)
 
     monkeypatch.setattr(compress_module, "truncate", spy)
     lorita.compress(model, ranks={"0": 4, "2": 4}, inplace=True)

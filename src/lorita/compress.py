@@ -18,6 +18,7 @@ from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
 from lorita.linalg import break_even_rank, check_finite, energy_rank, ratio_rank, svd, work_dtype
 from lorita.lowrank import truncate, weight_matrix
+from lorita.svd_cache import SVDCache
 from lorita.targets import Layer, Selector, replace_module, scan_layers, select, warn_skipped
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,9 @@ def _check_fraction(value, what: str) -> float:
     return float(value)
 
 
-def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan) -> dict[str, int]:
+def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan,
+                   cache: SVDCache | None) -> tuple[dict[str, int], dict[str, tuple]]:
+    """Rank per layer name, and the truncated SVDs already computed on the way (energy=)."""
     if ranks is not None:
         if not isinstance(ranks, dict):
             raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
@@ -86,24 +89,29 @@ def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan) -> dict[str,
                 raise LoritaError(f"ranks names unknown layer {key!r}{reason}; layers that can be compressed: "
                                   f"{', '.join(known) or '(none)'}")
             resolved[alias_to_name[key]] = rank
-        return resolved
+        return resolved, {}
     if energy is not None:
         energy = _check_fraction(energy, "energy")
     else:
         ratio = _check_fraction(ratio, "ratio")
-    out = {}
+    out, decompositions = {}, {}
     for layer in layers:
         matrix = weight_matrix(layer.module).detach()
         check_finite(matrix, layer.name)
-        if energy is not None:
-            out[layer.name] = energy_rank(svd(matrix)[1], energy)
-        else:
+        if energy is None:
             out[layer.name] = ratio_rank(min(matrix.shape), ratio)
-    return out
+            continue
+        u, s, vh = svd(matrix) if cache is None else cache.get(layer.name, layer.module)
+        rank = out[layer.name] = energy_rank(s, energy)
+        if cache is None and rank <= break_even_rank(*matrix.shape):
+            # keep only what the cut needs (copies), so the full SVDs are never all held at once
+            decompositions[layer.name] = (u[:, :rank].clone(), s[:rank].clone(), vh[:rank].clone())
+    return out, decompositions
 
 
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
-             ratio: float | None = None, exclude: Selector = None, inplace: bool = False) -> nn.Module:
+             ratio: float | None = None, exclude: Selector = None, inplace: bool = False,
+             svd_cache: SVDCache | None = None) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
 
     Give exactly one of:
@@ -119,6 +127,10 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     weight is freed once its layer is swapped, if nothing else refers to it. All ranks
     are validated before any layer is touched. Default: ``model`` is left untouched.
 
+    ``svd_cache``: a ``lorita.svd_cache.SVDCache`` shared by repeated calls on the same
+    model (searches, sweeps), so each layer's SVD runs once. Without one, each layer's
+    SVD runs once per call (energy= reuses the SVD that chose the rank to cut).
+
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
         >>> small = compress(net, ranks={"0": 8})
@@ -133,7 +145,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")
-    chosen = _resolve_ranks(layers, ranks, energy, ratio, scan)
+    chosen, decompositions = _resolve_ranks(layers, ranks, energy, ratio, scan, svd_cache)
     # Validate everything before building anything.
     by_name = {layer.name: layer for layer in layers}
     for name, rank in chosen.items():
@@ -141,6 +153,10 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
             raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
                               f"(its weight is {m}x{n}), got {rank!r}")
+    if svd_cache is not None:  # looked up on the model's own layers, before any copy is made
+        for name, rank in chosen.items():
+            if rank <= break_even_rank(*layer_shape(by_name[name].module)):
+                decompositions[name] = svd_cache.get(name, by_name[name].module)
     del scan, layers, by_name  # drop our references to the layers, so each can be freed once swapped
     if has_composed:
         new = merge(model, inplace=inplace)
@@ -154,7 +170,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if rank > break_even_rank(m, n):
             log.debug("%s: rank %d is not below break-even %d, stays dense", name, rank, break_even_rank(m, n))
             continue
-        replace_module(new, target, truncate(target.module, rank, name))
+        replace_module(new, target, truncate(target.module, rank, name, decomposition=decompositions.pop(name, None)))
         del target  # the dense layer goes once the model no longer holds it
         cut += 1
     log.info("compress (%s): %d of %d layer(s) cut to low rank", kind, cut, len(chosen))

@@ -122,10 +122,13 @@ def balanced_split(weight: torch.Tensor, depth: int, inner: int, side: str) -> l
     return [first, *middle, last]
 
 
-def truncated_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+def truncated_factors(weight: torch.Tensor, rank: int, *,
+                      decomposition: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Best rank-``rank`` factors ``(A, B)`` with ``B @ A`` the truncated SVD of ``weight``.
 
     ``A = S_r^(1/2) V_r^T`` (r x n) is applied first, ``B = U_r S_r^(1/2)`` (m x r) second.
+    ``decomposition``: ``svd(weight)`` if already computed (at least ``rank`` components).
 
     Example:
         >>> w = torch.randn(6, 4, dtype=torch.float64)
@@ -136,7 +139,9 @@ def truncated_factors(weight: torch.Tensor, rank: int) -> tuple[torch.Tensor, to
     m, n = weight.shape
     if not 1 <= rank <= min(m, n):
         raise LoritaError(f"rank must be between 1 and min(m, n) = {min(m, n)} for a {m}x{n} weight, got {rank}")
-    u, s, vh = svd(weight)
+    u, s, vh = svd(weight) if decomposition is None else decomposition
+    if s.shape[0] < rank:
+        raise LoritaError(f"the given decomposition has {s.shape[0]} components, fewer than rank {rank}")
     root = s[:rank].sqrt()
     return root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
 

@@ -102,13 +102,14 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def truncate(module: nn.Module, rank: int, name: str = "layer") -> nn.Module:
+def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition=None) -> nn.Module:
     """The rank-``rank`` two-layer form of a plain ``nn.Linear`` / ``nn.Conv2d`` (any rank 1..min(m, n)).
 
     A transformers ``Conv1D`` (GPT-2; weight stored ``(in, out)``) becomes a ``LowRankLinear``.
 
     This builds the pair even above the break-even rank; ``lorita.compress`` decides when
-    it pays. SVD in float64, factors cast back to the layer's dtype.
+    it pays. SVD in float64, factors cast back to the layer's dtype. ``decomposition``:
+    the weight matrix's ``(U, S, Vh)`` when already computed (e.g. by ``SVDCache``).
 
     Example:
         >>> dense = nn.Linear(6, 4)
@@ -127,7 +128,7 @@ def truncate(module: nn.Module, rank: int, name: str = "layer") -> nn.Module:
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
         raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
                           f"(its weight is {m}x{n}), got {rank!r}")
-    first, second = truncated_factors(matrix, rank)  # (r, n), (m, r)
+    first, second = truncated_factors(matrix, rank, decomposition=decomposition)  # (r, n), (m, r)
     dtype = module.weight.dtype
     if isinstance(module, nn.Conv2d):
         pair = LowRankConv2d(module, rank)

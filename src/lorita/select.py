@@ -32,6 +32,7 @@ from lorita.ranks import (
     search_threshold,
     uniform_ranks,
 )
+from lorita.svd_cache import SVDCache
 from lorita.targets import scan_layers
 
 log = logging.getLogger(__name__)
@@ -234,9 +235,10 @@ def search_accuracy(
         empty = SearchResult(0.0, baseline, False, baseline, baseline - max_drop, ())
         return AccuracySearch(global_ranks(spectra, 0.0), base, empty)
     best: dict[str, Any] = {}  # the model at the largest threshold found within the drop so far
+    cache = SVDCache()  # each layer's SVD once, not once per try
 
     def evaluate_at(threshold: float) -> float:
-        candidate = compress(base, ranks=global_ranks(spectra, threshold))
+        candidate = compress(base, ranks=global_ranks(spectra, threshold), svd_cache=cache)
         if finetune is not None:
             candidate = finetune(candidate)
             if not isinstance(candidate, nn.Module):

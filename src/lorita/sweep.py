@@ -17,6 +17,7 @@ from torch import nn
 from lorita.compress import compress, layer_shape, spectrum
 from lorita.profile import profile
 from lorita.ranks import LayerCost, global_ranks, global_thresholds
+from lorita.svd_cache import SVDCache
 from lorita.targets import scan_layers
 
 log = logging.getLogger(__name__)
@@ -73,12 +74,13 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
     layers = scan_layers(model).layers
     costs = {name: LayerCost(*layer_shape(layers[name].module)) for name in spectra}
     candidates = global_thresholds(spectra, costs)
+    cache = SVDCache()  # each layer's SVD once, not once per cut
     done: dict[float, SweepPoint] = {}
 
     def cut(threshold: float) -> SweepPoint:
         if threshold not in done:
             ranks = global_ranks(spectra, threshold)
-            small = compress(model, ranks=ranks).eval()
+            small = compress(model, ranks=ranks, svd_cache=cache).eval()
             size = profile(small, example_input)
             done[threshold] = SweepPoint(threshold, size.params, size.macs, size.params / original.params,
                                          size.macs / max(original.macs, 1), val_acc(small),

@@ -1,0 +1,71 @@
+"""``SVDCache``: each layer's SVD computed once, reused by repeated cuts of the same model.
+
+Searches and sweeps cut one model at many ranks; without a cache every ``compress`` call
+repeats the float64 SVD of every layer, which dominates their cost. An entry is reused
+only while it describes the same module object with unchanged parameters (same storage,
+same in-place version counter); otherwise it is recomputed.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+
+from lorita.linalg import check_finite, svd
+from lorita.lowrank import weight_matrix
+
+Decomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def _stamp(module: nn.Module) -> tuple:
+    return tuple((p.data_ptr(), p._version, tuple(p.shape)) for p in module.parameters())
+
+
+class SVDCache:
+    """Reduced SVDs ``(U, S, Vh)`` (float64) of layer weights, by module name.
+
+    Memory: up to twice each cached weight, in float64. Pass one cache to several
+    ``lorita.compress(..., svd_cache=cache)`` calls on the same model.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> cache = SVDCache()
+        >>> u, s, vh = cache.get("0", net[0])
+        >>> cache.get("0", net[0])[1] is s, len(cache)
+        (True, 1)
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[weakref.ref, tuple, Decomposition]] = {}
+        self.computed = 0  # SVDs actually run (for tests and benchmarks)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, name: str, module: nn.Module) -> Decomposition:
+        """``(U, S, Vh)`` of ``module``'s weight matrix (out x in), computing it if not cached."""
+        stamp = _stamp(module)
+        entry = self._entries.get(name)
+        if entry is not None and entry[0]() is module and entry[1] == stamp:
+            return entry[2]
+        matrix = weight_matrix(module).detach()
+        check_finite(matrix, name)
+        decomposition = tuple(t.detach() for t in svd(matrix))
+        self._entries[name] = (weakref.ref(module), stamp, decomposition)
+        self.computed += 1
+        return decomposition
+
+    def singular_values(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Like ``lorita.spectrum(model)`` (float64, CPU) but through the cache, for a plain (merged) model.
+
+        Example:
+            >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+            >>> {k: v.shape for k, v in SVDCache().singular_values(net).items()}
+            {'0': torch.Size([3]), '2': torch.Size([2])}
+        """
+        from lorita.targets import scan_layers
+
+        return {name: self.get(name, layer.module)[1].cpu()
+                for name, layer in scan_layers(model).layers.items()}

@@ -1,0 +1,115 @@
+"""SVDCache: reused SVDs give exactly the cuts fresh SVDs give, and are recomputed when weights change."""
+
+import copy
+import importlib
+
+import pytest
+import torch
+from torch import nn
+
+import lorita
+import lorita.linalg
+from lorita.svd_cache import SVDCache
+
+# lorita.compress is also the function exported at the root; these are the modules
+COMPRESS_MODULE = importlib.import_module("lorita.compress")
+CACHE_MODULE = importlib.import_module("lorita.svd_cache")
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 32),
+                         nn.ReLU(), nn.Linear(32, 5)).double()
+
+
+RANKS = {"0": 2, "3": 4, "5": 2}
+
+
+def _same(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_cached_cut_equals_fresh_cut():
+    net, cache = _net(), SVDCache()
+    _same(lorita.compress(net, ranks=RANKS, svd_cache=cache), lorita.compress(net, ranks=RANKS))
+    assert cache.computed == 3
+
+
+def test_repeated_cuts_run_each_svd_once():
+    net, cache = _net(), SVDCache()
+    for ranks in (RANKS, {"0": 1, "3": 8}, {"3": 2, "5": 1}):
+        _same(lorita.compress(net, ranks=ranks, svd_cache=cache), lorita.compress(net, ranks=ranks))
+    assert cache.computed == 3 and len(cache) == 3
+
+
+def test_composed_model_through_the_cache():
+    composed, cache = lorita.compose(_net(), depth=3), SVDCache()
+    for _ in range(2):
+        _same(lorita.compress(composed, ranks=RANKS, svd_cache=cache), lorita.compress(composed, ranks=RANKS))
+    assert cache.computed == 3
+
+
+def test_changed_weights_are_recomputed():
+    net, cache = _net(), SVDCache()
+    lorita.compress(net, ranks=RANKS, svd_cache=cache)
+    with torch.no_grad():
+        net[3].weight.mul_(-2.0)  # in place: bumps the version counter
+    _same(lorita.compress(net, ranks=RANKS, svd_cache=cache), lorita.compress(net, ranks=RANKS))
+    assert cache.computed == 4  # only the changed layer again
+
+
+def test_another_module_under_the_same_name_is_recomputed():
+    net, cache = _net(), SVDCache()
+    lorita.compress(net, ranks=RANKS, svd_cache=cache)
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        other[0].weight.add_(1.0)
+    _same(lorita.compress(other, ranks=RANKS, svd_cache=cache), lorita.compress(other, ranks=RANKS))
+    assert cache.computed == 6
+
+
+def test_energy_runs_one_svd_per_layer(monkeypatch):
+    calls = []
+    real = lorita.linalg.svd
+
+    def counting(matrix, **kwargs):
+        calls.append(tuple(matrix.shape))
+        return real(matrix, **kwargs)
+
+    monkeypatch.setattr(lorita.linalg, "svd", counting)
+    monkeypatch.setattr(COMPRESS_MODULE, "svd", counting)
+    net = _net()
+    small = lorita.compress(net, energy=0.5)
+    assert len(calls) == 3  # one per layer: the SVD that picks the rank also makes the cut
+    monkeypatch.undo()
+    ranks = {name: m[0].out_features if isinstance(m, lorita.LowRankLinear) else m[0].out_channels
+             for name, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
+    _same(small, lorita.compress(net, ranks=ranks))
+
+
+def test_search_accuracy_runs_each_svd_once(monkeypatch):
+    calls = []
+    real = lorita.linalg.svd
+
+    def counting(matrix, **kwargs):
+        calls.append(tuple(matrix.shape))
+        return real(matrix, **kwargs)
+
+    monkeypatch.setattr(lorita.linalg, "svd", counting)
+    monkeypatch.setattr(CACHE_MODULE, "svd", counting)
+    net = _net()
+    x = torch.randn(16, 3, 6, 6, dtype=torch.float64)
+    found = lorita.search_accuracy(net, lambda m: 100.0 - float((m(x) - net(x)).detach().norm() / net(x).detach().norm()),
+                                   max_drop=50.0, max_evals=6)
+    assert found.evaluations >= 3
+    assert len(calls) <= 3  # at most one SVD per layer, however many cuts were tried
+
+
+def test_decomposition_with_too_few_components():
+    w = torch.randn(6, 4, dtype=torch.float64)
+    u, s, vh = lorita.linalg.svd(w)
+    with pytest.raises(lorita.LoritaError, match="fewer than rank 3"):
+        lorita.linalg.truncated_factors(w, 3, decomposition=(u[:, :2], s[:2], vh[:2]))
