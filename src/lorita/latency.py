@@ -33,6 +33,7 @@ from lorita.compress import layer_shape
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
+from lorita.probe import observe
 from lorita.targets import scan_layers
 
 log = logging.getLogger(__name__)
@@ -143,28 +144,11 @@ def _pair(module: nn.Module, rank: int, x: torch.Tensor) -> nn.Module:
     return pair.eval()
 
 
-@torch.inference_mode()
 def _layer_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, torch.Tensor]:
     """The input each named module gets on its first call in one eval-mode forward pass."""
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
-                          "e.g. torch.randn(1, 3, 32, 32)")
-    modules = dict(model.named_modules())
     seen: dict[str, torch.Tensor] = {}
-    handles = []
-    for name in names:
-        def hook(module, inputs, name=name):
-            seen.setdefault(name, inputs[0])
-        handles.append(modules[name].register_forward_pre_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(*args)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    hooks = {name: (lambda module, inputs, name=name: seen.setdefault(name, inputs[0])) for name in names}
+    observe(model, example_input, hooks, before=True)
     missing = [n for n in names if n not in seen]
     if missing:
         raise LoritaError(f"layer(s) {', '.join(map(repr, missing))} did not run on example_input, so they "

@@ -14,7 +14,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from lorita.compose import merge
@@ -32,6 +31,7 @@ from lorita.ranks import (
     search_threshold,
     uniform_ranks,
 )
+from lorita.probe import example_args, observe
 from lorita.svd_cache import SVDCache
 from lorita.targets import scan_layers
 
@@ -75,7 +75,7 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
     if metric == "params":
         dense = sum(m * n for m, n in shapes.values())
         return {name: LayerCost(m, n) for name, (m, n) in shapes.items()}, sum(p.numel() for p in base.parameters()) - dense
-    args = _example_args(example_input)
+    args = example_args(example_input)
     batch = int(args[0].shape[0]) if args[0].dim() else 1
     outputs = _output_numels(base, list(shapes), args)
     costs = {}
@@ -273,32 +273,16 @@ def _check_any(spectra: dict) -> None:
                           "so there are no ranks to select")
 
 
-def _example_args(example_input: Any) -> tuple:
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
-                          "e.g. torch.randn(1, 3, 32, 32)")
-    return args
-
-
-@torch.no_grad()
 def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str, int]:
     """Total output elements of each named module over one forward pass (calls add up)."""
-    modules = dict(model.named_modules())
     counts = {name: 0 for name in names}
-    handles = []
-    for name in names:
-        def hook(module, inputs, output, name=name):
+
+    def count(name):
+        def hook(module, inputs, output):
             counts[name] += output.numel()
-        handles.append(modules[name].register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
-        model(*args)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+        return hook
+
+    observe(model, args, {name: count(name) for name in names})
     return counts
 
 

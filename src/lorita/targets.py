@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 from torch import nn
 
-from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
+from lorita.composed import COMPOSED_TYPES, ComposedConv2d
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES

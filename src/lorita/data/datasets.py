@@ -21,7 +21,6 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
