@@ -59,6 +59,7 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
     ({"depths": [2, 3]}, r"depths must include 1"),
     ({"max_drop": -1}, r"max_drop must be >= 0"),
     ({"points": 1}, r"points must be >= 2"),
+    ({"refine_steps": -1}, r"refine_steps must be >= 0"),
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):

@@ -49,6 +49,7 @@ class ExperimentSpec:
     train: dict = field(default_factory=dict)
     max_drop: float = 1.0
     points: int = 40
+    refine_steps: int = 6  # extra cuts per target, bisecting between passing and failing thresholds
     test_every_cut: bool = True  # False: test data only at the chosen cuts (cheaper for CNNs)
     fallback_to_digits: bool = False
 
@@ -61,6 +62,8 @@ class ExperimentSpec:
             raise LoritaError(f"max_drop must be >= 0 (accuracy points), got {self.max_drop}")
         if self.points < 2:
             raise LoritaError(f"points must be >= 2, got {self.points}")
+        if self.refine_steps < 0:
+            raise LoritaError(f"refine_steps must be >= 0, got {self.refine_steps}")
         if self.max_train is not None and self.max_train < 1:
             raise LoritaError(f"max_train must be a positive number of examples, got {self.max_train}")
 
@@ -160,6 +163,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         try:
             points = sweep(merged, example, val, test if spec.test_every_cut else None, points=spec.points,
                            refine_targets=[plain_target, res["val_acc"] - spec.max_drop],
+                           refine_steps=spec.refine_steps,
                            progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:
