@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch  # noqa: F401 (the doctests use it)
 from torch import nn
 
 from lorita.compose import merge
