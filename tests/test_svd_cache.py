@@ -71,7 +71,9 @@ def test_another_module_under_the_same_name_is_recomputed():
     assert cache.computed == 6
 
 
-def test_energy_runs_one_svd_per_layer(monkeypatch):
+@pytest.fixture
+def svd_calls(monkeypatch):
+    """Shapes of every SVD run through lorita's svd(), wherever it is imported."""
     calls = []
     real = lorita.linalg.svd
 
@@ -79,33 +81,27 @@ def test_energy_runs_one_svd_per_layer(monkeypatch):
         calls.append(tuple(matrix.shape))
         return real(matrix, **kwargs)
 
-    monkeypatch.setattr(lorita.linalg, "svd", counting)
-    monkeypatch.setattr(COMPRESS_MODULE, "svd", counting)
+    for module in (lorita.linalg, COMPRESS_MODULE, CACHE_MODULE):
+        monkeypatch.setattr(module, "svd", counting)
+    return calls
+
+
+def test_energy_runs_one_svd_per_layer(svd_calls):
     net = _net()
     small = lorita.compress(net, energy=0.5)
-    assert len(calls) == 3  # one per layer: the SVD that picks the rank also makes the cut
-    monkeypatch.undo()
+    assert len(svd_calls) == 3  # one per layer: the SVD that picks the rank also makes the cut
     ranks = {name: m[0].out_features if isinstance(m, lorita.LowRankLinear) else m[0].out_channels
              for name, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
     _same(small, lorita.compress(net, ranks=ranks))
 
 
-def test_search_accuracy_runs_each_svd_once(monkeypatch):
-    calls = []
-    real = lorita.linalg.svd
-
-    def counting(matrix, **kwargs):
-        calls.append(tuple(matrix.shape))
-        return real(matrix, **kwargs)
-
-    monkeypatch.setattr(lorita.linalg, "svd", counting)
-    monkeypatch.setattr(CACHE_MODULE, "svd", counting)
+def test_search_accuracy_runs_each_svd_once(svd_calls):
     net = _net()
     x = torch.randn(16, 3, 6, 6, dtype=torch.float64)
     found = lorita.search_accuracy(net, lambda m: 100.0 - float((m(x) - net(x)).detach().norm() / net(x).detach().norm()),
                                    max_drop=50.0, max_evals=6)
     assert found.evaluations >= 3
-    assert len(calls) <= 3  # at most one SVD per layer, however many cuts were tried
+    assert len(svd_calls) <= 3  # at most one SVD per layer, however many cuts were tried
 
 
 def test_decomposition_with_too_few_components():
