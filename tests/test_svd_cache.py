@@ -109,3 +109,8 @@ def test_decomposition_with_too_few_components():
     u, s, vh = lorita.linalg.svd(w)
     with pytest.raises(lorita.LoritaError, match="fewer than rank 3"):
         lorita.linalg.truncated_factors(w, 3, decomposition=(u[:, :2], s[:2], vh[:2]))
+
+
+def test_svd_cache_of_the_wrong_type():
+    with pytest.raises(lorita.LoritaError, match="svd_cache must be a lorita.svd_cache.SVDCache"):
+        lorita.compress(_net(), ranks=RANKS, svd_cache={})

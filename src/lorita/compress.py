@@ -140,6 +140,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     if not isinstance(model, nn.Module):
         raise LoritaError(f"compress needs an nn.Module, got {type(model).__name__}")
     kind = _one_selector(ranks, energy, ratio)
+    if svd_cache is not None and not isinstance(svd_cache, SVDCache):
+        raise LoritaError(f"svd_cache must be a lorita.svd_cache.SVDCache (or None), got {type(svd_cache).__name__}")
     has_composed = any(isinstance(m, COMPOSED_TYPES) for m in model.modules())
     scan = scan_layers(model, composed=has_composed)
     all_names = [n for n, _ in model.named_modules()]
