@@ -64,10 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for path in args.results:
         try:
-            results.append(json.loads(Path(path).read_text()))
+            run = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as err:
             print(f"error: cannot read {path}: {err}", file=sys.stderr)
             return 1
+        if not isinstance(run, dict) or not isinstance(run.get("models"), dict) or \
+                not all("rows" in info and "recipe" in info for info in run["models"].values()):
+            print(f"error: {path} is not a results.json written by benchmarks/peers.py", file=sys.stderr)
+            return 1
+        results.append(run)
     if args.names and len(args.names) != len(results):
         print(f"error: --names takes one label per results file ({len(results)}), got {len(args.names)}",
               file=sys.stderr)

@@ -120,30 +120,19 @@ def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.lorita"]  # no temp file left behind
 
 
-def test_compressed_model_exports_to_onnx(tmp_path):
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_compressed_model_exports_to_onnx(tmp_path, dynamo):
+    """Both exporters: the legacy TorchScript one, and PyTorch's default (torch.export +
+    onnxscript), there with a dynamic batch dimension checked at another batch size."""
     ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    torch.manual_seed(0)
-    model = lorita.compress(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
-                                          nn.Linear(8 * 6 * 6, 10)), ratio=0.25).eval()
-    x = torch.randn(2, 3, 6, 6)
-    path = tmp_path / "m.onnx"
-    torch.onnx.export(model, (x,), str(path), input_names=["x"], dynamo=False)
-    out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
-    torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-5, rtol=1e-4)
-
-
-def test_compressed_model_exports_to_onnx_with_the_dynamo_exporter(tmp_path):
-    """PyTorch's default exporter (torch.export + onnxscript), with a dynamic batch dimension."""
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxscript" if dynamo else "onnx")
     torch.manual_seed(0)
     model = lorita.compress(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
                                           nn.Linear(8 * 6 * 6, 10)), ratio=0.25).eval()
     path = tmp_path / "m.onnx"
-    torch.onnx.export(model, (torch.randn(2, 3, 6, 6),), str(path), input_names=["x"], dynamo=True,
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-    x = torch.randn(5, 3, 6, 6)  # another batch size than the one exported with
+    options = {"dynamo": True, "dynamic_shapes": ({0: torch.export.Dim("batch")},)} if dynamo else {"dynamo": False}
+    torch.onnx.export(model, (torch.randn(2, 3, 6, 6),), str(path), input_names=["x"], **options)
+    x = torch.randn(5 if dynamo else 2, 3, 6, 6)
     out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-5, rtol=1e-4)

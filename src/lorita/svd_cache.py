@@ -56,16 +56,3 @@ class SVDCache:
         self._entries[name] = (weakref.ref(module), stamp, decomposition)
         self.computed += 1
         return decomposition
-
-    def singular_values(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Like ``lorita.spectrum(model)`` (float64, CPU) but through the cache, for a plain (merged) model.
-
-        Example:
-            >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
-            >>> {k: v.shape for k, v in SVDCache().singular_values(net).items()}
-            {'0': torch.Size([3]), '2': torch.Size([2])}
-        """
-        from lorita.targets import scan_layers
-
-        return {name: self.get(name, layer.module)[1].cpu()
-                for name, layer in scan_layers(model).layers.items()}
