@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("experiment", help="run a paper setup from experiments/*.json",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="an experiment config (experiments/*.json)")
-    p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 30 min on 2 cores")
+    p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 25 min on 2 cores")
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true")
