@@ -30,11 +30,13 @@ def rows(results: dict) -> list[str]:
         >>> rows(run)[0]
         '| x | 3 | 2 | 90.00 / 89.50 | - | - | - | 50.0% | 40.0% | 88.00 | 1.0 |'
     """
+    init = results["recipe"].get("init", "default")
+    label = results["name"] if init == "default" else f"{results['name']} (init {init})"
     out = []
     for depth, info in results["depths"].items():
         b, a = info["views"]["b"], info["views"]["a"]
         u = info["uncompressed"]
-        out.append(f"| {results['name']} | {results['recipe']['epochs']} | {depth} "
+        out.append(f"| {label} | {results['recipe']['epochs']} | {depth} "
                    f"| {_acc(u['val_acc'])} / {_acc(u['test_acc'])} "
                    f"| {_pct(b and b['params_kept'])} | {_pct(b and b['macs_kept'])} | {_acc(b and b['test_acc'])} "
                    f"| {_pct(a and a['params_kept'])} | {_pct(a and a['macs_kept'])} | {_acc(a and a['test_acc'])} "

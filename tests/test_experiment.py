@@ -1,6 +1,8 @@
 """Experiment configs stay valid; `lorita experiment` runs a tiny one end to end."""
 
+import doctest
 import glob
+import importlib.util
 import json
 
 import pytest
@@ -60,6 +62,7 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
     ({"max_drop": -1}, r"max_drop must be >= 0"),
     ({"points": 1}, r"points must be >= 2"),
     ({"refine_steps": -1}, r"refine_steps must be >= 0"),
+    ({"init": "xavier"}, r"init must be one of \('default', 'preserve', 'balanced'\), got 'xavier'"),
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):
@@ -71,3 +74,35 @@ def test_unknown_config_key(tmp_path):
     path.write_text(json.dumps({"common": {"model": "fcn", "modle_kwargs": {}}, "full": {"dataset": "digits"}}))
     with pytest.raises(LoritaError, match=r"unknown keys \['modle_kwargs'\]"):
         load_spec(path)
+
+
+def test_init_override():
+    path = "experiments/vgg16_cifar10.json"
+    assert load_spec(path, reduced=True).init == "default"
+    assert load_spec(path, reduced=True, init="balanced").init == "balanced"
+    assert load_spec(path, reduced=True, init=None).init == "default"  # no flag: the config's
+
+
+def test_cli_rejects_unknown_init(capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", "experiments/vgg16_cifar10.json", "--reduced", "--init", "xavier", "--out", "x"])
+    assert "invalid choice: 'xavier'" in capsys.readouterr().err
+
+
+def _results_table():
+    spec = importlib.util.spec_from_file_location("results_table", "experiments/results_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_results_table_names_a_non_default_init():
+    table = _results_table()
+    assert doctest.testmod(table).failed == 0
+    view = {"params_kept": 0.25, "macs_kept": 0.2, "test_acc": 90.0}
+    depth = {"uncompressed": {"val_acc": 91.0, "test_acc": 90.5}, "views": {"a": view, "b": view}}
+    run = {"name": "vgg", "depths": {"2": depth}, "recipe": {"epochs": 10, "init": "balanced"}, "seconds": 120}
+    assert table.rows(run) == ["| vgg (init balanced) | 10 | 2 | 91.00 / 90.50 | 25.0% | 20.0% | 90.00 "
+                               "| 25.0% | 20.0% | 90.00 | 2.0 |"]
+    run["recipe"]["init"] = "default"
+    assert table.rows(run)[0].startswith("| vgg | 10 | 2 |")

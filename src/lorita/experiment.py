@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import lorita
+from lorita.composed import INITS
 from lorita.errors import LoritaError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class ExperimentSpec:
             raise LoritaError(f"points must be >= 2, got {self.points}")
         if self.refine_steps < 0:
             raise LoritaError(f"refine_steps must be >= 0, got {self.refine_steps}")
+        if self.init not in INITS:
+            raise LoritaError(f"init must be one of {INITS}, got {self.init!r}")
         if self.max_train is not None and self.max_train < 1:
             raise LoritaError(f"max_train must be a positive number of examples, got {self.max_train}")
 

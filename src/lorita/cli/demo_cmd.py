@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from lorita.cli.train_cmd import add_train_options, train_config_from
+from lorita.composed import INITS
 
 EXAMPLE = """example:
   lorita demo                                # Fashion-MNIST, about 10 minutes on 2 CPU cores
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3], help="depths to train (1 = plain baseline)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"], help="FCN hidden width")
     p.add_argument("--hidden-layers", type=int, default=DEFAULTS["hidden_layers"])
-    p.add_argument("--init", choices=["default", "preserve", "balanced"], default="default")
+    p.add_argument("--init", choices=INITS, default="default")
     p.add_argument("--factor-side", choices=["input", "smaller"], default="input")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--points", type=int, default=40, help="cuts per sweep before refining (default 40)")

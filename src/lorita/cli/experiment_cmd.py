@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lorita.composed import INITS
+
 EXAMPLE = """example:
   lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
   lorita experiment experiments/resnet20_cifar10.json --data-dir ~/data --out runs/r20   # full recipe (GPU)
+  lorita experiment experiments/vgg16_cifar10.json --reduced --init balanced --out runs/vgg16-balanced
 """
 
 
@@ -17,6 +20,8 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="an experiment config (experiments/*.json)")
     p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 25 min on 2 cores")
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
+    p.add_argument("--init", choices=INITS,
+                   help="init of the composed factors, overriding the config's (default: the config's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
@@ -26,7 +31,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from lorita.experiment import load_spec, run_experiment
 
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir)
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init)
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(open(f"{args.out}/report.md").read())
     print(f"[{spec.name}] done in {results['seconds']:.0f} s", file=sys.stderr)

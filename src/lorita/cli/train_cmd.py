@@ -12,6 +12,7 @@ import torch
 
 import lorita
 from lorita.cli.common import parse_model_args, prepare_out, read_json, write_json
+from lorita.composed import INITS
 from lorita.errors import LoritaError
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files (MNIST, CIFAR)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for selection")
     p.add_argument("--depth", type=int, default=3, help="factors per layer (1 = plain training)")
-    p.add_argument("--init", choices=["default", "preserve", "balanced"], default="default")
+    p.add_argument("--init", choices=INITS, default="default")
     p.add_argument("--mode", choices=["auto", "sequential", "fused"], default="auto")
     p.add_argument("--factor-side", choices=["input", "smaller"], default="input")
     p.add_argument("--exclude", nargs="*", default=None,
