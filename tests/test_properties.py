@@ -19,7 +19,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import lorita  # noqa: E402
 from lorita.composed import COMPOSED_TYPES  # noqa: E402
-from lorita.linalg import svd  # noqa: E402
+from lorita.linalg import balanced_split, chain_product, svd  # noqa: E402
 
 TIGHT = dict(atol=1e-9, rtol=1e-9)
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -109,3 +109,22 @@ def test_truncation_error_is_the_dropped_singular_values(case, fraction):
     error = torch.linalg.matrix_norm(w - matrix(pair))  # Frobenius (Eckart-Young)
     expected = sigma[rank:].square().sum().sqrt()
     assert abs(float(error) - float(expected)) <= 1e-9 * float(sigma[0])
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(2, 4), st.sampled_from(["input", "output"]),
+       st.integers(0, 2), st.integers(0, 2 ** 16))
+def test_balanced_split_is_exact_with_full_rank_inner_factors(m, n, depth, side, rank_drop, seed):
+    # inner = n (input side) or m (output side), the sizes compose uses; a rank-deficient
+    # weight (rank_drop) and a wide/tall one make the split pad directions beyond the SVD's k.
+    torch.manual_seed(seed)
+    k = min(m, n)
+    r = max(0, k - rank_drop)
+    w = torch.randn(m, r, dtype=torch.float64) @ torch.randn(r, n, dtype=torch.float64)
+    inner = n if side == "input" else m
+    factors = balanced_split(w, depth, inner, side)
+    torch.testing.assert_close(chain_product(factors), w, atol=1e-9 * max(1.0, float(w.abs().max())), rtol=0)
+    # Every factor but the outermost has full rank: no zero singular direction (no dead saddle).
+    inner_factors = factors[:-1] if side == "input" else factors[1:]
+    for f in inner_factors:
+        assert torch.linalg.matrix_rank(f) == min(f.shape)

@@ -100,7 +100,7 @@ def balanced_split(weight: torch.Tensor, depth: int, inner: int, side: str) -> l
         raise LoritaError(f"side must be 'input' or 'output', got {side!r}")
     if inner < min(m, n):
         raise LoritaError(f"inner size {inner} is below min(m, n) = {min(m, n)}: the product would lose rank")
-    u, s, vh = svd(weight, full_matrices=True)  # u (m, m), s (k,), vh (n, n)
+    u, s, vh = svd(weight)  # reduced: u (m, k), s (k,), vh (k, n), k = min(m, n)
     k = s.numel()
     # Pad singular values to the inner size; the extra directions come from V's complement.
     floor = PAD_RELATIVE * (float(s[0]) if k and float(s[0]) > 0 else 1.0)
@@ -108,9 +108,15 @@ def balanced_split(weight: torch.Tensor, depth: int, inner: int, side: str) -> l
     sigma[:k] = s
     padded = sigma.clamp_min(floor)  # what the inner factors carry
     root = padded.pow(1.0 / depth)  # (inner,)
-    # Input basis: rows of vh (n of them); if inner > n, extra rows are zero (unused inputs).
+    # Input basis: the k rows of vh, then (when inner > k) orthonormal rows spanning the
+    # complement of V's row space, from a QR of V (n x k) rather than a full n x n SVD;
+    # if inner > n, the rows past n are zero (unused inputs).
+    rows = min(inner, n)
     basis = torch.zeros(inner, n, dtype=s.dtype, device=s.device)
-    basis[: min(inner, n)] = vh[: min(inner, n)]
+    basis[:k] = vh
+    if rows > k:
+        q, _ = torch.linalg.qr(vh.T, mode="complete")  # (n, n): columns k.. span the complement
+        basis[k:rows] = q[:, k:rows].T
     first = root[:, None] * basis  # (inner, n)
     middle = [torch.diag(root) for _ in range(depth - 2)]  # (inner, inner)
     # Outermost factor restores the true sigma: column j carries sigma_j / padded_j^((N-1)/N).
