@@ -221,3 +221,23 @@ def test_device_and_dtype_are_kept():
     merged = lorita.merge(composed)
     assert {p.dtype for p in merged.parameters()} == {torch.float16}
     assert {p.device for p in merged.parameters()} == {net[0].weight.device}
+
+
+LINEAR_ATTRIBUTES = ("in_features", "out_features")
+CONV_ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                   "padding_mode", "transposed", "output_padding")
+
+
+def test_composed_layers_read_like_the_layers_they_replace():
+    # Parents read these attributes of their child (transformers' MobileNet TF padding reads
+    # stride, kernel_size and dilation); a composed layer answers as the original did.
+    net = nn.Sequential(nn.Linear(6, 4), nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+                                                   padding_mode="reflect"))
+    composed = lorita.compose(net, depth=3, init="preserve")
+    for attr in LINEAR_ATTRIBUTES:
+        assert getattr(composed[0], attr) == getattr(net[0], attr), attr
+    for attr in CONV_ATTRIBUTES:
+        assert getattr(composed[1], attr) == getattr(net[1], attr), attr
+    for original, layer in zip(net, composed):
+        torch.testing.assert_close(layer.bias, original.bias, atol=0, rtol=0)
+        torch.testing.assert_close(layer.weight, original.weight, atol=1e-6, rtol=1e-5)  # float32 product

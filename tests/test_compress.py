@@ -129,3 +129,23 @@ def test_compress_leaves_argument_untouched():
     before = [p.clone() for p in model.parameters()]
     lorita.compress(model, ratio=0.2)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+LINEAR_ATTRIBUTES = ("in_features", "out_features")
+CONV_ATTRIBUTES = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                   "padding_mode", "transposed", "output_padding")
+
+
+def test_compressed_layers_read_like_the_layers_they_replace():
+    # A parent that reads .stride / .bias / .in_features of its child sees the original's values.
+    net = nn.Sequential(nn.Linear(16, 12), nn.Conv2d(6, 8, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2),
+                                                     padding_mode="reflect"))
+    small = lorita.compress(net, ranks={"0": 2, "1": 2})
+    assert isinstance(small[0], lorita.LowRankLinear) and isinstance(small[1], lorita.LowRankConv2d)
+    for attr in LINEAR_ATTRIBUTES:
+        assert getattr(small[0], attr) == getattr(net[0], attr), attr
+    for attr in CONV_ATTRIBUTES:
+        assert getattr(small[1], attr) == getattr(net[1], attr), attr
+    for original, layer in zip(net, small):
+        torch.testing.assert_close(layer.bias, original.bias, atol=0, rtol=0)
+        assert layer.weight.shape == original.weight.shape

@@ -59,6 +59,30 @@ def _chain_cost(shapes: list[tuple[int, int]]) -> int:
     return best[0][n - 1]
 
 
+# What code reads from an nn.Conv2d besides the weight (transformers' MobileNet TF-style
+# padding reads stride, kernel_size and dilation): a replaced conv answers the same.
+CONV_ATTRIBUTES = ("kernel_size", "stride", "padding", "dilation", "groups", "padding_mode", "transposed",
+                   "output_padding")
+
+
+class ConvLike:
+    """Mixin: the geometry attributes of an ``nn.Conv2d``, read from the conv that applies the
+    kernel (``_geometry_conv``), so a replaced layer looks like the layer it replaces.
+    ``groups`` is 1 (only such convs are replaced)."""
+
+    def _geometry_conv(self) -> nn.Conv2d:
+        raise NotImplementedError
+
+
+def _conv_attribute(name: str) -> property:
+    return property(lambda self: getattr(self._geometry_conv(), name),
+                    doc=f"``{name}`` of the original ``nn.Conv2d`` (read-only).")
+
+
+for _name in CONV_ATTRIBUTES:
+    setattr(ConvLike, _name, _conv_attribute(_name))
+
+
 class _Composed(nn.Module):
     """What both composed layers share: the choice between the sequential and fused forms."""
 
@@ -181,12 +205,14 @@ class ComposedLinear(_Composed):
                 f"side={self.side}, mode={self.mode}, bias={self.bias is not None}")
 
 
-class ComposedConv2d(_Composed):
+class ComposedConv2d(ConvLike, _Composed):
     """A Conv2d trained as its k x k kernel followed by ``depth-1`` 1x1 channel mixers.
 
     ``spatial`` is a bias-free ``nn.Conv2d`` with the original stride, padding, dilation
     and padding mode; ``mixers[i]`` are ``C_out x C_out`` matrices; the bias comes last.
-    Merged weight: ``M_{N-1} ... M_1 @ K.reshape(C_out, -1)``.
+    Merged weight: ``M_{N-1} ... M_1 @ K.reshape(C_out, -1)``. Reads like the conv it
+    replaces: ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``,
+    ``dilation``, ``groups``, ``padding_mode``, ``bias`` and ``weight`` (the merged kernel).
 
     Example:
         >>> layer = ComposedConv2d.from_conv(nn.Conv2d(3, 4, 3, padding=1), depth=3, init="preserve")
@@ -239,6 +265,9 @@ class ComposedConv2d(_Composed):
         if self.bias is not None:
             bound = 1 / self.spatial.out_channels ** 0.5
             nn.init.uniform_(self.bias, -bound, bound)
+
+    def _geometry_conv(self) -> nn.Conv2d:
+        return self.spatial
 
     @property
     def in_channels(self) -> int:

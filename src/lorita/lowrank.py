@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lorita.composed import ConvLike
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
 from lorita.linalg import check_finite, truncated_factors
@@ -18,6 +19,9 @@ from lorita.linalg import check_finite, truncated_factors
 
 class LowRankLinear(nn.Sequential):
     """``Linear(in, rank, bias=False)`` followed by ``Linear(rank, out)``.
+
+    Reads like the ``nn.Linear`` it replaces: ``in_features``, ``out_features``, ``bias``
+    (the second layer's) and ``weight`` (the rank-r product, formed on access).
 
     Example:
         >>> layer = LowRankLinear(8, 4, rank=2)
@@ -40,6 +44,11 @@ class LowRankLinear(nn.Sequential):
         return self[1].weight @ self[0].weight
 
     @property
+    def bias(self) -> torch.Tensor | None:
+        """The original bias (held by the second layer)."""
+        return self[1].bias
+
+    @property
     def in_features(self) -> int:
         return self[0].in_features
 
@@ -48,8 +57,12 @@ class LowRankLinear(nn.Sequential):
         return self[1].out_features
 
 
-class LowRankConv2d(nn.Sequential):
+class LowRankConv2d(ConvLike, nn.Sequential):
     """``Conv2d(C_in, rank, k)`` (original stride/padding/dilation) then ``Conv2d(rank, C_out, 1)``.
+
+    Reads like the ``nn.Conv2d`` it replaces: ``in_channels``, ``out_channels``,
+    ``kernel_size``, ``stride``, ``padding``, ``dilation``, ``groups``, ``padding_mode`` (the
+    first conv's), ``bias`` (the second's) and ``weight`` (the rank-r kernel, formed on access).
 
     Example:
         >>> layer = LowRankConv2d(nn.Conv2d(3, 8, 3, padding=1), rank=2)
@@ -75,6 +88,14 @@ class LowRankConv2d(nn.Sequential):
         (e.g. transformers' ViT reads the patch projection's dtype)."""
         first = self[0].weight  # (r, C_in, kh, kw)
         return (self[1].weight.flatten(1) @ first.flatten(1)).reshape(-1, *first.shape[1:])
+
+    def _geometry_conv(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        """The original bias (held by the 1x1 conv)."""
+        return self[1].bias
 
     @property
     def in_channels(self) -> int:
