@@ -65,8 +65,11 @@ def test_script_class_needs_model_argument(tmp_path):
 
     path = tmp_path / "m.lorita"
     lorita.save(Local(), path)
-    with pytest.raises(LoritaError, match=r"cannot import .*pass load\(path, model=YourModel\(\.\.\.\)\)"):
+    with pytest.raises(LoritaError, match=r"does not import or call code named in a file.*model=YourModel"):
         lorita.load(path)
+    with pytest.raises(LoritaError, match=r"cannot import .*pass load\(path, model=YourModel\(\.\.\.\)\)"):
+        lorita.load(path, trust_code=True)
+    assert isinstance(lorita.load(path, model=Local), Local)
 
 
 @pytest.mark.parametrize("content,message", [

@@ -1,14 +1,22 @@
 """``save`` / ``load``: composed, merged and compressed models in one safetensors file.
 
-The file holds the weights (safetensors: no pickle, nothing executed on load) and, in
-its metadata, a JSON description: how to build the original architecture and which
-layers are composed (depth, placement, mode) or compressed (rank). ``load`` builds the
-architecture, re-applies that structure and loads the weights with ``strict=True``.
+The file holds the weights (safetensors: no pickle) and, in its metadata, a JSON
+description: the architecture, which layers are composed (depth, placement, mode) or
+compressed (rank), the dtype and the modules' state_dict versions. ``load`` checks the
+whole description, builds the architecture, re-applies that structure, checks every
+tensor's name and shape against the file, and loads the weights with ``strict=True``.
 
-The architecture comes from, in order: ``load(path, model=...)`` (an instance or a
-zero-argument callable), else the model's ``lorita_config`` attribute
-(``{"factory": "pkg.mod:function", "kwargs": {...}}``, set by ``lorita.models``), else
-its class imported by name and called with no arguments.
+Reading a file never imports or calls anything the file names unless the caller allows
+it (docs/SECURITY.md). The architecture comes from, in order:
+
+- ``load(path, model=...)``: an instance, or a callable returning one (your code);
+- lorita's model zoo, when the file says ``{"zoo": name, "kwargs": {...}}``: the name
+  must be registered and every argument is checked against the builder's parameters
+  and the zoo's bounds, and the model is first built on the meta device (no memory) to
+  compare its tensors with the file's;
+- anything else the file names (``{"factory": "pkg.mod:function"}`` or ``{"class": ...}``,
+  from a model's ``lorita_config`` attribute or its class) only with ``trust_code=True``,
+  as with transformers' ``trust_remote_code``: that imports and calls code by name.
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, save_model
 from torch import nn
 
 from lorita.atomic import atomic_path
-from lorita.composed import ComposedConv2d, ComposedLinear
+from lorita.composed import MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, is_conv1d
 from lorita.linalg import check_finite
@@ -34,6 +44,10 @@ from lorita.targets import scan_layers
 
 FORMAT = "lorita"
 VERSION = 1
+LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+MAX_DEPTH = 64  # factors per composed layer a file may describe
+_NAME_PART = re.compile(r"[A-Za-z0-9_]+")
 
 
 def describe(model: nn.Module) -> dict:
@@ -62,8 +76,11 @@ def describe(model: nn.Module) -> dict:
             kind = "lowrank_linear" if isinstance(m, LowRankLinear) else "lowrank_conv2d"
             layers[name] = {"type": kind, "rank": m.rank, "aliases": [name]}
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    versions = getattr(model.state_dict(), "_metadata", None) or {}
     return {"format": FORMAT, "version": VERSION, "architecture": _architecture(model), "layers": layers,
-            "dtype": str(floats[0]).replace("torch.", "") if floats else "float32"}
+            "dtype": str(floats[0]).replace("torch.", "") if floats else "float32",
+            "module_versions": {prefix: meta["version"] for prefix, meta in versions.items()
+                                if isinstance(meta, dict) and isinstance(meta.get("version"), int)}}
 
 
 def _architecture(model: nn.Module) -> dict:
@@ -71,7 +88,7 @@ def _architecture(model: nn.Module) -> dict:
     if config is not None:
         try:
             json.dumps(config)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise LoritaError(f"model.lorita_config must be plain JSON ({err})") from None
         return dict(config)
     cls = type(model)
@@ -92,7 +109,14 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, nn.Module):
         raise LoritaError(f"save needs an nn.Module, got {type(model).__name__}")
+    if not isinstance(path, (str, os.PathLike)):
+        raise LoritaError(f"save needs a file path, got {type(path).__name__}")
+    if Path(path).is_dir():
+        raise LoritaError(f"{path} is a folder; save needs a file path such as {Path(path) / 'model.lorita'}")
     for name, p in model.named_parameters():
+        if p.is_meta:
+            raise LoritaError(f"parameter {name!r} is on the meta device (no values): materialise the model "
+                              "(e.g. model.to_empty(device='cpu') and load its weights) before saving")
         if p.is_floating_point():
             check_finite(p.detach(), name)
     meta = {"lorita": json.dumps(describe(model))}
@@ -101,7 +125,10 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def read_description(path: str | os.PathLike) -> dict:
-    """The description stored in a lorita file, with a clear error for anything else.
+    """The checked description stored in a lorita file, with a clear error for anything else.
+
+    Every field is validated here (types, known layer kinds, depth and rank bounds, module
+    names), before anything is built. Nothing is imported or called.
 
     Example:
         >>> import tempfile, os
@@ -117,20 +144,71 @@ def read_description(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise LoritaError(f"{path} is not a readable safetensors file ({err}); was it written by lorita.save "
-                          "and copied completely?") from None
+        raise LoritaError(f"{path} is not a readable safetensors file ({err or type(err).__name__}); was it "
+                          "written by lorita.save and copied completely?") from None
     if "lorita" not in meta:
         raise LoritaError(f"{path} is a safetensors file but not a lorita model (no 'lorita' metadata); "
                           "load plain weights with safetensors.torch.load_model into your own model")
     try:
         desc = json.loads(meta["lorita"])
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         raise LoritaError(f"{path}: the lorita description is not valid JSON ({err})") from None
-    if not isinstance(desc, dict) or desc.get("format") != FORMAT or not isinstance(desc.get("layers"), dict):
-        raise LoritaError(f"{path}: the lorita description is malformed")
-    if desc.get("version", 0) > VERSION:
-        raise LoritaError(f"{path} was written by a newer lorita (format {desc['version']}); upgrade lorita")
+    _check_description(desc, path)
     return desc
+
+
+def _check_description(desc, path) -> None:
+    def bad(what: str):
+        return LoritaError(f"{path}: the lorita description is malformed: {what}; "
+                           "was the file written by lorita.save?")
+
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise bad("format is not 'lorita'")
+    version = desc.get("version")
+    if not _is_int(version) or version < 1:
+        raise bad(f"version must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise LoritaError(f"{path} was written by a newer lorita (format {version}); upgrade lorita")
+    arch = desc.get("architecture")
+    if arch is not None and not isinstance(arch, dict):
+        raise bad(f"architecture must be an object, got {type(arch).__name__}")
+    if desc.get("dtype", "float32") not in DTYPES:
+        raise bad(f"dtype must be one of {DTYPES}, got {desc.get('dtype')!r}")
+    versions = desc.get("module_versions", {})
+    if not isinstance(versions, dict) or not all(_is_int(v) and v >= 0 for v in versions.values()) or \
+            not all(k == "" or _is_module_name(k) for k in versions):
+        raise bad("module_versions must map module names to integers")
+    layers = desc.get("layers")
+    if not isinstance(layers, dict):
+        raise bad("layers must be an object of module name -> layer description")
+    for name, entry in layers.items():
+        if not _is_module_name(name):
+            raise bad(f"layer name {name!r} is not a module name (dotted identifiers)")
+        if not isinstance(entry, dict) or entry.get("type") not in LAYER_TYPES:
+            raise bad(f"layer {name!r} must have a type among {LAYER_TYPES}")
+        aliases = entry.get("aliases", [name])
+        if not isinstance(aliases, list) or not aliases or not all(_is_module_name(a) for a in aliases):
+            raise bad(f"aliases of layer {name!r} must be a non-empty list of module names")
+        if entry["type"].startswith("composed"):
+            depth = entry.get("depth")
+            if not _is_int(depth) or not 2 <= depth <= MAX_DEPTH:
+                raise bad(f"depth of layer {name!r} must be an integer from 2 to {MAX_DEPTH}, got {depth!r}")
+            if entry.get("mode", "auto") not in MODES:
+                raise bad(f"mode of layer {name!r} must be one of {MODES}")
+            if entry.get("side", "input") not in ("input", "output"):
+                raise bad(f"side of layer {name!r} must be 'input' or 'output'")
+        elif not _is_int(entry.get("rank")) or entry["rank"] < 1:
+            raise bad(f"rank of layer {name!r} must be a positive integer, got {entry.get('rank')!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_module_name(name) -> bool:
+    """Dotted names of submodules, as ``named_modules`` gives them; no dunders (``__class__``)."""
+    return isinstance(name, str) and bool(name) and all(
+        _NAME_PART.fullmatch(part) and not part.startswith("__") for part in name.split("."))
 
 
 def _import(dotted: str):
@@ -139,66 +217,164 @@ def _import(dotted: str):
         obj = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
+    except (ImportError, AttributeError, ValueError) as err:
         raise LoritaError(f"cannot import {dotted!r} to rebuild the architecture ({err}); "
                           "pass load(path, model=YourModel(...))") from None
     return obj
 
 
-def _build_base(desc: dict, model) -> nn.Module:
+def _zoo_spec(arch: dict) -> tuple[str, dict] | None:
+    """(name, kwargs) when the architecture is a zoo model (also the v1 ``factory`` spelling)."""
+    if "zoo" in arch:
+        return arch["zoo"], arch.get("kwargs", {})
+    if arch.get("factory") == "lorita.models:create_model" and isinstance(arch.get("kwargs"), dict):
+        kwargs = dict(arch["kwargs"])
+        return kwargs.pop("name", None), kwargs
+    return None
+
+
+def _call(build: Callable[[], nn.Module], what: str) -> nn.Module:
+    try:
+        model = build()
+    except LoritaError:
+        raise
+    except Exception as err:  # the user's or a trusted factory's code
+        raise LoritaError(f"building the architecture with {what} failed: {type(err).__name__}: {err}") from err
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"{what} returned {type(model).__name__}, not an nn.Module; "
+                          "pass load(path, model=YourModel(...)) or a callable that returns the model")
+    return model
+
+
+def _build_base(desc: dict, model, trust_code: bool, path, device=None) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
-    if callable(model):
-        return model()
+    if model is not None:
+        if not callable(model):
+            raise LoritaError(f"model= must be an nn.Module or a zero-argument callable returning one, "
+                              f"got {type(model).__name__}")
+        return _call(model, "the model= callable")
     arch = desc.get("architecture") or {}
-    if "factory" in arch:
-        return _import(arch["factory"])(**arch.get("kwargs", {}))
-    dotted = arch.get("class", "")
-    if dotted.startswith("__main__:") or not dotted:
-        raise LoritaError(f"the architecture {dotted or '(unknown)'} was defined in a script, so it cannot be "
-                          "imported; pass load(path, model=YourModel(...))")
-    cls = _import(dotted)
-    try:
-        return cls()
-    except TypeError as err:
-        raise LoritaError(f"{dotted} needs constructor arguments ({err}); pass load(path, model=YourModel(...)) "
-                          "or give the model a lorita_config factory") from None
+    zoo = _zoo_spec(arch)
+    if zoo is not None:
+        from lorita.models.registry import create_model, resolve_args
+
+        name, kwargs = zoo
+        try:
+            kwargs = resolve_args(name, kwargs)  # known builder, known arguments, bounded numbers
+            with torch.device(device or "cpu"):
+                return create_model(name, **kwargs)
+        except LoritaError as err:
+            raise LoritaError(f"{path}: the zoo model it describes is refused: {err}") from None
+    dotted = arch.get("factory") or arch.get("class") or ""
+    if not trust_code:
+        named = f" names code to build it ({dotted!r})" if dotted else " does not say how to build it"
+        raise LoritaError(
+            f"{path}: the architecture is not a lorita zoo model, and the file{named}. lorita does not import "
+            "or call code named in a file unless you allow it. Pass the architecture yourself: "
+            "lorita.load(path, model=YourModel(...)) (or a callable returning it); or, only for a file whose "
+            "origin you trust, lorita.load(path, trust_code=True).")
+    if not isinstance(dotted, str) or ":" not in dotted or dotted.startswith("__main__:"):
+        raise LoritaError(f"the architecture {dotted or '(unknown)'} was defined in a script (or is not "
+                          "'module:name'), so it cannot be imported; pass load(path, model=YourModel(...))")
+    kwargs = arch.get("kwargs", {}) if "factory" in arch else {}
+    if not isinstance(kwargs, dict):
+        raise LoritaError(f"{path}: architecture kwargs must be an object, got {type(kwargs).__name__}")
+    target = _import(dotted)
+    return _call(lambda: target(**kwargs), f"{dotted} (trust_code=True)")
 
 
-def _apply_structure(model: nn.Module, layers: dict[str, dict]) -> None:
-    modules = dict(model.named_modules())
+def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
+    """Swap in the composed / low-rank layers the file describes, each checked against the model first."""
+    modules = dict(model.named_modules(remove_duplicate=False))
+    plan = []
     for name, entry in layers.items():
         plain = modules.get(name)
-        kind = entry.get("type")
+        kind = entry["type"]
         if is_conv1d(plain):
             original, plain = type(plain), conv1d_as_linear(plain)  # transformers Conv1D: a Linear with W^T
         else:
             original = type(plain)
-        wanted = nn.Conv2d if str(kind).endswith("conv2d") else nn.Linear
+        wanted = nn.Conv2d if kind.endswith("conv2d") else nn.Linear
         if not isinstance(plain, wanted):
-            raise LoritaError(f"the file describes layer {name!r} as {kind}, but the architecture has "
+            raise LoritaError(f"{path} describes layer {name!r} as {kind}, but the architecture has "
                               f"{type(plain).__name__ if plain is not None else 'no such module'} there; "
                               "is this the right model?")
+        for alias in entry.get("aliases", [name]):
+            if modules.get(alias) is not modules[name]:
+                raise LoritaError(f"{path}: alias {alias!r} of layer {name!r} is not the same module in this "
+                                  "architecture; is this the right model?")
+        if kind.startswith("lowrank"):
+            m = plain.out_features if kind == "lowrank_linear" else plain.out_channels
+            n = plain.in_features if kind == "lowrank_linear" else plain.weight[0].numel()
+            if entry["rank"] > min(m, n):
+                raise LoritaError(f"{path}: rank {entry['rank']} of layer {name!r} exceeds min(out, in) = "
+                                  f"{min(m, n)} of its {m}x{n} weight; the file is damaged or for another model")
+        plan.append((name, entry, plain, original))
+    for name, entry, plain, original in plan:
+        kind = entry["type"]
         if kind == "composed_linear":
-            new = ComposedLinear.from_linear(plain, int(entry["depth"]), side=entry.get("side", "input"),
+            new = ComposedLinear.from_linear(plain, entry["depth"], side=entry.get("side", "input"),
                                              mode=entry.get("mode", "auto"))
         elif kind == "composed_conv2d":
-            new = ComposedConv2d.from_conv(plain, int(entry["depth"]), mode=entry.get("mode", "auto"))
+            new = ComposedConv2d.from_conv(plain, entry["depth"], mode=entry.get("mode", "auto"))
         elif kind == "lowrank_linear":
-            new = LowRankLinear(plain.in_features, plain.out_features, int(entry["rank"]), bias=plain.bias is not None)
-        elif kind == "lowrank_conv2d":
-            new = LowRankConv2d(plain, int(entry["rank"]))
+            new = LowRankLinear(plain.in_features, plain.out_features, entry["rank"], bias=plain.bias is not None,
+                                device=plain.weight.device, dtype=plain.weight.dtype)
         else:
-            raise LoritaError(f"unknown layer type {kind!r} for {name!r} in the file")
+            new = LowRankConv2d(plain, entry["rank"])
         if kind.startswith("composed"):
             new.original_type = original  # merge restores this class (Linear subclass, transformers Conv1D)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
 
 
+def _file_shapes(path) -> dict[str, tuple[int, ...]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+
+
+def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Keys whose tensor shares storage with an earlier key (tied weights): key -> that earlier key.
+
+    ``safetensors`` stores a shared tensor once, under one of its names.
+    """
+    first: dict[tuple, str] = {}
+    out = {}
+    for key, t in state.items():
+        if t.is_meta:
+            continue
+        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype)
+        if ident in first:
+            out[key] = first[ident]
+        else:
+            first[ident] = key
+    return out
+
+
+def _check_tensors(model: nn.Module, shapes: dict[str, tuple[int, ...]], path) -> None:
+    """Every tensor the file holds fits the model, and every model tensor is in the file (tied ones once)."""
+    state = model.state_dict()
+    tied = _aliases(state)
+    group = {k: tied.get(k, k) for k in state}  # tied tensors share one group (stored once)
+    stored = {group[k] for k in state if k in shapes}
+    missing = sorted(k for k in state if group[k] not in stored)
+    unexpected = sorted(k for k in shapes if k not in state)
+    wrong = sorted(k for k in shapes if k in state and tuple(state[k].shape) != shapes[k])
+    if missing or unexpected or wrong:
+        detail = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
+                  "; ".join(f"{k}: file {shapes[k]} vs model {tuple(state[k].shape)}" for k in wrong[:5])]
+        raise LoritaError(f"{path}: the weights do not fit the architecture ({'; '.join(d for d in detail if d)}); "
+                          "is this the right model?")
+
+
 def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | None = None, *,
-         device: str | torch.device = "cpu") -> nn.Module:
+         trust_code: bool = False, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model written by ``save``: architecture, composed/compressed layers, weights.
+
+    ``model``: the architecture as an instance or a zero-argument callable (needed for
+    models outside lorita's zoo). ``trust_code=True`` lets the file name a factory or
+    class to import and call instead: only for files whose origin you trust.
 
     Example:
         >>> import tempfile, os
@@ -207,17 +383,31 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
         >>> load(path, model=nn.Linear(3, 2)).weight.shape
         torch.Size([2, 3])
     """
+    if not isinstance(trust_code, bool):
+        raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
     desc = read_description(path)
-    base = _build_base(desc, model)
-    _apply_structure(base, desc["layers"])
-    dtype = getattr(torch, desc.get("dtype", "float32"), None)
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        base.to(dtype)
+    shapes = _file_shapes(path)
+    if model is None and _zoo_spec(desc.get("architecture") or {}) is not None:
+        # A zoo model is first built on the meta device (no memory): a description whose
+        # sizes do not match the file's tensors is refused before anything is allocated.
+        skeleton = _build_base(desc, None, False, path, device="meta")
+        _apply_structure(skeleton, desc["layers"], path)
+        _check_tensors(skeleton, shapes, path)
+        del skeleton
+    base = _build_base(desc, model, trust_code, path)
+    _apply_structure(base, desc["layers"], path)
+    _check_tensors(base, shapes, path)
+    dtype = getattr(torch, desc.get("dtype", "float32"))
+    base.to(dtype)
     try:
-        missing, unexpected = load_model(base, str(path), strict=False, device=str(device))
+        tensors = load_file(str(path), device=str(device))
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise LoritaError(f"{path}: the weights do not fit the architecture ({err})") from None
-    if missing or unexpected:
-        raise LoritaError(f"{path}: the weights do not fit the architecture; missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}; is this the right model?")
+        raise LoritaError(f"{path}: the weights cannot be read ({err}); was the file copied completely?") from None
+    state = OrderedDict(tensors)
+    state._metadata = OrderedDict((prefix, {"version": v}) for prefix, v in desc.get("module_versions", {}).items())
+    try:
+        base.load_state_dict(state, strict=False)
+    except Exception as err:  # a module's own loading code (e.g. a version check) refused it
+        raise LoritaError(f"{path}: the weights do not fit the architecture ({type(err).__name__}: {err}); "
+                          "is this the right model?") from None
     return base.to(device)

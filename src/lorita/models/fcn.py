@@ -34,7 +34,7 @@ class FCN(nn.Module):
         return self.head(x)  # (B, num_classes)
 
 
-@register_model("fcn")
+@register_model("fcn", limits={"hidden_layers": 1024})
 def fcn(num_classes: int, in_channels: int, image_size: int, width: int = 512, hidden_layers: int = 3) -> nn.Module:
     """FCN for `in_channels x image_size x image_size` inputs (default 784-512-512-512-10).
 
@@ -43,5 +43,5 @@ def fcn(num_classes: int, in_channels: int, image_size: int, width: int = 512, h
         Linear(in_features=512, out_features=10, bias=True)
     """
     check_int("width", width)
-    check_int("hidden_layers", hidden_layers, minimum=0)
+    check_int("hidden_layers", hidden_layers, minimum=0, maximum=1024)
     return FCN(in_channels * image_size * image_size, num_classes, width, hidden_layers)

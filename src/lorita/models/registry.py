@@ -1,16 +1,17 @@
 """The model zoo's registry: build a model by name, rebuild it from its saved config.
 
 Each model family file registers its builders with `@register_model`. A builder
-takes `num_classes, in_channels, image_size` plus its own keyword arguments and
-returns a plain `nn.Module` made only of standard torch layers.
+takes its data inputs (`num_classes, in_channels, image_size` for image models) plus
+its own keyword arguments and returns a plain `nn.Module` made only of standard torch
+layers.
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
-import json
 import logging
+import math
 from typing import Any, Callable
 
 from torch import nn
@@ -19,17 +20,27 @@ from lorita.errors import LoritaError
 
 logger = logging.getLogger(__name__)
 
-FACTORY = "lorita.models:create_model"
-_COMMON = ("num_classes", "in_channels", "image_size")
+IMAGE_INPUTS = ("num_classes", "in_channels", "image_size")
+_INPUT_DEFAULTS = {"num_classes": 10, "in_channels": 1, "image_size": 28}
+# Bounds on every integer and float argument of a zoo builder, so a model described in a
+# file (lorita.load) cannot ask for an absurd size; a builder may tighten them per argument.
+MAX_INT = 1 << 20
+MAX_FLOAT = 1e6
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _EXCLUDE: dict[str, tuple[str, ...]] = {}
+_INPUTS: dict[str, tuple[str, ...]] = {}
+_LIMITS: dict[str, dict[str, int]] = {}
 
 
-def register_model(name: str, exclude: tuple[str, ...] = ()) -> Callable:
+def register_model(name: str, exclude: tuple[str, ...] = (), *, inputs: tuple[str, ...] = IMAGE_INPUTS,
+                   limits: dict[str, int] | None = None) -> Callable:
     """Decorator: add a builder to the zoo under `name`.
 
-    `exclude` lists the module names the paper leaves plain (not composed).
+    `exclude` lists the module names the paper leaves plain (not composed). `inputs` are
+    the builder's arguments that come from the data (image models: classes, channels and
+    image size; a language model: its vocabulary size). `limits` caps integer arguments
+    below `MAX_INT` (e.g. a layer count), so a described model stays cheap to check.
 
     Example:
         >>> from torch import nn
@@ -38,18 +49,20 @@ def register_model(name: str, exclude: tuple[str, ...] = ()) -> Callable:
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
         >>> "tiny_demo" in list_models()
         True
-        >>> _ = _BUILDERS.pop("tiny_demo"), _EXCLUDE.pop("tiny_demo")
+        >>> _ = [table.pop("tiny_demo") for table in (_BUILDERS, _EXCLUDE, _INPUTS, _LIMITS)]
     """
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _BUILDERS:
             raise LoritaError(f"model name {name!r} is registered twice; pick a new name")
         params = inspect.signature(builder).parameters
-        missing = [p for p in _COMMON if p not in params]
+        missing = [p for p in inputs if p not in params]
         if missing:
             raise LoritaError(f"builder for {name!r} must accept {missing}; add them to its signature")
         _BUILDERS[name] = builder
         _EXCLUDE[name] = tuple(exclude)
+        _INPUTS[name] = tuple(inputs)
+        _LIMITS[name] = dict(limits or {})
         return builder
 
     return wrap
@@ -74,6 +87,17 @@ def _builder(name: str) -> Callable[..., nn.Module]:
     return _BUILDERS[name]
 
 
+def model_inputs(name: str) -> tuple[str, ...]:
+    """The arguments of model `name` that come from the data.
+
+    Example:
+        >>> model_inputs("fcn")
+        ('num_classes', 'in_channels', 'image_size')
+    """
+    _builder(name)
+    return _INPUTS[name]
+
+
 def model_kwargs(name: str) -> dict[str, Any]:
     """The model-specific keyword arguments of `name` and their defaults.
 
@@ -82,7 +106,7 @@ def model_kwargs(name: str) -> dict[str, Any]:
         {'width': 512, 'hidden_layers': 3}
     """
     params = inspect.signature(_builder(name)).parameters
-    return {k: p.default for k, p in params.items() if k not in _COMMON}
+    return {k: p.default for k, p in params.items() if k not in _INPUTS[name]}
 
 
 def paper_exclude(name: str) -> list[str]:
@@ -98,73 +122,96 @@ def paper_exclude(name: str) -> list[str]:
     return list(_EXCLUDE[name])
 
 
-def check_int(what: str, value: Any, minimum: int = 1) -> int:
-    """Return `value` if it is an int >= `minimum`, else raise LoritaError.
+def check_int(what: str, value: Any, minimum: int = 1, maximum: int = MAX_INT) -> int:
+    """Return `value` if it is an int in [`minimum`, `maximum`], else raise LoritaError.
 
     Example:
         >>> check_int("width", 8)
         8
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise LoritaError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise LoritaError(f"{what} must be an integer from {minimum} to {maximum}, got {value!r}")
     return value
 
 
-def check_float(what: str, value: Any, minimum: float = 0.0) -> float:
-    """Return `value` as float if it is a number > `minimum`, else raise LoritaError.
+def check_float(what: str, value: Any, minimum: float = 0.0, maximum: float = MAX_FLOAT) -> float:
+    """Return `value` as float if it is a number in (`minimum`, `maximum`], else raise LoritaError.
 
     Example:
         >>> check_float("mlp_ratio", 2)
         2.0
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > minimum:
-        raise LoritaError(f"{what} must be a number > {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum < value <= maximum:
+        raise LoritaError(f"{what} must be a number > {minimum} and <= {maximum:g}, got {value!r}")
     return float(value)
 
 
-def create_model(
-    name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28, **kwargs: Any
-) -> nn.Module:
+def resolve_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of zoo model `name`, defaults filled in, checked without building anything.
+
+    Unknown names, non-JSON values and numbers outside the zoo's bounds raise LoritaError:
+    this is what makes a model described in a file (``lorita.load``) safe to build.
+
+    Example:
+        >>> resolve_args("fcn", {"width": 64})["hidden_layers"]
+        3
+    """
+    _builder(name)
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise LoritaError(f"arguments of model {name!r} must be a JSON object of name -> value, got {args!r}")
+    inputs = _INPUTS[name]
+    allowed = model_kwargs(name)
+    unknown = sorted(set(args) - set(allowed) - set(inputs))
+    if unknown:
+        raise LoritaError(
+            f"model {name!r} got unknown keyword argument(s) {unknown}; "
+            f"allowed: {sorted(allowed) or 'none'} (plus {', '.join(inputs)})"
+        )
+    missing = [k for k in inputs if k not in args and k not in _INPUT_DEFAULTS]
+    if missing:
+        raise LoritaError(f"model {name!r} needs {', '.join(missing)} (they come from the data)")
+    resolved = {**{k: _INPUT_DEFAULTS[k] for k in inputs if k in _INPUT_DEFAULTS}, **allowed, **args}
+    limits = _LIMITS[name]
+    for key, value in resolved.items():
+        if key in inputs:
+            check_int(key, value, maximum=limits.get(key, MAX_INT))
+            continue
+        items = value if isinstance(value, list) and len(value) <= 1024 else [value]
+        for item in items:
+            if isinstance(item, bool) or item is None or (isinstance(item, str) and len(item) <= 1024):
+                continue
+            if isinstance(item, int) and not isinstance(allowed.get(key), float):
+                bound = limits.get(key, MAX_INT)
+                check_int(key, item, minimum=-bound, maximum=bound)  # the builder checks the meaning
+            elif isinstance(item, (int, float)):
+                if not math.isfinite(item) or abs(item) > MAX_FLOAT:
+                    raise LoritaError(f"{key} must be a finite number of magnitude <= {MAX_FLOAT:g}, got {item!r}")
+            else:
+                raise LoritaError(f"model {name!r} arguments must be plain JSON values (number, short string, "
+                                  f"bool, null, or a short list of them); {key} is {type(item).__name__}")
+    return resolved
+
+
+def create_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
+                 image_size: int | None = None, **kwargs: Any) -> nn.Module:
     """Build zoo model `name`; the result carries `model.lorita_config` to rebuild it.
 
-    `lorita_config["kwargs"]` holds every argument, defaults filled in, so
-    `create_model(**model.lorita_config["kwargs"])` gives the same architecture.
+    `lorita_config` is ``{"zoo": name, "kwargs": {...}}`` with every argument, defaults
+    filled in, so ``create_model(c["zoo"], **c["kwargs"])`` gives the same architecture;
+    ``lorita.save`` stores it and ``lorita.load`` rebuilds zoo models from it (checked by
+    `resolve_args`, nothing imported). Image models default to 10 classes, 1 channel, 28x28.
 
     Example:
         >>> net = create_model("fcn", width=64, hidden_layers=2)
         >>> net.lorita_config["kwargs"]["width"]
         64
-        >>> twin = create_model(**net.lorita_config["kwargs"])
+        >>> twin = create_model(net.lorita_config["zoo"], **net.lorita_config["kwargs"])
     """
-    builder = _builder(name)
-    allowed = model_kwargs(name)
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        raise LoritaError(
-            f"model {name!r} got unknown keyword argument(s) {unknown}; "
-            f"allowed: {sorted(allowed) or 'none'} (plus {', '.join(_COMMON)})"
-        )
-    check_int("num_classes", num_classes)
-    check_int("in_channels", in_channels)
-    check_int("image_size", image_size)
-    resolved = {**allowed, **kwargs}
-    try:
-        json.dumps(resolved)
-    except (TypeError, ValueError) as err:
-        raise LoritaError(
-            f"model {name!r} arguments must be plain JSON values (int, float, str, bool, list): {err}"
-        ) from None
-    model = builder(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **resolved)
-    model.lorita_config = {
-        "factory": FACTORY,
-        "kwargs": {
-            "name": name,
-            "num_classes": num_classes,
-            "in_channels": in_channels,
-            "image_size": image_size,
-            **resolved,
-        },
-    }
+    given = {k: v for k, v in (("num_classes", num_classes), ("in_channels", in_channels),
+                                 ("image_size", image_size)) if v is not None}
+    resolved = resolve_args(name, {**given, **kwargs})
+    model = _builder(name)(**resolved)
+    model.lorita_config = {"zoo": name, "kwargs": resolved}
     n_params = sum(p.numel() for p in model.parameters())
     logger.debug("built %s with %d parameters", name, n_params)
     return model

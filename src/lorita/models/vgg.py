@@ -58,6 +58,6 @@ def vgg16(num_classes: int, in_channels: int, image_size: int, width_multiplier:
         >>> vgg16(10, 3, 32, width_multiplier=0.25).classifier
         Linear(in_features=128, out_features=10, bias=True)
     """
-    m = check_float("width_multiplier", width_multiplier)
+    m = check_float("width_multiplier", width_multiplier, maximum=64.0)
     cfg = [v if v == "M" else max(1, round(int(v) * m)) for v in VGG16_CFG]
     return VGG(cfg, in_channels, image_size, num_classes)

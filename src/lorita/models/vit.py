@@ -141,7 +141,7 @@ class ViT(nn.Module):
         return self.head(x.mean(dim=1))  # (B, num_classes)
 
 
-@register_model("vit", exclude=("patch_embed", "head"))
+@register_model("vit", exclude=("patch_embed", "head"), limits={"depth": 1024})
 def vit(
     num_classes: int,
     in_channels: int,
@@ -160,7 +160,7 @@ def vit(
     """
     check_int("patch_size", patch_size)
     check_int("dim", dim)
-    check_int("depth", depth, minimum=0)
+    check_int("depth", depth, minimum=0, maximum=1024)
     check_int("heads", heads)
     mlp_ratio = check_float("mlp_ratio", mlp_ratio)
     return ViT(image_size, in_channels, num_classes, patch_size, dim, depth, heads, mlp_ratio)
