@@ -300,7 +300,8 @@ class TextDataset:
         vocab = [UNK] + sorted((set(texts["train"]) | set(SEPARATOR)) - {UNK})
         empty = TextSplit(torch.zeros(0, dtype=torch.int64), 0)
         ds = cls(name, empty, empty, empty, vocab, source)  # the vocabulary first, to encode with
-        ds.train, ds.val, ds.test = (TextSplit(ds.encode(texts[key]), len(parts[key])) for key in ("train", "val", "test"))
+        for key in ("train", "val", "test"):
+            setattr(ds, key, TextSplit(ds.encode(texts[key]), len(parts[key])))
         return ds
 
 

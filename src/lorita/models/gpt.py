@@ -142,8 +142,8 @@ def gpt(vocab_size: int, context: int, dim: int = 128, depth: int = 4, heads: in
 
     Example:
         >>> net = gpt(vocab_size=65, context=32, dim=32, depth=2, heads=4)
-        >>> [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][:6]
-        ['blocks.0.attn.q', 'blocks.0.attn.k', 'blocks.0.attn.v', 'blocks.0.attn.proj', 'blocks.0.mlp.fc1', 'blocks.0.mlp.fc2']
+        >>> [n for n, m in net.named_modules() if isinstance(m, nn.Linear)][-7:-3]
+        ['blocks.1.attn.q', 'blocks.1.attn.k', 'blocks.1.attn.v', 'blocks.1.attn.proj']
     """
     check_int("vocab_size", vocab_size)
     check_int("context", context)
