@@ -153,7 +153,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         calls.append(1)
         if len(calls) == 1:
             return real_save(obj, f, *args, **kwargs)
-        f.write(b"half a checkpoint")  # part of the file is written, then the disk "fails"
+        with open(f, "wb") as handle:
+            handle.write(b"half a checkpoint")  # part of the file is written, then the disk "fails"
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)

@@ -1,6 +1,9 @@
 """Atomic file writes: write a temporary file beside the target, fsync, then rename.
 
-A crash or a full disk mid-write leaves the previous file intact and no temporary file.
+A crash or a full disk mid-write leaves the previous file intact and no temporary file
+(a ``kill -9`` can leave a ``.NAME.*.tmp`` behind, which run folders tolerate and replace).
+The rename replaces a symbolic link at the target instead of writing through it, and the
+new file gets the usual permissions (``0666`` minus the umask), not ``mkstemp``'s ``0600``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,26 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -30,6 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, _default_mode())
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -38,10 +62,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    _fsync_folder(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically.
+    """Write ``text`` (UTF-8) to ``path`` atomically.
 
     Example:
         >>> import tempfile, os
@@ -49,4 +74,4 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         >>> atomic_write_text(target, "{}")
     """
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")

@@ -24,12 +24,12 @@ seeded by the data split from (seed, epoch), so a resumed run replays exactly.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lorita.atomic import atomic_path
 from lorita.errors import LoritaError
 
 CHECKPOINT_FORMAT = "lorita.train.checkpoint"
@@ -37,10 +37,8 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: temp file, fsync, ``os.replace``.
-
-    A crash or error part-way leaves the previous file untouched and no
-    temp file behind.
+    """Write ``state`` to ``path`` atomically (``lorita.atomic``): a crash or error part-way
+    leaves the previous file untouched and no temp file behind.
 
     Example:
         >>> import tempfile, pathlib
@@ -49,35 +47,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         >>> load_checkpoint(p)["epoch"]
         1
     """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -96,4 +67,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, or pickled classes weights_only refuses
-        raise LoritaError(f"cannot read checkpoint {path}: {err}") from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LoritaError(f"cannot read checkpoint {path}: {reason}. The file is damaged (an empty or truncated copy?) "
+                          "or not a lorita training checkpoint; start the run again without --resume") from None

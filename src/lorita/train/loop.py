@@ -9,6 +9,7 @@ already trained (e.g. truncated) model: it never re-initialises anything.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import time
@@ -19,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import nn
 
+from lorita.atomic import atomic_write_text
 from lorita.data.split import derive_seed
 from lorita.errors import LoritaError
 from lorita.train import distributed
@@ -112,6 +114,7 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         raise LoritaError(f"{path} is not a lorita training checkpoint (no format={CHECKPOINT_FORMAT!r})")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise LoritaError(f"{path} has checkpoint version {ckpt.get('version')}, this lorita reads {CHECKPOINT_VERSION}")
+    _check_checkpoint(ckpt, path)
     saved, wanted = ckpt["config"], config.to_dict()
     differing = sorted(k for k in set(saved) | set(wanted) if k != "epochs" and saved.get(k) != wanted.get(k))
     if differing:
@@ -124,14 +127,42 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         raise LoritaError(f"{path} has already trained {ckpt['epoch']} epochs, more than epochs={config.epochs}")
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, KeyError, AttributeError) as err:
         raise LoritaError(f"the checkpoint {path} does not fit this model: {err}") from err
-    optimizer.load_state_dict(ckpt["optimizer"])
-    schedule.load_state_dict(ckpt["schedule"])
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; start the run again "
+                              "without --resume")
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+    except (ValueError, TypeError, KeyError, IndexError) as err:
+        raise LoritaError(f"{path} is damaged: its optimizer or schedule state cannot be restored ({err}); "
+                          "start the run again without --resume") from err
     best = ckpt["best_model"] if ckpt["best_model"] is not None else ckpt["model"]
     progress = _Progress(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_acc"]), _cpu_copy(best))
     logger.info("resuming from %s after epoch %d", path, ckpt["epoch"])
     return progress
+
+
+_CHECKPOINT_TYPES = {"epoch": int, "config": dict, "model": dict, "optimizer": dict, "schedule": dict,
+                     "best_epoch": int, "best_val_acc": float, "best_model": (dict, type(None)), "history": list}
+
+
+def _check_checkpoint(ckpt: dict, path: Path) -> None:
+    """Every entry the loop reads is there with the right type: a damaged file is named, not a KeyError."""
+    for key, kind in _CHECKPOINT_TYPES.items():
+        value = ckpt.get(key, KeyError)
+        if value is KeyError:
+            raise LoritaError(f"{path} is damaged: it has no {key!r} entry; start the run again without --resume")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise LoritaError(f"{path} is damaged: {key!r} is a {type(value).__name__}; start the run again "
+                              "without --resume")
+    if ckpt["epoch"] < 0 or len(ckpt["history"]) != ckpt["epoch"] or \
+            not all(isinstance(row, dict) for row in ckpt["history"]):
+        raise LoritaError(f"{path} is damaged: its history does not match its epoch count; start again without --resume")
 
 
 def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: int, world_size: int) -> dict:
@@ -151,13 +182,13 @@ def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: 
     }
 
 
-def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]], mode: str) -> None:
-    with open(path, mode, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-        if mode == "w":
-            writer.writeheader()
-        writer.writerows(rows)
-        handle.flush()
+def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
+    """Rewrite metrics.csv with every row so far, atomically (a link at ``path`` is replaced, not followed)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
 
 
 def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx):
@@ -271,7 +302,16 @@ def train(
         distributed.teardown(ctx)
 
 
+def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) -> None:
+    per_rank = config.batch_size // world_size
+    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise LoritaError(f"batch_size {config.batch_size} gives {per_rank} sample(s) per process, but the model has "
+                          "BatchNorm layers, which need at least 2 per batch; use batch_size >= "
+                          f"{2 * world_size}")
+
+
 def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
+    _check_batch_norm(model, config, ctx.world_size)
     model.to(ctx.device)
     optimizer = _make_optimizer(model, config)
     schedule = EpochSchedule(config)
@@ -282,7 +322,7 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
     writes = out_dir is not None and ctx.is_main
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _write_metrics(out_dir / METRICS_NAME, state.history, "w")  # drops rows past the checkpoint
+        _write_metrics(out_dir / METRICS_NAME, state.history)  # drops rows past the checkpoint
     net = distributed.wrap(model, ctx)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
     bar = _progress_bar(progress and ctx.is_main, config.epochs, start)
@@ -317,7 +357,7 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
                 state.best_epoch, state.best_val_acc = epoch + 1, val_acc
                 state.best_state = _cpu_copy(model.state_dict())
             if writes:
-                _write_metrics(out_dir / METRICS_NAME, [row], "a")
+                _write_metrics(out_dir / METRICS_NAME, state.history)
                 ckpt = _checkpoint(model, optimizer, schedule, config, state, epoch + 1, ctx.world_size)
                 save_checkpoint(ckpt, out_dir / CHECKPOINT_NAME)
             if ctx.is_main:
