@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import lorita
@@ -149,3 +150,65 @@ def test_compressed_layers_read_like_the_layers_they_replace():
     for original, layer in zip(net, small):
         torch.testing.assert_close(layer.bias, original.bias, atol=0, rtol=0)
         assert layer.weight.shape == original.weight.shape
+
+
+class ReadsWeight(nn.Module):
+    """A parent that uses ``proj`` through its weight and bias only (torchvision Swin style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 4)
+
+    def forward(self, x):
+        return self.head(torch.relu(F.linear(x, self.proj.weight, self.proj.bias)))
+
+
+def test_layer_read_through_its_weight_is_left_dense_with_example_input():
+    torch.manual_seed(0)
+    model, x = ReadsWeight().double(), torch.randn(3, 32, dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"proj: its parent reads its \.weight/\.bias"):
+        small = lorita.compress(model, ranks={"proj": 2, "head": 1}, example_input=x)
+    assert type(small.proj) is nn.Linear and isinstance(small.head, lorita.LowRankLinear)
+    assert set(lorita.spectrum(model, example_input=x)) == {"head"}
+    assert set(lorita.select_ranks(model, "energy", energy=0.9, example_input=x)) == {"head"}
+
+
+def test_without_example_input_the_cut_is_correct_and_profile_says_what_ran():
+    # no probe: proj is cut, the parent reads the pair's rank-r weight and bias (right values, no compute
+    # saved), and profile says its MACs ran in the parent
+    torch.manual_seed(0)
+    model, x = ReadsWeight().double(), torch.randn(3, 32, dtype=torch.float64)
+    small = lorita.compress(model, ranks={"proj": 2})
+    pair = small.proj
+    expected = model.head(torch.relu(F.linear(x, pair[1].weight @ pair[0].weight, model.proj.bias)))
+    torch.testing.assert_close(small(x), expected, **TIGHT)
+    counted = lorita.profile(small, x)
+    rows = {row.name: row for row in counted.layers}
+    assert rows["proj"].note.startswith("read by its parent") and rows["proj"].macs == 0
+    assert not rows["head"].note
+    # what ran: the rank-2 weight rebuilt (32x2 @ 2x32), the dense 32x32 map on 3 rows, the head
+    assert counted.macs == 32 * 2 * 32 + 3 * 32 * 32 + 3 * 32 * 4
+    assert "* read by its parent" in str(counted)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_registered_linear_subclass_is_checked_numerically(scale):
+    class Matmul(nn.Linear):  # own forward; the plain linear map only when scale == 1
+        def forward(self, x):
+            return scale * (x @ self.weight.T) + self.bias
+
+    Matmul.__qualname__ = f"Matmul{int(scale)}"
+    torch.manual_seed(0)
+    model = nn.Sequential(Matmul(16, 16), nn.ReLU(), nn.Linear(16, 4)).double()
+    assert "overrides Linear.forward" in lorita.targets.skipped_layers(model)["0"]
+    lorita.targets.register_linear_subclass(Matmul)
+    if scale != 1.0:
+        assert "its forward differs from Linear.forward" in lorita.targets.skipped_layers(model)["0"]
+        return
+    assert lorita.targets.skipped_layers(model) == {}
+    x = torch.randn(3, 16, dtype=torch.float64)
+    composed = lorita.compose(model, depth=3, init="preserve")
+    torch.testing.assert_close(composed(x), model(x), **TIGHT)
+    assert type(lorita.merge(composed)[0]) is Matmul  # merged back into its own class
+    assert isinstance(lorita.compress(model, ranks={"0": 2})[0], lorita.LowRankLinear)

@@ -90,3 +90,143 @@ def test_not_a_module():
 def test_truncate_refuses_grouped_conv():
     with pytest.raises(LoritaError, match=r"only Linear and Conv2d with groups=1"):
         lorita.truncate(nn.Conv2d(4, 4, 3, groups=2), 1)
+
+
+# ----------------------------------------------------------------------------
+# hardening: odd models and odd arguments are LoritaErrors that say what to do
+
+META = r"meta tensors have no values.*Materialise the model first, e\.g\. model\.to_empty"
+
+
+def meta_net():
+    with torch.device("meta"):
+        return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.Linear(6, 3))
+
+
+def test_meta_model_composes_and_merges_as_structure():
+    composed = lorita.compose(meta_net(), depth=3)
+    assert isinstance(composed[0], lorita.ComposedLinear) and composed[0].factors[0].is_meta
+    merged = lorita.merge(composed)
+    assert [type(m) for m in merged] == [nn.Linear, nn.ReLU, nn.Conv2d, nn.Linear]
+    assert merged[2].weight.shape == (4, 3, 3, 3) and merged[2].weight.is_meta
+
+
+@pytest.mark.parametrize("verb", [
+    lambda m: lorita.compose(m, init="preserve"),
+    lambda m: lorita.compose(m, init="balanced"),
+    lambda m: lorita.spectrum(m),
+    lambda m: lorita.compress(m, ratio=0.5),
+    lambda m: lorita.compress(m, ranks={"0": 1}),
+    lambda m: lorita.select_ranks(m, "energy", energy=0.9),
+    lambda m: lorita.truncate(m[0], 1),
+])
+def test_meta_model_needs_values_for_anything_numeric(verb):
+    with pytest.raises(LoritaError, match=META):
+        verb(meta_net())
+
+
+@pytest.mark.parametrize("call", [
+    lambda: lorita.spectrum(3),
+    lambda: lorita.compress(3, ratio=0.5),
+    lambda: lorita.profile(3, torch.zeros(1, 8)),
+    lambda: lorita.select_ranks(3, "energy", energy=0.9),
+    lambda: lorita.search_accuracy(3, lambda m: 1.0),
+    lambda: lorita.keep_faster(3, {}, torch.zeros(1, 8)),
+    lambda: lorita.targets.skipped_layers("model"),
+])
+def test_non_module_arguments(call):
+    with pytest.raises(LoritaError, match=r"needs an nn\.Module, got (int|str)"):
+        call()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit itself is deprecated
+@pytest.mark.parametrize("script", [torch.jit.script, lambda m: torch.jit.trace(m, torch.zeros(2, 8))])
+def test_torchscript_models_are_refused_by_name(script):
+    scripted = script(nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3)).eval())
+    for verb in (lambda m: lorita.compose(m), lambda m: lorita.compress(m, ratio=0.5), lorita.spectrum):
+        with pytest.raises(LoritaError, match=r"does not support TorchScript models.*pass the eager nn\.Module"):
+            verb(scripted)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_scripted_submodule_is_left_plain_with_its_reason():
+    model = nn.Sequential(torch.jit.script(nn.Linear(4, 4)), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match=r"0: TorchScript submodule: not supported"):
+        composed = lorita.compose(model, depth=2)
+    assert isinstance(composed[1], lorita.ComposedLinear)
+
+
+@pytest.mark.parametrize("call", [
+    lambda m, x: lorita.profile(m, x),
+    lambda m, x: lorita.select_ranks(m, "budget", flops=0.5, example_input=x),
+    lambda m, x: lorita.select_ranks(m, "energy", energy=0.9, example_input=x),
+    lambda m, x: lorita.compress(m, ratio=0.5, example_input=x),
+    lambda m, x: lorita.compose(m, example_input=x),
+])
+def test_wrong_shaped_example_input_names_the_shape(call):
+    with pytest.raises(LoritaError, match=r"the model failed on example_input, a tensor of shape \(2, 5\) "
+                                          r"\(torch\.float32\): RuntimeError: .*Pass an input the model accepts"):
+        call(net().eval(), torch.randn(2, 5))
+
+
+@pytest.mark.parametrize("value", ["95.0", True, torch.tensor([1.0, 2.0]), None])
+def test_evaluate_must_return_a_number(value):
+    with pytest.raises(LoritaError, match=r"evaluate must return an accuracy \(a number, in percent\), got"):
+        lorita.search_accuracy(net(), lambda m: value)
+    with pytest.raises(LoritaError, match=r"evaluate must return an accuracy"):
+        lorita.select_ranks(net(), "accuracy", evaluate=lambda m: value)
+
+
+def test_evaluate_nan_fails_the_candidate_and_the_baseline():
+    def evaluate(model):  # the uncompressed model scores; every cut is NaN
+        return math.nan if any(isinstance(m, lorita.LowRankLinear) for m in model.modules()) else 90.0
+
+    found = lorita.search_accuracy(net(), evaluate, max_evals=3)
+    assert found.search.steps and not any(step.within for step in found.search.steps) and not found.search.found
+    with pytest.raises(LoritaError, match=r"evaluate returned NaN for the uncompressed model"):
+        lorita.search_accuracy(net(), lambda m: math.nan)
+
+
+def test_nan_in_a_bias_is_named_as_the_bias():
+    model = net()
+    with torch.no_grad():
+        model[3].bias[0] = math.nan
+    with pytest.raises(LoritaError, match=r"layer '3' has NaN in its bias"):
+        lorita.compress(model, ranks={"3": 1})
+    with pytest.raises(LoritaError, match=r"layer '3' has NaN in its bias"):
+        lorita.compose(model, init="preserve")
+    composed = lorita.compose(net(), depth=2)
+    with torch.no_grad():
+        composed[3].bias[0] = math.nan
+    with pytest.raises(LoritaError, match=r"layer '3' has NaN in its bias"):
+        lorita.merge(composed)
+
+
+def test_exclude_typos_raise_like_targets():
+    model = nn.Sequential()
+    model.add_module("body", nn.Linear(4, 4))
+    model.add_module("norm", nn.LayerNorm(4))
+    model.add_module("head", nn.Linear(4, 2))
+    with pytest.raises(LoritaError, match=r"exclude names unknown module 'haed'\. Did you mean head\? "
+                                          r"Layers that can be composed: body, head"):
+        lorita.compose(model, exclude=["haed"])
+    with pytest.raises(LoritaError, match=r"exclude names unknown module 'haed'"):
+        lorita.compress(model, ratio=0.5, exclude=["haed"])
+    with pytest.raises(LoritaError, match=r"exclude='conv\\\\d' \(a regex, full match\) matches no layer"):
+        lorita.compose(model, exclude=r"conv\d")
+    with pytest.raises(LoritaError, match=r"exclude names module 'norm', which is not a Linear or Conv2d layer"):
+        lorita.compose(model, exclude=["norm"])
+    assert isinstance(lorita.compose(model, exclude=["head"]).head, nn.Linear)  # a real name still works
+
+
+def test_no_layer_matched_shows_why_each_layer_was_left_plain():
+    class OwnForward(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model = nn.Sequential(OwnForward(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
+    with pytest.raises(LoritaError, match=r"no layer matched.*Layers that could have matched: \(none\)\. Left plain: "
+                                          r"OwnForward overrides Linear\.forward \(if it computes the plain linear map, "
+                                          r"opt it in with lorita\.targets\.register_linear_subclass\(OwnForward\)\): 0; "
+                                          r"depthwise conv"):
+        lorita.compose(model)

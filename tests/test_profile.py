@@ -33,3 +33,38 @@ def test_composed_and_compressed_rows():
     text = str(q)
     assert "LowRankLinear" in text and "FLOPs (= 2 x MACs)" in text and "total" in text
     assert q.to_dict()["units"]["flops"].startswith("floating-point operations = 2 x MACs")
+
+
+def test_parameter_fed_into_a_layer_is_counted():
+    # transformers' DeBERTa-v2 slices a parameter and feeds it to a layer; PyTorch's FLOP counter
+    # asserted on that under no_grad. profile runs with parameters not requiring grad (restored after).
+    class ParamInput(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(4, 8)
+            self.proj = nn.Linear(8, 8)
+
+        def forward(self, x):
+            return x @ self.proj(self.table.weight[:3]).T  # (B, 3)
+
+    model = ParamInput()
+    p = lorita.profile(model, torch.randn(2, 8))
+    assert p.macs == 3 * 8 * 8 + 2 * 8 * 3
+    assert all(q.requires_grad for q in model.parameters())
+
+
+def test_container_reports_the_macs_it_computes_itself():
+    class Mixer(nn.Module):  # own parameter and own matmul, plus a child layer
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.randn(6, 6))
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x):
+            return self.fc(x) @ self.scale
+
+    p = lorita.profile(nn.Sequential(Mixer()), torch.randn(2, 6))
+    rows = {row.name: row for row in p.layers}
+    assert rows["0"].macs == 2 * 6 * 6 and rows["0"].params == 36  # its own matmul, its own parameter
+    assert rows["0.fc"].macs == 2 * 6 * 6
+    assert sum(r.macs for r in p.layers) == p.macs

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,8 +16,8 @@ from torch import nn
 from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
-from lorita.linalg import check_finite
-from lorita.targets import Selector, replace_module, scan_layers, select, warn_skipped
+from lorita.linalg import check_finite, check_values
+from lorita.targets import Selector, check_model, replace_module, scan_layers, select, warn_skipped
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ FACTOR_SIDES = ("input", "smaller")
 
 
 def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclude: Selector = None,
-            init: str = "default", mode: str = "auto", factor_side: str = "input") -> nn.Module:
+            init: str = "default", mode: str = "auto", factor_side: str = "input",
+            example_input: Any = None) -> nn.Module:
     """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
 
     Args:
@@ -39,6 +41,18 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         factor_side: where a Linear's square factors sit: ``"input"`` (``in x in``, the
             authors' choice) or ``"smaller"`` (``min(in, out)`` square, cheaper). Convs
             always mix output channels.
+        example_input: optional input (tensor or tuple) to run the model on once, in eval
+            mode: layers whose parent reads their ``.weight`` instead of calling them
+            (torchvision Swin, transformers Mamba/WavLM, timm BEiT qkv) are then left plain
+            and named in the warning, since a composed layer there never runs its factors
+            one after another. Without it no forward runs and such layers are composed
+            anyway: still correct (their ``weight`` is the factors' product, differentiable),
+            but always computed in the fused form.
+
+    Layers lorita cannot handle (depthwise/grouped convs, Conv1d, tied weights, ...) are
+    left plain and named, with the reason, in one warning (``lorita.targets.skipped_layers``).
+    A meta-device model (no values) can be composed with ``init="default"`` (structure
+    only); ``"preserve"`` and ``"balanced"`` need values.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -47,8 +61,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         >>> torch.allclose(composed(x), net(x), atol=1e-5)
         True
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"compose needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "compose")
     if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
         raise LoritaError(f"depth must be an integer >= 1 (number of factors per layer), got {depth!r}")
     if init not in INITS:
@@ -60,12 +73,17 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     already = [n for n, m in model.named_modules() if isinstance(m, COMPOSED_TYPES)]
     if already:
         raise LoritaError(f"model is already composed (e.g. {already[0]!r}); call lorita.merge(model) first")
-    scan = scan_layers(model, composed=False)
+    scan = scan_layers(model, composed=False, example_input=example_input)
     chosen = select(scan, targets, exclude, verb="compose", all_modules=(n for n, _ in model.named_modules()))
     warn_skipped(scan.skipped, "compose")
+    if init != "default":
+        for layer in chosen:
+            check_values(layer.module.weight, f"layer {layer.name!r}", f'init="{init}" (a balanced SVD split)')
     if init == "preserve":
         for layer in chosen:
             check_finite(layer.module.weight, layer.name)
+            if layer.module.bias is not None:
+                check_finite(layer.module.bias, layer.name, "bias")
     new = copy.deepcopy(model)
     if depth == 1:
         return new
@@ -101,8 +119,8 @@ def merge(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 
     ``inplace=True`` merges the layers of ``model`` itself, one at a time, and returns it:
     no second copy of the model, each layer's factors freed once it is swapped (when
-    nothing else refers to them). Every factor is checked for NaN/Inf before any layer
-    is touched.
+    nothing else refers to them). Every factor and bias is checked for NaN/Inf before
+    any layer is touched. A meta-device model merges too (structure only).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -110,11 +128,11 @@ def merge(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         >>> type(merged[0]).__name__, merged[0].weight.shape
         ('Linear', torch.Size([8, 8]))
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"merge needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "merge")
     for layer in scan_layers(model, plain=False).layers.values():
-        for p in layer.module.parameters():
-            check_finite(p.detach(), layer.name)
+        for key, p in layer.module.named_parameters():
+            if not p.is_meta:  # a meta model merges as structure only
+                check_finite(p.detach(), layer.name, "bias" if key == "bias" else "weight")
     new = model if inplace else copy.deepcopy(model)
     layers = scan_layers(new, plain=False).layers
     for name in list(layers):
@@ -133,7 +151,8 @@ def merge_layer(module: nn.Module, name: str = "layer") -> nn.Module:
         torch.Size([2, 4])
     """
     weight = module.merged_weight()
-    check_finite(weight, name)
+    if not weight.is_meta:
+        check_finite(weight, name)
     bias = module.bias
     original = getattr(module, "original_type", None)
     if original is not None and conv1d_base(original) is not None:  # transformers Conv1D: stored as W^T

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,24 +20,28 @@ from lorita.hf import is_conv1d
 from lorita.linalg import break_even_rank, check_finite, energy_rank, ratio_rank, svd, work_dtype
 from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
-from lorita.targets import Layer, Selector, replace_module, scan_layers, select, warn_skipped
+from lorita.probe import READ_BY_PARENT
+from lorita.targets import Layer, Selector, check_model, replace_module, scan_layers, select, warn_skipped
 
 log = logging.getLogger(__name__)
 
 
-def spectrum(model: nn.Module) -> dict[str, torch.Tensor]:
+def spectrum(model: nn.Module, *, example_input: Any = None) -> dict[str, torch.Tensor]:
     """Singular values (descending, float64, CPU) of every eligible layer, by module name.
 
     Composed layers are merged first (their product's singular values); conv kernels are
-    flattened to ``C_out x (C_in*kh*kw)``.
+    flattened to ``C_out x (C_in*kh*kw)``. ``example_input`` (optional): leave out the
+    layers whose parent reads their weight instead of calling them, as ``compress`` does
+    with it (see ``lorita.probe.weight_readers``).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
         >>> {name: s.shape for name, s in spectrum(net).items()}
         {'0': torch.Size([3]), '2': torch.Size([2])}
     """
+    check_model(model, "spectrum")
     result = {}
-    for name, layer in scan_layers(model).layers.items():
+    for name, layer in scan_layers(model, example_input=example_input).layers.items():
         matrix = weight_matrix(layer.module).detach()
         check_finite(matrix, name)
         result[name] = torch.linalg.svdvals(matrix.to(work_dtype(matrix))).cpu()
@@ -84,6 +89,8 @@ def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan,
         alias_to_name = {a: layer.name for layer in layers for a in layer.aliases}
         resolved = {}
         for key, rank in ranks.items():
+            if scan.skipped.get(key) == READ_BY_PARENT:
+                continue  # found by the example_input probe: left plain, and named in the warning
             if key not in alias_to_name:
                 reason = f" ({scan.skipped[key]})" if key in scan.skipped else ""
                 raise LoritaError(f"ranks names unknown layer {key!r}{reason}; layers that can be compressed: "
@@ -109,9 +116,15 @@ def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan,
     return out, decompositions
 
 
+def _check_layer_values(layer: Layer) -> None:
+    """The weight (or factors) and bias of a layer about to be cut: values, all finite."""
+    for key, p in layer.module.named_parameters():
+        check_finite(p.detach(), layer.name, "bias" if key == "bias" else "weight")
+
+
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
              ratio: float | None = None, exclude: Selector = None, inplace: bool = False,
-             svd_cache: SVDCache | None = None) -> nn.Module:
+             svd_cache: SVDCache | None = None, example_input: Any = None) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
 
     Give exactly one of:
@@ -131,19 +144,32 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     model (searches, sweeps), so each layer's SVD runs once. Without one, each layer's
     SVD runs once per call (energy= reuses the SVD that chose the rank to cut).
 
+    ``example_input`` (a tensor or tuple the model accepts): run the model once on it, in
+    eval mode, and keep dense every layer whose parent reads its ``.weight`` / ``.bias``
+    and computes with them itself instead of calling it (torchvision Swin, transformers
+    Mamba ``dt_proj`` and WavLM attention, timm BEiT/EVA ``qkv``): a cut pair there would
+    be rebuilt into the dense weight at every call and save nothing. Such layers are
+    named in the warning, and ignored if ``ranks`` names them. Without ``example_input``
+    no forward runs: such a layer is cut and still computes the right values (the pair's
+    ``weight`` and ``bias`` read as the rank-r layer's), but saves no compute, only
+    storage. lorita's own search paths (``select_ranks(..., example_input=)``,
+    ``search_accuracy(..., example_input=)``) pass theirs on.
+
+    Layers lorita cannot handle are left dense and named, with the reason, in one warning.
+    A meta-device model has no values to cut: materialise it first.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
-        >>> small = compress(net, ranks={"0": 8})
+        >>> small = compress(net, ranks={"0": 8}, example_input=torch.randn(1, 64))
         >>> type(small[0]).__name__, small[0].rank
         ('LowRankLinear', 8)
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"compress needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "compress")
     kind = _one_selector(ranks, energy, ratio)
     if svd_cache is not None and not isinstance(svd_cache, SVDCache):
         raise LoritaError(f"svd_cache must be a lorita.svd_cache.SVDCache (or None), got {type(svd_cache).__name__}")
     has_composed = any(isinstance(m, COMPOSED_TYPES) for m in model.modules())
-    scan = scan_layers(model, composed=has_composed)
+    scan = scan_layers(model, composed=has_composed, example_input=example_input)
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")
@@ -155,6 +181,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
             raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
                               f"(its weight is {m}x{n}), got {rank!r}")
+        if rank <= break_even_rank(m, n):
+            _check_layer_values(by_name[name])
     if svd_cache is not None:  # looked up on the model's own layers, before any copy is made
         for name, rank in chosen.items():
             if rank <= break_even_rank(*layer_shape(by_name[name].module)):

@@ -15,6 +15,7 @@ import torch
 from torch import fx, nn
 
 from lorita.errors import LoritaError
+from lorita.targets import check_model
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -30,6 +31,7 @@ def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
         >>> batchnorm_pairs(net)
         [('0', '1')]
     """
+    check_model(model, "batchnorm_pairs")
     try:
         graph = fx.symbolic_trace(model).graph
     except Exception as err:  # fx raises many kinds of errors on dynamic control flow
@@ -59,6 +61,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         >>> type(folded[1]).__name__
         'Identity'
     """
+    check_model(model, "fold_batchnorm")
     new = copy.deepcopy(model).eval()
     modules = dict(new.named_modules())
     for layer_name, norm_name in batchnorm_pairs(new):

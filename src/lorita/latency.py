@@ -34,7 +34,7 @@ from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
 from lorita.probe import observe
-from lorita.targets import scan_layers
+from lorita.targets import check_model, scan_layers
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def _layer_inputs(model: nn.Module, names: list[str], example_input: Any) -> dic
     missing = [n for n in names if n not in seen]
     if missing:
         raise LoritaError(f"layer(s) {', '.join(map(repr, missing))} did not run on example_input, so they "
-                          "cannot be timed; pass an input that runs every layer you cut")
+                          "cannot be timed; pass an input that runs every layer you cut (a layer whose parent "
+                          "reads its weight never runs: select ranks with example_input= to leave such layers out)")
     return seen
 
 
@@ -185,8 +186,7 @@ def layer_latencies(model: nn.Module, ranks: dict[str, int], example_input: Any,
         >>> lat["0"].rank, lat["0"].input_shape
         (8, (1, 64))
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"layer_latencies needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "layer_latencies")
     if not isinstance(ranks, dict):
         raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:

@@ -44,16 +44,35 @@ def chain_product(factors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.multi_dot(list(reversed(factors)))
 
 
-def check_finite(weight: torch.Tensor, name: str) -> None:
-    """Raise LoritaError naming the layer when a weight holds NaN or Inf.
+def check_values(tensor: torch.Tensor, label: str, what: str = "this") -> None:
+    """Raise LoritaError when ``tensor`` is on the meta device (shapes only, no values).
+
+    ``label`` names it in the message (``"layer 'fc'"``), ``what`` says what needs values.
+
+    Example:
+        >>> check_values(torch.ones(2), "layer 'fc'")
+    """
+    if tensor.is_meta:
+        raise LoritaError(
+            f"{label} is on the meta device: meta tensors have no values, so {what} cannot run on it "
+            "(compose with the default init and merge work on structure only). Materialise the model first, "
+            "e.g. model.to_empty(device='cpu') then model.load_state_dict(weights)."
+        )
+
+
+def check_finite(weight: torch.Tensor, name: str, what: str = "weight") -> None:
+    """Raise LoritaError naming the layer when a tensor holds NaN or Inf (or has no values: meta).
+
+    ``what`` names the tensor in the message: ``"weight"`` or ``"bias"``.
 
     Example:
         >>> check_finite(torch.ones(2, 2), "fc")
     """
+    check_values(weight, f"layer {name!r}", "spectrum, compress or an SVD")
     if not torch.isfinite(weight).all():
         bad = "NaN" if torch.isnan(weight).any() else "Inf"
         raise LoritaError(
-            f"layer {name!r} has {bad} in its weight; a model with non-finite weights cannot be "
+            f"layer {name!r} has {bad} in its {what}; a model with non-finite weights cannot be "
             "composed, merged or compressed. Check the training run that produced it (learning "
             "rate, loss scaling) and use an earlier checkpoint."
         )
@@ -67,6 +86,7 @@ def svd(matrix: torch.Tensor, *, full_matrices: bool = False):
         >>> s.tolist()
         [1.0, 1.0, 1.0]
     """
+    check_values(matrix, "the matrix", "an SVD")
     return torch.linalg.svd(matrix.to(work_dtype(matrix)), full_matrices=full_matrices)
 
 

@@ -145,6 +145,8 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
                           "(and transformers Conv1D)")
     matrix = weight_matrix(module)
     check_finite(matrix, name)
+    if module.bias is not None:
+        check_finite(module.bias, name, "bias")
     m, n = matrix.shape
     if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
         raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "

@@ -1,17 +1,29 @@
-"""One eval-mode forward pass with hooks on named modules: what each layer sees or produces.
+"""One eval-mode forward pass on an example input: what each layer sees, and which layers really run.
 
 Rank selection counts each layer's output positions (its MACs); the latency check needs
-the input each layer really gets. Both run the model once on an example input.
+the input each layer really gets (``observe``). Some parents never call a child layer:
+they read its ``.weight`` / ``.bias`` and compute ``F.linear`` themselves (torchvision's
+Swin, transformers' Mamba ``dt_proj`` and WavLM attention, timm's BEiT/EVA ``qkv``). A
+composed or cut layer there would rebuild its dense weight at every call and save nothing,
+so compose and compress leave it plain: ``weight_readers`` finds such layers with one
+forward pass (``track_usage``: did the layer's own forward run, was its weight read from
+outside it).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from lorita.errors import LoritaError
+
+READ_BY_PARENT = ("its parent reads its .weight/.bias and computes with them itself (e.g. F.linear(x, layer.weight)); "
+                  "its own forward never runs, so a composed or cut layer would rebuild the dense weight at every "
+                  "call and save nothing")
 
 
 def example_args(example_input: Any) -> tuple:
@@ -26,6 +38,35 @@ def example_args(example_input: Any) -> tuple:
         raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
                           "e.g. torch.randn(1, 3, 32, 32)")
     return args
+
+
+def describe(args: tuple) -> str:
+    """What was passed, for error messages: shapes and dtypes of the tensors.
+
+    Example:
+        >>> describe((torch.zeros(2, 5),))
+        'a tensor of shape (2, 5) (torch.float32)'
+    """
+    parts = [f"shape {tuple(a.shape)} ({a.dtype})" if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+    if len(parts) == 1:
+        return f"a tensor of {parts[0]}" if isinstance(args[0], torch.Tensor) else parts[0]
+    return "arguments of " + ", ".join(parts)
+
+
+def run_model(model: nn.Module, args: tuple) -> Any:
+    """``model(*args)``; an error raised inside the model becomes a LoritaError naming the input given.
+
+    Example:
+        >>> run_model(nn.Linear(3, 2), (torch.zeros(4, 3),)).shape
+        torch.Size([4, 2])
+    """
+    try:
+        return model(*args)
+    except LoritaError:
+        raise
+    except Exception as err:  # a forward can raise anything (shape, dtype, index errors)
+        raise LoritaError(f"the model failed on example_input, {describe(args)}: {type(err).__name__}: {err}. "
+                          "Pass an input the model accepts (the shape and dtype of one real batch).") from err
 
 
 @torch.inference_mode()
@@ -51,8 +92,114 @@ def observe(model: nn.Module, example_input: Any, hooks: dict[str, Callable], *,
             register = modules[name].register_forward_pre_hook if before else modules[name].register_forward_hook
             handles.append(register(hook))
         model.eval()
-        model(*args)
+        run_model(model, args)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
+
+
+@dataclass
+class Usage:
+    """What one forward pass did with the tracked layers (by name): ``ran`` (their own forward
+    was called) and ``read`` (``.weight`` or ``.bias`` read from outside their own forward)."""
+
+    ran: set[str] = field(default_factory=set)
+    read: set[str] = field(default_factory=set)
+
+    def read_not_run(self) -> list[str]:
+        """Layers the parent used through their weights only: their own forward never ran."""
+        return sorted(self.read - self.ran)
+
+
+def _tracking_class(cls: type, usage: Usage, names: dict[int, list[str]], depth: dict[int, int]) -> type:
+    """A subclass of ``cls`` recording into ``usage`` (swapped in for one forward pass only)."""
+
+    def forward(self, *args, **kwargs):
+        key = id(self)
+        usage.ran.update(names[key])
+        depth[key] = depth.get(key, 0) + 1
+        try:
+            return cls.forward(self, *args, **kwargs)
+        finally:
+            depth[key] -= 1
+
+    def __getattribute__(self, attr):
+        if attr in ("weight", "bias"):
+            key = id(self)
+            if key in names and not depth.get(key):
+                usage.read.update(names[key])
+        return cls.__getattribute__(self, attr)
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__getattribute__": __getattribute__,
+                                       "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+
+
+@contextlib.contextmanager
+def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
+    """Within the block, record which of ``modules`` (by name) run their own forward and which
+    have their ``.weight`` / ``.bias`` read from outside it. Their classes are swapped for
+    recording subclasses for the duration and restored after (also on error).
+
+    Example:
+        >>> class ReadsWeight(nn.Module):  # uses its child through the weight only
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.proj = nn.Linear(4, 4)
+        ...     def forward(self, x):
+        ...         return nn.functional.linear(x, self.proj.weight, self.proj.bias)
+        >>> model = ReadsWeight()
+        >>> with track_usage({"proj": model.proj}) as usage:
+        ...     _ = model(torch.zeros(1, 4))
+        >>> usage.read_not_run(), type(model.proj) is nn.Linear
+        (['proj'], True)
+    """
+    usage = Usage()
+    names: dict[int, list[str]] = {}
+    unique: dict[int, nn.Module] = {}
+    for name, module in modules.items():
+        names.setdefault(id(module), []).append(name)
+        unique[id(module)] = module
+    depth: dict[int, int] = {}
+    classes: dict[type, type] = {}
+    swapped = []
+    try:
+        for module in unique.values():
+            cls = type(module)
+            if cls not in classes:
+                classes[cls] = _tracking_class(cls, usage, names, depth)
+            module.__class__ = classes[cls]
+            swapped.append((module, cls))
+        yield usage
+    finally:
+        for module, cls in swapped:
+            module.__class__ = cls
+
+
+def weight_readers(model: nn.Module, example_input: Any, modules: dict[str, nn.Module]) -> dict[str, str]:
+    """``{name: reason}`` for each of ``modules`` whose parent reads its weight instead of calling it.
+
+    One eval-mode forward pass of ``model`` on ``example_input``. A layer counts when its
+    ``.weight`` or ``.bias`` is read from outside its own forward and that forward never
+    runs. A layer that neither runs nor is read (unused on this input) is not named.
+
+    Example:
+        >>> class ReadsWeight(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.proj, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        ...     def forward(self, x):
+        ...         return self.out(nn.functional.linear(x, self.proj.weight, self.proj.bias))
+        >>> model = ReadsWeight()
+        >>> list(weight_readers(model, torch.zeros(1, 4), {"proj": model.proj, "out": model.out}))
+        ['proj']
+    """
+    args = example_args(example_input)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.inference_mode(), track_usage(modules) as usage:
+            run_model(model, args)
+    finally:
+        model.train(was_training)
+    return {name: READ_BY_PARENT for name in usage.read_not_run()}

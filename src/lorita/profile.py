@@ -5,6 +5,11 @@ forward pass: it counts matrix multiplies, convolutions and attention (2 FLOPs p
 multiply-add); element-wise work (activations, norms, bias adds) is not counted.
 MACs (multiply-accumulates) = FLOPs / 2. All counts are for the whole example input
 (divide by its batch size for per-example figures).
+
+What is counted is what runs: a layer whose parent reads its ``.weight`` and computes
+with it itself (``F.linear(x, layer.weight)``) has its MACs counted under the parent,
+and its row says so (a cut pair there is rebuilt into the dense weight at every call:
+it saves storage, not compute).
 """
 
 from __future__ import annotations
@@ -17,18 +22,27 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaError
+from lorita.hf import is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
+from lorita.probe import example_args, run_model, track_usage
+from lorita.targets import check_model
+
+READ_NOTE = "read by its parent: own forward never ran, its MACs are counted under the parent"
 
 
 @dataclass
 class LayerProfile:
-    """One layer's counts: ``params`` (weights and biases), ``macs`` and ``flops`` (= 2 x MACs)."""
+    """One layer's counts: ``params`` (weights and biases), ``macs`` and ``flops`` (= 2 x MACs).
+
+    ``note``: empty, or why the counts are not what the layer's shape suggests (its parent
+    read its weight instead of calling it: ``READ_NOTE``)."""
 
     name: str
     type: str
     params: int
     macs: int
     flops: int
+    note: str = ""
 
 
 @dataclass
@@ -50,14 +64,16 @@ class Profile:
 
     def table(self) -> str:
         """A fixed-width table a person reads at a glance."""
-        rows = [(lp.name, lp.type, human(lp.params), human(lp.macs), human(lp.flops)) for lp in self.layers]
+        rows = [(lp.name + (" *" if lp.note else ""), lp.type, human(lp.params), human(lp.macs), human(lp.flops))
+                for lp in self.layers]
         rows.append(("total", "", human(self.params), human(self.macs), human(self.flops)))
         head = ("layer", "type", "params", "MACs", "FLOPs")
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
         line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         sep = "-" * len(line(head))
         note = f"MACs and FLOPs (= 2 x MACs) for a batch of {self.batch_size}, counted by torch FlopCounterMode"
-        return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1]), note])
+        notes = [f"* {READ_NOTE}"] if any(lp.note for lp in self.layers) else []
+        return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1]), note, *notes])
 
     def __str__(self) -> str:
         return self.table()
@@ -77,7 +93,8 @@ def human(count: int) -> str:
 
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Layers to report: composed and compressed layers whole, other modules that hold parameters."""
+    """Layers to report: composed and compressed layers whole, other modules that hold parameters
+    (a container among them with the parameters and MACs of its own, not its children's)."""
     units, sealed = [], []
     for name, module in model.named_modules():
         if name == "" or any(name.startswith(p + ".") for p in sealed):
@@ -90,9 +107,18 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return units
 
 
+def _is_layer(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES)) or is_conv1d(module)
+
+
 @torch.no_grad()
 def profile(model: nn.Module, example_input) -> Profile:
     """Count params, MACs and FLOPs of ``model`` on ``example_input`` (a tensor or tuple of them).
+
+    One eval-mode forward pass. Parameters do not require grad while it runs (restored
+    after), so PyTorch's counter needs no autograd graph (transformers' DeBERTa-v2 feeds
+    a parameter straight into a layer, which the counter's module tracker rejects under
+    ``no_grad`` otherwise).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
@@ -100,30 +126,36 @@ def profile(model: nn.Module, example_input) -> Profile:
         >>> p.params, p.macs, p.flops
         (325, 300, 600)
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"profile needs an nn.Module, got {type(model).__name__}")
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
-                          "e.g. torch.randn(1, 3, 32, 32)")
+    check_model(model, "profile")
+    args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in example_args(example_input))
+    units = _units(model)
+    layers_to_track = {name: module for name, module in units if _is_layer(module)}
     was_training = model.training
+    grads = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     counter = FlopCounterMode(display=False)
     try:
-        with counter:
-            model(*args)
+        for p, _ in grads:
+            p.requires_grad_(False)
+        with track_usage(layers_to_track) as usage, counter:
+            run_model(model, args)
     finally:
         model.train(was_training)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+    read_only = set(usage.read_not_run())
     counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
     root = type(model).__name__
     layers = []
-    for name, module in _units(model):
+    for name, module in units:
         whole = isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)) or not any(True for _ in module.children())
-        # A container with its own parameters reports only those; its children report themselves.
-        flops = int(counts.get(f"{root}.{name}", 0)) if whole else 0
+        flops = int(counts.get(f"{root}.{name}", 0))
+        if not whole:  # a container with its own parameters: what it computes itself; children report theirs
+            flops -= sum(int(counts.get(f"{root}.{name}.{child}", 0)) for child, _ in module.named_children())
         params = sum(p.numel() for p in module.parameters(recurse=whole))
         if params or flops:
-            layers.append(LayerProfile(name, type(module).__name__, params, flops // 2, flops))
+            layers.append(LayerProfile(name, type(module).__name__, params, flops // 2, flops,
+                                       READ_NOTE if name in read_only else ""))
     total_flops = int(counts.get("Global", 0))
     params = sum(p.numel() for p in model.parameters())  # shared parameters counted once
     return Profile(params, total_flops // 2, total_flops, int(args[0].shape[0]) if args[0].dim() else 1, layers)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch  # noqa: F401 (the doctests use it)
+import torch
 from torch import nn
 
 from lorita.compose import merge
@@ -34,7 +35,7 @@ from lorita.ranks import (
 )
 from lorita.probe import example_args, observe
 from lorita.svd_cache import SVDCache
-from lorita.targets import scan_layers
+from lorita.targets import check_model, scan_layers
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ __all__ = ["AccuracySearch", "STRATEGIES", "layer_costs", "search_accuracy", "se
 
 # strategy -> (required options, optional options)
 _OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "uniform": (("ratio",), ()),
-    "energy": (("energy",), ()),
-    "global": (("threshold",), ()),
+    "uniform": (("ratio",), ("example_input",)),
+    "energy": (("energy",), ("example_input",)),
+    "global": (("threshold",), ("example_input",)),
     "budget": ((), ("params", "flops", "example_input", "latency_aware")),
-    "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals")),
+    "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals", "example_input")),
 }
 STRATEGIES = tuple(_OPTIONS)
 
@@ -59,7 +60,9 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
     output positions per example (``H_out*W_out`` for a conv, tokens for a linear on
     ``(B, T, C)``; a layer called twice counts twice), and measures the other MACs
     with ``lorita.profile``. ``fixed`` (the second value) is per example, like the
-    costs: biases, norms and layers that cannot be cut.
+    costs: biases, norms and layers that cannot be cut. Given an ``example_input``,
+    layers whose parent reads their weight instead of calling them cannot be cut and
+    count in ``fixed`` (``lorita.probe.weight_readers``).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 2))
@@ -67,12 +70,11 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
         >>> costs["0"], fixed
         (LayerCost(out_features=6, in_features=8, positions=1), 8)
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"layer_costs needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "layer_costs")
     if metric not in ("params", "macs"):
         raise LoritaError(f"metric must be 'params' or 'macs', got {metric!r}")
     base = merge(model)  # the original architecture (a plain copy when nothing is composed)
-    shapes = {name: layer_shape(module) for name, module in _layers(base).items()}
+    shapes = {name: layer_shape(module) for name, module in _layers(base, example_input).items()}
     if metric == "params":
         dense = sum(m * n for m, n in shapes.values())
         return {name: LayerCost(m, n) for name, (m, n) in shapes.items()}, sum(p.numel() for p in base.parameters()) - dense
@@ -106,7 +108,10 @@ def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
         ``max_drop=1.0`` (points), ``finetune=None`` (model -> model, run on each
         candidate before evaluating), ``max_evals=12``: the strongest global cut within
         the drop; see ``search_accuracy`` for the steps and the chosen model.
-    A rank above a layer's break-even rank means it stays dense.
+    A rank above a layer's break-even rank means it stays dense. ``example_input=`` (any
+    strategy; pass one batch the model accepts) runs the model once and leaves out the
+    layers whose parent reads their weight instead of calling them (they cannot be cut
+    usefully: ``lorita.compress``); without it every eligible layer gets a rank.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -122,13 +127,12 @@ def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
     if missing or unexpected:
         what = f"missing {', '.join(k + '=' for k in missing)}" if missing else f"unexpected {', '.join(k + '=' for k in unexpected)}"
         raise LoritaError(f"strategy {strategy!r}: {what}; it takes {usage}")
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"select_ranks needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "select_ranks")
     if strategy == "accuracy":
         return search_accuracy(model, **options).ranks
     if strategy == "budget":
         return _budget(model, **options)
-    spectra = spectrum(model)
+    spectra = spectrum(model, example_input=options.get("example_input"))
     _check_any(spectra)
     if strategy == "uniform":
         return uniform_ranks(spectra, options["ratio"])
@@ -156,7 +160,7 @@ def _budget(model: nn.Module, params: float | None = None, flops: float | None =
         raise LoritaError(f"{label} must be a number in (0, 1] (the fraction of the original model's {label} "
                           f"to keep), got {target!r}")
     base = merge(model)
-    spectra = spectrum(base)
+    spectra = spectrum(base, example_input=example_input)
     _check_any(spectra)
     costs, fixed = layer_costs(base, example_input, metric)
     try:
@@ -195,6 +199,7 @@ def search_accuracy(
     max_drop: float = 1.0,
     finetune: Callable[[nn.Module], nn.Module] | None = None,
     max_evals: int = 12,
+    example_input: Any = None,
 ) -> AccuracySearch:
     """The strongest global cut whose ``evaluate`` stays within ``max_drop`` points of the baseline.
 
@@ -203,7 +208,10 @@ def search_accuracy(
     build distinct compressed models compresses at each tried threshold, runs ``finetune`` on it if given, and
     evaluates it: at most ``max_evals`` more calls, never the same threshold twice.
     ``evaluate`` should put the model in eval mode and use held-out validation data,
-    not the test set. The returned model is one that was evaluated within the drop.
+    not the test set, and return a number (percent); a candidate that evaluates to NaN
+    counts as outside the drop. The returned model is one that was evaluated within the
+    drop. ``example_input`` (optional): leave out the layers whose parent reads their
+    weight instead of calling them (see ``lorita.compress``).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -213,8 +221,7 @@ def search_accuracy(
         >>> found.evaluations <= 7 and agree(found.model) >= 95.0
         True
     """
-    if not isinstance(model, nn.Module):
-        raise LoritaError(f"search_accuracy needs an nn.Module, got {type(model).__name__}")
+    check_model(model, "search_accuracy")
     if not callable(evaluate):
         raise LoritaError(f"evaluate must be a callable model -> accuracy (percent), got {type(evaluate).__name__}")
     if finetune is not None and not callable(finetune):
@@ -224,9 +231,9 @@ def search_accuracy(
     if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop < math.inf:
         raise LoritaError(f"max_drop must be a finite number >= 0 (accuracy points), got {max_drop!r}")
     base = merge(model)
-    spectra = spectrum(base)
+    spectra = spectrum(base, example_input=example_input)
     _check_any(spectra)
-    shapes = {name: layer_shape(module) for name, module in _layers(base).items()}
+    shapes = {name: layer_shape(module) for name, module in _layers(base, example_input).items()}
     # only thresholds that build distinct compressed models: no evaluation is spent twice on one model
     thresholds = global_thresholds(spectra, {name: LayerCost(m, n) for name, (m, n) in shapes.items()})
 
@@ -263,9 +270,9 @@ def search_accuracy(
 # helpers
 
 
-def _layers(base: nn.Module) -> dict[str, nn.Module]:
-    """The compressible layers, under the names ``lorita.spectrum`` uses."""
-    return {name: layer.module for name, layer in scan_layers(base).layers.items()}
+def _layers(base: nn.Module, example_input: Any = None) -> dict[str, nn.Module]:
+    """The compressible layers, under the names ``lorita.spectrum`` uses (with the same ``example_input``)."""
+    return {name: layer.module for name, layer in scan_layers(base, example_input=example_input).layers.items()}
 
 
 def _check_any(spectra: dict) -> None:
@@ -288,13 +295,14 @@ def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str,
 
 
 def _accuracy(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str, *, baseline: bool = False) -> float:
-    """``float(evaluate(model))``; NaN is an error for the baseline, a failed cut otherwise."""
+    """``float(evaluate(model))``, a real number; NaN is an error for the baseline, a failed cut otherwise."""
     value = evaluate(model)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    is_scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool
+    if not (is_number or is_scalar_tensor):
         raise LoritaError(f"evaluate must return an accuracy (a number, in percent), got {type(value).__name__} "
-                          f"for {what}") from None
+                          f"{value!r:.40} for {what}")
+    value = float(value)
     if baseline and math.isnan(value):
         raise LoritaError(f"evaluate returned NaN for {what}; it must return an accuracy in percent")
     return value

@@ -1,11 +1,14 @@
 """Which layers of a model lorita can compose or compress, and matching user targets.
 
 Eligible: ``nn.Linear`` and ``nn.Conv2d`` with ``groups == 1`` (subclasses too, when
-they keep the parent's ``forward``). Left plain, and named in one warning: grouped and
-depthwise convs, transposed convs, Conv1d/Conv3d, the projections inside
-``nn.MultiheadAttention`` (it reads their weights directly), and layers whose weight is
-tied to another module. A module used under two names is one layer, known by its first
-name, with the others as aliases.
+they keep the parent's ``forward``, or when their class is registered as a plain linear
+map with ``register_linear_subclass`` and a numerical check on each layer agrees). Left
+plain, and named in one warning: grouped and depthwise convs, transposed convs,
+Conv1d/Conv3d, the projections inside ``nn.MultiheadAttention`` (it reads their weights
+directly), TorchScript submodules, layers whose weight is tied to another module and,
+when an example input is given, layers whose parent reads their weight instead of
+calling them (``lorita.probe.weight_readers``). A module used under two names is one
+layer, known by its first name, with the others as aliases.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
+from lorita.probe import weight_readers
 
 Selector = str | Sequence[str] | None
 
@@ -50,8 +56,99 @@ class Scan:
     skipped: dict[str, str]
 
 
+# nn.Linear / nn.Conv2d subclasses with a forward of their own that computes the plain
+# linear map (same math, written differently), by qualified class name. Each layer is still
+# checked numerically before it is accepted. Extend with register_linear_subclass.
+LINEAR_SUBCLASSES: set[str] = {
+    "transformers.models.falcon.modeling_falcon.FalconLinear",  # input @ weight.T + bias
+}
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_linear_subclass(cls: type | str) -> None:
+    """Let compose and compress treat ``cls``, an ``nn.Linear`` / ``nn.Conv2d`` subclass that
+    overrides ``forward``, as the plain layer it derives from.
+
+    Only for classes whose forward computes exactly ``F.linear(x, weight, bias)`` (or the
+    plain convolution): each such layer is checked on a random input before it is
+    accepted, and left plain, with the reason, where its output differs. ``cls`` may be
+    the class or its qualified name (``"package.module.Class"``). Already registered:
+    ``LINEAR_SUBCLASSES`` (transformers' ``FalconLinear``).
+
+    Example:
+        >>> class MyLinear(nn.Linear):
+        ...     def forward(self, x):
+        ...         return x @ self.weight.T + self.bias
+        >>> skipped_layers(nn.Sequential(MyLinear(4, 4), nn.Linear(4, 2)))["0"][:33]
+        'MyLinear overrides Linear.forward'
+        >>> register_linear_subclass(MyLinear)
+        >>> skipped_layers(nn.Sequential(MyLinear(4, 4), nn.Linear(4, 2)))
+        {}
+    """
+    if isinstance(cls, str):
+        if not cls or "." not in cls:
+            raise LoritaError(f"register_linear_subclass takes a class or its qualified name "
+                              f"('package.module.Class'), got {cls!r}")
+        LINEAR_SUBCLASSES.add(cls)
+        return
+    if not isinstance(cls, type) or not issubclass(cls, (nn.Linear, nn.Conv2d)):
+        raise LoritaError(f"register_linear_subclass takes an nn.Linear or nn.Conv2d subclass, got {cls!r}")
+    LINEAR_SUBCLASSES.add(_qualname(cls))
+
+
 def _keeps_forward(module: nn.Module, base: type) -> bool:
     return type(module).forward is base.forward
+
+
+def _registered(module: nn.Module) -> bool:
+    return any(_qualname(cls) in LINEAR_SUBCLASSES for cls in type(module).__mro__)
+
+
+# How far a registered subclass's own forward may be from the plain layer's, relative to
+# the output's size: summation order only (a different formula is off by O(1)).
+_CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-4}
+
+
+@torch.no_grad()
+def _acts_as_plain(module: nn.Module, base: type) -> bool:
+    """Whether the module's own forward equals ``base.forward`` on a seeded random input."""
+    weight = module.weight
+    if weight.is_meta:
+        return True  # no values to check (structure only); checked once the model is materialised
+    generator = torch.Generator().manual_seed(0)
+    if base is nn.Linear:
+        shape = (3, module.in_features)
+    else:  # two output positions per direction
+        shape = (2, module.in_channels, *(d * (k - 1) + 1 + s for k, s, d in
+                                          zip(module.kernel_size, module.stride, module.dilation)))
+    x = torch.randn(shape, generator=generator, dtype=torch.float64).to(weight.device, weight.dtype)
+    was_training = module.training
+    module.eval()
+    try:
+        got = type(module).forward(module, x)  # its own forward, without hooks
+        expected = F.linear(x, weight, module.bias) if base is nn.Linear else nn.Conv2d.forward(module, x)
+    except Exception:  # a forward that cannot take a plain input is not a plain linear map
+        return False
+    finally:
+        module.train(was_training)
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return False
+    tolerance = _CHECK_TOLERANCE.get(weight.dtype, 1e-2)  # half precisions: 1e-2
+    return bool((got - expected).abs().max() <= tolerance * (1 + expected.abs().max()))
+
+
+def _subclass_reason(module: nn.Module, base: type) -> str | None:
+    name = type(module).__name__
+    if not _registered(module):
+        return (f"{name} overrides {base.__name__}.forward (if it computes the plain linear map, opt it in with "
+                f"lorita.targets.register_linear_subclass({name}))")
+    if not _acts_as_plain(module, base):
+        return (f"{name} is registered as a plain linear map, but its forward differs from "
+                f"{base.__name__}.forward on a random input")
+    return None
 
 
 def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
@@ -66,9 +163,9 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     if isinstance(module, (nn.Conv1d, nn.Conv3d)):
         return f"{type(module).__name__}: only Conv2d is supported"
     if isinstance(module, nn.Linear) and not _keeps_forward(module, nn.Linear):
-        return f"{type(module).__name__} overrides Linear.forward"
+        return _subclass_reason(module, nn.Linear)
     if isinstance(module, nn.Conv2d) and not _keeps_forward(module, nn.Conv2d):
-        return f"{type(module).__name__} overrides Conv2d.forward"
+        return _subclass_reason(module, nn.Conv2d)
     if is_conv1d(module) and not _keeps_forward(module, conv1d_base(type(module))):
         return f"{type(module).__name__} overrides transformers Conv1D.forward"
     if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
@@ -76,8 +173,30 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     return None
 
 
-def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True) -> Scan:
+def check_model(model: Any, verb: str) -> None:
+    """Raise LoritaError unless ``model`` is an eager ``nn.Module`` (not TorchScript).
+
+    Example:
+        >>> check_model(nn.Linear(2, 2), "compose")
+    """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise LoritaError(f"lorita.{verb} does not support TorchScript models (the output of torch.jit.script or "
+                          f"torch.jit.trace): pass the eager nn.Module, then script or trace the result")
+    if not isinstance(model, nn.Module):
+        raise LoritaError(f"{verb} needs an nn.Module, got {type(model).__name__}")
+
+
+def _holds_scripted_layers(module: torch.jit.ScriptModule) -> bool:
+    return any(getattr(m, "original_name", "") in ("Linear", "Conv2d") for m in module.modules())
+
+
+def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, example_input: Any = None) -> Scan:
     """Find the eligible layers of ``model`` (plain Linear/Conv2d and/or composed layers).
+
+    ``example_input`` (optional): run the model once on it (eval mode) and leave plain
+    every layer whose parent reads its ``.weight`` instead of calling it
+    (``lorita.probe.weight_readers``). Without it no forward pass runs and such layers
+    count as eligible.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
@@ -98,6 +217,11 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True) 
             continue
         if isinstance(module, LOWRANK_TYPES):
             sealed.append(name)
+            continue
+        if isinstance(module, torch.jit.ScriptModule) and name:
+            sealed.append(name)
+            if _holds_scripted_layers(module):
+                skipped[name] = "TorchScript submodule: not supported (compose the eager module, then script the result)"
             continue
         if name == "" and (isinstance(module, (nn.Linear, nn.Conv2d, *COMPOSED_TYPES)) or is_conv1d(module)):
             continue  # the root itself cannot be swapped inside a container
@@ -125,6 +249,10 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True) 
         layer = Layer(name, module, [name])
         by_id[id(module)] = layer
         layers[name] = layer
+    if example_input is not None and layers:
+        for name, reason in weight_readers(model, example_input, {n: layer.module for n, layer in layers.items()}).items():
+            del layers[name]
+            skipped[name] = reason
     return Scan(layers, skipped)
 
 
@@ -156,13 +284,57 @@ def _validate_selector(selector: Selector, what: str) -> None:
         raise LoritaError(f"{what} must be a list of module names or one regex string, got {selector!r}")
 
 
+def _check_names(scan: Scan, keys: Iterable[str], what: str, verb: str, all_names: set[str]) -> None:
+    """Raise for a listed name that matches no layer: what it is instead, and what could match."""
+    names = list(scan.layers)
+    available = ", ".join(names) if names else "(none)"
+    for key in keys:
+        if any(_matches(n, [key]) or any(_matches(a, [key]) for a in scan.layers[n].aliases) for n in names):
+            continue
+        skipped = [n for n in scan.skipped if _matches(n, [key])]
+        if skipped:
+            if what == "exclude":
+                continue  # already left plain: excluding it is harmless
+            raise LoritaError(f"cannot {verb} {skipped[0]!r}: {scan.skipped[skipped[0]]}")
+        if any(_matches(n, [key]) for n in all_names):
+            if what == "exclude":
+                regex = re.escape(key) + r"\..*"
+                raise LoritaError(f"exclude names module {key!r}, which is not a Linear or Conv2d layer; exclude "
+                                  f"takes layer names (exact or .suffix) or one regex (e.g. {regex!r} for every "
+                                  f"layer inside it). Layers that can be {verb}d: {available}")
+            raise LoritaError(f"module {key!r} is not a Linear or Conv2d layer, so it cannot be {verb}d; "
+                              f"layers that can: {available}")
+        close = difflib.get_close_matches(key, names + list(scan.skipped), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        label = "unknown module name" if what == "targets" else "exclude names unknown module"
+        raise LoritaError(f"{label} {key!r}.{hint} Layers that can be {verb}d: {available}")
+
+
+def describe_skipped(skipped: dict[str, str], limit: int = 5) -> str:
+    """Layers left plain grouped by reason, a few names each: ``reason: a, b (3 layers)``.
+
+    Example:
+        >>> describe_skipped({"a": "tied", "b": "tied", "c": "Conv1d"})
+        'tied: a, b (2 layers); Conv1d: c'
+    """
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    parts = []
+    for reason, names in by_reason.items():
+        shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+        parts.append(f"{reason}: {shown}" + (f" ({len(names)} layers)" if len(names) > 1 else ""))
+    return "; ".join(parts)
+
+
 def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, verb: str = "compose",
            all_modules: Iterable[str] = ()) -> list[Layer]:
     """The eligible layers matched by ``targets`` (all if None) and not by ``exclude``.
 
     Names match exactly or as a ``.suffix``; a single string is a full-match regex. A
-    listed name that matches nothing, or a selection that matches nothing, raises an error
-    listing the layers that could have matched.
+    listed name (in ``targets`` or ``exclude``) that matches no layer, a regex ``exclude``
+    that matches none, or a selection that leaves nothing raises an error listing the
+    layers that could have matched (and why the others are left plain).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -173,21 +345,15 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
     _validate_selector(exclude, "exclude")
     names = list(scan.layers)
     available = ", ".join(names) if names else "(none)"
-    if not isinstance(targets, (str, type(None))):
-        all_names = set(all_modules)
-        for key in targets:
-            hit = [n for n in names if _matches(n, [key]) or any(_matches(a, [key]) for a in scan.layers[n].aliases)]
-            if hit:
-                continue
-            skipped = [n for n in scan.skipped if _matches(n, [key])]
-            if skipped:
-                raise LoritaError(f"cannot {verb} {skipped[0]!r}: {scan.skipped[skipped[0]]}")
-            if any(_matches(n, [key]) for n in all_names):
-                raise LoritaError(f"module {key!r} is not a Linear or Conv2d layer, so it cannot be {verb}d; "
-                                  f"layers that can: {available}")
-            close = difflib.get_close_matches(key, names, n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise LoritaError(f"unknown module name {key!r}.{hint} Layers that can be {verb}d: {available}")
+    all_names = set(all_modules)
+    if targets is not None and not isinstance(targets, str):
+        _check_names(scan, targets, "targets", verb, all_names)
+    if exclude is not None and not isinstance(exclude, str):
+        _check_names(scan, exclude, "exclude", verb, all_names)
+    if isinstance(exclude, str) and not any(_matches(a, exclude) for n in names for a in scan.layers[n].aliases) \
+            and not any(_matches(n, exclude) for n in scan.skipped):
+        raise LoritaError(f"exclude={exclude!r} (a regex, full match) matches no layer. Layers that can be "
+                          f"{verb}d: {available}")
     chosen = []
     for name, layer in scan.layers.items():
         if targets is not None and not any(_matches(a, targets) for a in layer.aliases):
@@ -196,8 +362,9 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
             continue
         chosen.append(layer)
     if not chosen:
+        plain = f" Left plain: {describe_skipped(scan.skipped)}." if scan.skipped else ""
         raise LoritaError(f"no layer matched targets={targets!r} exclude={exclude!r}. "
-                          f"Layers that could have matched: {available}")
+                          f"Layers that could have matched: {available}.{plain}")
     return chosen
 
 
@@ -208,17 +375,20 @@ def warn_skipped(skipped: dict[str, str], verb: str) -> None:
         warnings.warn(f"lorita.{verb} left {len(skipped)} layer(s) plain: {lines}", stacklevel=3)
 
 
-def skipped_layers(model: nn.Module) -> dict[str, str]:
+def skipped_layers(model: nn.Module, *, example_input: Any = None) -> dict[str, str]:
     """Layers that look linear but are left plain by compose and compress: ``{name: reason}``.
 
     The same list the warnings name (grouped/depthwise/transposed convs, Conv1d/Conv3d,
     projections inside ``nn.MultiheadAttention``, tied weights, ...), for results files.
+    With ``example_input``, also the layers whose parent reads their weight instead of
+    calling them (as compose and compress find them with the same input).
 
     Example:
         >>> skipped_layers(nn.Sequential(nn.Conv1d(2, 2, 3), nn.Linear(2, 2)))
         {'0': 'Conv1d: only Conv2d is supported'}
     """
-    return dict(scan_layers(model).skipped)
+    check_model(model, "skipped_layers")
+    return dict(scan_layers(model, example_input=example_input).skipped)
 
 
 def replace_module(model: nn.Module, layer: Layer, new: nn.Module) -> None:
