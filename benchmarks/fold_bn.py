@@ -14,7 +14,7 @@ import json
 import torch
 
 import lorita
-from lorita.cli.common import dataset_of
+from lorita.runs import data_of
 from lorita.fold import fold_batchnorm
 from lorita.sweep import smallest_within, sweep
 from lorita.train import evaluate
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for run in args.runs:
-        data = dataset_of(run)
+        data = data_of(run)
         example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
         val = lambda m: evaluate(m, data.val)[0]
         merged = lorita.merge(lorita.load(f"{run}/model.lorita")).eval()

@@ -16,7 +16,7 @@ data, test accuracy is only reported. MACs and params come from ``lorita.profile
 (PyTorch's FlopCounterMode) for every method; FLOPs = 2 x MACs. Latency: CPU, eval mode,
 ``torch.inference_mode``, a fixed thread count, median of repeats at batch 1 and 64.
 
-Output (``--out``, default runs/peers): ``results.json``, ``table.md``,
+Output (``--out``, default runs/peers): ``results.json``, ``report.md``,
 ``accuracy_vs_macs.png``, and one training run folder per model and depth.
 
     python benchmarks/peers.py --quick                         # smoke run, about 3 minutes on 2 cores
@@ -228,32 +228,32 @@ def _recipe(spec: PeersSpec, name: str, data) -> _Recipe:
     return _Recipe(_capped(data, max_train), config, ft_epochs, finetune, max_train)
 
 
-def _run_config(spec: PeersSpec, recipe: _Recipe, name: str, depth: int) -> dict:
+def _run_config(spec: PeersSpec, recipe: _Recipe, name: str, depth: int):
+    """The training run of one model and depth (val and test capped at ``max_eval`` are in the peers spec)."""
     from lorita.models import paper_exclude
+    from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig
 
     data = recipe.data
-    return {
-        "command": "train", "lorita_version": lorita.__version__,
-        "model": {"name": name, "num_classes": data.num_classes, "in_channels": data.in_channels,
-                  "image_size": data.image_size, "kwargs": dict(spec.model_kwargs.get(name, {}))},
-        "dataset": {"name": data.name, "data_dir": spec.data_dir, "val_fraction": 0.1,
-                    "seed": recipe.config.seed, "max_train": recipe.max_train, "max_eval": spec.max_eval},
-        "compose": {"depth": depth, "init": "default", "mode": "auto", "factor_side": "input",
-                    "exclude": paper_exclude(name)},
-        "train": recipe.config.to_dict(),
-    }
+    inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
+    return RunConfig(ModelSpec(name, dict(spec.model_kwargs.get(name, {})), inputs),
+                     DataSpec(data.name, spec.data_dir, 0.1, recipe.config.seed, recipe.max_train),
+                     ComposeSpec(depth, exclude=paper_exclude(name)), recipe.config)
 
 
-def _trained(folder: Path, run_config: dict, data, reuse: bool, progress: bool) -> dict:
-    """Train into ``folder``, or reuse it when it finished with the same config."""
-    from lorita.cli.train_cmd import train_run
+def _trained(folder: Path, config, data, reuse: bool, progress: bool) -> tuple[dict, nn.Module]:
+    """Train into ``folder`` and return (results, merged model), or reuse a finished run of the same config."""
+    from lorita.runs import RunConfig, read_json, train_run
 
-    done = folder / "results.json"
-    if reuse and done.is_file() and (folder / "model.lorita").is_file():
-        old = json.loads((folder / "config.json").read_text())
-        if old == json.loads(json.dumps(run_config)):
-            return json.loads(done.read_text())
-    return train_run(folder, run_config, data, overwrite=True, progress=progress)
+    if reuse and (folder / "results.json").is_file() and (folder / "model.lorita").is_file():
+        try:
+            same = RunConfig.from_dict(read_json(folder / "config.json", "lorita train")) == config
+        except LoritaError:
+            same = False
+        if same:
+            return read_json(folder / "results.json", "lorita train"), \
+                lorita.merge(lorita.load(folder / "model.lorita")).eval()
+    run = train_run(folder, config, data, overwrite=True, progress=progress, nested=not folder.exists())
+    return run.results, lorita.merge(run.model).eval()
 
 
 def _latencies(model: nn.Module, shape: tuple, spec: PeersSpec) -> dict:
@@ -294,15 +294,22 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
 
     ``results.json`` is rewritten (atomically) after every row, so a killed run keeps what it measured.
     """
-    from lorita.cli.common import prepare_out, write_json
-    from lorita.experiment import machine
+    from lorita.runs import RunOutput, is_marked, machine, write_json
+    from lorita.runs.folder import mark
     from lorita.train import TrainConfig
 
     start = time.time()
-    out = Path(out)
-    if not (reuse and out.is_dir()):
-        prepare_out(out, overwrite)
-    write_json(out / "config.json", {"command": "peers", "spec": dataclasses.asdict(spec)})
+    final = Path(out)
+    output = None
+    if reuse and final.is_dir():
+        if not is_marked(final):
+            raise LoritaError(f"--reuse-runs: {final} is not a lorita run folder; choose another --out")
+        out = final
+    else:
+        output = RunOutput(final, overwrite=overwrite)
+        out = output.begin()  # OUT.partial until every row is measured; a killed run keeps what it measured there
+    write_json(out / "config.json", mark({"command": "peers", "lorita_version": lorita.__version__,
+                                          "spec": dataclasses.asdict(spec)}))
     device = _device(TrainConfig.from_dict(spec.train).device)
     data = data if data is not None else _load_data(spec)
     shape = (data.in_channels, data.image_size, data.image_size)
@@ -336,9 +343,9 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
         for depth in [1, *sorted(set(spec.depths))]:
             say(f"[{name}] training depth {depth} on {data.name}, {len(recipe.data.train)} images "
                 f"({recipe.config.epochs} epochs, {device})")
-            folder = out / name / f"depth{depth}"
-            runs[depth] = _trained(folder, _run_config(spec, recipe, name, depth), recipe.data, reuse, progress)
-            merged[depth] = lorita.merge(lorita.load(folder / "model.lorita")).eval()
+            folder = out / f"{name}-depth{depth}"
+            runs[depth], merged[depth] = _trained(folder, _run_config(spec, recipe, name, depth), recipe.data, reuse,
+                                                  progress)
         base = lorita.profile(merged[1], example)
         columns = {f"lorita-d{d}": d for d in sorted(set(spec.depths))} | {"svd": 1}
         if tp_available:
@@ -375,6 +382,8 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
                 save()
     results["complete"] = True
     save()
+    if output is not None:
+        output.commit()
     return results
 
 
@@ -466,7 +475,7 @@ def plot(results: dict, path: str | Path) -> Path:
 
 def _per_model(pairs: list[str] | None, flag: str = "--model-arg") -> dict:
     """``["fcn:width=64", "fcn:hidden_layers=2"]`` -> ``{"fcn": {"width": 64, "hidden_layers": 2}}``."""
-    from lorita.cli.common import parse_model_args
+    from lorita.cli.options import parse_model_args
 
     out: dict[str, dict] = {}
     for pair in pairs or []:
@@ -478,9 +487,10 @@ def _per_model(pairs: list[str] | None, flag: str = "--model-arg") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lorita.cli.train_cmd import add_train_options, train_config_from
+    from lorita.cli.options import train_config_from, train_options
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[train_options(epochs=10)])
     p.add_argument("--quick", action="store_true",
                    help="smoke run: FCN width 64, 500 training and 1000 val/test images, 1+1 epochs, few latency repeats")
     p.add_argument("--models", nargs="+", default=["fcn", "resnet20"])
@@ -506,8 +516,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse-runs", action="store_true",
                    help="keep --out and reuse its training runs that finished with the same config")
     p.add_argument("--no-progress", action="store_true")
-    add_train_options(p)
-    p.set_defaults(epochs=10)
     args = p.parse_args(argv)
     kwargs = _per_model(args.model_arg)
     per_model = _per_model(args.model_recipe, "--model-recipe")
@@ -527,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                         progress=not args.no_progress and sys.stderr.isatty(), say=say)
     out = Path(args.out)
     text = table(results)
-    atomic_write_text(out / "table.md", text + "\n")
+    atomic_write_text(out / "report.md", text + "\n")
     plot(results, out / "accuracy_vs_macs.png")
     epochs = "; ".join(f"{name}: {info['epochs']['train']} training + {info['epochs']['finetune']} fine-tuning "
                        f"epochs on {info['train_images']} images" for name, info in results["models"].items())
@@ -535,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{results['threads']} thread(s), median; MACs/FLOPs per example (FLOPs = 2 x MACs); "
           f"{results['machine']}; {results['seconds'] / 60:.1f} min\n")
     print(text)
-    print(f"\nwrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy_vs_macs.png'}")
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}, {out / 'accuracy_vs_macs.png'}")
     return 0
 
 

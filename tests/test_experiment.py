@@ -10,7 +10,7 @@ import pytest
 from lorita import LoritaError
 from lorita.cli import main
 from lorita.data import list_datasets
-from lorita.experiment import ExperimentSpec, load_spec
+from lorita.runs import ExperimentSpec, load_spec
 from lorita.models import list_models
 from lorita.train import TrainConfig
 
@@ -28,7 +28,7 @@ def test_there_is_a_config_per_paper_setup():
 def test_configs_load(path, reduced):
     spec = load_spec(path, reduced=reduced)
     assert spec.model in list_models() and spec.dataset in list_datasets()
-    TrainConfig.from_dict(spec.train)  # validates every recipe field
+    assert isinstance(spec.train, TrainConfig)  # every recipe field validated
     if reduced:
         assert spec.dataset == "fashion-mnist"  # runs on CPU here, no download
 
@@ -59,14 +59,49 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"depths": [2, 3]}, r"depths must include 1"),
-    ({"max_drop": -1}, r"max_drop must be >= 0"),
-    ({"points": 1}, r"points must be >= 2"),
-    ({"refine_steps": -1}, r"refine_steps must be >= 0"),
-    ({"init": "xavier"}, r"init must be one of \('default', 'preserve', 'balanced'\), got 'xavier'"),
+    ({"max_drop": -1}, r"max_drop \(accuracy points\) must be a finite number >= 0"),
+    ({"max_drop": float("nan")}, r"max_drop \(accuracy points\) must be a finite number >= 0, got nan"),
+    ({"points": 1}, r"points must be an integer >= 2"),
+    ({"points": "40"}, r"points must be an integer >= 2, got '40'"),
+    ({"refine_steps": -1}, r"refine_steps must be an integer >= 0"),
+    ({"init": "xavier"}, r"init must be one of 'default', 'preserve', 'balanced', got 'xavier'"),
+    ({"depths": "abc"}, r"depths must be a list of integers >= 1"),
+    ({"depths": [1, 2.5]}, r"depths must be a list of integers >= 1"),
+    ({"train": "sgd"}, r"train must be an object of training-recipe fields"),
+    ({"train": {"lr": -1}}, r"lr must be a finite number > 0"),
+    ({"model_kwargs": [1]}, r"model_kwargs must be an object"),
+    ({"exclude": "head"}, r"exclude must be a list of module names"),
+    ({"test_every_cut": "no"}, r"test_every_cut must be true or false"),
+    ({"max_train": 0}, r"max_train \(a positive number of examples\) must be an integer >= 1"),
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):
         ExperimentSpec(name="x", model="fcn", dataset="digits", **kwargs)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"null", r"must hold a JSON object with 'common', 'full' and 'reduced' sections"),
+    (b"[]", r"must hold a JSON object"),
+    (b"{\"common\": 5, \"full\": {}}", r"the 'common' section must be an object"),
+    (b"{\"common\": {}, \"full\": \"x\"}", r"the 'full' section must be an object"),
+    (b"{\"common\": {}, \"full\": {\"dataset\": \"digits\"}}", r"missing model"),
+    (b"{\"common\": {\"model\": \"fcn\"}, \"reduced\": {}}", r"has no 'full' section"),
+    (b"\xff\xfe{\"common\"", r"is not UTF-8 text"),
+    (b"{\"common\": {\"model\": \"fcn\"", r"is not valid JSON"),
+    (b"{\"common\": {\"model\": 5}, \"full\": {\"dataset\": \"digits\"}}", r"model must be a non-empty string"),
+    (b"{\"common\": {\"model\": \"fcn\", \"train\": \"fast\"}, \"full\": {\"dataset\": \"digits\"}}",
+     r"train must be an object"),
+])
+def test_malformed_config_is_a_clear_error(content, message, tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(LoritaError, match=message):
+        load_spec(path)
+
+
+def test_config_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(LoritaError, match="is a folder"):
+        load_spec(tmp_path)
 
 
 def test_unknown_config_key(tmp_path):

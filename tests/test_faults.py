@@ -125,7 +125,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
 
 
 def test_failed_json_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    from lorita.cli.common import write_json
+    from lorita.runs import write_json
     path = tmp_path / "results.json"
     write_json(path, {"command": "train", "test_acc": 90.0})
     before = path.read_text()
@@ -179,7 +179,7 @@ def cli_error(argv, capsys) -> str:
     ("results.json", b"[1, 2]", r"results\.json does not hold a JSON object"),
     ("config.json", b"", r"config\.json is not valid JSON"),
     ("config.json", b"{\"command\": \"report\"}", r"config\.json is neither a train nor a compress run"),
-    ("config.json", b"{\"command\": \"train\", \"dataset\": 5}", r"config\.json .*has no dataset entry"),
+    ("config.json", b"{\"command\": \"train\", \"dataset\": 5}", r"config\.json.*'dataset' must be an object"),
     ("model.lorita", b"\x00" * 100, r"model\.lorita is not a readable safetensors file"),
 ])
 def test_compress_refuses_a_damaged_run(damaged, tmp_path, capsys, name, content, message):

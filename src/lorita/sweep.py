@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from lorita.svd_cache import SVDCache
 from lorita.targets import scan_layers
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -53,14 +54,15 @@ def pick_thresholds(candidates: list[float], count: int) -> list[float]:
 def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.Module], float],
           test_acc: Callable[[nn.Module], float] | None, *, points: int = 40,
           refine_targets: Iterable[float] = (), refine_steps: int = 6,
-          progress: Callable[[int], None] | None = None) -> list[SweepPoint]:
+          progress: Callable[[int], None] | None = None, svd_cache: SVDCache | None = None) -> list[SweepPoint]:
     """Cut a merged ``model`` at ``points`` global thresholds, then bisect near each validation target.
 
     ``refine_targets``: validation accuracies (%) whose boundary is refined with up to
     ``refine_steps`` extra cuts each, between the strongest passing and the weakest
     failing threshold found so far. ``test_acc=None`` skips test data during the sweep (for
     models where evaluation is costly); fill in the chosen cuts afterwards with
-    :func:`measure_test`. Returns points sorted by threshold.
+    :func:`measure_test`. ``svd_cache``: share one ``SVDCache`` with later cuts of the same
+    model (each layer's SVD then runs once in all). Returns points sorted by threshold.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -74,7 +76,7 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
     layers = scan_layers(model).layers
     costs = {name: LayerCost(*layer_shape(layers[name].module)) for name in spectra}
     candidates = global_thresholds(spectra, costs)
-    cache = SVDCache()  # each layer's SVD once, not once per cut
+    cache = svd_cache if svd_cache is not None else SVDCache()  # each layer's SVD once, not once per cut
     done: dict[float, SweepPoint] = {}
 
     def cut(threshold: float) -> SweepPoint:
@@ -109,8 +111,13 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
     return [done[t] for t in sorted(done)]
 
 
-def smallest_within(points: list[SweepPoint], target: float) -> SweepPoint | None:
-    """The cut with the fewest parameters whose validation accuracy is at least ``target``.
+def smallest_within(items: Iterable[T], target: float, *, val: Callable[[T], float | None] = lambda p: p.val_acc,
+                    size: Callable[[T], float | None] = lambda p: p.params) -> T | None:
+    """The item with the smallest ``size`` whose ``val`` (validation accuracy) is at least ``target``.
+
+    The one rule behind every "smallest model within the budget" choice: sweep points here,
+    compress run folders in ``lorita.report``. Items whose ``val`` or ``size`` is None are
+    skipped; ties go to the higher ``val``.
 
     Example:
         >>> a = SweepPoint(0.1, 90, 90, 0.9, 0.9, 91.0, 90.5, {})
@@ -118,11 +125,24 @@ def smallest_within(points: list[SweepPoint], target: float) -> SweepPoint | Non
         >>> smallest_within([a, b], 90.0).params
         90
     """
-    passing = [p for p in points if p.val_acc >= target]
-    return min(passing, key=lambda p: (p.params, -p.val_acc)) if passing else None
+    passing = [p for p in items if val(p) is not None and size(p) is not None and val(p) >= target]
+    return min(passing, key=lambda p: (size(p), -val(p))) if passing else None
 
 
-def measure_test(model: nn.Module, point: SweepPoint, test_acc: Callable[[nn.Module], float]) -> SweepPoint:
+def choose_cuts(points: list[SweepPoint], targets: dict[str, float]) -> dict[str, SweepPoint | None]:
+    """For each named validation target (e.g. views ``"b"`` and ``"a"``), the smallest cut within it.
+
+    Example:
+        >>> a = SweepPoint(0.1, 90, 90, 0.9, 0.9, 91.0, 90.5, {})
+        >>> b = SweepPoint(0.5, 20, 20, 0.2, 0.2, 88.0, 87.0, {})
+        >>> {view: p.params for view, p in choose_cuts([a, b], {"b": 90.0, "a": 87.5}).items()}
+        {'b': 90, 'a': 20}
+    """
+    return {name: smallest_within(points, target) for name, target in targets.items()}
+
+
+def measure_test(model: nn.Module, point: SweepPoint, test_acc: Callable[[nn.Module], float], *,
+                 svd_cache: SVDCache | None = None) -> SweepPoint:
     """Set ``point.test_acc`` (if not measured yet) by cutting ``model`` again at ``point``'s ranks.
 
     Example:
@@ -132,7 +152,7 @@ def measure_test(model: nn.Module, point: SweepPoint, test_acc: Callable[[nn.Mod
         99.0
     """
     if point.test_acc is None:
-        point.test_acc = test_acc(compress(model, ranks=point.ranks).eval())
+        point.test_acc = test_acc(compress(model, ranks=point.ranks, svd_cache=svd_cache).eval())
     return point
 
 

@@ -37,7 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", force=True)
+    if not args.verbose:  # the workflow's own progress lines, without the library's details
+        runs = logging.getLogger("lorita.runs")
+        if not runs.handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            runs.addHandler(handler)
+        runs.setLevel(logging.INFO)
+        runs.propagate = False
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -47,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorita {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # full disk, permissions: files already written stay intact (atomic writes)
-        print(f"lorita {args.command}: error: {err.strerror or err} ({err.filename or 'file system'})", file=sys.stderr)
+        print(f"lorita {args.command}: error: {err.strerror or err} ({err.filename or 'file system'}); "
+              "files written before stay intact", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"lorita {args.command}: interrupted", file=sys.stderr)

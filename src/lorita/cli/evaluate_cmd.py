@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-import lorita
-from lorita.cli.common import dataset_of, write_json
-from lorita.errors import LoritaError
-
 EXAMPLE = """example:
   lorita evaluate runs/fcn-d3
   lorita evaluate runs/fcn-d3-e95 --write     # also writes evaluation.json into the run
@@ -26,24 +20,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
-    """Evaluate ``run_dir/model.lorita`` on the run's own validation and test splits."""
-    from lorita.train import evaluate
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.lorita").is_file():
-        raise LoritaError(f"{run_dir} has no model.lorita: is it a finished 'lorita train' or 'lorita compress' run?")
-    data = dataset_of(run_dir)
-    model = lorita.load(run_dir / "model.lorita").eval()
-    example = torch.zeros(1, data.in_channels, data.image_size, data.image_size)
-    counts = lorita.profile(lorita.merge(model), example)
-    val_acc, val_loss = evaluate(model, data.val)
-    test_acc, test_loss = evaluate(model, data.test)
-    return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "test_loss": test_loss,
-            "params": counts.params, "macs": counts.macs, "flops": counts.flops}, counts
-
-
 def run(args: argparse.Namespace) -> int:
+    from lorita.runs import evaluate_run, write_json
+
     result, counts = evaluate_run(args.run)
     print(f"{args.run}: val {result['val_acc']:.2f}% (loss {result['val_loss']:.4f}), "
           f"test {result['test_acc']:.2f}% (loss {result['test_loss']:.4f})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lorita.cli.options import output_options, require
 from lorita.composed import INITS
 
 EXAMPLE = """example:
@@ -16,23 +17,22 @@ EXAMPLE = """example:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("experiment", help="run a paper setup from experiments/*.json",
-                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       parents=[output_options()])
     p.add_argument("config", help="an experiment config (experiments/*.json)")
     p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 25 min on 2 cores")
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
     p.add_argument("--init", choices=INITS,
                    help="init of the composed factors, overriding the config's (default: the config's)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorita.experiment import load_spec, run_experiment
+    from lorita.runs import load_spec, run_experiment
 
     spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init)
+    require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
-    print(open(f"{args.out}/report.md").read())
+    print(open(f"{args.out}/report.md", encoding="utf-8").read())
     print(f"[{spec.name}] done in {results['seconds']:.0f} s", file=sys.stderr)
     return 0

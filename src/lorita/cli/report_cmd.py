@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lorita.cli.options import output_options, require
+
 EXAMPLE = """example:
   lorita report runs/fcn-d1 runs/fcn-d3 runs/fcn-d3-e95 --out runs/report
 """
@@ -11,16 +13,26 @@ EXAMPLE = """example:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown summary and plots of run folders",
-                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       parents=[output_options(default_out="report")])
     p.add_argument("runs", nargs="+", help="run folders (train and compress)")
-    p.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
+    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget of the comparison, in points")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorita.report import write_report
+    import lorita
+    from lorita.report import read_runs, write_report
+    from lorita.runs import RunOutput, write_json
+    from lorita.runs.folder import mark
 
-    path = write_report(args.runs, args.out)
-    print(path.read_text())
-    print(f"written: {path}")
+    require("matplotlib", command="report")
+    runs = read_runs(args.runs)  # every run folder is read and checked before anything is written
+    with RunOutput(args.out, overwrite=args.overwrite) as folder:
+        write_json(folder / "config.json", mark({"command": "report", "lorita_version": lorita.__version__,
+                                                 "runs": [str(r.path) for r in runs], "max_drop": args.max_drop}))
+        path = write_report(runs, folder, max_drop=args.max_drop)
+        text = path.read_text(encoding="utf-8")
+    print(text)
+    print(f"written: {args.out}/report.md")
     return 0

@@ -7,9 +7,9 @@ Example:
     >>> net = create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
 """
 
-from lorita.models.registry import create_model, list_models, paper_exclude
+from lorita.models.registry import create_model, list_models, model_inputs, paper_exclude
 
 # Importing the family files registers their builders.
 from lorita.models import fcn, resnet, vgg, vit  # noqa: F401,E402
 
-__all__ = ["create_model", "list_models", "paper_exclude"]
+__all__ = ["create_model", "list_models", "model_inputs", "paper_exclude"]

@@ -1,5 +1,5 @@
 """Markdown summary of run folders: a table of train runs, a table of compress runs,
-a comparison at a 1-point accuracy budget (METHOD.md section 5) and the plots.
+a comparison at an accuracy budget (1 point by default; docs/METHOD.md section 5) and the plots.
 
 Every number comes from the run folders' files; nothing is recomputed.
 """
@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lorita.atomic import atomic_write_text
+from lorita.checks import check_number
 from lorita.errors import LoritaError
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, find_source, read_runs, source_name
+from lorita.sweep import smallest_within
 
 log = logging.getLogger(__name__)
 
 NA = "n/a"
-BUDGET = 1.0  # accuracy points, METHOD.md section 5
 PLOTS = (  # (file name, function, caption)
     ("training_curves.png", plot_training_curves, "Validation accuracy per epoch"),
     ("spectra.png", plot_spectra, "Normalised singular values per layer"),
@@ -152,12 +153,13 @@ def _reference(train: Run, trains: list[Run]) -> Run | None:
 
 
 def _smallest_within(members: list[Run], target: float) -> Run | None:
-    ok = [r for r in members if _num(_final(r, "val_acc")) and _final(r, "val_acc") >= target
-          and _num(r.get("kept", "params"))]
-    return min(ok, key=lambda r: r.get("kept", "params"), default=None)
+    def number(value):
+        return value if _num(value) else None
+    return smallest_within(members, target, val=lambda r: number(_final(r, "val_acc")),
+                           size=lambda r: number(r.get("kept", "params")))
 
 
-def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
+def _comparison(cuts: list[Run], runs: list[Run], budget: float) -> list[str]:
     trains = [r for r in runs if r.kind == "train"]
     groups: dict[str, list[Run]] = {}
     for run in cuts:
@@ -176,9 +178,9 @@ def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
             if not _num(base):
                 rows.append([label, view, NA, missing, NA, NA, NA])
                 continue
-            target = base - BUDGET
+            target = base - budget
             best = _smallest_within(members, target)
-            target_text = f"{target:.2f} ({whose} {base:.2f} - {BUDGET:g})"
+            target_text = f"{target:.2f} ({whose} {base:.2f} - {budget:g})"
             if best is None:
                 rows.append([label, view, target_text, f"none of {_plural(len(members), 'run')} reaches it",
                              NA, NA, NA])
@@ -188,12 +190,12 @@ def _comparison(cuts: list[Run], runs: list[Run]) -> list[str]:
     return [*_table(head, rows), "",
             f"For each source model, the compress run with the fewest params whose validation accuracy (after "
             f"fine-tuning if any) reaches the target; its test accuracy is reported. "
-            f"View (a): {BUDGET:g} point below the model's own uncompressed accuracy (the paper's). View (b): "
-            f"{BUDGET:g} point below the plain depth-1 model's, the same absolute bar for every depth (the fair "
+            f"View (a): {budget:g} point below the model's own uncompressed accuracy (the paper's). View (b): "
+            f"{budget:g} point below the plain depth-1 model's, the same absolute bar for every depth (the fair "
             "one). Only the compress runs given are compared: a finer sweep of cuts gives a finer answer."]
 
 
-def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1) -> str:
+def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budget: float = 1.0) -> str:
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
         raise LoritaError(f"level must be an integer from 1 to 5 (the Markdown heading level), got {level!r}")
     top, sub = "#" * level, "#" * (level + 1)
@@ -206,7 +208,7 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1) -> st
         lines += [f"{sub} Train runs", "", *_train_table(trains), ""]
     if cuts:
         lines += [f"{sub} Compress runs", "", *_compress_table(cuts), ""]
-        lines += [f"{sub} Comparison at a {BUDGET:g}-point budget", "", *_comparison(cuts, runs), ""]
+        lines += [f"{sub} Comparison at a {budget:g}-point budget", "", *_comparison(cuts, runs, budget), ""]
     if plots:
         lines += [f"{sub} Plots", ""]
         for caption, name in plots:
@@ -214,20 +216,22 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1) -> st
     return "\n".join(lines)
 
 
-def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1) -> str:
+def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1, max_drop: float = 1.0) -> str:
     """The report's Markdown (tables only, no plots), without writing anything.
 
     ``level``: heading level of its title (sections one deeper), to embed it in another document.
+    ``max_drop``: the accuracy budget of the comparison, in points.
 
     Example:
         >>> print(summarize(["runs/fcn-d1", "runs/fcn-d3"]))  # doctest: +SKIP
         # LoRITa report
         ...
     """
-    return _render(read_runs(run_paths), [], level)
+    return _render(read_runs(run_paths), [], level, check_number("max_drop", max_drop, minimum=0))
 
 
-def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike) -> Path:
+def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike,
+                 max_drop: float = 1.0) -> Path:
     """Write ``out_dir/report.md`` (atomically) and its PNG plots; return the report's path.
 
     ``out_dir`` is created if missing. Plots with nothing to show are left out.
@@ -236,6 +240,7 @@ def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os
         >>> write_report(["runs/fcn-d1", "runs/fcn-d3", "runs/fcn-d3-cut"], "report")  # doctest: +SKIP
         PosixPath('report/report.md')
     """
+    budget = check_number("max_drop", max_drop, minimum=0)
     runs = read_runs(run_paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,6 +249,6 @@ def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os
         if plot(runs, out / name) is not None:
             plots.append((caption, name))
     target = out / "report.md"
-    atomic_write_text(target, _render(runs, plots))
+    atomic_write_text(target, _render(runs, plots, budget=budget))
     log.info("wrote %s", target)
     return target

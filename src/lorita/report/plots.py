@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 MAX_SPECTRA = 12
 
 
-def _figure(width: float, height: float):
+def figure(width: float, height: float):
+    """A matplotlib Figure on its own Agg canvas (no pyplot, no global state)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -34,7 +35,8 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a PNG atomically and return the path."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")
@@ -75,7 +77,7 @@ def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os
     trains = [r for r in _runs(runs) if r.kind == "train" and r.metrics]
     if not trains:
         return None
-    fig = _figure(6.4, 4.2)
+    fig = figure(6.4, 4.2)
     ax = fig.add_subplot()
     for run, color in zip(trains, _colors(len(trains))):
         epochs = [row["epoch"] for row in run.metrics]
@@ -91,7 +93,7 @@ def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os
     ax.set_title("Validation accuracy per epoch (star: best epoch, the model kept)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _pick_layers(names: list[str]) -> list[str]:
@@ -123,7 +125,7 @@ def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLik
     shown = _pick_layers(names)
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig = _figure(3.3 * cols, 2.6 * rows + 0.6)
+    fig = figure(3.3 * cols, 2.6 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False)
     colors = _colors(len(trains))
     for k, ax in enumerate(axes.flat):
@@ -160,7 +162,7 @@ def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLik
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize="small",
                bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(labels) / 4)))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _pct(value) -> float:
@@ -183,7 +185,7 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
     groups: dict[str, list[Run]] = {}
     for run in cuts:
         groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
-    fig = _figure(6.4, 4.4)
+    fig = figure(6.4, 4.4)
     ax = fig.add_subplot()
     markers = "osD^vP<>Xh"
     for k, ((source, members), color) in enumerate(zip(groups.items(), _colors(len(groups)))):
@@ -207,7 +209,7 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
     ax.set_title("Accuracy vs size (100%: uncompressed)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
@@ -225,7 +227,7 @@ def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike)
     for run in cuts:
         layers += [n for n in run.results["ranks"] if n not in layers]
     width = 0.8 / len(cuts)
-    fig = _figure(max(6.4, 0.32 * len(layers) * max(1.0, len(cuts) / 2) + 2), 4.4)
+    fig = figure(max(6.4, 0.32 * len(layers) * max(1.0, len(cuts) / 2) + 2), 4.4)
     ax = fig.add_subplot()
     any_dense = False
     for k, (run, color) in enumerate(zip(cuts, _colors(len(cuts)))):
@@ -250,4 +252,4 @@ def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike)
     ax.set_title(title)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, get_args
 
 import torch
 
 from lorita.errors import LoritaError
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "plateau", "constant")
+Optimizer = Literal["sgd", "adamw"]
+Schedule = Literal["cosine", "plateau", "constant"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 def _is_int(value: Any) -> bool:
@@ -62,21 +64,23 @@ class TrainConfig:
         True
     """
 
-    epochs: int = 20
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.1
-    schedule: str = "cosine"
-    plateau_patience: int = 5
-    plateau_factor: float = 0.1
-    warmup_epochs: int = 0
-    seed: int = 0
-    augment: bool | None = None
-    device: str = "auto"
-    eval_batch_size: int = 1000
+    epochs: int = field(default=20, metadata={"help": "training epochs"})
+    batch_size: int = field(default=128, metadata={"help": "global batch (split over ranks under torchrun)"})
+    optimizer: Optimizer = field(default="sgd", metadata={
+        "help": "sgd: coupled weight decay = the LoRITa penalty; adamw: decoupled, a different penalty"})
+    lr: float = field(default=0.05, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "weight decay on every parameter"})
+    label_smoothing: float = field(default=0.1, metadata={"help": "label smoothing of the training loss"})
+    schedule: Schedule = field(default="cosine", metadata={"help": "learning-rate schedule"})
+    plateau_patience: int = field(default=5, metadata={"help": "plateau: epochs without a lower val loss"})
+    plateau_factor: float = field(default=0.1, metadata={"help": "plateau: lr factor"})
+    warmup_epochs: int = field(default=0, metadata={"help": "linear warm-up epochs"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, the init and the batch order"})
+    augment: bool | None = field(default=None, metadata={
+        "help": "random crop + flip (default: on for CIFAR, off for MNIST-like data)"})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1 ..."})
+    eval_batch_size: int = field(default=1000, metadata={"help": "batch size of evaluation passes"})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):

@@ -108,7 +108,16 @@ class _Progress:
     best_state: dict[str, torch.Tensor] | None = None
 
 
-def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, config: TrainConfig) -> _Progress:
+def check_resume(path: str | Path, config: TrainConfig) -> dict:
+    """The checkpoint at ``path`` if ``config`` may continue it (only ``epochs`` may differ), else LoritaError.
+
+    Example:
+        >>> check_resume("no/such/checkpoint.pt", TrainConfig())
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no checkpoint at no/such/checkpoint.pt; train without resume first, or point to the right folder
+    """
+    path = Path(path)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise LoritaError(f"{path} is not a lorita training checkpoint (no format={CHECKPOINT_FORMAT!r})")
@@ -125,6 +134,11 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         )
     if ckpt["epoch"] > config.epochs:
         raise LoritaError(f"{path} has already trained {ckpt['epoch']} epochs, more than epochs={config.epochs}")
+    return ckpt
+
+
+def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, config: TrainConfig) -> _Progress:
+    ckpt = check_resume(path, config)
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, KeyError, AttributeError) as err:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lorita.atomic import atomic_write_text
 from lorita.profile import human
+from lorita.report.plots import figure, save_figure
 
 
 def _pct(x) -> str:
@@ -42,12 +43,8 @@ def headline_table(results: dict) -> list[str]:
 
 def plot_sweeps(results: dict, path: Path, size_key: str, label: str) -> Path:
     """Validation (left, where cuts are chosen) and test (right) accuracy vs size kept, one line per depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig = figure(11, 4.2)
+    axes = fig.subplots(1, 2, sharey=True)
     plain_target = results["depths"]["1"]["views"]["b"]
     for depth, info in results["depths"].items():
         pts = sorted(info["sweep"], key=lambda p: p[size_key])
@@ -75,9 +72,7 @@ def plot_sweeps(results: dict, path: Path, size_key: str, label: str) -> Path:
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"{results['dataset']}: accuracy vs {label} kept (stars: smallest cut within the target)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_demo_report(out: Path, results: dict, cut_folders: list[Path]) -> Path:

@@ -1,0 +1,123 @@
+"""Argument checks shared by the library: one place for "is this an integer / a fraction / a choice".
+
+Each ``check_*`` returns the value (converted where it says so) or raises LoritaError with a
+message naming the argument, what is allowed and what was given. ``bool`` is never a number
+here, and NaN or infinity never pass a numeric check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Iterable
+
+from lorita.errors import LoritaError
+
+
+def is_int(value: Any) -> bool:
+    """An ``int`` that is not a ``bool``.
+
+    Example:
+        >>> is_int(3), is_int(True), is_int(3.0)
+        (True, False, False)
+    """
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A finite ``int`` or ``float`` that is not a ``bool``.
+
+    Example:
+        >>> is_number(0.5), is_number(float("nan")), is_number(False)
+        (True, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_int(what: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` if it is an integer in ``[minimum, maximum]``.
+
+    Example:
+        >>> check_int("epochs", 3)
+        3
+    """
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        raise LoritaError(f"{what} must be an integer {span}, got {value!r}")
+    return value
+
+
+def check_number(what: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``float(value)`` if it is a finite number within the bounds (``*_open``: bound excluded).
+
+    Example:
+        >>> check_number("lr", 1, minimum=0, low_open=True)
+        1.0
+    """
+    ok = is_number(value)
+    if ok and minimum is not None:
+        ok = value > minimum if low_open else value >= minimum
+    if ok and maximum is not None:
+        ok = value < maximum if high_open else value <= maximum
+    if not ok:
+        low = "" if minimum is None else f"{'>' if low_open else '>='} {minimum:g}"
+        high = "" if maximum is None else f"{'<' if high_open else '<='} {maximum:g}"
+        span = " and ".join(p for p in (low, high) if p)
+        raise LoritaError(f"{what} must be a finite number{' ' + span if span else ''}, got {value!r}")
+    return float(value)
+
+
+def check_fraction(what: str, value: Any, *, low_open: bool = True, high_open: bool = False,
+                   meaning: str = "") -> float:
+    """``float(value)`` if it lies in the unit interval, ``(0, 1]`` by default.
+
+    Example:
+        >>> check_fraction("energy", 0.9)
+        0.9
+    """
+    if not (is_number(value) and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)):
+        span = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise LoritaError(f"{what} must be a number in {span}{f' ({meaning})' if meaning else ''}, got {value!r}")
+    return float(value)
+
+
+def check_choice(what: str, value: Any, choices: Iterable[str]) -> str:
+    """``value`` if it is one of ``choices``.
+
+    Example:
+        >>> check_choice("mode", "fused", ("sequential", "fused", "auto"))
+        'fused'
+    """
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise LoritaError(f"{what} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_str(what: str, value: Any) -> str:
+    """``value`` if it is a non-empty string.
+
+    Example:
+        >>> check_str("model name", "fcn")
+        'fcn'
+    """
+    if not isinstance(value, str) or not value:
+        raise LoritaError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def check_json_object(what: str, value: Any) -> dict:
+    """``value`` if it is a dict with string keys that JSON can write.
+
+    Example:
+        >>> check_json_object("options", {"energy": 0.9})
+        {'energy': 0.9}
+    """
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise LoritaError(f"{what} must be an object of name -> value, got {value!r}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise LoritaError(f"{what} must hold plain JSON values ({err})") from None
+    return value

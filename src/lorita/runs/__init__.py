@@ -1,0 +1,25 @@
+"""The run-folder workflow between the library and the CLI: train, compress, evaluate, experiments.
+
+Every function here writes or reads self-describing run folders (docs/RUN_FOLDERS.md);
+the ``lorita`` command only parses flags and calls them.
+
+Example:
+    >>> from lorita.runs import RunConfig, ModelSpec, DataSpec, ComposeSpec
+    >>> config = RunConfig(ModelSpec("fcn", {"width": 16}, {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+    ...                    DataSpec("digits"), ComposeSpec(depth=3))
+    >>> # lorita.runs.train_run("runs/fcn-d3", config, config.dataset.load())
+"""
+
+from lorita.runs.compress import compress_run
+from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec, RunConfig
+from lorita.runs.data import data_of, load_data, train_config_of
+from lorita.runs.evaluate import evaluate_run
+from lorita.runs.experiment import ExperimentSpec, load_spec, machine, run_experiment
+from lorita.runs.folder import RunOutput, is_marked, read_json, write_json
+from lorita.runs.train import TrainedRun, build_model, train_run
+
+__all__ = [
+    "ComposeSpec", "CompressConfig", "DataSpec", "ExperimentSpec", "ModelSpec", "RunConfig", "RunOutput", "TrainedRun",
+    "build_model", "compress_run", "data_of", "evaluate_run", "is_marked", "load_data", "load_spec", "machine",
+    "read_json", "run_experiment", "train_config_of", "train_run", "write_json",
+]

@@ -1,0 +1,179 @@
+"""``compress_run``: cut a trained run to low rank, optionally fine-tune, into a new run folder.
+
+Everything that can be checked is checked before the (slow) model and data are loaded, and
+the output folder appears only when complete. A caller that already holds the merged model,
+the data and the ranks (``lorita demo``) passes them in: nothing is reloaded or recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+import lorita
+from lorita.checks import check_fraction, check_int, check_number
+from lorita.errors import LoritaError
+from lorita.linalg import check_finite
+from lorita.runs.config import STRATEGIES, CompressConfig
+from lorita.runs.data import train_config_of
+from lorita.runs.folder import RunOutput, read_json, write_json
+from lorita.runs.train import example_input
+from lorita.targets import skipped_layers
+
+log = logging.getLogger(__name__)
+
+# strategy -> the options it takes (all required except where a default is given)
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "uniform": {"ratio": None}, "energy": {"energy": None}, "global": {"threshold": None},
+    "budget": {"params": None, "flops": None}, "accuracy": {"max_drop": 1.0, "max_evals": 12}, "ranks": {},
+}
+UNITS = {"params": "count", "macs": "multiply-accumulates per example", "flops": "2 x MACs per example",
+         "acc": "percent"}
+
+
+def check_options(strategy: str, options: dict) -> dict:
+    """The options of ``strategy``, checked (and completed with defaults) before any work.
+
+    Example:
+        >>> check_options("accuracy", {"max_drop": 0.5})
+        {'max_drop': 0.5, 'max_evals': 12}
+    """
+    if strategy not in STRATEGIES:
+        raise LoritaError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGIES)}")
+    allowed = _OPTIONS[strategy]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise LoritaError(f"strategy {strategy!r} does not take {', '.join(unknown)}; it takes "
+                          f"{', '.join(allowed) or 'nothing else'}")
+    out = {k: v for k, v in {**allowed, **options}.items() if v is not None}
+    if strategy == "budget":
+        if len(out) != 1:
+            raise LoritaError("strategy 'budget' takes exactly one of params or flops (a target fraction)")
+    elif strategy != "ranks":
+        missing = [k for k in allowed if k not in out]
+        if missing:
+            raise LoritaError(f"strategy {strategy!r} needs {', '.join(missing)}")
+    for key, value in out.items():
+        if key in ("ratio", "energy", "params", "flops"):
+            check_fraction(key, value)
+        elif key == "threshold":
+            check_fraction(key, value, low_open=False)
+        elif key == "max_drop":
+            check_number("max_drop", value, minimum=0)
+        elif key == "max_evals":
+            check_int("max_evals", value)
+    return out
+
+
+def _check_paths(source: Path, out: Path) -> None:
+    if not (source / "model.lorita").is_file():
+        raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?")
+    read_json(source / "results.json", "'lorita train'")
+    src, dst = source.resolve(), out.resolve()
+    if src == dst or src in dst.parents or dst in src.parents:
+        raise LoritaError(f"--out {out} would replace or sit inside the run it compresses ({source}); "
+                          "choose a folder outside it")
+
+
+def compress_run(source: str | Path, out: str | Path, strategy: str, options: dict | None = None, *,
+                 ranks: dict[str, int] | None = None, model: nn.Module | None = None, data=None,
+                 finetune_epochs: int = 0, finetune_lr: float | None = None, overwrite: bool = False,
+                 progress: bool = True, nested: bool = False, svd_cache=None) -> dict:
+    """Compress the run in ``source`` into ``out`` and return its results.json content.
+
+    ``strategy`` and ``options`` choose the ranks (``lorita.select_ranks``); or pass
+    ``strategy="ranks"`` with ``ranks=`` already chosen. ``model``: the run's merged
+    model when the caller holds it (else ``source/model.lorita`` is loaded), ``data``
+    likewise, and ``svd_cache`` (a ``lorita.svd_cache.SVDCache`` of that model) when its
+    layers were already decomposed. ``nested``: ``out`` is a new folder inside another
+    command's staging folder.
+
+    Example:
+        >>> # compress_run("runs/fcn-d3", "runs/fcn-d3-e95", "energy", {"energy": 0.95})
+    """
+    from lorita.select import search_accuracy, select_ranks
+    from lorita.train import evaluate
+
+    source, out = Path(source), Path(out)
+    options = check_options(strategy, dict(options or {}))
+    if (strategy == "ranks") != (ranks is not None):
+        raise LoritaError("pass ranks= exactly when strategy is 'ranks'")
+    check_int("finetune_epochs", finetune_epochs, minimum=0)
+    if finetune_lr is not None:
+        check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
+    _check_paths(source, out)
+    train_config = train_config_of(source)
+    ft_config = None
+    if finetune_epochs:
+        base = train_config.train
+        ft_config = dataclasses.replace(base, epochs=finetune_epochs, warmup_epochs=0, schedule="cosine",
+                                        lr=finetune_lr if finetune_lr is not None else base.lr / 10)
+    config = CompressConfig(str(source), strategy, options, ft_config)
+    output = None if nested else RunOutput(out, overwrite=overwrite)  # checked before the slow part
+    start = time.time()
+    data = data if data is not None else train_config.dataset.load()
+    if model is None:
+        model = lorita.merge(lorita.load(source / "model.lorita"), inplace=True)  # no second copy
+    merged = model.eval()
+    for name, p in merged.named_parameters():  # a damaged model: name the layer before anything is written
+        check_finite(p.detach(), name)
+    example = example_input(data)
+    original = lorita.profile(merged, example)
+    before_val, before_test = evaluate(merged, data.val)[0], evaluate(merged, data.test)[0]
+    search, evaluations = None, 2  # before: validation and test
+    if strategy == "ranks":
+        pass
+    elif strategy == "accuracy":
+        found = search_accuracy(merged, lambda m: evaluate(m, data.val)[0], finetune=None, **options)
+        ranks, search = found.ranks, found.search
+        evaluations += found.evaluations
+    elif strategy == "budget" and "flops" in options:
+        ranks = select_ranks(merged, strategy, example_input=example, **options)
+    else:
+        ranks = select_ranks(merged, strategy, **options)
+    small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache).eval()
+    cut = lorita.profile(small, example)
+    after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops,
+                 "val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
+    after_finetune = None
+    if ft_config is not None:
+        from lorita.train import train
+
+        result = train(small, data, ft_config, progress=progress)
+        if result.best_state is not None:
+            small.load_state_dict(result.best_state)
+        small = small.cpu().eval()
+        after_finetune = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
+    lowrank = {n: m.rank for n, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
+    results = {
+        "command": "compress", "source": str(source), "strategy": strategy, "options": options,
+        "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
+        "skipped_layers": skipped_layers(merged),
+        "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
+        "before": {"val_acc": before_val, "test_acc": before_test},
+        "after_cut": after_cut, "after_finetune": after_finetune,
+        "kept": {k: cut_value / max(getattr(original, k), 1) for k, cut_value in
+                 (("params", cut.params), ("macs", cut.macs), ("flops", cut.flops))},
+        "evaluations": evaluations,
+        "search": [dataclasses.asdict(s) for s in search.steps] if search is not None else None,
+        "seconds": time.time() - start,
+        "units": UNITS,
+    }
+    if output is None:
+        out.mkdir()
+        _write(out, config, small, results)
+    else:
+        with output as folder:
+            _write(folder, config, small, results)
+    return results
+
+
+def _write(folder: Path, config: CompressConfig, small: nn.Module, results: dict) -> None:
+    write_json(folder / "config.json", config.to_dict())
+    lorita.save(small, folder / "model.lorita")
+    write_json(folder / "results.json", results)

@@ -1,0 +1,180 @@
+"""What a run folder's ``config.json`` holds, as typed dataclasses with one JSON round trip.
+
+A training run is ``RunConfig`` (model, dataset, composition, training recipe, and the
+source model when it continues a trained one); a compression run is ``CompressConfig``.
+Both are validated when made, so a damaged or hand-edited ``config.json`` is a
+LoritaError naming the field, and both are written with the run-folder mark
+(``lorita.runs.folder.mark``).
+
+Example:
+    >>> config = RunConfig(ModelSpec("fcn", {"width": 64}, {"num_classes": 10, "in_channels": 1, "image_size": 28}),
+    ...                    DataSpec("digits"), ComposeSpec(depth=3))
+    >>> RunConfig.from_dict(config.to_dict()) == config
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, get_args
+
+from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
+from lorita.composed import INITS, MODES
+from lorita.errors import LoritaError
+from lorita.runs.folder import mark
+from lorita.train import TrainConfig
+
+FactorSide = Literal["input", "smaller"]
+Strategy = Literal["uniform", "energy", "global", "budget", "accuracy", "ranks"]
+FACTOR_SIDES: tuple[str, ...] = get_args(FactorSide)
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
+
+
+def _section(values: dict, key: str, where: str) -> dict:
+    value = values.get(key)
+    if not isinstance(value, dict):
+        raise LoritaError(f"{where}: {key!r} must be an object, got {type(value).__name__}; the run may be damaged")
+    return value
+
+
+@dataclass
+class ModelSpec:
+    """A zoo model: its name, its own arguments, and the arguments that come from the data.
+
+    Example:
+        >>> ModelSpec("fcn", {}, {"num_classes": 10, "in_channels": 1, "image_size": 8}).build().head.out_features
+        10
+    """
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_str("model name", self.name)
+        check_json_object("model kwargs", self.kwargs)
+        check_json_object("model inputs", self.inputs)
+
+    def build(self):
+        """The plain zoo model (checked by the zoo's registry)."""
+        from lorita.models import create_model
+
+        return create_model(self.name, **self.inputs, **self.kwargs)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelSpec":
+        inputs = values.get("inputs")
+        if inputs is None:  # run folders written before the inputs section: image models only
+            inputs = {k: values[k] for k in ("num_classes", "in_channels", "image_size") if k in values}
+        return cls(values.get("name"), values.get("kwargs") or {}, inputs)
+
+
+@dataclass
+class DataSpec:
+    """The data a run used: name (or folder), split and seed, and an optional cap on training examples."""
+
+    name: str
+    data_dir: str | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    max_train: int | None = None
+
+    def __post_init__(self) -> None:
+        check_str("dataset name", self.name)
+        if self.data_dir is not None:
+            check_str("data_dir", self.data_dir)
+        check_fraction("val_fraction", self.val_fraction, low_open=True, high_open=True)
+        check_int("seed", self.seed, minimum=0)
+        if self.max_train is not None:
+            check_int("max_train", self.max_train)
+
+    def load(self, *, fallback_to_digits: bool = False):
+        """The dataset, split exactly as when the run was made."""
+        from lorita.runs.data import load_data
+
+        return load_data(self, fallback_to_digits=fallback_to_digits)
+
+
+@dataclass
+class ComposeSpec:
+    """How the model is composed: depth (1: plain), factor init, forward mode, factor side, plain layers."""
+
+    depth: int = 1
+    init: str = "default"
+    mode: str = "auto"
+    factor_side: str = "input"
+    exclude: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        check_int("depth", self.depth)
+        check_choice("init", self.init, INITS)
+        check_choice("mode", self.mode, MODES)
+        check_choice("factor_side", self.factor_side, FACTOR_SIDES)
+        if self.exclude is not None and (not isinstance(self.exclude, list)
+                                         or not all(isinstance(x, str) and x for x in self.exclude)):
+            raise LoritaError(f"exclude must be a list of module names, got {self.exclude!r}")
+
+
+@dataclass
+class RunConfig:
+    """A training run: what ``lorita train`` writes to ``config.json`` and ``lorita.runs.train_run`` reads.
+
+    ``source``: the model file or run folder a continued run started from (``--from``),
+    else None.
+    """
+
+    model: ModelSpec
+    dataset: DataSpec
+    compose: ComposeSpec
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str | None = None
+    command: str = "train"
+
+    def to_dict(self) -> dict:
+        """The JSON form, marked as a lorita run folder's config."""
+        from lorita import __version__
+
+        out = {"command": self.command, "lorita_version": __version__, **asdict(self)}
+        out["train"] = self.train.to_dict()
+        return mark(out)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config.json") -> "RunConfig":
+        """Rebuild from ``to_dict``'s output (or a config.json from before the run-folder mark)."""
+        if not isinstance(values, dict):
+            raise LoritaError(f"{where} must hold a JSON object")
+        if values.get("command") != "train":
+            raise LoritaError(f"{where} is not a training run's config (command {values.get('command')!r})")
+        try:
+            data = _section(values, "dataset", where)
+            data = {k: data.get(k) for k in ("name", "data_dir", "val_fraction", "seed", "max_train") if k in data}
+            return cls(model=ModelSpec.from_dict(_section(values, "model", where)), dataset=DataSpec(**data),
+                       compose=ComposeSpec(**{k: v for k, v in _section(values, "compose", where).items()
+                                              if k in ComposeSpec.__dataclass_fields__}),
+                       train=TrainConfig.from_dict(_section(values, "train", where)), source=values.get("source"))
+        except (TypeError, LoritaError) as err:
+            raise LoritaError(f"{where} is damaged or from another lorita: {err}") from None
+
+
+@dataclass
+class CompressConfig:
+    """A compression run: its source run folder, how ranks were chosen, and the fine-tuning recipe."""
+
+    source: str
+    strategy: str
+    options: dict[str, Any] = field(default_factory=dict)
+    finetune: TrainConfig | None = None
+    command: str = "compress"
+
+    def __post_init__(self) -> None:
+        check_str("source", self.source)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        check_json_object("options", self.options)
+
+    def to_dict(self) -> dict:
+        """The JSON form, marked as a lorita run folder's config."""
+        from lorita import __version__
+
+        return mark({"command": self.command, "lorita_version": __version__, "source": self.source,
+                     "strategy": self.strategy, "options": self.options,
+                     "finetune": self.finetune.to_dict() if self.finetune is not None else None})

@@ -1,0 +1,30 @@
+"""``evaluate_run``: accuracy and size of a run's saved model on the run's own validation and test data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lorita
+from lorita.errors import LoritaError
+from lorita.runs.data import data_of
+from lorita.runs.train import example_input
+
+
+def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
+    """Evaluate ``run_dir/model.lorita`` (a train or compress run); return the figures and the profile.
+
+    Example:
+        >>> # figures, counts = evaluate_run("runs/fcn-d3-e95"); figures["test_acc"]
+    """
+    from lorita.train import evaluate
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.lorita").is_file():
+        raise LoritaError(f"{run_dir} has no model.lorita: is it a finished 'lorita train' or 'lorita compress' run?")
+    data = data_of(run_dir)
+    model = lorita.load(run_dir / "model.lorita").eval()
+    counts = lorita.profile(lorita.merge(model), example_input(data))
+    val_acc, val_loss = evaluate(model, data.val)
+    test_acc, test_loss = evaluate(model, data.test)
+    return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "test_loss": test_loss,
+            "params": counts.params, "macs": counts.macs, "flops": counts.flops}, counts

@@ -1,0 +1,165 @@
+"""``train_run``: train one zoo model (LoRITa, or plain at depth 1) into a run folder.
+
+The folder (``config.json``, ``metrics.csv``, ``checkpoint.pt``, ``model.lorita``,
+``spectrum.json``, ``results.json``) is built in ``NAME.partial`` and appears under its
+name only when complete (``lorita.runs.folder``). A killed run stays in ``NAME.partial``
+and ``resume=True`` continues it; ``resume=True`` on a finished run extends it (more
+epochs), again in ``NAME.partial`` until it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import lorita
+from lorita.errors import LoritaError
+from lorita.runs.config import RunConfig
+from lorita.runs.folder import RunOutput, is_marked, read_json, remove_stale_staging, write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainedRun:
+    """A finished training run: its folder, its results.json content, and the trained (composed) model
+    with the best validation epoch's weights, on the CPU in eval mode."""
+
+    folder: Path
+    results: dict
+    model: nn.Module
+
+
+def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module:
+    """The run's model: the zoo model (or ``source``, a trained model to continue), composed as configured.
+
+    Example:
+        >>> from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8}, {"num_classes": 3, "in_channels": 1, "image_size": 4}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2))
+        >>> type(build_model(config).head).__name__
+        'ComposedLinear'
+    """
+    base = source if source is not None else config.model.build()
+    c = config.compose
+    return lorita.compose(base, depth=c.depth, exclude=c.exclude or None, init=c.init, mode=c.mode,
+                          factor_side=c.factor_side)
+
+
+def _main_rank() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _resume_folder(output: RunOutput, config: RunConfig, main: bool) -> Path:
+    """Where the run continues: a killed run's ``NAME.partial``, else a copy of the finished ``NAME``.
+
+    Everything is checked (same model, data and composition; the checkpoint accepts the
+    new recipe) before anything is written.
+    """
+    from lorita.train.loop import check_resume
+
+    staging, out = output.staging, output.out
+    if main and not (staging / "checkpoint.pt").is_file():
+        remove_stale_staging(staging)  # killed before its first epoch ended: nothing to continue there
+    if (staging / "checkpoint.pt").is_file():
+        if main and not is_marked(staging):
+            raise LoritaError(f"{staging} is not a lorita run folder; remove it or start without --resume")
+        folder = staging
+    elif (out / "checkpoint.pt").is_file():
+        folder = out
+    else:
+        raise LoritaError(f"--resume: no checkpoint.pt in {staging} or {out}; start the run without --resume")
+    old = RunConfig.from_dict(read_json(folder / "config.json", "'lorita train'"), str(folder / "config.json"))
+    diff = [k for k in ("model", "dataset", "compose", "source") if getattr(old, k) != getattr(config, k)]
+    if diff:
+        raise LoritaError(f"--resume: the flags differ from the run's config.json in {', '.join(diff)}; "
+                          "resume with the same flags (only --epochs may change)")
+    check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
+    if folder is out and main:
+        shutil.copytree(out, staging, symlinks=True)  # extend a finished run; it is replaced when done
+    return staging if main or (staging / "checkpoint.pt").is_file() else out
+
+
+def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = False, resume: bool = False,
+              progress: bool = True, source: nn.Module | None = None, nested: bool = False) -> TrainedRun | None:
+    """Train ``config`` on ``data`` into the run folder ``out``; return the finished run.
+
+    ``source``: a trained model to continue (composed with ``config.compose``, usually
+    ``init="preserve"``). ``nested``: ``out`` is a new folder inside another command's
+    staging folder (the demo's ``depth3``), written directly. Returns None on non-zero
+    ranks under torchrun (they write nothing).
+
+    Example:
+        >>> # train_run("runs/fcn-d3", config, lorita.runs.load_data(config.dataset))
+    """
+    main = _main_rank()
+    out = Path(out)
+    model = build_model(config, source)  # a bad model or composition fails before anything is written
+    output = None
+    if nested:
+        folder = out
+        if main:
+            folder.mkdir()
+    else:
+        output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main)
+        folder = _resume_folder(output, config, main) if resume else output.staging
+        output.begin()
+    try:
+        trained = _train_into(folder, config, data, model, resume, progress, main)
+    except BaseException:
+        if output is not None:  # a killed or failed run with a checkpoint can be resumed
+            output.abandon(keep=(folder / "checkpoint.pt").is_file())
+        raise
+    if output is not None:
+        output.commit()
+    if trained is not None:
+        trained.folder = out
+    return trained
+
+
+def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
+                main: bool) -> TrainedRun | None:
+    from lorita.train import evaluate, train
+
+    if main:
+        write_json(folder / "config.json", config.to_dict())
+    torch.manual_seed(config.train.seed)
+    start = time.time()
+    result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
+    if not main:
+        return None
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    model = model.cpu().eval()
+    val_acc, _ = evaluate(model, data.val)
+    test_acc, _ = evaluate(model, data.test)
+    merged = lorita.merge(model)
+    counts = lorita.profile(merged, example_input(data))
+    lorita.save(model, folder / "model.lorita")
+    write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in lorita.spectrum(merged).items()}})
+    results = {"command": "train", "depth": config.compose.depth, "epochs": config.train.epochs,
+               "best_epoch": result.best_epoch, "val_acc": val_acc, "test_acc": test_acc,
+               "params": counts.params, "macs": counts.macs, "flops": counts.flops,
+               "train_seconds": result.seconds, "seconds": time.time() - start}
+    write_json(folder / "results.json", results)
+    log.info("%s: depth %d, best epoch %d, val %.2f%%, test %.2f%%", folder.name, config.compose.depth,
+             result.best_epoch, val_acc, test_acc)
+    return TrainedRun(folder, results, model)
+
+
+def example_input(data) -> torch.Tensor:
+    """One all-zero input of the data's shape (batch 1), for counting params and MACs.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> example_input(SimpleNamespace(in_channels=3, image_size=8)).shape
+        torch.Size([1, 3, 8, 8])
+    """
+    return torch.zeros(1, data.in_channels, data.image_size, data.image_size)
