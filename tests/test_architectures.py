@@ -252,7 +252,8 @@ def test_lossy_cut_runs_its_thin_layers_and_round_trips(which, tmp_path):
     pairs = {n: m for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)}
     assert pairs and not set(pairs) & read
     ran = set()
-    handles = [m[i].register_forward_hook(lambda *_, key=(n, i): ran.add(key)) for n, m in pairs.items() for i in (0, 1)]
+    handles = [m[i].register_forward_hook(lambda *_, key=(n, i): ran.add(key))
+               for n, m in pairs.items() for i in (0, 1)]
     y = out(small, x)
     for h in handles:
         h.remove()

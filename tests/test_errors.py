@@ -225,8 +225,8 @@ def test_no_layer_matched_shows_why_each_layer_was_left_plain():
             return super().forward(x) * 2
 
     model = nn.Sequential(OwnForward(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
-    with pytest.raises(LoritaError, match=r"no layer matched.*Layers that could have matched: \(none\)\. Left plain: "
-                                          r"OwnForward overrides Linear\.forward \(if it computes the plain linear map, "
-                                          r"opt it in with lorita\.targets\.register_linear_subclass\(OwnForward\)\): 0; "
-                                          r"depthwise conv"):
+    with pytest.raises(LoritaError, match=r"no layer matched.*Layers that could have matched: \(none\)\. "
+                                          r"Left plain: OwnForward overrides Linear\.forward \(if it computes the "
+                                          r"plain linear map, opt it in with lorita\.targets\."
+                                          r"register_linear_subclass\(OwnForward\)\): 0; depthwise conv"):
         lorita.compose(model)

@@ -21,7 +21,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lorita.composed import COMPOSED_TYPES
-from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.probe import example_args, run_model, track_usage
@@ -108,7 +107,8 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _is_layer(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES)) or is_conv1d(module)
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES)
+    return isinstance(module, kinds) or is_conv1d(module)
 
 
 @torch.no_grad()

@@ -221,7 +221,8 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
         if isinstance(module, torch.jit.ScriptModule) and name:
             sealed.append(name)
             if _holds_scripted_layers(module):
-                skipped[name] = "TorchScript submodule: not supported (compose the eager module, then script the result)"
+                skipped[name] = ("TorchScript submodule: not supported (compose the eager module, "
+                                 "then script the result)")
             continue
         if name == "" and (isinstance(module, (nn.Linear, nn.Conv2d, *COMPOSED_TYPES)) or is_conv1d(module)):
             continue  # the root itself cannot be swapped inside a container
@@ -250,7 +251,8 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
         by_id[id(module)] = layer
         layers[name] = layer
     if example_input is not None and layers:
-        for name, reason in weight_readers(model, example_input, {n: layer.module for n, layer in layers.items()}).items():
+        modules = {n: layer.module for n, layer in layers.items()}
+        for name, reason in weight_readers(model, example_input, modules).items():
             del layers[name]
             skipped[name] = reason
     return Scan(layers, skipped)
