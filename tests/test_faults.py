@@ -113,8 +113,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     before = path.read_bytes()
 
     def broken(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"half a checkpoint")
+        f.write(b"half a checkpoint")
         raise OSError("No space left on device")
 
     monkeypatch.setattr("lorita.train.checkpoint.torch.save", broken)

@@ -153,8 +153,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         calls.append(1)
         if len(calls) == 1:
             return real_save(obj, f, *args, **kwargs)
-        with open(f, "wb") as handle:
-            handle.write(b"half a checkpoint")  # part of the file is written, then the disk "fails"
+        f.write(b"half a checkpoint")  # part of the file is written, then the disk "fails"
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)

@@ -53,8 +53,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        os.chmod(tmp, _default_mode())
         yield tmp
+        os.chmod(tmp, _default_mode())  # after writing: some writers (safetensors) create the file anew
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

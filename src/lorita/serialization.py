@@ -21,13 +21,14 @@ it (docs/SECURITY.md). The architecture comes from, in order:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -124,6 +125,26 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
         save_model(model, str(tmp), metadata=meta)
 
 
+@contextlib.contextmanager
+def _utf8_path(path: Path) -> Iterator[str]:
+    """A name safetensors can open: the path itself, or for a path that is not valid UTF-8 (a
+    folder named in another encoding) the file's ``/proc/self/fd`` entry."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            proc = f"/proc/self/fd/{fd}"
+            if not os.path.exists(proc):
+                raise LoritaError(f"{path!r} is not a UTF-8 path, which safetensors cannot open here; rename it")
+            yield proc
+        finally:
+            os.close(fd)
+        return
+    yield name
+
+
 def read_description(path: str | os.PathLike) -> dict:
     """The checked description stored in a lorita file, with a clear error for anything else.
 
@@ -141,7 +162,7 @@ def read_description(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise LoritaError(f"no such file: {path}")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise LoritaError(f"{path} is not a readable safetensors file ({err or type(err).__name__}); was it "
@@ -330,7 +351,7 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
 
 
 def _file_shapes(path) -> dict[str, tuple[int, ...]]:
-    with safe_open(str(path), framework="pt") as f:
+    with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
         return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
 
 
@@ -400,7 +421,8 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     dtype = getattr(torch, desc.get("dtype", "float32"))
     base.to(dtype)
     try:
-        tensors = load_file(str(path), device=str(device))
+        with _utf8_path(path) as name:
+            tensors = load_file(name, device=str(device))
     except (SafetensorError, RuntimeError, OSError) as err:
         raise LoritaError(f"{path}: the weights cannot be read ({err}); was the file copied completely?") from None
     state = OrderedDict(tensors)

@@ -123,8 +123,11 @@ def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, to
     """
     path = Path(path)
     record = load_pickle(path)
-    data = np.asarray(_get(record, "data", path))
-    labels = np.asarray(_get(record, label_key, path))
+    try:
+        data = np.asarray(_get(record, "data", path))
+        labels = np.asarray(_get(record, label_key, path))
+    except (ValueError, TypeError) as err:  # ragged lists, mixed types
+        raise LoritaError(f"CIFAR file {path}: 'data' and '{label_key}' must be arrays ({err})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise LoritaError(f"CIFAR file {path}: 'data' should have shape (N, 3072), found {data.shape}")
     if data.dtype != np.uint8:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -79,7 +80,7 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
     if len(raw) < header:
         raise LoritaError(f"IDX file {path} is truncated: its header needs {header} bytes, the file has {len(raw)}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: a crafted header cannot overflow the check
     body = len(raw) - header
     if body != expected:
         what = "truncated" if body < expected else "longer than its header says"
@@ -101,6 +102,9 @@ def read_idx_images(path: str | Path) -> torch.Tensor:
         (2, 1, 3, 3)
     """
     array = read_idx(path, IMAGES_MAGIC)  # (N, H, W)
+    if array.ndim != 3 or min(array.shape[1:]) < 1:
+        raise LoritaError(f"IDX image file {path} must hold images of shape (N, H, W) with H, W >= 1, "
+                          f"found shape {array.shape}")
     return torch.from_numpy(array.copy()).unsqueeze(1)  # (N, 1, H, W)
 
 

@@ -64,8 +64,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        """The folder name."""
-        return self.path.name
+        """The folder name (bytes that are not UTF-8 shown as U+FFFD, so plots and Markdown can show it)."""
+        return display_name(self.path)
 
     @property
     def depth(self) -> int | None:
@@ -277,4 +277,14 @@ def source_name(run: Run) -> str:
         'd3'
     """
     source = run.results.get("source") or run.config.get("source")
-    return Path(source).name if isinstance(source, str) and source else "?"
+    return display_name(Path(source)) if isinstance(source, str) and source else "?"
+
+
+def display_name(path: Path) -> str:
+    """A folder's name for plots and Markdown: bytes that are not UTF-8 shown as U+FFFD.
+
+    Example:
+        >>> display_name(Path("runs/d3"))
+        'd3'
+    """
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

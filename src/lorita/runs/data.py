@@ -73,4 +73,9 @@ def data_of(run: str | Path):
     Example:
         >>> # data_of("runs/fcn-d3").test  -> the test Split
     """
-    return train_config_of(run).dataset.load()
+    spec = train_config_of(run).dataset
+    try:
+        return spec.load()
+    except LoritaError as err:
+        raise LoritaError(f"the data of run {run} (its training config.json names dataset {spec.name!r}) cannot be "
+                          f"loaded: {err}") from None

@@ -84,6 +84,9 @@ def _resume_folder(output: RunOutput, config: RunConfig, main: bool) -> Path:
     check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
     if folder is out and main:
         shutil.copytree(out, staging, symlinks=True)  # extend a finished run; it is replaced when done
+    if main:
+        for stale in staging.glob(".*.tmp"):  # a kill during an atomic write leaves its temporary file
+            stale.unlink()
     return staging if main or (staging / "checkpoint.pt").is_file() else out
 
 

@@ -47,8 +47,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         >>> load_checkpoint(p)["epoch"]
         1
     """
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        try:
+            torch.save(state, handle)
+        except RuntimeError as err:  # torch's zip writer turns a full disk into its own error: give the OSError
+            if isinstance(err.__context__, OSError):
+                raise err.__context__ from None
+            raise
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,0 +1,338 @@
+"""Hostile and careless use of the ``lorita`` command: nothing named in a file is run, nothing a
+user wrote is deleted or written through, a failed or killed command leaves the previous output
+as it was and no half-made folder, and bad input gets a message (exit status 2), not a traceback.
+See docs/SECURITY.md.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import lorita
+from lorita.cli import main
+from lorita.runs.folder import foreign_entries, is_marked, staging_path
+
+TINY = ["--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset", "digits",
+        "--epochs", "1", "--batch-size", "256", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished training run, copied by each test that damages it."""
+    out = tmp_path_factory.mktemp("hostile") / "run"
+    assert main(["train", *TINY, "--depth", "2", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli_error(argv, capsys, status: int = 2) -> str:
+    capsys.readouterr()
+    assert main(argv) == status
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    return err
+
+
+# ----------------------------------------------------------------------------
+# files that name code
+
+
+def test_a_run_folder_with_an_evil_model_file_runs_nothing(run, tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    desc = {"format": "lorita", "version": 1, "layers": {},
+            "architecture": {"factory": "subprocess:run", "kwargs": {"args": ["touch", str(marker)]}}}
+    save_file({"w": torch.zeros(2)}, str(run / "model.lorita"), metadata={"lorita": json.dumps(desc)})
+    assert "does not import or call code named in a file" in cli_error(["evaluate", str(run)], capsys)
+    assert "does not import or call code named in a file" in cli_error(
+        ["compress", str(run), "--energy", "0.9", "--out", str(tmp_path / "cut")], capsys)
+    assert not marker.exists()
+    assert not (tmp_path / "cut").exists() and not staging_path(tmp_path / "cut").exists()
+
+
+# ----------------------------------------------------------------------------
+# --overwrite never costs a user their work
+
+
+def test_a_failed_overwrite_keeps_the_old_run(run, capsys):
+    before = snapshot(run)
+    assert "depth must be an integer" in cli_error(["train", *TINY, "--depth", "0", "--out", str(run),
+                                                    "--overwrite"], capsys)
+    assert snapshot(run) == before
+    assert not staging_path(run).exists()
+
+
+def test_an_interrupted_overwrite_keeps_the_old_output(run, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cut"
+    assert main(["compress", str(run), "--energy", "0.9", "--out", str(out), "--no-progress"]) == 0
+    before = snapshot(out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the new model was being written
+
+    monkeypatch.setattr("lorita.runs.compress.lorita.save", killed)
+    assert main(["compress", str(run), "--energy", "0.5", "--out", str(out), "--overwrite", "--no-progress"]) == 130
+    assert snapshot(out) == before
+    assert not staging_path(out).exists()
+
+
+def test_overwrite_replaces_a_run_when_the_new_one_is_complete(run, tmp_path):
+    out = tmp_path / "cut"
+    assert main(["compress", str(run), "--energy", "0.9", "--out", str(out), "--no-progress"]) == 0
+    assert main(["compress", str(run), "--energy", "0.5", "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["options"] == {"energy": 0.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "run"]  # no staging or replaced folder left
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "parent"])
+def test_compress_refuses_to_write_over_its_source(run, capsys, where):
+    out = {"same": run, "inside": run / "cut", "parent": run.parent}[where]
+    before = snapshot(run)
+    err = cli_error(["compress", str(run), "--energy", "0.9", "--out", str(out), "--overwrite"], capsys)
+    assert "would replace or sit inside the run it compresses" in err
+    assert snapshot(run) == before
+
+
+def test_a_user_folder_that_looks_like_a_run_is_never_deleted(tmp_path, capsys):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "config.json").write_text('{"command": "npm start"}')
+    (proj / "thesis.tex").write_text("years of work")
+    err = cli_error(["train", *TINY, "--out", str(proj), "--overwrite"], capsys)
+    assert "not a lorita run folder" in err and "lorita only ever deletes what it wrote" in err
+    assert (proj / "thesis.tex").read_text() == "years of work"
+
+
+def test_a_run_folder_holding_a_user_file_is_not_replaced(run, capsys):
+    (run / "notes.txt").write_text("my notes")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert "holds files lorita did not write" in err and "notes.txt" in err
+    assert (run / "notes.txt").read_text() == "my notes" and (run / "model.lorita").is_file()
+
+
+def test_a_run_folder_holding_a_link_is_not_replaced(run, tmp_path, capsys):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    (run / "extra.png").symlink_to(outside)
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert "a symbolic link" in err
+    assert outside.read_text() == "keep"
+
+
+def test_foreign_entries_looks_into_nested_runs(run, tmp_path):
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    shutil.copy(run / "config.json", outer / "config.json")
+    shutil.copytree(run, outer / "depth1")
+    assert foreign_entries(outer) == []
+    (outer / "depth1" / "mine.py").write_text("x = 1")
+    (outer / "plain-folder").mkdir()
+    found = foreign_entries(outer)
+    assert len(found) == 2 and found[0].endswith("depth1/mine.py")
+    assert found[1].endswith("plain-folder/ (not a lorita run folder)")
+
+
+def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "report.md").write_text("my own report")
+    assert "not a lorita run folder" in cli_error(["report", str(run), "--out", str(notes), "--overwrite"], capsys)
+    assert (notes / "report.md").read_text() == "my own report"
+    out = tmp_path / "report"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert "already exists" in cli_error(["report", str(run), "--out", str(out)], capsys)
+    assert main(["report", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert is_marked(out) and (out / "report.md").is_file()
+
+
+def test_demo_overwrites_its_own_output(tmp_path):
+    out = tmp_path / "demo"
+    argv = ["demo", "--dataset", "digits", "--epochs", "1", "--width", "8", "--hidden-layers", "1", "--depths", "1",
+            "2", "--points", "3", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert main([*argv, "--overwrite"]) == 0
+    assert is_marked(out) and is_marked(out / "depth2") and foreign_entries(out) == []
+
+
+# ----------------------------------------------------------------------------
+# resume
+
+
+def killed_copy(run: Path) -> Path:
+    """What ``kill -9`` after the first epoch leaves: RUN.partial with config, metrics and checkpoint."""
+    partial = staging_path(run.with_name("killed"))
+    shutil.copytree(run, partial)
+    for name in ("model.lorita", "results.json", "spectrum.json"):
+        (partial / name).unlink()
+    return partial
+
+
+def test_a_rejected_resume_changes_nothing(run, capsys):
+    partial = killed_copy(run)
+    before = snapshot(partial)
+    err = cli_error(["train", *TINY, "--depth", "2", "--epochs", "2", "--lr", "0.5", "--resume", "--out",
+                     str(partial.with_name("killed"))], capsys)
+    assert "only epochs may change" in err
+    assert snapshot(partial) == before
+
+
+def test_resume_continues_a_killed_run_and_cleans_up(run):
+    partial = killed_copy(run)
+    (partial / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill during a save
+    out = partial.with_name("killed")
+    assert main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", str(out)]) == 0
+    assert not partial.exists() and foreign_entries(out) == []
+    assert not list(out.glob(".*.tmp"))
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_resume_never_writes_through_a_planted_link(run, tmp_path):
+    partial = killed_copy(run)
+    outside = tmp_path / "outside.csv"
+    outside.write_text("not yours")
+    (partial / "metrics.csv").unlink()
+    (partial / "metrics.csv").symlink_to(outside)
+    main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", str(partial.with_name("killed"))])
+    assert outside.read_text() == "not yours"
+
+
+# ----------------------------------------------------------------------------
+# failed commands leave nothing behind, and say why
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--energy", "1.5"], r"energy must be a number in \(0, 1\]"),
+    (["--energy", "nan"], r"energy must be a number in \(0, 1\]"),
+    (["--threshold", "-0.1"], r"threshold must be a number in \[0, 1\]"),
+    (["--strategy", "budget"], r"exactly one of params or flops"),
+    (["--strategy", "global"], r"strategy 'global' needs threshold"),
+    (["--strategy", "energy", "--params", "0.3"], r"--params do\(es\) not apply to --strategy energy"),
+    (["--energy", "0.9", "--max-drop", "2"], r"--max-drop do\(es\) not apply"),
+    (["--strategy", "accuracy", "--max-evals", "0"], r"max_evals must be an integer >= 1"),
+    (["--strategy", "accuracy", "--max-drop", "-1"], r"max_drop must be a finite number >= 0"),
+    (["--energy", "0.9", "--finetune-epochs", "-1"], r"finetune_epochs must be an integer >= 0"),
+    (["--energy", "0.9", "--finetune-lr", "0"], r"finetune_lr must be a finite number > 0"),
+    ([], r"say how to cut"),
+])
+def test_bad_compress_options_fail_before_any_work(run, tmp_path, capsys, monkeypatch, argv, message):
+    import re
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr("lorita.runs.compress.lorita.load", never)
+    out = tmp_path / "cut"
+    err = cli_error(["compress", str(run), *argv, "--out", str(out)], capsys)
+    assert re.search(message, err), err
+    assert not out.exists() and not staging_path(out).exists()
+
+
+def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", str(run), "--energy", "0.9", "--ratio", "0.5", "--out", str(tmp_path / "cut")])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--exclude", "haed"], r"unknown module 'haed'. Did you mean head"),
+    (["--batch-size", "1"], r"BatchNorm layers, which need at least 2 per batch"),
+    (["--depth", "0"], r"depth must be an integer >= 1"),
+    (["--val-fraction", "0.99999"], r"leaves no training images|val_fraction"),
+    (["--lr", "-1"], r"lr must be a finite number > 0"),
+])
+def test_bad_train_options_leave_no_folder(tmp_path, capsys, argv, message):
+    import re
+    out = tmp_path / "run"
+    err = cli_error(["train", *TINY, *argv, "--out", str(out)], capsys)
+    assert re.search(message, err), err
+    assert not out.exists() and not staging_path(out).exists()
+
+
+def test_a_full_disk_is_a_message_and_keeps_nothing_half_written(tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "model.lorita")
+
+    monkeypatch.setattr("lorita.runs.train.lorita.save", full)
+    out = tmp_path / "run"
+    err = cli_error(["train", *TINY, "--out", str(out)], capsys, status=1)
+    assert "No space left on device" in err
+    assert not out.exists()
+
+
+def test_a_real_full_disk(tmp_path, capsys):
+    """On a 200 KiB tmpfs (where this machine lets us mount one): the error, and the folder as it was."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        out = mount / "run"
+        err = cli_error(["train", *TINY, "--model-arg", "width=256", "--out", str(out)], capsys, status=1)
+        assert "No space left on device" in err
+        assert not out.exists() and sorted(p.name for p in mount.iterdir()) in ([], ["run.partial"])
+        if (mount / "run.partial").exists():  # kept only when a checkpoint made it resumable
+            assert (mount / "run.partial" / "checkpoint.pt").is_file()
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_missing_extra_fails_within_seconds(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    out = tmp_path / "demo"
+    err = cli_error(["demo", "--dataset", "digits", "--out", str(out)], capsys)
+    assert "pip install 'lorita[cli]'" in err and "matplotlib (plots)" in err
+    assert not out.exists()
+
+
+def test_files_get_the_usual_permissions(run):
+    old = os.umask(0o022)
+    os.umask(old)
+    assert old == 0o022 or pytest.skip("this test assumes umask 022")
+    assert {oct(p.stat().st_mode & 0o777) for p in run.iterdir()} == {"0o644"}
+
+
+def test_a_run_whose_dataset_is_unknown_names_its_config(run, tmp_path, capsys):
+    config = json.loads((run / "config.json").read_text())
+    config["dataset"]["name"] = "imagenet"
+    (run / "config.json").write_text(json.dumps(config))
+    err = cli_error(["evaluate", str(run)], capsys)
+    assert "its training config.json names dataset 'imagenet'" in err and "unknown dataset" in err
+
+
+def test_non_utf8_run_paths(tmp_path):
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
+    code = ("import sys; from lorita.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONUTF8": "0", "LC_ALL": "C.UTF-8"}
+
+    def lorita_cli(*argv):
+        return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, env=env)
+
+    done = lorita_cli("train", *TINY, "--out", os.fsencode(folder))
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    cut = Path(os.fsdecode(bytes(tmp_path) + b"/cut-\xfe"))
+    for argv in (["evaluate", os.fsencode(folder)],
+                 ["compress", os.fsencode(folder), "--energy", "0.9", "--no-progress", "--out", os.fsencode(cut)],
+                 ["report", os.fsencode(folder), os.fsencode(cut), "--out", os.fsencode(tmp_path / "report")]):
+        done = lorita_cli(*argv)
+        assert done.returncode == 0, (argv[0], done.stderr.decode(errors="replace"))
+    assert lorita.load(cut / "model.lorita") is not None
