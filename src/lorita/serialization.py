@@ -119,7 +119,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
             raise LoritaError(f"parameter {name!r} is on the meta device (no values): materialise the model "
                               "(e.g. model.to_empty(device='cpu') and load its weights) before saving")
         if p.is_floating_point():
-            check_finite(p.detach(), name)
+            layer, _, what = name.rpartition(".")
+            check_finite(p.detach(), layer or name, what=what)
     meta = {"lorita": json.dumps(describe(model))}
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata=meta)

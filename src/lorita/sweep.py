@@ -72,8 +72,9 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
         True
     """
     original = profile(model, example_input)
-    spectra = spectrum(model)
-    layers = scan_layers(model).layers
+    # the example input leaves out layers whose parent reads their weight: a cut there saves nothing
+    spectra = spectrum(model, example_input=example_input)
+    layers = scan_layers(model, example_input=example_input).layers
     costs = {name: LayerCost(*layer_shape(layers[name].module)) for name in spectra}
     candidates = global_thresholds(spectra, costs)
     cache = svd_cache if svd_cache is not None else SVDCache()  # each layer's SVD once, not once per cut

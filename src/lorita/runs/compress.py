@@ -129,14 +129,14 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     if strategy == "ranks":
         pass
     elif strategy == "accuracy":
-        found = search_accuracy(merged, lambda m: evaluate(m, data.val)[0], finetune=None, **options)
+        found = search_accuracy(merged, lambda m: evaluate(m, data.val)[0], finetune=None, example_input=example,
+                                **options)
         ranks, search = found.ranks, found.search
         evaluations += found.evaluations
-    elif strategy == "budget" and "flops" in options:
-        ranks = select_ranks(merged, strategy, example_input=example, **options)
     else:
-        ranks = select_ranks(merged, strategy, **options)
-    small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache).eval()
+        ranks = select_ranks(merged, strategy, example_input=example, **options)
+    # the example input also leaves plain any layer whose parent reads its weight instead of calling it
+    small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache, example_input=example).eval()
     cut = lorita.profile(small, example)
     after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops,
                  "val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
@@ -153,7 +153,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     results = {
         "command": "compress", "source": str(source), "strategy": strategy, "options": options,
         "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
-        "skipped_layers": skipped_layers(merged),
+        "skipped_layers": skipped_layers(merged, example_input=example),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
         "before": {"val_acc": before_val, "test_acc": before_test},
         "after_cut": after_cut, "after_finetune": after_finetune,
