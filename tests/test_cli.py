@@ -74,9 +74,17 @@ def test_compress_strategies(trained, tmp_path, strategy):
 
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--dataset", "digits", "--epochs", "1", "--width", "16", "--hidden-layers", "1",
-                 "--depths", "1", "2", "--points", "4", "--no-progress", "--out", str(out)]) == 0
+    assert main(["demo", "--dataset", "digits", "--epochs", "2", "--finetune-epochs", "1", "--width", "16",
+                 "--hidden-layers", "1", "--depths", "1", "2", "--points", "4", "--sizes", "0.3", "0.6",
+                 "--no-progress", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
+    columns = results["runs"][0]["columns"]
+    assert {"plain + SVD", "LoRITa N=2", "plain + SVD + FT", "LoRITa N=2 + FT"} <= set(columns)
+    assert columns["plain + SVD + FT"]["epochs"] == 2 and columns["plain + SVD + FT"]["finetune_epochs"] == 1
+    head = results["headline"]
+    assert head["total_epochs"] == 2 and head["best_alternative"] is not None  # the plain model always qualifies
+    if head["lorita"] is not None:
+        assert head["ratio"] == head["lorita"]["params_kept"] / head["best_alternative"]["params_kept"]
     assert set(results["depths"]) == {"1", "2"}
     plain = results["depths"]["1"]
     assert plain["views"]["a"] is not None  # the uncompressed model is always within its own budget

@@ -163,8 +163,8 @@ def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):
 
 def test_demo_overwrites_its_own_output(tmp_path):
     out = tmp_path / "demo"
-    argv = ["demo", "--dataset", "digits", "--epochs", "1", "--width", "8", "--hidden-layers", "1", "--depths", "1",
-            "2", "--points", "3", "--no-progress", "--out", str(out)]
+    argv = ["demo", "--dataset", "digits", "--epochs", "1", "--finetune-epochs", "0", "--width", "8",
+            "--hidden-layers", "1", "--depths", "1", "2", "--points", "3", "--no-progress", "--out", str(out)]
     assert main(argv) == 0
     assert main([*argv, "--overwrite"]) == 0
     assert is_marked(out) and is_marked(out / "depth2") and foreign_entries(out) == []

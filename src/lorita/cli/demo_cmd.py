@@ -22,7 +22,7 @@ EXAMPLE = """example:
 """
 
 # The recipe measured in docs/RESULTS.md (cuts chosen on validation data).
-DEFAULTS = dict(epochs=12, batch_size=128, lr=0.05, weight_decay=5e-4, width=512, hidden_layers=3)
+DEFAULTS = dict(epochs=12, batch_size=128, lr=0.05, weight_decay=5e-4, width=512, hidden_layers=3, finetune_epochs=2)
 
 
 def add_parser(sub) -> None:
@@ -39,6 +39,15 @@ def add_parser(sub) -> None:
     p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--points", type=int, default=40, help="cuts per sweep before refining (default 40)")
+    g = p.add_argument_group("the alternatives (equal total epochs)")
+    g.add_argument("--finetune-epochs", type=int, default=DEFAULTS["finetune_epochs"],
+                   help="fine-tuned columns: train that many epochs less, cut, fine-tune (0: no such columns)")
+    g.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: lr / 10)")
+    g.add_argument("--torch-pruning", action=argparse.BooleanOptionalAction, default=None,
+                   help="the Torch-Pruning + FT column (default: when torch-pruning is installed)")
+    g.add_argument("--sizes", type=float, nargs="+", help="params fractions every column is measured at "
+                   "(default 0.05 0.1 0.2 0.3)")
+    g.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: --seed)")
     p.set_defaults(func=run)
 
 
@@ -46,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from lorita.data import dataset_status
     from lorita.runs import ExperimentSpec, run_experiment
 
-    needs = ["matplotlib"] + ([] if args.no_progress else ["tqdm"])
+    needs = ["matplotlib"] + ([] if args.no_progress else ["tqdm"]) + (["torch_pruning"] if args.torch_pruning else [])
     available = {row["name"]: row["available"] for row in dataset_status(args.data_dir)}
     if args.dataset == "fashion-mnist" and not available.get("fashion-mnist"):
         needs.append("sklearn")  # the digits fallback
@@ -55,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         name="demo", model="fcn", dataset=args.dataset, data_dir=args.data_dir,
         model_kwargs={"width": args.width, "hidden_layers": args.hidden_layers}, depths=sorted(set(args.depths)),
         init=args.init, factor_side=args.factor_side, exclude=[], train=train_config_from(args),
-        max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist")
+        max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist",
+        seeds=args.seeds, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        torch_pruning=args.torch_pruning, **({"sizes": args.sizes} if args.sizes else {}))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     report = f"{args.out}/report.md"
     print(open(report, encoding="utf-8").read())

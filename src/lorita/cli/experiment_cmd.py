@@ -24,13 +24,14 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
     p.add_argument("--init", choices=INITS,
                    help="init of the composed factors, overriding the config's (default: the config's)")
+    p.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: the config's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lorita.runs import load_spec, run_experiment
 
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init)
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds)
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(open(f"{args.out}/report.md", encoding="utf-8").read())

@@ -92,7 +92,8 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
 
 
 # module -> what it is for, and the extra that installs it
-EXTRAS = {"matplotlib": ("plots", "cli"), "tqdm": ("progress bars", "cli"), "sklearn": ("the digits dataset", "data")}
+EXTRAS = {"matplotlib": ("plots", "cli"), "tqdm": ("progress bars", "cli"), "sklearn": ("the digits dataset", "data"),
+          "torch_pruning": ("the Torch-Pruning column", "prune")}
 
 
 def require(*modules: str, command: str) -> None:

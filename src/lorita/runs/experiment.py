@@ -11,6 +11,7 @@ and each layer's SVD runs once per model.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,9 +24,10 @@ from pathlib import Path
 import torch
 
 import lorita
-from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int
+from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
 from lorita.composed import INITS
 from lorita.errors import LoritaError
+from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.compress import compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.folder import RunOutput, mark, write_json
@@ -61,6 +63,12 @@ class ExperimentSpec:
     refine_steps: int = 6  # extra cuts per target, bisecting between passing and failing thresholds
     test_every_cut: bool = True  # False: test data only at the chosen cuts (cheaper for CNNs)
     fallback_to_digits: bool = False
+    seeds: list[int] | None = None  # None: the recipe's seed only; each seed changes split, init and batch order
+    finetune_epochs: int = 0  # > 0: the fine-tuned columns, trained that many epochs less (equal totals)
+    finetune_lr: float | None = None  # None: the recipe's lr / 10
+    torch_pruning: bool | None = None  # the Torch-Pruning + FT column; None: when torch-pruning is installed
+    sizes: list[float] = field(default_factory=lambda: list(FIXED_SIZES))  # params fractions compared point by point
+    refine_sizes: int = 3  # bisection steps of a fine-tuned column's crossing of the target
 
     def __post_init__(self):
         for what in ("name", "model", "dataset"):
@@ -87,20 +95,43 @@ class ExperimentSpec:
         for what in ("test_every_cut", "fallback_to_digits"):
             if not isinstance(getattr(self, what), bool):
                 raise LoritaError(f"{what} must be true or false, got {getattr(self, what)!r}")
+        if self.seeds is not None and (not isinstance(self.seeds, list) or not self.seeds
+                                       or not all(is_int(x) and x >= 0 for x in self.seeds)
+                                       or len(set(self.seeds)) != len(self.seeds)):
+            raise LoritaError(f"seeds must be a list of distinct integers >= 0, got {self.seeds!r}")
+        check_int("finetune_epochs", self.finetune_epochs, minimum=0, maximum=self.train.epochs - 1)
+        if self.finetune_lr is not None:
+            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True)
+        if self.torch_pruning not in (None, True, False):
+            raise LoritaError(f"torch_pruning must be true, false or null (when installed), got {self.torch_pruning!r}")
+        if not isinstance(self.sizes, list) or not self.sizes or \
+                not all(is_number(x) and 0 < x < 1 for x in self.sizes):
+            raise LoritaError(f"sizes must be a list of fractions in (0, 1) of the original params, got {self.sizes!r}")
+        check_int("refine_sizes", self.refine_sizes, minimum=0)
 
-    def data_spec(self) -> DataSpec:
-        return DataSpec(self.dataset, self.data_dir, seed=self.train.seed, max_train=self.max_train)
+    @property
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.train.seed]
 
-    def run_config(self, data, depth: int) -> RunConfig:
-        """The training run of one depth, on ``data`` (which may be the digits fallback)."""
+    def data_spec(self, seed: int) -> DataSpec:
+        return DataSpec(self.dataset, self.data_dir, seed=seed, max_train=self.max_train)
+
+    def run_config(self, data, depth: int, train: TrainConfig) -> RunConfig:
+        """The training run of one depth with recipe ``train``, on ``data`` (which may be the digits fallback)."""
         from lorita.models import paper_exclude
 
         inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
         exclude = paper_exclude(self.model) if self.exclude is None else self.exclude
         return RunConfig(ModelSpec(self.model, dict(self.model_kwargs), inputs),
                          DataSpec(data.name, self.data_dir if data.name == self.dataset else None,
-                                  seed=self.train.seed, max_train=self.max_train),
-                         ComposeSpec(depth, self.init, "auto", self.factor_side, exclude), self.train)
+                                  seed=train.seed, max_train=self.max_train),
+                         ComposeSpec(depth, self.init, "auto", self.factor_side, exclude), train)
+
+    def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
+        ``finetune_lr`` (default: lr / 10), no warm-up."""
+        lr = self.finetune_lr if self.finetune_lr is not None else train.lr / 10
+        return dataclasses.replace(train, epochs=self.finetune_epochs, lr=lr, warmup_epochs=0, schedule="cosine")
 
 
 def load_spec(path: str | Path, *, reduced: bool = False, **override) -> ExperimentSpec:
@@ -149,6 +180,144 @@ def load_spec(path: str | Path, *, reduced: bool = False, **override) -> Experim
         raise LoritaError(f"{path}: {err}") from None
 
 
+def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
+                   progress: bool = True) -> dict:
+    """Run ``spec`` into ``out`` (one subfolder ``seedS`` per seed when there are several) and return the
+    results written to ``out/results.json``.
+
+    Example:
+        >>> # run_experiment(load_spec("experiments/fcn_fashion_mnist.json", reduced=True), "runs/fcn")
+    """
+    from lorita.models.registry import resolve_args
+    from lorita.report.demo import write_demo_report
+
+    output = RunOutput(out, overwrite=overwrite)  # everything is checked before any work starts
+    use_tp = _torch_pruning(spec)
+    resolve_args(spec.model, dict(spec.model_kwargs))  # unknown model or argument: fail before any work
+    start = time.time()
+    seeds = spec.seed_list
+    with output as folder:
+        write_json(folder / "config.json", mark({"command": "experiment", "lorita_version": lorita.__version__,
+                                                 "spec": asdict(spec)}))
+        runs = []
+        for seed in seeds:
+            sub = folder if len(seeds) == 1 else folder / f"seed{seed}"
+            if sub is not folder:
+                sub.mkdir()
+                write_json(sub / "config.json", mark({"command": "experiment-seed", "seed": seed}))
+            runs.append(_one_seed(spec, seed, sub, use_tp, progress))
+        results = _summary(spec, runs, time.time() - start)
+        write_json(folder / "results.json", results)
+        write_demo_report(folder, results)
+    return results
+
+
+def _torch_pruning(spec: ExperimentSpec) -> bool:
+    from lorita import prune
+
+    if not spec.finetune_epochs:
+        return False
+    if spec.torch_pruning and not prune.available():
+        raise LoritaError("torch_pruning=true needs torch-pruning: pip install 'lorita[prune]'")
+    if spec.torch_pruning is None and not prune.available():
+        log.warning("torch-pruning is not installed (pip install 'lorita[prune]'): no Torch-Pruning column")
+    return prune.available() if spec.torch_pruning is None else spec.torch_pruning
+
+
+def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:
+    """Everything for one seed: train, sweep, measure every column, choose on validation."""
+    from lorita.runs import compare
+    from lorita.sweep import as_dicts, measure_test, sweep
+    from lorita.train import evaluate
+
+    train = dataclasses.replace(spec.train, seed=seed)
+    data = spec.data_spec(seed).load(fallback_to_digits=spec.fallback_to_digits)
+    depths_list = sorted(set(spec.depths))
+    example = example_input(data)
+    trained = {}
+    for depth in depths_list:
+        log.info("[%s] seed %d: training depth %d on %s (%d epochs)", spec.name, seed, depth, data.name, train.epochs)
+        trained[depth] = train_run(folder / f"depth{depth}", spec.run_config(data, depth, train), data,
+                                   progress=progress, nested=True)
+    val = lambda m: evaluate(m, data.val)[0]
+    test = lambda m: evaluate(m, data.test)[0]
+    plain_target = trained[1].results["val_acc"] - spec.max_drop
+    depths, merged, caches = {}, {}, {}
+    for depth, run in trained.items():
+        log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
+        merged[depth] = lorita.merge(run.model).eval()
+        caches[depth] = SVDCache()
+        own_target = run.results["val_acc"] - spec.max_drop
+        with _bar(progress, f"sweep depth {depth}") as bar:
+            points = sweep(merged[depth], example, val, test if spec.test_every_cut else None, points=spec.points,
+                           refine_targets=[plain_target, own_target], refine_steps=spec.refine_steps,
+                           progress=bar.update if bar is not None else None, svd_cache=caches[depth])
+        targets = {"b": plain_target, "a": own_target}
+        views = choose_views(points, plain_target, own_target)
+        for chosen in views.values():
+            if chosen is not None:
+                measure_test(merged[depth], chosen, test, svd_cache=caches[depth])
+        depths[depth] = {"uncompressed": run.results, "sweep": as_dicts(points),
+                         "views": {v: None if p is None else {**asdict(p), "target_val_acc": targets[v]}
+                                   for v, p in views.items()}}
+    original = lorita.profile(merged[1], example)
+    columns = []
+    for depth in depths_list:  # cut, no fine-tuning: the sweep chose the cut (view b)
+        label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
+        columns.append((compare.Column(label, depth > 1, compare.svd_cutter(merged[depth], example, caches[depth]),
+                                       None, trained[depth].results["train_seconds"], train.epochs), depth))
+    if spec.finetune_epochs:
+        ft = spec.finetune_recipe(train)
+        short = dataclasses.replace(train, epochs=train.epochs - spec.finetune_epochs)
+        for depth in depths_list:
+            log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, seed, depth,
+                     short.epochs, ft.epochs)
+            run = train_run(folder / f"depth{depth}-short", spec.run_config(data, depth, short), data,
+                            progress=progress, nested=True)
+            base = lorita.merge(run.model).eval()
+            seconds = run.results["train_seconds"]
+            label = "plain + SVD + FT" if depth == 1 else f"LoRITa N={depth} + FT"
+            columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, example), ft, seconds,
+                                           spec.train.epochs), None))
+            if depth == 1 and use_tp:
+                columns.append((compare.Column("Torch-Pruning + FT", False, compare.prune_cutter(base, example), ft,
+                                               seconds, spec.train.epochs), None))
+    measured = {}
+    for column, depth in columns:
+        log.info("[%s] seed %d: %s", spec.name, seed, column.label)
+        if depth is not None:  # no fine-tuning: the fixed sizes only; the sweep gives the choice
+            cuts = [c for c in (compare.measure(column, s, data, original, example, progress) for s in spec.sizes)
+                    if c is not None]
+            view = depths[depth]["views"]["b"]
+            pick = None if view is None else {"params_kept": view["params_kept"], "macs_kept": view["macs_kept"],
+                                              "val_acc": view["val_acc"], "test_acc": view["test_acc"],
+                                              "threshold": view["threshold"]}
+        else:
+            cuts = compare.search(column, plain_target, data, original, example, sizes=spec.sizes,
+                                  refine=spec.refine_sizes, progress=progress)
+            best = compare.chosen(cuts, plain_target)
+            pick = None if best is None else {k: getattr(best, k) for k in
+                                              ("params_kept", "macs_kept", "val_acc", "test_acc", "size")}
+            if best is not None and "ranks" in best.detail:
+                pick["ranks"] = best.detail["ranks"]
+        measured[column.label] = {"lorita": column.lorita, "finetune_epochs": column.finetune.epochs
+                                  if column.finetune is not None else 0,
+                                  "epochs": column.epochs, "train_seconds": column.train_seconds,
+                                  "cuts": [compare.as_dict(c) for c in cuts], "chosen": pick}
+    cuts = []
+    for depth, info in depths.items():  # the view-(b) cuts saved as compress runs, from the models in memory
+        chosen = info["views"]["b"]
+        if chosen is not None:
+            cut = folder / f"depth{depth}-cut"
+            compress_run(folder / f"depth{depth}", cut, "ranks", ranks=chosen["ranks"], model=merged[depth], data=data,
+                         progress=progress, nested=True, svd_cache=caches[depth])
+            cuts.append(cut.name)
+    return {"seed": seed, "dataset": data.name, "test_images": len(data.test), "target_val_acc": plain_target,
+            "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
+            "headline": _headline(measured, plain_target, spec.train.epochs), "cut_folders": cuts,
+            "folder": folder.name}
+
+
 def choose_views(points, plain_target: float, own_target: float) -> dict:
     """View (b) and (a): the smallest cut within each target (``lorita.sweep.choose_cuts``)."""
     from lorita.sweep import choose_cuts
@@ -156,65 +325,21 @@ def choose_views(points, plain_target: float, own_target: float) -> dict:
     return choose_cuts(points, {"b": plain_target, "a": own_target})
 
 
-def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
-                   progress: bool = True) -> dict:
-    """Run ``spec`` into ``out`` and return the results written to ``out/results.json``.
+def _headline(columns: dict, target: float, total_epochs: int) -> dict:
+    """The smallest LoRITa column against the smallest alternative at the target (one seed)."""
+    def best(lorita_side: bool):
+        entries = [(label, c["chosen"]) for label, c in columns.items()
+                   if c["lorita"] == lorita_side and c["chosen"] is not None]
+        if not entries:
+            return None
+        label, pick = min(entries, key=lambda e: (e[1]["params_kept"], -e[1]["val_acc"]))
+        return {"label": label, "params_kept": pick["params_kept"], "macs_kept": pick["macs_kept"],
+                "test_acc": pick["test_acc"], "val_acc": pick["val_acc"]}
 
-    Example:
-        >>> # run_experiment(load_spec("experiments/fcn_fashion_mnist.json", reduced=True), "runs/fcn")
-    """
-    from lorita.report.demo import write_demo_report
-    from lorita.sweep import as_dicts, measure_test, sweep
-    from lorita.train import evaluate
-
-    output = RunOutput(out, overwrite=overwrite)  # everything is checked before any work starts
-    start = time.time()
-    data = spec.data_spec().load(fallback_to_digits=spec.fallback_to_digits)
-    configs = {depth: spec.run_config(data, depth) for depth in sorted(set(spec.depths))}
-    for config in configs.values():
-        config.model.build()  # a bad model argument fails now, not after the first depth has trained
-    with output as folder:
-        write_json(folder / "config.json", mark({"command": "experiment", "lorita_version": lorita.__version__,
-                                                 "spec": asdict(spec)}))
-        trained = {}
-        for depth, config in configs.items():
-            log.info("[%s] training depth %d on %s (%d epochs)", spec.name, depth, data.name, spec.train.epochs)
-            trained[depth] = train_run(folder / f"depth{depth}", config, data, progress=progress, nested=True)
-        example = example_input(data)
-        val = lambda m: evaluate(m, data.val)[0]
-        test = lambda m: evaluate(m, data.test)[0]
-        plain_target = trained[1].results["val_acc"] - spec.max_drop
-        depths, merged_models, caches = {}, {}, {}
-        for depth, run in trained.items():
-            log.info("[%s] sweeping cuts of depth %d", spec.name, depth)
-            merged = merged_models[depth] = lorita.merge(run.model).eval()
-            cache = caches[depth] = SVDCache()
-            own_target = run.results["val_acc"] - spec.max_drop
-            with _bar(progress, f"sweep depth {depth}") as bar:
-                points = sweep(merged, example, val, test if spec.test_every_cut else None, points=spec.points,
-                               refine_targets=[plain_target, own_target], refine_steps=spec.refine_steps,
-                               progress=bar.update if bar is not None else None, svd_cache=cache)
-            views = choose_views(points, plain_target, own_target)
-            for view, chosen in views.items():
-                if chosen is not None:
-                    measure_test(merged, chosen, test, svd_cache=cache)
-            targets = {"b": plain_target, "a": own_target}
-            depths[depth] = {"uncompressed": run.results, "sweep": as_dicts(points),
-                             "views": {v: None if p is None else {**asdict(p), "target_val_acc": targets[v]}
-                                       for v, p in views.items()}}
-        cuts = []
-        for depth, info in depths.items():
-            chosen = info["views"]["b"]
-            if chosen is not None:
-                cut = folder / f"depth{depth}-cut"
-                compress_run(folder / f"depth{depth}", cut, "ranks", ranks=chosen["ranks"],
-                             model=merged_models[depth], data=data, progress=progress, nested=True,
-                             svd_cache=caches[depth])
-                cuts.append(cut)
-        results = _summary(spec, data, depths, time.time() - start)
-        write_json(folder / "results.json", results)
-        write_demo_report(folder, results, cuts)
-    return results
+    ours, theirs = best(True), best(False)
+    ratio = ours["params_kept"] / theirs["params_kept"] if ours is not None and theirs is not None else None
+    return {"target_val_acc": target, "total_epochs": total_epochs, "lorita": ours, "best_alternative": theirs,
+            "ratio": ratio}
 
 
 class _bar:
@@ -235,23 +360,49 @@ class _bar:
             self.bar.close()
 
 
-def _summary(spec: ExperimentSpec, data, depths: dict, seconds: float) -> dict:
-    plain = depths[1]["views"]["b"]
-    best = None
-    for depth, info in depths.items():
-        chosen = info["views"]["b"]
-        if depth > 1 and chosen is not None and (best is None or chosen["params"] < best[1]["params"]):
-            best = (depth, chosen)
-    ratio = best[1]["params_kept"] / plain["params_kept"] if plain is not None and best is not None else None
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def _combine(heads: list[dict]) -> dict:
+    """The headline over seeds: means (and spreads) of each side, the ratio of the means, per-seed values."""
+    out = {"target_val_acc": _mean_std([h["target_val_acc"] for h in heads])[0], "total_epochs": heads[0]["total_epochs"]}
+    for side in ("lorita", "best_alternative"):
+        entries = [h[side] for h in heads]
+        if any(e is None for e in entries):
+            out[side] = None
+            continue
+        labels = sorted({e["label"] for e in entries})
+        out[side] = {"label": labels[0] if len(labels) == 1 else " / ".join(labels)}
+        for key in ("params_kept", "macs_kept", "test_acc", "val_acc"):
+            mean, std = _mean_std([e[key] for e in entries])
+            out[side][key] = mean
+            if len(heads) > 1:
+                out[side][key + "_std"] = std
+    ours, theirs = out["lorita"], out["best_alternative"]
+    out["ratio"] = ours["params_kept"] / theirs["params_kept"] if ours is not None and theirs is not None else None
+    if len(heads) > 1:
+        ratios = [h["ratio"] for h in heads]
+        out["seeds"] = heads
+        out["ratio_per_seed"] = ratios
+    return out
+
+
+def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
+    first = runs[0]
+    headline = _combine([r["headline"] for r in runs])
+    ratio = headline["ratio"]
     return {
-        "command": "experiment", "name": spec.name, "dataset": data.name, "max_drop": spec.max_drop,
+        "command": "experiment", "name": spec.name, "dataset": first["dataset"], "max_drop": spec.max_drop,
         "spec": asdict(spec),
         "recipe": {**spec.train.to_dict(), "model": spec.model, **spec.model_kwargs, "init": spec.init,
-                   "factor_side": spec.factor_side},
-        "depths": {str(d): info for d, info in depths.items()},
-        "headline": {"best_lorita_depth": best[0] if best else None,
-                     "params_kept_ratio_vs_plain": ratio,
-                     "bar": "LoRITa keeps at most half the parameters the plain model keeps (view b)",
+                   "factor_side": spec.factor_side, "finetune_epochs": spec.finetune_epochs},
+        "seeds": [r["seed"] for r in runs],
+        "depths": first["depths"],  # the first seed's sweeps (plots, results_table.py)
+        "runs": runs,
+        "headline": {**headline, "bar": "LoRITa keeps at most 0.5x the params of the best alternative (view b)",
                      "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= 0.5},
         "seconds": seconds,
         "machine": machine(),

@@ -1,0 +1,102 @@
+"""Structured pruning with Torch-Pruning (optional extra ``lorita[prune]``): the alternative a user has
+to low-rank cuts, used as a comparison column by experiments and benchmarks.
+
+``prune_to`` removes whole channels (L1 magnitude, ranked globally) step by step until the
+model's params or MACs, counted by ``lorita.profile`` like every other column, are at most a
+fraction of the original. The result is a smaller model of the same classes.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lorita.checks import check_choice, check_fraction
+from lorita.errors import LoritaError
+from lorita.profile import profile
+
+STEPS = 200  # pruning steps from the full model to nothing: each removes about 0.5% of the channels
+MAX_RATIO = 0.9  # at most this fraction of one layer's channels may go
+
+
+def available() -> bool:
+    """Whether ``torch_pruning`` is installed.
+
+    Example:
+        >>> isinstance(available(), bool)
+        True
+    """
+    return importlib.util.find_spec("torch_pruning") is not None
+
+
+def ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """Layers Torch-Pruning must keep at full width: the classifier, and residual streams it cannot trace.
+
+    The classifier is the last ``nn.Linear``. The zoo's CIFAR ResNets use the parameter-free
+    "option A" shortcut (subsample and zero-pad channels with ``F.pad``); Torch-Pruning's
+    dependency graph does not follow channels through that pad, so the convs writing the
+    residual stream (the stem and each block's ``conv2``) stay whole and only the inner
+    channels of each block are pruned.
+
+    Example:
+        >>> ignored_layers(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
+        [Linear(in_features=4, out_features=2, bias=True)]
+    """
+    from lorita.models.resnet import BasicBlock, CifarResNet, PadShortcut
+
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    ignored = linears[-1:]
+    if isinstance(model, CifarResNet) and any(isinstance(m, PadShortcut) for m in model.modules()):
+        ignored += [model.conv1] + [b.conv2 for b in model.modules() if isinstance(b, BasicBlock)]
+    return ignored
+
+
+def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
+             metric: Literal["params", "macs"] = "params", max_ratio: float = MAX_RATIO) -> tuple[nn.Module, dict]:
+    """A pruned copy of ``model`` with at most ``budget`` of its params (or MACs), and what was done.
+
+    Torch-Pruning's pruner with L1 magnitude importance and global ranking, ``STEPS``
+    iterative steps; the first step at or below the budget is kept. Global ranking compares
+    mean-normalised L1 norms of channel groups and does not see what a channel costs;
+    ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``) bounds how far one layer is thinned.
+    Raises LoritaError when the budget cannot be reached within those bounds.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> small, info = prune_to(net, 0.5, torch.zeros(1, 16))  # doctest: +SKIP
+        >>> info["kept"] <= 0.5  # doctest: +SKIP
+        True
+    """
+    if not available():
+        raise LoritaError("pruning needs torch-pruning: pip install 'lorita[prune]'")
+    import torch_pruning as tp
+
+    check_fraction("budget", budget)
+    check_choice("metric", metric, ("params", "macs"))
+    check_fraction("max_ratio", max_ratio)
+    pruned = copy.deepcopy(model).cpu().eval()
+
+    def size() -> int:
+        counts = profile(pruned, example_input)
+        return counts.params if metric == "params" else counts.macs
+
+    original = size()
+    pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
+    pruner = pruner_cls(pruned, example_input, importance=tp.importance.MagnitudeImportance(p=1),
+                        global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=max_ratio,
+                        iterative_steps=STEPS, ignored_layers=ignored_layers(pruned))
+    current, steps = original, 0
+    while current > budget * original and steps < STEPS:
+        pruner.step()
+        steps += 1
+        current = size()
+    if current > budget * original:
+        raise LoritaError(f"Torch-Pruning reached {current / original:.3f} of the original {metric}, not {budget:g}: "
+                          f"max_ratio={max_ratio} keeps at least {1 - max_ratio:.0%} of every layer's channels")
+    widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
+              for name, m in pruned.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
+    return pruned, {"steps": steps, "kept": current / original, "widths": widths}
