@@ -34,8 +34,12 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_int(what: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
-    """``value`` if it is an integer in ``[minimum, maximum]``.
+def _meaning(meaning: str) -> str:
+    return f" ({meaning})" if meaning else ""
+
+
+def check_int(what: str, value: Any, minimum: int = 1, maximum: int | None = None, *, meaning: str = "") -> int:
+    """``value`` if it is an integer in ``[minimum, maximum]``; ``meaning`` goes in the message.
 
     Example:
         >>> check_int("epochs", 3)
@@ -43,12 +47,12 @@ def check_int(what: str, value: Any, minimum: int = 1, maximum: int | None = Non
     """
     if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise LoritaError(f"{what} must be an integer {span}, got {value!r}")
+        raise LoritaError(f"{what} must be an integer {span}{_meaning(meaning)}, got {value!r}")
     return value
 
 
 def check_number(what: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
+                 low_open: bool = False, high_open: bool = False, meaning: str = "") -> float:
     """``float(value)`` if it is a finite number within the bounds (``*_open``: bound excluded).
 
     Example:
@@ -64,7 +68,8 @@ def check_number(what: str, value: Any, *, minimum: float | None = None, maximum
         low = "" if minimum is None else f"{'>' if low_open else '>='} {minimum:g}"
         high = "" if maximum is None else f"{'<' if high_open else '<='} {maximum:g}"
         span = " and ".join(p for p in (low, high) if p)
-        raise LoritaError(f"{what} must be a finite number{' ' + span if span else ''}, got {value!r}")
+        span = f" {span}" if span else ""
+        raise LoritaError(f"{what} must be a finite number{span}{_meaning(meaning)}, got {value!r}")
     return float(value)
 
 
@@ -78,7 +83,7 @@ def check_fraction(what: str, value: Any, *, low_open: bool = True, high_open: b
     """
     if not (is_number(value) and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)):
         span = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-        raise LoritaError(f"{what} must be a number in {span}{f' ({meaning})' if meaning else ''}, got {value!r}")
+        raise LoritaError(f"{what} must be a number in {span}{_meaning(meaning)}, got {value!r}")
     return float(value)
 
 
