@@ -15,6 +15,7 @@ from torch import nn
 
 import lorita
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
+from lorita.errors import LoritaWarning
 from tiny_models import TABLE, build, example
 
 TIGHT = dict(atol=1e-10, rtol=1e-10)
@@ -168,7 +169,7 @@ def test_tied_weight_is_left_plain_with_a_warning():
         def forward(self, idx):
             return self.lm(self.proj(self.emb(idx)))
 
-    with pytest.warns(UserWarning, match=r"lm: weight tied to another module"):
+    with pytest.warns(LoritaWarning, match=r"lm: weight tied to another module"):
         composed = lorita.compose(Tied(), depth=2)
     assert isinstance(composed.lm, nn.Linear) and isinstance(composed.proj, ComposedLinear)
     assert composed.lm.weight is composed.emb.weight
@@ -179,8 +180,9 @@ def test_tied_weight_is_left_plain_with_a_warning():
 def test_grouped_depthwise_transposed_are_named_in_one_warning():
     net = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, groups=4),
                         nn.ConvTranspose2d(4, 4, 3), nn.Conv2d(4, 2, 1))
-    with pytest.warns(UserWarning, match=r"left 3 layer\(s\) plain: 0: grouped.*1: depthwise.*2: transposed"):
+    with pytest.warns(LoritaWarning, match=r"left 3 layer\(s\) plain: 0: grouped.*1: depthwise.*2: transposed"):
         composed = lorita.compose(net, depth=2)
+    assert issubclass(LoritaWarning, UserWarning)  # filters written for UserWarning still catch it
     assert [type(m).__name__ for m in composed] == ["Conv2d", "Conv2d", "ConvTranspose2d", "ComposedConv2d"]
 
 
@@ -194,7 +196,7 @@ def test_multihead_attention_projection_is_skipped():
         def forward(self, x):
             return self.fc(self.attn(x, x, x)[0])
 
-    with pytest.warns(UserWarning, match=r"attn.out_proj: inside nn.MultiheadAttention"):
+    with pytest.warns(LoritaWarning, match=r"attn.out_proj: inside nn.MultiheadAttention"):
         composed = lorita.compose(Attn(), depth=2)
     composed(torch.randn(2, 3, 8))  # still runs
 

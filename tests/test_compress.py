@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lorita
+from lorita.errors import LoritaWarning
 from lorita.linalg import break_even_rank
 from lorita.lowrank import LOWRANK_TYPES, weight_matrix
 from tiny_models import TABLE, build, example
@@ -125,6 +126,27 @@ def test_compressed_model_keeps_dtype_and_shared_layer():
     assert small(x).shape == (3, 2)
 
 
+class TwoNames(nn.Module):
+    """One Linear registered under two names (aliases): one layer, known as "first"."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(16, 16)
+        self.second = self.first
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.second(torch.relu(self.first(x)))))
+
+
+def test_ranks_may_name_a_layer_by_any_of_its_names():
+    small = lorita.compress(TwoNames(), ranks={"second": 2})
+    assert small.first is small.second and small.first.rank == 2
+    with pytest.raises(lorita.LoritaError, match=r"ranks names unknown layer 'third'; layers that can be compressed: "
+                                                 r"first, head$"):
+        lorita.compress(TwoNames(), ranks={"third": 2})
+
+
 def test_compress_leaves_argument_untouched():
     model = build(TABLE[0][1])
     before = [p.clone() for p in model.parameters()]
@@ -167,7 +189,7 @@ class ReadsWeight(nn.Module):
 def test_layer_read_through_its_weight_is_left_dense_with_example_input():
     torch.manual_seed(0)
     model, x = ReadsWeight().double(), torch.randn(3, 32, dtype=torch.float64)
-    with pytest.warns(UserWarning, match=r"proj: its parent reads its \.weight/\.bias"):
+    with pytest.warns(LoritaWarning, match=r"proj: its parent reads its \.weight/\.bias"):
         small = lorita.compress(model, ranks={"proj": 2, "head": 1}, example_input=x)
     assert type(small.proj) is nn.Linear and isinstance(small.head, lorita.LowRankLinear)
     assert set(lorita.spectrum(model, example_input=x)) == {"head"}

@@ -23,6 +23,7 @@ transformers = pytest.importorskip("transformers")
 
 import lorita  # noqa: E402
 from lorita.composed import COMPOSED_TYPES  # noqa: E402
+from lorita.errors import LoritaWarning  # noqa: E402
 from lorita.hf import is_conv1d  # noqa: E402
 from lorita.targets import skipped_layers  # noqa: E402
 
@@ -144,9 +145,9 @@ def test_gpt2_tied_lm_head_is_skipped_with_a_warning():
     _, _, model, x = build("gpt2")
     assert model.lm_head.weight is model.transformer.wte.weight
     assert skipped_layers(model) == {"lm_head": "weight tied to another module: merging or cutting it would untie them"}
-    with pytest.warns(UserWarning, match=r"left 1 layer\(s\) plain: lm_head: weight tied"):
+    with pytest.warns(LoritaWarning, match=r"left 1 layer\(s\) plain: lm_head: weight tied"):
         composed = lorita.compose(model, depth=2)
-    with pytest.warns(UserWarning, match=r"lm_head: weight tied"):
+    with pytest.warns(LoritaWarning, match=r"lm_head: weight tied"):
         small = lorita.compress(lorita.merge(composed), ratio=0.25)
     for m in (composed, small):
         assert type(m.lm_head) is nn.Linear and m.lm_head.weight is m.transformer.wte.weight

@@ -117,6 +117,13 @@ def test_composed_models_are_timed_as_their_merged_layers():
     assert {name for name, _ in timer.calls} == {"Linear", "LowRankLinear"}
 
 
+def test_ranks_may_name_a_layer_by_an_alias():
+    shared = nn.Linear(16, 16)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(16, 2))  # "0" is also "2"
+    out = keep_faster(model, {"2": 2, "4": 2}, torch.randn(1, 16), timer=FakeTimer())
+    assert out == {"2": 16, "4": 2}  # the pair of "2" costs OVERHEAD more: dense, under the name given; "4" not cut
+
+
 def test_bad_arguments_say_what_to_fix():
     model = net()
     with pytest.raises(lorita.LoritaError, match="unknown layer.*'nope'"):

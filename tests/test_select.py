@@ -206,7 +206,7 @@ def test_accuracy_search_without_a_good_cut_keeps_the_model_dense():
         ("budget", {"flops": 0.5, "example_input": [1, 2]}, r"example_input must be a tensor"),
         ("uniform", {"ratio": 0}, r"ratio must be a number in \(0, 1\]"),
         ("global", {"threshold": 2}, r"threshold must be a number in \[0, 1\]"),
-        ("accuracy", {"evaluate": lambda m: 1.0, "max_evals": 0}, r"max_evals must be an int >= 1"),
+        ("accuracy", {"evaluate": lambda m: 1.0, "max_evals": 0}, r"max_evals must be an integer >= 1, got 0"),
         ("accuracy", {"evaluate": lambda m: 1.0, "max_drop": -1}, r"max_drop must be a finite number >= 0"),
         ("accuracy", {"evaluate": lambda m: "good"}, r"evaluate must return an accuracy .* got str"),
         ("accuracy", {"evaluate": lambda m: 1.0, "finetune": lambda m: None}, r"finetune must return the fine-tuned model"),

@@ -83,11 +83,12 @@ def test_argument_errors():
     w = torch.randn(4, 3)
     with pytest.raises(LoritaError, match=r"gram must be \(3, 3\) for a weight with 3 inputs, got \(4, 4\)"):
         whitened_factors(w, torch.eye(4), 1)
-    with pytest.raises(LoritaError, match=r"rank must be between 1 and min\(m, n\) = 3"):
+    with pytest.raises(LoritaError,
+                       match=r"rank must be an integer between 1 and min\(out, in\) = 3 \(its weight is 4x3\), got 4"):
         whitened_factors(w, torch.eye(3), 4)
     with pytest.raises(LoritaError, match=r"weight must be a 2-D \(out x in\) matrix.*weight_matrix"):
         whitened_spectrum(torch.randn(2, 3, 3, 3), torch.eye(27))
-    with pytest.raises(LoritaError, match=r"eps must be a number >= 0"):
+    with pytest.raises(LoritaError, match=r"eps must be a finite number >= 0 \(relative ridge\), got"):
         whitened_spectrum(w, torch.eye(3), eps=-1)
 
 
@@ -123,7 +124,7 @@ def test_collect_grams_cleans_up_after_an_error_and_checks_names():
         collect_grams(net, [torch.randn(2, 4)], names=["1"])
     with pytest.raises(LoritaError, match=r"no calibration batches"):
         collect_grams(net, [])
-    with pytest.raises(LoritaError, match=r"max_batches must be an int >= 1"):
+    with pytest.raises(LoritaError, match=r"max_batches must be an integer >= 1 \(or None for all batches\), got"):
         collect_grams(net, [torch.randn(2, 4)], max_batches=0)
 
     class Skips(nn.Module):

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear
+from lorita.checks import check_choice, check_int
+from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
 from lorita.linalg import check_finite, check_values
@@ -21,11 +22,12 @@ from lorita.targets import Selector, check_model, replace_module, scan_layers, s
 
 log = logging.getLogger(__name__)
 
-FACTOR_SIDES = ("input", "smaller")
+FactorSide = Literal["input", "smaller"]
+FACTOR_SIDES: tuple[FactorSide, ...] = get_args(FactorSide)
 
 
 def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclude: Selector = None,
-            init: str = "default", mode: str = "auto", factor_side: str = "input",
+            init: Init = "default", mode: Mode = "auto", factor_side: FactorSide = "input",
             example_input: Any = None) -> nn.Module:
     """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
 
@@ -62,14 +64,10 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         True
     """
     check_model(model, "compose")
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise LoritaError(f"depth must be an integer >= 1 (number of factors per layer), got {depth!r}")
-    if init not in INITS:
-        raise LoritaError(f"init must be one of {INITS}, got {init!r}")
-    if mode not in MODES:
-        raise LoritaError(f"mode must be one of {MODES}, got {mode!r}")
-    if factor_side not in FACTOR_SIDES:
-        raise LoritaError(f"factor_side must be one of {FACTOR_SIDES}, got {factor_side!r}")
+    check_int("depth", depth, meaning="number of factors per layer")
+    check_choice("init", init, INITS)
+    check_choice("mode", mode, MODES)
+    check_choice("factor_side", factor_side, FACTOR_SIDES)
     already = [n for n, m in model.named_modules() if isinstance(m, COMPOSED_TYPES)]
     if already:
         raise LoritaError(f"model is already composed (e.g. {already[0]!r}); call lorita.merge(model) first")
@@ -96,12 +94,12 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     return new
 
 
-def _compose_layer(module: nn.Module, depth: int, init: str, mode: str, factor_side: str) -> nn.Module:
+def _compose_layer(module: nn.Module, depth: int, init: Init, mode: Mode, factor_side: FactorSide) -> nn.Module:
     if isinstance(module, nn.Conv2d):
         layer = ComposedConv2d.from_conv(module, depth, init=init, mode=mode)
     else:
         linear = conv1d_as_linear(module) if is_conv1d(module) else module  # Conv1D: Linear with W^T
-        side = "input"
+        side: Side = "input"
         if factor_side == "smaller" and linear.out_features < linear.in_features:
             side = "output"
         layer = ComposedLinear.from_linear(linear, depth, init=init, side=side, mode=mode)

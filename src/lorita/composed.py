@@ -21,21 +21,22 @@ docs/PERFORMANCE.md.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorita.checks import check_choice, check_int
 from lorita.errors import LoritaError
 from lorita.linalg import balanced_split, chain_product, work_dtype
 
-MODES = ("sequential", "fused", "auto")
-INITS = ("default", "preserve", "balanced")
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise LoritaError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode
+Mode = Literal["sequential", "fused", "auto"]
+Init = Literal["default", "preserve", "balanced"]
+Side = Literal["input", "output"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+INITS: tuple[Init, ...] = get_args(Init)
+SIDES: tuple[Side, ...] = get_args(Side)
 
 
 def _chain_cost(shapes: list[tuple[int, int]]) -> int:
@@ -86,7 +87,7 @@ for _name in CONV_ATTRIBUTES:
 class _Composed(nn.Module):
     """What both composed layers share: the choice between the sequential and fused forms."""
 
-    mode: str
+    mode: Mode
 
     def costs(self, effective_batch: int) -> tuple[int, int]:
         raise NotImplementedError
@@ -113,15 +114,12 @@ class ComposedLinear(_Composed):
     """
 
     def __init__(self, in_features: int, out_features: int, depth: int, *, bias: bool = True,
-                 side: str = "input", mode: str = "auto", device=None, dtype=None):
+                 side: Side = "input", mode: Mode = "auto", device=None, dtype=None):
         super().__init__()
-        if depth < 2:
-            raise LoritaError(f"a composed layer needs depth >= 2, got {depth}")
-        if side not in ("input", "output"):
-            raise LoritaError(f"side must be 'input' or 'output', got {side!r}")
+        check_int("depth", depth, minimum=2, meaning="the number of factors of a composed layer")
         self.in_features, self.out_features, self.depth = in_features, out_features, depth
-        self.side = side
-        self.mode = _check_mode(mode)
+        self.side: Side = check_choice("side", side, SIDES)
+        self.mode: Mode = check_choice("mode", mode, MODES)
         kw = dict(device=device, dtype=dtype)
         inner = in_features if side == "input" else out_features
         shapes = [(inner, in_features)] + [(inner, inner)] * (depth - 2) + [(out_features, inner)]
@@ -130,14 +128,15 @@ class ComposedLinear(_Composed):
         self.reset_parameters()
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, depth: int, *, init: str = "default", side: str = "input",
-                    mode: str = "auto") -> "ComposedLinear":
+    def from_linear(cls, linear: nn.Linear, depth: int, *, init: Init = "default", side: Side = "input",
+                    mode: Mode = "auto") -> "ComposedLinear":
         """Build from an existing ``nn.Linear``: same device and dtype; ``init`` as in ``lorita.compose``.
 
         Example:
             >>> ComposedLinear.from_linear(nn.Linear(4, 2), depth=2).depth
             2
         """
+        check_choice("init", init, INITS)
         w = linear.weight
         layer = cls(linear.in_features, linear.out_features, depth, bias=linear.bias is not None,
                     side=side, mode=mode, device=w.device, dtype=w.dtype)
@@ -147,8 +146,6 @@ class ComposedLinear(_Composed):
             fresh = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
                               device=w.device, dtype=w.dtype)
             layer.load_dense(fresh.weight.detach(), fresh.bias)
-        elif init != "default":
-            raise LoritaError(f"init must be one of {INITS}, got {init!r}")
         return layer
 
     def reset_parameters(self) -> None:
@@ -220,15 +217,14 @@ class ComposedConv2d(ConvLike, _Composed):
         torch.Size([1, 4, 8, 8])
     """
 
-    def __init__(self, spatial: nn.Conv2d, depth: int, *, bias: bool = True, mode: str = "auto"):
+    def __init__(self, spatial: nn.Conv2d, depth: int, *, bias: bool = True, mode: Mode = "auto"):
         super().__init__()
-        if depth < 2:
-            raise LoritaError(f"a composed layer needs depth >= 2, got {depth}")
+        check_int("depth", depth, minimum=2, meaning="the number of factors of a composed layer")
         if spatial.bias is not None or spatial.groups != 1:
             raise LoritaError("ComposedConv2d needs a bias-free spatial conv with groups=1")
         self.spatial = spatial
         self.depth = depth
-        self.mode = _check_mode(mode)
+        self.mode: Mode = check_choice("mode", mode, MODES)
         c_out = spatial.out_channels
         kw = dict(device=spatial.weight.device, dtype=spatial.weight.dtype)
         self.mixers = nn.ParameterList(nn.Parameter(torch.empty(c_out, c_out, **kw)) for _ in range(depth - 1))
@@ -236,15 +232,14 @@ class ComposedConv2d(ConvLike, _Composed):
         self._reset_mixers()
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, depth: int, *, init: str = "default", mode: str = "auto") -> "ComposedConv2d":
+    def from_conv(cls, conv: nn.Conv2d, depth: int, *, init: Init = "default", mode: Mode = "auto") -> "ComposedConv2d":
         """Build from an existing ``nn.Conv2d`` (groups=1): same device, dtype and geometry.
 
         Example:
             >>> ComposedConv2d.from_conv(nn.Conv2d(2, 4, 3), depth=2).mixers[0].shape
             torch.Size([4, 4])
         """
-        if init not in INITS:
-            raise LoritaError(f"init must be one of {INITS}, got {init!r}")
+        check_choice("init", init, INITS)
         w = conv.weight
         spatial = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
                             padding=conv.padding, dilation=conv.dilation, groups=1, bias=False,

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from lorita.checks import check_fraction
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
-from lorita.linalg import break_even_rank, check_finite, energy_rank, ratio_rank, svd, work_dtype
+from lorita.linalg import break_even_rank, check_finite, check_rank, energy_rank, ratio_rank, svd, work_dtype
 from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
-from lorita.probe import READ_BY_PARENT
-from lorita.targets import Layer, Selector, check_model, replace_module, scan_layers, select, warn_skipped
+from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, resolve_ranks, scan_layers, select,
+                            warn_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -73,34 +73,15 @@ def _one_selector(ranks, energy, ratio) -> str:
     return given[0]
 
 
-def _check_fraction(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 < value <= 1:
-        raise LoritaError(f"{what} must be a number in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _resolve_ranks(layers: list[Layer], ranks, energy, ratio, scan,
-                   cache: SVDCache | None) -> tuple[dict[str, int], dict[str, tuple]]:
+def _choose_ranks(layers: list[Layer], ranks, energy, ratio, scan: Scan,
+                  cache: SVDCache | None) -> tuple[dict[str, int], dict[str, tuple]]:
     """Rank per layer name, and the truncated SVDs already computed on the way (energy=)."""
     if ranks is not None:
-        if not isinstance(ranks, dict):
-            raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
-        known = {layer.name: layer for layer in layers}
-        alias_to_name = {a: layer.name for layer in layers for a in layer.aliases}
-        resolved = {}
-        for key, rank in ranks.items():
-            if scan.skipped.get(key) == READ_BY_PARENT:
-                continue  # found by the example_input probe: left plain, and named in the warning
-            if key not in alias_to_name:
-                reason = f" ({scan.skipped[key]})" if key in scan.skipped else ""
-                raise LoritaError(f"ranks names unknown layer {key!r}{reason}; layers that can be compressed: "
-                                  f"{', '.join(known) or '(none)'}")
-            resolved[alias_to_name[key]] = rank
-        return resolved, {}
+        return {name: rank for name, (_, rank) in resolve_ranks(ranks, layers, scan.skipped).items()}, {}
     if energy is not None:
-        energy = _check_fraction(energy, "energy")
+        energy = check_fraction("energy", energy)
     else:
-        ratio = _check_fraction(ratio, "ratio")
+        ratio = check_fraction("ratio", ratio)
     out, decompositions = {}, {}
     for layer in layers:
         matrix = weight_matrix(layer.module).detach()
@@ -173,14 +154,12 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")
-    chosen, decompositions = _resolve_ranks(layers, ranks, energy, ratio, scan, svd_cache)
+    chosen, decompositions = _choose_ranks(layers, ranks, energy, ratio, scan, svd_cache)
     # Validate everything before building anything.
     by_name = {layer.name: layer for layer in layers}
     for name, rank in chosen.items():
         m, n = layer_shape(by_name[name].module)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
-            raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
-                              f"(its weight is {m}x{n}), got {rank!r}")
+        check_rank(f"rank for {name!r}", rank, m, n)
         if rank <= break_even_rank(m, n):
             _check_layer_values(by_name[name])
     if svd_cache is not None:  # looked up on the model's own layers, before any copy is made

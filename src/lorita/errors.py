@@ -1,4 +1,4 @@
-"""The one exception type lorita raises for bad input."""
+"""The one exception type lorita raises for bad input, and the one warning category it uses."""
 
 
 class LoritaError(ValueError):
@@ -10,4 +10,15 @@ class LoritaError(ValueError):
         ... except ValueError as err:
         ...     print(err)
         energy must be in (0, 1], got 1.5
+    """
+
+
+class LoritaWarning(UserWarning):
+    """What lorita warns about (layers left plain, ...): filter it without hiding other warnings.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", LoritaWarning)
+        ...     warnings.warn("left 1 layer(s) plain", LoritaWarning)
     """

@@ -27,14 +27,15 @@ import torch
 from torch import nn
 
 from lorita.atomic import atomic_write_text
+from lorita.checks import check_int, check_number
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
 from lorita.compress import layer_shape
 from lorita.errors import LoritaError
-from lorita.linalg import break_even_rank
+from lorita.linalg import break_even_rank, check_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
-from lorita.probe import observe
-from lorita.targets import check_model, scan_layers
+from lorita.probe import eval_mode, observe
+from lorita.targets import check_model, resolve_ranks, scan_layers
 
 log = logging.getLogger(__name__)
 
@@ -187,28 +188,17 @@ def layer_latencies(model: nn.Module, ranks: dict[str, int], example_input: Any,
         (8, (1, 64))
     """
     check_model(model, "layer_latencies")
-    if not isinstance(ranks, dict):
-        raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise LoritaError(f"repeats must be an int >= 1, got {repeats!r}")
+    check_int("repeats", repeats)
     if timer is not None and not callable(timer):
         raise LoritaError(f"timer must be a callable (module, input) -> seconds, got {type(timer).__name__}")
     if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
         model = merge(model)
-    layers = scan_layers(model, composed=False).layers
-    alias_to_name = {a: layer.name for layer in layers.values() for a in layer.aliases}
-    unknown = [n for n in ranks if n not in alias_to_name]
-    if unknown:
-        raise LoritaError(f"ranks names unknown layer(s) {', '.join(map(repr, unknown))}; layers that can be "
-                          f"compressed: {', '.join(layers) or '(none)'}")
+    scan = scan_layers(model, composed=False)
+    layers = scan.layers
     cut = {}  # canonical name -> (name as given, rank), for layers the ranks actually cut
-    for given, rank in ranks.items():
-        name = alias_to_name[given]
+    for name, (given, rank) in resolve_ranks(ranks, layers.values(), scan.skipped).items():
         m, n = layer_shape(layers[name].module)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
-            raise LoritaError(f"rank for {given!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
-                              f"(its weight is {m}x{n}), got {rank!r}")
-        if rank <= break_even_rank(m, n):
+        if check_rank(f"rank for {given!r}", rank, m, n) <= break_even_rank(m, n):
             cut[name] = (given, rank)
     if cache is None:
         cache = _CACHE if timer is None else {}
@@ -224,15 +214,11 @@ def layer_latencies(model: nn.Module, ranks: dict[str, int], example_input: Any,
         keys = (_key(dense, None, x), _key(dense, rank, x))
         if keys[0] not in cache or keys[1] not in cache:
             pair = _pair(dense, rank, x)
-            was_training = dense.training
-            dense.eval()
             times: tuple[list[float], list[float]] = ([], [])
-            try:
+            with eval_mode(dense):
                 for _ in range(repeats):  # alternate, so drift in machine load hits both alike
                     times[0].append(float(timer(dense, x)))
                     times[1].append(float(timer(pair, x)))
-            finally:
-                dense.train(was_training)
             cache[keys[0]] = statistics.median(times[0])
             cache[keys[1]] = statistics.median(times[1])
         out[given] = LayerLatency(given, rank, min(layer_shape(dense)), tuple(x.shape), cache[keys[0]],
@@ -258,8 +244,7 @@ def keep_faster(model: nn.Module, ranks: dict[str, int], example_input: Any, *, 
         >>> keep_faster(net, {"0": 8, "2": 10}, torch.randn(1, 64), timer=fake)
         {'0': 64, '2': 10}
     """
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not margin > 0:
-        raise LoritaError(f"margin must be a number > 0 (a pair must run under margin x dense time), got {margin!r}")
+    check_number("margin", margin, minimum=0, low_open=True, meaning="a pair must run under margin x dense time")
     out = dict(ranks)
     for name, lat in layer_latencies(model, ranks, example_input, **timing).items():
         if not lat.pair_s < margin * lat.dense_s:

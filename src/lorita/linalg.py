@@ -11,6 +11,7 @@ from typing import Sequence
 
 import torch
 
+from lorita.checks import check_int, is_int
 from lorita.errors import LoritaError
 
 # Preserving splits pad zero (or tiny) singular directions of the inner factors with
@@ -162,9 +163,7 @@ def truncated_factors(weight: torch.Tensor, rank: int, *,
         >>> torch.allclose(b @ a, w)
         True
     """
-    m, n = weight.shape
-    if not 1 <= rank <= min(m, n):
-        raise LoritaError(f"rank must be between 1 and min(m, n) = {min(m, n)} for a {m}x{n} weight, got {rank}")
+    check_rank("rank", rank, *weight.shape)
     u, s, vh = svd(weight) if decomposition is None else decomposition
     if s.shape[0] < rank:
         raise LoritaError(f"the given decomposition has {s.shape[0]} components, fewer than rank {rank}")
@@ -173,16 +172,33 @@ def truncated_factors(weight: torch.Tensor, rank: int, *,
 
 
 def break_even_rank(m: int, n: int) -> int:
-    """Largest rank whose two thin layers have fewer weights than the dense one (0 if none).
+    """The largest rank ``r`` with ``r * (m + n) < m * n`` (0 if there is none).
 
-    A rank-r pair holds ``r*(m+n)`` weights against ``m*n``; it saves only when
-    ``r < m*n/(m+n)``.
+    A rank-r pair of thin layers holds ``r*(m+n)`` weights against the dense ``m*n``:
+    only ranks up to this one save anything. Integer arithmetic, exact for any size.
 
     Example:
-        >>> break_even_rank(512, 512)
-        255
+        >>> break_even_rank(512, 512), break_even_rank(512, 784), break_even_rank(10, 1)
+        (255, 309, 0)
     """
-    return max(0, math.ceil(m * n / (m + n)) - 1)
+    check_int("m", m, meaning="a layer dimension")
+    check_int("n", n, meaning="a layer dimension")
+    return (m * n - 1) // (m + n)
+
+
+def check_rank(what: str, rank: int, m: int, n: int) -> int:
+    """``rank`` if it is an integer from 1 to ``min(m, n)``, a valid cut of an ``m x n`` weight.
+
+    ``what`` names it in the message: ``"rank"`` or ``"rank for 'fc'"``.
+
+    Example:
+        >>> check_rank("rank for 'fc'", 3, 8, 4)
+        3
+    """
+    if not is_int(rank) or not 1 <= rank <= min(m, n):
+        raise LoritaError(f"{what} must be an integer between 1 and min(out, in) = {min(m, n)} "
+                          f"(its weight is {m}x{n}), got {rank!r}")
+    return rank
 
 
 def energy_rank(sigma: torch.Tensor, energy: float) -> int:

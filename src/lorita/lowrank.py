@@ -14,7 +14,7 @@ from torch import nn
 from lorita.composed import ConvLike
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
-from lorita.linalg import check_finite, truncated_factors
+from lorita.linalg import check_finite, check_rank, truncated_factors
 
 
 class LowRankLinear(nn.Sequential):
@@ -148,9 +148,7 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
     if module.bias is not None:
         check_finite(module.bias, name, "bias")
     m, n = matrix.shape
-    if not isinstance(rank, int) or isinstance(rank, bool) or not 1 <= rank <= min(m, n):
-        raise LoritaError(f"rank for {name!r} must be an integer between 1 and min(out, in) = {min(m, n)} "
-                          f"(its weight is {m}x{n}), got {rank!r}")
+    check_rank(f"rank for {name!r}", rank, m, n)
     first, second = truncated_factors(matrix, rank, decomposition=decomposition)  # (r, n), (m, r)
     dtype = module.weight.dtype
     if isinstance(module, nn.Conv2d):

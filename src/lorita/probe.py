@@ -69,6 +69,54 @@ def run_model(model: nn.Module, args: tuple) -> Any:
                           "Pass an input the model accepts (the shape and dtype of one real batch).") from err
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the block; every submodule's own train/eval flag comes back
+    after, also on error (a frozen norm inside a training model stays frozen).
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+        >>> _ = net[1].eval()  # frozen inside a model that trains
+        >>> with eval_mode(net):
+        ...     net.training
+        False
+        >>> net.training, net[1].training
+        (True, False)
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextlib.contextmanager
+def hooks_on(model: nn.Module, hooks: dict[str, Callable], *, before: bool = False) -> Iterator[None]:
+    """``hooks[name]`` on module ``name`` of ``model`` inside the block, removed after (also on error).
+
+    ``before=False``: forward hooks, ``hook(module, inputs, output)``; ``before=True``:
+    forward pre-hooks, ``hook(module, inputs)``.
+
+    Example:
+        >>> net, seen = nn.Sequential(nn.Linear(4, 3)), []
+        >>> with hooks_on(net, {"0": lambda m, i: seen.append(i[0].shape)}, before=True):
+        ...     _ = net(torch.zeros(2, 4))
+        >>> seen, net[0]._forward_pre_hooks
+        ([torch.Size([2, 4])], OrderedDict())
+    """
+    handles = []
+    try:
+        for name, hook in hooks.items():
+            module = model.get_submodule(name)
+            handles.append(module.register_forward_pre_hook(hook) if before else module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @torch.inference_mode()
 def observe(model: nn.Module, example_input: Any, hooks: dict[str, Callable], *, before: bool = False) -> None:
     """Run ``model`` once in eval mode with ``hooks[name]`` on module ``name``; restore the mode after.
@@ -84,19 +132,8 @@ def observe(model: nn.Module, example_input: Any, hooks: dict[str, Callable], *,
         [torch.Size([2, 3])]
     """
     args = example_args(example_input)
-    modules = dict(model.named_modules())
-    handles = []
-    was_training = model.training
-    try:
-        for name, hook in hooks.items():
-            register = modules[name].register_forward_pre_hook if before else modules[name].register_forward_hook
-            handles.append(register(hook))
-        model.eval()
+    with eval_mode(model), hooks_on(model, hooks, before=before):
         run_model(model, args)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
 
 
 @dataclass
@@ -195,11 +232,6 @@ def weight_readers(model: nn.Module, example_input: Any, modules: dict[str, nn.M
         ['proj']
     """
     args = example_args(example_input)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.inference_mode(), track_usage(modules) as usage:
-            run_model(model, args)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode(), track_usage(modules) as usage:
+        run_model(model, args)
     return {name: READ_BY_PARENT for name in usage.read_not_run()}

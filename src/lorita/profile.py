@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lorita.composed import COMPOSED_TYPES
 from lorita.hf import is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.probe import example_args, run_model, track_usage
+from lorita.probe import eval_mode, example_args, run_model, track_usage
 from lorita.targets import check_model
 
 READ_NOTE = "read by its parent: own forward never ran, its MACs are counted under the parent"
@@ -130,17 +130,14 @@ def profile(model: nn.Module, example_input) -> Profile:
     args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in example_args(example_input))
     units = _units(model)
     layers_to_track = {name: module for name, module in units if _is_layer(module)}
-    was_training = model.training
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     counter = FlopCounterMode(display=False)
     try:
         for p, _ in grads:
             p.requires_grad_(False)
-        with track_usage(layers_to_track) as usage, counter:
+        with eval_mode(model), track_usage(layers_to_track) as usage, counter:
             run_model(model, args)
     finally:
-        model.train(was_training)
         for p, flag in grads:
             p.requires_grad_(flag)
     read_only = set(usage.read_not_run())

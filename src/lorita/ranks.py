@@ -22,12 +22,13 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence, get_args
 
 import torch
 
+from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.errors import LoritaError
-from lorita.linalg import energy_rank, ratio_rank
+from lorita.linalg import break_even_rank, check_rank, energy_rank, ratio_rank
 
 __all__ = [
     "LayerCost",
@@ -44,35 +45,25 @@ __all__ = [
     "uniform_ranks",
 ]
 
-METRICS = ("params", "macs")
+Metric = Literal["params", "macs"]
+METRICS: tuple[Metric, ...] = get_args(Metric)
 
 
 # ----------------------------------------------------------------------------
 # costs
 
 
-def break_even_rank(m: int, n: int) -> int:
-    """The largest rank ``r`` with ``r * (m + n) < m * n`` (0 if there is none).
-
-    Example:
-        >>> break_even_rank(512, 784), break_even_rank(10, 1)
-        (309, 0)
-    """
-    m, n = _check_dims(m, n)
-    return (m * n - 1) // (m + n)
-
-
 def is_worth_cutting(m: int, n: int, r: int) -> bool:
     """True when two thin layers of rank ``r`` are cheaper than the dense ``m x n`` one.
+
+    ``break_even_rank(m, n)`` (from ``lorita.linalg``, importable here too) is the largest such rank.
 
     Example:
         >>> is_worth_cutting(512, 784, 309), is_worth_cutting(512, 784, 310)
         (True, False)
     """
-    m, n = _check_dims(m, n)
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise LoritaError(f"rank must be an int >= 1, got {r!r}; pass a rank between 1 and min(m, n)")
-    return r * (m + n) < m * n
+    largest = break_even_rank(m, n)  # checks m and n
+    return check_rank("rank", r, m, n) <= largest
 
 
 @dataclass(frozen=True)
@@ -98,9 +89,7 @@ class LayerCost:
 
     def __post_init__(self) -> None:
         for field in ("out_features", "in_features", "positions"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise LoritaError(f"LayerCost.{field} must be an int >= 1, got {value!r}")
+            check_int(f"LayerCost.{field}", getattr(self, field))
 
     @property
     def max_rank(self) -> int:
@@ -112,26 +101,25 @@ class LayerCost:
         """The largest rank that is still cheaper than the dense layer (0 if none)."""
         return break_even_rank(self.out_features, self.in_features)
 
-    def dense(self, metric: str = "params") -> int:
+    def dense(self, metric: Metric = "params") -> int:
         """Cost of the uncut layer in ``metric`` ("params" or "macs")."""
         return self._scale(metric) * self.out_features * self.in_features
 
-    def at_rank(self, r: int | None, metric: str = "params") -> int:
+    def at_rank(self, r: int | None, metric: Metric = "params") -> int:
         """Cost at rank ``r`` (two thin layers), or dense when ``r`` is None or not worth cutting."""
         if r is None or not is_worth_cutting(self.out_features, self.in_features, r):
             return self.dense(metric)
         return self._scale(metric) * r * (self.out_features + self.in_features)
 
-    def _scale(self, metric: str) -> int:
-        if metric not in METRICS:
-            raise LoritaError(f"metric must be one of {METRICS}, got {metric!r}")
+    def _scale(self, metric: Metric) -> int:
+        check_choice("metric", metric, METRICS)
         return self.positions if metric == "macs" else 1
 
 
 def total_cost(
     ranks: Mapping[str, int | None],
     costs: Mapping[str, LayerCost],
-    metric: str = "params",
+    metric: Metric = "params",
     fixed: float = 0,
 ) -> float:
     """``fixed`` plus every layer's cost at its rank (None or above break-even: dense).
@@ -159,7 +147,7 @@ def uniform_ranks(spectra: Mapping[str, torch.Tensor], ratio: float) -> dict[str
         >>> uniform_ranks({"fc": torch.linspace(1, 0.1, 10)}, 0.3)
         {'fc': 3}
     """
-    ratio = _check_fraction("ratio", ratio, "keep this fraction of each layer's singular values")
+    ratio = check_fraction("ratio", ratio, meaning="keep this fraction of each layer's singular values")
     # ratio_rank treats near-integers as integers: 0.3 * 10 is 3.0000000000000004 in floats
     return {name: min(ratio_rank(len(sigma), ratio), len(sigma)) for name, sigma in _check_spectra(spectra).items()}
 
@@ -174,7 +162,7 @@ def energy_ranks(spectra: Mapping[str, torch.Tensor], energy: float) -> dict[str
         >>> energy_ranks({"fc": torch.tensor([3.0, 2.0, 1.0, 0.0])}, 0.9)
         {'fc': 2}
     """
-    energy = _check_fraction("energy", energy, "keep this fraction of each layer's sum of sigma^2")
+    energy = check_fraction("energy", energy, meaning="keep this fraction of each layer's sum of sigma^2")
     # energy_rank gives a relative slack of 1e-12, so energy=1.0 and exact fractions survive rounding
     return {name: energy_rank(sigma, energy) for name, sigma in _check_spectra(spectra).items()}
 
@@ -243,7 +231,7 @@ def budget_ranks(
     costs: Mapping[str, LayerCost],
     target: float,
     *,
-    metric: str = "params",
+    metric: Metric = "params",
     fixed: float = 0,
 ) -> dict[str, int]:
     """Ranks with the least loss whose total cost is at most ``target`` of the original.
@@ -285,12 +273,10 @@ def budget_ranks(
         {'a': 1, 'b': 3}
     """
     spectra = _check_spectra(spectra)
-    target = _check_fraction("target", target, "the kept fraction of the original params or MACs")
+    target = check_fraction("target", target, meaning="the kept fraction of the original params or MACs")
     _check_costs(spectra, costs)
-    if metric not in METRICS:
-        raise LoritaError(f"metric must be one of {METRICS}, got {metric!r}; use 'params' or 'macs'")
-    if isinstance(fixed, bool) or not isinstance(fixed, (int, float)) or not fixed >= 0 or math.isinf(fixed):
-        raise LoritaError(f"fixed must be a finite number >= 0 (cost outside the compressible layers), got {fixed!r}")
+    check_choice("metric", metric, METRICS)
+    check_number("fixed", fixed, minimum=0, meaning="cost outside the compressible layers")
 
     original = fixed + sum(costs[name].dense(metric) for name in spectra)
     budget = target * original
@@ -412,12 +398,9 @@ def search_threshold(
         >>> res.threshold, res.evaluations
         (0.1, 7)
     """
-    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
-        raise LoritaError(f"max_evals must be an int >= 1, got {max_evals!r}; about log2(len(thresholds)) + 1 is enough")
-    if not isinstance(max_drop, (int, float)) or isinstance(max_drop, bool) or not max_drop >= 0 or math.isinf(max_drop):
-        raise LoritaError(f"max_drop must be a finite number >= 0 (accuracy points), got {max_drop!r}")
-    if not isinstance(baseline, (int, float)) or isinstance(baseline, bool) or not math.isfinite(baseline):
-        raise LoritaError(f"baseline must be a finite accuracy, got {baseline!r}")
+    check_int("max_evals", max_evals, meaning="about log2(len(thresholds)) + 1 is enough")
+    check_number("max_drop", max_drop, minimum=0, meaning="accuracy points")
+    check_number("baseline", baseline, meaning="an accuracy")
     candidates = sorted({_check_threshold(float(t)) for t in thresholds})
     if not candidates:
         raise LoritaError("thresholds is empty; pass the candidates to search, e.g. global_thresholds(spectra)")
@@ -445,25 +428,9 @@ def search_threshold(
 # validation
 
 
-def _check_dims(m: int, n: int) -> tuple[int, int]:
-    for label, v in (("m", m), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise LoritaError(f"{label} must be an int >= 1 (a layer dimension), got {v!r}")
-    return m, n
-
-
-def _check_fraction(label: str, value: float, meaning: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise LoritaError(f"{label} must be a number in (0, 1] ({meaning}), got {value!r}")
-    return float(value)
-
-
 def _check_threshold(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise LoritaError(
-            f"threshold must be a number in [0, 1] (cut sigma / sigma_max below it; 0 keeps everything), got {value!r}"
-        )
-    return float(value)
+    return check_fraction("threshold", value, low_open=False,
+                          meaning="cut sigma / sigma_max below it; 0 keeps everything")
 
 
 def _check_spectra(spectra: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

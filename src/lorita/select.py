@@ -13,18 +13,21 @@ import logging
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 import torch
 from torch import nn
 
+from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.compose import merge
 from lorita.compress import compress, layer_shape, spectrum
 from lorita.errors import LoritaError
 from lorita.latency import keep_faster
 from lorita.profile import profile
 from lorita.ranks import (
+    METRICS,
     LayerCost,
+    Metric,
     SearchResult,
     budget_ranks,
     energy_ranks,
@@ -39,20 +42,24 @@ from lorita.targets import check_model, scan_layers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AccuracySearch", "STRATEGIES", "layer_costs", "search_accuracy", "select_ranks"]
+__all__ = ["AccuracySearch", "STRATEGIES", "Strategy", "layer_costs", "search_accuracy", "select_ranks"]
+
+Strategy = Literal["uniform", "energy", "global", "budget", "accuracy"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 
 # strategy -> (required options, optional options)
-_OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+_OPTIONS: dict[Strategy, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "uniform": (("ratio",), ("example_input",)),
     "energy": (("energy",), ("example_input",)),
     "global": (("threshold",), ("example_input",)),
     "budget": ((), ("params", "flops", "example_input", "latency_aware")),
     "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals", "example_input")),
 }
-STRATEGIES = tuple(_OPTIONS)
+assert tuple(_OPTIONS) == STRATEGIES
 
 
-def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "params") -> tuple[dict[str, LayerCost], float]:
+def layer_costs(model: nn.Module, example_input: Any = None,
+                metric: Metric = "params") -> tuple[dict[str, LayerCost], float]:
     """``LayerCost`` of every compressible layer, and the cost of everything else, in ``metric``.
 
     ``metric="params"`` needs no input (positions are 1). ``metric="macs"`` runs the
@@ -71,8 +78,7 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
         (LayerCost(out_features=6, in_features=8, positions=1), 8)
     """
     check_model(model, "layer_costs")
-    if metric not in ("params", "macs"):
-        raise LoritaError(f"metric must be 'params' or 'macs', got {metric!r}")
+    check_choice("metric", metric, METRICS)
     base = merge(model)  # the original architecture (a plain copy when nothing is composed)
     shapes = {name: layer_shape(module) for name, module in _layers(base, example_input).items()}
     if metric == "params":
@@ -92,7 +98,7 @@ def layer_costs(model: nn.Module, example_input: Any = None, metric: str = "para
     return costs, max(0.0, fixed)
 
 
-def select_ranks(model: nn.Module, strategy: str, **options) -> dict[str, int]:
+def select_ranks(model: nn.Module, strategy: Strategy, **options) -> dict[str, int]:
     """Rank per compressible layer (by module name) for ``lorita.compress(model, ranks=...)``.
 
     Strategies and their options:
@@ -156,9 +162,7 @@ def _budget(model: nn.Module, params: float | None = None, flops: float | None =
                           "to count each layer's output positions")
     metric, target = ("params", params) if params is not None else ("macs", flops)  # FLOPs = 2 x MACs: same fraction
     label = "params" if metric == "params" else "flops"
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target <= 1:
-        raise LoritaError(f"{label} must be a number in (0, 1] (the fraction of the original model's {label} "
-                          f"to keep), got {target!r}")
+    check_fraction(label, target, meaning=f"the fraction of the original model's {label} to keep")
     base = merge(model)
     spectra = spectrum(base, example_input=example_input)
     _check_any(spectra)
@@ -226,10 +230,8 @@ def search_accuracy(
         raise LoritaError(f"evaluate must be a callable model -> accuracy (percent), got {type(evaluate).__name__}")
     if finetune is not None and not callable(finetune):
         raise LoritaError(f"finetune must be a callable model -> model or None, got {type(finetune).__name__}")
-    if isinstance(max_evals, bool) or not isinstance(max_evals, int) or max_evals < 1:
-        raise LoritaError(f"max_evals must be an int >= 1, got {max_evals!r}")
-    if isinstance(max_drop, bool) or not isinstance(max_drop, (int, float)) or not 0 <= max_drop < math.inf:
-        raise LoritaError(f"max_drop must be a finite number >= 0 (accuracy points), got {max_drop!r}")
+    check_int("max_evals", max_evals)
+    check_number("max_drop", max_drop, minimum=0, meaning="accuracy points")
     base = merge(model)
     spectra = spectrum(base, example_input=example_input)
     _check_any(spectra)
@@ -297,9 +299,10 @@ def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str,
 def _accuracy(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str, *, baseline: bool = False) -> float:
     """``float(evaluate(model))``, a real number; NaN is an error for the baseline, a failed cut otherwise."""
     value = evaluate(model)
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    # NaN passes here (a failed cut), and so do numpy scalars: not lorita.checks.is_number
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
     is_scalar_tensor = isinstance(value, torch.Tensor) and value.numel() == 1 and value.dtype != torch.bool
-    if not (is_number or is_scalar_tensor):
+    if not (is_real or is_scalar_tensor):
         raise LoritaError(f"evaluate must return an accuracy (a number, in percent), got {type(value).__name__} "
                           f"{value!r:.40} for {what}")
     value = float(value)

@@ -17,17 +17,17 @@ import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d
-from lorita.errors import LoritaError
+from lorita.errors import LoritaError, LoritaWarning
 from lorita.hf import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.probe import weight_readers
+from lorita.probe import READ_BY_PARENT, eval_mode, weight_readers
 
 Selector = str | Sequence[str] | None
 
@@ -125,15 +125,12 @@ def _acts_as_plain(module: nn.Module, base: type) -> bool:
         shape = (2, module.in_channels, *(d * (k - 1) + 1 + s for k, s, d in
                                           zip(module.kernel_size, module.stride, module.dilation)))
     x = torch.randn(shape, generator=generator, dtype=torch.float64).to(weight.device, weight.dtype)
-    was_training = module.training
-    module.eval()
-    try:
-        got = type(module).forward(module, x)  # its own forward, without hooks
-        expected = F.linear(x, weight, module.bias) if base is nn.Linear else nn.Conv2d.forward(module, x)
-    except Exception:  # a forward that cannot take a plain input is not a plain linear map
-        return False
-    finally:
-        module.train(was_training)
+    with eval_mode(module):
+        try:
+            got = type(module).forward(module, x)  # its own forward, without hooks
+            expected = F.linear(x, weight, module.bias) if base is nn.Linear else nn.Conv2d.forward(module, x)
+        except Exception:  # a forward that cannot take a plain input is not a plain linear map
+            return False
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         return False
     tolerance = _CHECK_TOLERANCE.get(weight.dtype, 1e-2)  # half precisions: 1e-2
@@ -370,11 +367,44 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
     return chosen
 
 
+def resolve_ranks(ranks: Any, layers: Iterable[Layer],
+                  skipped: Mapping[str, str] | None = None) -> dict[str, tuple[str, Any]]:
+    """The layers that ``ranks`` names, by canonical name: ``(the name as given, its rank)``.
+
+    ``ranks`` maps module names to ranks; a key may be any name a layer is used under (an
+    alias). A key naming a layer that the example-input probe left plain (its parent reads
+    its weight) is dropped, since the warning names it; any other key that names none of
+    ``layers`` raises, with the reason where ``skipped`` has one. The ranks themselves are
+    checked by the caller, against each layer's shape (``lorita.linalg.check_rank``).
+
+    Example:
+        >>> shared = nn.Linear(4, 4)
+        >>> scan = scan_layers(nn.Sequential(shared, nn.ReLU(), shared))
+        >>> resolve_ranks({"2": 3}, scan.layers.values())
+        {'0': ('2', 3)}
+    """
+    if not isinstance(ranks, dict):
+        raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
+    layers = list(layers)
+    skipped = skipped or {}
+    canonical = {alias: layer.name for layer in layers for alias in layer.aliases}
+    resolved = {}
+    for given, rank in ranks.items():
+        if skipped.get(given) == READ_BY_PARENT:
+            continue
+        if given not in canonical:
+            reason = f" ({skipped[given]})" if given in skipped else ""
+            raise LoritaError(f"ranks names unknown layer {given!r}{reason}; layers that can be compressed: "
+                              f"{', '.join(layer.name for layer in layers) or '(none)'}")
+        resolved[canonical[given]] = (given, rank)
+    return resolved
+
+
 def warn_skipped(skipped: dict[str, str], verb: str) -> None:
-    """One warning naming every layer left plain, with the reason for each."""
+    """One ``LoritaWarning`` naming every layer left plain, with the reason for each."""
     if skipped:
         lines = "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
-        warnings.warn(f"lorita.{verb} left {len(skipped)} layer(s) plain: {lines}", stacklevel=3)
+        warnings.warn(f"lorita.{verb} left {len(skipped)} layer(s) plain: {lines}", LoritaWarning, stacklevel=3)
 
 
 def skipped_layers(model: nn.Module, *, example_input: Any = None) -> dict[str, str]:

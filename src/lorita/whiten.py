@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lorita.checks import check_int, check_number
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
-from lorita.linalg import svd, work_dtype
-from lorita.probe import example_args
+from lorita.linalg import check_rank, svd, work_dtype
+from lorita.probe import eval_mode, example_args, hooks_on
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +139,8 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
         >>> {name: tuple(g.shape) for name, g in grams.items()}, grams.rows["2"]
         ({'0': (3, 3), '2': (4, 4)}, 16)
     """
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
-                                    or max_batches < 1):
-        raise LoritaError(f"max_batches must be an int >= 1 or None (all batches), got {max_batches!r}")
+    if max_batches is not None:
+        check_int("max_batches", max_batches, meaning="or None for all batches")
     chosen = _pick(model, names)
     grams = Grams({}, rows={name: 0 for name in chosen})
 
@@ -153,22 +153,13 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
             grams.rows[name] += rows.shape[0]
         return hook
 
-    handles = []
-    was_training = model.training
     seen = 0
-    try:
-        for name, module in chosen.items():
-            handles.append(module.register_forward_pre_hook(hook_for(name)))
-        model.eval()
+    with eval_mode(model), hooks_on(model, {name: hook_for(name) for name in chosen}, before=True):
         for batch in batches:
             if max_batches is not None and seen >= max_batches:
                 break
             model(*example_args(batch))
             seen += 1
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
     if seen == 0:
         raise LoritaError("collect_grams got no calibration batches; pass a non-empty iterable of model inputs")
     idle = [name for name, count in grams.rows.items() if count == 0]
@@ -189,8 +180,7 @@ def _check(weight: torch.Tensor, gram: torch.Tensor, eps: float) -> None:
         got = tuple(gram.shape) if isinstance(gram, torch.Tensor) else type(gram).__name__
         raise LoritaError(f"gram must be ({n}, {n}) for a weight with {n} inputs, got {got}; "
                           "pass the layer's entry of collect_grams(...)")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-        raise LoritaError(f"eps must be a number >= 0 (relative ridge), got {eps!r}")
+    check_number("eps", eps, minimum=0, meaning="relative ridge")
 
 
 def whitening_factor(gram: torch.Tensor, *, eps: float = DEFAULT_EPS) -> torch.Tensor:
@@ -232,9 +222,7 @@ def whitened_factors(weight: torch.Tensor, gram: torch.Tensor, rank: int, *,
         (torch.Size([4, 4]), torch.Size([5, 4]), True)
     """
     _check(weight, gram, eps)
-    m, n = weight.shape
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
-        raise LoritaError(f"rank must be between 1 and min(m, n) = {min(m, n)} for a {m}x{n} weight, got {rank!r}")
+    check_rank("rank", rank, *weight.shape)
     chol = whitening_factor(gram.to(weight.device), eps=eps)  # (n, n) lower
     u, s, vh = svd(weight.to(chol.dtype) @ chol)  # W L = U S V^T
     root = s[:rank].sqrt()  # (r,)
