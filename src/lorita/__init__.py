@@ -6,6 +6,8 @@ Example:
     >>> composed = lorita.compose(net, depth=3)       # train this one, with weight decay
     >>> dense = lorita.merge(composed)                 # back to the original architecture
     >>> small = lorita.compress(dense, energy=0.9)     # truncated SVD, thin layer pairs
+    >>> lorita.train.train, lorita.sweep.sweep          # the training loop and accuracy-vs-size sweeps  # doctest: +ELLIPSIS
+    (<function train at ...>, <function sweep at ...>)
 """
 
 __version__ = "0.1.0"
@@ -13,15 +15,24 @@ __version__ = "0.1.0"
 from lorita.compose import compose, merge
 from lorita.composed import ComposedConv2d, ComposedLinear
 from lorita.compress import compress, spectrum
-from lorita.errors import LoritaError
+from lorita.errors import LoritaError, LoritaWarning
+from lorita.fold import fold_batchnorm
 from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
 from lorita.select import search_accuracy, select_ranks
 from lorita.serialization import load, save
+from lorita.svd_cache import SVDCache
+from lorita.targets import register_linear_subclass
+from lorita.train import TrainConfig
+
+# Subpackages reachable as attributes after ``import lorita`` (their functions keep their module names:
+# ``lorita.train.train``, ``lorita.sweep.sweep``, ``lorita.runs.train_run``).
+import lorita.sweep  # noqa: E402
+import lorita.train  # noqa: E402
 
 __all__ = [
-    "ComposedConv2d", "ComposedLinear", "LoritaError", "LowRankConv2d", "LowRankLinear", "Profile",
-    "__version__", "compose", "compress", "keep_faster", "load", "merge", "profile", "save", "search_accuracy", "select_ranks",
-    "spectrum", "truncate",
+    "ComposedConv2d", "ComposedLinear", "LoritaError", "LoritaWarning", "LowRankConv2d", "LowRankLinear", "Profile",
+    "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm", "keep_faster", "load", "merge",
+    "profile", "register_linear_subclass", "save", "search_accuracy", "select_ranks", "spectrum", "truncate",
 ]

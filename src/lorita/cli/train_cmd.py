@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from pathlib import Path
+
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
+from lorita.errors import LoritaError
 from lorita.composed import INITS, MODES
 from lorita.runs.config import FACTOR_SIDES
 
 EXAMPLE = """example:
   lorita train --model fcn --dataset fashion-mnist --depth 3 --epochs 20 --out runs/fcn-d3
+  lorita train --from runs/fcn-plain --depth 3 --epochs 4 --lr 0.02 --weight-decay 2e-3 --out runs/fcn-cont
   lorita train --model resnet20 --dataset cifar10 --data-dir ~/data --depth 2 --schedule plateau --out runs/r20
   torchrun --nproc_per_node=2 -m lorita train --model fcn --dataset digits --epochs 5 --out runs/ddp
 """
@@ -19,13 +23,16 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model (LoRITa with --depth >= 2, plain with --depth 1)",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[train_options(), output_options()])
-    p.add_argument("--model", required=True, help="zoo model: see 'lorita models'")
+    p.add_argument("--model", help="zoo model: see 'lorita models' (not needed with --from)")
+    p.add_argument("--from", dest="source", metavar="RUN_OR_FILE",
+                   help="continue a trained model (a run folder or a .lorita file) as LoRITa: composed with "
+                        "--init preserve, so it starts with the same outputs; fresh optimizer and schedule")
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=256")
-    p.add_argument("--dataset", default="fashion-mnist", help="see 'lorita datasets' (default: fashion-mnist)")
+    p.add_argument("--dataset", help="see 'lorita datasets' (default: the --from run's, else fashion-mnist)")
     p.add_argument("--data-dir", help="folder with the dataset files (MNIST, CIFAR)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for selection")
     p.add_argument("--depth", type=int, default=3, help="factors per layer (1 = plain training)")
-    p.add_argument("--init", choices=INITS, default="default")
+    p.add_argument("--init", choices=INITS, help="factor init (default: 'default', the paper's; with --from: 'preserve')")
     p.add_argument("--mode", choices=MODES, default="auto")
     p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
     p.add_argument("--exclude", nargs="*", default=None,
@@ -36,22 +43,44 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorita.models import model_inputs, paper_exclude
-    from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+    from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_config_of, train_run
+    from lorita.runs.train import load_source
 
     if not args.no_progress:
         require("tqdm", command="train")
     train = train_config_from(args)
-    kwargs = parse_model_args(args.model_arg)
-    exclude = paper_exclude(args.model) if args.exclude is None else args.exclude
-    data_spec = DataSpec(args.dataset, args.data_dir, args.val_fraction, train.seed)
-    compose = ComposeSpec(args.depth, args.init, args.mode, args.factor_side, exclude)
-    model_inputs(args.model)  # an unknown model is named before the data is read
-    data = data_spec.load()
+    source, source_path = None, None
+    if args.source is not None:
+        if args.init not in (None, "preserve"):
+            raise LoritaError(f"--from continues a trained model, which --init {args.init} would throw away; "
+                              "leave --init out (it is 'preserve' with --from)")
+        if args.model_arg:
+            raise LoritaError("--model-arg does not apply with --from: the architecture is the trained model's")
+        source, model, source_path = load_source(args.source)
+        if args.model is not None and args.model != model.name:
+            raise LoritaError(f"--model {args.model} but --from {args.source} holds a {model.name}; leave --model out")
+        dataset = args.dataset
+        if dataset is None and Path(args.source).is_dir():
+            dataset = train_config_of(args.source).dataset.name
+    else:
+        if args.model is None:
+            raise LoritaError("say which model to train: --model NAME (see 'lorita models'), or --from RUN_OR_FILE")
+        model_inputs(args.model)  # an unknown model is named before the data is read
+        model = ModelSpec(args.model, parse_model_args(args.model_arg))
+        dataset = args.dataset
+    exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
+    init = args.init or ("preserve" if source is not None else "default")
+    compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
+    data = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed).load()
     inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
-    config = RunConfig(ModelSpec(args.model, kwargs, inputs), DataSpec(data.name, args.data_dir, args.val_fraction,
-                                                                       train.seed), compose, train)
+    if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):
+        raise LoritaError(f"--from {args.source} was built for {model.inputs}, but {data.name} gives {inputs}; "
+                          "continue it on data of the same shape")
+    config = RunConfig(ModelSpec(model.name, model.kwargs, inputs),
+                       DataSpec(data.name, args.data_dir, args.val_fraction, train.seed), compose, train,
+                       source=None if source_path is None else str(source_path))
     run = train_run(args.out, config, data, overwrite=args.overwrite, resume=args.resume,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, source=source)
     if run is not None:
         r = run.results
         print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, "

@@ -16,18 +16,18 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
+from lorita.compose import FACTOR_SIDES
 from lorita.composed import INITS, MODES
+from lorita.select import STRATEGIES as SELECT_STRATEGIES
 from lorita.errors import LoritaError
 from lorita.runs.folder import mark
 from lorita.train import TrainConfig
 
-FactorSide = Literal["input", "smaller"]
-Strategy = Literal["uniform", "energy", "global", "budget", "accuracy", "ranks"]
-FACTOR_SIDES: tuple[str, ...] = get_args(FactorSide)
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+# the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
+STRATEGIES: tuple[str, ...] = (*SELECT_STRATEGIES, "ranks")
 
 
 def _section(values: dict, key: str, where: str) -> dict:

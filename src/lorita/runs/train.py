@@ -21,7 +21,7 @@ from torch import nn
 
 import lorita
 from lorita.errors import LoritaError
-from lorita.runs.config import RunConfig
+from lorita.runs.config import ModelSpec, RunConfig
 from lorita.runs.folder import RunOutput, is_marked, read_json, remove_stale_staging, write_json
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,37 @@ def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module
     c = config.compose
     return lorita.compose(base, depth=c.depth, exclude=c.exclude or None, init=c.init, mode=c.mode,
                           factor_side=c.factor_side)
+
+
+def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
+    """A trained model to continue (``--from``): a run folder or a ``.lorita`` file of a zoo model.
+
+    Returns the model merged to its plain architecture, its ``ModelSpec`` (zoo name, arguments,
+    data inputs) and the file read. Only the zoo path of ``lorita.load`` is used: nothing the
+    file names is imported.
+
+    Example:
+        >>> # model, spec, path = load_source("runs/fcn-plain"); spec.name
+    """
+    from lorita.models import model_inputs
+    from lorita.serialization import read_description
+
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.lorita"
+        if not path.is_file():
+            raise LoritaError(f"--from {source}: no model.lorita there; is it a finished lorita run folder?")
+    arch = read_description(path).get("architecture") or {}
+    if "zoo" not in arch and arch.get("factory") != "lorita.models:create_model":
+        raise LoritaError(f"--from {source}: the model is not one of lorita's zoo models, so the command line cannot "
+                          "rebuild it; continue it from Python: lorita.compose(your_model, depth, init='preserve') "
+                          "and lorita.train.train(...)")
+    model = lorita.merge(lorita.load(path), inplace=True).eval()
+    config = model.lorita_config
+    name = config["zoo"]
+    inputs = {k: v for k, v in config["kwargs"].items() if k in model_inputs(name)}
+    kwargs = {k: v for k, v in config["kwargs"].items() if k not in inputs}
+    return model, ModelSpec(name, kwargs, inputs), path
 
 
 def _main_rank() -> bool:
@@ -124,6 +155,10 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         output.commit()
     if trained is not None:
         trained.folder = out
+        if nested:  # inside a demo or experiment: say how it went (the train command prints it itself)
+            r = trained.results
+            log.info("%s: depth %d, best epoch %d, val %.2f%%, test %.2f%%", out.name, r["depth"], r["best_epoch"],
+                     r["val_acc"], r["test_acc"])
     return trained
 
 
@@ -152,8 +187,6 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
                "train_seconds": result.seconds, "seconds": time.time() - start}
     write_json(folder / "results.json", results)
-    log.info("%s: depth %d, best epoch %d, val %.2f%%, test %.2f%%", folder.name, config.compose.depth,
-             result.best_epoch, val_acc, test_acc)
     return TrainedRun(folder, results, model)
 
 
