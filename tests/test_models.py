@@ -22,8 +22,10 @@ SMALL = {
 INPUTS = [(1, 28), (3, 32), (1, 8)]  # (in_channels, image_size)
 
 
-def test_table_covers_every_model():
-    assert sorted(SMALL) == list_models()
+def test_table_covers_every_image_model():
+    from lorita.models.registry import IMAGE_INPUTS, model_inputs
+    assert sorted(SMALL) == [m for m in list_models() if model_inputs(m) == IMAGE_INPUTS]
+    assert model_inputs("gpt") == ("vocab_size",)  # the language model: tests/test_gpt.py
 
 
 @pytest.mark.parametrize("in_channels,image_size", INPUTS)
@@ -129,7 +131,7 @@ def test_paper_exclude():
 def test_unknown_name_lists_known_and_suggests_closest():
     with pytest.raises(LoritaError, match=r"unknown model 'resnet2'.*resnet56.*Did you mean 'resnet20'"):
         create_model("resnet2")
-    with pytest.raises(LoritaError, match="known models: fcn, resnet20"):
+    with pytest.raises(LoritaError, match="known models: fcn, gpt, resnet20"):
         paper_exclude("alexnet")
 
 

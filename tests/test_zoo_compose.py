@@ -17,7 +17,19 @@ TOL = dict(atol=1e-8, rtol=1e-8)
 
 
 def test_table_covers_the_zoo():
-    assert sorted(SMALL) == sorted(list_models())
+    assert sorted([*SMALL, "gpt"]) == sorted(list_models())
+
+
+def test_gpt_compose_merge_exact():
+    torch.manual_seed(0)
+    model = create_model("gpt", vocab_size=20, context=8, dim=16, depth=2, heads=2).double().eval()
+    x = torch.randint(0, 20, (2, 8))
+    composed = lorita.compose(model, depth=3, exclude=["head"])
+    assert sum(isinstance(m, COMPOSED_TYPES) for m in composed.modules()) == 12  # q, k, v, proj, fc1, fc2 x 2
+    merged = lorita.merge(composed)
+    torch.testing.assert_close(merged(x), composed(x), **TOL)
+    fresh = create_model("gpt", vocab_size=20, context=8, dim=16, depth=2, heads=2)
+    fresh.load_state_dict(merged.state_dict(), strict=True)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

@@ -73,9 +73,12 @@ def _one_selector(ranks, energy, ratio) -> str:
     return given[0]
 
 
-def _choose_ranks(layers: list[Layer], ranks, energy, ratio, scan: Scan,
-                  cache: SVDCache | None) -> tuple[dict[str, int], dict[str, tuple]]:
-    """Rank per layer name, and the truncated SVDs already computed on the way (energy=)."""
+def _choose_ranks(layers: list[Layer], ranks, energy, ratio, scan: Scan, cache: SVDCache | None,
+                  calibration=None) -> tuple[dict[str, int], dict[str, tuple]]:
+    """Rank per layer name, and the truncated SVDs already computed on the way (energy=).
+
+    With ``calibration``, ``energy`` is a fraction of the whitened spectrum's ``sum s^2``
+    (the output energy on the calibration data)."""
     if ranks is not None:
         return {name: rank for name, (_, rank) in resolve_ranks(ranks, layers, scan.skipped).items()}, {}
     if energy is not None:
@@ -88,6 +91,11 @@ def _choose_ranks(layers: list[Layer], ranks, energy, ratio, scan: Scan,
         check_finite(matrix, layer.name)
         if energy is None:
             out[layer.name] = ratio_rank(min(matrix.shape), ratio)
+            continue
+        if calibration is not None:
+            from lorita.whiten import whitened_spectrum
+
+            out[layer.name] = energy_rank(whitened_spectrum(matrix, calibration[layer.name]), energy)
             continue
         u, s, vh = svd(matrix) if cache is None else cache.get(layer.name, layer.module)
         rank = out[layer.name] = energy_rank(s, energy)
@@ -105,7 +113,8 @@ def _check_layer_values(layer: Layer) -> None:
 
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
              ratio: float | None = None, exclude: Selector = None, inplace: bool = False,
-             svd_cache: SVDCache | None = None, example_input: Any = None) -> nn.Module:
+             svd_cache: SVDCache | None = None, example_input: Any = None,
+             calibration: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
 
     Give exactly one of:
@@ -136,6 +145,12 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     storage. lorita's own search paths (``select_ranks(..., example_input=)``,
     ``search_accuracy(..., example_input=)``) pass theirs on.
 
+    ``calibration``: whitened (activation-aware) cuts, as in SVD-LLM. A dict of each layer's
+    input Gram matrix ``X^T X`` (``lorita.whiten.collect_grams(model, batches)`` on a few
+    batches of training data): each layer is cut to minimise its output error on that data,
+    ``||(W - W_r) X^T||``, instead of the weight error; ``energy=`` then counts the output
+    energy. Params and MACs are those of a plain cut of the same ranks.
+
     Layers lorita cannot handle are left dense and named, with the reason, in one warning.
     A meta-device model has no values to cut: materialise it first.
 
@@ -154,7 +169,15 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")
-    chosen, decompositions = _choose_ranks(layers, ranks, energy, ratio, scan, svd_cache)
+    if calibration is not None:
+        if not isinstance(calibration, dict):
+            raise LoritaError(f"calibration must be a dict of layer name -> X^T X (lorita.whiten.collect_grams), "
+                              f"got {type(calibration).__name__}")
+        missing = [layer.name for layer in layers if layer.name not in calibration]
+        if missing:
+            raise LoritaError(f"calibration has no Gram matrix for {', '.join(missing[:5])}; collect them on the "
+                              "merged model: lorita.whiten.collect_grams(lorita.merge(model), batches)")
+    chosen, decompositions = _choose_ranks(layers, ranks, energy, ratio, scan, svd_cache, calibration)
     # Validate everything before building anything.
     by_name = {layer.name: layer for layer in layers}
     for name, rank in chosen.items():
@@ -162,7 +185,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         check_rank(f"rank for {name!r}", rank, m, n)
         if rank <= break_even_rank(m, n):
             _check_layer_values(by_name[name])
-    if svd_cache is not None:  # looked up on the model's own layers, before any copy is made
+    if svd_cache is not None and calibration is None:  # looked up on the model's own layers, before any copy
         for name, rank in chosen.items():
             if rank <= break_even_rank(*layer_shape(by_name[name].module)):
                 decompositions[name] = svd_cache.get(name, by_name[name].module)
@@ -179,7 +202,9 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if rank > break_even_rank(m, n):
             log.debug("%s: rank %d is not below break-even %d, stays dense", name, rank, break_even_rank(m, n))
             continue
-        replace_module(new, target, truncate(target.module, rank, name, decomposition=decompositions.pop(name, None)))
+        gram = calibration[name] if calibration is not None else None
+        replace_module(new, target, truncate(target.module, rank, name, decomposition=decompositions.pop(name, None),
+                                             gram=gram))
         del target  # the dense layer goes once the model no longer holds it
         cut += 1
     log.info("compress (%s): %d of %d layer(s) cut to low rank", kind, cut, len(chosen))

@@ -123,7 +123,8 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition=None) -> nn.Module:
+def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition=None,
+             gram: torch.Tensor | None = None) -> nn.Module:
     """The rank-``rank`` two-layer form of a plain ``nn.Linear`` / ``nn.Conv2d`` (any rank 1..min(m, n)).
 
     A transformers ``Conv1D`` (GPT-2; weight stored ``(in, out)``) becomes a ``LowRankLinear``.
@@ -131,6 +132,8 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
     This builds the pair even above the break-even rank; ``lorita.compress`` decides when
     it pays. SVD in float64, factors cast back to the layer's dtype. ``decomposition``:
     the weight matrix's ``(U, S, Vh)`` when already computed (e.g. by ``SVDCache``).
+    ``gram``: the layer's calibration ``X^T X`` (``lorita.whiten.collect_grams``) for a
+    whitened cut that minimises the output error on that data instead of the weight error.
 
     Example:
         >>> dense = nn.Linear(6, 4)
@@ -149,7 +152,12 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
         check_finite(module.bias, name, "bias")
     m, n = matrix.shape
     check_rank(f"rank for {name!r}", rank, m, n)
-    first, second = truncated_factors(matrix, rank, decomposition=decomposition)  # (r, n), (m, r)
+    if gram is not None:
+        from lorita.whiten import whitened_factors
+
+        first, second = whitened_factors(matrix.detach(), gram, rank)  # (r, n), (m, r)
+    else:
+        first, second = truncated_factors(matrix, rank, decomposition=decomposition)  # (r, n), (m, r)
     dtype = module.weight.dtype
     if isinstance(module, nn.Conv2d):
         pair = LowRankConv2d(module, rank)

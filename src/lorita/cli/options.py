@@ -49,6 +49,8 @@ def train_options(**defaults: Any) -> argparse.ArgumentParser:
         elif kind in (bool, bool | None):
             g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
+            optional = [t for t in typing.get_args(kind) if t is not type(None)]
+            kind = optional[0] if optional else kind  # "float | None": a float flag whose default is None
             g.add_argument(_flag(f.name), type=kind, default=default,
                            help=f"{help_text} (default: {default})" if help_text else None)
     return p

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import dataclasses
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
@@ -30,7 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model-arg", action="append", metavar="KEY=VALUE", help="model option, e.g. width=256")
     p.add_argument("--dataset", help="see 'lorita datasets' (default: the --from run's, else fashion-mnist)")
     p.add_argument("--data-dir", help="folder with the dataset files (MNIST, CIFAR)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="training data held out for selection")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="images: training data held out for selection (text is split 90/5/5 by entry)")
+    p.add_argument("--steps-per-epoch", type=int, help="text: training batches per epoch (default: about one pass)")
     p.add_argument("--depth", type=int, default=3, help="factors per layer (1 = plain training)")
     p.add_argument("--init", choices=INITS, help="factor init (default: 'default', the paper's; with --from: 'preserve')")
     p.add_argument("--mode", choices=MODES, default="auto")
@@ -44,6 +47,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from lorita.models import model_inputs, paper_exclude
     from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_config_of, train_run
+    from lorita.runs.data import TEXT_DATASETS
     from lorita.runs.train import load_source
 
     if not args.no_progress:
@@ -71,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
     exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
     init = args.init or ("preserve" if source is not None else "default")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
-    data = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed).load()
-    inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
+    data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
+                         steps_per_epoch=args.steps_per_epoch)
+    data = data_spec.load(model=model, train=train)
+    inputs = data.model_inputs
     if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):
         raise LoritaError(f"--from {args.source} was built for {model.inputs}, but {data.name} gives {inputs}; "
                           "continue it on data of the same shape")
     config = RunConfig(ModelSpec(model.name, model.kwargs, inputs),
-                       DataSpec(data.name, args.data_dir, args.val_fraction, train.seed), compose, train,
+                       dataclasses.replace(data_spec, name=data_spec.name if data_spec.name in TEXT_DATASETS
+                                           else data.name), compose, train,
                        source=None if source_path is None else str(source_path))
     run = train_run(args.out, config, data, overwrite=args.overwrite, resume=args.resume,
                     progress=not args.no_progress, source=source)

@@ -73,6 +73,15 @@ class ImageDataset:
     source: str
     default_augment: bool
 
+    @property
+    def model_inputs(self) -> dict:
+        """What an image model's builder needs from the data."""
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels, "image_size": self.image_size}
+
+    def example_input(self) -> torch.Tensor:
+        """One all-zero image (batch 1): for counting params and MACs."""
+        return torch.zeros(1, self.in_channels, self.image_size, self.image_size)
+
 
 @dataclass(frozen=True)
 class _Spec:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.errors import LoritaError
-from lorita.models.registry import check_float, check_int
+from lorita.models.registry import check_float, check_int, register_model
 
 
 class CausalSelfAttention(nn.Module):
@@ -136,7 +136,8 @@ class GPT(nn.Module):
         return self.head(x)  # (B, T, V)
 
 
-def gpt(vocab_size: int, context: int, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
+@register_model("gpt", exclude=("head",), inputs=("vocab_size",), limits={"depth": 1024, "context": 1 << 16})
+def gpt(vocab_size: int, context: int = 128, dim: int = 128, depth: int = 4, heads: int = 4, mlp_ratio: float = 4.0,
         dropout: float = 0.0) -> nn.Module:
     """A character-level GPT; every argument checked (`dim` divisible by `heads`, `0 <= dropout < 1`).
 
@@ -146,9 +147,9 @@ def gpt(vocab_size: int, context: int, dim: int = 128, depth: int = 4, heads: in
         ['blocks.1.attn.q', 'blocks.1.attn.k', 'blocks.1.attn.v', 'blocks.1.attn.proj']
     """
     check_int("vocab_size", vocab_size)
-    check_int("context", context)
+    check_int("context", context, maximum=1 << 16)
     check_int("dim", dim)
-    check_int("depth", depth, minimum=0)
+    check_int("depth", depth, minimum=0, maximum=1024)
     check_int("heads", heads)
     mlp_ratio = check_float("mlp_ratio", mlp_ratio)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:

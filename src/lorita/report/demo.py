@@ -1,50 +1,85 @@
 """The demo's and experiments' ``report.md`` and plots: the headline against the best alternative, every
-column at the target and at fixed sizes, accuracy-vs-size curves, spectra, ranks."""
+column at the target and at fixed sizes, accuracy-vs-size curves, spectra, ranks.
+
+Reads only ``results.json``'s content (``lorita.runs.run_experiment`` writes it). Image
+experiments are judged by validation accuracy (higher is better, points); language
+experiments by validation loss (nats per character, lower is better), shown with
+perplexity and bits per character.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from lorita.atomic import atomic_write_text
 from lorita.profile import human
 from lorita.report.plots import figure, save_figure
+from lorita.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one experiment's figures are named and shown."""
+
+    val: str
+    test: str
+    label: str
+    higher_is_better: bool
+    digits: int
+
+    @classmethod
+    def of(cls, results: dict) -> "Metric":
+        if results.get("metric", "val_acc") == "val_loss":
+            return cls("val_loss", "test_loss", "loss (nats/char)", False, 4)
+        return cls("val_acc", "test_acc", "accuracy (%)", True, 2)
+
+    @property
+    def target(self) -> str:
+        return f"target_{self.val}"
+
+    def show(self, value) -> str:
+        return "-" if value is None else f"{value:.{self.digits}f}"
+
+    def better(self, a: float, b: float) -> float:
+        """How much ``a`` is better than ``b`` (positive: better)."""
+        return a - b if self.higher_is_better else b - a
 
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _acc(x) -> str:
-    return "-" if x is None else f"{x:.2f}"
+_TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _model_line(recipe: dict) -> str:
-    skip = {"model", "init", "factor_side", "finetune_epochs"} | set(_TRAIN_KEYS)
+    skip = {"model", "init", "factor_side", "finetune_epochs"} | _TRAIN_KEYS
     extra = ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in skip)
     return f"{recipe['model']} ({extra})" if extra else recipe["model"]
 
 
-_TRAIN_KEYS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "label_smoothing", "schedule",
-               "plateau_patience", "plateau_factor", "warmup_epochs", "seed", "augment", "device", "eval_batch_size")
-
-
 def headline_table(results: dict) -> list[str]:
-    """Markdown rows: one per depth, uncompressed accuracy and the smallest cut in each view."""
-    rows = ["| depth | uncompressed test acc (%) | view (b): params kept | FLOPs kept | test acc (%) "
-            "| view (a): params kept | FLOPs kept | test acc (%) |",
+    """Markdown rows: one per depth, the uncompressed model and the smallest cut in each view (no fine-tuning)."""
+    m = Metric.of(results)
+    what = "test acc (%)" if m.higher_is_better else "test loss"
+    rows = [f"| depth | uncompressed {what} | view (b): params kept | FLOPs kept | {what} "
+            f"| view (a): params kept | FLOPs kept | {what} |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for depth, info in results["depths"].items():
         b, a = info["views"]["b"], info["views"]["a"]
         label = "1 (plain)" if depth == "1" else f"{depth} (LoRITa)"
-        rows.append(f"| {label} | {_acc(info['uncompressed']['test_acc'])} "
-                    f"| {_pct(b and b['params_kept'])} | {_pct(b and b['macs_kept'])} | {_acc(b and b['test_acc'])} "
-                    f"| {_pct(a and a['params_kept'])} | {_pct(a and a['macs_kept'])} | {_acc(a and a['test_acc'])} |")
+        rows.append(f"| {label} | {m.show(info['uncompressed'][m.test])} "
+                    f"| {_pct(b and b['params_kept'])} | {_pct(b and b['macs_kept'])} | {m.show(b and b[m.test])} "
+                    f"| {_pct(a and a['params_kept'])} | {_pct(a and a['macs_kept'])} | {m.show(a and a[m.test])} |")
     return rows
 
 
 def plot_sweeps(results: dict, path: Path, size_key: str, label: str) -> Path:
-    """Validation (left, where cuts are chosen) and test (right) accuracy vs size kept, one line per depth."""
+    """Validation (left, where cuts are chosen) and test (right) figures vs size kept, one line per depth."""
+    m = Metric.of(results)
     fig = figure(11, 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     plain_target = results["depths"]["1"]["views"]["b"]
@@ -52,143 +87,159 @@ def plot_sweeps(results: dict, path: Path, size_key: str, label: str) -> Path:
         pts = sorted(info["sweep"], key=lambda p: p[size_key])
         xs = [100 * p[size_key] for p in pts]
         name = "depth 1 (plain)" if depth == "1" else f"depth {depth} (LoRITa)"
-        for ax, key in zip(axes, ("val_acc", "test_acc")):
+        for ax, key in zip(axes, (m.val, m.test)):
             measured = [(x, p[key]) for x, p in zip(xs, pts) if p[key] is not None]
             line, = ax.plot([x for x, _ in measured], [y for _, y in measured], marker=".", label=name)
             chosen = info["views"]["b"]
             if chosen is not None:
                 ax.plot([100 * chosen[size_key]], [chosen[key]], marker="*", markersize=14, color=line.get_color())
     if plain_target is not None:
-        axes[0].axhline(plain_target["target_val_acc"], color="gray", linestyle="--", linewidth=1,
-                        label="target: plain val acc - drop")
-    partial = any(p["test_acc"] is None for info in results["depths"].values() for p in info["sweep"])
+        axes[0].axhline(plain_target[m.target], color="gray", linestyle="--", linewidth=1, label="target (view b)")
+    partial = any(p[m.test] is None for info in results["depths"].values() for p in info["sweep"])
     test_title = "test (reported; measured at the chosen cuts only)" if partial else "test (reported)"
     for ax, title in zip(axes, ("validation (cuts chosen here)", test_title)):
         ax.set_xscale("log")
         ax.set_xlabel(f"{label} kept (% of the original, log scale)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    top = max(info["uncompressed"]["val_acc"] for info in results["depths"].values())
-    axes[0].set_ylim(max(0, top - 15), top + 2)
-    axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{results['dataset']}: accuracy vs {label} kept (stars: smallest cut within the target)")
+    axes[0].set_ylabel(m.label)
+    best = [info["uncompressed"][m.val] for info in results["depths"].values()]
+    if m.higher_is_better:
+        axes[0].set_ylim(max(0, max(best) - 15), max(best) + 2)
+    else:
+        axes[0].set_ylim(min(best) - 0.05, min(best) + 1.0)
+    axes[0].legend(loc="lower right" if m.higher_is_better else "upper right", fontsize=8)
+    fig.suptitle(f"{results['dataset']}: {m.label} vs {label} kept (stars: smallest cut within the target)")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
-def _noise(results: dict, p: float | None) -> float | None:
-    """Two standard errors (points) of a difference between two test accuracies near ``p`` percent: binomial
-    over the test images, or the spread over seeds when that is larger."""
-    if p is None:
-        return None
-    n = results["runs"][0]["test_images"]
-    binomial = 100 * math.sqrt(2 * (p / 100) * (1 - p / 100) / n)
-    return 2 * binomial
-
-
 def headline_line(results: dict) -> str:
     """The report's first line: LoRITa against the best alternative at the fair target."""
+    m = Metric.of(results)
     head = results["headline"]
     ours, theirs = head["lorita"], head["best_alternative"]
     seeds = len(results["seeds"])
     over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
+    target = head[m.target]
+    where = (f"validation accuracy {target:.2f}%, 1 point below the plain model" if m.higher_is_better else
+             f"validation loss {target:.4f} nats/char, perplexity {math.exp(target):.3f}: the plain model's "
+             f"+{100 * (math.exp(results['max_drop']) - 1):.0f}%")
     if ours is None:
-        return (f"No LoRITa model reached the target (validation accuracy {head['target_val_acc']:.2f}%, 1 point below "
-                f"the plain model){over}; the best alternative, {theirs['label']}, keeps {_pct(theirs['params_kept'])} "
-                "of the parameters there.")
+        return (f"No LoRITa model reached the target ({where}){over}; the best alternative, {theirs['label']}, keeps "
+                f"{_pct(theirs['params_kept'])} of the parameters there.")
     verdict = "met" if head["bar_met"] else "NOT met"
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
-            f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same validation accuracy "
-            f"({head['target_val_acc']:.2f}%) and {head['total_epochs']} epochs in all{over}: ratio "
-            f"**{head['ratio']:.2f}** (the bar, at most 0.5, is {verdict}).")
+            f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "
+            f"{head['total_epochs']} epochs in all{over}: ratio **{head['ratio']:.2f}** (the bar, at most 0.5, is "
+            f"{verdict}).")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return mean, std
+
+
+def _cell(values: list[float], pct: bool, digits: int = 2) -> str:
+    mean, std = _mean_std(values)
+    if pct:
+        return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else "")
 
 
 def columns_table(results: dict) -> list[str]:
     """Each column's smallest model at the target (mean over seeds, with the spread when several)."""
-    rows = ["| column | epochs (train + fine-tune) | params kept | MACs kept | val acc (%) | test acc (%) |",
-            "| --- | --- | --- | --- | --- | --- |"]
-    labels = list(results["runs"][0]["columns"])
-    for label in labels:
+    m = Metric.of(results)
+    names = ("val acc (%)", "test acc (%)") if m.higher_is_better else ("val loss", "test loss")
+    extra = "" if m.higher_is_better else " test perplexity |"
+    rows = [f"| column | epochs (train + fine-tune) | params kept | MACs kept | {names[0]} | {names[1]} |{extra}",
+            "| --- | --- | --- | --- | --- | --- |" + (" --- |" if extra else "")]
+    for label in results["runs"][0]["columns"]:
         picks = [r["columns"][label]["chosen"] for r in results["runs"]]
         info = results["runs"][0]["columns"][label]
         epochs = f"{info['epochs'] - info['finetune_epochs']} + {info['finetune_epochs']}"
         if any(p is None for p in picks):
-            rows.append(f"| {label} | {epochs} | not reached | - | - | - |")
+            rows.append(f"| {label} | {epochs} | not reached | - | - | - |" + (" - |" if extra else ""))
             continue
-        cells = [_mean_cell([p[k] for p in picks], pct) for k, pct in
-                 (("params_kept", True), ("macs_kept", True), ("val_acc", False), ("test_acc", False))]
+        cells = [_cell([p["params_kept"] for p in picks], True), _cell([p["macs_kept"] for p in picks], True),
+                 _cell([p[m.val] for p in picks], False, m.digits), _cell([p[m.test] for p in picks], False, m.digits)]
+        if extra:
+            cells.append(_cell([math.exp(p[m.test]) for p in picks], False, 3))
         rows.append(f"| {label} | {epochs} | " + " | ".join(cells) + " |")
     return rows
 
 
-def _mean_cell(values: list[float], pct: bool) -> str:
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    if pct:
-        return f"{100 * mean:.1f}%" + (f" ± {100 * std:.1f}" if std is not None else "")
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+def _at(cuts: list[dict], size: float) -> dict | None:
+    return next((c for c in cuts if abs(c["size"] - size) < 1e-9), None)
 
 
 def sizes_table(results: dict) -> list[str]:
-    """Test accuracy of every column at the fixed sizes (the cut nearest below each size)."""
+    """The test figure of every column at the fixed sizes (the cut nearest below each size)."""
+    m = Metric.of(results)
+    what = "test acc (%)" if m.higher_is_better else "test loss"
     sizes = results["spec"]["sizes"]
-    rows = ["| column | " + " | ".join(f"{100 * s:g}% params: test acc (%)" for s in sizes) + " |",
+    rows = ["| column | " + " | ".join(f"{100 * s:g}% params: {what}" for s in sizes) + " |",
             "| --- |" + " --- |" * len(sizes)]
     for label in results["runs"][0]["columns"]:
         cells = []
         for size in sizes:
-            values = []
-            for run in results["runs"]:
-                cut = next((c for c in run["columns"][label]["cuts"] if abs(c["size"] - size) < 1e-9), None)
-                if cut is not None:
-                    values.append(cut["test_acc"])
-            cells.append(_mean_cell(values, False) if len(values) == len(results["runs"]) else "-")
+            values = [c[m.test] for run in results["runs"] if (c := _at(run["columns"][label]["cuts"], size))]
+            cells.append(_cell(values, False, m.digits) if len(values) == len(results["runs"]) else "-")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows
 
 
-def _best_at(run: dict, lorita_side: bool, size: float) -> float | None:
-    values = [c["test_acc"] for col in run["columns"].values() if col["lorita"] == lorita_side
-              for c in col["cuts"] if abs(c["size"] - size) < 1e-9]
-    return max(values) if values else None
+def _best_at(run: dict, m: Metric, lorita_side: bool, size: float) -> float | None:
+    values = [c[m.test] for col in run["columns"].values() if col["lorita"] == lorita_side
+              if (c := _at(col["cuts"], size))]
+    if not values:
+        return None
+    return max(values) if m.higher_is_better else min(values)
 
 
 def noise_lines(results: dict) -> list[str]:
-    """At each fixed size: best LoRITa column against the best alternative, and whether it is within the noise."""
+    """At each fixed size: the best LoRITa column against the best alternative, and whether that is noise.
+
+    The noise is two standard errors of the difference: for accuracies the binomial error over
+    the test images; over several seeds, the spread of the per-seed differences when that is larger.
+    """
+    m = Metric.of(results)
+    runs = results["runs"]
     lines = []
     for size in results["spec"]["sizes"]:
-        diffs = []
-        for run in results["runs"]:
-            ours, theirs = _best_at(run, True, size), _best_at(run, False, size)
-            if ours is not None and theirs is not None:
-                diffs.append((ours, theirs))
-        if len(diffs) != len(results["runs"]):
+        pairs = [(_best_at(run, m, True, size), _best_at(run, m, False, size)) for run in runs]
+        if any(o is None or t is None for o, t in pairs):
             continue
-        mean_diff = sum(o - t for o, t in diffs) / len(diffs)
-        noise = _noise(results, sum(t for _, t in diffs) / len(diffs))
-        if len(diffs) > 1:
-            spread = [o - t for o, t in diffs]
-            m, sd = mean_diff, math.sqrt(sum((d - mean_diff) ** 2 for d in spread) / (len(spread) - 1))
-            noise = max(noise / math.sqrt(len(diffs)), 2 * sd / math.sqrt(len(diffs)))
-        verdict = "within the noise" if abs(mean_diff) <= noise else ("LoRITa ahead" if mean_diff > 0 else
-                                                                     "the alternative ahead")
-        lines.append(f"- {100 * size:g}% of the params: best LoRITa column {mean_diff:+.2f} points of test accuracy "
-                     f"against the best alternative ({verdict}: the noise is about ±{noise:.2f})")
+        diffs = [m.better(o, t) for o, t in pairs]
+        mean, std = _mean_std(diffs)
+        noise = None
+        if m.higher_is_better:
+            p = sum(t for _, t in pairs) / len(pairs) / 100
+            noise = 2 * 100 * math.sqrt(2 * p * (1 - p) / runs[0]["test_images"]) / math.sqrt(len(runs))
+        if std is not None:
+            noise = max(noise or 0.0, 2 * std / math.sqrt(len(diffs)))
+        unit = "points of test accuracy" if m.higher_is_better else "nats/char of test loss"
+        if noise is None:
+            verdict = "one seed: no noise estimate for a loss; run --seeds for one"
+        else:
+            verdict = ("within the noise" if abs(mean) <= noise else
+                       "LoRITa ahead" if mean > 0 else "the alternative ahead") + f": the noise is about ±{noise:.{m.digits}f}"
+        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {mean:+.{m.digits}f} {unit} better "
+                     f"than the best alternative ({verdict})")
     return lines
 
 
 def compute_lines(results: dict) -> list[str]:
-    """One LoRITa training cut to every fixed size against one fine-tuning run per size for SVD."""
+    """Compute to produce one model at each fixed size: one training per column plus each cut (and fine-tuning)."""
     run = results["runs"][0]
     out = []
     for label, col in run["columns"].items():
-        cuts = [c for c in col["cuts"] if any(abs(c["size"] - s) < 1e-9 for s in results["spec"]["sizes"])]
+        cuts = [c for s in results["spec"]["sizes"] if (c := _at(col["cuts"], s))]
         if not cuts:
             continue
-        total = col["train_seconds"] + sum(c["seconds"] for c in cuts)
-        out.append(f"| {label} | {len(cuts)} | {col['train_seconds']:.0f} | {sum(c['seconds'] for c in cuts):.0f} "
-                   f"| {total:.0f} |")
+        spent = sum(c["seconds"] for c in cuts)
+        out.append(f"| {label} | {len(cuts)} | {col['train_seconds']:.0f} | {spent:.0f} | {col['train_seconds'] + spent:.0f} |")
     if not out:
         return []
     return ["| column | models | training (s) | cutting + fine-tuning (s) | total (s) |",
@@ -196,49 +247,65 @@ def compute_lines(results: dict) -> list[str]:
 
 
 def plot_columns(results: dict, path: Path) -> Path:
-    """Validation and test accuracy vs params kept for every column (first seed), the target as a line."""
+    """Validation and test figures vs params kept for every column (first seed), the target as a line."""
+    m = Metric.of(results)
     run = results["runs"][0]
     fig = figure(11, 4.2)
     axes = fig.subplots(1, 2, sharey=True)
     for label, col in run["columns"].items():
         cuts = sorted(col["cuts"], key=lambda c: c["params_kept"])
         style = "-" if col["lorita"] else "--"
-        for ax, key in zip(axes, ("val_acc", "test_acc")):
+        for ax, key in zip(axes, (m.val, m.test)):
             line, = ax.plot([100 * c["params_kept"] for c in cuts], [c[key] for c in cuts], style, marker="o",
                             markersize=4, label=label)
             pick = col["chosen"]
             if pick is not None:
                 ax.plot([100 * pick["params_kept"]], [pick[key]], marker="*", markersize=13, color=line.get_color())
-    axes[0].axhline(run["target_val_acc"], color="gray", linestyle=":", linewidth=1, label="target")
+    target = run[m.target]
+    axes[0].axhline(target, color="gray", linestyle=":", linewidth=1, label="target")
     for ax, title in zip(axes, ("validation (choices made here)", "test (reported)")):
         ax.set_xscale("log")
         ax.set_xlabel("params kept (% of the original, log scale)")
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("accuracy (%)")
-    low = min(c["val_acc"] for col in run["columns"].values() for c in col["cuts"] if c["params_kept"] >= 0.02)
-    axes[0].set_ylim(max(low - 1, run["target_val_acc"] - 10), run["target_val_acc"] + 3)
-    axes[0].legend(loc="lower right", fontsize=7)
+    axes[0].set_ylabel(m.label)
+    if m.higher_is_better:
+        axes[0].set_ylim(target - 10, target + 3)
+    else:
+        axes[0].set_ylim(target - 0.3, target + 1.0)
+    axes[0].legend(loc="lower right" if m.higher_is_better else "upper right", fontsize=7)
     fig.suptitle(f"{results['dataset']}: every column at equal total epochs (solid: LoRITa; stars: smallest model "
                  "reaching the target)")
     fig.tight_layout()
     return save_figure(fig, path)
 
 
+def samples_lines(results: dict) -> list[str]:
+    """Text generated from one prompt by the plain model and the chosen cuts (language experiments)."""
+    samples = results["runs"][0].get("samples")
+    if not samples:
+        return []
+    lines = [f"## Generated text (prompt {samples['prompt']!r}, same seed for every model)", ""]
+    for label, text in samples["texts"].items():
+        lines += [f"**{label}**", "", "```", samples["prompt"] + text, "```", ""]
+    return lines
+
+
 def write_demo_report(out: Path, results: dict) -> Path:
     """Write ``report.md`` and the plots into ``out``; return the report's path."""
     from lorita.report import plot_ranks, plot_spectra, plot_training_curves, summarize
 
+    m = Metric.of(results)
     out = Path(out)
     first = results["runs"][0]
-    where = out if first["folder"] == out.name or len(results["runs"]) == 1 else out / first["folder"]
+    where = out if len(results["runs"]) == 1 else out / first["folder"]
     train_folders = [where / f"depth{d}" for d in results["depths"]]
     cut_folders = [where / name for name in first["cut_folders"]]
     plots = [
-        ("Every column: accuracy vs parameters kept", plot_columns(results, out / "columns.png")),
-        ("Cuts without fine-tuning: accuracy vs parameters kept",
+        ("Every column: figure vs parameters kept", plot_columns(results, out / "columns.png")),
+        ("Cuts without fine-tuning: figure vs parameters kept",
          plot_sweeps(results, out / "accuracy_vs_params.png", "params_kept", "params")),
-        ("Cuts without fine-tuning: accuracy vs FLOPs kept",
+        ("Cuts without fine-tuning: figure vs FLOPs kept",
          plot_sweeps(results, out / "accuracy_vs_flops.png", "macs_kept", "FLOPs")),
         ("Singular value spectra per layer", plot_spectra(train_folders, out / "spectra.png")),
         ("Kept rank per layer (view (b) cuts)", plot_ranks(cut_folders, out / "ranks.png") if cut_folders else None),
@@ -247,6 +314,9 @@ def write_demo_report(out: Path, results: dict) -> Path:
     plain = results["depths"]["1"]
     recipe = results["recipe"]
     seeds = results["seeds"]
+    unit = "1 point below the plain model's validation accuracy" if m.higher_is_better else \
+        f"the plain model's validation loss + {results['max_drop']:.4f} nats/char (perplexity x{math.exp(results['max_drop']):.2f})"
+    ft_lr = results["spec"]["finetune_lr"] or recipe["lr"] / 10
     lines = [
         f"# lorita {results['name']}: LoRITa against the alternatives on {results['dataset']}",
         "",
@@ -255,19 +325,18 @@ def write_demo_report(out: Path, results: dict) -> Path:
         f"Model {_model_line(recipe)}; {recipe['epochs']} epochs in all for every column "
         f"({recipe['optimizer']} lr {recipe['lr']}, {recipe['schedule']}, weight decay {recipe['weight_decay']}, "
         f"factor init {recipe['init']}); fine-tuned columns train {recipe['epochs'] - recipe['finetune_epochs']} "
-        f"epochs, are cut, then fine-tuned {recipe['finetune_epochs']} (lr "
-        f"{results['spec']['finetune_lr'] or recipe['lr'] / 10:g}, the best epoch on validation kept, the cut itself "
-        f"included). Seed(s) {', '.join(map(str, seeds))}: each changes the split, the init and the batch order. "
-        f"Original model: {human(plain['uncompressed']['params'])} params, "
+        f"epochs, are cut, then fine-tuned {recipe['finetune_epochs']} (lr {ft_lr:g}, the best epoch on validation "
+        f"kept, the cut itself included). Seed(s) {', '.join(map(str, seeds))}: each changes the split, the init and "
+        f"the batch order. Original model: {human(plain['uncompressed']['params'])} params, "
         f"{human(plain['uncompressed']['flops'])} FLOPs per example (FLOPs = 2 x MACs).",
         "",
-        f"The target (view (b), the fair one): {results['max_drop']} point below the plain model's validation "
-        "accuracy, the same for every column. Each column's smallest model reaching it is chosen on validation "
-        "data; test accuracy is only reported. Sizes are against the original (uncomposed) architecture.",
+        f"The target (view (b), the fair one): {unit}, the same for every column. Each column's smallest model "
+        "reaching it is chosen on validation data; test figures are only reported. Sizes are against the original "
+        "(uncomposed) architecture.",
         "",
         *columns_table(results),
         "",
-        "Accuracy at fixed sizes, compared point by point (the cut nearest below each size):",
+        "At fixed sizes, compared point by point (the cut nearest below each size):",
         "",
         *sizes_table(results),
         "",
@@ -280,9 +349,9 @@ def write_demo_report(out: Path, results: dict) -> Path:
     if len(seeds) > 1:
         ratios = ", ".join("-" if r is None else f"{r:.2f}" for r in results["headline"]["ratio_per_seed"])
         lines += [f"Ratio per seed: {ratios}.", ""]
-    lines += ["Without fine-tuning, per depth (first seed): view (b) and view (a), the paper's (each model 1 point "
-              "below its own accuracy):", "", *headline_table(results), "",
-              f"Machine: {results['machine']}; {results['seconds']:.0f} s in all.", ""]
+    lines += ["Without fine-tuning, per depth (first seed): view (b) and view (a), the paper's (each model cut to "
+              "the budget below its own uncompressed figure):", "", *headline_table(results), "",
+              f"Machine: {results['machine']}; {results['seconds']:.0f} s in all.", "", *samples_lines(results)]
     for title, path in plots:
         if path is not None:
             lines += [f"## {title}", "", f"![{title}]({Path(path).name})", ""]

@@ -71,8 +71,12 @@ class Column:
     epochs: int
 
 
-def svd_cutter(merged: nn.Module, example: torch.Tensor, cache: SVDCache | None = None) -> Cutter:
+def svd_cutter(merged: nn.Module, example: torch.Tensor, cache: SVDCache | None = None, *,
+               calibration: dict | None = None) -> Cutter:
     """Cut ``merged`` with the smallest global threshold that keeps at most the requested params.
+
+    ``calibration`` (layer name -> input Gram matrix, ``lorita.whiten.collect_grams``): whitened
+    cuts, the threshold applied to each layer's whitened spectrum.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -83,6 +87,13 @@ def svd_cutter(merged: nn.Module, example: torch.Tensor, cache: SVDCache | None 
     from lorita.ranks import global_ranks, global_thresholds, total_cost
 
     spectra = lorita.spectrum(merged, example_input=example)
+    if calibration is not None:
+        from lorita.lowrank import weight_matrix
+        from lorita.whiten import whitened_spectrum
+
+        modules = dict(merged.named_modules())
+        spectra = {name: whitened_spectrum(weight_matrix(modules[name]).detach(), calibration[name]).cpu()
+                   for name in spectra}
     costs, fixed = layer_costs(merged, example, "params")
     original = fixed + sum(c.dense("params") for c in costs.values())
     candidates = global_thresholds(spectra, costs)
@@ -102,7 +113,7 @@ def svd_cutter(merged: nn.Module, example: torch.Tensor, cache: SVDCache | None 
         if lo == len(candidates):
             return None  # even the strongest cut keeps more than ``size``
         ranks = global_ranks(spectra, candidates[lo])
-        small = lorita.compress(merged, ranks=ranks, svd_cache=cache).eval()
+        small = lorita.compress(merged, ranks=ranks, svd_cache=cache, calibration=calibration).eval()
         return small, {"threshold": candidates[lo], "ranks": {k: int(v) for k, v in ranks.items()}}
 
     return cut
@@ -127,33 +138,57 @@ def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
     return cut
 
 
-def measure(column: Column, size: float, data, original, example: torch.Tensor, progress: bool) -> Cut | None:
-    """Cut ``column`` to ``size``, fine-tune if it does, and measure it (None: the size is out of reach)."""
-    from lorita.train import evaluate, train
+def scorer(metric: str, split) -> Callable[[nn.Module], float]:
+    """``model -> score`` on ``split``, higher is better: accuracy (%), or minus the loss (nats per target).
 
+    Example:
+        >>> from lorita.data import load_dataset
+        >>> data = load_dataset("digits")
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> scorer("val_loss", data.val)(net) < 0
+        True
+    """
+    from lorita.train import evaluate
+
+    if metric == "val_acc":
+        return lambda model: evaluate(model, split)[0]
+    return lambda model: -evaluate(model, split)[1]
+
+
+def measure(column: Column, size: float, data, original, example: torch.Tensor, progress: bool,
+            metric: str = "val_acc") -> Cut | None:
+    """Cut ``column`` to ``size``, fine-tune if it does, and measure it (None: the size is out of reach).
+
+    Scores (``val_acc``/``test_acc`` of the ``Cut``) are accuracies, or minus the loss with
+    ``metric="val_loss"``: higher is better either way.
+    """
+    from lorita.train import train
+
+    val_score, test_score = scorer(metric, data.val), scorer(metric, data.test)
     tic = time.time()
     made = column.cutter(size)
     if made is None:
         return None
     small, detail = made
     counts = lorita.profile(small, example)
-    val_cut, test_cut = evaluate(small, data.val)[0], evaluate(small, data.test)[0]
+    val_cut, test_cut = val_score(small), test_score(small)
     val, test, kept = val_cut, test_cut, 0
     if column.finetune is not None:
         before = {k: v.detach().clone() for k, v in small.state_dict().items()}
         result = train(small, data, column.finetune, progress=False)
-        if result.best_val_acc > val_cut:  # ties keep the cut model itself
+        if result.best_score > val_cut:  # ties keep the cut model itself
             small.load_state_dict(result.best_state)
-            kept, val = result.best_epoch, result.best_val_acc
-            test = evaluate(small.eval(), data.test)[0]
+            kept, val = result.best_epoch, result.best_score
+            test = test_score(small.cpu().eval())
         else:
             small.load_state_dict(before)
+        small = small.cpu().eval()
     return Cut(size, counts.params / original.params, counts.macs / max(original.macs, 1), val, test, val_cut,
                test_cut, kept, time.time() - tic, {**detail, "model": small})
 
 
 def search(column: Column, target: float, data, original, example: torch.Tensor, *, sizes=FIXED_SIZES,
-           refine: int = 3, progress: bool = False) -> list[Cut]:
+           refine: int = 3, progress: bool = False, metric: str = "val_acc") -> list[Cut]:
     """Measure ``column`` at ``sizes``, then bisect (in log-size, ``refine`` more cuts) where it crosses ``target``.
 
     Returns every cut measured, smallest size first.
@@ -163,10 +198,10 @@ def search(column: Column, target: float, data, original, example: torch.Tensor,
     def at(size: float) -> Cut | None:
         size = round(size, 6)
         if size not in done:
-            done[size] = measure(column, size, data, original, example, progress)
+            done[size] = measure(column, size, data, original, example, progress, metric)
             cut = done[size]
             log.info("  %s at %.1f%% of the params: %s", column.label, 100 * size,
-                     "out of reach" if cut is None else f"val {cut.val_acc:.2f}, kept {100 * cut.params_kept:.1f}%")
+                     "out of reach" if cut is None else f"val {cut.val_acc:.4g}, kept {100 * cut.params_kept:.1f}%")
         return done[size]
 
     for size in sizes:

@@ -78,6 +78,7 @@ class DataSpec:
     val_fraction: float = 0.1
     seed: int = 0
     max_train: int | None = None
+    steps_per_epoch: int | None = None  # text: training batches per epoch (None: about one pass)
 
     def __post_init__(self) -> None:
         check_str("dataset name", self.name)
@@ -87,12 +88,16 @@ class DataSpec:
         check_int("seed", self.seed, minimum=0)
         if self.max_train is not None:
             check_int("max_train", self.max_train)
+        if self.steps_per_epoch is not None:
+            check_int("steps_per_epoch", self.steps_per_epoch)
 
-    def load(self, *, fallback_to_digits: bool = False):
-        """The dataset, split exactly as when the run was made."""
+    def load(self, *, model: ModelSpec | None = None, train: TrainConfig | None = None,
+             fallback_to_digits: bool = False):
+        """The dataset, split exactly as when the run was made. Text is cut into windows of ``model``'s
+        context for ``train``'s batch size (``lorita.data.language.LanguageData``)."""
         from lorita.runs.data import load_data
 
-        return load_data(self, fallback_to_digits=fallback_to_digits)
+        return load_data(self, model=model, train=train, fallback_to_digits=fallback_to_digits)
 
 
 @dataclass
@@ -147,7 +152,8 @@ class RunConfig:
             raise LoritaError(f"{where} is not a training run's config (command {values.get('command')!r})")
         try:
             data = _section(values, "dataset", where)
-            data = {k: data.get(k) for k in ("name", "data_dir", "val_fraction", "seed", "max_train") if k in data}
+            data = {k: data.get(k) for k in ("name", "data_dir", "val_fraction", "seed", "max_train",
+                                             "steps_per_epoch") if k in data}
             return cls(model=ModelSpec.from_dict(_section(values, "model", where)), dataset=DataSpec(**data),
                        compose=ComposeSpec(**{k: v for k, v in _section(values, "compose", where).items()
                                               if k in ComposeSpec.__dataclass_fields__}),

@@ -11,11 +11,18 @@ from lorita.runs.folder import read_json
 log = logging.getLogger(__name__)
 
 
-def load_data(spec, *, fallback_to_digits: bool = False):
+TEXT_DATASETS = ("fortunes", "text")  # "text": the folder of text files given as data_dir
+
+
+def load_data(spec, *, model=None, train=None, fallback_to_digits: bool = False):
     """The dataset ``spec`` (a ``lorita.runs.config.DataSpec``) names, split by its seed.
 
-    ``fallback_to_digits``: when the files are missing, use scikit-learn's digits instead
-    and say so in the log (the demo's behaviour on a machine without Fashion-MNIST).
+    Image datasets: ``lorita.data.load_dataset``. Text (``"fortunes"``, or ``"text"`` with
+    ``data_dir`` a folder of text files), split by entry 90/5/5: a
+    ``lorita.data.language.LanguageData`` with windows of ``model``'s context (a
+    ``ModelSpec``) for ``train``'s batch size. ``fallback_to_digits``: when the image files
+    are missing, use scikit-learn's digits instead and say so in the log (the demo's
+    behaviour on a machine without Fashion-MNIST).
 
     Example:
         >>> from lorita.runs.config import DataSpec
@@ -24,6 +31,8 @@ def load_data(spec, *, fallback_to_digits: bool = False):
     """
     from lorita.data import DataNotFoundError, Split, load_dataset
 
+    if spec.name in TEXT_DATASETS:
+        return _load_text(spec, model, train)
     try:
         data = load_dataset(spec.name, spec.data_dir, val_fraction=spec.val_fraction, seed=spec.seed)
     except DataNotFoundError as err:
@@ -36,6 +45,23 @@ def load_data(spec, *, fallback_to_digits: bool = False):
         t = data.train  # the val split and normalisation were already carved from the full training data
         data.train = Split(t.images[: spec.max_train], t.labels[: spec.max_train], t.mean, t.std)
     return data
+
+
+def _load_text(spec, model, train):
+    from lorita.data.language import LanguageData
+    from lorita.data.text import load_text_dataset
+    from lorita.models.registry import model_kwargs
+
+    if spec.name == "text" and spec.data_dir is None:
+        raise LoritaError("dataset 'text' reads your own text files: pass the folder as --data-dir")
+    if model is None or train is None:
+        raise LoritaError(f"{spec.name} is text: loading it needs the model (for its context) and the training "
+                          "recipe (for its batch size)")
+    if "context" not in model_kwargs(model.name):
+        raise LoritaError(f"model {model.name!r} is not a language model; text datasets train 'gpt'")
+    text = load_text_dataset("fortunes" if spec.name == "fortunes" else spec.data_dir, seed=spec.seed)
+    context = {**model_kwargs(model.name), **model.kwargs}["context"]
+    return LanguageData(text, context, spec.steps_per_epoch, train.batch_size)
 
 
 def train_config_of(run: str | Path):
@@ -73,9 +99,10 @@ def data_of(run: str | Path):
     Example:
         >>> # data_of("runs/fcn-d3").test  -> the test Split
     """
-    spec = train_config_of(run).dataset
+    config = train_config_of(run)
+    spec = config.dataset
     try:
-        return spec.load()
+        return spec.load(model=config.model, train=config.train)
     except LoritaError as err:
         raise LoritaError(f"the data of run {run} (its training config.json names dataset {spec.name!r}) cannot be "
                           f"loaded: {err}") from None

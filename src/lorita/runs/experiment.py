@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
+from torch import nn
 
 import lorita
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
@@ -30,6 +31,7 @@ from lorita.errors import LoritaError
 from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.compress import compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
+from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.folder import RunOutput, mark, write_json
 from lorita.runs.train import example_input, train_run
 from lorita.svd_cache import SVDCache
@@ -69,6 +71,11 @@ class ExperimentSpec:
     torch_pruning: bool | None = None  # the Torch-Pruning + FT column; None: when torch-pruning is installed
     sizes: list[float] = field(default_factory=lambda: list(FIXED_SIZES))  # params fractions compared point by point
     refine_sizes: int = 3  # bisection steps of a fine-tuned column's crossing of the target
+    metric: str = "val_acc"  # or "val_loss" (language models): lower is better, max_drop in nats (ln 1.02: +2% ppl)
+    calibrate: int = 0  # > 0: whitened-SVD columns, calibrated on that many training batches
+    steps_per_epoch: int | None = None  # text: training batches per epoch
+    samples: int = 0  # text: characters generated from sample_prompt by each chosen model (0: none)
+    sample_prompt: str = "The "
 
     def __post_init__(self):
         for what in ("name", "model", "dataset"):
@@ -108,23 +115,31 @@ class ExperimentSpec:
                 not all(is_number(x) and 0 < x < 1 for x in self.sizes):
             raise LoritaError(f"sizes must be a list of fractions in (0, 1) of the original params, got {self.sizes!r}")
         check_int("refine_sizes", self.refine_sizes, minimum=0)
+        check_choice("metric", self.metric, ("val_acc", "val_loss"))
+        check_int("calibrate", self.calibrate, minimum=0)
+        if self.steps_per_epoch is not None:
+            check_int("steps_per_epoch", self.steps_per_epoch)
+        check_int("samples", self.samples, minimum=0)
+        check_str("sample_prompt", self.sample_prompt)
 
     @property
     def seed_list(self) -> list[int]:
         return list(self.seeds) if self.seeds is not None else [self.train.seed]
 
     def data_spec(self, seed: int) -> DataSpec:
-        return DataSpec(self.dataset, self.data_dir, seed=seed, max_train=self.max_train)
+        return DataSpec(self.dataset, self.data_dir, seed=seed, max_train=self.max_train,
+                        steps_per_epoch=self.steps_per_epoch)
 
     def run_config(self, data, depth: int, train: TrainConfig) -> RunConfig:
         """The training run of one depth with recipe ``train``, on ``data`` (which may be the digits fallback)."""
         from lorita.models import paper_exclude
 
-        inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
+        inputs = data.model_inputs
         exclude = paper_exclude(self.model) if self.exclude is None else self.exclude
+        name = self.dataset if self.dataset in TEXT_DATASETS else data.name  # the digits fallback is recorded
         return RunConfig(ModelSpec(self.model, dict(self.model_kwargs), inputs),
-                         DataSpec(data.name, self.data_dir if data.name == self.dataset else None,
-                                  seed=train.seed, max_train=self.max_train),
+                         DataSpec(name, self.data_dir if name == self.dataset else None,
+                                  seed=train.seed, max_train=self.max_train, steps_per_epoch=self.steps_per_epoch),
                          ComposeSpec(depth, self.init, "auto", self.factor_side, exclude), train)
 
     def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
@@ -206,7 +221,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
                 sub.mkdir()
                 write_json(sub / "config.json", mark({"command": "experiment-seed", "seed": seed}))
             runs.append(_one_seed(spec, seed, sub, use_tp, progress))
-        results = _summary(spec, runs, time.time() - start)
+        results = _in_metric(_summary(spec, runs, time.time() - start), spec.metric)
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
     return results
@@ -225,13 +240,17 @@ def _torch_pruning(spec: ExperimentSpec) -> bool:
 
 
 def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:
-    """Everything for one seed: train, sweep, measure every column, choose on validation."""
+    """Everything for one seed: train, sweep, measure every column, choose on validation.
+
+    Internally every figure is a score, higher is better: accuracy, or minus the loss
+    (``metric="val_loss"``); ``_in_metric`` turns the results back into losses.
+    """
     from lorita.runs import compare
     from lorita.sweep import as_dicts, measure_test, sweep
-    from lorita.train import evaluate
 
     train = dataclasses.replace(spec.train, seed=seed)
-    data = spec.data_spec(seed).load(fallback_to_digits=spec.fallback_to_digits)
+    model_spec = ModelSpec(spec.model, dict(spec.model_kwargs))
+    data = spec.data_spec(seed).load(model=model_spec, train=train, fallback_to_digits=spec.fallback_to_digits)
     depths_list = sorted(set(spec.depths))
     example = example_input(data)
     trained = {}
@@ -239,15 +258,18 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         log.info("[%s] seed %d: training depth %d on %s (%d epochs)", spec.name, seed, depth, data.name, train.epochs)
         trained[depth] = train_run(folder / f"depth{depth}", spec.run_config(data, depth, train), data,
                                    progress=progress, nested=True)
-    val = lambda m: evaluate(m, data.val)[0]
-    test = lambda m: evaluate(m, data.test)[0]
-    plain_target = trained[1].results["val_acc"] - spec.max_drop
+    val, test = compare.scorer(spec.metric, data.val), compare.scorer(spec.metric, data.test)
+
+    def uncut(results: dict) -> float:
+        return results["val_acc"] if spec.metric == "val_acc" else -results["val_loss"]
+
+    plain_target = uncut(trained[1].results) - spec.max_drop
     depths, merged, caches = {}, {}, {}
     for depth, run in trained.items():
         log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
         merged[depth] = lorita.merge(run.model).eval()
         caches[depth] = SVDCache()
-        own_target = run.results["val_acc"] - spec.max_drop
+        own_target = uncut(run.results) - spec.max_drop
         with _bar(progress, f"sweep depth {depth}") as bar:
             points = sweep(merged[depth], example, val, test if spec.test_every_cut else None, points=spec.points,
                            refine_targets=[plain_target, own_target], refine_steps=spec.refine_steps,
@@ -261,11 +283,16 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
                          "views": {v: None if p is None else {**asdict(p), "target_val_acc": targets[v]}
                                    for v, p in views.items()}}
     original = lorita.profile(merged[1], example)
-    columns = []
+    grams = _calibration(spec, merged[1], data) if spec.calibrate else None
+    columns = []  # (column, depth of its sweep or None: searched)
     for depth in depths_list:  # cut, no fine-tuning: the sweep chose the cut (view b)
         label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
         columns.append((compare.Column(label, depth > 1, compare.svd_cutter(merged[depth], example, caches[depth]),
                                        None, trained[depth].results["train_seconds"], train.epochs), depth))
+    if grams is not None:
+        columns.append((compare.Column("plain + whitened SVD", False,
+                                       compare.svd_cutter(merged[1], example, calibration=grams), None,
+                                       trained[1].results["train_seconds"], train.epochs), None))
     if spec.finetune_epochs:
         ft = spec.finetune_recipe(train)
         short = dataclasses.replace(train, epochs=train.epochs - spec.finetune_epochs)
@@ -279,27 +306,37 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
             label = "plain + SVD + FT" if depth == 1 else f"LoRITa N={depth} + FT"
             columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, example), ft, seconds,
                                            spec.train.epochs), None))
+            if depth == 1 and grams is not None:
+                short_grams = _calibration(spec, base, data)
+                columns.append((compare.Column("plain + whitened SVD + FT", False,
+                                               compare.svd_cutter(base, example, calibration=short_grams), ft,
+                                               seconds, spec.train.epochs), None))
             if depth == 1 and use_tp:
                 columns.append((compare.Column("Torch-Pruning + FT", False, compare.prune_cutter(base, example), ft,
                                                seconds, spec.train.epochs), None))
-    measured = {}
+    measured, models = {}, {}
     for column, depth in columns:
         log.info("[%s] seed %d: %s", spec.name, seed, column.label)
         if depth is not None:  # no fine-tuning: the fixed sizes only; the sweep gives the choice
-            cuts = [c for c in (compare.measure(column, s, data, original, example, progress) for s in spec.sizes)
-                    if c is not None]
+            cuts = [c for c in (compare.measure(column, s, data, original, example, progress, spec.metric)
+                                for s in spec.sizes) if c is not None]
             view = depths[depth]["views"]["b"]
             pick = None if view is None else {"params_kept": view["params_kept"], "macs_kept": view["macs_kept"],
                                               "val_acc": view["val_acc"], "test_acc": view["test_acc"],
                                               "threshold": view["threshold"]}
+            if view is not None:
+                models[column.label] = lorita.compress(merged[depth], ranks=view["ranks"], svd_cache=caches[depth])
         else:
+            refine = spec.refine_sizes if column.finetune is not None else spec.refine_steps
             cuts = compare.search(column, plain_target, data, original, example, sizes=spec.sizes,
-                                  refine=spec.refine_sizes, progress=progress)
+                                  refine=refine, progress=progress, metric=spec.metric)
             best = compare.chosen(cuts, plain_target)
             pick = None if best is None else {k: getattr(best, k) for k in
                                               ("params_kept", "macs_kept", "val_acc", "test_acc", "size")}
-            if best is not None and "ranks" in best.detail:
-                pick["ranks"] = best.detail["ranks"]
+            if best is not None:
+                models[column.label] = best.detail["model"]
+                if "ranks" in best.detail:
+                    pick["ranks"] = best.detail["ranks"]
         measured[column.label] = {"lorita": column.lorita, "finetune_epochs": column.finetune.epochs
                                   if column.finetune is not None else 0,
                                   "epochs": column.epochs, "train_seconds": column.train_seconds,
@@ -312,10 +349,73 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
             compress_run(folder / f"depth{depth}", cut, "ranks", ranks=chosen["ranks"], model=merged[depth], data=data,
                          progress=progress, nested=True, svd_cache=caches[depth])
             cuts.append(cut.name)
-    return {"seed": seed, "dataset": data.name, "test_images": len(data.test), "target_val_acc": plain_target,
-            "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
-            "headline": _headline(measured, plain_target, spec.train.epochs), "cut_folders": cuts,
-            "folder": folder.name}
+    headline = _headline(measured, plain_target, spec.train.epochs)
+    out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), "target_val_acc": plain_target,
+           "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
+           "headline": headline, "cut_folders": cuts, "folder": folder.name}
+    if spec.samples and hasattr(data, "text"):
+        out["samples"] = _samples(spec, data, {"plain (uncompressed)": merged[1], **models}, headline)
+        (folder / "samples.txt").write_text(_samples_text(out["samples"]), encoding="utf-8")
+    return out
+
+
+def _calibration(spec: ExperimentSpec, model: nn.Module, data) -> dict:
+    """Input Gram matrices of ``model``'s layers over ``spec.calibrate`` training batches (whitened SVD)."""
+    from lorita.whiten import collect_grams
+
+    batches = (x for x, _ in data.train.batches(spec.train.batch_size, seed=spec.train.seed, epoch=0))
+    return collect_grams(model, batches, max_batches=spec.calibrate)
+
+
+def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:
+    """A few lines generated from one prompt by each model (seeded, the same for every model)."""
+    from lorita.models.gpt import generate
+
+    prompt = data.text.encode(spec.sample_prompt)[None, :]  # (1, P)
+    out = {"prompt": spec.sample_prompt, "texts": {}}
+    best = {(headline.get(side) or {}).get("label") for side in ("lorita", "best_alternative")}
+    for label, model in models.items():
+        if label != "plain (uncompressed)" and label not in best:
+            continue
+        gen = torch.Generator().manual_seed(0)
+        ids = generate(model.cpu().eval(), prompt, spec.samples, temperature=0.8, top_k=20, generator=gen)
+        out["texts"][label] = data.text.decode(ids[0, prompt.shape[1]:])
+    return out
+
+
+def _samples_text(samples: dict) -> str:
+    lines = [f"prompt: {samples['prompt']!r}", ""]
+    for label, text in samples["texts"].items():
+        lines += [f"--- {label}", samples["prompt"] + text, ""]
+    return "\n".join(lines)
+
+
+_SCORE_KEYS = {"val_acc": "val_loss", "test_acc": "test_loss", "val_acc_cut": "val_loss_cut",
+               "test_acc_cut": "test_loss_cut", "target_val_acc": "target_val_loss"}
+
+
+def _in_metric(results: dict, metric: str) -> dict:
+    """With ``metric="val_loss"``, scores (minus the loss) become losses under ``*_loss`` keys; train runs'
+    own results (``uncompressed``) are left as they are."""
+    if metric == "val_acc":
+        return results
+
+    def convert(value):
+        if isinstance(value, list):
+            return [convert(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for key, item in value.items():
+            if key == "uncompressed":
+                out[key] = item
+            elif key in _SCORE_KEYS:
+                out[_SCORE_KEYS[key]] = None if item is None else -item
+            else:
+                out[key] = convert(item)
+        return out
+
+    return convert(results)
 
 
 def choose_views(points, plain_target: float, own_target: float) -> dict:
@@ -396,13 +496,15 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
     ratio = headline["ratio"]
     return {
         "command": "experiment", "name": spec.name, "dataset": first["dataset"], "max_drop": spec.max_drop,
+        "metric": spec.metric,
         "spec": asdict(spec),
         "recipe": {**spec.train.to_dict(), "model": spec.model, **spec.model_kwargs, "init": spec.init,
                    "factor_side": spec.factor_side, "finetune_epochs": spec.finetune_epochs},
         "seeds": [r["seed"] for r in runs],
         "depths": first["depths"],  # the first seed's sweeps (plots, results_table.py)
         "runs": runs,
-        "headline": {**headline, "bar": "LoRITa keeps at most 0.5x the params of the best alternative (view b)",
+        "headline": {**headline, "metric": spec.metric,
+                     "bar": "LoRITa keeps at most 0.5x the params of the best alternative (view b)",
                      "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= 0.5},
         "seconds": seconds,
         "machine": machine(),

@@ -135,6 +135,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
     """
     main = _main_rank()
     out = Path(out)
+    torch.manual_seed(config.train.seed)  # the init: the same run twice gives the same model
     model = build_model(config, source)  # a bad model or composition fails before anything is written
     output = None
     if nested:
@@ -168,7 +169,6 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
 
     if main:
         write_json(folder / "config.json", config.to_dict())
-    torch.manual_seed(config.train.seed)
     start = time.time()
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
     if not main:
@@ -176,14 +176,15 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     model = model.cpu().eval()
-    val_acc, _ = evaluate(model, data.val)
-    test_acc, _ = evaluate(model, data.test)
+    val_acc, val_loss = evaluate(model, data.val)
+    test_acc, test_loss = evaluate(model, data.test)
     merged = lorita.merge(model)
     counts = lorita.profile(merged, example_input(data))
     lorita.save(model, folder / "model.lorita")
     write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in lorita.spectrum(merged).items()}})
     results = {"command": "train", "depth": config.compose.depth, "epochs": config.train.epochs,
                "best_epoch": result.best_epoch, "val_acc": val_acc, "test_acc": test_acc,
+               "val_loss": val_loss, "test_loss": test_loss,
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
                "train_seconds": result.seconds, "seconds": time.time() - start}
     write_json(folder / "results.json", results)
@@ -194,8 +195,8 @@ def example_input(data) -> torch.Tensor:
     """One all-zero input of the data's shape (batch 1), for counting params and MACs.
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> example_input(SimpleNamespace(in_channels=3, image_size=8)).shape
-        torch.Size([1, 3, 8, 8])
+        >>> from lorita.data import load_dataset
+        >>> example_input(load_dataset("digits")).shape
+        torch.Size([1, 1, 8, 8])
     """
-    return torch.zeros(1, data.in_channels, data.image_size, data.image_size)
+    return data.example_input()

@@ -29,6 +29,7 @@ import torch
 
 from lorita.errors import LoritaError
 
+SelectBy = Literal["val_acc", "val_loss"]
 Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "plateau", "constant"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
@@ -81,6 +82,9 @@ class TrainConfig:
         "help": "random crop + flip (default: on for CIFAR, off for MNIST-like data)"})
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1 ..."})
     eval_batch_size: int = field(default=1000, metadata={"help": "batch size of evaluation passes"})
+    grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient norm to this (default: no)"})
+    select_by: SelectBy = field(default="val_acc", metadata={
+        "help": "which validation figure picks the best epoch: val_acc (higher) or val_loss (lower)"})
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -110,12 +114,18 @@ class TrainConfig:
                 raise LoritaError(f"{name} must be a number in [0, 1), got {value!r}")
         if not _is_number(self.plateau_factor) or not 0 < self.plateau_factor < 1:
             raise LoritaError(f"plateau_factor must be a number in (0, 1), got {self.plateau_factor!r}")
+        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
+            raise LoritaError(f"grad_clip must be a number > 0 (the largest gradient norm) or None, got {self.grad_clip!r}")
+        if self.select_by not in get_args(SelectBy):
+            raise LoritaError(f"select_by must be one of {get_args(SelectBy)}, got {self.select_by!r}")
         if self.augment is not None and not isinstance(self.augment, bool):
             raise LoritaError(f"augment must be True, False or None (dataset default), got {self.augment!r}")
         self._check_device()
         # Plain floats, so that to_dict() round-trips and checkpoints compare equal.
         for name in ("lr", "momentum", "weight_decay", "label_smoothing", "plateau_factor"):
             setattr(self, name, float(getattr(self, name)))
+        if self.grad_clip is not None:
+            self.grad_clip = float(self.grad_clip)
 
     def _check_device(self) -> None:
         if not isinstance(self.device, str):

@@ -1,4 +1,4 @@
-"""Accuracy and loss of a classifier on one data split."""
+"""Accuracy and loss of a classifier, or of a language model's next-token predictions, on one data split."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torch.device | None = None) -> tuple[float, float]:
-    """Top-1 accuracy in percent and mean cross-entropy (no label smoothing) on ``split``.
+    """Top-1 accuracy in percent and mean cross-entropy (no label smoothing, nats) on ``split``.
+
+    For a language model (logits ``(B, T, vocab)``, targets ``(B, T)``) both are per token.
 
     ``split`` is a :class:`lorita.data.Split` (anything with ``len`` and
     ``batches(batch_size)`` yielding ``(x, y)``). The model runs in eval mode
@@ -52,16 +54,28 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torc
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     try:
+        count = 0
         for x, y in split.batches(batch_size):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(x)  # (B, num_classes)
-            if logits.dim() != 2 or logits.shape[0] != y.shape[0]:
-                raise LoritaError(
-                    f"evaluate: the model must return logits of shape (batch, classes) = ({y.shape[0]}, K), "
-                    f"got {tuple(logits.shape)}"
-                )
+            logits, y = flat_logits(model(x), y, "evaluate")  # (N, classes), (N,)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(dim=1) == y).sum()
+            count += y.numel()
     finally:
         model.train(was_training)
-    return 100.0 * correct.item() / n, loss_sum.item() / n
+    return 100.0 * correct.item() / count, loss_sum.item() / count
+
+
+def flat_logits(logits: torch.Tensor, targets: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, classes)`` logits and ``(N,)`` targets: a classifier's as they are, a language model's
+    ``(B, T, vocab)`` / ``(B, T)`` flattened over the tokens.
+
+    Example:
+        >>> flat_logits(torch.zeros(2, 5, 7), torch.zeros(2, 5, dtype=torch.long), "x")[0].shape
+        torch.Size([10, 7])
+    """
+    if logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape:
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    raise LoritaError(f"{who}: the model must return logits of shape (batch, classes) for targets (batch,), or "
+                      f"(batch, tokens, vocab) for targets (batch, tokens); got {tuple(logits.shape)} for targets "
+                      f"{tuple(targets.shape)}")

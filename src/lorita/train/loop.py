@@ -26,7 +26,7 @@ from lorita.errors import LoritaError
 from lorita.train import distributed
 from lorita.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from lorita.train.config import TrainConfig
-from lorita.train.evaluate import evaluate
+from lorita.train.evaluate import evaluate, flat_logits
 from lorita.train.schedule import EpochSchedule
 
 logger = logging.getLogger(__name__)
@@ -45,9 +45,11 @@ class TrainResult:
     ``history``: one dict per finished epoch with the keys of metrics.csv
     (``epoch`` is 1-based; ``train_loss`` includes label smoothing,
     ``val_loss`` is plain cross-entropy; accuracies in percent; ``seconds``
-    is that epoch's wall time). ``best_epoch`` (1-based) and
-    ``best_val_acc``: the epoch with the highest validation accuracy (the
-    first one on ties). ``final_val_acc``: the last epoch's. ``seconds``: sum
+    is that epoch's wall time). ``best_epoch`` (1-based): the epoch with the
+    highest validation accuracy, or the lowest validation loss with
+    ``select_by="val_loss"`` (the first one on ties); ``best_val_acc`` and
+    ``best_val_loss``: that epoch's; ``best_score``: its ``val_acc`` or
+    ``-val_loss`` (higher is better either way). ``final_val_acc``: the last epoch's. ``seconds``: sum
     of the epochs' seconds, across resumes. ``best_state``: CPU copy of the
     model's state_dict at ``best_epoch`` (the model itself keeps the last
     epoch's weights).
@@ -62,6 +64,8 @@ class TrainResult:
     final_val_acc: float
     seconds: float
     best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    best_val_loss: float = math.nan
+    best_score: float = math.nan
 
 
 def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -106,6 +110,8 @@ class _Progress:
     best_epoch: int = 0
     best_val_acc: float = -math.inf
     best_state: dict[str, torch.Tensor] | None = None
+    best_val_loss: float = math.inf
+    best_score: float = -math.inf  # val_acc, or -val_loss (select_by): higher is better
 
 
 def check_resume(path: str | Path, config: TrainConfig) -> dict:
@@ -154,7 +160,9 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         raise LoritaError(f"{path} is damaged: its optimizer or schedule state cannot be restored ({err}); "
                           "start the run again without --resume") from err
     best = ckpt["best_model"] if ckpt["best_model"] is not None else ckpt["model"]
-    progress = _Progress(list(ckpt["history"]), int(ckpt["best_epoch"]), float(ckpt["best_val_acc"]), _cpu_copy(best))
+    best_acc = float(ckpt["best_val_acc"])
+    progress = _Progress(list(ckpt["history"]), int(ckpt["best_epoch"]), best_acc, _cpu_copy(best),
+                         float(ckpt.get("best_val_loss", math.inf)), float(ckpt.get("best_score", best_acc)))
     logger.info("resuming from %s after epoch %d", path, ckpt["epoch"])
     return progress
 
@@ -190,6 +198,8 @@ def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: 
         "schedule": schedule.state_dict(),
         "best_epoch": progress.best_epoch,
         "best_val_acc": progress.best_val_acc,
+        "best_val_loss": progress.best_val_loss,
+        "best_score": progress.best_score,
         "best_model": None if progress.best_epoch == epoch else progress.best_state,
         "history": progress.history,
         "world_size": world_size,
@@ -221,17 +231,18 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
         rank=ctx.rank, world_size=world, drop_last=drop_last,
     )
     for step, (x, y) in enumerate(batches):
-        global_count = min(bs, n - step * bs)
+        # targets per sample: 1 for a classifier, the context length for a language model
+        global_count = min(bs, n - step * bs) * (y[0].numel() if y.dim() > 1 and len(y) else 1)
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        logits = net(x)  # (B, num_classes)
-        if step == 0 and logits.dim() != 2:
-            raise LoritaError(f"the model must return logits of shape (batch, classes), got {tuple(logits.shape)}")
+        logits, y = flat_logits(net(x), y, "training")  # (N, classes), (N,)
         local_sum = loss_fn(logits, y)  # summed over this rank's chunk
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over the K ranks; K / global_count turns that
         # average into the mean over the whole global batch (chunks may differ
         # in size). In one process this is the plain batch mean.
         (local_sum * (world / global_count)).backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         optimizer.step()
         loss_sum += local_sum.detach().double()
         correct += (logits.detach().argmax(dim=1) == y).sum().double()
@@ -367,8 +378,10 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
                 "val_loss": val_loss, "val_acc": val_acc, "seconds": time.perf_counter() - tic,
             }
             state.history.append(row)
-            if val_acc > state.best_val_acc:
-                state.best_epoch, state.best_val_acc = epoch + 1, val_acc
+            score = val_acc if config.select_by == "val_acc" else -val_loss
+            if score > state.best_score:
+                state.best_epoch, state.best_score = epoch + 1, score
+                state.best_val_acc, state.best_val_loss = val_acc, val_loss
                 state.best_state = _cpu_copy(model.state_dict())
             if writes:
                 _write_metrics(out_dir / METRICS_NAME, state.history)
@@ -400,6 +413,8 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
         final_val_acc=history[-1]["val_acc"] if history else float("nan"),
         seconds=sum(row["seconds"] for row in history),
         best_state=state.best_state,
+        best_val_loss=state.best_val_loss,
+        best_score=state.best_score,
     )
     emit("train_end", {**base, "result": result})
     return result

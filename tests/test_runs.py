@@ -1,0 +1,71 @@
+"""lorita.runs: typed run configs, reproducible training runs, in-memory compression runs."""
+
+import json
+
+import pytest
+import torch
+
+import lorita
+from lorita import LoritaError
+from lorita.runs import (ComposeSpec, CompressConfig, DataSpec, ModelSpec, RunConfig, compress_run, read_json,
+                         train_run)
+from lorita.train import TrainConfig
+
+INPUTS = {"num_classes": 10, "in_channels": 1, "image_size": 8}
+
+
+def config(depth=2, seed=0):
+    return RunConfig(ModelSpec("fcn", {"width": 16, "hidden_layers": 1}, INPUTS), DataSpec("digits", seed=seed),
+                     ComposeSpec(depth), TrainConfig(epochs=1, batch_size=64, device="cpu", seed=seed))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return DataSpec("digits").load()
+
+
+def test_run_config_round_trips_through_json():
+    c = config()
+    again = RunConfig.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert again == c
+    assert c.to_dict()["format"] == "lorita.run"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(command="compress"), r"not a training run's config"),
+    (lambda d: d.update(model=[1]), r"'model' must be an object"),
+    (lambda d: d["compose"].update(depth=0), r"depth must be an integer >= 1"),
+    (lambda d: d["train"].update(lr="fast"), r"lr must be a finite number"),
+    (lambda d: d["dataset"].update(seed=-1), r"seed must be an integer >= 0"),
+])
+def test_damaged_run_config_is_named(edit, message):
+    d = config().to_dict()
+    edit(d)
+    with pytest.raises(LoritaError, match=message):
+        RunConfig.from_dict(d, "run/config.json")
+
+
+def test_compress_config_checks_its_strategy():
+    with pytest.raises(LoritaError, match="strategy must be one of"):
+        CompressConfig("run", "magic")
+
+
+def test_the_same_run_twice_gives_the_same_model(data, tmp_path):
+    a = train_run(tmp_path / "a", config(), data, progress=False)
+    b = train_run(tmp_path / "b", config(), data, progress=False)
+    for (key, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+        assert torch.equal(x, y), key
+    c = train_run(tmp_path / "c", config(seed=1), data, progress=False)
+    assert not torch.equal(c.model.state_dict()["head.bias"], a.model.state_dict()["head.bias"])
+
+
+def test_compress_run_from_memory_equals_from_disk(data, tmp_path):
+    run = train_run(tmp_path / "run", config(), data, progress=False)
+    merged = lorita.merge(run.model).eval()
+    ranks = lorita.select_ranks(merged, "energy", energy=0.8)
+    from_disk = compress_run(tmp_path / "run", tmp_path / "disk", "ranks", ranks=ranks, progress=False)
+    in_memory = compress_run(tmp_path / "run", tmp_path / "mem", "ranks", ranks=ranks, model=merged, data=data,
+                             progress=False)
+    for key in ("ranks", "kept", "after_cut", "before"):
+        assert from_disk[key] == in_memory[key], key
+    assert read_json(tmp_path / "mem" / "config.json", "compress")["strategy"] == "ranks"
