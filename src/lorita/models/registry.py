@@ -146,11 +146,12 @@ def check_float(what: str, value: Any, minimum: float = 0.0, maximum: float = MA
     return float(value)
 
 
-def resolve_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
+def resolve_args(name: str, args: dict[str, Any], *, inputs_given: bool = True) -> dict[str, Any]:
     """Every argument of zoo model `name`, defaults filled in, checked without building anything.
 
     Unknown names, non-JSON values and numbers outside the zoo's bounds raise LoritaError:
     this is what makes a model described in a file (``lorita.load``) safe to build.
+    ``inputs_given=False``: check the model's own arguments before the data is known.
 
     Example:
         >>> resolve_args("fcn", {"width": 64})["hidden_layers"]
@@ -168,7 +169,9 @@ def resolve_args(name: str, args: dict[str, Any]) -> dict[str, Any]:
             f"allowed: {sorted(allowed) or 'none'} (plus {', '.join(inputs)})"
         )
     missing = [k for k in inputs if k not in args and k not in _INPUT_DEFAULTS]
-    if missing:
+    if missing and not inputs_given:
+        args = {**args, **{k: 1 for k in missing}}  # placeholders: only the model's own arguments are checked
+    elif missing:
         raise LoritaError(f"model {name!r} needs {', '.join(missing)} (they come from the data)")
     resolved = {**{k: _INPUT_DEFAULTS[k] for k in inputs if k in _INPUT_DEFAULTS}, **allowed, **args}
     limits = _LIMITS[name]

@@ -134,6 +134,9 @@ def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
         except LoritaError as err:
             log.info("torch-pruning cannot reach %.3f of the params: %s", size, err)
             return None
+        except Exception as err:  # Torch-Pruning could not trace or prune this model: no such column entry
+            log.warning("torch-pruning failed on this model (%s: %s); its column stays empty", type(err).__name__, err)
+            return None
 
     return cut
 

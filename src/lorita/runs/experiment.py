@@ -208,7 +208,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
 
     output = RunOutput(out, overwrite=overwrite)  # everything is checked before any work starts
     use_tp = _torch_pruning(spec)
-    resolve_args(spec.model, dict(spec.model_kwargs))  # unknown model or argument: fail before any work
+    resolve_args(spec.model, dict(spec.model_kwargs), inputs_given=False)  # unknown model or argument: fail now
     start = time.time()
     seeds = spec.seed_list
     with output as folder:
@@ -232,6 +232,8 @@ def _torch_pruning(spec: ExperimentSpec) -> bool:
 
     if not spec.finetune_epochs:
         return False
+    if spec.metric == "val_loss" and spec.torch_pruning is None:
+        return False  # a transformer's heads need Torch-Pruning settings lorita does not make; ask for it explicitly
     if spec.torch_pruning and not prune.available():
         raise LoritaError("torch_pruning=true needs torch-pruning: pip install 'lorita[prune]'")
     if spec.torch_pruning is None and not prune.available():

@@ -158,8 +158,8 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         trained.folder = out
         if nested:  # inside a demo or experiment: say how it went (the train command prints it itself)
             r = trained.results
-            log.info("%s: depth %d, best epoch %d, val %.2f%%, test %.2f%%", out.name, r["depth"], r["best_epoch"],
-                     r["val_acc"], r["test_acc"])
+            log.info("%s: depth %d, best epoch %d, val %.2f%% (loss %.4f), test %.2f%% (loss %.4f)", out.name,
+                     r["depth"], r["best_epoch"], r["val_acc"], r["val_loss"], r["test_acc"], r["test_loss"])
     return trained
 
 
