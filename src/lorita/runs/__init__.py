@@ -11,8 +11,8 @@ Example:
 """
 
 from lorita.runs.compress import compress_run
-from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec, RunConfig
-from lorita.runs.data import data_of, load_data, train_config_of
+from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec, RunConfig, data_of, train_config_of
+from lorita.runs.data import load_data
 from lorita.runs.evaluate import evaluate_run
 from lorita.runs.experiment import ExperimentSpec, load_spec, machine, run_experiment
 from lorita.runs.folder import RunOutput, is_marked, read_json, write_json

@@ -19,8 +19,7 @@ import lorita
 from lorita.checks import check_fraction, check_int, check_number
 from lorita.errors import LoritaError
 from lorita.linalg import check_finite
-from lorita.runs.config import STRATEGIES, CompressConfig
-from lorita.runs.data import train_config_of
+from lorita.runs.config import STRATEGIES, CompressConfig, train_config_of
 from lorita.runs.folder import RunOutput, read_json, write_json
 from lorita.runs.train import example_input
 from lorita.targets import skipped_layers

@@ -16,14 +16,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
 from lorita.compose import FACTOR_SIDES
 from lorita.composed import INITS, MODES
-from lorita.select import STRATEGIES as SELECT_STRATEGIES
 from lorita.errors import LoritaError
-from lorita.runs.folder import mark
+from lorita.select import STRATEGIES as SELECT_STRATEGIES
+from lorita.runs.folder import mark, read_json
 from lorita.train import TrainConfig
 
 # the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
@@ -184,3 +185,45 @@ class CompressConfig:
         return mark({"command": self.command, "lorita_version": __version__, "source": self.source,
                      "strategy": self.strategy, "options": self.options,
                      "finetune": self.finetune.to_dict() if self.finetune is not None else None})
+
+
+def train_config_of(run: str | Path):
+    """The ``RunConfig`` of the training run behind ``run`` (following compress runs to their source).
+
+    Example:
+        >>> import tempfile
+        >>> from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
+        >>> from lorita.runs.folder import write_json
+        >>> d = Path(tempfile.mkdtemp())
+        >>> write_json(d / "config.json", RunConfig(ModelSpec("fcn"), DataSpec("digits"), ComposeSpec()).to_dict())
+        >>> train_config_of(d).model.name
+        'fcn'
+    """
+    run = Path(run)
+    seen = set()
+    while True:
+        where = run / "config.json"
+        config = read_json(where, "'lorita train' or 'lorita compress'")
+        if config.get("command") == "train":
+            return RunConfig.from_dict(config, str(where))
+        source = config.get("source")
+        if config.get("command") != "compress" or not isinstance(source, str) or not source or run.resolve() in seen:
+            raise LoritaError(f"{where} is neither a train nor a compress run")
+        seen.add(run.resolve())
+        source = Path(source)
+        run = source if source.is_absolute() or source.exists() else run.parent / source
+
+
+def data_of(run: str | Path):
+    """The dataset (same splits, same seed) a run was trained on.
+
+    Example:
+        >>> # data_of("runs/fcn-d3").test  -> the test Split
+    """
+    config = train_config_of(run)
+    spec = config.dataset
+    try:
+        return spec.load(model=config.model, train=config.train)
+    except LoritaError as err:
+        raise LoritaError(f"the data of run {run} (its training config.json names dataset {spec.name!r}) cannot be "
+                          f"loaded: {err}") from None

@@ -1,12 +1,9 @@
-"""The data of a run: load a ``DataSpec`` (falling back to digits where asked), or a run folder's own data."""
+"""The data of a run: load a ``DataSpec`` (images, or text cut into windows; digits as a fallback where asked)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 from lorita.errors import LoritaError
-from lorita.runs.folder import read_json
 
 log = logging.getLogger(__name__)
 
@@ -62,47 +59,3 @@ def _load_text(spec, model, train):
     text = load_text_dataset("fortunes" if spec.name == "fortunes" else spec.data_dir, seed=spec.seed)
     context = {**model_kwargs(model.name), **model.kwargs}["context"]
     return LanguageData(text, context, spec.steps_per_epoch, train.batch_size)
-
-
-def train_config_of(run: str | Path):
-    """The ``RunConfig`` of the training run behind ``run`` (following compress runs to their source).
-
-    Example:
-        >>> import tempfile
-        >>> from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
-        >>> from lorita.runs.folder import write_json
-        >>> d = Path(tempfile.mkdtemp())
-        >>> write_json(d / "config.json", RunConfig(ModelSpec("fcn"), DataSpec("digits"), ComposeSpec()).to_dict())
-        >>> train_config_of(d).model.name
-        'fcn'
-    """
-    from lorita.runs.config import RunConfig
-
-    run = Path(run)
-    seen = set()
-    while True:
-        where = run / "config.json"
-        config = read_json(where, "'lorita train' or 'lorita compress'")
-        if config.get("command") == "train":
-            return RunConfig.from_dict(config, str(where))
-        source = config.get("source")
-        if config.get("command") != "compress" or not isinstance(source, str) or not source or run.resolve() in seen:
-            raise LoritaError(f"{where} is neither a train nor a compress run")
-        seen.add(run.resolve())
-        source = Path(source)
-        run = source if source.is_absolute() or source.exists() else run.parent / source
-
-
-def data_of(run: str | Path):
-    """The dataset (same splits, same seed) a run was trained on.
-
-    Example:
-        >>> # data_of("runs/fcn-d3").test  -> the test Split
-    """
-    config = train_config_of(run)
-    spec = config.dataset
-    try:
-        return spec.load(model=config.model, train=config.train)
-    except LoritaError as err:
-        raise LoritaError(f"the data of run {run} (its training config.json names dataset {spec.name!r}) cannot be "
-                          f"loaded: {err}") from None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import lorita
 from lorita.errors import LoritaError
-from lorita.runs.data import data_of
+from lorita.runs.config import data_of
 from lorita.runs.train import example_input
 
 
