@@ -72,6 +72,7 @@ def test_compress_strategies(trained, tmp_path, strategy):
         assert results["search"] and results["evaluations"] <= 2 + 1 + 3
 
 
+@pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--dataset", "digits", "--epochs", "2", "--finetune-epochs", "1", "--width", "16",
@@ -137,6 +138,7 @@ def test_unknown_flag_and_help():
         assert exit_info.value.code == 0
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_listing_commands():
     out = subprocess.run([sys.executable, "-m", "lorita", "models"], capture_output=True, text=True, check=True).stdout
     assert "resnet20" in out and "vit" in out

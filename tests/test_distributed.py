@@ -20,9 +20,11 @@ from torch import nn
 from lorita.data import Split
 from lorita.train import TrainConfig, train
 
-pytestmark = pytest.mark.skipif(
-    not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available"
-)
+pytestmark = [
+    pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                       reason="torch.distributed with gloo is not available"),
+    pytest.mark.slow,  # several processes
+]
 
 # 40 samples in global batches of 7: chunks of 4 and 3 per rank, and a last
 # batch of 5 (3 and 2), so the loss weighting for unequal chunks is exercised.

@@ -33,6 +33,7 @@ def test_configs_load(path, reduced):
         assert spec.dataset == "fashion-mnist"  # runs on CPU here, no download
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_every_cut", [True, False])
 def test_tiny_experiment_runs(tmp_path, test_every_cut):
     config = tmp_path / "tiny.json"

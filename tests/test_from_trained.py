@@ -51,6 +51,7 @@ def entropy_ranks(model: nn.Module) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_a_few_epochs_lower_the_effective_rank_more_than_plain_training(plain, data):
     source, _, _ = load_source(plain)
     before = entropy_ranks(source)

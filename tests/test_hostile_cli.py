@@ -161,6 +161,7 @@ def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):
     assert is_marked(out) and (out / "report.md").is_file()
 
 
+@pytest.mark.slow
 def test_demo_overwrites_its_own_output(tmp_path):
     out = tmp_path / "demo"
     argv = ["demo", "--dataset", "digits", "--epochs", "1", "--finetune-epochs", "0", "--width", "8",
@@ -276,6 +277,7 @@ def test_a_full_disk_is_a_message_and_keeps_nothing_half_written(tmp_path, capsy
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_real_full_disk(tmp_path, capsys):
     """On a 200 KiB tmpfs (where this machine lets us mount one): the error, and the folder as it was."""
     mount = tmp_path / "small"
@@ -319,6 +321,7 @@ def test_a_run_whose_dataset_is_unknown_names_its_config(run, tmp_path, capsys):
     assert "its training config.json names dataset 'imagenet'" in err and "unknown dataset" in err
 
 
+@pytest.mark.slow
 def test_non_utf8_run_paths(tmp_path):
     folder = Path(os.fsdecode(bytes(tmp_path) + b"/run-\xff"))
     code = ("import sys; from lorita.cli import main; sys.exit(main(sys.argv[1:]))")

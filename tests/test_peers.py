@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # several processes / a benchmark run end to end
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
 BUDGET = 0.5
 # Every method stops at the first cut at or below the budget, so MACs kept is never above it.
