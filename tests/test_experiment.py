@@ -58,6 +58,22 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
             assert cut["after_cut"]["test_acc"] == b["test_acc"]
 
 
+@pytest.mark.slow
+def test_warm_start_keeps_total_epochs_equal(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--dataset", "digits", "--epochs", "4", "--finetune-epochs", "1", "--warm-start-epochs", "2",
+                 "--width", "16", "--hidden-layers", "1", "--depths", "1", "2", "--points", "3", "--sizes", "0.5",
+                 "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "depth2" / "config.json").read_text())
+    assert config["compose"]["init"] == "preserve" and config["source"] == "../warm-start/model.lorita"
+    assert config["train"]["epochs"] == 2  # 2 plain + 2 composed = 4, as every column
+    short = json.loads((out / "depth2-short" / "config.json").read_text())
+    assert short["train"]["epochs"] == 1  # 2 plain + 1 composed + 1 fine-tuning
+    warm = json.loads((out / "warm-start" / "results.json").read_text())
+    lorita_col = json.loads((out / "results.json").read_text())["runs"][0]["columns"]["LoRITa N=2"]
+    assert lorita_col["train_seconds"] > warm["train_seconds"]  # its compute includes the warm start
+
+
 @pytest.mark.parametrize("kwargs,message", [
     ({"depths": [2, 3]}, r"depths must include 1"),
     ({"max_drop": -1}, r"max_drop \(accuracy points\) must be a finite number >= 0"),
@@ -74,6 +90,10 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
     ({"exclude": "head"}, r"exclude must be a list of module names"),
     ({"test_every_cut": "no"}, r"test_every_cut must be true or false"),
     ({"max_train": 0}, r"max_train \(a positive number of examples\) must be an integer >= 1"),
+    ({"warm_start_epochs": 20}, r"warm_start_epochs must be an integer from 0 to 19"),
+    ({"finetune_epochs": 20}, r"finetune_epochs must be an integer from 0 to 19"),
+    ({"metric": "bleu"}, r"metric must be one of 'val_acc', 'val_loss'"),
+    ({"seeds": [0, 0]}, r"seeds must be a list of distinct integers"),
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):

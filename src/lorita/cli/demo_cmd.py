@@ -48,6 +48,11 @@ def add_parser(sub) -> None:
     g.add_argument("--sizes", type=float, nargs="+", help="params fractions every column is measured at "
                    "(default 0.05 0.1 0.2 0.3)")
     g.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: --seed)")
+    g.add_argument("--warm-start-epochs", type=int, default=0,
+                   help="LoRITa columns train plain this many epochs, then continue composed (init preserve)")
+    g.add_argument("--warm-start-lr", type=float, help="the LoRITa phase's lr after a warm start (default: --lr)")
+    g.add_argument("--warm-start-weight-decay", type=float,
+                   help="the LoRITa phase's weight decay after a warm start (default: --weight-decay)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         init=args.init, factor_side=args.factor_side, exclude=[], train=train_config_from(args),
         max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist",
         seeds=args.seeds, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-        torch_pruning=args.torch_pruning, **({"sizes": args.sizes} if args.sizes else {}))
+        torch_pruning=args.torch_pruning, warm_start_epochs=args.warm_start_epochs, warm_start_lr=args.warm_start_lr,
+        warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {}))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     report = f"{args.out}/report.md"
     print(open(report, encoding="utf-8").read())

@@ -56,7 +56,8 @@ _TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def _model_line(recipe: dict) -> str:
-    skip = {"model", "init", "factor_side", "finetune_epochs"} | _TRAIN_KEYS
+    skip = {"model", "init", "factor_side", "finetune_epochs", "warm_start_epochs", "warm_start_lr",
+            "warm_start_weight_decay"} | _TRAIN_KEYS
     extra = ", ".join(f"{k}={v}" for k, v in recipe.items() if k not in skip)
     return f"{recipe['model']} ({extra})" if extra else recipe["model"]
 
@@ -280,6 +281,16 @@ def plot_columns(results: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _warm_line(recipe: dict) -> str:
+    if not recipe.get("warm_start_epochs"):
+        return ""
+    lr = recipe["warm_start_lr"] if recipe.get("warm_start_lr") is not None else recipe["lr"]
+    wd = recipe["warm_start_weight_decay"] if recipe.get("warm_start_weight_decay") is not None else \
+        recipe["weight_decay"]
+    return (f"LoRITa columns start warm: plain for {recipe['warm_start_epochs']} epochs, then composed with "
+            f"init preserve for the rest (lr {lr:g}, weight decay {wd:g}). ")
+
+
 def samples_lines(results: dict) -> list[str]:
     """Text generated from one prompt by the plain model and the chosen cuts (language experiments)."""
     samples = results["runs"][0].get("samples")
@@ -326,8 +337,8 @@ def write_demo_report(out: Path, results: dict) -> Path:
         f"({recipe['optimizer']} lr {recipe['lr']}, {recipe['schedule']}, weight decay {recipe['weight_decay']}, "
         f"factor init {recipe['init']}); fine-tuned columns train {recipe['epochs'] - recipe['finetune_epochs']} "
         f"epochs, are cut, then fine-tuned {recipe['finetune_epochs']} (lr {ft_lr:g}, the best epoch on validation "
-        f"kept, the cut itself included). Seed(s) {', '.join(map(str, seeds))}: each changes the split, the init and "
-        f"the batch order. Original model: {human(plain['uncompressed']['params'])} params, "
+        f"kept, the cut itself included). {_warm_line(recipe)}Seed(s) {', '.join(map(str, seeds))}: each changes the "
+        f"split, the init and the batch order. Original model: {human(plain['uncompressed']['params'])} params, "
         f"{human(plain['uncompressed']['flops'])} FLOPs per example (FLOPs = 2 x MACs).",
         "",
         f"The target (view (b), the fair one): {unit}, the same for every column. Each column's smallest model "

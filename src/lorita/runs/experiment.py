@@ -76,6 +76,9 @@ class ExperimentSpec:
     steps_per_epoch: int | None = None  # text: training batches per epoch
     samples: int = 0  # text: characters generated from sample_prompt by each chosen model (0: none)
     sample_prompt: str = "The "
+    warm_start_epochs: int = 0  # > 0: LoRITa depths start from a plain model trained that long (init preserve)
+    warm_start_lr: float | None = None  # the LoRITa phase's peak lr (None: the recipe's)
+    warm_start_weight_decay: float | None = None  # the LoRITa phase's weight decay (None: the recipe's)
 
     def __post_init__(self):
         for what in ("name", "model", "dataset"):
@@ -120,6 +123,11 @@ class ExperimentSpec:
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
         check_int("samples", self.samples, minimum=0)
+        check_int("warm_start_epochs", self.warm_start_epochs, minimum=0,
+                  maximum=self.train.epochs - self.finetune_epochs - 1)
+        for what in ("warm_start_lr", "warm_start_weight_decay"):
+            if getattr(self, what) is not None:
+                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr")
         check_str("sample_prompt", self.sample_prompt)
 
     @property
@@ -255,11 +263,11 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     data = spec.data_spec(seed).load(model=model_spec, train=train, fallback_to_digits=spec.fallback_to_digits)
     depths_list = sorted(set(spec.depths))
     example = example_input(data)
+    warm = _warm_start(spec, folder, data, train, progress) if spec.warm_start_epochs else None
     trained = {}
     for depth in depths_list:
         log.info("[%s] seed %d: training depth %d on %s (%d epochs)", spec.name, seed, depth, data.name, train.epochs)
-        trained[depth] = train_run(folder / f"depth{depth}", spec.run_config(data, depth, train), data,
-                                   progress=progress, nested=True)
+        trained[depth] = _train_depth(spec, folder / f"depth{depth}", data, depth, train, warm, progress)
     val, test = compare.scorer(spec.metric, data.val), compare.scorer(spec.metric, data.test)
 
     def uncut(results: dict) -> float:
@@ -301,8 +309,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         for depth in depths_list:
             log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, seed, depth,
                      short.epochs, ft.epochs)
-            run = train_run(folder / f"depth{depth}-short", spec.run_config(data, depth, short), data,
-                            progress=progress, nested=True)
+            run = _train_depth(spec, folder / f"depth{depth}-short", data, depth, short, warm, progress)
             base = lorita.merge(run.model).eval()
             seconds = run.results["train_seconds"]
             label = "plain + SVD + FT" if depth == 1 else f"LoRITa N={depth} + FT"
@@ -359,6 +366,32 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         out["samples"] = _samples(spec, data, {"plain (uncompressed)": merged[1], **models}, headline)
         (folder / "samples.txt").write_text(_samples_text(out["samples"]), encoding="utf-8")
     return out
+
+
+def _warm_start(spec: ExperimentSpec, folder: Path, data, train: TrainConfig, progress: bool):
+    """The plain model every warm-started LoRITa depth continues from: depth 1, ``warm_start_epochs`` long."""
+    warm = dataclasses.replace(train, epochs=spec.warm_start_epochs)
+    log.info("[%s] seed %d: warm start, plain for %d epochs", spec.name, train.seed, warm.epochs)
+    return train_run(folder / "warm-start", spec.run_config(data, 1, warm), data, progress=progress, nested=True)
+
+
+def _train_depth(spec: ExperimentSpec, out: Path, data, depth: int, train: TrainConfig, warm, progress: bool):
+    """One depth's training run. With a warm start, a LoRITa depth is the plain warm-start model composed with
+    ``init="preserve"`` and trained for the remaining epochs (``warm_start_lr`` / ``warm_start_weight_decay``
+    when given): the same total epochs as every other column, the warm start's seconds included."""
+    if depth == 1 or warm is None:
+        return train_run(out, spec.run_config(data, depth, train), data, progress=progress, nested=True)
+    rest = dataclasses.replace(
+        train, epochs=train.epochs - spec.warm_start_epochs, warmup_epochs=0,
+        lr=spec.warm_start_lr if spec.warm_start_lr is not None else train.lr,
+        weight_decay=spec.warm_start_weight_decay if spec.warm_start_weight_decay is not None else train.weight_decay)
+    config = spec.run_config(data, depth, rest)
+    config = dataclasses.replace(config, compose=dataclasses.replace(config.compose, init="preserve"),
+                                 source=f"../{warm.folder.name}/model.lorita")  # relative: the folder moves when done
+    run = train_run(out, config, data, progress=progress, nested=True, source=lorita.merge(warm.model))
+    run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
+    run.results["warm_start_epochs"] = spec.warm_start_epochs
+    return run
 
 
 def _calibration(spec: ExperimentSpec, model: nn.Module, data) -> dict:
@@ -501,7 +534,9 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
         "metric": spec.metric,
         "spec": asdict(spec),
         "recipe": {**spec.train.to_dict(), "model": spec.model, **spec.model_kwargs, "init": spec.init,
-                   "factor_side": spec.factor_side, "finetune_epochs": spec.finetune_epochs},
+                   "factor_side": spec.factor_side, "finetune_epochs": spec.finetune_epochs,
+                   "warm_start_epochs": spec.warm_start_epochs, "warm_start_lr": spec.warm_start_lr,
+                   "warm_start_weight_decay": spec.warm_start_weight_decay},
         "seeds": [r["seed"] for r in runs],
         "depths": first["depths"],  # the first seed's sweeps (plots, results_table.py)
         "runs": runs,
