@@ -11,6 +11,7 @@ from lorita import LoritaError
 from lorita.cli import main
 from lorita.data import list_datasets
 from lorita.runs import ExperimentSpec, load_spec
+from lorita.runs.data import TEXT_DATASETS
 from lorita.models import list_models
 from lorita.train import TrainConfig
 
@@ -27,10 +28,10 @@ def test_there_is_a_config_per_paper_setup():
 @pytest.mark.parametrize("reduced", [False, True])
 def test_configs_load(path, reduced):
     spec = load_spec(path, reduced=reduced)
-    assert spec.model in list_models() and spec.dataset in list_datasets()
+    assert spec.model in list_models() and spec.dataset in [*list_datasets(), *TEXT_DATASETS]
     assert isinstance(spec.train, TrainConfig)  # every recipe field validated
     if reduced:
-        assert spec.dataset == "fashion-mnist"  # runs on CPU here, no download
+        assert spec.dataset in ("fashion-mnist", "fortunes")  # runs on CPU here, no download
 
 
 @pytest.mark.slow
