@@ -53,10 +53,14 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
         for point in info["sweep"]:
             # Without test_every_cut, test data is touched only at the chosen cuts.
             assert (point["test_acc"] is not None) == (test_every_cut or point["threshold"] in chosen)
+    for depth, info in results["depths"].items():
         b = info["views"]["b"]
-        if b is not None:  # the saved cut run measures the same model: same test accuracy, exactly
-            cut = json.loads((out / f"depth{depth}-cut" / "results.json").read_text())
-            assert cut["after_cut"]["test_acc"] == b["test_acc"]
+        cut_folder = out / f"depth{depth}-cut"
+        assert (b is not None) == cut_folder.is_dir()  # every view-(b) cut is saved, and only those
+    b = results["depths"]["1"]["views"]["b"]
+    assert b is not None  # the plain model is always within its own target (its uncut point)
+    cut = json.loads((out / "depth1-cut" / "results.json").read_text())
+    assert cut["after_cut"]["test_acc"] == b["test_acc"]  # the saved cut run measures the same model, exactly
 
 
 @pytest.mark.slow

@@ -5,9 +5,13 @@ the ``lorita`` command only parses flags and calls them.
 
 Example:
     >>> from lorita.runs import RunConfig, ModelSpec, DataSpec, ComposeSpec
+    >>> from lorita.train import TrainConfig
     >>> config = RunConfig(ModelSpec("fcn", {"width": 16}, {"num_classes": 10, "in_channels": 1, "image_size": 8}),
-    ...                    DataSpec("digits"), ComposeSpec(depth=3))
-    >>> # lorita.runs.train_run("runs/fcn-d3", config, config.dataset.load())
+    ...                    DataSpec("digits"), ComposeSpec(depth=3), TrainConfig(epochs=1, device="cpu"))
+    >>> import tempfile, pathlib
+    >>> run = train_run(pathlib.Path(tempfile.mkdtemp()) / "fcn-d3", config, config.dataset.load(), progress=False)
+    >>> sorted(p.name for p in run.folder.iterdir())
+    ['checkpoint.pt', 'config.json', 'metrics.csv', 'model.lorita', 'results.json', 'spectrum.json']
 """
 
 from lorita.runs.compress import compress_run

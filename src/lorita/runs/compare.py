@@ -123,7 +123,10 @@ def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
     """Torch-Pruning (L1, global) to the requested params; None where it cannot get there.
 
     Example:
-        >>> # prune_cutter(plain_model, example)(0.2) -> (pruned model, {"steps": ..., "widths": ...})
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        >>> small, detail = prune_cutter(net, torch.zeros(1, 64))(0.5)  # doctest: +SKIP
+        >>> sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in net.parameters())  # doctest: +SKIP
+        True
     """
     from lorita.errors import LoritaError
     from lorita.prune import prune_to

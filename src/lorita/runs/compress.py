@@ -93,7 +93,16 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     command's staging folder.
 
     Example:
-        >>> # compress_run("runs/fcn-d3", "runs/fcn-d3-e95", "energy", {"energy": 0.95})
+        >>> import tempfile
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1},
+        ...                              {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2), lorita.TrainConfig(epochs=1, device="cpu"))
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> run = train_run(folder, config, config.dataset.load(), progress=False)
+        >>> results = compress_run(folder, folder.with_name("cut"), "energy", {"energy": 0.95}, progress=False)
+        >>> results["kept"]["params"] < 1, (folder.with_name("cut") / "model.lorita").is_file()
+        (True, True)
     """
     from lorita.select import search_accuracy, select_ranks
     from lorita.train import evaluate

@@ -24,7 +24,7 @@ from lorita.compose import FACTOR_SIDES
 from lorita.composed import INITS, MODES
 from lorita.errors import LoritaError
 from lorita.select import STRATEGIES as SELECT_STRATEGIES
-from lorita.runs.folder import mark, read_json
+from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
 
 # the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
@@ -218,7 +218,11 @@ def data_of(run: str | Path):
     """The dataset (same splits, same seed) a run was trained on.
 
     Example:
-        >>> # data_of("runs/fcn-d3").test  -> the test Split
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> write_json(d / "config.json", RunConfig(ModelSpec("fcn"), DataSpec("digits"), ComposeSpec()).to_dict())
+        >>> len(data_of(d).test)
+        359
     """
     config = train_config_of(run)
     spec = config.dataset

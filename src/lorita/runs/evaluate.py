@@ -14,7 +14,16 @@ def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
     """Evaluate ``run_dir/model.lorita`` (a train or compress run); return the figures and the profile.
 
     Example:
-        >>> # figures, counts = evaluate_run("runs/fcn-d3-e95"); figures["test_acc"]
+        >>> import tempfile, lorita
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1},
+        ...                              {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2), lorita.TrainConfig(epochs=1, device="cpu"))
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> run = train_run(folder, config, config.dataset.load(), progress=False)
+        >>> figures, counts = evaluate_run(folder)
+        >>> figures["test_acc"] == run.results["test_acc"], counts.params == run.results["params"]
+        (True, True)
     """
     from lorita.train import evaluate
 

@@ -209,7 +209,12 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     results written to ``out/results.json``.
 
     Example:
-        >>> # run_experiment(load_spec("experiments/fcn_fashion_mnist.json", reduced=True), "runs/fcn")
+        >>> import tempfile
+        >>> spec = ExperimentSpec("tiny", "fcn", "digits", {"width": 8, "hidden_layers": 1}, depths=[1, 2], points=3,
+        ...                       sizes=[0.5], train=TrainConfig(epochs=1, device="cpu"))
+        >>> results = run_experiment(spec, Path(tempfile.mkdtemp()) / "tiny", progress=False)
+        >>> sorted(results["runs"][0]["columns"])
+        ['LoRITa N=2', 'plain + SVD']
     """
     from lorita.models.registry import resolve_args
     from lorita.report.demo import write_demo_report

@@ -61,7 +61,16 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
     file names is imported.
 
     Example:
-        >>> # model, spec, path = load_source("runs/fcn-plain"); spec.name
+        >>> import tempfile
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1},
+        ...                              {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2), lorita.TrainConfig(epochs=1, device="cpu"))
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> run = train_run(folder, config, config.dataset.load(), progress=False)
+        >>> model, spec, path = load_source(folder)
+        >>> spec.name, type(model.head).__name__
+        ('fcn', 'Linear')
     """
     from lorita.models import model_inputs
     from lorita.serialization import read_description
@@ -131,7 +140,15 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
     ranks under torchrun (they write nothing).
 
     Example:
-        >>> # train_run("runs/fcn-d3", config, lorita.runs.load_data(config.dataset))
+        >>> import tempfile
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1},
+        ...                              {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2), lorita.TrainConfig(epochs=1, device="cpu"))
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> run = train_run(folder, config, config.dataset.load(), progress=False)
+        >>> run.folder == folder, run.results["depth"], run.results["epochs"]
+        (True, 2, 1)
     """
     main = _main_rank()
     out = Path(out)
