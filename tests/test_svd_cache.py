@@ -73,7 +73,8 @@ def test_another_module_under_the_same_name_is_recomputed():
 
 @pytest.fixture
 def svd_calls(monkeypatch):
-    """Shapes of every SVD run through lorita's svd(), wherever it is imported."""
+    """Shapes of every SVD run through lorita's svd() (every decomposition of these small layers: LAPACK's
+    route in lorita.linalg; compress and the cache decompose through lorita.linalg, never directly)."""
     calls = []
     real = lorita.linalg.svd
 
@@ -81,8 +82,9 @@ def svd_calls(monkeypatch):
         calls.append(tuple(matrix.shape))
         return real(matrix, **kwargs)
 
-    for module in (lorita.linalg, COMPRESS_MODULE, CACHE_MODULE):
-        monkeypatch.setattr(module, "svd", counting)
+    monkeypatch.setattr(lorita.linalg, "svd", counting)
+    for module in (COMPRESS_MODULE, CACHE_MODULE):
+        assert not hasattr(module, "svd")  # no route around the counter
     return calls
 
 
@@ -114,3 +116,37 @@ def test_decomposition_with_too_few_components():
 def test_svd_cache_of_the_wrong_type():
     with pytest.raises(lorita.LoritaError, match="svd_cache must be a lorita.svd_cache.SVDCache"):
         lorita.compress(_net(), ranks=RANKS, svd_cache={})
+
+
+def test_cache_keeps_directions_up_to_break_even_and_every_value():
+    net, cache = _net(), SVDCache()
+    u, s, vh = cache.get("3", net[3])  # 32 x 288: break-even 28, 32 values
+    assert u.shape == (32, lorita.linalg.break_even_rank(32, 288)) and vh.shape == (28, 288) and s.shape == (32,)
+    assert u.dtype == torch.float64 and s.dtype == torch.float64  # a float64 model keeps float64
+
+
+def test_float32_cache_cuts_within_float32_rounding_of_fresh_cuts():
+    net = _net().float()
+    cache = SVDCache()
+    assert cache.get("3", net[3])[0].dtype == torch.float32 and cache.get("3", net[3])[1].dtype == torch.float64
+    cached, fresh = lorita.compress(net, ranks=RANKS, svd_cache=cache), lorita.compress(net, ranks=RANKS)
+    for (key, a), b in zip(cached.state_dict().items(), fresh.state_dict().values()):
+        # the factors are formed from float32 U, Vh instead of float64 ones: a few float32 ulps of the largest entry
+        assert float((a - b).abs().max()) <= 8 * torch.finfo(torch.float32).eps * float(b.abs().max()), key
+
+
+def test_energy_cuts_one_layer_at_a_time(monkeypatch):
+    # inplace=True: when a layer is decomposed, the layers before it are already cut (each decomposition is
+    # used and dropped before the next: at most one layer's SVD is alive, whatever the model's size)
+    net = _net()
+    real = COMPRESS_MODULE.energy_cut
+    seen = []
+
+    def spying(matrix, energy, **kwargs):
+        seen.append([type(net[i]).__name__ for i in (0, 3, 5)])
+        return real(matrix, energy, **kwargs)
+
+    monkeypatch.setattr(COMPRESS_MODULE, "energy_cut", spying)
+    lorita.compress(net, energy=0.5, inplace=True)
+    assert seen == [["Conv2d", "Linear", "Linear"], ["LowRankConv2d", "Linear", "Linear"],
+                    ["LowRankConv2d", "LowRankLinear", "Linear"]]

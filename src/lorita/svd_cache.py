@@ -13,7 +13,7 @@ import weakref
 import torch
 from torch import nn
 
-from lorita.linalg import check_finite, svd
+from lorita.linalg import break_even_rank, check_finite, decompose
 from lorita.lowrank import weight_matrix
 
 Decomposition = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -24,9 +24,16 @@ def _stamp(module: nn.Module) -> tuple:
 
 
 class SVDCache:
-    """Reduced SVDs ``(U, S, Vh)`` (float64) of layer weights, by module name.
+    """Reduced SVDs ``(U, S, Vh)`` of layer weights, by module name, as far as a cut can use them.
 
-    Memory: up to twice each cached weight, in float64. Pass one cache to several
+    ``S`` holds every singular value (float64: energy and thresholds need them all); ``U``
+    and ``Vh`` only the directions up to the layer's break-even rank (a cut above it keeps
+    the layer dense), in the weight's precision: float32 for float32 (and half-precision)
+    weights, float64 for float64 ones. Memory: about the size of the cached weights
+    themselves (``r * (m + n)`` values with ``r`` at break-even, at most ``m * n``), where a
+    full float64 SVD takes two to four times that. A cut from a float32 cache differs from
+    a fresh cut (float64 factors, then cast) by float32 rounding only
+    (``tests/test_svd_cache.py`` bounds it). Pass one cache to several
     ``lorita.compress(..., svd_cache=cache)`` calls on the same model.
 
     Example:
@@ -52,7 +59,11 @@ class SVDCache:
             return entry[2]
         matrix = weight_matrix(module).detach()
         check_finite(matrix, name)
-        decomposition = tuple(t.detach() for t in svd(matrix))
+        keep = break_even_rank(*matrix.shape)
+        store = torch.promote_types(matrix.dtype, torch.float32)
+        u, s, vh = decompose(matrix)  # the Gram route on large layers (lorita.linalg)
+        decomposition = (u[:, :keep].to(store).clone(), s.detach(), vh[:keep].to(store).clone())
+        del u, vh
         self._entries[name] = (weakref.ref(module), stamp, decomposition)
         self.computed += 1
         return decomposition
