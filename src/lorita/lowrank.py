@@ -14,7 +14,7 @@ from torch import nn
 from lorita.composed import ConvLike
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
-from lorita.linalg import check_finite, check_rank, truncated_factors
+from lorita.linalg import check_finite, check_rank, decompose
 
 
 class LowRankLinear(nn.Sequential):
@@ -152,21 +152,30 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
         check_finite(module.bias, name, "bias")
     m, n = matrix.shape
     check_rank(f"rank for {name!r}", rank, m, n)
+    dtype = module.weight.dtype
+    if isinstance(module, nn.Conv2d):
+        pair = LowRankConv2d(module, rank)
+    else:
+        pair = LowRankLinear(n, m, rank, bias=module.bias is not None, device=module.weight.device, dtype=dtype)
+    first_w, second_w = pair[0].weight.view(rank, n), pair[1].weight.view(m, rank)  # views: written in place
     if gram is not None:
         from lorita.whiten import whitened_factors
 
         first, second = whitened_factors(matrix.detach(), gram, rank)  # (r, n), (m, r)
+        first_w.copy_(first)
+        second_w.copy_(second)
     else:
-        first, second = truncated_factors(matrix, rank, decomposition=decomposition)  # (r, n), (m, r)
-    dtype = module.weight.dtype
-    if isinstance(module, nn.Conv2d):
-        pair = LowRankConv2d(module, rank)
-        pair[0].weight.copy_(first.reshape(rank, *module.weight.shape[1:]).to(dtype))
-        pair[1].weight.copy_(second[:, :, None, None].to(dtype))
-    else:
-        pair = LowRankLinear(n, m, rank, bias=module.bias is not None, device=module.weight.device, dtype=dtype)
-        pair[0].weight.copy_(first.to(dtype))
-        pair[1].weight.copy_(second.to(dtype))
+        # A = S_r^(1/2) V_r^T, B = U_r S_r^(1/2) (lorita.linalg.truncated_factors), written into the pair's
+        # weights a slice of rows at a time: no float64 copy of B (m x r) is ever formed whole
+        u, s, vh = decompose(matrix, rank) if decomposition is None else decomposition
+        if min(vh.shape[0], u.shape[1], s.shape[0]) < rank:
+            raise LoritaError(f"the given decomposition has {min(vh.shape[0], u.shape[1], s.shape[0])} components, "
+                              f"fewer than rank {rank}")
+        root = s[:rank].sqrt()
+        first_w.copy_(root[:, None].to(vh.dtype) * vh[:rank])
+        step = max(1, (1 << 22) // rank)
+        for i in range(0, m, step):
+            second_w[i:i + step].copy_(u[i:i + step, :rank] * root.to(u.dtype))
     if module.bias is not None:
         pair[1].bias.copy_(module.bias)
     pair.train(module.training)

@@ -93,6 +93,14 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
     return model, ModelSpec(name, kwargs, inputs), path
 
 
+def _is_sharded(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def _main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -164,7 +172,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         folder = _resume_folder(output, config, main) if resume else output.staging
         output.begin()
     try:
-        trained = _train_into(folder, config, data, model, resume, progress, main)
+        trained = _train_into(folder, config, data, model, resume, progress, main, source)
     except BaseException:
         if output is not None:  # a killed or failed run with a checkpoint can be resumed
             output.abandon(keep=(folder / "checkpoint.pt").is_file())
@@ -181,7 +189,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
 
 
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
-                main: bool) -> TrainedRun | None:
+                main: bool, source: nn.Module | None) -> TrainedRun | None:
     from lorita.train import evaluate, train
 
     if main:
@@ -190,6 +198,9 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
     if not main:
         return None
+    if config.train.shard and _is_sharded(model):
+        torch.manual_seed(config.train.seed)
+        model = build_model(config, source)  # an unsharded copy, to hold the gathered best weights
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     model = model.cpu().eval()

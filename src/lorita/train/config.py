@@ -83,6 +83,9 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "auto (CUDA when available), cpu, cuda, cuda:1 ..."})
     eval_batch_size: int = field(default=1000, metadata={"help": "batch size of evaluation passes"})
     grad_clip: float | None = field(default=None, metadata={"help": "clip the gradient norm to this (default: no)"})
+    shard: bool = field(default=False, metadata={
+        "help": "under torchrun: shard parameters, gradients and optimizer state over the ranks (FSDP2) instead of "
+                "replicating them (DDP); for models that outgrow one device"})
     select_by: SelectBy = field(default="val_acc", metadata={
         "help": "which validation figure picks the best epoch: val_acc (higher) or val_loss (lower)"})
 
@@ -118,6 +121,8 @@ class TrainConfig:
             raise LoritaError(f"grad_clip must be a number > 0 (the largest gradient norm) or None, got {self.grad_clip!r}")
         if self.select_by not in get_args(SelectBy):
             raise LoritaError(f"select_by must be one of {get_args(SelectBy)}, got {self.select_by!r}")
+        if not isinstance(self.shard, bool):
+            raise LoritaError(f"shard must be True or False, got {self.shard!r}")
         if self.augment is not None and not isinstance(self.augment, bool):
             raise LoritaError(f"augment must be True, False or None (dataset default), got {self.augment!r}")
         self._check_device()

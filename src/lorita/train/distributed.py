@@ -159,8 +159,14 @@ def teardown(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
+def wrap(model: nn.Module, ctx: DistContext, shard: bool = False) -> nn.Module:
     """The model in ``DistributedDataParallel`` under DDP, else the model itself.
+
+    ``shard=True`` (several processes only): PyTorch's FSDP2 ``fully_shard`` instead, in place:
+    each composed layer and each other leaf module holding parameters becomes one shard
+    unit, then the root; parameters (factors like any other), gradients and optimizer state
+    are split over the ranks and gathered per unit for its forward and backward. Use
+    :func:`full_state` to read the whole state dict (every rank must call it).
 
     Example:
         >>> net = torch.nn.Linear(2, 2)
@@ -169,8 +175,46 @@ def wrap(model: nn.Module, ctx: DistContext) -> nn.Module:
     """
     if not ctx.distributed:
         return model
+    if shard:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from lorita.composed import COMPOSED_TYPES
+
+        mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
+        units = [m for m in model.modules() if m is not model and (
+            isinstance(m, COMPOSED_TYPES) or (not list(m.children()) and any(True for _ in m.parameters(recurse=False)))
+            and not any(isinstance(p, COMPOSED_TYPES) for p in _ancestors(model, m)))]
+        for unit in units:
+            fully_shard(unit, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _ancestors(root: nn.Module, target: nn.Module) -> list[nn.Module]:
+    """The modules on the path from ``root`` down to ``target`` (exclusive)."""
+    for name, module in root.named_modules():
+        if module is target:
+            parts = name.split(".")
+            return [root.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
+    return []
+
+
+def full_state(model: nn.Module, sharded: bool) -> dict[str, torch.Tensor]:
+    """A CPU copy of the whole state dict: gathered from the shards (a collective: every rank calls it)
+    when ``sharded``, else copied.
+
+    Example:
+        >>> sorted(full_state(torch.nn.Linear(2, 2), False))
+        ['bias', 'weight']
+    """
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:

@@ -187,14 +187,17 @@ def _check_checkpoint(ckpt: dict, path: Path) -> None:
         raise LoritaError(f"{path} is damaged: its history does not match its epoch count; start again without --resume")
 
 
-def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: int, world_size: int) -> dict:
+def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: int, world_size: int,
+                whole: dict | None = None) -> dict:
+    """The checkpoint's content; ``whole``: the gathered state of a sharded model (its optimizer state is
+    left out: a sharded run is not resumable)."""
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "epoch": epoch,
         "config": config.to_dict(),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": whole if whole is not None else model.state_dict(),
+        "optimizer": {} if whole is not None else optimizer.state_dict(),
         "schedule": schedule.state_dict(),
         "best_epoch": progress.best_epoch,
         "best_val_acc": progress.best_val_acc,
@@ -337,7 +340,12 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
 
 def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
     _check_batch_norm(model, config, ctx.world_size)
+    sharded = config.shard and ctx.distributed
+    if sharded and resume:
+        raise LoritaError("resuming a sharded (shard=True) run is not supported: its checkpoints hold the whole "
+                          "model but not the sharded optimizer state; start it again, or resume without sharding")
     model.to(ctx.device)
+    net = distributed.wrap(model, ctx, shard=sharded)  # before the optimizer: sharding replaces the parameters
     optimizer = _make_optimizer(model, config)
     schedule = EpochSchedule(config)
     state = _Progress()
@@ -348,7 +356,6 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_metrics(out_dir / METRICS_NAME, state.history)  # drops rows past the checkpoint
-    net = distributed.wrap(model, ctx)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
     bar = _progress_bar(progress and ctx.is_main, config.epochs, start)
     base = {"model": model, "optimizer": optimizer, "config": config, "rank": ctx.rank, "world_size": ctx.world_size}
@@ -379,13 +386,14 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
             }
             state.history.append(row)
             score = val_acc if config.select_by == "val_acc" else -val_loss
+            whole = distributed.full_state(model, sharded) if sharded else None  # a collective: every rank
             if score > state.best_score:
                 state.best_epoch, state.best_score = epoch + 1, score
                 state.best_val_acc, state.best_val_loss = val_acc, val_loss
-                state.best_state = _cpu_copy(model.state_dict())
+                state.best_state = whole if sharded else _cpu_copy(model.state_dict())
             if writes:
                 _write_metrics(out_dir / METRICS_NAME, state.history)
-                ckpt = _checkpoint(model, optimizer, schedule, config, state, epoch + 1, ctx.world_size)
+                ckpt = _checkpoint(model, optimizer, schedule, config, state, epoch + 1, ctx.world_size, whole)
                 save_checkpoint(ckpt, out_dir / CHECKPOINT_NAME)
             if ctx.is_main:
                 logger.info(
