@@ -179,3 +179,41 @@ def test_collect_grams_on_the_gpt_and_whiten_one_of_its_layers():
     w = net.blocks[0].mlp.fc2.weight.detach()
     a, b = whitened_factors(w, grams["blocks.0.mlp.fc2"], 4)
     assert a.shape == (4, 64) and b.shape == (16, 4)
+
+
+# ----------------------------------------------------------------------------
+# lorita.compress(calibration=): whitened cuts of whole models
+
+
+def test_compress_with_calibration_lowers_the_output_error():
+    import lorita
+    from lorita import LoritaError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)).double()
+    x = torch.randn(512, 16, dtype=torch.float64) * torch.linspace(0.05, 3.0, 16, dtype=torch.float64)  # not white
+    grams = collect_grams(net, [x])
+    whitened = lorita.compress(net, ranks={"0": 4}, calibration=grams)
+    plain = lorita.compress(net, ranks={"0": 4})
+    y = net[0](x)
+    err = lambda model: (model[0](x) - y).norm().item()  # noqa: E731
+    assert err(whitened) < 0.9 * err(plain)  # the whitened cut minimises exactly this error
+    full = lorita.compress(net, ranks={"0": 16, "2": 4}, calibration=grams)  # full rank: no cut, same function
+    torch.testing.assert_close(full(x), net(x))
+    with pytest.raises(LoritaError, match=r"calibration has no Gram matrix for 2"):
+        lorita.compress(net, ranks={"0": 4}, calibration={"0": grams["0"]})
+    with pytest.raises(LoritaError, match=r"calibration must be a dict"):
+        lorita.compress(net, ranks={"0": 4}, calibration=[1])
+
+
+def test_compress_calibration_energy_counts_output_energy():
+    import lorita
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(12, 12)).double()
+    x = torch.zeros(256, 12, dtype=torch.float64)
+    x[:, :2] = torch.randn(256, 2, dtype=torch.float64)  # the inputs live in two directions only
+    grams = collect_grams(net, [x])
+    small = lorita.compress(net, energy=0.99, calibration=grams)
+    # the output energy sits in a 2-dimensional input space: rank 2 holds (almost) all of it
+    assert small[0].rank <= 2
