@@ -29,8 +29,9 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_datasets(args: argparse.Namespace) -> int:
     from lorita.data import dataset_status
+    from lorita.data.text import text_dataset_status
 
-    for row in dataset_status(args.data_dir):
+    for row in [*dataset_status(args.data_dir), *text_dataset_status(args.data_dir)]:
         if row["available"]:
             print(f"{row['name']:14s} available   {row['found_at']}")
         else:
