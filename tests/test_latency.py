@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 import lorita
-from lorita.latency import keep_faster, layer_latencies
+import lorita.latency as latency_module
+from lorita.latency import keep_faster, latency_budget, layer_latencies
 from lorita.linalg import break_even_rank
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models import create_model
@@ -170,3 +171,111 @@ def test_zoo_models_with_every_layer_as_a_full_rank_pair_equal_dense(name, kwarg
     assert sum(isinstance(m, LOWRANK_TYPES) for m in pairs.modules()) == len(scan_layers(dense).layers)
     with torch.inference_mode():
         torch.testing.assert_close(pairs(x), dense(x), atol=1e-10, rtol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# latency_budget, with a clock that prices modules by their weights
+
+
+def _weights(module):
+    return sum(p.numel() for n, p in module.named_parameters() if n.endswith("weight"))
+
+
+class ModelClock:
+    """Seconds = weights + OVERHEAD per pair, alone or in a model. ``in_model_overhead``: what each pair costs
+    inside a whole model instead (the isolated timings then mispredict, as real ones do); ``channels_last``:
+    factor on everything timed in that layout. Counts the calls on whole models and on single layers."""
+
+    def __init__(self, in_model_overhead=OVERHEAD, channels_last=1.0):
+        self.in_model_overhead, self.factor = in_model_overhead, channels_last
+        self.model_calls = self.layer_calls = 0
+
+    def __call__(self, module, x):
+        whole = any(True for _ in module.children()) and not isinstance(module, LOWRANK_TYPES)
+        pairs = sum(isinstance(m, LOWRANK_TYPES) for m in module.modules())
+        seconds = _weights(module) + pairs * (self.in_model_overhead if whole else OVERHEAD)
+        self.model_calls += whole
+        self.layer_calls += not whole
+        layout = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return float(seconds) * (self.factor if layout else 1.0)
+
+
+def wide():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+W = torch.randn(4, 256)
+
+
+def test_latency_budget_lands_within_the_request_and_compresses():
+    # 256-wide layers: one step of 8 ranks is 3% of the model, so the 10% window can be hit
+    model = wide()
+    clock = ModelClock()
+    found = latency_budget(model, 0.5, W, timer=clock)
+    assert 0.45 <= found.measured <= 0.5  # within 10% below the request
+    assert found.predicted == pytest.approx(found.measured)  # an additive clock: the prediction is exact
+    assert found.dense_s == _weights(model) and found.layout == "contiguous" and found.batch == 4
+    assert len(found.rounds) == 1
+    assert all(r <= 16 or r % 8 == 0 or r == 256 for r in found.ranks.values())
+    small = lorita.compress(model, ranks=found.ranks)
+    assert clock(small, W) <= 0.5 * clock(model, W)  # the real cut costs what was measured
+    json.dumps(found.to_dict())
+    assert found.to_dict()["measured"] == found.measured
+
+
+def test_a_layer_whose_pairs_are_never_faster_stays_dense():
+    found = latency_budget(net(), 0.6, X, timer=ModelClock())
+    # "6" (10 x 32, 320 weights): its best pair costs 1042 > 320, so no rank is worth its time
+    assert found.ranks["6"] == 10 and "6" in found.kept_dense
+    assert found.layers["6"] == {"rank": 10, "cut": False, "dense_s": 320.0, "chosen_s": 320.0, "calls": 1,
+                                 "input_shape": [2, 32]}
+    assert all(found.layers[n]["cut"] for n in ("2", "4"))
+
+
+def test_a_biased_prediction_is_corrected_by_measuring_the_cut_model():
+    clock = ModelClock(in_model_overhead=6 * OVERHEAD)  # each pair costs 6x more in the model than alone
+    found = latency_budget(wide(), 0.5, W, timer=clock)
+    assert len(found.rounds) > 1 and found.rounds[0]["measured"] > 0.5  # the first try was too slow
+    assert 0.45 <= found.measured <= 0.5
+    assert found.predicted < found.measured  # the isolated timings still underestimate; the measurement decides
+
+
+def test_an_unreachable_latency_says_what_can_be_reached():
+    with pytest.raises(lorita.LoritaError, match=r"latency=0.05 cannot be met.*pass latency >= 0\.\d\d"):
+        latency_budget(net(), 0.05, X, timer=ModelClock())
+
+
+@pytest.mark.parametrize("factor,expected", [(0.5, "channels_last"), (1.0, "contiguous")])
+def test_layout_auto_takes_channels_last_only_where_it_measures_faster(factor, expected):
+    found = latency_budget(net(), 0.5, X, layout="auto", timer=ModelClock(channels_last=factor))
+    assert found.layout == expected
+    assert set(found.dense_by_layout) == {"contiguous", "channels_last"}
+    assert found.dense_s == found.dense_by_layout[expected]
+
+
+def test_cached_layer_timings_are_not_repeated():
+    cache, clock = {}, ModelClock()
+    latency_budget(net(), 0.5, X, timer=clock, cache=cache)
+    first = clock.layer_calls
+    assert first > 0
+    again = latency_budget(net(), 0.7, X, timer=clock, cache=cache)
+    assert clock.layer_calls == first and again.measured <= 0.7
+
+
+def test_select_ranks_budget_latency(monkeypatch):
+    model = wide()
+    monkeypatch.setattr(latency_module, "time_module", ModelClock())  # the default clock, faked
+    monkeypatch.setattr(latency_module, "_CACHE", {})  # (and the process's cache of it)
+    ranks = lorita.select_ranks(model, "budget", latency=0.5, example_input=W)
+    assert ranks == latency_budget(model, 0.5, W, timer=ModelClock()).ranks
+    with pytest.raises(lorita.LoritaError, match="latency= needs example_input"):
+        lorita.select_ranks(model, "budget", latency=0.5)
+    with pytest.raises(lorita.LoritaError, match="exactly one of params=, flops= or latency="):
+        lorita.select_ranks(model, "budget", latency=0.5, params=0.5, example_input=X)
+    with pytest.raises(lorita.LoritaError, match="drop latency_aware"):
+        lorita.select_ranks(model, "budget", latency=0.5, latency_aware=True, example_input=X)
+    with pytest.raises(lorita.LoritaError, match="latency must be"):
+        latency_budget(model, 1.5, X, timer=ModelClock())
+    with pytest.raises(lorita.LoritaError, match="layout='channels_last' needs an image input"):
+        latency_budget(model, 0.5, W, layout="channels_last", timer=ModelClock())

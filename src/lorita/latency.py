@@ -1,10 +1,18 @@
-"""Latency-aware ranks: keep a layer dense where its thin pair is not faster on this machine.
+"""Latency on this machine: a latency budget, and keeping a layer dense where its thin pair is not faster.
 
 Fewer MACs do not always mean less time: a thin conv with a handful of output channels,
 or a small layer at batch 1, can run slower as two layers than as one. ``keep_faster``
 times each layer that ``ranks`` would cut, dense against its rank-r pair, on the very
 input the layer sees for ``example_input``, and sets the layers whose pair is not faster
 to full rank (``lorita.compress`` then keeps them dense).
+
+``latency_budget`` chooses the ranks themselves by measured time: each layer's pair is
+timed at a grid of ranks, rank goes where it keeps the most spectrum per second spent
+(``lorita.ranks.measured_ranks``), a layer stays dense where no pair is faster, and the
+whole cut model is then measured against the dense one and the allocation corrected
+until the measured time lands within ``tolerance`` below the request. It can also choose
+the memory layout (``layout="auto"``: channels_last where the dense model measures faster
+in it; oneDNN runs some small-channel convs several times faster there).
 
 Timings only depend on shapes, so the pair is timed with random weights (no SVD) and
 the results are cached by (layer kind and geometry, rank, input shape, dtype, device,
@@ -14,32 +22,38 @@ given (``True`` for ``default_cache_file()``, under the user's cache directory).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal, get_args
 
 import torch
 from torch import nn
 
 from lorita.atomic import atomic_write_text
-from lorita.checks import check_int, check_number
+from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
-from lorita.compress import layer_shape
+from lorita.compress import layer_shape, spectrum
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, check_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
-from lorita.probe import eval_mode, observe
-from lorita.targets import check_model, resolve_ranks, scan_layers
+from lorita.probe import eval_mode, example_args, observe
+from lorita.ranks import measured_ranks
+from lorita.targets import check_model, replace_module, resolve_ranks, scan_layers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LayerLatency", "default_cache_file", "keep_faster", "layer_latencies", "time_module"]
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "default_cache_file", "keep_faster", "latency_budget",
+           "layer_latencies", "measure_latency", "time_module"]
+
+Layout = Literal["input", "auto", "contiguous", "channels_last"]
+LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 
 Timer = Callable[[nn.Module, torch.Tensor], float]
 
@@ -130,13 +144,13 @@ def _key(module: nn.Module, rank: int | None, x: torch.Tensor) -> str:
                        _device_name(x.device), torch.get_num_threads()])
 
 
-def _pair(module: nn.Module, rank: int, x: torch.Tensor) -> nn.Module:
+def _pair(module: nn.Module, rank: int, x: torch.Tensor | bool) -> nn.Module:
     """A rank-``rank`` pair shaped like ``module``, random weights (only its speed matters),
-    in ``x``'s memory format."""
+    in ``x``'s memory format (or channels_last when ``x`` is True)."""
     w = module.weight
     if isinstance(module, nn.Conv2d):
         pair = LowRankConv2d(module, rank)
-        if _channels_last(x):
+        if (x is True) or (isinstance(x, torch.Tensor) and _channels_last(x)):
             pair = pair.to(memory_format=torch.channels_last)
     else:
         m, n = layer_shape(module)
@@ -145,11 +159,20 @@ def _pair(module: nn.Module, rank: int, x: torch.Tensor) -> nn.Module:
     return pair.eval()
 
 
-def _layer_inputs(model: nn.Module, names: list[str], example_input: Any) -> dict[str, torch.Tensor]:
-    """The input each named module gets on its first call in one eval-mode forward pass."""
+def _layer_inputs(model: nn.Module, names: list[str], example_input: Any,
+                  calls: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """The input each named module gets on its first call in one eval-mode forward pass
+    (and, into ``calls``, how many times each is called)."""
     seen: dict[str, torch.Tensor] = {}
-    hooks = {name: (lambda module, inputs, name=name: seen.setdefault(name, inputs[0])) for name in names}
-    observe(model, example_input, hooks, before=True)
+    counts = calls if calls is not None else {}
+
+    def hook(name):
+        def record(module, inputs):
+            seen.setdefault(name, inputs[0])
+            counts[name] = counts.get(name, 0) + 1
+        return record
+
+    observe(model, example_input, {name: hook(name) for name in names}, before=True)
     missing = [n for n in names if n not in seen]
     if missing:
         raise LoritaError(f"layer(s) {', '.join(map(repr, missing))} did not run on example_input, so they "
@@ -252,3 +275,304 @@ def keep_faster(model: nn.Module, ranks: dict[str, int], example_input: Any, *, 
                      lat.pair_s * 1e3, lat.dense_s * 1e3)
             out[name] = lat.full_rank
     return out
+
+
+# ----------------------------------------------------------------------------
+# latency budget
+
+
+@dataclass
+class LatencyBudget:
+    """Outcome of ``latency_budget``: the ranks, and the latency predicted and measured for them.
+
+    Seconds are per call of the model on the example input (its batch), on this machine,
+    in ``layout``, with ``threads`` threads. ``predicted_s``: the dense time minus what the
+    per-layer timings say each cut saves; ``measured_s``: the cut model itself, timed
+    against the dense one (``measured`` is their ratio, what the budget bounds).
+    ``dense_by_layout``: the dense model's time in each layout measured. ``rounds``: each
+    allocation tried (internal target, predicted and measured fractions). ``layers``: per
+    layer, the rank chosen, its dense time and its chosen form's time (seconds, per call,
+    times the number of calls in one forward pass).
+    """
+
+    ranks: dict[str, int]
+    latency: float
+    dense_s: float
+    predicted_s: float
+    measured_s: float
+    layout: str
+    batch: int
+    threads: int
+    dense_by_layout: dict[str, float] = field(default_factory=dict)
+    rounds: list[dict] = field(default_factory=list)
+    layers: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> float:
+        """Predicted time as a fraction of the dense model's."""
+        return self.predicted_s / self.dense_s
+
+    @property
+    def measured(self) -> float:
+        """Measured time as a fraction of the dense model's (at most ``latency``)."""
+        return self.measured_s / self.dense_s
+
+    @property
+    def kept_dense(self) -> list[str]:
+        """Layers left dense (no pair of theirs was worth its time)."""
+        return sorted(name for name, info in self.layers.items() if not info["cut"])
+
+    def to_dict(self) -> dict:
+        """Plain-JSON form, with the fractions and units spelled out."""
+        out = asdict(self)
+        out.update(predicted=self.predicted, measured=self.measured, kept_dense=self.kept_dense,
+                   units={"seconds": "per call of the model on the example input, this machine",
+                          "predicted, measured": "fraction of the dense model's time"})
+        return out
+
+
+class _Bound(nn.Module):
+    """``model`` called with extra positional arguments after the first (timers take one input)."""
+
+    def __init__(self, model: nn.Module, rest: tuple):
+        super().__init__()
+        self.model, self.rest = model, rest
+
+    def forward(self, x):
+        return self.model(x, *self.rest)
+
+
+def _rank_grid(break_even: int, points: int) -> list[int]:
+    """Ranks to time a pair at: 1, 2, 4, ... and ``points`` even steps up to break-even (multiples of 8 above 16)."""
+    if break_even <= points + 4:
+        return list(range(1, break_even + 1))
+    grid = {r for r in (1, 2, 4, 8) if r <= break_even}
+    for i in range(1, points + 1):
+        r = round(break_even * i / points)
+        grid.add(r // 8 * 8 if r >= 16 else max(1, r))
+    return sorted(r for r in grid if 1 <= r <= break_even)
+
+
+def _between(measured: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The ranks a cut may take (1 to 16, then multiples of 8, which vectorised kernels run at full speed,
+    and every measured rank), priced by linear interpolation between the measured ranks."""
+    ranks = [r for r, _ in measured]
+    top = ranks[-1]
+    wanted = sorted({*range(1, min(16, top) + 1), *range(24, top + 1, 8), *ranks})
+    out = []
+    for r in wanted:
+        i = next(i for i, g in enumerate(ranks) if g >= r)
+        if ranks[i] == r:
+            out.append(measured[i])
+        else:
+            (r0, c0), (r1, c1) = measured[i - 1], measured[i]
+            out.append((r, c0 + (c1 - c0) * (r - r0) / (r1 - r0)))
+    return out
+
+
+def _formatted(module: nn.Module, args: tuple, channels_last: bool) -> tuple[nn.Module, tuple]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    first = args[0].contiguous(memory_format=fmt) if args[0].dim() == 4 else args[0]
+    return module.to(memory_format=fmt), (first, *args[1:])
+
+
+def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each model on ``args``, timed in turn ``repeats`` times."""
+    bound = {k: (m if len(args) == 1 else _Bound(m, args[1:])) for k, m in models.items()}
+    samples: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(repeats):
+        for k, m in bound.items():
+            with eval_mode(m):
+                samples[k].append(float(timer(m, args[0])))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
+                    timer: Timer | None = None) -> dict[str, float]:
+    """Median seconds per call of each model on ``example_input``, the models timed in turn ``repeats`` times
+    (eval mode, ``torch.inference_mode``; ``timer`` as in ``layer_latencies``). Ratios between the models of
+    one call are what to read: each sample of each model is taken under the same machine load.
+
+    Example:
+        >>> net = nn.Linear(64, 64)
+        >>> t = measure_latency({"dense": net, "pair": LowRankLinear(64, 64, 8)}, torch.randn(8, 64), repeats=1)
+        >>> sorted(t)
+        ['dense', 'pair']
+    """
+    check_int("repeats", repeats)
+    if not isinstance(models, dict) or not models:
+        raise LoritaError("models must be a non-empty dict of name -> nn.Module")
+    return _whole(models, example_args(example_input), timer or time_module, repeats)
+
+
+def _shaped(base: nn.Module, ranks: dict[str, int], channels_last: bool) -> nn.Module:
+    """A copy of ``base`` with each layer ``ranks`` cuts replaced by a random-weight pair of that rank:
+    the cut model's shapes and speed without running an SVD."""
+    new = copy.deepcopy(base)
+    layers = scan_layers(new, composed=False).layers
+    for name, rank in ranks.items():
+        layer = layers[name]
+        if rank <= break_even_rank(*layer_shape(layer.module)):
+            replace_module(new, layer, _pair(layer.module, rank, channels_last))
+    return new.eval()
+
+
+def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layout: Layout = "input",
+                   tolerance: float = 0.1, rounds: int = 4, repeats: int = 3, points: int = 8,
+                   timer: Timer | None = None, cache: dict[str, float] | None = None,
+                   cache_file: str | os.PathLike | bool | None = None) -> LatencyBudget:
+    """Ranks whose cut model runs in at most ``latency`` of the dense model's measured time, on this machine.
+
+    1. The dense (merged) model is timed on ``example_input`` (use the deployment batch).
+       ``layout="auto"`` (image inputs): timed in NCHW and channels_last, the faster is the
+       reference and the layout of everything after; ``"input"``: ``example_input``'s own
+       layout; ``"contiguous"`` / ``"channels_last"`` force one.
+    2. Each compressible layer is timed, on the input it gets, dense and as a thin pair at a
+       grid of ranks up to break-even (``points`` even steps plus 1, 2, 4, 8; random
+       weights: only shapes matter; cached as in ``layer_latencies``). A cut may take any
+       rank up to 16 and multiples of 8 above (what vectorised kernels run best), priced by
+       interpolating between the timed ranks.
+    3. ``lorita.ranks.measured_ranks`` gives rank where it keeps the most spectrum per second
+       spent, within the budget; a layer whose pairs are all slower than dense stays dense.
+    4. The cut model (random-weight pairs of those ranks) is timed against the dense one.
+       Isolated layer timings do not add up exactly to a model's time, so while the
+       measured fraction is outside ``[latency * (1 - tolerance), latency]`` the internal
+       target is corrected (secant steps) and the allocation redone, at most ``rounds``
+       times. The cut returned is the least cut one measured within ``latency``.
+
+    Raises LoritaError when no allocation measured within ``latency`` (saying the fastest
+    fraction reached). ``timer(module, x)`` returns seconds per call (default
+    ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
+    ``layer_latencies``. Feed ``.ranks`` to ``lorita.compress(model, ranks=...)``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
+        >>> cost = lambda m, x: float(sum(p.numel() for p in m.parameters()))  # a fake clock: weights
+        >>> found = latency_budget(net, 0.5, torch.randn(8, 256), timer=cost)
+        >>> found.measured <= 0.5, sorted(found.ranks)
+        (True, ['0', '2'])
+    """
+    check_model(model, "latency_budget")
+    latency = check_fraction("latency", latency, meaning="the cut model's time as a fraction of the dense model's")
+    check_choice("layout", layout, LAYOUTS)
+    tolerance = check_fraction("tolerance", tolerance, high_open=True,
+                               meaning="accept a measured fraction down to latency * (1 - tolerance)")
+    check_int("rounds", rounds)
+    check_int("repeats", repeats)
+    check_int("points", points)
+    if timer is not None and not callable(timer):
+        raise LoritaError(f"timer must be a callable (module, input) -> seconds, got {type(timer).__name__}")
+    args = example_args(example_input)
+    image = args[0].dim() == 4
+    if layout == "channels_last" and not image:
+        raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); example_input has shape "
+                          f"{tuple(args[0].shape)}: use layout='input'")
+    if cache is None:
+        cache = _CACHE if timer is None else {}
+    path = None
+    if cache_file:
+        path = default_cache_file() if cache_file is True else Path(cache_file)
+        cache.update({k: v for k, v in _load(path).items() if k not in cache})
+    timer = timer or time_module
+    base = merge(model).eval()  # a copy, also of a plain model: its layout may change
+    dense_by_layout: dict[str, float] = {}
+    if layout == "auto" and image:
+        contiguous = _whole({"m": _formatted(base, args, False)[0]}, _formatted(base, args, False)[1], timer,
+                            2 * repeats + 1)["m"]
+        last_model, last_args = _formatted(base, args, True)
+        dense_by_layout = {"contiguous": contiguous,
+                           "channels_last": _whole({"m": last_model}, last_args, timer, 2 * repeats + 1)["m"]}
+        channels_last = dense_by_layout["channels_last"] < 0.97 * contiguous  # a clear gain, not noise
+    elif layout == "input":
+        channels_last = image and _channels_last(args[0])
+    else:
+        channels_last = layout == "channels_last"
+    base, args = _formatted(base, args, channels_last)
+    fmt = "channels_last" if channels_last else "contiguous"
+
+    spectra = spectrum(base, example_input=args)
+    if not spectra:
+        raise LoritaError("the model has no compressible layer (Linear or Conv2d with groups=1), so there is "
+                          "no latency to trade")
+    layers = scan_layers(base, composed=False, example_input=args).layers
+    calls: dict[str, int] = {}
+    inputs = _layer_inputs(base, list(spectra), args, calls)
+    options: dict[str, list[tuple[int, float]]] = {}
+    for name in spectra:
+        dense, x = layers[name].module, inputs[name]
+        m, n = layer_shape(dense)
+        grid = _rank_grid(break_even_rank(m, n), points)
+        keys = [_key(dense, None, x)] + [_key(dense, r, x) for r in grid]
+        if any(k not in cache for k in keys):
+            pairs = [dense] + [_pair(dense, r, x) for r in grid]
+            times: list[list[float]] = [[] for _ in keys]
+            with eval_mode(dense):
+                for _ in range(repeats):  # in turn, so drift in machine load hits every form alike
+                    for t, module in zip(times, pairs):
+                        t.append(float(timer(module, x)))
+            cache.update({k: statistics.median(t) for k, t in zip(keys, times)})
+        options[name] = [(min(m, n), cache[keys[0]] * calls[name])] + \
+            _between([(r, cache[k] * calls[name]) for r, k in zip(grid, keys[1:])])
+    if path is not None:
+        atomic_write_text(path, json.dumps({"seconds": cache}, indent=0, sort_keys=True))
+
+    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, timer, 2 * repeats + 1)["m"]
+    dense_layers = sum(opts[0][1] for opts in options.values())
+    fixed = dense_s - dense_layers  # what the cut does not touch (may be off, or negative: step 4 corrects)
+    cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
+    floor = max(cheapest / dense_s, 1e-6)
+    aim = latency * (1 - tolerance / 2)  # the middle of the accepted window
+    tried: list[dict] = []
+    best = None
+    internal = max(aim, floor)
+    for _ in range(rounds):
+        ranks = measured_ranks(spectra, options, max(internal, floor) * dense_s, fixed=fixed)
+        predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
+        same = next((t for t in tried if t["ranks"] == ranks), None)
+        if same is not None:
+            ratio = same["measured"]
+        else:
+            timed = _whole({"dense": base, "cut": _shaped(base, ranks, channels_last)}, args, timer, 2 * repeats + 1)
+            ratio = timed["cut"] / timed["dense"]
+        tried.append({"internal": internal, "predicted": predicted_s / dense_s, "measured": ratio, "ranks": ranks})
+        log.info("latency budget: internal target %.3f, predicted %.3f, measured %.3f of dense (asked %.3f)",
+                 internal, predicted_s / dense_s, ratio, latency)
+        if ratio <= latency and (best is None or ratio > best["measured"]):
+            best = tried[-1]
+        if latency * (1 - tolerance) <= ratio <= latency or (same is not None and len(tried) > 1):
+            break
+        if internal <= floor and ratio > latency:
+            break  # the fastest allocation is already measured too slow
+        internal = _next_target(tried, aim, floor)
+    if best is None:
+        fastest = min(t["measured"] for t in tried)
+        raise LoritaError(
+            f"latency={latency:g} cannot be met on this machine at batch {int(args[0].shape[0])} ({fmt}, "
+            f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
+            f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f}, or try another "
+            "batch size or layout (layers whose thin pair is never faster stay dense and bound the speed-up)")
+    ranks = best["ranks"]
+    layers_info = {}
+    for name, rank in ranks.items():
+        table = dict(options[name])
+        m, n = layer_shape(layers[name].module)
+        layers_info[name] = {"rank": rank, "cut": rank <= break_even_rank(m, n), "dense_s": options[name][0][1],
+                             "chosen_s": table[rank], "calls": calls[name], "input_shape": list(inputs[name].shape)}
+    return LatencyBudget(ranks=ranks, latency=latency, dense_s=dense_s, predicted_s=best["predicted"] * dense_s,
+                         measured_s=best["measured"] * dense_s, layout=fmt, batch=int(args[0].shape[0]),
+                         threads=torch.get_num_threads(), dense_by_layout=dense_by_layout,
+                         rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
+
+
+def _next_target(tried: list[dict], aim: float, floor: float) -> float:
+    """The next internal target: a secant step through the last two (internal, measured) points, else a
+    proportional correction; kept within [floor, 1]."""
+    last = tried[-1]
+    guess = last["internal"] * aim / max(last["measured"], 1e-9)
+    if len(tried) >= 2:
+        prev = tried[-2]
+        slope = (last["measured"] - prev["measured"]) / (last["internal"] - prev["internal"]) \
+            if last["internal"] != prev["internal"] else 0.0
+        if slope > 0:
+            guess = last["internal"] + (aim - last["measured"]) / slope
+    return min(1.0, max(floor, guess))

@@ -13,7 +13,8 @@ it means the layer stays dense.
 Strategies: ``uniform_ranks`` (same fraction of values per layer),
 ``energy_ranks`` (fraction of ``sigma^2`` per layer), ``global_ranks`` (one
 threshold on ``sigma / sigma_max`` pooled over layers), ``budget_ranks`` (least
-loss under a params or MACs budget) and ``search_threshold`` (the strongest
+loss under a params or MACs budget), ``measured_ranks`` (least loss under a budget of
+measured costs, e.g. seconds) and ``search_threshold`` (the strongest
 global cut whose accuracy stays within a drop, by bisection).
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "global_ranks",
     "global_thresholds",
     "is_worth_cutting",
+    "measured_ranks",
     "search_threshold",
     "total_cost",
     "uniform_ranks",
@@ -336,6 +338,101 @@ def budget_ranks(
             dense[name] = True
         push_moves(name)
     return {name: costs[name].max_rank if dense[name] else rank[name] for name in names}
+
+
+def measured_ranks(
+    spectra: Mapping[str, torch.Tensor],
+    options: Mapping[str, Sequence[tuple[int, float]]],
+    budget: float,
+    *,
+    fixed: float = 0.0,
+) -> dict[str, int]:
+    """Ranks with the least loss whose total measured cost, ``fixed + sum of each layer's cost``, is at most ``budget``.
+
+    ``options[name]`` lists the forms a layer can take as ``(rank, cost)`` pairs, any order,
+    for instance the measured seconds of its thin pair at a few ranks; the dense layer is the
+    pair ``(min(m, n), its cost)``, and a layer must have it (it keeps every value). Costs
+    are what the caller measured, so they need not grow with the rank: a form that keeps
+    less for no less cost than another (a lower rank that is not cheaper) is never chosen,
+    and a pair no cheaper than dense neither. Loss is as in ``budget_ranks``: the relative
+    energy each layer drops, summed. ``fixed`` (any sign) is the cost outside the layers.
+
+    Greedy: every layer starts at its cheapest form; then, repeatedly, the move with the
+    most energy kept per unit of cost that still fits. The moves from a form are to the
+    next larger form of the same layer and jumps of 2, 4, 8, ... forms and to the last
+    (dense), so a layer can cross a stretch where one more rank costs much and keeps little
+    (the moves stay O(forms x log forms)). Raises LoritaError naming the cheapest total
+    when even that exceeds ``budget``.
+
+    Example:
+        >>> import torch
+        >>> spectra = {"a": torch.tensor([4.0, 2.0, 1.0, 1.0]), "b": torch.tensor([2.0, 2.0])}
+        >>> options = {"a": [(1, 1.0), (2, 2.0), (4, 5.0)], "b": [(1, 3.0), (2, 2.5)]}  # b's pair: slower
+        >>> measured_ranks(spectra, options, budget=5.0)
+        {'a': 2, 'b': 2}
+    """
+    spectra = _check_spectra(spectra)
+    check_number("budget", budget, meaning="the most the chosen forms may cost, in the options' unit")
+    check_number("fixed", fixed, meaning="cost outside the layers")
+    unknown, missing = sorted(set(options) - set(spectra)), sorted(set(spectra) - set(options))
+    if unknown or missing:
+        raise LoritaError(f"options must name exactly the layers of spectra: unknown {unknown}, missing {missing}")
+    chains: dict[str, list[tuple[int, float]]] = {}
+    tails: dict[str, list[float]] = {}
+    for name, sigma in spectra.items():
+        k = len(sigma)
+        pairs = sorted((check_rank(f"rank of an option for {name!r}", r, k, k), check_number(
+            f"cost of {name!r} at rank {r}", c)) for r, c in options[name])
+        if not pairs or pairs[-1][0] != k:
+            raise LoritaError(f"options for {name!r} must include the dense layer, rank {k} (min(m, n)), with its cost")
+        chain, best = [], math.inf
+        for r, c in reversed(pairs):  # from dense down: keep a form only if it is cheaper than every larger one
+            if c < best:
+                chain.append((r, c))
+                best = c
+        chains[name] = chain[::-1]  # ascending rank and cost
+        sq = (sigma * sigma).tolist()
+        total = sum(sq)
+        tail, acc = [0.0] * (k + 1), 0.0
+        for i in range(k - 1, -1, -1):
+            acc += sq[i] / total if total > 0 else 0.0
+            tail[i] = acc
+        tails[name] = tail
+    names = sorted(chains)
+    at = {name: 0 for name in names}  # index into the chain
+    spent = fixed + sum(chains[n][0][1] for n in names)
+    if spent > budget:
+        raise LoritaError(f"budget {budget:g} cannot be met: the cheapest form of every layer costs {spent:g} in all")
+    heap: list[tuple[float, str, int, int]] = []
+
+    def push_moves(name: str) -> None:
+        chain, i = chains[name], at[name]
+        r0, c0 = chain[i]
+        last, step, targets = len(chain) - 1, 1, set()
+        while i + step < last:
+            targets.add(i + step)
+            step *= 2
+        if i < last:
+            targets.add(last)
+        for j in sorted(targets):
+            r1, c1 = chain[j]
+            gain = tails[name][r0] - tails[name][r1]
+            if gain > 0:
+                heapq.heappush(heap, (-gain / (c1 - c0), name, i, j))
+
+    for name in names:
+        push_moves(name)
+    while heap:
+        _, name, i, j = heapq.heappop(heap)
+        if at[name] != i:
+            continue  # stale
+        cost = chains[name][j][1] - chains[name][i][1]
+        if spent + cost > budget:
+            continue  # does not fit now, nor later: what is left of the budget only shrinks
+        spent += cost
+        at[name] = j
+        push_moves(name)
+    return {name: chains[name][at[name]][0] for name in names}
 
 
 # ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.compose import merge
 from lorita.compress import compress, layer_shape, spectrum
 from lorita.errors import LoritaError
-from lorita.latency import keep_faster
+from lorita.latency import keep_faster, latency_budget
 from lorita.profile import profile
 from lorita.ranks import (
     METRICS,
@@ -52,7 +52,7 @@ _OPTIONS: dict[Strategy, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "uniform": (("ratio",), ("example_input",)),
     "energy": (("energy",), ("example_input",)),
     "global": (("threshold",), ("example_input",)),
-    "budget": ((), ("params", "flops", "example_input", "latency_aware")),
+    "budget": ((), ("params", "flops", "latency", "example_input", "latency_aware")),
     "accuracy": (("evaluate",), ("max_drop", "finetune", "max_evals", "example_input")),
 }
 assert tuple(_OPTIONS) == STRATEGIES
@@ -110,6 +110,12 @@ def select_ranks(model: nn.Module, strategy: Strategy, **options) -> dict[str, i
         ``latency_aware=True`` (needs ``example_input=`` at the deployment batch size)
         then keeps dense every layer whose thin pair is not faster on this machine
         (``lorita.latency.keep_faster``), so the result can exceed the budget.
+        ``latency=`` (a fraction of the dense model's time; needs ``example_input=`` at
+        the deployment batch size and layout): the cut whose *measured* time on this
+        machine is at most that fraction, rank allocated by measured time saved per unit
+        of lost spectrum, layers with no faster pair left dense
+        (``lorita.latency.latency_budget``, which also reports the predicted and measured
+        latency and can choose channels_last).
         ``"accuracy"``, ``evaluate=`` (model -> accuracy in percent on validation data),
         ``max_drop=1.0`` (points), ``finetune=None`` (model -> model, run on each
         candidate before evaluating), ``max_evals=12``: the strongest global cut within
@@ -147,16 +153,26 @@ def select_ranks(model: nn.Module, strategy: Strategy, **options) -> dict[str, i
     return global_ranks(spectra, options["threshold"])
 
 
-def _budget(model: nn.Module, params: float | None = None, flops: float | None = None, example_input: Any = None,
-            latency_aware: bool = False) -> dict[str, int]:
+def _budget(model: nn.Module, params: float | None = None, flops: float | None = None, latency: float | None = None,
+            example_input: Any = None, latency_aware: bool = False) -> dict[str, int]:
     if not isinstance(latency_aware, bool):
         raise LoritaError(f"latency_aware must be True or False, got {latency_aware!r}")
+    if latency is not None:
+        if params is not None or flops is not None:
+            raise LoritaError("strategy 'budget' takes exactly one of params=, flops= or latency=, e.g. "
+                              "select_ranks(model, 'budget', latency=0.5, example_input=x)")
+        if latency_aware:
+            raise LoritaError("latency= already times every layer on this machine; drop latency_aware=True")
+        if example_input is None:
+            raise LoritaError("strategy 'budget' with latency= needs example_input= at the deployment batch size "
+                              "and layout (e.g. torch.randn(64, 3, 32, 32)) to time the model on")
+        return latency_budget(model, latency, example_input).ranks
     if latency_aware and example_input is None:
         raise LoritaError("strategy 'budget' with latency_aware=True needs example_input= at the deployment "
                           "batch size (e.g. torch.randn(1, 3, 32, 32)) to time each layer on")
     if (params is None) == (flops is None):
-        raise LoritaError("strategy 'budget' takes exactly one of params= or flops= (a fraction in (0, 1] of "
-                          "the original model's total), e.g. select_ranks(model, 'budget', params=0.3)")
+        raise LoritaError("strategy 'budget' takes exactly one of params=, flops= or latency= (a fraction in (0, 1] "
+                          "of the original model's total), e.g. select_ranks(model, 'budget', params=0.3)")
     if flops is not None and example_input is None:
         raise LoritaError("strategy 'budget' with flops= needs example_input= (e.g. torch.randn(1, 3, 32, 32)) "
                           "to count each layer's output positions")

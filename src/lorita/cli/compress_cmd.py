@@ -11,10 +11,14 @@ EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
   lorita compress runs/fcn-d3 --strategy budget --flops 0.3 --finetune-epochs 5 --out runs/fcn-d3-f30
   lorita compress runs/fcn-d3 --strategy accuracy --max-drop 1.0 --out runs/fcn-d3-acc
+  lorita compress runs/r20 --latency 0.5 --batch 64 --out runs/r20-lat50     # measured time, this machine
 """
 
 # flag -> the strategy it belongs to
-_SELECTORS = {"energy": "energy", "ratio": "uniform", "threshold": "global", "params": "budget", "flops": "budget"}
+_SELECTORS = {"energy": "energy", "ratio": "uniform", "threshold": "global", "params": "budget", "flops": "budget",
+              "latency": "budget"}
+# --channels-last value -> the layout of lorita.latency.latency_budget
+_LAYOUTS = {"auto": "auto", "on": "channels_last", "off": "contiguous"}
 
 
 def add_parser(sub) -> None:
@@ -30,6 +34,14 @@ def add_parser(sub) -> None:
     cut.add_argument("--threshold", type=float, help="global strategy: keep sigma/sigma_max >= threshold")
     cut.add_argument("--params", type=float, help="budget strategy: target fraction of the original params")
     cut.add_argument("--flops", type=float, help="budget strategy: target fraction of the original FLOPs")
+    cut.add_argument("--latency", type=float,
+                     help="budget strategy: the cut model's measured time on this machine, as a fraction of the "
+                          "dense model's (ranks allocated by measured time; results.json records predicted and "
+                          "measured latency)")
+    p.add_argument("--batch", type=int, help="--latency: the batch size to time at (default 1)")
+    p.add_argument("--channels-last", nargs="?", const="on", choices=sorted(_LAYOUTS), default=None,
+                   help="--latency: memory layout of image models: auto (default: channels_last where the dense "
+                        "model measures faster in it), on (--channels-last alone) or off (NCHW)")
     p.add_argument("--max-drop", type=float, help="accuracy strategy: validation points allowed (default 1)")
     p.add_argument("--max-evals", type=int, help="accuracy strategy: evaluations allowed (default 12)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
@@ -50,9 +62,15 @@ def strategy_options(args: argparse.Namespace) -> tuple[str, dict]:
         wrong += [f"--{k.replace('_', '-')}" for k in accuracy]
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option")
+    timing = {k: v for k, v in (("batch", args.batch), ("layout", args.channels_last)) if v is not None}
+    if timing and args.latency is None:
+        raise LoritaError("--batch and --channels-last go with --latency (they say how the latency is measured)")
     if strategy == "accuracy":
         return strategy, accuracy
-    return strategy, {k: getattr(args, k) for k in given}
+    options = {k: getattr(args, k) for k in given}
+    if "layout" in timing:
+        timing["layout"] = _LAYOUTS[timing["layout"]]
+    return strategy, {**options, **timing}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,4 +85,9 @@ def run(args: argparse.Namespace) -> int:
     final = results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
           f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
+    if "latency" in results:
+        lat = results["latency"]
+        print(f"latency at batch {lat['batch']} ({lat['layout']}): asked {lat['latency']:.3f}, predicted "
+              f"{lat['predicted']:.3f}, measured {lat['measured']:.3f} (the compressed model: "
+              f"{lat['final']['measured']:.3f}) of the dense model's {1e3 * lat['dense_s']:.2f} ms")
     return 0

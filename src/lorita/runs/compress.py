@@ -7,16 +7,18 @@ the data and the ranks (``lorita demo``) passes them in: nothing is reloaded or 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 import lorita
-from lorita.checks import check_fraction, check_int, check_number
+from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.errors import LoritaError
 from lorita.linalg import check_finite
 from lorita.runs.config import STRATEGIES, CompressConfig, train_config_of
@@ -29,8 +31,11 @@ log = logging.getLogger(__name__)
 # strategy -> the options it takes (all required except where a default is given)
 _OPTIONS: dict[str, dict[str, Any]] = {
     "uniform": {"ratio": None}, "energy": {"energy": None}, "global": {"threshold": None},
-    "budget": {"params": None, "flops": None}, "accuracy": {"max_drop": 1.0, "max_evals": 12}, "ranks": {},
+    "budget": {"params": None, "flops": None, "latency": None, "batch": None, "layout": None},
+    "accuracy": {"max_drop": 1.0, "max_evals": 12}, "ranks": {},
 }
+# layouts of a latency budget (lorita.latency.latency_budget): "auto" takes channels_last where it measures faster
+LATENCY_LAYOUTS = ("auto", "contiguous", "channels_last")
 UNITS = {"params": "count", "macs": "multiply-accumulates per example", "flops": "2 x MACs per example",
          "acc": "percent"}
 
@@ -51,15 +56,25 @@ def check_options(strategy: str, options: dict) -> dict:
                           f"{', '.join(allowed) or 'nothing else'}")
     out = {k: v for k, v in {**allowed, **options}.items() if v is not None}
     if strategy == "budget":
-        if len(out) != 1:
-            raise LoritaError("strategy 'budget' takes exactly one of params or flops (a target fraction)")
+        if sum(k in out for k in ("params", "flops", "latency")) != 1:
+            raise LoritaError("strategy 'budget' takes exactly one of params or flops (a target fraction of the size) "
+                              "or latency (a target fraction of the measured time)")
+        if "latency" in out:
+            out = {"batch": 1, "layout": "auto", **out}
+        elif "batch" in out or "layout" in out:
+            raise LoritaError("batch and layout belong to a latency budget (--latency); params and flops "
+                              "budgets count, they do not time")
     elif strategy != "ranks":
         missing = [k for k in allowed if k not in out]
         if missing:
             raise LoritaError(f"strategy {strategy!r} needs {', '.join(missing)}")
     for key, value in out.items():
-        if key in ("ratio", "energy", "params", "flops"):
+        if key in ("ratio", "energy", "params", "flops", "latency"):
             check_fraction(key, value)
+        elif key == "batch":
+            check_int("batch", value, meaning="the batch size the latency is measured at")
+        elif key == "layout":
+            check_choice("layout", value, LATENCY_LAYOUTS)
         elif key == "threshold":
             check_fraction(key, value, low_open=False)
         elif key == "max_drop":
@@ -134,8 +149,15 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     original = lorita.profile(merged, example)
     before_val, before_test = evaluate(merged, data.val)[0], evaluate(merged, data.test)[0]
     search, evaluations = None, 2  # before: validation and test
+    latency = None
     if strategy == "ranks":
         pass
+    elif strategy == "budget" and "latency" in options:
+        from lorita.latency import latency_budget
+
+        timing_input = _batch_of(example, options["batch"])
+        found = latency_budget(merged, options["latency"], timing_input, layout=options["layout"])
+        ranks, latency = found.ranks, found
     elif strategy == "accuracy":
         found = search_accuracy(merged, lambda m: evaluate(m, data.val)[0], finetune=None, example_input=example,
                                 **options)
@@ -146,6 +168,11 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     # the example input also leaves plain any layer whose parent reads its weight instead of calling it
     small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache, example_input=example).eval()
     cut = lorita.profile(small, example)
+    latency_results = None
+    if latency is not None:  # the real cut (SVD weights), timed against the dense model in the chosen layout
+        latency_results = _latency_results(latency, merged, small, timing_input)
+        if latency.layout == "channels_last":
+            small = small.to(memory_format=torch.channels_last)
     after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops,
                  "val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     after_finetune = None
@@ -169,6 +196,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
                  (("params", cut.params), ("macs", cut.macs), ("flops", cut.flops))},
         "evaluations": evaluations,
         "search": [dataclasses.asdict(s) for s in search.steps] if search is not None else None,
+        **({"latency": latency_results} if latency_results is not None else {}),
         "seconds": time.time() - start,
         "units": UNITS,
     }
@@ -179,6 +207,30 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         with output as folder:
             _write(folder, config, small, results)
     return results
+
+
+def _batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
+    """``batch`` examples shaped like ``example``: seeded random values for images, ``example``'s own tokens repeated
+    for integer inputs (timing depends on shapes, not values)."""
+    shape = (batch, *example.shape[1:])
+    if example.is_floating_point():
+        return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=example.dtype)
+    return example[:1].expand(shape).clone()
+
+
+def _latency_results(found, merged: nn.Module, small: nn.Module, timing_input: torch.Tensor) -> dict:
+    """What results.json says about a latency budget: the request, what was predicted, what the search measured
+    on random-weight pairs, and the compressed model itself timed against the dense one."""
+    from lorita.latency import measure_latency
+
+    channels_last = found.layout == "channels_last"
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = timing_input.contiguous(memory_format=fmt) if timing_input.dim() == 4 else timing_input
+    dense, cut = copy.deepcopy(merged).to(memory_format=fmt), copy.deepcopy(small).to(memory_format=fmt)
+    seconds = measure_latency({"dense": dense, "cut": cut}, x)
+    out = {k: v for k, v in found.to_dict().items() if k != "ranks"}
+    out["final"] = {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": seconds["cut"] / seconds["dense"]}
+    return out
 
 
 def _write(folder: Path, config: CompressConfig, small: nn.Module, results: dict) -> None:

@@ -1,0 +1,87 @@
+"""``lorita compress RUN --latency F [--batch B] [--channels-last]``: flags, options and the run's results.
+
+The clock is faked (weights + a fixed cost per thin pair), so which layers are cut and every
+recorded fraction are known; nothing here depends on the machine's speed.
+"""
+
+import json
+
+import pytest
+import torch
+
+import lorita
+import lorita.latency as latency_module
+from lorita import LoritaError
+from lorita.cli import build_parser
+from lorita.cli.compress_cmd import strategy_options
+from lorita.lowrank import LOWRANK_TYPES
+from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, compress_run, read_json, train_run
+from lorita.runs.compress import check_options
+from lorita.train import TrainConfig
+
+OVERHEAD = 1000
+
+
+def clock(module, x):
+    """Seconds = weights + OVERHEAD per thin pair (the same alone and in a model: predictions are exact)."""
+    weights = sum(p.numel() for n, p in module.named_parameters() if n.endswith("weight"))
+    return float(weights + OVERHEAD * sum(isinstance(m, LOWRANK_TYPES) for m in module.modules()))
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    monkeypatch.setattr(latency_module, "time_module", clock)
+    monkeypatch.setattr(latency_module, "_CACHE", {})
+
+
+def parse(*argv):
+    return strategy_options(build_parser().parse_args(["compress", "runs/x", "--out", "runs/y", *argv]))
+
+
+def test_flags_become_budget_options():
+    assert parse("--latency", "0.5") == ("budget", {"latency": 0.5})
+    assert parse("--latency", "0.5", "--batch", "64", "--channels-last") == \
+        ("budget", {"latency": 0.5, "batch": 64, "layout": "channels_last"})
+    assert parse("--latency", "0.5", "--channels-last", "off")[1]["layout"] == "contiguous"
+    assert parse("--latency", "0.5", "--channels-last", "auto")[1]["layout"] == "auto"
+    with pytest.raises(LoritaError, match="--batch and --channels-last go with --latency"):
+        parse("--flops", "0.5", "--batch", "8")
+    with pytest.raises(SystemExit):  # argparse: one budget at a time
+        parse("--flops", "0.5", "--latency", "0.5")
+
+
+def test_options_are_checked_and_completed():
+    assert check_options("budget", {"latency": 0.5}) == {"batch": 1, "layout": "auto", "latency": 0.5}
+    with pytest.raises(LoritaError, match="exactly one of params or flops .* or latency"):
+        check_options("budget", {"latency": 0.5, "flops": 0.5})
+    with pytest.raises(LoritaError, match="batch and layout belong to a latency budget"):
+        check_options("budget", {"flops": 0.5, "batch": 4})
+    with pytest.raises(LoritaError, match="batch must be an integer >= 1"):
+        check_options("budget", {"latency": 0.5, "batch": 0})
+    with pytest.raises(LoritaError, match="layout must be one of"):
+        check_options("budget", {"latency": 0.5, "layout": "nhwc"})
+    with pytest.raises(LoritaError, match="latency must be"):
+        check_options("budget", {"latency": 2.0})
+
+
+def test_compress_run_records_predicted_and_measured_latency(tmp_path, fake_clock):
+    inputs = {"num_classes": 10, "in_channels": 1, "image_size": 8}
+    config = RunConfig(ModelSpec("fcn", {"width": 64, "hidden_layers": 2}, inputs), DataSpec("digits"),
+                       ComposeSpec(2), TrainConfig(epochs=1, batch_size=64, device="cpu"))
+    train_run(tmp_path / "run", config, config.dataset.load(), progress=False)
+    results = compress_run(tmp_path / "run", tmp_path / "cut", "budget", {"latency": 0.6, "batch": 8},
+                           progress=False)
+    lat = results["latency"]
+    assert lat["latency"] == 0.6 and lat["batch"] == 8 and lat["layout"] == "contiguous"  # auto: no gain measured
+    assert 0.54 <= lat["measured"] <= 0.6 and lat["predicted"] == pytest.approx(lat["measured"])
+    assert lat["final"]["measured"] == pytest.approx(lat["measured"])  # the real cut has the searched shapes
+    assert set(lat["dense_by_layout"]) == {"contiguous", "channels_last"}
+    assert results["options"] == {"latency": 0.6, "batch": 8, "layout": "auto"}
+    on_disk = read_json(tmp_path / "cut" / "results.json", "compress")
+    assert on_disk["latency"]["measured"] == lat["measured"]
+    config_json = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert config_json["options"] == {"latency": 0.6, "batch": 8, "layout": "auto"}
+    small = lorita.load(tmp_path / "cut" / "model.lorita")
+    assert {n: m.rank for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)} == \
+        {n: r for n, r in results["ranks"].items() if n not in results["dense_layers"]}
+    assert small(torch.zeros(8, 1, 8, 8)).shape == (8, 10)
