@@ -14,8 +14,17 @@ Five parts (``--parts``, all by default):
   spectrum), eval mode, ``torch.inference_mode``, batch 1 and 64, with and without
   ``lorita.latency.keep_faster``; speed-up next to the MACs reduction (target: at least
   0.7 of it).
+* ``latency``: the latency budget (``lorita.latency.latency_budget``) on VGG16, ResNet20
+  and the ViT at batch 1 and 64, NCHW and channels_last, for each request in
+  ``--latency-requests``: the predicted fraction, the fraction the search measured, and the
+  compressed model (real SVD weights) timed again against the dense one. Target: the last
+  within 10% of the request. Wall clock (the budget is a wall-clock one): run it on an idle
+  machine.
 * ``compress``: seconds for ``spectrum`` and ``compress`` on VGG16, and for the budget and
   accuracy strategies (accuracy with a cheap fake evaluation; its calls are counted).
+* ``llm``: ``compress(energy=0.9, inplace=True)`` of a LLaMA-style model of about 1.1B
+  parameters (``benchmarks/scale.py``'s shape, random fp32) on ``--device``: seconds and
+  peak memory. Minutes on a GPU; on 2 CPU cores use ``benchmarks/scale.py`` instead.
 * ``memory``: peak memory of one training step, composed against plain, each in a fresh
   subprocess (``VmHWM`` from ``/proc/self/status`` after resetting it; on CUDA
   ``torch.cuda.max_memory_allocated``).
@@ -30,9 +39,13 @@ targets use.
     python benchmarks/speed.py                          # everything, full sizes (12 min on 2 idle cores, 1 thread)
     python benchmarks/speed.py --quick                  # small sizes, few repeats (a few minutes)
     python benchmarks/speed.py --parts train --models resnet20 vit --repeats 7 --threads 2
-    python benchmarks/speed.py --device cuda --clock wall
+    python benchmarks/speed.py --parts latency --threads 2 --json latency.json    # the latency-budget check (CPU)
+    python benchmarks/speed.py --device cuda --json gpu.json   # the GPU plan: about 6-8 minutes on one H100-class GPU
 
-Prints Markdown tables; ``--json PATH`` also writes every number. Nothing is asserted.
+``--device cuda`` without ``--parts`` runs the GPU plan, sized for 10 minutes: training-step
+ratios (batch 128), inference speed-up at batch 1, 64 and 256 in float32 and bfloat16, and
+the 1.1B compress time. Prints Markdown tables; ``--json PATH`` also writes every number.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -42,6 +55,7 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -54,13 +68,17 @@ from torch import nn
 
 import lorita
 from lorita.composed import COMPOSED_TYPES
-from lorita.latency import keep_faster
+from lorita.errors import LoritaError
+from lorita.latency import keep_faster, latency_budget, measure_latency
 from lorita.models import create_model, paper_exclude
 from lorita.targets import scan_layers
 
-PARTS = ("train", "auto", "infer", "compress", "memory")
+PARTS = ("train", "auto", "infer", "latency", "compress", "memory", "llm")
+CPU_PARTS = ("train", "auto", "infer", "compress", "memory")  # the default on CPU (latency and llm: on request)
+GPU_PARTS = ("train", "infer", "llm")  # the default with --device cuda: the 10-minute GPU plan
 TRAIN_MODELS = ("fcn", "vgg16", "resnet20", "vit")
-INFER_MODELS = ("vgg16", "resnet20")
+INFER_MODELS = ("vgg16", "resnet20", "vit")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("sequential", "fused", "auto")
 
 
@@ -299,47 +317,134 @@ def infer_part(args, out: dict) -> None:
     rows, results = [], []
     for name in args.infer_models:
         torch.manual_seed(0)
-        dense = trained_like(build(name, args)).eval()
+        dense32 = trained_like(build(name, args)).eval()
         one = torch.randn(1, *shape_of(name))
-        ranks = lorita.select_ranks(dense, "budget", flops=args.flops, example_input=one)
-        for fmt in args.memory_formats:
-            layout = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
-            for batch in args.infer_batches:
-                x = torch.randn(batch, *shape_of(name)).to(args.device, memory_format=layout)
-                base = dense.to(args.device, memory_format=layout)
-                start = time.perf_counter()
-                fast = keep_faster(base, ranks, x, timer=cpu_timer if cpu_clock else None,
-                                   cache_file=args.latency_cache)
-                aware_s = time.perf_counter() - start
-                models = {"dense": base,
-                          "cut": lorita.compress(base, ranks=ranks).to(memory_format=layout).eval(),
-                          "cut, latency-aware": lorita.compress(base, ranks=fast).to(memory_format=layout).eval()}
-                macs = {k: lorita.profile(m, x).macs for k, m in models.items()}
-                with torch.inference_mode():
-                    one_call = timed(lambda: models["dense"](x), args.device)[0]
-                    number = max(1, int(0.05 / max(one_call, 1e-6)))  # samples of about 50 ms
-                    samples = {k: [] for k in models}
-                    for m in models.values():
-                        m(x)
-                    for _ in range(args.infer_repeats):
-                        for k, m in models.items():
-                            samples[k].append(timed(lambda m=m: m(x), args.device, number))
-                med = {k: pick(medians(s), args.clock) for k, s in samples.items()}
-                kept = sum(fast[k] != ranks[k] for k in ranks)
-                for k in models:
-                    speedup = med["dense"] / med[k]
-                    reduction = macs["dense"] / macs[k]
-                    eff = speedup / reduction
-                    note = f"{kept} layer(s) kept dense, {aware_s:.1f} s to time" if k == "cut, latency-aware" else ""
-                    rows.append([name, fmt, batch, k, f"{med[k] * 1e3:.2f}", f"{macs[k] / macs['dense']:.3f}",
-                                 f"{reduction:.2f}x", f"{speedup:.2f}x", f"{eff:.2f}" if k != "dense" else "",
-                                 (verdict(eff >= 0.7) if k != "dense" else ""), note])
-                    results.append({"model": name, "format": fmt, "batch": batch, "variant": k, "seconds": med[k],
-                                    "macs": macs[k], "speedup": speedup, "macs_reduction": reduction})
-    print(table(["model", "layout", "batch", "variant", f"{args.clock} ms", "MACs kept", "MACs reduction",
+        ranks = lorita.select_ranks(dense32, "budget", flops=args.flops, example_input=one)
+        for dtype_name in args.dtypes:
+            dtype = DTYPES[dtype_name]
+            dense = copy.deepcopy(dense32).to(dtype)
+            for fmt in args.memory_formats:
+                layout = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+                for batch in args.infer_batches:
+                    x = torch.randn(batch, *shape_of(name), dtype=dtype).to(args.device, memory_format=layout)
+                    base = dense.to(args.device, memory_format=layout)
+                    start = time.perf_counter()
+                    fast = keep_faster(base, ranks, x, timer=cpu_timer if cpu_clock else None,
+                                       cache_file=args.latency_cache)
+                    aware_s = time.perf_counter() - start
+                    models = {"dense": base,
+                              "cut": lorita.compress(base, ranks=ranks).to(memory_format=layout).eval(),
+                              "cut, latency-aware": lorita.compress(base, ranks=fast).to(memory_format=layout).eval()}
+                    macs = {k: lorita.profile(m, x).macs for k, m in models.items()}
+                    with torch.inference_mode():
+                        one_call = timed(lambda: models["dense"](x), args.device)[0]
+                        number = max(1, int(0.05 / max(one_call, 1e-6)))  # samples of about 50 ms
+                        samples = {k: [] for k in models}
+                        for m in models.values():
+                            m(x)
+                        for _ in range(args.infer_repeats):
+                            for k, m in models.items():
+                                samples[k].append(timed(lambda m=m: m(x), args.device, number))
+                    med = {k: pick(medians(s), args.clock) for k, s in samples.items()}
+                    kept = sum(fast[k] != ranks[k] for k in ranks)
+                    for k in models:
+                        speedup = med["dense"] / med[k]
+                        reduction = macs["dense"] / macs[k]
+                        eff = speedup / reduction
+                        note = f"{kept} layer(s) kept dense, {aware_s:.1f} s to time" if k == "cut, latency-aware" \
+                            else ""
+                        rows.append([name, dtype_name, fmt, batch, k, f"{med[k] * 1e3:.2f}",
+                                     f"{macs[k] / macs['dense']:.3f}", f"{reduction:.2f}x", f"{speedup:.2f}x",
+                                     f"{eff:.2f}" if k != "dense" else "", (verdict(eff >= 0.7) if k != "dense" else ""),
+                                     note])
+                        results.append({"model": name, "dtype": dtype_name, "format": fmt, "batch": batch,
+                                        "variant": k, "seconds": med[k], "macs": macs[k], "speedup": speedup,
+                                        "macs_reduction": reduction})
+    print(table(["model", "dtype", "layout", "batch", "variant", f"{args.clock} ms", "MACs kept", "MACs reduction",
                  "speed-up", "speed-up / MACs red.", ">= 0.7", "note"], rows))
     print(f"\nmedian of {args.infer_repeats} interleaved samples (each ~50 ms of calls); clock: {args.clock}")
     out["infer"] = results
+
+
+# ----------------------------------------------------------------------------
+# latency budget
+
+
+def latency_part(args, out: dict) -> None:
+    print("\n## Latency budget: the measured latency against the request (wall clock)\n")
+    rows, results = [], []
+    for name in args.latency_models:
+        torch.manual_seed(0)
+        dense = trained_like(build(name, args)).eval().to(args.device)
+        for fmt in args.memory_formats:
+            layout = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
+            base = dense.to(memory_format=layout)
+            for batch in args.infer_batches:
+                x = torch.randn(batch, *shape_of(name), device=args.device).contiguous(memory_format=layout)
+                for request in args.latency_requests:
+                    start = time.perf_counter()
+                    try:
+                        found = latency_budget(base, request, x, layout=fmt if fmt == "channels_last" else "contiguous",
+                                               cache_file=args.latency_cache)
+                    except LoritaError as err:
+                        fastest = re.search(r"measured ([0-9.]+)", str(err))
+                        rows.append([name, fmt, batch, f"{request:.2f}", "unreachable", "", "", "", "", "", "",
+                                     f"fastest cut measured {fastest.group(1) if fastest else '?'}"])
+                        results.append({"model": name, "format": fmt, "batch": batch, "request": request,
+                                        "error": str(err)})
+                        continue
+                    search_s = time.perf_counter() - start
+                    small = lorita.compress(base, ranks=found.ranks).to(memory_format=layout).eval()
+                    check = measure_latency({"dense": base, "cut": small}, x, repeats=args.infer_repeats)
+                    ratio = check["cut"] / check["dense"]
+                    macs = lorita.profile(small, x).macs / lorita.profile(base, x).macs
+                    within = abs(ratio / request - 1) <= 0.1
+                    rows.append([name, fmt, batch, f"{request:.2f}", f"{found.predicted:.3f}",
+                                 f"{found.measured:.3f}", f"{ratio:.3f}", f"{ratio / request:.2f}", verdict(within),
+                                 f"{macs:.3f}", f"{len(found.kept_dense)}/{len(found.ranks)}",
+                                 f"{len(found.rounds)} round(s), {search_s:.0f} s, dense {check['dense'] * 1e3:.2f} ms"])
+                    results.append({"model": name, "format": fmt, "batch": batch, "request": request,
+                                    "predicted": found.predicted, "searched": found.measured, "measured": ratio,
+                                    "macs_kept": macs, "kept_dense": found.kept_dense, "rounds": found.rounds,
+                                    "search_s": search_s, "dense_s": check["dense"], "cut_s": check["cut"],
+                                    "layers": found.layers})
+    print(table(["model", "layout", "batch", "asked", "predicted", "measured (search)", "measured (compressed)",
+                 "measured / asked", "within 10%", "MACs kept", "layers dense", "note"], rows))
+    print("\nfractions of the dense model's wall time in the same layout; 'measured (compressed)': the model "
+          f"compressed with the chosen ranks (SVD weights), {args.infer_repeats} interleaved samples of >= 50 ms "
+          "each, median")
+    out["latency"] = results
+
+
+# ----------------------------------------------------------------------------
+# llm: the 1.1B compress time
+
+
+def llm_part(args, out: dict) -> None:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from scale import SHAPE, build as build_llama  # noqa: E402
+
+    print(f"\n## compress(energy=0.9, inplace=True) of a LLaMA-style model, {args.llm_layers} decoder layers "
+          f"(random fp32, {args.device})\n")
+    start = time.perf_counter()
+    model = build_llama(args.llm_layers, SHAPE).to(args.device)
+    built_s = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    if args.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(args.device)
+    sync(args.device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    small = lorita.compress(model, energy=0.9, inplace=True)
+    sync(args.device)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    row = {"layers": args.llm_layers, "params": params, "build_s": built_s, "wall_s": wall, "cpu_s": cpu,
+           "cut": sum(isinstance(m, lorita.LowRankLinear) for m in small.modules()),
+           "params_after": sum(p.numel() for p in small.parameters())}
+    if args.device.type == "cuda":
+        row["gpu_peak_mb"] = torch.cuda.max_memory_allocated(args.device) / 1e6
+        row["model_mb"] = params * 4 / 1e6
+    print(table(list(row), [[f"{v:.1f}" if isinstance(v, float) else v for v in row.values()]]))
+    out["llm"] = row
 
 
 # ----------------------------------------------------------------------------
@@ -474,16 +579,23 @@ def memory_part(args, out: dict) -> None:
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=None,
+                   help=f"default: {' '.join(CPU_PARTS)} on CPU, {' '.join(GPU_PARTS)} with --device cuda")
     p.add_argument("--models", nargs="+", choices=TRAIN_MODELS, default=None, help="for train, auto, memory")
-    p.add_argument("--infer-models", nargs="+", choices=INFER_MODELS, default=list(INFER_MODELS))
+    p.add_argument("--infer-models", nargs="+", choices=INFER_MODELS, default=["vgg16", "resnet20"])
     p.add_argument("--quick", action="store_true", help="batch 32, VGG16 at width x0.25, 2 repeats")
     p.add_argument("--batch", type=int, default=None, help="training batch (default 128; 32 with --quick)")
     p.add_argument("--vgg-width", type=float, default=None, help="VGG16 width multiplier (default 1; 0.25 quick)")
     p.add_argument("--repeats", type=int, default=None, help="training steps timed per config (default 5; 2 quick)")
     p.add_argument("--layer-repeats", type=int, default=None, help="per-layer repeats for --parts auto (default 5)")
     p.add_argument("--infer-repeats", type=int, default=None, help="latency samples per model (default 15)")
-    p.add_argument("--infer-batches", nargs="+", type=int, default=[1, 64])
+    p.add_argument("--infer-batches", nargs="+", type=int, default=None, help="default 1 64 (1 64 256 on CUDA)")
+    p.add_argument("--dtypes", nargs="+", choices=tuple(DTYPES), default=None,
+                   help="inference dtypes (default fp32; fp32 bf16 on CUDA)")
+    p.add_argument("--latency-models", nargs="+", choices=INFER_MODELS, default=list(INFER_MODELS))
+    p.add_argument("--latency-requests", nargs="+", type=float, default=[0.5, 0.7],
+                   help="latency budgets to check, fractions of the dense model's time")
+    p.add_argument("--llm-layers", type=int, default=22, help="decoder layers of the llm part's model (22: 1.1B)")
     p.add_argument("--memory-formats", nargs="+", choices=("nchw", "channels_last"), default=["nchw", "channels_last"])
     p.add_argument("--flops", type=float, default=0.33, help="MACs fraction kept by the budget cut")
     p.add_argument("--eval-batch", type=int, default=256, help="images the fake evaluate of the accuracy search uses")
@@ -503,6 +615,10 @@ def parse(argv=None):
     args.layer_repeats = args.layer_repeats or (2 if quick else 5)
     args.infer_repeats = args.infer_repeats or (5 if quick else 15)
     args.device = torch.device(args.device)
+    gpu = args.device.type == "cuda"
+    args.parts = args.parts or list(GPU_PARTS if gpu else CPU_PARTS)
+    args.infer_batches = args.infer_batches or ([1, 64, 256] if gpu else [1, 64])
+    args.dtypes = args.dtypes or (["fp32", "bf16"] if gpu else ["fp32"])
     if args.device.type == "cuda" and args.clock == "cpu":
         p.error("--clock cpu measures the host process, not the GPU: use --clock wall with --device cuda")
     args.clock = args.clock or ("wall" if args.device.type == "cuda" else "cpu")
@@ -522,8 +638,8 @@ def main(argv=None) -> int:
     out = {"machine": info, "argv": sys.argv[1:]}
     started = time.perf_counter()
     for part in args.parts:
-        {"train": train_part, "auto": auto_part, "infer": infer_part, "compress": compress_part,
-         "memory": memory_part}[part](args, out)
+        {"train": train_part, "auto": auto_part, "infer": infer_part, "latency": latency_part,
+         "compress": compress_part, "memory": memory_part, "llm": llm_part}[part](args, out)
         sys.stdout.flush()
     info["load_end"] = os.getloadavg()
     print(f"\nload average at start {info['load_start']}, at end {info['load_end']}; "

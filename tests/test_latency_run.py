@@ -22,7 +22,7 @@ from lorita.train import TrainConfig
 OVERHEAD = 1000
 
 
-def clock(module, x):
+def clock(module, x, **_):
     """Seconds = weights + OVERHEAD per thin pair (the same alone and in a model: predictions are exact)."""
     weights = sum(p.numel() for n, p in module.named_parameters() if n.endswith("weight"))
     return float(weights + OVERHEAD * sum(isinstance(m, LOWRANK_TYPES) for m in module.modules()))

@@ -118,6 +118,11 @@ def time_module(module: nn.Module, x: torch.Tensor, *, min_seconds: float = 0.00
             number *= 2
 
 
+def _model_clock(module: nn.Module, x: torch.Tensor) -> float:
+    """``time_module`` with samples of at least 50 ms: whole models, where a 2 ms sample is one or two calls."""
+    return time_module(module, x, min_seconds=0.05)
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
@@ -390,7 +395,8 @@ def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int
 def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
                     timer: Timer | None = None) -> dict[str, float]:
     """Median seconds per call of each model on ``example_input``, the models timed in turn ``repeats`` times
-    (eval mode, ``torch.inference_mode``; ``timer`` as in ``layer_latencies``). Ratios between the models of
+    (eval mode, ``torch.inference_mode``; ``timer`` as in ``layer_latencies``, by default samples of at least
+    50 ms). Ratios between the models of
     one call are what to read: each sample of each model is taken under the same machine load.
 
     Example:
@@ -402,7 +408,7 @@ def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats
     check_int("repeats", repeats)
     if not isinstance(models, dict) or not models:
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
-    return _whole(models, example_args(example_input), timer or time_module, repeats)
+    return _whole(models, example_args(example_input), timer or _model_clock, repeats)
 
 
 def _shaped(base: nn.Module, ranks: dict[str, int], channels_last: bool) -> nn.Module:
@@ -473,15 +479,16 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     if cache_file:
         path = default_cache_file() if cache_file is True else Path(cache_file)
         cache.update({k: v for k, v in _load(path).items() if k not in cache})
+    whole_timer = timer or _model_clock
     timer = timer or time_module
     base = merge(model).eval()  # a copy, also of a plain model: its layout may change
     dense_by_layout: dict[str, float] = {}
     if layout == "auto" and image:
-        contiguous = _whole({"m": _formatted(base, args, False)[0]}, _formatted(base, args, False)[1], timer,
+        contiguous = _whole({"m": _formatted(base, args, False)[0]}, _formatted(base, args, False)[1], whole_timer,
                             2 * repeats + 1)["m"]
         last_model, last_args = _formatted(base, args, True)
         dense_by_layout = {"contiguous": contiguous,
-                           "channels_last": _whole({"m": last_model}, last_args, timer, 2 * repeats + 1)["m"]}
+                           "channels_last": _whole({"m": last_model}, last_args, whole_timer, 2 * repeats + 1)["m"]}
         channels_last = dense_by_layout["channels_last"] < 0.97 * contiguous  # a clear gain, not noise
     elif layout == "input":
         channels_last = image and _channels_last(args[0])
@@ -516,7 +523,7 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     if path is not None:
         atomic_write_text(path, json.dumps({"seconds": cache}, indent=0, sort_keys=True))
 
-    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, timer, 2 * repeats + 1)["m"]
+    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, whole_timer, 2 * repeats + 1)["m"]
     dense_layers = sum(opts[0][1] for opts in options.values())
     fixed = dense_s - dense_layers  # what the cut does not touch (may be off, or negative: step 4 corrects)
     cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
@@ -532,7 +539,8 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
         if same is not None:
             ratio = same["measured"]
         else:
-            timed = _whole({"dense": base, "cut": _shaped(base, ranks, channels_last)}, args, timer, 2 * repeats + 1)
+            timed = _whole({"dense": base, "cut": _shaped(base, ranks, channels_last)}, args, whole_timer,
+                           2 * repeats + 1)
             ratio = timed["cut"] / timed["dense"]
         tried.append({"internal": internal, "predicted": predicted_s / dense_s, "measured": ratio, "ranks": ranks})
         log.info("latency budget: internal target %.3f, predicted %.3f, measured %.3f of dense (asked %.3f)",
