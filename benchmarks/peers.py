@@ -1,4 +1,4 @@
-"""LoRITa side by side with plain SVD and structured pruning (Torch-Pruning) at equal MACs budgets.
+"""LoRITa side by side with plain SVD and structured pruning (Torch-Pruning) at equal MACs or equal latency.
 
 For each model (FCN, ResNet20; VGG16 on CIFAR10 with a GPU) and each MACs budget B
 (a fraction of the original architecture's MACs), four columns:
@@ -16,8 +16,18 @@ data, test accuracy is only reported. MACs and params come from ``lorita.profile
 (PyTorch's FlopCounterMode) for every method; FLOPs = 2 x MACs. Latency: CPU, eval mode,
 ``torch.inference_mode``, a fixed thread count, median of repeats at batch 1 and 64.
 
+``--budget-kind latency``: B is a fraction of the dense model's *measured* CPU latency
+(``--threads``, NCHW) at each batch of ``--latency-batches`` (1 and 64), and every column is
+cut to it: LoRITa and SVD with ``lorita.latency.latency_budget`` (rank allocated by
+measured time, layers with no faster pair left dense), Torch-Pruning step by step until
+the pruned model measures at most B of the dense model's time. Every cut is then timed
+again the same way (``latency_kept``) and fine-tuned like the others; rows carry, for the
+low-rank columns, each layer's chosen rank and its dense and chosen time (which layers
+could not be made faster), and for Torch-Pruning the widths left.
+
 Output (``--out``, default runs/peers): ``results.json``, ``report.md``,
-``accuracy_vs_macs.png``, and one training run folder per model and depth.
+``accuracy_vs_macs.png`` (``accuracy_vs_latency.png`` with ``--budget-kind latency``), and
+one training run folder per model and depth.
 
     python benchmarks/peers.py --quick                         # smoke run, about 3 minutes on 2 cores
     python benchmarks/peers.py --models fcn resnet20 --epochs 12 --finetune-epochs 2 \
@@ -25,6 +35,7 @@ Output (``--out``, default runs/peers): ``results.json``, ``report.md``,
         --model-recipe resnet20:finetune_epochs=1             # the CPU run of docs/PEERS.md
     python benchmarks/peers.py --dataset cifar10 --data-dir ~/data --models vgg16 resnet20 \\
         --lr 0.01 --weight-decay 1e-3 --epochs 150 --finetune-epochs 20   # a GPU job
+    python benchmarks/peers.py --budget-kind latency --budgets 0.8 0.6 --out runs/peers-latency ...   # equal latency
 """
 
 from __future__ import annotations
@@ -51,6 +62,9 @@ METHODS = {"svd": "SVD (plain, N=1)", "torch-pruning": "Torch-Pruning (L1, globa
 TP_STEPS = 400  # Torch-Pruning steps from the full model to pruning ratio 1: 0.25% of the channels per step
 PER_MODEL_KEYS = ("epochs", "finetune_epochs", "max_train")
 TP_MAX_RATIO = 0.95  # default: no layer loses more than 95% of its channels (a layer pruned to nothing breaks the net)
+BUDGET_KINDS = ("macs", "latency")
+LATENCY_REPEATS = 5  # whole-model timings (samples of >= 50 ms) per latency check: cut vs dense, in turn
+TP_TIME_FROM = 1.5  # Torch-Pruning under a latency budget B: timed once its MACs are at most 1.5 B
 
 
 @dataclass
@@ -74,10 +88,16 @@ class PeersSpec:
     threads: int = 1
     repeats: int = 30
     batches: list[int] = field(default_factory=lambda: [1, 64])
+    budget_kind: str = "macs"  # "macs": fractions of the MACs; "latency": of the measured CPU latency
+    latency_batches: list[int] = field(default_factory=lambda: [1, 64])  # latency budgets: one cut per batch
 
     def __post_init__(self):
         if not self.budgets or any(not 0 < b < 1 for b in self.budgets):
-            raise LoritaError(f"budgets must be fractions in (0, 1) of the original MACs, got {self.budgets}")
+            raise LoritaError(f"budgets must be fractions in (0, 1) of the original MACs or latency, got {self.budgets}")
+        if self.budget_kind not in BUDGET_KINDS:
+            raise LoritaError(f"budget_kind must be one of {', '.join(BUDGET_KINDS)}, got {self.budget_kind!r}")
+        if not self.latency_batches or any(b < 1 for b in self.latency_batches):
+            raise LoritaError(f"latency_batches must be batch sizes >= 1, got {self.latency_batches}")
         if any(d < 2 for d in self.depths):
             raise LoritaError(f"depths are the LoRITa depths (>= 2); depth 1 is always trained, got {self.depths}")
         if self.finetune_epochs < 0 or self.threads < 1 or self.repeats < 1:
@@ -107,6 +127,20 @@ def latency_ms(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: in
         torch.set_num_threads(old)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
+
+
+def latency_ratio(model: nn.Module, dense: nn.Module, x: torch.Tensor, threads: int,
+                  repeats: int = LATENCY_REPEATS) -> dict:
+    """The cut model's CPU time over the dense one's on ``x`` (timed in turn, samples of >= 50 ms, medians)."""
+    from lorita.latency import measure_latency
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        t = measure_latency({"dense": dense.cpu().eval(), "cut": model.cpu().eval()}, x, repeats=repeats)
+    finally:
+        torch.set_num_threads(old)
+    return {"ratio": t["cut"] / t["dense"], "dense_ms": 1e3 * t["dense"], "cut_ms": 1e3 * t["cut"]}
 
 
 def _device(request: str) -> torch.device:
@@ -143,8 +177,24 @@ def tp_ignored_layers(model: nn.Module) -> list[nn.Module]:
     return ignored
 
 
+def svd_latency_cut(merged: nn.Module, budget: float, x: torch.Tensor, threads: int) -> tuple[nn.Module, dict]:
+    """LoRITa's (and plain SVD's) cut to ``budget`` of the measured CPU latency at ``x``'s batch (NCHW)."""
+    from lorita.latency import latency_budget
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        found = latency_budget(merged.cpu().eval(), budget, x, layout="contiguous")
+    finally:
+        torch.set_num_threads(old)
+    extra = {"ranks": {k: int(v) for k, v in found.ranks.items()}, "predicted": found.predicted,
+             "searched": found.measured, "rounds": found.rounds, "layers": found.layers,
+             "kept_dense": found.kept_dense}
+    return lorita.compress(merged, ranks=found.ranks).eval(), extra
+
+
 def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
-             max_ratio: float = TP_MAX_RATIO) -> tuple[nn.Module, dict]:
+             max_ratio: float = TP_MAX_RATIO, latency: dict | None = None) -> tuple[nn.Module, dict]:
     """Torch-Pruning, L1 magnitude, global ranking: prune step by step until MACs <= ``budget``.
 
     MACs are measured with ``lorita.profile`` after every step (the same counter as the other
@@ -152,6 +202,12 @@ def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
     ranking compares mean-normalised L1 norms of channel groups and is blind to what a
     channel costs, so cheap layers can be thinned far more than expensive ones;
     ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``) bounds that per layer.
+
+    ``latency={"x": batch, "threads": n}``: ``budget`` is a fraction of the dense model's
+    measured CPU time on that batch instead; the first step measured at or below it is kept.
+    Timing every step would cost minutes, so steps are timed once the MACs are at most
+    ``TP_TIME_FROM`` x the budget (pruning does not speed a CPU model up by more than it
+    cuts its MACs in any run we measured; a faster step before that would go unseen).
     """
     import torch_pruning as tp
 
@@ -161,14 +217,24 @@ def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
     pruner = pruner_cls(model, example, importance=tp.importance.MagnitudeImportance(p=1), global_pruning=True,
                         pruning_ratio=1.0, max_pruning_ratio=max_ratio, iterative_steps=TP_STEPS,
                         ignored_layers=tp_ignored_layers(model))
-    macs, steps = original, 0
-    while macs > budget * original and steps < TP_STEPS:
+    macs, steps, timed = original, 0, None
+
+    def done() -> bool:
+        nonlocal timed
+        if latency is None:
+            return macs <= budget * original
+        if macs > TP_TIME_FROM * budget * original:
+            return False
+        timed = latency_ratio(model, dense, latency["x"], latency["threads"])
+        return timed["ratio"] <= budget
+
+    while not done() and steps < TP_STEPS:
         pruner.step()
         steps += 1
         macs = lorita.profile(model, example).macs
     widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
               for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    return model, {"steps": steps, "widths": widths}
+    return model, {"steps": steps, "widths": widths, **({"searched": timed["ratio"]} if timed else {})}
 
 
 # ----------------------------------------------------------------------------
@@ -361,25 +427,39 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
                 "test_acc": r["test_acc"], "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
                 "latency_ms": _latencies(merged[depth], shape, spec)}
         save()
+        batches = spec.latency_batches if spec.budget_kind == "latency" else [None]
         for budget in spec.budgets:
-            for method, depth in columns.items():
-                say(f"[{name}] {method} at {100 * budget:g}% of the MACs")
-                tic = time.time()
-                try:
-                    if method == "torch-pruning":
-                        small, extra = tp_prune(merged[1], budget, example, spec.tp_max_ratio)
-                    else:
-                        small, extra = svd_cut(merged[depth], budget, example)
-                except LoritaError as err:
-                    info["rows"].append({"method": method, "budget": budget, "error": str(err)})
-                    say(f"  failed: {err}")
-                    continue
-                extra["cut_seconds"] = time.time() - tic
-                row = measure(small, recipe, spec, device, example, progress)
-                row.update(method=method, budget=budget, params_kept=row["params"] / base.params,
-                           macs_kept=row["macs"] / base.macs, budget_met=row["macs"] <= budget * base.macs, **extra)
-                info["rows"].append(row)
-                save()
+            for batch in batches:
+                x = None if batch is None else torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+                for method, depth in columns.items():
+                    what = f"{100 * budget:g}% of the MACs" if batch is None else \
+                        f"{100 * budget:g}% of the CPU latency at batch {batch}"
+                    say(f"[{name}] {method} at {what}")
+                    tic = time.time()
+                    try:
+                        if method == "torch-pruning":
+                            small, extra = tp_prune(merged[1], budget, example, spec.tp_max_ratio,
+                                                    None if x is None else {"x": x, "threads": spec.threads})
+                        elif x is None:
+                            small, extra = svd_cut(merged[depth], budget, example)
+                        else:
+                            small, extra = svd_latency_cut(merged[depth], budget, x, spec.threads)
+                    except LoritaError as err:
+                        info["rows"].append({"method": method, "budget": budget, "batch": batch, "error": str(err)})
+                        say(f"  failed: {err}")
+                        continue
+                    extra["cut_seconds"] = time.time() - tic
+                    if x is not None:  # every column's cut timed again the same way, before fine-tuning
+                        timed = latency_ratio(small, merged[1], x, spec.threads)
+                        extra.update(latency_kept=timed["ratio"], latency_dense_ms=timed["dense_ms"],
+                                     latency_cut_ms=timed["cut_ms"])
+                    row = measure(small, recipe, spec, device, example, progress)
+                    met = row["macs"] <= budget * base.macs if x is None else extra["latency_kept"] <= budget
+                    row.update(method=method, budget=budget, batch=batch, budget_kind=spec.budget_kind,
+                               params_kept=row["params"] / base.params, macs_kept=row["macs"] / base.macs,
+                               budget_met=met, **extra)
+                    info["rows"].append(row)
+                    save()
     results["complete"] = True
     save()
     if output is not None:
@@ -407,9 +487,11 @@ def _label(method: str) -> str:
 
 
 def table(results: dict) -> str:
-    """The Markdown table of every model, method and budget."""
+    """The Markdown table of every model, method and budget (with the batch and latency kept under latency budgets)."""
     batches = [str(b) for b in results["spec"]["batches"]]
-    head = (["model", "method", "MACs budget", "MACs kept", "params kept", "MACs", "FLOPs", "params",
+    latency = results["spec"].get("budget_kind", "macs") == "latency"
+    budget_head = ["latency budget", "batch", "latency kept"] if latency else ["MACs budget"]
+    head = (["model", "method", *budget_head, "MACs kept", "params kept", "MACs", "FLOPs", "params",
              "test acc (%)", "val acc (%)", "test acc cut, no FT (%)", "FT epoch kept"]
             + [f"latency b{b} (ms)" for b in batches] + ["epochs (train+FT)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -417,17 +499,21 @@ def table(results: dict) -> str:
         orig, e = info["original"], info["epochs"]
         for depth, u in info["uncompressed"].items():
             label = "plain (N=1)" if depth == "1" else f"LoRITa N={depth}"
-            lines.append("| " + " | ".join([name, f"{label}, uncompressed", "1", "100%", "100%", f"{orig['macs']:,}",
-                                            f"{orig['flops']:,}", f"{orig['params']:,}", f"{u['test_acc']:.2f}",
-                                            f"{u['val_acc']:.2f}", "", ""]
+            budget_cells = ["1", "", "1"] if latency else ["1"]
+            lines.append("| " + " | ".join([name, f"{label}, uncompressed", *budget_cells, "100%", "100%",
+                                            f"{orig['macs']:,}", f"{orig['flops']:,}", f"{orig['params']:,}",
+                                            f"{u['test_acc']:.2f}", f"{u['val_acc']:.2f}", "", ""]
                                            + [f"{u['latency_ms'][b]['median']:.3f}" for b in batches]
                                            + [f"{e['train']}+0"]) + " |")
         for r in info["rows"]:
+            budget_cells = [f"{r['budget']:g}"] + ([str(r.get("batch"))] if latency else [])
             if "error" in r:
-                lines.append(f"| {name} | {_label(r['method'])} | {r['budget']:g} | failed: {r['error']} |")
+                lines.append(f"| {name} | {_label(r['method'])} | {' | '.join(budget_cells)} | failed: {r['error']} |")
                 continue
+            if latency:
+                budget_cells.append(f"{r['latency_kept']:.3f}")
             lines.append("| " + " | ".join([
-                name, _label(r["method"]), f"{r['budget']:g}", f"{100 * r['macs_kept']:.1f}%",
+                name, _label(r["method"]), *budget_cells, f"{100 * r['macs_kept']:.1f}%",
                 f"{100 * r['params_kept']:.1f}%", f"{r['macs']:,}", f"{r['flops']:,}", f"{r['params']:,}",
                 f"{r['test_acc']:.2f}", f"{r['val_acc']:.2f}", f"{r['test_acc_cut']:.2f}",
                 str(r["finetune_epoch_kept"])]
@@ -436,27 +522,53 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def layers_table(results: dict) -> str:
+    """Under latency budgets: per low-rank cut, the layers left dense (no pair of theirs was faster than dense at
+    that batch) and the share of the dense model's layer time they hold; per Torch-Pruning cut, its widths."""
+    lines = ["| model | method | budget | batch | layers left dense | their share of the layers' dense time |"
+             " Torch-Pruning widths |", "|---|---|---|---|---|---|---|"]
+    for name, info in results["models"].items():
+        for r in info["rows"]:
+            if "error" in r or r.get("batch") is None:
+                continue
+            if "layers" in r:
+                total = sum(v["dense_s"] for v in r["layers"].values()) or 1.0
+                dense = [k for k, v in r["layers"].items() if not v["cut"]]
+                share = sum(r["layers"][k]["dense_s"] for k in dense) / total
+                lines.append(f"| {name} | {_label(r['method'])} | {r['budget']:g} | {r['batch']} | "
+                             f"{', '.join(dense) or '-'} | {100 * share:.0f}% | |")
+            elif "widths" in r:
+                widths = ", ".join(f"{k} {v}" for k, v in r["widths"].items())
+                lines.append(f"| {name} | {_label(r['method'])} | {r['budget']:g} | {r['batch']} | | | {widths} |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, path: str | Path) -> Path:
-    """Test accuracy vs MACs kept, one line per method (the uncompressed model at 1), one panel per model."""
+    """Test accuracy vs MACs kept (or latency kept, one panel per batch), one line per method (the
+    uncompressed model at 1), one panel per model."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    names = list(results["models"])
-    fig = Figure(figsize=(5.5 * len(names), 4.2), dpi=110)
+    latency = results["spec"].get("budget_kind", "macs") == "latency"
+    batches = results["spec"].get("latency_batches", [None]) if latency else [None]
+    panels = [(name, b) for name in results["models"] for b in batches]
+    fig = Figure(figsize=(5.5 * len(panels), 4.2), dpi=110)
     FigureCanvasAgg(fig)
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(1, len(names), i + 1)
+    for i, (name, batch) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         info = results["models"][name]
+        key = "latency_kept" if latency else "macs_kept"
         for method, depth in info["columns"].items():
             u = info["uncompressed"][str(depth)]
-            pts = sorted([(r["macs_kept"], r["test_acc"]) for r in info["rows"]
-                          if r["method"] == method and "error" not in r] + [(1.0, u["test_acc"])])
+            pts = sorted([(r[key], r["test_acc"]) for r in info["rows"] if r["method"] == method
+                          and "error" not in r and r.get("batch") == batch] + [(1.0, u["test_acc"])])
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=_label(method))
         plain = info["uncompressed"]["1"]
         ax.axhline(plain["test_acc"] - 1, color="grey", linestyle="--", linewidth=0.8, label="plain - 1 point")
         ax.set_xlim(0, 1.05)
         ax.set_xticks(sorted({*results["spec"]["budgets"], 1.0}))
-        ax.set_xlabel("MACs kept (fraction of the original architecture's)")
+        ax.set_xlabel(f"CPU latency kept at batch {batch} (fraction of the dense model's)" if latency
+                      else "MACs kept (fraction of the original architecture's)")
         ax.set_ylabel("test accuracy (%)")
         e = info["epochs"]
         ax.set_title(f"{name} on {results['dataset']}: {e['train']}+{e['finetune']} epochs per column\n"
@@ -500,7 +612,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-train", type=int, help="use only the first N training images (val and test stay whole)")
     p.add_argument("--max-eval", type=int, help="use only the first N val and test images (smoke runs)")
     p.add_argument("--depths", type=int, nargs="+", default=[2, 3], help="LoRITa depths (depth 1 is always trained)")
-    p.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.15], help="fractions of the MACs kept")
+    p.add_argument("--budgets", type=float, nargs="+", default=None,
+                   help="fractions of the MACs (or latency) kept (default 0.5 0.3 0.15; 0.8 0.6 for latency)")
+    p.add_argument("--budget-kind", choices=BUDGET_KINDS, default="macs",
+                   help="macs: every column cut to the same MACs; latency: to the same measured CPU latency")
+    p.add_argument("--latency-batches", type=int, nargs="+", default=[1, 64],
+                   help="--budget-kind latency: the batch sizes each budget is measured at (one cut per batch)")
     p.add_argument("--finetune-epochs", type=int, default=2)
     p.add_argument("--model-recipe", action="append", metavar="MODEL:KEY=VALUE",
                    help="per-model epochs, finetune_epochs or max_train, e.g. resnet20:max_train=20000 "
@@ -526,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
         max_train, max_eval, epochs, ft, repeats = max_train or 500, max_eval or 1000, 1, 1, min(repeats, 5)
     spec = PeersSpec(models=args.models, dataset=args.dataset, data_dir=args.data_dir, max_train=max_train,
                      max_eval=max_eval,
-                     depths=args.depths, budgets=args.budgets, finetune_epochs=ft, finetune_lr=args.finetune_lr,
+                     depths=args.depths, finetune_epochs=ft, finetune_lr=args.finetune_lr,
+                     budgets=args.budgets or ([0.8, 0.6] if args.budget_kind == "latency" else [0.5, 0.3, 0.15]),
+                     budget_kind=args.budget_kind, latency_batches=args.latency_batches,
                      train=train_config_from(args, epochs=epochs).to_dict(), model_kwargs=kwargs,
                      torch_pruning=not args.no_torch_pruning, threads=args.threads, repeats=repeats,
                      per_model=per_model, tp_max_ratio=args.tp_max_ratio)
@@ -535,15 +654,18 @@ def main(argv: list[str] | None = None) -> int:
                         progress=not args.no_progress and sys.stderr.isatty(), say=say)
     out = Path(args.out)
     text = table(results)
+    png = out / ("accuracy_vs_latency.png" if spec.budget_kind == "latency" else "accuracy_vs_macs.png")
+    if spec.budget_kind == "latency":
+        text += "\n\n" + layers_table(results)
     atomic_write_text(out / "report.md", text + "\n")
-    plot(results, out / "accuracy_vs_macs.png")
+    plot(results, png)
     epochs = "; ".join(f"{name}: {info['epochs']['train']} training + {info['epochs']['finetune']} fine-tuning "
                        f"epochs on {info['train_images']} images" for name, info in results["models"].items())
     print(f"{results['dataset']}; every column of a model trains the same epochs ({epochs}); latency: CPU, "
           f"{results['threads']} thread(s), median; MACs/FLOPs per example (FLOPs = 2 x MACs); "
           f"{results['machine']}; {results['seconds'] / 60:.1f} min\n")
     print(text)
-    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}, {out / 'accuracy_vs_macs.png'}")
+    print(f"\nwrote {out / 'results.json'}, {out / 'report.md'}, {png}")
     return 0
 
 
