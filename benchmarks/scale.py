@@ -27,6 +27,7 @@ growth exponent of each step.
     python benchmarks/scale.py --tiny                    # seconds: hidden 256, checks the script
     python benchmarks/scale.py --steps spectrum compress --json scale.json --plot docs/scale/scale.png
     python benchmarks/scale.py --device cuda --layers 22 --steps compress    # the GPU figure
+    python benchmarks/scale.py --hidden 1024 --mlp 2816 --heads 16 --vocab 16000 --layers 2 --threads 1  # a check
 
 Threads: ``--threads`` (default 2). Prints Markdown; nothing is asserted.
 """
@@ -206,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--tiny", action="store_true", help="hidden 256, MLP 704, vocab 4000, layers 1 2 4: seconds")
+    for key in SHAPE:
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None, help=f"override the model's {key}")
     p.add_argument("--json", default=None)
     p.add_argument("--plot", default=None, help="write the log-log plot (PNG) here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -213,7 +216,8 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
-    shape = TINY if args.tiny else SHAPE
+    shape = dict(TINY if args.tiny else SHAPE)
+    shape.update({k: getattr(args, k) for k in SHAPE if getattr(args, k) is not None})
     layers = args.layers or ([1, 2, 4] if args.tiny else [2, 6, 22])
     print("# lorita at LLM scale\n")
     print(f"LLaMA-style: hidden {shape['hidden']}, MLP {shape['mlp']}, {shape['heads']} heads / {shape['kv_heads']} "

@@ -126,3 +126,15 @@ def test_method_is_checked():
         decompose(torch.eye(3), 1, method="fast")
     with pytest.raises(lorita.LoritaError, match="rank must be an integer between 1 and min"):
         decompose(torch.eye(3), 4)
+
+
+@pytest.mark.parametrize("shape,inner,side", [((GRAM_MIN + 8, GRAM_MIN + 90), GRAM_MIN + 90, "input"),
+                                              ((GRAM_MIN + 90, GRAM_MIN + 8), GRAM_MIN + 8, "input"),
+                                              ((GRAM_MIN + 8, GRAM_MIN + 90), GRAM_MIN + 8, "output")],
+                         ids=["wide-input", "tall-input", "wide-output"])
+def test_preserving_split_of_a_large_layer_is_exact(shape, inner, side):
+    # compose(init="preserve") on layers past GRAM_MIN: the balanced split through the Gram route still multiplies
+    # back to the weight (float64 rounding; the product of 3 factors, each with norm about ||W||^(1/3))
+    w = _matrix(*shape, "decay", seed=5).double()
+    factors = linalg.balanced_split(w, 3, inner, side)
+    torch.testing.assert_close(linalg.chain_product(factors), w, atol=1e-10 * float(w.norm()), rtol=0)

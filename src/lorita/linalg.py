@@ -335,11 +335,13 @@ def balanced_split(weight: torch.Tensor, depth: int, inner: int, side: str) -> l
     first = root[:, None] * basis  # (inner, n)
     middle = [torch.diag(root) for _ in range(depth - 2)]  # (inner, inner)
     # Outermost factor restores the true sigma: column j carries sigma_j / padded_j^((N-1)/N).
-    scale = torch.zeros(inner, dtype=s.dtype, device=s.device)
-    scale[:k] = s / padded[:k].pow((depth - 1) / depth)
-    out_basis = torch.zeros(m, inner, dtype=s.dtype, device=s.device)
-    out_basis[:, :k] = u[:, :k]
-    last = out_basis * scale[None, :]  # (m, inner)
+    scale = s / padded[:k].pow((depth - 1) / depth)  # (k,); the columns past k stay zero
+    u = u.mul_(scale[None, :])  # in place: the decomposition is ours, and a large U is not copied again
+    if inner == k:
+        last = u  # (m, inner)
+    else:
+        last = torch.zeros(m, inner, dtype=s.dtype, device=s.device)
+        last[:, :k] = u
     return [first, *middle, last]
 
 
