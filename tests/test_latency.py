@@ -241,6 +241,12 @@ def test_a_biased_prediction_is_corrected_by_measuring_the_cut_model():
     assert found.predicted < found.measured  # the isolated timings still underestimate; the measurement decides
 
 
+def test_a_layer_no_rank_can_cut_is_timed_dense_only():
+    model = nn.Sequential(*wide(), nn.ReLU(), nn.Linear(10, 1))  # "6": 1 x 10, break-even 0
+    found = latency_budget(model, 0.5, W, timer=ModelClock())
+    assert found.ranks["6"] == 1 and "6" in found.kept_dense and found.measured <= 0.5
+
+
 def test_an_unreachable_latency_says_what_can_be_reached():
     with pytest.raises(lorita.LoritaError, match=r"latency=0.05 cannot be met.*pass latency >= 0\.\d\d"):
         latency_budget(net(), 0.05, X, timer=ModelClock())
@@ -279,3 +285,18 @@ def test_select_ranks_budget_latency(monkeypatch):
         latency_budget(model, 1.5, X, timer=ModelClock())
     with pytest.raises(lorita.LoritaError, match="layout='channels_last' needs an image input"):
         latency_budget(model, 0.5, W, layout="channels_last", timer=ModelClock())
+
+
+def test_the_correction_stays_inside_the_bracket():
+    from lorita.latency import _next_target
+
+    # a secant step through two tries lands between the one that measured too slow and the one within
+    tried = [{"internal": 0.45, "measured": 0.55}, {"internal": 0.30, "measured": 0.35}]
+    assert 0.30 < _next_target(tried, aim=0.475, floor=0.1, latency=0.5) < 0.45
+    # noise made the slope negative: a proportional step, then bisection where it leaves the bracket
+    tried = [{"internal": 0.40, "measured": 0.40}, {"internal": 0.45, "measured": 0.38}]
+    assert _next_target(tried, aim=0.475, floor=0.1, latency=0.5) == pytest.approx(0.45 * 0.475 / 0.38)
+    # a flat secant through two slow tries would jump below the fast one: bisect the bracket instead
+    tried = [{"internal": 0.45, "measured": 0.38}, {"internal": 0.60, "measured": 0.62},
+             {"internal": 0.55, "measured": 0.61}]
+    assert _next_target(tried, aim=0.475, floor=0.1, latency=0.5) == pytest.approx((0.45 + 0.55) / 2)

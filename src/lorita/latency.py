@@ -361,6 +361,8 @@ def _rank_grid(break_even: int, points: int) -> list[int]:
 def _between(measured: list[tuple[int, float]]) -> list[tuple[int, float]]:
     """The ranks a cut may take (1 to 16, then multiples of 8, which vectorised kernels run at full speed,
     and every measured rank), priced by linear interpolation between the measured ranks."""
+    if not measured:  # a layer no rank can cut (break-even 0): dense only
+        return []
     ranks = [r for r, _ in measured]
     top = ranks[-1]
     wanted = sorted({*range(1, min(16, top) + 1), *range(24, top + 1, 8), *ranks})
@@ -551,7 +553,7 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
             break
         if internal <= floor and ratio > latency:
             break  # the fastest allocation is already measured too slow
-        internal = _next_target(tried, aim, floor)
+        internal = _next_target(tried, aim, floor, latency)
     if best is None:
         fastest = min(t["measured"] for t in tried)
         raise LoritaError(
@@ -572,9 +574,10 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
                          rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
 
 
-def _next_target(tried: list[dict], aim: float, floor: float) -> float:
+def _next_target(tried: list[dict], aim: float, floor: float, latency: float) -> float:
     """The next internal target: a secant step through the last two (internal, measured) points, else a
-    proportional correction; kept within [floor, 1]."""
+    proportional correction; kept inside the bracket of the tries that measured within ``latency`` and
+    those that did not (bisected when the step leaves it), and within [floor, 1]."""
     last = tried[-1]
     guess = last["internal"] * aim / max(last["measured"], 1e-9)
     if len(tried) >= 2:
@@ -583,4 +586,9 @@ def _next_target(tried: list[dict], aim: float, floor: float) -> float:
             if last["internal"] != prev["internal"] else 0.0
         if slope > 0:
             guess = last["internal"] + (aim - last["measured"]) / slope
+    fast = [t["internal"] for t in tried if t["measured"] <= latency]  # cut enough: the target may rise
+    slow = [t["internal"] for t in tried if t["measured"] > latency]  # not enough: it must fall
+    low, high = (max(fast) if fast else floor), (min(slow) if slow else 1.0)
+    if fast and slow and low < high and not low < guess < high:
+        guess = (low + high) / 2
     return min(1.0, max(floor, guess))
