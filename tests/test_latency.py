@@ -300,3 +300,14 @@ def test_the_correction_stays_inside_the_bracket():
     tried = [{"internal": 0.45, "measured": 0.38}, {"internal": 0.60, "measured": 0.62},
              {"internal": 0.55, "measured": 0.61}]
     assert _next_target(tried, aim=0.475, floor=0.1, latency=0.5) == pytest.approx((0.45 + 0.55) / 2)
+
+
+def test_best_layout_leaves_the_model_alone():
+    from lorita.latency import best_layout
+
+    model = net()
+    assert best_layout(model, X, timer=ModelClock(channels_last=0.5))[0] == "channels_last"
+    assert best_layout(model, X, timer=ModelClock(channels_last=0.98))[0] == "contiguous"  # within the 3% margin
+    assert model[0].weight.is_contiguous()
+    with pytest.raises(lorita.LoritaError, match="must be N x C x H x W"):
+        best_layout(wide(), W)

@@ -49,11 +49,12 @@ from lorita.targets import check_model, replace_module, resolve_ranks, scan_laye
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "default_cache_file", "keep_faster", "latency_budget",
-           "layer_latencies", "measure_latency", "time_module"]
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "best_layout", "default_cache_file", "keep_faster",
+           "latency_budget", "layer_latencies", "measure_latency", "time_module"]
 
 Layout = Literal["input", "auto", "contiguous", "channels_last"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
 Timer = Callable[[nn.Module, torch.Tensor], float]
 
@@ -394,6 +395,43 @@ def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+def _layouts(model: nn.Module, args: tuple, timer: Timer, repeats: int) -> tuple[str, dict[str, float]]:
+    """The faster layout (channels_last only when more than ``LAYOUT_MARGIN`` faster) and both times.
+    ``model`` is left in the contiguous layout."""
+    seconds = {}
+    for name in ("channels_last", "contiguous"):
+        formatted, formatted_args = _formatted(model, args, name == "channels_last")
+        seconds[name] = _whole({"m": formatted}, formatted_args, timer, repeats)["m"]
+    faster = seconds["channels_last"] < (1 - LAYOUT_MARGIN) * seconds["contiguous"]
+    return ("channels_last" if faster else "contiguous"), {"contiguous": seconds["contiguous"],
+                                                            "channels_last": seconds["channels_last"]}
+
+
+def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
+                timer: Timer | None = None) -> tuple[str, dict[str, float]]:
+    """``("channels_last" or "contiguous", seconds per layout)``: the memory layout ``model`` runs faster in on
+    ``example_input`` (an image batch, N x C x H x W), on this machine.
+
+    channels_last is chosen only when it measures more than ``LAYOUT_MARGIN`` (3%) faster, the model and the
+    input converted alike (oneDNN runs some small-channel convs several times faster in it, others
+    slower). ``model`` is not changed; apply the answer with ``model.to(memory_format=torch.channels_last)``
+    and ``x.contiguous(memory_format=torch.channels_last)``. ``timer`` as in ``measure_latency``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+        >>> layout, seconds = best_layout(net, torch.randn(2, 3, 16, 16), repeats=1)
+        >>> layout in ("channels_last", "contiguous"), sorted(seconds)
+        (True, ['channels_last', 'contiguous'])
+    """
+    check_model(model, "best_layout")
+    check_int("repeats", repeats)
+    args = example_args(example_input)
+    if args[0].dim() != 4:
+        raise LoritaError(f"best_layout compares image layouts: example_input must be N x C x H x W, got shape "
+                          f"{tuple(args[0].shape)}")
+    return _layouts(copy.deepcopy(model), args, timer or _model_clock, repeats)
+
+
 def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
                     timer: Timer | None = None) -> dict[str, float]:
     """Median seconds per call of each model on ``example_input``, the models timed in turn ``repeats`` times
@@ -486,12 +524,8 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     base = merge(model).eval()  # a copy, also of a plain model: its layout may change
     dense_by_layout: dict[str, float] = {}
     if layout == "auto" and image:
-        contiguous = _whole({"m": _formatted(base, args, False)[0]}, _formatted(base, args, False)[1], whole_timer,
-                            2 * repeats + 1)["m"]
-        last_model, last_args = _formatted(base, args, True)
-        dense_by_layout = {"contiguous": contiguous,
-                           "channels_last": _whole({"m": last_model}, last_args, whole_timer, 2 * repeats + 1)["m"]}
-        channels_last = dense_by_layout["channels_last"] < 0.97 * contiguous  # a clear gain, not noise
+        chosen, dense_by_layout = _layouts(base, args, whole_timer, 2 * repeats + 1)
+        channels_last = chosen == "channels_last"
     elif layout == "input":
         channels_last = image and _channels_last(args[0])
     else:
