@@ -64,11 +64,18 @@ def test_options_are_checked_and_completed():
         check_options("budget", {"latency": 2.0})
 
 
-def test_compress_run_records_predicted_and_measured_latency(tmp_path, fake_clock):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
     inputs = {"num_classes": 10, "in_channels": 1, "image_size": 8}
     config = RunConfig(ModelSpec("fcn", {"width": 64, "hidden_layers": 2}, inputs), DataSpec("digits"),
                        ComposeSpec(2), TrainConfig(epochs=1, batch_size=64, device="cpu"))
-    train_run(tmp_path / "run", config, config.dataset.load(), progress=False)
+    folder = tmp_path_factory.mktemp("latency-run")
+    train_run(folder / "run", config, config.dataset.load(), progress=False)
+    return folder
+
+
+def test_compress_run_records_predicted_and_measured_latency(trained, fake_clock):
+    tmp_path = trained
     results = compress_run(tmp_path / "run", tmp_path / "cut", "budget", {"latency": 0.6, "batch": 8},
                            progress=False)
     lat = results["latency"]
@@ -85,3 +92,12 @@ def test_compress_run_records_predicted_and_measured_latency(tmp_path, fake_cloc
     assert {n: m.rank for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)} == \
         {n: r for n, r in results["ranks"].items() if n not in results["dense_layers"]}
     assert small(torch.zeros(8, 1, 8, 8)).shape == (8, 10)
+
+
+def test_a_forced_channels_last_layout_is_recorded_and_the_model_saved(trained, fake_clock):
+    results = compress_run(trained / "run", trained / "cl", "budget", {"latency": 0.7, "layout": "channels_last"},
+                           progress=False)
+    assert results["latency"]["layout"] == "channels_last" and results["latency"]["batch"] == 1
+    assert results["latency"]["dense_by_layout"] == {}  # forced: nothing to compare
+    small = lorita.load(trained / "cl" / "model.lorita")
+    assert small(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
