@@ -93,7 +93,8 @@ class PeersSpec:
 
     def __post_init__(self):
         if not self.budgets or any(not 0 < b < 1 for b in self.budgets):
-            raise LoritaError(f"budgets must be fractions in (0, 1) of the original MACs or latency, got {self.budgets}")
+            raise LoritaError(f"budgets must be fractions in (0, 1) of the original MACs or latency, "
+                              f"got {self.budgets}")
         if self.budget_kind not in BUDGET_KINDS:
             raise LoritaError(f"budget_kind must be one of {', '.join(BUDGET_KINDS)}, got {self.budget_kind!r}")
         if not self.latency_batches or any(b < 1 for b in self.latency_batches):

@@ -355,7 +355,8 @@ def infer_part(args, out: dict) -> None:
                             else ""
                         rows.append([name, dtype_name, fmt, batch, k, f"{med[k] * 1e3:.2f}",
                                      f"{macs[k] / macs['dense']:.3f}", f"{reduction:.2f}x", f"{speedup:.2f}x",
-                                     f"{eff:.2f}" if k != "dense" else "", (verdict(eff >= 0.7) if k != "dense" else ""),
+                                     f"{eff:.2f}" if k != "dense" else "",
+                                     (verdict(eff >= 0.7) if k != "dense" else ""),
                                      note])
                         results.append({"model": name, "dtype": dtype_name, "format": fmt, "batch": batch,
                                         "variant": k, "seconds": med[k], "macs": macs[k], "speedup": speedup,
@@ -402,7 +403,8 @@ def latency_part(args, out: dict) -> None:
                     rows.append([name, fmt, batch, f"{request:.2f}", f"{found.predicted:.3f}",
                                  f"{found.measured:.3f}", f"{ratio:.3f}", f"{ratio / request:.2f}", verdict(within),
                                  f"{macs:.3f}", f"{len(found.kept_dense)}/{len(found.ranks)}",
-                                 f"{len(found.rounds)} round(s), {search_s:.0f} s, dense {check['dense'] * 1e3:.2f} ms"])
+                                 f"{len(found.rounds)} round(s), {search_s:.0f} s, "
+                                 f"dense {check['dense'] * 1e3:.2f} ms"])
                     results.append({"model": name, "format": fmt, "batch": batch, "request": request,
                                     "predicted": found.predicted, "searched": found.measured, "measured": ratio,
                                     "macs_kept": macs, "kept_dense": found.kept_dense, "rounds": found.rounds,

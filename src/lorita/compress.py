@@ -17,7 +17,8 @@ from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
-from lorita.linalg import break_even_rank, check_finite, check_rank, energy_cut, energy_rank, ratio_rank, singular_values
+from lorita.linalg import (break_even_rank, check_finite, check_rank, energy_cut, energy_rank, ratio_rank,
+                           singular_values)
 from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
 from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, resolve_ranks, scan_layers, select,
@@ -32,9 +33,9 @@ def spectrum(model: nn.Module, *, example_input: Any = None) -> dict[str, torch.
     Composed layers are merged first (their product's singular values); conv kernels are
     flattened to ``C_out x (C_in*kh*kw)``. Layers with ``min(m, n) >= lorita.linalg.GRAM_MIN``
     take the eigenvalues of their Gram matrix (3 to 5 times faster than LAPACK's SVD;
-    absolute error below ``sqrt(min(m, n) * 1e-16) * sigma_max``, see ``lorita.linalg``). ``example_input`` (optional): leave out the
-    layers whose parent reads their weight instead of calling them, as ``compress`` does
-    with it (see ``lorita.probe.weight_readers``).
+    absolute error below ``sqrt(min(m, n) * 1e-16) * sigma_max``, see ``lorita.linalg``).
+    ``example_input`` (optional): leave out the layers whose parent reads their weight
+    instead of calling them, as ``compress`` does with it (see ``lorita.probe.weight_readers``).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
