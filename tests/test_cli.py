@@ -72,6 +72,16 @@ def test_compress_strategies(trained, tmp_path, strategy):
         assert results["search"] and results["evaluations"] <= 2 + 1 + 3
 
 
+def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
+    out = tmp_path / "w"
+    assert main(["compress", str(trained), "--energy", "0.9", "--calibrate", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["options"] == {"energy": 0.9, "calibrate": 2}
+    assert main(["compress", str(trained), "--params", "0.5", "--calibrate", "2", "--out", str(tmp_path / "x")]) == 2
+    assert "--calibrate works with --energy, --ratio" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo"

@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
                         "model measures faster in it), on (--channels-last alone) or off (NCHW)")
     p.add_argument("--max-drop", type=float, help="accuracy strategy: validation points allowed (default 1)")
     p.add_argument("--max-evals", type=int, help="accuracy strategy: evaluations allowed (default 12)")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
+                        "training data; with --energy (then output energy) or --ratio")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's lr / 10)")
     p.set_defaults(func=run)
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if args.finetune_epochs and not args.no_progress:
         require("tqdm", command="compress")
     results = compress_run(args.run, args.out, strategy, options, finetune_epochs=args.finetune_epochs,
-                           finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress)
+                           finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress,
+                           calibrate=args.calibrate)
     kept = results["kept"]
     final = results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "

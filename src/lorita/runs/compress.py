@@ -97,7 +97,7 @@ def _check_paths(source: Path, out: Path) -> None:
 def compress_run(source: str | Path, out: str | Path, strategy: str, options: dict | None = None, *,
                  ranks: dict[str, int] | None = None, model: nn.Module | None = None, data=None,
                  finetune_epochs: int = 0, finetune_lr: float | None = None, overwrite: bool = False,
-                 progress: bool = True, nested: bool = False, svd_cache=None) -> dict:
+                 progress: bool = True, nested: bool = False, svd_cache=None, calibrate: int = 0) -> dict:
     """Compress the run in ``source`` into ``out`` and return its results.json content.
 
     ``strategy`` and ``options`` choose the ranks (``lorita.select_ranks``); or pass
@@ -105,7 +105,9 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     model when the caller holds it (else ``source/model.lorita`` is loaded), ``data``
     likewise, and ``svd_cache`` (a ``lorita.svd_cache.SVDCache`` of that model) when its
     layers were already decomposed. ``nested``: ``out`` is a new folder inside another
-    command's staging folder.
+    command's staging folder. ``calibrate``: whitened (activation-aware) cuts, calibrated
+    on that many batches of the run's training data (``lorita.whiten``; with the energy,
+    uniform or ranks strategy: energy then counts each layer's output energy).
 
     Example:
         >>> import tempfile
@@ -127,6 +129,10 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     if (strategy == "ranks") != (ranks is not None):
         raise LoritaError("pass ranks= exactly when strategy is 'ranks'")
     check_int("finetune_epochs", finetune_epochs, minimum=0)
+    check_int("calibrate", calibrate, minimum=0, meaning="training batches for whitened cuts; 0: plain SVD")
+    if calibrate and strategy not in ("energy", "uniform", "ranks"):
+        raise LoritaError(f"--calibrate works with --energy, --ratio or given ranks, not the {strategy} strategy "
+                          "(its choice is made on the plain spectrum)")
     if finetune_lr is not None:
         check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
     _check_paths(source, out)
@@ -136,10 +142,11 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         base = train_config.train
         ft_config = dataclasses.replace(base, epochs=finetune_epochs, warmup_epochs=0, schedule="cosine",
                                         lr=finetune_lr if finetune_lr is not None else base.lr / 10)
-    config = CompressConfig(str(source), strategy, options, ft_config)
+    config = CompressConfig(str(source), strategy, {**options, **({"calibrate": calibrate} if calibrate else {})},
+                            ft_config)
     output = None if nested else RunOutput(out, overwrite=overwrite)  # checked before the slow part
     start = time.time()
-    data = data if data is not None else train_config.dataset.load()
+    data = data if data is not None else train_config.dataset.load(model=train_config.model, train=train_config.train)
     if model is None:
         model = lorita.merge(lorita.load(source / "model.lorita"), inplace=True)  # no second copy
     merged = model.eval()
@@ -150,6 +157,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     before_val, before_test = evaluate(merged, data.val)[0], evaluate(merged, data.test)[0]
     search, evaluations = None, 2  # before: validation and test
     latency = None
+    grams = _calibration(merged, data, train_config.train, calibrate) if calibrate else None
     if strategy == "ranks":
         pass
     elif strategy == "budget" and "latency" in options:
@@ -163,10 +171,13 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
                                 **options)
         ranks, search = found.ranks, found.search
         evaluations += found.evaluations
+    elif grams is not None and strategy == "energy":
+        ranks = _whitened_energy_ranks(merged, grams, options["energy"], example)
     else:
         ranks = select_ranks(merged, strategy, example_input=example, **options)
     # the example input also leaves plain any layer whose parent reads its weight instead of calling it
-    small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache, example_input=example).eval()
+    small = lorita.compress(merged, ranks=ranks, svd_cache=svd_cache if grams is None else None,
+                            example_input=example, calibration=grams).eval()
     cut = lorita.profile(small, example)
     latency_results = None
     if latency is not None:  # the real cut (SVD weights), timed against the dense model in the chosen layout
@@ -186,7 +197,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         after_finetune = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     lowrank = {n: m.rank for n, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
     results = {
-        "command": "compress", "source": str(source), "strategy": strategy, "options": options,
+        "command": "compress", "source": str(source), "strategy": strategy, "options": config.options,
         "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
         "skipped_layers": skipped_layers(merged, example_input=example),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
@@ -231,6 +242,25 @@ def _latency_results(found, merged: nn.Module, small: nn.Module, timing_input: t
     out = {k: v for k, v in found.to_dict().items() if k != "ranks"}
     out["final"] = {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": seconds["cut"] / seconds["dense"]}
     return out
+
+
+def _calibration(model: nn.Module, data, train, batches: int) -> dict:
+    """Input Gram matrices of the model's layers over ``batches`` batches of the training data."""
+    from lorita.whiten import collect_grams
+
+    inputs = (x for x, _ in data.train.batches(train.batch_size, seed=train.seed, epoch=0))
+    return collect_grams(model, inputs, max_batches=batches)
+
+
+def _whitened_energy_ranks(model: nn.Module, grams: dict, energy: float, example) -> dict[str, int]:
+    """Per layer, the smallest rank holding ``energy`` of its whitened spectrum's sum of squares."""
+    from lorita.linalg import energy_rank
+    from lorita.lowrank import weight_matrix
+    from lorita.whiten import whitened_spectrum
+
+    modules = dict(model.named_modules())
+    return {name: energy_rank(whitened_spectrum(weight_matrix(modules[name]).detach(), grams[name]), energy)
+            for name in lorita.spectrum(model, example_input=example)}
 
 
 def _write(folder: Path, config: CompressConfig, small: nn.Module, results: dict) -> None:
