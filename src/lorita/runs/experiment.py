@@ -28,6 +28,7 @@ import lorita
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
 from lorita.composed import INITS
 from lorita.errors import LoritaError
+from lorita.progress import progress as progress_of_sweep
 from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.compress import compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
@@ -285,7 +286,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         merged[depth] = lorita.merge(run.model).eval()
         caches[depth] = SVDCache()
         own_target = uncut(run.results) - spec.max_drop
-        with _bar(progress, f"sweep depth {depth}") as bar:
+        with progress_of_sweep(progress, desc=f"sweep depth {depth}", unit="cut", leave=False) as bar:
             points = sweep(merged[depth], example, val, test if spec.test_every_cut else None, points=spec.points,
                            refine_targets=[plain_target, own_target], refine_steps=spec.refine_steps,
                            progress=bar.update if bar is not None else None, svd_cache=caches[depth])
@@ -480,24 +481,6 @@ def _headline(columns: dict, target: float, total_epochs: int) -> dict:
     ratio = ours["params_kept"] / theirs["params_kept"] if ours is not None and theirs is not None else None
     return {"target_val_acc": target, "total_epochs": total_epochs, "lorita": ours, "best_alternative": theirs,
             "ratio": ratio}
-
-
-class _bar:
-    """A tqdm bar for the sweep (or None when progress is off), closed on exit."""
-
-    def __init__(self, enabled: bool, desc: str):
-        self.enabled, self.desc, self.bar = enabled, desc, None
-
-    def __enter__(self):
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(desc=self.desc, unit="cut", leave=False)
-        return self.bar
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

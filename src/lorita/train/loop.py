@@ -23,6 +23,7 @@ from torch import nn
 from lorita.atomic import atomic_write_text
 from lorita.data.split import derive_seed
 from lorita.errors import LoritaError
+from lorita.progress import progress_bar
 from lorita.train import distributed
 from lorita.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from lorita.train.config import TrainConfig
@@ -255,16 +256,6 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
     return loss_total / count_total, 100.0 * correct_total / count_total
 
 
-def _progress_bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError as err:
-        raise LoritaError("progress=True needs tqdm: pip install 'lorita[cli]' (or tqdm)") from err
-    return tqdm(total=total, initial=initial, desc="train", unit="epoch")
-
-
 def train(
     model: nn.Module,
     data: Any,
@@ -357,7 +348,7 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_metrics(out_dir / METRICS_NAME, state.history)  # drops rows past the checkpoint
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing, reduction="sum")
-    bar = _progress_bar(progress and ctx.is_main, config.epochs, start)
+    bar = progress_bar(progress and ctx.is_main, total=config.epochs, initial=start, desc="train", unit="epoch")
     base = {"model": model, "optimizer": optimizer, "config": config, "rank": ctx.rank, "world_size": ctx.world_size}
 
     def emit(event: str, info: dict) -> dict:
