@@ -28,8 +28,8 @@ from lorita.train import TrainConfig
 
 # Subpackages reachable as attributes after ``import lorita`` (their functions keep their module names:
 # ``lorita.train.train``, ``lorita.sweep.sweep``, ``lorita.runs.train_run``).
-import lorita.sweep  # noqa: E402
-import lorita.train  # noqa: E402
+import lorita.sweep  # noqa: E402,F401
+import lorita.train  # noqa: E402,F401
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "LoritaError", "LoritaWarning", "LowRankConv2d", "LowRankLinear", "Profile",

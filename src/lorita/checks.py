@@ -24,6 +24,16 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_real(value: Any) -> bool:
+    """An ``int`` or ``float`` that is not a ``bool`` (NaN and infinity included).
+
+    Example:
+        >>> is_real(float("nan")), is_real(True)
+        (True, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def is_number(value: Any) -> bool:
     """A finite ``int`` or ``float`` that is not a ``bool``.
 

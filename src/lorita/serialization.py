@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from lorita.atomic import atomic_path
+from lorita.checks import is_int
 from lorita.composed import MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, is_conv1d
@@ -187,7 +188,7 @@ def _check_description(desc, path) -> None:
     if not isinstance(desc, dict) or desc.get("format") != FORMAT:
         raise bad("format is not 'lorita'")
     version = desc.get("version")
-    if not _is_int(version) or version < 1:
+    if not is_int(version) or version < 1:
         raise bad(f"version must be a positive integer, got {version!r}")
     if version > VERSION:
         raise LoritaError(f"{path} was written by a newer lorita (format {version}); upgrade lorita")
@@ -197,7 +198,7 @@ def _check_description(desc, path) -> None:
     if desc.get("dtype", "float32") not in DTYPES:
         raise bad(f"dtype must be one of {DTYPES}, got {desc.get('dtype')!r}")
     versions = desc.get("module_versions", {})
-    if not isinstance(versions, dict) or not all(_is_int(v) and v >= 0 for v in versions.values()) or \
+    if not isinstance(versions, dict) or not all(is_int(v) and v >= 0 for v in versions.values()) or \
             not all(k == "" or _is_module_name(k) for k in versions):
         raise bad("module_versions must map module names to integers")
     layers = desc.get("layers")
@@ -213,18 +214,16 @@ def _check_description(desc, path) -> None:
             raise bad(f"aliases of layer {name!r} must be a non-empty list of module names")
         if entry["type"].startswith("composed"):
             depth = entry.get("depth")
-            if not _is_int(depth) or not 2 <= depth <= MAX_DEPTH:
+            if not is_int(depth) or not 2 <= depth <= MAX_DEPTH:
                 raise bad(f"depth of layer {name!r} must be an integer from 2 to {MAX_DEPTH}, got {depth!r}")
             if entry.get("mode", "auto") not in MODES:
                 raise bad(f"mode of layer {name!r} must be one of {MODES}")
             if entry.get("side", "input") not in ("input", "output"):
                 raise bad(f"side of layer {name!r} must be 'input' or 'output'")
-        elif not _is_int(entry.get("rank")) or entry["rank"] < 1:
+        elif not is_int(entry.get("rank")) or entry["rank"] < 1:
             raise bad(f"rank of layer {name!r} must be a positive integer, got {entry.get('rank')!r}")
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_module_name(name) -> bool:

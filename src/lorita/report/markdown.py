@@ -7,13 +7,12 @@ Every number comes from the run folders' files; nothing is recomputed.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from lorita.atomic import atomic_write_text
-from lorita.checks import check_number
+from lorita.checks import check_number, is_number
 from lorita.errors import LoritaError
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
@@ -31,28 +30,26 @@ PLOTS = (  # (file name, function, caption)
 )
 
 
-def _num(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _acc(value) -> str:
-    return f"{value:.2f}" if _num(value) else NA
+    return f"{value:.2f}" if is_number(value) else NA
 
 
 def _count(value) -> str:
-    return human(int(value)) if _num(value) else NA
+    return human(int(value)) if is_number(value) else NA
 
 
 def _int(value) -> str:
-    return str(int(value)) if _num(value) else NA
+    return str(int(value)) if is_number(value) else NA
 
 
 def _kept(fraction) -> str:
-    return f"{100 * fraction:.1f}" if _num(fraction) else NA
+    return f"{100 * fraction:.1f}" if is_number(fraction) else NA
 
 
 def _seconds(value) -> str:
-    if not _num(value):
+    if not is_number(value):
         return NA
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
@@ -112,7 +109,7 @@ def _strategy(results: dict) -> str:
     text = str(results.get("strategy") or NA)
     options = results.get("options")
     if isinstance(options, dict):
-        shown = [f"{k}={v:g}" if _num(v) else f"{k}={v}" for k, v in options.items()
+        shown = [f"{k}={v:g}" if is_number(v) else f"{k}={v}" for k, v in options.items()
                  if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 16][:3]
         if shown:
             text += " (" + ", ".join(shown) + ")"
@@ -148,13 +145,13 @@ def _reference(train: Run, trains: list[Run]) -> Run | None:
     """The plain (depth 1) train run on the same model and dataset, best on validation."""
     def key(run):
         return (_section(run.config, "model").get("name"), _section(run.config, "dataset").get("name"))
-    plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and _num(t.get("val_acc"))]
+    plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and is_number(t.get("val_acc"))]
     return max(plain, key=lambda t: t.get("val_acc"), default=None)
 
 
 def _smallest_within(members: list[Run], target: float) -> Run | None:
     def number(value):
-        return value if _num(value) else None
+        return value if is_number(value) else None
     return smallest_within(members, target, val=lambda r: number(_final(r, "val_acc")),
                            size=lambda r: number(r.get("kept", "params")))
 
@@ -169,13 +166,13 @@ def _comparison(cuts: list[Run], runs: list[Run], budget: float) -> list[str]:
     for members in groups.values():
         train = find_source(members[0], runs)
         label = train.label if train is not None else source_name(members[0])
-        own = next((r.get("before", "val_acc") for r in members if _num(r.get("before", "val_acc"))), None)
+        own = next((r.get("before", "val_acc") for r in members if is_number(r.get("before", "val_acc"))), None)
         ref = _reference(train, trains) if train is not None else None
         views = [("(a) own", own, "own", "no uncompressed val acc in results.json")]
         views.append(("(b) common", ref.get("val_acc") if ref is not None else None,
                       ref.name if ref is not None else "", "no depth-1 run of this model and dataset given"))
         for view, base, whose, missing in views:
-            if not _num(base):
+            if not is_number(base):
                 rows.append([label, view, NA, missing, NA, NA, NA])
                 continue
             target = base - budget

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lorita.atomic import atomic_path
+from lorita.checks import is_number
 from lorita.errors import LoritaError
 from lorita.report.runs import Run, find_source, read_runs, source_name
 
@@ -62,8 +63,6 @@ def _integer_ticks(ax) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
@@ -166,7 +165,7 @@ def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLik
 
 
 def _pct(value) -> float:
-    return 100.0 * value if _finite(value) else math.nan
+    return 100.0 * value if is_number(value) else math.nan
 
 
 def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
@@ -179,7 +178,7 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
         PosixPath('report/compression.png')
     """
     all_runs = _runs(runs)
-    cuts = [r for r in all_runs if r.kind == "compress" and _finite(r.get("kept", "params"))]
+    cuts = [r for r in all_runs if r.kind == "compress" and is_number(r.get("kept", "params"))]
     if not cuts:
         return None
     groups: dict[str, list[Run]] = {}
@@ -192,15 +191,15 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
         train = find_source(members[0], all_runs)
         label = train.label if train is not None else source_name(members[0])
         marker = markers[k % len(markers)]
-        before = [r.get("before", "test_acc") for r in members if _finite(r.get("before", "test_acc"))]
+        before = [r.get("before", "test_acc") for r in members if is_number(r.get("before", "test_acc"))]
         start = [(100.0, before[0])] if before else []
         cut = sorted((_pct(r.get("kept", "params")), r.get("after_cut", "test_acc")) for r in members
-                     if _finite(r.get("after_cut", "test_acc")))
+                     if is_number(r.get("after_cut", "test_acc")))
         points = cut + start
         if points:
             ax.plot(*zip(*points), marker=marker, color=color, label=f"{label}: after cut")
         tuned = sorted((_pct(r.get("kept", "params")), r.get("after_finetune", "test_acc")) for r in members
-                       if _finite(r.get("after_finetune", "test_acc")))
+                       if is_number(r.get("after_finetune", "test_acc")))
         if tuned:
             ax.plot(*zip(*(tuned + start)), marker=marker, color=color, markerfacecolor="none", linestyle="--",
                     label=f"{label}: after fine-tune")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from lorita.checks import is_real
 from lorita.errors import LoritaError
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class Run:
         depth = self.results.get("depth")
         if depth is None:
             depth = (self.config.get("compose") or {}).get("depth")
-        return int(depth) if _is_number(depth) else None
+        return int(depth) if is_real(depth) else None
 
     @property
     def label(self) -> str:
@@ -95,8 +96,6 @@ class Run:
         return value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _read_json(path: Path) -> dict:
@@ -122,11 +121,11 @@ def _check_results(results: dict, file: Path) -> str:
         value: Any = results
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
-        if value is not None and not _is_number(value):
+        if value is not None and not is_real(value):
             raise LoritaError(f"{file}: {'.'.join(keys)} must be a number or null, got {value!r}")
     if kind == "compress":
         ranks = results.get("ranks")
-        if ranks is not None and (not isinstance(ranks, dict) or not all(_is_number(r) for r in ranks.values())):
+        if ranks is not None and (not isinstance(ranks, dict) or not all(is_real(r) for r in ranks.values())):
             raise LoritaError(f"{file}: ranks must be an object of layer name -> rank, got {ranks!r}")
         dense = results.get("dense_layers")
         if dense is not None and not isinstance(dense, list):
@@ -165,7 +164,7 @@ def _read_spectrum(path: Path) -> dict[str, list[float]] | None:
         return None
     layers = _read_json(path).get("layers")
     if not isinstance(layers, dict) or not all(
-            isinstance(v, list) and all(_is_number(x) for x in v) for v in layers.values()):
+            isinstance(v, list) and all(is_real(x) for x in v) for v in layers.values()):
         raise LoritaError(f"{path} must hold {{\"layers\": {{layer name: [singular values, descending]}}}}; "
                           f"it is written by {PRODUCED_BY['spectrum.json']}")
     return {name: [float(x) for x in values] for name, values in layers.items()}

@@ -21,12 +21,12 @@ speaks of.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, get_args
 
 import torch
 
+from lorita.checks import is_int, is_number
 from lorita.errors import LoritaError
 
 SelectBy = Literal["val_acc", "val_loss"]
@@ -34,14 +34,6 @@ Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "plateau", "constant"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -92,11 +84,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise LoritaError(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("plateau_patience", "warmup_epochs", "seed"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 0:
+            if not is_int(value) or value < 0:
                 raise LoritaError(f"{name} must be an integer >= 0, got {value!r}")
         if self.warmup_epochs >= self.epochs:
             raise LoritaError(
@@ -107,17 +99,17 @@ class TrainConfig:
             raise LoritaError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise LoritaError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not _is_number(self.lr) or self.lr <= 0:
+        if not is_number(self.lr) or self.lr <= 0:
             raise LoritaError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not _is_number(self.weight_decay) or self.weight_decay < 0:
+        if not is_number(self.weight_decay) or self.weight_decay < 0:
             raise LoritaError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
         for name in ("momentum", "label_smoothing"):
             value = getattr(self, name)
-            if not _is_number(value) or not 0 <= value < 1:
+            if not is_number(value) or not 0 <= value < 1:
                 raise LoritaError(f"{name} must be a number in [0, 1), got {value!r}")
-        if not _is_number(self.plateau_factor) or not 0 < self.plateau_factor < 1:
+        if not is_number(self.plateau_factor) or not 0 < self.plateau_factor < 1:
             raise LoritaError(f"plateau_factor must be a number in (0, 1), got {self.plateau_factor!r}")
-        if self.grad_clip is not None and (not _is_number(self.grad_clip) or self.grad_clip <= 0):
+        if self.grad_clip is not None and (not is_number(self.grad_clip) or self.grad_clip <= 0):
             raise LoritaError(f"grad_clip must be a number > 0 (the largest gradient norm) or None, got {self.grad_clip!r}")
         if self.select_by not in get_args(SelectBy):
             raise LoritaError(f"select_by must be one of {get_args(SelectBy)}, got {self.select_by!r}")
