@@ -137,6 +137,17 @@ def test_unknown_config_key(tmp_path):
         load_spec(path)
 
 
+def test_field_and_recipe_overrides(capsys):
+    spec = load_spec("experiments/gpt_fortunes.json", reduced=True, train_override={"lr": 0.002},
+                     warm_start_epochs=14)
+    assert spec.train.lr == 0.002 and spec.warm_start_epochs == 14 and spec.train.optimizer == "adamw"
+    with pytest.raises(LoritaError, match=r"unknown keys \['warm_start'\]"):
+        load_spec("experiments/gpt_fortunes.json", reduced=True, warm_start=3)
+    assert main(["experiment", "experiments/gpt_fortunes.json", "--reduced", "--set", "warm_start_epochs", "--out",
+                 "x"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
 def test_init_override():
     path = "experiments/vgg16_cifar10.json"
     assert load_spec(path, reduced=True).init == "default"

@@ -25,13 +25,21 @@ def add_parser(sub) -> None:
     p.add_argument("--init", choices=INITS,
                    help="init of the composed factors, overriding the config's (default: the config's)")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: the config's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lorita.runs import load_spec, run_experiment
 
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds)
+    from lorita.cli.options import parse_model_args
+
+    overrides = parse_model_args(args.set)
+    train = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
+                     train_override=train, **fields)
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     print(open(f"{args.out}/report.md", encoding="utf-8").read())

@@ -85,7 +85,7 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise LoritaError(f"--model-arg takes KEY=VALUE, got {pair!r} (e.g. --model-arg width=256)")
+            raise LoritaError(f"expected KEY=VALUE, got {pair!r} (e.g. width=256)")
         try:
             out[key] = json.loads(value)
         except (json.JSONDecodeError, RecursionError):

@@ -158,8 +158,11 @@ class ExperimentSpec:
         return dataclasses.replace(train, epochs=self.finetune_epochs, lr=lr, warmup_epochs=0, schedule="cosine")
 
 
-def load_spec(path: str | Path, *, reduced: bool = False, **override) -> ExperimentSpec:
+def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
+              **override) -> ExperimentSpec:
     """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
+
+    ``override``: spec fields that replace the config's; ``train_override``: recipe fields.
 
     Example:
         >>> load_spec("experiments/fcn_fashion_mnist.json", reduced=True).train.epochs  # doctest: +SKIP
@@ -191,6 +194,8 @@ def load_spec(path: str | Path, *, reduced: bool = False, **override) -> Experim
         else:
             values[key] = value
     values.update({k: v for k, v in override.items() if v is not None})
+    if train_override:
+        values["train"] = {**values.get("train", {}), **train_override}
     known = {f.name for f in fields(ExperimentSpec)}
     unknown = sorted(set(values) - known)
     if unknown:
