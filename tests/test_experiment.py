@@ -61,6 +61,8 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
     assert b is not None  # the plain model is always within its own target (its uncut point)
     cut = json.loads((out / "depth1-cut" / "results.json").read_text())
     assert cut["after_cut"]["test_acc"] == b["test_acc"]  # the saved cut run measures the same model, exactly
+    assert cut["source"] == "depth1"  # relative: the experiment folder was renamed from its staging name
+    assert main(["evaluate", str(out / "depth1-cut")]) == 0  # so the cut run finds its data after the move
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,9 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         base = train_config.train
         ft_config = dataclasses.replace(base, epochs=finetune_epochs, warmup_epochs=0, schedule="cosine",
                                         lr=finetune_lr if finetune_lr is not None else base.lr / 10)
-    config = CompressConfig(str(source), strategy, {**options, **({"calibrate": calibrate} if calibrate else {})},
+    # a nested run's source sits in the same staging folder, which is renamed when done: record it relative
+    recorded = os.path.relpath(source, out.parent) if nested else str(source)
+    config = CompressConfig(recorded, strategy, {**options, **({"calibrate": calibrate} if calibrate else {})},
                             ft_config)
     output = None if nested else RunOutput(out, overwrite=overwrite)  # checked before the slow part
     start = time.time()
@@ -197,7 +200,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         after_finetune = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     lowrank = {n: m.rank for n, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
     results = {
-        "command": "compress", "source": str(source), "strategy": strategy, "options": config.options,
+        "command": "compress", "source": recorded, "strategy": strategy, "options": config.options,
         "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
         "skipped_layers": skipped_layers(merged, example_input=example),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
