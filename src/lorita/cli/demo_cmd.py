@@ -16,7 +16,7 @@ from lorita.composed import INITS
 from lorita.runs.config import FACTOR_SIDES
 
 EXAMPLE = """example:
-  lorita demo                                # Fashion-MNIST, about 5 minutes on 2 CPU cores
+  lorita demo                                # Fashion-MNIST, about 7 minutes on 2 CPU cores
   lorita demo --out runs/demo --epochs 30 --overwrite
   lorita demo --dataset digits --epochs 5 --width 64 --out runs/quick
 """
