@@ -22,27 +22,11 @@ import json
 import subprocess
 import sys
 import time
+from procmem import reset_peak, status_mb  # noqa: E402 (benchmarks/procmem.py)
 
 MODES = ("compress", "compress-inplace", "merge", "merge-inplace")
 
 
-def status_mb(field: str) -> float:
-    """A ``/proc/self/status`` memory field (kB there) in MB (10^6 bytes)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / 1e6
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current VmRSS (Linux >= 4.0); False where the kernel refuses."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(mode: str, width: int, layers: int, rank: int) -> dict:

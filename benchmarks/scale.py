@@ -42,27 +42,13 @@ import platform
 import subprocess
 import sys
 import time
+from procmem import reset_peak, status_mb  # noqa: E402 (benchmarks/procmem.py)
 
 STEPS = ("spectrum", "compress", "compose", "merge", "sweep")
 SHAPE = {"hidden": 2048, "mlp": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
 TINY = {"hidden": 256, "mlp": 704, "heads": 4, "kv_heads": 2, "vocab": 4000}
 
 
-def status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / 1e6
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def build(layers: int, shape: dict, seed: int = 0):

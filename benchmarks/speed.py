@@ -72,6 +72,7 @@ from lorita.errors import LoritaError
 from lorita.latency import keep_faster, latency_budget, measure_latency
 from lorita.models import create_model, paper_exclude
 from lorita.targets import scan_layers
+from procmem import status_mb  # noqa: E402 (benchmarks/procmem.py)
 
 PARTS = ("train", "auto", "infer", "latency", "compress", "memory", "llm")
 CPU_PARTS = ("train", "auto", "infer", "compress", "memory")  # the default on CPU (latency and llm: on request)
@@ -499,13 +500,6 @@ def compress_part(args, out: dict) -> None:
 # ----------------------------------------------------------------------------
 # memory
 
-
-def status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / 1e6
-    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
 
 
 def memory_child(spec: dict) -> dict:

@@ -79,6 +79,18 @@ class LayerLatency:
         return self.dense_s / self.pair_s if self.pair_s > 0 else float("inf")
 
 
+def _open_cache(cache: dict | None, cache_file, timer) -> tuple[dict, Path | None]:
+    """The timing cache to use (the process-wide one for real timings; a fresh one for a fake ``timer``),
+    merged with ``cache_file``'s entries, and that file's path (None: no file)."""
+    if cache is None:
+        cache = _CACHE if timer is None else {}
+    path = None
+    if cache_file:
+        path = default_cache_file() if cache_file is True else Path(cache_file)
+        cache.update({k: v for k, v in _load(path).items() if k not in cache})
+    return cache, path
+
+
 def default_cache_file() -> Path:
     """``$XDG_CACHE_HOME/lorita/latency.json`` (``~/.cache/lorita/latency.json`` by default).
 
@@ -229,12 +241,7 @@ def layer_latencies(model: nn.Module, ranks: dict[str, int], example_input: Any,
         m, n = layer_shape(layers[name].module)
         if check_rank(f"rank for {given!r}", rank, m, n) <= break_even_rank(m, n):
             cut[name] = (given, rank)
-    if cache is None:
-        cache = _CACHE if timer is None else {}
-    path = None
-    if cache_file:
-        path = default_cache_file() if cache_file is True else Path(cache_file)
-        cache.update({k: v for k, v in _load(path).items() if k not in cache})
+    cache, path = _open_cache(cache, cache_file, timer)
     timer = timer or time_module
     inputs = _layer_inputs(model, list(cut), example_input)
     out = {}
@@ -513,12 +520,7 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     if layout == "channels_last" and not image:
         raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); example_input has shape "
                           f"{tuple(args[0].shape)}: use layout='input'")
-    if cache is None:
-        cache = _CACHE if timer is None else {}
-    path = None
-    if cache_file:
-        path = default_cache_file() if cache_file is True else Path(cache_file)
-        cache.update({k: v for k, v in _load(path).items() if k not in cache})
+    cache, path = _open_cache(cache, cache_file, timer)
     whole_timer = timer or _model_clock
     timer = timer or time_module
     base = merge(model).eval()  # a copy, also of a plain model: its layout may change
