@@ -96,6 +96,7 @@ def test_demo_runs_and_reports(tmp_path):
     assert head["total_epochs"] == 2 and head["best_alternative"] is not None  # the plain model always qualifies
     if head["lorita"] is not None:
         assert head["ratio"] == head["lorita"]["params_kept"] / head["best_alternative"]["params_kept"]
+    assert head["bar_ratio"] == 0.5 and head["bar_met"] == (head["ratio"] is not None and head["ratio"] <= 0.5)
     assert set(results["depths"]) == {"1", "2"}
     plain = results["depths"]["1"]
     assert plain["views"]["a"] is not None  # the uncompressed model is always within its own budget

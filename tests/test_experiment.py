@@ -101,6 +101,7 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
     ({"finetune_epochs": 20}, r"finetune_epochs must be an integer from 0 to 19"),
     ({"metric": "bleu"}, r"metric must be one of 'val_acc', 'val_loss'"),
     ({"seeds": [0, 0]}, r"seeds must be a list of distinct integers"),
+    ({"bar_ratio": 0}, r"bar_ratio must be a finite number > 0"),
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):

@@ -223,3 +223,19 @@ def test_config_section_that_is_not_an_object_shows_as_na(runs):
     text = summarize([runs[0]])
     row = next(line for line in text.splitlines() if line.startswith("| " + runs[0].name))
     assert "n/a" in row
+
+
+def test_noise_lines_say_which_side_is_ahead():
+    from lorita.report.demo import noise_lines
+
+    def column(lorita, acc):
+        return {"lorita": lorita, "cuts": [{"size": 0.2, "test_acc": acc}]}
+
+    results = {"metric": "val_acc", "spec": {"sizes": [0.2]},
+               "runs": [{"test_images": 10000, "columns": {"LoRITa N=2": column(True, 80.0),
+                                                           "plain + SVD": column(False, 85.0)}}]}
+    (line,) = noise_lines(results)
+    assert "is 5.00 points of test accuracy worse than the best alternative (the alternative ahead" in line
+    results["runs"][0]["columns"]["LoRITa N=2"]["cuts"][0]["test_acc"] = 85.1
+    (line,) = noise_lines(results)
+    assert "is 0.10 points of test accuracy better than the best alternative (within the noise" in line

@@ -132,8 +132,8 @@ def headline_line(results: dict) -> str:
     verdict = "met" if head["bar_met"] else "NOT met"
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
             f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "
-            f"{head['total_epochs']} epochs in all{over}: ratio **{head['ratio']:.2f}** (the bar, at most 0.5, is "
-            f"{verdict}).")
+            f"{head['total_epochs']} epochs in all{over}: ratio **{head['ratio']:.2f}** (the bar, at most "
+            f"{head.get('bar_ratio', 0.5):g}, is {verdict}).")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -226,7 +226,8 @@ def noise_lines(results: dict) -> list[str]:
         else:
             verdict = ("within the noise" if abs(mean) <= noise else
                        "LoRITa ahead" if mean > 0 else "the alternative ahead") + f": the noise is about ±{noise:.{m.digits}f}"
-        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {mean:+.{m.digits}f} {unit} better "
+        side = "better" if mean >= 0 else "worse"
+        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {abs(mean):.{m.digits}f} {unit} {side} "
                      f"than the best alternative ({verdict})")
     return lines
 

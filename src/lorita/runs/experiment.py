@@ -80,6 +80,7 @@ class ExperimentSpec:
     warm_start_epochs: int = 0  # > 0: LoRITa depths start from a plain model trained that long (init preserve)
     warm_start_lr: float | None = None  # the LoRITa phase's peak lr (None: the recipe's)
     warm_start_weight_decay: float | None = None  # the LoRITa phase's weight decay (None: the recipe's)
+    bar_ratio: float = 0.5  # the bar: LoRITa keeps at most this fraction of the best alternative's params
 
     def __post_init__(self):
         for what in ("name", "model", "dataset"):
@@ -101,6 +102,7 @@ class ExperimentSpec:
         if not isinstance(self.train, TrainConfig):
             raise LoritaError(f"train must be an object of training-recipe fields, got {self.train!r}")
         check_number("max_drop (accuracy points)", self.max_drop, minimum=0)
+        check_number("bar_ratio", self.bar_ratio, minimum=0, low_open=True)
         check_int("points", self.points, minimum=2)
         check_int("refine_steps", self.refine_steps, minimum=0)
         for what in ("test_every_cut", "fallback_to_digits"):
@@ -534,8 +536,9 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
         "depths": first["depths"],  # the first seed's sweeps (plots, results_table.py)
         "runs": runs,
         "headline": {**headline, "metric": spec.metric,
-                     "bar": "LoRITa keeps at most 0.5x the params of the best alternative (view b)",
-                     "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= 0.5},
+                     "bar": f"LoRITa keeps at most {spec.bar_ratio:g}x the params of the best alternative (view b)",
+                     "bar_ratio": spec.bar_ratio,
+                     "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= spec.bar_ratio},
         "seconds": seconds,
         "machine": machine(),
     }
