@@ -11,5 +11,5 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
     echo "note: run 'sudo apt-get install dataset-fashion-mnist' for Fashion-MNIST"
   fi
 fi
-bash scripts/setup.sh cli,data
+bash scripts/setup.sh cli,data,prune   # prune: the Torch-Pruning + FT column of the headline
 exec .venv/bin/lorita demo "$@"
