@@ -9,6 +9,7 @@ import pytest
 from lorita import LoritaError
 from lorita.report import (plot_compression, plot_ranks, plot_spectra, plot_training_curves, read_run, summarize,
                            write_report)
+from lorita.report.demo import noise_lines
 from lorita.report.markdown import ranks_summary
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -226,8 +227,6 @@ def test_config_section_that_is_not_an_object_shows_as_na(runs):
 
 
 def test_noise_lines_say_which_side_is_ahead():
-    from lorita.report.demo import noise_lines
-
     def column(lorita, acc):
         return {"lorita": lorita, "cuts": [{"size": 0.2, "test_acc": acc}]}
 
