@@ -491,7 +491,10 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
        Isolated layer timings do not add up exactly to a model's time, so while the
        measured fraction is outside ``[latency * (1 - tolerance), latency]`` the internal
        target is corrected (secant steps) and the allocation redone, at most ``rounds``
-       times. The cut returned is the least cut one measured within ``latency``.
+       times. A try accepted in the window's lower part (below ``latency * (1 - tolerance
+       / 4)``) gets one more step toward its upper edge: where layer times hardly depend
+       on rank (batch 1), the middle of the window can be a much deeper cut than the top.
+       The cut returned is the least cut one measured within ``latency``.
 
     Raises LoritaError when no allocation measured within ``latency`` (saying the fastest
     fraction reached). ``timer(module, x)`` returns seconds per call (default
@@ -567,9 +570,11 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
     floor = max(cheapest / dense_s, 1e-6)
     aim = latency * (1 - tolerance / 2)  # the middle of the accepted window
+    upper = latency * (1 - tolerance / 4)  # a try below this, though accepted, may cut deeper than needed
     tried: list[dict] = []
     best = None
     internal = max(aim, floor)
+    refining = False
     for _ in range(rounds):
         ranks = measured_ranks(spectra, options, max(internal, floor) * dense_s, fixed=fixed)
         predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
@@ -585,8 +590,17 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
                  internal, predicted_s / dense_s, ratio, latency)
         if ratio <= latency and (best is None or ratio > best["measured"]):
             best = tried[-1]
-        if latency * (1 - tolerance) <= ratio <= latency or (same is not None and len(tried) > 1):
+        within = latency * (1 - tolerance) <= ratio <= latency
+        if refining or (same is not None and len(tried) > 1):
             break
+        if within:
+            if ratio >= upper:
+                break
+            # Accepted, but in the window's lower part: where per-layer times are flat (batch 1) that can
+            # be a far deeper cut than the request needs. One step toward its upper edge; the best is kept.
+            refining = True
+            internal = _next_target(tried, upper, floor, latency)
+            continue
         if internal <= floor and ratio > latency:
             break  # the fastest allocation is already measured too slow
         internal = _next_target(tried, aim, floor, latency)
