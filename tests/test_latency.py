@@ -5,6 +5,7 @@ which layers stay dense is known exactly; nothing here depends on the machine's 
 """
 
 import json
+import random
 
 import pytest
 import torch
@@ -263,6 +264,16 @@ def test_a_layer_no_rank_can_cut_is_timed_dense_only():
 def test_an_unreachable_latency_says_what_can_be_reached():
     with pytest.raises(lorita.LoritaError, match=r"latency=0.05 cannot be met.*pass latency >= 0\.\d\d"):
         latency_budget(net(), 0.05, X, timer=ModelClock())
+
+
+def test_an_unreachable_latency_is_reported_whatever_the_clock_scale():
+    # the search clamps to the floor, cheapest / dense; floor * dense can round below cheapest, which
+    # once surfaced as measured_ranks' "budget cannot be met" instead of this message (5 of these 60 scales)
+    rng = random.Random(0)
+    for _ in range(60):
+        scale = rng.uniform(1e-7, 1e-5)
+        with pytest.raises(lorita.LoritaError, match="latency=0.05 cannot be met on this machine"):
+            latency_budget(net(), 0.05, X, timer=lambda m, x, **_: ModelClock()(m, x) * scale)
 
 
 @pytest.mark.parametrize("factor,expected", [(0.5, "channels_last"), (1.0, "contiguous")])

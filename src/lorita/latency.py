@@ -576,7 +576,8 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     internal = max(aim, floor)
     refining = False
     for _ in range(rounds):
-        ranks = measured_ranks(spectra, options, max(internal, floor) * dense_s, fixed=fixed)
+        # (at the floor, floor * dense_s can round below the cheapest total: never ask for less than that)
+        ranks = measured_ranks(spectra, options, max(internal * dense_s, cheapest), fixed=fixed)
         predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
         same = next((t for t in tried if t["ranks"] == ranks), None)
         if same is not None:
