@@ -13,6 +13,7 @@ just before the step), CPU time is the process's. Steps (``--steps``):
   (``--factor-side``, default ``smaller``: with ``input``, the 256 x 2048 key/value
   projections and the 2048 x 5632 down projection get 2048 x 2048 and 5632 x 5632 factors,
   and the depth-2 model is about 2.2 times the plain one);
+* ``compose_inplace``: the same with ``inplace=True`` (no copy of the model);
 * ``merge``: ``lorita.merge(composed, inplace=True)`` of that composed model (the compose
   is not timed here);
 * ``sweep``: ``lorita.sweep.sweep`` at ``--points`` global thresholds, each cut evaluated
@@ -44,7 +45,7 @@ import sys
 import time
 from procmem import reset_peak, status_mb  # noqa: E402 (benchmarks/procmem.py)
 
-STEPS = ("spectrum", "compress", "compose", "merge", "sweep")
+STEPS = ("spectrum", "compress", "compose", "compose_inplace", "merge", "sweep")
 SHAPE = {"hidden": 2048, "mlp": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
 TINY = {"hidden": 256, "mlp": 704, "heads": 4, "kv_heads": 2, "vocab": 4000}
 
@@ -105,8 +106,9 @@ def child(spec: dict) -> dict:
         small = lorita.compress(model, energy=spec["energy"], inplace=True, exclude=exclude)
         info["cut"] = sum(isinstance(m, lorita.LowRankLinear) for m in small.modules())
         info["params_after"] = sum(p.numel() for p in small.parameters())
-    elif step == "compose":
-        composed = lorita.compose(model, depth=2, init="preserve", factor_side=spec["factor_side"])
+    elif step in ("compose", "compose_inplace"):
+        composed = lorita.compose(model, depth=2, init="preserve", factor_side=spec["factor_side"],
+                                  inplace=step == "compose_inplace")
         info["params_after"] = sum(p.numel() for p in composed.parameters())
     elif step == "merge":
         merged = lorita.merge(composed, inplace=True)

@@ -80,3 +80,44 @@ def test_inplace_frees_each_dense_layer_before_cutting_the_next(composed, monkey
     lorita.compress(model, ranks={"0": 4, "2": 4}, inplace=True)
     # layer 0 (composed: its factors too) is gone by the time layer 2 is cut
     assert alive_when_cutting == {"0": not composed, "2": False}
+
+
+@pytest.mark.parametrize("name,builder,shape", TABLE, ids=IDS)
+def test_inplace_compose_equals_copying_compose(name, builder, shape):
+    x = example(shape)
+    model = build(builder)
+    copy_ = lorita.compose(model, depth=3, init="preserve")
+    assert not any(isinstance(m, COMPOSED_TYPES) for m in model.modules())  # default: argument untouched
+    got = lorita.compose(model, depth=3, init="preserve", inplace=True)
+    assert got is model
+    assert [type(m) for m in got.modules()] == [type(m) for m in copy_.modules()]
+    assert any(isinstance(m, COMPOSED_TYPES) for m in got.modules())
+    torch.testing.assert_close(got(x), copy_(x), atol=0, rtol=0)
+    assert lorita.compose(build(builder), depth=1, inplace=True) is not None
+
+
+def test_inplace_compose_refuses_bad_input_before_touching_anything():
+    model = build(TABLE[0][1])
+    with torch.no_grad():
+        model[4].weight[0, 0] = math.nan
+    with pytest.raises(LoritaError, match=r"'4'.*NaN"):
+        lorita.compose(model, depth=2, init="preserve", inplace=True)
+    assert not any(isinstance(m, COMPOSED_TYPES) for m in model.modules())  # nothing composed
+
+
+def test_inplace_compose_frees_each_plain_layer_before_composing_the_next(monkeypatch):
+    import weakref
+
+    compose_module = sys.modules["lorita.compose"]
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    first = weakref.ref(model[0])
+    alive_when_composing = []
+    real = compose_module._compose_layer
+
+    def spy(module, *args):
+        alive_when_composing.append(first() is not None)
+        return real(module, *args)
+
+    monkeypatch.setattr(compose_module, "_compose_layer", spy)
+    lorita.compose(model, depth=2, init="preserve", inplace=True)
+    assert alive_when_composing == [True, False]  # layer 0 is gone by the time layer 2 is composed

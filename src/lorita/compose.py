@@ -28,7 +28,7 @@ FACTOR_SIDES: tuple[FactorSide, ...] = get_args(FactorSide)
 
 def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclude: Selector = None,
             init: Init = "default", mode: Mode = "auto", factor_side: FactorSide = "input",
-            example_input: Any = None) -> nn.Module:
+            example_input: Any = None, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
 
     Args:
@@ -50,6 +50,11 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
             one after another. Without it no forward runs and such layers are composed
             anyway: still correct (their ``weight`` is the factors' product, differentiable),
             but always computed in the fused form.
+        inplace: compose the layers of ``model`` itself, one at a time, and return it: no
+            copy of the model, each plain layer freed once it is replaced (when nothing else
+            refers to it). Everything is checked before any layer is touched. For large
+            models: a 1.1B LLaMA-style model composed in place peaks at about 1.5 times its
+            size instead of 3.7 (docs/SCALE.md).
 
     Layers lorita cannot handle (depthwise/grouped convs, Conv1d, tied weights, ...) are
     left plain and named, with the reason, in one warning (``lorita.targets.skipped_layers``).
@@ -61,6 +66,8 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         >>> composed = compose(net, depth=3, init="preserve")
         >>> x = torch.randn(4, 8)
         >>> torch.allclose(composed(x), net(x), atol=1e-5)
+        True
+        >>> compose(net, depth=2, inplace=True) is net  # no copy: net's layers are replaced
         True
     """
     check_model(model, "compose")
@@ -82,15 +89,18 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
             check_finite(layer.module.weight, layer.name)
             if layer.module.bias is not None:
                 check_finite(layer.module.bias, layer.name, "bias")
-    new = copy.deepcopy(model)
+    names = [layer.name for layer in chosen]
+    del chosen, scan  # (in place, these would keep every replaced layer alive)
+    new = model if inplace else copy.deepcopy(model)
     if depth == 1:
         return new
-    # Re-scan the copy so we replace its modules, not the original's.
-    copies = scan_layers(new, composed=False).layers
-    for layer in chosen:
-        target = copies[layer.name]
+    # Re-scan: on a copy, so we replace its modules, not the original's.
+    layers = scan_layers(new, composed=False).layers
+    for name in names:
+        target = layers.pop(name)  # our last reference to the plain layer goes with it
         replace_module(new, target, _compose_layer(target.module, depth, init, mode, factor_side))
-    log.info("composed %d layer(s) with depth %d (init=%s, mode=%s)", len(chosen), depth, init, mode)
+        del target
+    log.info("composed %d layer(s) with depth %d (init=%s, mode=%s)", len(names), depth, init, mode)
     return new
 
 
