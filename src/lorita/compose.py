@@ -53,8 +53,8 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         inplace: compose the layers of ``model`` itself, one at a time, and return it: no
             copy of the model, each plain layer freed once it is replaced (when nothing else
             refers to it). Everything is checked before any layer is touched. For large
-            models: a 1.1B LLaMA-style model composed in place peaks at about 1.5 times its
-            size instead of 3.7 (docs/SCALE.md).
+            models: a 1.1B LLaMA-style model composed (depth 2) in place peaks at 1.8 times
+            its size instead of 3.7 (the composed model alone is 1.4; docs/SCALE.md).
 
     Layers lorita cannot handle (depthwise/grouped convs, Conv1d, tied weights, ...) are
     left plain and named, with the reason, in one warning (``lorita.targets.skipped_layers``).
