@@ -93,7 +93,8 @@ def test_inplace_compose_equals_copying_compose(name, builder, shape):
     assert [type(m) for m in got.modules()] == [type(m) for m in copy_.modules()]
     assert any(isinstance(m, COMPOSED_TYPES) for m in got.modules())
     torch.testing.assert_close(got(x), copy_(x), atol=0, rtol=0)
-    assert lorita.compose(build(builder), depth=1, inplace=True) is not None
+    plain = build(builder)
+    assert lorita.compose(plain, depth=1, inplace=True) is plain
 
 
 def test_inplace_compose_refuses_bad_input_before_touching_anything():

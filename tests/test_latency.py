@@ -217,7 +217,8 @@ def test_latency_budget_lands_within_the_request_and_compresses():
     assert 0.45 <= found.measured <= 0.5  # within 10% below the request
     assert found.predicted == pytest.approx(found.measured)  # an additive clock: the prediction is exact
     assert found.dense_s == _weights(model) and found.layout == "contiguous" and found.batch == 4
-    assert len(found.rounds) <= 2  # (a second try only toward the window's upper edge)
+    # the first try (0.463) is accepted low in the window, so one more step toward its top (0.4875) is taken
+    assert len(found.rounds) == 2 and found.rounds[0]["measured"] < found.measured == found.rounds[1]["measured"]
     assert all(r <= 16 or r % 8 == 0 or r == 256 for r in found.ranks.values())
     small = lorita.compress(model, ranks=found.ranks)
     assert clock(small, W) <= 0.5 * clock(model, W)  # the real cut costs what was measured
