@@ -11,6 +11,7 @@ from torch import nn
 from lorita.data import Split
 from lorita.errors import LoritaError
 from lorita.train import TrainConfig, TrainResult, evaluate, train
+from lorita.train.distributed import is_main_process
 from lorita.train.schedule import EpochSchedule
 
 
@@ -223,3 +224,18 @@ def test_evaluate_restores_mode_and_checks_output(capsys):
     train(net, data, TrainConfig(**{**CFG, "epochs": 1}), progress=True)
     out = capsys.readouterr()
     assert out.out == "" and "epoch" in out.err
+
+
+def test_the_writing_process_follows_the_world_size_not_rank_alone(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("RANK", "1")  # exported by some schedulers and containers, without torchrun
+    assert is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert is_main_process()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: rank 1 of 2 writes nothing
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
+    monkeypatch.delenv("RANK")
+    with pytest.raises(LoritaError, match="WORLD_SIZE=2 is set but RANK is not"):
+        is_main_process()

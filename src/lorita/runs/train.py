@@ -10,7 +10,6 @@ epochs), again in ``NAME.partial`` until it ends.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import lorita
 from lorita.errors import LoritaError
 from lorita.runs.config import ModelSpec, RunConfig
 from lorita.runs.folder import RunOutput, is_marked, read_json, remove_stale_staging, write_json
+from lorita.train.distributed import is_main_process
 
 log = logging.getLogger(__name__)
 
@@ -101,10 +101,6 @@ def _is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def _resume_folder(output: RunOutput, config: RunConfig, main: bool) -> Path:
     """Where the run continues: a killed run's ``NAME.partial``, else a copy of the finished ``NAME``.
 
@@ -158,7 +154,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         >>> run.folder == folder, run.results["depth"], run.results["epochs"]
         (True, 2, 1)
     """
-    main = _main_rank()
+    main = is_main_process()
     out = Path(out)
     torch.manual_seed(config.train.seed)  # the init: the same run twice gives the same model
     model = build_model(config, source)  # a bad model or composition fails before anything is written

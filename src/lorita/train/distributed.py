@@ -97,6 +97,27 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def is_main_process() -> bool:
+    """Whether this process is the one that writes files: rank 0 of the group ``setup`` joins or creates.
+
+    The same rule as ``setup``: without ``WORLD_SIZE > 1`` (torchrun) the process runs alone and
+    is rank 0, whatever ``RANK`` a scheduler or container may export.
+
+    Example:
+        >>> is_main_process()   # not under torchrun
+        True
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    world_size = _env_int("WORLD_SIZE")
+    if world_size is None or world_size <= 1:
+        return True
+    rank = _env_int("RANK")
+    if rank is None:
+        raise LoritaError(f"WORLD_SIZE={world_size} is set but RANK is not; launch with torchrun")
+    return rank == 0
+
+
 def setup(device_request: str) -> DistContext:
     """Join (or create) the process group when launched by torchrun; else a one-process context.
 
