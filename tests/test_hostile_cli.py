@@ -105,7 +105,7 @@ def test_compress_refuses_to_write_over_its_source(run, capsys, where):
     out = {"same": run, "inside": run / "cut", "parent": run.parent}[where]
     before = snapshot(run)
     err = cli_error(["compress", str(run), "--energy", "0.9", "--out", str(out), "--overwrite"], capsys)
-    assert "would replace or sit inside the run it compresses" in err
+    assert "would replace, hold or sit inside the run it compresses" in err
     assert snapshot(run) == before
 
 
@@ -195,7 +195,7 @@ def test_a_rejected_resume_changes_nothing(run, capsys):
 
 def test_resume_continues_a_killed_run_and_cleans_up(run):
     partial = killed_copy(run)
-    (partial / ".checkpoint.pt.abc123.tmp").write_bytes(b"half a checkpoint")  # left by a kill during a save
+    (partial / ".checkpoint.pt.0a1b2c3d.tmp").write_bytes(b"half a checkpoint")  # left by a kill during a save
     out = partial.with_name("killed")
     assert main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", str(out)]) == 0
     assert not partial.exists() and foreign_entries(out) == []

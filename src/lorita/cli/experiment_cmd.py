@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
                      train_override=train, **fields)
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
-    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                             config_path=args.config)
     print(open(f"{args.out}/report.md", encoding="utf-8").read())
     print(f"[{spec.name}] done in {results['seconds']:.0f} s", file=sys.stderr)
     return 0

@@ -28,7 +28,8 @@ def run(args: argparse.Namespace) -> int:
 
     require("matplotlib", command="report")
     runs = read_runs(args.runs)  # every run folder is read and checked before anything is written
-    with RunOutput(args.out, overwrite=args.overwrite) as folder:
+    output = RunOutput(args.out, overwrite=args.overwrite, inputs=[(r.path, "a run it reports on") for r in runs])
+    with output as folder:
         write_json(folder / "config.json", mark({"command": "report", "lorita_version": lorita.__version__,
                                                  "runs": [str(r.path) for r in runs], "max_drop": args.max_drop}))
         path = write_report(runs, folder, max_drop=args.max_drop)

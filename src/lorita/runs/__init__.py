@@ -19,7 +19,8 @@ from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec,
 from lorita.runs.data import load_data
 from lorita.runs.evaluate import evaluate_run
 from lorita.runs.experiment import ExperimentSpec, load_spec, machine, run_experiment
-from lorita.runs.folder import RunOutput, is_marked, read_json, write_json
+from lorita.runs.folder import is_marked, read_json, write_json
+from lorita.runs.output import RunOutput
 from lorita.runs.train import TrainedRun, build_model, train_run
 
 __all__ = [

@@ -23,7 +23,8 @@ from lorita.checks import check_choice, check_fraction, check_int, check_number
 from lorita.errors import LoritaError
 from lorita.linalg import check_finite
 from lorita.runs.config import STRATEGIES, CompressConfig, train_config_of
-from lorita.runs.folder import RunOutput, read_json, write_json
+from lorita.runs.folder import read_json, write_json
+from lorita.runs.output import RunOutput
 from lorita.runs.train import example_input
 from lorita.targets import skipped_layers
 
@@ -85,14 +86,10 @@ def check_options(strategy: str, options: dict) -> dict:
     return out
 
 
-def _check_paths(source: Path, out: Path) -> None:
+def _check_source(source: Path) -> None:
     if not (source / "model.lorita").is_file():
         raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?")
     read_json(source / "results.json", "'lorita train'")
-    src, dst = source.resolve(), out.resolve()
-    if src == dst or src in dst.parents or dst in src.parents:
-        raise LoritaError(f"--out {out} would replace or sit inside the run it compresses ({source}); "
-                          "choose a folder outside it")
 
 
 def compress_run(source: str | Path, out: str | Path, strategy: str, options: dict | None = None, *,
@@ -136,7 +133,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
                           "(its choice is made on the plain spectrum)")
     if finetune_lr is not None:
         check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
-    _check_paths(source, out)
+    _check_source(source)
     train_config = train_config_of(source)
     ft_config = None
     if finetune_epochs:
@@ -147,7 +144,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     recorded = os.path.relpath(source, out.parent) if nested else str(source)
     config = CompressConfig(recorded, strategy, {**options, **({"calibrate": calibrate} if calibrate else {})},
                             ft_config)
-    output = None if nested else RunOutput(out, overwrite=overwrite)  # checked before the slow part
+    inputs = [(source, "the run it compresses"), (train_config.dataset.data_dir, "its data (the run's data_dir)")]
+    output = None if nested else RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
     start = time.time()
     data = data if data is not None else train_config.dataset.load(model=train_config.model, train=train_config.train)
     if model is None:

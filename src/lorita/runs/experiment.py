@@ -33,7 +33,8 @@ from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.compress import compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
-from lorita.runs.folder import RunOutput, mark, write_json
+from lorita.runs.folder import mark, write_json
+from lorita.runs.output import RunOutput
 from lorita.runs.train import example_input, train_run
 from lorita.svd_cache import SVDCache
 from lorita.train import TrainConfig
@@ -212,9 +213,10 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, config_path: str | Path | None = None) -> dict:
     """Run ``spec`` into ``out`` (one subfolder ``seedS`` per seed when there are several) and return the
-    results written to ``out/results.json``.
+    results written to ``out/results.json``. ``config_path``: the file ``spec`` was read from (``out``
+    may not be, hold or sit inside it, nor ``spec.data_dir``).
 
     Example:
         >>> import tempfile
@@ -227,9 +229,14 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     from lorita.models.registry import resolve_args
     from lorita.report.demo import write_demo_report
 
-    output = RunOutput(out, overwrite=overwrite)  # everything is checked before any work starts
-    use_tp = _torch_pruning(spec)
-    resolve_args(spec.model, dict(spec.model_kwargs), inputs_given=False)  # unknown model or argument: fail now
+    inputs = [(config_path, "its config"), (spec.data_dir, "its data (data_dir)")]
+    output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # everything is checked before any work starts
+    try:
+        use_tp = _torch_pruning(spec)
+        resolve_args(spec.model, dict(spec.model_kwargs), inputs_given=False)  # unknown model or argument: fail now
+    except BaseException:
+        output.abandon()
+        raise
     start = time.time()
     seeds = spec.seed_list
     with output as folder:

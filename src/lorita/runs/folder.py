@@ -1,17 +1,12 @@
-"""Run folders on disk: how lorita marks them, and how a command writes one without losing data.
+"""Run folders on disk: how lorita marks them, what it writes into them, and how it deletes one.
 
 Every folder a lorita command writes (train, compress, demo, experiment, report) holds a
 ``config.json`` whose ``format`` is ``"lorita.run"``: that mark, and nothing else, makes a
-folder lorita's. A command writes its output into a staging folder beside the target,
-``NAME.partial``, and renames it to ``NAME`` only when everything is written:
-
-- ``--out`` naming an existing, non-empty folder is refused unless ``--overwrite``; with it,
-  the folder must carry the mark and hold only what lorita writes (its files, plots and
-  nested run folders, no symbolic links), or nothing is touched. The old folder is replaced
-  only once the new one is complete, so a failed or killed command leaves it as it was.
-- A failed command removes its staging folder; a killed one leaves ``NAME.partial``
-  behind, which the next command writing ``NAME`` removes (it is marked, so it is lorita's).
-  A killed training run is the exception kept on purpose: ``--resume`` continues it.
+folder lorita's. What may be deleted in it is what lorita writes, by exact name: the files
+of ``RUN_FILES`` and ``PLOT_FILES``, the temporary files of their atomic writes
+(``lorita.atomic.temp_target``), output lock files (``lorita.runs.lock``) and nested run
+folders; never a symbolic link, never anything on another file system. How a command builds
+and swaps in its output folder is ``lorita.runs.output``.
 
 Every file inside is written atomically (``lorita.atomic``), replacing symbolic links
 rather than following them.
@@ -23,21 +18,28 @@ import json
 import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
-from lorita.atomic import atomic_write_text
+from lorita.atomic import atomic_write_text, temp_target
 from lorita.errors import LoritaError
+from lorita.runs.lock import is_lock_name
 
 log = logging.getLogger(__name__)
 
 MARK = "lorita.run"
 MARK_VERSION = 1
 STAGING_SUFFIX = ".partial"
-# What lorita writes into a run folder (and nothing else may be deleted by --overwrite).
+# What lorita writes into a run folder, by exact name (and nothing else may be deleted by --overwrite).
 RUN_FILES = frozenset({"config.json", "results.json", "metrics.csv", "checkpoint.pt", "model.lorita", "spectrum.json",
                        "evaluation.json", "report.md", "samples.txt"})
-RUN_SUFFIXES = (".png",)
+# Every plot any lorita command or benchmark writes into a run folder (report, demo/experiment, benchmarks/peers.py).
+PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png", "ranks.png",  # lorita report
+                        "columns.png", "accuracy_vs_params.png", "accuracy_vs_flops.png", "training.png",  # demo
+                        "accuracy_vs_macs.png", "accuracy_vs_latency.png"})  # benchmarks/peers.py
+_WRITTEN = RUN_FILES | PLOT_FILES
+_OPEN_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def mark(config: dict) -> dict:
@@ -69,15 +71,22 @@ def is_marked(folder: str | os.PathLike) -> bool:
     return isinstance(data, dict) and data.get("format") == MARK
 
 
-def _is_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
+def is_lorita_file(name: str) -> bool:
+    """Whether a file named ``name`` in a run folder is one lorita writes (by exact name).
+
+    Example:
+        >>> [is_lorita_file(n) for n in ("metrics.csv", ".metrics.csv.0a1b2c3d.tmp", "holiday.png", ".id.tmp")]
+        [True, True, False, False]
+    """
+    return name in _WRITTEN or temp_target(name) in _WRITTEN or is_lock_name(name)
 
 
 def foreign_entries(folder: str | os.PathLike) -> list[str]:
     """Entries of a marked run folder that lorita did not write (empty: it may be replaced).
 
-    Symbolic links count as foreign (lorita never writes one); nested folders must be marked
-    run folders themselves, with no foreign entries.
+    Symbolic links count as foreign (lorita never writes one), and so does anything on another
+    file system (a mount point); nested folders must be marked run folders themselves, with
+    no foreign entries. Any depth of nesting is walked (no recursion).
 
     Example:
         >>> import tempfile
@@ -85,16 +94,25 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
         []
     """
     folder = Path(folder)
+    device = os.lstat(folder).st_dev
     found = []
-    for entry in sorted(folder.iterdir()):
-        if entry.is_symlink():
+    stack = [iter(sorted(folder.iterdir()))]  # one iterator per open folder: the order of a recursive walk
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        info = entry.lstat()
+        if stat.S_ISLNK(info.st_mode):
             found.append(f"{entry} (a symbolic link)")
-        elif entry.is_dir():
-            if is_marked(entry):
-                found += foreign_entries(entry)
+        elif stat.S_ISDIR(info.st_mode):
+            if info.st_dev != device:
+                found.append(f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)")
+            elif is_marked(entry):
+                stack.append(iter(sorted(entry.iterdir())))
             else:
                 found.append(f"{entry}/ (not a lorita run folder)")
-        elif not (entry.name in RUN_FILES or entry.name.endswith(RUN_SUFFIXES) or _is_temp(entry.name)):
+        elif not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
             found.append(str(entry))
     return found
 
@@ -110,113 +128,62 @@ def staging_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + STAGING_SUFFIX)
 
 
-def _check_replaceable(folder: Path, what: str) -> None:
-    if not is_marked(folder):
-        raise LoritaError(f"refusing to replace {folder}: it is not a lorita run folder (no config.json with "
-                          f"\"format\": \"{MARK}\"); lorita only ever deletes what it wrote. Move it away or choose "
-                          f"another {what}")
-    foreign = foreign_entries(folder)
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({shown}); move them "
-                          f"away, or choose another {what}")
+def remove_tree(folder: str | os.PathLike) -> list[str]:
+    """Delete ``folder``, a run folder checked with ``foreign_entries``; return what was left (on another file system).
 
-
-def remove_stale_staging(staging: Path) -> None:
-    """Remove ``NAME.partial`` left by a command that did not finish (only if it is lorita's)."""
-    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
-        raise LoritaError(f"{staging} exists and is not a folder lorita made; remove it or choose another --out")
-    if not staging.exists():
-        return
-    if any(staging.iterdir()):
-        _check_replaceable(staging, "--out")
-    log.info("removing %s left by an earlier command that did not finish", staging)
-    shutil.rmtree(staging)
-
-
-class RunOutput:
-    """One command's output folder: validated up front, built in ``out.partial``, swapped in when complete.
-
-    ``RunOutput(out, overwrite=..., resume=...)`` checks everything before anything is
-    created; ``begin()`` makes the staging folder to write into (with ``resume``, it is the
-    existing one), ``commit()`` moves it to ``out`` (replacing the old folder, which was
-    checked to hold only lorita's files) and ``abandon(keep=False)`` removes it.
-    ``with output as folder:`` does all three: commit when the block ends, abandon on any
-    error (Ctrl-C included). ``writer=False`` (non-zero ranks under torchrun) checks
-    nothing and writes nothing but uses the same path.
+    Walks by open folder handles without recursion: it never follows a symbolic link, never
+    enters another file system (such a folder is left, and listed), and deletes each folder's
+    ``config.json`` last, so a deletion cut short leaves a folder still marked as lorita's.
 
     Example:
         >>> import tempfile
-        >>> out = Path(tempfile.mkdtemp()) / "run"
-        >>> with RunOutput(out) as folder:
-        ...     write_json(folder / "config.json", mark({"command": "demo"}))
-        >>> sorted(p.name for p in out.iterdir())
-        ['config.json']
+        >>> d = Path(tempfile.mkdtemp()) / "run"; write_json(d / "config.json", mark({})); (d / "depth1").mkdir()
+        >>> remove_tree(d), d.exists()
+        ([], False)
     """
+    folder = Path(folder)
+    if os.open not in os.supports_dir_fd or os.stat not in os.supports_dir_fd:  # Windows: no folder handles
+        shutil.rmtree(folder)
+        return []
+    device = os.lstat(folder).st_dev
+    left: list[str] = []
+    parent = os.open(folder.parent, _OPEN_FOLDER & ~os.O_NOFOLLOW)
+    stack: list[tuple[int, Path, list[str]]] = []
+    try:
+        stack.append(_open_folder(folder.name, parent, folder, device))
+        while stack:
+            fd, path, names = stack[-1]
+            if names:
+                name = names.pop()
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(info.st_mode):
+                    os.unlink(name, dir_fd=fd)
+                elif info.st_dev != device:
+                    left.append(str(path / name))
+                else:
+                    stack.append(_open_folder(name, fd, path / name, device))
+                continue
+            stack.pop()
+            os.close(fd)
+            if not any(p.startswith(f"{path}/") for p in left):
+                os.rmdir(path.name, dir_fd=stack[-1][0] if stack else parent)
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+        os.close(parent)
+    if left:
+        log.warning("left %s: on another file system (a mount point), which lorita never deletes", ", ".join(left))
+    return left
 
-    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
-                 writer: bool = True, what: str = "--out"):
-        self.out = Path(out)
-        self.staging = staging_path(self.out)
-        self.writer = writer
-        self.resume = resume
-        if not writer:
-            return
-        if self.out.name in ("", ".", "..") or self.out.resolve() == Path.cwd().resolve():
-            raise LoritaError(f"{what} {out} names the current folder; choose a new folder name")
-        if self.out.is_symlink() or (self.out.exists() and not self.out.is_dir()):
-            raise LoritaError(f"{what} {self.out} exists and is not a folder; choose a folder name")
-        if resume:
-            if self.out.exists():
-                _check_replaceable(self.out, what)
-            return
-        if self.out.is_dir() and any(self.out.iterdir()):
-            if not overwrite:
-                raise LoritaError(f"output folder {self.out} already exists and is not empty; pass --overwrite to "
-                                  f"replace it, or choose another {what}")
-            _check_replaceable(self.out, what)
-        if self.staging.exists() or self.staging.is_symlink():
-            remove_stale_staging(self.staging)
 
-    def __enter__(self) -> Path:
-        return self.begin()
-
-    def __exit__(self, kind, error, trace) -> None:
-        if kind is None:
-            self.commit()
-        else:
-            self.abandon()
-
-    def begin(self) -> Path:
-        """Create the staging folder (not with ``resume``: it exists) and return it."""
-        if self.writer and not self.resume:
-            self.staging.mkdir(parents=True)
-        return self.staging
-
-    def abandon(self, keep: bool = False) -> None:
-        """The command failed: remove the staging folder, or ``keep`` it for ``--resume``."""
-        if not self.writer:
-            return
-        if keep:
-            log.warning("%s kept: continue it with --resume", self.staging)
-        else:
-            shutil.rmtree(self.staging, ignore_errors=True)
-
-    def commit(self) -> None:
-        """The output is complete: move it to ``out``, replacing the old folder."""
-        if not self.writer:
-            return
-        old = None
-        if self.out.exists():
-            if any(self.out.iterdir()):
-                _check_replaceable(self.out, "--out")  # again: nothing foreign appeared meanwhile
-                old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
-                os.replace(self.out, old)
-            else:
-                self.out.rmdir()
-        os.replace(self.staging, self.out)
-        if old is not None:
-            shutil.rmtree(old)
+def _open_folder(name: str, parent: int, path: Path, device: int) -> tuple[int, Path, list[str]]:
+    """Open the folder ``name`` in ``parent`` (not a link, same file system); its entries, config.json popped last."""
+    fd = os.open(name, _OPEN_FOLDER, dir_fd=parent)
+    if os.fstat(fd).st_dev != device:
+        os.close(fd)
+        raise LoritaError(f"{path} changed to another file system while being deleted; nothing more was deleted")
+    names = sorted(os.listdir(fd), key=lambda n: (n != "config.json", n))
+    return fd, path, names
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -10,7 +10,6 @@ epochs), again in ``NAME.partial`` until it ends.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from torch import nn
 import lorita
 from lorita.errors import LoritaError
 from lorita.runs.config import ModelSpec, RunConfig
-from lorita.runs.folder import RunOutput, is_marked, read_json, remove_stale_staging, write_json
+from lorita.runs.folder import read_json, write_json
+from lorita.runs.output import RunOutput
 from lorita.train.distributed import is_main_process
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,17 @@ def _is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _resume_folder(output: RunOutput, config: RunConfig, main: bool) -> Path:
-    """Where the run continues: a killed run's ``NAME.partial``, else a copy of the finished ``NAME``.
+def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
+    """Where the run continues: a killed run's ``NAME.partial``, else the finished ``NAME`` (copied by ``begin``).
 
-    Everything is checked (same model, data and composition; the checkpoint accepts the
-    new recipe) before anything is written.
+    ``output`` has checked that ``NAME.partial`` is a marked folder (no link) holding a
+    checkpoint; here the run must be the same (model, data and composition; the checkpoint
+    accepts the new recipe), all before anything is written.
     """
     from lorita.train.loop import check_resume
 
     staging, out = output.staging, output.out
-    if main and not (staging / "checkpoint.pt").is_file():
-        remove_stale_staging(staging)  # killed before its first epoch ended: nothing to continue there
-    if (staging / "checkpoint.pt").is_file():
-        if main and not is_marked(staging):
-            raise LoritaError(f"{staging} is not a lorita run folder; remove it or start without --resume")
+    if output.resumable or (not output.writer and (staging / "checkpoint.pt").is_file()):
         folder = staging
     elif (out / "checkpoint.pt").is_file():
         folder = out
@@ -126,12 +123,15 @@ def _resume_folder(output: RunOutput, config: RunConfig, main: bool) -> Path:
         raise LoritaError(f"--resume: the flags differ from the run's config.json in {', '.join(diff)}; "
                           "resume with the same flags (only --epochs may change)")
     check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
-    if folder is out and main:
-        shutil.copytree(out, staging, symlinks=True)  # extend a finished run; it is replaced when done
-    if main:
-        for stale in staging.glob(".*.tmp"):  # a kill during an atomic write leaves its temporary file
-            stale.unlink()
-    return staging if main or (staging / "checkpoint.pt").is_file() else out
+    return staging if output.writer else folder
+
+
+def _inputs(config: RunConfig) -> list[tuple[str | None, str]]:
+    """What a run reads, which its output may not be, hold or sit inside: the model it continues and its data."""
+    source = config.source
+    if source is not None and Path(source).name == "model.lorita":
+        source = str(Path(source).parent)  # --from a run folder: the whole run is an input
+    return [(source, "the model it continues (--from)"), (config.dataset.data_dir, "its data (--data-dir)")]
 
 
 def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = False, resume: bool = False,
@@ -164,9 +164,13 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         if main:
             folder.mkdir()
     else:
-        output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main)
-        folder = _resume_folder(output, config, main) if resume else output.staging
-        output.begin()
+        output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main, inputs=_inputs(config))
+        try:
+            folder = _resume_folder(output, config) if resume else output.staging
+            output.begin()
+        except BaseException:
+            output.abandon()
+            raise
     try:
         trained = _train_into(folder, config, data, model, resume, progress, main, source)
     except BaseException:

@@ -1,0 +1,341 @@
+"""How a command writes its output folder without losing anything: checked, locked, staged, swapped in.
+
+Every command that writes a folder (train, compress, report, demo, experiment) goes through
+``RunOutput``, which applies one set of rules before anything is created:
+
+- ``--out`` is a new folder name: not the current folder, one holding it, or the root.
+- The output, and its staging folder ``NAME.partial``, may not be, hold or sit inside any of
+  the command's inputs (the runs it reads, the model it continues, its data, its config).
+- An exclusive lock on the output (``lorita.runs.lock``): a second command writing the same
+  ``--out`` fails at once, naming the first.
+- An existing, non-empty ``NAME`` is replaced only with ``--overwrite``, and only if it is a
+  marked run folder holding nothing but what lorita writes (``lorita.runs.folder``), on the
+  same file system as the folder above it.
+- ``NAME.partial`` is used only when it is this run's own: ``--resume`` of a marked staging
+  folder holding ``checkpoint.pt`` (checked without following links). Any other leftover is
+  refused with a message saying what it is and how to remove it; lorita never deletes it.
+- ``.NAME.replaced-PID``, the previous output of a command killed while replacing it, is
+  reported; it is removed (once the new output is in place) only when ``NAME`` is in place
+  and it is a marked run folder holding nothing but lorita's files.
+
+The new output is built in ``NAME.partial`` and swapped with the old ``NAME`` in one atomic
+step where the system can (``lorita.atomic.swap``; else two renames), then the old folder is
+deleted without following links or crossing file systems (``lorita.runs.folder.remove_tree``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+from typing import Iterable
+
+from lorita.atomic import swap, temp_target
+from lorita.errors import LoritaError
+from lorita.runs.folder import MARK, foreign_entries, is_marked, read_json, remove_tree, staging_path
+from lorita.runs.lock import OutputLock
+
+log = logging.getLogger(__name__)
+
+Inputs = Iterable[tuple["str | os.PathLike | None", str]]
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop: compare the path as written
+        return Path(os.path.abspath(path))
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def check_inputs(out: str | os.PathLike, inputs: Inputs, what: str = "--out") -> None:
+    """Refuse an output folder (or its staging folder) that is, holds or sits inside one of ``inputs``.
+
+    ``inputs``: (path, what it is) pairs; None paths are skipped. Paths are compared resolved
+    (links followed), so another name for the same folder is caught too.
+
+    Example:
+        >>> check_inputs("runs/d3-cut", [("runs/d3", "the run it compresses")])
+        >>> check_inputs("runs", [("runs/d3", "the run it compresses")])
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: --out runs would replace, hold or sit inside the run it compresses (runs/d3); choose a folder outside it
+    """
+    out = Path(out)
+    targets = [(_resolved(out), f"{what} {out}"),
+               (_resolved(staging_path(out)), f"{what} {out} (built in {staging_path(out)})")]
+    for path, label in inputs:
+        if path is None or str(path) == "":
+            continue
+        source = _resolved(path)
+        for target, name in targets:
+            if target == source or source in target.parents or target in source.parents:
+                raise LoritaError(f"{name} would replace, hold or sit inside {label} ({path}); choose a folder "
+                                  "outside it")
+
+
+def _check_name(given: str | os.PathLike, out: Path, what: str) -> None:
+    problem = out.name in ("", ".", "..")
+    if not problem:
+        try:
+            cwd = Path.cwd().resolve()
+        except OSError:
+            cwd = None
+        target = _resolved(out)
+        problem = cwd is not None and (target == cwd or target in cwd.parents)
+    if problem:
+        raise LoritaError(f"{what} {str(given)!r} names no new folder (it is the current folder, one holding it, or "
+                          f"the root); choose a new folder name, e.g. {what} runs/first")
+
+
+def _check_own_file_system(folder: Path, what: str) -> None:
+    if os.lstat(folder).st_dev != os.lstat(folder.parent).st_dev:
+        raise LoritaError(f"{what} {folder} is a mount point: lorita replaces a folder by renaming it, which cannot "
+                          f"move a mount point, and never deletes across file systems; write into a new folder "
+                          f"inside it, e.g. {what} {folder / 'run'}")
+
+
+def _check_replaceable(folder: Path, what: str) -> None:
+    _check_own_file_system(folder, what)
+    if not is_marked(folder):
+        raise LoritaError(f"refusing to replace {folder}: it is not a lorita run folder (no config.json with "
+                          f"\"format\": \"{MARK}\"); lorita only ever deletes what it wrote. Move it away or choose "
+                          f"another {what}")
+    foreign = foreign_entries(folder)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({shown}); move them "
+                          f"away, or choose another {what}")
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    info = _lstat(folder / "checkpoint.pt")
+    return info is not None and stat.S_ISREG(info.st_mode)
+
+
+def _left_by(staging: Path) -> str:
+    """Which command left the marked staging folder, as its config.json says (a plain word only)."""
+    try:
+        command = read_json(staging / "config.json", "lorita").get("command")
+    except LoritaError:
+        return "a lorita command"
+    ok = isinstance(command, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", command)
+    return f"a 'lorita {command}'" if ok else "a lorita command"
+
+
+def _check_staging(staging: Path, what: str, resume: bool) -> bool:
+    """Whether ``staging`` is a killed run of this output to continue (``resume``); any other leftover is refused."""
+    info = _lstat(staging)
+    if info is None:
+        return False
+    if stat.S_ISLNK(info.st_mode):
+        raise LoritaError(f"{staging} is a symbolic link, and lorita never writes through one; remove the link "
+                          f"(rm {staging}) or choose another {what}")
+    if not stat.S_ISDIR(info.st_mode):
+        raise LoritaError(f"{staging} exists and is not a folder lorita made; remove it or choose another {what}")
+    _check_own_file_system(staging, f"{what}'s staging folder")
+    marked, checkpoint = is_marked(staging), _holds_checkpoint(staging)
+    if resume and marked and checkpoint:
+        return True
+    if not marked:
+        empty = not any(staging.iterdir())
+        detail = "an empty folder (a command killed before it wrote anything?)" if empty else \
+            "not a lorita run folder (no config.json with the mark)"
+        raise LoritaError(f"{staging} is {detail}, where lorita would build {what}; lorita never deletes it: "
+                          f"remove it ({'rmdir' if empty else 'rm -r'} {staging}) or move it away, or choose another "
+                          f"{what}")
+    if checkpoint:
+        raise LoritaError(f"{staging} holds a training run that did not finish (checkpoint.pt): continue it with "
+                          f"--resume (same flags), or remove it yourself (rm -r {staging}) to start over; lorita "
+                          "never deletes it")
+    raise LoritaError(f"{staging} was left by {_left_by(staging)} that did not finish (it holds no checkpoint.pt, "
+                      f"so there is nothing to resume); remove it (rm -r {staging}) and run again")
+
+
+def _replaced_leftovers(out: Path, what: str) -> list[Path]:
+    """Hidden ``.NAME.replaced-PID`` folders of commands killed while replacing ``out``: those safe to remove.
+
+    One that may hold the only copy of the previous output, or anything not lorita's, is refused.
+    """
+    parent = out.parent
+    if not parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(f".{out.name}.replaced-") + r"[0-9]+")
+    found = []
+    for entry in sorted(parent.iterdir()):
+        if not pattern.fullmatch(entry.name):
+            continue
+        info = _lstat(entry)
+        if info is None:
+            continue
+        if _lstat(out) is None:
+            raise LoritaError(f"{entry} holds the previous {out}: a command was killed while replacing it. Move it "
+                              f"back (mv {entry} {out}) or remove it, then run again")
+        safe = out.is_dir() and is_marked(out) and stat.S_ISDIR(info.st_mode) \
+            and info.st_dev == os.lstat(parent).st_dev and is_marked(entry) and not foreign_entries(entry)
+        if not safe:
+            raise LoritaError(f"{entry} was left by a command killed while replacing {out}, and it is not only "
+                              f"lorita's files; look at it, then remove it yourself (rm -r {entry})")
+        found.append(entry)
+    return found
+
+
+class RunOutput:
+    """One command's output folder: checked and locked up front, built in ``out.partial``, swapped in when complete.
+
+    ``RunOutput(out, overwrite=..., resume=..., inputs=...)`` checks everything (the rules
+    above) and takes the lock before anything is created; ``begin()`` makes the staging folder
+    to write into (with ``resume``: the killed run's own, or a copy of the finished ``out``),
+    ``commit()`` swaps it in for ``out`` and ``abandon(keep=False)`` removes it; both release
+    the lock. ``with output as folder:`` does all three: commit when the block ends, abandon on
+    any error (Ctrl-C included). ``writer=False`` (non-zero ranks under torchrun) checks,
+    locks and writes nothing but uses the same paths.
+
+    Example:
+        >>> import tempfile
+        >>> from lorita.runs.folder import mark, write_json
+        >>> out = Path(tempfile.mkdtemp()) / "run"
+        >>> with RunOutput(out) as folder:
+        ...     write_json(folder / "config.json", mark({"command": "demo"}))
+        >>> sorted(p.name for p in out.parent.iterdir()), sorted(p.name for p in out.iterdir())
+        (['run'], ['config.json'])
+    """
+
+    def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
+                 writer: bool = True, what: str = "--out", inputs: Inputs = ()):
+        self.out = Path(out)
+        _check_name(out, self.out, what)
+        self.staging = staging_path(self.out)
+        self.writer, self.resume, self.overwrite, self.what = writer, resume, overwrite, what
+        self.resumable = False  # staging is a killed run of this output, to continue
+        self._lock = OutputLock(self.out, what)
+        self._created = self._begun = False
+        self._stale: list[Path] = []
+        if not writer:
+            return
+        check_inputs(self.out, list(inputs), what)
+        parent = _lstat(self.out.parent)
+        if parent is not None and not stat.S_ISDIR(os.stat(self.out.parent).st_mode):
+            raise LoritaError(f"{what} {self.out}: {self.out.parent} is not a folder")
+        if parent is not None:  # else nothing is there yet: the lock is taken when begin() makes the folder
+            self._lock.acquire()
+            self._checked()
+
+    def _checked(self) -> None:
+        """Every check of the output, its staging folder and leftovers (under the lock); releases it on failure."""
+        try:
+            info = _lstat(self.out)
+            if info is not None and not stat.S_ISDIR(info.st_mode):
+                raise LoritaError(f"{self.what} {self.out} exists and is not a folder; choose a folder name")
+            self.resumable = _check_staging(self.staging, self.what, self.resume)
+            self._stale = _replaced_leftovers(self.out, self.what)
+            if info is not None and any(self.out.iterdir()):
+                if not (self.overwrite or self.resume):
+                    raise LoritaError(f"output folder {self.out} already exists and is not empty; pass --overwrite "
+                                      f"to replace it, or choose another {self.what}")
+                _check_replaceable(self.out, self.what)
+            elif info is not None:
+                _check_own_file_system(self.out, self.what)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __enter__(self) -> Path:
+        return self.begin()
+
+    def __exit__(self, kind, error, trace) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abandon()
+
+    def begin(self) -> Path:
+        """The staging folder to write into: made now, or with ``resume`` the killed run's own or a copy of ``out``."""
+        if not self.writer:
+            return self.staging
+        if not self._lock.held:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+            self._checked()
+        try:
+            if not self.resumable:
+                if self.resume and (self.out / "checkpoint.pt").is_file():
+                    shutil.copytree(self.out, self.staging, symlinks=True)  # extend a finished run
+                else:
+                    self.staging.mkdir()
+                self._created = True
+            self._begun = True
+            if self.resume:  # a kill during an atomic write leaves its temporary file: lorita's, by exact name
+                for entry in self.staging.iterdir():
+                    if temp_target(entry.name) is not None and entry.is_file() and not entry.is_symlink():
+                        entry.unlink()
+        except BaseException:
+            self.abandon()
+            raise
+        return self.staging
+
+    def abandon(self, keep: bool = False) -> None:
+        """The command failed: remove the staging folder it made (or ``keep`` it for ``--resume``); release the lock."""
+        if not self.writer:
+            return
+        try:
+            if keep and self._begun:
+                log.warning("%s kept: continue it with --resume", self.staging)
+            elif self._created:
+                remove_tree(self.staging)
+        except OSError as err:
+            log.warning("could not remove %s (%s); remove it yourself", self.staging, err.strerror or err)
+        finally:
+            self._lock.release()
+
+    def commit(self) -> None:
+        """The output is complete: swap it in for ``out`` (the old folder is then deleted); release the lock."""
+        if not self.writer:
+            return
+        try:
+            try:
+                old = self._swap_in()
+            except LoritaError as err:
+                raise LoritaError(f"{err}; the new output is kept in {self.staging}") from None
+            for folder in [*self._stale, *([old] if old is not None else [])]:
+                if folder in self._stale:
+                    log.warning("removing %s: the previous %s, left by a command killed while replacing it",
+                                folder, self.out)
+                try:
+                    remove_tree(folder)
+                except OSError as err:  # the new output is in place: say what is left, do not fail the command
+                    log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
+                                self.out, folder, err.strerror or err)
+        finally:
+            self._lock.release()
+
+    def _swap_in(self) -> Path | None:
+        """Move the staging folder to ``out``; return where the old ``out`` went (to delete), if anywhere."""
+        info = _lstat(self.out)
+        if info is None:
+            os.rename(self.staging, self.out)
+            return None
+        if not stat.S_ISDIR(info.st_mode):
+            raise LoritaError(f"{self.what} {self.out} appeared meanwhile and is not a folder; the new output is in "
+                              f"{self.staging}")
+        if not any(self.out.iterdir()):
+            self.out.rmdir()
+            os.rename(self.staging, self.out)
+            return None
+        _check_replaceable(self.out, self.what)  # again: nothing foreign appeared meanwhile
+        old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
+        if swap(self.staging, self.out):  # one atomic step: out is always a complete output
+            os.rename(self.staging, old)
+        else:
+            os.rename(self.out, old)
+            os.rename(self.staging, self.out)
+        return old

@@ -1,0 +1,344 @@
+"""Output folders lose nothing: the output is never an input, a leftover staging folder is never deleted, two
+commands never write one output at once, only lorita's own files are deleted (never across a mount point), and a
+folder is swapped in atomically. See docs/SECURITY.md and docs/RUN_FOLDERS.md.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lorita.atomic import swap, temp_target
+from lorita.cli import main
+from lorita.errors import LoritaError
+from lorita.runs.folder import foreign_entries, is_marked, mark, remove_tree, staging_path, write_json
+from lorita.runs.lock import OutputLock, lock_path
+from lorita.runs.output import RunOutput
+from lorita.train.distributed import is_main_process
+from test_hostile_cli import cli_error, finished, run, snapshot  # noqa: F401 - the shared finished run and helpers
+
+TINY = ["--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset", "digits",
+        "--depth", "2", "--epochs", "1", "--batch-size", "256", "--device", "cpu", "--no-progress"]
+
+
+def experiment_folder(run: Path, where: Path) -> Path:
+    """A marked folder holding two runs, as an experiment leaves them."""
+    where.mkdir()
+    write_json(where / "config.json", mark({"command": "experiment"}))
+    shutil.copytree(run, where / "depth1")
+    shutil.copytree(run, where / "depth2")
+    return where
+
+
+# ----------------------------------------------------------------------------
+# the output is never one of the inputs
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_report_never_replaces_the_runs_it_reads(run, tmp_path, capsys, where):
+    exp = experiment_folder(run, tmp_path / "exp")
+    runs = [str(exp / "depth1"), str(exp / "depth2")]
+    out = {"same": exp / "depth1", "parent": exp, "inside": exp / "depth2" / "report"}[where]
+    before = snapshot(exp)
+    err = cli_error(["report", *runs, "--out", str(out), "--overwrite"], capsys)
+    assert "would replace, hold or sit inside a run it reports on" in err
+    assert snapshot(exp) == before
+    assert main(["report", *runs, "--out", str(exp / "report")]) == 0  # beside the runs is fine
+    assert foreign_entries(exp / "report") == []  # and everything the report writes is lorita's by name
+
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_train_from_never_replaces_its_source(run, tmp_path, capsys, where):
+    exp = experiment_folder(run, tmp_path / "exp")
+    source = exp / "depth1"
+    out = {"same": source, "parent": exp, "inside": source / "longer"}[where]
+    before = snapshot(exp)
+    err = cli_error(["train", "--from", str(source), "--epochs", "1", "--device", "cpu", "--no-progress",
+                     "--out", str(out), "--overwrite"], capsys)
+    assert "would replace, hold or sit inside the model it continues (--from)" in err
+    assert snapshot(exp) == before
+
+
+def test_compress_never_reads_its_own_staging_folder(run, capsys):
+    source = run.with_name("s.partial")
+    run.rename(source)
+    before = snapshot(source)
+    err = cli_error(["compress", str(source), "--energy", "0.9", "--out", str(source.with_name("s"))], capsys)
+    assert "(built in" in err and "would replace, hold or sit inside the run it compresses" in err
+    assert snapshot(source) == before
+
+
+def test_experiment_output_never_holds_its_config(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    config = exp / "setup.json"
+    config.write_text(json.dumps({"common": {"model": "fcn", "dataset": "digits"}, "full": {}, "reduced": {}}))
+    err = cli_error(["experiment", str(config), "--reduced", "--out", str(exp), "--overwrite"], capsys)
+    assert "would replace, hold or sit inside its config" in err
+    assert config.is_file()
+
+
+@pytest.mark.parametrize("out", [".", "./", "", "/", ".."])
+def test_an_out_that_names_no_new_folder_is_refused(tmp_path, capsys, monkeypatch, out):
+    work = tmp_path / "d"
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    monkeypatch.chdir(work)
+    err = cli_error(["train", *TINY, "--out", out, "--overwrite"], capsys)
+    assert "names no new folder" in err
+    assert sorted(p.name for p in work.iterdir()) == ["mine.txt"]
+
+
+# ----------------------------------------------------------------------------
+# a staging folder is used only by its own run's --resume, and never deleted
+
+
+def killed_training(run: Path, name: str = "k") -> Path:
+    """What kill -9 after an epoch leaves: NAME.partial with config, metrics and checkpoint."""
+    partial = run.with_name(f"{name}.partial")
+    shutil.copytree(run, partial)
+    for file in ("model.lorita", "results.json", "spectrum.json"):
+        (partial / file).unlink()
+    return partial
+
+
+@pytest.mark.parametrize("flag", [[], ["--overwrite"]])
+def test_a_killed_training_is_never_deleted_by_a_rerun(run, capsys, flag):
+    partial = killed_training(run)
+    before = snapshot(partial)
+    err = cli_error(["train", *TINY, "--out", str(partial.with_name("k")), *flag], capsys)
+    assert "holds a training run that did not finish" in err and "--resume" in err and "rm -r" in err
+    assert snapshot(partial) == before and not partial.with_name("k").exists()
+
+
+def test_a_finished_run_named_like_a_staging_folder_is_never_deleted(run, capsys):
+    partial = run.with_name("ablation.partial")
+    shutil.copytree(run, partial)
+    before = snapshot(partial)
+    assert "holds a training run that did not finish" in cli_error(
+        ["train", *TINY, "--out", str(run.with_name("ablation"))], capsys)
+    assert snapshot(partial) == before
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("compress", r"left by a 'lorita compress' that did not finish .*\(rm -r "),
+    ("unmarked", r"not a lorita run folder .*\(rm -r "),
+    ("empty", r"an empty folder .*\(rmdir "),
+    ("file", r"is not a folder lorita made"),
+])
+def test_a_leftover_staging_folder_is_named_and_kept(tmp_path, capsys, kind, message):
+    import re
+
+    partial = tmp_path / "out.partial"
+    if kind == "file":
+        partial.write_text("mine")
+    else:
+        partial.mkdir()
+    if kind == "compress":
+        write_json(partial / "config.json", mark({"command": "compress"}))
+    elif kind == "unmarked":
+        (partial / "thesis.tex").write_text("years of work")
+    before = snapshot(partial) if partial.is_dir() else partial.read_text()
+    err = cli_error(["train", *TINY, "--out", str(tmp_path / "out")], capsys)
+    assert re.search(message, err), err
+    assert (snapshot(partial) if partial.is_dir() else partial.read_text()) == before
+
+
+def test_resume_never_follows_a_staging_folder_that_is_a_link(run, tmp_path, capsys):
+    victim = tmp_path / "victim"
+    shutil.copytree(run, victim)
+    before = snapshot(victim)
+    new = tmp_path / "new"
+    staging_path(new).symlink_to(victim)
+    err = cli_error(["train", *TINY, "--epochs", "2", "--resume", "--out", str(new)], capsys)
+    assert "is a symbolic link" in err
+    assert snapshot(victim) == before and not new.exists() and staging_path(new).is_symlink()
+
+
+def test_resume_refuses_a_staging_folder_without_a_checkpoint(run, capsys):
+    partial = killed_training(run)
+    (partial / "checkpoint.pt").unlink()
+    before = snapshot(partial)
+    assert "holds no checkpoint.pt" in cli_error(["train", *TINY, "--resume", "--out", str(partial.with_name("k"))],
+                                                 capsys)
+    assert snapshot(partial) == before
+
+
+# ----------------------------------------------------------------------------
+# one command at a time per output
+
+
+HOLDER = """
+import sys
+from lorita.runs.output import RunOutput
+output = RunOutput(sys.argv[1])
+output.begin()
+print("ready", flush=True)
+sys.stdin.read()  # hold the output until the test closes stdin, then exit without committing (as if killed)
+"""
+
+
+def test_a_second_command_on_the_same_out_fails_at_once_naming_the_first(tmp_path, capsys):
+    out = tmp_path / "same"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              env=env, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        err = cli_error(["train", *TINY, "--out", str(out)], capsys)
+        assert f"is being written by pid {holder.pid}" in err
+        assert staging_path(out).is_dir() and not out.exists()  # the first one's folder untouched
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    # the holder ended without committing, like a killed command: its empty staging folder is named, not deleted
+    assert "an empty folder" in cli_error(["train", *TINY, "--out", str(out)], capsys)
+    staging_path(out).rmdir()
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    assert is_marked(out) and sorted(p.name for p in tmp_path.iterdir()) == ["same"]  # no lock file left
+
+
+def test_a_failed_command_releases_its_lock(run, tmp_path, capsys):
+    out = tmp_path / "cut"
+    (run / "model.lorita").write_bytes(b"not a model")
+    cli_error(["compress", str(run), "--energy", "0.9", "--out", str(out)], capsys)
+    lock = OutputLock(out)
+    lock.acquire()  # would fail if the failed command still held it
+    lock.release()
+    assert not out.exists() and not staging_path(out).exists() and not lock_path(out).exists()
+
+
+def test_a_lock_file_left_by_a_killed_command_is_lorita_s(run, tmp_path):
+    lock_path(run).write_text("pid 1 (lorita train ...)\n")  # kill -9 leaves the file; flock itself is gone
+    (run / ".depth3.lorita-lock").write_text("")  # and one of a nested output
+    assert foreign_entries(run) == []
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
+    assert not lock_path(run).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_rank_without_torchrun_is_the_main_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # some schedulers export it; without WORLD_SIZE > 1 the run is alone
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert is_main_process()
+    out = tmp_path / "rk"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    assert is_marked(out) and (out / "model.lorita").is_file() and not staging_path(out).exists()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert not is_main_process()
+
+
+# ----------------------------------------------------------------------------
+# --overwrite deletes lorita's files only, by exact name, never across a mount point
+
+
+def test_overwrite_deletes_only_files_lorita_names(run, capsys):
+    (run / "holiday.png").write_bytes(b"a photo")
+    (run / ".id_backup.tmp").write_text("a key")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert "holiday.png" in err and ".id_backup.tmp" in err
+    assert (run / "holiday.png").read_bytes() == b"a photo" and (run / ".id_backup.tmp").read_text() == "a key"
+    (run / "holiday.png").unlink()
+    (run / ".id_backup.tmp").unlink()
+    (run / "spectra.png").write_bytes(b"lorita's plot")
+    (run / ".metrics.csv.0a1b2c3d.tmp").write_text("a kill during a write")  # lorita.atomic's exact pattern
+    assert foreign_entries(run) == []
+    assert temp_target(".metrics.csv.0a1b2c3d.tmp") == "metrics.csv" and temp_target(".id_backup.tmp") is None
+
+
+def mount_tmpfs(folder: Path) -> None:
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+
+
+def test_a_nested_mount_point_is_never_emptied(run, tmp_path, capsys):
+    exp = experiment_folder(run, tmp_path / "exp")
+    nested = exp / "depth1"
+    mount_tmpfs(nested)
+    try:
+        shutil.copytree(run, nested, dirs_exist_ok=True)  # a marked run on its own file system
+        before = snapshot(exp)
+        err = cli_error(["train", *TINY, "--out", str(exp), "--overwrite"], capsys)
+        assert "a mount point" in err
+        assert snapshot(exp) == before
+        assert remove_tree(exp) == [str(nested)]  # even asked directly: the mount is left, and listed
+        assert snapshot(nested) == snapshot(run)
+    finally:
+        subprocess.run(["umount", "-l", str(nested)], check=True)
+
+
+def test_an_out_that_is_a_mount_point_is_refused(run, tmp_path, capsys):
+    out = tmp_path / "mnt"
+    out.mkdir()
+    mount_tmpfs(out)
+    try:
+        shutil.copytree(run, out, dirs_exist_ok=True)
+        before = snapshot(out)
+        assert "is a mount point" in cli_error(["train", *TINY, "--out", str(out), "--overwrite"], capsys)
+        assert snapshot(out) == before
+    finally:
+        subprocess.run(["umount", "-l", str(out)], check=True)
+
+
+def test_deeply_nested_run_folders_need_no_recursion(tmp_path):
+    top = folder = tmp_path / "deep"
+    for _ in range(1100):
+        write_json(folder / "config.json", mark({"command": "x"}))
+        folder = folder / "n"
+    write_json(folder / "config.json", mark({"command": "x"}))
+    assert foreign_entries(top) == []
+    assert remove_tree(top) == [] and not top.exists()
+
+
+# ----------------------------------------------------------------------------
+# replacing a folder: one atomic step, and a crash in it is reported
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_swap_exchanges_two_folders_in_one_step(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "old").touch()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "new").touch()
+    assert swap(tmp_path / "a", tmp_path / "b")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["new"] and [p.name for p in (tmp_path / "b").iterdir()] \
+        == ["old"]
+
+
+@pytest.mark.parametrize("atomic", [True, False])
+def test_overwrite_replaces_with_or_without_an_atomic_swap(run, tmp_path, monkeypatch, atomic):
+    if not atomic:
+        monkeypatch.setattr("lorita.runs.output.swap", lambda a, b: False)  # a system without renameat2
+    assert main(["train", *TINY, "--epochs", "2", "--out", str(run), "--overwrite"]) == 0
+    assert len((run / "metrics.csv").read_text().splitlines()) == 3 and foreign_entries(run) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_crash_while_replacing_is_reported(run, tmp_path, capsys):
+    left = tmp_path / ".run.replaced-4242"
+    run.rename(left)  # killed between the two renames of a replacement: the old run only in the hidden folder
+    before = snapshot(left)
+    err = cli_error(["train", *TINY, "--out", str(run)], capsys)
+    assert f"mv {left} {run}" in err and snapshot(left) == before
+    left.rename(run)
+    shutil.copytree(run, left)  # killed while deleting the replaced run: OUT in place, the old one lorita's
+    (left / "notes.txt").write_text("mine")
+    assert "not only lorita's files" in cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    (left / "notes.txt").unlink()
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0  # provably lorita's: removed once done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_run_output_checks_before_it_creates_anything(tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    output = RunOutput(out)  # the folders above do not exist yet: nothing is made until begin()
+    assert not (tmp_path / "new").exists()
+    with output as folder:
+        write_json(folder / "config.json", mark({"command": "x"}))
+    assert is_marked(out) and sorted(p.name for p in out.parent.iterdir()) == ["run"]
+    with pytest.raises(LoritaError, match="already exists and is not empty"):
+        RunOutput(out)
