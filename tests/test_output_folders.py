@@ -311,9 +311,15 @@ def test_swap_exchanges_two_folders_in_one_step(tmp_path):
 
 @pytest.mark.parametrize("atomic", [True, False])
 def test_overwrite_replaces_with_or_without_an_atomic_swap(run, tmp_path, monkeypatch, atomic):
-    if not atomic:
-        monkeypatch.setattr("lorita.runs.output.swap", lambda a, b: False)  # a system without renameat2
+    swapped = []
+
+    def recorded(a, b):
+        swapped.append(swap(a, b) if atomic else False)  # False: a system without renameat2
+        return swapped[-1]
+
+    monkeypatch.setattr("lorita.runs.output.swap", recorded)
     assert main(["train", *TINY, "--epochs", "2", "--out", str(run), "--overwrite"]) == 0
+    assert swapped == [atomic] if sys.platform.startswith("linux") else len(swapped) == 1
     assert len((run / "metrics.csv").read_text().splitlines()) == 3 and foreign_entries(run) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
