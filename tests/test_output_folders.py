@@ -348,3 +348,12 @@ def test_run_output_checks_before_it_creates_anything(tmp_path):
     assert is_marked(out) and sorted(p.name for p in out.parent.iterdir()) == ["run"]
     with pytest.raises(LoritaError, match="already exists and is not empty"):
         RunOutput(out)
+
+
+def test_a_planted_lock_file_link_is_never_written_through(tmp_path):
+    target = tmp_path / "bashrc"
+    target.write_text("mine")
+    lock_path(tmp_path / "run").symlink_to(target)
+    with pytest.raises(LoritaError, match="is not a file lorita made"):
+        RunOutput(tmp_path / "run")
+    assert target.read_text() == "mine" and not (tmp_path / "run").exists()
