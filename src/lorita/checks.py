@@ -44,6 +44,20 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_module_name(name: Any) -> bool:
+    """A name ``named_modules()`` can produce for a submodule: a non-empty string whose
+    dot-separated parts are non-empty. PyTorch forbids only ``.`` and the empty string in a
+    child's name, so ``block1-0`` (torchvision's RegNet), ``0`` or ``layer 1`` are all names.
+    The one check on module names in lorita: a name is only ever looked up among the
+    model's own ``named_modules()``, never used to reach an attribute.
+
+    Example:
+        >>> is_module_name("trunk_output.block1.block1-0"), is_module_name("a..b"), is_module_name("")
+        (True, False, False)
+    """
+    return isinstance(name, str) and all(name.split("."))
+
+
 def _meaning(meaning: str) -> str:
     return f" ({meaning})" if meaning else ""
 

@@ -462,7 +462,7 @@ def _shaped(base: nn.Module, ranks: dict[str, int], channels_last: bool) -> nn.M
     """A copy of ``base`` with each layer ``ranks`` cuts replaced by a random-weight pair of that rank:
     the cut model's shapes and speed without running an SVD."""
     new = copy.deepcopy(base)
-    layers = scan_layers(new, composed=False).layers
+    layers = scan_layers(new, composed=False, find_readers=False).layers
     for name, rank in ranks.items():
         layer = layers[name]
         if rank <= break_even_rank(*layer_shape(layer.module)):
