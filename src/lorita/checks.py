@@ -35,13 +35,18 @@ def is_real(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A finite ``int`` or ``float`` that is not a ``bool``.
+    """A finite ``int`` or ``float`` that is not a ``bool``; an ``int`` beyond float range is not.
 
     Example:
-        >>> is_number(0.5), is_number(float("nan")), is_number(False)
-        (True, False, False)
+        >>> is_number(0.5), is_number(float("nan")), is_number(False), is_number(10 ** 400)
+        (True, False, False, False)
     """
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (read from a file, say): no usable number
+        return False
 
 
 def is_module_name(name: Any) -> bool:
