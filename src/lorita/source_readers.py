@@ -25,6 +25,7 @@ import logging
 import textwrap
 from typing import Iterable
 
+import torch  # noqa: F401 (doctests)
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -161,15 +162,15 @@ def read_not_called(names: Iterable[str], modules: dict[str, nn.Module]) -> list
     their ``.weight``/``.bias`` and never calls them. ``modules``: ``dict(model.named_modules())``.
 
     Example:
-        >>> class ReadsWeight(nn.Module):
+        >>> class Attention(nn.Module):  # torchvision Swin: the weights go to a function
         ...     def __init__(self):
         ...         super().__init__()
-        ...         self.proj, self.out = nn.Linear(4, 4), nn.Linear(4, 2)
+        ...         self.qkv, self.norm = nn.Linear(4, 12), nn.Linear(4, 4)
         ...     def forward(self, x):
-        ...         return self.out(nn.functional.linear(x, self.proj.weight, self.proj.bias))
-        >>> model = ReadsWeight()
-        >>> read_not_called(["proj", "out"], dict(model.named_modules()))
-        ['proj']
+        ...         return torch.addmm(self.qkv.bias, self.norm(x), self.qkv.weight.T)
+        >>> model = Attention()
+        >>> read_not_called(["qkv", "norm"], dict(model.named_modules()))
+        ['qkv']
     """
     found = []
     for name in names:
