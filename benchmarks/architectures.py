@@ -46,7 +46,8 @@ from torch import nn
 import lorita
 from lorita.composed import COMPOSED_TYPES
 from lorita.lowrank import LOWRANK_TYPES, truncate, weight_matrix
-from lorita.targets import replace_module, scan_layers
+from lorita.probe import READ_BY_PARENT
+from lorita.targets import replace_module, scan_layers, skipped_layers
 
 DTYPE = torch.float64
 STEPS = ("build", "preserve", "merge", "cut", "save/load", "profile", "onnx")
@@ -236,6 +237,11 @@ def quiet(fn, *args, **kwargs):
 
 def run_checks(model: nn.Module, fresh, x, row: dict) -> None:
     y = out(model, x)
+    read = {given is None: {n for n, r in skipped_layers(model, example_input=given).items() if r == READ_BY_PARENT}
+            for given in (x, None)}
+    row["read_by_parent"] = sorted(read[False])  # found by the forward pass on x
+    if read[True] != read[False]:  # without x: the source and transformers' dummy inputs
+        row["read_without_example"] = sorted(read[True])
     for given in (x, None):
         preserved = quiet(lorita.compose, model, depth=3, init="preserve", example_input=given)
         assert any(isinstance(m, COMPOSED_TYPES) for m in preserved.modules()), "nothing composed"
@@ -379,6 +385,10 @@ def main() -> None:
     built = [r for r in rows if r["build"] == "ok"]
     passed = [r for r in built if r.get("result") == "pass"]
     onnx = [r for r in passed if r.get("onnx") == "ok"]
+    for r in built:
+        if r.get("read_by_parent") or "read_without_example" in r:
+            print(f"{r['model']}: read by parent (forward pass) {r.get('read_by_parent')}"
+                  + (f"; without example_input {r['read_without_example']}" if "read_without_example" in r else ""))
     print(f"\n{args.library}: {len(rows)} tried, {len(built)} built tiny, {len(passed)} passed every step "
           f"({len(onnx)} of them with an ONNX export checked; the others' dense model does not export), "
           f"{len(built) - len(passed)} failed", flush=True)
