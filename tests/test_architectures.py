@@ -476,3 +476,20 @@ def test_profile_counts_what_runs(which):
     for name, row in rows_by_name.items():
         if row.type.startswith("LowRank"):
             assert row.macs > 0 and not row.note  # the pair itself ran
+
+
+def test_names_that_are_not_identifiers_select_save_and_load(tmp_path):
+    # RegNet's block1-0: a legal PyTorch name; targets, exclude, ranks and files take it as any other
+    _, model, x, _ = build("custom-regnet")
+    name = "trunk_output.block1.block1-0.f.a.0"
+    composed = quiet(lorita.compose, model, depth=2, targets=["block1-0.f.a.0"])
+    assert [n for n, m in composed.named_modules() if isinstance(m, COMPOSED_TYPES)] == [name]
+    kept = quiet(lorita.compose, model, depth=2, exclude=r".*block\d-\d.*")
+    assert {n for n, m in kept.named_modules() if isinstance(m, COMPOSED_TYPES)} == {"stem.0", "fc"}
+    small = quiet(lorita.compress, model, ranks={name: 2})
+    path = tmp_path / "regnet.lorita"
+    lorita.save(small, path)
+    desc = lorita.serialization.read_description(path)
+    assert desc["layers"][name]["rank"] == 2 and "trunk_output.block1.block1-0.f.a.1" in desc["module_versions"]
+    torch.testing.assert_close(out(lorita.load(path, model=TinyRegNet).to(DTYPE).eval(), x), out(small, x),
+                               atol=0, rtol=0)
