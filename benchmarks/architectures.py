@@ -103,7 +103,8 @@ TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "nu
         "q_lora_rank": 8, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 8,
         "state_size": 4, "time_step_rank": 4, "conv_kernel": 3, "expand": 2, "num_mel_bins": 16,
         "conv_dim": None, "window_size": 2, "ffn_hidden_size": 48, "num_kv_heads": 2, "n_routed_experts": 2,
-        "hidden_dim": 48, "mlp_dim": 48, "d_inner": 48, "intermediate_dim": 48, "expert_intermediate_size": 16, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
+        "hidden_dim": 48, "mlp_dim": 48, "d_inner": 48, "intermediate_dim": 48, "expert_intermediate_size": 16,
+        "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 2}
 LISTS = {"depths": 2, "hidden_sizes": 2, "num_heads": 2, "embed_dims": 2, "num_attention_heads": 2}
 
 

@@ -258,7 +258,8 @@ def test_text_from_run_files_is_escaped_in_report_md(runs, tmp_path):
     cells = "\n".join(line for line in text.splitlines() if line.startswith("|"))
     assert not re.search(r"[<>]|&(?!lt;|gt;|amp;)|(?<!\\)[][*_`~!]", cells)  # nothing left unescaped
     assert "&lt;img src=https://attacker.example/p.gif&gt;" in text
-    assert "\\[click\\](javascript:alert(1))" in text and "\\*bold\\* \\_it\\_ \\`code\\` &amp; \\~\\~gone\\~\\~" in text
+    assert "\\[click\\](javascript:alert(1))" in text
+    assert "\\*bold\\* \\_it\\_ \\`code\\` &amp; \\~\\~gone\\~\\~" in text
     assert "| run&lt;b&gt;\\|\\[a\\](b) (depth 1)" not in text  # the table's first column is the bare name
     assert "| run&lt;b&gt;\\|\\[a\\](b) |" in text
 

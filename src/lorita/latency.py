@@ -498,8 +498,8 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
 
     Raises LoritaError when no allocation measured within ``latency`` (saying the fastest
     fraction reached); with ``latency=1`` (no slow-down) the dense model itself meets it, so
-    where every cut tried is slower every layer stays dense (each rank ``min(m, n)``). ``timer(module, x)`` returns seconds per call (default
-    ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
+    where every cut tried is slower every layer stays dense (each rank ``min(m, n)``).
+    ``timer(module, x)`` returns seconds per call (default ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
     ``layer_latencies``. Feed ``.ranks`` to ``lorita.compress(model, ranks=...)``.
 
     Example:
@@ -615,9 +615,9 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
         raise LoritaError(
             f"latency={latency:g} cannot be met on this machine at batch {int(args[0].shape[0])} ({fmt}, "
             f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
-            f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense model "
-            "where no cut is faster), or try another "
-            "batch size or layout (layers whose thin pair is never faster stay dense and bound the speed-up)")
+            f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense "
+            "model where no cut is faster), or try another batch size or layout (layers whose thin pair is never "
+            "faster stay dense and bound the speed-up)")
     ranks = best["ranks"]
     layers_info = {}
     for name, rank in ranks.items():
