@@ -183,17 +183,52 @@ def hf_input(model: nn.Module, config):
     return model, x
 
 
+# timm: the small member of each family, shrunk where the model takes sizes (transformers), as timm's own kwargs
+TIMM = {
+    "resnet18": {}, "resnet26d": {}, "regnetx_002": {}, "mobilenetv3_small_050": {}, "mobilenetv2_050": {},
+    "efficientnet_b0": {}, "convnext_atto": {}, "ghostnet_050": {}, "lcnet_050": {}, "mnasnet_050": {},
+    "densenet121": {}, "dla34": {}, "rexnet_100": {}, "hrnet_w18_small": {}, "cspresnet50": {},
+    "vit_tiny_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "deit_tiny_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "beit_base_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "beitv2_base_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "eva02_tiny_patch14_224": {"img_size": 56, "patch_size": 14, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "swin_tiny_patch4_window7_224": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1),
+                                     "num_heads": (2, 2)},
+    "swinv2_tiny_window8_256": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1),
+                                "num_heads": (2, 2)},
+    "mixer_s16_224": {"img_size": 64, "embed_dim": 32, "num_blocks": 2},
+    "levit_128s": {"img_size": 64}, "mobilevit_xxs": {"img_size": 64}, "poolformer_s12": {},
+    "convmixer_768_32": {"depth": 2}, "coat_lite_tiny": {}, "pit_ti_224": {"img_size": 64},
+}
+
+
+def _family(name: str) -> str:
+    """torchvision's family of a model name: ``resnet18`` -> ``resnet``, ``swin_v2_t`` -> ``swin_v2``."""
+    import re
+
+    return re.match(r"[a-z]+(?:_v\d)?", name).group(0)
+
+
 def vision_rows(library: str, max_params: int, only: set[str] | None):
     if library == "torchvision":
         import torchvision
 
         names = torchvision.models.list_models(module=torchvision.models)
         build = lambda n: torchvision.models.get_model(n, weights=None, num_classes=10)  # noqa: E731
+        sizes = {}
+        for name in names:  # the smallest member of each family
+            with torch.device("meta"):
+                sizes[name] = sum(p.numel() for p in build(name).parameters())
+        smallest: dict[str, str] = {}
+        for name in sorted(names, key=sizes.get):
+            smallest.setdefault(_family(name), name)
+        names = sorted(smallest.values())
     else:
         import timm
 
-        names = timm.list_models()
-        build = lambda n: timm.create_model(n, pretrained=False, num_classes=10)  # noqa: E731
+        names = list(TIMM)
+        build = lambda n: timm.create_model(n, pretrained=False, num_classes=10, **TIMM[n])  # noqa: E731
     for name in names:
         if only and name not in only:
             continue
@@ -209,9 +244,15 @@ def vision_rows(library: str, max_params: int, only: set[str] | None):
 
 
 def vision_input(model: nn.Module):
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size", (3, 64, 64))[1:] if cfg.get("fixed_input_size") else (64, 64)
-    return model, torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    size = 64
+    if type(model).__name__ in ("Inception3",):
+        size = 80  # its stem needs 75 x 75 or more
+    for attr in ("img_size", "image_size"):  # a fixed-size model (ViT-style) takes its own
+        value = getattr(model, attr, None) or getattr(getattr(model, "patch_embed", None), attr, None)
+        if isinstance(value, int) or (isinstance(value, (tuple, list)) and value):
+            size = value if isinstance(value, int) else value[0]
+            break
+    return model, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
 
 
 # ----------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def readers(model):
 
 
 class ReadsDtypeAndCalls(nn.Module):
-    """transformers' T5 feed-forward: reads ``self.wo.weight.dtype``, then calls ``self.wo``."""
+    """transformers' T5 feed-forward: reads ``self.wo.weight.dtype`` (no computing with it), then calls
+    ``self.wo``."""
 
     def __init__(self):
         super().__init__()
@@ -82,7 +83,7 @@ class Block(nn.Module):
 
 
 class PassesItOn(nn.Module):
-    """Reads the weight's shape, and hands the layer itself to a function that calls it."""
+    """Reads the weight's shape (no computing with it), and hands the layer itself to a function."""
 
     def __init__(self):
         super().__init__()
@@ -106,6 +107,22 @@ class LocalTensor(nn.Module):
         return qkv.relu()
 
 
+class CallsOrReads(nn.Module):
+    """timm's BEiT: calls ``self.qkv`` without a q/v bias, computes with ``self.qkv.weight`` with one.
+    Which branch runs is the config's choice, so the source counts it as read (left plain; an
+    example input decides exactly)."""
+
+    def __init__(self, q_bias=True):
+        super().__init__()
+        self.qkv = nn.Linear(4, 12, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(12)) if q_bias else None
+
+    def forward(self, x):
+        if self.q_bias is None:
+            return self.qkv(x)
+        return F.linear(x, weight=self.qkv.weight, bias=self.q_bias)
+
+
 class Overrides(ReadsInHelper):
     """Overrides ``forward`` without ``super()``: the base's weight reads never run."""
 
@@ -126,10 +143,18 @@ class Extends(ReadsInHelper):
     (PassesItOn(), []),
     (LocalTensor(), ["qkv"]),
     (Overrides(), []),
+    (CallsOrReads(), ["qkv"]),
     (Extends(), ["dt_proj"]),
 ], ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else "")
 def test_source_names_exactly_the_layers_read_and_never_called(model, expected):
     assert readers(model) == expected
+
+
+def test_an_example_input_decides_where_the_source_cannot():
+    x = torch.ones(1, 4)
+    assert skipped_layers(CallsOrReads(q_bias=False)) == {"qkv": READ_BY_PARENT}  # the source: either branch
+    assert skipped_layers(CallsOrReads(q_bias=False), example_input=x) == {}  # the pass: it is called
+    assert skipped_layers(CallsOrReads(q_bias=True), example_input=x) == {"qkv": READ_BY_PARENT}
 
 
 def test_found_layers_are_left_plain_with_the_reason():
@@ -157,7 +182,7 @@ def test_names_that_are_not_identifiers_are_looked_up_safely():
 
 def test_library_inputs_only_for_library_models():
     assert library_inputs(nn.Linear(2, 2)) is None
-    assert library_weight_readers(nn.Linear(2, 2), {}) == {}
+    assert library_weight_readers(nn.Linear(2, 2), {}) is None
 
 
 @pytest.mark.skipif(transformers is None, reason="transformers is not installed")
@@ -172,6 +197,6 @@ def test_transformers_dummy_inputs_find_what_runs_and_refusals_are_no_error():
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, conv_dim=(8, 8),
         conv_stride=(4, 4), conv_kernel=(8, 4), num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2))
     linears = {n: m for n, m in audio.named_modules() if isinstance(m, nn.Linear)}
-    assert library_weight_readers(audio, linears) == {}  # token-id dummies do not fit an audio model
+    assert library_weight_readers(audio, linears) is None  # token-id dummies do not fit an audio model
     assert {n for n, r in skipped_layers(audio).items() if r == READ_BY_PARENT} == {
         f"encoder.layers.0.attention.{p}_proj" for p in ("q", "k", "v", "out")}  # the source finds them

@@ -271,23 +271,23 @@ def library_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return {key: value.to(device) for key, value in inputs.items()}
 
 
-def library_weight_readers(model: nn.Module, modules: dict[str, nn.Module]) -> dict[str, str]:
+def library_weight_readers(model: nn.Module, modules: dict[str, nn.Module]) -> dict[str, str] | None:
     """``weight_readers`` on the model's ``library_inputs``, for a model given without an example input.
 
-    ``{}`` when the library provides no inputs or the model does not accept them (an audio
-    or image model's token-id dummies): then only reading the source finds such layers
+    None when the library provides no inputs or the model does not accept them (an audio
+    or image model's token-id dummies): then reading the source finds such layers
     (``lorita.source_readers``).
 
     Example:
-        >>> library_weight_readers(nn.Linear(2, 2), {})
-        {}
+        >>> library_weight_readers(nn.Linear(2, 2), {}) is None
+        True
     """
     inputs = library_inputs(model)
     if inputs is None:
-        return {}
+        return None
     try:
         return _readers(model, lambda: model(**inputs), modules)
     except Exception as err:  # the model refused its library's dummy inputs: no information, not an error
         log.debug("dummy inputs %s failed on %s: %s: %s", list(inputs), type(model).__name__,
                   type(err).__name__, err)
-        return {}
+        return None

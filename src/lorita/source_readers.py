@@ -4,11 +4,14 @@ Without an example input no forward pass runs, so ``lorita.probe.weight_readers`
 watch the model. The code that would call a layer can still be read: the ``forward`` of
 each of its ancestors (and the methods of theirs that ``forward`` calls, such as Mamba's
 ``slow_forward``), parsed with ``ast``, never run. A layer counts as read by its parent when
-that code reads ``<child>.weight`` or ``<child>.bias`` (``self.qkv.weight``, or
-``self.attn.qkv.weight`` in a grandparent) and nowhere calls it or passes it on. A parent
-that both calls the layer and reads its weight (transformers' T5 reads
-``self.wo.weight.dtype``) does not count: the layer runs. Where a class's source cannot be
-read (built-in, generated, or shipped without ``.py`` files) nothing is found for it.
+that code computes with ``<child>.weight`` or ``<child>.bias`` (``self.qkv.weight``, or
+``self.attn.qkv.weight`` in a grandparent, passed to a function or used in arithmetic),
+also where another branch calls the layer (timm's BEiT calls ``self.qkv`` without a q/v
+bias and reads ``self.qkv.weight`` with one: which branch runs is decided by the config).
+Reading only what describes the weight (``self.wo.weight.dtype`` in transformers' T5,
+``.shape``, ``.device``) does not count: the weight is not computed with. Where a class's
+source cannot be read (built-in, generated, or shipped without ``.py`` files) nothing is
+found for it.
 
 Examples this finds: torchvision's Swin/SwinV2 ``attn.qkv``/``attn.proj``
 (``shifted_window_attention(x, self.qkv.weight, ...)``), timm's BEiT ``attn.qkv``
@@ -32,6 +35,9 @@ log = logging.getLogger(__name__)
 
 READ, CALL, OTHER = "read", "call", "other"
 _WEIGHTS = ("weight", "bias")
+# what describes a tensor without computing with it: reading these is no use of the weight's values
+_METADATA = {"dtype", "device", "shape", "size", "ndim", "dim", "requires_grad", "is_cuda", "is_meta", "numel",
+             "layout", "is_floating_point", "element_size", "nelement", "is_contiguous", "data_ptr", "grad_fn"}
 
 
 def _chain(node: ast.AST) -> tuple[str, ...] | None:
@@ -137,7 +143,8 @@ def forward_uses(cls: type) -> Uses:
 
 
 def _kind(chain: tuple[str, ...], called: bool, own: bool, path: tuple[str, ...]) -> str | None:
-    """How ``chain`` uses the module at relative ``path``: read its weight, call (or pass on) it, other, or None.
+    """How ``chain`` uses the module at relative ``path``: compute with its weight, call (or pass on) it,
+    other (its ``.weight.dtype``, an attribute), or None (another module).
 
     A chain from a local name (``qkv.weight`` after ``qkv = self.qkv``) counts only as a
     weight read: a local of the same name used otherwise is most often a tensor (``qkv =
@@ -146,20 +153,21 @@ def _kind(chain: tuple[str, ...], called: bool, own: bool, path: tuple[str, ...]
     if chain[:len(path)] != path:
         return None
     rest = chain[len(path):]
+    read = bool(rest) and rest[0] in _WEIGHTS and (len(rest) == 1 or rest[1] not in _METADATA)
     if not own:
-        return READ if rest and rest[0] in _WEIGHTS else None
+        return READ if read else None
+    if read:
+        return READ
     if not rest:
         return CALL  # called, or the module itself passed on or stored: it may run
-    if rest[0] in _WEIGHTS:
-        return READ
     if rest[0] == "forward" and called:
         return CALL
     return OTHER
 
 
 def read_not_called(names: Iterable[str], modules: dict[str, nn.Module]) -> list[str]:
-    """Of ``names`` (layers, by their name in the model), those whose ancestors' forward code reads
-    their ``.weight``/``.bias`` and never calls them. ``modules``: ``dict(model.named_modules())``.
+    """Of ``names`` (layers, by their name in the model), those whose ancestors' forward code computes
+    with their ``.weight``/``.bias``. ``modules``: ``dict(model.named_modules())``.
 
     Example:
         >>> class Attention(nn.Module):  # torchvision Swin: the weights go to a function
@@ -185,6 +193,6 @@ def read_not_called(names: Iterable[str], modules: dict[str, nn.Module]) -> list
                 kind = _kind(chain, called, own, path)
                 if kind is not None:
                     kinds.add(kind)
-        if READ in kinds and CALL not in kinds:
+        if READ in kinds:
             found.append(name)
     return found

@@ -7,9 +7,9 @@ plain, and named in one warning: grouped and depthwise convs, transposed convs,
 Conv1d/Conv3d, the projections inside ``nn.MultiheadAttention`` (it reads their weights
 directly), TorchScript submodules, layers whose weight is tied to another module, and
 layers whose parent reads their weight instead of calling them (found on the example
-input when one is given, ``lorita.probe.weight_readers``, else from the parents' source,
-``lorita.source_readers``, and the library's dummy inputs). A module used under two names is one
-layer, known by its first name, with the others as aliases.
+input when one is given, ``lorita.probe.weight_readers``, else on the library's dummy
+inputs or from the parents' source, ``lorita.source_readers``). A module used under two
+names is one layer, known by its first name, with the others as aliases.
 """
 
 from __future__ import annotations
@@ -198,10 +198,10 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
     (``plain=True`` scans, unless ``find_readers=False``, as for a re-scan of a copy whose
     layers were already chosen). With ``example_input``: the model runs once on it (eval
     mode) and the layers it used through their weight only are found
-    (``lorita.probe.weight_readers``). Without it: the forward code of each layer's
-    ancestors is read (``lorita.source_readers``) and, where the model's library provides
-    dummy inputs (transformers), the model runs once on those
-    (``lorita.probe.library_weight_readers``).
+    (``lorita.probe.weight_readers``). Without it: where the model's library provides
+    dummy inputs it accepts (transformers), the same on those
+    (``lorita.probe.library_weight_readers``); else the forward code of each layer's
+    ancestors is read (``lorita.source_readers``: a layer whose weight it computes with).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
@@ -267,11 +267,11 @@ def _weight_readers(model: nn.Module, layers: dict[str, Layer], example_input: A
     modules = {n: layer.module for n, layer in layers.items()}
     if example_input is not None:
         return weight_readers(model, example_input, modules)
-    found = dict.fromkeys(read_not_called(modules, dict(model.named_modules(remove_duplicate=False))),
-                          READ_BY_PARENT)
-    rest = {n: m for n, m in modules.items() if n not in found}
-    found.update(library_weight_readers(model, rest) if rest else {})
-    return found
+    found = library_weight_readers(model, modules)  # what one real forward pass shows, where it can run
+    if found is not None:
+        return found
+    return dict.fromkeys(read_not_called(modules, dict(model.named_modules(remove_duplicate=False))),
+                         READ_BY_PARENT)
 
 
 def _parameter_owners(model: nn.Module) -> dict[int, set[int]]:
