@@ -267,7 +267,7 @@ def out(model, x):
 def close(a, b, what):
     scale = max(1.0, float(b.abs().max()))
     err = float((a - b).abs().max())
-    if not math.isfinite(err) or err > 1e-8 * scale:
+    if not math.isfinite(err) or err > 1e-6 * scale:  # float64, but some models compute parts in float32
         raise AssertionError(f"{what}: max error {err:.3g} (scale {scale:.3g})")
 
 
@@ -293,6 +293,8 @@ def run_checks(model: nn.Module, fresh, x, row: dict) -> None:
     y = out(model, x)
     if not torch.isfinite(y).all():
         raise TooBig("the dense model's output is not finite at this size")
+    if not torch.equal(out(model, x), y):
+        raise TooBig("two calls give different outputs (random masking in eval): nothing to compare")
     used = ran_on(model, x)
     read = {given is None: {n for n, r in skipped_layers(model, example_input=given).items() if r == READ_BY_PARENT}
             for given in (x, None)}
@@ -410,6 +412,9 @@ def check(name: str, factory, library: str) -> dict:
         row["build"] = "skip (over --memory-gb)"
         return row
     except Exception as err:  # noqa: BLE001 - the failing step is what this script reports
+        if "can't allocate memory" in str(err):
+            row["build"] = "skip (over --memory-gb)"
+            return row
         step = next((s for s in STEPS if s not in row), "?")
         row["result"] = f"FAIL at {step}: {type(err).__name__}: {str(err)[:300]}"
         row["trace"] = traceback.format_exc()[-2000:]
