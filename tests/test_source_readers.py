@@ -26,8 +26,8 @@ def readers(model):
 
 
 class ReadsDtypeAndCalls(nn.Module):
-    """transformers' T5 feed-forward: reads ``self.wo.weight.dtype`` (no computing with it), then calls
-    ``self.wo``."""
+    """transformers' T5 / Switch feed-forward: checks ``isinstance(self.wo.weight, torch.Tensor)`` and reads
+    ``self.wo.weight.dtype`` (no computing with either), then calls ``self.wo``."""
 
     def __init__(self):
         super().__init__()
@@ -35,7 +35,8 @@ class ReadsDtypeAndCalls(nn.Module):
 
     def forward(self, x):
         h = torch.relu(self.wi(x))
-        if h.dtype != self.wo.weight.dtype:
+        if isinstance(self.wo.weight, torch.Tensor) and h.dtype != self.wo.weight.dtype \
+                and self.wo.bias is not None:
             h = h.to(self.wo.weight.dtype)
         return self.wo(h)
 

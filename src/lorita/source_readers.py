@@ -37,7 +37,8 @@ READ, CALL, OTHER = "read", "call", "other"
 _WEIGHTS = ("weight", "bias")
 # what describes a tensor without computing with it: reading these is no use of the weight's values
 _METADATA = {"dtype", "device", "shape", "size", "ndim", "dim", "requires_grad", "is_cuda", "is_meta", "numel",
-             "layout", "is_floating_point", "element_size", "nelement", "is_contiguous", "data_ptr", "grad_fn"}
+             "layout", "is_floating_point", "element_size", "nelement", "is_contiguous", "data_ptr", "grad_fn",
+             "__describe__"}
 
 
 def _chain(node: ast.AST) -> tuple[str, ...] | None:
@@ -52,21 +53,30 @@ def _chain(node: ast.AST) -> tuple[str, ...] | None:
     return tuple(reversed(parts))
 
 
+_DESCRIBE = {"isinstance", "type", "hasattr", "getattr", "callable", "id"}  # f(x.weight, ...): no computing
+
+
 def _uses(tree: ast.AST) -> list[tuple[tuple[str, ...], bool]]:
-    """Every maximal name/attribute chain in ``tree``, with whether it is the function of a call."""
-    inner = set()
-    called = set()
+    """Every maximal name/attribute chain in ``tree``, with whether it is the function of a call.
+
+    A chain only described (``isinstance(self.wo.weight, torch.Tensor)``, ``self.proj.bias is
+    None``) ends in ``"__describe__"``, which counts like ``.dtype``."""
+    inner, called, described = set(), set(), set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute):
             inner.add(id(node.value))
         elif isinstance(node, ast.Call):
             called.add(id(node.func))
+            if isinstance(node.func, ast.Name) and node.func.id in _DESCRIBE and node.args:
+                described.add(id(node.args[0]))
+        elif isinstance(node, ast.Compare) and all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops):
+            described.update(id(n) for n in (node.left, *node.comparators))
     out = []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Attribute, ast.Name)) and id(node) not in inner:
             chain = _chain(node)
             if chain is not None:
-                out.append((chain, id(node) in called))
+                out.append((chain + ("__describe__",) if id(node) in described else chain, id(node) in called))
     return out
 
 
