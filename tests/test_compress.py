@@ -6,6 +6,8 @@ these sizes, so 1e-10 is tight while leaving room for summation order.
 
 import math
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -196,15 +198,38 @@ def test_layer_read_through_its_weight_is_left_dense_with_example_input():
     assert set(lorita.select_ranks(model, "energy", energy=0.9, example_input=x)) == {"head"}
 
 
-def test_without_example_input_the_cut_is_correct_and_profile_says_what_ran():
-    # no probe: proj is cut, the parent reads the pair's rank-r weight and bias (right values, no compute
-    # saved), and profile says its MACs ran in the parent
+def test_layer_read_through_its_weight_is_left_dense_without_example_input():
+    # no forward pass: the parent's forward source reads self.proj.weight and never calls proj
+    model = ReadsWeight().double()
+    with pytest.warns(LoritaWarning, match=r"proj: its parent reads its \.weight/\.bias"):
+        small = lorita.compress(model, ranks={"proj": 2, "head": 1})
+    assert type(small.proj) is nn.Linear and isinstance(small.head, lorita.LowRankLinear)
+    assert set(lorita.spectrum(model)) == {"head"}
+
+
+class HiddenReader(ReadsWeight):
+    """Reads ``proj``'s weight through ``getattr``: invisible in the source, found only by running."""
+
+    def forward(self, x):
+        layer = getattr(self, "p" + "roj")
+        return self.head(torch.relu(F.linear(x, layer.weight, layer.bias)))
+
+
+def test_a_cut_layer_read_by_its_parent_warns_once_and_profile_says_what_ran():
+    # no probe finds it: proj is cut, the parent reads the pair's rank-r weight and bias (right values,
+    # no compute saved), the first forward warns naming it, and profile says its MACs ran in the parent
     torch.manual_seed(0)
-    model, x = ReadsWeight().double(), torch.randn(3, 32, dtype=torch.float64)
+    model, x = HiddenReader().double(), torch.randn(3, 32, dtype=torch.float64)
     small = lorita.compress(model, ranks={"proj": 2})
     pair = small.proj
+    with pytest.warns(LoritaWarning, match=r"read the dense \.weight of layer 'proj' \(LowRankLinear\)"):
+        y = small(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small(x)  # once per layer
+        pair.weight  # read outside a forward pass: nothing to say
     expected = model.head(torch.relu(F.linear(x, pair[1].weight @ pair[0].weight, model.proj.bias)))
-    torch.testing.assert_close(small(x), expected, **TIGHT)
+    torch.testing.assert_close(y, expected, **TIGHT)
     counted = lorita.profile(small, x)
     rows = {row.name: row for row in counted.layers}
     assert rows["proj"].note.startswith("read by its parent") and rows["proj"].macs == 0

@@ -267,6 +267,16 @@ def test_an_unreachable_latency_says_what_can_be_reached():
         latency_budget(net(), 0.05, X, timer=ModelClock())
 
 
+def test_latency_one_is_met_by_the_dense_model_when_every_cut_is_slower():
+    clock = ModelClock(in_model_overhead=10 ** 9)  # alone a pair looks cheap; in the model every cut is slower
+    found = latency_budget(net(), 1.0, X, timer=clock)
+    assert found.measured == 1.0 and found.predicted == 1.0
+    assert found.ranks == {"0": 27, "2": 64, "4": 32, "6": 10} and set(found.kept_dense) == set(found.ranks)
+    assert found.rounds[0]["measured"] > 1  # a cut was tried and measured slower
+    with pytest.raises(lorita.LoritaError, match=r"latency=0.99 cannot be met.*1 keeps the dense model"):
+        latency_budget(net(), 0.99, X, timer=clock)
+
+
 def test_an_unreachable_latency_is_reported_whatever_the_clock_scale():
     # the search clamps to the floor, cheapest / dense; floor * dense can round below cheapest, which
     # once surfaced as measured_ranks' "budget cannot be met" instead of this message (5 of these 60 scales)

@@ -56,8 +56,10 @@ def test_options_are_checked_and_completed():
         check_options("budget", {"latency": 0.5, "flops": 0.5})
     with pytest.raises(LoritaError, match="batch and layout belong to a latency budget"):
         check_options("budget", {"flops": 0.5, "batch": 4})
-    with pytest.raises(LoritaError, match="batch must be an integer >= 1"):
+    with pytest.raises(LoritaError, match="batch must be an integer from 1 to 65536"):
         check_options("budget", {"latency": 0.5, "batch": 0})
+    with pytest.raises(LoritaError, match=r"batch must be an integer from 1 to 65536 \(the batch size"):
+        check_options("budget", {"latency": 0.5, "batch": 1099511627776})  # refused before anything is made
     with pytest.raises(LoritaError, match="layout must be one of"):
         check_options("budget", {"latency": 0.5, "layout": "nhwc"})
     with pytest.raises(LoritaError, match="latency must be"):
@@ -101,3 +103,23 @@ def test_a_forced_channels_last_layout_is_recorded_and_the_model_saved(trained, 
     assert results["latency"]["dense_by_layout"] == {}  # forced: nothing to compare
     small = lorita.load(trained / "cl" / "model.lorita")
     assert small(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_a_timing_batch_too_large_for_memory_is_refused_before_it_is_made(trained, monkeypatch):
+    import lorita.runs.compress as compress_module
+
+    monkeypatch.setattr(compress_module, "MAX_TIMING_BYTES", 1000)  # 8 x 8 float32 inputs: 3 fit, not 4
+    with pytest.raises(LoritaError, match=r"--batch 4 needs a timing input of 0\.0 GiB \(4 examples of shape "
+                                          r"\(1, 8, 8\)\); pass --batch 3 or less"):
+        compress_run(trained / "run", trained / "big", "budget", {"latency": 0.5, "batch": 4}, progress=False)
+    assert not (trained / "big").exists() and not (trained / "big.partial").exists()
+
+
+def test_latency_one_keeps_the_dense_model_where_no_cut_is_faster(trained, monkeypatch):
+    # every thin pair costs far more in the model than the weights it saves: no cut meets 1.0, the dense does
+    monkeypatch.setattr(latency_module, "time_module", lambda m, x, **_: clock(m, x) * 1000 ** sum(
+        isinstance(k, LOWRANK_TYPES) for k in m.modules()))
+    monkeypatch.setattr(latency_module, "_CACHE", {})
+    results = compress_run(trained / "run", trained / "one", "budget", {"latency": 1.0}, progress=False)
+    assert results["latency"]["measured"] == 1.0 and results["kept"]["params"] == 1.0
+    assert sorted(results["dense_layers"]) == sorted(results["ranks"])

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import struct
 
 import pytest
@@ -99,13 +100,13 @@ def test_write_report(runs, tmp_path):
     assert path == out / "report.md"
     text = path.read_text()
     # train table: depth, epochs, best epoch, val/test acc, human-readable counts, units line
-    assert "| fmnist-d1 | fcn | fashion_mnist | 1 | 4 | 3 | 90.50 | 90.10 | 669.71K | 668.67K | 12.3 |" in text
-    assert "| fmnist-d3 | fcn | fashion_mnist | 3 | 4 | 4 | 89.00 | 88.70 | 669.71K | 668.67K | 12.3 |" in text
+    assert "| fmnist-d1 | fcn | fashion\\_mnist | 1 | 4 | 3 | 90.50 | 90.10 | 669.71K | 668.67K | 12.3 |" in text
+    assert "| fmnist-d3 | fcn | fashion\\_mnist | 3 | 4 | 4 | 89.00 | 88.70 | 669.71K | 668.67K | 12.3 |" in text
     assert "MACs = multiply-accumulates per example; FLOPs = 2 x MACs" in text
     # compress table: strategy with options, ranks summary, kept %, accuracy chain, evaluations, seconds
     assert ("| d1-cut | fmnist-d1 | global (threshold=0.05) | 2 layers cut, 1 dense | 25.0 | 25.0 | "
-            "90.10 -> 89.50 | 7 | 4.2 |") in text
-    assert "| d3-cut | fmnist-d3 | global (threshold=0.05) | 3 layers cut, 0 dense | 8.0 | 8.0 | 88.70 -> 85.90 -> 88.30 |" in text
+            "90.10 → 89.50 | 7 | 4.2 |") in text
+    assert "| d3-cut | fmnist-d3 | global (threshold=0.05) | 3 layers cut, 0 dense | 8.0 | 8.0 | 88.70 → 85.90 → 88.30 |" in text
     # comparison: d3 meets its own bar (88.0) after fine-tuning, not depth 1's (89.5)
     assert "| fmnist-d1 (depth 1) | (a) own | 89.50 (own 90.50 - 1) | d1-cut | 25.0 | 25.0 | 89.50 |" in text
     assert "| fmnist-d3 (depth 3) | (a) own | 88.00 (own 89.00 - 1) | d3-cut | 8.0 | 8.0 | 88.30 |" in text
@@ -238,3 +239,86 @@ def test_noise_lines_say_which_side_is_ahead():
     results["runs"][0]["columns"]["LoRITa N=2"]["cuts"][0]["test_acc"] = 85.1
     (line,) = noise_lines(results)
     assert "is 0.10 points of test accuracy better than the best alternative (within the noise" in line
+
+
+def test_text_from_run_files_is_escaped_in_report_md(runs, tmp_path):
+    # folder, model, dataset, source, strategy and options go into the tables as literal text:
+    # no HTML tag, image, link, emphasis or code span reaches a Markdown viewer
+    d1, _, c1, _ = runs
+    config = json.loads((d1 / "config.json").read_text())
+    config["model"]["name"] = "<img src=https://attacker.example/p.gif>"
+    config["dataset"]["name"] = "[click](javascript:alert(1))"
+    write_json(d1 / "config.json", config)
+    results = json.loads((c1 / "results.json").read_text())
+    results.update(strategy="*bold* _it_ `code` & ~~gone~~", options={"<script>": "![x](y)"},
+                   source="runs/<iframe>")
+    write_json(c1 / "results.json", results)
+    odd = d1.rename(d1.parent / "run<b>|[a](b)")
+    text = (write_report([odd, c1], tmp_path / "out")).read_text()
+    cells = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert not re.search(r"[<>]|&(?!lt;|gt;|amp;)|(?<!\\)[][*_`~!]", cells)  # nothing left unescaped
+    assert "&lt;img src=https://attacker.example/p.gif&gt;" in text
+    assert "\\[click\\](javascript:alert(1))" in text
+    assert "\\*bold\\* \\_it\\_ \\`code\\` &amp; \\~\\~gone\\~\\~" in text
+    assert "| run&lt;b&gt;\\|\\[a\\](b) (depth 1)" not in text  # the table's first column is the bare name
+    assert "| run&lt;b&gt;\\|\\[a\\](b) |" in text
+
+
+def _damage(run, how):
+    if how == "depth NaN":
+        (run / "results.json").write_text((run / "results.json").read_text().replace('"depth": 1', '"depth": NaN'))
+    elif how == "huge int in results":
+        (run / "results.json").write_text((run / "results.json").read_text().replace('"epochs": 4',
+                                                                                       '"epochs": 1' + "0" * 400))
+    elif how == "huge int in spectrum":
+        write_json(run / "spectrum.json", {"layers": {"net.0": [10 ** 400, 1]}})
+    elif how == "5000-digit int":
+        (run / "results.json").write_text('{"command": "train", "depth": ' + "9" * 5000 + "}")
+    elif how == "deep JSON":
+        (run / "spectrum.json").write_text('{"layers": ' + "[" * 100000 + "]" * 100000 + "}")
+    elif how == "non-UTF-8 CSV":
+        with open(run / "metrics.csv", "ab") as handle:
+            handle.write(b"5,0.05,0.1,90,0.4,\xff\xfe,3\n")
+    elif how == "huge CSV field":
+        with open(run / "metrics.csv", "a") as handle:
+            handle.write("5,0.05,0.1,90,0.4," + "9" * 200_000 + ",3\n")
+    elif how == "dense_layers of objects":
+        results = json.loads((run / "results.json").read_text())
+        write_json(run / "results.json", {**results, "dense_layers": [{"a": 1}]})
+
+
+@pytest.mark.parametrize("how,message", [
+    ("huge int in results", r"results\.json: epochs must be a number or null, got 1000"),
+    ("huge int in spectrum", r"spectrum\.json must hold"),
+    ("5000-digit int", r"results\.json is not valid JSON \(ValueError"),
+    ("deep JSON", r"spectrum\.json is not valid JSON \(RecursionError"),
+    ("non-UTF-8 CSV", r"metrics\.csv is not a readable CSV file \(UnicodeDecodeError"),
+    ("huge CSV field", r"metrics\.csv is not a readable CSV file \(Error: field larger than field limit"),
+    ("dense_layers of objects", r"dense_layers must be a list of layer names"),
+])
+def test_damaged_run_files_are_clear_errors(runs, tmp_path, how, message):
+    run = runs[2] if how == "dense_layers of objects" else runs[0]
+    _damage(run, how)
+    with pytest.raises(LoritaError, match=message):
+        write_report(runs, tmp_path / "out")
+    assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_nan_depth_shows_as_unknown(runs, tmp_path):
+    _damage(runs[0], "depth NaN")
+    (runs[0] / "config.json").write_text('{"command": "train", "compose": ["not", "an", "object"]}')
+    text = write_report(runs, tmp_path / "out").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| fmnist-d1 |"))
+    assert row.split(" | ")[3] == "n/a"
+
+
+def test_folder_names_that_look_like_matplotlib_math_are_drawn_literally(runs, tmp_path):
+    names = []
+    for run, new in zip(runs, ("run$\\frac{$", "$x^$", "cut$_{", "c$$")):
+        names.append(run.rename(run.parent / new))
+    results = json.loads((names[2] / "results.json").read_text())
+    results["ranks"] = {"layer$\\sqrt{$": 3, **results["ranks"]}
+    write_json(names[2] / "results.json", results)
+    out = write_report(names, tmp_path / "out").parent
+    for png in ("training_curves.png", "spectra.png", "compression.png", "ranks.png"):
+        assert_png(out / png)

@@ -35,13 +35,32 @@ def is_real(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A finite ``int`` or ``float`` that is not a ``bool``.
+    """A finite ``int`` or ``float`` that is not a ``bool``; an ``int`` beyond float range is not.
 
     Example:
-        >>> is_number(0.5), is_number(float("nan")), is_number(False)
+        >>> is_number(0.5), is_number(float("nan")), is_number(False), is_number(10 ** 400)
+        (True, False, False, False)
+    """
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (read from a file, say): no usable number
+        return False
+
+
+def is_module_name(name: Any) -> bool:
+    """A name ``named_modules()`` can produce for a submodule: a non-empty string whose
+    dot-separated parts are non-empty. PyTorch forbids only ``.`` and the empty string in a
+    child's name, so ``block1-0`` (torchvision's RegNet), ``0`` or ``layer 1`` are all names.
+    The one check on module names in lorita: a name is only ever looked up among the
+    model's own ``named_modules()``, never used to reach an attribute.
+
+    Example:
+        >>> is_module_name("trunk_output.block1.block1-0"), is_module_name("a..b"), is_module_name("")
         (True, False, False)
     """
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(name, str) and all(name.split("."))
 
 
 def _meaning(meaning: str) -> str:

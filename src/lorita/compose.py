@@ -95,7 +95,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     if depth == 1:
         return new
     # Re-scan: on a copy, so we replace its modules, not the original's.
-    layers = scan_layers(new, composed=False).layers
+    layers = scan_layers(new, composed=False, find_readers=False).layers
     for name in names:
         target = layers.pop(name)  # our last reference to the plain layer goes with it
         replace_module(new, target, _compose_layer(target.module, depth, init, mode, factor_side))

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.checks import check_choice, check_int
+from lorita.dense_reads import note_dense_read
 from lorita.errors import LoritaError
 from lorita.linalg import balanced_split, chain_product, work_dtype
 
@@ -174,7 +175,9 @@ class ComposedLinear(_Composed):
     @property
     def weight(self) -> torch.Tensor:
         """The dense weight this layer computes, formed on access: for code that reads ``layer.weight``
-        (e.g. transformers reading its dtype). Not a parameter; train the factors."""
+        (e.g. transformers reading its dtype). Not a parameter; train the factors. Read inside a
+        forward pass, it warns once (``lorita.dense_reads``)."""
+        note_dense_read(self)
         return self.effective_weight()
 
     @torch.no_grad()
@@ -296,7 +299,9 @@ class ComposedConv2d(ConvLike, _Composed):
     @property
     def weight(self) -> torch.Tensor:
         """The dense kernel this layer computes, formed on access: for code that reads ``layer.weight``
-        (e.g. transformers' ViT reads the patch projection's dtype). Not a parameter."""
+        (e.g. transformers' ViT reads the patch projection's dtype). Not a parameter. Read inside a
+        forward pass, it warns once (``lorita.dense_reads``)."""
+        note_dense_read(self)
         return self.effective_weight()
 
     @torch.no_grad()

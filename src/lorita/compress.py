@@ -200,7 +200,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         new = merge(model, inplace=inplace)
     else:
         new = model if inplace else copy.deepcopy(model)
-    copies = scan_layers(new, composed=False).layers
+    copies = scan_layers(new, composed=False, find_readers=False).layers
     cut = 0
     for name in names if chosen is None else list(chosen):
         target = copies.pop(name)

@@ -462,7 +462,7 @@ def _shaped(base: nn.Module, ranks: dict[str, int], channels_last: bool) -> nn.M
     """A copy of ``base`` with each layer ``ranks`` cuts replaced by a random-weight pair of that rank:
     the cut model's shapes and speed without running an SVD."""
     new = copy.deepcopy(base)
-    layers = scan_layers(new, composed=False).layers
+    layers = scan_layers(new, composed=False, find_readers=False).layers
     for name, rank in ranks.items():
         layer = layers[name]
         if rank <= break_even_rank(*layer_shape(layer.module)):
@@ -497,8 +497,9 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
        The cut returned is the least cut one measured within ``latency``.
 
     Raises LoritaError when no allocation measured within ``latency`` (saying the fastest
-    fraction reached). ``timer(module, x)`` returns seconds per call (default
-    ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
+    fraction reached); with ``latency=1`` (no slow-down) the dense model itself meets it, so
+    where every cut tried is slower every layer stays dense (each rank ``min(m, n)``).
+    ``timer(module, x)`` returns seconds per call (default ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
     ``layer_latencies``. Feed ``.ranks`` to ``lorita.compress(model, ranks=...)``.
 
     Example:
@@ -605,13 +606,18 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
         if internal <= floor and ratio > latency:
             break  # the fastest allocation is already measured too slow
         internal = _next_target(tried, aim, floor, latency)
+    if best is None and latency >= 1:  # no slow-down allowed, and every cut tried was slower: keep it dense
+        log.info("latency budget: no cut measured within the dense model's time; keeping every layer dense")
+        best = {"internal": 1.0, "predicted": 1.0, "measured": 1.0,
+                "ranks": {name: opts[0][0] for name, opts in options.items()}}
     if best is None:
         fastest = min(t["measured"] for t in tried)
         raise LoritaError(
             f"latency={latency:g} cannot be met on this machine at batch {int(args[0].shape[0])} ({fmt}, "
             f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
-            f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f}, or try another "
-            "batch size or layout (layers whose thin pair is never faster stay dense and bound the speed-up)")
+            f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense "
+            "model where no cut is faster), or try another batch size or layout (layers whose thin pair is never "
+            "faster stay dense and bound the speed-up)")
     ranks = best["ranks"]
     layers_info = {}
     for name, rank in ranks.items():

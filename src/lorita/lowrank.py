@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from lorita.composed import ConvLike
+from lorita.dense_reads import note_dense_read
 from lorita.errors import LoritaError
 from lorita.hf import is_conv1d
 from lorita.linalg import check_finite, check_rank, decompose
@@ -40,7 +41,9 @@ class LowRankLinear(nn.Sequential):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The rank-r dense weight (out x in), formed on access: for code that reads ``layer.weight``."""
+        """The rank-r dense weight (out x in), formed on access: for code that reads ``layer.weight``
+        (read inside a forward pass, it warns once: ``lorita.dense_reads``)."""
+        note_dense_read(self)
         return self[1].weight @ self[0].weight
 
     @property
@@ -86,6 +89,7 @@ class LowRankConv2d(ConvLike, nn.Sequential):
     def weight(self) -> torch.Tensor:
         """The rank-r dense kernel (C_out, C_in, kh, kw), formed on access: for code that reads ``layer.weight``
         (e.g. transformers' ViT reads the patch projection's dtype)."""
+        note_dense_read(self)
         first = self[0].weight  # (r, C_in, kh, kw)
         return (self[1].weight.flatten(1) @ first.flatten(1)).reshape(-1, *first.shape[1:])
 

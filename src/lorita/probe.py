@@ -7,19 +7,24 @@ Swin, transformers' Mamba ``dt_proj`` and WavLM attention, timm's BEiT/EVA ``qkv
 composed or cut layer there would rebuild its dense weight at every call and save nothing,
 so compose and compress leave it plain: ``weight_readers`` finds such layers with one
 forward pass (``track_usage``: did the layer's own forward run, was its weight read from
-outside it).
+outside it), on the example input or, without one, on the inputs the model's library
+provides (``library_weight_readers``: transformers' ``dummy_inputs``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from lorita.dense_reads import quiet_dense_reads
 from lorita.errors import LoritaError
+
+log = logging.getLogger(__name__)
 
 READ_BY_PARENT = ("its parent reads its .weight/.bias and computes with them itself (e.g. F.linear(x, layer.weight)); "
                   "its own forward never runs, so a composed or cut layer would rebuild the dense weight at every "
@@ -213,6 +218,12 @@ def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
             module.__class__ = cls
 
 
+def _readers(model: nn.Module, run: Callable[[], Any], modules: dict[str, nn.Module]) -> dict[str, str]:
+    with eval_mode(model), torch.inference_mode(), track_usage(modules) as usage, quiet_dense_reads():
+        run()
+    return {name: READ_BY_PARENT for name in usage.read_not_run()}
+
+
 def weight_readers(model: nn.Module, example_input: Any, modules: dict[str, nn.Module]) -> dict[str, str]:
     """``{name: reason}`` for each of ``modules`` whose parent reads its weight instead of calling it.
 
@@ -232,6 +243,51 @@ def weight_readers(model: nn.Module, example_input: Any, modules: dict[str, nn.M
         ['proj']
     """
     args = example_args(example_input)
-    with eval_mode(model), torch.inference_mode(), track_usage(modules) as usage:
-        run_model(model, args)
-    return {name: READ_BY_PARENT for name in usage.read_not_run()}
+    return _readers(model, lambda: run_model(model, args), modules)
+
+
+def library_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The small inputs the model's own library makes for such checks, on the model's device, or None.
+
+    transformers' models have ``model.dummy_inputs`` (a few token ids, made in code,
+    nothing downloaded); other models have none. None too for a model on the meta device.
+
+    Example:
+        >>> library_inputs(nn.Linear(2, 2)) is None
+        True
+    """
+    if not any(cls.__module__.startswith("transformers.") for cls in type(model).__mro__):
+        return None
+    try:
+        inputs = model.dummy_inputs
+    except Exception:  # the library's own property: any failure means no dummy inputs
+        return None
+    if not isinstance(inputs, dict) or not inputs or \
+            not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in inputs.items()):
+        return None
+    device = next((p.device for p in model.parameters()), None)
+    if device is None or device.type == "meta":
+        return None
+    return {key: value.to(device) for key, value in inputs.items()}
+
+
+def library_weight_readers(model: nn.Module, modules: dict[str, nn.Module]) -> dict[str, str] | None:
+    """``weight_readers`` on the model's ``library_inputs``, for a model given without an example input.
+
+    None when the library provides no inputs or the model does not accept them (an audio
+    or image model's token-id dummies): then reading the source finds such layers
+    (``lorita.source_readers``).
+
+    Example:
+        >>> library_weight_readers(nn.Linear(2, 2), {}) is None
+        True
+    """
+    inputs = library_inputs(model)
+    if inputs is None:
+        return None
+    try:
+        return _readers(model, lambda: model(**inputs), modules)
+    except Exception as err:  # the model refused its library's dummy inputs: no information, not an error
+        log.debug("dummy inputs %s failed on %s: %s: %s", list(inputs), type(model).__name__,
+                  type(err).__name__, err)
+        return None

@@ -25,7 +25,6 @@ import contextlib
 import importlib
 import json
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator
@@ -36,8 +35,9 @@ from safetensors.torch import load_file, save_model
 from torch import nn
 
 from lorita.atomic import atomic_path
-from lorita.checks import is_int
+from lorita.checks import is_int, is_module_name
 from lorita.composed import MODES, ComposedConv2d, ComposedLinear
+from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, is_conv1d
 from lorita.linalg import check_finite
@@ -49,7 +49,6 @@ VERSION = 1
 LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 MAX_DEPTH = 64  # factors per composed layer a file may describe
-_NAME_PART = re.compile(r"[A-Za-z0-9_]+")
 
 
 def describe(model: nn.Module) -> dict:
@@ -199,18 +198,18 @@ def _check_description(desc, path) -> None:
         raise bad(f"dtype must be one of {DTYPES}, got {desc.get('dtype')!r}")
     versions = desc.get("module_versions", {})
     if not isinstance(versions, dict) or not all(is_int(v) and v >= 0 for v in versions.values()) or \
-            not all(k == "" or _is_module_name(k) for k in versions):
+            not all(k == "" or is_module_name(k) for k in versions):
         raise bad("module_versions must map module names to integers")
     layers = desc.get("layers")
     if not isinstance(layers, dict):
         raise bad("layers must be an object of module name -> layer description")
     for name, entry in layers.items():
-        if not _is_module_name(name):
-            raise bad(f"layer name {name!r} is not a module name (dotted identifiers)")
+        if not is_module_name(name):
+            raise bad(f"layer name {name!r} is not a module name (dot-separated, no empty part)")
         if not isinstance(entry, dict) or entry.get("type") not in LAYER_TYPES:
             raise bad(f"layer {name!r} must have a type among {LAYER_TYPES}")
         aliases = entry.get("aliases", [name])
-        if not isinstance(aliases, list) or not aliases or not all(_is_module_name(a) for a in aliases):
+        if not isinstance(aliases, list) or not aliases or not all(is_module_name(a) for a in aliases):
             raise bad(f"aliases of layer {name!r} must be a non-empty list of module names")
         if entry["type"].startswith("composed"):
             depth = entry.get("depth")
@@ -223,13 +222,6 @@ def _check_description(desc, path) -> None:
         elif not is_int(entry.get("rank")) or entry["rank"] < 1:
             raise bad(f"rank of layer {name!r} must be a positive integer, got {entry.get('rank')!r}")
 
-
-
-
-def _is_module_name(name) -> bool:
-    """Dotted names of submodules, as ``named_modules`` gives them; no dunders (``__class__``)."""
-    return isinstance(name, str) and bool(name) and all(
-        _NAME_PART.fullmatch(part) and not part.startswith("__") for part in name.split("."))
 
 
 def _import(dotted: str):
@@ -346,6 +338,7 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
             new = LowRankConv2d(plain, entry["rank"])
         if kind.startswith("composed"):
             new.original_type = original  # merge restores this class (Linear subclass, transformers Conv1D)
+        name_layer(new, name)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
 

@@ -5,10 +5,11 @@ they keep the parent's ``forward``, or when their class is registered as a plain
 map with ``register_linear_subclass`` and a numerical check on each layer agrees). Left
 plain, and named in one warning: grouped and depthwise convs, transposed convs,
 Conv1d/Conv3d, the projections inside ``nn.MultiheadAttention`` (it reads their weights
-directly), TorchScript submodules, layers whose weight is tied to another module and,
-when an example input is given, layers whose parent reads their weight instead of
-calling them (``lorita.probe.weight_readers``). A module used under two names is one
-layer, known by its first name, with the others as aliases.
+directly), TorchScript submodules, layers whose weight is tied to another module, and
+layers whose parent reads their weight instead of calling them (found on the example
+input when one is given, ``lorita.probe.weight_readers``, else on the library's dummy
+inputs or from the parents' source, ``lorita.source_readers``). A module used under two
+names is one layer, known by its first name, with the others as aliases.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d
+from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.hf import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.probe import READ_BY_PARENT, eval_mode, weight_readers
+from lorita.probe import READ_BY_PARENT, eval_mode, library_weight_readers, weight_readers
+from lorita.source_readers import read_not_called
 
 Selector = str | Sequence[str] | None
 
@@ -187,13 +190,18 @@ def _holds_scripted_layers(module: torch.jit.ScriptModule) -> bool:
     return any(getattr(m, "original_name", "") in ("Linear", "Conv2d") for m in module.modules())
 
 
-def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, example_input: Any = None) -> Scan:
+def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, example_input: Any = None,
+                find_readers: bool = True) -> Scan:
     """Find the eligible layers of ``model`` (plain Linear/Conv2d and/or composed layers).
 
-    ``example_input`` (optional): run the model once on it (eval mode) and leave plain
-    every layer whose parent reads its ``.weight`` instead of calling it
-    (``lorita.probe.weight_readers``). Without it no forward pass runs and such layers
-    count as eligible.
+    Layers whose parent reads their ``.weight`` instead of calling them are left plain
+    (``plain=True`` scans, unless ``find_readers=False``, as for a re-scan of a copy whose
+    layers were already chosen). With ``example_input``: the model runs once on it (eval
+    mode) and the layers it used through their weight only are found
+    (``lorita.probe.weight_readers``). Without it: where the model's library provides
+    dummy inputs it accepts (transformers), the same on those
+    (``lorita.probe.library_weight_readers``); else the forward code of each layer's
+    ancestors is read (``lorita.source_readers``: a layer whose weight it computes with).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
@@ -247,12 +255,23 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
         layer = Layer(name, module, [name])
         by_id[id(module)] = layer
         layers[name] = layer
-    if example_input is not None and layers:
-        modules = {n: layer.module for n, layer in layers.items()}
-        for name, reason in weight_readers(model, example_input, modules).items():
+    if find_readers and plain and layers:
+        for name, reason in _weight_readers(model, layers, example_input).items():
             del layers[name]
             skipped[name] = reason
     return Scan(layers, skipped)
+
+
+def _weight_readers(model: nn.Module, layers: dict[str, Layer], example_input: Any) -> dict[str, str]:
+    """``{name: READ_BY_PARENT}`` for the layers whose parent reads their weight instead of calling them."""
+    modules = {n: layer.module for n, layer in layers.items()}
+    if example_input is not None:
+        return weight_readers(model, example_input, modules)
+    found = library_weight_readers(model, modules)  # what one real forward pass shows, where it can run
+    if found is not None:
+        return found
+    return dict.fromkeys(read_not_called(modules, dict(model.named_modules(remove_duplicate=False))),
+                         READ_BY_PARENT)
 
 
 def _parameter_owners(model: nn.Module) -> dict[int, set[int]]:
@@ -372,8 +391,8 @@ def resolve_ranks(ranks: Any, layers: Iterable[Layer],
     """The layers that ``ranks`` names, by canonical name: ``(the name as given, its rank)``.
 
     ``ranks`` maps module names to ranks; a key may be any name a layer is used under (an
-    alias). A key naming a layer that the example-input probe left plain (its parent reads
-    its weight) is dropped, since the warning names it; any other key that names none of
+    alias). A key naming a layer left plain because its parent reads its weight is dropped,
+    since the warning names it; any other key that names none of
     ``layers`` raises, with the reason where ``skipped`` has one. The ranks themselves are
     checked by the caller, against each layer's shape (``lorita.linalg.check_rank``).
 
@@ -411,9 +430,9 @@ def skipped_layers(model: nn.Module, *, example_input: Any = None) -> dict[str, 
     """Layers that look linear but are left plain by compose and compress: ``{name: reason}``.
 
     The same list the warnings name (grouped/depthwise/transposed convs, Conv1d/Conv3d,
-    projections inside ``nn.MultiheadAttention``, tied weights, ...), for results files.
-    With ``example_input``, also the layers whose parent reads their weight instead of
-    calling them (as compose and compress find them with the same input).
+    projections inside ``nn.MultiheadAttention``, tied weights, layers whose parent reads
+    their weight instead of calling them, ...), for results files; found as compose and
+    compress find them, with the same ``example_input`` (or none).
 
     Example:
         >>> skipped_layers(nn.Sequential(nn.Conv1d(2, 2, 3), nn.Linear(2, 2)))
@@ -425,5 +444,6 @@ def skipped_layers(model: nn.Module, *, example_input: Any = None) -> dict[str, 
 
 def replace_module(model: nn.Module, layer: Layer, new: nn.Module) -> None:
     """Put ``new`` at every name ``layer`` is used under (shared modules stay shared)."""
+    name_layer(new, layer.name)  # named in the warning if the model reads its dense .weight
     for alias in layer.aliases:
         model.set_submodule(alias, new)

@@ -6,8 +6,10 @@ Every number comes from the run folders' files; nothing is recomputed.
 
 from __future__ import annotations
 
+import html
 import logging
 import os
+import unicodedata
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,8 +56,22 @@ def _seconds(value) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+# Markdown's link, image, emphasis, code and table characters, backslash-escaped in text from run files
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]~!|"})
+
+
+def escape(text) -> str:
+    r"""``text`` (a folder name, a model name from config.json, ...) as literal Markdown table text:
+    ``<``, ``>`` and ``&`` as HTML entities (no tag, image or script reaches a viewer), Markdown's
+    link, emphasis and code characters backslash-escaped, line breaks and other control
+    characters as spaces.
+
+    Example:
+        >>> escape("<img src=x> [a](javascript:b) *c*")
+        '&lt;img src=x&gt; \\[a\\](javascript:b) \\*c\\*'
+    """
+    text = html.escape(str(text), quote=False).translate(_MARKDOWN)
+    return "".join(" " if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def _section(config: dict, key: str) -> dict:
@@ -66,7 +82,7 @@ def _section(config: dict, key: str) -> dict:
 
 def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in rows]  # every cell: run files' text
     return lines
 
 
@@ -120,12 +136,12 @@ def _accuracy_chain(run: Run) -> str:
     parts = [_acc(run.get("before", "test_acc")), _acc(run.get("after_cut", "test_acc"))]
     if run.get("after_finetune") is not None:
         parts.append(_acc(run.get("after_finetune", "test_acc")))
-    return " -> ".join(parts)
+    return " → ".join(parts)
 
 
 def _compress_table(cuts: list[Run]) -> list[str]:
     head = ["run", "source", "strategy", "ranks", "params kept %", "MACs kept %",
-            "test acc % (before -> cut -> fine-tune)", "evaluations", "seconds"]
+            "test acc % (before → cut → fine-tune)", "evaluations", "seconds"]
     rows = [[run.name, source_name(run), _strategy(run.results), ranks_summary(run.results),
              _kept(run.get("kept", "params")), _kept(run.get("kept", "macs")), _accuracy_chain(run),
              _int(run.get("evaluations")), _seconds(run.get("seconds"))] for run in cuts]

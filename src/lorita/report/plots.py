@@ -57,6 +57,17 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def _text(text) -> str:
+    r"""Text from run files (folder and layer names) as matplotlib shows it literally: a ``$`` would
+    start math mode (``run$\frac{$`` cannot be drawn), so each is escaped.
+
+    Example:
+        >>> _text("run$1")
+        'run\\$1'
+    """
+    return str(text).replace("$", r"\$")
+
+
 def _integer_ticks(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -81,7 +92,7 @@ def plot_training_curves(runs: Iterable[Run | str | os.PathLike], path: str | os
     for run, color in zip(trains, _colors(len(trains))):
         epochs = [row["epoch"] for row in run.metrics]
         accs = [row["val_acc"] for row in run.metrics]
-        ax.plot(epochs, accs, marker="." if len(epochs) <= 40 else None, color=color, label=run.label)
+        ax.plot(epochs, accs, marker="." if len(epochs) <= 40 else None, color=color, label=_text(run.label))
         best = run.results.get("best_epoch")
         hits = [a for e, a in zip(epochs, accs) if e == best]
         if hits:
@@ -138,10 +149,10 @@ def plot_spectra(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLik
             if top <= 0:
                 continue
             ax.plot(range(1, len(values) + 1), [v / top for v in values], color=color, linewidth=1.2,
-                    label=run.label)
+                    label=_text(run.label))
         ax.set_yscale("log", nonpositive="mask")
         _integer_ticks(ax)
-        ax.set_title(name, fontsize="small")
+        ax.set_title(_text(name), fontsize="small")
         ax.grid(True, which="major", alpha=0.3)
         ax.tick_params(labelsize="x-small")
         if k % cols == 0:
@@ -189,7 +200,7 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
     markers = "osD^vP<>Xh"
     for k, ((source, members), color) in enumerate(zip(groups.items(), _colors(len(groups)))):
         train = find_source(members[0], all_runs)
-        label = train.label if train is not None else source_name(members[0])
+        label = _text(train.label if train is not None else source_name(members[0]))
         marker = markers[k % len(markers)]
         before = [r.get("before", "test_acc") for r in members if is_number(r.get("before", "test_acc"))]
         start = [(100.0, before[0])] if before else []
@@ -237,11 +248,12 @@ def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike)
         hatches = ["//" if n in dense else "" for n in layers if n in ranks]
         any_dense |= bool(dense & set(ranks))
         bars = ax.bar(xs, heights, width=width, color=color, edgecolor="black", linewidth=0.4,
-                      label=f"{run.name} (from {source_name(run)})")
+                      label=_text(f"{run.name} (from {source_name(run)})"))
         for bar, hatch in zip(bars, hatches):
             bar.set_hatch(hatch)
     ax.set_xticks(range(len(layers)))
-    ax.set_xticklabels(layers, rotation=60 if len(layers) > 6 else 0, ha="right" if len(layers) > 6 else "center",
+    many = len(layers) > 6
+    ax.set_xticklabels([_text(n) for n in layers], rotation=60 if many else 0, ha="right" if many else "center",
                        fontsize="small")
     ax.set_xlabel("layer")
     ax.set_ylabel("kept rank")

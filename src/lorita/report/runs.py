@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from lorita.checks import is_real
+from lorita.checks import is_number, is_real
 from lorita.errors import LoritaError
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ class Run:
         """Composition depth N of a train run (results.json, else config.json), None if unknown."""
         depth = self.results.get("depth")
         if depth is None:
-            depth = (self.config.get("compose") or {}).get("depth")
-        return int(depth) if is_real(depth) else None
+            compose = self.config.get("compose")
+            depth = compose.get("depth") if isinstance(compose, dict) else None
+        return int(depth) if is_number(depth) and depth == int(depth) else None  # NaN, 2.5: unknown
 
     @property
     def label(self) -> str:
@@ -102,10 +103,10 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise LoritaError(f"{path} is missing: it is written by {PRODUCED_BY[path.name]}")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LoritaError(f"{path} is not valid JSON ({err}); it is written by {PRODUCED_BY[path.name]}: "
-                          "rerun that command, or fix the file by hand") from err
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError, OSError) as err:  # bad JSON or UTF-8, 4300+ digit ints, deep nesting
+        raise LoritaError(f"{path} is not valid JSON ({type(err).__name__}: {str(err)[:200]}); it is written by "
+                          f"{PRODUCED_BY[path.name]}: rerun that command, or fix the file by hand") from None
     if not isinstance(data, dict):
         raise LoritaError(f"{path} must hold a JSON object, got {type(data).__name__}; "
                           f"it is written by {PRODUCED_BY[path.name]}")
@@ -121,16 +122,32 @@ def _check_results(results: dict, file: Path) -> str:
         value: Any = results
         for key in keys:
             value = value.get(key) if isinstance(value, dict) else None
-        if value is not None and not is_real(value):
-            raise LoritaError(f"{file}: {'.'.join(keys)} must be a number or null, got {value!r}")
+        if value is not None and not _is_float(value):
+            raise LoritaError(f"{file}: {'.'.join(keys)} must be a number or null, got {_short(value)}")
     if kind == "compress":
         ranks = results.get("ranks")
-        if ranks is not None and (not isinstance(ranks, dict) or not all(is_real(r) for r in ranks.values())):
-            raise LoritaError(f"{file}: ranks must be an object of layer name -> rank, got {ranks!r}")
+        if ranks is not None and (not isinstance(ranks, dict) or not all(_is_float(r) for r in ranks.values())):
+            raise LoritaError(f"{file}: ranks must be an object of layer name -> rank, got {_short(ranks)}")
         dense = results.get("dense_layers")
-        if dense is not None and not isinstance(dense, list):
-            raise LoritaError(f"{file}: dense_layers must be a list of layer names, got {dense!r}")
+        if dense is not None and (not isinstance(dense, list) or not all(isinstance(n, str) for n in dense)):
+            raise LoritaError(f"{file}: dense_layers must be a list of layer names, got {_short(dense)}")
     return kind
+
+
+def _is_float(value: Any) -> bool:
+    """A number (NaN and infinity included) that a float can hold: not a bool, no int beyond 1e308."""
+    if not is_real(value):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _to_float(text: str | None) -> float:
@@ -141,20 +158,27 @@ def _read_metrics(path: Path) -> list[dict]:
     if not path.is_file():
         log.warning("%s is missing (written by %s); no training curve for this run", path, PRODUCED_BY["metrics.csv"])
         return []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in METRIC_REQUIRED if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LoritaError(f"{path} has no {', '.join(missing)} column (header: {reader.fieldnames}); "
-                              f"expected a header line 'epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds' "
-                              f"as written by {PRODUCED_BY['metrics.csv']}")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                rows.append({key: _to_float(value) for key, value in row.items() if key is not None})
-            except ValueError as err:
-                raise LoritaError(f"{path}, line {line}: every value must be a number ({err}); "
-                                  "fix or delete that line") from err
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return _metric_rows(path, csv.DictReader(handle))
+    except (UnicodeDecodeError, csv.Error) as err:  # bytes that are not UTF-8, a field over csv's size limit
+        raise LoritaError(f"{path} is not a readable CSV file ({type(err).__name__}: {str(err)[:200]}); it is "
+                          f"written by {PRODUCED_BY['metrics.csv']}: rerun it, or fix or delete the file") from None
+
+
+def _metric_rows(path: Path, reader: csv.DictReader) -> list[dict]:
+    missing = [c for c in METRIC_REQUIRED if c not in (reader.fieldnames or [])]
+    if missing:
+        raise LoritaError(f"{path} has no {', '.join(missing)} column (header: {_short(reader.fieldnames)}); "
+                          f"expected a header line 'epoch,lr,train_loss,train_acc,val_loss,val_acc,seconds' "
+                          f"as written by {PRODUCED_BY['metrics.csv']}")
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        try:
+            rows.append({key: _to_float(value) for key, value in row.items() if key is not None})
+        except ValueError as err:
+            raise LoritaError(f"{path}, line {line}: every value must be a number ({str(err)[:200]}); "
+                              "fix or delete that line") from None
     return rows
 
 
@@ -164,7 +188,7 @@ def _read_spectrum(path: Path) -> dict[str, list[float]] | None:
         return None
     layers = _read_json(path).get("layers")
     if not isinstance(layers, dict) or not all(
-            isinstance(v, list) and all(is_real(x) for x in v) for v in layers.values()):
+            isinstance(v, list) and all(_is_float(x) for x in v) for v in layers.values()):
         raise LoritaError(f"{path} must hold {{\"layers\": {{layer name: [singular values, descending]}}}}; "
                           f"it is written by {PRODUCED_BY['spectrum.json']}")
     return {name: [float(x) for x in values] for name, values in layers.items()}

@@ -38,6 +38,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
 }
 # layouts of a latency budget (lorita.latency.latency_budget): "auto" takes channels_last where it measures faster
 LATENCY_LAYOUTS = ("auto", "contiguous", "channels_last")
+MAX_BATCH = 65536  # --batch of a latency budget: the model is timed on a batch this large, on this machine
+MAX_TIMING_BYTES = 1 << 30  # and that batch of inputs is made in memory first
 UNITS = {"params": "count", "macs": "multiply-accumulates per example", "flops": "2 x MACs per example",
          "acc": "percent"}
 
@@ -74,7 +76,7 @@ def check_options(strategy: str, options: dict) -> dict:
         if key in ("ratio", "energy", "params", "flops", "latency"):
             check_fraction(key, value)
         elif key == "batch":
-            check_int("batch", value, meaning="the batch size the latency is measured at")
+            check_int("batch", value, maximum=MAX_BATCH, meaning="the batch size the latency is measured at")
         elif key == "layout":
             check_choice("layout", value, LATENCY_LAYOUTS)
         elif key == "threshold":
@@ -225,6 +227,10 @@ def _batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
     """``batch`` examples shaped like ``example``: seeded random values for images, ``example``'s own tokens repeated
     for integer inputs (timing depends on shapes, not values)."""
     shape = (batch, *example.shape[1:])
+    each = example[:1].numel() * example.element_size()
+    if batch * each > MAX_TIMING_BYTES:  # checked before anything is allocated
+        raise LoritaError(f"--batch {batch} needs a timing input of {batch * each / 2**30:.1f} GiB ({batch} examples "
+                          f"of shape {tuple(example.shape[1:])}); pass --batch {MAX_TIMING_BYTES // each} or less")
     if example.is_floating_point():
         return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=example.dtype)
     return example[:1].expand(shape).clone()
