@@ -6,12 +6,30 @@ merges and compresses it like a Linear; a merged one becomes a ``Conv1D`` again 
 state_dict keys and shapes), a compressed one a ``LowRankLinear`` (two ``nn.Linear``).
 
 Nothing here imports transformers: the class is recognised by its name and module.
+``lorita.hf.LoritaCallback`` (LoRITa inside transformers' ``Trainer``) lives in
+``lorita.hf_trainer``, which does, and is loaded on first use.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from lorita.errors import LoritaError
+
+# Set on composed layers whose state_dict is their merged weight (lorita.hf_trainer.LoritaCallback).
+MERGED_VIEW = "lorita_merged_state_dict"
+
+
+def __getattr__(name: str):
+    if name == "LoritaCallback":
+        try:
+            from lorita.hf_trainer import LoritaCallback  # imports transformers (the hf extra): only on use
+        except ImportError as err:
+            raise LoritaError(f"lorita.hf.LoritaCallback needs transformers ({err}): pip install 'lorita[hf]'") \
+                from None
+        return LoritaCallback
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def conv1d_base(cls: type) -> type | None:
