@@ -17,10 +17,11 @@ from torch import nn
 
 import lorita
 from lorita.errors import LoritaError, LoritaWarning
-from lorita.int8 import Int8Conv2d, Int8Linear, quantize_weight
+from lorita.int8 import LARGE, Int8Conv2d, Int8Linear, quantize_weight
 from lorita.quantize import Int8Config, quantize
 
 CLOSE = 0.05  # see the module docstring
+EXACT = dict(atol=0, rtol=0)
 
 
 def mlp():
@@ -89,16 +90,36 @@ def test_compressed_pairs_are_quantized_inside_and_keep_their_shape():
     assert any(isinstance(m, lorita.LowRankConv2d) and isinstance(m[0], Int8Conv2d) for m in conv.modules())
 
 
-def test_packed_matmul_equals_the_dequantized_weight():
+def test_small_layer_keeps_its_dequantized_weight_until_a_buffer_changes():
     layer = Int8Linear.from_linear(nn.Linear(32, 8))
-    x = torch.randn(2, 5, 32)  # a 3-D input goes through the 2-D kernel
+    x = torch.randn(2, 5, 32)
     with torch.no_grad():
-        fast = layer(x)
-        slow = nn.functional.linear(x, layer.weight, layer.bias)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)  # float32 sums in another order
+        torch.testing.assert_close(layer(x), nn.functional.linear(x, layer.weight, layer.bias), **EXACT)
+        other = Int8Linear.from_linear(nn.Linear(32, 8))
+        layer.load_state_dict(other.state_dict())  # written in place: the kept weight must follow
+        torch.testing.assert_close(layer(x), other(x), **EXACT)
+    copy = __import__("copy").deepcopy(layer)
+    assert "_lorita_cache" not in copy.__dict__ and torch.equal(copy(x), layer(x))
     x.requires_grad_(True)
     layer(x).sum().backward()  # under autograd the dequantized form runs, so inputs get gradients
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():
+    torch.manual_seed(0)
+    dense = nn.Linear(512, 256)
+    layer = Int8Linear.from_linear(dense)
+    assert layer.qweight.numel() >= LARGE
+    x = torch.randn(3, 4, 512)
+    with torch.no_grad():
+        fast = layer(x)
+        exact = nn.functional.linear(x, layer.weight, layer.bias)
+        # the input is quantized per tensor to 7 bits (step ~ range/127 ~ 0.06 here); summed over 512 inputs
+        # of weights ~U(-1/sqrt(512), 1/sqrt(512)) the error stays well below 0.05 (outputs are O(0.5))
+        assert 0 < (fast - exact).abs().max() < 0.05
+        layer.load_state_dict(Int8Linear.from_linear(nn.Linear(512, 256)).state_dict())
+        assert (layer(x) - fast).abs().max() > 0.1  # the packed weight was rebuilt
+    assert lorita.profile(layer, x).macs == lorita.profile(dense, x).macs  # the FLOP counter sees the matmul
 
 
 def test_layers_it_cannot_quantize_are_named_in_one_warning_and_left_in_float():

@@ -4,14 +4,30 @@
 ``scale`` (one value per output channel, the layer's float dtype) as buffers, and the
 float bias. Quantization is symmetric: ``weight ~= qweight * scale`` with ``qweight`` in
 [-127, 127] and ``scale = max|row| / 127``, so a row's error is at most ``scale / 2``.
-Activations stay in float (weight-only int8): a Linear runs PyTorch's int8-weight matmul
-on CPU (``torch._weight_int8pack_mm``), a Conv2d (and anything on other devices, under
-autograd or while exporting) dequantizes its weight and runs the float op. Both read like
-the layer they replace (``in_features``, ``out_channels``, ``stride``, ``weight``...).
+How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUANTIZE.md):
+
+- a Linear of at least ``LARGE`` (65536) weights, on CPU in float32: PyTorch's dynamic
+  int8 matmul (``torch.ops.quantized.linear_dynamic``, the fbgemm/x86 engine behind
+  ``torch.ao.quantization.quantize_dynamic``): each call quantizes its input per tensor
+  (7-bit range, PyTorch's default on x86), multiplies in int8 and rescales. The packed
+  weight is built from ``qweight`` and ``scale`` on the first call;
+- a smaller layer (Linear or Conv2d): its dequantized float weight is formed on the first
+  call and kept (at most 256 KB in float32), since dequantizing on every call costs more
+  than such a layer's matmul: int8 on disk, float32 speed in memory;
+- a larger Conv2d: the kernel is dequantized on every call and the float convolution
+  runs (PyTorch has no int8 convolution for float inputs);
+- under autograd, while exporting or tracing, under a dispatch mode (``lorita.profile``'s
+  FLOP counter), on other devices and dtypes: ``F.linear`` / ``F.conv2d`` with the
+  dequantized weight, so exporters see int8 initializers and a dequantization.
+
+Both read like the layer they replace (``in_features``, ``out_channels``, ``stride``,
+``weight``...). Caches are rebuilt when a buffer changes (``load_state_dict``, ``.to()``).
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Literal, get_args
 
 import torch
@@ -21,10 +37,12 @@ from torch import nn
 from lorita.checks import check_choice
 from lorita.linalg import check_finite
 
+log = logging.getLogger(__name__)
+
 Granularity = Literal["channel", "tensor"]
 GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
 QMAX = 127  # symmetric range [-127, 127]: -128 is never used, so negating a weight is exact
-_PACKED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # inputs torch._weight_int8pack_mm takes
+LARGE = 1 << 16  # weights from which a Linear multiplies in int8; below, a layer keeps its dequantized weight
 
 
 @torch.no_grad()
@@ -83,6 +101,29 @@ class _Int8(nn.Module):
         shape = (-1,) + (1,) * (self.qweight.dim() - 1)
         return self.qweight.to(self.scale.dtype) * self.scale.reshape(shape)
 
+    def _key(self) -> tuple:
+        """Changes whenever a buffer or the bias is replaced or written in place."""
+        tensors = [self.qweight, self.scale] + ([self.bias] if self.bias is not None else [])
+        return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+
+    def _cached(self, what: str, build):
+        key = self._key()
+        entry = self.__dict__.get("_lorita_cache", {}).get(what)
+        if entry is None or entry[0] != key:
+            entry = (key, build())
+            self.__dict__.setdefault("_lorita_cache", {})[what] = entry
+        return entry[1]
+
+    def _float_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight in ``x``'s dtype: kept after the first call for a small layer on a plain call."""
+        if _plain_call(x) and self.qweight.numel() < LARGE:
+            return self._cached(str(x.dtype), lambda: self.weight.detach().to(x.dtype))
+        return self.weight.to(x.dtype)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k != "_lorita_cache"}  # copies rebuild it
+
 
 class Int8Linear(_Int8):
     """A Linear layer with int8 weights (one scale per output feature) and a float bias.
@@ -117,29 +158,44 @@ class Int8Linear(_Int8):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _packed_path(x, self.scale):
-            y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features), self.qweight, self.scale)
-            y = y.reshape(*x.shape[:-1], self.out_features)  # (..., out)
-            return y if self.bias is None else y + self.bias
-        return F.linear(x, self.weight.to(x.dtype), self.bias)
+        if _plain_call(x) and self.qweight.numel() >= LARGE and x.dtype == torch.float32 \
+                and x.device.type == "cpu":
+            packed = self._cached("packed", self._pack)
+            if packed is not None:
+                return torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out), bias included
+        return F.linear(x, self._float_weight(x), self.bias)
+
+    @torch.no_grad()
+    def _pack(self):
+        """PyTorch's packed int8 weight (with the bias) for its dynamic int8 matmul, or None where unavailable."""
+        zero = torch.zeros(self.out_features, dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch notes that quantized tensor types are deprecated
+            try:
+                qt = torch._make_per_channel_quantized_tensor(self.qweight, self.scale.double(), zero, 0)
+                bias = self.bias.detach().float() if self.bias is not None else None
+                return torch.ops.quantized.linear_prepack(qt, bias)
+            except (RuntimeError, AttributeError) as err:  # no quantized engine in this build
+                log.info("int8 matmul unavailable (%s): dequantized weights instead", err)
+                return None
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def _packed_path(x: torch.Tensor, scale: torch.Tensor) -> bool:
-    """Whether PyTorch's CPU int8-weight matmul applies: a CPU float input of the scale's dtype, no autograd,
-    not being traced for export (exporters know only the dequantized form)."""
-    return x.device.type == "cpu" and x.dtype == scale.dtype and x.dtype in _PACKED_DTYPES and \
-        not (torch.is_grad_enabled() and x.requires_grad) and not torch.jit.is_tracing() and \
-        not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export()
+def _plain_call(x: torch.Tensor) -> bool:
+    """An inference call in eager mode: no autograd on the input, no tracing, export, compilation or dispatch
+    mode (such as lorita.profile's FLOP counter), which must see the dequantized matmul."""
+    return not (torch.is_grad_enabled() and x.requires_grad) and not torch.jit.is_tracing() and \
+        not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export() and \
+        torch._C._len_torch_dispatch_stack() == 0
 
 
 class Int8Conv2d(_Int8):
     """A Conv2d with int8 kernels (one scale per output channel) and a float bias; same geometry.
 
-    The kernel is dequantized on each call and the float convolution runs (no int8 conv
-    kernel on CPU in PyTorch): the gain is the stored size, not the time.
+    The float convolution runs with the dequantized kernel (no int8 convolution for float
+    inputs in PyTorch): the gain is the stored size, not the time.
 
     Example:
         >>> dense = nn.Conv2d(3, 8, 3, padding=1)
@@ -171,7 +227,7 @@ class Int8Conv2d(_Int8):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight.to(x.dtype)
+        weight = self._float_weight(x)
         padding = self.padding
         if self.padding_mode != "zeros":  # as nn.Conv2d._conv_forward
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)

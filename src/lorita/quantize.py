@@ -118,9 +118,9 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
 
     Layers that cannot be quantized (composed layers: merge first; tied weights, layers
     inside ``nn.MultiheadAttention``, Conv1d/Conv3d, ...) are left in float and named, with
-    the reason, in one warning; so is a model with no such layer at all. Activations stay
-    float: a Linear runs PyTorch's int8-weight matmul on CPU, a Conv2d dequantizes its
-    kernel per call. ``lorita.save`` / ``lorita.load`` keep the int8 layers.
+    the reason, in one warning; so is a model with no such layer at all. How the int8 layers
+    compute (int8 matmul for large Linears on CPU, a kept dequantized weight for small
+    layers): ``lorita.int8``. ``lorita.save`` / ``lorita.load`` keep the int8 layers.
 
     Example:
         >>> import lorita
