@@ -282,11 +282,10 @@ def main(argv=None) -> int:
         entry = measure(name, out, args)
         results["models"].append(entry)
         print(json.dumps({k: entry[k] for k in ("model", "variants")}), flush=True)
-    atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")
-    text = report(results)
-    atomic_write_text(out / "report.md", text)
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1) + "\n")  # after each model
+        atomic_write_text(out / "report.md", report(results))
     plot(results, out / "accuracy_vs_bytes.png")
-    print(text)
+    print(report(results))
     return 0
 
 

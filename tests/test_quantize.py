@@ -227,7 +227,11 @@ def test_load_refuses_int8_layers_in_the_wrong_place_or_of_the_wrong_dtype(tmp_p
 def test_int8_model_exports_to_onnx_with_int8_weights(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
-    q = quantize(lorita.compress(cnn(), ratio=0.5))
+    torch.manual_seed(0)
+    model = nn.Sequential(lorita.compress(cnn(), ratio=0.5), nn.ReLU(), nn.Linear(10, 512), nn.ReLU(),
+                          nn.Linear(512, 256))  # with a Linear large enough for the int8 matmul in eager mode
+    q = quantize(model).eval()
+    assert q[-1].qweight.numel() >= LARGE
     x = torch.randn(2, 1, 8, 8)
     path = tmp_path / "q.onnx"
     torch.onnx.export(q, (x,), str(path), input_names=["x"], output_names=["y"],
@@ -237,8 +241,10 @@ def test_int8_model_exports_to_onnx_with_int8_weights(tmp_path):
     assert any(init.data_type == onnx.TensorProto.INT8 for init in graph.initializer)  # stored as int8
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    dequantized = q(x.clone().requires_grad_(True)).detach()  # under autograd: the form the exporter saw
+    torch.testing.assert_close(got, dequantized, atol=1e-4, rtol=1e-4)  # ONNX Runtime's float kernels
     with torch.no_grad():
-        torch.testing.assert_close(got, q(x), atol=1e-4, rtol=1e-4)  # ONNX Runtime's float kernels
+        assert (got - q(x)).abs().max() < CLOSE  # eager: the large Linear quantized its input too
 
 
 def test_transformers_conv1d_layers_quantize_and_round_trip(tmp_path):
@@ -258,3 +264,23 @@ def test_transformers_conv1d_layers_quantize_and_round_trip(tmp_path):
     again = lorita.load(tmp_path / "g.lorita", model=lambda: transformers.GPT2LMHeadModel(config)).eval()
     with torch.no_grad():
         assert torch.equal(again(x).logits, q(x).logits)
+
+
+# the TorchScript-based exporter says it is legacy; its constant folding notes are harmless
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore:Constant folding:UserWarning")
+def test_onnx_runtime_dynamic_quantization_of_the_exported_cut(tmp_path):
+    """The other export route: the float cut exported, then quantized by ONNX Runtime's own tool (int8 compute
+    in ONNX Runtime). Its activations are quantized too, so outputs are compared at the int8 tolerance."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    small = lorita.compress(mlp(), ratio=0.25).eval()
+    x = torch.randn(8, 64)
+    torch.onnx.export(small, (x,), str(tmp_path / "f.onnx"), input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    quantize_dynamic(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), weight_type=QuantType.QInt8)
+    assert (tmp_path / "q.onnx").stat().st_size < 0.5 * (tmp_path / "f.onnx").stat().st_size
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
+    with torch.no_grad():
+        assert 0 < (got - small(x)).abs().max() < CLOSE
