@@ -284,3 +284,24 @@ def test_onnx_runtime_dynamic_quantization_of_the_exported_cut(tmp_path):
     got = torch.from_numpy(session.run(None, {"x": x.numpy()})[0])
     with torch.no_grad():
         assert 0 < (got - small(x)).abs().max() < CLOSE
+
+
+def test_compress_command_int8_writes_an_int8_run_that_evaluates(tmp_path, capsys):
+    import json
+
+    from lorita.cli import main
+
+    run, cut = tmp_path / "d2", tmp_path / "cut"
+    assert main(["train", "--model", "fcn", "--model-arg", "width=16", "--model-arg", "hidden_layers=2",
+                 "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--no-progress", "--depth", "2",
+                 "--out", str(run)]) == 0
+    assert main(["compress", str(run), "--energy", "0.9", "--int8", "--no-progress", "--out", str(cut)]) == 0
+    results = json.loads((cut / "results.json").read_text())
+    assert results["options"] == {"energy": 0.9, "int8": True}
+    assert abs(results["after_int8"]["test_acc"] - results["after_cut"]["test_acc"]) <= 5  # 359 test digits
+    model = lorita.load(cut / "model.lorita")
+    assert int8_layers(model) and not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())
+    capsys.readouterr()
+    assert main(["evaluate", str(cut), "--write"]) == 0
+    evaluation = json.loads((cut / "evaluation.json").read_text())
+    assert evaluation["test_acc"] == pytest.approx(results["after_int8"]["test_acc"])  # the int8 model was saved
