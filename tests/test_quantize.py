@@ -77,6 +77,15 @@ def test_quantize_replaces_every_layer_and_stays_close(build, x):
     assert all(isinstance(m, (nn.Linear, nn.Conv2d)) for m in plain)  # the argument is untouched
 
 
+def test_profile_counts_int8_weights_as_params_and_their_macs():
+    for build, x in ((mlp, torch.randn(2, 64)), (cnn, torch.randn(2, 1, 8, 8))):
+        small = lorita.compress(build(), ratio=0.5) if build is mlp else build()
+        float_profile, int8_profile = lorita.profile(small, x), lorita.profile(quantize(small), x)
+        assert (int8_profile.params, int8_profile.macs) == (float_profile.params, float_profile.macs)
+        assert [(p.name, p.params, p.macs) for p in int8_profile.layers] == \
+            [(p.name, p.params, p.macs) for p in float_profile.layers]
+
+
 def test_compressed_pairs_are_quantized_inside_and_keep_their_shape():
     dense = mlp()
     small = lorita.compress(dense, ratio=0.25)
