@@ -21,7 +21,7 @@ from lorita.fold import fold_batchnorm
 from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
-from lorita.quantize import quantize
+from lorita.quantize import Int8Config, quantize
 from lorita.select import search_accuracy, select_ranks
 from lorita.serialization import load, save
 from lorita.svd_cache import SVDCache
@@ -34,7 +34,8 @@ import lorita.sweep  # noqa: E402,F401
 import lorita.train  # noqa: E402,F401
 
 __all__ = [
-    "ComposedConv2d", "ComposedLinear", "LoritaError", "LoritaWarning", "LowRankConv2d", "LowRankLinear", "Profile",
-    "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm", "keep_faster", "load", "merge",
-    "profile", "quantize", "register_linear_subclass", "save", "search_accuracy", "select_ranks", "spectrum", "truncate",
+    "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",
+    "LowRankLinear", "Profile", "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm",
+    "keep_faster", "load", "merge", "profile", "quantize", "register_linear_subclass", "save", "search_accuracy",
+    "select_ranks", "spectrum", "truncate",
 ]

@@ -67,7 +67,7 @@ def resolve_config(config) -> Int8Config:
     if isinstance(config, str) and config in CONFIGS:
         return CONFIGS[config]()
     raise LoritaError(f"unknown quantization {config!r}; use one of {', '.join(map(repr, CONFIGS))} "
-                      "or a config object such as lorita.quantize.Int8Config(granularity='tensor')")
+                      "or a config object such as lorita.Int8Config(granularity='tensor')")
 
 
 def scan_quantizable(model: nn.Module) -> Scan:
