@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
                            finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress,
                            calibrate=args.calibrate, int8=args.int8)
     kept = results["kept"]
-    final = results["after_int8"] or results["after_finetune"] or results["after_cut"]
+    final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
           f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
     if "latency" in results:

@@ -213,7 +213,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         "skipped_layers": skipped_layers(merged, example_input=example),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
         "before": {"val_acc": before_val, "test_acc": before_test},
-        "after_cut": after_cut, "after_finetune": after_finetune, "after_int8": after_int8,
+        "after_cut": after_cut, "after_finetune": after_finetune,
+        **({"after_int8": after_int8} if int8 else {}),
         "kept": {k: cut_value / max(getattr(original, k), 1) for k, cut_value in
                  (("params", cut.params), ("macs", cut.macs), ("flops", cut.flops))},
         "evaluations": evaluations,
