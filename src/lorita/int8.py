@@ -51,8 +51,8 @@ def quantize_weight(weight: torch.Tensor, granularity: Granularity = "channel",
     """``(qweight, scale)``: int8 values of ``weight``'s shape and one scale per output channel (dim 0).
 
     Computed in float32 (float64 for a float64 weight); the scale is returned in the weight's
-    dtype. ``granularity="tensor"``: one scale for the whole weight, repeated per channel.
-    An all-zero channel gets scale 1 (its values are 0).
+    dtype. ``granularity="tensor"``: one scale (shape ``(1,)``) for the whole weight. An
+    all-zero channel (or weight) gets scale 1 (its values are 0).
 
     Example:
         >>> w = torch.tensor([[0.5, -1.0], [0.0, 0.0]])
@@ -66,7 +66,7 @@ def quantize_weight(weight: torch.Tensor, granularity: Granularity = "channel",
     rows = work.reshape(work.shape[0], -1)
     amax = rows.abs().amax(dim=1)  # (out,)
     if granularity == "tensor":
-        amax = amax.max().expand_as(amax)
+        amax = amax.max().reshape(1)
     scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
     q = torch.round(rows / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
     return q.reshape(weight.shape), scale.to(weight.dtype)
@@ -78,17 +78,19 @@ class _Int8(nn.Module):
     qweight: torch.Tensor
     scale: torch.Tensor
 
-    def _init_tensors(self, shape: tuple[int, ...], bias: bool, device, dtype) -> None:
+    def _init_tensors(self, shape: tuple[int, ...], bias: bool, device, dtype, granularity: Granularity) -> None:
         dtype = dtype or torch.get_default_dtype()
+        check_choice("granularity", granularity, GRANULARITIES)
+        scales = shape[0] if granularity == "channel" else 1
+        self.granularity: Granularity = granularity
         self.register_buffer("qweight", torch.zeros(shape, dtype=torch.int8, device=device))
-        self.register_buffer("scale", torch.ones(shape[0], dtype=dtype, device=device))
+        self.register_buffer("scale", torch.ones(scales, dtype=dtype, device=device))
         self.bias = nn.Parameter(torch.zeros(shape[0], dtype=dtype, device=device)) if bias else None
 
     @torch.no_grad()
-    def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None, granularity: Granularity = "channel",
-                   name: str = "layer") -> None:
-        """Quantize ``weight`` into this layer and copy ``bias``."""
-        q, s = quantize_weight(weight, granularity, name)
+    def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None, name: str = "layer") -> None:
+        """Quantize ``weight`` into this layer (at its granularity) and copy ``bias``."""
+        q, s = quantize_weight(weight, self.granularity, name)
         self.qweight.copy_(q)
         self.scale.copy_(s)
         if self.bias is not None and bias is not None:
@@ -136,10 +138,11 @@ class Int8Linear(_Int8):
         True
     """
 
-    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 granularity: Granularity = "channel", device=None, dtype=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self._init_tensors((out_features, in_features), bias, device, dtype)
+        self._init_tensors((out_features, in_features), bias, device, dtype, granularity)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, granularity: Granularity = "channel", name: str = "layer") -> "Int8Linear":
@@ -150,10 +153,10 @@ class Int8Linear(_Int8):
             torch.int8
         """
         w = linear.weight
-        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device=w.device,
-                    dtype=w.dtype)
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, granularity=granularity,
+                    device=w.device, dtype=w.dtype)
         if not w.is_meta:
-            layer.load_float(w, linear.bias, granularity, name)
+            layer.load_float(w, linear.bias, name)
         layer.train(linear.training)
         return layer
 
@@ -172,7 +175,8 @@ class Int8Linear(_Int8):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyTorch notes that quantized tensor types are deprecated
             try:
-                qt = torch._make_per_channel_quantized_tensor(self.qweight, self.scale.double(), zero, 0)
+                scale = self.scale.double().expand(self.out_features).contiguous()
+                qt = torch._make_per_channel_quantized_tensor(self.qweight, scale, zero, 0)
                 bias = self.bias.detach().float() if self.bias is not None else None
                 return torch.ops.quantized.linear_prepack(qt, bias)
             except (RuntimeError, AttributeError) as err:  # no quantized engine in this build
@@ -204,12 +208,12 @@ class Int8Conv2d(_Int8):
         (torch.Size([1, 8, 6, 6]), (1, 1))
     """
 
-    def __init__(self, like: nn.Conv2d, *, device=None, dtype=None):
+    def __init__(self, like: nn.Conv2d, *, granularity: Granularity = "channel", device=None, dtype=None):
         super().__init__()
         for key in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
                     "padding_mode", "_reversed_padding_repeated_twice"):
             setattr(self, key, getattr(like, key))
-        self._init_tensors(tuple(like.weight.shape), like.bias is not None, device, dtype)
+        self._init_tensors(tuple(like.weight.shape), like.bias is not None, device, dtype, granularity)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, granularity: Granularity = "channel", name: str = "layer") -> "Int8Conv2d":
@@ -220,9 +224,9 @@ class Int8Conv2d(_Int8):
             torch.Size([4, 1, 3, 3])
         """
         w = conv.weight
-        layer = cls(conv, device=w.device, dtype=w.dtype)
+        layer = cls(conv, granularity=granularity, device=w.device, dtype=w.dtype)
         if not w.is_meta:
-            layer.load_float(w, conv.bias, granularity, name)
+            layer.load_float(w, conv.bias, name)
         layer.train(conv.training)
         return layer
 

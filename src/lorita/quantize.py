@@ -28,7 +28,8 @@ from lorita.checks import check_choice
 from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.hf import conv1d_as_linear, is_conv1d
-from lorita.int8 import GRANULARITIES, INT8_TYPES, Granularity, Int8Conv2d, Int8Linear
+from lorita.int8 import GRANULARITIES, INT8_TYPES, QMAX, Granularity, Int8Conv2d, Int8Linear
+from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.targets import Layer, Scan, Selector, check_model, replace_module, scan_layers, select, warn_skipped
 
@@ -154,12 +155,59 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
     del chosen, scan
     new = model if inplace else copy.deepcopy(model)
     layers = scan_quantizable(new).layers
+    for name, pair in list(new.named_modules()):
+        if isinstance(pair, LOWRANK_TYPES) and f"{name}.0" in names and f"{name}.1" in names:
+            pair[0], pair[1] = quantize_pair(pair, config.granularity, name)
+            names = [n for n in names if n not in (f"{name}.0", f"{name}.1")]
     for name in names:
         target = layers.pop(name)
         replace_module(new, target, quantize_layer(target.module, config.granularity, name))
         del target
     log.info("quantized %d layer(s) to int8 (%s granularity)", len(names), config.granularity)
     return new
+
+
+@torch.no_grad()
+def quantize_pair(pair: nn.Module, granularity: Granularity = "channel", name: str = "pair") -> tuple[nn.Module, nn.Module]:
+    """The two int8 layers of a low-rank pair ``second(first(x))``, the second one's scales folded into the first.
+
+    The second layer's weight ``B`` (out x r) is scaled per *input* column, ``B = B_q diag(b)``
+    (its columns are ``u_i sqrt(sigma_i)``: their sizes differ, its rows mix them), and
+    ``diag(b)`` moves into the first layer, whose weight ``diag(b) A`` is then quantized per
+    output row as usual. The second layer keeps a single scale of 1: a pair stores ``r``
+    scales, not ``r + out``.
+
+    Example:
+        >>> import lorita
+        >>> pair = lorita.compress(nn.Sequential(nn.Linear(64, 64)), ratio=0.25)[0]
+        >>> first, second = quantize_pair(pair)
+        >>> first.scale.shape, second.scale.tolist()
+        (torch.Size([16]), [1.0])
+    """
+    first, second = pair[0], pair[1]
+    b_matrix = second.weight.reshape(second.weight.shape[0], -1)  # (out, r): a 1x1 conv's kernel flattened
+    check_finite(b_matrix, f"{name}.1")
+    amax = b_matrix.float().abs().amax(dim=0)  # (r,)
+    b = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    q = torch.round(b_matrix.float() / b).clamp_(-QMAX, QMAX).to(torch.int8)
+    shape = (-1,) + (1,) * (first.weight.dim() - 1)
+    folded = first.weight * b.to(first.weight.dtype).reshape(shape)  # diag(b) A
+    if isinstance(first, nn.Conv2d):
+        new_first = Int8Conv2d(first, granularity=granularity, device=folded.device, dtype=folded.dtype)
+        new_second = Int8Conv2d(second, granularity="tensor", device=folded.device, dtype=folded.dtype)
+    else:
+        new_first = Int8Linear(first.in_features, first.out_features, bias=first.bias is not None,
+                               granularity=granularity, device=folded.device, dtype=folded.dtype)
+        new_second = Int8Linear(second.in_features, second.out_features, bias=second.bias is not None,
+                                granularity="tensor", device=folded.device, dtype=folded.dtype)
+    new_first.load_float(folded, first.bias, f"{name}.0")
+    new_second.qweight.copy_(q.reshape(second.weight.shape))
+    if second.bias is not None:
+        check_finite(second.bias, f"{name}.1", "bias")
+        new_second.bias.copy_(second.bias)
+    new_first.train(first.training)
+    new_second.train(second.training)
+    return new_first, new_second
 
 
 def quantize_layer(module: nn.Module, granularity: Granularity = "channel", name: str = "layer") -> nn.Module:

@@ -40,7 +40,7 @@ from lorita.checks import is_int
 from lorita.composed import MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import MERGED_VIEW, conv1d_as_linear, is_conv1d
-from lorita.int8 import INT8_TYPES, Int8Conv2d, Int8Linear
+from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.targets import scan_layers
@@ -76,8 +76,9 @@ def describe(model: nn.Module) -> dict:
                 layers[seen[id(m)]]["aliases"].append(name)
                 continue
             seen[id(m)] = name
-            if isinstance(m, INT8_TYPES):  # int8 weights + per-channel scales (lorita.int8)
-                layers[name] = {"type": "int8_linear" if isinstance(m, Int8Linear) else "int8_conv2d", "aliases": [name]}
+            if isinstance(m, INT8_TYPES):  # int8 weights + per-channel (or one) scales (lorita.int8)
+                layers[name] = {"type": "int8_linear" if isinstance(m, Int8Linear) else "int8_conv2d",
+                                **({"granularity": "tensor"} if m.granularity == "tensor" else {}), "aliases": [name]}
                 continue
             kind = "lowrank_linear" if isinstance(m, LowRankLinear) else "lowrank_conv2d"
             layers[name] = {"type": kind, "rank": m.rank, "aliases": [name]}
@@ -227,6 +228,8 @@ def _check_description(desc, path) -> None:
                 raise bad(f"mode of layer {name!r} must be one of {MODES}")
             if entry.get("side", "input") not in ("input", "output"):
                 raise bad(f"side of layer {name!r} must be 'input' or 'output'")
+        elif entry["type"].startswith("int8") and entry.get("granularity", "channel") not in GRANULARITIES:
+            raise bad(f"granularity of layer {name!r} must be one of {GRANULARITIES}")
         elif entry["type"].startswith("lowrank") and (not is_int(entry.get("rank")) or entry["rank"] < 1):
             raise bad(f"rank of layer {name!r} must be a positive integer, got {entry.get('rank')!r}")
 
@@ -393,7 +396,7 @@ def _apply_int8(model: nn.Module, int8: dict[str, dict], path) -> None:
     for name, entry in int8.items():
         plain = modules[name]
         plain = conv1d_as_linear(plain) if is_conv1d(plain) else plain
-        kw = dict(device=plain.weight.device, dtype=plain.weight.dtype)
+        kw = dict(device=plain.weight.device, dtype=plain.weight.dtype, granularity=entry.get("granularity", "channel"))
         if isinstance(plain, nn.Conv2d):
             new = Int8Conv2d(plain, **kw)
         else:
