@@ -1,8 +1,8 @@
 """Int8 layers: weights stored as 8-bit integers with one float scale per output channel.
 
 ``Int8Linear`` and ``Int8Conv2d`` hold ``qweight`` (int8, the layer's weight shape) and
-``scale`` (one value per output channel, the layer's float dtype) as buffers, and the
-float bias. Quantization is symmetric: ``weight ~= qweight * scale`` with ``qweight`` in
+``scale`` (one value per output channel, or one value: ``granularity="tensor"``; the
+layer's float dtype) as buffers, and the float bias. Quantization is symmetric: ``weight ~= qweight * scale`` with ``qweight`` in
 [-127, 127] and ``scale = max|row| / 127``, so a row's error is at most ``scale / 2``.
 How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUANTIZE.md):
 
