@@ -115,8 +115,12 @@ def test_small_layer_keeps_its_dequantized_weight_until_a_buffer_changes():
     copy = __import__("copy").deepcopy(layer)
     assert "_lorita_cache" not in copy.__dict__ and torch.equal(copy(x), layer(x))
     x.requires_grad_(True)
-    layer(x).sum().backward()  # under autograd the dequantized form runs, so inputs get gradients
+    layer(x).sum().backward()  # the kept weight is a constant of the matmul: inputs still get gradients
     assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        expected = layer(x.detach()).double()
+        layer.double()  # .to() and friends drop what was kept: the float64 weight is formed anew
+        torch.testing.assert_close(layer(x.detach().double()), expected, atol=1e-6, rtol=1e-6)  # float32 vs 64 sums
 
 
 def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():

@@ -2,8 +2,9 @@
 
 ``Int8Linear`` and ``Int8Conv2d`` hold ``qweight`` (int8, the layer's weight shape) and
 ``scale`` (one value per output channel, or one value: ``granularity="tensor"``; the
-layer's float dtype) as buffers, and the float bias. Quantization is symmetric: ``weight ~= qweight * scale`` with ``qweight`` in
-[-127, 127] and ``scale = max|row| / 127``, so a row's error is at most ``scale / 2``.
+layer's float dtype) as buffers, and the float bias. Quantization is symmetric:
+``weight ~= qweight * scale`` with ``qweight`` in [-127, 127] and ``scale = max|row| / 127``,
+so a row's error is at most ``scale / 2``.
 How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUANTIZE.md):
 
 - a Linear of at least ``LARGE`` (65536) weights, on CPU in float32: PyTorch's dynamic
@@ -16,9 +17,10 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
   than such a layer's matmul: int8 on disk, float32 speed in memory;
 - a larger Conv2d: the kernel is dequantized on every call and the float convolution
   runs (PyTorch has no int8 convolution for float inputs);
-- under autograd, while exporting or tracing, under a dispatch mode (``lorita.profile``'s
-  FLOP counter), on other devices and dtypes: ``F.linear`` / ``F.conv2d`` with the
-  dequantized weight, so exporters see int8 initializers and a dequantization.
+- a large Linear under autograd, a dispatch mode (``lorita.profile``'s FLOP counter), on
+  other devices or dtypes, and any layer while tracing or compiling (ONNX export,
+  ``torch.export``): ``F.linear`` / ``F.conv2d`` with the weight dequantized in the call, so
+  exported graphs hold the int8 weight and its dequantization.
 
 Both read like the layer they replace (``in_features``, ``out_channels``, ``stride``,
 ``weight``...). Caches are rebuilt when a buffer changes (``load_state_dict``, ``.to()``).
@@ -103,24 +105,26 @@ class _Int8(nn.Module):
         shape = (-1,) + (1,) * (self.qweight.dim() - 1)
         return self.qweight.to(self.scale.dtype) * self.scale.reshape(shape)
 
-    def _key(self) -> tuple:
-        """Changes whenever a buffer or the bias is replaced or written in place."""
-        tensors = [self.qweight, self.scale] + ([self.bias] if self.bias is not None else [])
-        return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
-
-    def _cached(self, what: str, build):
-        key = self._key()
-        entry = self.__dict__.get("_lorita_cache", {}).get(what)
+    def _cached(self, what, build, tensors: tuple[torch.Tensor, ...]):
+        """``build()``, kept until one of ``tensors`` is replaced or written in place (checked per call: two C
+        attribute reads per tensor); ``.to()`` and friends drop every cache (``_apply``)."""
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        cache = self.__dict__.setdefault("_lorita_cache", {})
+        entry = cache.get(what)
         if entry is None or entry[0] != key:
-            entry = (key, build())
-            self.__dict__.setdefault("_lorita_cache", {})[what] = entry
+            entry = cache[what] = (key, build())
         return entry[1]
 
     def _float_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """The weight in ``x``'s dtype: kept after the first call for a small layer on a plain call."""
-        if _plain_call(x) and self.qweight.numel() < LARGE:
-            return self._cached(str(x.dtype), lambda: self.weight.detach().to(x.dtype))
+        """The weight in ``x``'s dtype: kept after the first call for a small layer (not while tracing or
+        compiling, so exported graphs hold the int8 weight and its dequantization)."""
+        if self.qweight.numel() < LARGE and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            return self._cached(x.dtype, lambda: self.weight.detach().to(x.dtype), (self.qweight, self.scale))
         return self.weight.to(x.dtype)
+
+    def _apply(self, fn, recurse=True):
+        self.__dict__.pop("_lorita_cache", None)  # .to(), .half(), .cuda(): the kept tensors are rebuilt
+        return super()._apply(fn, recurse)
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -161,9 +165,10 @@ class Int8Linear(_Int8):
         return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _plain_call(x) and self.qweight.numel() >= LARGE and x.dtype == torch.float32 \
-                and x.device.type == "cpu":
-            packed = self._cached("packed", self._pack)
+        if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" \
+                and _plain_call(x):
+            tensors = (self.qweight, self.scale) + ((self.bias,) if self.bias is not None else ())
+            packed = self._cached("packed", self._pack, tensors)
             if packed is not None:
                 return torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out), bias included
         return F.linear(x, self._float_weight(x), self.bias)
@@ -188,11 +193,11 @@ class Int8Linear(_Int8):
 
 
 def _plain_call(x: torch.Tensor) -> bool:
-    """An inference call in eager mode: no autograd on the input, no tracing, export, compilation or dispatch
-    mode (such as lorita.profile's FLOP counter), which must see the dequantized matmul."""
-    return not (torch.is_grad_enabled() and x.requires_grad) and not torch.jit.is_tracing() and \
-        not torch.compiler.is_compiling() and not torch.onnx.is_in_onnx_export() and \
-        torch._C._len_torch_dispatch_stack() == 0
+    """An inference call in eager mode, where the int8 matmul may run: no autograd on the input (it has no
+    backward), no tracing or compiling (ONNX export, torch.export), no dispatch mode (lorita.profile's FLOP
+    counter), which must see the dequantized matmul."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and not torch.jit.is_tracing() and \
+        not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0
 
 
 class Int8Conv2d(_Int8):
