@@ -113,7 +113,11 @@ def test_small_layer_keeps_its_dequantized_weight_until_a_buffer_changes():
         layer.load_state_dict(other.state_dict())  # written in place: the kept weight must follow
         torch.testing.assert_close(layer(x), other(x), **EXACT)
     copy = __import__("copy").deepcopy(layer)
-    assert "_lorita_cache" not in copy.__dict__ and torch.equal(copy(x), layer(x))
+    assert "_lorita_kept" not in copy.__dict__ and torch.equal(copy(x), layer(x))
+    with torch.no_grad():
+        layer.qweight.mul_(-1)  # by hand, in place: kept until clear_cache()
+        layer.clear_cache()
+        torch.testing.assert_close(layer(x) - layer.bias, -(other(x) - other.bias), atol=1e-6, rtol=1e-6)
     x.requires_grad_(True)
     layer(x).sum().backward()  # the kept weight is a constant of the matmul: inputs still get gradients
     assert x.grad is not None and x.grad.abs().sum() > 0
@@ -137,6 +141,8 @@ def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():
         assert 0 < (fast - exact).abs().max() < 0.05
         layer.load_state_dict(Int8Linear.from_linear(nn.Linear(512, 256)).state_dict())
         assert (layer(x) - fast).abs().max() > 0.1  # the packed weight was rebuilt
+        layer.bias = nn.Parameter(torch.full((256,), 10.0))  # assigning drops the packed weight (and its bias)
+        assert (layer(x) - nn.functional.linear(x, layer.weight) - 10).abs().max() < 0.05
     assert lorita.profile(layer, x).macs == lorita.profile(dense, x).macs  # the FLOP counter sees the matmul
 
 

@@ -23,7 +23,8 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
   exported graphs hold the int8 weight and its dequantization.
 
 Both read like the layer they replace (``in_features``, ``out_channels``, ``stride``,
-``weight``...). Caches are rebuilt when a buffer changes (``load_state_dict``, ``.to()``).
+``weight``...). What a layer keeps is dropped by ``load_state_dict``, ``.to()`` and friends, and
+by assigning its tensors (``clear_cache()`` after writing them in place by hand).
 """
 
 from __future__ import annotations
@@ -105,30 +106,39 @@ class _Int8(nn.Module):
         shape = (-1,) + (1,) * (self.qweight.dim() - 1)
         return self.qweight.to(self.scale.dtype) * self.scale.reshape(shape)
 
-    def _cached(self, what, build, tensors: tuple[torch.Tensor, ...]):
-        """``build()``, kept until one of ``tensors`` is replaced or written in place (checked per call: two C
-        attribute reads per tensor); ``.to()`` and friends drop every cache (``_apply``)."""
-        key = tuple((t.data_ptr(), t._version) for t in tensors)
-        cache = self.__dict__.setdefault("_lorita_cache", {})
-        entry = cache.get(what)
-        if entry is None or entry[0] != key:
-            entry = cache[what] = (key, build())
-        return entry[1]
-
     def _float_weight(self, x: torch.Tensor) -> torch.Tensor:
         """The weight in ``x``'s dtype: kept after the first call for a small layer (not while tracing or
         compiling, so exported graphs hold the int8 weight and its dequantization)."""
         if self.qweight.numel() < LARGE and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            return self._cached(x.dtype, lambda: self.weight.detach().to(x.dtype), (self.qweight, self.scale))
+            kept = self.__dict__.get("_lorita_kept")
+            if kept is None or kept.dtype != x.dtype:
+                kept = self.__dict__["_lorita_kept"] = self.weight.detach().to(x.dtype)
+            return kept
         return self.weight.to(x.dtype)
 
+    def clear_cache(self) -> None:
+        """Drop the kept float weight and packed int8 weight; they are rebuilt on the next call. Done by
+        ``load_state_dict``, ``.to()`` / ``.half()`` / ``.cuda()``, and by assigning ``qweight``, ``scale`` or
+        ``bias``; call it after writing those tensors in place by hand."""
+        self.__dict__.pop("_lorita_kept", None)
+        self.__dict__.pop("_lorita_packed", None)
+
+    def __setattr__(self, name, value):
+        if name in ("qweight", "scale", "bias"):
+            self.clear_cache()
+        super().__setattr__(name, value)
+
     def _apply(self, fn, recurse=True):
-        self.__dict__.pop("_lorita_cache", None)  # .to(), .half(), .cuda(): the kept tensors are rebuilt
+        self.clear_cache()
         return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
 
     def __getstate__(self):
         state = super().__getstate__()
-        return {k: v for k, v in state.items() if k != "_lorita_cache"}  # copies rebuild it
+        return {k: v for k, v in state.items() if k not in ("_lorita_kept", "_lorita_packed")}  # copies rebuild
 
 
 class Int8Linear(_Int8):
@@ -167,15 +177,16 @@ class Int8Linear(_Int8):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" \
                 and _plain_call(x):
-            tensors = (self.qweight, self.scale) + ((self.bias,) if self.bias is not None else ())
-            packed = self._cached("packed", self._pack, tensors)
-            if packed is not None:
+            packed = self.__dict__.get("_lorita_packed")
+            if packed is None:
+                packed = self.__dict__["_lorita_packed"] = self._pack()
+            if packed is not False:
                 return torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out), bias included
         return F.linear(x, self._float_weight(x), self.bias)
 
     @torch.no_grad()
     def _pack(self):
-        """PyTorch's packed int8 weight (with the bias) for its dynamic int8 matmul, or None where unavailable."""
+        """PyTorch's packed int8 weight (with the bias) for its dynamic int8 matmul, or False where unavailable."""
         zero = torch.zeros(self.out_features, dtype=torch.long)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyTorch notes that quantized tensor types are deprecated
@@ -186,7 +197,7 @@ class Int8Linear(_Int8):
                 return torch.ops.quantized.linear_prepack(qt, bias)
             except (RuntimeError, AttributeError) as err:  # no quantized engine in this build
                 log.info("int8 matmul unavailable (%s): dequantized weights instead", err)
-                return None
+                return False
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
