@@ -34,9 +34,9 @@ from transformers import TrainerCallback  # the hf extra: this module is loaded 
 
 from lorita.checks import check_choice, check_int
 from lorita.compose import FACTOR_SIDES, FactorSide, compose, merge_layer
-from lorita.composed import COMPOSED_TYPES, INITS, MODES, Init, Mode
+from lorita.composed import COMPOSED_TYPES, INITS, MERGED_VIEW, MODES, Init, Mode
 from lorita.errors import LoritaError, LoritaWarning
-from lorita.hf import MERGED_VIEW, conv1d_base
+from lorita.conv1d import conv1d_base
 from lorita.targets import Selector
 
 class LoritaCallback(TrainerCallback):

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lorita.composed import COMPOSED_TYPES
-from lorita.hf import is_conv1d
+from lorita.conv1d import is_conv1d
 from lorita.int8 import INT8_TYPES
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.probe import eval_mode, example_args, run_model, track_usage

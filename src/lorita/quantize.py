@@ -27,7 +27,7 @@ from torch import nn
 from lorita.checks import check_choice
 from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaError, LoritaWarning
-from lorita.hf import conv1d_as_linear, is_conv1d
+from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.int8 import GRANULARITIES, INT8_TYPES, QMAX, Granularity, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES

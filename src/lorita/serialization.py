@@ -37,9 +37,9 @@ from torch import nn
 
 from lorita.atomic import atomic_path
 from lorita.checks import is_int
-from lorita.composed import MODES, ComposedConv2d, ComposedLinear
+from lorita.composed import MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
-from lorita.hf import MERGED_VIEW, conv1d_as_linear, is_conv1d
+from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
