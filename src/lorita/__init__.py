@@ -6,6 +6,7 @@ Example:
     >>> composed = lorita.compose(net, depth=3)       # train this one, with weight decay
     >>> dense = lorita.merge(composed)                 # back to the original architecture
     >>> small = lorita.compress(dense, energy=0.9)     # truncated SVD, thin layer pairs
+    >>> tiny = lorita.quantize(small, "int8")          # int8 weights after the cut
     >>> lorita.train.train, lorita.sweep.sweep          # the training loop and accuracy-vs-size sweeps  # doctest: +ELLIPSIS
     (<function train at ...>, <function sweep at ...>)
 """
@@ -20,6 +21,7 @@ from lorita.fold import fold_batchnorm
 from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
+from lorita.quantize import Int8Config, quantize
 from lorita.select import search_accuracy, select_ranks
 from lorita.serialization import load, save
 from lorita.svd_cache import SVDCache
@@ -32,7 +34,8 @@ import lorita.sweep  # noqa: E402,F401
 import lorita.train  # noqa: E402,F401
 
 __all__ = [
-    "ComposedConv2d", "ComposedLinear", "LoritaError", "LoritaWarning", "LowRankConv2d", "LowRankLinear", "Profile",
-    "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm", "keep_faster", "load", "merge",
-    "profile", "register_linear_subclass", "save", "search_accuracy", "select_ranks", "spectrum", "truncate",
+    "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",
+    "LowRankLinear", "Profile", "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm",
+    "keep_faster", "load", "merge", "profile", "quantize", "register_linear_subclass", "save", "search_accuracy",
+    "select_ranks", "spectrum", "truncate",
 ]

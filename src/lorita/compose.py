@@ -16,7 +16,7 @@ from torch import nn
 from lorita.checks import check_choice, check_int
 from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
 from lorita.errors import LoritaError
-from lorita.hf import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
+from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
 from lorita.linalg import check_finite, check_values
 from lorita.targets import Selector, check_model, replace_module, scan_layers, select, warn_skipped
 

@@ -36,6 +36,8 @@ Mode = Literal["sequential", "fused", "auto"]
 Init = Literal["default", "preserve", "balanced"]
 Side = Literal["input", "output"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+# Set on a composed layer whose state_dict is its merged weight (lorita.hf_trainer.LoritaCallback's view).
+MERGED_VIEW = "lorita_merged_state_dict"
 INITS: tuple[Init, ...] = get_args(Init)
 SIDES: tuple[Side, ...] = get_args(Side)
 

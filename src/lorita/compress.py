@@ -16,7 +16,7 @@ from lorita.checks import check_fraction
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
-from lorita.hf import is_conv1d
+from lorita.conv1d import is_conv1d
 from lorita.linalg import (break_even_rank, check_finite, check_rank, energy_cut, energy_rank, ratio_rank,
                            singular_values)
 from lorita.lowrank import truncate, weight_matrix

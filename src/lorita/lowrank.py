@@ -14,7 +14,7 @@ from torch import nn
 from lorita.composed import ConvLike
 from lorita.dense_reads import note_dense_read
 from lorita.errors import LoritaError
-from lorita.hf import is_conv1d
+from lorita.conv1d import is_conv1d
 from lorita.linalg import check_finite, check_rank, decompose
 
 

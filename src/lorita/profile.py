@@ -21,7 +21,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from lorita.composed import COMPOSED_TYPES
-from lorita.hf import is_conv1d
+from lorita.conv1d import is_conv1d
+from lorita.int8 import INT8_TYPES
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.probe import eval_mode, example_args, run_model, track_usage
 from lorita.targets import check_model
@@ -107,8 +108,17 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _is_layer(module: nn.Module) -> bool:
-    kinds = (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES)
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES, *INT8_TYPES)
     return isinstance(module, kinds) or is_conv1d(module)
+
+
+def _count(module: nn.Module, recurse: bool = True) -> int:
+    """Parameters, and the int8 weights of ``lorita.int8`` layers (buffers, but the layer's weights), each once."""
+    sizes = {id(p): p.numel() for p in module.parameters(recurse=recurse)}
+    for m in module.modules() if recurse else [module]:
+        if isinstance(m, INT8_TYPES):
+            sizes[id(m.qweight)] = m.qweight.numel()
+    return sum(sizes.values())
 
 
 @torch.no_grad()
@@ -149,10 +159,10 @@ def profile(model: nn.Module, example_input) -> Profile:
         flops = int(counts.get(f"{root}.{name}", 0))
         if not whole:  # a container with its own parameters: what it computes itself; children report theirs
             flops -= sum(int(counts.get(f"{root}.{name}.{child}", 0)) for child, _ in module.named_children())
-        params = sum(p.numel() for p in module.parameters(recurse=whole))
+        params = _count(module, whole)
         if params or flops:
             layers.append(LayerProfile(name, type(module).__name__, params, flops // 2, flops,
                                        READ_NOTE if name in read_only else ""))
     total_flops = int(counts.get("Global", 0))
-    params = sum(p.numel() for p in model.parameters())  # shared parameters counted once
+    params = _count(model)  # shared parameters counted once
     return Profile(params, total_flops // 2, total_flops, int(args[0].shape[0]) if args[0].dim() else 1, layers)

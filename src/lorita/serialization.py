@@ -36,17 +36,18 @@ from torch import nn
 
 from lorita.atomic import atomic_path
 from lorita.checks import is_int, is_module_name
-from lorita.composed import MODES, ComposedConv2d, ComposedLinear
+from lorita.composed import MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError
-from lorita.hf import conv1d_as_linear, is_conv1d
+from lorita.conv1d import conv1d_as_linear, is_conv1d
+from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.targets import scan_layers
 
 FORMAT = "lorita"
 VERSION = 1
-LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d")
+LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d", "int8_linear", "int8_conv2d")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 MAX_DEPTH = 64  # factors per composed layer a file may describe
 
@@ -69,11 +70,15 @@ def describe(model: nn.Module) -> dict:
         layers[name] = {**entry, "aliases": layer.aliases}
     seen: dict[int, str] = {}
     for name, m in model.named_modules(remove_duplicate=False):
-        if isinstance(m, LOWRANK_TYPES):
+        if isinstance(m, (*LOWRANK_TYPES, *INT8_TYPES)):
             if id(m) in seen:
                 layers[seen[id(m)]]["aliases"].append(name)
                 continue
             seen[id(m)] = name
+            if isinstance(m, INT8_TYPES):  # int8 weights + per-channel (or one) scales (lorita.int8)
+                layers[name] = {"type": "int8_linear" if isinstance(m, Int8Linear) else "int8_conv2d",
+                                **({"granularity": "tensor"} if m.granularity == "tensor" else {}), "aliases": [name]}
+                continue
             kind = "lowrank_linear" if isinstance(m, LowRankLinear) else "lowrank_conv2d"
             layers[name] = {"type": kind, "rank": m.rank, "aliases": [name]}
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
@@ -114,6 +119,9 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
         raise LoritaError(f"save needs a file path, got {type(path).__name__}")
     if Path(path).is_dir():
         raise LoritaError(f"{path} is a folder; save needs a file path such as {Path(path) / 'model.lorita'}")
+    if any(getattr(m, MERGED_VIEW, False) for m in model.modules()):
+        raise LoritaError("this model was composed by lorita.hf.LoritaCallback, so its state_dict is the merged "
+                          "model; save lorita.merge(model) instead (trainer.save_model(dir) writes it merged too)")
     for name, p in model.named_parameters():
         if p.is_meta:
             raise LoritaError(f"parameter {name!r} is on the meta device (no values): materialise the model "
@@ -219,7 +227,9 @@ def _check_description(desc, path) -> None:
                 raise bad(f"mode of layer {name!r} must be one of {MODES}")
             if entry.get("side", "input") not in ("input", "output"):
                 raise bad(f"side of layer {name!r} must be 'input' or 'output'")
-        elif not is_int(entry.get("rank")) or entry["rank"] < 1:
+        elif entry["type"].startswith("int8") and entry.get("granularity", "channel") not in GRANULARITIES:
+            raise bad(f"granularity of layer {name!r} must be one of {GRANULARITIES}")
+        elif entry["type"].startswith("lowrank") and (not is_int(entry.get("rank")) or entry["rank"] < 1):
             raise bad(f"rank of layer {name!r} must be a positive integer, got {entry.get('rank')!r}")
 
 
@@ -300,8 +310,12 @@ def _build_base(desc: dict, model, trust_code: bool, path, device=None) -> nn.Mo
 def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
     """Swap in the composed / low-rank layers the file describes, each checked against the model first."""
     modules = dict(model.named_modules(remove_duplicate=False))
+    int8 = {name: entry for name, entry in layers.items() if entry["type"].startswith("int8")}
+    _check_int8_places(modules, layers, int8, path)
     plan = []
     for name, entry in layers.items():
+        if name in int8:
+            continue  # swapped below, once the low-rank pairs they may sit in exist
         plain = modules.get(name)
         kind = entry["type"]
         if is_conv1d(plain):
@@ -341,11 +355,64 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
         name_layer(new, name)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
+    _apply_int8(model, int8, path)
+
+
+def _check_int8_places(modules: dict[str, nn.Module], layers: dict[str, dict], int8: dict[str, dict], path) -> None:
+    """Each int8 layer sits where the architecture has a layer of its kind: a plain Linear/Conv1D or Conv2d
+    that the file does not also compose or cut, or layer 0 or 1 of a low-rank pair of the same kind."""
+    for name, entry in int8.items():
+        kind = entry["type"].removeprefix("int8_")
+        parent, _, index = name.rpartition(".")
+        pair = layers.get(parent, {}).get("type", "")
+        if pair.startswith("lowrank"):
+            if index in ("0", "1") and pair == f"lowrank_{kind}":
+                continue
+            raise LoritaError(f"{path} describes {name!r} as {entry['type']} inside the {pair} {parent!r}, which "
+                              "has only layers 0 and 1 of its own kind; the file is damaged")
+        plain = modules.get(name)
+        fits = isinstance(plain, nn.Conv2d) if kind == "conv2d" else isinstance(plain, nn.Linear) or is_conv1d(plain)
+        if not fits or any(name == other or name.startswith(other + ".") for other in layers
+                           if other not in int8):
+            raise LoritaError(f"{path} describes layer {name!r} as {entry['type']}, but the architecture has "
+                              f"{type(plain).__name__ if plain is not None else 'no such module'} there; "
+                              "is this the right model?")
+
+
+def _apply_int8(model: nn.Module, int8: dict[str, dict], path) -> None:
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for name, entry in int8.items():
+        for alias in entry.get("aliases", [name]):
+            if modules.get(alias) is not modules[name]:
+                raise LoritaError(f"{path}: alias {alias!r} of layer {name!r} is not the same module in this "
+                                  "architecture; is this the right model?")
+    for name, entry in int8.items():
+        plain = modules[name]
+        plain = conv1d_as_linear(plain) if is_conv1d(plain) else plain
+        kw = dict(device=plain.weight.device, dtype=plain.weight.dtype, granularity=entry.get("granularity", "channel"))
+        if isinstance(plain, nn.Conv2d):
+            new = Int8Conv2d(plain, **kw)
+        else:
+            new = Int8Linear(plain.in_features, plain.out_features, bias=plain.bias is not None, **kw)
+        for alias in entry.get("aliases", [name]):
+            model.set_submodule(alias, new)
 
 
 def _file_shapes(path) -> dict[str, tuple[int, ...]]:
     with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
         return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+
+
+def _check_int8_dtypes(path, layers: dict[str, dict]) -> None:
+    """An int8 layer's ``qweight`` is stored as int8 in the file (loading would otherwise cast whatever is there)."""
+    keys = [f"{name}.qweight" for name, entry in layers.items() if entry["type"].startswith("int8")]
+    if not keys:
+        return
+    with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
+        wrong = [(key, f.get_slice(key).get_dtype()) for key in keys if f.get_slice(key).get_dtype() != "I8"]
+    if wrong:
+        raise LoritaError(f"{path}: int8 layer weights must be stored as int8, but {wrong[0][0]} is "
+                          f"{wrong[0][1]}; the file is damaged")
 
 
 def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -411,6 +478,7 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     base = _build_base(desc, model, trust_code, path)
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, shapes, path)
+    _check_int8_dtypes(path, desc["layers"])
     dtype = getattr(torch, desc.get("dtype", "float32"))
     base.to(dtype)
     try:

@@ -27,7 +27,7 @@ from torch import nn
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError, LoritaWarning
-from lorita.hf import conv1d_base, is_conv1d
+from lorita.conv1d import conv1d_base, is_conv1d
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.probe import READ_BY_PARENT, eval_mode, library_weight_readers, weight_readers
 from lorita.source_readers import read_not_called

@@ -32,7 +32,7 @@ from torch import nn
 
 from lorita.checks import check_int, check_number
 from lorita.errors import LoritaError
-from lorita.hf import is_conv1d
+from lorita.conv1d import is_conv1d
 from lorita.linalg import check_rank, svd, work_dtype
 from lorita.probe import eval_mode, example_args, hooks_on
 

@@ -12,6 +12,7 @@ EXAMPLE = """example:
   lorita compress runs/fcn-d3 --strategy budget --flops 0.3 --finetune-epochs 5 --out runs/fcn-d3-f30
   lorita compress runs/fcn-d3 --strategy accuracy --max-drop 1.0 --out runs/fcn-d3-acc
   lorita compress runs/r20 --latency 0.5 --batch 64 --out runs/r20-lat50     # measured time, this machine
+  lorita compress runs/fcn-d3 --energy 0.95 --int8 --out runs/fcn-d3-e95-int8  # then int8 weights
 """
 
 # flag -> the strategy it belongs to
@@ -49,6 +50,9 @@ def add_parser(sub) -> None:
                         "training data; with --energy (then output energy) or --ratio")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's lr / 10)")
+    p.add_argument("--int8", action="store_true",
+                   help="then store the weights in int8, one scale per output channel (lorita.quantize; "
+                        "docs/QUANTIZE.md)")
     p.set_defaults(func=run)
 
 
@@ -84,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         require("tqdm", command="compress")
     results = compress_run(args.run, args.out, strategy, options, finetune_epochs=args.finetune_epochs,
                            finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress,
-                           calibrate=args.calibrate)
+                           calibrate=args.calibrate, int8=args.int8)
     kept = results["kept"]
-    final = results["after_finetune"] or results["after_cut"]
+    final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
           f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
     if "latency" in results:

@@ -97,7 +97,8 @@ def _check_source(source: Path) -> None:
 def compress_run(source: str | Path, out: str | Path, strategy: str, options: dict | None = None, *,
                  ranks: dict[str, int] | None = None, model: nn.Module | None = None, data=None,
                  finetune_epochs: int = 0, finetune_lr: float | None = None, overwrite: bool = False,
-                 progress: bool = True, nested: bool = False, svd_cache=None, calibrate: int = 0) -> dict:
+                 progress: bool = True, nested: bool = False, svd_cache=None, calibrate: int = 0,
+                 int8: bool = False) -> dict:
     """Compress the run in ``source`` into ``out`` and return its results.json content.
 
     ``strategy`` and ``options`` choose the ranks (``lorita.select_ranks``); or pass
@@ -107,7 +108,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     layers were already decomposed. ``nested``: ``out`` is a new folder inside another
     command's staging folder. ``calibrate``: whitened (activation-aware) cuts, calibrated
     on that many batches of the run's training data (``lorita.whiten``; with the energy,
-    uniform or ranks strategy: energy then counts each layer's output energy).
+    uniform or ranks strategy: energy then counts each layer's output energy). ``int8``: the
+    cut (and fine-tuned) model's weights are then stored in int8 (``lorita.quantize``).
 
     Example:
         >>> import tempfile
@@ -135,6 +137,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
                           "(its choice is made on the plain spectrum)")
     if finetune_lr is not None:
         check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
+    if not isinstance(int8, bool):
+        raise LoritaError(f"int8 must be True or False, got {int8!r}")
     _check_source(source)
     train_config = train_config_of(source)
     ft_config = None
@@ -144,8 +148,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
                                         lr=finetune_lr if finetune_lr is not None else base.lr / 10)
     # a nested run's source sits in the same staging folder, which is renamed when done: record it relative
     recorded = os.path.relpath(source, out.parent) if nested else str(source)
-    config = CompressConfig(recorded, strategy, {**options, **({"calibrate": calibrate} if calibrate else {})},
-                            ft_config)
+    config = CompressConfig(recorded, strategy, {**options, **({"calibrate": calibrate} if calibrate else {}),
+                                                 **({"int8": True} if int8 else {})}, ft_config)
     inputs = [(source, "the run it compresses"), (train_config.dataset.data_dir, "its data (the run's data_dir)")]
     output = None if nested else RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
     start = time.time()
@@ -199,6 +203,10 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         small = small.cpu().eval()
         after_finetune = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     lowrank = {n: m.rank for n, m in small.named_modules() if isinstance(m, (lorita.LowRankLinear, lorita.LowRankConv2d))}
+    after_int8 = None
+    if int8:
+        small = lorita.quantize(small, "int8")
+        after_int8 = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     results = {
         "command": "compress", "source": recorded, "strategy": strategy, "options": config.options,
         "ranks": {n: int(r) for n, r in ranks.items()}, "dense_layers": sorted(set(ranks) - set(lowrank)),
@@ -206,6 +214,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
         "before": {"val_acc": before_val, "test_acc": before_test},
         "after_cut": after_cut, "after_finetune": after_finetune,
+        **({"after_int8": after_int8} if int8 else {}),
         "kept": {k: cut_value / max(getattr(original, k), 1) for k, cut_value in
                  (("params", cut.params), ("macs", cut.macs), ("flops", cut.flops))},
         "evaluations": evaluations,

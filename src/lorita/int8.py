@@ -1,0 +1,262 @@
+"""Int8 layers: weights stored as 8-bit integers with one float scale per output channel.
+
+``Int8Linear`` and ``Int8Conv2d`` hold ``qweight`` (int8, the layer's weight shape) and
+``scale`` (one value per output channel, or one value: ``granularity="tensor"``; the
+layer's float dtype) as buffers, and the float bias. Quantization is symmetric:
+``weight ~= qweight * scale`` with ``qweight`` in [-127, 127] and ``scale = max|row| / 127``,
+so a row's error is at most ``scale / 2``.
+How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUANTIZE.md):
+
+- a Linear of at least ``LARGE`` (65536) weights, on CPU in float32: PyTorch's dynamic
+  int8 matmul (``torch.ops.quantized.linear_dynamic``, the fbgemm/x86 engine behind
+  ``torch.ao.quantization.quantize_dynamic``): each call quantizes its input per tensor
+  (7-bit range, PyTorch's default on x86), multiplies in int8 and rescales. The packed
+  weight is built from ``qweight`` and ``scale`` on the first call;
+- a smaller layer (Linear or Conv2d): its dequantized float weight is formed on the first
+  call and kept (at most 256 KB in float32), since dequantizing on every call costs more
+  than such a layer's matmul: int8 on disk, float32 speed in memory;
+- a larger Conv2d: the kernel is dequantized on every call and the float convolution
+  runs (PyTorch has no int8 convolution for float inputs);
+- a large Linear under autograd, a dispatch mode (``lorita.profile``'s FLOP counter), on
+  other devices or dtypes, and any layer while tracing or compiling (ONNX export,
+  ``torch.export``): ``F.linear`` / ``F.conv2d`` with the weight dequantized in the call, so
+  exported graphs hold the int8 weight and its dequantization.
+
+Both read like the layer they replace (``in_features``, ``out_channels``, ``stride``,
+``weight``...). What a layer keeps is dropped by ``load_state_dict``, ``.to()`` and friends, and
+by assigning its tensors (``clear_cache()`` after writing them in place by hand).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lorita.checks import check_choice
+from lorita.linalg import check_finite
+
+log = logging.getLogger(__name__)
+
+Granularity = Literal["channel", "tensor"]
+GRANULARITIES: tuple[Granularity, ...] = get_args(Granularity)
+QMAX = 127  # symmetric range [-127, 127]: -128 is never used, so negating a weight is exact
+LARGE = 1 << 16  # weights from which a Linear multiplies in int8; below, a layer keeps its dequantized weight
+
+
+@torch.no_grad()
+def quantize_weight(weight: torch.Tensor, granularity: Granularity = "channel",
+                    name: str = "layer") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(qweight, scale)``: int8 values of ``weight``'s shape and one scale per output channel (dim 0).
+
+    Computed in float32 (float64 for a float64 weight); the scale is returned in the weight's
+    dtype. ``granularity="tensor"``: one scale (shape ``(1,)``) for the whole weight. An
+    all-zero channel (or weight) gets scale 1 (its values are 0).
+
+    Example:
+        >>> w = torch.tensor([[0.5, -1.0], [0.0, 0.0]])
+        >>> q, s = quantize_weight(w)
+        >>> q.tolist(), s.tolist()
+        ([[64, -127], [0, 0]], [0.007874015718698502, 1.0])
+    """
+    check_choice("granularity", granularity, GRANULARITIES)
+    check_finite(weight, name)
+    work = weight.detach().to(torch.float64 if weight.dtype == torch.float64 else torch.float32)
+    rows = work.reshape(work.shape[0], -1)
+    amax = rows.abs().amax(dim=1)  # (out,)
+    if granularity == "tensor":
+        amax = amax.max().reshape(1)
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
+    q = torch.round(rows / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    return q.reshape(weight.shape), scale.to(weight.dtype)
+
+
+class _Int8(nn.Module):
+    """What both int8 layers share: the buffers, the dequantized weight, the bias."""
+
+    qweight: torch.Tensor
+    scale: torch.Tensor
+
+    def _init_tensors(self, shape: tuple[int, ...], bias: bool, device, dtype, granularity: Granularity) -> None:
+        dtype = dtype or torch.get_default_dtype()
+        check_choice("granularity", granularity, GRANULARITIES)
+        scales = shape[0] if granularity == "channel" else 1
+        self.granularity: Granularity = granularity
+        self.register_buffer("qweight", torch.zeros(shape, dtype=torch.int8, device=device))
+        self.register_buffer("scale", torch.ones(scales, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.zeros(shape[0], dtype=dtype, device=device)) if bias else None
+
+    @torch.no_grad()
+    def load_float(self, weight: torch.Tensor, bias: torch.Tensor | None, name: str = "layer") -> None:
+        """Quantize ``weight`` into this layer (at its granularity) and copy ``bias``."""
+        q, s = quantize_weight(weight, self.granularity, name)
+        self.qweight.copy_(q)
+        self.scale.copy_(s)
+        if self.bias is not None and bias is not None:
+            check_finite(bias, name, "bias")
+            self.bias.copy_(bias)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized float weight ``qweight * scale``, formed on access (not a parameter)."""
+        shape = (-1,) + (1,) * (self.qweight.dim() - 1)
+        return self.qweight.to(self.scale.dtype) * self.scale.reshape(shape)
+
+    def _float_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight in ``x``'s dtype: kept after the first call for a small layer (not while tracing or
+        compiling, so exported graphs hold the int8 weight and its dequantization)."""
+        if self.qweight.numel() < LARGE and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            kept = self.__dict__.get("_lorita_kept")
+            if kept is None or kept.dtype != x.dtype:
+                kept = self.__dict__["_lorita_kept"] = self.weight.detach().to(x.dtype)
+            return kept
+        return self.weight.to(x.dtype)
+
+    def clear_cache(self) -> None:
+        """Drop the kept float weight and packed int8 weight; they are rebuilt on the next call. Done by
+        ``load_state_dict``, ``.to()`` / ``.half()`` / ``.cuda()``, and by assigning ``qweight``, ``scale`` or
+        ``bias``; call it after writing those tensors in place by hand."""
+        self.__dict__.pop("_lorita_kept", None)
+        self.__dict__.pop("_lorita_packed", None)
+
+    def __setattr__(self, name, value):
+        if name in ("qweight", "scale", "bias"):
+            self.clear_cache()
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.clear_cache()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        return {k: v for k, v in state.items() if k not in ("_lorita_kept", "_lorita_packed")}  # copies rebuild
+
+
+class Int8Linear(_Int8):
+    """A Linear layer with int8 weights (one scale per output feature) and a float bias.
+
+    Example:
+        >>> dense = nn.Linear(16, 4)
+        >>> layer = Int8Linear.from_linear(dense)
+        >>> x = torch.randn(3, 16)
+        >>> bool((layer(x) - dense(x)).abs().max() < 0.05)
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True,
+                 granularity: Granularity = "channel", device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_tensors((out_features, in_features), bias, device, dtype, granularity)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, granularity: Granularity = "channel", name: str = "layer") -> "Int8Linear":
+        """Quantize an ``nn.Linear`` (same device; the scale and bias keep its dtype).
+
+        Example:
+            >>> Int8Linear.from_linear(nn.Linear(4, 2)).qweight.dtype
+            torch.int8
+        """
+        w = linear.weight
+        layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, granularity=granularity,
+                    device=w.device, dtype=w.dtype)
+        if not w.is_meta:
+            layer.load_float(w, linear.bias, name)
+        layer.train(linear.training)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" \
+                and _plain_call(x):
+            packed = self.__dict__.get("_lorita_packed")
+            if packed is None:
+                packed = self.__dict__["_lorita_packed"] = self._pack()
+            if packed is not False:
+                return torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out), bias included
+        return F.linear(x, self._float_weight(x), self.bias)
+
+    @torch.no_grad()
+    def _pack(self):
+        """PyTorch's packed int8 weight (with the bias) for its dynamic int8 matmul, or False where unavailable."""
+        zero = torch.zeros(self.out_features, dtype=torch.long)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PyTorch notes that quantized tensor types are deprecated
+            try:
+                scale = self.scale.double().expand(self.out_features).contiguous()
+                qt = torch._make_per_channel_quantized_tensor(self.qweight, scale, zero, 0)
+                bias = self.bias.detach().float() if self.bias is not None else None
+                return torch.ops.quantized.linear_prepack(qt, bias)
+            except (RuntimeError, AttributeError) as err:  # no quantized engine in this build
+                log.info("int8 matmul unavailable (%s): dequantized weights instead", err)
+                return False
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def _plain_call(x: torch.Tensor) -> bool:
+    """An inference call in eager mode, where the int8 matmul may run: no autograd on the input (it has no
+    backward), no tracing or compiling (ONNX export, torch.export), no dispatch mode (lorita.profile's FLOP
+    counter), which must see the dequantized matmul."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and not torch.jit.is_tracing() and \
+        not torch.compiler.is_compiling() and torch._C._len_torch_dispatch_stack() == 0
+
+
+class Int8Conv2d(_Int8):
+    """A Conv2d with int8 kernels (one scale per output channel) and a float bias; same geometry.
+
+    The float convolution runs with the dequantized kernel (no int8 convolution for float
+    inputs in PyTorch): the gain is the stored size, not the time.
+
+    Example:
+        >>> dense = nn.Conv2d(3, 8, 3, padding=1)
+        >>> layer = Int8Conv2d.from_conv(dense)
+        >>> layer(torch.randn(1, 3, 6, 6)).shape, layer.padding
+        (torch.Size([1, 8, 6, 6]), (1, 1))
+    """
+
+    def __init__(self, like: nn.Conv2d, *, granularity: Granularity = "channel", device=None, dtype=None):
+        super().__init__()
+        for key in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+                    "padding_mode", "_reversed_padding_repeated_twice"):
+            setattr(self, key, getattr(like, key))
+        self._init_tensors(tuple(like.weight.shape), like.bias is not None, device, dtype, granularity)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, granularity: Granularity = "channel", name: str = "layer") -> "Int8Conv2d":
+        """Quantize an ``nn.Conv2d`` (any groups; same device, the scale and bias keep its dtype).
+
+        Example:
+            >>> Int8Conv2d.from_conv(nn.Conv2d(4, 4, 3, groups=4)).qweight.shape
+            torch.Size([4, 1, 3, 3])
+        """
+        w = conv.weight
+        layer = cls(conv, granularity=granularity, device=w.device, dtype=w.dtype)
+        if not w.is_meta:
+            layer.load_float(w, conv.bias, name)
+        layer.train(conv.training)
+        return layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self._float_weight(x)
+        padding = self.padding
+        if self.padding_mode != "zeros":  # as nn.Conv2d._conv_forward
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        return F.conv2d(x, weight, self.bias, self.stride, padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, groups={self.groups}, bias={self.bias is not None}")
+
+
+INT8_TYPES = (Int8Linear, Int8Conv2d)
