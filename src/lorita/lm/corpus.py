@@ -196,3 +196,33 @@ def random_windows(streams: list[torch.Tensor], count: int, context: int, *, see
     for index, block in enumerate(rows):
         out[index::len(streams)] = block
     return out
+
+
+@dataclass(frozen=True)
+class TokenSplits:
+    """Token streams (1-D int64) of one source's train / val / test documents."""
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+
+def tokenized_splits(tokenizer, source: str, *, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                     seed: int = 0) -> TokenSplits:
+    """``read_documents`` + ``split_documents`` + ``encode`` of each split (an empty split: an empty stream).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for i in range(20):
+        ...     _ = (folder / f"{i:02}.txt").write_text(f"doc {i}")
+        >>> parts = tokenized_splits(lambda text, add_special_tokens: {"input_ids": list(text.encode())}, str(folder))
+        >>> len(parts.val) > 0, len(parts.train) > len(parts.val)
+        (True, True)
+    """
+    parts = split_documents(source, read_documents(source), val_fraction=val_fraction, test_fraction=test_fraction,
+                            seed=seed)
+    streams = [encode(tokenizer, docs) if docs else torch.zeros(0, dtype=torch.int64)
+               for docs in (parts.train, parts.val, parts.test)]
+    return TokenSplits(str(source), *streams)

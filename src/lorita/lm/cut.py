@@ -80,6 +80,16 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields a shared tensor once
 
 
+def layer_name(prefix: str, index: int, name: str) -> str:
+    """The full module name of layer ``name`` of block ``index`` of the blocks at ``prefix``.
+
+    Example:
+        >>> layer_name("model.layers", 3, "mlp.up_proj"), layer_name("h", 0, "")
+        ('model.layers.3.mlp.up_proj', 'h.0')
+    """
+    return ".".join(part for part in (prefix, str(index), name) if part)
+
+
 def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
     """Every plain ``nn.Linear`` of a block, by name inside the block (in module order).
 
@@ -191,7 +201,7 @@ def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput],
                     _add_grams(grams, linears, kept.seen)
         for name, module in linears.items():
             w = module.weight.detach()
-            spectra[f"{prefix}.{index}.{name}"] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
+            spectra[layer_name(prefix, index, name)] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
         logger.debug("block %d: spectra of %d layers", index, len(linears))
     return spectra
 
@@ -231,8 +241,8 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
     cut_h = list(dense_h)
     for index, block in enumerate(blocks):
         linears = block_linears(block)
-        chosen = {n: ranks[f"{prefix}.{index}.{n}"] for n in linears
-                  if ranks[f"{prefix}.{index}.{n}"] <= break_even_rank(*linears[n].weight.shape)}
+        chosen = {n: ranks[layer_name(prefix, index, n)] for n in linears
+                  if ranks[layer_name(prefix, index, n)] <= break_even_rank(*linears[n].weight.shape)}
         dense = copy.deepcopy(block) if update else None
         grams: dict[str, torch.Tensor] = {}
         next_dense = []
@@ -244,7 +254,7 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
                         _add_grams(grams, {n: linears[n] for n in chosen}, kept.seen)
         pairs = {}
         for name, rank in chosen.items():
-            pairs[name] = truncate(linears[name], rank, f"{prefix}.{index}.{name}", gram=grams.pop(name, None))
+            pairs[name] = truncate(linears[name], rank, layer_name(prefix, index, name), gram=grams.pop(name, None))
             block.set_submodule(name, pairs[name])
         if update and pairs:
             _refit(block, dense, pairs, inputs, dense_h, cut_h)
@@ -277,7 +287,7 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
     check_int("multiple", multiple)
     start = time.perf_counter()
     prefix, blocks = decoder_blocks(model)
-    shapes = {f"{prefix}.{i}.{n}": tuple(m.weight.shape) for i, b in enumerate(blocks)
+    shapes = {layer_name(prefix, i, n): tuple(m.weight.shape) for i, b in enumerate(blocks)
               for n, m in block_linears(b).items()}
     if not shapes:
         raise LoritaError("the decoder blocks hold no plain nn.Linear to cut (already cut, or composed: merge first)")
