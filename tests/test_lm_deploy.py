@@ -69,3 +69,23 @@ def test_the_cut_model_generates_and_is_timed(cut):
     assert isinstance(text, str)
     timing = speed(model, IDS[0], new_tokens=4, repeats=1)
     assert timing.prefill > 0 and timing.decode > 0 and timing.prompt_tokens == 20
+
+
+@pytest.mark.slow  # tokenizes the whole packaged text (fortunes, Python docs): about 30 s
+def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_path):
+    from lorita.lm.pipeline import LMCompression, compress_pretrained, perplexity_of_text
+    from lorita.lm.recover import RecoveryRecipe
+
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    how = LMCompression(params=0.8, windows=4, window=32, eval_tokens=256, context=64,
+                        recovery=RecoveryRecipe(steps=2, epochs=1, context=32, eval_windows=2))
+    done = compress_pretrained(path, how)
+    results = done.results
+    assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 128
+    assert set(results["dense"]) == set(results["after_cut"]) == set(results["after_recovery"])
+    assert all(results["dense"][k]["tokens"] == results["after_recovery"][k]["tokens"] for k in results["dense"])
+    assert results["source"]["kind"] == "gguf" and json.dumps(results)
+    text = tmp_path / "unseen.txt"
+    text.write_text("Some English text the model has never seen. " * 20)
+    scored = perplexity_of_text(done.model, done.tokenizer, text, context=64)
+    assert scored["tokens"] > 100 and scored["ppl"] > 1
