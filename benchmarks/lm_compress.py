@@ -36,6 +36,7 @@ import torch
 
 from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, read_documents, encode, tokenized_splits
 from lorita.lm.cut import count_params, lm_cut
+from lorita.lm.deploy import generate, speed
 from lorita.lm.induce import induce
 from lorita.lm.perplexity import perplexity
 from lorita.lm.recover import RecoveryRecipe, recover
@@ -43,6 +44,17 @@ from lorita.lm.sources import load_pretrained
 from lorita.lm.width import prune_width, pruned_linears
 
 METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
+PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
+
+
+def deployed(model, tokenizer, prompt_ids, args) -> dict:
+    """Batch-1 speed and greedy samples of a model, when ``--speed`` asks for them."""
+    if not args.speed:
+        return {}
+    timing = speed(model, prompt_ids, new_tokens=args.new_tokens, repeats=args.repeats).to_dict()
+    samples = {p: generate(model, tokenizer, p, new_tokens=24) for p in PROMPTS}
+    log(f"  prefill {timing['prefill_tokens_per_s']:.0f} tok/s, decode {timing['decode_tokens_per_s']:.1f} tok/s")
+    return {"speed": timing, "samples": samples}
 
 
 def log(message: str) -> None:
@@ -74,7 +86,7 @@ def cut(model, method: str, budget: float, calibration, args) -> dict:
     return done.to_dict()
 
 
-def one(dense, method: str, budget: float, calibration, splits, evals, args) -> dict:
+def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
     log(f"{method} at {budget:g} of the params")
     model = copy.deepcopy(dense)
     row = {"method": method, "budget": budget}
@@ -109,6 +121,8 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args) -> 
                                    "history": result.history, "best_epoch": result.best_epoch,
                                    "ppl": measure(recovered, evals, args.report, args.context)}
         log(f"  recovery ({mode}, {steps} steps) in {row[f'recovery_{mode}']['seconds']:.0f} s")
+        model = recovered
+    row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
     return row
 
 
@@ -136,6 +150,10 @@ def main(argv=None) -> int:
     p.add_argument("--induce-decay", type=float, default=1e-2)
     p.add_argument("--induce-optimizer", default="sgd", choices=["sgd", "adamw"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", action="store_true", help="time prefill/decode at batch 1 and generate samples")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -152,9 +170,11 @@ def main(argv=None) -> int:
            "machine": "2-core Intel Xeon, 24 GiB, torch threads " + str(torch.get_num_threads()),
            "dense": {"params": count_params(dense), "ppl": measure(dense, evals, args.report, args.context)},
            "rows": []}
+    extras = {"tokenizer": tokenizer, "prompt": evals["licenses"][: args.prompt_tokens]}
+    out["dense"].update(deployed(dense, tokenizer, extras["prompt"], args))
     for budget in args.budgets:
         for method in args.methods:
-            out["rows"].append(one(dense, method, budget, calibration, splits, evals, args))
+            out["rows"].append(one(dense, method, budget, calibration, splits, evals, args, extras))
             out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(out, indent=1))
