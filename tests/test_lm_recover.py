@@ -36,7 +36,8 @@ def test_recovery_trains_only_the_thin_layers_and_keeps_the_ranks(mode):
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "layers" not in n or "norm" in n}
     before = perplexity(model, VAL, context=32).ppl
-    recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "mode": mode, "lr": 3e-3 if mode == "full" else 1e-2}))
+    lr = 3e-3 if mode == "full" else 1e-2
+    recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "mode": mode, "lr": lr}))
     assert {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)} == ranks
     assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in frozen.items())
     assert all(type(f.weight) is torch.nn.Parameter for f in thin_factors(model))  # LoRA merged, none left

