@@ -27,8 +27,10 @@ import argparse
 import copy
 import json
 import logging
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from lorita.lm.perplexity import perplexity
 from lorita.lm.recover import RecoveryRecipe, recover
 from lorita.lm.sources import load_pretrained
 from lorita.lm.width import prune_width, pruned_linears
+from procmem import reset_peak, status_mb
 
 METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
@@ -59,6 +62,18 @@ def deployed(model, tokenizer, prompt_ids, args) -> dict:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def guard(limit_gb: float) -> None:
+    """End the process (exit code 3) if its resident memory passes ``limit_gb``: the machine is shared."""
+    def watch():
+        while True:
+            if status_mb("VmRSS") > 1000 * limit_gb:
+                print(f"*** resident memory passed {limit_gb} GB: stopping", flush=True)
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def texts(tokenizer, eval_tokens: int, seed: int) -> tuple[dict, dict]:
@@ -93,6 +108,8 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
     train_ids = torch.cat([s.train for s in splits.values()])
     val_ids = torch.cat([s.val for s in splits.values()])
     tic = time.perf_counter()
+    base_mb = status_mb("VmRSS")
+    reset_peak()
     if method == "lorita":
         recipe = RecoveryRecipe(steps=args.induce_steps, epochs=max(1, min(args.epochs, args.induce_steps)),
                                 batch_size=args.batch, context=args.train_context, lr=args.induce_lr,
@@ -102,10 +119,14 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
         row["after_induce"] = measure(model, evals, args.report, args.context)
     info = cut(model, method, budget, calibration, args)
     row["cut_seconds"] = time.perf_counter() - tic
+    row["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
+                            "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
     row["cut"] = {k: v for k, v in info.items() if k != "ranks"}
     row["ranks"] = info.get("ranks")
     row["kept"] = count_params(model) / count_params(dense)
-    log(f"  kept {row['kept']:.4f} of the params, cut in {row['cut_seconds']:.0f} s")
+    memory = row["cut_memory_mb"]
+    log(f"  kept {row['kept']:.4f} of the params, cut in {row['cut_seconds']:.0f} s; resident memory "
+        f"{memory['before']:.0f} MB before, {memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
     row["after_cut"] = measure(model, evals, args.report, args.context)
     steps = args.steps - (args.induce_steps if method == "lorita" else 0)
     for mode in args.recovery:
@@ -154,9 +175,11 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-tokens", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-rss-gb", type=float, default=6.0, help="stop the run if it holds more memory than this")
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    guard(args.max_rss_gb)
     torch.manual_seed(args.seed)
     tic = time.perf_counter()
     dense, tokenizer = load_pretrained(args.source)

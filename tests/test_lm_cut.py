@@ -109,3 +109,13 @@ def test_the_refit_brings_the_cut_blocks_closer_to_the_dense_ones_on_their_calib
         outputs[update] = logits(model, CALIBRATION)
     target = logits(dense, CALIBRATION)
     assert (outputs[True] - target).norm() < (outputs[False] - target).norm()
+
+
+def test_calibration_forwards_keep_no_autograd_graph():
+    model = tiny_llama()
+    seen = []
+    for block in model.model.layers:
+        block.register_forward_hook(lambda m, args, out: seen.append(torch.is_grad_enabled()))
+    lm_cut(model, CALIBRATION, params=0.8, update=True)
+    assert seen and not any(seen)  # a graph kept across blocks would hold every block's activations
+    assert torch.is_grad_enabled()

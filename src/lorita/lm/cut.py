@@ -188,6 +188,7 @@ def _calibration_inputs(model: nn.Module, calibration: torch.Tensor, batch_size:
     return block_inputs(model, calibration.split(batch_size))
 
 
+@torch.no_grad()
 def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], whiten: bool) -> dict:
     """Pass 1: each layer's (whitened) spectrum, block by block on the dense model's own hidden states."""
     spectra, hidden = {}, [b.hidden for b in inputs]
@@ -265,6 +266,7 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
         logger.debug("block %d: %d of %d layers cut", index, len(pairs), len(linears))
 
 
+@torch.no_grad()  # calibration forwards build no autograd graph: activations are freed block by block
 def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten: bool = True, update: bool = True,
            multiple: int = 1, batch_size: int = BATCH) -> LMCut:
     """Cut the decoder blocks' linear layers of ``model`` in place so the whole model keeps ``params`` of its params.
