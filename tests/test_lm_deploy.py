@@ -73,7 +73,7 @@ def test_the_cut_model_generates_and_is_timed(cut):
 
 @pytest.mark.slow  # tokenizes the whole packaged text (fortunes, Python docs): about 30 s
 def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_path):
-    from lorita.lm.pipeline import LMCompression, compress_pretrained, perplexity_of_text
+    from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained, perplexity_of_text
     from lorita.lm.recover import RecoveryRecipe
 
     path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
@@ -89,3 +89,6 @@ def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_
     text.write_text("Some English text the model has never seen. " * 20)
     scored = perplexity_of_text(done.model, done.tokenizer, text, context=64)
     assert scored["tokens"] > 100 and scored["ppl"] > 1
+    dense, _ = load_pretrained(path)
+    both = compare_on_text(done.model, dense, done.tokenizer, text, context=64)
+    assert both["ppl"] == scored["ppl"] and both["tokens"] == scored["tokens"] and both["dense_ppl"] != both["ppl"]

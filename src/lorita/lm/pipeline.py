@@ -129,3 +129,19 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
     """
     ids = encode(tokenizer, read_documents(Path(path)))
     return perplexity(model, ids, context=context).to_dict()
+
+
+def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
+    """``{"ppl", "dense_ppl", "tokens"}``: a cut model and the model it was cut from, on one text, the same windows.
+
+    What ``lorita evaluate RUN --text FILE --json`` reports for a language-model run.
+
+    Example:
+        >>> compare_on_text(None, None, None, "/no/such/file.txt")
+        Traceback (most recent call last):
+        ...
+        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
+    """
+    ids = encode(tokenizer, read_documents(Path(path)))
+    cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
+    return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}
