@@ -243,3 +243,38 @@ def whitened_spectrum(weight: torch.Tensor, gram: torch.Tensor, *, eps: float = 
     _check(weight, gram, eps)
     chol = whitening_factor(gram.to(weight.device), eps=eps)
     return torch.linalg.svdvals(weight.to(chol.dtype) @ chol)
+
+
+def refit_second(weight: torch.Tensor, cross: torch.Tensor, gram: torch.Tensor, *,
+                 eps: float = DEFAULT_EPS) -> torch.Tensor:
+    """The second factor ``B`` (m x r) that best maps the first factor's outputs ``Z`` to the dense layer's outputs.
+
+    SVD-LLM's closed-form update of the remaining factor, on the inputs the layer really sees
+    once the layers before it are cut: with the dense layer's inputs ``X`` (N x n), the cut
+    model's first-factor outputs ``Z = X' A^T`` (N x r), ``cross = X^T Z`` (n x r) and
+    ``gram = Z^T Z`` (r x r), ``B = W cross gram^(-1)`` minimises ``||X W^T - Z B^T||_F``
+    (least squares; the same relative ridge as ``whitening_factor`` on ``gram``). When the
+    cut model's inputs equal the dense ones (``X' = X``) and ``A`` comes from
+    ``whitened_factors``, this is that function's ``B`` again: whitened truncation is already
+    optimal on its own calibration data; the update corrects for the errors of earlier cuts.
+
+    Example:
+        >>> w, x = torch.randn(5, 4, dtype=torch.float64), torch.randn(200, 4, dtype=torch.float64)
+        >>> a, b = whitened_factors(w, x.T @ x, 2)
+        >>> z = x @ a.T
+        >>> torch.allclose(refit_second(w, x.T @ z, z.T @ z, eps=0), b)
+        True
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise LoritaError("weight must be a 2-D (out x in) matrix")
+    n = weight.shape[1]
+    if not isinstance(cross, torch.Tensor) or cross.dim() != 2 or cross.shape[0] != n:
+        raise LoritaError(f"cross must be X^T Z, ({n} x r) for a weight with {n} inputs, got "
+                          f"{tuple(cross.shape) if isinstance(cross, torch.Tensor) else type(cross).__name__}")
+    r = cross.shape[1]
+    if not isinstance(gram, torch.Tensor) or tuple(gram.shape) != (r, r):
+        raise LoritaError(f"gram must be Z^T Z, ({r} x {r}) for a cross of {r} columns, got "
+                          f"{tuple(gram.shape) if isinstance(gram, torch.Tensor) else type(gram).__name__}")
+    chol = whitening_factor(gram.to(weight.device), eps=eps)  # (r, r) lower, G_z = L L^T
+    target = weight.to(chol.dtype) @ cross.to(chol.dtype)  # (m, r) = W X^T Z
+    return torch.cholesky_solve(target.T, chol).T  # (m, r) = W X^T Z (Z^T Z)^-1

@@ -135,6 +135,37 @@ def read_entries(folder: str | os.PathLike, *, strict: bool = True) -> list[str]
     return entries
 
 
+def split_indices(n: int, *, val_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
+                  name: str = "text") -> dict[str, list[int]]:
+    """Entry indices ``0..n-1`` of each split (ascending), from a permutation seeded with ``seed``.
+
+    Each non-empty split gets at least one entry; ``name`` is what an error calls the text.
+
+    Example:
+        >>> {key: len(idx) for key, idx in split_indices(20, val_fraction=0.1, test_fraction=0.1).items()}
+        {'val': 2, 'test': 2, 'train': 16}
+    """
+    for what, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise LoritaError(f"{what} must be a number in [0, 1), got {value!r}; use 0 for an empty split")
+    if val_fraction + test_fraction >= 1:
+        raise LoritaError(f"val_fraction + test_fraction must be < 1 to leave training text, got "
+                          f"{val_fraction} + {test_fraction}")
+    n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
+    n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
+    if n - n_val - n_test < 1:
+        raise LoritaError(
+            f"{name}: {n} entries are too few to split into train/val/test with fractions "
+            f"{1 - val_fraction - test_fraction:g}/{val_fraction:g}/{test_fraction:g} (at least one entry each "
+            "non-empty split); add text, separate entries with '%' lines or blank lines, or lower the fractions"
+        )
+    gen = torch.Generator()
+    gen.manual_seed(derive_seed(seed, SPLIT_SEED_SALT))
+    perm = torch.randperm(n, generator=gen)
+    parts = {"val": perm[:n_val], "test": perm[n_val:n_val + n_test], "train": perm[n_val + n_test:]}
+    return {key: sorted(idx.tolist()) for key, idx in parts.items()}
+
+
 class TextSplit:
     """One split: token ids (a 1-D int64 tensor) of its entries joined by ``SEPARATOR``.
 
@@ -277,26 +308,9 @@ class TextDataset:
     def from_entries(cls, name: str, entries: Sequence[str], *, source: str, val_fraction: float = 0.05,
                      test_fraction: float = 0.05, seed: int = 0) -> "TextDataset":
         """Split ``entries`` (seeded, by entry), build the vocabulary from train, encode the splits."""
-        for what, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
-                raise LoritaError(f"{what} must be a number in [0, 1), got {value!r}; use 0 for an empty split")
-        if val_fraction + test_fraction >= 1:
-            raise LoritaError(f"val_fraction + test_fraction must be < 1 to leave training text, got "
-                              f"{val_fraction} + {test_fraction}")
-        n = len(entries)
-        n_val = max(1, round(val_fraction * n)) if val_fraction > 0 else 0
-        n_test = max(1, round(test_fraction * n)) if test_fraction > 0 else 0
-        if n - n_val - n_test < 1:
-            raise LoritaError(
-                f"{name}: {n} entries are too few to split into train/val/test with fractions "
-                f"{1 - val_fraction - test_fraction:g}/{val_fraction:g}/{test_fraction:g} (at least one entry each "
-                "non-empty split); add text, separate entries with '%' lines or blank lines, or lower the fractions"
-            )
-        gen = torch.Generator()
-        gen.manual_seed(derive_seed(seed, SPLIT_SEED_SALT))
-        perm = torch.randperm(n, generator=gen)
-        parts = {"val": perm[:n_val], "test": perm[n_val:n_val + n_test], "train": perm[n_val + n_test:]}
-        texts = {key: SEPARATOR.join(entries[i] for i in sorted(idx.tolist())) for key, idx in parts.items()}
+        parts = split_indices(len(entries), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                              name=name)
+        texts = {key: SEPARATOR.join(entries[i] for i in idx) for key, idx in parts.items()}
         vocab = [UNK] + sorted((set(texts["train"]) | set(SEPARATOR)) - {UNK})
         empty = TextSplit(torch.zeros(0, dtype=torch.int64), 0)
         ds = cls(name, empty, empty, empty, vocab, source)  # the vocabulary first, to encode with

@@ -1,0 +1,209 @@
+"""A pretrained LM (SmolLM2-135M, packaged) cut to a share of its params by every method, with recovery.
+
+For each params budget and method: cut a fresh copy of the dense model, measure perplexity on
+held-out text (validation documents of the calibration sources; the test documents and the
+Debian licence texts for the report), optionally recover by fine-tuning, measure again. Methods:
+
+* ``plain``: plain SVD of each weight, ranks by ``budget_ranks`` on the plain spectra;
+* ``whitened``: SVD-LLM whitening (Cholesky of the calibration Gram), non-uniform ranks from
+  the whitened spectra under the whole-model budget;
+* ``whitened-update``: the same plus the closed-form refit of the second factor on the cut
+  model's own inputs, block by block (``lorita.lm.cut``);
+* ``lorita``: ``lorita.lm.induce`` (compose with ``preserve``, weight decay on the factors, merge)
+  for part of the training budget, then ``whitened-update`` and recovery with the rest;
+* ``width``: structured pruning of the MLP channels with Torch-Pruning's group L2-norm importance
+  (``lorita.lm.width``; Torch-Pruning itself does not finish building its graph of a Llama here).
+
+Every figure is printed as it is measured and the whole run written to ``--json``. Heavy: run
+it under the machine-wide lock, e.g.
+
+    flock /work/locks/heavy python benchmarks/lm_compress.py --budgets 0.8 --methods whitened \\
+        --json docs/lm/probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, read_documents, encode, tokenized_splits
+from lorita.lm.cut import count_params, lm_cut
+from lorita.lm.deploy import generate, speed
+from lorita.lm.induce import induce
+from lorita.lm.perplexity import perplexity
+from lorita.lm.recover import RecoveryRecipe, recover
+from lorita.lm.sources import load_pretrained
+from lorita.lm.width import prune_width, pruned_linears
+from procmem import reset_peak, status_mb
+
+METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
+PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
+
+
+def deployed(model, tokenizer, prompt_ids, args) -> dict:
+    """Batch-1 speed and greedy samples of a model, when ``--speed`` asks for them."""
+    if not args.speed:
+        return {}
+    timing = speed(model, prompt_ids, new_tokens=args.new_tokens, repeats=args.repeats).to_dict()
+    samples = {p: generate(model, tokenizer, p, new_tokens=24) for p in PROMPTS}
+    log(f"  prefill {timing['prefill_tokens_per_s']:.0f} tok/s, decode {timing['decode_tokens_per_s']:.1f} tok/s")
+    return {"speed": timing, "samples": samples}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def guard(limit_gb: float) -> None:
+    """End the process (exit code 3) if its resident memory passes ``limit_gb``: the machine is shared."""
+    def watch():
+        while True:
+            if status_mb("VmRSS") > 1000 * limit_gb:
+                print(f"*** resident memory passed {limit_gb} GB: stopping", flush=True)
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def texts(tokenizer, eval_tokens: int, seed: int) -> tuple[dict, dict]:
+    """Token streams: ``train`` (per calibration source), and the evaluation streams by name."""
+    splits = {name: tokenized_splits(tokenizer, name, seed=seed) for name in CALIBRATION_SOURCES}
+    licences = encode(tokenizer, read_documents("licenses"))
+    evals = {f"{name}-val": s.val[:eval_tokens] for name, s in splits.items()}
+    evals.update({f"{name}-test": s.test[:eval_tokens] for name, s in splits.items()})
+    evals["licenses"] = licences[:eval_tokens]
+    return splits, evals
+
+
+def measure(model, evals: dict, which: list[str], context: int) -> dict:
+    tic = time.perf_counter()
+    out = {name: perplexity(model, evals[name], context=context).ppl for name in which}
+    log(f"  ppl {', '.join(f'{k} {v:.3f}' for k, v in out.items())} ({time.perf_counter() - tic:.0f} s)")
+    return out
+
+
+def cut(model, method: str, budget: float, calibration, args) -> dict:
+    if method == "width":
+        return prune_width(model, budget)
+    done = lm_cut(model, calibration, params=budget, whiten=method != "plain",
+                  update=method in ("whitened-update", "lorita"), multiple=args.multiple)
+    return done.to_dict()
+
+
+def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
+    log(f"{method} at {budget:g} of the params")
+    model = copy.deepcopy(dense)
+    row = {"method": method, "budget": budget}
+    train_ids = torch.cat([s.train for s in splits.values()])
+    val_ids = torch.cat([s.val for s in splits.values()])
+    tic = time.perf_counter()
+    base_mb = status_mb("VmRSS")
+    reset_peak()
+    if method == "lorita":
+        recipe = RecoveryRecipe(steps=args.induce_steps, epochs=max(1, min(args.epochs, args.induce_steps)),
+                                batch_size=args.batch, context=args.train_context, lr=args.induce_lr,
+                                weight_decay=args.induce_decay)
+        result = induce(model, train_ids, val_ids, recipe, optimizer=args.induce_optimizer)
+        row["induce"] = {"seconds": result.seconds, "best_val_loss": result.best_val_loss, "steps": recipe.steps}
+        row["after_induce"] = measure(model, evals, args.report, args.context)
+    info = cut(model, method, budget, calibration, args)
+    row["cut_seconds"] = time.perf_counter() - tic
+    row["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
+                            "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
+    row["cut"] = {k: v for k, v in info.items() if k != "ranks"}
+    row["ranks"] = info.get("ranks")
+    row["kept"] = count_params(model) / count_params(dense)
+    memory = row["cut_memory_mb"]
+    log(f"  kept {row['kept']:.4f} of the params, cut in {row['cut_seconds']:.0f} s; resident memory "
+        f"{memory['before']:.0f} MB before, {memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
+    row["after_cut"] = measure(model, evals, args.report, args.context)
+    steps = args.steps - (args.induce_steps if method == "lorita" else 0)
+    for mode in args.recovery:
+        if steps <= 0:
+            break
+        recovered = copy.deepcopy(model) if len(args.recovery) > 1 else model
+        recipe = RecoveryRecipe(steps=steps, epochs=min(args.epochs, steps), batch_size=args.batch,
+                                context=args.train_context, lr=args.lr if mode == "full" else args.lora_lr, mode=mode)
+        tic = time.perf_counter()
+        layers = pruned_linears(recovered) if method == "width" else None
+        result = recover(recovered, train_ids, val_ids, recipe, layers=layers)
+        row[f"recovery_{mode}"] = {"seconds": time.perf_counter() - tic, "steps": steps,
+                                   "history": result.history, "best_epoch": result.best_epoch,
+                                   "ppl": measure(recovered, evals, args.report, args.context)}
+        log(f"  recovery ({mode}, {steps} steps) in {row[f'recovery_{mode}']['seconds']:.0f} s")
+        model = recovered
+    row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", default="smollm2-135m")
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.6])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--calibration", type=int, default=64, help="calibration windows")
+    p.add_argument("--calibration-context", type=int, default=256)
+    p.add_argument("--multiple", type=int, default=1, help="round cut ranks to this multiple")
+    p.add_argument("--context", type=int, default=512, help="evaluation window (tokens)")
+    p.add_argument("--eval-tokens", type=int, default=4096, help="tokens of each evaluation text")
+    p.add_argument("--report", nargs="+", default=["fortunes-val", "python-docs-val"],
+                   help="evaluation texts measured (fortunes/python-docs -val/-test, licenses)")
+    p.add_argument("--steps", type=int, default=0, help="training steps after the cut (lorita: in all)")
+    p.add_argument("--recovery", nargs="+", default=["full"], choices=["full", "lora"])
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--train-context", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--induce-steps", type=int, default=0)
+    p.add_argument("--induce-lr", type=float, default=1e-3)
+    p.add_argument("--induce-decay", type=float, default=1e-2)
+    p.add_argument("--induce-optimizer", default="sgd", choices=["sgd", "adamw"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speed", action="store_true", help="time prefill/decode at batch 1 and generate samples")
+    p.add_argument("--prompt-tokens", type=int, default=128)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-rss-gb", type=float, default=6.0, help="stop the run if it holds more memory than this")
+    p.add_argument("--json", type=Path, required=True)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    guard(args.max_rss_gb)
+    torch.manual_seed(args.seed)
+    tic = time.perf_counter()
+    dense, tokenizer = load_pretrained(args.source)
+    log(f"loaded {args.source}: {count_params(dense):,} params in {time.perf_counter() - tic:.0f} s")
+    splits, evals = texts(tokenizer, args.eval_tokens, args.seed)
+    log("tokens: " + ", ".join(f"{n} train {len(s.train)} val {len(s.val)} test {len(s.test)}"
+                               for n, s in splits.items()) + f", licenses {len(evals['licenses'])} (capped)")
+    calibration = random_windows([s.train for s in splits.values()], args.calibration, args.calibration_context,
+                                 seed=args.seed)
+    out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+           "machine": "2-core Intel Xeon, 24 GiB, torch threads " + str(torch.get_num_threads()),
+           "dense": {"params": count_params(dense), "ppl": measure(dense, evals, args.report, args.context)},
+           "rows": []}
+    extras = {"tokenizer": tokenizer, "prompt": evals["licenses"][: args.prompt_tokens]}
+    out["dense"].update(deployed(dense, tokenizer, extras["prompt"], args))
+    for budget in args.budgets:
+        for method in args.methods:
+            out["rows"].append(one(dense, method, budget, calibration, splits, evals, args, extras))
+            out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(out, indent=1))
+    log(f"done in {time.perf_counter() - tic:.0f} s; peak RSS {out.get('peak_rss_mib', 0):.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Real English text for pretrained language models, read offline and split by document.
+
+Sources (``TEXT_SOURCES``), each a list of documents:
+
+* ``"fortunes"``: the Debian package ``fortunes`` (BSD licence): about 15,000 quotations,
+  jokes, poems and definitions, one document per entry (read by ``lorita.data.text``).
+* ``"python-docs"``: the Python Language Reference as CPython ships it for ``help()``
+  (``pydoc_data.topics``, PSF License 2.0): 79 topics of technical prose with grammar and
+  code examples, one document per topic. Part of every CPython installation.
+* ``"licenses"``: the licence texts Debian ships in ``/usr/share/common-licenses`` (package
+  ``base-files``; each text's own terms allow verbatim copies): legal prose, one document per
+  licence, symlinked duplicates read once. Used here for evaluation only, never to
+  calibrate or train, so it is text the cut models have not seen.
+* a path: a UTF-8 file (one document) or a folder of them (one document per file).
+
+Documents, not characters or tokens, are assigned to train/val/test (``split_documents``,
+the same seeded rule as ``lorita.data.text``), so no document straddles two splits. Text
+is tokenized with the model's own tokenizer, documents joined by a blank line
+(``encode``), the way WikiText-2 perplexity is usually computed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lorita.checks import check_int
+from lorita.data.datasets import DataNotFoundError
+from lorita.data.split import derive_seed
+from lorita.data.text import FORTUNES_DIR, FORTUNES_HOW_TO_GET, read_entries, split_indices
+from lorita.errors import LoritaError
+
+logger = logging.getLogger(__name__)
+
+SEPARATOR = "\n\n"
+LICENSES_DIR = Path("/usr/share/common-licenses")
+
+
+def _fortunes() -> list[str]:
+    if not FORTUNES_DIR.is_dir():
+        raise DataNotFoundError(f"fortunes: {FORTUNES_DIR} does not exist; {FORTUNES_HOW_TO_GET}")
+    return read_entries(FORTUNES_DIR, strict=False)
+
+
+def _python_docs() -> list[str]:
+    try:
+        topics = importlib.import_module("pydoc_data.topics").topics  # CPython's standard library
+    except ImportError:
+        raise DataNotFoundError("python-docs: this Python has no pydoc_data (the help() topics); use a Python "
+                                "with its full standard library (Debian: apt-get install libpython3-stdlib)") from None
+    return [topics[key].strip() for key in sorted(topics) if topics[key].strip()]
+
+
+def _licenses() -> list[str]:
+    if not LICENSES_DIR.is_dir():
+        raise DataNotFoundError(f"licenses: {LICENSES_DIR} does not exist (Debian's base-files package ships it)")
+    return _folder_documents(LICENSES_DIR)
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """A named offline text: how to read its documents, its licence, what kind of text it is."""
+
+    read: Callable[[], list[str]]
+    licence: str
+    kind: str
+
+
+TEXT_SOURCES: dict[str, TextSource] = {
+    "fortunes": TextSource(_fortunes, "BSD (Debian package fortunes)", "quotations, jokes, poems"),
+    "python-docs": TextSource(_python_docs, "PSF License 2.0 (CPython's pydoc_data)",
+                              "technical documentation (the Python Language Reference)"),
+    "licenses": TextSource(_licenses, "verbatim copying allowed by each licence (Debian base-files)",
+                           "legal prose: software licences, evaluation only"),
+}
+CALIBRATION_SOURCES = ("fortunes", "python-docs")
+
+
+def _folder_documents(folder: Path) -> list[str]:
+    docs, seen = [], set()
+    for path in sorted(folder.iterdir()):
+        real = path.resolve()
+        if path.name.startswith(".") or not path.is_file() or real in seen:
+            continue
+        seen.add(real)
+        docs.append(_read_utf8(path))
+    return [d for d in docs if d.strip()]
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").replace("\r\n", "\n").strip("\n")
+    except UnicodeDecodeError as err:
+        raise DataNotFoundError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); convert it "
+                                "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def read_documents(source: str | os.PathLike) -> list[str]:
+    """The documents of a named source (``TEXT_SOURCES``) or of a UTF-8 file (one document) or folder (one per file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (folder / "a.txt").write_text("First document.\\n"); _ = (folder / "b.txt").write_text("Second.")
+        >>> read_documents(folder)
+        ['First document.', 'Second.']
+    """
+    if isinstance(source, str) and source in TEXT_SOURCES:
+        docs = TEXT_SOURCES[source].read()
+    else:
+        path = Path(source).expanduser()
+        if path.is_file():
+            docs = [_read_utf8(path)]
+        elif path.is_dir():
+            docs = _folder_documents(path)
+        else:
+            raise DataNotFoundError(f"{source} is not a text source ({', '.join(TEXT_SOURCES)}), nor a UTF-8 file "
+                                    "or folder of them")
+    if not any(d.strip() for d in docs):
+        raise DataNotFoundError(f"{source}: no text in it")
+    return docs
+
+
+@dataclass(frozen=True)
+class DocumentSplits:
+    """The documents of one source, split into ``train`` / ``val`` / ``test`` lists."""
+
+    name: str
+    train: list[str]
+    val: list[str]
+    test: list[str]
+
+
+def split_documents(name: str, documents: list[str], *, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                    seed: int = 0) -> DocumentSplits:
+    """Documents assigned to train/val/test by a seeded permutation (``lorita.data.text.split_indices``).
+
+    Example:
+        >>> parts = split_documents("demo", [f"doc {i}" for i in range(20)], val_fraction=0.1, test_fraction=0.1)
+        >>> len(parts.train), parts.val
+        (16, ['doc 4', 'doc 18'])
+    """
+    parts = split_indices(len(documents), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                          name=name)
+    return DocumentSplits(name, *([documents[i] for i in parts[key]] for key in ("train", "val", "test")))
+
+
+def encode(tokenizer, documents: list[str]) -> torch.Tensor:
+    """Token ids (1-D int64) of ``documents`` joined by a blank line, with the model's own tokenizer, no special tokens.
+
+    Example:
+        >>> class Bytes:  # a stand-in tokenizer: one id per byte
+        ...     def __call__(self, text, add_special_tokens=True):
+        ...         return {"input_ids": list(text.encode())}
+        >>> encode(Bytes(), ["ab", "c"]).tolist()
+        [97, 98, 10, 10, 99]
+    """
+    text = SEPARATOR.join(documents)
+    if not text:
+        raise LoritaError("no text to encode: the document list is empty")
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def random_windows(streams: list[torch.Tensor], count: int, context: int, *, seed: int = 0) -> torch.Tensor:
+    """``count`` windows of ``context`` token ids (int64, (count, context)), drawn in turn from each stream.
+
+    Window starts are uniform over each stream, seeded by ``(seed, stream index)``:
+    SVD-LLM's and GPTQ's calibration recipe (random windows of the training text), with the
+    windows shared out evenly among the sources.
+
+    Example:
+        >>> w = random_windows([torch.arange(100), torch.arange(1000, 1100)], 4, 8)
+        >>> tuple(w.shape), [int(row[0]) >= 1000 for row in w]
+        ((4, 8), [False, True, False, True])
+    """
+    check_int("count", count)
+    check_int("context", context)
+    if not streams:
+        raise LoritaError("random_windows needs at least one token stream")
+    rows = []
+    for index, ids in enumerate(streams):
+        share = len(range(index, count, len(streams)))
+        if len(ids) < context:
+            raise LoritaError(f"stream {index} holds {len(ids)} tokens, fewer than one window of {context}")
+        gen = torch.Generator().manual_seed(derive_seed(seed, index))
+        starts = torch.randint(0, len(ids) - context + 1, (share,), generator=gen)
+        rows.append(ids[starts[:, None] + torch.arange(context)])  # (share, T)
+    out = torch.empty(count, context, dtype=torch.int64)
+    for index, block in enumerate(rows):
+        out[index::len(streams)] = block
+    return out
+
+
+@dataclass(frozen=True)
+class TokenSplits:
+    """Token streams (1-D int64) of one source's train / val / test documents."""
+
+    name: str
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+
+def tokenized_splits(tokenizer, source: str, *, val_fraction: float = 0.05, test_fraction: float = 0.05,
+                     seed: int = 0) -> TokenSplits:
+    """``read_documents`` + ``split_documents`` + ``encode`` of each split (an empty split: an empty stream).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> for i in range(20):
+        ...     _ = (folder / f"{i:02}.txt").write_text(f"doc {i}")
+        >>> parts = tokenized_splits(lambda text, add_special_tokens: {"input_ids": list(text.encode())}, str(folder))
+        >>> len(parts.val) > 0, len(parts.train) > len(parts.val)
+        (True, True)
+    """
+    parts = split_documents(source, read_documents(source), val_fraction=val_fraction, test_fraction=test_fraction,
+                            seed=seed)
+    streams = [encode(tokenizer, docs) if docs else torch.zeros(0, dtype=torch.int64)
+               for docs in (parts.train, parts.val, parts.test)]
+    return TokenSplits(str(source), *streams)

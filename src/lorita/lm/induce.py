@@ -1,0 +1,80 @@
+"""LoRITa's answer for a model that is already trained: induce low rank before the cut.
+
+``induce(model, ...)`` composes every linear layer of the decoder blocks into a product of
+``depth`` factors whose product is the current weight (``lorita.compose(init="preserve",
+inplace=True)``: the model's outputs do not change), trains only those factors with weight
+decay on them (``lorita.lm.recover.train_lm``; SGD's coupled decay is the penalty of
+METHOD.md section 1, AdamW's decoupled decay is offered too), and merges them back in place
+(``lorita.merge``). The model keeps its architecture; its layers' spectra are what the
+training and the penalty made of them, and the cut that follows (``lorita.lm.cut.lm_cut``)
+is the same as for any model.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+from torch import nn
+
+from lorita.compose import compose, merge
+from lorita.composed import COMPOSED_TYPES
+from lorita.errors import LoritaWarning
+from lorita.lm.blocks import decoder_blocks
+from lorita.lm.cut import block_linears, layer_name
+from lorita.lm.recover import RecoveryRecipe, train_lm
+from lorita.train.loop import TrainResult
+
+logger = logging.getLogger(__name__)
+
+
+def block_linear_names(model: nn.Module) -> list[str]:
+    """Full names of every plain ``nn.Linear`` inside the decoder blocks (what ``lm_cut`` cuts).
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(4, 4), nn.ModuleList([nn.Sequential(nn.Linear(4, 4))]))
+        >>> block_linear_names(net)
+        ['1.0.0']
+    """
+    prefix, blocks = decoder_blocks(model)
+    return [layer_name(prefix, i, n) for i, block in enumerate(blocks) for n in block_linears(block)]
+
+
+def induce(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, recipe: RecoveryRecipe, *,
+           depth: int = 2, optimizer: str = "sgd", progress: bool = False) -> TrainResult:
+    """Compose the decoder blocks' linears (``init="preserve"``), train the factors with ``recipe.weight_decay``,
+    merge back; in place. Everything else stays frozen.
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(20, 8), nn.ModuleList([nn.Linear(8, 8)]), nn.Linear(8, 20))
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.net = net
+        ...     def forward(self, x):
+        ...         return self.net[2](self.net[1][0](self.net[0](x)))
+        >>> model, ids = Net(), torch.arange(200) % 20
+        >>> _ = induce(model, ids, ids, RecoveryRecipe(steps=4, epochs=2, context=8, lr=0.01, weight_decay=1e-3))
+        >>> type(model.net[1][0]).__name__
+        'Linear'
+    """
+    names = block_linear_names(model)
+    frozen = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with warnings.catch_warnings():  # the tied lm_head is not a target; compose names it as left plain anyway
+        warnings.filterwarnings("ignore", message=".*tied to another module", category=LoritaWarning)
+        compose(model, depth, targets=names, init="preserve", factor_side="smaller", inplace=True)
+    try:
+        for module in model.modules():
+            if isinstance(module, COMPOSED_TYPES):
+                for p in module.parameters():
+                    p.requires_grad_(True)
+        result = train_lm(model, train_ids, val_ids, recipe, optimizer=optimizer, progress=progress)
+    finally:
+        merge(model, inplace=True)
+        for p, flag in frozen.items():
+            p.requires_grad_(flag)
+    logger.info("induce: %d layers composed (depth %d), trained %d epochs, merged", len(names), depth,
+                len(result.history))
+    return result

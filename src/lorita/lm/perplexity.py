@@ -1,0 +1,123 @@
+"""Perplexity of a causal language model on a token stream, computed one standard way.
+
+Token level, with the model's own tokenizer (``lorita.lm.corpus.encode``): the stream is
+cut into windows of ``context`` tokens starting every ``stride`` tokens (Hugging Face's
+"perplexity of fixed-length models" recipe). Each window scores only the tokens no earlier
+window scored, each predicted from everything before it in its window; with
+``stride == context`` (the default, as GPTQ and SVD-LLM evaluate WikiText-2) the windows
+do not overlap and the first token of each window is not scored. The result is
+``exp(mean negative log-likelihood)`` over every scored token, summed in float64. The
+windows depend only on the stream's length, ``context`` and ``stride``, so models compared
+on one stream are scored on the same windows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lorita.checks import check_int
+from lorita.errors import LoritaError
+
+CONTEXT = 512
+BATCH = 4
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """``ppl = exp(nll)``; ``nll``: mean negative log-likelihood (nats) per scored token; ``tokens``: how many."""
+
+    ppl: float
+    nll: float
+    tokens: int
+
+    def to_dict(self) -> dict:
+        return {"ppl": self.ppl, "nll": self.nll, "tokens": self.tokens}
+
+
+def windows(length: int, context: int = CONTEXT, stride: int | None = None) -> list[tuple[int, int, int]]:
+    """``(begin, end, scored)`` of each window over a stream of ``length`` tokens: ``ids[begin:end]`` is the input,
+    its last ``scored`` predictions count.
+
+    Example:
+        >>> windows(10, 4)
+        [(0, 4, 3), (4, 8, 3), (8, 10, 1)]
+        >>> windows(10, 4, stride=2)
+        [(0, 4, 3), (2, 6, 2), (4, 8, 2), (6, 10, 2)]
+    """
+    stride = context if stride is None else stride
+    check_int("context", context, minimum=2)
+    check_int("stride", stride, maximum=context, meaning="at most the context")
+    out, scored_to = [], 1  # token 0 has nothing before it
+    for begin in range(0, max(length - 1, 0), stride):
+        end = min(begin + context, length)
+        if end - scored_to < 1 or end - begin < 2:
+            break
+        out.append((begin, end, min(end - scored_to, end - begin - 1)))
+        scored_to = end
+        if end == length:
+            break
+    return out
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x)
+    return out.logits if hasattr(out, "logits") else out  # a transformers CausalLM output, or plain logits
+
+
+def _batches(ids: torch.Tensor, spans: list[tuple[int, int, int]], batch: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Windows of equal length grouped ``batch`` at a time (a shorter last window runs alone)."""
+    group: list[tuple[int, int, int]] = []
+    for span in spans:
+        if group and (len(group) == batch or span[1] - span[0] != group[0][1] - group[0][0]):
+            yield group
+            group = []
+        group.append(span)
+    if group:
+        yield group
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int = CONTEXT, stride: int | None = None,
+               batch_size: int = BATCH) -> Perplexity:
+    """Perplexity of ``model`` on the 1-D token stream ``ids`` (module docstring), in eval mode.
+
+    ``model(x)`` may return logits ``(B, T, V)`` or an object with ``.logits`` (transformers).
+
+    Example:
+        >>> class Uniform(nn.Module):  # every token equally likely among 50
+        ...     def forward(self, x):
+        ...         return torch.zeros(*x.shape, 50)
+        >>> result = perplexity(Uniform(), torch.randint(0, 50, (100,)), context=16)
+        >>> round(result.ppl, 4), result.tokens
+        (50.0, 93)
+    """
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.is_floating_point():
+        raise LoritaError(f"ids must be a 1-D tensor of token ids, got {getattr(ids, 'shape', type(ids).__name__)}")
+    check_int("batch_size", batch_size)
+    spans = windows(len(ids), context, stride)
+    if not spans:
+        raise LoritaError(f"{len(ids)} token(s) are too few to score: perplexity needs at least 2")
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    total, count = 0.0, 0
+    try:
+        for group in _batches(ids, spans, batch_size):
+            x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)  # (B, T)
+            logits = _logits(model, x)[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
+            targets = x[:, 1:].clone()  # (B, T-1)
+            for row, (_, _, scored) in enumerate(group):
+                targets[row, : targets.shape[1] - scored] = -100  # already scored by an earlier window
+            nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
+            total += float(nll.double().sum())  # per-token losses summed in float64
+            count += int((targets != -100).sum())
+    finally:
+        model.train(was_training)
+    mean = total / count
+    return Perplexity(math.exp(mean) if mean < 700 else math.inf, mean, count)

@@ -1,0 +1,147 @@
+"""A pretrained LM compressed end to end, in memory: load, calibrate, cut, recover, measure.
+
+``compress_pretrained(source, LMCompression(params=0.8))`` is what ``lorita compress SOURCE
+--params 0.8`` does for a language model, without the run folder: the source (a packaged
+name, a ``.gguf`` file or a Hugging Face folder) is loaded, the packaged text
+(``lorita.lm.corpus.CALIBRATION_SOURCES``) split by document, random calibration windows
+drawn from the training documents, the model cut (``lorita.lm.cut.lm_cut``: whitened,
+non-uniform ranks under the whole-model budget, closed-form refit), recovered
+(``lorita.lm.recover``) unless ``recovery=None``, and its perplexity measured on the held-out
+validation documents before and after, on the same windows. ``perplexity_of_text`` scores any
+text file the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from lorita.checks import check_fraction, check_int
+from lorita.lm.corpus import CALIBRATION_SOURCES, encode, random_windows, read_documents, tokenized_splits
+from lorita.lm.cut import lm_cut
+from lorita.lm.perplexity import CONTEXT, perplexity
+from lorita.lm.recover import RecoveryRecipe, recover
+from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LMCompression:
+    """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``windows`` calibration
+    windows of ``window`` tokens, the refit (``update``), ranks rounded to ``multiple``, the ``recovery`` recipe
+    (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``.
+
+    Example:
+        >>> LMCompression(params=0.8).calibration_tokens
+        16384
+    """
+
+    params: float = 0.8
+    windows: int = 64
+    window: int = 256
+    update: bool = True
+    multiple: int = 1
+    recovery: RecoveryRecipe | None = field(default_factory=RecoveryRecipe)
+    eval_tokens: int = 4096
+    context: int = CONTEXT
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fraction("params", self.params, meaning="the fraction of the whole model's params to keep")
+        for name in ("windows", "window", "multiple", "eval_tokens", "context"):
+            check_int(name, getattr(self, name))
+        check_int("seed", self.seed, minimum=0)
+
+    @property
+    def calibration_tokens(self) -> int:
+        return self.windows * self.window
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CompressedLM:
+    """The cut (and recovered) ``model``, its ``tokenizer``, the ``source`` it came from and ``results``."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    source: ModelSource
+    results: dict
+
+
+def _validation(model, streams: dict[str, torch.Tensor], context: int) -> dict:
+    return {name: perplexity(model, ids, context=context).to_dict() for name, ids in streams.items()}
+
+
+def compress_pretrained(source, how: LMCompression = LMCompression()) -> CompressedLM:
+    """Load ``source``, cut it to ``how.params`` of its params, recover it, and measure it (module docstring).
+
+    Example:
+        >>> compress_pretrained("no-such-model")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no-such-model is not a packaged model (smollm2-135m), a .gguf file or a Hugging Face model folder (no such file or folder)
+    """
+    found = source if isinstance(source, ModelSource) else resolve_source(source)
+    seconds: dict[str, float] = {}
+    tic = time.perf_counter()
+    model, tokenizer = load_pretrained(found)
+    seconds["load"] = time.perf_counter() - tic
+    splits = [tokenized_splits(tokenizer, name, seed=how.seed) for name in CALIBRATION_SOURCES]
+    val = {f"{s.name}-val": s.val[: how.eval_tokens] for s in splits}
+    tic = time.perf_counter()
+    dense = _validation(model, val, how.context)
+    seconds["evaluate_dense"] = time.perf_counter() - tic
+    calibration = random_windows([s.train for s in splits], how.windows, how.window, seed=how.seed)
+    done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple)
+    seconds["cut"] = done.seconds["total"]
+    tic = time.perf_counter()
+    after_cut = _validation(model, val, how.context)
+    recovered = None
+    if how.recovery is not None:
+        tic = time.perf_counter()
+        history = recover(model, torch.cat([s.train for s in splits]), torch.cat([s.val for s in splits]),
+                          how.recovery).history
+        seconds["recovery"] = time.perf_counter() - tic
+        recovered = _validation(model, val, how.context)
+    results = {"source": found.to_dict(), "compression": how.to_dict(), "dense": dense, "after_cut": after_cut,
+               "after_recovery": recovered, "recovery_history": history if recovered else None,
+               "params": {"dense": done.params_before, "cut": done.params_after, "kept": done.kept},
+               "ranks": done.ranks, "calibration_tokens": done.calibration_tokens, "seconds": seconds}
+    logger.info("compress_pretrained: %s to %.4f of its params", found.describe(), done.kept)
+    return CompressedLM(model, tokenizer, found, results)
+
+
+def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
+    """``{"ppl", "nll", "tokens"}`` of ``model`` on a UTF-8 text file (or folder of them), with its own tokenizer.
+
+    Example:
+        >>> perplexity_of_text(None, None, "/no/such/file.txt")
+        Traceback (most recent call last):
+        ...
+        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
+    """
+    ids = encode(tokenizer, read_documents(Path(path)))
+    return perplexity(model, ids, context=context).to_dict()
+
+
+def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
+    """``{"ppl", "dense_ppl", "tokens"}``: a cut model and the model it was cut from, on one text, the same windows.
+
+    What ``lorita evaluate RUN --text FILE --json`` reports for a language-model run.
+
+    Example:
+        >>> compare_on_text(None, None, None, "/no/such/file.txt")
+        Traceback (most recent call last):
+        ...
+        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
+    """
+    ids = encode(tokenizer, read_documents(Path(path)))
+    cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
+    return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}

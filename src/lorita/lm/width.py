@@ -1,0 +1,115 @@
+"""Width pruning of a Llama-style model's MLPs: the structured alternative to a low-rank cut.
+
+Torch-Pruning's LLM recipe (``examples/LLMs/prune_llm.py``: ``MetaPruner``, group L2-norm
+importance, local ranking, heads and hidden size pruned at one ratio) does not run on this
+stack: with torch-pruning 1.6.1 and transformers 5.x, building the dependency graph of a
+Llama (even 2 blocks of width 32, with or without grouped-query attention or tied
+embeddings) does not finish (Torch-Pruning issue #527 reports the same endless loop for
+Qwen3). So the same importance is applied here to the part of the model where structured
+pruning is simplest and most of the parameters sit (59% of SmolLM2-135M): the MLP channels.
+
+Each block's MLP keeps the same number of intermediate channels (local ranking, as the
+recipe), those with the largest group importance: the mean over its three weight slices of
+the squared L2 norm (row ``j`` of ``gate_proj`` and ``up_proj``, column ``j`` of
+``down_proj``), Torch-Pruning's ``GroupMagnitudeImportance(p=2, group_reduction="mean")``.
+Widths are rounded to a multiple of 4 (``round_to=4``). Attention, norms and embeddings are
+left whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+
+from lorita.checks import check_fraction, check_int
+from lorita.errors import LoritaError
+from lorita.lm.cut import count_params
+
+logger = logging.getLogger(__name__)
+
+ROUND_TO = 4
+
+
+def _mlps(model: nn.Module) -> list[nn.Module]:
+    found = [m for m in model.modules() if all(isinstance(getattr(m, n, None), nn.Linear)
+                                               for n in ("gate_proj", "up_proj", "down_proj"))]
+    if not found:
+        raise LoritaError(f"{type(model).__name__} has no Llama-style MLP (gate_proj, up_proj, down_proj) to prune")
+    return found
+
+
+def _narrowed(layer: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+    """A copy of ``layer`` keeping the rows (``dim=0``) or columns (``dim=1``) ``keep``."""
+    weight = layer.weight.detach().index_select(dim, keep)
+    new = nn.Linear(weight.shape[1], weight.shape[0], bias=layer.bias is not None, device=weight.device,
+                    dtype=weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias if dim == 1 else layer.bias.index_select(0, keep))
+    return new
+
+
+def channel_importance(mlp: nn.Module) -> torch.Tensor:
+    """Group importance of each intermediate channel: the mean squared L2 norm of its three weight slices.
+
+    Example:
+        >>> mlp = nn.Module(); mlp.gate_proj, mlp.up_proj = nn.Linear(2, 3), nn.Linear(2, 3)
+        >>> mlp.down_proj = nn.Linear(3, 2)
+        >>> channel_importance(mlp).shape
+        torch.Size([3])
+    """
+    gate, up, down = (getattr(mlp, n).weight.detach().float() for n in ("gate_proj", "up_proj", "down_proj"))
+    return (gate.pow(2).sum(1) + up.pow(2).sum(1) + down.pow(2).sum(0)) / 3
+
+
+def prune_width(model: nn.Module, params: float, example_ids: torch.Tensor | None = None) -> dict:
+    """Prune the MLP channels of ``model`` in place so the whole model keeps at most ``params`` of its params.
+
+    ``example_ids`` is accepted for the interface of the other cuts and not used (no forward runs).
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        ...                      num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+        >>> model = LlamaForCausalLM(config)
+        >>> info = prune_width(model, 0.8)
+        >>> info["kept"] <= 0.8, model.model.layers[0].mlp.up_proj.out_features, model.config.intermediate_size
+        (True, 40, 40)
+    """
+    check_fraction("params", params, meaning="the fraction of the whole model's params to keep")
+    mlps = _mlps(model)
+    before = count_params(model)
+    width = mlps[0].up_proj.out_features
+    per_channel = sum(sum(getattr(m, n).weight[0].numel() if n != "down_proj" else getattr(m, n).weight.shape[0]
+                          for n in ("gate_proj", "up_proj", "down_proj")) for m in mlps)  # params of channel j in all
+    cut = math.ceil(max(0.0, before - params * before) / per_channel)
+    keep = width - cut
+    keep -= keep % ROUND_TO
+    check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
+    for mlp in mlps:
+        order = channel_importance(mlp).argsort(descending=True)[:keep].sort().values
+        mlp.gate_proj = _narrowed(mlp.gate_proj, order, 0)
+        mlp.up_proj = _narrowed(mlp.up_proj, order, 0)
+        mlp.down_proj = _narrowed(mlp.down_proj, order, 1)
+    if hasattr(getattr(model, "config", None), "intermediate_size"):
+        model.config.intermediate_size = keep
+    kept = count_params(model) / before
+    logger.info("prune_width: MLP %d -> %d channels, kept %.4f of %d params", width, keep, kept, before)
+    return {"kept": kept, "params_before": before, "params_after": count_params(model), "mlp_width": keep,
+            "mlp_width_before": width}
+
+
+def pruned_linears(model: nn.Module) -> list[nn.Linear]:
+    """The layers a width-pruned model's recovery trains: the pruned MLPs' linears.
+
+    Example:
+        >>> mlp = nn.Module(); mlp.gate_proj, mlp.up_proj = nn.Linear(2, 3), nn.Linear(2, 3)
+        >>> mlp.down_proj = nn.Linear(3, 2)
+        >>> len(pruned_linears(nn.ModuleList([mlp])))
+        3
+    """
+    return [getattr(m, n) for m in _mlps(model) for n in ("gate_proj", "up_proj", "down_proj")]

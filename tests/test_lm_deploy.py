@@ -1,0 +1,94 @@
+"""A cut language model saved, reloaded with transformers' own class, densified, generating, timed."""
+
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lorita.errors import LoritaError  # noqa: E402
+from lorita.lm.cut import count_params, lm_cut  # noqa: E402
+from lorita.lm.deploy import densified, generate, load_lm, save_lm, speed  # noqa: E402
+from lorita.lm.sources import load_pretrained  # noqa: E402
+from lorita.lowrank import LowRankLinear  # noqa: E402
+from tiny_lm import tiny_llama, write_gguf  # noqa: E402
+
+IDS = torch.randint(0, 261, (2, 20), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def cut(tmp_path_factory):
+    path = write_gguf(tiny_llama(), tmp_path_factory.mktemp("src") / "tiny.gguf")
+    model, tokenizer = load_pretrained(path)
+    lm_cut(model, IDS, params=0.75)
+    return model, tokenizer
+
+
+def logits(model, ids=IDS):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_a_cut_model_reloads_exactly_with_its_tokenizer(cut, tmp_path):
+    model, tokenizer = cut
+    save_lm(model, tokenizer, tmp_path)
+    again, words = load_lm(tmp_path)
+    assert type(again) is type(model) and again.lm_head.weight is again.model.embed_tokens.weight
+    assert {n: m.rank for n, m in again.named_modules() if isinstance(m, LowRankLinear)} == \
+        {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    assert count_params(again) == count_params(model)
+    assert torch.equal(logits(again), logits(model))
+    assert words("hello")["input_ids"] == tokenizer("hello")["input_ids"]
+
+
+def test_a_folder_naming_its_own_code_is_not_trusted(cut, tmp_path):
+    model, tokenizer = cut
+    save_lm(model, tokenizer, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "evil-custom"}))
+    with pytest.raises(LoritaError, match="does not know model_type 'evil-custom'"):
+        load_lm(tmp_path)
+
+
+def test_the_densified_copy_computes_the_same_and_saves_with_transformers(cut, tmp_path):
+    model, tokenizer = cut
+    dense = densified(model)
+    assert not any(isinstance(m, LowRankLinear) for m in dense.modules())
+    assert torch.allclose(logits(dense), logits(model), atol=1e-5)
+    dense.save_pretrained(tmp_path)
+    from transformers import AutoModelForCausalLM
+
+    again = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True)
+    assert torch.equal(logits(again), logits(dense))
+
+
+def test_the_cut_model_generates_and_is_timed(cut):
+    model, tokenizer = cut
+    text = generate(model, tokenizer, "hello", new_tokens=5)
+    assert isinstance(text, str)
+    timing = speed(model, IDS[0], new_tokens=4, repeats=1)
+    assert timing.prefill > 0 and timing.decode > 0 and timing.prompt_tokens == 20
+
+
+@pytest.mark.slow  # tokenizes the whole packaged text (fortunes, Python docs): about 30 s
+def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_path):
+    from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained, perplexity_of_text
+    from lorita.lm.recover import RecoveryRecipe
+
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    how = LMCompression(params=0.8, windows=4, window=32, eval_tokens=256, context=64,
+                        recovery=RecoveryRecipe(steps=2, epochs=1, context=32, eval_windows=2))
+    done = compress_pretrained(path, how)
+    results = done.results
+    assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 128
+    assert set(results["dense"]) == set(results["after_cut"]) == set(results["after_recovery"])
+    assert all(results["dense"][k]["tokens"] == results["after_recovery"][k]["tokens"] for k in results["dense"])
+    assert results["source"]["kind"] == "gguf" and json.dumps(results)
+    text = tmp_path / "unseen.txt"
+    text.write_text("Some English text the model has never seen. " * 20)
+    scored = perplexity_of_text(done.model, done.tokenizer, text, context=64)
+    assert scored["tokens"] > 100 and scored["ppl"] > 1
+    dense, _ = load_pretrained(path)
+    both = compare_on_text(done.model, dense, done.tokenizer, text, context=64)
+    assert both["ppl"] == scored["ppl"] and both["tokens"] == scored["tokens"] and both["dense_ppl"] != both["ppl"]

@@ -1,0 +1,88 @@
+"""Recovery after a cut (full factors or LoRA merged back), LoRITa's induce step, and MLP width pruning,
+on tiny random Llamas: what trains, what stays frozen, what shape the model keeps."""
+
+import copy
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from lorita.errors import LoritaError  # noqa: E402
+from lorita.lm.cut import count_params, lm_cut  # noqa: E402
+from lorita.lm.induce import block_linear_names, induce  # noqa: E402
+from lorita.lm.perplexity import perplexity  # noqa: E402
+from lorita.lm.recover import RecoveryRecipe, recover, thin_factors  # noqa: E402
+from lorita.lm.width import channel_importance, prune_width, pruned_linears  # noqa: E402
+from lorita.lowrank import LowRankLinear  # noqa: E402
+from tiny_lm import tiny_llama  # noqa: E402
+
+g = torch.Generator().manual_seed(3)
+PATTERN = torch.randint(0, 40, (16,), generator=g)
+TRAIN = PATTERN.repeat(40)  # a repeating text: learnable in a few steps
+VAL = PATTERN.repeat(8)
+RECIPE = RecoveryRecipe(steps=12, epochs=2, batch_size=4, context=32, lr=3e-3, eval_windows=4)
+
+
+def cut_model():
+    model = tiny_llama()
+    lm_cut(model, TRAIN[: 8 * 32].view(8, 32), params=0.7)
+    return model
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_recovery_trains_only_the_thin_layers_and_keeps_the_ranks(mode):
+    model = cut_model()
+    ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "layers" not in n or "norm" in n}
+    before = perplexity(model, VAL, context=32).ppl
+    lr = 3e-3 if mode == "full" else 1e-2
+    recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "mode": mode, "lr": lr}))
+    assert {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)} == ranks
+    assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in frozen.items())
+    assert all(type(f.weight) is torch.nn.Parameter for f in thin_factors(model))  # LoRA merged, none left
+    assert all(p.requires_grad for p in model.parameters())  # the caller's flags are restored
+    assert perplexity(model, VAL, context=32).ppl < before
+
+
+def test_recovery_needs_thin_layers():
+    with pytest.raises(LoritaError, match="no thin layers"):
+        recover(tiny_llama(), TRAIN, VAL, RECIPE)
+
+
+def test_a_recipe_is_checked_when_made():
+    with pytest.raises(LoritaError, match="mode must be one of"):
+        RecoveryRecipe(mode="qlora")
+    with pytest.raises(LoritaError, match=r"steps \(2\) must be at least epochs \(4\)"):
+        RecoveryRecipe(steps=2, epochs=4)
+
+
+def test_induce_keeps_the_architecture_and_trains_only_the_block_linears():
+    model = tiny_llama()
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    names = block_linear_names(model)
+    before = {n: model.get_submodule(n).weight.detach().clone() for n in names}
+    induce(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "lr": 1e-2, "weight_decay": 1e-3}))
+    assert all(type(model.get_submodule(n)) is torch.nn.Linear for n in names)  # merged back
+    assert any(not torch.equal(model.get_submodule(n).weight, w) for n, w in before.items())
+    assert torch.equal(model.model.embed_tokens.weight, embedding)
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+def test_width_pruning_keeps_the_most_important_channels():
+    model = tiny_llama()
+    mlp = model.model.layers[0].mlp
+    importance = channel_importance(mlp)
+    gate = mlp.gate_proj.weight.detach().clone()
+    info = prune_width(model, 0.8)
+    kept = importance.argsort(descending=True)[: info["mlp_width"]].sort().values
+    assert torch.equal(model.model.layers[0].mlp.gate_proj.weight, gate[kept])
+    assert info["kept"] <= 0.8 and info["params_after"] == count_params(model)
+    assert info["mlp_width"] % 4 == 0 and model.config.intermediate_size == info["mlp_width"]
+    assert model(TRAIN[None, :16]).logits.shape == (1, 16, 261)
+    assert len(pruned_linears(model)) == 3 * 2
+
+
+def test_width_pruning_refuses_a_budget_it_cannot_reach():
+    with pytest.raises(LoritaError, match="leaves no MLP channel"):
+        prune_width(copy.deepcopy(tiny_llama()), 0.2)

@@ -1,0 +1,91 @@
+"""Naming and loading a pretrained language model: packaged name, .gguf file, Hugging Face folder.
+
+A tiny random Llama written as GGUF (float32, llama.cpp's q/k row order) must load back to the
+same function exactly: transformers reads float32 tensors unchanged and undoes the permutation,
+so logits compare with zero tolerance.
+"""
+
+import json
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+
+from lorita.errors import LoritaError  # noqa: E402
+from lorita.lm import sources  # noqa: E402
+from lorita.lm.sources import load_pretrained, resolve_source, source_from_dict  # noqa: E402
+from tiny_lm import hf_folder, tiny_llama, write_gguf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gguf_file(tmp_path_factory):
+    model = tiny_llama()
+    return model, write_gguf(model, tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+
+
+def test_gguf_file_loads_the_model_it_was_written_from(gguf_file):
+    original, path = gguf_file
+    source = resolve_source(str(path))
+    assert (source.kind, source.gguf_file) == ("gguf", "tiny.gguf")
+    model, tokenizer = load_pretrained(source)
+    assert type(model).__name__ == "LlamaForCausalLM" and not model.training
+    assert model.config.num_key_value_heads == 2 and model.lm_head.weight is model.model.embed_tokens.weight
+    ids = tokenizer("hello there", return_tensors="pt")["input_ids"]
+    assert tokenizer.decode(ids[0]) == "hello there"
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original(ids).logits)
+
+
+def test_hf_folder_loads_and_a_recorded_source_resolves_again(gguf_file, tmp_path):
+    original, path = gguf_file
+    model, tokenizer = load_pretrained(path)
+    folder = hf_folder(model, tokenizer, tmp_path / "hf")
+    source = resolve_source(folder)
+    assert source.kind == "folder" and source_from_dict(json.loads(json.dumps(source.to_dict()))) == source
+    again, _ = load_pretrained(source)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, original(ids).logits)
+
+
+def test_a_folder_asking_for_its_own_code_is_refused_without_running_it(gguf_file, tmp_path):
+    model, tokenizer = load_pretrained(gguf_file[1])
+    folder = hf_folder(model, tokenizer, tmp_path / "hostile")
+    marker = tmp_path / "ran"
+    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('x')\nfrom transformers import LlamaForCausalLM"
+                                    "\nclass Evil(LlamaForCausalLM):\n    pass\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "evil.Evil"}
+    (folder / "config.json").write_text(json.dumps(config))
+    try:
+        loaded, _ = load_pretrained(folder)
+        assert type(loaded).__name__ == "LlamaForCausalLM"  # the library's own class, not the folder's
+    except LoritaError as err:
+        assert "could not load" in str(err)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p / "missing", "no such file or folder"),
+    (lambda p: (p / "notes.txt").write_text("x") and p / "notes.txt", "a file must be a .gguf model"),
+    (lambda p: (p / "m.gguf").write_bytes(b"gguf") and p, "no config.json; it holds m.gguf: pass that file"),
+])
+def test_what_is_not_a_model_is_named(tmp_path, make, message):
+    with pytest.raises(LoritaError, match=message):
+        resolve_source(make(tmp_path))
+
+
+def test_a_packaged_model_without_its_package_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sources.PACKAGED, "ghost-1m", sources.Packaged(
+        "lorita_no_such_package", "ghost.gguf", "pip install ghost-llm", "MIT", "a test entry"))
+    with pytest.raises(LoritaError, match=r"needs the Python package 'lorita_no_such_package'.*pip install ghost-llm"):
+        resolve_source("ghost-1m")
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    real = sources.importlib.util.find_spec
+    monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None if name == "gguf" else real(name))
+    with pytest.raises(LoritaError, match=r"need gguf: pip install 'lorita\[lm\]'"):
+        sources.require("transformers", "gguf")
