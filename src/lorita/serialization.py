@@ -35,6 +35,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from lorita import jsonio
 from lorita.atomic import atomic_path
 from lorita.checks import is_int
 from lorita.composed import MODES, ComposedConv2d, ComposedLinear
@@ -172,10 +173,8 @@ def read_description(path: str | os.PathLike) -> dict:
     if "lorita" not in meta:
         raise LoritaError(f"{path} is a safetensors file but not a lorita model (no 'lorita' metadata); "
                           "load plain weights with safetensors.torch.load_model into your own model")
-    try:
-        desc = json.loads(meta["lorita"])
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise LoritaError(f"{path}: the lorita description is not valid JSON ({err})") from None
+    desc = jsonio.parse(meta["lorita"], f"{path}: the lorita description",
+                        fix="the file is damaged or was not written by lorita.save")
     _check_description(desc, path)
     return desc
 

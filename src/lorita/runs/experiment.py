@@ -12,7 +12,6 @@ and each layer's SVD runs once per model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 import lorita
+from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
 from lorita.composed import INITS
 from lorita.errors import LoritaError
@@ -171,16 +171,11 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         15
     """
     path = Path(path)
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise LoritaError(f"no experiment config at {path}; see the experiments/ folder") from None
-    except IsADirectoryError:
-        raise LoritaError(f"{path} is a folder; pass an experiment config file (experiments/*.json)") from None
-    except UnicodeDecodeError as err:
-        raise LoritaError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise LoritaError(f"{path} is not valid JSON ({err})") from None
+    if path.is_dir():
+        raise LoritaError(f"{path} is a folder; pass an experiment config file (experiments/*.json)")
+    if not path.exists():
+        raise LoritaError(f"no experiment config at {path}; see the experiments/ folder")
+    config = jsonio.read(path, fix="fix the config (experiments/*.json are examples)")
     section = "reduced" if reduced else "full"
     if not isinstance(config, dict):
         raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
