@@ -254,7 +254,9 @@ def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--exclude", "haed"], r"unknown module 'haed'. Did you mean head"),
     (["--batch-size", "1"], r"BatchNorm layers, which need at least 2 per batch"),
-    (["--depth", "0"], r"depth must be an integer >= 1"),
+    (["--depth", "0"], r"depth must be an integer from 1 to 64"),
+    (["--depth", "65"], r"depth must be an integer from 1 to 64 \(factors per layer; a lorita model file holds at most"),
+    (["--depth", "1000000"], r"depth must be an integer from 1 to 64"),
     (["--val-fraction", "0.99999"], r"leaves no training images|val_fraction"),
     (["--lr", "-1"], r"lr must be a finite number > 0"),
 ])

@@ -34,7 +34,7 @@ def test_run_config_round_trips_through_json():
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d.update(command="compress"), r"not a training run's config"),
     (lambda d: d.update(model=[1]), r"'model' must be an object"),
-    (lambda d: d["compose"].update(depth=0), r"depth must be an integer >= 1"),
+    (lambda d: d["compose"].update(depth=0), r"depth must be an integer from 1 to 64"),
     (lambda d: d["train"].update(lr="fast"), r"lr must be a finite number"),
     (lambda d: d["dataset"].update(seed=-1), r"seed must be an integer >= 0"),
 ])

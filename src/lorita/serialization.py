@@ -38,7 +38,7 @@ from torch import nn
 from lorita import jsonio
 from lorita.atomic import atomic_path
 from lorita.checks import is_int
-from lorita.composed import MODES, ComposedConv2d, ComposedLinear
+from lorita.composed import MAX_DEPTH, MODES, ComposedConv2d, ComposedLinear
 from lorita.errors import LoritaError
 from lorita.hf import conv1d_as_linear, is_conv1d
 from lorita.linalg import check_finite
@@ -49,7 +49,6 @@ FORMAT = "lorita"
 VERSION = 1
 LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-MAX_DEPTH = 64  # factors per composed layer a file may describe
 _NAME_PART = re.compile(r"[A-Za-z0-9_]+")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
 from lorita.compose import FACTOR_SIDES
-from lorita.composed import INITS, MODES
+from lorita.composed import INITS, MAX_DEPTH, MODES
 from lorita.errors import LoritaError
 from lorita.select import STRATEGIES as SELECT_STRATEGIES
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
@@ -112,7 +112,8 @@ class ComposeSpec:
     exclude: list[str] | None = None
 
     def __post_init__(self) -> None:
-        check_int("depth", self.depth)
+        check_int("depth", self.depth, maximum=MAX_DEPTH,
+                  meaning=f"factors per layer; a lorita model file holds at most {MAX_DEPTH}")
         check_choice("init", self.init, INITS)
         check_choice("mode", self.mode, MODES)
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)

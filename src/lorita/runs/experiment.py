@@ -26,7 +26,7 @@ from torch import nn
 import lorita
 from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
-from lorita.composed import INITS
+from lorita.composed import INITS, MAX_DEPTH
 from lorita.errors import LoritaError
 from lorita.progress import progress as progress_of_sweep
 from lorita.runs.compare import FIXED_SIZES
@@ -90,8 +90,10 @@ class ExperimentSpec:
             check_str("data_dir", self.data_dir)
         if self.max_train is not None:
             check_int("max_train (a positive number of examples)", self.max_train)
-        if not isinstance(self.depths, list) or not self.depths or not all(is_int(d) and d >= 1 for d in self.depths):
-            raise LoritaError(f"depths must be a list of integers >= 1, got {self.depths!r}")
+        if not isinstance(self.depths, list) or not self.depths or \
+                not all(is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
+            raise LoritaError(f"depths must be a list of integers from 1 to {MAX_DEPTH} (the most a lorita model file "
+                              f"holds), got {self.depths!r}")
         if 1 not in self.depths:
             raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
         check_choice("init", self.init, INITS)
