@@ -25,6 +25,7 @@ from lorita.linalg import check_finite
 from lorita.runs.config import STRATEGIES, CompressConfig, train_config_of
 from lorita.runs.folder import RunOutput, read_json, write_json
 from lorita.runs.train import example_input
+from lorita.train.config import MAX_RATE
 from lorita.targets import skipped_layers
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         raise LoritaError(f"--calibrate works with --energy, --ratio or given ranks, not the {strategy} strategy "
                           "(its choice is made on the plain spectrum)")
     if finetune_lr is not None:
-        check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
+        check_number("finetune_lr", finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
     _check_paths(source, out)
     train_config = train_config_of(source)
     ft_config = None

@@ -26,6 +26,7 @@ from lorita.errors import LoritaError
 from lorita.select import STRATEGIES as SELECT_STRATEGIES
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
+from lorita.train.config import MAX_SEED
 
 # the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
 STRATEGIES: tuple[str, ...] = (*SELECT_STRATEGIES, "ranks")
@@ -55,6 +56,10 @@ class ModelSpec:
         check_str("model name", self.name)
         check_json_object("model kwargs", self.kwargs)
         check_json_object("model inputs", self.inputs)
+        clash = sorted(set(self.kwargs) & set(self.inputs))
+        if clash:
+            raise LoritaError(f"model argument(s) {clash} come from the data, not the model's own arguments; "
+                              "leave them out of the model kwargs")
 
     def build(self):
         """The plain zoo model (checked by the zoo's registry)."""
@@ -86,7 +91,7 @@ class DataSpec:
         if self.data_dir is not None:
             check_str("data_dir", self.data_dir)
         check_fraction("val_fraction", self.val_fraction, low_open=True, high_open=True)
-        check_int("seed", self.seed, minimum=0)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.max_train is not None:
             check_int("max_train", self.max_train)
         if self.steps_per_epoch is not None:

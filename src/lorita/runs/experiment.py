@@ -37,6 +37,7 @@ from lorita.runs.folder import RunOutput, mark, write_json
 from lorita.runs.train import example_input, train_run
 from lorita.svd_cache import SVDCache
 from lorita.train import TrainConfig
+from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,12 @@ class ExperimentSpec:
             if not isinstance(getattr(self, what), bool):
                 raise LoritaError(f"{what} must be true or false, got {getattr(self, what)!r}")
         if self.seeds is not None and (not isinstance(self.seeds, list) or not self.seeds
-                                       or not all(is_int(x) and x >= 0 for x in self.seeds)
+                                       or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
                                        or len(set(self.seeds)) != len(self.seeds)):
-            raise LoritaError(f"seeds must be a list of distinct integers >= 0, got {self.seeds!r}")
+            raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
         check_int("finetune_epochs", self.finetune_epochs, minimum=0, maximum=self.train.epochs - 1)
         if self.finetune_lr is not None:
-            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True)
+            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
         if self.torch_pruning not in (None, True, False):
             raise LoritaError(f"torch_pruning must be true, false or null (when installed), got {self.torch_pruning!r}")
         if not isinstance(self.sizes, list) or not self.sizes or \
