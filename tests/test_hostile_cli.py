@@ -257,7 +257,7 @@ def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
     (["--exclude", "haed"], r"unknown module 'haed'. Did you mean head"),
     (["--batch-size", "1"], r"BatchNorm layers, which need at least 2 per batch"),
     (["--depth", "0"], r"depth must be an integer from 1 to 64"),
-    (["--depth", "65"], r"depth must be an integer from 1 to 64 \(factors per layer; a lorita model file holds at most"),
+    (["--depth", "65"], r"depth must be an integer from 1 to 64 \(factors per layer; a lorita model file holds"),
     (["--depth", "1000000"], r"depth must be an integer from 1 to 64"),
     (["--model-arg", "num_classes=3"], r"model 'fcn' takes num_classes from the data; leave it out"),
     (["--seed", "18446744073709551616"], r"seed must be an integer from 0 to 2\^64 - 1"),

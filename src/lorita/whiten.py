@@ -177,7 +177,8 @@ def check_gram(label: str, gram: Any) -> None:
         >>> check_gram("calibration['fc']", torch.eye(2))
     """
     if not isinstance(gram, torch.Tensor):
-        raise LoritaError(f"{label} must be a tensor (X^T X from lorita.whiten.collect_grams), got {type(gram).__name__}")
+        raise LoritaError(f"{label} must be a tensor (X^T X from lorita.whiten.collect_grams), "
+                          f"got {type(gram).__name__}")
     if gram.is_meta:
         raise LoritaError(f"{label} is on the meta device (shapes only, no values), so no whitened cut can use it; "
                           "collect it on real data: lorita.whiten.collect_grams(model, batches)")

@@ -106,7 +106,8 @@ class TrainConfig:
         if not is_number(self.lr) or not 0 < self.lr <= MAX_RATE:
             raise LoritaError(f"lr must be a finite number > 0 and <= {MAX_RATE:g}, got {self.lr!r}")
         if not is_number(self.weight_decay) or not 0 <= self.weight_decay <= MAX_RATE:
-            raise LoritaError(f"weight_decay must be a finite number >= 0 and <= {MAX_RATE:g}, got {self.weight_decay!r}")
+            raise LoritaError(f"weight_decay must be a finite number >= 0 and <= {MAX_RATE:g}, "
+                              f"got {self.weight_decay!r}")
         for name in ("momentum", "label_smoothing"):
             value = getattr(self, name)
             if not is_number(value) or not 0 <= value < 1:

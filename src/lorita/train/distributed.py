@@ -99,7 +99,8 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
             torch.empty(1, device=device)
         except (RuntimeError, AssertionError) as err:  # AssertionError: torch's own "not compiled with" checks
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
-            raise LoritaError(f"device {request!r} cannot be used here ({reason}); use device='auto' or 'cpu'") from None
+            raise LoritaError(f"device {request!r} cannot be used here ({reason}); "
+                              "use device='auto' or 'cpu'") from None
     return device
 
 
