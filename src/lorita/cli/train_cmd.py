@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
                          steps_per_epoch=args.steps_per_epoch)
+    data_spec.check_applies()
     data = data_spec.load(model=model, train=train)
     inputs = data.model_inputs
     if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):

@@ -97,6 +97,31 @@ class DataSpec:
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
 
+    def check_applies(self) -> None:
+        """Refuse options the dataset would ignore: ``data_dir`` for the built-in digits or the fortunes
+        package, ``steps_per_epoch`` for images (an epoch is one pass). Checked for new runs only, so a
+        run folder written before the check still loads.
+
+        Example:
+            >>> DataSpec("digits", data_dir="/data").check_applies()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            lorita.errors.LoritaError: dataset 'digits' is bundled with scikit-learn and reads no files: ...
+        """
+        from lorita.data.datasets import reads_files
+        from lorita.runs.data import TEXT_DATASETS
+
+        text = self.name in TEXT_DATASETS
+        if self.data_dir is not None and self.name == "fortunes":
+            raise LoritaError("dataset 'fortunes' reads the Debian package's folder: leave data_dir (--data-dir) out, "
+                              "or train on your own folder with dataset 'text'")
+        if self.data_dir is not None and not text and not reads_files(self.name):
+            raise LoritaError(f"dataset {self.name!r} is bundled with scikit-learn and reads no files: leave data_dir "
+                              "(--data-dir) out")
+        if self.steps_per_epoch is not None and not text:
+            raise LoritaError(f"steps_per_epoch (--steps-per-epoch) sets the batches of a text epoch; an epoch of "
+                              f"{self.name!r} is one pass over its images: leave it out")
+
     def load(self, *, model: ModelSpec | None = None, train: TrainConfig | None = None,
              fallback_to_digits: bool = False):
         """The dataset, split exactly as when the run was made. Text is cut into windows of ``model``'s

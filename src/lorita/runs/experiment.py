@@ -30,7 +30,7 @@ from lorita.composed import INITS, MAX_DEPTH
 from lorita.errors import LoritaError
 from lorita.progress import progress as progress_of_sweep
 from lorita.runs.compare import FIXED_SIZES
-from lorita.runs.compress import compress_run
+from lorita.runs.compress import calibration_grams, check_calibrate, compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.folder import RunOutput, mark, write_json
@@ -129,12 +129,16 @@ class ExperimentSpec:
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
         check_int("samples", self.samples, minimum=0)
+        if self.samples and self.dataset not in TEXT_DATASETS:
+            raise LoritaError(f"samples generates text from the chosen models; {self.dataset!r} is an image dataset: "
+                              "leave samples at 0")
         check_int("warm_start_epochs", self.warm_start_epochs, minimum=0,
                   maximum=self.train.epochs - self.finetune_epochs - 1)
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
-                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr")
+                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
         check_str("sample_prompt", self.sample_prompt)
+        self.data_spec(self.train.seed).check_applies()
 
     @property
     def seed_list(self) -> list[int]:
@@ -272,6 +276,8 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     train = dataclasses.replace(spec.train, seed=seed)
     model_spec = ModelSpec(spec.model, dict(spec.model_kwargs))
     data = spec.data_spec(seed).load(model=model_spec, train=train, fallback_to_digits=spec.fallback_to_digits)
+    if spec.calibrate:
+        check_calibrate(data, spec.train, spec.calibrate)  # before any training
     depths_list = sorted(set(spec.depths))
     example = example_input(data)
     warm = _warm_start(spec, folder, data, train, progress) if spec.warm_start_epochs else None
@@ -304,7 +310,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
                          "views": {v: None if p is None else {**asdict(p), "target_val_acc": targets[v]}
                                    for v, p in views.items()}}
     original = lorita.profile(merged[1], example)
-    grams = _calibration(spec, merged[1], data) if spec.calibrate else None
+    grams = calibration_grams(merged[1], data, spec.train, spec.calibrate) if spec.calibrate else None
     columns = []  # (column, depth of its sweep or None: searched)
     for depth in depths_list:  # cut, no fine-tuning: the sweep chose the cut (view b)
         label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
@@ -327,7 +333,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
             columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, example), ft, seconds,
                                            spec.train.epochs), None))
             if depth == 1 and grams is not None:
-                short_grams = _calibration(spec, base, data)
+                short_grams = calibration_grams(base, data, spec.train, spec.calibrate)
                 columns.append((compare.Column("plain + whitened SVD + FT", False,
                                                compare.svd_cutter(base, example, calibration=short_grams), ft,
                                                seconds, spec.train.epochs), None))
@@ -403,14 +409,6 @@ def _train_depth(spec: ExperimentSpec, out: Path, data, depth: int, train: Train
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
     run.results["warm_start_epochs"] = spec.warm_start_epochs
     return run
-
-
-def _calibration(spec: ExperimentSpec, model: nn.Module, data) -> dict:
-    """Input Gram matrices of ``model``'s layers over ``spec.calibrate`` training batches (whitened SVD)."""
-    from lorita.whiten import collect_grams
-
-    batches = (x for x, _ in data.train.batches(spec.train.batch_size, seed=spec.train.seed, epoch=0))
-    return collect_grams(model, batches, max_batches=spec.calibrate)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:

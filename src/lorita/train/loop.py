@@ -312,6 +312,9 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
 
 def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
     _check_batch_norm(model, config, ctx.world_size)
+    if config.shard and not ctx.distributed:
+        raise LoritaError("shard=True (--shard) splits the model over the processes of a torchrun launch, but this "
+                          "is one process; leave it off, or launch with torchrun --nproc_per_node=N")
     sharded = config.shard and ctx.distributed
     if sharded and resume:
         raise LoritaError("resuming a sharded (shard=True) run is not supported: its checkpoints hold the whole "
