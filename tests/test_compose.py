@@ -98,6 +98,22 @@ def test_depth_one_is_an_equal_plain_copy():
     torch.testing.assert_close(copy_(x), original(x), atol=0, rtol=0)
 
 
+def test_the_deepest_composition_is_the_deepest_a_file_holds(tmp_path):
+    """A model composed at MAX_DEPTH saves and loads; one factor more is refused before any copy is made."""
+    from lorita.composed import MAX_DEPTH
+    from lorita.errors import LoritaError
+
+    original = nn.Sequential(nn.Linear(3, 2))
+    deepest = lorita.compose(original, depth=MAX_DEPTH)
+    lorita.save(deepest, tmp_path / "m.lorita")
+    assert lorita.load(tmp_path / "m.lorita", model=nn.Sequential(nn.Linear(3, 2)))[0].depth == MAX_DEPTH
+    for make in (lambda: lorita.compose(original, depth=MAX_DEPTH + 1),
+                 lambda: ComposedLinear.from_linear(nn.Linear(3, 2), MAX_DEPTH + 1),
+                 lambda: ComposedConv2d.from_conv(nn.Conv2d(3, 2, 1), MAX_DEPTH + 1)):
+        with pytest.raises(LoritaError, match=rf"depth must be an integer from \d to {MAX_DEPTH}"):
+            make()
+
+
 def test_argument_is_left_untouched():
     original = build(TABLE[0][1])
     before = {k: v.clone() for k, v in original.state_dict().items()}

@@ -149,6 +149,54 @@ def test_idx_truncated_plain_and_gzip(tmp_path: Path) -> None:
         read_idx_images(tmp_path / "short.gz")
 
 
+def test_a_gzip_bomb_is_stopped_at_its_header(tmp_path: Path) -> None:
+    """A (1, 2, 2) header followed by 64 MiB of zeros (65 KB compressed): refused after inflating 5 bytes of
+    body, not 64 MiB (the whole file was inflated before the header was checked)."""
+    import tracemalloc
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    data = packer.compress(idx_bytes(IMAGES_MAGIC, np.zeros((1, 2, 2)))) + packer.compress(bytes(64 << 20))
+    (tmp_path / "bomb.gz").write_bytes(data + packer.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(LoritaError, match=r"bomb.gz is longer than its header says: header says shape \(1, 2, 2\)"):
+            read_idx_images(tmp_path / "bomb.gz")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+
+
+def test_an_idx_header_larger_than_its_file_is_refused_unread(tmp_path: Path) -> None:
+    header = struct.pack(">IIII", IMAGES_MAGIC, 1 << 20, 1 << 10, 1 << 10)  # 1 TiB of images
+    (tmp_path / "huge.gz").write_bytes(gzip.compress(header + bytes(100)))
+    with pytest.raises(LoritaError, match=r"huge.gz is truncated: header says shape \(1048576, 1024, 1024\) "
+                                          r"\(1099511627776 bytes of data\), more than a file of its size can hold"):
+        read_idx_images(tmp_path / "huge.gz")
+    (tmp_path / "huge").write_bytes(header + bytes(100))
+    with pytest.raises(LoritaError, match=r"huge is truncated: .*more than a file of its size can hold"):
+        read_idx_images(tmp_path / "huge")
+
+
+def test_idx_gzip_streams_check_what_gzip_checks(tmp_path: Path) -> None:
+    data = idx_bytes(IMAGES_MAGIC, np.arange(48).reshape(3, 4, 4))
+    packed = gzip.compress(data)
+    (tmp_path / "two.gz").write_bytes(gzip.compress(data[:20]) + gzip.compress(data[20:]))  # concatenated members
+    assert torch.equal(read_idx_images(tmp_path / "two.gz").flatten(), torch.arange(48, dtype=torch.uint8))
+    bad_crc = bytearray(packed)
+    bad_crc[-8] ^= 0xFF
+    (tmp_path / "crc.gz").write_bytes(bytes(bad_crc))
+    with pytest.raises(LoritaError, match=r"crc.gz is a damaged or truncated gzip file"):
+        read_idx_images(tmp_path / "crc.gz")
+    (tmp_path / "long.gz").write_bytes(gzip.compress(data + b"x"))
+    with pytest.raises(LoritaError, match=r"long.gz is longer than its header says"):
+        read_idx_images(tmp_path / "long.gz")
+    (tmp_path / "tail.gz").write_bytes(packed + b"garbage after the stream")
+    with pytest.raises(LoritaError, match=r"tail.gz is a damaged or truncated gzip file"):
+        read_idx_images(tmp_path / "tail.gz")
+
+
 def test_malformed_idx_through_registry(idx_dir: Path) -> None:
     labels = idx_dir / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(gzip.compress(idx_bytes(LABELS_MAGIC, np.zeros(7))))  # 7 labels for 10 images

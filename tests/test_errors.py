@@ -35,8 +35,9 @@ def test_compress_bad_arguments(kwargs, message):
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    ({"depth": 0}, r"depth must be an integer >= 1"),
-    ({"depth": 2.0}, r"depth must be an integer >= 1"),
+    ({"depth": 0}, r"depth must be an integer from 1 to 64"),
+    ({"depth": 2.0}, r"depth must be an integer from 1 to 64"),
+    ({"depth": 65}, r"depth must be an integer from 1 to 64 \(number of factors per layer; a lorita file holds"),
     ({"init": "random"}, r"init must be one of 'default', 'preserve', 'balanced', got 'random'"),
     ({"mode": "fast"}, r"mode must be one of 'sequential', 'fused', 'auto', got 'fast'"),
     ({"targets": ["fc"]}, r"unknown module name 'fc'\. Layers that can be composed: 0, 3"),

@@ -65,6 +65,23 @@ def test_tiny_experiment_runs(tmp_path, test_every_cut):
     assert main(["evaluate", str(out / "depth1-cut")]) == 0  # so the cut run finds its data after the move
 
 
+def test_more_calibration_batches_than_the_data_gives_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """--calibrate 10^18 used the ~11 batches that exist and recorded 10^18."""
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}},
+                                  "full": {"dataset": "digits", "calibrate": 10**18,
+                                           "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}}))
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained before the calibration was checked")
+
+    monkeypatch.setattr("lorita.runs.experiment.train_run", never)
+    out = tmp_path / "out"
+    assert main(["experiment", str(config), "--out", str(out), "--no-progress"]) == 2
+    assert "calibrate=1000000000000000000, but the training data gives 21 batches of 64" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_warm_start_keeps_total_epochs_equal(tmp_path):
     out = tmp_path / "demo"
@@ -89,8 +106,16 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
     ({"points": "40"}, r"points must be an integer >= 2, got '40'"),
     ({"refine_steps": -1}, r"refine_steps must be an integer >= 0"),
     ({"init": "xavier"}, r"init must be one of 'default', 'preserve', 'balanced', got 'xavier'"),
-    ({"depths": "abc"}, r"depths must be a list of integers >= 1"),
-    ({"depths": [1, 2.5]}, r"depths must be a list of integers >= 1"),
+    ({"depths": "abc"}, r"depths must be a list of integers from 1 to 64"),
+    ({"depths": [1, 2.5]}, r"depths must be a list of integers from 1 to 64"),
+    ({"train": {"seed": 2**64}}, r"seed must be an integer from 0 to 2\^64 - 1"),
+    ({"train": {"device": "meta"}}, r"device 'meta' holds no values"),
+    ({"seeds": [0, 2**64]}, r"seeds must be a list of distinct integers from 0 to 2\^64 - 1"),
+    ({"samples": 100}, r"samples generates text from the chosen models; 'digits' is an image dataset"),
+    ({"data_dir": "/data"}, r"dataset 'digits' is bundled with scikit-learn and reads no files"),
+    ({"steps_per_epoch": 5}, r"steps_per_epoch \(--steps-per-epoch\) sets the batches of a text epoch"),
+    ({"warm_start_lr": 1e300}, r"warm_start_lr must be a finite number > 0 and <= 1e\+06"),
+    ({"depths": [1, 65]}, r"depths must be a list of integers from 1 to 64 \(the most a lorita model file holds\)"),
     ({"train": "sgd"}, r"train must be an object of training-recipe fields"),
     ({"train": {"lr": -1}}, r"lr must be a finite number > 0"),
     ({"model_kwargs": [1]}, r"model_kwargs must be an object"),

@@ -174,7 +174,7 @@ def cli_error(argv, capsys) -> str:
 
 @pytest.mark.parametrize("name,content,message", [
     ("results.json", b"{\"command\": \"tra", r"results\.json is not valid JSON"),
-    ("results.json", b"\xff\xfe\x00\x01 binary", r"results\.json is not valid JSON"),
+    ("results.json", b"\xff\xfe\x00\x01 binary", r"results\.json is not UTF-8 text \(invalid start byte at byte 0\)"),
     ("results.json", b"[1, 2]", r"results\.json does not hold a JSON object"),
     ("config.json", b"", r"config\.json is not valid JSON"),
     ("config.json", b"{\"command\": \"report\"}", r"config\.json is neither a train nor a compress run"),
@@ -208,6 +208,63 @@ def test_resume_refuses_a_foreign_or_malicious_checkpoint(damaged, tmp_path, cap
     assert not marker.exists()
 
 
+def _row(edit):
+    def apply(ckpt):
+        edit(ckpt["history"][0])
+    return apply
+
+
+def _momentum(ckpt):
+    state = ckpt["optimizer"]["state"]
+    state[0]["momentum_buffer"] = torch.zeros(3, 3)
+
+
+def _best_model(ckpt):
+    ckpt["best_model"] = {k: torch.zeros(1) for k in ckpt["model"]}
+
+
+TAMPERED = {  # what a hand-edited checkpoint.pt may hold, and what the error says
+    "extra history key": (_row(lambda r: r.update(evil=1)), r"history row 1 must have exactly the columns"),
+    "history without seconds": (_row(lambda r: r.pop("seconds")), r"history row 1 must have exactly the columns"),
+    "formula in history": (_row(lambda r: r.update(train_loss='=HYPERLINK("http://x.example","x")')),
+                           r"history row 1 holds train_loss='=HYPERLINK.*not a finite number"),
+    "NaN in history": (_row(lambda r: r.update(val_acc=math.nan)), r"history row 1 holds val_acc=nan"),
+    "wrong epoch in history": (_row(lambda r: r.update(epoch=7)), r"history row 1 has epoch 7"),
+    "best_val_loss text": (lambda c: c.update(best_val_loss="abc"), r"best_val_loss must be a number, got 'abc'"),
+    "best_score list": (lambda c: c.update(best_score=[1]), r"best_score must be a number, got \[1\]"),
+    "best_epoch negative": (lambda c: c.update(best_epoch=-5), r"best_epoch -5 is not one of its 1 finished epochs"),
+    "best_epoch huge": (lambda c: c.update(best_epoch=10**6), r"best_epoch 1000000 is not one of its 1 finished"),
+    "schedule scale huge": (lambda c: c["schedule"].update(scale=1e300),
+                            r"its schedule scale must be a number in \(0, 1\]"),
+    "schedule scale negative": (lambda c: c["schedule"].update(scale=-1.0), r"its schedule scale must be a number in"),
+    "schedule best NaN": (lambda c: c["schedule"].update(best=math.nan),
+                          r"its schedule.s best validation loss must be a number, got nan"),
+    "schedule bad_epochs text": (lambda c: c["schedule"].update(bad_epochs="2"),
+                                 r"its schedule.s bad_epochs must be an integer >= 0, got .2."),
+    "momentum of the wrong shape": (_momentum, r"optimizer state 'momentum_buffer' of parameter 0 has shape \(3, 3\)"),
+    "momentum NaN": (lambda c: c["optimizer"]["state"][0]["momentum_buffer"].fill_(math.nan),
+                     r"optimizer state 'momentum_buffer' of parameter 0 holds NaN or Inf"),
+    "optimizer of another model": (lambda c: c["optimizer"]["param_groups"][0]["params"].pop(),
+                                   r"its optimizer state covers \d+ parameters, the model has \d+"),
+    "best model of wrong shapes": (_best_model, r"its best model does not fit the model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_a_tampered_checkpoint_is_refused_before_training_resumes(damaged, capsys, case):
+    """Each was a traceback mid-epoch or at the end, or trained nonsense (lr -0.05, a formula in metrics.csv)."""
+    path = damaged / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    edit, message = TAMPERED[case]
+    edit(ckpt)
+    torch.save(ckpt, path)
+    before = {p.name: p.read_bytes() for p in damaged.iterdir()}
+    err = cli_error(["train", *TINY, "--depth", "1", "--epochs", "2", "--resume", "--out", str(damaged)], capsys)
+    assert re.search(rf"checkpoint\.pt is damaged: {message}.*; start the run again without --resume", err), err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in damaged.iterdir()} == before  # nothing written, metrics.csv included
+
+
 def test_compress_names_a_non_finite_layer_before_writing(damaged, tmp_path, capsys):
     path = damaged / "model.lorita"
     from safetensors import safe_open
@@ -219,7 +276,8 @@ def test_compress_names_a_non_finite_layer_before_writing(damaged, tmp_path, cap
     save_file(tensors, str(path), metadata=meta)  # what lorita.save refuses to write
     out = tmp_path / "cut"
     err = cli_error(["compress", str(damaged), "--energy", "0.9", "--out", str(out)], capsys)
-    assert f"layer '{key}' has NaN" in err
+    layer, _, what = key.rpartition(".")
+    assert f"model.lorita: the file is damaged: layer '{layer}' has NaN in its {what}" in err
     assert not out.exists()
 
 

@@ -229,6 +229,10 @@ def test_resume_never_writes_through_a_planted_link(run, tmp_path):
     (["--strategy", "accuracy", "--max-drop", "-1"], r"max_drop must be a finite number >= 0"),
     (["--energy", "0.9", "--finetune-epochs", "-1"], r"finetune_epochs must be an integer >= 0"),
     (["--energy", "0.9", "--finetune-lr", "0"], r"finetune_lr must be a finite number > 0"),
+    (["--energy", "0.9", "--calibrate", "1000000000000000000"],
+     r"calibrate=1000000000000000000, but the training data gives \d+ batches of 256; calibrate on at most"),
+    (["--energy", "0.9", "--finetune-epochs", "1", "--finetune-lr", "1e300"],
+     r"finetune_lr must be a finite number > 0 and <= 1e\+06, got 1e\+300"),
     ([], r"say how to cut"),
 ])
 def test_bad_compress_options_fail_before_any_work(run, tmp_path, capsys, monkeypatch, argv, message):
@@ -254,7 +258,21 @@ def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["--exclude", "haed"], r"unknown module 'haed'. Did you mean head"),
     (["--batch-size", "1"], r"BatchNorm layers, which need at least 2 per batch"),
-    (["--depth", "0"], r"depth must be an integer >= 1"),
+    (["--depth", "0"], r"depth must be an integer from 1 to 64"),
+    (["--depth", "65"], r"depth must be an integer from 1 to 64 \(factors per layer; a lorita model file holds"),
+    (["--depth", "1000000"], r"depth must be an integer from 1 to 64"),
+    (["--model-arg", "num_classes=3"], r"model 'fcn' takes num_classes from the data; leave it out"),
+    (["--data-dir", "/nonexistent"], r"dataset 'digits' is bundled with scikit-learn and reads no files"),
+    (["--steps-per-epoch", "3"], r"steps_per_epoch \(--steps-per-epoch\) sets the batches of a text epoch"),
+    (["--shard"], r"shard=True \(--shard\) splits the model over the processes of a torchrun launch"),
+    (["--seed", "18446744073709551616"], r"seed must be an integer from 0 to 2\^64 - 1"),
+    (["--device", "meta"], r"device 'meta' holds no values, so nothing can be trained on it"),
+    (["--device", "mps"], r"device 'mps' cannot be used here \(.*MPS.*\); use device='auto' or 'cpu'"),
+    (["--device", "xla"], r"device 'xla' cannot be used here \(.*XLA.*\); use device='auto' or 'cpu'"),
+    (["--lr", "1e300"], r"lr must be a finite number > 0 and <= 1e\+06, got 1e\+300"),
+    (["--lr", "1e39"], r"lr must be a finite number > 0 and <= 1e\+06, got 1e\+39"),
+    (["--weight-decay", "1e300"], r"weight_decay must be a finite number >= 0 and <= 1e\+06"),
+    (["--model-arg", "width=1048576", "--model-arg", "hidden_layers=2"], r"an FCN hidden Linear would hold 1048576 x"),
     (["--val-fraction", "0.99999"], r"leaves no training images|val_fraction"),
     (["--lr", "-1"], r"lr must be a finite number > 0"),
 ])

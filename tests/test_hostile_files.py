@@ -121,7 +121,9 @@ def test_absurd_rank_is_refused(tmp_path):
 @pytest.mark.parametrize("kwargs,message", [
     ({"width": 10**9}, r"width must be an integer from"),
     ({"hidden_layers": 10**6}, r"hidden_layers must be an integer from"),
-    ({"width": 60000}, r"do not fit the architecture"),  # within bounds, but not the file's tensors
+    ({"width": 30000}, r"do not fit the architecture"),  # within bounds, but not the file's tensors
+    ({"in_channels": 1 << 20, "image_size": 1 << 20}, r"the FCN.s first Linear would hold 8 x 1152921504606846976"),
+    ({"width": 1 << 20}, r"an FCN hidden Linear would hold 1048576 x 1048576 = 1.1e\+12 values, more than"),
     ({"image_size": -3}, r"image_size must be an integer from 1"),
     ({"width": 1e300}, r"finite number|must be an integer"),
     ({"width": {"nested": 1}}, r"plain JSON values"),
@@ -309,3 +311,119 @@ def test_meta_models_are_not_saved(tmp_path):
         model = nn.Linear(3, 2)
     with pytest.raises(LoritaError, match=r"on the meta device \(no values\)"):
         lorita.save(model, tmp_path / "m.lorita")
+
+
+# ----------------------------------------------------------------------------
+# memory: bounded by the file, buffers that are not stored included
+
+
+def vit_file(tmp_path, dim=4, **edit):
+    """A saved tiny ViT (depth 0) whose description's kwargs are then edited."""
+    model = create_model("vit", num_classes=1, in_channels=1, image_size=4, patch_size=1, dim=dim, depth=0, heads=1)
+    path = tmp_path / "vit.lorita"
+    lorita.save(model, path)
+    desc = lorita.serialization.read_description(path)
+    desc["architecture"]["kwargs"].update(edit)
+    write_with(path, desc, load_file(str(path)))
+    return path
+
+
+def test_a_stored_nowhere_position_table_is_bounded_by_the_file(tmp_path, monkeypatch):
+    """The ViT's position table is a non-persistent buffer computed from image_size: not in the file, so
+    only the meta build's count of every tensor can bound it. It is never made off the meta device."""
+    import lorita.models.vit as vit
+
+    devices = []
+    real = vit.sincos_2d
+    monkeypatch.setattr(vit, "sincos_2d", lambda grid, dim: devices.append(str(real(grid, dim).device)) or
+                        real(grid, dim))
+    path = vit_file(tmp_path, dim=64, image_size=1024)  # 2^20 positions x 64: 256 MiB from a 2 KB file
+    assert path.stat().st_size < 4096
+    devices.clear()
+    with pytest.raises(LoritaError, match=r"vit.lorita: building the model it describes would take 256 MiB, more "
+                                          r"than lorita.load allows for a file of \d+ bytes \(64 MiB \+ 64 x"):
+        lorita.load(path)
+    assert devices == ["meta"]
+    path = vit_file(tmp_path, image_size=4096)  # an 892-byte file that took 1.6 GB before the bound
+    devices.clear()
+    with pytest.raises(LoritaError, match=r"gives 4096 patches a side, more than 1024; use larger patches"):
+        lorita.load(path)
+    assert devices == []
+    assert lorita.load(vit_file(tmp_path, image_size=8)).pos_embed.shape == (1, 64, 4)  # small enough: loads
+
+
+def test_a_cut_far_smaller_than_its_model_needs_model_argument(tmp_path):
+    """The plain layers a low-rank file replaces are built first: counted against the file too. A rank-1
+    cut of a 20000-wide hidden layer is a 7 MB file, but its plain model takes 1.6 GB to build."""
+    from lorita.serialization import _apply_structure
+
+    small = lorita.compress(create_model("fcn", width=16, hidden_layers=2, image_size=8), ranks={"blocks.1.0": 1})
+    path = tmp_path / "m.lorita"
+    lorita.save(small, path)
+    assert lorita.load(path).blocks[1][0].rank == 1  # the real file loads
+    desc = lorita.serialization.read_description(path)
+    desc["architecture"]["kwargs"]["width"] = 20000
+    with torch.device("meta"):
+        wide = create_model("fcn", width=20000, hidden_layers=2, image_size=8)
+    _apply_structure(wide, desc["layers"], path)
+    write_with(path, desc, {k: torch.zeros(t.shape, dtype=t.dtype) for k, t in wide.state_dict().items()})
+    assert path.stat().st_size < 7 << 20
+    with pytest.raises(LoritaError, match=r"would take 1\d{3} MiB, more than lorita.load allows"):
+        lorita.load(path)
+
+
+@pytest.mark.parametrize("name,kwargs,message", [
+    ("vit", {"image_size": 4096, "patch_size": 4, "dim": 4096}, r"ViT position table \(patches x dim\) would hold"),
+    ("vit", {"dim": 4096, "mlp_ratio": 1000}, r"a ViT MLP Linear would hold"),
+    ("gpt", {"vocab_size": 1 << 20, "dim": 1 << 20, "heads": 1}, r"GPT token embedding \(and head\) would hold"),
+    ("gpt", {"vocab_size": 4, "context": 1 << 16, "dim": 1 << 16}, r"GPT position embedding would hold"),
+    ("vgg16", {"width_multiplier": 64.0}, r"a VGG conv would hold 32768 x 32768 x 3 x 3"),
+    ("vgg16", {"image_size": 1 << 20, "num_classes": 1 << 20}, r"the VGG classifier would hold"),
+])
+def test_products_of_bounded_arguments_are_bounded(name, kwargs, message):
+    """Each argument is within the zoo's bounds, their product is not: a clear error, not an overflow."""
+    with torch.device("meta"), pytest.raises(LoritaError, match=message):
+        create_model(name, **kwargs)
+
+
+def test_a_builder_failing_on_a_file_is_a_lorita_error(tmp_path, monkeypatch):
+    import functools
+
+    from lorita.models import registry
+
+    real = registry._BUILDERS["fcn"]
+
+    @functools.wraps(real)
+    def overflowing(*args, **kwargs):
+        raise RuntimeError("Storage size calculation overflowed with sizes=[8, 1152921504606846976]")
+
+    path, _, _ = zoo_file(tmp_path)
+    monkeypatch.setitem(registry._BUILDERS, "fcn", overflowing)
+    with pytest.raises(LoritaError, match=r"model.lorita: the zoo model it describes cannot be built \(RuntimeError: "
+                                          r"Storage size calculation overflowed.*the file is damaged or crafted"):
+        lorita.load(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.uint8])
+def test_weights_of_the_wrong_kind_are_refused(dtype, tmp_path):
+    path, desc, tensors = zoo_file(tmp_path)
+    tensors["head.bias"] = torch.ones_like(tensors["head.bias"], dtype=dtype)
+    write_with(path, desc, tensors)
+    kind = str(dtype).replace("torch.", "").replace("bool", "BOOL").replace("int64", "I64").replace("uint8", "U8")
+    with pytest.raises(LoritaError, match=rf"head.bias: file dtype {kind} vs model float32\); is this the right"):
+        lorita.load(path)
+    tensors["head.bias"] = tensors["head.bias"].float()
+    tensors["blocks.0.1.num_batches_tracked"] = torch.tensor(1.5)  # a float where the model counts
+    write_with(path, desc, tensors)
+    with pytest.raises(LoritaError, match=r"num_batches_tracked: file dtype F32 vs model int64"):
+        lorita.load(path)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(value, tmp_path):
+    path, desc, tensors = zoo_file(tmp_path)
+    tensors["head.bias"][0] = value
+    write_with(path, desc, tensors)
+    bad = "NaN" if value != value else "Inf"
+    with pytest.raises(LoritaError, match=rf"model.lorita: the file is damaged: layer 'head' has {bad} in its bias"):
+        lorita.load(path)

@@ -242,7 +242,7 @@ def test_load_refuses_int8_layers_in_the_wrong_place_or_of_the_wrong_dtype(tmp_p
         lorita.load(tmp_path / "moved.lorita", model=mlp)
     floats = {k: (v.float() if k.endswith("qweight") else v) for k, v in tensors.items()}
     save_file(floats, str(tmp_path / "float.lorita"), metadata=meta)
-    with pytest.raises(LoritaError, match=r"must be stored as int8, but 0\.qweight is F32"):
+    with pytest.raises(LoritaError, match=r"0\.qweight: file dtype F32 vs model int8"):
         lorita.load(tmp_path / "float.lorita", model=mlp)
     odd = {**desc, "layers": {**desc["layers"], "0": {**desc["layers"]["0"], "granularity": "row"}}}
     save_file(tensors, str(tmp_path / "odd.lorita"), metadata={"lorita": json.dumps(odd)})

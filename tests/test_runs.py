@@ -34,9 +34,10 @@ def test_run_config_round_trips_through_json():
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d.update(command="compress"), r"not a training run's config"),
     (lambda d: d.update(model=[1]), r"'model' must be an object"),
-    (lambda d: d["compose"].update(depth=0), r"depth must be an integer >= 1"),
+    (lambda d: d["compose"].update(depth=0), r"depth must be an integer from 1 to 64"),
     (lambda d: d["train"].update(lr="fast"), r"lr must be a finite number"),
-    (lambda d: d["dataset"].update(seed=-1), r"seed must be an integer >= 0"),
+    (lambda d: d["dataset"].update(seed=-1), r"seed must be an integer from 0 to 18446744073709551615"),
+    (lambda d: d["model"]["kwargs"].update(num_classes=3), r"model argument\(s\) \['num_classes'\] come from the data"),
 ])
 def test_damaged_run_config_is_named(edit, message):
     d = config().to_dict()

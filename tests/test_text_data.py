@@ -59,9 +59,33 @@ def test_user_folder_reads_regular_files_in_name_order(tmp_path):
     (tmp_path / ".hidden").write_text("secret")
     write_entries(tmp_path / "sub" / "c.txt", ["not read"])
     (tmp_path / "link.txt").symlink_to(tmp_path / "b.txt")  # same file reached twice: read once
-    outside = write_entries(tmp_path.parent / f"{tmp_path.name}-outside.txt", ["o1"])
-    (tmp_path / "z.txt").symlink_to(outside)  # own folders follow symlinks
-    assert read_entries(tmp_path) == ["a1", "a2", "b1", "b2", "o1"]
+    (tmp_path / "z.txt").symlink_to(Path("sub") / "c.txt")  # a link that stays inside the folder is read
+    assert read_entries(tmp_path) == ["a1", "a2", "b1", "b2", "not read"]
+
+
+@pytest.mark.parametrize("target", ["outside", "/etc/passwd", "/proc/self/environ", "chain"])
+def test_a_link_leading_out_of_a_text_folder_is_refused(tmp_path, target):
+    """A downloaded corpus holding x.txt -> /etc/shadow must not be trained on (or leak through samples)."""
+    folder = tmp_path / "corpus"
+    write_entries(folder / "a.txt", [f"entry {i}" for i in range(20)])
+    outside = write_entries(tmp_path / "outside.txt", ["secret"])
+    if target == "chain":  # a link inside pointing at a link that leads out
+        (folder / "y-hop.txt").symlink_to(outside)
+        (folder / "x.txt").symlink_to(folder / "y-hop.txt")
+    else:
+        (folder / "x.txt").symlink_to(outside if target == "outside" else target)
+    with pytest.raises(DataNotFoundError, match=r"x.txt is a symbolic link to .*, outside .*corpus; lorita reads "
+                                                r"only files inside a text folder"):
+        load_text_dataset(folder)
+    with pytest.raises(DataNotFoundError, match=r"symbolic link"):
+        read_entries(folder)
+
+
+def test_a_binary_file_in_a_text_folder_is_refused(tmp_path):
+    """An all-NUL 'text' file is valid UTF-8 and trained to 100% validation accuracy: refused as binary."""
+    (tmp_path / "zeros.txt").write_bytes(bytes(4096))
+    with pytest.raises(DataNotFoundError, match=r"zeros.txt holds NUL bytes: it is a binary file, not text"):
+        load_text_dataset(tmp_path)
 
 
 def test_fortunes_mode_skips_dat_u8_symlinks_and_subfolders(tmp_path, monkeypatch):
@@ -131,6 +155,23 @@ def test_replacement_characters_in_train_are_the_unknown_symbol():
     ds = TextDataset.from_entries("replaced", entries, source="memory", val_fraction=0.1, test_fraction=0.1)
     assert ds.vocab.count(UNK) == 1 and int(ds.encode(UNK)) == 0
     assert ds.decode(ds.train.ids).count(UNK) == 8
+
+
+def test_splits_hold_compact_ids_encoded_in_chunks(monkeypatch):
+    """One byte per character up to 256 symbols (int32 beyond), encoded a chunk at a time: the same ids as
+    one pass, and batches still int64. (Before: int64 ids plus UTF-32 and int64 copies, ~38x the text.)"""
+    entries = [f"line {i} " + "".join(chr(0x100 + (i * 7 + j) % 50) for j in range(5)) for i in range(200)]
+    ds = TextDataset.from_entries("demo", entries, source="memory")
+    assert ds.vocab_size <= 256 and ds.train.ids.dtype == torch.uint8
+    x, y = next(ds.train.batches(4, 8, steps=1))
+    assert x.dtype == y.dtype == torch.int64 and ds.val.eval_windows(4)[0].dtype == torch.int64
+    monkeypatch.setattr(text_mod, "ENCODE_CHUNK", 7)
+    again = TextDataset.from_entries("demo", entries, source="memory")
+    assert torch.equal(again.train.ids, ds.train.ids) and torch.equal(again.test.ids, ds.test.ids)
+    assert torch.equal(ds._encode(SEPARATOR.join(entries), torch.int64), ds.encode(SEPARATOR.join(entries)))
+    wide = TextDataset.from_entries("wide", [chr(0x4E00 + i) * 3 for i in range(400)], source="memory")
+    assert wide.vocab_size > 256 and wide.train.ids.dtype == torch.int32
+    assert wide.decode(wide.train.ids[:3]) == wide.decode(wide.encode(wide.decode(wide.train.ids[:3])))
 
 
 def test_zero_fractions_and_small_corpora(tmp_path):

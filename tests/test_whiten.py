@@ -203,6 +203,14 @@ def test_compress_with_calibration_lowers_the_output_error():
         lorita.compress(net, ranks={"0": 4}, calibration={"0": grams["0"]})
     with pytest.raises(LoritaError, match=r"calibration must be a dict"):
         lorita.compress(net, ranks={"0": 4}, calibration=[1])
+    meta = {**grams, "2": torch.empty(16, 16, device="meta")}
+    for ranks in ({"0": 4}, {"2": 2}):  # also when the meta entry's layer is not the one cut
+        with pytest.raises(LoritaError, match=r"calibration\['2'\] is on the meta device \(shapes only, no values\)"):
+            lorita.compress(net, ranks=ranks, calibration=meta)
+    with pytest.raises(LoritaError, match=r"calibration\['2'\] must be a tensor \(X\^T X"):
+        lorita.compress(net, ranks={"0": 4}, calibration={**grams, "2": [[1.0]]})
+    with pytest.raises(LoritaError, match=r"gram is on the meta device"):
+        whitened_factors(net[0].weight, torch.empty(16, 16, device="meta"), 2)
 
 
 def test_compress_calibration_energy_counts_output_energy():

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lorita.checks import check_choice, check_int
-from lorita.composed import COMPOSED_TYPES, INITS, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
+from lorita.composed import COMPOSED_TYPES, INITS, MAX_DEPTH, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
 from lorita.errors import LoritaError
 from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
 from lorita.linalg import check_finite, check_values
@@ -32,7 +32,8 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
 
     Args:
-        depth: number of factors N (1 returns an equivalent plain copy).
+        depth: number of factors N (1 returns an equivalent plain copy), at most ``MAX_DEPTH`` (64,
+            the most a lorita file describes).
         targets / exclude: module names (exact or ``.suffix``) or one full-match regex;
             default: every Linear and every Conv2d with ``groups == 1``.
         init: ``"default"`` fresh factors with PyTorch's default init (the paper);
@@ -71,7 +72,8 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         True
     """
     check_model(model, "compose")
-    check_int("depth", depth, meaning="number of factors per layer")
+    check_int("depth", depth, maximum=MAX_DEPTH, meaning="number of factors per layer; a lorita file holds at most "
+              f"{MAX_DEPTH}")
     check_choice("init", init, INITS)
     check_choice("mode", mode, MODES)
     check_choice("factor_side", factor_side, FACTOR_SIDES)

@@ -40,6 +40,9 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 MERGED_VIEW = "lorita_merged_state_dict"
 INITS: tuple[Init, ...] = get_args(Init)
 SIDES: tuple[Side, ...] = get_args(Side)
+# Factors per composed layer: the most a lorita file may describe (lorita.save / load), so the
+# most compose, a composed layer and a training run accept (a deeper run could not be saved).
+MAX_DEPTH = 64
 
 
 def _chain_cost(shapes: list[tuple[int, int]]) -> int:
@@ -119,7 +122,7 @@ class ComposedLinear(_Composed):
     def __init__(self, in_features: int, out_features: int, depth: int, *, bias: bool = True,
                  side: Side = "input", mode: Mode = "auto", device=None, dtype=None):
         super().__init__()
-        check_int("depth", depth, minimum=2, meaning="the number of factors of a composed layer")
+        check_int("depth", depth, minimum=2, maximum=MAX_DEPTH, meaning="the number of factors of a composed layer")
         self.in_features, self.out_features, self.depth = in_features, out_features, depth
         self.side: Side = check_choice("side", side, SIDES)
         self.mode: Mode = check_choice("mode", mode, MODES)
@@ -224,7 +227,7 @@ class ComposedConv2d(ConvLike, _Composed):
 
     def __init__(self, spatial: nn.Conv2d, depth: int, *, bias: bool = True, mode: Mode = "auto"):
         super().__init__()
-        check_int("depth", depth, minimum=2, meaning="the number of factors of a composed layer")
+        check_int("depth", depth, minimum=2, maximum=MAX_DEPTH, meaning="the number of factors of a composed layer")
         if spatial.bias is not None or spatial.groups != 1:
             raise LoritaError("ComposedConv2d needs a bias-free spatial conv with groups=1")
         self.spatial = spatial

@@ -23,6 +23,7 @@ from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
 from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, resolve_ranks, scan_layers, select,
                             warn_skipped)
+from lorita.whiten import check_gram, whitened_spectrum
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,6 @@ def _choose_ranks(layers: list[Layer], ranks, energy, ratio, scan: Scan, cache: 
         if energy is None:
             out[layer.name] = ratio_rank(min(matrix.shape), ratio)
         elif calibration is not None:
-            from lorita.whiten import whitened_spectrum
-
             out[layer.name] = energy_rank(whitened_spectrum(matrix, calibration[layer.name]), energy)
         else:
             out[layer.name] = energy_rank(cache.get(layer.name, layer.module)[1], energy)
@@ -178,6 +177,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         if missing:
             raise LoritaError(f"calibration has no Gram matrix for {', '.join(missing[:5])}; collect them on the "
                               "merged model: lorita.whiten.collect_grams(lorita.merge(model), batches)")
+        for layer in layers:
+            check_gram(f"calibration[{layer.name!r}]", calibration[layer.name])
     chosen = _choose_ranks(layers, ranks, energy, ratio, scan, svd_cache, calibration)
     # Validate everything before building anything.
     by_name = {layer.name: layer for layer in layers}

@@ -35,8 +35,9 @@ from typing import Any, Callable, Literal, get_args
 import torch
 from torch import nn
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text
-from lorita.checks import check_choice, check_fraction, check_int, check_number
+from lorita.checks import check_choice, check_fraction, check_int, check_number, is_number
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
 from lorita.compress import layer_shape, spectrum
@@ -200,14 +201,17 @@ def _layer_inputs(model: nn.Module, names: list[str], example_input: Any,
 
 
 def _load(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return {}
-    except (OSError, ValueError) as err:
+    try:
+        data = jsonio.read(path)
+    except LoritaError as err:
         log.warning("ignoring unreadable latency cache %s (%s)", path, err)
         return {}
-    return {k: float(v) for k, v in data.get("seconds", {}).items()} if isinstance(data, dict) else {}
+    seconds = data.get("seconds") if isinstance(data, dict) else None
+    if not isinstance(seconds, dict):
+        return {}
+    return {k: float(v) for k, v in seconds.items() if is_number(v) and v > 0}
 
 
 def layer_latencies(model: nn.Module, ranks: dict[str, int], example_input: Any, *, repeats: int = 5,

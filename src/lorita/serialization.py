@@ -34,9 +34,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from lorita import jsonio
 from lorita.atomic import atomic_path
 from lorita.checks import is_int, is_module_name
-from lorita.composed import MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
+from lorita.composed import MAX_DEPTH, MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError
 from lorita.conv1d import conv1d_as_linear, is_conv1d
@@ -49,7 +50,13 @@ FORMAT = "lorita"
 VERSION = 1
 LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d", "int8_linear", "int8_conv2d")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-MAX_DEPTH = 64  # factors per composed layer a file may describe
+FLOAT_TENSORS = ("F64", "F32", "F16", "BF16")  # safetensors names of the floating dtypes
+# What building a zoo model a file describes may take (every parameter and buffer, persistent or
+# not, of the plain model and of its composed / low-rank form): ALLOWANCE plus PER_FILE_BYTE times
+# the file size. More means the description asks for sizes its weights do not have (a ViT image_size
+# drives a position table stored nowhere) or a cut over ~60x smaller than its model.
+ALLOWANCE = 64 << 20
+PER_FILE_BYTE = 64
 
 
 def describe(model: nn.Module) -> dict:
@@ -179,10 +186,8 @@ def read_description(path: str | os.PathLike) -> dict:
     if "lorita" not in meta:
         raise LoritaError(f"{path} is a safetensors file but not a lorita model (no 'lorita' metadata); "
                           "load plain weights with safetensors.torch.load_model into your own model")
-    try:
-        desc = json.loads(meta["lorita"])
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise LoritaError(f"{path}: the lorita description is not valid JSON ({err})") from None
+    desc = jsonio.parse(meta["lorita"], f"{path}: the lorita description",
+                        fix="the file is damaged or was not written by lorita.save")
     _check_description(desc, path)
     return desc
 
@@ -289,6 +294,9 @@ def _build_base(desc: dict, model, trust_code: bool, path, device=None) -> nn.Mo
                 return create_model(name, **kwargs)
         except LoritaError as err:
             raise LoritaError(f"{path}: the zoo model it describes is refused: {err}") from None
+        except Exception as err:  # a builder failing on sizes its checks let through (e.g. an overflow)
+            raise LoritaError(f"{path}: the zoo model it describes cannot be built ({type(err).__name__}: {err}); "
+                              "the file is damaged or crafted") from None
     dotted = arch.get("factory") or arch.get("class") or ""
     if not trust_code:
         named = f" names code to build it ({dotted!r})" if dotted else " does not say how to build it"
@@ -398,9 +406,30 @@ def _apply_int8(model: nn.Module, int8: dict[str, dict], path) -> None:
             model.set_submodule(alias, new)
 
 
-def _file_shapes(path) -> dict[str, tuple[int, ...]]:
+def _file_tensors(path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each tensor's shape and safetensors dtype name (``"F32"``, ``"I64"``, ``"BOOL"``), read from the header."""
     with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
-        return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+        return {key: (tuple(f.get_slice(key).get_shape()), f.get_slice(key).get_dtype()) for key in f.keys()}
+
+
+def _all_tensors(model: nn.Module) -> dict[int, torch.Tensor]:
+    """Every parameter and buffer of ``model``, persistent or not, shared ones once (by identity)."""
+    return {id(t): t for t in (*model.parameters(), *model.buffers())}
+
+
+def _bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_budget(needed: int, path) -> None:
+    size = os.path.getsize(path)
+    allowed = ALLOWANCE + PER_FILE_BYTE * size
+    if needed > allowed:
+        raise LoritaError(
+            f"{path}: building the model it describes would take {needed / 2**20:.0f} MiB, more than lorita.load "
+            f"allows for a file of {size} bytes ({ALLOWANCE >> 20} MiB + {PER_FILE_BYTE} x the file's size); the "
+            "description asks for sizes its weights do not have (a damaged or crafted file). For a file you trust, "
+            "build the architecture yourself: lorita.load(path, model=YourModel(...))")
 
 
 def _check_int8_dtypes(path, layers: dict[str, dict]) -> None:
@@ -433,20 +462,35 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
     return out
 
 
-def _check_tensors(model: nn.Module, shapes: dict[str, tuple[int, ...]], path) -> None:
-    """Every tensor the file holds fits the model, and every model tensor is in the file (tied ones once)."""
+def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], str]], path) -> None:
+    """Every tensor the file holds fits the model (shape, and floating point where the model's is), and
+    every model tensor is in the file (tied ones once)."""
     state = model.state_dict()
     tied = _aliases(state)
     group = {k: tied.get(k, k) for k in state}  # tied tensors share one group (stored once)
-    stored = {group[k] for k in state if k in shapes}
+    stored = {group[k] for k in state if k in tensors}
     missing = sorted(k for k in state if group[k] not in stored)
-    unexpected = sorted(k for k in shapes if k not in state)
-    wrong = sorted(k for k in shapes if k in state and tuple(state[k].shape) != shapes[k])
-    if missing or unexpected or wrong:
+    unexpected = sorted(k for k in tensors if k not in state)
+    wrong = sorted(k for k in tensors if k in state and tuple(state[k].shape) != tensors[k][0])
+    kind = sorted(k for k in tensors if k in state and state[k].is_floating_point() != (tensors[k][1] in FLOAT_TENSORS))
+    if missing or unexpected or wrong or kind:
         detail = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
-                  "; ".join(f"{k}: file {shapes[k]} vs model {tuple(state[k].shape)}" for k in wrong[:5])]
+                  "; ".join(f"{k}: file {tensors[k][0]} vs model {tuple(state[k].shape)}" for k in wrong[:5]),
+                  "; ".join(f"{k}: file dtype {tensors[k][1]} vs model {str(state[k].dtype).replace('torch.', '')}"
+                            for k in kind[:5])]
         raise LoritaError(f"{path}: the weights do not fit the architecture ({'; '.join(d for d in detail if d)}); "
                           "is this the right model?")
+
+
+def _check_parameters_finite(model: nn.Module, path) -> None:
+    """No NaN or Inf in a loaded parameter (``save`` refuses them, so the file is damaged)."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point():
+            layer, _, what = name.rpartition(".")
+            try:
+                check_finite(p.detach(), layer or name, what=what)
+            except LoritaError as err:
+                raise LoritaError(f"{path}: the file is damaged: {err}") from None
 
 
 def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | None = None, *,
@@ -467,30 +511,35 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     if not isinstance(trust_code, bool):
         raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
     desc = read_description(path)
-    shapes = _file_shapes(path)
+    tensors = _file_tensors(path)
     if model is None and _zoo_spec(desc.get("architecture") or {}) is not None:
         # A zoo model is first built on the meta device (no memory): a description whose
-        # sizes do not match the file's tensors is refused before anything is allocated.
+        # sizes do not match the file's tensors, or that would take far more memory than the
+        # file holds, is refused before anything is allocated.
         skeleton = _build_base(desc, None, False, path, device="meta")
+        plain = _all_tensors(skeleton)  # (kept: their ids stay unique while the layers are swapped)
         _apply_structure(skeleton, desc["layers"], path)
-        _check_tensors(skeleton, shapes, path)
-        del skeleton
+        _check_tensors(skeleton, tensors, path)
+        added = [t for key, t in _all_tensors(skeleton).items() if key not in plain]
+        _check_budget(_bytes(plain.values()) + _bytes(added), path)  # the most the real build holds at once
+        del skeleton, plain, added
     base = _build_base(desc, model, trust_code, path)
     _apply_structure(base, desc["layers"], path)
-    _check_tensors(base, shapes, path)
+    _check_tensors(base, tensors, path)
     _check_int8_dtypes(path, desc["layers"])
     dtype = getattr(torch, desc.get("dtype", "float32"))
     base.to(dtype)
     try:
         with _utf8_path(path) as name:
-            tensors = load_file(name, device=str(device))
+            weights = load_file(name, device=str(device))
     except (SafetensorError, RuntimeError, OSError) as err:
         raise LoritaError(f"{path}: the weights cannot be read ({err}); was the file copied completely?") from None
-    state = OrderedDict(tensors)
+    state = OrderedDict(weights)
     state._metadata = OrderedDict((prefix, {"version": v}) for prefix, v in desc.get("module_versions", {}).items())
     try:
         base.load_state_dict(state, strict=False)
     except Exception as err:  # a module's own loading code (e.g. a version check) refused it
         raise LoritaError(f"{path}: the weights do not fit the architecture ({type(err).__name__}: {err}); "
                           "is this the right model?") from None
+    _check_parameters_finite(base, path)
     return base.to(device)

@@ -170,6 +170,20 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
     return Grams({name: grams[name] for name in chosen}, rows=grams.rows)
 
 
+def check_gram(label: str, gram: Any) -> None:
+    """Raise LoritaError unless ``gram`` is a tensor with values (not on the meta device).
+
+    Example:
+        >>> check_gram("calibration['fc']", torch.eye(2))
+    """
+    if not isinstance(gram, torch.Tensor):
+        raise LoritaError(f"{label} must be a tensor (X^T X from lorita.whiten.collect_grams), "
+                          f"got {type(gram).__name__}")
+    if gram.is_meta:
+        raise LoritaError(f"{label} is on the meta device (shapes only, no values), so no whitened cut can use it; "
+                          "collect it on real data: lorita.whiten.collect_grams(model, batches)")
+
+
 def _check(weight: torch.Tensor, gram: torch.Tensor, eps: float) -> None:
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
         got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
@@ -180,6 +194,7 @@ def _check(weight: torch.Tensor, gram: torch.Tensor, eps: float) -> None:
         got = tuple(gram.shape) if isinstance(gram, torch.Tensor) else type(gram).__name__
         raise LoritaError(f"gram must be ({n}, {n}) for a weight with {n} inputs, got {got}; "
                           "pass the layer's entry of collect_grams(...)")
+    check_gram("gram", gram)
     check_number("eps", eps, minimum=0, meaning="relative ridge")
 
 

@@ -40,10 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     if not args.verbose:  # the workflow's own progress lines, without the library's details
         runs = logging.getLogger("lorita.runs")
-        if not runs.handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            runs.addHandler(handler)
+        for old in [h for h in runs.handlers if getattr(h, "lorita_cli", False)]:
+            runs.removeHandler(old)  # an earlier main() in this process bound a stream that may be gone now
+        handler = logging.StreamHandler()  # today's sys.stderr
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.lorita_cli = True
+        runs.addHandler(handler)
         runs.setLevel(logging.INFO)
         runs.propagate = False
     if not getattr(args, "func", None):

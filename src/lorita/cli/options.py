@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
-import json
 import typing
 from typing import Any, Literal
 
+from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.train import TrainConfig
 
@@ -86,10 +86,7 @@ def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise LoritaError(f"expected KEY=VALUE, got {pair!r} (e.g. width=256)")
-        try:
-            out[key] = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            out[key] = value
+        out[key] = jsonio.parse_value(value, key)
     return out
 
 

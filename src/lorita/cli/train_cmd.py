@@ -45,14 +45,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorita.models import model_inputs, paper_exclude
+    from lorita.models import paper_exclude
+    from lorita.models.registry import resolve_args
     from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_config_of, train_run
     from lorita.runs.data import TEXT_DATASETS
     from lorita.runs.train import load_source
+    from lorita.train.distributed import resolve_device
 
     if not args.no_progress:
         require("tqdm", command="train")
     train = train_config_from(args)
+    resolve_device(train.device)  # a device this machine lacks: refused before any work
     source, source_path = None, None
     if args.source is not None:
         if args.init not in (None, "preserve"):
@@ -69,14 +72,15 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.model is None:
             raise LoritaError("say which model to train: --model NAME (see 'lorita models'), or --from RUN_OR_FILE")
-        model_inputs(args.model)  # an unknown model is named before the data is read
         model = ModelSpec(args.model, parse_model_args(args.model_arg))
+        resolve_args(model.name, model.kwargs, inputs_given=False)  # unknown model or argument: before the data
         dataset = args.dataset
     exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
     init = args.init or ("preserve" if source is not None else "default")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
                          steps_per_epoch=args.steps_per_epoch)
+    data_spec.check_applies()
     data = data_spec.load(model=model, train=train)
     inputs = data.model_inputs
     if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):

@@ -127,6 +127,16 @@ def list_datasets() -> list[str]:
     return list(_REGISTRY)
 
 
+def reads_files(name: str) -> bool:
+    """Whether image dataset ``name`` is read from files (so a ``data_dir`` applies); digits is bundled.
+
+    Example:
+        >>> reads_files("mnist"), reads_files("digits")
+        (True, False)
+    """
+    return _resolve(name)[1].kind != "sklearn"
+
+
 def _resolve(name: str) -> tuple[str, _Spec]:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)

@@ -15,7 +15,6 @@ Expected file names in a folder (each either plain or with ``.gz``)::
 
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import struct
@@ -39,23 +38,61 @@ IDX_FILES = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
+CHUNK = 1 << 20  # compressed bytes read at a time
+MAX_GZIP_RATIO = 1100  # deflate gives at most ~1032 decompressed bytes per compressed byte
+
+
+class _Gunzip:
+    """Read ``n`` decompressed bytes at a time from a gzip file, never decompressing more than asked
+    (``zlib.decompressobj`` with ``max_length``): a header can be checked before the body is inflated,
+    and a body longer than its header says stops one byte past it (a 1 MB file of zeros would be 1 GB)."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing, CRC checked at its end
+        self.pending = b""  # input given to the current member but not yet inflated (output was capped)
+
+    def read(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            if self.pending:
+                data, self.pending = self.pending, b""
+            elif self.inflate.eof:  # a member ended: another may follow (gzip allows concatenated members)
+                data = self.inflate.unused_data or self.handle.read(CHUNK)
+                if not data:
+                    break
+                self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            else:
+                data = self.handle.read(CHUNK)
+                if not data:
+                    raise EOFError("the compressed stream ends before its end marker")
+            out += self.inflate.decompress(data, n - len(out))
+            # at a member's end what follows is in unused_data (unconsumed_tail may repeat it)
+            self.pending = b"" if self.inflate.eof else self.inflate.unconsumed_tail
+        return bytes(out)
+
+
+def _open(path: Path):
+    """(handle, reader, limit): the file, something with ``read(n)`` giving its IDX bytes, and the most
+    bytes of data it can hold (its size; for gzip, MAX_GZIP_RATIO times its size)."""
     try:
-        raw = path.read_bytes()
+        handle = open(path, "rb")
+        size = path.stat().st_size
+        gzipped = handle.read(2) == b"\x1f\x8b"
+        handle.seek(0)
     except OSError as err:
         raise LoritaError(f"cannot read IDX file {path}: {err}") from err
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as err:
-            raise LoritaError(
-                f"IDX file {path} is a damaged or truncated gzip file ({err}); download it again"
-            ) from err
-    return raw
+    if gzipped:
+        return handle, _Gunzip(handle), MAX_GZIP_RATIO * size
+    return handle, handle, size
 
 
 def read_idx(path: str | Path, magic: int) -> np.ndarray:
     """Read one unsigned-byte IDX file whose magic number must be ``magic``; returns a uint8 array.
+
+    The header is read and checked first, against the file's size (or what a gzip file of that size
+    can hold), and no more data is read or decompressed than it announces, plus one byte to tell a
+    longer file.
 
     Example:
         >>> import tempfile, os, struct
@@ -65,10 +102,19 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
         [1, 2, 3]
     """
     path = Path(path)
-    raw = _read_bytes(path)
+    handle, reader, limit = _open(path)
+    try:
+        with handle:
+            return _read_idx(path, reader, limit, magic)
+    except (OSError, EOFError, zlib.error) as err:
+        raise LoritaError(f"IDX file {path} is a damaged or truncated gzip file ({err}); download it again") from err
+
+
+def _read_idx(path: Path, reader, limit: int, magic: int) -> np.ndarray:
+    raw = reader.read(4)
     if len(raw) < 4:
         raise LoritaError(f"IDX file {path} is too short ({len(raw)} bytes) to hold a magic number; it is truncated")
-    (found,) = struct.unpack(">I", raw[:4])
+    (found,) = struct.unpack(">I", raw)
     if found != magic:
         kind = {IMAGES_MAGIC: "images", LABELS_MAGIC: "labels"}.get(magic, "IDX")
         raise LoritaError(
@@ -76,19 +122,25 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
             "is it the right file, and not an HTML page or a different dataset?"
         )
     ndim = magic & 0xFF
+    raw = reader.read(4 * ndim)
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise LoritaError(f"IDX file {path} is truncated: its header needs {header} bytes, the file has {len(raw)}")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) < 4 * ndim:
+        raise LoritaError(f"IDX file {path} is truncated: its header needs {header} bytes, the file has "
+                          f"{4 + len(raw)}")
+    dims = struct.unpack(f">{ndim}I", raw)
     expected = math.prod(dims)  # Python ints: a crafted header cannot overflow the check
-    body = len(raw) - header
-    if body != expected:
-        what = "truncated" if body < expected else "longer than its header says"
-        raise LoritaError(
-            f"IDX file {path} is {what}: header says shape {dims} ({expected} bytes of data), "
-            f"found {body} bytes; download it again"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if expected > limit:
+        raise LoritaError(f"IDX file {path} is truncated: header says shape {dims} ({expected} bytes of data), "
+                          f"more than a file of its size can hold; download it again")
+    body = reader.read(expected + 1)  # one byte more tells a longer file, without reading all of it
+    if len(body) != expected:
+        what = "truncated" if len(body) < expected else "longer than its header says"
+        found_text = f"found {len(body)} bytes" if len(body) < expected else "found more"
+        raise LoritaError(f"IDX file {path} is {what}: header says shape {dims} ({expected} bytes of data), "
+                          f"{found_text}; download it again")
+    if isinstance(reader, _Gunzip) and reader.read(1):  # the rest of the stream: its CRC is checked at its end
+        raise LoritaError(f"IDX file {path} is longer than its header says; download it again")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def read_idx_images(path: str | Path) -> torch.Tensor:

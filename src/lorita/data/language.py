@@ -38,6 +38,10 @@ class TrainWindows:
     def __len__(self) -> int:
         return self.steps * self.batch_size  # windows per epoch
 
+    def num_batches(self, batch_size: int, *, drop_last: bool = False) -> int:
+        """How many steps ``batches`` yields: ``steps`` (as ``Split.num_batches``)."""
+        return self.steps
+
     def batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0, augment: bool = False,
                 rank: int = 0, world_size: int = 1, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if batch_size != self.batch_size:

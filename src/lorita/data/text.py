@@ -9,9 +9,12 @@ Nothing is downloaded. Two sources:
   ``errors="replace"``, one warning naming the files): the package is not the user's to
   fix, and on Debian 12 every file decodes cleanly anyway.
 * a folder of your own: every regular, non-hidden file in it (``*.txt`` or any name;
-  ``*.dat`` is skipped; symlinks are followed and a file reached twice is read once;
-  subfolders are not searched), strictly UTF-8 (an error names the first file that is
-  not). A file holding lines of only ``%`` is split on them, any other on blank lines.
+  ``*.dat`` is skipped; subfolders are not searched), strictly UTF-8 text (an error names
+  the first file that is not, or that holds NUL bytes: a binary file). A symbolic link is
+  read only when it leads to a file inside the folder (read once); one leading outside
+  (``x.txt -> /etc/shadow``, as a downloaded corpus could hold) is an error naming it, so
+  nothing outside the folder is ever read, trained on or sampled from. A file holding lines
+  of only ``%`` is split on them, any other on blank lines.
 
 Entries (not characters) are assigned to the splits by a permutation seeded with
 ``seed``, so no entry straddles two splits; each split keeps its entries in file order,
@@ -62,6 +65,7 @@ FOLDER_HOW_TO_GET = ("put UTF-8 text files in a folder (entries separated by lin
 SEPARATOR = "\n\n"  # between entries: a paragraph break, so a window may cross into the next entry
 UNK = "\ufffd"  # the unknown symbol (id 0); also what fortunes' undecodable bytes become
 SPLIT_SEED_SALT = 0x7E57  # mixed with the user's seed so the entry split differs from batch draws
+ENCODE_CHUNK = 1 << 20  # characters encoded at a time: the encoder's working memory stays ~30 MB
 
 _PERCENT_LINE = re.compile(r"^%[ \t\r]*$", flags=re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n[ \t\r]*\n(?:[ \t\r]*\n)*")
@@ -86,14 +90,24 @@ def split_entries(text: str) -> list[str]:
 
 
 def _text_files(folder: Path, *, follow_symlinks: bool) -> list[Path]:
-    """The files of ``folder`` that hold text, sorted by name (see the module docstring)."""
+    """The files of ``folder`` that hold text, sorted by name (see the module docstring).
+
+    ``follow_symlinks``: read links that lead to a file inside ``folder`` (a link leading
+    outside is a DataNotFoundError); else skip every link.
+    """
     files, seen = [], set()
+    inside = folder.resolve()
     for path in sorted(folder.iterdir()):
         if path.name.startswith(".") or path.suffix == ".dat":
             continue
         if not follow_symlinks and (path.is_symlink() or path.suffix == ".u8"):
             continue
         real = path.resolve()
+        if path.is_symlink() and real.parent != inside and inside not in real.parents:
+            raise DataNotFoundError(
+                f"{path} is a symbolic link to {real}, outside {folder}; lorita reads only files inside a text "
+                "folder (a link can make it read, train on and reveal any file). Copy the file into the folder "
+                "or remove the link")
         if path.is_file() and real not in seen:
             seen.add(real)
             files.append(path)
@@ -104,8 +118,9 @@ def read_entries(folder: str | os.PathLike, *, strict: bool = True) -> list[str]
     """Every entry of every text file in ``folder``, in file-name order.
 
     ``strict=True`` (own folders): a file that is not UTF-8 raises ``DataNotFoundError``
-    naming it, and symlinks are followed. ``strict=False`` (the fortunes package): bad
-    bytes become U+FFFD with one warning, and symlinks and ``*.u8`` files are skipped.
+    naming it, and symlinks inside the folder are followed (others are an error).
+    ``strict=False`` (the fortunes package): bad bytes become U+FFFD with one warning, and
+    symlinks and ``*.u8`` files are skipped. A file holding NUL bytes is binary: an error.
 
     Example:
         >>> import tempfile, pathlib
@@ -119,6 +134,8 @@ def read_entries(folder: str | os.PathLike, *, strict: bool = True) -> list[str]
     entries, replaced = [], []
     for path in _text_files(folder, follow_symlinks=strict):
         data = path.read_bytes()
+        if b"\x00" in data:
+            raise DataNotFoundError(f"{path} holds NUL bytes: it is a binary file, not text; move it out of {folder}")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -167,7 +184,7 @@ def split_indices(n: int, *, val_fraction: float = 0.05, test_fraction: float = 
 
 
 class TextSplit:
-    """One split: token ids (a 1-D int64 tensor) of its entries joined by ``SEPARATOR``.
+    """One split: token ids (1-D; uint8 or int32 for a corpus, batches int64) of its entries joined by ``SEPARATOR``.
 
     Example:
         >>> s = TextSplit(torch.arange(10), num_entries=1)
@@ -182,7 +199,8 @@ class TextSplit:
         if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.is_floating_point() or ids.is_complex():
             got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) else type(ids).__name__
             raise LoritaError(f"TextSplit ids must be a 1-D integer tensor, got {got}")
-        self.ids = ids.to(torch.int64).contiguous()
+        # kept in their own integer type (a corpus: one byte per character); batches come out int64
+        self.ids = (ids.to(torch.int64) if ids.dtype == torch.bool else ids).contiguous()
         self.num_entries = int(num_entries)
 
     def __len__(self) -> int:
@@ -229,7 +247,7 @@ class TextSplit:
             gen.manual_seed(derive_seed(seed, epoch, step))
             starts = torch.randint(0, len(self) - context, (batch_size,), generator=gen)  # (G,)
             local = torch.tensor_split(starts, world_size)[rank]  # (B,)
-            chunk = self.ids[local[:, None] + offsets]  # (B, T+1)
+            chunk = self.ids[local[:, None] + offsets].long()  # (B, T+1)
             yield chunk[:, :-1], chunk[:, 1:]  # (B, T), (B, T)
 
     def eval_windows(self, context: int, max_windows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,7 +272,7 @@ class TextSplit:
             if max_windows < count:
                 index = torch.linspace(0, count - 1, max_windows, dtype=torch.float64).round().long()
         starts = index * context  # (W,)
-        chunk = self.ids[starts[:, None] + torch.arange(context + 1)]  # (W, T+1)
+        chunk = self.ids[starts[:, None] + torch.arange(context + 1)].long()  # (W, T+1)
         return chunk[:, :-1], chunk[:, 1:]  # (W, T), (W, T)
 
 
@@ -278,8 +296,13 @@ class TextDataset:
     def __post_init__(self) -> None:
         if not self.vocab or self.vocab[0] != UNK or len(set(self.vocab)) != len(self.vocab):
             raise LoritaError(f"vocab must be distinct characters starting with UNK {UNK!r}, got {self.vocab[:5]}...")
-        codes = torch.tensor([ord(c) for c in self.vocab[1:]], dtype=torch.int64)
+        codes = torch.tensor([ord(c) for c in self.vocab[1:]], dtype=torch.int32)
         self._codes, self._order = torch.sort(codes)  # sorted code points, their position in vocab[1:]
+
+    @property
+    def ids_dtype(self) -> torch.dtype:
+        """The smallest type that holds every token id: uint8 up to 256 symbols, else int32."""
+        return torch.uint8 if len(self.vocab) <= 256 else torch.int32
 
     @property
     def vocab_size(self) -> int:
@@ -288,12 +311,18 @@ class TextDataset:
 
     def encode(self, text: str) -> torch.Tensor:
         """Token ids (1-D int64) of ``text``; characters outside the vocabulary become 0 (``UNK``)."""
-        if not text:
-            return torch.zeros(0, dtype=torch.int64)
-        points = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32).to(torch.int64)  # (L,)
-        pos = torch.searchsorted(self._codes, points).clamp_max(len(self._codes) - 1)  # (L,)
-        hit = self._codes[pos] == points
-        return torch.where(hit, self._order[pos] + 1, torch.zeros_like(pos))
+        return self._encode(text, torch.int64)
+
+    def _encode(self, text: str, dtype: torch.dtype) -> torch.Tensor:
+        """``encode`` into ``dtype``, ``ENCODE_CHUNK`` characters at a time (no int64 or UTF-32 copy of it all)."""
+        out = torch.empty(len(text), dtype=dtype)  # (L,)
+        for start in range(0, len(text), ENCODE_CHUNK):
+            piece = text[start:start + ENCODE_CHUNK]
+            points = torch.frombuffer(bytearray(piece.encode("utf-32-le")), dtype=torch.int32)  # (C,)
+            pos = torch.searchsorted(self._codes, points).clamp_max(len(self._codes) - 1)  # (C,)
+            hit = self._codes[pos] == points
+            out[start:start + len(piece)] = torch.where(hit, self._order[pos] + 1, 0)
+        return out
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
         """The text of token ids (any shape is flattened)."""
@@ -315,7 +344,7 @@ class TextDataset:
         empty = TextSplit(torch.zeros(0, dtype=torch.int64), 0)
         ds = cls(name, empty, empty, empty, vocab, source)  # the vocabulary first, to encode with
         for key in ("train", "val", "test"):
-            setattr(ds, key, TextSplit(ds.encode(texts[key]), len(parts[key])))
+            setattr(ds, key, TextSplit(ds._encode(texts.pop(key), ds.ids_dtype), len(parts[key])))
         return ds
 
 

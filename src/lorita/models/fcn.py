@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lorita.models.registry import check_int, register_model
+from lorita.models.registry import check_elements, check_int, register_model
 
 
 class FCN(nn.Module):
@@ -44,4 +44,9 @@ def fcn(num_classes: int, in_channels: int, image_size: int, width: int = 512, h
     """
     check_int("width", width)
     check_int("hidden_layers", hidden_layers, minimum=0, maximum=1024)
-    return FCN(in_channels * image_size * image_size, num_classes, width, hidden_layers)
+    features = in_channels * image_size * image_size
+    check_elements("the FCN's first Linear", width if hidden_layers else num_classes, features)
+    if hidden_layers:
+        check_elements("an FCN hidden Linear", width, width)
+        check_elements("the FCN head", num_classes, width)
+    return FCN(features, num_classes, width, hidden_layers)

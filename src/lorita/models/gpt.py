@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.errors import LoritaError
-from lorita.models.registry import check_float, check_int, register_model
+from lorita.models.registry import check_elements, check_float, check_int, register_model
 
 
 class CausalSelfAttention(nn.Module):
@@ -154,6 +154,9 @@ def gpt(vocab_size: int, context: int = 128, dim: int = 128, depth: int = 4, hea
     mlp_ratio = check_float("mlp_ratio", mlp_ratio)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise LoritaError(f"dropout must be a number in [0, 1), got {dropout!r}; 0 turns it off")
+    check_elements("the GPT token embedding (and head)", vocab_size, dim)
+    check_elements("the GPT position embedding", context, dim)
+    check_elements("a GPT MLP Linear", max(1, round(dim * mlp_ratio)), dim)
     return GPT(vocab_size, context, dim, depth, heads, mlp_ratio, float(dropout))
 
 

@@ -26,6 +26,11 @@ _INPUT_DEFAULTS = {"num_classes": 10, "in_channels": 1, "image_size": 28}
 # file (lorita.load) cannot ask for an absurd size; a builder may tighten them per argument.
 MAX_INT = 1 << 20
 MAX_FLOAT = 1e6
+# Each argument is bounded, so a builder also bounds the tensors their products make (a 2^20-channel
+# 2^20-pixel FCN input would be a 2^60-wide Linear): at most MAX_ELEMENTS values per tensor (8 GiB
+# in float32), and a ViT at most MAX_GRID patches a side.
+MAX_ELEMENTS = 1 << 31
+MAX_GRID = 1 << 10
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 _EXCLUDE: dict[str, tuple[str, ...]] = {}
@@ -134,6 +139,24 @@ def check_int(what: str, value: Any, minimum: int = 1, maximum: int = MAX_INT) -
     return value
 
 
+def check_elements(what: str, *sizes: int | float) -> None:
+    """Raise LoritaError when a tensor of shape ``sizes`` would hold more than ``MAX_ELEMENTS`` values.
+
+    Example:
+        >>> check_elements("fcn input layer", 784, 512)
+        >>> check_elements("fcn input layer", 1 << 20, 1 << 20)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: fcn input layer would hold 1048576 x 1048576 = 1.1e+12 values, more than the \
+zoo's 2147483648 per tensor; use smaller model arguments
+    """
+    count = math.prod(sizes)
+    if count > MAX_ELEMENTS:
+        shape = " x ".join(str(int(s)) for s in sizes)
+        raise LoritaError(f"{what} would hold {shape} = {count:.2g} values, more than the zoo's {MAX_ELEMENTS} per "
+                          "tensor; use smaller model arguments")
+
+
 def check_float(what: str, value: Any, minimum: float = 0.0, maximum: float = MAX_FLOAT) -> float:
     """Return `value` as float if it is a number in (`minimum`, `maximum`], else raise LoritaError.
 
@@ -168,6 +191,10 @@ def resolve_args(name: str, args: dict[str, Any], *, inputs_given: bool = True) 
             f"model {name!r} got unknown keyword argument(s) {unknown}; "
             f"allowed: {sorted(allowed) or 'none'} (plus {', '.join(inputs)})"
         )
+    given = [k for k in inputs if k in args]
+    if given and not inputs_given:
+        raise LoritaError(f"model {name!r} takes {', '.join(given)} from the data; leave it out of the model's own "
+                          "arguments (--model-arg, model_kwargs)")
     missing = [k for k in inputs if k not in args and k not in _INPUT_DEFAULTS]
     if missing and not inputs_given:
         args = {**args, **{k: 1 for k in missing}}  # placeholders: only the model's own arguments are checked

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lorita.models.registry import check_float, register_model
+from lorita.models.registry import check_elements, check_float, register_model
 
 # Output channels per conv; "M" is a 2x2 max pool.
 VGG16_CFG: list[int | str] = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -60,4 +60,9 @@ def vgg16(num_classes: int, in_channels: int, image_size: int, width_multiplier:
     """
     m = check_float("width_multiplier", width_multiplier, maximum=64.0)
     cfg = [v if v == "M" else max(1, round(int(v) * m)) for v in VGG16_CFG]
+    widths = [v for v in cfg if v != "M"]
+    check_elements("the first VGG conv", widths[0], in_channels, 3, 3)
+    check_elements("a VGG conv", max(widths), max(widths), 3, 3)
+    side = _pooled_size(image_size, cfg.count("M"))
+    check_elements("the VGG classifier", num_classes, widths[-1] * side * side)
     return VGG(cfg, in_channels, image_size, num_classes)

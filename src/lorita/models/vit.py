@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.errors import LoritaError
-from lorita.models.registry import check_float, check_int, register_model
+from lorita.models.registry import MAX_GRID, check_elements, check_float, check_int, register_model
 
 
 def sincos_2d(grid: int, dim: int) -> torch.Tensor:
@@ -163,4 +163,13 @@ def vit(
     check_int("depth", depth, minimum=0, maximum=1024)
     check_int("heads", heads)
     mlp_ratio = check_float("mlp_ratio", mlp_ratio)
+    grid = image_size // patch_size
+    if grid > MAX_GRID:
+        raise LoritaError(f"ViT image_size {image_size} / patch_size {patch_size} gives {grid} patches a side, more "
+                          f"than {MAX_GRID}; use larger patches")
+    check_elements("the ViT position table (patches x dim)", grid * grid, dim)
+    check_elements("the ViT patch embedding", dim, in_channels, patch_size, patch_size)
+    check_elements("a ViT qkv Linear", 3 * dim, dim)
+    check_elements("a ViT MLP Linear", max(1, round(dim * mlp_ratio)), dim)
+    check_elements("the ViT head", num_classes, dim)
     return ViT(image_size, in_channels, num_classes, patch_size, dim, depth, heads, mlp_ratio)

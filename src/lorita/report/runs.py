@@ -9,7 +9,6 @@ or checkpoint is loaded.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from lorita import jsonio
 from lorita.checks import is_number, is_real
 from lorita.errors import LoritaError
 
@@ -102,11 +102,8 @@ class Run:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise LoritaError(f"{path} is missing: it is written by {PRODUCED_BY[path.name]}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, RecursionError, OSError) as err:  # bad JSON or UTF-8, 4300+ digit ints, deep nesting
-        raise LoritaError(f"{path} is not valid JSON ({type(err).__name__}: {str(err)[:200]}); it is written by "
-                          f"{PRODUCED_BY[path.name]}: rerun that command, or fix the file by hand") from None
+    data = jsonio.read(path, allow_nan=True, fix=f"it is written by {PRODUCED_BY[path.name]}: rerun that command, "
+                       "or fix the file by hand")
     if not isinstance(data, dict):
         raise LoritaError(f"{path} must hold a JSON object, got {type(data).__name__}; "
                           f"it is written by {PRODUCED_BY[path.name]}")

@@ -26,6 +26,7 @@ from lorita.runs.config import STRATEGIES, CompressConfig, train_config_of
 from lorita.runs.folder import read_json, write_json
 from lorita.runs.output import RunOutput
 from lorita.runs.train import example_input
+from lorita.train.config import MAX_RATE
 from lorita.targets import skipped_layers
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
         raise LoritaError(f"--calibrate works with --energy, --ratio or given ranks, not the {strategy} strategy "
                           "(its choice is made on the plain spectrum)")
     if finetune_lr is not None:
-        check_number("finetune_lr", finetune_lr, minimum=0, low_open=True)
+        check_number("finetune_lr", finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
     if not isinstance(int8, bool):
         raise LoritaError(f"int8 must be True or False, got {int8!r}")
     _check_source(source)
@@ -154,6 +155,8 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     output = None if nested else RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
     start = time.time()
     data = data if data is not None else train_config.dataset.load(model=train_config.model, train=train_config.train)
+    if calibrate:
+        check_calibrate(data, train_config.train, calibrate)
     if model is None:
         model = lorita.merge(lorita.load(source / "model.lorita"), inplace=True)  # no second copy
     merged = model.eval()
@@ -164,7 +167,7 @@ def compress_run(source: str | Path, out: str | Path, strategy: str, options: di
     before_val, before_test = evaluate(merged, data.val)[0], evaluate(merged, data.test)[0]
     search, evaluations = None, 2  # before: validation and test
     latency = None
-    grams = _calibration(merged, data, train_config.train, calibrate) if calibrate else None
+    grams = calibration_grams(merged, data, train_config.train, calibrate) if calibrate else None
     if strategy == "ranks":
         pass
     elif strategy == "budget" and "latency" in options:
@@ -260,10 +263,28 @@ def _latency_results(found, merged: nn.Module, small: nn.Module, timing_input: t
     return out
 
 
-def _calibration(model: nn.Module, data, train, batches: int) -> dict:
-    """Input Gram matrices of the model's layers over ``batches`` batches of the training data."""
+def check_calibrate(data, train, batches: int) -> None:
+    """Refuse more calibration batches than the training data gives (they would be recorded, not used).
+
+    Example:
+        >>> from lorita.runs.config import DataSpec
+        >>> check_calibrate(DataSpec("digits").load(), lorita.TrainConfig(batch_size=128), 11)
+        >>> check_calibrate(DataSpec("digits").load(), lorita.TrainConfig(batch_size=128), 12)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: calibrate=12, but the training data gives 11 batches of 128; calibrate on at most 11
+    """
+    available = data.train.num_batches(train.batch_size)
+    if batches > available:
+        raise LoritaError(f"calibrate={batches}, but the training data gives {available} batches of "
+                          f"{train.batch_size}; calibrate on at most {available}")
+
+
+def calibration_grams(model: nn.Module, data, train, batches: int) -> dict:
+    """Input Gram matrices of the model's layers over the first ``batches`` training batches of epoch 0."""
     from lorita.whiten import collect_grams
 
+    check_calibrate(data, train, batches)
     inputs = (x for x, _ in data.train.batches(train.batch_size, seed=train.seed, epoch=0))
     return collect_grams(model, inputs, max_batches=batches)
 

@@ -21,11 +21,12 @@ from typing import Any
 
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
 from lorita.compose import FACTOR_SIDES
-from lorita.composed import INITS, MODES
+from lorita.composed import INITS, MAX_DEPTH, MODES
 from lorita.errors import LoritaError
 from lorita.select import STRATEGIES as SELECT_STRATEGIES
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
+from lorita.train.config import MAX_SEED
 
 # the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
 STRATEGIES: tuple[str, ...] = (*SELECT_STRATEGIES, "ranks")
@@ -55,6 +56,10 @@ class ModelSpec:
         check_str("model name", self.name)
         check_json_object("model kwargs", self.kwargs)
         check_json_object("model inputs", self.inputs)
+        clash = sorted(set(self.kwargs) & set(self.inputs))
+        if clash:
+            raise LoritaError(f"model argument(s) {clash} come from the data, not the model's own arguments; "
+                              "leave them out of the model kwargs")
 
     def build(self):
         """The plain zoo model (checked by the zoo's registry)."""
@@ -86,11 +91,36 @@ class DataSpec:
         if self.data_dir is not None:
             check_str("data_dir", self.data_dir)
         check_fraction("val_fraction", self.val_fraction, low_open=True, high_open=True)
-        check_int("seed", self.seed, minimum=0)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         if self.max_train is not None:
             check_int("max_train", self.max_train)
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
+
+    def check_applies(self) -> None:
+        """Refuse options the dataset would ignore: ``data_dir`` for the built-in digits or the fortunes
+        package, ``steps_per_epoch`` for images (an epoch is one pass). Checked for new runs only, so a
+        run folder written before the check still loads.
+
+        Example:
+            >>> DataSpec("digits", data_dir="/data").check_applies()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            lorita.errors.LoritaError: dataset 'digits' is bundled with scikit-learn and reads no files: ...
+        """
+        from lorita.data.datasets import reads_files
+        from lorita.runs.data import TEXT_DATASETS
+
+        text = self.name in TEXT_DATASETS
+        if self.data_dir is not None and self.name == "fortunes":
+            raise LoritaError("dataset 'fortunes' reads the Debian package's folder: leave data_dir (--data-dir) out, "
+                              "or train on your own folder with dataset 'text'")
+        if self.data_dir is not None and not text and not reads_files(self.name):
+            raise LoritaError(f"dataset {self.name!r} is bundled with scikit-learn and reads no files: leave data_dir "
+                              "(--data-dir) out")
+        if self.steps_per_epoch is not None and not text:
+            raise LoritaError(f"steps_per_epoch (--steps-per-epoch) sets the batches of a text epoch; an epoch of "
+                              f"{self.name!r} is one pass over its images: leave it out")
 
     def load(self, *, model: ModelSpec | None = None, train: TrainConfig | None = None,
              fallback_to_digits: bool = False):
@@ -112,7 +142,8 @@ class ComposeSpec:
     exclude: list[str] | None = None
 
     def __post_init__(self) -> None:
-        check_int("depth", self.depth)
+        check_int("depth", self.depth, maximum=MAX_DEPTH,
+                  meaning=f"factors per layer; a lorita model file holds at most {MAX_DEPTH}")
         check_choice("init", self.init, INITS)
         check_choice("mode", self.mode, MODES)
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)

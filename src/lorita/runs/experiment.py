@@ -12,7 +12,6 @@ and each layer's SVD runs once per model.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -25,12 +24,13 @@ import torch
 from torch import nn
 
 import lorita
+from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
-from lorita.composed import INITS
+from lorita.composed import INITS, MAX_DEPTH
 from lorita.errors import LoritaError
 from lorita.progress import progress as progress_of_sweep
 from lorita.runs.compare import FIXED_SIZES
-from lorita.runs.compress import compress_run
+from lorita.runs.compress import calibration_grams, check_calibrate, compress_run
 from lorita.runs.config import FACTOR_SIDES, ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.folder import mark, write_json
@@ -38,6 +38,7 @@ from lorita.runs.output import RunOutput
 from lorita.runs.train import example_input, train_run
 from lorita.svd_cache import SVDCache
 from lorita.train import TrainConfig
+from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,10 @@ class ExperimentSpec:
             check_str("data_dir", self.data_dir)
         if self.max_train is not None:
             check_int("max_train (a positive number of examples)", self.max_train)
-        if not isinstance(self.depths, list) or not self.depths or not all(is_int(d) and d >= 1 for d in self.depths):
-            raise LoritaError(f"depths must be a list of integers >= 1, got {self.depths!r}")
+        if not isinstance(self.depths, list) or not self.depths or \
+                not all(is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
+            raise LoritaError(f"depths must be a list of integers from 1 to {MAX_DEPTH} (the most a lorita model file "
+                              f"holds), got {self.depths!r}")
         if 1 not in self.depths:
             raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
         check_choice("init", self.init, INITS)
@@ -110,12 +113,12 @@ class ExperimentSpec:
             if not isinstance(getattr(self, what), bool):
                 raise LoritaError(f"{what} must be true or false, got {getattr(self, what)!r}")
         if self.seeds is not None and (not isinstance(self.seeds, list) or not self.seeds
-                                       or not all(is_int(x) and x >= 0 for x in self.seeds)
+                                       or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
                                        or len(set(self.seeds)) != len(self.seeds)):
-            raise LoritaError(f"seeds must be a list of distinct integers >= 0, got {self.seeds!r}")
+            raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
         check_int("finetune_epochs", self.finetune_epochs, minimum=0, maximum=self.train.epochs - 1)
         if self.finetune_lr is not None:
-            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True)
+            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
         if self.torch_pruning not in (None, True, False):
             raise LoritaError(f"torch_pruning must be true, false or null (when installed), got {self.torch_pruning!r}")
         if not isinstance(self.sizes, list) or not self.sizes or \
@@ -127,12 +130,16 @@ class ExperimentSpec:
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
         check_int("samples", self.samples, minimum=0)
+        if self.samples and self.dataset not in TEXT_DATASETS:
+            raise LoritaError(f"samples generates text from the chosen models; {self.dataset!r} is an image dataset: "
+                              "leave samples at 0")
         check_int("warm_start_epochs", self.warm_start_epochs, minimum=0,
                   maximum=self.train.epochs - self.finetune_epochs - 1)
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
-                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr")
+                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
         check_str("sample_prompt", self.sample_prompt)
+        self.data_spec(self.train.seed).check_applies()
 
     @property
     def seed_list(self) -> list[int]:
@@ -172,16 +179,11 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         15
     """
     path = Path(path)
-    try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise LoritaError(f"no experiment config at {path}; see the experiments/ folder") from None
-    except IsADirectoryError:
-        raise LoritaError(f"{path} is a folder; pass an experiment config file (experiments/*.json)") from None
-    except UnicodeDecodeError as err:
-        raise LoritaError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise LoritaError(f"{path} is not valid JSON ({err})") from None
+    if path.is_dir():
+        raise LoritaError(f"{path} is a folder; pass an experiment config file (experiments/*.json)")
+    if not path.exists():
+        raise LoritaError(f"no experiment config at {path}; see the experiments/ folder")
+    config = jsonio.read(path, fix="fix the config (experiments/*.json are examples)")
     section = "reduced" if reduced else "full"
     if not isinstance(config, dict):
         raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
@@ -281,6 +283,8 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     train = dataclasses.replace(spec.train, seed=seed)
     model_spec = ModelSpec(spec.model, dict(spec.model_kwargs))
     data = spec.data_spec(seed).load(model=model_spec, train=train, fallback_to_digits=spec.fallback_to_digits)
+    if spec.calibrate:
+        check_calibrate(data, spec.train, spec.calibrate)  # before any training
     depths_list = sorted(set(spec.depths))
     example = example_input(data)
     warm = _warm_start(spec, folder, data, train, progress) if spec.warm_start_epochs else None
@@ -313,7 +317,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
                          "views": {v: None if p is None else {**asdict(p), "target_val_acc": targets[v]}
                                    for v, p in views.items()}}
     original = lorita.profile(merged[1], example)
-    grams = _calibration(spec, merged[1], data) if spec.calibrate else None
+    grams = calibration_grams(merged[1], data, spec.train, spec.calibrate) if spec.calibrate else None
     columns = []  # (column, depth of its sweep or None: searched)
     for depth in depths_list:  # cut, no fine-tuning: the sweep chose the cut (view b)
         label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
@@ -336,7 +340,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
             columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, example), ft, seconds,
                                            spec.train.epochs), None))
             if depth == 1 and grams is not None:
-                short_grams = _calibration(spec, base, data)
+                short_grams = calibration_grams(base, data, spec.train, spec.calibrate)
                 columns.append((compare.Column("plain + whitened SVD + FT", False,
                                                compare.svd_cutter(base, example, calibration=short_grams), ft,
                                                seconds, spec.train.epochs), None))
@@ -412,14 +416,6 @@ def _train_depth(spec: ExperimentSpec, out: Path, data, depth: int, train: Train
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
     run.results["warm_start_epochs"] = spec.warm_start_epochs
     return run
-
-
-def _calibration(spec: ExperimentSpec, model: nn.Module, data) -> dict:
-    """Input Gram matrices of ``model``'s layers over ``spec.calibrate`` training batches (whitened SVD)."""
-    from lorita.whiten import collect_grams
-
-    batches = (x for x, _ in data.train.batches(spec.train.batch_size, seed=spec.train.seed, epoch=0))
-    return collect_grams(model, batches, max_batches=spec.calibrate)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:

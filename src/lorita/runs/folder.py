@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text, temp_target
 from lorita.errors import LoritaError
 from lorita.runs.lock import is_lock_name
@@ -65,8 +66,8 @@ def is_marked(folder: str | os.PathLike) -> bool:
     if config.is_symlink() or not config.is_file():
         return False
     try:
-        data = json.loads(config.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        data = jsonio.read(config, allow_nan=True)
+    except LoritaError:  # unreadable: not a mark lorita wrote
         return False
     return isinstance(data, dict) and data.get("format") == MARK
 
@@ -207,12 +208,7 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise LoritaError(f"{path} not found: is {path.parent} a run folder written by {what}?")
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
-        raise LoritaError(f"{path} is not valid JSON ({err}); the run may be damaged") from None
-    except OSError as err:
-        raise LoritaError(f"{path} cannot be read ({err.strerror or err})") from None
+    data = jsonio.read(path, fix=f"the run may be damaged; rerun {what}", allow_nan=True)
     if not isinstance(data, dict):
         raise LoritaError(f"{path} does not hold a JSON object")
     return data

@@ -34,6 +34,8 @@ Optimizer = Literal["sgd", "adamw"]
 Schedule = Literal["cosine", "plateau", "constant"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
+MAX_SEED = (1 << 64) - 1  # the largest seed torch.manual_seed takes
+MAX_RATE = 1e6  # lr and weight_decay: far past any that trains, still a float32 step (1e39 overflows)
 
 
 @dataclass
@@ -90,6 +92,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_int(value) or value < 0:
                 raise LoritaError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.seed > MAX_SEED:
+            raise LoritaError(f"seed must be an integer from 0 to 2^64 - 1 (what torch takes), got {self.seed}")
         if self.warmup_epochs >= self.epochs:
             raise LoritaError(
                 f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs}); "
@@ -99,10 +103,11 @@ class TrainConfig:
             raise LoritaError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise LoritaError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not is_number(self.lr) or self.lr <= 0:
-            raise LoritaError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not is_number(self.weight_decay) or self.weight_decay < 0:
-            raise LoritaError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not is_number(self.lr) or not 0 < self.lr <= MAX_RATE:
+            raise LoritaError(f"lr must be a finite number > 0 and <= {MAX_RATE:g}, got {self.lr!r}")
+        if not is_number(self.weight_decay) or not 0 <= self.weight_decay <= MAX_RATE:
+            raise LoritaError(f"weight_decay must be a finite number >= 0 and <= {MAX_RATE:g}, "
+                              f"got {self.weight_decay!r}")
         for name in ("momentum", "label_smoothing"):
             value = getattr(self, name)
             if not is_number(value) or not 0 <= value < 1:
@@ -130,11 +135,14 @@ class TrainConfig:
         if self.device == "auto":
             return
         try:
-            torch.device(self.device)
+            device = torch.device(self.device)
         except (RuntimeError, ValueError) as err:
             raise LoritaError(
                 f"device {self.device!r} is not a valid torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
             ) from err
+        if device.type == "meta":
+            raise LoritaError("device 'meta' holds no values, so nothing can be trained on it; use 'auto', 'cpu', "
+                              "'cuda' or 'cuda:N'")
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (JSON- and ``weights_only``-safe).

@@ -94,6 +94,13 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
             raise LoritaError(f"device {request!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+    elif device.type not in ("cpu", "meta"):  # mps, xla, ...: usable only where this torch build supports it
+        try:
+            torch.empty(1, device=device)
+        except (RuntimeError, AssertionError) as err:  # AssertionError: torch's own "not compiled with" checks
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
+            raise LoritaError(f"device {request!r} cannot be used here ({reason}); "
+                              "use device='auto' or 'cpu'") from None
     return device
 
 

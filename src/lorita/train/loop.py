@@ -25,7 +25,8 @@ from lorita.data.split import derive_seed
 from lorita.errors import LoritaError
 from lorita.progress import progress_bar
 from lorita.train import distributed
-from lorita.train.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
+from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METRIC_COLUMNS, check_contents,
+                                     check_fits, load_checkpoint, save_checkpoint)
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate, flat_logits
 from lorita.train.schedule import EpochSchedule
@@ -34,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.csv"
-METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds")
 
 Callback = Callable[[str, dict], Any]
 
@@ -130,7 +130,7 @@ def check_resume(path: str | Path, config: TrainConfig) -> dict:
         raise LoritaError(f"{path} is not a lorita training checkpoint (no format={CHECKPOINT_FORMAT!r})")
     if ckpt.get("version") != CHECKPOINT_VERSION:
         raise LoritaError(f"{path} has checkpoint version {ckpt.get('version')}, this lorita reads {CHECKPOINT_VERSION}")
-    _check_checkpoint(ckpt, path)
+    check_contents(ckpt, path)
     saved, wanted = ckpt["config"], config.to_dict()
     differing = sorted(k for k in set(saved) | set(wanted) if k != "epochs" and saved.get(k) != wanted.get(k))
     if differing:
@@ -154,6 +154,7 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; start the run again "
                               "without --resume")
+    check_fits(ckpt, path, model, optimizer)
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["schedule"])
@@ -166,26 +167,6 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
                          float(ckpt.get("best_val_loss", math.inf)), float(ckpt.get("best_score", best_acc)))
     logger.info("resuming from %s after epoch %d", path, ckpt["epoch"])
     return progress
-
-
-_CHECKPOINT_TYPES = {"epoch": int, "config": dict, "model": dict, "optimizer": dict, "schedule": dict,
-                     "best_epoch": int, "best_val_acc": float, "best_model": (dict, type(None)), "history": list}
-
-
-def _check_checkpoint(ckpt: dict, path: Path) -> None:
-    """Every entry the loop reads is there with the right type: a damaged file is named, not a KeyError."""
-    for key, kind in _CHECKPOINT_TYPES.items():
-        value = ckpt.get(key, KeyError)
-        if value is KeyError:
-            raise LoritaError(f"{path} is damaged: it has no {key!r} entry; start the run again without --resume")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            continue
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise LoritaError(f"{path} is damaged: {key!r} is a {type(value).__name__}; start the run again "
-                              "without --resume")
-    if ckpt["epoch"] < 0 or len(ckpt["history"]) != ckpt["epoch"] or \
-            not all(isinstance(row, dict) for row in ckpt["history"]):
-        raise LoritaError(f"{path} is damaged: its history does not match its epoch count; start again without --resume")
 
 
 def _checkpoint(model, optimizer, schedule, config, progress: _Progress, epoch: int, world_size: int,
@@ -331,6 +312,9 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
 
 def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
     _check_batch_norm(model, config, ctx.world_size)
+    if config.shard and not ctx.distributed:
+        raise LoritaError("shard=True (--shard) splits the model over the processes of a torchrun launch, but this "
+                          "is one process; leave it off, or launch with torchrun --nproc_per_node=N")
     sharded = config.shard and ctx.distributed
     if sharded and resume:
         raise LoritaError("resuming a sharded (shard=True) run is not supported: its checkpoints hold the whole "
