@@ -26,12 +26,14 @@ def rows(results: dict) -> list[str]:
     Example:
         >>> view = {"params_kept": 0.5, "macs_kept": 0.4, "test_acc": 88.0}
         >>> depth = {"uncompressed": {"val_acc": 90.0, "test_acc": 89.5}, "views": {"a": view, "b": None}}
-        >>> run = {"name": "x", "depths": {"2": depth}, "recipe": {"epochs": 3}, "seconds": 60}
+        >>> run = {"name": "x", "depths": {"2": depth}, "recipe": {"epochs": 3, "init": "auto"}, "seconds": 60}
         >>> rows(run)[0]
         '| x | 3 | 2 | 90.00 / 89.50 | - | - | - | 50.0% | 40.0% | 88.00 | 1.0 |'
     """
-    init = results["recipe"].get("init", "default")
-    label = results["name"] if init == "default" else f"{results['name']} (init {init})"
+    recipe = results["recipe"]
+    init = recipe.get("init", "default")  # runs made before init "auto" was the default say "default"
+    scale = f", scale {recipe['init_scale']:g}" if recipe.get("init_scale") is not None else ""
+    label = results["name"] if init == "auto" and not scale else f"{results['name']} (init {init}{scale})"
     out = []
     for depth, info in results["depths"].items():
         b, a = info["views"]["b"], info["views"]["a"]

@@ -105,7 +105,7 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
     ({"points": 1}, r"points must be an integer >= 2"),
     ({"points": "40"}, r"points must be an integer >= 2, got '40'"),
     ({"refine_steps": -1}, r"refine_steps must be an integer >= 0"),
-    ({"init": "xavier"}, r"init must be one of 'default', 'preserve', 'balanced', got 'xavier'"),
+    ({"init": "xavier"}, r"init must be one of 'auto', 'default', 'preserve', 'balanced', got 'xavier'"),
     ({"depths": "abc"}, r"depths must be a list of integers from 1 to 64"),
     ({"depths": [1, 2.5]}, r"depths must be a list of integers from 1 to 64"),
     ({"train": {"seed": 2**64}}, r"seed must be an integer from 0 to 2\^64 - 1"),
@@ -178,9 +178,11 @@ def test_field_and_recipe_overrides(capsys):
 
 def test_init_override():
     path = "experiments/vgg16_cifar10.json"
-    assert load_spec(path, reduced=True).init == "default"
+    assert load_spec(path, reduced=True).init == "auto"  # the configs leave it to compose's default
     assert load_spec(path, reduced=True, init="balanced").init == "balanced"
-    assert load_spec(path, reduced=True, init=None).init == "default"  # no flag: the config's
+    assert load_spec(path, reduced=True, init=None).init == "auto"  # no flag: the config's
+    spec = load_spec(path, reduced=True, init="default", init_scale=0.6)
+    assert (spec.init, spec.init_scale) == ("default", 0.6)
 
 
 def test_cli_rejects_unknown_init(capsys):
@@ -204,5 +206,7 @@ def test_results_table_names_a_non_default_init():
     run = {"name": "vgg", "depths": {"2": depth}, "recipe": {"epochs": 10, "init": "balanced"}, "seconds": 120}
     assert table.rows(run) == ["| vgg (init balanced) | 10 | 2 | 91.00 / 90.50 | 25.0% | 20.0% | 90.00 "
                                "| 25.0% | 20.0% | 90.00 | 2.0 |"]
-    run["recipe"]["init"] = "default"
+    run["recipe"]["init"] = "auto"
     assert table.rows(run)[0].startswith("| vgg | 10 | 2 |")
+    run["recipe"]["init_scale"] = 0.6
+    assert table.rows(run)[0].startswith("| vgg (init auto, scale 0.6) | 10 | 2 |")

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lorita.cli.options import output_options, require
-from lorita.composed import INITS
+from lorita.compose import COMPOSE_INITS
 
 EXAMPLE = """example:
   lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="an experiment config (experiments/*.json)")
     p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 25 min on 2 cores")
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
-    p.add_argument("--init", choices=INITS,
+    p.add_argument("--init", choices=COMPOSE_INITS,
                    help="init of the composed factors, overriding the config's (default: the config's)")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: the config's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
 from lorita.errors import LoritaError
-from lorita.composed import INITS, MODES
-from lorita.runs.config import FACTOR_SIDES
+from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
+from lorita.composed import MODES
 
 EXAMPLE = """example:
   lorita train --model fcn --dataset fashion-mnist --depth 3 --epochs 20 --out runs/fcn-d3
@@ -35,7 +35,12 @@ def add_parser(sub) -> None:
                    help="images: training data held out for selection (text is split 90/5/5 by entry)")
     p.add_argument("--steps-per-epoch", type=int, help="text: training batches per epoch (default: about one pass)")
     p.add_argument("--depth", type=int, default=3, help="factors per layer (1 = plain training)")
-    p.add_argument("--init", choices=INITS, help="factor init (default: 'default', the paper's; with --from: 'preserve')")
+    p.add_argument("--init", choices=COMPOSE_INITS,
+                   help="factor init (default: auto: the paper's where a normalisation layer follows, scaled to the "
+                        "layer's own norm elsewhere; 'default' is the paper's everywhere; with --from: preserve)")
+    p.add_argument("--init-scale", type=float, metavar="S",
+                   help="with --init default or auto: the factors' product starts at S times the layer's own norm "
+                        "(default: as the init gives it; docs/INIT.md)")
     p.add_argument("--mode", choices=MODES, default="auto")
     p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
     p.add_argument("--exclude", nargs="*", default=None,
@@ -76,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_args(model.name, model.kwargs, inputs_given=False)  # unknown model or argument: before the data
         dataset = args.dataset
     exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
-    init = args.init or ("preserve" if source is not None else "default")
-    compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
+    init = args.init or ("preserve" if source is not None else "auto")
+    compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
                          steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()

@@ -26,7 +26,7 @@ from torch import nn
 import lorita
 from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
-from lorita.composed import INITS, MAX_DEPTH
+from lorita.composed import MAX_DEPTH
 from lorita.errors import LoritaError
 from lorita.progress import progress as progress_of_sweep
 from lorita.runs.compare import FIXED_SIZES
@@ -59,7 +59,8 @@ class ExperimentSpec:
     data_dir: str | None = None
     max_train: int | None = None
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
-    init: str = "default"
+    init: str = "auto"  # lorita.compose's; "default" is the paper's
+    init_scale: float | None = None
     factor_side: str = "input"
     exclude: list[str] | None = None  # None: the paper's choice for the model
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -98,7 +99,7 @@ class ExperimentSpec:
                               f"holds), got {self.depths!r}")
         if 1 not in self.depths:
             raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
-        check_choice("init", self.init, INITS)
+        ComposeSpec(init=self.init, init_scale=self.init_scale)  # checks init and init_scale
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)
         ComposeSpec(exclude=self.exclude)  # a list of names or None
         if isinstance(self.train, dict):
@@ -159,7 +160,7 @@ class ExperimentSpec:
         return RunConfig(ModelSpec(self.model, dict(self.model_kwargs), inputs),
                          DataSpec(name, self.data_dir if name == self.dataset else None,
                                   seed=train.seed, max_train=self.max_train, steps_per_epoch=self.steps_per_epoch),
-                         ComposeSpec(depth, self.init, "auto", self.factor_side, exclude), train)
+                         ComposeSpec(depth, self.init, "auto", self.factor_side, exclude, self.init_scale), train)
 
     def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
         """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
@@ -410,7 +411,8 @@ def _train_depth(spec: ExperimentSpec, out: Path, data, depth: int, train: Train
         lr=spec.warm_start_lr if spec.warm_start_lr is not None else train.lr,
         weight_decay=spec.warm_start_weight_decay if spec.warm_start_weight_decay is not None else train.weight_decay)
     config = spec.run_config(data, depth, rest)
-    config = dataclasses.replace(config, compose=dataclasses.replace(config.compose, init="preserve"),
+    compose = dataclasses.replace(config.compose, init="preserve", init_scale=None)
+    config = dataclasses.replace(config, compose=compose,
                                  source=f"../{warm.folder.name}/model.lorita")  # relative: the folder moves when done
     run = train_run(out, config, data, progress=progress, nested=True, source=lorita.merge(warm.model))
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
@@ -532,6 +534,7 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
         "metric": spec.metric,
         "spec": asdict(spec),
         "recipe": {**spec.train.to_dict(), "model": spec.model, **spec.model_kwargs, "init": spec.init,
+                   "init_scale": spec.init_scale,
                    "factor_side": spec.factor_side, "finetune_epochs": spec.finetune_epochs,
                    "warm_start_epochs": spec.warm_start_epochs, "warm_start_lr": spec.warm_start_lr,
                    "warm_start_weight_decay": spec.warm_start_weight_decay},
