@@ -1,8 +1,9 @@
 """A Markdown table from ``lorita experiment`` / ``lorita demo`` runs: one row per run and depth.
 
-Usage: python experiments/results_table.py runs/reduced/*/results.json
+Usage: python experiments/results_table.py runs/*/results.json
 Every figure is read from results.json: cuts chosen on validation data, test accuracy
-only reported, sizes against the original architecture, FLOPs = 2 x MACs.
+only reported, sizes against the original architecture, FLOPs = 2 x MACs. Results of other
+commands (train, compress, evaluate runs) are skipped with a note on stderr.
 """
 
 from __future__ import annotations
@@ -55,7 +56,12 @@ def main(paths: list[str]) -> int:
     lines = list(HEADER)
     for path in paths:
         try:
-            lines += rows(json.loads(Path(path).read_text()))
+            results = json.loads(Path(path).read_text())
+            if not isinstance(results, dict) or results.get("command") != "experiment" or "recipe" not in results:
+                what = results.get("command", "unknown") if isinstance(results, dict) else "unknown"
+                print(f"skipped {path}: the results of a {what} run, not of an experiment or demo", file=sys.stderr)
+                continue
+            lines += rows(results)
         except (OSError, json.JSONDecodeError, KeyError) as err:
             print(f"error: {path} is not a readable experiment results.json ({err!r})", file=sys.stderr)
             return 1

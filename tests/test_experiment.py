@@ -181,8 +181,8 @@ def test_init_override():
     assert load_spec(path, reduced=True).init == "auto"  # the configs leave it to compose's default
     assert load_spec(path, reduced=True, init="balanced").init == "balanced"
     assert load_spec(path, reduced=True, init=None).init == "auto"  # no flag: the config's
-    spec = load_spec(path, reduced=True, init="default", init_scale=0.6)
-    assert (spec.init, spec.init_scale) == ("default", 0.6)
+    spec = load_spec(path, reduced=True, init="default", init_scale=0.6, model_kwargs_override={"width_multiplier": 0.5})
+    assert (spec.init, spec.init_scale, spec.model_kwargs["width_multiplier"]) == ("default", 0.6, 0.5)
 
 
 def test_cli_rejects_unknown_init(capsys):
@@ -210,3 +210,26 @@ def test_results_table_names_a_non_default_init():
     assert table.rows(run)[0].startswith("| vgg | 10 | 2 |")
     run["recipe"]["init_scale"] = 0.6
     assert table.rows(run)[0].startswith("| vgg (init auto, scale 0.6) | 10 | 2 |")
+
+
+def test_results_table_skips_results_that_are_not_experiments(tmp_path, capsys):
+    table = _results_table()
+    view = {"params_kept": 0.25, "macs_kept": 0.2, "test_acc": 90.0}
+    depth = {"uncompressed": {"val_acc": 91.0, "test_acc": 90.5}, "views": {"a": view, "b": view}}
+    experiment = {"command": "experiment", "name": "fcn", "depths": {"2": depth}, "recipe": {"epochs": 3},
+                  "seconds": 60}
+    (tmp_path / "e.json").write_text(json.dumps(experiment))
+    (tmp_path / "t.json").write_text(json.dumps({"command": "train", "val_acc": 90.0}))
+    assert table.main([str(tmp_path / "t.json"), str(tmp_path / "e.json")]) == 0
+    out, err = capsys.readouterr()
+    assert "| fcn (init default) | 3 | 2 |" in out and "skipped" in err and "t.json" in err
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob("experiments/*.json")), ids=lambda p: p.split("/")[-1])
+def test_every_config_compares_against_fine_tuned_alternatives(path):
+    # A headline against plain SVD alone is the comparison docs/METHOD.md calls too weak.
+    for reduced in (False, True):
+        spec = load_spec(path, reduced=reduced)
+        assert spec.finetune_epochs > 0, f"{path} ({'reduced' if reduced else 'full'}) has no fine-tuned columns"
+        if spec.model != "vit":  # the ViT's Torch-Pruning column is off, and its config says why
+            assert spec.torch_pruning is not False

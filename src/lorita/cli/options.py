@@ -51,8 +51,7 @@ def train_options(**defaults: Any) -> argparse.ArgumentParser:
         else:
             optional = [t for t in typing.get_args(kind) if t is not type(None)]
             kind = optional[0] if optional else kind  # "float | None": a float flag whose default is None
-            g.add_argument(_flag(f.name), type=kind, default=default,
-                           help=f"{help_text} (default: {default})" if help_text else None)
+            g.add_argument(_flag(f.name), type=kind, default=default, help=help_text or None)
     return p
 
 
@@ -105,4 +104,5 @@ def require(*modules: str, command: str) -> None:
     if missing:
         what = ", ".join(f"{m} ({EXTRAS[m][0]})" if m in EXTRAS else m for m in missing)
         extras = sorted({EXTRAS[m][1] for m in missing if m in EXTRAS})
-        raise LoritaError(f"lorita {command} needs {what}; install it with: pip install 'lorita[{','.join(extras)}]'")
+        raise LoritaError(f"lorita {command} needs {what}; install it in lorita's clone with: "
+                          f"pip install -e '.[{','.join(extras)}]'")

@@ -1,10 +1,11 @@
-"""``lorita train``: train a zoo model with LoRITa (or plain, depth 1) into a run folder."""
+"""``lorita train``: train a zoo model with LoRITa (depth 3 unless --depth says otherwise; --depth 1 trains it plain)
+into a run folder."""
 
 from __future__ import annotations
 
 import argparse
-
 import dataclasses
+import math
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
@@ -21,7 +22,7 @@ EXAMPLE = """example:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (LoRITa with --depth >= 2, plain with --depth 1)",
+    p = sub.add_parser("train", help="train a model (LoRITa depth 3 by default, plain with --depth 1)",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[train_options(), output_options()])
     p.add_argument("--model", help="zoo model: see 'lorita models' (not needed with --from)")
@@ -41,8 +42,10 @@ def add_parser(sub) -> None:
     p.add_argument("--init-scale", type=float, metavar="S",
                    help="with --init default or auto: the factors' product starts at S times the layer's own norm "
                         "(default: as the init gives it; docs/INIT.md)")
-    p.add_argument("--mode", choices=MODES, default="auto")
-    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="composed layers: factors one after another, their product first, or the cheaper per call")
+    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input",
+                   help="where a Linear's square factors sit: in x in (the authors'), or min(in, out) (cheaper)")
     p.add_argument("--exclude", nargs="*", default=None,
                    help="layers left plain (default: the paper's choice for the model, e.g. ViT patch_embed, head)")
     p.add_argument("--resume", action="store_true", help="continue a killed run (OUT.partial), or extend a finished one")
@@ -99,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress, source=source)
     if run is not None:
         r = run.results
-        print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, "
-              f"val {r['val_acc']:.2f}%, test {r['test_acc']:.2f}%")
+        if train.select_by == "val_loss":  # chosen by loss (language models): loss and perplexity, not accuracy
+            figures = (f"val loss {r['val_loss']:.4f} (perplexity {math.exp(r['val_loss']):.3g}), "
+                       f"test loss {r['test_loss']:.4f} (perplexity {math.exp(r['test_loss']):.3g})")
+        else:
+            figures = f"val {r['val_acc']:.2f}%, test {r['test_acc']:.2f}%"
+        print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, {figures}")
     return 0

@@ -141,6 +141,20 @@ class ExperimentSpec:
                 check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
         check_str("sample_prompt", self.sample_prompt)
         self.data_spec(self.train.seed).check_applies()
+        if self.finetune_epochs:
+            self.short_recipe(self.train)  # derived recipes checked before anything trains
+        if self.warm_start_epochs:
+            self.warm_recipe(self.train)
+
+    def short_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The recipe of the columns fine-tuned after the cut: ``finetune_epochs`` fewer epochs."""
+        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.finetune_epochs,
+                        fix="lower finetune_epochs (--finetune-epochs) or warmup_epochs, or raise epochs")
+
+    def warm_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The warm start's recipe: plain, ``warm_start_epochs`` long."""
+        return _derived(train, "the warm start", epochs=self.warm_start_epochs,
+                        fix="lower warmup_epochs or raise warm_start_epochs")
 
     @property
     def seed_list(self) -> list[int]:
@@ -169,11 +183,21 @@ class ExperimentSpec:
         return dataclasses.replace(train, epochs=self.finetune_epochs, lr=lr, warmup_epochs=0, schedule="cosine")
 
 
+def _derived(train: TrainConfig, who: str, fix: str, **changes) -> TrainConfig:
+    """``train`` with ``changes``, or a LoritaError saying which derived recipe is invalid and how to fix it."""
+    try:
+        return dataclasses.replace(train, **changes)
+    except LoritaError as err:
+        raise LoritaError(f"{who} train {changes.get('epochs')} epoch(s), where {str(err).split(';')[0]}: "
+                          f"{fix}") from None
+
+
 def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
-              **override) -> ExperimentSpec:
+              model_kwargs_override: dict | None = None, **override) -> ExperimentSpec:
     """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
 
-    ``override``: spec fields that replace the config's; ``train_override``: recipe fields.
+    ``override``: spec fields that replace the config's; ``train_override`` / ``model_kwargs_override``:
+    recipe fields / model arguments, merged into the config's.
 
     Example:
         >>> load_spec("experiments/fcn_fashion_mnist.json", reduced=True).train.epochs  # doctest: +SKIP
@@ -200,8 +224,9 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         else:
             values[key] = value
     values.update({k: v for k, v in override.items() if v is not None})
-    if train_override:
-        values["train"] = {**values.get("train", {}), **train_override}
+    for key, extra in (("train", train_override), ("model_kwargs", model_kwargs_override)):
+        if extra:
+            values[key] = {**values.get(key, {}), **extra}
     known = {f.name for f in fields(ExperimentSpec)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -266,9 +291,11 @@ def _torch_pruning(spec: ExperimentSpec) -> bool:
     if spec.metric == "val_loss" and spec.torch_pruning is None:
         return False  # a transformer's heads need Torch-Pruning settings lorita does not make; ask for it explicitly
     if spec.torch_pruning and not prune.available():
-        raise LoritaError("torch_pruning=true needs torch-pruning: pip install 'lorita[prune]'")
+        raise LoritaError("torch_pruning=true needs torch-pruning: pip install torch-pruning "
+                          "(in lorita's clone: pip install -e '.[prune]')")
     if spec.torch_pruning is None and not prune.available():
-        log.warning("torch-pruning is not installed (pip install 'lorita[prune]'): no Torch-Pruning column")
+        log.warning("torch-pruning is not installed (pip install -e '.[prune]' in lorita's clone): "
+                    "no Torch-Pruning column")
     return prune.available() if spec.torch_pruning is None else spec.torch_pruning
 
 
@@ -330,7 +357,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
                                        trained[1].results["train_seconds"], train.epochs), None))
     if spec.finetune_epochs:
         ft = spec.finetune_recipe(train)
-        short = dataclasses.replace(train, epochs=train.epochs - spec.finetune_epochs)
+        short = spec.short_recipe(train)
         for depth in depths_list:
             log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, seed, depth,
                      short.epochs, ft.epochs)
@@ -395,7 +422,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
 
 def _warm_start(spec: ExperimentSpec, folder: Path, data, train: TrainConfig, progress: bool):
     """The plain model every warm-started LoRITa depth continues from: depth 1, ``warm_start_epochs`` long."""
-    warm = dataclasses.replace(train, epochs=spec.warm_start_epochs)
+    warm = spec.warm_recipe(train)
     log.info("[%s] seed %d: warm start, plain for %d epochs", spec.name, train.seed, warm.epochs)
     return train_run(folder / "warm-start", spec.run_config(data, 1, warm), data, progress=progress, nested=True)
 
