@@ -75,7 +75,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     A meta-device model (no values) can be composed with ``init="default"`` or ``"auto"``
     (structure only: nothing to scale); ``"preserve"``, ``"balanced"`` and ``init_scale`` need
     values. With ``init="default"``, layers with no normalisation after them whose product
-    starts below half their scale are named in a LoritaWarning (training may stall there).
+    starts below 0.75 of their scale are named in a LoritaWarning (training may stall there).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
