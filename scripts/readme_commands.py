@@ -2,12 +2,13 @@
 
 The walk-through is the ```bash block that follows the line ``<!-- walkthrough -->`` in
 README.md. Each line (a trailing backslash continues it) runs with ``bash -c`` in the work
-folder, where ``experiments/`` links to the repository's; the ``lorita`` and ``torchrun``
-of this Python's environment come first on PATH. The first failing command stops the run
-with its output. ``tests/test_readme.py`` runs it in the suite (marked slow).
+folder, where ``experiments/`` links to the repository's; the ``lorita``, ``torchrun`` and
+``python`` of this Python's environment come first on PATH. The first failing command stops
+the run with its output. ``tests/test_readme.py`` runs it in the suite (marked slow).
 
     python scripts/readme_commands.py            # a temporary folder, removed afterwards
     python scripts/readme_commands.py --keep runs-walkthrough   # and every command's output in transcript.txt
+    python scripts/readme_commands.py --print install           # another marked block's lines (CI runs them)
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKER = "<!-- walkthrough -->"
 
 
-def commands(readme: str) -> list[str]:
-    """The walk-through's commands, continuation lines joined.
+def commands(readme: str, name: str = "walkthrough") -> list[str]:
+    """The commands of the ```bash block after the line ``<!-- NAME -->``, continuation lines joined.
 
     Example:
         >>> commands("x\\n<!-- walkthrough -->\\n```bash\\nlorita a \\\\\\n  --b 1   # note\\nlorita c\\n```\\n")
         ['lorita a --b 1   # note', 'lorita c']
     """
-    start = readme.index(MARKER)
+    marker = f"<!-- {name} -->"
+    if marker not in readme:
+        raise ValueError(f"no line {marker} in the README")
+    start = readme.index(marker)
     block = re.search(r"```bash\n(.*?)```", readme[start:], re.S)
     if block is None:
-        raise ValueError(f"no ```bash block after {MARKER}")
+        raise ValueError(f"no ```bash block after {marker}")
     joined = re.sub(r"\\\n\s*", "", block.group(1))
     return [line.strip() for line in joined.splitlines() if line.strip() and not line.strip().startswith("#")]
 
@@ -64,8 +67,14 @@ def run(workdir: Path, lines: list[str], log=print, transcript: Path | None = No
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keep", help="run in this new folder and keep it (default: a temporary folder)")
+    p.add_argument("--print", metavar="NAME", dest="show",
+                   help="print the lines of the block marked <!-- NAME --> instead of running the walk-through")
     args = p.parse_args(argv)
-    lines = commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    if args.show:
+        print("\n".join(commands(readme, args.show)))
+        return 0
+    lines = commands(readme)
     try:
         if args.keep:
             Path(args.keep).mkdir(parents=True)
