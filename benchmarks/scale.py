@@ -17,7 +17,11 @@ just before the step), CPU time is the process's. Steps (``--steps``):
 * ``merge``: ``lorita.merge(composed, inplace=True)`` of that composed model (the compose
   is not timed here);
 * ``sweep``: ``lorita.sweep.sweep`` at ``--points`` global thresholds, each cut evaluated
-  by one forward pass on 16 tokens (a stand-in for a validation loss: its cost, not its value).
+  by one forward pass on 16 tokens (a stand-in for a validation loss: its cost, not its value);
+* ``latency``: the ``--latency`` path of ``lorita compress`` on the model: ranks from a latency
+  budget (``lorita.select_ranks(model, "budget", latency=L, example_input=tokens)``, ``--latency``,
+  default 0.8, on 16 tokens at batch 1: each layer timed at a grid of ranks, the cut model timed
+  against the dense one), then ``lorita.compress(model, ranks=..., inplace=True)``.
 
 ``--exclude-head`` leaves ``lm_head`` plain in spectrum and compress (``exclude="lm_head"``;
 the sweep always cuts every layer). The table gives, per size and step, seconds (wall and CPU), peak RSS, the peak as a
@@ -45,7 +49,7 @@ import sys
 import time
 from procmem import reset_peak, status_mb  # noqa: E402 (benchmarks/procmem.py)
 
-STEPS = ("spectrum", "compress", "compose", "compose_inplace", "merge", "sweep")
+STEPS = ("spectrum", "compress", "compose", "compose_inplace", "merge", "sweep", "latency")
 SHAPE = {"hidden": 2048, "mlp": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
 TINY = {"hidden": 256, "mlp": 704, "heads": 4, "kv_heads": 2, "vocab": 4000}
 
@@ -123,6 +127,11 @@ def child(spec: dict) -> dict:
 
         points = sweep(model, tokens, forward_cost, None, points=spec["points"])  # every layer: no exclude=
         info["cuts"] = len(points)
+    elif step == "latency":
+        ranks = lorita.select_ranks(model, "budget", latency=spec["latency"], example_input=tokens)
+        small = lorita.compress(model, ranks=ranks, inplace=True)
+        info["cut"] = sum(isinstance(m, lorita.LowRankLinear) for m in small.modules())
+        info["params_after"] = sum(p.numel() for p in small.parameters())
     sync()
     out = {**spec, "params": params, "model_mb": round(model_mb, 1), "wall_s": round(time.perf_counter() - wall, 2),
            "cpu_s": round(time.process_time() - cpu, 2), "rss_before_mb": round(before, 1),
@@ -189,6 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=None, help="decoder layers per size (default 2 6 22)")
     p.add_argument("--steps", nargs="+", choices=STEPS, default=["spectrum", "compress", "compose", "merge"])
     p.add_argument("--energy", type=float, default=0.9)
+    p.add_argument("--latency", type=float, default=0.8, help="latency: the budget, a fraction of the dense time")
     p.add_argument("--factor-side", choices=("input", "smaller"), default="smaller")
     p.add_argument("--points", type=int, default=4, help="sweep: global thresholds cut and evaluated")
     p.add_argument("--exclude-head", action="store_true", help="leave lm_head plain in spectrum and compress")
@@ -221,6 +231,7 @@ def main(argv=None) -> int:
         for step in args.steps:
             spec = {"layers": n, "shape": shape, "step": step, "energy": args.energy, "threads": args.threads,
                     "device": args.device, "factor_side": args.factor_side, "points": args.points,
+                    "latency": args.latency,
                     "exclude_head": args.exclude_head}
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                                   capture_output=True, text=True, env=env)

@@ -28,10 +28,11 @@ def test_there_is_a_config_per_paper_setup():
 @pytest.mark.parametrize("reduced", [False, True])
 def test_configs_load(path, reduced):
     spec = load_spec(path, reduced=reduced)
-    assert spec.model in list_models() and spec.dataset in [*list_datasets(), *TEXT_DATASETS]
-    assert isinstance(spec.train, TrainConfig)  # every recipe field validated
+    assert spec.setup.model in list_models() and spec.setup.dataset in [*list_datasets(), *TEXT_DATASETS]
+    assert isinstance(spec.recipe.train, TrainConfig)  # every recipe field validated
+    assert ExperimentSpec.from_flat(spec.flat()) == spec  # results.json records the spec it can be read back from
     if reduced:
-        assert spec.dataset in ("fashion-mnist", "fortunes")  # runs on CPU here, no download
+        assert spec.setup.dataset in ("fashion-mnist", "fortunes")  # runs on CPU here, no download
 
 
 @pytest.mark.slow
@@ -130,7 +131,7 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):
-        ExperimentSpec(name="x", model="fcn", dataset="digits", **kwargs)
+        ExperimentSpec.from_flat({"name": "x", "model": "fcn", "dataset": "digits", **kwargs})
 
 
 @pytest.mark.parametrize("content,message", [
@@ -168,7 +169,8 @@ def test_unknown_config_key(tmp_path):
 def test_field_and_recipe_overrides(capsys):
     spec = load_spec("experiments/gpt_fortunes.json", reduced=True, train_override={"lr": 0.002},
                      warm_start_epochs=14)
-    assert spec.train.lr == 0.002 and spec.warm_start_epochs == 14 and spec.train.optimizer == "adamw"
+    assert spec.recipe.train.lr == 0.002 and spec.recipe.warm_start_epochs == 14
+    assert spec.recipe.train.optimizer == "adamw"
     with pytest.raises(LoritaError, match=r"unknown keys \['warm_start'\]"):
         load_spec("experiments/gpt_fortunes.json", reduced=True, warm_start=3)
     assert main(["experiment", "experiments/gpt_fortunes.json", "--reduced", "--set", "warm_start_epochs", "--out",
@@ -178,9 +180,9 @@ def test_field_and_recipe_overrides(capsys):
 
 def test_init_override():
     path = "experiments/vgg16_cifar10.json"
-    assert load_spec(path, reduced=True).init == "default"
-    assert load_spec(path, reduced=True, init="balanced").init == "balanced"
-    assert load_spec(path, reduced=True, init=None).init == "default"  # no flag: the config's
+    assert load_spec(path, reduced=True).recipe.init == "default"
+    assert load_spec(path, reduced=True, init="balanced").recipe.init == "balanced"
+    assert load_spec(path, reduced=True, init=None).recipe.init == "default"  # no flag: the config's
 
 
 def test_cli_rejects_unknown_init(capsys):

@@ -121,9 +121,17 @@ def ranks_summary(results: dict) -> str:
     return f"{_plural(cut, 'layer')} cut, {len(dense)} dense"
 
 
+_DEFAULTS = {"calibrate": 0}  # options of every cut, shown only when set
+
+
 def _strategy(results: dict) -> str:
-    text = str(results.get("strategy") or NA)
-    options = results.get("options")
+    """How the run was cut: its kind (``"cut"``, or the ``"strategy"`` of runs from before it) and options."""
+    cut = results.get("cut")
+    if isinstance(cut, dict):
+        text = str(cut.get("kind") or NA)
+        options = {k: v for k, v in cut.items() if k != "kind" and v is not None and _DEFAULTS.get(k, object()) != v}
+    else:
+        text, options = str(results.get("strategy") or NA), results.get("options")
     if isinstance(options, dict):
         shown = [f"{k}={v:g}" if is_number(v) else f"{k}={v}" for k, v in options.items()
                  if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 16][:3]

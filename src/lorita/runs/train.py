@@ -30,11 +30,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainedRun:
     """A finished training run: its folder, its results.json content, and the trained (composed) model
-    with the best validation epoch's weights, on the CPU in eval mode."""
+    with the best validation epoch's weights, on the CPU in eval mode; ``merged``: that model merged to its
+    plain architecture (eval mode), as measured for results.json."""
 
     folder: Path
     results: dict
     model: nn.Module
+    merged: nn.Module | None = None
 
 
 def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module:
@@ -216,7 +218,7 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
                "train_seconds": result.seconds, "seconds": time.time() - start}
     write_json(folder / "results.json", results)
-    return TrainedRun(folder, results, model)
+    return TrainedRun(folder, results, model, merged.eval())
 
 
 def example_input(data) -> torch.Tensor:
