@@ -32,7 +32,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -54,8 +54,8 @@ from lorita.targets import Layer, check_model, replace_module, resolve_ranks, sc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "best_layout", "default_cache_file", "keep_faster",
-           "latency_budget", "layer_latencies", "measure_latency", "time_module"]
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "default_cache_file",
+           "keep_faster", "latency_budget", "layer_latencies", "measure_latency", "threads", "time_module"]
 
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
@@ -448,6 +448,48 @@ def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
         raise LoritaError(f"best_layout compares image layouts: example_input must be N x C x H x W, got shape "
                           f"{tuple(args[0].shape)}")
     return _layouts(copy.deepcopy(model), args, timer or _model_clock, repeats)
+
+
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` inside the block, restored after (None: unchanged).
+
+    Example:
+        >>> with threads(1):
+        ...     torch.get_num_threads()
+        1
+    """
+    old = torch.get_num_threads()
+    if count is not None:
+        check_int("threads", count)
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@torch.inference_mode()
+def call_times(model: nn.Module, x: torch.Tensor, *, repeats: int = 30) -> dict[str, float]:
+    """Milliseconds of single forward passes of ``model`` (eval mode) on ``x``: median and quartiles over
+    ``repeats`` calls after a warm-up (``repeats // 10``, at least 2). ``measure_latency`` is the one for ratios
+    between models; this one is the spread of one model's calls.
+
+    Example:
+        >>> sorted(call_times(nn.Linear(8, 8), torch.randn(2, 8), repeats=3))
+        ['median', 'p25', 'p75', 'repeats']
+    """
+    check_int("repeats", repeats)
+    with eval_mode(model):
+        for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels
+            model(x)
+        times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            model(x)
+            times.append(1000 * (time.perf_counter() - tic))
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
 
 
 def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
