@@ -282,7 +282,7 @@ def cut_from_dict(values: Any, where: str = "cut") -> CutSpec:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known - {"kind"})
     if unknown:
-        raise LoritaError(f"{where}: a {values['kind']!r} cut has no field {', '.join(unknown)}; "
+        raise LoritaError(f"{where}: the {values['kind']!r} way to cut has no field {', '.join(unknown)}; "
                           f"fields: {', '.join(sorted(known))}")
     try:
         return cls(**{k: v for k, v in values.items() if k != "kind"})

@@ -1,0 +1,189 @@
+"""One typed way to cut (lorita.cutspec), one entry point (lorita.select.choose_ranks) and the work shared
+through a model's Spectra: each kind checks itself and round-trips through JSON, each handler gives what the
+math on the spectrum gives, a new kind is one class and one handler, and nothing is computed twice."""
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import lorita
+import lorita.latency as latency_module
+import lorita.spectra as spectra_module
+from lorita import LoritaError
+from lorita.cutspec import (KINDS, Accuracy, Budget, CutSpec, Energy, Latency, Ranks, Ratio, Threshold, cut_from_dict,
+                            cut_from_strategy)
+from lorita.lowrank import LOWRANK_TYPES
+from lorita.ranks import budget_ranks, energy_ranks, global_ranks, global_thresholds, total_cost, uniform_ranks
+from lorita.select import BudgetOutOfReach, Choice, choose_ranks, cut, register_cut, select_ranks
+from lorita.spectra import Spectra
+from lorita.svd_cache import SVDCache
+from lorita.sweep import sweep
+from lorita.whiten import collect_grams, whitened_spectrum
+
+EVERY_KIND = [Ranks({"0": 3}), Ratio(0.5), Energy(0.9, calibrate=2), Threshold(0.1), Budget(params=0.4),
+              Budget(flops=0.5, rule="threshold"), Latency(0.5, batch=8, layout="auto"), Accuracy(max_drop=0.5)]
+
+
+@torch.no_grad()
+def mlp():
+    """Three layers whose singular values fall like 0.8^i, as trained LoRITa layers do."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(24, 20), nn.ReLU(), nn.Linear(20, 20), nn.ReLU(), nn.Linear(20, 5))
+    for layer in net[::2]:
+        u, s, vh = torch.linalg.svd(layer.weight, full_matrices=False)
+        layer.weight.copy_(u * (s[0] * 0.8 ** torch.arange(len(s)))[None, :] @ vh)
+    return net
+
+
+X = torch.randn(16, 24)
+
+
+def test_every_kind_is_registered_and_round_trips_through_json():
+    ours = {kind for kind in KINDS if not kind.endswith("-test")}  # (the kinds other tests register)
+    assert ours == {"ranks", "ratio", "energy", "threshold", "budget", "latency", "accuracy"}
+    for how in EVERY_KIND:
+        data = how.to_dict()
+        assert data["kind"] == how.kind and list(data)[-1] == "calibrate"
+        assert cut_from_dict(data) == how
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: Energy(1.5), r"energy must be a number in \(0, 1\]"),
+    (lambda: Ratio(0), r"ratio must be a number in \(0, 1\]"),
+    (lambda: Threshold(2), r"threshold must be a number in \[0, 1\]"),
+    (lambda: Budget(), r"a budget takes exactly one of params= or flops="),
+    (lambda: Budget(params=0.5, flops=0.5), r"exactly one of params= or flops="),
+    (lambda: Budget(params=1.5), r"params must be a number in \(0, 1\]"),
+    (lambda: Budget(params=0.5, rule="greedy"), r"rule must be one of 'loss', 'threshold'"),
+    (lambda: Budget(params=0.5, latency_aware=1), r"latency_aware must be True or False"),
+    (lambda: Latency(0.5, layout="nhwc"), r"layout must be one of"),
+    (lambda: Latency(0.5, batch=0), r"batch must be an integer >= 1"),
+    (lambda: Accuracy(max_drop=-1), r"max_drop must be a finite number >= 0"),
+    (lambda: Accuracy(max_evals=0), r"max_evals must be an integer >= 1"),
+    (lambda: Ranks({"0": 0}), r"ranks must be a dict of module name -> rank"),
+    (lambda: Energy(0.9, calibrate=-1), r"calibrate must be an integer >= 0"),
+    (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, ratio"),
+    (lambda: cut_from_dict({"kind": "energy", "energy": 0.9, "ratio": 0.5}), r"the 'energy' way to cut has no field ratio"),
+    (lambda: cut_from_dict({"kind": "energy"}), r"missing 1 required positional argument: 'energy'"),
+    (lambda: cut_from_strategy("pca", {}), r"unknown strategy 'pca'"),
+])
+def test_each_kind_checks_itself_when_made(make, message):
+    with pytest.raises(LoritaError, match=message):
+        make()
+
+
+def test_each_handler_gives_the_math_on_the_spectrum():
+    net = mlp()
+    spectra = lorita.spectrum(net)
+    costs, fixed = spectra_module.layer_costs(net)
+    assert choose_ranks(net, Ratio(0.5)).ranks == uniform_ranks(spectra, 0.5)
+    assert choose_ranks(net, Energy(0.8)).ranks == energy_ranks(spectra, 0.8)
+    assert choose_ranks(net, Threshold(0.3)).ranks == global_ranks(spectra, 0.3)
+    assert choose_ranks(net, Budget(params=0.5)).ranks == budget_ranks(spectra, costs, 0.5, fixed=fixed)
+    assert choose_ranks(net, Ranks({"2": 4})).ranks == {"2": 4}
+    # the old spelling is the same call
+    assert select_ranks(net, "global", threshold=0.3) == global_ranks(spectra, 0.3)
+    assert select_ranks(net, "budget", params=0.5) == budget_ranks(spectra, costs, 0.5, fixed=fixed)
+
+
+def test_a_threshold_budget_is_the_weakest_global_cut_that_fits():
+    net = mlp()
+    spectra = lorita.spectrum(net)
+    costs, fixed = spectra_module.layer_costs(net)
+    original = fixed + sum(c.dense("params") for c in costs.values())
+    choice = choose_ranks(net, Budget(params=0.5, rule="threshold"))
+    assert choice.ranks == global_ranks(spectra, choice.report)
+    assert total_cost(choice.ranks, costs, "params", fixed) <= 0.5 * original
+    weaker = [t for t in global_thresholds(spectra, costs) if t < choice.report]
+    assert weaker and total_cost(global_ranks(spectra, weaker[-1]), costs, "params", fixed) > 0.5 * original
+    with pytest.raises(BudgetOutOfReach, match=r"params=0.01 cannot be met with one global threshold"):
+        choose_ranks(net, Budget(params=0.01, rule="threshold"))
+
+
+def test_a_new_way_to_cut_is_one_class_and_one_handler():
+    @dataclasses.dataclass(frozen=True)
+    class Fixed(CutSpec):
+        kind = "fixed-rank-test"
+        rank: int = 2
+
+    @register_cut(Fixed)
+    def _fixed(how, spectra, **_):
+        return Choice({name: min(how.rank, min(shape)) for name, shape in spectra.shapes.items()}, how)
+
+    small, choice = cut(mlp(), Fixed(3))
+    assert choice.ranks == {"0": 3, "2": 3, "4": 3}
+    assert [m.rank for m in small.modules() if isinstance(m, LOWRANK_TYPES)] == [3, 3, 3]
+    assert cut_from_dict({"kind": "fixed-rank-test", "rank": 3, "calibrate": 0}) == Fixed(3)
+
+    @dataclasses.dataclass(frozen=True)
+    class Unhandled(CutSpec):
+        kind = "unhandled-test"
+
+    with pytest.raises(LoritaError, match="no handler for Unhandled; register one"):
+        choose_ranks(mlp(), Unhandled())
+    with pytest.raises(LoritaError, match="how must be a way to cut"):
+        choose_ranks(mlp(), "energy")
+
+
+def test_whitening_is_an_option_of_every_cut():
+    net = mlp()
+    batches = [X[:8] * torch.linspace(0.1, 3, 24), X[8:] * torch.linspace(0.1, 3, 24)]  # unequal input scales
+    grams = collect_grams(net, batches)
+    whitened = {name: whitened_spectrum(net[int(name)].weight.detach(), grams[name]) for name in ("0", "2", "4")}
+    assert choose_ranks(net, Energy(0.8, calibrate=2), batches=batches).ranks == energy_ranks(whitened, 0.8)
+    costs, fixed = spectra_module.layer_costs(net)
+    small, choice = cut(net, Budget(params=0.5, calibrate=2), batches=batches)
+    assert choice.ranks == budget_ranks(whitened, costs, 0.5, fixed=fixed)
+    assert sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in net.parameters())
+    with pytest.raises(LoritaError, match="a whitened cut .* needs calibration data: pass batches="):
+        choose_ranks(net, Threshold(0.2, calibrate=2))
+
+
+def test_spectra_compute_each_layer_once_for_every_cut(monkeypatch):
+    computed = []
+    real = spectra_module.layer_spectrum
+    monkeypatch.setattr(spectra_module, "layer_spectrum", lambda m, name: computed.append(name) or real(m, name))
+    net = mlp()
+    spectra = Spectra(net, torch.zeros(1, 24), svd_cache=SVDCache())
+    for how in (Energy(0.9), Threshold(0.2), Budget(params=0.5), Budget(flops=0.5, rule="threshold"), Ratio(0.5)):
+        choose_ranks(spectra, how)
+    points = sweep(spectra, torch.zeros(1, 24), lambda m: 100.0, None, points=5)
+    assert sorted(computed) == ["0", "2", "4"]  # the values of each layer, once
+    assert spectra.cache.computed == 3 and len(points) >= 3  # and each layer's SVD, once for every cut
+    assert spectra.model is net  # a plain model is used as it is, not copied
+
+
+def test_latency_budget_times_the_model_without_changing_or_copying_it(monkeypatch):
+    net = mlp()
+    monkeypatch.setattr(latency_module, "_CACHE", {})
+    before = [(p.data_ptr(), p.clone()) for p in net.parameters()]
+    modules = list(net)
+    copies = []
+    real = latency_module.copy.deepcopy
+    monkeypatch.setattr(latency_module.copy, "deepcopy", lambda m, *a: copies.append(m) or real(m, *a))
+    clock = lambda m, x, **_: float(sum(p.numel() for p in m.parameters()) + 50 * sum(  # noqa: E731
+        isinstance(k, LOWRANK_TYPES) for k in m.modules()))
+    found = latency_module.latency_budget(net, Latency(0.6, batch=4), torch.zeros(1, 24), timer=clock)
+    assert found.batch == 4 and found.measured <= 0.6
+    assert copies == []  # contiguous and not an image: nothing to convert, so nothing copied
+    assert list(net) == modules and all(p.data_ptr() == ptr and torch.equal(p, old)
+                                        for p, (ptr, old) in zip(net.parameters(), before))
+    assert choose_ranks(net, Latency(0.6, batch=4), example_input=torch.zeros(1, 24), timer=clock).ranks == \
+        found.ranks
+
+
+def test_the_accuracy_search_reuses_a_known_baseline():
+    net, calls = mlp(), []
+    x = torch.randn(64, 24)
+    target = net(x).argmax(1)
+
+    def evaluate(model):
+        calls.append(model)
+        with torch.no_grad():
+            return 100.0 * (model(x).argmax(1) == target).float().mean().item()
+
+    choice = choose_ranks(net, Accuracy(max_drop=5.0, max_evals=4), evaluate=evaluate, baseline=100.0)
+    assert net not in calls and len(calls) == choice.report.search.evaluations <= 4
+    assert choice.model is None or evaluate(choice.model) >= 95.0
