@@ -61,13 +61,17 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],
                                       ["--strategy", "accuracy", "--max-drop", "50", "--max-evals", "3"],
-                                      ["--strategy", "global", "--threshold", "0.2"]])
+                                      ["--strategy", "global", "--threshold", "0.2"],
+                                      ["--params", "0.6", "--multiple", "4"]])
 def test_compress_strategies(trained, tmp_path, strategy):
     out = tmp_path / "s"
     assert main(["compress", str(trained), *strategy, "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    if "budget" in strategy:
+    if "budget" in strategy or "--params" in strategy:
         assert results["kept"]["params"] <= 0.6
+    if "--multiple" in strategy:
+        assert results["cut"]["multiple"] == 4 and all(r % 4 == 0 for n, r in results["ranks"].items()
+                                                       if n not in results["dense_layers"])
     if "accuracy" in strategy:
         # before (validation, test) and at most 3 cuts: the search reuses the measured baseline
         assert results["search"] and results["evaluations"] <= 2 + 3
@@ -78,7 +82,7 @@ def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--energy", "0.9", "--calibrate", "2", "--out", str(out),
                  "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 2}
+    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 2, "multiple": 1}
     # whitening is an option of every way to cut: a params budget on the whitened spectra
     assert main(["compress", str(trained), "--params", "0.5", "--calibrate", "2", "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 0

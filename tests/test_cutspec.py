@@ -45,7 +45,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     assert ours == {"ranks", "ratio", "energy", "threshold", "budget", "latency", "accuracy"}
     for how in EVERY_KIND:
         data = how.to_dict()
-        assert data["kind"] == how.kind and list(data)[-1] == "calibrate"
+        assert data["kind"] == how.kind and list(data)[-2:] == ["calibrate", "multiple"]
         assert cut_from_dict(data) == how
 
 
@@ -64,6 +64,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     (lambda: Accuracy(max_evals=0), r"max_evals must be an integer >= 1"),
     (lambda: Ranks({"0": 0}), r"ranks must be a dict of module name -> rank"),
     (lambda: Energy(0.9, calibrate=-1), r"calibrate must be an integer >= 0"),
+    (lambda: Budget(params=0.5, multiple=0), r"multiple must be an integer >= 1"),
     (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, ratio"),
     (lambda: cut_from_dict({"kind": "energy", "energy": 0.9, "ratio": 0.5}), r"the 'energy' way to cut has no field ratio"),
     (lambda: cut_from_dict({"kind": "energy"}), r"missing 1 required positional argument: 'energy'"),
@@ -116,6 +117,7 @@ def test_a_new_way_to_cut_is_one_class_and_one_handler():
     assert choice.ranks == {"0": 3, "2": 3, "4": 3}
     assert [m.rank for m in small.modules() if isinstance(m, LOWRANK_TYPES)] == [3, 3, 3]
     assert cut_from_dict({"kind": "fixed-rank-test", "rank": 3, "calibrate": 0}) == Fixed(3)
+    assert cut(mlp(), Fixed(3, multiple=4))[1].ranks == {"0": 4, "2": 4, "4": 4}  # the options of every cut apply
 
     @dataclasses.dataclass(frozen=True)
     class Unhandled(CutSpec):
@@ -125,6 +127,28 @@ def test_a_new_way_to_cut_is_one_class_and_one_handler():
         choose_ranks(mlp(), Unhandled())
     with pytest.raises(LoritaError, match="how must be a way to cut"):
         choose_ranks(mlp(), "energy")
+
+
+def test_ranks_in_multiples_round_up_a_criterion_and_down_a_budget():
+    net = mlp()
+    full = {"0": 20, "2": 20, "4": 5}
+    for how in (Energy(0.9), Threshold(0.2), Ratio(0.3), Ranks({"0": 3, "2": 9})):
+        plain = choose_ranks(net, how).ranks
+        rounded = choose_ranks(net, dataclasses.replace(how, multiple=8)).ranks
+        for name, r in rounded.items():
+            assert r % 8 == 0 or r == full[name], (how, name, r)
+            assert plain[name] <= r < plain[name] + 8 or r == full[name]  # at least what was asked for
+    size = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    for rule in ("loss", "threshold"):  # a budget allocates in multiples: it still holds
+        small, choice = cut(net, Budget(params=0.6, multiple=4, rule=rule))
+        assert all(r % 4 == 0 or r == full[name] for name, r in choice.ranks.items()) and size(small) <= 0.6 * size(net)
+    with pytest.raises(LoritaError, match=r"params=0.3 .* cannot be met: even rank 8 in every compressible layer"):
+        choose_ranks(net, Budget(params=0.3, multiple=8))
+    clock = lambda m, x, **_: float(sum(p.numel() for p in m.parameters()))  # noqa: E731
+    found = choose_ranks(net, Latency(0.8, multiple=4), example_input=torch.zeros(4, 24), timer=clock)
+    assert all(r % 4 == 0 or r == full[name] for name, r in found.ranks.items()) and found.report.measured <= 0.8
+    found = choose_ranks(net, Accuracy(max_drop=100.0, max_evals=3, multiple=8), evaluate=lambda m: 50.0)
+    assert all(m.rank % 8 == 0 for m in found.model.modules() if isinstance(m, LOWRANK_TYPES))  # evaluated as cut
 
 
 def test_whitening_is_an_option_of_every_cut():

@@ -82,5 +82,5 @@ def test_compress_run_from_memory_equals_from_disk(data, tmp_path):
     for key in ("ranks", "kept", "after_cut", "before", "cut"):
         assert from_disk[key] == in_memory[key], key
     assert read_json(tmp_path / "disk" / "config.json", "compress")["cut"] == {"kind": "ranks", "ranks": ranks,
-                                                                              "calibrate": 0}
+                                                                              "calibrate": 0, "multiple": 1}
     assert lorita.profile(small, torch.zeros(1, 1, 8, 8)).params == from_disk["after_cut"]["params"]

@@ -10,6 +10,11 @@ registered for the class (``lorita.select.register_cut``). Options every cut has
 * ``calibrate``: whitened (activation-aware, SVD-LLM) cuts: the rank choice reads each
   layer's whitened spectrum and the cut minimises the output error on this many
   calibration batches (``lorita.whiten``); 0 (default): plain SVD of the weights.
+* ``multiple``: every rank a multiple of this (8 or 16 suit vectorised kernels) or the
+  layer's full rank: rounded up where the cut keeps at least what it asks for (energy,
+  thresholds, given ranks, the accuracy search's candidates: ``lorita.ranks.round_ranks``);
+  allocated in multiples where it keeps at most (``Budget``, ``Latency``: ``budgeted``
+  kinds, whose handlers take it); 1 (default): any rank.
 * ``int8``: after the cut (and any fine-tuning), store the weights in int8, one scale per
   output channel (``lorita.quantize``; ``lorita.runs.compress.compress_model``).
 
@@ -19,7 +24,7 @@ A new way to cut is one dataclass here (a ``kind`` and a ``check``), one handler
 Example:
     >>> how = Energy(0.95, calibrate=8)
     >>> how.to_dict()
-    {'kind': 'energy', 'energy': 0.95, 'calibrate': 8, 'int8': False}
+    {'kind': 'energy', 'energy': 0.95, 'calibrate': 8, 'multiple': 1, 'int8': False}
     >>> cut_from_dict(how.to_dict()) == how
     True
 """
@@ -47,13 +52,15 @@ KINDS: dict[str, type["CutSpec"]] = {}  # kind -> class, filled as each class is
 
 @dataclass(frozen=True)
 class CutSpec:
-    """What every way to cut shares: whitening (``calibrate`` batches).
+    """What every way to cut shares: whitening (``calibrate`` batches) and a rank ``multiple``.
 
     Subclasses set ``kind`` (the JSON name) and check their own fields in ``check``.
     """
 
     kind: ClassVar[str] = ""
+    budgeted: ClassVar[bool] = False  # a budget: its handler allocates in multiples (rounding up could break it)
     calibrate: int = field(default=0, kw_only=True)
+    multiple: int = field(default=1, kw_only=True)
     int8: bool = field(default=False, kw_only=True)
 
     def __init_subclass__(cls, **kwargs):
@@ -63,6 +70,7 @@ class CutSpec:
 
     def __post_init__(self) -> None:
         check_int("calibrate", self.calibrate, minimum=0, meaning="training batches for whitened cuts; 0: plain SVD")
+        check_int("multiple", self.multiple, meaning="ranks in multiples of it; 1: any rank")
         if not isinstance(self.int8, bool):
             raise LoritaError(f"int8 must be True or False, got {self.int8!r}")
         self.check()
@@ -84,7 +92,7 @@ class CutSpec:
         return {"kind": self.kind, **{name: _plain(getattr(self, name)) for name in names}}
 
 
-_SHARED = ("calibrate", "int8")  # the options every way to cut has
+_SHARED = ("calibrate", "multiple", "int8")  # the options every way to cut has
 
 
 def _plain(value: Any) -> Any:
@@ -179,6 +187,7 @@ class Budget(CutSpec):
     """
 
     kind: ClassVar[str] = "budget"
+    budgeted: ClassVar[bool] = True
     params: float | None = None
     flops: float | None = None
     rule: Literal["loss", "threshold"] = "loss"
@@ -228,6 +237,7 @@ class Latency(CutSpec):
     """
 
     kind: ClassVar[str] = "latency"
+    budgeted: ClassVar[bool] = True
     latency: float
     batch: int | None = None
     layout: Layout = "input"
@@ -273,7 +283,7 @@ def cut_from_dict(values: Any, where: str = "cut") -> CutSpec:
 
     Example:
         >>> cut_from_dict({"kind": "ratio", "ratio": 0.5})
-        Ratio(calibrate=0, int8=False, ratio=0.5)
+        Ratio(calibrate=0, multiple=1, int8=False, ratio=0.5)
     """
     if not isinstance(values, Mapping) or values.get("kind") not in KINDS:
         kind = values.get("kind") if isinstance(values, Mapping) else values
@@ -301,7 +311,7 @@ def cut_from_strategy(strategy: str, options: Mapping[str, Any], ranks: Mapping[
 
     Example:
         >>> cut_from_strategy("budget", {"latency": 0.5, "batch": 8, "layout": "auto"})
-        Latency(calibrate=0, int8=False, latency=0.5, batch=8, layout='auto', tolerance=0.1, rounds=4, repeats=3, points=8)
+        Latency(calibrate=0, multiple=1, int8=False, latency=0.5, batch=8, layout='auto', tolerance=0.1, rounds=4, repeats=3, points=8)
     """
     if strategy not in STRATEGY_KINDS:
         raise LoritaError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGY_KINDS)}")

@@ -549,7 +549,8 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
        grid of ranks up to break-even (``points`` even steps plus 1, 2, 4, 8; random
        weights: only shapes matter; cached as in ``layer_latencies``). A cut may take any
        rank up to 16 and multiples of 8 above (what vectorised kernels run best), priced by
-       interpolating between the timed ranks.
+       interpolating between the timed ranks; with ``multiple=M``, only those that are multiples
+       of M.
     3. ``lorita.ranks.measured_ranks`` gives rank where it keeps the most spectrum per second
        spent, within the budget; a layer whose pairs are all slower than dense stays dense.
     4. The cut model (random-weight pairs of those ranks, swapped into the model while timed)
@@ -707,8 +708,11 @@ def _time_forms(ref: _Reference, how: Latency, timer: Timer, cache: dict[str, fl
 
 def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
               whole_timer: Timer) -> tuple[dict, list[dict]]:
-    """Steps 3 and 4: allocate, time the cut, correct the internal target; the best try and every try."""
+    """Steps 3 and 4: allocate, time the cut, correct the internal target; the best try and every try.
+    With ``how.multiple``, a layer takes only the ranks of its grid that are multiples of it, or stays dense."""
     options, dense_s, latency, tolerance = forms.options, ref.dense_s, how.latency, how.tolerance
+    if how.multiple > 1:  # opts[0] is the dense form
+        options = {name: [o for o in opts if o is opts[0] or o[0] % how.multiple == 0] for name, opts in options.items()}
     fixed = dense_s - sum(opts[0][1] for opts in options.values())  # what the cut does not touch (may be off)
     cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
     floor = max(cheapest / dense_s, 1e-6)

@@ -18,7 +18,7 @@ from torch import nn
 
 from lorita.checks import check_int, check_number
 from lorita.errors import LoritaError
-from lorita.ranks import SearchResult, global_ranks, global_thresholds, search_threshold
+from lorita.ranks import SearchResult, global_ranks, global_thresholds, round_ranks, search_threshold
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
 from lorita.targets import check_model
@@ -85,12 +85,18 @@ def search_accuracy(
 
 def search_spectra(spectra: Spectra, evaluate: Callable[[nn.Module], float], *, max_drop: float = 1.0,
                    finetune: Callable[[nn.Module], nn.Module] | None = None, max_evals: int = 12,
-                   whitened: bool = False, baseline: float | None = None) -> AccuracySearch:
+                   whitened: bool = False, baseline: float | None = None, multiple: int = 1) -> AccuracySearch:
     """``search_accuracy`` on a model's ``Spectra`` (whitened cuts with ``whitened=True``, calibrated first).
-    ``baseline``: the uncompressed model's score when the caller already measured it (not evaluated again)."""
+    ``baseline``: the uncompressed model's score when the caller already measured it (not evaluated again);
+    ``multiple``: every candidate's ranks rounded up to it (``lorita.ranks.round_ranks``)."""
     _check(evaluate, finetune, max_evals, max_drop)
     spectra.require_layers()
     values = spectra.values(whitened)
+
+    def ranks_at(threshold: float) -> dict[str, int]:
+        ranks = global_ranks(values, threshold)
+        return ranks if multiple == 1 else round_ranks(ranks, spectra.full_ranks, multiple)
+
     # only thresholds that build distinct compressed models: no evaluation is spent twice on one model
     thresholds = global_thresholds(values, spectra.costs("params")[0])
     if baseline is None:
@@ -98,12 +104,12 @@ def search_spectra(spectra: Spectra, evaluate: Callable[[nn.Module], float], *, 
     if not thresholds:  # no layer is worth cutting, even at rank 1: nothing to search
         log.info("no layer of this model is worth cutting; keeping it dense")
         empty = SearchResult(0.0, baseline, False, baseline, baseline - max_drop, ())
-        return AccuracySearch(global_ranks(values, 0.0), spectra.model, empty)
+        return AccuracySearch(ranks_at(0.0), spectra.model, empty)
     best: dict[str, Any] = {}  # the model at the largest threshold found within the drop so far
     cache = spectra.cache if spectra.cache is not None else SVDCache()  # each layer's SVD once, not once per try
 
     def evaluate_at(threshold: float) -> float:
-        candidate = spectra.cut(global_ranks(values, threshold), whitened=whitened, svd_cache=cache)
+        candidate = spectra.cut(ranks_at(threshold), whitened=whitened, svd_cache=cache)
         if finetune is not None:
             candidate = finetune(candidate)
             if not isinstance(candidate, nn.Module):
@@ -119,8 +125,8 @@ def search_spectra(spectra: Spectra, evaluate: Callable[[nn.Module], float], *, 
                               max_evals=max_evals)
     if not result.found:
         log.info("no cut stayed within %.4g points of %.4g; keeping the model dense", max_drop, baseline)
-        return AccuracySearch(global_ranks(values, 0.0), spectra.model, result)
-    return AccuracySearch(global_ranks(values, result.threshold), best["model"], result)
+        return AccuracySearch(ranks_at(0.0), spectra.model, result)
+    return AccuracySearch(ranks_at(result.threshold), best["model"], result)
 
 
 def _check(evaluate, finetune, max_evals, max_drop) -> None:

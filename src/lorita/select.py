@@ -21,7 +21,8 @@ from torch import nn
 from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Ranks, Ratio, Threshold, cut_from_strategy)
 from lorita.errors import LoritaError
 from lorita.latency import keep_faster, latency_budget
-from lorita.ranks import budget_ranks, energy_ranks, global_ranks, global_thresholds, total_cost, uniform_ranks
+from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
+                          uniform_ranks)
 from lorita.search import AccuracySearch, search_accuracy, search_spectra
 from lorita.spectra import Spectra, layer_costs
 from lorita.targets import check_model
@@ -113,7 +114,10 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
     spectra.require_layers()
     if how.whitened:
         spectra.calibrate(how.calibrate)
-    return handler(how, spectra, **context)
+    choice = handler(how, spectra, **context)
+    if how.multiple > 1 and not how.budgeted:
+        choice.ranks = round_ranks(choice.ranks, spectra.full_ranks, how.multiple)
+    return choice
 
 
 def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module, Choice]:
@@ -175,9 +179,9 @@ def _budget(how: Budget, spectra: Spectra, **context) -> Choice:
     values = spectra.values(how.whitened)
     costs, fixed = spectra.costs(how.metric)
     if how.rule == "threshold":
-        return _threshold_budget(how, values, costs, fixed)
+        return _threshold_budget(how, values, costs, fixed, spectra.full_ranks)
     try:
-        ranks = budget_ranks(values, costs, how.fraction, metric=how.metric, fixed=fixed)
+        ranks = budget_ranks(values, costs, how.fraction, metric=how.metric, fixed=fixed, step=how.multiple)
     except LoritaError as err:  # name the option the user gave, not the internal one
         label = how.label
         raise LoritaError(str(err).replace("target=", f"{label}=").replace("pass a target", f"pass {label}")) from None
@@ -186,13 +190,18 @@ def _budget(how: Budget, spectra: Spectra, **context) -> Choice:
     return Choice(ranks, how)
 
 
-def _threshold_budget(how: Budget, values: dict, costs: dict, fixed: float) -> Choice:
-    """The weakest global threshold whose cut keeps at most the budget; ``report`` is that threshold."""
+def _threshold_budget(how: Budget, values: dict, costs: dict, fixed: float, full: dict) -> Choice:
+    """The weakest global threshold whose cut (ranks rounded up to ``how.multiple``) keeps at most the budget;
+    ``report`` is that threshold."""
     original = fixed + sum(c.dense(how.metric) for c in costs.values())
     candidates = global_thresholds(values, costs)
 
+    def ranks_at(threshold: float) -> dict[str, int]:
+        ranks = global_ranks(values, threshold)
+        return ranks if how.multiple == 1 else round_ranks(ranks, full, how.multiple)
+
     def fits(threshold: float) -> bool:
-        return total_cost(global_ranks(values, threshold), costs, how.metric, fixed) / original <= how.fraction
+        return total_cost(ranks_at(threshold), costs, how.metric, fixed) / original <= how.fraction
 
     lo, hi = 0, len(candidates)  # the first candidate whose cut fits
     while lo < hi:
@@ -204,7 +213,7 @@ def _threshold_budget(how: Budget, values: dict, costs: dict, fixed: float) -> C
     if lo == len(candidates):
         raise BudgetOutOfReach(f"{how.label}={how.fraction:g} cannot be met with one global threshold: even the "
                                "strongest cut keeps more")
-    return Choice(global_ranks(values, candidates[lo]), how, report=candidates[lo])
+    return Choice(ranks_at(candidates[lo]), how, report=candidates[lo])
 
 
 class BudgetOutOfReach(LoritaError):
@@ -227,7 +236,7 @@ def _accuracy(how: Accuracy, spectra: Spectra, *, evaluate: Callable[[nn.Module]
     if evaluate is None:
         raise LoritaError("an accuracy search needs evaluate= (model -> accuracy in percent on validation data)")
     found = search_spectra(spectra, evaluate, max_drop=how.max_drop, finetune=finetune, max_evals=how.max_evals,
-                           whitened=how.whitened, baseline=baseline)
+                           whitened=how.whitened, baseline=baseline, multiple=how.multiple)
     return Choice(found.ranks, how, report=found, model=found.model if found.search.found else None)
 
 

@@ -80,6 +80,11 @@ class Spectra:
         """``(m, n)`` of each compressible layer's weight matrix."""
         return {name: layer_shape(module) for name, module in self.layers.items()}
 
+    @property
+    def full_ranks(self) -> dict[str, int]:
+        """``min(m, n)`` of each compressible layer: the rank that keeps it dense."""
+        return {name: min(shape) for name, shape in self.shapes.items()}
+
     def require_layers(self) -> None:
         """Raise LoritaError when the model has nothing to cut."""
         if not self.layers:

@@ -57,6 +57,8 @@ def add_parser(sub) -> None:
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
                         "training data, with any way to cut (--energy then counts output energy)")
+    p.add_argument("--multiple", type=int, default=1, metavar="M",
+                   help="every rank a multiple of M (8 or 16 suit vectorised kernels) or the layer's full rank")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's lr / 10)")
     p.add_argument("--int8", action="store_true",
@@ -71,7 +73,7 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
     Example:
         >>> from lorita.cli import build_parser
         >>> cut_from_args(build_parser().parse_args(["compress", "runs/x", "--out", "y", "--flops", "0.3"]))
-        Budget(calibrate=0, int8=False, params=None, flops=0.3, rule='loss', latency_aware=False)
+        Budget(calibrate=0, multiple=1, int8=False, params=None, flops=0.3, rule='loss', latency_aware=False)
     """
     given = [k for k in _FLAGS if getattr(args, k) is not None]
     accuracy = {k: getattr(args, k) for k in _ACCURACY if getattr(args, k) is not None}
@@ -86,7 +88,7 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option")
     if (args.batch is not None or args.channels_last is not None) and args.latency is None:
         raise LoritaError("--batch and --channels-last go with --latency (they say how the latency is measured)")
-    shared = {"calibrate": args.calibrate, "int8": args.int8}
+    shared = {"calibrate": args.calibrate, "multiple": args.multiple, "int8": args.int8}
     if strategy == "accuracy":
         return Accuracy(**accuracy, **shared)
     if not given:

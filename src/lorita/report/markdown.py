@@ -121,7 +121,7 @@ def ranks_summary(results: dict) -> str:
     return f"{_plural(cut, 'layer')} cut, {len(dense)} dense"
 
 
-_DEFAULTS = {"calibrate": 0}  # options of every cut, shown only when set
+_DEFAULTS = {"calibrate": 0, "multiple": 1}  # options of every cut, shown only when set
 
 
 def _strategy(results: dict) -> str:
