@@ -62,13 +62,16 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
 @pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],
                                       ["--strategy", "accuracy", "--max-drop", "50", "--max-evals", "3"],
                                       ["--strategy", "global", "--threshold", "0.2"],
-                                      ["--params", "0.6", "--multiple", "4"]])
+                                      ["--params", "0.6", "--multiple", "4"],
+                                      ["--rank", "3"]])
 def test_compress_strategies(trained, tmp_path, strategy):
     out = tmp_path / "s"
     assert main(["compress", str(trained), *strategy, "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
     if "budget" in strategy or "--params" in strategy:
         assert results["kept"]["params"] <= 0.6
+    if "--rank" in strategy:
+        assert results["cut"]["kind"] == "rank" and set(results["ranks"].values()) == {3}
     if "--multiple" in strategy:
         assert results["cut"]["multiple"] == 4 and all(r % 4 == 0 for n, r in results["ranks"].items()
                                                        if n not in results["dense_layers"])

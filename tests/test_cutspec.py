@@ -12,8 +12,8 @@ import lorita
 import lorita.latency as latency_module
 import lorita.spectra as spectra_module
 from lorita import LoritaError
-from lorita.cutspec import (KINDS, Accuracy, Budget, CutSpec, Energy, Latency, Ranks, Ratio, Threshold, cut_from_dict,
-                            cut_from_strategy)
+from lorita.cutspec import (KINDS, Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ranks, Ratio, Threshold,
+                            cut_from_dict, cut_from_strategy)
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.ranks import budget_ranks, energy_ranks, global_ranks, global_thresholds, total_cost, uniform_ranks
 from lorita.select import BudgetOutOfReach, Choice, choose_ranks, cut, register_cut, select_ranks
@@ -22,7 +22,7 @@ from lorita.svd_cache import SVDCache
 from lorita.sweep import sweep
 from lorita.whiten import collect_grams, whitened_spectrum
 
-EVERY_KIND = [Ranks({"0": 3}), Ratio(0.5), Energy(0.9, calibrate=2), Threshold(0.1), Budget(params=0.4),
+EVERY_KIND = [Ranks({"0": 3}), Rank(4), Ratio(0.5), Energy(0.9, calibrate=2), Threshold(0.1), Budget(params=0.4),
               Budget(flops=0.5, rule="threshold"), Latency(0.5, batch=8, layout="auto"), Accuracy(max_drop=0.5)]
 
 
@@ -42,7 +42,7 @@ X = torch.randn(16, 24)
 
 def test_every_kind_is_registered_and_round_trips_through_json():
     ours = {kind for kind in KINDS if not kind.endswith("-test")}  # (the kinds other tests register)
-    assert ours == {"ranks", "ratio", "energy", "threshold", "budget", "latency", "accuracy"}
+    assert ours == {"ranks", "rank", "ratio", "energy", "threshold", "budget", "latency", "accuracy"}
     for how in EVERY_KIND:
         data = how.to_dict()
         assert data["kind"] == how.kind and list(data)[-2:] == ["calibrate", "multiple"]
@@ -65,7 +65,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     (lambda: Ranks({"0": 0}), r"ranks must be a dict of module name -> rank"),
     (lambda: Energy(0.9, calibrate=-1), r"calibrate must be an integer >= 0"),
     (lambda: Budget(params=0.5, multiple=0), r"multiple must be an integer >= 1"),
-    (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, ratio"),
+    (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, rank, ratio"),
     (lambda: cut_from_dict({"kind": "energy", "energy": 0.9, "ratio": 0.5}), r"the 'energy' way to cut has no field ratio"),
     (lambda: cut_from_dict({"kind": "energy"}), r"missing 1 required positional argument: 'energy'"),
     (lambda: cut_from_strategy("pca", {}), r"unknown strategy 'pca'"),
@@ -84,6 +84,7 @@ def test_each_handler_gives_the_math_on_the_spectrum():
     assert choose_ranks(net, Threshold(0.3)).ranks == global_ranks(spectra, 0.3)
     assert choose_ranks(net, Budget(params=0.5)).ranks == budget_ranks(spectra, costs, 0.5, fixed=fixed)
     assert choose_ranks(net, Ranks({"2": 4})).ranks == {"2": 4}
+    assert choose_ranks(net, Rank(8)).ranks == {"0": 8, "2": 8, "4": 5}  # "4" (5 x 20): full rank 5, dense
     # the old spelling is the same call
     assert select_ranks(net, "global", threshold=0.3) == global_ranks(spectra, 0.3)
     assert select_ranks(net, "budget", params=0.5) == budget_ranks(spectra, costs, 0.5, fixed=fixed)

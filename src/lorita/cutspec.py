@@ -38,8 +38,8 @@ from typing import Any, ClassVar, Literal, Mapping, get_args
 from lorita.checks import check_choice, check_fraction, check_int, check_number, is_int
 from lorita.errors import LoritaError
 
-__all__ = ["KINDS", "LAYOUTS", "Accuracy", "Budget", "CutSpec", "Energy", "Latency", "Ranks", "Ratio", "Threshold",
-           "cut_from_dict", "cut_from_strategy"]
+__all__ = ["KINDS", "LAYOUTS", "Accuracy", "Budget", "CutSpec", "Energy", "Latency", "Rank", "Ranks", "Ratio",
+           "Threshold", "cut_from_dict", "cut_from_strategy"]
 
 # the memory layouts a latency budget can time in (lorita.latency.latency_budget)
 Layout = Literal["input", "auto", "contiguous", "channels_last"]
@@ -116,6 +116,22 @@ class Ranks(CutSpec):
                                                           for k, v in self.ranks.items()):
             raise LoritaError(f"ranks must be a dict of module name -> rank (an integer >= 1), got {self.ranks!r}")
         self._set("ranks", dict(self.ranks))
+
+
+@dataclass(frozen=True)
+class Rank(CutSpec):
+    """The same rank in every layer (a layer whose full rank is lower keeps it: it stays dense).
+
+    Example:
+        >>> Rank(64).rank
+        64
+    """
+
+    kind: ClassVar[str] = "rank"
+    rank: int
+
+    def check(self) -> None:
+        check_int("rank", self.rank, meaning="the rank every layer keeps")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Literal, get_args
 
 from torch import nn
 
-from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Ranks, Ratio, Threshold, cut_from_strategy)
+from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ranks, Ratio, Threshold,
+                            cut_from_strategy)
 from lorita.errors import LoritaError
 from lorita.latency import keep_faster, latency_budget
 from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
@@ -144,6 +145,11 @@ def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module,
 @register_cut(Ranks)
 def _given(how: Ranks, spectra: Spectra, **_) -> Choice:
     return Choice(dict(how.ranks), how)
+
+
+@register_cut(Rank)
+def _rank(how: Rank, spectra: Spectra, **_) -> Choice:
+    return Choice({name: min(how.rank, full) for name, full in spectra.full_ranks.items()}, how)
 
 
 @register_cut(Ratio)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lorita.cli.options import output_options, require
-from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Ratio, Threshold
+from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
 
 EXAMPLE = """example:
@@ -25,6 +25,7 @@ _FLAGS = {
     "threshold": ("global", lambda a, shared: Threshold(a.threshold, **shared)),
     "params": ("budget", lambda a, shared: Budget(params=a.params, **shared)),
     "flops": ("budget", lambda a, shared: Budget(flops=a.flops, **shared)),
+    "rank": ("rank", lambda a, shared: Rank(a.rank, **shared)),
     "latency": ("budget", lambda a, shared: Latency(a.latency, batch=1 if a.batch is None else a.batch,
                                                     layout=_LAYOUTS[a.channels_last or "auto"], **shared)),
 }
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
     cut.add_argument("--energy", type=float, help="energy strategy: fraction of sum(sigma^2) kept per layer")
     cut.add_argument("--ratio", type=float, help="uniform strategy: fraction of singular values kept per layer")
     cut.add_argument("--threshold", type=float, help="global strategy: keep sigma/sigma_max >= threshold")
+    cut.add_argument("--rank", type=int, help="the same rank in every layer")
     cut.add_argument("--params", type=float, help="budget strategy: target fraction of the original params")
     cut.add_argument("--flops", type=float, help="budget strategy: target fraction of the original FLOPs")
     cut.add_argument("--latency", type=float,
@@ -79,7 +81,7 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
     accuracy = {k: getattr(args, k) for k in _ACCURACY if getattr(args, k) is not None}
     strategy = args.strategy or (_FLAGS[given[0]][0] if given else "accuracy" if accuracy else None)
     if strategy is None:
-        raise LoritaError("say how to cut: --energy E, --ratio R, --threshold T, --params P, --flops F, "
+        raise LoritaError("say how to cut: --energy E, --ratio R, --threshold T, --rank R, --params P, --flops F, "
                           "--latency L, or --strategy accuracy (e.g. --strategy budget --flops 0.3)")
     wrong = [f"--{k.replace('_', '-')}" for k in given if _FLAGS[k][0] != strategy]
     if accuracy and strategy != "accuracy":
