@@ -16,7 +16,8 @@ from pathlib import Path
 from lorita.atomic import atomic_write_text
 from lorita.metric import Metric
 from lorita.profile import human
-from lorita.report.plots import figure, save_figure
+from lorita.report.markdown import summarize
+from lorita.report.plots import figure, plot_ranks, plot_spectra, plot_training_curves, save_figure
 from lorita.train import TrainConfig
 
 
@@ -277,8 +278,6 @@ def samples_lines(results: dict) -> list[str]:
 
 def write_demo_report(out: Path, results: dict) -> Path:
     """Write ``report.md`` and the plots into ``out``; return the report's path."""
-    from lorita.report import plot_ranks, plot_spectra, plot_training_curves, summarize
-
     m = Metric.of(results)
     out = Path(out)
     first = results["runs"][0]

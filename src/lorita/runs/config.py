@@ -25,6 +25,8 @@ from lorita.compose import FACTOR_SIDES
 from lorita.composed import INITS, MAX_DEPTH, MODES
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
 from lorita.errors import LoritaError
+from lorita.models import create_model
+from lorita.runs.data import load_data
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_SEED
@@ -61,8 +63,6 @@ class ModelSpec:
 
     def build(self):
         """The plain zoo model (checked by the zoo's registry)."""
-        from lorita.models import create_model
-
         return create_model(self.name, **self.inputs, **self.kwargs)
 
     @classmethod
@@ -124,8 +124,6 @@ class DataSpec:
              fallback_to_digits: bool = False):
         """The dataset, split exactly as when the run was made. Text is cut into windows of ``model``'s
         context for ``train``'s batch size (``lorita.data.language.LanguageData``)."""
-        from lorita.runs.data import load_data
-
         return load_data(self, model=model, train=train, fallback_to_digits=fallback_to_digits)
 
 

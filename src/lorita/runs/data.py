@@ -6,7 +6,10 @@ import dataclasses
 import logging
 
 from lorita.data import DataNotFoundError, Split, load_dataset
+from lorita.data.language import LanguageData
+from lorita.data.text import load_text_dataset
 from lorita.errors import LoritaError
+from lorita.models.registry import model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +64,6 @@ def capped(data, max_train: int | None = None, max_eval: int | None = None):
 
 
 def _load_text(spec, model, train):
-    from lorita.data.language import LanguageData
-    from lorita.data.text import load_text_dataset
-    from lorita.models.registry import model_kwargs
-
     if spec.name == "text" and spec.data_dir is None:
         raise LoritaError("dataset 'text' reads your own text files: pass the folder as --data-dir")
     if model is None or train is None:

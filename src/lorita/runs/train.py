@@ -19,10 +19,14 @@ from torch import nn
 
 import lorita
 from lorita.errors import LoritaError
+from lorita.models import model_inputs
 from lorita.runs.config import ModelSpec, RunConfig
 from lorita.runs.folder import read_json, write_json
 from lorita.runs.output import RunOutput
+from lorita.serialization import read_description
+from lorita.train import evaluate, train
 from lorita.train.distributed import is_main_process
+from lorita.train.loop import check_resume
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +78,6 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
         >>> spec.name, type(model.head).__name__
         ('fcn', 'Linear')
     """
-    from lorita.models import model_inputs
-    from lorita.serialization import read_description
-
     path = Path(source)
     if path.is_dir():
         path = path / "model.lorita"
@@ -110,8 +111,6 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     checkpoint; here the run must be the same (model, data and composition; the checkpoint
     accepts the new recipe), all before anything is written.
     """
-    from lorita.train.loop import check_resume
-
     staging, out = output.staging, output.out
     if output.resumable or (not output.writer and (staging / "checkpoint.pt").is_file()):
         folder = staging
@@ -192,8 +191,6 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
 
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
-    from lorita.train import evaluate, train
-
     if main:
         write_json(folder / "config.json", config.to_dict())
     start = time.time()
