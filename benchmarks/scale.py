@@ -128,6 +128,8 @@ def child(spec: dict) -> dict:
         points = sweep(model, tokens, forward_cost, None, points=spec["points"])  # every layer: no exclude=
         info["cuts"] = len(points)
     elif step == "latency":
+        # the older spelling of choose_ranks(model, Latency(L), example_input=tokens): it also runs on trees from
+        # before lorita.cutspec, so one script measures both
         ranks = lorita.select_ranks(model, "budget", latency=spec["latency"], example_input=tokens)
         small = lorita.compress(model, ranks=ranks, inplace=True)
         info["cut"] = sum(isinstance(m, lorita.LowRankLinear) for m in small.modules())
