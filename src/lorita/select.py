@@ -108,6 +108,9 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
     if handler is None:
         raise LoritaError(f"no handler for {type(how).__name__}; register one with lorita.select.register_cut")
     if isinstance(model, Spectra):
+        if example_input is not None or batches is not None:
+            raise LoritaError("example_input= and batches= belong to the Spectra (Spectra(model, example_input, "
+                              "batches=...)); it already has its own")
         spectra = model
     else:
         check_model(model, "choose_ranks")

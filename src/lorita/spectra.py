@@ -24,6 +24,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from lorita.checks import check_choice, check_int
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
 from lorita.compress import compress, layer_shape, layer_spectrum
@@ -35,7 +36,6 @@ from lorita.ranks import METRICS, LayerCost, Metric
 from lorita.svd_cache import SVDCache
 from lorita.targets import check_model, scan_layers
 from lorita.whiten import Grams, collect_grams, whitened_spectrum
-from lorita.checks import check_choice, check_int
 
 log = logging.getLogger(__name__)
 
