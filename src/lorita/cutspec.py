@@ -301,9 +301,9 @@ def cut_from_dict(values: Any, where: str = "cut") -> CutSpec:
         >>> cut_from_dict({"kind": "ratio", "ratio": 0.5})
         Ratio(calibrate=0, multiple=1, int8=False, ratio=0.5)
     """
-    if not isinstance(values, Mapping) or values.get("kind") not in KINDS:
-        kind = values.get("kind") if isinstance(values, Mapping) else values
-        raise LoritaError(f"{where}: unknown way to cut {kind!r}; kinds: {', '.join(KINDS)}")
+    kind = values.get("kind") if isinstance(values, Mapping) else values
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise LoritaError(f"{where}: unknown way to cut {kind!r:.60}; kinds: {', '.join(KINDS)}")
     cls = KINDS[values["kind"]]
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known - {"kind"})
