@@ -181,6 +181,9 @@ def test_spectra_compute_each_layer_once_for_every_cut(monkeypatch):
     assert sorted(computed) == ["0", "2", "4"]  # the values of each layer, once
     assert spectra.cache.computed == 3 and len(points) >= 3  # and each layer's SVD, once for every cut
     assert spectra.model is net  # a plain model is used as it is, not copied
+    known = lorita.spectrum(net)  # e.g. a training run's spectrum.json: not computed again
+    computed.clear()
+    assert Spectra(net, values=known).values() == known and computed == []
 
 
 def test_latency_budget_times_the_model_without_changing_or_copying_it(monkeypatch):

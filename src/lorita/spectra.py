@@ -52,11 +52,12 @@ class Spectra:
     first ``n``; pass inputs only, e.g. ``(x for x, _ in split.batches(...))``).
     ``svd_cache``: an ``SVDCache`` when the model will be cut several times (sweeps,
     searches): each layer is decomposed once; None (default): each cut decomposes afresh.
-    The model is read, never changed.
+    ``values``: singular values already computed for this very model (``lorita.spectrum``,
+    e.g. a training run's), used for the layers they name. The model is read, never changed.
     """
 
     def __init__(self, model: nn.Module, example_input: Any = None, *, batches: Iterable[Any] | None = None,
-                 svd_cache: SVDCache | None = None):
+                 svd_cache: SVDCache | None = None, values: dict[str, torch.Tensor] | None = None):
         check_model(model, "Spectra")
         if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
             model = merge(model)  # the original architecture (a copy: the caller's model is not changed)
@@ -71,6 +72,7 @@ class Spectra:
         self.cache = svd_cache
         self._batches = batches
         self._grams: tuple[int, Grams] | None = None
+        self._known = {name: v for name, v in (values or {}).items() if name in self.layers}
         self._values: dict[bool, dict[str, torch.Tensor]] = {}
         self._costs: dict[str, tuple[dict[str, LayerCost], float]] = {}
         self._profile: Profile | None = None
@@ -100,7 +102,8 @@ class Spectra:
                 self._values[True] = {name: whitened_spectrum(weight_matrix(m).detach(), grams[name]).cpu()
                                       for name, m in self.layers.items()}
             else:
-                self._values[False] = {name: layer_spectrum(m, name) for name, m in self.layers.items()}
+                self._values[False] = {name: self._known[name] if name in self._known else layer_spectrum(m, name)
+                                       for name, m in self.layers.items()}
         return self._values[whitened]
 
     def calibrate(self, batches: int) -> Grams:

@@ -129,7 +129,7 @@ class _Seed:
             batches = (x for x, _ in self.data.train.batches(spec.recipe.train.batch_size,
                                                              seed=spec.recipe.train.seed, epoch=0))
         merged = run.merged if run.merged is not None else merge(run.model).eval()  # merged once, by the run
-        return Spectra(merged, self.example, batches=batches, svd_cache=SVDCache())
+        return Spectra(merged, self.example, batches=batches, svd_cache=SVDCache(), values=run.spectrum)
 
 
 def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:

@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 class TrainedRun:
     """A finished training run: its folder, its results.json content, and the trained (composed) model
     with the best validation epoch's weights, on the CPU in eval mode; ``merged``: that model merged to its
-    plain architecture (eval mode), as measured for results.json."""
+    plain architecture (eval mode), as measured for results.json, and ``spectrum``: its singular values
+    (``lorita.spectrum``, as spectrum.json holds them)."""
 
     folder: Path
     results: dict
     model: nn.Module
     merged: nn.Module | None = None
+    spectrum: dict | None = None
 
 
 def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module:
@@ -208,14 +210,15 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     merged = lorita.merge(model)
     counts = lorita.profile(merged, example_input(data))
     lorita.save(model, folder / "model.lorita")
-    write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in lorita.spectrum(merged).items()}})
+    spectrum = lorita.spectrum(merged)
+    write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in spectrum.items()}})
     results = {"command": "train", "depth": config.compose.depth, "epochs": config.train.epochs,
                "best_epoch": result.best_epoch, "val_acc": val_acc, "test_acc": test_acc,
                "val_loss": val_loss, "test_loss": test_loss,
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
                "train_seconds": result.seconds, "seconds": time.time() - start}
     write_json(folder / "results.json", results)
-    return TrainedRun(folder, results, model, merged.eval())
+    return TrainedRun(folder, results, model, merged.eval(), spectrum)
 
 
 def example_input(data) -> torch.Tensor:
