@@ -10,9 +10,7 @@ original, uncomposed architecture. ``cut`` chooses and compresses in one call;
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, get_args
 
@@ -61,6 +59,7 @@ def register_cut(kind: type[CutSpec]) -> Callable[[Handler], Handler]:
     latency timing options (``timer``, ``cache``, ``cache_file``); a handler takes what it needs.
 
     Example:
+        >>> import dataclasses
         >>> @dataclasses.dataclass(frozen=True)
         ... class Half(CutSpec):
         ...     kind = "half-example"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lorita import __version__
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
