@@ -240,6 +240,8 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
             view = depths[depth]["views"]["b"]
             pick = None if view is None else {k: view[k] for k in ("params_kept", "macs_kept", metric.val,
                                                                    metric.test, "threshold")}
+            if view is not None:
+                models[column.label] = None  # its place in the order; the model is the saved cut (_save_cuts)
         else:
             refine = spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
             cuts = compare.search(column, plain_target, s.data, original, s.example, sizes=spec.columns.sizes,
