@@ -19,7 +19,11 @@ registered for the class (``lorita.select.register_cut``). Options every cut has
   output channel (``lorita.quantize``; ``lorita.runs.compress.compress_model``).
 
 A new way to cut is one dataclass here (a ``kind`` and a ``check``), one handler in
-``lorita.select`` and one flag in ``lorita.cli.compress_cmd``.
+``lorita.select`` and one flag in ``lorita.cli.compress_cmd``. A new option of every cut is a
+field of ``CutSpec``: read when ranks are chosen (``lorita.select.choose_ranks``, as
+``multiple``), or after the cut by ``lorita.select.cut`` and ``lorita.runs.compress.compress_model``
+(where a step such as re-estimating BatchNorm statistics or int8 quantisation of the cut model
+belongs).
 
 Example:
     >>> how = Energy(0.95, calibrate=8)
