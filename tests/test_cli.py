@@ -85,7 +85,7 @@ def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--energy", "0.9", "--calibrate", "2", "--out", str(out),
                  "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 2, "multiple": 1}
+    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 2, "multiple": 1, "int8": False}
     # whitening is an option of every way to cut: a params budget on the whitened spectra
     assert main(["compress", str(trained), "--params", "0.5", "--calibrate", "2", "--out", str(tmp_path / "x"),
                  "--no-progress"]) == 0

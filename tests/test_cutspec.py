@@ -45,7 +45,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     assert ours == {"ranks", "rank", "ratio", "energy", "threshold", "budget", "latency", "accuracy"}
     for how in EVERY_KIND:
         data = how.to_dict()
-        assert data["kind"] == how.kind and list(data)[-2:] == ["calibrate", "multiple"]
+        assert data["kind"] == how.kind and list(data)[-3:] == ["calibrate", "multiple", "int8"]
         assert cut_from_dict(data) == how
 
 
@@ -59,7 +59,8 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     (lambda: Budget(params=0.5, rule="greedy"), r"rule must be one of 'loss', 'threshold'"),
     (lambda: Budget(params=0.5, latency_aware=1), r"latency_aware must be True or False"),
     (lambda: Latency(0.5, layout="nhwc"), r"layout must be one of"),
-    (lambda: Latency(0.5, batch=0), r"batch must be an integer >= 1"),
+    (lambda: Latency(0.5, batch=0), r"batch must be an integer from 1 to 65536"),
+    (lambda: Energy(0.9, int8=1), r"int8 must be True or False"),
     (lambda: Accuracy(max_drop=-1), r"max_drop must be a finite number >= 0"),
     (lambda: Accuracy(max_evals=0), r"max_evals must be an integer >= 1"),
     (lambda: Ranks({"0": 0}), r"ranks must be a dict of module name -> rank"),

@@ -89,7 +89,7 @@ def test_compress_run_records_predicted_and_measured_latency(trained, fake_clock
     assert on_disk["latency"]["measured"] == lat["measured"]
     config_json = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert config_json["cut"] == {"kind": "latency", "latency": 0.6, "batch": 8, "layout": "auto", "tolerance": 0.1,
-                                  "rounds": 4, "repeats": 3, "points": 8, "calibrate": 0, "multiple": 1}
+                                  "rounds": 4, "repeats": 3, "points": 8, "calibrate": 0, "multiple": 1, "int8": False}
     small = lorita.load(tmp_path / "cut" / "model.lorita")
     assert {n: m.rank for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)} == \
         {n: r for n, r in results["ranks"].items() if n not in results["dense_layers"]}

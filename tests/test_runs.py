@@ -58,6 +58,8 @@ def test_compress_config_checks_its_cut_and_reads_old_configs():
     assert CompressConfig.from_dict(old) == config
     old.update(strategy="global", options={"threshold": 0.05})
     assert CompressConfig.from_dict(old).cut == Threshold(0.05)
+    old.update(strategy="energy", options={"energy": 0.9, "int8": True})
+    assert CompressConfig.from_dict(old).cut == Energy(0.9, int8=True)
     old.update(strategy="budget", options={"latency": 0.5, "batch": 8, "layout": "auto"})
     assert CompressConfig.from_dict(old).cut == Latency(0.5, batch=8, layout="auto")
     with pytest.raises(LoritaError, match="config.json is damaged.*unknown way to cut 'magic'"):
@@ -82,5 +84,5 @@ def test_compress_run_from_memory_equals_from_disk(data, tmp_path):
     for key in ("ranks", "kept", "after_cut", "before", "cut"):
         assert from_disk[key] == in_memory[key], key
     assert read_json(tmp_path / "disk" / "config.json", "compress")["cut"] == {"kind": "ranks", "ranks": ranks,
-                                                                              "calibrate": 0, "multiple": 1}
+                                                                              "calibrate": 0, "multiple": 1, "int8": False}
     assert lorita.profile(small, torch.zeros(1, 1, 8, 8)).params == from_disk["after_cut"]["params"]

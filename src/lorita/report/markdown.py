@@ -6,8 +6,8 @@ Every number comes from the run folders' files; nothing is recomputed.
 
 from __future__ import annotations
 
-import html
 import dataclasses
+import html
 import logging
 import os
 import unicodedata
