@@ -123,6 +123,9 @@ def test_a_new_way_to_cut_is_one_class_and_one_handler():
     assert [m.rank for m in small.modules() if isinstance(m, LOWRANK_TYPES)] == [3, 3, 3]
     assert cut_from_dict({"kind": "fixed-rank-test", "rank": 3, "calibrate": 0}) == Fixed(3)
     assert cut(mlp(), Fixed(3, multiple=4))[1].ranks == {"0": 4, "2": 4, "4": 4}  # the options of every cut apply
+    small, _ = cut(mlp(), Fixed(3, int8=True))
+    assert {type(m).__name__ for m in small.modules()} >= {"Int8Linear"} and not any(
+        isinstance(m, nn.Linear) for m in small.modules())  # int8 after the cut: every layer, thin pairs included
 
     @dataclasses.dataclass(frozen=True)
     class Unhandled(CutSpec):

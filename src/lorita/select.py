@@ -20,6 +20,7 @@ from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ra
                             cut_from_strategy)
 from lorita.errors import LoritaError
 from lorita.latency import keep_faster, latency_budget
+from lorita.quantize import quantize
 from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
                           uniform_ranks)
 from lorita.search import AccuracySearch, search_accuracy, search_spectra
@@ -124,8 +125,8 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
 
 
 def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module, Choice]:
-    """The model cut as ``how`` says (a copy, eval mode) and the ``Choice`` behind it; ``options`` as in
-    ``choose_ranks``.
+    """The model cut as ``how`` says (a copy, eval mode; with ``how.int8`` then in int8) and the ``Choice`` behind
+    it; ``options`` as in ``choose_ranks``.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -137,7 +138,7 @@ def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module,
                                                                batches=options.pop("batches", None))
     choice = choose_ranks(spectra, how, **options)
     small = choice.model if choice.model is not None else spectra.cut(choice.ranks, whitened=how.whitened)
-    return small, choice
+    return (quantize(small, "int8") if how.int8 else small), choice
 
 
 # ----------------------------------------------------------------------------
