@@ -19,9 +19,10 @@ just before the step), CPU time is the process's. Steps (``--steps``):
 * ``sweep``: ``lorita.sweep.sweep`` at ``--points`` global thresholds, each cut evaluated
   by one forward pass on 16 tokens (a stand-in for a validation loss: its cost, not its value);
 * ``latency``: the ``--latency`` path of ``lorita compress`` on the model: ranks from a latency
-  budget (``lorita.select_ranks(model, "budget", latency=L, example_input=tokens)``, ``--latency``,
-  default 0.8, on 16 tokens at batch 1: each layer timed at a grid of ranks, the cut model timed
-  against the dense one), then ``lorita.compress(model, ranks=..., inplace=True)``.
+  budget (``lorita.latency.latency_budget(model, L, tokens)``, what ``choose_ranks(model,
+  Latency(L))`` runs; ``--latency``, default 0.8, on 16 tokens at batch 1: each layer timed at a
+  grid of ranks, the cut model timed against the dense one), then ``lorita.compress(model,
+  ranks=..., inplace=True)``; the note gives the measured fraction and the allocation rounds.
 
 ``--exclude-head`` leaves ``lm_head`` plain in spectrum and compress (``exclude="lm_head"``;
 the sweep always cuts every layer). The table gives, per size and step, seconds (wall and CPU), peak RSS, the peak as a
@@ -128,10 +129,13 @@ def child(spec: dict) -> dict:
         points = sweep(model, tokens, forward_cost, None, points=spec["points"])  # every layer: no exclude=
         info["cuts"] = len(points)
     elif step == "latency":
-        # the older spelling of choose_ranks(model, Latency(L), example_input=tokens): it also runs on trees from
-        # before lorita.cutspec, so one script measures both
-        ranks = lorita.select_ranks(model, "budget", latency=spec["latency"], example_input=tokens)
-        small = lorita.compress(model, ranks=ranks, inplace=True)
+        # what choose_ranks(model, Latency(L), example_input=tokens) runs, in a spelling trees from before
+        # lorita.cutspec also take, so one script measures both
+        from lorita.latency import latency_budget
+
+        found = latency_budget(model, spec["latency"], tokens)
+        info.update(measured=round(found.measured, 3), rounds=len(found.rounds))
+        small = lorita.compress(model, ranks=found.ranks, inplace=True)
         info["cut"] = sum(isinstance(m, lorita.LowRankLinear) for m in small.modules())
         info["params_after"] = sum(p.numel() for p in small.parameters())
     sync()
@@ -250,7 +254,7 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"| {r['layers']} | | | {r['step']} | failed: {r['error']} |")
             continue
-        note = ", ".join(f"{k} {r[k]}" for k in ("cut", "params_after", "cuts") if k in r)
+        note = ", ".join(f"{k} {r[k]}" for k in ("cut", "params_after", "cuts", "measured", "rounds") if k in r)
         if "gpu_peak_mb" in r:
             note += f", GPU peak {r['gpu_peak_mb']:.0f} MB"
         print("| " + " | ".join(str(c) for c in [
