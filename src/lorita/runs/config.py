@@ -23,9 +23,10 @@ from lorita.checks import check_choice, check_fraction, check_int, check_json_ob
 from lorita.compose import FACTOR_SIDES
 from lorita.composed import INITS, MAX_DEPTH, MODES
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
+from lorita.data.datasets import reads_files
 from lorita.errors import LoritaError
 from lorita.models import create_model
-from lorita.runs.data import load_data
+from lorita.runs.data import TEXT_DATASETS, load_data
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_SEED
@@ -105,9 +106,6 @@ class DataSpec:
             ...
             lorita.errors.LoritaError: dataset 'digits' is bundled with scikit-learn and reads no files: ...
         """
-        from lorita.data.datasets import reads_files
-        from lorita.runs.data import TEXT_DATASETS
-
         text = self.name in TEXT_DATASETS
         if self.data_dir is not None and self.name == "fortunes":
             raise LoritaError("dataset 'fortunes' reads the Debian package's folder: leave data_dir (--data-dir) out, "
