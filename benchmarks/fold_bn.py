@@ -39,7 +39,7 @@ def main() -> None:
             rows.append({"run": run, "variant": label, "target_val_acc": target,
                          "params_kept": None if chosen is None else chosen.params_kept,
                          "macs_kept": None if chosen is None else chosen.macs_kept,
-                         "val_acc": None if chosen is None else chosen.val_acc})
+                         "val_acc": None if chosen is None else chosen.val})
             kept = "-" if chosen is None else f"{100 * chosen.params_kept:.1f}% params, {100 * chosen.macs_kept:.1f}% MACs"
             print(f"{run:28s} {label:17s} target {target:.2f}: {kept}", flush=True)
     print(json.dumps(rows, indent=1))

@@ -41,13 +41,12 @@ one training run folder per model and depth.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable
 
@@ -55,8 +54,23 @@ import torch
 from torch import nn
 
 import lorita
-from lorita.atomic import atomic_path, atomic_write_text
+from lorita.atomic import atomic_write_text
+from lorita.cutspec import Budget, Latency
 from lorita.errors import LoritaError
+from lorita.flags import parse_assignments, train_config_from, train_flags
+from lorita.latency import call_times, measure_latency, threads
+from lorita.models import paper_exclude
+from lorita.prune import available, prune_to
+from lorita.report.plots import plot_panels
+from lorita.runs import (ComposeSpec, DataSpec, ModelSpec, RunConfig, RunOutput, is_marked, machine, read_json,
+                         train_run, write_json)
+from lorita.runs import compare
+from lorita.runs.compress import finetune_recipe
+from lorita.runs.data import capped
+from lorita.runs.folder import mark
+from lorita.select import cut
+from lorita.spectra import Spectra
+from lorita.train import TrainConfig
 
 METHODS = {"svd": "SVD (plain, N=1)", "torch-pruning": "Torch-Pruning (L1, global)"}
 TP_STEPS = 400  # Torch-Pruning steps from the full model to pruning ratio 1: 0.25% of the channels per step
@@ -106,41 +120,14 @@ class PeersSpec:
 
 
 # ----------------------------------------------------------------------------
-# measuring
+# measuring and cutting (lorita.latency, lorita.select, lorita.prune)
 
 
-@torch.inference_mode()
-def latency_ms(model: nn.Module, shape: tuple[int, ...], batch: int, repeats: int, threads: int) -> dict:
-    """Median (and quartiles) of the CPU wall time of one forward pass, in milliseconds."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        model = model.cpu().eval()
-        x = torch.randn(batch, *shape)
-        for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels
-            model(x)
-        times = []
-        for _ in range(repeats):
-            tic = time.perf_counter()
-            model(x)
-            times.append(1000 * (time.perf_counter() - tic))
-    finally:
-        torch.set_num_threads(old)
-    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
-    return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
-
-
-def latency_ratio(model: nn.Module, dense: nn.Module, x: torch.Tensor, threads: int,
+def latency_ratio(model: nn.Module, dense: nn.Module, x: torch.Tensor, threads_: int,
                   repeats: int = LATENCY_REPEATS) -> dict:
     """The cut model's CPU time over the dense one's on ``x`` (timed in turn, samples of >= 50 ms, medians)."""
-    from lorita.latency import measure_latency
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with threads(threads_):
         t = measure_latency({"dense": dense.cpu().eval(), "cut": model.cpu().eval()}, x, repeats=repeats)
-    finally:
-        torch.set_num_threads(old)
     return {"ratio": t["cut"] / t["dense"], "dense_ms": 1e3 * t["dense"], "cut_ms": 1e3 * t["cut"]}
 
 
@@ -150,92 +137,55 @@ def _device(request: str) -> torch.device:
     return torch.device(request)
 
 
-# ----------------------------------------------------------------------------
-# the three ways to reach a budget
+def svd_cutter(spectra: Spectra, spec: PeersSpec, batch: int | None) -> Callable:
+    """LoRITa's (and plain SVD's) cut to a budget: least-loss ranks within that fraction of the MACs
+    (``Budget(flops=B)``), or of the measured CPU latency at ``batch`` in NCHW (``Latency(B)``)."""
+    def cutter(budget: float):
+        if batch is None:
+            small, choice = cut(spectra, Budget(flops=budget))
+            return small, {"ranks": {k: int(v) for k, v in choice.ranks.items()}}
+        with threads(spec.threads):
+            small, choice = cut(spectra, Latency(budget, batch=batch, layout="contiguous"))
+        found = choice.report
+        return small, {"ranks": {k: int(v) for k, v in found.ranks.items()}, "predicted": found.predicted,
+                       "searched": found.measured, "rounds": found.rounds, "layers": found.layers,
+                       "kept_dense": found.kept_dense}
+    return cutter
 
 
-def svd_cut(merged: nn.Module, budget: float, example: torch.Tensor) -> tuple[nn.Module, dict]:
-    """LoRITa's (and plain SVD's) cut: least-loss ranks within ``budget`` of the MACs, thin layer pairs."""
-    ranks = lorita.select_ranks(merged, "budget", flops=budget, example_input=example)
-    return lorita.compress(merged, ranks=ranks).eval(), {"ranks": {k: int(v) for k, v in ranks.items()}}
+def tp_cutter(dense: nn.Module, spec: PeersSpec, example: torch.Tensor, x: torch.Tensor | None) -> Callable:
+    """Torch-Pruning (``lorita.prune.prune_to``: L1 magnitude, global ranking, ``TP_STEPS`` steps) until the MACs
+    are at most the budget; with ``x`` (a batch), until the pruned model measures at most that fraction of the
+    dense model's CPU time on it. Timing every step would cost minutes, so steps are timed once the MACs are at
+    most ``TP_TIME_FROM`` x the budget (pruning does not speed a CPU model up by more than it cuts its MACs in any
+    run we measured; a faster step before that would go unseen)."""
+    def cutter(budget: float):
+        timed = {}
+
+        def reached(model: nn.Module, kept: float) -> bool:
+            if kept > TP_TIME_FROM * budget:
+                return False
+            timed.update(latency_ratio(model, dense, x, spec.threads))
+            return timed["ratio"] <= budget
+
+        small, info = prune_to(dense, budget, example, metric="macs", max_ratio=spec.tp_max_ratio, steps=TP_STEPS,
+                               reached=None if x is None else reached)
+        return small, {"steps": info["steps"], "widths": info["widths"],
+                       **({"searched": timed["ratio"]} if timed else {})}
+    return cutter
 
 
-def tp_ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers Torch-Pruning must leave at full width: the classifier, and residual streams it cannot trace.
-
-    The classifier is the last ``nn.Linear``. The zoo's CIFAR ResNets use the parameter-free
-    "option A" shortcut (subsample + zero-pad channels with ``F.pad``); Torch-Pruning's
-    dependency graph does not follow channels through that pad (pruning them breaks the
-    residual sums), so the convs writing the residual stream (the stem and each block's
-    ``conv2``) stay whole and only the inner channels of each block are pruned.
-    """
-    from lorita.models.resnet import BasicBlock, CifarResNet, PadShortcut
-
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    ignored = linears[-1:]
-    if isinstance(model, CifarResNet) and any(isinstance(m, PadShortcut) for m in model.modules()):
-        ignored += [model.conv1] + [b.conv2 for b in model.modules() if isinstance(b, BasicBlock)]
-    return ignored
-
-
-def svd_latency_cut(merged: nn.Module, budget: float, x: torch.Tensor, threads: int) -> tuple[nn.Module, dict]:
-    """LoRITa's (and plain SVD's) cut to ``budget`` of the measured CPU latency at ``x``'s batch (NCHW)."""
-    from lorita.latency import latency_budget
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        found = latency_budget(merged.cpu().eval(), budget, x, layout="contiguous")
-    finally:
-        torch.set_num_threads(old)
-    extra = {"ranks": {k: int(v) for k, v in found.ranks.items()}, "predicted": found.predicted,
-             "searched": found.measured, "rounds": found.rounds, "layers": found.layers,
-             "kept_dense": found.kept_dense}
-    return lorita.compress(merged, ranks=found.ranks).eval(), extra
-
-
-def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
-             max_ratio: float = TP_MAX_RATIO, latency: dict | None = None) -> tuple[nn.Module, dict]:
-    """Torch-Pruning, L1 magnitude, global ranking: prune step by step until MACs <= ``budget``.
-
-    MACs are measured with ``lorita.profile`` after every step (the same counter as the other
-    columns, not Torch-Pruning's own); the first step at or below the budget is kept. Global
-    ranking compares mean-normalised L1 norms of channel groups and is blind to what a
-    channel costs, so cheap layers can be thinned far more than expensive ones;
-    ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``) bounds that per layer.
-
-    ``latency={"x": batch, "threads": n}``: ``budget`` is a fraction of the dense model's
-    measured CPU time on that batch instead; the first step measured at or below it is kept.
-    Timing every step would cost minutes, so steps are timed once the MACs are at most
-    ``TP_TIME_FROM`` x the budget (pruning does not speed a CPU model up by more than it
-    cuts its MACs in any run we measured; a faster step before that would go unseen).
-    """
-    import torch_pruning as tp
-
-    model = copy.deepcopy(dense).cpu().eval()
-    original = lorita.profile(model, example).macs
-    pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
-    pruner = pruner_cls(model, example, importance=tp.importance.MagnitudeImportance(p=1), global_pruning=True,
-                        pruning_ratio=1.0, max_pruning_ratio=max_ratio, iterative_steps=TP_STEPS,
-                        ignored_layers=tp_ignored_layers(model))
-    macs, steps, timed = original, 0, None
-
-    def done() -> bool:
-        nonlocal timed
-        if latency is None:
-            return macs <= budget * original
-        if macs > TP_TIME_FROM * budget * original:
-            return False
-        timed = latency_ratio(model, dense, latency["x"], latency["threads"])
-        return timed["ratio"] <= budget
-
-    while not done() and steps < TP_STEPS:
-        pruner.step()
-        steps += 1
-        macs = lorita.profile(model, example).macs
-    widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
-              for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    return model, {"steps": steps, "widths": widths, **({"searched": timed["ratio"]} if timed else {})}
+def timed_cutter(cutter: Callable, dense: nn.Module, spec: PeersSpec, x: torch.Tensor | None) -> Callable:
+    """``cutter`` recording its seconds and, under a latency budget, the cut timed again against ``dense``."""
+    def timed(budget: float):
+        tic = time.time()
+        small, extra = cutter(budget)
+        extra["cut_seconds"] = time.time() - tic
+        if x is not None:  # every column's cut timed again the same way, before fine-tuning
+            t = latency_ratio(small, dense, x, spec.threads)
+            extra.update(latency_kept=t["ratio"], latency_dense_ms=t["dense_ms"], latency_cut_ms=t["cut_ms"])
+        return small, extra
+    return timed
 
 
 # ----------------------------------------------------------------------------
@@ -244,24 +194,8 @@ def tp_prune(dense: nn.Module, budget: float, example: torch.Tensor,
 
 def _load_data(spec: PeersSpec):
     """The dataset, val and test capped at ``max_eval``; the training split is capped per model later."""
-    from lorita.data import Split, load_dataset
-
-    data = load_dataset(spec.dataset, spec.data_dir, seed=spec.train.get("seed", 0))
-    if spec.max_eval is not None:
-        for name in ("val", "test"):
-            s = getattr(data, name)
-            setattr(data, name, Split(s.images[: spec.max_eval], s.labels[: spec.max_eval], s.mean, s.std))
-    return data
-
-
-def _capped(data, max_train: int | None):
-    """``data`` with only the first ``max_train`` training images (val and the normalisation are unchanged)."""
-    from lorita.data import Split
-
-    if max_train is None or max_train >= len(data.train):
-        return data
-    t = data.train
-    return dataclasses.replace(data, train=Split(t.images[:max_train], t.labels[:max_train], t.mean, t.std))
+    data = DataSpec(spec.dataset, spec.data_dir, seed=spec.train.get("seed", 0)).load()
+    return capped(data, max_eval=spec.max_eval)
 
 
 @dataclass
@@ -281,8 +215,6 @@ class _Recipe:
 
 
 def _recipe(spec: PeersSpec, name: str, data) -> _Recipe:
-    from lorita.train import TrainConfig
-
     override = dict(spec.per_model.get(name, {}))
     unknown = sorted(set(override) - set(PER_MODEL_KEYS))
     if unknown:
@@ -290,16 +222,12 @@ def _recipe(spec: PeersSpec, name: str, data) -> _Recipe:
     config = TrainConfig.from_dict({**spec.train, **({"epochs": override["epochs"]} if "epochs" in override else {})})
     ft_epochs = int(override.get("finetune_epochs", spec.finetune_epochs))
     max_train = override.get("max_train", spec.max_train)
-    finetune = dataclasses.replace(config, epochs=max(ft_epochs, 1), warmup_epochs=0, schedule="cosine",
-                                   lr=spec.finetune_lr if spec.finetune_lr is not None else config.lr / 10)
-    return _Recipe(_capped(data, max_train), config, ft_epochs, finetune, max_train)
+    finetune = finetune_recipe(config, max(ft_epochs, 1), spec.finetune_lr)
+    return _Recipe(capped(data, max_train), config, ft_epochs, finetune, max_train)
 
 
 def _run_config(spec: PeersSpec, recipe: _Recipe, name: str, depth: int):
     """The training run of one model and depth (val and test capped at ``max_eval`` are in the peers spec)."""
-    from lorita.models import paper_exclude
-    from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig
-
     data = recipe.data
     inputs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size}
     return RunConfig(ModelSpec(name, dict(spec.model_kwargs.get(name, {})), inputs),
@@ -309,8 +237,6 @@ def _run_config(spec: PeersSpec, recipe: _Recipe, name: str, depth: int):
 
 def _trained(folder: Path, config, data, reuse: bool, progress: bool) -> tuple[dict, nn.Module]:
     """Train into ``folder`` and return (results, merged model), or reuse a finished run of the same config."""
-    from lorita.runs import RunConfig, read_json, train_run
-
     if reuse and (folder / "results.json").is_file() and (folder / "model.lorita").is_file():
         try:
             same = RunConfig.from_dict(read_json(folder / "config.json", "lorita train")) == config
@@ -324,35 +250,28 @@ def _trained(folder: Path, config, data, reuse: bool, progress: bool) -> tuple[d
 
 
 def _latencies(model: nn.Module, shape: tuple, spec: PeersSpec) -> dict:
-    # batch 64 takes far longer per call than batch 1: a third of the repeats (at least 5)
-    return {str(b): latency_ms(model, shape, b, spec.repeats if b == 1 else max(5, spec.repeats // 3), spec.threads)
-            for b in spec.batches}
+    """CPU milliseconds per forward at each batch of ``spec.batches`` (``lorita.latency.call_times``)."""
+    out = {}
+    model = model.cpu()
+    with threads(spec.threads):
+        for b in spec.batches:  # batch 64 takes far longer per call than batch 1: a third of the repeats (at least 5)
+            out[str(b)] = call_times(model, torch.randn(b, *shape), repeats=spec.repeats if b == 1 else
+                                     max(5, spec.repeats // 3))
+    return out
 
 
-def measure(small: nn.Module, recipe: _Recipe, spec: PeersSpec, device: torch.device, example: torch.Tensor,
-            progress: bool = False) -> dict:
-    """Size, accuracy after the cut and after fine-tuning (the epoch kept is chosen on val), latency."""
-    from lorita.train import evaluate, train
-
-    data = recipe.data
-    size = lorita.profile(small.cpu().eval(), example)
-    small.to(device)
-    val0, test0 = evaluate(small, data.val)[0], evaluate(small, data.test)[0]
-    kept_epoch, val, ft_seconds = 0, val0, 0.0
-    if recipe.finetune_epochs:
-        state0 = {k: v.detach().clone() for k, v in small.state_dict().items()}
-        result = train(small, data, recipe.finetune, progress=progress)
-        ft_seconds = result.seconds
-        if result.best_val_acc > val0:  # ties keep the cut model itself
-            small.load_state_dict(result.best_state)
-            kept_epoch, val = result.best_epoch, result.best_val_acc
-        else:
-            small.load_state_dict(state0)
-    test = evaluate(small, data.test)[0] if kept_epoch else test0
-    return {"params": size.params, "macs": size.macs, "flops": size.flops, "val_acc": val, "test_acc": test,
-            "val_acc_cut": val0, "test_acc_cut": test0, "finetune_epoch_kept": kept_epoch,
-            "finetune_seconds": ft_seconds, "latency_ms": _latencies(small, tuple(example.shape[1:]), spec),
-            "epochs": recipe.epochs}
+def measure(column: compare.Column, budget: float, recipe: _Recipe, spec: PeersSpec, original,
+            example: torch.Tensor, progress: bool = False) -> dict:
+    """The column cut to ``budget`` and measured (``lorita.runs.compare.measure``: size, accuracy after the cut and
+    after fine-tuning, the epoch kept chosen on val), with its counts and latency."""
+    made = compare.measure(column, budget, recipe.data, original, example, progress)
+    small = made.detail["model"]
+    size = lorita.profile(small, example)
+    return {"params": size.params, "macs": size.macs, "flops": size.flops, "val_acc": made.val,
+            "test_acc": made.test, "val_acc_cut": made.val_cut, "test_acc_cut": made.test_cut,
+            "finetune_epoch_kept": made.finetune_epoch_kept, "seconds": made.seconds,
+            "latency_ms": _latencies(small, tuple(example.shape[1:]), spec), "epochs": recipe.epochs,
+            **{k: v for k, v in made.detail.items() if k != "model"}}
 
 
 def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = False, reuse: bool = False,
@@ -361,10 +280,6 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
 
     ``results.json`` is rewritten (atomically) after every row, so a killed run keeps what it measured.
     """
-    from lorita.runs import RunOutput, is_marked, machine, write_json
-    from lorita.runs.folder import mark
-    from lorita.train import TrainConfig
-
     start = time.time()
     final = Path(out)
     output = None
@@ -379,15 +294,9 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
                                           "spec": dataclasses.asdict(spec)}))
     device = _device(TrainConfig.from_dict(spec.train).device)
     data = data if data is not None else _load_data(spec)
-    shape = (data.in_channels, data.image_size, data.image_size)
-    example = torch.zeros(1, *shape)
-    tp_available = spec.torch_pruning
-    if tp_available:
-        try:
-            import torch_pruning  # noqa: F401
-        except ImportError:
-            say("torch_pruning is not installed (pip install 'lorita[prune]'): leaving out its column")
-            tp_available = False
+    tp_available = spec.torch_pruning and available()
+    if spec.torch_pruning and not tp_available:
+        say("torch_pruning is not installed (pip install 'lorita[prune]'): leaving out its column")
     say(f"machine: {machine()}; latency on CPU with {spec.threads} thread(s)")
     results = {
         "command": "peers", "dataset": data.name, "spec": dataclasses.asdict(spec),
@@ -405,62 +314,8 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
         atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
 
     for name in spec.models:
-        recipe = _recipe(spec, name, data)
-        runs, merged = {}, {}
-        for depth in [1, *sorted(set(spec.depths))]:
-            say(f"[{name}] training depth {depth} on {data.name}, {len(recipe.data.train)} images "
-                f"({recipe.config.epochs} epochs, {device})")
-            folder = out / f"{name}-depth{depth}"
-            runs[depth], merged[depth] = _trained(folder, _run_config(spec, recipe, name, depth), recipe.data, reuse,
-                                                  progress)
-        base = lorita.profile(merged[1], example)
-        columns = {f"lorita-d{d}": d for d in sorted(set(spec.depths))} | {"svd": 1}
-        if tp_available:
-            columns["torch-pruning"] = 1
-        info = results["models"][name] = {
-            "original": {"params": base.params, "macs": base.macs, "flops": base.flops},
-            "train_images": len(recipe.data.train), "recipe": recipe.config.to_dict(),
-            "finetune_recipe": recipe.finetune.to_dict() if recipe.finetune_epochs else None,
-            "epochs": recipe.epochs, "columns": columns, "uncompressed": {}, "rows": []}
-        for depth, r in runs.items():
-            info["uncompressed"][str(depth)] = {
-                "params": base.params, "macs": base.macs, "flops": base.flops, "val_acc": r["val_acc"],
-                "test_acc": r["test_acc"], "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
-                "latency_ms": _latencies(merged[depth], shape, spec)}
-        save()
-        batches = spec.latency_batches if spec.budget_kind == "latency" else [None]
-        for budget in spec.budgets:
-            for batch in batches:
-                x = None if batch is None else torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
-                for method, depth in columns.items():
-                    what = f"{100 * budget:g}% of the MACs" if batch is None else \
-                        f"{100 * budget:g}% of the CPU latency at batch {batch}"
-                    say(f"[{name}] {method} at {what}")
-                    tic = time.time()
-                    try:
-                        if method == "torch-pruning":
-                            small, extra = tp_prune(merged[1], budget, example, spec.tp_max_ratio,
-                                                    None if x is None else {"x": x, "threads": spec.threads})
-                        elif x is None:
-                            small, extra = svd_cut(merged[depth], budget, example)
-                        else:
-                            small, extra = svd_latency_cut(merged[depth], budget, x, spec.threads)
-                    except LoritaError as err:
-                        info["rows"].append({"method": method, "budget": budget, "batch": batch, "error": str(err)})
-                        say(f"  failed: {err}")
-                        continue
-                    extra["cut_seconds"] = time.time() - tic
-                    if x is not None:  # every column's cut timed again the same way, before fine-tuning
-                        timed = latency_ratio(small, merged[1], x, spec.threads)
-                        extra.update(latency_kept=timed["ratio"], latency_dense_ms=timed["dense_ms"],
-                                     latency_cut_ms=timed["cut_ms"])
-                    row = measure(small, recipe, spec, device, example, progress)
-                    met = row["macs"] <= budget * base.macs if x is None else extra["latency_kept"] <= budget
-                    row.update(method=method, budget=budget, batch=batch, budget_kind=spec.budget_kind,
-                               params_kept=row["params"] / base.params, macs_kept=row["macs"] / base.macs,
-                               budget_met=met, **extra)
-                    info["rows"].append(row)
-                    save()
+        say(f"[{name}] on {data.name} ({device})")
+        _run_model(spec, name, data, out, tp_available, results, save, reuse=reuse, progress=progress, say=say)
     results["complete"] = True
     save()
     if output is not None:
@@ -468,9 +323,59 @@ def run_peers(spec: PeersSpec, out: str | Path, *, data=None, overwrite: bool = 
     return results
 
 
-def _tp_info() -> dict:
-    from importlib.metadata import version
+def _run_model(spec: PeersSpec, name: str, data, out: Path, tp_available: bool, results: dict, save: Callable,
+               *, reuse: bool, progress: bool, say: Callable[[str], None]) -> None:
+    """One model: train every depth, then every column cut to every budget (and batch), measured."""
+    recipe = _recipe(spec, name, data)
+    shape = (data.in_channels, data.image_size, data.image_size)
+    example = torch.zeros(1, *shape)
+    runs, merged = {}, {}
+    for depth in [1, *sorted(set(spec.depths))]:
+        say(f"[{name}] training depth {depth}, {len(recipe.data.train)} images ({recipe.config.epochs} epochs)")
+        runs[depth], merged[depth] = _trained(out / f"{name}-depth{depth}", _run_config(spec, recipe, name, depth),
+                                              recipe.data, reuse, progress)
+    spectra = {depth: Spectra(model, example) for depth, model in merged.items()}
+    base = spectra[1].profile
+    columns = {f"lorita-d{d}": d for d in sorted(set(spec.depths))} | {"svd": 1}
+    if tp_available:
+        columns["torch-pruning"] = 1
+    info = results["models"][name] = {
+        "original": {"params": base.params, "macs": base.macs, "flops": base.flops},
+        "train_images": len(recipe.data.train), "recipe": recipe.config.to_dict(),
+        "finetune_recipe": recipe.finetune.to_dict() if recipe.finetune_epochs else None,
+        "epochs": recipe.epochs, "columns": columns, "uncompressed": {}, "rows": []}
+    for depth, r in runs.items():
+        info["uncompressed"][str(depth)] = {
+            "params": base.params, "macs": base.macs, "flops": base.flops, "val_acc": r["val_acc"],
+            "test_acc": r["test_acc"], "best_epoch": r["best_epoch"], "train_seconds": r["train_seconds"],
+            "latency_ms": _latencies(merged[depth], shape, spec)}
+    save()
+    for budget in spec.budgets:
+        for batch in spec.latency_batches if spec.budget_kind == "latency" else [None]:
+            x = None if batch is None else torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+            for method, depth in columns.items():
+                say(f"[{name}] {method} at {100 * budget:g}% of the " +
+                    ("MACs" if batch is None else f"CPU latency at batch {batch}"))
+                cutter = tp_cutter(merged[1], spec, example, x) if method == "torch-pruning" else \
+                    svd_cutter(spectra[depth], spec, batch)
+                column = compare.Column(_label(method), method.startswith("lorita"),
+                                        timed_cutter(cutter, merged[1], spec, x),
+                                        recipe.finetune if recipe.finetune_epochs else None, 0.0, recipe.config.epochs)
+                try:
+                    row = measure(column, budget, recipe, spec, base, example, progress)
+                except LoritaError as err:
+                    info["rows"].append({"method": method, "budget": budget, "batch": batch, "error": str(err)})
+                    say(f"  failed: {err}")
+                    continue
+                met = row["macs"] <= budget * base.macs if x is None else row["latency_kept"] <= budget
+                row.update(method=method, budget=budget, batch=batch, budget_kind=spec.budget_kind,
+                           params_kept=row["params"] / base.params, macs_kept=row["macs"] / base.macs,
+                           budget_met=met)
+                info["rows"].append(row)
+                save()
 
+
+def _tp_info() -> dict:
     return {"version": version("torch-pruning"), "pruner": "BasePruner (= MetaPruner = MagnitudePruner)",
             "importance": "MagnitudeImportance(p=1): L1, group mean, mean-normalised", "global_pruning": True,
             "pruning_ratio": 1.0, "iterative_steps": TP_STEPS, "stop": "first step with lorita.profile MACs <= budget",
@@ -546,40 +451,25 @@ def layers_table(results: dict) -> str:
 
 def plot(results: dict, path: str | Path) -> Path:
     """Test accuracy vs MACs kept (or latency kept, one panel per batch), one line per method (the
-    uncompressed model at 1), one panel per model."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
+    uncompressed model at 1), one panel per model (``lorita.report.plots.plot_panels``)."""
     latency = results["spec"].get("budget_kind", "macs") == "latency"
-    batches = results["spec"].get("latency_batches", [None]) if latency else [None]
-    panels = [(name, b) for name in results["models"] for b in batches]
-    fig = Figure(figsize=(5.5 * len(panels), 4.2), dpi=110)
-    FigureCanvasAgg(fig)
-    for i, (name, batch) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        info = results["models"][name]
-        key = "latency_kept" if latency else "macs_kept"
-        for method, depth in info["columns"].items():
-            u = info["uncompressed"][str(depth)]
-            pts = sorted([(r[key], r["test_acc"]) for r in info["rows"] if r["method"] == method
-                          and "error" not in r and r.get("batch") == batch] + [(1.0, u["test_acc"])])
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=_label(method))
-        plain = info["uncompressed"]["1"]
-        ax.axhline(plain["test_acc"] - 1, color="grey", linestyle="--", linewidth=0.8, label="plain - 1 point")
-        ax.set_xlim(0, 1.05)
-        ax.set_xticks(sorted({*results["spec"]["budgets"], 1.0}))
-        ax.set_xlabel(f"CPU latency kept at batch {batch} (fraction of the dense model's)" if latency
-                      else "MACs kept (fraction of the original architecture's)")
-        ax.set_ylabel("test accuracy (%)")
+    key = "latency_kept" if latency else "macs_kept"
+    panels = []
+    for name, info in results["models"].items():
         e = info["epochs"]
-        ax.set_title(f"{name} on {results['dataset']}: {e['train']}+{e['finetune']} epochs per column\n"
-                     f"(at 1: uncompressed, {e['train']}+0)", fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    return path
+        for batch in results["spec"].get("latency_batches", [None]) if latency else [None]:
+            lines = {_label(method): [(r[key], r["test_acc"]) for r in info["rows"] if r["method"] == method
+                                      and "error" not in r and r.get("batch") == batch]
+                     + [(1.0, info["uncompressed"][str(depth)]["test_acc"])]
+                     for method, depth in info["columns"].items()}
+            panels.append({
+                "lines": lines, "hline": (info["uncompressed"]["1"]["test_acc"] - 1, "plain - 1 point"),
+                "xlim": (0, 1.05), "xticks": sorted({*results["spec"]["budgets"], 1.0}),
+                "xlabel": f"CPU latency kept at batch {batch} (fraction of the dense model's)" if latency
+                else "MACs kept (fraction of the original architecture's)", "ylabel": "test accuracy (%)",
+                "title": f"{name} on {results['dataset']}: {e['train']}+{e['finetune']} epochs per column\n"
+                         f"(at 1: uncompressed, {e['train']}+0)"})
+    return plot_panels(panels, path)
 
 
 # ----------------------------------------------------------------------------
@@ -588,22 +478,18 @@ def plot(results: dict, path: str | Path) -> Path:
 
 def _per_model(pairs: list[str] | None, flag: str = "--model-arg") -> dict:
     """``["fcn:width=64", "fcn:hidden_layers=2"]`` -> ``{"fcn": {"width": 64, "hidden_layers": 2}}``."""
-    from lorita.cli.options import parse_model_args
-
     out: dict[str, dict] = {}
     for pair in pairs or []:
         model, sep, rest = pair.partition(":")
         if not sep:
             raise LoritaError(f"{flag} takes MODEL:KEY=VALUE, got {pair!r} (e.g. fcn:width=256)")
-        out.setdefault(model, {}).update(parse_model_args([rest]))
+        out.setdefault(model, {}).update(parse_assignments([rest]))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lorita.cli.options import train_config_from, train_options
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                parents=[train_options(epochs=10)])
+                                parents=[train_flags(epochs=10)])
     p.add_argument("--quick", action="store_true",
                    help="smoke run: FCN width 64, 500 training and 1000 val/test images, 1+1 epochs, few latency repeats")
     p.add_argument("--models", nargs="+", default=["fcn", "resnet20"])

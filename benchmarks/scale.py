@@ -17,7 +17,12 @@ just before the step), CPU time is the process's. Steps (``--steps``):
 * ``merge``: ``lorita.merge(composed, inplace=True)`` of that composed model (the compose
   is not timed here);
 * ``sweep``: ``lorita.sweep.sweep`` at ``--points`` global thresholds, each cut evaluated
-  by one forward pass on 16 tokens (a stand-in for a validation loss: its cost, not its value).
+  by one forward pass on 16 tokens (a stand-in for a validation loss: its cost, not its value);
+* ``latency``: the ``--latency`` path of ``lorita compress`` on the model: ranks from a latency
+  budget (``lorita.latency.latency_budget(model, L, tokens)``, what ``choose_ranks(model,
+  Latency(L))`` runs; ``--latency``, default 0.8, on 16 tokens at batch 1: each layer timed at a
+  grid of ranks, the cut model timed against the dense one), then ``lorita.compress(model,
+  ranks=..., inplace=True)``; the note gives the measured fraction and the allocation rounds.
 
 ``--exclude-head`` leaves ``lm_head`` plain in spectrum and compress (``exclude="lm_head"``;
 the sweep always cuts every layer). The table gives, per size and step, seconds (wall and CPU), peak RSS, the peak as a
@@ -45,7 +50,7 @@ import sys
 import time
 from procmem import reset_peak, status_mb  # noqa: E402 (benchmarks/procmem.py)
 
-STEPS = ("spectrum", "compress", "compose", "compose_inplace", "merge", "sweep")
+STEPS = ("spectrum", "compress", "compose", "compose_inplace", "merge", "sweep", "latency")
 SHAPE = {"hidden": 2048, "mlp": 5632, "heads": 32, "kv_heads": 4, "vocab": 32000}
 TINY = {"hidden": 256, "mlp": 704, "heads": 4, "kv_heads": 2, "vocab": 4000}
 
@@ -123,6 +128,16 @@ def child(spec: dict) -> dict:
 
         points = sweep(model, tokens, forward_cost, None, points=spec["points"])  # every layer: no exclude=
         info["cuts"] = len(points)
+    elif step == "latency":
+        # what choose_ranks(model, Latency(L), example_input=tokens) runs, in a spelling trees from before
+        # lorita.cutspec also take, so one script measures both
+        from lorita.latency import latency_budget
+
+        found = latency_budget(model, spec["latency"], tokens)
+        info.update(measured=round(found.measured, 3), rounds=len(found.rounds))
+        small = lorita.compress(model, ranks=found.ranks, inplace=True)
+        info["cut"] = sum(isinstance(m, lorita.LowRankLinear) for m in small.modules())
+        info["params_after"] = sum(p.numel() for p in small.parameters())
     sync()
     out = {**spec, "params": params, "model_mb": round(model_mb, 1), "wall_s": round(time.perf_counter() - wall, 2),
            "cpu_s": round(time.process_time() - cpu, 2), "rss_before_mb": round(before, 1),
@@ -189,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--layers", type=int, nargs="+", default=None, help="decoder layers per size (default 2 6 22)")
     p.add_argument("--steps", nargs="+", choices=STEPS, default=["spectrum", "compress", "compose", "merge"])
     p.add_argument("--energy", type=float, default=0.9)
+    p.add_argument("--latency", type=float, default=0.8, help="latency: the budget, a fraction of the dense time")
     p.add_argument("--factor-side", choices=("input", "smaller"), default="smaller")
     p.add_argument("--points", type=int, default=4, help="sweep: global thresholds cut and evaluated")
     p.add_argument("--exclude-head", action="store_true", help="leave lm_head plain in spectrum and compress")
@@ -221,6 +237,7 @@ def main(argv=None) -> int:
         for step in args.steps:
             spec = {"layers": n, "shape": shape, "step": step, "energy": args.energy, "threads": args.threads,
                     "device": args.device, "factor_side": args.factor_side, "points": args.points,
+                    "latency": args.latency,
                     "exclude_head": args.exclude_head}
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
                                   capture_output=True, text=True, env=env)
@@ -237,7 +254,7 @@ def main(argv=None) -> int:
         if "error" in r:
             print(f"| {r['layers']} | | | {r['step']} | failed: {r['error']} |")
             continue
-        note = ", ".join(f"{k} {r[k]}" for k in ("cut", "params_after", "cuts") if k in r)
+        note = ", ".join(f"{k} {r[k]}" for k in ("cut", "params_after", "cuts", "measured", "rounds") if k in r)
         if "gpu_peak_mb" in r:
             note += f", GPU peak {r['gpu_peak_mb']:.0f} MB"
         print("| " + " | ".join(str(c) for c in [

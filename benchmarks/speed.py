@@ -10,7 +10,7 @@ Five parts (``--parts``, all by default):
 * ``auto``: per composed layer of those models, forward + backward in each mode on the
   input the layer really gets, against the mode ``auto`` picks (is the cost model right?).
 * ``infer``: latency of VGG16 and ResNet20 cut to about a third of their MACs
-  (``select_ranks(..., "budget", flops=0.33)`` on weights given a decaying, trained-like
+  (``choose_ranks(..., Budget(flops=0.33))`` on weights given a decaying, trained-like
   spectrum), eval mode, ``torch.inference_mode``, batch 1 and 64, with and without
   ``lorita.latency.keep_faster``; speed-up next to the MACs reduction (target: at least
   0.7 of it).
@@ -68,6 +68,7 @@ from torch import nn
 
 import lorita
 from lorita.composed import COMPOSED_TYPES
+from lorita.cutspec import Budget, Latency
 from lorita.errors import LoritaError
 from lorita.latency import keep_faster, latency_budget, measure_latency
 from lorita.models import create_model, paper_exclude
@@ -320,7 +321,7 @@ def infer_part(args, out: dict) -> None:
         torch.manual_seed(0)
         dense32 = trained_like(build(name, args)).eval()
         one = torch.randn(1, *shape_of(name))
-        ranks = lorita.select_ranks(dense32, "budget", flops=args.flops, example_input=one)
+        ranks = lorita.choose_ranks(dense32, Budget(flops=args.flops), example_input=one).ranks
         for dtype_name in args.dtypes:
             dtype = DTYPES[dtype_name]
             dense = copy.deepcopy(dense32).to(dtype)
@@ -386,8 +387,8 @@ def latency_part(args, out: dict) -> None:
                 for request in args.latency_requests:
                     start = time.perf_counter()
                     try:
-                        found = latency_budget(base, request, x, layout=fmt if fmt == "channels_last" else "contiguous",
-                                               cache_file=args.latency_cache)
+                        how = Latency(request, layout=fmt if fmt == "channels_last" else "contiguous")
+                        found = latency_budget(base, how, x, cache_file=args.latency_cache)
                     except LoritaError as err:
                         fastest = re.search(r"measured ([0-9.]+)", str(err))
                         rows.append([name, fmt, batch, f"{request:.2f}", "unreachable", "", "", "", "", "", "",
@@ -484,8 +485,8 @@ def compress_part(args, out: dict) -> None:
     row("compress, energy=0.9", lambda: lorita.compress(dense, energy=0.9))
     row("merge (depth-3 composed model)", lambda: lorita.merge(composed3))
     row("compress depth-3 composed, energy=0.9 (merge + SVD)", lambda: lorita.compress(composed3, energy=0.9))
-    row(f"select_ranks budget, flops={args.flops}", lambda: lorita.select_ranks(dense, "budget", flops=args.flops,
-                                                                                example_input=one))
+    row(f"choose_ranks Budget(flops={args.flops})", lambda: lorita.choose_ranks(dense, Budget(flops=args.flops),
+                                                                                 example_input=one))
     found = row(f"search_accuracy, max_drop=1, fake evaluate on {args.eval_batch} images",
                 lambda: lorita.search_accuracy(dense, fake_evaluate, max_drop=1.0))
     rows[-1][0] += f" ({calls['n']} evaluations)"

@@ -42,7 +42,7 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--energy", "0.8", "--finetune-epochs", "1", "--no-progress",
                  "--out", str(cut)]) == 0
     results = json.loads((cut / "results.json").read_text())
-    assert results["strategy"] == "energy" and results["ranks"]
+    assert results["cut"]["kind"] == "energy" and results["cut"]["energy"] == 0.8 and results["ranks"]
     assert results["after_finetune"] is not None
     assert results["kept"]["params"] == pytest.approx(results["after_cut"]["params"] / results["original"]["params"])
     small = lorita.load(cut / "model.lorita")
@@ -61,15 +61,23 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],
                                       ["--strategy", "accuracy", "--max-drop", "50", "--max-evals", "3"],
-                                      ["--strategy", "global", "--threshold", "0.2"]])
+                                      ["--strategy", "global", "--threshold", "0.2"],
+                                      ["--params", "0.6", "--multiple", "4"],
+                                      ["--rank", "3"]])
 def test_compress_strategies(trained, tmp_path, strategy):
     out = tmp_path / "s"
     assert main(["compress", str(trained), *strategy, "--out", str(out), "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    if "budget" in strategy:
+    if "budget" in strategy or "--params" in strategy:
         assert results["kept"]["params"] <= 0.6
+    if "--rank" in strategy:
+        assert results["cut"]["kind"] == "rank" and set(results["ranks"].values()) == {3}
+    if "--multiple" in strategy:
+        assert results["cut"]["multiple"] == 4 and all(r % 4 == 0 for n, r in results["ranks"].items()
+                                                       if n not in results["dense_layers"])
     if "accuracy" in strategy:
-        assert results["search"] and results["evaluations"] <= 2 + 1 + 3
+        # before (validation, test) and at most 3 cuts: the search reuses the measured baseline
+        assert results["search"] and results["evaluations"] <= 2 + 3
 
 
 def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
@@ -77,9 +85,12 @@ def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
     assert main(["compress", str(trained), "--energy", "0.9", "--calibrate", "2", "--out", str(out),
                  "--no-progress"]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["options"] == {"energy": 0.9, "calibrate": 2}
-    assert main(["compress", str(trained), "--params", "0.5", "--calibrate", "2", "--out", str(tmp_path / "x")]) == 2
-    assert "--calibrate works with --energy, --ratio" in capsys.readouterr().err
+    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 2, "multiple": 1, "int8": False}
+    # whitening is an option of every way to cut: a params budget on the whitened spectra
+    assert main(["compress", str(trained), "--params", "0.5", "--calibrate", "2", "--out", str(tmp_path / "x"),
+                 "--no-progress"]) == 0
+    budget = json.loads((tmp_path / "x" / "results.json").read_text())
+    assert budget["cut"]["calibrate"] == 2 and budget["kept"]["params"] <= 0.5
 
 
 @pytest.mark.slow

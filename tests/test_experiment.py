@@ -10,7 +10,7 @@ import pytest
 from lorita import LoritaError
 from lorita.cli import main
 from lorita.data import list_datasets
-from lorita.runs import ExperimentSpec, load_spec
+from lorita.runs import ExperimentSpec, load_spec, run_experiment
 from lorita.runs.data import TEXT_DATASETS
 from lorita.models import list_models
 from lorita.train import TrainConfig
@@ -28,10 +28,11 @@ def test_there_is_a_config_per_paper_setup():
 @pytest.mark.parametrize("reduced", [False, True])
 def test_configs_load(path, reduced):
     spec = load_spec(path, reduced=reduced)
-    assert spec.model in list_models() and spec.dataset in [*list_datasets(), *TEXT_DATASETS]
-    assert isinstance(spec.train, TrainConfig)  # every recipe field validated
+    assert spec.setup.model in list_models() and spec.setup.dataset in [*list_datasets(), *TEXT_DATASETS]
+    assert isinstance(spec.recipe.train, TrainConfig)  # every recipe field validated
+    assert ExperimentSpec.from_flat(spec.flat()) == spec  # results.json records the spec it can be read back from
     if reduced:
-        assert spec.dataset in ("fashion-mnist", "fortunes")  # runs on CPU here, no download
+        assert spec.setup.dataset in ("fashion-mnist", "fortunes")  # runs on CPU here, no download
 
 
 @pytest.mark.slow
@@ -130,7 +131,7 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
 ])
 def test_bad_spec(kwargs, message):
     with pytest.raises(LoritaError, match=message):
-        ExperimentSpec(name="x", model="fcn", dataset="digits", **kwargs)
+        ExperimentSpec.from_flat({"name": "x", "model": "fcn", "dataset": "digits", **kwargs})
 
 
 @pytest.mark.parametrize("content,message", [
@@ -168,7 +169,8 @@ def test_unknown_config_key(tmp_path):
 def test_field_and_recipe_overrides(capsys):
     spec = load_spec("experiments/gpt_fortunes.json", reduced=True, train_override={"lr": 0.002},
                      warm_start_epochs=14)
-    assert spec.train.lr == 0.002 and spec.warm_start_epochs == 14 and spec.train.optimizer == "adamw"
+    assert spec.recipe.train.lr == 0.002 and spec.recipe.warm_start_epochs == 14
+    assert spec.recipe.train.optimizer == "adamw"
     with pytest.raises(LoritaError, match=r"unknown keys \['warm_start'\]"):
         load_spec("experiments/gpt_fortunes.json", reduced=True, warm_start=3)
     assert main(["experiment", "experiments/gpt_fortunes.json", "--reduced", "--set", "warm_start_epochs", "--out",
@@ -178,11 +180,11 @@ def test_field_and_recipe_overrides(capsys):
 
 def test_init_override():
     path = "experiments/vgg16_cifar10.json"
-    assert load_spec(path, reduced=True).init == "auto"  # the configs leave it to compose's default
-    assert load_spec(path, reduced=True, init="balanced").init == "balanced"
-    assert load_spec(path, reduced=True, init=None).init == "auto"  # no flag: the config's
+    assert load_spec(path, reduced=True).recipe.init == "auto"  # the configs leave it to compose's default
+    assert load_spec(path, reduced=True, init="balanced").recipe.init == "balanced"
+    assert load_spec(path, reduced=True, init=None).recipe.init == "auto"  # no flag: the config's
     spec = load_spec(path, reduced=True, init="default", init_scale=0.6, model_kwargs_override={"width_multiplier": 0.5})
-    assert (spec.init, spec.init_scale, spec.model_kwargs["width_multiplier"]) == ("default", 0.6, 0.5)
+    assert (spec.recipe.init, spec.recipe.init_scale, spec.setup.model_kwargs["width_multiplier"]) == ("default", 0.6, 0.5)
 
 
 def test_cli_rejects_unknown_init(capsys):
@@ -230,6 +232,35 @@ def test_every_config_compares_against_fine_tuned_alternatives(path):
     # A headline against plain SVD alone is the comparison docs/METHOD.md calls too weak.
     for reduced in (False, True):
         spec = load_spec(path, reduced=reduced)
-        assert spec.finetune_epochs > 0, f"{path} ({'reduced' if reduced else 'full'}) has no fine-tuned columns"
-        if spec.model != "vit":  # the ViT's Torch-Pruning column is off, and its config says why
-            assert spec.torch_pruning is not False
+        assert spec.columns.finetune_epochs > 0, f"{path} ({'reduced' if reduced else 'full'}) has no fine-tuned columns"
+        if spec.setup.model != "vit":  # the ViT's Torch-Pruning column is off, and its config says why
+            assert spec.columns.torch_pruning is not False
+
+
+@pytest.mark.slow
+def test_a_language_experiment_is_judged_by_loss_stored_as_measured(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(40):  # a small corpus of its own: evaluations stay cheap
+        (corpus / f"{i:02d}.txt").write_text(f"entry {i}: the quick brown fox jumps over {i % 7} lazy dogs.\n" * 3)
+    spec = ExperimentSpec.from_flat({
+        "name": "tiny-lm", "model": "gpt", "dataset": "text", "data_dir": str(corpus), "metric": "val_loss",
+        "max_drop": 0.05,
+        "model_kwargs": {"dim": 16, "depth": 1, "heads": 2, "context": 16}, "depths": [1, 2], "points": 3,
+        "sizes": [0.5], "steps_per_epoch": 2, "finetune_epochs": 1, "torch_pruning": False,
+        "train": {"epochs": 2, "batch_size": 8, "device": "cpu", "optimizer": "adamw", "lr": 0.003,
+                  "select_by": "val_loss"}})
+    results = run_experiment(spec, tmp_path / "lm", progress=False)
+    run = results["runs"][0]
+    target = run["target_val_loss"]
+    assert target == run["depths"]["1"]["uncompressed"]["val_loss"] + 0.05  # a loss target: worse is higher
+    for info in run["depths"].values():
+        assert all("val_loss" in p and "val_acc" not in p and p["val_loss"] > 0 for p in info["sweep"])
+        b = info["views"]["b"]
+        assert b is None or b["val_loss"] <= target  # within the target: no higher than it
+    for column in run["columns"].values():
+        for cut in column["cuts"]:
+            assert cut["val_loss"] > 0 and "val_acc" not in cut and "val_loss_cut" in cut
+        if column["chosen"] is not None:
+            assert column["chosen"]["val_loss"] <= target
+    assert "val_loss" in (results["headline"]["best_alternative"] or {"val_loss": 0})

@@ -86,7 +86,7 @@ def test_an_interrupted_overwrite_keeps_the_old_output(run, tmp_path, monkeypatc
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C while the new model was being written
 
-    monkeypatch.setattr("lorita.runs.compress.lorita.save", killed)
+    monkeypatch.setattr("lorita.runs.compress.save", killed)
     assert main(["compress", str(run), "--energy", "0.5", "--out", str(out), "--overwrite", "--no-progress"]) == 130
     assert snapshot(out) == before
     assert not staging_path(out).exists()
@@ -96,7 +96,7 @@ def test_overwrite_replaces_a_run_when_the_new_one_is_complete(run, tmp_path):
     out = tmp_path / "cut"
     assert main(["compress", str(run), "--energy", "0.9", "--out", str(out), "--no-progress"]) == 0
     assert main(["compress", str(run), "--energy", "0.5", "--out", str(out), "--overwrite", "--no-progress"]) == 0
-    assert json.loads((out / "results.json").read_text())["options"] == {"energy": 0.5}
+    assert json.loads((out / "results.json").read_text())["cut"]["energy"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut", "run"]  # no staging or replaced folder left
 
 
@@ -241,7 +241,7 @@ def test_bad_compress_options_fail_before_any_work(run, tmp_path, capsys, monkey
     def never(*args, **kwargs):
         raise AssertionError("the model was loaded before the options were checked")
 
-    monkeypatch.setattr("lorita.runs.compress.lorita.load", never)
+    monkeypatch.setattr("lorita.runs.compress.load", never)
     out = tmp_path / "cut"
     err = cli_error(["compress", str(run), *argv, "--out", str(out)], capsys)
     assert re.search(message, err), err

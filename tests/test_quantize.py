@@ -325,7 +325,7 @@ def test_compress_command_int8_writes_an_int8_run_that_evaluates(tmp_path, capsy
                  "--out", str(run)]) == 0
     assert main(["compress", str(run), "--energy", "0.9", "--int8", "--no-progress", "--out", str(cut)]) == 0
     results = json.loads((cut / "results.json").read_text())
-    assert results["options"] == {"energy": 0.9, "int8": True}
+    assert results["cut"] == {"kind": "energy", "energy": 0.9, "calibrate": 0, "multiple": 1, "int8": True}
     assert abs(results["after_int8"]["test_acc"] - results["after_cut"]["test_acc"]) <= 5  # 359 test digits
     model = lorita.load(cut / "model.lorita")
     assert int8_layers(model) and not any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in model.modules())

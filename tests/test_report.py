@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from lorita import LoritaError
+from lorita.cutspec import Threshold
 from lorita.report import (plot_compression, plot_ranks, plot_spectra, plot_training_curves, read_run, summarize,
                            write_report)
 from lorita.report.demo import noise_lines
@@ -116,6 +117,19 @@ def test_write_report(runs, tmp_path):
         assert_png(out / name)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["report.md", "training_curves.png", "spectra.png", "compression.png", "ranks.png"])  # no temp files left
+
+
+def test_a_compress_run_names_its_typed_cut_and_the_options_it_changed(runs, tmp_path):
+    # the fixture's compress runs were written before the typed cuts ("strategy", "options"); a new one holds "cut"
+    new = make_compress(tmp_path / "runs", "d1-cut8", str(runs[0]), 0.3, (90.5, 90.1), (89.0, 88.9), None,
+                        {"0": 8}, [])
+    results = json.loads((new / "results.json").read_text())
+    del results["strategy"], results["options"]
+    results["cut"] = Threshold(0.05, multiple=8).to_dict()
+    write_json(new / "results.json", results)
+    text = summarize([*runs, new])
+    assert "| d1-cut8 | fmnist-d1 | threshold (threshold=0.05, multiple=8) | 1 layer cut, 0 dense |" in text
+    assert "| d1-cut | fmnist-d1 | global (threshold=0.05) |" in text
 
 
 def test_summarize_writes_nothing(runs, tmp_path):

@@ -7,8 +7,9 @@ import torch
 
 import lorita
 from lorita import LoritaError
-from lorita.runs import (ComposeSpec, CompressConfig, DataSpec, ModelSpec, RunConfig, compress_run, read_json,
-                         train_run)
+from lorita.cutspec import Energy, Latency, Ranks, Threshold
+from lorita.runs import (ComposeSpec, CompressConfig, DataSpec, ModelSpec, RunConfig, compress_model, compress_run,
+                         read_json, train_run)
 from lorita.train import TrainConfig
 
 INPUTS = {"num_classes": 10, "in_channels": 1, "image_size": 8}
@@ -46,9 +47,23 @@ def test_damaged_run_config_is_named(edit, message):
         RunConfig.from_dict(d, "run/config.json")
 
 
-def test_compress_config_checks_its_strategy():
-    with pytest.raises(LoritaError, match="strategy must be one of"):
+def test_compress_config_checks_its_cut_and_reads_old_configs():
+    with pytest.raises(LoritaError, match="cut must be a way to cut"):
         CompressConfig("run", "magic")
+    config = CompressConfig("run", Energy(0.9, calibrate=2))
+    assert CompressConfig.from_dict(config.to_dict()) == config
+    # a config.json written before the cut objects: strategy and options
+    old = {"command": "compress", "source": "run", "strategy": "energy", "options": {"energy": 0.9, "calibrate": 2},
+           "finetune": None}
+    assert CompressConfig.from_dict(old) == config
+    old.update(strategy="global", options={"threshold": 0.05})
+    assert CompressConfig.from_dict(old).cut == Threshold(0.05)
+    old.update(strategy="energy", options={"energy": 0.9, "int8": True})
+    assert CompressConfig.from_dict(old).cut == Energy(0.9, int8=True)
+    old.update(strategy="budget", options={"latency": 0.5, "batch": 8, "layout": "auto"})
+    assert CompressConfig.from_dict(old).cut == Latency(0.5, batch=8, layout="auto")
+    with pytest.raises(LoritaError, match="config.json is damaged.*unknown way to cut 'magic'"):
+        CompressConfig.from_dict({**config.to_dict(), "cut": {"kind": "magic"}})
 
 
 def test_the_same_run_twice_gives_the_same_model(data, tmp_path):
@@ -64,9 +79,10 @@ def test_compress_run_from_memory_equals_from_disk(data, tmp_path):
     run = train_run(tmp_path / "run", config(), data, progress=False)
     merged = lorita.merge(run.model).eval()
     ranks = lorita.select_ranks(merged, "energy", energy=0.8)
-    from_disk = compress_run(tmp_path / "run", tmp_path / "disk", "ranks", ranks=ranks, progress=False)
-    in_memory = compress_run(tmp_path / "run", tmp_path / "mem", "ranks", ranks=ranks, model=merged, data=data,
-                             progress=False)
-    for key in ("ranks", "kept", "after_cut", "before"):
+    from_disk = compress_run(tmp_path / "run", tmp_path / "disk", Ranks(ranks), progress=False)
+    small, in_memory = compress_model(merged, data, Ranks(ranks), progress=False)
+    for key in ("ranks", "kept", "after_cut", "before", "cut"):
         assert from_disk[key] == in_memory[key], key
-    assert read_json(tmp_path / "mem" / "config.json", "compress")["strategy"] == "ranks"
+    assert read_json(tmp_path / "disk" / "config.json", "compress")["cut"] == {"kind": "ranks", "ranks": ranks,
+                                                                              "calibrate": 0, "multiple": 1, "int8": False}
+    assert lorita.profile(small, torch.zeros(1, 1, 8, 8)).params == from_disk["after_cut"]["params"]

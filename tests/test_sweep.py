@@ -24,8 +24,8 @@ ORIGINAL = sum(p.numel() for p in NET.parameters())
 def test_refinement_brackets_the_target_between_neighbouring_thresholds():
     target = 55.0
     points = sweep(NET, torch.zeros(1, 48), kept_fraction, None, points=3, refine_targets=[target], refine_steps=20)
-    passing = [p for p in points if p.val_acc >= target]
-    failing = [p for p in points if p.val_acc < target]
+    passing = [p for p in points if p.val >= target]
+    failing = [p for p in points if p.val < target]
     assert passing and failing
     strongest_pass = max(p.threshold for p in passing)
     weakest_fail = min(p.threshold for p in failing if p.threshold > strongest_pass)
@@ -45,7 +45,7 @@ def test_without_refinement_the_bracket_is_coarser():
 
 def test_threshold_zero_is_the_uncut_model():
     points = sweep(NET, torch.zeros(1, 48), kept_fraction, kept_fraction, points=4)
-    assert points[0].threshold == 0.0 and points[0].params_kept == 1.0 and points[0].val_acc == pytest.approx(100.0)
+    assert points[0].threshold == 0.0 and points[0].params_kept == 1.0 and points[0].val == pytest.approx(100.0)
 
 
 def test_choose_cuts_per_view():

@@ -7,6 +7,7 @@ Example:
     >>> dense = lorita.merge(composed)                 # back to the original architecture
     >>> small = lorita.compress(dense, energy=0.9)     # truncated SVD, thin layer pairs
     >>> tiny = lorita.quantize(small, "int8")          # int8 weights after the cut
+    >>> small, how = lorita.cut(dense, lorita.cutspec.Budget(params=0.5))  # or: one typed way to cut
     >>> lorita.train.train, lorita.sweep.sweep          # the training loop and accuracy-vs-size sweeps  # doctest: +ELLIPSIS
     (<function train at ...>, <function sweep at ...>)
 """
@@ -22,7 +23,7 @@ from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
 from lorita.quantize import Int8Config, quantize
-from lorita.select import search_accuracy, select_ranks
+from lorita.select import choose_ranks, cut, search_accuracy, select_ranks
 from lorita.serialization import load, save
 from lorita.svd_cache import SVDCache
 from lorita.targets import register_linear_subclass
@@ -38,7 +39,7 @@ import lorita.whiten  # noqa: E402,F401
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",
-    "LowRankLinear", "Profile", "SVDCache", "TrainConfig", "__version__", "compose", "compress", "fold_batchnorm",
-    "keep_faster", "load", "merge", "profile", "quantize", "register_linear_subclass", "save", "search_accuracy",
-    "select_ranks", "spectrum", "truncate",
+    "LowRankLinear", "Profile", "SVDCache", "TrainConfig", "__version__", "choose_ranks", "compose", "compress", "cut",
+    "fold_batchnorm", "keep_faster", "load", "merge", "profile", "quantize", "register_linear_subclass", "save",
+    "search_accuracy", "select_ranks", "spectrum", "truncate",
 ]

@@ -44,12 +44,20 @@ def spectrum(model: nn.Module, *, example_input: Any = None) -> dict[str, torch.
         {'0': torch.Size([3]), '2': torch.Size([2])}
     """
     check_model(model, "spectrum")
-    result = {}
-    for name, layer in scan_layers(model, example_input=example_input).layers.items():
-        matrix = weight_matrix(layer.module).detach()
-        check_finite(matrix, name)
-        result[name] = singular_values(matrix).cpu()
-    return result
+    return {name: layer_spectrum(layer.module, name)
+            for name, layer in scan_layers(model, example_input=example_input).layers.items()}
+
+
+def layer_spectrum(module: nn.Module, name: str = "layer") -> torch.Tensor:
+    """Singular values (descending, float64, CPU) of one layer's weight matrix, as ``spectrum`` gives them.
+
+    Example:
+        >>> layer_spectrum(nn.Linear(3, 2)).shape
+        torch.Size([2])
+    """
+    matrix = weight_matrix(module).detach()
+    check_finite(matrix, name)
+    return singular_values(matrix).cpu()
 
 
 def layer_shape(module: nn.Module) -> tuple[int, int]:
@@ -114,7 +122,7 @@ def _check_layer_values(layer: Layer) -> None:
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
              ratio: float | None = None, exclude: Selector = None, inplace: bool = False,
              svd_cache: SVDCache | None = None, example_input: Any = None,
-             calibration: dict[str, torch.Tensor] | None = None) -> nn.Module:
+             calibration: dict[str, torch.Tensor] | None = None, scan: Scan | None = None) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
 
     Give exactly one of:
@@ -151,6 +159,9 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     ``||(W - W_r) X^T||``, instead of the weight error; ``energy=`` then counts the output
     energy. Params and MACs are those of a plain cut of the same ranks.
 
+    ``scan``: ``lorita.targets.scan_layers(model, example_input=...)`` when the caller already
+    scanned this model (``lorita.spectra.Spectra`` does), so it is not scanned again.
+
     Layers lorita cannot handle are left dense and named, with the reason, in one warning.
     A meta-device model has no values to cut: materialise it first.
 
@@ -165,7 +176,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     if svd_cache is not None and not isinstance(svd_cache, SVDCache):
         raise LoritaError(f"svd_cache must be a lorita.svd_cache.SVDCache (or None), got {type(svd_cache).__name__}")
     has_composed = any(isinstance(m, COMPOSED_TYPES) for m in model.modules())
-    scan = scan_layers(model, composed=has_composed, example_input=example_input)
+    if scan is None:
+        scan = scan_layers(model, composed=has_composed, example_input=example_input)
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")
@@ -196,12 +208,14 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
             if rank <= break_even_rank(*layer_shape(by_name[name].module)):
                 decompositions[name] = svd_cache.get(name, by_name[name].module)
     names = [layer.name for layer in layers]
+    aliases = {layer.name: layer.aliases for layer in layers}
     del scan, layers, by_name  # drop our references to the layers, so each can be freed once swapped
     if has_composed:
         new = merge(model, inplace=inplace)
     else:
         new = model if inplace else copy.deepcopy(model)
-    copies = scan_layers(new, composed=False, find_readers=False).layers
+    # the same layers in the copy (a copy keeps shared modules shared): no second scan
+    copies = {name: Layer(name, new.get_submodule(name), aliases[name]) for name in names}
     cut = 0
     for name in names if chosen is None else list(chosen):
         target = copies.pop(name)

@@ -22,7 +22,9 @@ given (``True`` for ``default_cache_file()``, under the user's cache directory).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -30,37 +32,38 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, get_args
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
 from lorita import jsonio
 from lorita.atomic import atomic_write_text
-from lorita.checks import check_choice, check_fraction, check_int, check_number, is_number
+from lorita.checks import check_int, check_number, is_number
 from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
-from lorita.compress import layer_shape, spectrum
+from lorita.compress import layer_shape
+from lorita.cutspec import LAYOUTS, Latency
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, check_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
 from lorita.probe import eval_mode, example_args, observe
 from lorita.ranks import measured_ranks
-from lorita.targets import check_model, replace_module, resolve_ranks, scan_layers
+from lorita.spectra import Spectra
+from lorita.targets import Layer, check_model, replace_module, resolve_ranks, scan_layers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "best_layout", "default_cache_file", "keep_faster",
-           "latency_budget", "layer_latencies", "measure_latency", "time_module"]
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "default_cache_file",
+           "keep_faster", "latency_budget", "layer_latencies", "measure_latency", "threads", "time_module"]
 
-Layout = Literal["input", "auto", "contiguous", "channels_last"]
-LAYOUTS: tuple[Layout, ...] = get_args(Layout)
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
 Timer = Callable[[nn.Module, torch.Tensor], float]
 
 # (key -> seconds per call) measured in this process with the default timer.
 _CACHE: dict[str, float] = {}
+MAX_TIMING_BYTES = 1 << 30  # the largest timing input (Latency.batch copies of the example) made in memory
 
 
 @dataclass
@@ -389,20 +392,24 @@ def _between(measured: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return out
 
 
+def _format_args(args: tuple, channels_last: bool) -> tuple:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return (args[0].contiguous(memory_format=fmt) if args[0].dim() == 4 else args[0], *args[1:])
+
+
 def _formatted(module: nn.Module, args: tuple, channels_last: bool) -> tuple[nn.Module, tuple]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    first = args[0].contiguous(memory_format=fmt) if args[0].dim() == 4 else args[0]
-    return module.to(memory_format=fmt), (first, *args[1:])
+    return module.to(memory_format=fmt), _format_args(args, channels_last)
 
 
 def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each model on ``args``, timed in turn ``repeats`` times."""
-    bound = {k: (m if len(args) == 1 else _Bound(m, args[1:])) for k, m in models.items()}
+    """Median seconds per call of each model (or ``_Swap``, entered while timed) on ``args``, timed in turn
+    ``repeats`` times."""
     samples: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
-        for k, m in bound.items():
-            with eval_mode(m):
-                samples[k].append(float(timer(m, args[0])))
+        for k, m in models.items():
+            with (m if isinstance(m, _Swap) else contextlib.nullcontext(m)) as module, eval_mode(module):
+                samples[k].append(float(timer(module if len(args) == 1 else _Bound(module, args[1:]), args[0])))
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -443,6 +450,48 @@ def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
     return _layouts(copy.deepcopy(model), args, timer or _model_clock, repeats)
 
 
+@contextlib.contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` inside the block, restored after (None: unchanged).
+
+    Example:
+        >>> with threads(1):
+        ...     torch.get_num_threads()
+        1
+    """
+    old = torch.get_num_threads()
+    if count is not None:
+        check_int("threads", count)
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@torch.inference_mode()
+def call_times(model: nn.Module, x: torch.Tensor, *, repeats: int = 30) -> dict[str, float]:
+    """Milliseconds of single forward passes of ``model`` (eval mode) on ``x``: median and quartiles over
+    ``repeats`` calls after a warm-up (``repeats // 10``, at least 2). ``measure_latency`` is the one for ratios
+    between models; this one is the spread of one model's calls.
+
+    Example:
+        >>> sorted(call_times(nn.Linear(8, 8), torch.randn(2, 8), repeats=3))
+        ['median', 'p25', 'p75', 'repeats']
+    """
+    check_int("repeats", repeats)
+    with eval_mode(model):
+        for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels
+            model(x)
+        times = []
+        for _ in range(repeats):
+            tic = time.perf_counter()
+            model(x)
+            times.append(1000 * (time.perf_counter() - tic))
+    q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
+    return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
+
+
 def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
                     timer: Timer | None = None) -> dict[str, float]:
     """Median seconds per call of each model on ``example_input``, the models timed in turn ``repeats`` times
@@ -462,49 +511,63 @@ def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats
     return _whole(models, example_args(example_input), timer or _model_clock, repeats)
 
 
-def _shaped(base: nn.Module, ranks: dict[str, int], channels_last: bool) -> nn.Module:
-    """A copy of ``base`` with each layer ``ranks`` cuts replaced by a random-weight pair of that rank:
-    the cut model's shapes and speed without running an SVD."""
-    new = copy.deepcopy(base)
-    layers = scan_layers(new, composed=False, find_readers=False).layers
-    for name, rank in ranks.items():
-        layer = layers[name]
-        if rank <= break_even_rank(*layer_shape(layer.module)):
-            replace_module(new, layer, _pair(layer.module, rank, channels_last))
-    return new.eval()
+class _Swap:
+    """``base`` with random-weight pairs of ``ranks`` swapped in for its layers while entered (restored on exit):
+    the cut model's shapes and speed without an SVD or a copy of the model."""
+
+    def __init__(self, base: nn.Module, layers: dict[str, Layer], ranks: dict[str, int], channels_last: bool):
+        self.base, self.layers = base, layers
+        self.pairs = {name: _pair(layers[name].module, rank, channels_last) for name, rank in ranks.items()
+                      if rank <= break_even_rank(*layer_shape(layers[name].module))}
+
+    def __enter__(self) -> nn.Module:
+        for name, pair in self.pairs.items():
+            replace_module(self.base, self.layers[name], pair)
+        return self.base
+
+    def __exit__(self, *exc) -> None:
+        for name in self.pairs:
+            replace_module(self.base, self.layers[name], self.layers[name].module)
 
 
-def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layout: Layout = "input",
-                   tolerance: float = 0.1, rounds: int = 4, repeats: int = 3, points: int = 8,
+def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example_input: Any = None, *,
                    timer: Timer | None = None, cache: dict[str, float] | None = None,
-                   cache_file: str | os.PathLike | bool | None = None) -> LatencyBudget:
+                   cache_file: str | os.PathLike | bool | None = None, **search) -> LatencyBudget:
     """Ranks whose cut model runs in at most ``latency`` of the dense model's measured time, on this machine.
 
-    1. The dense (merged) model is timed on ``example_input`` (use the deployment batch).
-       ``layout="auto"`` (image inputs): timed in NCHW and channels_last, the faster is the
-       reference and the layout of everything after; ``"input"``: ``example_input``'s own
-       layout; ``"contiguous"`` / ``"channels_last"`` force one.
+    ``latency``: the fraction, or a ``lorita.cutspec.Latency`` (``search``: its other fields,
+    e.g. ``layout="auto"``, ``tolerance=``, ``rounds=``). ``model`` may be the
+    ``lorita.spectra.Spectra`` of a model (its spectra and scan are reused; whitened with
+    ``Latency(..., calibrate=N)``, calibrated first).
+
+    1. The dense (merged) model is timed on ``example_input`` (use the deployment batch;
+       ``Latency.batch`` builds one of that size from it). ``layout="auto"`` (image inputs):
+       timed in NCHW and channels_last, the faster is the reference and the layout of
+       everything after; ``"input"``: ``example_input``'s own layout; ``"contiguous"`` /
+       ``"channels_last"`` force one.
     2. Each compressible layer is timed, on the input it gets, dense and as a thin pair at a
        grid of ranks up to break-even (``points`` even steps plus 1, 2, 4, 8; random
        weights: only shapes matter; cached as in ``layer_latencies``). A cut may take any
        rank up to 16 and multiples of 8 above (what vectorised kernels run best), priced by
-       interpolating between the timed ranks.
+       interpolating between the timed ranks; with ``multiple=M``, only those that are multiples
+       of M.
     3. ``lorita.ranks.measured_ranks`` gives rank where it keeps the most spectrum per second
        spent, within the budget; a layer whose pairs are all slower than dense stays dense.
-    4. The cut model (random-weight pairs of those ranks) is timed against the dense one.
-       Isolated layer timings do not add up exactly to a model's time, so while the
-       measured fraction is outside ``[latency * (1 - tolerance), latency]`` the internal
-       target is corrected (secant steps) and the allocation redone, at most ``rounds``
-       times. A try accepted in the window's lower part (below ``latency * (1 - tolerance
-       / 4)``) gets one more step toward its upper edge: where layer times hardly depend
-       on rank (batch 1), the middle of the window can be a much deeper cut than the top.
-       The cut returned is the least cut one measured within ``latency``.
+    4. The cut model (random-weight pairs of those ranks, swapped into the model while timed)
+       is timed against the dense one. Isolated layer timings do not add up exactly to a
+       model's time, so while the measured fraction is outside ``[latency * (1 - tolerance),
+       latency]`` the internal target is corrected (secant steps) and the allocation redone,
+       at most ``rounds`` times. A try accepted in the window's lower part (below ``latency
+       * (1 - tolerance / 4)``) gets one more step toward its upper edge: where layer times
+       hardly depend on rank (batch 1), the middle of the window can be a much deeper cut
+       than the top. The cut returned is the least cut one measured within ``latency``.
 
-    Raises LoritaError when no allocation measured within ``latency`` (saying the fastest
-    fraction reached); with ``latency=1`` (no slow-down) the dense model itself meets it, so
-    where every cut tried is slower every layer stays dense (each rank ``min(m, n)``).
-    ``timer(module, x)`` returns seconds per call (default ``time_module``; tests pass a fake one), ``cache`` / ``cache_file`` as in
-    ``layer_latencies``. Feed ``.ranks`` to ``lorita.compress(model, ranks=...)``.
+    The model is not changed (it is copied only to time another memory layout). Raises
+    LoritaError when no allocation measured within ``latency`` (saying the fastest fraction
+    reached); with ``latency=1`` (no slow-down) the dense model itself meets it, so where every
+    cut tried is slower every layer stays dense (each rank ``min(m, n)``). ``timer(module, x)``
+    returns seconds per call (default ``time_module``; tests pass a fake one), ``cache`` /
+    ``cache_file`` as in ``layer_latencies``. Feed ``.ranks`` to ``lorita.compress(model, ranks=...)``.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256))
@@ -513,65 +576,144 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
         >>> found.measured <= 0.5, sorted(found.ranks)
         (True, ['0', '2'])
     """
-    check_model(model, "latency_budget")
-    latency = check_fraction("latency", latency, meaning="the cut model's time as a fraction of the dense model's")
-    check_choice("layout", layout, LAYOUTS)
-    tolerance = check_fraction("tolerance", tolerance, high_open=True,
-                               meaning="accept a measured fraction down to latency * (1 - tolerance)")
-    check_int("rounds", rounds)
-    check_int("repeats", repeats)
-    check_int("points", points)
+    how = _latency_spec(latency, search)
     if timer is not None and not callable(timer):
         raise LoritaError(f"timer must be a callable (module, input) -> seconds, got {type(timer).__name__}")
+    if isinstance(model, Spectra):
+        spectra, example_input = model, example_input if example_input is not None else model.example_input
+    else:
+        check_model(model, "latency_budget")
+        spectra = Spectra(model, example_input)
     args = example_args(example_input)
-    image = args[0].dim() == 4
-    if layout == "channels_last" and not image:
+    if how.batch is not None:
+        args = (batch_of(args[0], how.batch), *args[1:])
+    if how.layout == "channels_last" and args[0].dim() != 4:
         raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); example_input has shape "
                           f"{tuple(args[0].shape)}: use layout='input'")
+    spectra.require_layers()
+    if how.whitened:
+        spectra.calibrate(how.calibrate)
     cache, path = _open_cache(cache, cache_file, timer)
-    whole_timer = timer or _model_clock
-    timer = timer or time_module
-    base = merge(model).eval()  # a copy, also of a plain model: its layout may change
+    clocks = (timer or time_module, timer or _model_clock)  # (one layer, a whole model)
+    ref = _reference(spectra, how, args, clocks[1])
+    forms = _time_forms(ref, how, clocks[0], cache)
+    if path is not None:
+        atomic_write_text(path, json.dumps({"seconds": cache}, indent=0, sort_keys=True))
+    best, tried = _allocate(spectra.values(how.whitened), forms, ref, how, clocks[1])
+    return _report(best, tried, forms, ref, how)
+
+
+def _latency_spec(latency: float | Latency, search: dict) -> Latency:
+    if isinstance(latency, Latency):
+        if search:
+            raise LoritaError(f"pass {', '.join(sorted(search))} in the Latency object, not beside it")
+        return latency
+    try:
+        return Latency(latency, **search)
+    except TypeError:
+        known = [f.name for f in dataclasses.fields(Latency) if f.name != "latency"]
+        raise LoritaError(f"latency_budget takes {', '.join(known)} besides latency; got "
+                          f"{', '.join(sorted(search))}") from None
+
+
+def batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
+    """``batch`` examples shaped like ``example``: seeded random values for floating inputs (images), ``example``'s
+    own first row repeated for integer inputs (tokens); timing depends on shapes, not values.
+
+    Example:
+        >>> batch_of(torch.zeros(1, 3, 8, 8), 4).shape
+        torch.Size([4, 3, 8, 8])
+    """
+    shape = (batch, *example.shape[1:])
+    each = example[:1].numel() * example.element_size()
+    if batch * each > MAX_TIMING_BYTES:  # checked before anything is allocated
+        raise LoritaError(f"--batch {batch} needs a timing input of {batch * each / 2**30:.1f} GiB ({batch} examples "
+                          f"of shape {tuple(example.shape[1:])}); pass --batch {MAX_TIMING_BYTES // each} or less")
+    if example.is_floating_point():
+        return torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=example.dtype)
+    return example[:1].expand(shape).clone()
+
+
+@dataclass
+class _Reference:
+    """The dense model as timed: the model (the caller's, or a copy in another layout), its layers, the input,
+    its layout and time."""
+
+    model: nn.Module
+    layers: dict[str, Layer]
+    args: tuple
+    channels_last: bool
+    dense_s: float
+    dense_by_layout: dict[str, float]
+
+    @property
+    def layout(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+
+def _reference(spectra: Spectra, how: Latency, args: tuple, whole_timer: Timer) -> _Reference:
+    """Step 1: the layout, and the dense model's time in it."""
+    image, repeats = args[0].dim() == 4, 2 * how.repeats + 1
+    base, layers = spectra.model, spectra.scan.layers
+    if image and (how.layout in ("auto", "channels_last") or (how.layout == "input" and _channels_last(args[0]))):
+        base = copy.deepcopy(base)  # its layout changes: time a copy, not the caller's model
+        layers = {name: Layer(name, base.get_submodule(name), layer.aliases) for name, layer in layers.items()}
     dense_by_layout: dict[str, float] = {}
-    if layout == "auto" and image:
-        chosen, dense_by_layout = _layouts(base, args, whole_timer, 2 * repeats + 1)
+    if how.layout == "auto" and image:
+        chosen, dense_by_layout = _layouts(base, args, whole_timer, repeats)
         channels_last = chosen == "channels_last"
-    elif layout == "input":
+    elif how.layout in ("input", "auto"):
         channels_last = image and _channels_last(args[0])
     else:
-        channels_last = layout == "channels_last"
-    base, args = _formatted(base, args, channels_last)
+        channels_last = how.layout == "channels_last"
+    if base is not spectra.model:
+        base, args = _formatted(base, args, channels_last)
+    else:
+        args = _format_args(args, channels_last)
     fmt = "channels_last" if channels_last else "contiguous"
+    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, whole_timer, repeats)["m"]
+    return _Reference(base, layers, args, channels_last, dense_s, dense_by_layout)
 
-    spectra = spectrum(base, example_input=args)
-    if not spectra:
-        raise LoritaError("the model has no compressible layer (Linear or Conv2d with groups=1), so there is "
-                          "no latency to trade")
-    layers = scan_layers(base, composed=False, example_input=args).layers
+
+@dataclass
+class _Forms:
+    """Step 2: each layer's forms as ``(rank, seconds per forward pass)``, dense first; calls and inputs."""
+
+    options: dict[str, list[tuple[int, float]]]
+    calls: dict[str, int]
+    inputs: dict[str, torch.Tensor]
+
+
+def _time_forms(ref: _Reference, how: Latency, timer: Timer, cache: dict[str, float]) -> _Forms:
     calls: dict[str, int] = {}
-    inputs = _layer_inputs(base, list(spectra), args, calls)
+    inputs = _layer_inputs(ref.model, list(ref.layers), ref.args, calls)
     options: dict[str, list[tuple[int, float]]] = {}
-    for name in spectra:
-        dense, x = layers[name].module, inputs[name]
+    for name, layer in ref.layers.items():
+        dense, x = layer.module, inputs[name]
         m, n = layer_shape(dense)
-        grid = _rank_grid(break_even_rank(m, n), points)
+        grid = _rank_grid(break_even_rank(m, n), how.points)
         keys = [_key(dense, None, x)] + [_key(dense, r, x) for r in grid]
         if any(k not in cache for k in keys):
             pairs = [dense] + [_pair(dense, r, x) for r in grid]
             times: list[list[float]] = [[] for _ in keys]
             with eval_mode(dense):
-                for _ in range(repeats):  # in turn, so drift in machine load hits every form alike
+                for _ in range(how.repeats):  # in turn, so drift in machine load hits every form alike
                     for t, module in zip(times, pairs):
                         t.append(float(timer(module, x)))
             cache.update({k: statistics.median(t) for k, t in zip(keys, times)})
         options[name] = [(min(m, n), cache[keys[0]] * calls[name])] + \
             _between([(r, cache[k] * calls[name]) for r, k in zip(grid, keys[1:])])
-    if path is not None:
-        atomic_write_text(path, json.dumps({"seconds": cache}, indent=0, sort_keys=True))
+    return _Forms(options, calls, inputs)
 
-    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, whole_timer, 2 * repeats + 1)["m"]
-    dense_layers = sum(opts[0][1] for opts in options.values())
-    fixed = dense_s - dense_layers  # what the cut does not touch (may be off, or negative: step 4 corrects)
+
+def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
+              whole_timer: Timer) -> tuple[dict, list[dict]]:
+    """Steps 3 and 4: allocate, time the cut, correct the internal target; the best try and every try.
+    With ``how.multiple``, a layer takes only the ranks of its grid that are multiples of it, or stays dense."""
+    options, dense_s, latency, tolerance = forms.options, ref.dense_s, how.latency, how.tolerance
+    if how.multiple > 1:  # opts[0] is the dense form
+        options = {name: [o for o in opts if o is opts[0] or o[0] % how.multiple == 0] for name, opts in options.items()}
+    fixed = dense_s - sum(opts[0][1] for opts in options.values())  # what the cut does not touch (may be off)
     cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
     floor = max(cheapest / dense_s, 1e-6)
     aim = latency * (1 - tolerance / 2)  # the middle of the accepted window
@@ -580,16 +722,16 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     best = None
     internal = max(aim, floor)
     refining = False
-    for _ in range(rounds):
+    for _ in range(how.rounds):
         # (at the floor, floor * dense_s can round below the cheapest total: never ask for less than that)
-        ranks = measured_ranks(spectra, options, max(internal * dense_s, cheapest), fixed=fixed)
+        ranks = measured_ranks(values, options, max(internal * dense_s, cheapest), fixed=fixed)
         predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
         same = next((t for t in tried if t["ranks"] == ranks), None)
         if same is not None:
             ratio = same["measured"]
         else:
-            timed = _whole({"dense": base, "cut": _shaped(base, ranks, channels_last)}, args, whole_timer,
-                           2 * repeats + 1)
+            cut = _Swap(ref.model, ref.layers, ranks, ref.channels_last)
+            timed = _whole({"dense": ref.model, "cut": cut}, ref.args, whole_timer, 2 * how.repeats + 1)
             ratio = timed["cut"] / timed["dense"]
         tried.append({"internal": internal, "predicted": predicted_s / dense_s, "measured": ratio, "ranks": ranks})
         log.info("latency budget: internal target %.3f, predicted %.3f, measured %.3f of dense (asked %.3f)",
@@ -617,21 +759,28 @@ def latency_budget(model: nn.Module, latency: float, example_input: Any, *, layo
     if best is None:
         fastest = min(t["measured"] for t in tried)
         raise LoritaError(
-            f"latency={latency:g} cannot be met on this machine at batch {int(args[0].shape[0])} ({fmt}, "
+            f"latency={latency:g} cannot be met on this machine at batch {int(ref.args[0].shape[0])} ({ref.layout}, "
             f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
             f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense "
             "model where no cut is faster), or try another batch size or layout (layers whose thin pair is never "
             "faster stay dense and bound the speed-up)")
-    ranks = best["ranks"]
+    return best, tried
+
+
+def _report(best: dict, tried: list[dict], forms: _Forms, ref: _Reference, how: Latency) -> LatencyBudget:
+    """What was chosen, predicted and measured, and each layer's form."""
     layers_info = {}
-    for name, rank in ranks.items():
-        table = dict(options[name])
-        m, n = layer_shape(layers[name].module)
-        layers_info[name] = {"rank": rank, "cut": rank <= break_even_rank(m, n), "dense_s": options[name][0][1],
-                             "chosen_s": table[rank], "calls": calls[name], "input_shape": list(inputs[name].shape)}
-    return LatencyBudget(ranks=ranks, latency=latency, dense_s=dense_s, predicted_s=best["predicted"] * dense_s,
-                         measured_s=best["measured"] * dense_s, layout=fmt, batch=int(args[0].shape[0]),
-                         threads=torch.get_num_threads(), dense_by_layout=dense_by_layout,
+    for name, rank in best["ranks"].items():
+        table = dict(forms.options[name])
+        m, n = layer_shape(ref.layers[name].module)
+        layers_info[name] = {"rank": rank, "cut": rank <= break_even_rank(m, n), "dense_s": forms.options[name][0][1],
+                             "chosen_s": table[rank], "calls": forms.calls[name],
+                             "input_shape": list(forms.inputs[name].shape)}
+    dense_s = ref.dense_s
+    return LatencyBudget(ranks=best["ranks"], latency=how.latency, dense_s=dense_s,
+                         predicted_s=best["predicted"] * dense_s, measured_s=best["measured"] * dense_s,
+                         layout=ref.layout, batch=int(ref.args[0].shape[0]), threads=torch.get_num_threads(),
+                         dense_by_layout=ref.dense_by_layout,
                          rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
 
 

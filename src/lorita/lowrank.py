@@ -16,6 +16,7 @@ from lorita.dense_reads import note_dense_read
 from lorita.errors import LoritaError
 from lorita.conv1d import is_conv1d
 from lorita.linalg import check_finite, check_rank, decompose
+from lorita.whiten import whitened_factors
 
 
 class LowRankLinear(nn.Sequential):
@@ -163,8 +164,6 @@ def truncate(module: nn.Module, rank: int, name: str = "layer", *, decomposition
         pair = LowRankLinear(n, m, rank, bias=module.bias is not None, device=module.weight.device, dtype=dtype)
     first_w, second_w = pair[0].weight.view(rank, n), pair[1].weight.view(m, rank)  # views: written in place
     if gram is not None:
-        from lorita.whiten import whitened_factors
-
         first, second = whitened_factors(matrix.detach(), gram, rank)  # (r, n), (m, r)
         first_w.copy_(first)
         second_w.copy_(second)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
-from lorita.checks import check_choice, check_fraction
+from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
+from lorita.models.resnet import BasicBlock, CifarResNet, PadShortcut
 from lorita.profile import profile
 
 STEPS = 200  # pruning steps from the full model to nothing: each removes about 0.5% of the channels
@@ -46,8 +47,6 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
         >>> ignored_layers(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)))
         [Linear(in_features=4, out_features=2, bias=True)]
     """
-    from lorita.models.resnet import BasicBlock, CifarResNet, PadShortcut
-
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     ignored = linears[-1:]
     if isinstance(model, CifarResNet) and any(isinstance(m, PadShortcut) for m in model.modules()):
@@ -56,14 +55,17 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
-             metric: Literal["params", "macs"] = "params", max_ratio: float = MAX_RATIO) -> tuple[nn.Module, dict]:
+             metric: Literal["params", "macs"] = "params", max_ratio: float = MAX_RATIO, steps: int = STEPS,
+             reached: Callable[[nn.Module, float], bool] | None = None) -> tuple[nn.Module, dict]:
     """A pruned copy of ``model`` with at most ``budget`` of its params (or MACs), and what was done.
 
-    Torch-Pruning's pruner with L1 magnitude importance and global ranking, ``STEPS``
-    iterative steps; the first step at or below the budget is kept. Global ranking compares
-    mean-normalised L1 norms of channel groups and does not see what a channel costs;
-    ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``) bounds how far one layer is thinned.
-    Raises LoritaError when the budget cannot be reached within those bounds.
+    Torch-Pruning's pruner with L1 magnitude importance and global ranking, ``steps``
+    iterative steps from the full model to pruning ratio 1; the first step at or below the
+    budget is kept. Global ranking compares mean-normalised L1 norms of channel groups and
+    does not see what a channel costs; ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``)
+    bounds how far one layer is thinned. ``reached(pruned, kept)``: a stop of the caller's
+    instead of ``kept <= budget`` (``kept``: the fraction of the params or MACs left), e.g. a
+    measured latency. Raises LoritaError when the budget cannot be reached within those bounds.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -74,11 +76,14 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
     if not available():
         raise LoritaError("pruning needs torch-pruning: pip install torch-pruning "
                           "(in lorita's clone: pip install -e '.[prune]')")
-    import torch_pruning as tp
+    import torch_pruning as tp  # an optional extra (lorita[prune])
 
     check_fraction("budget", budget)
     check_choice("metric", metric, ("params", "macs"))
     check_fraction("max_ratio", max_ratio)
+    check_int("steps", steps)
+    if reached is not None and not callable(reached):
+        raise LoritaError(f"reached must be a callable (model, kept fraction) -> bool, got {type(reached).__name__}")
     pruned = copy.deepcopy(model).cpu().eval()
 
     def size() -> int:  # params: counted directly (cheap, the same count as lorita.profile); MACs: profiled
@@ -87,18 +92,24 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
         return profile(pruned, example_input).macs
 
     original = size()
+
+    def done(current: int) -> bool:
+        return current <= budget * original if reached is None else reached(pruned, current / original)
+
     pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
     pruner = pruner_cls(pruned, example_input, importance=tp.importance.MagnitudeImportance(p=1),
                         global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=max_ratio,
-                        iterative_steps=STEPS, ignored_layers=ignored_layers(pruned))
-    current, steps = original, 0
-    while current > budget * original and steps < STEPS:
+                        iterative_steps=steps, ignored_layers=ignored_layers(pruned))
+    current, taken = original, 0
+    ok = done(current)
+    while not ok and taken < steps:
         pruner.step()
-        steps += 1
+        taken += 1
         current = size()
-    if current > budget * original:
+        ok = done(current)
+    if not ok:
         raise LoritaError(f"Torch-Pruning reached {current / original:.3f} of the original {metric}, not {budget:g}: "
                           f"max_ratio={max_ratio} keeps at least {1 - max_ratio:.0%} of every layer's channels")
     widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
               for name, m in pruned.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    return pruned, {"steps": steps, "kept": current / original, "widths": widths}
+    return pruned, {"steps": taken, "kept": current / original, "widths": widths}

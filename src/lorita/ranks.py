@@ -42,6 +42,7 @@ __all__ = [
     "global_thresholds",
     "is_worth_cutting",
     "measured_ranks",
+    "round_ranks",
     "search_threshold",
     "total_cost",
     "uniform_ranks",
@@ -228,6 +229,20 @@ def global_ranks(spectra: Mapping[str, torch.Tensor], threshold: float) -> dict[
     }
 
 
+def round_ranks(ranks: Mapping[str, int], full: Mapping[str, int], multiple: int) -> dict[str, int]:
+    """Every rank rounded up to a multiple of ``multiple`` (what vectorised kernels run best), or to its layer's
+    full rank ``full[name]`` (``min(m, n)``: dense) where that comes first; a layer keeps at least the rank it
+    was given. Names not in ``full`` are left as they are. (Budgets allocate in multiples instead:
+    ``budget_ranks(..., step=)``, so that rounding cannot break them.)
+
+    Example:
+        >>> round_ranks({"a": 13, "b": 3, "c": 40}, {"a": 64, "b": 64, "c": 40}, 8)
+        {'a': 16, 'b': 8, 'c': 40}
+    """
+    multiple = check_int("multiple", multiple, meaning="ranks in multiples of it; 1: any rank")
+    return {name: min(-(-r // multiple) * multiple, full[name]) if name in full else r for name, r in ranks.items()}
+
+
 def budget_ranks(
     spectra: Mapping[str, torch.Tensor],
     costs: Mapping[str, LayerCost],
@@ -235,6 +250,7 @@ def budget_ranks(
     *,
     metric: Metric = "params",
     fixed: float = 0,
+    step: int = 1,
 ) -> dict[str, int]:
     """Ranks with the least loss whose total cost is at most ``target`` of the original.
 
@@ -246,10 +262,11 @@ def budget_ranks(
     sum(sigma^2)`` (its squared relative Frobenius error), summed over layers.
     It does not depend on the scale of each layer's weight, like ``global_ranks``.
 
-    Greedy: start every layer at its cheapest form (rank 1, or dense where
-    even rank 1 does not pay), then repeatedly take the move with the largest
-    loss removed per unit of cost that still fits: one more rank, or a jump
-    to the dense layer (it keeps every value, at cost ``m*n - r*(m+n)``).
+    Greedy: start every layer at its cheapest form (rank ``step``, or dense where
+    even that does not pay), then repeatedly take the move with the largest
+    loss removed per unit of cost that still fits: ``step`` more ranks (1 by
+    default; 8 or 16 keep every rank a multiple of it), or a jump to the dense
+    layer (it keeps every value, at cost ``m*n - r*(m+n)``).
     Moves that remove nothing are never taken, and a move that no longer
     fits is dropped. Ties go to the layer name, then the lower rank. So the
     result meets the target, and no layer can take its next move without
@@ -276,6 +293,7 @@ def budget_ranks(
     """
     spectra = _check_spectra(spectra)
     target = check_fraction("target", target, meaning="the kept fraction of the original params or MACs")
+    step = check_int("step", step, meaning="ranks move in steps of it")
     _check_costs(spectra, costs)
     check_choice("metric", metric, METRICS)
     check_number("fixed", fixed, minimum=0, meaning="cost outside the compressible layers")
@@ -298,13 +316,13 @@ def budget_ranks(
             acc += gains[name][i]
             tail[i] = acc  # tail[r] = relative energy dropped at rank r
         tails[name] = tail
-        rank[name] = 1
-        dense[name] = c.break_even < 1
-    spent = fixed + sum(costs[n].dense(metric) if dense[n] else costs[n].at_rank(1, metric) for n in names)
+        rank[name] = step
+        dense[name] = c.break_even < step
+    spent = fixed + sum(costs[n].dense(metric) if dense[n] else costs[n].at_rank(step, metric) for n in names)
     if spent > budget:
         cheapest = spent / original
         raise LoritaError(
-            f"target={target:g} of the original {metric} cannot be met: even rank 1 in every "
+            f"target={target:g} of the original {metric} cannot be met: even rank {step} in every "
             f"compressible layer keeps {cheapest:.4f} of it ({spent:g} of {original:g}); "
             f"pass a target >= {math.ceil(cheapest * 1e4) / 1e4:g}"
         )
@@ -317,8 +335,8 @@ def budget_ranks(
         scale = c.positions if metric == "macs" else 1
         if dense[name]:
             return
-        if r < min(c.break_even, len(gains[name])):  # one more rank: (m + n) per step
-            gain, cost = gains[name][r], scale * (m + n)
+        if r + step <= min(c.break_even, len(gains[name])):  # step more ranks: step * (m + n)
+            gain, cost = sum(gains[name][r:r + step]), scale * step * (m + n)
             if gain > 0:
                 heapq.heappush(heap, (-gain / cost, name, r, 0, cost))
         gain, cost = tails[name][r], scale * (m * n - r * (m + n))  # jump to the dense layer
@@ -333,7 +351,7 @@ def budget_ranks(
             continue  # stale, or does not fit (it never will: the budget left only shrinks)
         spent += cost
         if kind == 0:
-            rank[name] = r + 1
+            rank[name] = r + step
         else:
             dense[name] = True
         push_moves(name)

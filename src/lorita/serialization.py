@@ -44,6 +44,7 @@ from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
+from lorita.models.registry import create_model, resolve_args
 from lorita.targets import scan_layers
 
 FORMAT = "lorita"
@@ -285,8 +286,6 @@ def _build_base(desc: dict, model, trust_code: bool, path, device=None) -> nn.Mo
     arch = desc.get("architecture") or {}
     zoo = _zoo_spec(arch)
     if zoo is not None:
-        from lorita.models.registry import create_model, resolve_args
-
         name, kwargs = zoo
         try:
             kwargs = resolve_args(name, kwargs)  # known builder, known arguments, bounded numbers

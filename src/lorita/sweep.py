@@ -7,18 +7,21 @@ and test data (only reported). METHOD.md section 5: the cut is chosen on validat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
 
-from lorita.compress import compress, layer_shape, spectrum
+from lorita.cutspec import Threshold
+from lorita.metric import ACCURACY, Metric
 from lorita.profile import profile
-from lorita.ranks import LayerCost, global_ranks, global_thresholds
+from lorita.ranks import global_thresholds
+from lorita.select import choose_ranks
+from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
-from lorita.targets import scan_layers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -26,15 +29,16 @@ T = TypeVar("T")
 
 @dataclass
 class SweepPoint:
-    """One cut: threshold, sizes (absolute and as fractions of the original) and accuracies (%)."""
+    """One cut: threshold, sizes (absolute and as fractions of the original) and its validation and test figures
+    (accuracy in %, or loss: the sweep's ``Metric``)."""
 
     threshold: float
     params: int
     macs: int
     params_kept: float
     macs_kept: float
-    val_acc: float
-    test_acc: float | None  # None: not measured (sweeps that test only the chosen cuts)
+    val: float
+    test: float | None  # None: not measured (sweeps that test only the chosen cuts)
     ranks: dict[str, int]
 
 
@@ -51,18 +55,22 @@ def pick_thresholds(candidates: list[float], count: int) -> list[float]:
     return sorted({candidates[round(i * step)] for i in range(count)})
 
 
-def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.Module], float],
-          test_acc: Callable[[nn.Module], float] | None, *, points: int = 40,
-          refine_targets: Iterable[float] = (), refine_steps: int = 6,
-          progress: Callable[[int], None] | None = None, svd_cache: SVDCache | None = None) -> list[SweepPoint]:
+def sweep(model: nn.Module | Spectra, example_input: torch.Tensor, val: Callable[[nn.Module], float],
+          test: Callable[[nn.Module], float] | None, *, points: int = 40, refine_targets: Iterable[float] = (),
+          refine_steps: int = 6, progress: Callable[[int], None] | None = None, metric: Metric = ACCURACY,
+          how: Threshold | None = None) -> list[SweepPoint]:
     """Cut a merged ``model`` at ``points`` global thresholds, then bisect near each validation target.
 
-    ``refine_targets``: validation accuracies (%) whose boundary is refined with up to
-    ``refine_steps`` extra cuts each, between the strongest passing and the weakest
-    failing threshold found so far. ``test_acc=None`` skips test data during the sweep (for
-    models where evaluation is costly); fill in the chosen cuts afterwards with
-    :func:`measure_test`. ``svd_cache``: share one ``SVDCache`` with later cuts of the same
-    model (each layer's SVD then runs once in all). Returns points sorted by threshold.
+    ``val`` / ``test``: model -> its figure on validation / test data, in ``metric`` (accuracy
+    by default; a loss is lower-is-better). ``refine_targets``: validation figures whose
+    boundary is refined with up to ``refine_steps`` extra cuts each, between the strongest
+    passing and the weakest failing threshold found so far. ``test=None`` skips test data
+    during the sweep (for models where evaluation is costly); fill in the chosen cuts
+    afterwards with :func:`measure_test`. ``model`` may be the model's ``lorita.spectra.Spectra``,
+    shared with later cuts (spectra, costs and each layer's SVD are then computed once in
+    all); a plain model gets its own, with an ``SVDCache``. ``how``: the ``Threshold`` whose
+    threshold is swept (its ``calibrate`` and ``multiple`` apply to every cut; default
+    ``Threshold(0.0)``). Returns points sorted by threshold.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
@@ -71,23 +79,21 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
         >>> len(pts) >= 1
         True
     """
-    original = profile(model, example_input)
-    # the example input leaves out layers whose parent reads their weight: a cut there saves nothing
-    spectra = spectrum(model, example_input=example_input)
-    layers = scan_layers(model, example_input=example_input).layers
-    costs = {name: LayerCost(*layer_shape(layers[name].module)) for name in spectra}
-    candidates = global_thresholds(spectra, costs)
-    cache = svd_cache if svd_cache is not None else SVDCache()  # each layer's SVD once, not once per cut
+    spectra = model if isinstance(model, Spectra) else Spectra(model, example_input, svd_cache=SVDCache())
+    how = how if how is not None else Threshold(0.0)
+    original = spectra.profile
+    candidates = global_thresholds(spectra.values(how.whitened), spectra.costs("params")[0])
     done: dict[float, SweepPoint] = {}
 
     def cut(threshold: float) -> SweepPoint:
         if threshold not in done:
-            ranks = global_ranks(spectra, threshold)
-            small = compress(model, ranks=ranks, svd_cache=cache).eval()
-            size = profile(small, example_input)
+            at = dataclasses.replace(how, threshold=threshold)
+            ranks = choose_ranks(spectra, at).ranks
+            small = spectra.cut(ranks, whitened=at.whitened)
+            size = profile(small, spectra.example_input)
             done[threshold] = SweepPoint(threshold, size.params, size.macs, size.params / original.params,
-                                         size.macs / max(original.macs, 1), val_acc(small),
-                                         None if test_acc is None else test_acc(small), ranks)
+                                         size.macs / max(original.macs, 1), val(small),
+                                         None if test is None else test(small), ranks)
             if progress is not None:
                 progress(1)
         return done[threshold]
@@ -98,7 +104,7 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
     for target in refine_targets:
         for _ in range(refine_steps):
             ordered = sorted(done)
-            passing = [t for t in ordered if done[t].val_acc >= target]
+            passing = [t for t in ordered if metric.within(done[t].val, target)]
             if not passing:
                 break
             low = max(passing)  # strongest cut still within the target
@@ -112,13 +118,13 @@ def sweep(model: nn.Module, example_input: torch.Tensor, val_acc: Callable[[nn.M
     return [done[t] for t in sorted(done)]
 
 
-def smallest_within(items: Iterable[T], target: float, *, val: Callable[[T], float | None] = lambda p: p.val_acc,
-                    size: Callable[[T], float | None] = lambda p: p.params) -> T | None:
-    """The item with the smallest ``size`` whose ``val`` (validation accuracy) is at least ``target``.
+def smallest_within(items: Iterable[T], target: float, *, val: Callable[[T], float | None] = lambda p: p.val,
+                    size: Callable[[T], float | None] = lambda p: p.params, metric: Metric = ACCURACY) -> T | None:
+    """The item with the smallest ``size`` whose ``val`` (validation figure) reaches ``target`` in ``metric``.
 
     The one rule behind every "smallest model within the budget" choice: sweep points here,
     compress run folders in ``lorita.report``. Items whose ``val`` or ``size`` is None are
-    skipped; ties go to the higher ``val``.
+    skipped; ties go to the better ``val``.
 
     Example:
         >>> a = SweepPoint(0.1, 90, 90, 0.9, 0.9, 91.0, 90.5, {})
@@ -126,11 +132,12 @@ def smallest_within(items: Iterable[T], target: float, *, val: Callable[[T], flo
         >>> smallest_within([a, b], 90.0).params
         90
     """
-    passing = [p for p in items if val(p) is not None and size(p) is not None and val(p) >= target]
-    return min(passing, key=lambda p: (size(p), -val(p))) if passing else None
+    passing = [p for p in items if val(p) is not None and size(p) is not None and metric.within(val(p), target)]
+    return min(passing, key=lambda p: (size(p), -metric.score(val(p)))) if passing else None
 
 
-def choose_cuts(points: list[SweepPoint], targets: dict[str, float]) -> dict[str, SweepPoint | None]:
+def choose_cuts(points: list[SweepPoint], targets: dict[str, float],
+                metric: Metric = ACCURACY) -> dict[str, SweepPoint | None]:
     """For each named validation target (e.g. views ``"b"`` and ``"a"``), the smallest cut within it.
 
     Example:
@@ -139,24 +146,35 @@ def choose_cuts(points: list[SweepPoint], targets: dict[str, float]) -> dict[str
         >>> {view: p.params for view, p in choose_cuts([a, b], {"b": 90.0, "a": 87.5}).items()}
         {'b': 90, 'a': 20}
     """
-    return {name: smallest_within(points, target) for name, target in targets.items()}
+    return {name: smallest_within(points, target, metric=metric) for name, target in targets.items()}
 
 
-def measure_test(model: nn.Module, point: SweepPoint, test_acc: Callable[[nn.Module], float], *,
-                 svd_cache: SVDCache | None = None) -> SweepPoint:
-    """Set ``point.test_acc`` (if not measured yet) by cutting ``model`` again at ``point``'s ranks.
+def measure_test(model: nn.Module | Spectra, point: SweepPoint, test: Callable[[nn.Module], float]) -> SweepPoint:
+    """Set ``point.test`` (if not measured yet) by cutting ``model`` (or its ``Spectra``) again at ``point``'s ranks.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
         >>> pts = sweep(net, torch.zeros(1, 16), lambda m: 100.0, None, points=2)
-        >>> measure_test(net, pts[0], lambda m: 99.0).test_acc
+        >>> measure_test(net, pts[0], lambda m: 99.0).test
         99.0
     """
-    if point.test_acc is None:
-        point.test_acc = test_acc(compress(model, ranks=point.ranks, svd_cache=svd_cache).eval())
+    if point.test is None:
+        spectra = model if isinstance(model, Spectra) else Spectra(model)
+        point.test = test(spectra.cut(point.ranks))
     return point
 
 
-def as_dicts(points: list[SweepPoint]) -> list[dict]:
+def as_dict(point: SweepPoint, metric: Metric = ACCURACY) -> dict:
+    """Plain-JSON form of a sweep point, its figures under ``metric``'s keys (``val_acc``, ``test_acc``, ...).
+
+    Example:
+        >>> sorted(as_dict(SweepPoint(0.1, 90, 90, 0.9, 0.9, 91.0, None, {})))[-2:]
+        ['threshold', 'val_acc']
+    """
+    out = dataclasses.asdict(point)
+    return {(metric.val if k == "val" else metric.test if k == "test" else k): v for k, v in out.items()}
+
+
+def as_dicts(points: list[SweepPoint], metric: Metric = ACCURACY) -> list[dict]:
     """Plain-JSON form of sweep points."""
-    return [asdict(p) for p in points]
+    return [as_dict(p, metric) for p in points]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lorita.cli.options import output_options, require
+from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
 
 EXAMPLE = """example:
@@ -15,11 +16,20 @@ EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --int8 --out runs/fcn-d3-e95-int8  # then int8 weights
 """
 
-# flag -> the strategy it belongs to
-_SELECTORS = {"energy": "energy", "ratio": "uniform", "threshold": "global", "params": "budget", "flops": "budget",
-              "latency": "budget"}
 # --channels-last value -> the layout of lorita.latency.latency_budget
 _LAYOUTS = {"auto": "auto", "on": "channels_last", "off": "contiguous"}
+# flag -> (the strategy it belonged to before lorita.cutspec, the way to cut it builds from the flags)
+_FLAGS = {
+    "energy": ("energy", lambda a, shared: Energy(a.energy, **shared)),
+    "ratio": ("uniform", lambda a, shared: Ratio(a.ratio, **shared)),
+    "threshold": ("global", lambda a, shared: Threshold(a.threshold, **shared)),
+    "params": ("budget", lambda a, shared: Budget(params=a.params, **shared)),
+    "flops": ("budget", lambda a, shared: Budget(flops=a.flops, **shared)),
+    "rank": ("rank", lambda a, shared: Rank(a.rank, **shared)),
+    "latency": ("budget", lambda a, shared: Latency(a.latency, batch=1 if a.batch is None else a.batch,
+                                                    layout=_LAYOUTS[a.channels_last or "auto"], **shared)),
+}
+_ACCURACY = ("max_drop", "max_evals")
 
 
 def add_parser(sub) -> None:
@@ -33,6 +43,7 @@ def add_parser(sub) -> None:
     cut.add_argument("--energy", type=float, help="energy strategy: fraction of sum(sigma^2) kept per layer")
     cut.add_argument("--ratio", type=float, help="uniform strategy: fraction of singular values kept per layer")
     cut.add_argument("--threshold", type=float, help="global strategy: keep sigma/sigma_max >= threshold")
+    cut.add_argument("--rank", type=int, help="the same rank in every layer")
     cut.add_argument("--params", type=float, help="budget strategy: target fraction of the original params")
     cut.add_argument("--flops", type=float, help="budget strategy: target fraction of the original FLOPs")
     cut.add_argument("--latency", type=float,
@@ -47,7 +58,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-evals", type=int, help="accuracy strategy: evaluations allowed (default 12)")
     p.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
-                        "training data; with --energy (then output energy) or --ratio")
+                        "training data, with any way to cut (--energy then counts output energy)")
+    p.add_argument("--multiple", type=int, default=1, metavar="M",
+                   help="every rank a multiple of M (8 or 16 suit vectorised kernels) or the layer's full rank")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's lr / 10)")
     p.add_argument("--int8", action="store_true",
@@ -56,39 +69,46 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def strategy_options(args: argparse.Namespace) -> tuple[str, dict]:
-    """(strategy, options) from the flags; a flag that does not belong to the strategy is refused."""
-    given = [k for k in _SELECTORS if getattr(args, k) is not None]
-    accuracy = {k: getattr(args, k) for k in ("max_drop", "max_evals") if getattr(args, k) is not None}
-    strategy = args.strategy or (_SELECTORS[given[0]] if given else "accuracy" if accuracy else None)
+def cut_from_args(args: argparse.Namespace) -> CutSpec:
+    """The way to cut the flags say (``lorita.cutspec``); a flag that does not belong to it is refused.
+
+    Example:
+        >>> from lorita.cli import build_parser
+        >>> cut_from_args(build_parser().parse_args(["compress", "runs/x", "--out", "y", "--flops", "0.3"]))
+        Budget(calibrate=0, multiple=1, int8=False, params=None, flops=0.3, rule='loss', latency_aware=False)
+    """
+    given = [k for k in _FLAGS if getattr(args, k) is not None]
+    accuracy = {k: getattr(args, k) for k in _ACCURACY if getattr(args, k) is not None}
+    strategy = args.strategy or (_FLAGS[given[0]][0] if given else "accuracy" if accuracy else None)
     if strategy is None:
-        raise LoritaError("say how to cut: --energy E, --ratio R, --threshold T, --params P, --flops F, or "
-                          "--strategy accuracy (e.g. --strategy budget --flops 0.3)")
-    wrong = [f"--{k.replace('_', '-')}" for k in given if _SELECTORS[k] != strategy]
+        raise LoritaError("say how to cut: --energy E, --ratio R, --threshold T, --rank R, --params P, --flops F, "
+                          "--latency L, or --strategy accuracy (e.g. --strategy budget --flops 0.3)")
+    wrong = [f"--{k.replace('_', '-')}" for k in given if _FLAGS[k][0] != strategy]
     if accuracy and strategy != "accuracy":
         wrong += [f"--{k.replace('_', '-')}" for k in accuracy]
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option")
-    timing = {k: v for k, v in (("batch", args.batch), ("layout", args.channels_last)) if v is not None}
-    if timing and args.latency is None:
+    if (args.batch is not None or args.channels_last is not None) and args.latency is None:
         raise LoritaError("--batch and --channels-last go with --latency (they say how the latency is measured)")
+    shared = {"calibrate": args.calibrate, "multiple": args.multiple, "int8": args.int8}
     if strategy == "accuracy":
-        return strategy, accuracy
-    options = {k: getattr(args, k) for k in given}
-    if "layout" in timing:
-        timing["layout"] = _LAYOUTS[timing["layout"]]
-    return strategy, {**options, **timing}
+        return Accuracy(**accuracy, **shared)
+    if not given:
+        needs = {"budget": "takes exactly one of params or flops (a target fraction of the size) or latency (a target "
+                           "fraction of the measured time)", "global": "needs threshold", "uniform": "needs ratio",
+                 "energy": "needs energy"}
+        raise LoritaError(f"strategy {strategy!r} {needs[strategy]}")
+    return _FLAGS[given[0]][1](args, shared)
 
 
 def run(args: argparse.Namespace) -> int:
     from lorita.runs import compress_run
 
-    strategy, options = strategy_options(args)
+    how = cut_from_args(args)
     if args.finetune_epochs and not args.no_progress:
         require("tqdm", command="compress")
-    results = compress_run(args.run, args.out, strategy, options, finetune_epochs=args.finetune_epochs,
-                           finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress,
-                           calibrate=args.calibrate, int8=args.int8)
+    results = compress_run(args.run, args.out, how, finetune_epochs=args.finetune_epochs,
+                           finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress)
     kept = results["kept"]
     final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     finetune_epochs = args.finetune_epochs
     if finetune_epochs is None:  # the default follows a shortened recipe instead of refusing it
         finetune_epochs = min(DEFAULTS["finetune_epochs"], max(args.epochs - 1, 0))
-    spec = ExperimentSpec(
+    spec = ExperimentSpec.from_flat(dict(
         name="demo", model="fcn", dataset=args.dataset, data_dir=args.data_dir,
         model_kwargs={"width": args.width, "hidden_layers": args.hidden_layers}, depths=sorted(set(args.depths)),
         init=args.init, init_scale=args.init_scale, factor_side=args.factor_side, exclude=[],
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist",
         seeds=args.seeds, finetune_epochs=finetune_epochs, finetune_lr=args.finetune_lr,
         torch_pruning=args.torch_pruning, warm_start_epochs=args.warm_start_epochs, warm_start_lr=args.warm_start_lr,
-        warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {}))
+        warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {})))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
     report = f"{args.out}/report.md"
     print(open(report, encoding="utf-8").read())

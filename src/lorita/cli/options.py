@@ -1,20 +1,19 @@
 """Flags shared by several commands: output folder options, the training recipe, model arguments, extras.
 
-The training-recipe flags are generated from ``TrainConfig``'s fields (type, default, help),
-so a new field appears on every command that trains without being written twice.
+The training-recipe flags and ``KEY=VALUE`` model arguments come from ``lorita.flags`` (scripts
+and benchmarks use them from there too).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
-import typing
-from typing import Any, Literal
 
-from lorita import jsonio
 from lorita.errors import LoritaError
-from lorita.train import TrainConfig
+from lorita.flags import parse_assignments, train_config_from, train_flags
+
+__all__ = ["EXTRAS", "build", "output_options", "parse_model_args", "require", "train_config_from",
+           "train_options"]
 
 
 def output_options(default_out: str | None = None) -> argparse.ArgumentParser:
@@ -31,41 +30,7 @@ def output_options(default_out: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def train_options(**defaults: Any) -> argparse.ArgumentParser:
-    """A parent parser with one flag per ``TrainConfig`` field (``defaults`` override the field defaults)."""
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("training recipe")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        kind = hints[f.name]
-        default = defaults.get(f.name, f.default)
-        help_text = f.metadata.get("help", "")
-        if typing.get_origin(kind) is Literal:
-            g.add_argument(_flag(f.name), choices=typing.get_args(kind), default=default, help=help_text)
-        elif kind in (bool, bool | None):
-            g.add_argument(_flag(f.name), action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            optional = [t for t in typing.get_args(kind) if t is not type(None)]
-            kind = optional[0] if optional else kind  # "float | None": a float flag whose default is None
-            g.add_argument(_flag(f.name), type=kind, default=default, help=help_text or None)
-    return p
-
-
-def train_config_from(args: argparse.Namespace, **override: Any) -> TrainConfig:
-    """A TrainConfig from parsed flags (``override`` wins).
-
-    Example:
-        >>> args = build().parse_args(["--epochs", "3"])
-        >>> train_config_from(args).epochs
-        3
-    """
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    values.update(override)
-    return TrainConfig(**values)
+train_options = train_flags  # one flag per TrainConfig field (lorita.flags)
 
 
 def build() -> argparse.ArgumentParser:
@@ -73,20 +38,7 @@ def build() -> argparse.ArgumentParser:
     return argparse.ArgumentParser(parents=[train_options()])
 
 
-def parse_model_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``["width=256", "dim=64"]`` -> ``{"width": 256, "dim": 64}`` (values parsed as JSON when they can be).
-
-    Example:
-        >>> parse_model_args(["width=256", "mlp_ratio=2.5", "name=x"])
-        {'width': 256, 'mlp_ratio': 2.5, 'name': 'x'}
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LoritaError(f"expected KEY=VALUE, got {pair!r} (e.g. width=256)")
-        out[key] = jsonio.parse_value(value, key)
-    return out
+parse_model_args = parse_assignments  # KEY=VALUE pairs, values as JSON (lorita.flags)
 
 
 # module -> what it is for, and the extra that installs it

@@ -14,7 +14,8 @@ and left alone. Three steps:
    relative truncation loss whose whole-model params fit the budget. Each layer is priced at
    its own shape, so the narrow key/value projections of grouped-query attention cost
    ``r * (C + C_kv)``, and a layer may stay dense when that is the better use of the budget.
-   ``multiple``: ranks rounded down to a multiple (e.g. 8 or 16) for faster kernels.
+   ``multiple``: every cut rank a multiple of it (e.g. 8 or 16, for faster kernels), allocated so by
+   ``budget_ranks(..., step=multiple)``, so the budget still holds.
 3. **Cut** (a second pass, block by block): each layer becomes ``A`` (whitened, from the dense
    model's calibration inputs) and ``B``; with ``update=True`` ``B`` is then refitted in closed
    form (``lorita.whiten.refit_second``) so the block maps the inputs it really receives, from
@@ -110,42 +111,6 @@ def budget_costs(model: nn.Module, shapes: dict[str, tuple[int, int]]) -> tuple[
     """
     costs = {name: LayerCost(m, n) for name, (m, n) in shapes.items()}
     return costs, count_params(model) - sum(m * n for m, n in shapes.values())
-
-
-def round_ranks(ranks: dict[str, int], costs: dict[str, LayerCost], multiple: int,
-                spectra: dict[str, torch.Tensor] | None = None, room: float = 0) -> dict[str, int]:
-    """Cut ranks rounded down to a multiple of ``multiple`` (at least ``multiple``); dense layers stay dense.
-
-    With ``spectra``, the params freed (plus ``room``, params still unspent) are given back
-    ``multiple`` ranks at a time, each time to the layer whose next ranks keep the most
-    relative energy per param (as ``lorita.ranks.budget_ranks`` allocates), while they fit.
-
-    Example:
-        >>> costs = {"a": LayerCost(64, 64), "b": LayerCost(64, 64)}
-        >>> round_ranks({"a": 21, "b": 64}, costs, 8)
-        {'a': 16, 'b': 64}
-        >>> round_ranks({"a": 21, "b": 3}, costs, 8, {"a": torch.ones(64), "b": torch.ones(64)})
-        {'a': 16, 'b': 8}
-    """
-    check_int("multiple", multiple)
-    out = {}
-    for name, rank in ranks.items():
-        cost = costs[name]
-        dense = rank > cost.break_even
-        out[name] = rank if dense or multiple == 1 else max(min(multiple, cost.break_even), rank - rank % multiple)
-    if spectra is None or multiple == 1:
-        return out
-    spare = room + sum(costs[n].at_rank(r) - costs[n].at_rank(out[n]) for n, r in ranks.items())
-    energy = {n: (s * s) / max(float((s * s).sum()), 1e-300) for n, s in spectra.items()}
-    while True:
-        moves = [(float(energy[n][r:r + multiple].sum()) / (multiple * (c.out_features + c.in_features)), n)
-                 for n, r in out.items() for c in [costs[n]]
-                 if r + multiple <= c.break_even and multiple * (c.out_features + c.in_features) <= spare]
-        if not moves:
-            return out
-        _, name = max(moves)
-        spare -= multiple * (costs[name].out_features + costs[name].in_features)
-        out[name] += multiple
 
 
 class _Inputs:
@@ -301,11 +266,9 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
         spectra = _dense_spectra(blocks, prefix, inputs, whiten)
         seconds = {"spectra": time.perf_counter() - start}
         try:
-            ranks = budget_ranks(spectra, costs, params, fixed=fixed)
+            ranks = budget_ranks(spectra, costs, params, fixed=fixed, step=multiple)  # allocated in multiples
         except LoritaError as err:
             raise LoritaError(str(err).replace("target=", "params=").replace("pass a target", "pass params")) from None
-        room = params * before - (fixed + sum(costs[n].at_rank(r) for n, r in ranks.items()))
-        ranks = round_ranks(ranks, costs, multiple, spectra, room)
         _cut_pass(blocks, prefix, inputs if whiten else [], ranks, whiten=whiten, update=update and whiten)
     seconds["total"] = time.perf_counter() - start
     seconds["cut"] = seconds["total"] - seconds["spectra"]

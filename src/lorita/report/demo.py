@@ -11,41 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 from lorita.atomic import atomic_write_text
+from lorita.metric import Metric
 from lorita.profile import human
-from lorita.report.plots import figure, save_figure
+from lorita.report.markdown import summarize
+from lorita.report.plots import figure, plot_ranks, plot_spectra, plot_training_curves, save_figure
 from lorita.train import TrainConfig
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How one experiment's figures are named and shown."""
-
-    val: str
-    test: str
-    label: str
-    higher_is_better: bool
-    digits: int
-
-    @classmethod
-    def of(cls, results: dict) -> "Metric":
-        if results.get("metric", "val_acc") == "val_loss":
-            return cls("val_loss", "test_loss", "loss (nats/char)", False, 4)
-        return cls("val_acc", "test_acc", "accuracy (%)", True, 2)
-
-    @property
-    def target(self) -> str:
-        return f"target_{self.val}"
-
-    def show(self, value) -> str:
-        return "-" if value is None else f"{value:.{self.digits}f}"
-
-    def better(self, a: float, b: float) -> float:
-        """How much ``a`` is better than ``b`` (positive: better)."""
-        return a - b if self.higher_is_better else b - a
 
 
 def _pct(x) -> str:
@@ -305,8 +278,6 @@ def samples_lines(results: dict) -> list[str]:
 
 def write_demo_report(out: Path, results: dict) -> Path:
     """Write ``report.md`` and the plots into ``out``; return the report's path."""
-    from lorita.report import plot_ranks, plot_spectra, plot_training_curves, summarize
-
     m = Metric.of(results)
     out = Path(out)
     first = results["runs"][0]

@@ -6,6 +6,7 @@ Every number comes from the run folders' files; nothing is recomputed.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import logging
 import os
@@ -15,6 +16,7 @@ from typing import Iterable, Sequence
 
 from lorita.atomic import atomic_write_text
 from lorita.checks import check_number, is_number
+from lorita.cutspec import cut_from_dict
 from lorita.errors import LoritaError
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
@@ -122,8 +124,20 @@ def ranks_summary(results: dict) -> str:
 
 
 def _strategy(results: dict) -> str:
-    text = str(results.get("strategy") or NA)
-    options = results.get("options")
+    """How the run was cut: its kind (``"cut"``, or the ``"strategy"`` of runs from before it) and the options
+    that differ from the kind's defaults."""
+    cut = results.get("cut")
+    if isinstance(cut, dict):
+        text = str(cut.get("kind") or NA)
+        try:
+            how = cut_from_dict(cut)
+            defaults = {f.name: f.default for f in dataclasses.fields(how)}
+            options = {k: v for k, v in how.to_dict().items()
+                       if k != "kind" and (defaults[k] is dataclasses.MISSING or v != defaults[k])}
+        except LoritaError:  # a damaged or unknown cut: shown as written
+            options = {k: v for k, v in cut.items() if k != "kind"}
+    else:
+        text, options = str(results.get("strategy") or NA), results.get("options")
     if isinstance(options, dict):
         shown = [f"{k}={v:g}" if is_number(v) else f"{k}={v}" for k, v in options.items()
                  if isinstance(v, (str, int, float, bool)) and len(str(v)) <= 16][:3]

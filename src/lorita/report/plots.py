@@ -47,6 +47,38 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
+def plot_panels(panels: list[dict], path: str | os.PathLike) -> Path:
+    """Side-by-side line plots, one per panel, each a dict: ``title``, ``xlabel``, ``ylabel``, ``lines``
+    (label -> ``[(x, y), ...]``), and optionally ``hline`` (``(y, label)``: a dashed reference), ``xlim`` and
+    ``xticks``. Used for accuracy against what a cut kept (benchmarks/peers.py).
+
+    Example:
+        >>> import tempfile
+        >>> panel = {"title": "t", "xlabel": "x", "ylabel": "y", "lines": {"a": [(0.5, 1.0), (1.0, 2.0)]}}
+        >>> plot_panels([panel], Path(tempfile.mkdtemp()) / "p.png").suffix  # doctest: +SKIP
+        '.png'
+    """
+    fig = figure(5.5 * len(panels), 4.2)
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for label, points in panel["lines"].items():
+            points = sorted(points)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+        if panel.get("hline") is not None:
+            y, label = panel["hline"]
+            ax.axhline(y, color="grey", linestyle="--", linewidth=0.8, label=label)
+        if panel.get("xlim") is not None:
+            ax.set_xlim(*panel["xlim"])
+        if panel.get("xticks") is not None:
+            ax.set_xticks(panel["xticks"])
+        ax.set_xlabel(panel["xlabel"])
+        ax.set_ylabel(panel["ylabel"])
+        ax.set_title(panel["title"], fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
 def _runs(runs) -> list[Run]:
     return read_runs(runs)
 

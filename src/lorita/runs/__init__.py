@@ -14,17 +14,18 @@ Example:
     ['checkpoint.pt', 'config.json', 'metrics.csv', 'model.lorita', 'results.json', 'spectrum.json']
 """
 
-from lorita.runs.compress import compress_run
+from lorita.runs.compress import compress_model, compress_run
 from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec, RunConfig, data_of, train_config_of
 from lorita.runs.data import load_data
 from lorita.runs.evaluate import evaluate_run
-from lorita.runs.experiment import ExperimentSpec, load_spec, machine, run_experiment
+from lorita.runs.experiment import machine, run_experiment
+from lorita.runs.experiment_spec import ExperimentSpec, load_spec
 from lorita.runs.folder import is_marked, read_json, write_json
 from lorita.runs.output import RunOutput
 from lorita.runs.train import TrainedRun, build_model, train_run
 
 __all__ = [
     "ComposeSpec", "CompressConfig", "DataSpec", "ExperimentSpec", "ModelSpec", "RunConfig", "RunOutput", "TrainedRun",
-    "build_model", "compress_run", "data_of", "evaluate_run", "is_marked", "load_data", "load_spec", "machine",
+    "build_model", "compress_model", "compress_run", "data_of", "evaluate_run", "is_marked", "load_data", "load_spec", "machine",
     "read_json", "run_experiment", "train_config_of", "train_run", "write_json",
 ]

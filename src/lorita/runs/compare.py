@@ -24,35 +24,41 @@ from typing import Callable
 import torch
 from torch import nn
 
-import lorita
-from lorita.select import layer_costs
-from lorita.svd_cache import SVDCache
+from lorita.cutspec import Budget
+from lorita.errors import LoritaError
+from lorita.metric import ACCURACY, Metric
+from lorita.profile import Profile, profile
+from lorita.prune import prune_to
+from lorita.select import BudgetOutOfReach, choose_ranks
+from lorita.spectra import Spectra
 from lorita.sweep import smallest_within
+from lorita.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
 FIXED_SIZES = (0.05, 0.1, 0.2, 0.3)  # params fractions every column is measured at
-EXPAND = (0.5, 0.75, 1.0)  # tried when no fixed size reaches the target
+EXPAND = (0.5, 0.75, 1.0)  # tried when no fixed size is good enough
 
 Cutter = Callable[[float], "tuple[nn.Module, dict] | None"]
 
 
 @dataclass
 class Cut:
-    """One model of one column: the size asked for and obtained, accuracies (%) and its cost in seconds.
+    """One model of one column: the size asked for and obtained, its validation and test figures (in the
+    experiment's ``Metric``) and its cost in seconds.
 
-    ``val_acc``/``test_acc`` are the deployed model's (after fine-tuning when the column
-    fine-tunes); ``*_cut`` before it. ``finetune_epoch_kept`` is 0 when no fine-tuning epoch
-    beat the cut itself on validation. ``seconds``: cutting plus fine-tuning.
+    ``val``/``test`` are the deployed model's (after fine-tuning when the column fine-tunes);
+    ``*_cut`` before it. ``finetune_epoch_kept`` is 0 when no fine-tuning epoch beat the cut
+    itself on validation. ``seconds``: cutting plus fine-tuning.
     """
 
     size: float
     params_kept: float
     macs_kept: float
-    val_acc: float
-    test_acc: float
-    val_acc_cut: float
-    test_acc_cut: float
+    val: float
+    test: float
+    val_cut: float
+    test_cut: float
     finetune_epoch_kept: int
     seconds: float
     detail: dict
@@ -60,61 +66,39 @@ class Cut:
 
 @dataclass
 class Column:
-    """A method: its label, whether it is LoRITa, the cutter, the fine-tuning recipe (None: no fine-tuning),
-    and the seconds spent training its model."""
+    """A method: its label, whether it is LoRITa, the cutter (size -> model), the fine-tuning recipe (None: no
+    fine-tuning), and the seconds and epochs spent training its model."""
 
     label: str
     lorita: bool
     cutter: Cutter
-    finetune: object | None
+    finetune: TrainConfig | None
     train_seconds: float
     epochs: int
 
 
-def svd_cutter(merged: nn.Module, example: torch.Tensor, cache: SVDCache | None = None, *,
-               calibration: dict | None = None) -> Cutter:
-    """Cut ``merged`` with the smallest global threshold that keeps at most the requested params.
-
-    ``calibration`` (layer name -> input Gram matrix, ``lorita.whiten.collect_grams``): whitened
-    cuts, the threshold applied to each layer's whitened spectrum.
+def svd_cutter(spectra: Spectra, how: Budget | None = None) -> Cutter:
+    """Cut the model of ``spectra`` to a requested fraction of its params as ``how`` says, the fraction
+    replaced (default ``Budget(params=1.0, rule="threshold")``: the smallest global threshold that keeps at most
+    the requested params; ``calibrate=N``: whitened, on the spectra's calibration batches). None where no
+    cut of that kind is that small.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
-        >>> small, detail = svd_cutter(net, torch.zeros(1, 32))(0.5)
+        >>> small, detail = svd_cutter(Spectra(net, torch.zeros(1, 32)))(0.5)
         >>> sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in net.parameters())
         True
     """
-    from lorita.ranks import global_ranks, global_thresholds, total_cost
-
-    spectra = lorita.spectrum(merged, example_input=example)
-    if calibration is not None:
-        from lorita.lowrank import weight_matrix
-        from lorita.whiten import whitened_spectrum
-
-        modules = dict(merged.named_modules())
-        spectra = {name: whitened_spectrum(weight_matrix(modules[name]).detach(), calibration[name]).cpu()
-                   for name in spectra}
-    costs, fixed = layer_costs(merged, example, "params")
-    original = fixed + sum(c.dense("params") for c in costs.values())
-    candidates = global_thresholds(spectra, costs)
-    cache = cache if cache is not None else SVDCache()
-
-    def size_of(threshold: float) -> float:
-        return total_cost(global_ranks(spectra, threshold), costs, "params", fixed) / original
+    how = how if how is not None else Budget(params=1.0, rule="threshold")
 
     def cut(size: float):
-        lo, hi = 0, len(candidates)  # find the first candidate whose cut fits
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if size_of(candidates[mid]) <= size:
-                hi = mid
-            else:
-                lo = mid + 1
-        if lo == len(candidates):
+        at = dataclasses.replace(how, **{how.label: size})
+        try:
+            choice = choose_ranks(spectra, at)
+        except BudgetOutOfReach:
             return None  # even the strongest cut keeps more than ``size``
-        ranks = global_ranks(spectra, candidates[lo])
-        small = lorita.compress(merged, ranks=ranks, svd_cache=cache, calibration=calibration).eval()
-        return small, {"threshold": candidates[lo], "ranks": {k: int(v) for k, v in ranks.items()}}
+        small = spectra.cut(choice.ranks, whitened=at.whitened)
+        return small, {"threshold": choice.report, "ranks": {k: int(v) for k, v in choice.ranks.items()}}
 
     return cut
 
@@ -128,9 +112,6 @@ def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
         >>> sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in net.parameters())  # doctest: +SKIP
         True
     """
-    from lorita.errors import LoritaError
-    from lorita.prune import prune_to
-
     def cut(size: float):
         try:
             return prune_to(model, size, example, metric="params")
@@ -144,48 +125,25 @@ def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
     return cut
 
 
-def scorer(metric: str, split) -> Callable[[nn.Module], float]:
-    """``model -> score`` on ``split``, higher is better: accuracy (%), or minus the loss (nats per target).
-
-    Example:
-        >>> from lorita.data import load_dataset
-        >>> data = load_dataset("digits")
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
-        >>> scorer("val_loss", data.val)(net) < 0
-        True
-    """
-    from lorita.train import evaluate
-
-    if metric == "val_acc":
-        return lambda model: evaluate(model, split)[0]
-    return lambda model: -evaluate(model, split)[1]
-
-
-def measure(column: Column, size: float, data, original, example: torch.Tensor, progress: bool,
-            metric: str = "val_acc") -> Cut | None:
-    """Cut ``column`` to ``size``, fine-tune if it does, and measure it (None: the size is out of reach).
-
-    Scores (``val_acc``/``test_acc`` of the ``Cut``) are accuracies, or minus the loss with
-    ``metric="val_loss"``: higher is better either way.
-    """
-    from lorita.train import train
-
-    val_score, test_score = scorer(metric, data.val), scorer(metric, data.test)
+def measure(column: Column, size: float, data, original: Profile, example: torch.Tensor, progress: bool,
+            metric: Metric = ACCURACY) -> Cut | None:
+    """Cut ``column`` to ``size``, fine-tune if it does, and measure it in ``metric`` (None: the size is out of
+    reach)."""
     tic = time.time()
     made = column.cutter(size)
     if made is None:
         return None
     small, detail = made
-    counts = lorita.profile(small, example)
-    val_cut, test_cut = val_score(small), test_score(small)
+    counts = profile(small, example)
+    val_cut, test_cut = metric.measure(small, data.val), metric.measure(small, data.test)
     val, test, kept = val_cut, test_cut, 0
     if column.finetune is not None:
         before = {k: v.detach().clone() for k, v in small.state_dict().items()}
         result = train(small, data, column.finetune, progress=False)
-        if result.best_score > val_cut:  # ties keep the cut model itself
+        if result.best_score > metric.score(val_cut):  # ties keep the cut model itself
             small.load_state_dict(result.best_state)
-            kept, val = result.best_epoch, result.best_score
-            test = test_score(small.cpu().eval())
+            kept, val = result.best_epoch, metric.unscore(result.best_score)
+            test = metric.measure(small.cpu().eval(), data.test)
         else:
             small.load_state_dict(before)
         small = small.cpu().eval()
@@ -193,8 +151,8 @@ def measure(column: Column, size: float, data, original, example: torch.Tensor, 
                test_cut, kept, time.time() - tic, {**detail, "model": small})
 
 
-def search(column: Column, target: float, data, original, example: torch.Tensor, *, sizes=FIXED_SIZES,
-           refine: int = 3, progress: bool = False, metric: str = "val_acc") -> list[Cut]:
+def search(column: Column, target: float, data, original: Profile, example: torch.Tensor, *, sizes=FIXED_SIZES,
+           refine: int = 3, progress: bool = False, metric: Metric = ACCURACY) -> list[Cut]:
     """Measure ``column`` at ``sizes``, then bisect (in log-size, ``refine`` more cuts) where it crosses ``target``.
 
     Returns every cut measured, smallest size first.
@@ -207,22 +165,22 @@ def search(column: Column, target: float, data, original, example: torch.Tensor,
             done[size] = measure(column, size, data, original, example, progress, metric)
             cut = done[size]
             log.info("  %s at %.1f%% of the params: %s", column.label, 100 * size,
-                     "out of reach" if cut is None else f"val {cut.val_acc:.4g}, kept {100 * cut.params_kept:.1f}%")
+                     "out of reach" if cut is None else f"val {cut.val:.4g}, kept {100 * cut.params_kept:.1f}%")
         return done[size]
 
     for size in sizes:
         at(size)
     for size in EXPAND:  # no fixed size is good enough: look further up
-        if any(c is not None and c.val_acc >= target for c in done.values()):
+        if any(c is not None and metric.within(c.val, target) for c in done.values()):
             break
         at(size)
     for _ in range(refine):
         measured = sorted((s, c) for s, c in done.items() if c is not None)
-        passing = [s for s, c in measured if c.val_acc >= target]
+        passing = [s for s, c in measured if metric.within(c.val, target)]
         if not passing:
             break
         low = min(passing)
-        failing = [s for s, c in measured if s < low and c.val_acc < target]
+        failing = [s for s, c in measured if s < low and not metric.within(c.val, target)]
         floor = max(failing) if failing else None
         if floor is None:
             unreachable = [s for s, c in done.items() if c is None and s < low]
@@ -234,8 +192,8 @@ def search(column: Column, target: float, data, original, example: torch.Tensor,
     return [c for _, c in sorted(done.items()) if c is not None]
 
 
-def chosen(cuts: list[Cut], target: float) -> Cut | None:
-    """The smallest cut (params kept) whose validation accuracy reaches ``target``.
+def chosen(cuts: list[Cut], target: float, metric: Metric = ACCURACY) -> Cut | None:
+    """The smallest cut (params kept) whose validation figure reaches ``target``.
 
     Example:
         >>> a = Cut(0.1, 0.1, 0.1, 90.0, 89.5, 89.0, 88.0, 1, 1.0, {})
@@ -243,13 +201,15 @@ def chosen(cuts: list[Cut], target: float) -> Cut | None:
         >>> chosen([a, b], 89.0).size
         0.1
     """
-    return smallest_within(cuts, target, size=lambda c: c.params_kept)
+    return smallest_within(cuts, target, size=lambda c: c.params_kept, metric=metric)
 
 
-def as_dict(cut: Cut | None) -> dict | None:
-    """Plain-JSON form of a cut (without the model it holds)."""
+def as_dict(cut: Cut | None, metric: Metric = ACCURACY) -> dict | None:
+    """Plain-JSON form of a cut (without the model it holds), its figures under ``metric``'s keys."""
     if cut is None:
         return None
     out = dataclasses.asdict(dataclasses.replace(cut, detail={}))
+    keys = {"val": metric.val, "test": metric.test, "val_cut": f"{metric.val}_cut", "test_cut": f"{metric.test}_cut"}
+    out = {keys.get(k, k): v for k, v in out.items()}
     out["detail"] = {k: v for k, v in cut.detail.items() if k != "model"}
     return out

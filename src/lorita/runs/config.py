@@ -17,19 +17,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
+from lorita import __version__
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_number, check_str
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MAX_DEPTH, MODES
+from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
+from lorita.data.datasets import reads_files
 from lorita.errors import LoritaError
-from lorita.select import STRATEGIES as SELECT_STRATEGIES
+from lorita.models import create_model
+from lorita.runs.data import TEXT_DATASETS, load_data
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_SEED
-
-# the strategies of lorita.select_ranks, and "ranks": ranks chosen by the caller
-STRATEGIES: tuple[str, ...] = (*SELECT_STRATEGIES, "ranks")
 
 
 def _section(values: dict, key: str, where: str) -> dict:
@@ -63,8 +63,6 @@ class ModelSpec:
 
     def build(self):
         """The plain zoo model (checked by the zoo's registry)."""
-        from lorita.models import create_model
-
         return create_model(self.name, **self.inputs, **self.kwargs)
 
     @classmethod
@@ -108,9 +106,6 @@ class DataSpec:
             ...
             lorita.errors.LoritaError: dataset 'digits' is bundled with scikit-learn and reads no files: ...
         """
-        from lorita.data.datasets import reads_files
-        from lorita.runs.data import TEXT_DATASETS
-
         text = self.name in TEXT_DATASETS
         if self.data_dir is not None and self.name == "fortunes":
             raise LoritaError("dataset 'fortunes' reads the Debian package's folder: leave data_dir (--data-dir) out, "
@@ -126,8 +121,6 @@ class DataSpec:
              fallback_to_digits: bool = False):
         """The dataset, split exactly as when the run was made. Text is cut into windows of ``model``'s
         context for ``train``'s batch size (``lorita.data.language.LanguageData``)."""
-        from lorita.runs.data import load_data
-
         return load_data(self, model=model, train=train, fallback_to_digits=fallback_to_digits)
 
 
@@ -175,8 +168,6 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         """The JSON form, marked as a lorita run folder's config."""
-        from lorita import __version__
-
         out = {"command": self.command, "lorita_version": __version__, **asdict(self)}
         out["train"] = self.train.to_dict()
         return mark(out)
@@ -202,26 +193,48 @@ class RunConfig:
 
 @dataclass
 class CompressConfig:
-    """A compression run: its source run folder, how ranks were chosen, and the fine-tuning recipe."""
+    """A compression run: its source run folder, how it was cut (a ``lorita.cutspec`` object), and the
+    fine-tuning recipe (None: no fine-tuning).
+
+    Example:
+        >>> from lorita.cutspec import Energy
+        >>> config = CompressConfig("runs/fcn-d3", Energy(0.95))
+        >>> CompressConfig.from_dict(config.to_dict()) == config
+        True
+    """
 
     source: str
-    strategy: str
-    options: dict[str, Any] = field(default_factory=dict)
+    cut: CutSpec
     finetune: TrainConfig | None = None
     command: str = "compress"
 
     def __post_init__(self) -> None:
         check_str("source", self.source)
-        check_choice("strategy", self.strategy, STRATEGIES)
-        check_json_object("options", self.options)
+        if not isinstance(self.cut, CutSpec):
+            raise LoritaError(f"cut must be a way to cut (lorita.cutspec: Energy(0.95), Budget(params=0.3), ...), "
+                              f"got {self.cut!r}")
 
     def to_dict(self) -> dict:
         """The JSON form, marked as a lorita run folder's config."""
-        from lorita import __version__
-
         return mark({"command": self.command, "lorita_version": __version__, "source": self.source,
-                     "strategy": self.strategy, "options": self.options,
+                     "cut": self.cut.to_dict(),
                      "finetune": self.finetune.to_dict() if self.finetune is not None else None})
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "config.json") -> "CompressConfig":
+        """Rebuild from ``to_dict``'s output, or from a config.json written before ``"cut"`` (``"strategy"`` and
+        ``"options"``, whitening as ``options["calibrate"]``)."""
+        if not isinstance(values, dict) or values.get("command") != "compress":
+            raise LoritaError(f"{where} is not a compress run's config")
+        try:
+            if "cut" in values:
+                how = cut_from_dict(values["cut"], f"{where}: cut")
+            else:
+                how = cut_from_strategy(values.get("strategy"), _section(values, "options", where))
+            finetune = values.get("finetune")
+            return cls(values.get("source"), how, TrainConfig.from_dict(finetune) if finetune is not None else None)
+        except (TypeError, LoritaError) as err:
+            raise LoritaError(f"{where} is damaged or from another lorita: {err}") from None
 
 
 def train_config_of(run: str | Path):

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+
+from lorita.data import DataNotFoundError, Split, load_dataset
+from lorita.data.language import LanguageData
+from lorita.data.text import load_text_dataset
 from lorita.errors import LoritaError
+from lorita.models.registry import model_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +32,6 @@ def load_data(spec, *, model=None, train=None, fallback_to_digits: bool = False)
         >>> len(load_data(DataSpec("digits")).test)
         359
     """
-    from lorita.data import DataNotFoundError, Split, load_dataset
-
     if spec.name in TEXT_DATASETS:
         return _load_text(spec, model, train)
     try:
@@ -38,17 +42,28 @@ def load_data(spec, *, model=None, train=None, fallback_to_digits: bool = False)
         log.warning("%s not found (%s); using scikit-learn's digits instead. For Fashion-MNIST: "
                     "apt-get install dataset-fashion-mnist", spec.name, str(err).splitlines()[0])
         data = load_dataset("digits", val_fraction=spec.val_fraction, seed=spec.seed)
-    if spec.max_train is not None and spec.max_train < len(data.train):
-        t = data.train  # the val split and normalisation were already carved from the full training data
-        data.train = Split(t.images[: spec.max_train], t.labels[: spec.max_train], t.mean, t.std)
+    return capped(data, spec.max_train)
+
+
+def capped(data, max_train: int | None = None, max_eval: int | None = None):
+    """``data`` with only the first ``max_train`` training and ``max_eval`` validation and test images (None: all);
+    the splits and the normalisation were already made from the full data, so they do not change.
+
+    Example:
+        >>> from lorita.data import load_dataset
+        >>> small = capped(load_dataset("digits"), max_train=100, max_eval=50)
+        >>> len(small.train), len(small.val), len(small.test)
+        (100, 50, 50)
+    """
+    for name, cap in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+        split = getattr(data, name)
+        if cap is not None and cap < len(split):
+            data = dataclasses.replace(data, **{name: Split(split.images[:cap], split.labels[:cap], split.mean,
+                                                            split.std)})
     return data
 
 
 def _load_text(spec, model, train):
-    from lorita.data.language import LanguageData
-    from lorita.data.text import load_text_dataset
-    from lorita.models.registry import model_kwargs
-
     if spec.name == "text" and spec.data_dir is None:
         raise LoritaError("dataset 'text' reads your own text files: pass the folder as --data-dir")
     if model is None or train is None:

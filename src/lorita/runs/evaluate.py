@@ -8,6 +8,7 @@ import lorita
 from lorita.errors import LoritaError
 from lorita.runs.config import data_of
 from lorita.runs.train import example_input
+from lorita.train import evaluate
 
 
 def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
@@ -25,8 +26,6 @@ def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
         >>> figures["test_acc"] == run.results["test_acc"], counts.params == run.results["params"]
         (True, True)
     """
-    from lorita.train import evaluate
-
     run_dir = Path(run_dir)
     if not (run_dir / "model.lorita").is_file():
         raise LoritaError(f"{run_dir} has no model.lorita: is it a finished 'lorita train' or 'lorita compress' run?")

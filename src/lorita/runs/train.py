@@ -19,10 +19,14 @@ from torch import nn
 
 import lorita
 from lorita.errors import LoritaError
+from lorita.models import model_inputs
 from lorita.runs.config import ModelSpec, RunConfig
 from lorita.runs.folder import read_json, write_json
 from lorita.runs.output import RunOutput
+from lorita.serialization import read_description
+from lorita.train import evaluate, train
 from lorita.train.distributed import is_main_process
+from lorita.train.loop import check_resume
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +34,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainedRun:
     """A finished training run: its folder, its results.json content, and the trained (composed) model
-    with the best validation epoch's weights, on the CPU in eval mode."""
+    with the best validation epoch's weights, on the CPU in eval mode; ``merged``: that model merged to its
+    plain architecture (eval mode), as measured for results.json, and ``spectrum``: its singular values
+    (``lorita.spectrum``, as spectrum.json holds them)."""
 
     folder: Path
     results: dict
     model: nn.Module
+    merged: nn.Module | None = None
+    spectrum: dict | None = None
 
 
 def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module:
@@ -72,9 +80,6 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
         >>> spec.name, type(model.head).__name__
         ('fcn', 'Linear')
     """
-    from lorita.models import model_inputs
-    from lorita.serialization import read_description
-
     path = Path(source)
     if path.is_dir():
         path = path / "model.lorita"
@@ -108,8 +113,6 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     checkpoint; here the run must be the same (model, data and composition; the checkpoint
     accepts the new recipe), all before anything is written.
     """
-    from lorita.train.loop import check_resume
-
     staging, out = output.staging, output.out
     if output.resumable or (not output.writer and (staging / "checkpoint.pt").is_file()):
         folder = staging
@@ -190,8 +193,6 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
 
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
-    from lorita.train import evaluate, train
-
     if main:
         write_json(folder / "config.json", config.to_dict())
     start = time.time()
@@ -209,14 +210,15 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     merged = lorita.merge(model)
     counts = lorita.profile(merged, example_input(data))
     lorita.save(model, folder / "model.lorita")
-    write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in lorita.spectrum(merged).items()}})
+    spectrum = lorita.spectrum(merged)
+    write_json(folder / "spectrum.json", {"layers": {k: v.tolist() for k, v in spectrum.items()}})
     results = {"command": "train", "depth": config.compose.depth, "epochs": config.train.epochs,
                "best_epoch": result.best_epoch, "val_acc": val_acc, "test_acc": test_acc,
                "val_loss": val_loss, "test_loss": test_loss,
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
                "train_seconds": result.seconds, "seconds": time.time() - start}
     write_json(folder / "results.json", results)
-    return TrainedRun(folder, results, model)
+    return TrainedRun(folder, results, model, merged.eval(), spectrum)
 
 
 def example_input(data) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaError
 
 logger = logging.getLogger(__name__)
@@ -206,8 +207,6 @@ def wrap(model: nn.Module, ctx: DistContext, shard: bool = False) -> nn.Module:
     if shard:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
-
-        from lorita.composed import COMPOSED_TYPES
 
         mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
         units = [m for m in model.modules() if m is not model and (

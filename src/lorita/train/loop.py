@@ -120,6 +120,20 @@ class _Progress:
     best_val_loss: float = math.inf
     best_score: float = -math.inf  # val_acc, or -val_loss (select_by): higher is better
 
+    def result(self) -> "TrainResult":
+        """What the run returns: the history, the best epoch and its weights."""
+        history = self.history
+        return TrainResult(
+            history=history,
+            best_epoch=self.best_epoch,
+            best_val_acc=self.best_val_acc,
+            final_val_acc=history[-1]["val_acc"] if history else float("nan"),
+            seconds=sum(row["seconds"] for row in history),
+            best_state=self.best_state,
+            best_val_loss=self.best_val_loss,
+            best_score=self.best_score,
+        )
+
 
 def check_resume(path: str | Path, config: TrainConfig) -> dict:
     """The checkpoint at ``path`` if ``config`` may continue it (only ``epochs`` may differ), else LoritaError.
@@ -396,16 +410,6 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
     finally:
         if bar is not None:
             bar.close()
-    history = state.history
-    result = TrainResult(
-        history=history,
-        best_epoch=state.best_epoch,
-        best_val_acc=state.best_val_acc,
-        final_val_acc=history[-1]["val_acc"] if history else float("nan"),
-        seconds=sum(row["seconds"] for row in history),
-        best_state=state.best_state,
-        best_val_loss=state.best_val_loss,
-        best_score=state.best_score,
-    )
+    result = state.result()
     emit("train_end", {**base, "result": result})
     return result

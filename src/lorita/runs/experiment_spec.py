@@ -1,0 +1,329 @@
+"""What one experiment runs, in the parts a reader thinks in: the model and data, the training recipe, the
+columns compared, how cuts are chosen, and the report.
+
+``ExperimentSpec.from_flat`` reads the flat keys of ``experiments/*.json`` (and ``lorita demo``'s
+flags); ``flat()`` writes them back, as results.json records the spec.
+
+Example:
+    >>> spec = ExperimentSpec.from_flat({"name": "demo", "model": "fcn", "dataset": "digits", "max_drop": 0.5})
+    >>> spec.recipe.depths, spec.cuts.max_drop, spec.cuts.judged_by.test
+    ([1, 2, 3], 0.5, 'test_acc')
+    >>> ExperimentSpec.from_flat(spec.flat()) == spec
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from lorita import jsonio
+from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
+from lorita.compose import FACTOR_SIDES
+from lorita.composed import MAX_DEPTH
+from lorita.cutspec import Budget
+from lorita.errors import LoritaError
+from lorita.metric import Metric, metric_named
+from lorita.models import paper_exclude
+from lorita.runs.compare import FIXED_SIZES
+from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
+from lorita.runs.data import TEXT_DATASETS
+from lorita.train import TrainConfig
+from lorita.train.config import MAX_RATE, MAX_SEED
+
+__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "load_spec"]
+
+
+def _check_bools(part: Any, *names: str) -> None:
+    for what in names:
+        if not isinstance(getattr(part, what), bool):
+            raise LoritaError(f"{what} must be true or false, got {getattr(part, what)!r}")
+
+
+@dataclass
+class Setup:
+    """The model and the data: a zoo model and its arguments, the dataset (``max_train`` caps its training split;
+    ``steps_per_epoch``: text batches per epoch; ``fallback_to_digits``: digits where the dataset is missing)."""
+
+    model: str
+    dataset: str
+    model_kwargs: dict = field(default_factory=dict)
+    data_dir: str | None = None
+    max_train: int | None = None
+    steps_per_epoch: int | None = None
+    fallback_to_digits: bool = False
+
+    def __post_init__(self) -> None:
+        check_str("model", self.model)
+        check_str("dataset", self.dataset)
+        check_json_object("model_kwargs", self.model_kwargs)
+        if self.data_dir is not None:
+            check_str("data_dir", self.data_dir)
+        if self.max_train is not None:
+            check_int("max_train (a positive number of examples)", self.max_train)
+        if self.steps_per_epoch is not None:
+            check_int("steps_per_epoch", self.steps_per_epoch)
+        _check_bools(self, "fallback_to_digits")
+
+    def data_spec(self, seed: int) -> DataSpec:
+        return DataSpec(self.dataset, self.data_dir, seed=seed, max_train=self.max_train,
+                        steps_per_epoch=self.steps_per_epoch)
+
+
+@dataclass
+class Recipe:
+    """How each depth is trained: the recipe, the depths (1: the plain baseline), the composition, the seeds
+    (None: the recipe's; each changes split, init and batch order), and an optional plain warm start of the
+    LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    depths: list[int] = field(default_factory=lambda: [1, 2, 3])
+    init: str = "auto"  # lorita.compose's; "default" is the paper's
+    init_scale: float | None = None
+    factor_side: str = "input"
+    exclude: list[str] | None = None  # None: the paper's choice for the model
+    seeds: list[int] | None = None
+    warm_start_epochs: int = 0
+    warm_start_lr: float | None = None
+    warm_start_weight_decay: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = TrainConfig.from_dict(self.train)
+        if not isinstance(self.train, TrainConfig):
+            raise LoritaError(f"train must be an object of training-recipe fields, got {self.train!r}")
+        if not isinstance(self.depths, list) or not self.depths or \
+                not all(is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
+            raise LoritaError(f"depths must be a list of integers from 1 to {MAX_DEPTH} (the most a lorita model file "
+                              f"holds), got {self.depths!r}")
+        if 1 not in self.depths:
+            raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
+        ComposeSpec(init=self.init, init_scale=self.init_scale)  # checks init and init_scale
+        check_choice("factor_side", self.factor_side, FACTOR_SIDES)
+        ComposeSpec(exclude=self.exclude)  # a list of names or None
+        if self.seeds is not None and (not isinstance(self.seeds, list) or not self.seeds
+                                       or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
+                                       or len(set(self.seeds)) != len(self.seeds)):
+            raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
+        for what in ("warm_start_lr", "warm_start_weight_decay"):
+            if getattr(self, what) is not None:
+                check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(self.seeds) if self.seeds is not None else [self.train.seed]
+
+
+@dataclass
+class Columns:
+    """The alternatives, at equal total epochs: fine-tuned columns (trained ``finetune_epochs`` less, cut,
+    fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed), whitened SVD
+    (``calibrate`` training batches; 0: none), the params fractions every column is measured at, and the
+    bisection steps of a fine-tuned column's crossing of the target."""
+
+    finetune_epochs: int = 0
+    finetune_lr: float | None = None
+    torch_pruning: bool | None = None
+    calibrate: int = 0
+    sizes: list[float] = field(default_factory=lambda: list(FIXED_SIZES))
+    refine_sizes: int = 3
+
+    def __post_init__(self) -> None:
+        check_int("finetune_epochs", self.finetune_epochs, minimum=0)
+        if self.finetune_lr is not None:
+            check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
+        if self.torch_pruning not in (None, True, False):
+            raise LoritaError(f"torch_pruning must be true, false or null (when installed), got {self.torch_pruning!r}")
+        check_int("calibrate", self.calibrate, minimum=0)
+        if not isinstance(self.sizes, list) or not self.sizes or \
+                not all(is_number(x) and 0 < x < 1 for x in self.sizes):
+            raise LoritaError(f"sizes must be a list of fractions in (0, 1) of the original params, got {self.sizes!r}")
+        check_int("refine_sizes", self.refine_sizes, minimum=0)
+
+    def svd(self, whitened: bool = False) -> Budget:
+        """How an SVD column cuts to a size: one global threshold within the params (whitened: calibrated)."""
+        return Budget(params=1.0, rule="threshold", calibrate=self.calibrate if whitened else 0)
+
+
+@dataclass
+class Cuts:
+    """How cuts are chosen on validation data: the metric (``"val_acc"``, or ``"val_loss"`` for language
+    models: lower is better, ``max_drop`` in nats, ln 1.02 is +2% perplexity), the drop allowed, the sweep's
+    points and refinement steps per target, and whether every swept cut is tested (False: only the chosen)."""
+
+    metric: str = "val_acc"
+    max_drop: float = 1.0
+    points: int = 40
+    refine_steps: int = 6
+    test_every_cut: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("metric", self.metric, ("val_acc", "val_loss"))
+        check_number("max_drop (accuracy points)", self.max_drop, minimum=0)
+        check_int("points", self.points, minimum=2)
+        check_int("refine_steps", self.refine_steps, minimum=0)
+        _check_bools(self, "test_every_cut")
+
+    @property
+    def judged_by(self) -> Metric:
+        """The ``lorita.metric.Metric`` of ``metric``."""
+        return metric_named(self.metric)
+
+
+@dataclass
+class Report:
+    """What the report adds: the bar (LoRITa keeps at most ``bar_ratio`` of the best alternative's params) and,
+    for text, ``samples`` characters generated from ``sample_prompt`` by each chosen model (0: none)."""
+
+    bar_ratio: float = 0.5
+    samples: int = 0
+    sample_prompt: str = "The "
+
+    def __post_init__(self) -> None:
+        check_number("bar_ratio", self.bar_ratio, minimum=0, low_open=True)
+        check_int("samples", self.samples, minimum=0)
+        check_str("sample_prompt", self.sample_prompt)
+
+
+_PARTS = {"setup": Setup, "recipe": Recipe, "columns": Columns, "cuts": Cuts, "report": Report}
+# the flat keys of experiments/*.json, in the order results.json has always listed them
+_FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", "init", "init_scale", "factor_side",
+         "exclude",
+         "train", "max_drop", "points", "refine_steps", "test_every_cut", "fallback_to_digits", "seeds",
+         "finetune_epochs", "finetune_lr", "torch_pruning", "sizes", "refine_sizes", "metric", "calibrate",
+         "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
+         "warm_start_weight_decay", "bar_ratio")
+_PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
+assert set(_FLAT) == set(_PART_OF)
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment: its name and its parts."""
+
+    name: str
+    setup: Setup
+    recipe: Recipe = field(default_factory=Recipe)
+    columns: Columns = field(default_factory=Columns)
+    cuts: Cuts = field(default_factory=Cuts)
+    report: Report = field(default_factory=Report)
+
+    def __post_init__(self) -> None:
+        check_str("name", self.name)
+        for part, cls in _PARTS.items():
+            if not isinstance(getattr(self, part), cls):
+                raise LoritaError(f"{part} must be a {cls.__name__}, got {getattr(self, part)!r}")
+        epochs = self.recipe.train.epochs
+        check_int("finetune_epochs", self.columns.finetune_epochs, minimum=0, maximum=epochs - 1)
+        check_int("warm_start_epochs", self.recipe.warm_start_epochs, minimum=0,
+                  maximum=epochs - self.columns.finetune_epochs - 1)
+        if self.report.samples and self.setup.dataset not in TEXT_DATASETS:
+            raise LoritaError(f"samples generates text from the chosen models; {self.setup.dataset!r} is an image "
+                              "dataset: leave samples at 0")
+        self.setup.data_spec(self.recipe.train.seed).check_applies()
+        if self.columns.finetune_epochs:
+            self.short_recipe(self.recipe.train)  # derived recipes checked before anything trains
+        if self.recipe.warm_start_epochs:
+            self.warm_recipe(self.recipe.train)
+
+    def short_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The recipe of the columns fine-tuned after the cut: ``finetune_epochs`` fewer epochs."""
+        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_epochs,
+                        fix="lower finetune_epochs (--finetune-epochs) or warmup_epochs, or raise epochs")
+
+    def warm_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The warm start's recipe: plain, ``warm_start_epochs`` long."""
+        return _derived(train, "the warm start", epochs=self.recipe.warm_start_epochs,
+                        fix="lower warmup_epochs or raise warm_start_epochs")
+
+    @classmethod
+    def from_flat(cls, values: dict) -> "ExperimentSpec":
+        """From the flat keys of an experiment config (``name`` and the fields of every part)."""
+        unknown = sorted(set(values) - set(_PART_OF) - {"name"})
+        if unknown:
+            raise LoritaError(f"unknown keys {unknown}; allowed: {sorted([*_PART_OF, 'name'])}")
+        missing = [k for k in ("model", "dataset") if k not in values]
+        if missing:
+            raise LoritaError(f"missing {', '.join(missing)} (in 'common' or the recipe's section)")
+        parts = {part: {} for part in _PARTS}
+        for key, value in values.items():
+            if key != "name":
+                parts[_PART_OF[key]][key] = value
+        return cls(values.get("name", "experiment"), **{part: _PARTS[part](**kw) for part, kw in parts.items()})
+
+    def flat(self) -> dict:
+        """The flat keys (``train`` as a dict), as results.json and config.json record the spec."""
+        out = {"name": self.name}
+        for key in _FLAT:
+            value = getattr(getattr(self, _PART_OF[key]), key)
+            out[key] = dataclasses.asdict(value) if key == "train" else value
+        return out
+
+    def run_config(self, data, depth: int, train: TrainConfig) -> RunConfig:
+        """The training run of one depth with recipe ``train``, on ``data`` (which may be the digits fallback)."""
+        setup, recipe = self.setup, self.recipe
+        exclude = paper_exclude(setup.model) if recipe.exclude is None else recipe.exclude
+        name = setup.dataset if setup.dataset in TEXT_DATASETS else data.name  # the digits fallback is recorded
+        return RunConfig(ModelSpec(setup.model, dict(setup.model_kwargs), data.model_inputs),
+                         DataSpec(name, setup.data_dir if name == setup.dataset else None, seed=train.seed,
+                                  max_train=setup.max_train, steps_per_epoch=setup.steps_per_epoch),
+                         ComposeSpec(depth, recipe.init, "auto", recipe.factor_side, exclude, recipe.init_scale), train)
+
+    def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
+        ``finetune_lr`` (default: lr / 10), no warm-up."""
+        lr = self.columns.finetune_lr if self.columns.finetune_lr is not None else train.lr / 10
+        return dataclasses.replace(train, epochs=self.columns.finetune_epochs, lr=lr, warmup_epochs=0,
+                                   schedule="cosine")
+
+
+def _derived(train: TrainConfig, who: str, fix: str, **changes) -> TrainConfig:
+    """``train`` with ``changes``, or a LoritaError saying which derived recipe is invalid and how to fix it."""
+    try:
+        return dataclasses.replace(train, **changes)
+    except LoritaError as err:
+        raise LoritaError(f"{who} train {changes.get('epochs')} epoch(s), where {str(err).split(';')[0]}: "
+                          f"{fix}") from None
+
+
+def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
+              model_kwargs_override: dict | None = None, **override) -> ExperimentSpec:
+    """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
+
+    ``override``: spec fields that replace the config's; ``train_override`` / ``model_kwargs_override``:
+    recipe fields / model arguments, merged into the config's.
+
+    Example:
+        >>> load_spec("experiments/fcn_fashion_mnist.json", reduced=True).recipe.train.epochs  # doctest: +SKIP
+        15
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise LoritaError(f"{path} is a folder; pass an experiment config file (experiments/*.json)")
+    if not path.exists():
+        raise LoritaError(f"no experiment config at {path}; see the experiments/ folder")
+    config = jsonio.read(path, fix="fix the config (experiments/*.json are examples)")
+    section = "reduced" if reduced else "full"
+    if not isinstance(config, dict):
+        raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
+    for key in ("common", section):
+        if not isinstance(config.get(key, {}), dict):
+            raise LoritaError(f"{path}: the '{key}' section must be an object")
+    if section not in config:
+        raise LoritaError(f"{path} has no '{section}' section")
+    values = {"name": path.stem, **config.get("common", {})}
+    for key, value in config[section].items():
+        if key in ("train", "model_kwargs") and isinstance(value, dict) and isinstance(values.get(key, {}), dict):
+            values[key] = {**values.get(key, {}), **value}
+        else:
+            values[key] = value
+    values.update({k: v for k, v in override.items() if v is not None})
+    for key, extra in (("train", train_override), ("model_kwargs", model_kwargs_override)):
+        if extra:
+            values[key] = {**values.get(key, {}), **extra}
+    try:
+        return ExperimentSpec.from_flat(values)
+    except LoritaError as err:
+        raise LoritaError(f"{path}: {err}") from None
