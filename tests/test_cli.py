@@ -96,7 +96,8 @@ def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
 @pytest.mark.slow
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--dataset", "digits", "--epochs", "2", "--finetune-epochs", "1", "--width", "16",
+    # --epochs 2 without --finetune-epochs: the fine-tuning default (2) follows the shorter recipe (1)
+    assert main(["demo", "--dataset", "digits", "--epochs", "2", "--width", "16",
                  "--hidden-layers", "1", "--depths", "1", "2", "--points", "4", "--sizes", "0.3", "0.6",
                  "--no-progress", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -148,6 +149,24 @@ def test_overwrite_refuses_a_folder_lorita_did_not_write(tmp_path, capsys):
     assert main(["train", *TINY, "--out", str(precious), "--overwrite"]) == 2
     assert "not a lorita run folder" in capsys.readouterr().err
     assert (precious / "thesis.tex").read_text() == "important"
+
+
+def test_help_shows_every_default_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "factors per layer (1 = plain training) (default: 3)" in text
+    assert "(default: auto: the paper's where a normalisation layer follows" in text
+    assert "clip the gradient norm to this (default: no)" in text and "(default: None)" not in text
+    assert "--seed SEED seed of the split, the init and the batch order (default: 0)" in text
+    assert "(default: no) (default" not in text and "(default: 20) (default" not in text  # never said twice
+
+
+def test_dotted_set_names_only_train_and_model_kwargs(tmp_path, capsys):
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--set", "spec.width=3",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "a dotted name is train.FIELD or model_kwargs.KEY" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_unknown_flag_and_help():

@@ -38,7 +38,7 @@ def test_compress_bad_arguments(kwargs, message):
     ({"depth": 0}, r"depth must be an integer from 1 to 64"),
     ({"depth": 2.0}, r"depth must be an integer from 1 to 64"),
     ({"depth": 65}, r"depth must be an integer from 1 to 64 \(number of factors per layer; a lorita file holds"),
-    ({"init": "random"}, r"init must be one of 'default', 'preserve', 'balanced', got 'random'"),
+    ({"init": "random"}, r"init must be one of 'auto', 'default', 'preserve', 'balanced', got 'random'"),
     ({"mode": "fast"}, r"mode must be one of 'sequential', 'fused', 'auto', got 'fast'"),
     ({"targets": ["fc"]}, r"unknown module name 'fc'\. Layers that can be composed: 0, 3"),
     ({"targets": ["2"]}, r"module '2' is not a Linear or Conv2d layer, so it cannot be composed; layers that can: 0, 3"),

@@ -320,7 +320,7 @@ def test_a_missing_extra_fails_within_seconds(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
     out = tmp_path / "demo"
     err = cli_error(["demo", "--dataset", "digits", "--out", str(out)], capsys)
-    assert "pip install 'lorita[cli]'" in err and "matplotlib (plots)" in err
+    assert "pip install -e '.[cli]'" in err and "matplotlib (plots)" in err
     assert not out.exists()
 
 

@@ -87,5 +87,5 @@ def test_a_packaged_model_without_its_package_names_the_install_command(monkeypa
 def test_a_missing_extra_is_named(monkeypatch):
     real = sources.importlib.util.find_spec
     monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None if name == "gguf" else real(name))
-    with pytest.raises(LoritaError, match=r"need gguf: pip install 'lorita\[lm\]'"):
+    with pytest.raises(LoritaError, match=r"need gguf: pip install -e '\.\[lm\]' in lorita's clone"):
         sources.require("transformers", "gguf")

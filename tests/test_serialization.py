@@ -43,6 +43,27 @@ def test_zoo_model_rebuilds_itself(tmp_path):
     torch.testing.assert_close(again(x), small(x), atol=0, rtol=0)
 
 
+def test_load_returns_eval_mode_like_from_pretrained(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5), nn.BatchNorm1d(6), nn.Linear(6, 2))
+    model.train()
+    model(torch.randn(16, 6))  # BatchNorm running statistics that differ from a batch's
+    lorita.save(model, tmp_path / "m.lorita")
+    again = lorita.load(tmp_path / "m.lorita", model=lambda: nn.Sequential(
+        nn.Linear(6, 6), nn.Dropout(0.5), nn.BatchNorm1d(6), nn.Linear(6, 2)))
+    assert not any(m.training for m in again.modules())
+    x = torch.randn(4, 6)
+    torch.testing.assert_close(again(x), model.eval()(x), atol=0, rtol=0)  # dropout off, running statistics
+
+
+def test_whiten_is_reachable_after_import_lorita():
+    import subprocess
+    import sys
+    code = "import lorita; print(lorita.whiten.collect_grams.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "collect_grams"
+
+
 def test_file_is_safetensors_with_a_json_description(tmp_path):
     from safetensors import safe_open
     model = lorita.compress(build(Nested), ranks={"head.1.0": 2})

@@ -138,7 +138,7 @@ def test_fine_tuning_continues_from_trained_weights():
 
 
 def test_bad_data_and_resume_without_folder():
-    with pytest.raises(LoritaError, match=r"data must be a dataset with .train and .val"):
+    with pytest.raises(LoritaError, match=r"data must be a \(train, val\) pair of torch Datasets or DataLoaders"):
         train(tiny_mlp(), [1, 2], TrainConfig(**CFG))
     with pytest.raises(LoritaError, match="resume=True needs out_dir"):
         train(tiny_mlp(), tiny_data(), TrainConfig(**CFG), resume=True)

@@ -30,9 +30,12 @@ from lorita.targets import register_linear_subclass
 from lorita.train import TrainConfig
 
 # Subpackages reachable as attributes after ``import lorita`` (their functions keep their module names:
-# ``lorita.train.train``, ``lorita.sweep.sweep``, ``lorita.runs.train_run``).
+# ``lorita.train.train``, ``lorita.sweep.sweep``, ``lorita.whiten.collect_grams``, ``lorita.runs.train_run``;
+# ``lorita.hf.LoritaCallback`` imports transformers only when it is first used).
+import lorita.hf  # noqa: E402,F401
 import lorita.sweep  # noqa: E402,F401
 import lorita.train  # noqa: E402,F401
+import lorita.whiten  # noqa: E402,F401
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",

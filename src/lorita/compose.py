@@ -13,10 +13,11 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from lorita.checks import check_choice, check_int
-from lorita.composed import COMPOSED_TYPES, INITS, MAX_DEPTH, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
-from lorita.errors import LoritaError
+from lorita.checks import check_choice, check_int, check_number
+from lorita.composed import COMPOSED_TYPES, MAX_DEPTH, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
 from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
+from lorita.errors import LoritaError
+from lorita.factor_init import LayerInit, plan, rescale, start_ratio, unguarded, warn_small_start
 from lorita.linalg import check_finite, check_values
 from lorita.targets import Selector, check_model, replace_module, scan_layers, select, warn_skipped
 
@@ -24,11 +25,13 @@ log = logging.getLogger(__name__)
 
 FactorSide = Literal["input", "smaller"]
 FACTOR_SIDES: tuple[FactorSide, ...] = get_args(FactorSide)
+ComposeInit = Literal["auto", "default", "preserve", "balanced"]
+COMPOSE_INITS: tuple[ComposeInit, ...] = get_args(ComposeInit)  # "auto": per layer (lorita.factor_init)
 
 
 def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclude: Selector = None,
-            init: Init = "default", mode: Mode = "auto", factor_side: FactorSide = "input",
-            example_input: Any = None, inplace: bool = False) -> nn.Module:
+            init: ComposeInit = "auto", init_scale: float | None = None, mode: Mode = "auto",
+            factor_side: FactorSide = "input", example_input: Any = None, inplace: bool = False) -> nn.Module:
     """A copy of ``model`` with every targeted Linear/Conv2d trained as a product of ``depth`` factors.
 
     Args:
@@ -36,9 +39,19 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
             the most a lorita file describes).
         targets / exclude: module names (exact or ``.suffix``) or one full-match regex;
             default: every Linear and every Conv2d with ``groups == 1``.
-        init: ``"default"`` fresh factors with PyTorch's default init (the paper);
-            ``"preserve"`` factors whose product equals the current weight (the model keeps
-            its outputs); ``"balanced"`` a balanced split of a freshly initialised layer.
+        init: ``"auto"`` (default) the paper's init where a normalisation layer directly
+            follows the layer or where it is the model's last layer, elsewhere the paper's
+            factors scaled so their product has the original layer's Frobenius norm (a plain
+            network without normalisation then trains as its plain version does; the paper's
+            init there can stall at chance: docs/INIT.md); ``"default"`` every factor with
+            PyTorch's default init (the paper: the product starts about ``3^(-(N-1)/2)`` of a
+            default layer's scale); ``"preserve"`` factors whose product equals the current
+            weight (the model keeps its outputs); ``"balanced"`` a balanced split of a freshly
+            initialised layer. ``lorita.factor_init`` has the rules.
+        init_scale: with ``init="default"``, every layer's factors are scaled by one common
+            number so the product's Frobenius norm is this fraction of the original layer's
+            (about 0.33 is the paper's at depth 3, 1.0 the layer's own scale); with ``"auto"``,
+            the fraction for the layers it scales (default 1.0). None: as the init gives it.
         mode: ``"sequential"``, ``"fused"`` or ``"auto"`` (same values; auto picks the
             cheaper per call).
         factor_side: where a Linear's square factors sit: ``"input"`` (``in x in``, the
@@ -59,8 +72,10 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
 
     Layers lorita cannot handle (depthwise/grouped convs, Conv1d, tied weights, ...) are
     left plain and named, with the reason, in one warning (``lorita.targets.skipped_layers``).
-    A meta-device model (no values) can be composed with ``init="default"`` (structure
-    only); ``"preserve"`` and ``"balanced"`` need values.
+    A meta-device model (no values) can be composed with ``init="default"`` or ``"auto"``
+    (structure only: nothing to scale); ``"preserve"``, ``"balanced"`` and ``init_scale`` need
+    values. With ``init="default"``, layers with no normalisation after them whose product
+    starts below 0.75 of their scale are named in a LoritaWarning (training may stall there).
 
     Example:
         >>> net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
@@ -74,7 +89,10 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     check_model(model, "compose")
     check_int("depth", depth, maximum=MAX_DEPTH, meaning="number of factors per layer; a lorita file holds at most "
               f"{MAX_DEPTH}")
-    check_choice("init", init, INITS)
+    check_choice("init", init, COMPOSE_INITS)
+    if init_scale is not None:
+        check_number("init_scale", init_scale, minimum=0, low_open=True,
+                     meaning="the product's Frobenius norm over the original layer's")
     check_choice("mode", mode, MODES)
     check_choice("factor_side", factor_side, FACTOR_SIDES)
     already = [n for n, m in model.named_modules() if isinstance(m, COMPOSED_TYPES)]
@@ -83,30 +101,41 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     scan = scan_layers(model, composed=False, example_input=example_input)
     chosen = select(scan, targets, exclude, verb="compose", all_modules=(n for n, _ in model.named_modules()))
     warn_skipped(scan.skipped, "compose")
-    if init != "default":
+    names = [layer.name for layer in chosen]
+    exposed = set(unguarded(model, names))  # no normalisation after them: their starting scale matters
+    starts = plan(names, exposed, init, init_scale)
+    if init in ("preserve", "balanced") or init_scale is not None:
+        what = "init_scale (the layer's norm)" if init_scale is not None else f'init="{init}" (a balanced SVD split)'
         for layer in chosen:
-            check_values(layer.module.weight, f"layer {layer.name!r}", f'init="{init}" (a balanced SVD split)')
+            check_values(layer.module.weight, f"layer {layer.name!r}", what)
     if init == "preserve":
         for layer in chosen:
             check_finite(layer.module.weight, layer.name)
             if layer.module.bias is not None:
                 check_finite(layer.module.bias, layer.name, "bias")
-    names = [layer.name for layer in chosen]
     del chosen, scan  # (in place, these would keep every replaced layer alive)
     new = model if inplace else copy.deepcopy(model)
     if depth == 1:
         return new
     # Re-scan: on a copy, so we replace its modules, not the original's.
     layers = scan_layers(new, composed=False, find_readers=False).layers
+    ratios = {}  # product norm / layer norm of the layers with nothing to absorb a small start
     for name in names:
         target = layers.pop(name)  # our last reference to the plain layer goes with it
-        replace_module(new, target, _compose_layer(target.module, depth, init, mode, factor_side))
-        del target
-    log.info("composed %d layer(s) with depth %d (init=%s, mode=%s)", len(names), depth, init, mode)
+        start, weight = starts[name], target.module.weight
+        layer = _compose_layer(target.module, depth, start, mode, factor_side)
+        if name in exposed and start.init == "default" and not weight.is_meta:
+            ratios[name] = start.scale if start.scale is not None else start_ratio(layer, weight)
+        replace_module(new, target, layer)
+        del target, weight, layer
+    log.info("composed %d layer(s) with depth %d (init=%s, init_scale=%s, mode=%s)", len(names), depth, init,
+             init_scale, mode)
+    warn_small_start(ratios, depth)
     return new
 
 
-def _compose_layer(module: nn.Module, depth: int, init: Init, mode: Mode, factor_side: FactorSide) -> nn.Module:
+def _compose_layer(module: nn.Module, depth: int, start: LayerInit, mode: Mode, factor_side: FactorSide) -> nn.Module:
+    init: Init = start.init  # type: ignore[assignment]  # plan() resolved "auto" per layer
     if isinstance(module, nn.Conv2d):
         layer = ComposedConv2d.from_conv(module, depth, init=init, mode=mode)
     else:
@@ -115,6 +144,8 @@ def _compose_layer(module: nn.Module, depth: int, init: Init, mode: Mode, factor
         if factor_side == "smaller" and linear.out_features < linear.in_features:
             side = "output"
         layer = ComposedLinear.from_linear(linear, depth, init=init, side=side, mode=mode)
+    if start.scale is not None:
+        rescale(layer, module.weight, start.scale)  # Conv1D's W^T has the same norm
     layer.original_type = type(module)  # restored by merge (subclasses keep their class)
     layer.train(module.training)
     return layer

@@ -44,8 +44,7 @@ def train_flags(**defaults: Any) -> argparse.ArgumentParser:
         else:
             optional = [t for t in typing.get_args(kind) if t is not type(None)]
             kind = optional[0] if optional else kind  # "float | None": a float flag whose default is None
-            g.add_argument(_flag(f.name), type=kind, default=default,
-                           help=f"{help_text} (default: {default})" if help_text else None)
+            g.add_argument(_flag(f.name), type=kind, default=default, help=help_text or None)
     return p
 
 

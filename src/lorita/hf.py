@@ -21,7 +21,7 @@ def __getattr__(name: str):
         try:
             from lorita.hf_trainer import LoritaCallback  # imports transformers (the hf extra): only on use
         except ImportError as err:
-            raise LoritaError(f"lorita.hf.LoritaCallback needs transformers ({err}): pip install 'lorita[hf]'") \
-                from None
+            raise LoritaError(f"lorita.hf.LoritaCallback needs transformers ({err}): pip install transformers "
+                              "(in lorita's clone: pip install -e '.[hf]')") from None
         return LoritaCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

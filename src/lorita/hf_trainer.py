@@ -33,8 +33,8 @@ from torch import nn
 from transformers import TrainerCallback  # the hf extra: this module is loaded only on first use (lorita.hf)
 
 from lorita.checks import check_choice, check_int
-from lorita.compose import FACTOR_SIDES, FactorSide, compose, merge_layer
-from lorita.composed import COMPOSED_TYPES, INITS, MERGED_VIEW, MODES, Init, Mode
+from lorita.compose import COMPOSE_INITS, FACTOR_SIDES, ComposeInit, FactorSide, compose, merge_layer
+from lorita.composed import COMPOSED_TYPES, MERGED_VIEW, MODES, Mode
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.conv1d import conv1d_base
 from lorita.targets import Selector
@@ -47,7 +47,9 @@ class LoritaCallback(TrainerCallback):
         targets / exclude / mode / factor_side: as in ``lorita.compose``.
         init: ``"preserve"`` (default: the factors' product is the model's current weight, so a
             pretrained model keeps its outputs; for a freshly built model this is the balanced
-            split of its initial weights), ``"default"`` (the paper's) or ``"balanced"``.
+            split of its initial weights), ``"auto"`` (``lorita.compose``'s default: the paper's init
+            where a normalisation layer follows, scaled to the layer's norm elsewhere), ``"default"``
+            (the paper's) or ``"balanced"``.
 
     Example:
         >>> import transformers, lorita
@@ -62,9 +64,9 @@ class LoritaCallback(TrainerCallback):
     """
 
     def __init__(self, depth: int = 2, *, targets: Selector = None, exclude: Selector = None,
-                 init: Init = "preserve", mode: Mode = "auto", factor_side: FactorSide = "input"):
+                 init: ComposeInit = "preserve", mode: Mode = "auto", factor_side: FactorSide = "input"):
         self.depth = check_int("depth", depth, minimum=2, meaning="factors per layer; LoRITa needs at least 2")
-        self.init: Init = check_choice("init", init, INITS)
+        self.init: ComposeInit = check_choice("init", init, COMPOSE_INITS)
         self.mode: Mode = check_choice("mode", mode, MODES)
         self.factor_side: FactorSide = check_choice("factor_side", factor_side, FACTOR_SIDES)
         self.targets, self.exclude = targets, exclude

@@ -21,7 +21,8 @@ def progress_bar(enabled: bool, *, desc: str, unit: str, total: int | None = Non
     try:
         from tqdm.auto import tqdm
     except ImportError as err:
-        raise LoritaError("progress bars need tqdm: pip install 'lorita[cli]' (or tqdm), or turn progress off") from err
+        raise LoritaError("progress bars need tqdm: pip install tqdm (in lorita's clone: pip install -e '.[cli]'), "
+                          "or turn progress off") from err
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave)
 
 

@@ -74,7 +74,8 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
         True
     """
     if not available():
-        raise LoritaError("pruning needs torch-pruning: pip install 'lorita[prune]'")
+        raise LoritaError("pruning needs torch-pruning: pip install torch-pruning "
+                          "(in lorita's clone: pip install -e '.[prune]')")
     import torch_pruning as tp  # an optional extra (lorita[prune])
 
     check_fraction("budget", budget)

@@ -498,14 +498,17 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
 
     ``model``: the architecture as an instance or a zero-argument callable (needed for
     models outside lorita's zoo). ``trust_code=True`` lets the file name a factory or
-    class to import and call instead: only for files whose origin you trust.
+    class to import and call instead: only for files whose origin you trust. The model comes
+    back in eval mode, as transformers' ``from_pretrained`` returns it (dropout off, BatchNorm
+    on its running statistics); call ``.train()`` to train it further.
 
     Example:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "net.lorita")
         >>> save(nn.Linear(3, 2), path)
-        >>> load(path, model=nn.Linear(3, 2)).weight.shape
-        torch.Size([2, 3])
+        >>> again = load(path, model=nn.Linear(3, 2))
+        >>> again.weight.shape, again.training
+        (torch.Size([2, 3]), False)
     """
     if not isinstance(trust_code, bool):
         raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
@@ -541,4 +544,4 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
         raise LoritaError(f"{path}: the weights do not fit the architecture ({type(err).__name__}: {err}); "
                           "is this the right model?") from None
     _check_parameters_finite(base, path)
-    return base.to(device)
+    return base.to(device).eval()

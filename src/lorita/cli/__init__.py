@@ -30,7 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     report_cmd.add_parser(sub)
     experiment_cmd.add_parser(sub)
     info_cmd.add_parsers(sub)
+    for command in sub.choices.values():
+        command.formatter_class = DefaultsHelpFormatter
     return parser
+
+
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written, and every option's default in its help (unless None or off, or already said)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or not action.option_strings or action.default is None or action.default is False \
+                or action.default == [] or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def main(argv: list[str] | None = None) -> int:

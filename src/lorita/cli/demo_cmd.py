@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from lorita.cli.options import output_options, require, train_config_from, train_options
-from lorita.composed import INITS
+from lorita.compose import COMPOSE_INITS
 from lorita.runs.config import FACTOR_SIDES
 
 EXAMPLE = """example:
@@ -35,13 +35,17 @@ def add_parser(sub) -> None:
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3], help="depths to train (1 = plain baseline)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"], help="FCN hidden width")
     p.add_argument("--hidden-layers", type=int, default=DEFAULTS["hidden_layers"])
-    p.add_argument("--init", choices=INITS, default="default")
+    p.add_argument("--init", choices=COMPOSE_INITS, default="auto",
+                   help="factor init (default: auto, the paper's before each BatchNorm and at the head: the FCN "
+                        "starts exactly as in the paper)")
+    p.add_argument("--init-scale", type=float, metavar="S", help="see 'lorita train --help'")
     p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--points", type=int, default=40, help="cuts per sweep before refining (default 40)")
     g = p.add_argument_group("the alternatives (equal total epochs)")
-    g.add_argument("--finetune-epochs", type=int, default=DEFAULTS["finetune_epochs"],
-                   help="fine-tuned columns: train that many epochs less, cut, fine-tune (0: no such columns)")
+    g.add_argument("--finetune-epochs", type=int,
+                   help="fine-tuned columns: train that many epochs less, cut, fine-tune (0: no such columns; "
+                        f"default: {DEFAULTS['finetune_epochs']}, or epochs - 1 when --epochs is smaller)")
     g.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: lr / 10)")
     g.add_argument("--torch-pruning", action=argparse.BooleanOptionalAction, default=None,
                    help="the Torch-Pruning + FT column (default: when torch-pruning is installed)")
@@ -65,12 +69,16 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "fashion-mnist" and not available.get("fashion-mnist"):
         needs.append("sklearn")  # the digits fallback
     require(*needs, command="demo")
+    finetune_epochs = args.finetune_epochs
+    if finetune_epochs is None:  # the default follows a shortened recipe instead of refusing it
+        finetune_epochs = min(DEFAULTS["finetune_epochs"], max(args.epochs - 1, 0))
     spec = ExperimentSpec.from_flat(dict(
         name="demo", model="fcn", dataset=args.dataset, data_dir=args.data_dir,
         model_kwargs={"width": args.width, "hidden_layers": args.hidden_layers}, depths=sorted(set(args.depths)),
-        init=args.init, factor_side=args.factor_side, exclude=[], train=train_config_from(args),
+        init=args.init, init_scale=args.init_scale, factor_side=args.factor_side, exclude=[],
+        train=train_config_from(args),
         max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist",
-        seeds=args.seeds, finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
+        seeds=args.seeds, finetune_epochs=finetune_epochs, finetune_lr=args.finetune_lr,
         torch_pruning=args.torch_pruning, warm_start_epochs=args.warm_start_epochs, warm_start_lr=args.warm_start_lr,
         warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {})))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)

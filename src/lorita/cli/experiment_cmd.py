@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from lorita.cli.options import output_options, require
-from lorita.composed import INITS
+from lorita.compose import COMPOSE_INITS
+from lorita.errors import LoritaError
 
 EXAMPLE = """example:
   lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
@@ -22,11 +23,12 @@ def add_parser(sub) -> None:
     p.add_argument("config", help="an experiment config (experiments/*.json)")
     p.add_argument("--reduced", action="store_true", help="the reduced recipe: CPU, Fashion-MNIST, 8 to 25 min on 2 cores")
     p.add_argument("--data-dir", help="folder with the dataset files (CIFAR, MNIST)")
-    p.add_argument("--init", choices=INITS,
+    p.add_argument("--init", choices=COMPOSE_INITS,
                    help="init of the composed factors, overriding the config's (default: the config's)")
     p.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: the config's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01")
+                   help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01 "
+                        "--set model_kwargs.width=128")
     p.set_defaults(func=run)
 
 
@@ -35,11 +37,19 @@ def run(args: argparse.Namespace) -> int:
 
     from lorita.cli.options import parse_model_args
 
-    overrides = parse_model_args(args.set)
-    train = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}
-    fields = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    nested: dict[str, dict] = {"train": {}, "model_kwargs": {}}
+    fields = {}
+    for key, value in parse_model_args(args.set).items():
+        prefix, dot, name = key.partition(".")
+        if dot and (prefix not in nested or not name):
+            raise LoritaError(f"--set {key}: a dotted name is train.FIELD or model_kwargs.KEY "
+                              "(e.g. --set train.lr=0.01 --set model_kwargs.width=128)")
+        if dot:
+            nested[prefix][name] = value
+        else:
+            fields[key] = value
     spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
-                     train_override=train, **fields)
+                     train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                              config_path=args.config)

@@ -56,4 +56,5 @@ def require(*modules: str, command: str) -> None:
     if missing:
         what = ", ".join(f"{m} ({EXTRAS[m][0]})" if m in EXTRAS else m for m in missing)
         extras = sorted({EXTRAS[m][1] for m in missing if m in EXTRAS})
-        raise LoritaError(f"lorita {command} needs {what}; install it with: pip install 'lorita[{','.join(extras)}]'")
+        raise LoritaError(f"lorita {command} needs {what}; install it in lorita's clone with: "
+                          f"pip install -e '.[{','.join(extras)}]'")

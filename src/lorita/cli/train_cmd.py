@@ -1,16 +1,17 @@
-"""``lorita train``: train a zoo model with LoRITa (or plain, depth 1) into a run folder."""
+"""``lorita train``: train a zoo model with LoRITa (depth 3 unless --depth says otherwise; --depth 1 trains it plain)
+into a run folder."""
 
 from __future__ import annotations
 
 import argparse
-
 import dataclasses
+import math
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
 from lorita.errors import LoritaError
-from lorita.composed import INITS, MODES
-from lorita.runs.config import FACTOR_SIDES
+from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
+from lorita.composed import MODES
 
 EXAMPLE = """example:
   lorita train --model fcn --dataset fashion-mnist --depth 3 --epochs 20 --out runs/fcn-d3
@@ -21,7 +22,7 @@ EXAMPLE = """example:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model (LoRITa with --depth >= 2, plain with --depth 1)",
+    p = sub.add_parser("train", help="train a model (LoRITa depth 3 by default, plain with --depth 1)",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[train_options(), output_options()])
     p.add_argument("--model", help="zoo model: see 'lorita models' (not needed with --from)")
@@ -35,9 +36,16 @@ def add_parser(sub) -> None:
                    help="images: training data held out for selection (text is split 90/5/5 by entry)")
     p.add_argument("--steps-per-epoch", type=int, help="text: training batches per epoch (default: about one pass)")
     p.add_argument("--depth", type=int, default=3, help="factors per layer (1 = plain training)")
-    p.add_argument("--init", choices=INITS, help="factor init (default: 'default', the paper's; with --from: 'preserve')")
-    p.add_argument("--mode", choices=MODES, default="auto")
-    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
+    p.add_argument("--init", choices=COMPOSE_INITS,
+                   help="factor init (default: auto: the paper's where a normalisation layer follows, scaled to the "
+                        "layer's own norm elsewhere; 'default' is the paper's everywhere; with --from: preserve)")
+    p.add_argument("--init-scale", type=float, metavar="S",
+                   help="with --init default or auto: the factors' product starts at S times the layer's own norm "
+                        "(default: as the init gives it; docs/INIT.md)")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="composed layers: factors one after another, their product first, or the cheaper per call")
+    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input",
+                   help="where a Linear's square factors sit: in x in (the authors'), or min(in, out) (cheaper)")
     p.add_argument("--exclude", nargs="*", default=None,
                    help="layers left plain (default: the paper's choice for the model, e.g. ViT patch_embed, head)")
     p.add_argument("--resume", action="store_true", help="continue a killed run (OUT.partial), or extend a finished one")
@@ -76,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_args(model.name, model.kwargs, inputs_given=False)  # unknown model or argument: before the data
         dataset = args.dataset
     exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
-    init = args.init or ("preserve" if source is not None else "default")
-    compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude)
+    init = args.init or ("preserve" if source is not None else "auto")
+    compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
                          steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()
@@ -94,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
                     progress=not args.no_progress, source=source)
     if run is not None:
         r = run.results
-        print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, "
-              f"val {r['val_acc']:.2f}%, test {r['test_acc']:.2f}%")
+        if train.select_by == "val_loss":  # chosen by loss (language models): loss and perplexity, not accuracy
+            figures = (f"val loss {r['val_loss']:.4f} (perplexity {math.exp(r['val_loss']):.3g}), "
+                       f"test loss {r['test_loss']:.4f} (perplexity {math.exp(r['test_loss']):.3g})")
+        else:
+            figures = f"val {r['val_acc']:.2f}%, test {r['test_acc']:.2f}%"
+        print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, {figures}")
     return 0

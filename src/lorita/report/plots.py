@@ -30,7 +30,8 @@ def figure(width: float, height: float):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise LoritaError("plots need matplotlib: pip install 'lorita[cli]' (or matplotlib)") from err
+        raise LoritaError("plots need matplotlib: pip install matplotlib "
+                          "(in lorita's clone: pip install -e '.[cli]')") from err
     fig = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig

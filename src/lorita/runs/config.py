@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lorita import __version__
-from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_str
-from lorita.compose import FACTOR_SIDES
-from lorita.composed import INITS, MAX_DEPTH, MODES
+from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_number, check_str
+from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
+from lorita.composed import MAX_DEPTH, MODES
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
 from lorita.data.datasets import reads_files
 from lorita.errors import LoritaError
@@ -126,18 +126,24 @@ class DataSpec:
 
 @dataclass
 class ComposeSpec:
-    """How the model is composed: depth (1: plain), factor init, forward mode, factor side, plain layers."""
+    """How the model is composed: depth (1: plain), factor init, forward mode, factor side, plain layers,
+    init scale (``lorita.compose``'s arguments)."""
 
     depth: int = 1
-    init: str = "default"
+    init: str = "auto"
     mode: str = "auto"
     factor_side: str = "input"
     exclude: list[str] | None = None
+    init_scale: float | None = None
 
     def __post_init__(self) -> None:
         check_int("depth", self.depth, maximum=MAX_DEPTH,
                   meaning=f"factors per layer; a lorita model file holds at most {MAX_DEPTH}")
-        check_choice("init", self.init, INITS)
+        check_choice("init", self.init, COMPOSE_INITS)
+        if self.init_scale is not None:
+            check_number("init_scale", self.init_scale, minimum=0, low_open=True)
+            if self.init not in ("auto", "default"):
+                raise LoritaError(f"init_scale applies to init 'default' or 'auto', not {self.init!r}")
         check_choice("mode", self.mode, MODES)
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)
         if self.exclude is not None and (not isinstance(self.exclude, list)

@@ -99,9 +99,11 @@ def _torch_pruning(spec: ExperimentSpec) -> bool:
     if spec.cuts.metric == "val_loss" and columns.torch_pruning is None:
         return False  # a transformer's heads need Torch-Pruning settings lorita does not make; ask for it explicitly
     if columns.torch_pruning and not prune.available():
-        raise LoritaError("torch_pruning=true needs torch-pruning: pip install 'lorita[prune]'")
+        raise LoritaError("torch_pruning=true needs torch-pruning: pip install torch-pruning "
+                          "(in lorita's clone: pip install -e '.[prune]')")
     if columns.torch_pruning is None and not prune.available():
-        log.warning("torch-pruning is not installed (pip install 'lorita[prune]'): no Torch-Pruning column")
+        log.warning("torch-pruning is not installed (pip install -e '.[prune]' in lorita's clone): "
+                    "no Torch-Pruning column")
     return prune.available() if columns.torch_pruning is None else columns.torch_pruning
 
 
@@ -206,7 +208,7 @@ def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple
     if not spec.columns.finetune_epochs:
         return columns
     ft = spec.finetune_recipe(train)
-    short = dataclasses.replace(train, epochs=train.epochs - spec.columns.finetune_epochs)
+    short = spec.short_recipe(train)
     for depth in trained:
         log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, train.seed,
                  depth, short.epochs, ft.epochs)
@@ -286,7 +288,7 @@ def _save_cuts(s: _Seed, spectra: dict, depths: dict, dense: dict, models: dict)
 
 def _warm_start(s: _Seed):
     """The plain model every warm-started LoRITa depth continues from: depth 1, ``warm_start_epochs`` long."""
-    warm = dataclasses.replace(s.train, epochs=s.spec.recipe.warm_start_epochs)
+    warm = s.spec.warm_recipe(s.train)
     log.info("[%s] seed %d: warm start, plain for %d epochs", s.spec.name, s.train.seed, warm.epochs)
     return train_run(s.folder / "warm-start", s.spec.run_config(s.data, 1, warm), s.data, progress=s.progress,
                      nested=True)
@@ -305,7 +307,8 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
         weight_decay=recipe.warm_start_weight_decay if recipe.warm_start_weight_decay is not None
         else train.weight_decay)
     config = spec.run_config(s.data, depth, rest)
-    config = dataclasses.replace(config, compose=dataclasses.replace(config.compose, init="preserve"),
+    compose = dataclasses.replace(config.compose, init="preserve", init_scale=None)
+    config = dataclasses.replace(config, compose=compose,
                                  source=f"../{warm.folder.name}/model.lorita")  # relative: the folder moves when done
     run = train_run(out, config, s.data, progress=s.progress, nested=True, source=merge(warm.model))
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
@@ -392,7 +395,7 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
         "metric": spec.cuts.metric,
         "spec": spec.flat(),
         "recipe": {**recipe.train.to_dict(), "model": spec.setup.model, **spec.setup.model_kwargs,
-                   "init": recipe.init, "factor_side": recipe.factor_side,
+                   "init": recipe.init, "init_scale": recipe.init_scale, "factor_side": recipe.factor_side,
                    "finetune_epochs": spec.columns.finetune_epochs, "warm_start_epochs": recipe.warm_start_epochs,
                    "warm_start_lr": recipe.warm_start_lr, "warm_start_weight_decay": recipe.warm_start_weight_decay},
         "seeds": [r["seed"] for r in runs],

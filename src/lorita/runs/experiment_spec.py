@@ -22,7 +22,7 @@ from typing import Any
 from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
 from lorita.compose import FACTOR_SIDES
-from lorita.composed import INITS, MAX_DEPTH
+from lorita.composed import MAX_DEPTH
 from lorita.cutspec import Budget
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
@@ -80,7 +80,8 @@ class Recipe:
 
     train: TrainConfig = field(default_factory=TrainConfig)
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
-    init: str = "default"
+    init: str = "auto"  # lorita.compose's; "default" is the paper's
+    init_scale: float | None = None
     factor_side: str = "input"
     exclude: list[str] | None = None  # None: the paper's choice for the model
     seeds: list[int] | None = None
@@ -99,7 +100,7 @@ class Recipe:
                               f"holds), got {self.depths!r}")
         if 1 not in self.depths:
             raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
-        check_choice("init", self.init, INITS)
+        ComposeSpec(init=self.init, init_scale=self.init_scale)  # checks init and init_scale
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)
         ComposeSpec(exclude=self.exclude)  # a list of names or None
         if self.seeds is not None and (not isinstance(self.seeds, list) or not self.seeds
@@ -188,7 +189,8 @@ class Report:
 
 _PARTS = {"setup": Setup, "recipe": Recipe, "columns": Columns, "cuts": Cuts, "report": Report}
 # the flat keys of experiments/*.json, in the order results.json has always listed them
-_FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", "init", "factor_side", "exclude",
+_FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", "init", "init_scale", "factor_side",
+         "exclude",
          "train", "max_drop", "points", "refine_steps", "test_every_cut", "fallback_to_digits", "seeds",
          "finetune_epochs", "finetune_lr", "torch_pruning", "sizes", "refine_sizes", "metric", "calibrate",
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
@@ -221,6 +223,20 @@ class ExperimentSpec:
             raise LoritaError(f"samples generates text from the chosen models; {self.setup.dataset!r} is an image "
                               "dataset: leave samples at 0")
         self.setup.data_spec(self.recipe.train.seed).check_applies()
+        if self.columns.finetune_epochs:
+            self.short_recipe(self.recipe.train)  # derived recipes checked before anything trains
+        if self.recipe.warm_start_epochs:
+            self.warm_recipe(self.recipe.train)
+
+    def short_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The recipe of the columns fine-tuned after the cut: ``finetune_epochs`` fewer epochs."""
+        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_epochs,
+                        fix="lower finetune_epochs (--finetune-epochs) or warmup_epochs, or raise epochs")
+
+    def warm_recipe(self, train: TrainConfig) -> TrainConfig:
+        """The warm start's recipe: plain, ``warm_start_epochs`` long."""
+        return _derived(train, "the warm start", epochs=self.recipe.warm_start_epochs,
+                        fix="lower warmup_epochs or raise warm_start_epochs")
 
     @classmethod
     def from_flat(cls, values: dict) -> "ExperimentSpec":
@@ -253,7 +269,7 @@ class ExperimentSpec:
         return RunConfig(ModelSpec(setup.model, dict(setup.model_kwargs), data.model_inputs),
                          DataSpec(name, setup.data_dir if name == setup.dataset else None, seed=train.seed,
                                   max_train=setup.max_train, steps_per_epoch=setup.steps_per_epoch),
-                         ComposeSpec(depth, recipe.init, "auto", recipe.factor_side, exclude), train)
+                         ComposeSpec(depth, recipe.init, "auto", recipe.factor_side, exclude, recipe.init_scale), train)
 
     def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
         """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
@@ -263,11 +279,21 @@ class ExperimentSpec:
                                    schedule="cosine")
 
 
+def _derived(train: TrainConfig, who: str, fix: str, **changes) -> TrainConfig:
+    """``train`` with ``changes``, or a LoritaError saying which derived recipe is invalid and how to fix it."""
+    try:
+        return dataclasses.replace(train, **changes)
+    except LoritaError as err:
+        raise LoritaError(f"{who} train {changes.get('epochs')} epoch(s), where {str(err).split(';')[0]}: "
+                          f"{fix}") from None
+
+
 def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
-              **override) -> ExperimentSpec:
+              model_kwargs_override: dict | None = None, **override) -> ExperimentSpec:
     """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
 
-    ``override``: spec fields that replace the config's; ``train_override``: recipe fields.
+    ``override``: spec fields that replace the config's; ``train_override`` / ``model_kwargs_override``:
+    recipe fields / model arguments, merged into the config's.
 
     Example:
         >>> load_spec("experiments/fcn_fashion_mnist.json", reduced=True).recipe.train.epochs  # doctest: +SKIP
@@ -294,8 +320,9 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         else:
             values[key] = value
     values.update({k: v for k, v in override.items() if v is not None})
-    if train_override:
-        values["train"] = {**values.get("train", {}), **train_override}
+    for key, extra in (("train", train_override), ("model_kwargs", model_kwargs_override)):
+        if extra:
+            values[key] = {**values.get(key, {}), **extra}
     try:
         return ExperimentSpec.from_flat(values)
     except LoritaError as err:

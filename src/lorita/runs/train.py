@@ -58,7 +58,7 @@ def build_model(config: RunConfig, source: nn.Module | None = None) -> nn.Module
     base = source if source is not None else config.model.build()
     c = config.compose
     return lorita.compose(base, depth=c.depth, exclude=c.exclude or None, init=c.init, mode=c.mode,
-                          factor_side=c.factor_side)
+                          factor_side=c.factor_side, init_scale=c.init_scale)
 
 
 def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:

@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -30,6 +31,7 @@ from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METR
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate, flat_logits
 from lorita.train.schedule import EpochSchedule
+from lorita.train.user_data import is_pair, user_splits
 
 logger = logging.getLogger(__name__)
 
@@ -82,15 +84,19 @@ def _as_config(config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
 
 
 def _unpack_data(data: Any, config: TrainConfig):
+    if is_pair(data):  # your own (train, val) Datasets or DataLoaders
+        train_split, val_split, config = user_splits(data, config)
+        data = SimpleNamespace(train=train_split, val=val_split)
     if not (hasattr(data, "train") and hasattr(data, "val")):
         raise LoritaError(
-            f"data must be a dataset with .train and .val splits (lorita.data.ImageDataset), got {type(data).__name__}"
+            "data must be a (train, val) pair of torch Datasets or DataLoaders of (input, target) items, or a "
+            f"lorita dataset with .train and .val splits (lorita.data.ImageDataset), got {type(data).__name__}"
         )
     for name in ("train", "val"):
         if len(getattr(data, name)) == 0:
             raise LoritaError(f"data.{name} is empty; training needs samples in both train and val")
     augment = config.augment if config.augment is not None else bool(getattr(data, "default_augment", False))
-    return data.train, data.val, augment
+    return data.train, data.val, augment, config
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -263,9 +269,11 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``, selecting on ``data.val``.
 
-    ``data`` is a :class:`lorita.data.ImageDataset` (anything with ``.train``
-    and ``.val`` splits and optionally ``.default_augment``); the test split is
-    never looked at. Each epoch: learning rate from the schedule, one shuffled
+    ``data`` is a ``(train, val)`` pair of PyTorch Datasets or DataLoaders of
+    ``(input, target)`` items (``lorita.train.user_data``), or a
+    :class:`lorita.data.ImageDataset` (anything with ``.train`` and ``.val``
+    splits and optionally ``.default_augment``); the test split is never
+    looked at. Each epoch: learning rate from the schedule, one shuffled
     pass with label-smoothed cross-entropy, evaluation on val, plateau step on
     val loss, best-epoch bookkeeping. With ``out_dir`` (rank 0 only) it
     appends a row to ``metrics.csv`` and atomically rewrites
@@ -299,7 +307,7 @@ def train(
         100.0
     """
     config = _as_config(config)
-    train_split, val_split, augment = _unpack_data(data, config)
+    train_split, val_split, augment, config = _unpack_data(data, config)
     callbacks = list(callbacks)
     for cb in callbacks:
         if not callable(cb):

@@ -1,0 +1,76 @@
+"""lorita.train.train on the user's own (train, val) Datasets or DataLoaders."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+import lorita
+from lorita.errors import LoritaError
+from lorita.train import TrainConfig, train
+from lorita.train.user_data import DatasetSplit, LoaderSplit
+
+
+def blobs(n: int, seed: int) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 6, generator=g) * 0.3 + nn.functional.one_hot(y, 6).float() * 2  # separable
+    return TensorDataset(x, y)
+
+
+def net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+CONFIG = TrainConfig(epochs=3, batch_size=16, lr=0.1, device="cpu")
+
+
+def test_tensor_datasets_train_and_the_run_repeats_exactly():
+    data = (blobs(256, 0), blobs(48, 1))
+    first, second = net(), net()
+    result = train(first, data, CONFIG)
+    train(second, data, CONFIG)
+    assert result.best_val_acc == 100.0 and len(result.history) == 3
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+def test_composed_model_trains_on_dataloaders_with_their_batch_size():
+    loaders = (DataLoader(blobs(256, 0), batch_size=8, shuffle=True), DataLoader(blobs(48, 1), batch_size=100))
+    model = lorita.compose(net(), depth=3)
+    steps = []
+    result = train(model, loaders, CONFIG, callbacks=[lambda event, info: steps.append(info["config"].batch_size)])
+    assert result.best_val_acc == 100.0
+    assert set(steps) == {8}  # the loader's batches, not the config's 16
+
+
+def test_dataset_split_follows_the_batching_contract_over_ranks():
+    split = DatasetSplit(blobs(10, 0), "train")
+    one = [y for _, y in split.batches(4, shuffle=True, seed=3, epoch=1)]
+    parts = [[y for _, y in split.batches(4, shuffle=True, seed=3, epoch=1, rank=r, world_size=2)] for r in (0, 1)]
+    for whole, a, b in zip(one, *parts):
+        assert torch.equal(whole, torch.cat([a, b]))  # the union over ranks is the one-process batch
+
+
+@pytest.mark.parametrize("data,match", [
+    ((TensorDataset(torch.zeros(4, 2)), TensorDataset(torch.zeros(4, 2))), r"\(input, target\) pairs"),
+    ((blobs(8, 0), [1, 2]), "data must be a \\(train, val\\) pair"),
+])
+def test_wrong_data_is_named(data, match):
+    with pytest.raises(LoritaError, match=match):
+        train(net(), data, CONFIG)
+
+
+def test_loaders_refused_where_lorita_must_batch():
+    loader = DataLoader(blobs(8, 0), batch_size=4)
+    with pytest.raises(LoritaError, match="under torchrun pass Datasets"):
+        list(LoaderSplit(loader, "train").batches(4, world_size=2))
+    with pytest.raises(LoritaError, match="augment"):
+        train(net(), (blobs(8, 0), blobs(8, 1)), TrainConfig(epochs=1, augment=True, device="cpu"))
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([])
+
+    with pytest.raises(LoritaError, match="has no len"):
+        train(net(), (Stream(), blobs(8, 1)), CONFIG)
