@@ -25,6 +25,7 @@ import torch
 
 import lorita
 from lorita.models import create_model, paper_exclude
+from lorita.models.vgg import VGG
 from lorita.runs.compare import svd_cutter
 from lorita.runs.config import DataSpec
 from lorita.train import TrainConfig, evaluate, train
@@ -33,10 +34,10 @@ FULL_TRAIN = 54_000  # Fashion-MNIST's training split less the 10% validation sp
 
 
 def parse_model(text: str) -> tuple[str, dict]:
-    """``"vgg16:width_multiplier=0.125"`` -> ``("vgg16", {"width_multiplier": 0.125})``."""
+    """``"vgg16:width_multiplier=0.125"`` -> ``("vgg16", {"width_multiplier": 0.125})``; ``;`` between arguments."""
     name, _, rest = text.partition(":")
     kwargs = {}
-    for item in filter(None, rest.split(",")):
+    for item in filter(None, rest.split(";")):
         key, value = item.split("=", 1)
         kwargs[key] = json.loads(value)
     return name, kwargs
@@ -44,8 +45,11 @@ def parse_model(text: str) -> tuple[str, dict]:
 
 def epoch_cost(name: str, kwargs: dict, depth: int, data, batch_size: int) -> dict:
     torch.manual_seed(0)
-    plain = create_model(name, num_classes=10, in_channels=1, image_size=28, **kwargs)
-    model = lorita.compose(plain, depth=depth, exclude=paper_exclude(name) or None) if depth > 1 else plain
+    if name == "vggcfg":  # a VGG-style stack not in the zoo (a candidate): vggcfg:cfg=[16,"M",32,"M"]
+        plain, exclude = VGG(kwargs["cfg"], in_channels=1, image_size=28, num_classes=10), None
+    else:
+        plain, exclude = create_model(name, num_classes=10, in_channels=1, image_size=28, **kwargs), paper_exclude(name)
+    model = lorita.compose(plain, depth=depth, exclude=exclude or None) if depth > 1 else plain
     config = TrainConfig(epochs=1, batch_size=batch_size, device="cpu")
     result = train(model, data, config)
     model.eval()
