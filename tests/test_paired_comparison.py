@@ -71,6 +71,9 @@ def test_fixed_size_differences_pick_the_alternative_on_validation_and_pair_by_s
     assert at10["ci"] == pytest.approx(mean_interval([0.5, 1.0, 1.5])["ci"])
     missing = fixed_size_differences(runs, "LoRITa N=2 + FT", [0.3])[0]
     assert missing["n"] == 0 and missing["mean"] is None
+    by_loss = [{"seed": 0, "columns": {"LoRITa N=2 + FT": {"lorita": True, "cuts": [{"size": 0.1, "val_loss": 2.0}]}}}]
+    with pytest.raises(LoritaError, match="compare accuracies"):
+        fixed_size_differences(by_loss, "LoRITa N=2 + FT", [0.1])
 
 
 def test_k_sizes_count_one_training_and_every_cut():

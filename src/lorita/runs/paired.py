@@ -86,6 +86,9 @@ def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0
 def _at_size(column: dict, size: float) -> dict | None:
     for cut in column.get("cuts") or []:
         if cut is not None and abs(cut["size"] - size) < 1e-9:
+            if "val_acc" not in cut or "test_acc" not in cut:
+                raise LoritaError("fixed-size differences compare accuracies; these cuts have none (an experiment "
+                                  "judged by loss?)")
             return cut
     return None
 
