@@ -25,8 +25,8 @@ from lorita.report.converged import pooled_plateau, study_entry, write_summary
 from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.many_sizes import many_sizes, many_sizes_markdown
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.small_dense import SMALL_DENSE
 
-SMALL_DENSE = "small dense"  # the label of the smaller-dense-model column
 
 
 def _read(path: Path) -> dict:

@@ -18,27 +18,35 @@ import math
 import os
 import platform
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from lorita import __version__
 from lorita import prune
+from lorita.batchnorm import recalibrate_batchnorm
 from lorita.compose import merge
 from lorita.cutspec import Ranks
 from lorita.errors import LoritaError
+from lorita.lowrank import has_lowrank
 from lorita.metric import ACCURACY, Metric
 from lorita.models.gpt import generate
 from lorita.models.registry import resolve_args
 from lorita.progress import progress as progress_of_sweep
 from lorita.report.demo import write_demo_report
 from lorita.runs import compare
+from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
 from lorita.runs.config import CompressConfig, ModelSpec
-from lorita.runs.experiment_spec import ExperimentSpec, load_spec
+from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.folder import mark, write_json
+from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
+from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
@@ -123,6 +131,29 @@ class _Seed:
     def metric(self) -> Metric:
         return self.spec.cuts.judged_by
 
+    def batches(self):
+        """``() -> iterator`` of the shuffled training batches BatchNorm statistics are re-estimated on."""
+        return training_batches(self.data, self.train.batch_size, self.train.seed)
+
+    def recalibrating(self, cutter: compare.Cutter) -> compare.Cutter:
+        """``cutter``, its models' BatchNorm statistics re-estimated when the spec asks for it."""
+        n = self.spec.columns.batchnorm
+        return recalibrating(cutter, self.batches(), n) if n else cutter
+
+    def measuring(self, split) -> "Callable[[torch.nn.Module], float]":
+        """``model -> figure`` on ``split``, each model's BatchNorm statistics re-estimated first (once per model)
+        when the spec asks for it and a layer was cut (the sweep's uncut point is the trained model): how a
+        sweep's cuts are scored, as ``compress_model(..., batchnorm=)`` scores the one it saves."""
+        n, done = self.spec.columns.batchnorm, weakref.WeakSet()
+
+        def measure(model):
+            if n and model not in done and has_lowrank(model):
+                recalibrate_batchnorm(model, self.batches()(), max_batches=n)
+                done.add(model)
+            return self.metric.measure(model, split)
+
+        return measure
+
     def spectra(self, run: TrainedRun, depth: int) -> Spectra:
         """The trained model merged once, as every cut of it sees it (whitened columns calibrate the plain one)."""
         spec = self.spec
@@ -161,6 +192,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
     out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), metric.target: plain_target,
+           "plateau": trained[1].results.get("plateau"),
            "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
            "headline": headline, "cut_folders": cuts, "folder": folder.name}
     if spec.report.samples and hasattr(data, "text"):
@@ -175,8 +207,7 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
     (the merged model itself, measured)."""
     spec, metric = s.spec, s.metric
     own_target = metric.target_for(run.results[metric.val], spec.cuts.max_drop)
-    val = lambda m: metric.measure(m, s.data.val)  # noqa: E731
-    test = lambda m: metric.measure(m, s.data.test)  # noqa: E731
+    val, test = s.measuring(s.data.val), s.measuring(s.data.test)
     with progress_of_sweep(s.progress, desc=f"sweep depth {depth}", unit="cut", leave=False) as bar:
         points = sweep(spectra, s.example, val, test if spec.cuts.test_every_cut else None,
                        points=spec.cuts.points, refine_targets=[plain_target, own_target],
@@ -195,37 +226,63 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
 
 def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple[compare.Column, int | None]]:
     """Every column: (the column, the depth whose sweep chose its cut, or None: searched)."""
-    spec, train, epochs = s.spec, s.train, s.train.epochs
+    spec, epochs = s.spec, s.train.epochs
     columns = []
     for depth, run in trained.items():  # cut, no fine-tuning: the sweep chose the cut (view b)
-        label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
-        columns.append((compare.Column(label, depth > 1, compare.svd_cutter(spectra[depth], spec.columns.svd()),
-                                       None, run.results["train_seconds"], epochs), depth))
+        columns.append((compare.Column(column_label(depth, False), depth > 1,
+                                       s.recalibrating(compare.svd_cutter(spectra[depth], spec.columns.svd())),
+                                       None, run.results["train_seconds"], epochs, _exposure(run)), depth))
     if spec.columns.calibrate:
-        columns.append((compare.Column("plain + whitened SVD", False,
-                                       compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)), None,
-                                       trained[1].results["train_seconds"], epochs), None))
-    if not spec.columns.finetune_epochs:
-        return columns
+        cutter = s.recalibrating(compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)))
+        columns.append((compare.Column("plain + whitened SVD", False, cutter, None,
+                                       trained[1].results["train_seconds"], epochs, _exposure(trained[1])), None))
+    if spec.columns.finetune_epochs:
+        columns += [(column, None) for column in _finetuned_columns(s, trained, use_tp)]
+    if spec.columns.small_dense:
+        columns.append((_small_dense_column(s, spectra[1].profile.params, trained[1]), None))
+    return columns
+
+
+def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Column]:
+    """The columns trained ``finetune_epochs`` less, cut and fine-tuned: at equal total epochs."""
+    spec, train = s.spec, s.train
     ft = spec.finetune_recipe(train)
     short = spec.short_recipe(train)
+    total = spec.recipe.train.epochs
+    columns = []
     for depth in trained:
         log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, train.seed,
                  depth, short.epochs, ft.epochs)
         run = _train_depth(s, s.folder / f"depth{depth}-short", depth, short)
         base = s.spectra(run, depth)
-        seconds, total = run.results["train_seconds"], spec.recipe.train.epochs
-        label = "plain + SVD + FT" if depth == 1 else f"LoRITa N={depth} + FT"
-        columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, spec.columns.svd()), ft, seconds,
-                                       total), None))
+        seconds, exposure = run.results["train_seconds"], _exposure(run)
+        cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd()))
+        columns.append(compare.Column(column_label(depth, True), depth > 1, cutter, ft, seconds, total, exposure))
         if depth == 1 and spec.columns.calibrate:
-            columns.append((compare.Column("plain + whitened SVD + FT", False,
-                                           compare.svd_cutter(base, spec.columns.svd(whitened=True)), ft, seconds,
-                                           total), None))
+            cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(whitened=True)))
+            columns.append(compare.Column("plain + whitened SVD + FT", False, cutter, ft, seconds, total, exposure))
         if depth == 1 and use_tp:
-            columns.append((compare.Column("Torch-Pruning + FT", False, compare.prune_cutter(base.model, s.example),
-                                           ft, seconds, total), None))
+            between, last = split_finetune(ft, spec.columns.prune_rounds)
+            cutter = iterative_prune_cutter(base.model, s.example, rounds=spec.columns.prune_rounds, between=between,
+                                            data=s.data, importance=spec.columns.prune_importance,
+                                            taylor_batches=s.batches())
+            columns.append(compare.Column("Torch-Pruning + FT", False, s.recalibrating(cutter), last, seconds, total,
+                                          exposure, between_epochs=ft.epochs - last.epochs))
     return columns
+
+
+def _small_dense_column(s: _Seed, original_params: int, plain: TrainedRun) -> compare.Column:
+    """The smaller dense model of the same family, trained directly with the plain recipe for every epoch: its
+    training is its cut (no fine-tuning), so its seconds are each cut's."""
+    setup = s.spec.setup
+    model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
+    cutter = small_dense_cutter(model, s.data, s.train, original_params)
+    return compare.Column(SMALL_DENSE, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
+                          refine=s.spec.columns.small_dense_refine)
+
+
+def _exposure(run: TrainedRun) -> float | None:
+    return run.results.get("penalty_exposure")
 
 
 def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float) -> tuple[dict, dict]:
@@ -245,7 +302,8 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
             if view is not None:
                 models[column.label] = None  # its place in the order; the model is the saved cut (_save_cuts)
         else:
-            refine = spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
+            refine = column.refine if column.refine is not None else \
+                spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
             cuts = compare.search(column, plain_target, s.data, original, s.example, sizes=spec.columns.sizes,
                                   refine=refine, progress=s.progress, metric=metric)
             best = compare.chosen(cuts, plain_target, metric)
@@ -256,9 +314,10 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
                 models[column.label] = best.detail["model"]
                 if "ranks" in best.detail:
                     pick["ranks"] = best.detail["ranks"]
-        measured[column.label] = {"lorita": column.lorita, "finetune_epochs": column.finetune.epochs
-                                  if column.finetune is not None else 0,
+        finetune_epochs = column.between_epochs + (column.finetune.epochs if column.finetune is not None else 0)
+        measured[column.label] = {"lorita": column.lorita, "finetune_epochs": finetune_epochs,
                                   "epochs": column.epochs, "train_seconds": column.train_seconds,
+                                  "exposure": column.exposure,
                                   "cuts": [compare.as_dict(c, metric) for c in cuts], "chosen": pick}
     return measured, models
 
@@ -276,12 +335,13 @@ def _save_cuts(s: _Seed, spectra: dict, depths: dict, dense: dict, models: dict)
         uncut = dense[depth]
         measured = s.metric is ACCURACY and uncut.test is not None  # compress runs record accuracies
         before = {"val_acc": uncut.val, "test_acc": uncut.test} if measured else None
-        small, results = compress_model(spectra[depth], s.data, how, before=before, progress=s.progress)
+        small, results = compress_model(spectra[depth], s.data, how, recipe=s.train, before=before,
+                                        batchnorm=s.spec.columns.batchnorm, progress=s.progress)
         folder.mkdir()
         # the source sits in the same staging folder, which is renamed when done: recorded relative
         write_cut(folder, CompressConfig(os.path.relpath(s.folder / f"depth{depth}", folder.parent), how), small,
                   results)
-        models["plain + SVD" if depth == 1 else f"LoRITa N={depth}"] = small
+        models[column_label(depth, False)] = small
         names.append(folder.name)
     return names
 
@@ -406,9 +466,25 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
                             "(view b)",
                      "bar_ratio": spec.report.bar_ratio,
                      "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= spec.report.bar_ratio},
+        **({"paired": _paired(spec, runs)} if spec.report.pre_registered is not None else {}),
         "seconds": seconds,
         "machine": machine(),
     }
+
+
+def _paired(spec: ExperimentSpec, runs: list[dict]) -> dict:
+    """The pre-registered column against the best alternative over the seeds (``lorita.runs.paired``): the
+    per-seed ratios with their geometric mean and paired t interval; for accuracy, the paired differences at the
+    fixed sizes and each seed's K-sizes table (``lorita.runs.many_sizes``)."""
+    label = spec.report.pre_registered
+    out = {"pre_registered": label, "ratio_over_seeds": ratio_over_seeds(runs, label)}
+    if spec.cuts.judged_by is ACCURACY:
+        sizes = spec.columns.sizes
+        out["fixed_size_differences"] = fixed_size_differences(runs, label, sizes)
+        out["many_sizes"] = [{"seed": run["seed"], "rows": [{**row, "at": {f"{k:g}": v for k, v in row["at"].items()}}
+                                                           for row in many_sizes(run["columns"], sizes)]}
+                             for run in runs]
+    return out
 
 
 def machine() -> str:

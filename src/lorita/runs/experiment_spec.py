@@ -27,13 +27,24 @@ from lorita.cutspec import Budget
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
 from lorita.models import paper_exclude
+from lorita.prune import IMPORTANCES
 from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_RATE, MAX_SEED
 
-__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "load_spec"]
+__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "column_label", "load_spec"]
+
+
+def column_label(depth: int, finetuned: bool) -> str:
+    """The label of an SVD column: "plain + SVD" at depth 1, "LoRITa N=2" at depth 2, "+ FT" when fine-tuned.
+
+    Example:
+        >>> column_label(1, False), column_label(2, True)
+        ('plain + SVD', 'LoRITa N=2 + FT')
+    """
+    return ("plain + SVD" if depth == 1 else f"LoRITa N={depth}") + (" + FT" if finetuned else "")
 
 
 def _check_bools(part: Any, *names: str) -> None:
@@ -119,9 +130,12 @@ class Recipe:
 @dataclass
 class Columns:
     """The alternatives, at equal total epochs: fine-tuned columns (trained ``finetune_epochs`` less, cut,
-    fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed), whitened SVD
-    (``calibrate`` training batches; 0: none), the params fractions every column is measured at, and the
-    bisection steps of a fine-tuned column's crossing of the target."""
+    fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed; in
+    ``prune_rounds`` rounds that share the fine-tuning epochs, ``prune_importance`` "l1", "l2" or "taylor"),
+    whitened SVD (``calibrate`` training batches; 0: none), the smaller dense model trained directly
+    (``small_dense``; its crossing bisected ``small_dense_refine`` times: each size is a training), BatchNorm
+    statistics re-estimated on ``batchnorm`` training batches after every cut (0: not), the params fractions
+    every column is measured at, and the bisection steps of a fine-tuned column's crossing of the target."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
@@ -129,6 +143,11 @@ class Columns:
     calibrate: int = 0
     sizes: list[float] = field(default_factory=lambda: list(FIXED_SIZES))
     refine_sizes: int = 3
+    batchnorm: int = 0
+    small_dense: bool = False
+    small_dense_refine: int = 2
+    prune_rounds: int = 1
+    prune_importance: str = "l1"
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
@@ -141,6 +160,12 @@ class Columns:
                 not all(is_number(x) and 0 < x < 1 for x in self.sizes):
             raise LoritaError(f"sizes must be a list of fractions in (0, 1) of the original params, got {self.sizes!r}")
         check_int("refine_sizes", self.refine_sizes, minimum=0)
+        check_int("batchnorm", self.batchnorm, minimum=0,
+                  meaning="training batches BatchNorm statistics are re-estimated on after every cut; 0: not")
+        _check_bools(self, "small_dense")
+        check_int("small_dense_refine", self.small_dense_refine, minimum=0)
+        check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
+        check_choice("prune_importance", self.prune_importance, IMPORTANCES)
 
     def svd(self, whitened: bool = False) -> Budget:
         """How an SVD column cuts to a size: one global threshold within the params (whitened: calibrated)."""
@@ -174,15 +199,20 @@ class Cuts:
 
 @dataclass
 class Report:
-    """What the report adds: the bar (LoRITa keeps at most ``bar_ratio`` of the best alternative's params) and,
-    for text, ``samples`` characters generated from ``sample_prompt`` by each chosen model (0: none)."""
+    """What the report adds: the bar (LoRITa keeps at most ``bar_ratio`` of the best alternative's params),
+    for text, ``samples`` characters generated from ``sample_prompt`` by each chosen model (0: none), and the
+    column named before the runs (``pre_registered``, e.g. "LoRITa N=2 + FT"), whose ratio to the best
+    alternative over seeds, paired differences at the fixed sizes and K-sizes table the results add."""
 
     bar_ratio: float = 0.5
     samples: int = 0
     sample_prompt: str = "The "
+    pre_registered: str | None = None
 
     def __post_init__(self) -> None:
         check_number("bar_ratio", self.bar_ratio, minimum=0, low_open=True)
+        if self.pre_registered is not None:
+            check_str("pre_registered", self.pre_registered)
         check_int("samples", self.samples, minimum=0)
         check_str("sample_prompt", self.sample_prompt)
 
@@ -194,7 +224,8 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "train", "max_drop", "points", "refine_steps", "test_every_cut", "fallback_to_digits", "seeds",
          "finetune_epochs", "finetune_lr", "torch_pruning", "sizes", "refine_sizes", "metric", "calibrate",
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
-         "warm_start_weight_decay", "bar_ratio")
+         "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
+         "prune_importance", "pre_registered")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
@@ -219,6 +250,14 @@ class ExperimentSpec:
         check_int("finetune_epochs", self.columns.finetune_epochs, minimum=0, maximum=epochs - 1)
         check_int("warm_start_epochs", self.recipe.warm_start_epochs, minimum=0,
                   maximum=epochs - self.columns.finetune_epochs - 1)
+        if self.columns.finetune_epochs and self.columns.prune_rounds > self.columns.finetune_epochs:
+            raise LoritaError(f"prune_rounds ({self.columns.prune_rounds}) must be at most finetune_epochs "
+                              f"({self.columns.finetune_epochs}): the rounds share the fine-tuning epochs, at least "
+                              "one each")
+        named = self.report.pre_registered
+        if named is not None and named not in self.lorita_columns():
+            raise LoritaError(f"pre_registered must be one of this experiment's LoRITa columns "
+                              f"({', '.join(self.lorita_columns())}), got {named!r}")
         if self.report.samples and self.setup.dataset not in TEXT_DATASETS:
             raise LoritaError(f"samples generates text from the chosen models; {self.setup.dataset!r} is an image "
                               "dataset: leave samples at 0")
@@ -260,6 +299,12 @@ class ExperimentSpec:
             value = getattr(getattr(self, _PART_OF[key]), key)
             out[key] = dataclasses.asdict(value) if key == "train" else value
         return out
+
+    def lorita_columns(self) -> list[str]:
+        """The labels of the LoRITa columns this experiment measures (one per depth above 1, and its "+ FT" when
+        columns are fine-tuned)."""
+        finetuned = (False, True) if self.columns.finetune_epochs else (False,)
+        return [column_label(d, ft) for d in sorted(set(self.recipe.depths)) if d > 1 for ft in finetuned]
 
     def run_config(self, data, depth: int, train: TrainConfig) -> RunConfig:
         """The training run of one depth with recipe ``train``, on ``data`` (which may be the digits fallback)."""

@@ -27,6 +27,7 @@ from lorita.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
+SMALL_DENSE = "small dense"  # the column's label in an experiment's results
 WIDTH_ARGUMENTS = ("width", "width_multiplier")  # an int (units/channels) or a float (channel scale)
 _FLOAT_STEPS = 60  # bisection steps on a float width: far below one channel of any zoo model
 
