@@ -1,0 +1,140 @@
+"""Run the converged study's experiments one at a time, one folder per (model, budget, setting, seed); resumable.
+
+Usage:
+    python experiments/converged_run.py experiments/converged/fcn.json --seeds 0 1 2 3 4
+    LOCK=/work/locks/heavy nohup python experiments/converged_run.py experiments/converged/vgg_small.json \\
+        --seeds 0 1 2 3 4 > runs/converged/vgg_small.log 2>&1 &
+
+Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress``
+(with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the config's reduced recipe),
+its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines).
+A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
+when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
+done. A leftover ``seed<S>.partial`` (a run killed midway) is removed first when it is a lorita run folder
+holding only lorita's files and no command is writing it; otherwise that seed is reported and left alone.
+
+``LOCK`` (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
+so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
+``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there. A run
+that fails is reported and the next one starts; the exit status is 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lorita.errors import LoritaError
+from lorita.runs import load_spec
+from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
+from lorita.runs.lock import OutputLock
+
+
+def settings_of(config: Path) -> dict[str, dict]:
+    """The config's settings (name -> overrides), ``base`` included."""
+    values = json.loads(config.read_text(encoding="utf-8")).get("settings", {})
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
+    return {"base": {}, **values}
+
+
+def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None) -> list[str]:
+    """The command line of one run (under ``flock lock`` when given)."""
+    cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
+           "--no-progress"]
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    if reduced:
+        cmd.append("--reduced")
+    return ["flock", lock, *cmd] if lock else cmd
+
+
+def clear_leftover(out: Path) -> str | None:
+    """Remove ``out``'s staging folder left by a killed run; a reason when it cannot be (then the seed waits)."""
+    partial = staging_path(out)
+    if not partial.exists():
+        return None
+    lock = OutputLock(out)
+    try:
+        lock.acquire()  # refuses when a command is writing this output now
+    except LoritaError as err:
+        return str(err)
+    try:
+        if partial.is_symlink() or not partial.is_dir() or not is_marked(partial):
+            return f"{partial} is not a lorita run folder; look at it and remove it"
+        foreign = foreign_entries(partial)
+        if foreign:
+            return f"{partial} holds what lorita did not write ({', '.join(foreign[:3])}); look at it and remove it"
+        left = remove_tree(partial)
+        return f"{partial}: could not remove {left}" if left else None
+    finally:
+        lock.release()
+
+
+def run_one(cmd: list[str], out: Path) -> int:
+    """Run ``cmd``, its output appended to ``<out>.log``; its exit status."""
+    log = out.with_name(out.name + ".log")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join(cmd)}\n")
+        handle.flush()
+        return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="experiments/converged/<model>.json")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed, in this order")
+    parser.add_argument("--setting", default="base", help="a setting of the config's 'settings' (default: base)")
+    parser.add_argument("--root", type=Path, default=Path("runs/converged"), help="where the run folders go")
+    parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    args = parser.parse_args(argv)
+    lock = os.environ.get("LOCK") or None
+    if lock and shutil.which("flock") is None:
+        raise SystemExit("LOCK is set but there is no flock command on this machine")
+    settings = settings_of(args.config)
+    if args.setting not in settings:
+        raise SystemExit(f"no setting {args.setting!r} in {args.config}; settings: {', '.join(settings)}")
+    overrides = settings[args.setting]
+    train = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    spec = load_spec(args.config, reduced=args.reduced, train_override=train, **fields)  # a bad config fails now
+    budget = f"{spec.setup.model}-e{spec.recipe.train.epochs}" + ("-reduced" if args.reduced else "")
+    folder = args.root / budget / args.setting
+    failed = []
+    for seed in args.seeds:
+        out = folder / f"seed{seed}"
+        cmd = command(args.config, seed, out, overrides, args.reduced, lock)
+        if out.exists():
+            print(f"{out}: complete, skipped", flush=True)
+            continue
+        if args.dry_run:
+            print(shlex.join(cmd), flush=True)
+            continue
+        problem = clear_leftover(out)
+        if problem is not None:
+            print(f"{out}: not run: {problem}", flush=True)
+            failed.append(seed)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
+        tic = time.time()
+        code = run_one(cmd, out)
+        print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
+              f"{time.time() - tic:.0f} s", flush=True)
+        if code != 0:
+            failed.append(seed)
+    if failed:
+        print(f"failed or not run: seeds {failed}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""experiments/converged_run.py: the converged study's runner (one folder per model, budget, setting and seed;
+resumable after a kill) and its configs."""
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from lorita.runs import load_spec
+from lorita.runs.folder import mark, write_json
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("converged_run", "experiments/converged_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,epochs,rounds,sizes", [("fcn", 60, 3, [0.05, 0.1, 0.2, 0.3]),
+                                                      ("vgg_small", 12, 2, [0.1, 0.2, 0.3, 0.5])])
+def test_the_study_configs_are_the_plans(name, epochs, rounds, sizes):
+    spec = load_spec(f"experiments/converged/{name}.json")
+    train, columns = spec.recipe.train, spec.columns
+    assert (spec.setup.model, spec.setup.dataset, train.epochs) == (name, "fashion-mnist", epochs)
+    assert columns.finetune_epochs == round(epochs / 6) and columns.prune_rounds == rounds
+    assert columns.sizes == sizes and columns.batchnorm == 200 and columns.small_dense and columns.torch_pruning
+    assert spec.report.pre_registered == "LoRITa N=2 + FT" and spec.recipe.depths == [1, 2]
+    assert spec.recipe.init == "default" and spec.recipe.exclude == []  # g0: every layer composed, default init
+    assert (train.lr, train.momentum, train.batch_size) == (0.05, 0.9, 128)
+    assert load_spec(f"experiments/converged/{name}.json", reduced=True).report.pre_registered == "LoRITa N=2 + FT"
+
+
+def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOCK", str(tmp_path / "heavy"))
+    root = tmp_path / "runs"
+    (root / "fcn-e60" / "base" / "seed1").mkdir(parents=True)  # complete: skipped
+    assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "--root", str(root),
+                           "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"flock {tmp_path / 'heavy'} {sys.executable} -m lorita experiment "
+                               "experiments/converged/fcn.json --seeds 0 --out ")
+    assert lines[0].endswith("fcn-e60/base/seed0 --no-progress")
+    assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
+
+
+def test_an_unknown_setting_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"no setting 'g9' in experiments/converged/fcn.json; settings: base"):
+        _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
+
+
+def test_a_leftover_staging_folder_is_removed_only_when_it_is_lorita_s(tmp_path):
+    runner = _runner()
+    out = tmp_path / "seed0"
+    partial = tmp_path / "seed0.partial"
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
+    assert runner.clear_leftover(out) is None and not partial.exists()
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    assert "is not a lorita run folder" in runner.clear_leftover(out)
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    assert "holds what lorita did not write" in runner.clear_leftover(out)
+    assert (partial / "notes.txt").read_text() == "mine"
+
+
+TINY = {"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}, "depths": [1, 2],
+                   "points": 3, "sizes": [0.5], "pre_registered": "LoRITa N=2"},
+        "full": {"dataset": "digits", "max_train": 400, "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}},
+        "settings": {"wide": {"model_kwargs": {"width": 12, "hidden_layers": 1}}}}
+
+
+@pytest.mark.slow
+def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LOCK", raising=False)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    root = tmp_path / "runs"
+    killed = root / "fcn-e1" / "wide" / "seed1.partial"  # what a killed run leaves
+    write_json(killed / "config.json", mark({"command": "experiment"}))
+    runner = _runner()
+    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
+    for seed in (0, 1):
+        results = json.loads((root / "fcn-e1" / "wide" / f"seed{seed}" / "results.json").read_text())
+        assert results["seeds"] == [seed] and results["spec"]["model_kwargs"]["width"] == 12
+        assert results["paired"]["pre_registered"] == "LoRITa N=2"
+        log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
+        assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
+    assert not killed.exists()
+    capsys.readouterr()
+    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.count("complete, skipped") == 2
