@@ -126,6 +126,10 @@ def test_every_column_of_the_converged_comparison(tmp_path):
     assert [row["size"] for row in paired["fixed_size_differences"]] == [0.3, 0.5]
     assert [m["seed"] for m in paired["many_sizes"]] == [0, 1]
     assert {row["label"] for row in paired["many_sizes"][0]["rows"]} == expected
+    report = (out / "report.md").read_text()
+    assert "## LoRITa N=2 + FT (named before the runs) against the best alternative" in report
+    assert f"LoRITa N=2 + FT {columns['LoRITa N=2 + FT']['exposure']:.2f}" in report
+    assert "of 2 seeds plateaued" in report and "K sizes from one training (seed 0)" in report
 
 
 def test_a_cut_that_keeps_every_layer_dense_keeps_its_batchnorm_statistics():

@@ -6,8 +6,9 @@ import math
 import pytest
 
 from lorita.errors import LoritaError
-from lorita.report.converged import SEED_KEYS, STUDY_KEYS, check_study, pooled_plateau, study_entry, write_summary
-from lorita.runs.many_sizes import many_sizes, many_sizes_markdown
+from lorita.report.converged import (SEED_KEYS, STUDY_KEYS, check_study, many_sizes_markdown, pooled_plateau, study_entry,
+                                     write_summary)
+from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import UNCUT, fixed_size_differences, ratio_over_seeds, seed_ratio
 from lorita.stats import mean_interval
 

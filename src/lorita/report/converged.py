@@ -24,6 +24,7 @@ from typing import Sequence
 from lorita.atomic import atomic_write_text
 from lorita.checks import is_int, is_number
 from lorita.errors import LoritaError
+from lorita.report.plots import figure, save_figure
 
 STUDY_KEYS = ("model", "dataset", "epochs", "exposure", "plateau", "pre_registered", "alternatives",
               "small_model_baseline", "per_seed", "geomean_ratio", "ci95")
@@ -146,3 +147,118 @@ def pooled_plateau(plateaus: Sequence[dict]) -> bool:
     if not plateaus:
         raise LoritaError("no plateau tests given (one per seed's plain model)")
     return all(p.get("plateau") is True for p in plateaus)
+
+
+def paired_lines(paired: dict) -> list[str]:
+    """The pre-registered column against the best alternative over seeds, as Markdown lines: the per-seed sizes at
+    the target, the geometric mean ratio with its paired t 95% interval, the paired test-accuracy differences at
+    the fixed sizes and the first seed's K-sizes table, from ``paired``: ``{"pre_registered", "ratio_over_seeds"}``
+    (``lorita.runs.paired.ratio_over_seeds``) and, for accuracy, ``"fixed_size_differences"`` and
+    ``"many_sizes"``: ``[{"seed", "rows"}]`` (``lorita.runs.many_sizes``), as an experiment's results.json holds it.
+
+    Example:
+        >>> comparison = {"per_seed": [{"seed": 0, "target_val_acc": 90.0, "lorita_params_kept": 0.05,
+        ...     "best_alternative": "small dense", "best_alternative_params_kept": 0.1, "ratio": 0.5}],
+        ...     "geomean_ratio": 0.5, "ci95": None, "missed": []}
+        >>> paired_lines({"pre_registered": "LoRITa N=2 + FT", "ratio_over_seeds": comparison})[2]
+        '| 0 | 90.00 | 5.0% | small dense | 10.0% | 0.500 |'
+    """
+    label, comparison = paired["pre_registered"], paired["ratio_over_seeds"]
+    lines = [f"| seed | target (val %) | {label}: params kept | best alternative | its params kept | ratio |",
+             "|---|---|---|---|---|---|"]
+    for row in comparison["per_seed"]:
+        ours = "missed" if row["lorita_params_kept"] is None else f"{100 * row['lorita_params_kept']:.1f}%"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+        lines.append(f"| {row['seed']} | {row['target_val_acc']:.2f} | {ours} | {row['best_alternative']} | "
+                     f"{100 * row['best_alternative_params_kept']:.1f}% | {ratio} |")
+    if comparison["geomean_ratio"] is not None:
+        ci = comparison["ci95"]
+        span = "no interval (one seed)" if ci is None else f"paired t 95% interval [{ci[0]:.3f}, {ci[1]:.3f}]"
+        lines += ["", f"Geometric mean ratio {comparison['geomean_ratio']:.3f}, {span}."]
+    else:
+        lines += ["", f"No geometric mean: {label} misses the target on seeds {comparison['missed']}."]
+    if paired.get("fixed_size_differences"):
+        lines += ["", f"| params kept | {label} minus the alternative best on validation: mean test-accuracy "
+                      "difference (points) | 95% interval | seeds |", "|---|---|---|---|"]
+        for row in paired["fixed_size_differences"]:
+            ci = "-" if row["ci"] is None else f"[{row['ci'][0]:+.2f}, {row['ci'][1]:+.2f}]"
+            mean = "-" if row["mean"] is None else f"{row['mean']:+.2f}"
+            lines.append(f"| {100 * row['size']:g}% | {mean} | {ci} | {row['n']} |")
+    if paired.get("many_sizes"):
+        first = paired["many_sizes"][0]
+        rows = [{**row, "at": {float(k): v for k, v in row["at"].items()}} for row in first["rows"]]
+        sizes = sorted({size for row in rows for size in row["at"]})
+        lines += ["", f"K sizes from one training (seed {first['seed']}):", "", many_sizes_markdown(rows, sizes)]
+    return lines
+
+
+def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str, float] | None = None) -> Path:
+    """The study's central figure: per model, the geometric mean ratio (pre-registered column / best alternative)
+    against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it;
+    the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines. A budget whose ratio is
+    missing (the column missed the target on a seed) is marked on the axis, not left out. Returns the PNG's path.
+
+    Example:
+        >>> import tempfile
+        >>> entry = {"model": "fcn", "epochs": 15, "exposure": 3.0, "geomean_ratio": 0.8, "ci95": [0.6, 1.1]}
+        >>> plot_budget_curve([entry, {**entry, "epochs": 60, "geomean_ratio": None, "ci95": None}],
+        ...                   Path(tempfile.mkdtemp()) / "curve.png", {"fcn": 0.5}).suffix
+        '.png'
+    """
+    if not studies:
+        raise LoritaError("no studies to plot: pass the summary's studies (one per model and epoch budget)")
+    fig = figure(6.4, 4.2)
+    ax = fig.subplots()
+    for k, model in enumerate(sorted({s["model"] for s in studies})):
+        rows = sorted((s for s in studies if s["model"] == model), key=lambda s: s["epochs"])
+        done = [s for s in rows if s["geomean_ratio"] is not None]
+        color = f"C{k}"
+        if done:
+            ratios = [s["geomean_ratio"] for s in done]
+            low = [r - (s["ci95"] or [r, r])[0] for r, s in zip(ratios, done)]
+            high = [(s["ci95"] or [r, r])[1] - r for r, s in zip(ratios, done)]
+            ax.errorbar([s["epochs"] for s in done], ratios, yerr=[low, high], marker="o", capsize=4, color=color,
+                        label=f"{model} (geometric mean, 95% interval)")
+            for s, r in zip(done, ratios):
+                ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
+                            xytext=(6, 6), fontsize=7, color=color)
+        missed = [s["epochs"] for s in rows if s["geomean_ratio"] is None]
+        if missed:
+            ax.plot(missed, [0] * len(missed), "x", color=color, markersize=9, clip_on=False,
+                    label=f"{model}: missed the target on a seed")
+        if bars and model in bars:
+            ax.axhline(bars[model], color=color, linestyle=":", linewidth=1, label=f"{model}: the bar ({bars[model]:g})")
+    ax.axhline(1.0, color="gray", linewidth=1)
+    ax.set_xscale("log")
+    budgets = sorted({s["epochs"] for s in studies})
+    ax.minorticks_off()
+    ax.set_xticks(budgets, [str(e) for e in budgets])
+    ax.set_xlim(budgets[0] / 1.4, budgets[-1] * 1.4)
+    ax.set_xlabel("epoch budget (every column, equal total epochs)")
+    ax.set_ylabel("params kept: pre-registered LoRITa / best alternative")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Does LoRITa pay once trained long enough?")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def many_sizes_markdown(rows: Sequence[dict], sizes: Sequence[float]) -> str:
+    """The rows of :func:`many_sizes` as a Markdown table (test accuracy at each size, then seconds).
+
+    Example:
+        >>> rows = [{"label": "A", "at": {0.1: {"test_acc": 89.0}, 0.2: None}, "seconds": 12.0,
+        ...          "train_seconds": 10.0, "cut_seconds": 2.0, "finetune_epochs": 0}]
+        >>> print(many_sizes_markdown(rows, [0.1, 0.2]).splitlines()[2])
+        | A | 0 | 89.00 | - | 10 | 2 | 12 |
+    """
+    head = ["column", "FT epochs", *[f"test acc at {100 * s:g}%" for s in sizes],
+            "training s", "cuts s", f"total s for all {len(sizes)}"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        accs = ["-" if row["at"].get(s) is None else f"{row['at'][s]['test_acc']:.2f}" for s in sizes]
+        lines.append("| " + " | ".join([row["label"], str(row["finetune_epochs"]), *accs,
+                                        f"{row['train_seconds']:.0f}", f"{row['cut_seconds']:.0f}",
+                                        f"{row['seconds']:.0f}"]) + " |")
+    return "\n".join(lines)

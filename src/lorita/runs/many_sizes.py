@@ -52,23 +52,3 @@ def many_sizes(columns: Mapping[str, dict], sizes: Sequence[float]) -> list[dict
                      "reached": sum(v is not None for v in at.values()), "train_seconds": train_seconds,
                      "cut_seconds": cut_seconds, "seconds": train_seconds + cut_seconds})
     return rows
-
-
-def many_sizes_markdown(rows: Sequence[dict], sizes: Sequence[float]) -> str:
-    """The rows of :func:`many_sizes` as a Markdown table (test accuracy at each size, then seconds).
-
-    Example:
-        >>> rows = [{"label": "A", "at": {0.1: {"test_acc": 89.0}, 0.2: None}, "seconds": 12.0,
-        ...          "train_seconds": 10.0, "cut_seconds": 2.0, "finetune_epochs": 0}]
-        >>> print(many_sizes_markdown(rows, [0.1, 0.2]).splitlines()[2])
-        | A | 0 | 89.00 | - | 10 | 2 | 12 |
-    """
-    head = ["column", "FT epochs", *[f"test acc at {100 * s:g}%" for s in sizes],
-            "training s", "cuts s", f"total s for all {len(sizes)}"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        accs = ["-" if row["at"].get(s) is None else f"{row['at'][s]['test_acc']:.2f}" for s in sizes]
-        lines.append("| " + " | ".join([row["label"], str(row["finetune_epochs"]), *accs,
-                                        f"{row['train_seconds']:.0f}", f"{row['cut_seconds']:.0f}",
-                                        f"{row['seconds']:.0f}"]) + " |")
-    return "\n".join(lines)
