@@ -53,10 +53,19 @@ def test_compress_model_batchnorm_needs_the_recipe():
     ({"prune_importance": "random"}, r"prune_importance must be one of 'l1', 'l2', 'taylor'"),
     ({"prune_rounds": 0}, r"prune_rounds must be an integer >= 1"),
     ({"prune_rounds": 3, "finetune_epochs": 2, "train": {"epochs": 6}},
-     r"prune_rounds \(3\) must be at most finetune_epochs \(2\)"),
+     r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
     ({"pre_registered": "LoRITa N=2 + FT"}, r"pre_registered must be one of this experiment's LoRITa columns "
                                             r"\(LoRITa N=2, LoRITa N=3\), got 'LoRITa N=2 \+ FT'"),
     ({"pre_registered": "plain + SVD", "depths": [1, 2]}, r"LoRITa columns \(LoRITa N=2\), got 'plain \+ SVD'"),
+    ({"lorita_train": {"epochs": 3}}, r"lorita_train may not change epochs: every column shares them"),
+    ({"plain_train": {"seed": 3}}, r"plain_train may not change seed"),
+    ({"plain_train": {"lr": -1}}, r"plain_train: lr must be a finite number > 0"),
+    ({"lorita_train": {"bogus": 1}}, r"lorita_train: unknown TrainConfig key\(s\): bogus"),
+    ({"lorita_train": [1]}, r"lorita_train must be an object"),
+    ({"lorita_finetune_epochs": 2}, r"lorita_finetune_epochs needs fine-tuned columns: set finetune_epochs too"),
+    ({"finetune_epochs": 1, "plain_finetune_epochs": 20}, r"plain_finetune_epochs must be an integer from 1 to 19"),
+    ({"finetune_epochs": 3, "plain_finetune_epochs": 2, "prune_rounds": 3},
+     r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
 ])
 def test_bad_column_fields(kwargs, message):
     with pytest.raises(LoritaError, match=message):
@@ -68,6 +77,25 @@ def test_the_pre_registered_column_may_be_a_fine_tuned_one():
                                      "pre_registered": "LoRITa N=2 + FT"})
     assert spec.lorita_columns() == ["LoRITa N=2", "LoRITa N=2 + FT"]
     assert ExperimentSpec.from_flat(spec.flat()) == spec
+
+
+@pytest.mark.slow
+def test_each_side_trains_with_its_own_changes_and_split(tmp_path):
+    spec = ExperimentSpec.from_flat({
+        "name": "sides", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+        "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+        "lorita_finetune_epochs": 2, "torch_pruning": False, "lorita_train": {"weight_decay": 0.002},
+        "plain_train": {"lr": 0.02}, "small_dense": True, "small_dense_refine": 0,
+        "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "weight_decay": 0.001, "device": "cpu"}})
+    results = run_experiment(spec, tmp_path / "sides", progress=False)
+    recipes = {name: json.loads((tmp_path / "sides" / name / "config.json").read_text())["train"]
+               for name in ("depth1", "depth2", "depth1-short", "depth2-short")}
+    assert [(r["lr"], r["weight_decay"], r["epochs"]) for r in recipes.values()] == [
+        (0.02, 0.001, 4), (0.05, 0.002, 4), (0.02, 0.001, 3), (0.05, 0.002, 2)]
+    columns = results["runs"][0]["columns"]
+    assert columns["LoRITa N=2 + FT"]["finetune_epochs"] == 2 and columns["plain + SVD + FT"]["finetune_epochs"] == 1
+    assert all(c["epochs"] == 4 for c in columns.values())  # equal total epochs on both sides
+    assert columns[SMALL_DENSE]["exposure"] == columns["plain + SVD"]["exposure"]  # the plain side's recipe
 
 
 TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},

@@ -244,13 +244,13 @@ def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple
 
 
 def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Column]:
-    """The columns trained ``finetune_epochs`` less, cut and fine-tuned: at equal total epochs."""
+    """The columns trained their side's fine-tuning epochs less, cut and fine-tuned: at equal total epochs."""
     spec, train = s.spec, s.train
-    ft = spec.finetune_recipe(train)
-    short = spec.short_recipe(train)
     total = spec.recipe.train.epochs
     columns = []
     for depth in trained:
+        ft = spec.finetune_recipe(train, depth)
+        short = spec.short_recipe(train, depth)
         log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, train.seed,
                  depth, short.epochs, ft.epochs)
         run = _train_depth(s, s.folder / f"depth{depth}-short", depth, short)
@@ -276,7 +276,7 @@ def _small_dense_column(s: _Seed, original_params: int, plain: TrainedRun) -> co
     training is its cut (no fine-tuning), so its seconds are each cut's."""
     setup = s.spec.setup
     model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
-    cutter = small_dense_cutter(model, s.data, s.train, original_params)
+    cutter = small_dense_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params)
     return compare.Column(SMALL_DENSE, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
                           refine=s.spec.columns.small_dense_refine)
 
@@ -357,8 +357,10 @@ def _warm_start(s: _Seed):
 def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> TrainedRun:
     """One depth's training run. With a warm start, a LoRITa depth is the plain warm-start model composed with
     ``init="preserve"`` and trained for the remaining epochs (``warm_start_lr`` / ``warm_start_weight_decay``
-    when given): the same total epochs as every other column, the warm start's seconds included."""
+    when given): the same total epochs as every other column, the warm start's seconds included. ``train`` gets
+    the changes of the depth's side first (``Recipe.for_depth``)."""
     spec, recipe, warm = s.spec, s.spec.recipe, s.warm
+    train = recipe.for_depth(train, depth)
     if depth == 1 or warm is None:
         return train_run(out, spec.run_config(s.data, depth, train), s.data, progress=s.progress, nested=True)
     rest = dataclasses.replace(

@@ -34,6 +34,9 @@ from lorita.runs.data import TEXT_DATASETS
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_RATE, MAX_SEED
 
+# recipe fields every column shares: the budget (equal total epochs), the seed (pairing), where it runs
+SHARED_FIELDS = frozenset({"epochs", "seed", "device"})
+
 __all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "column_label", "load_spec"]
 
 
@@ -86,8 +89,11 @@ class Setup:
 @dataclass
 class Recipe:
     """How each depth is trained: the recipe, the depths (1: the plain baseline), the composition, the seeds
-    (None: the recipe's; each changes split, init and batch order), and an optional plain warm start of the
-    LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay)."""
+    (None: the recipe's; each changes split, init and batch order), an optional plain warm start of the
+    LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay), and each side's
+    changes to the recipe (``plain_train``: depth 1 and the small dense model; ``lorita_train``: the LoRITa
+    depths), e.g. ``{"warmup_epochs": 2}`` or ``{"lr": 0.025, "weight_decay": 0.002}``: a grid setting that
+    changes one side leaves the other's recipe as it was."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -99,12 +105,25 @@ class Recipe:
     warm_start_epochs: int = 0
     warm_start_lr: float | None = None
     warm_start_weight_decay: float | None = None
+    plain_train: dict = field(default_factory=dict)
+    lorita_train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict(self.train)
         if not isinstance(self.train, TrainConfig):
             raise LoritaError(f"train must be an object of training-recipe fields, got {self.train!r}")
+        for side in ("plain_train", "lorita_train"):
+            changes = getattr(self, side)
+            check_json_object(side, changes)
+            fixed = sorted(set(changes) & SHARED_FIELDS)
+            if fixed:
+                raise LoritaError(f"{side} may not change {', '.join(fixed)}: every column shares them (set them in "
+                                  "train)")
+            try:
+                self.for_depth(self.train, 1 if side == "plain_train" else 2)
+            except LoritaError as err:
+                raise LoritaError(f"{side}: {err}") from None
         if not isinstance(self.depths, list) or not self.depths or \
                 not all(is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
             raise LoritaError(f"depths must be a list of integers from 1 to {MAX_DEPTH} (the most a lorita model file "
@@ -121,6 +140,16 @@ class Recipe:
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
                 check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
+
+    def for_depth(self, train: TrainConfig, depth: int) -> TrainConfig:
+        """``train`` with the changes of ``depth``'s side (``plain_train`` at depth 1, else ``lorita_train``).
+
+        Example:
+            >>> Recipe(lorita_train={"warmup_epochs": 2}).for_depth(TrainConfig(epochs=9), 2).warmup_epochs
+            2
+        """
+        changes = self.plain_train if depth == 1 else self.lorita_train
+        return TrainConfig.from_dict({**train.to_dict(), **changes}) if changes else train
 
     @property
     def seed_list(self) -> list[int]:
@@ -148,6 +177,8 @@ class Columns:
     small_dense_refine: int = 2
     prune_rounds: int = 1
     prune_importance: str = "l1"
+    plain_finetune_epochs: int | None = None
+    lorita_finetune_epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
@@ -166,6 +197,22 @@ class Columns:
         check_int("small_dense_refine", self.small_dense_refine, minimum=0)
         check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
         check_choice("prune_importance", self.prune_importance, IMPORTANCES)
+        for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+            if getattr(self, side) is not None:
+                check_int(side, getattr(self, side), meaning="this side's fine-tuning epochs; null: finetune_epochs")
+                if not self.finetune_epochs:
+                    raise LoritaError(f"{side} needs fine-tuned columns: set finetune_epochs too")
+
+    def finetune_for(self, depth: int) -> int:
+        """The fine-tuning epochs of ``depth``'s side (``plain_finetune_epochs`` or ``lorita_finetune_epochs``,
+        else ``finetune_epochs``).
+
+        Example:
+            >>> Columns(finetune_epochs=2, lorita_finetune_epochs=4).finetune_for(2)
+            4
+        """
+        side = self.plain_finetune_epochs if depth == 1 else self.lorita_finetune_epochs
+        return self.finetune_epochs if side is None else side
 
     def svd(self, whitened: bool = False) -> Budget:
         """How an SVD column cuts to a size: one global threshold within the params (whitened: calibrated)."""
@@ -225,7 +272,8 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "finetune_epochs", "finetune_lr", "torch_pruning", "sizes", "refine_sizes", "metric", "calibrate",
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
-         "prune_importance", "pre_registered")
+         "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
+         "lorita_finetune_epochs")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
@@ -250,10 +298,14 @@ class ExperimentSpec:
         check_int("finetune_epochs", self.columns.finetune_epochs, minimum=0, maximum=epochs - 1)
         check_int("warm_start_epochs", self.recipe.warm_start_epochs, minimum=0,
                   maximum=epochs - self.columns.finetune_epochs - 1)
-        if self.columns.finetune_epochs and self.columns.prune_rounds > self.columns.finetune_epochs:
-            raise LoritaError(f"prune_rounds ({self.columns.prune_rounds}) must be at most finetune_epochs "
-                              f"({self.columns.finetune_epochs}): the rounds share the fine-tuning epochs, at least "
-                              "one each")
+        columns = self.columns
+        for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+            if getattr(columns, side) is not None:
+                check_int(side, getattr(columns, side), maximum=epochs - 1)
+        plain_ft = columns.finetune_for(1)
+        if columns.finetune_epochs and columns.prune_rounds > plain_ft:
+            raise LoritaError(f"prune_rounds ({columns.prune_rounds}) must be at most the plain side's fine-tuning "
+                              f"epochs ({plain_ft}): the rounds share them, at least one each")
         named = self.report.pre_registered
         if named is not None and named not in self.lorita_columns():
             raise LoritaError(f"pre_registered must be one of this experiment's LoRITa columns "
@@ -262,14 +314,17 @@ class ExperimentSpec:
             raise LoritaError(f"samples generates text from the chosen models; {self.setup.dataset!r} is an image "
                               "dataset: leave samples at 0")
         self.setup.data_spec(self.recipe.train.seed).check_applies()
-        if self.columns.finetune_epochs:
-            self.short_recipe(self.recipe.train)  # derived recipes checked before anything trains
+        if self.columns.finetune_epochs:  # derived recipes checked before anything trains
+            for depth in sorted(set(self.recipe.depths)):
+                self.short_recipe(self.recipe.train, depth)
         if self.recipe.warm_start_epochs:
             self.warm_recipe(self.recipe.train)
 
-    def short_recipe(self, train: TrainConfig) -> TrainConfig:
-        """The recipe of the columns fine-tuned after the cut: ``finetune_epochs`` fewer epochs."""
-        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_epochs,
+    def short_recipe(self, train: TrainConfig, depth: int = 1) -> TrainConfig:
+        """The recipe of a ``depth`` column fine-tuned after the cut: its side's recipe (``Recipe.for_depth``),
+        that side's fine-tuning epochs fewer."""
+        train = self.recipe.for_depth(train, depth)
+        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_for(depth),
                         fix="lower finetune_epochs (--finetune-epochs) or warmup_epochs, or raise epochs")
 
     def warm_recipe(self, train: TrainConfig) -> TrainConfig:
@@ -316,11 +371,12 @@ class ExperimentSpec:
                                   max_train=setup.max_train, steps_per_epoch=setup.steps_per_epoch),
                          ComposeSpec(depth, recipe.init, "auto", recipe.factor_side, exclude, recipe.init_scale), train)
 
-    def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
-        """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
-        ``finetune_lr`` (default: lr / 10), no warm-up."""
+    def finetune_recipe(self, train: TrainConfig, depth: int = 1) -> TrainConfig:
+        """The fine-tuning recipe after a cut of a ``depth`` model: its side's recipe (``train`` with that side's
+        changes), that side's fine-tuning epochs long, cosine from ``finetune_lr`` (default: lr / 10), no warm-up."""
+        train = self.recipe.for_depth(train, depth)
         lr = self.columns.finetune_lr if self.columns.finetune_lr is not None else train.lr / 10
-        return dataclasses.replace(train, epochs=self.columns.finetune_epochs, lr=lr, warmup_epochs=0,
+        return dataclasses.replace(train, epochs=self.columns.finetune_for(depth), lr=lr, warmup_epochs=0,
                                    schedule="cosine")
 
 
