@@ -15,8 +15,11 @@ holding only lorita's files and no command is writing it; otherwise that seed is
 
 ``LOCK`` (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
 so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
-``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there. A run
-that fails is reported and the next one starts; the exit status is 1 when any failed.
+``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
+``--reuse SETTING``: each seed's run takes the trainings it shares with that setting's run of the same seed
+(``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same), so a setting that changes one
+side trains only that side. A run that fails is reported and the next one starts; the exit status is 1 when any
+failed.
 """
 
 from __future__ import annotations
@@ -45,10 +48,13 @@ def settings_of(config: Path) -> dict[str, dict]:
     return {"base": {}, **values}
 
 
-def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None) -> list[str]:
-    """The command line of one run (under ``flock lock`` when given)."""
+def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,
+            reuse: Path | None = None) -> list[str]:
+    """The command line of one run (under ``flock lock`` when given; taking unchanged trainings from ``reuse``)."""
     cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
            "--no-progress"]
+    if reuse is not None:
+        overrides = {**overrides, "reuse": str(reuse)}
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     if reduced:
@@ -78,6 +84,14 @@ def clear_leftover(out: Path) -> str | None:
         lock.release()
 
 
+def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
+    if reuse is None:
+        return None
+    if itself:
+        return "--reuse names the setting being run"
+    return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
+
+
 def run_one(cmd: list[str], out: Path) -> int:
     """Run ``cmd``, its output appended to ``<out>.log``; its exit status."""
     log = out.with_name(out.name + ".log")
@@ -94,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setting", default="base", help="a setting of the config's 'settings' (default: base)")
     parser.add_argument("--root", type=Path, default=Path("runs/converged"), help="where the run folders go")
     parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
+    parser.add_argument("--reuse", metavar="SETTING",
+                        help="take the trainings a run shares with this setting's run of the same seed (e.g. base)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     args = parser.parse_args(argv)
     lock = os.environ.get("LOCK") or None
@@ -111,14 +127,17 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for seed in args.seeds:
         out = folder / f"seed{seed}"
-        cmd = command(args.config, seed, out, overrides, args.reduced, lock)
         if out.exists():
             print(f"{out}: complete, skipped", flush=True)
             continue
-        if args.dry_run:
-            print(shlex.join(cmd), flush=True)
-            continue
-        problem = clear_leftover(out)
+        reuse = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
+        problem = _reuse_problem(reuse, args.reuse == args.setting)
+        if problem is None:
+            cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
+            if args.dry_run:
+                print(shlex.join(cmd), flush=True)
+                continue
+            problem = clear_leftover(out)
         if problem is not None:
             print(f"{out}: not run: {problem}", flush=True)
             failed.append(seed)

@@ -92,3 +92,21 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
     capsys.readouterr()
     assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
     assert capsys.readouterr().out.count("complete, skipped") == 2
+
+
+def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
+    root = tmp_path / "runs"
+    (root / "fcn-e60" / "base" / "seed0").mkdir(parents=True)
+    runner = _runner()
+    assert runner.main(["experiments/converged/fcn.json", "--seeds", "0", "1", "--root", str(root), "--dry-run",
+                        "--setting", "base", "--reuse", "base"]) == 1  # seed0 complete; seed1: reuses itself
+    assert "--reuse names the setting being run" in capsys.readouterr().out
+    config = tmp_path / "fcn.json"
+    config.write_text(json.dumps({**json.loads(open("experiments/converged/fcn.json").read()),
+                                  "settings": {"g1": {"lorita_train": {"warmup_epochs": 2}}}}))
+    assert runner.main([str(config), "--seeds", "0", "1", "--root", str(root), "--dry-run", "--setting", "g1",
+                        "--reuse", "base"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    reuse = json.dumps(str(root / "fcn-e60" / "base" / "seed0"))
+    assert lines[0].endswith(f"""--set 'lorita_train={{"warmup_epochs": 2}}' --set 'reuse={reuse}'""")
+    assert "seed1: not run: --reuse needs that setting's finished run of this seed" in lines[1]

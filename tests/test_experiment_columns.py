@@ -165,3 +165,27 @@ def test_a_cut_that_keeps_every_layer_dense_keeps_its_batchnorm_statistics():
     small, results = compress_model(net, load_dataset("digits"), Ranks({}), recipe=TrainConfig(device="cpu"),
                                     batchnorm=5, progress=False)
     assert torch.equal(small[2].running_mean, net[2].running_mean) and "batchnorm_batches" not in results
+
+
+@pytest.mark.slow
+def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_path):
+    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+            "torch_pruning": False, "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
+    base = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "base", progress=False)
+    (tmp_path / "base" / "depth1-short" / "notes.txt").write_text("mine")  # not lorita's: that run is not taken
+    changed = {**flat, "lorita_train": {"weight_decay": 0.003}, "reuse": str(tmp_path / "base")}
+    grid = run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "g", progress=False)
+
+    def results(root, name):
+        return json.loads((tmp_path / root / name / "results.json").read_text())
+
+    assert results("g", "depth1") == results("base", "depth1")  # copied: the same run, its seconds included
+    assert (tmp_path / "g" / "depth1" / "model.lorita").read_bytes() == \
+        (tmp_path / "base" / "depth1" / "model.lorita").read_bytes()
+    assert results("g", "depth1-short")["seconds"] != results("base", "depth1-short")["seconds"]  # trained again
+    assert json.loads((tmp_path / "g" / "depth2" / "config.json").read_text())["train"]["weight_decay"] == 0.003
+    plain, again = base["runs"][0]["columns"]["plain + SVD"], grid["runs"][0]["columns"]["plain + SVD"]
+    assert again["cuts"][0]["val_acc"] == plain["cuts"][0]["val_acc"]  # the reused model cuts exactly as before
+    with pytest.raises(LoritaError, match=r"the experiment whose trainings it reuses \(reuse\)"):
+        run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "base" / "inside", progress=False)

@@ -46,6 +46,7 @@ from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.reuse import reused_run
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -74,10 +75,13 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
-    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)")]
+    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
+              (spec.recipe.reuse, "the experiment whose trainings it reuses (reuse)")]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # everything is checked before any work starts
     try:
         use_tp = _torch_pruning(spec)
+        if spec.recipe.reuse is not None and not Path(spec.recipe.reuse).is_dir():
+            raise LoritaError(f"reuse: {spec.recipe.reuse} is not a folder; name an earlier experiment's folder")
         resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
     except BaseException:
         output.abandon()
@@ -362,7 +366,9 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     spec, recipe, warm = s.spec, s.spec.recipe, s.warm
     train = recipe.for_depth(train, depth)
     if depth == 1 or warm is None:
-        return train_run(out, spec.run_config(s.data, depth, train), s.data, progress=s.progress, nested=True)
+        config = spec.run_config(s.data, depth, train)
+        reused = None if recipe.reuse is None else reused_run(_reuse_folder(recipe.reuse, train.seed), out, config)
+        return reused or train_run(out, config, s.data, progress=s.progress, nested=True)
     rest = dataclasses.replace(
         train, epochs=train.epochs - recipe.warm_start_epochs, warmup_epochs=0,
         lr=recipe.warm_start_lr if recipe.warm_start_lr is not None else train.lr,
@@ -376,6 +382,12 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
     run.results["warm_start_epochs"] = recipe.warm_start_epochs
     return run
+
+
+def _reuse_folder(reuse: str, seed: int) -> Path:
+    """Where an earlier experiment keeps seed ``seed``'s runs: its ``seedS`` folder, or itself (one seed)."""
+    folder = Path(reuse) / f"seed{seed}"
+    return folder if folder.is_dir() and not folder.is_symlink() else Path(reuse)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:

@@ -93,7 +93,9 @@ class Recipe:
     LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay), and each side's
     changes to the recipe (``plain_train``: depth 1 and the small dense model; ``lorita_train``: the LoRITa
     depths), e.g. ``{"warmup_epochs": 2}`` or ``{"lr": 0.025, "weight_decay": 0.002}``: a grid setting that
-    changes one side leaves the other's recipe as it was."""
+    changes one side leaves the other's recipe as it was. ``reuse``: an earlier experiment's folder (one seed's,
+    or one holding ``seedS`` folders) whose training runs are copied where this experiment would train exactly
+    the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -107,6 +109,7 @@ class Recipe:
     warm_start_weight_decay: float | None = None
     plain_train: dict = field(default_factory=dict)
     lorita_train: dict = field(default_factory=dict)
+    reuse: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
@@ -137,6 +140,8 @@ class Recipe:
                                        or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
                                        or len(set(self.seeds)) != len(self.seeds)):
             raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
+        if self.reuse is not None:
+            check_str("reuse (an earlier experiment's folder)", self.reuse)
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
                 check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
@@ -273,7 +278,7 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
-         "lorita_finetune_epochs")
+         "lorita_finetune_epochs", "reuse")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
