@@ -13,6 +13,7 @@ from lorita.batchnorm import recalibrate_batchnorm
 from lorita.cutspec import Ranks
 from lorita.data import load_dataset
 from lorita.prune import available as torch_pruning_installed
+from lorita.report.demo import headline_line
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.alternatives import training_batches
 from lorita.runs.compare import svd_cutter
@@ -62,6 +63,7 @@ def test_compress_model_batchnorm_needs_the_recipe():
     ({"plain_train": {"lr": -1}}, r"plain_train: lr must be a finite number > 0"),
     ({"lorita_train": {"bogus": 1}}, r"lorita_train: unknown TrainConfig key\(s\): bogus"),
     ({"lorita_train": [1]}, r"lorita_train must be an object"),
+    ({"target_train": {"epochs": 2}}, r"target_train may not change epochs"),
     ({"lorita_finetune_epochs": 2}, r"lorita_finetune_epochs needs fine-tuned columns: set finetune_epochs too"),
     ({"finetune_epochs": 1, "plain_finetune_epochs": 20}, r"plain_finetune_epochs must be an integer from 1 to 19"),
     ({"finetune_epochs": 3, "plain_finetune_epochs": 2, "prune_rounds": 3},
@@ -85,7 +87,7 @@ def test_each_side_trains_with_its_own_changes_and_split(tmp_path):
         "name": "sides", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
         "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
         "lorita_finetune_epochs": 2, "torch_pruning": False, "lorita_train": {"weight_decay": 0.002},
-        "plain_train": {"lr": 0.02}, "small_dense": True, "small_dense_refine": 0,
+        "plain_train": {"lr": 0.02}, "target_train": {}, "small_dense": True, "small_dense_refine": 0,
         "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "weight_decay": 0.001, "device": "cpu"}})
     results = run_experiment(spec, tmp_path / "sides", progress=False)
     recipes = {name: json.loads((tmp_path / "sides" / name / "config.json").read_text())["train"]
@@ -96,6 +98,12 @@ def test_each_side_trains_with_its_own_changes_and_split(tmp_path):
     assert columns["LoRITa N=2 + FT"]["finetune_epochs"] == 2 and columns["plain + SVD + FT"]["finetune_epochs"] == 1
     assert all(c["epochs"] == 4 for c in columns.values())  # equal total epochs on both sides
     assert columns[SMALL_DENSE]["exposure"] == columns["plain + SVD"]["exposure"]  # the plain side's recipe
+    # The target is set by the plain model of target_train (the base recipe here), not by plain_train's.
+    target = json.loads((tmp_path / "sides" / "depth1-target" / "results.json").read_text())
+    assert json.loads((tmp_path / "sides" / "depth1-target" / "config.json").read_text())["train"]["lr"] == 0.05
+    run = results["runs"][0]
+    assert run["target_run"] == "depth1-target" and run["target_val_acc"] == target["val_acc"] - 1.0
+    assert run["plateau"] == target["plateau"]
 
 
 TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},
@@ -189,3 +197,15 @@ def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_pa
     assert again["cuts"][0]["val_acc"] == plain["cuts"][0]["val_acc"]  # the reused model cuts exactly as before
     with pytest.raises(LoritaError, match=r"the experiment whose trainings it reuses \(reuse\)"):
         run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "base" / "inside", progress=False)
+
+
+@pytest.mark.parametrize("ours,theirs,line", [
+    (None, None, "No model, LoRITa or alternative, reached the target (validation accuracy 88.00%, 1 point below "
+                 "the plain model)."),
+    ({"label": "LoRITa N=2 + FT", "params_kept": 0.1}, None,
+     "LoRITa (LoRITa N=2 + FT) keeps 10.0% of the parameters at the target (validation accuracy 88.00%, 1 point "
+     "below the plain model); no alternative reached it."),
+])
+def test_the_headline_says_which_side_missed_a_target_set_by_another_plain_model(ours, theirs, line):
+    results = {"seeds": [0], "headline": {"lorita": ours, "best_alternative": theirs, "target_val_acc": 88.0}}
+    assert headline_line(results) == line

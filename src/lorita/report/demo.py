@@ -100,9 +100,14 @@ def headline_line(results: dict) -> str:
     where = (f"validation accuracy {target:.2f}%, 1 point below the plain model" if m.higher_is_better else
              f"validation loss {target:.4f} nats/char, perplexity {math.exp(target):.3f}: the plain model's "
              f"+{100 * (math.exp(results['max_drop']) - 1):.0f}%")
+    if ours is None and theirs is None:
+        return f"No model, LoRITa or alternative, reached the target ({where}){over}."
     if ours is None:
         return (f"No LoRITa model reached the target ({where}){over}; the best alternative, {theirs['label']}, keeps "
                 f"{_pct(theirs['params_kept'])} of the parameters there.")
+    if theirs is None:
+        return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters at the target "
+                f"({where}){over}; no alternative reached it.")
     verdict = "met" if head["bar_met"] else "NOT met"
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
             f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "

@@ -185,7 +185,8 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         log.info("[%s] seed %d: training depth %d on %s (%d epochs)", spec.name, seed, depth, data.name, train.epochs)
         trained[depth] = _train_depth(s, folder / f"depth{depth}", depth, train)
     metric = s.metric
-    plain_target = metric.target_for(trained[1].results[metric.val], spec.cuts.max_drop)
+    target_run = _target_run(s, trained[1])
+    plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
         log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
@@ -196,13 +197,25 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
     out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), metric.target: plain_target,
-           "plateau": trained[1].results.get("plateau"),
+           "plateau": target_run.results.get("plateau"), "target_run": target_run.folder.name,
            "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
            "headline": headline, "cut_folders": cuts, "folder": folder.name}
     if spec.report.samples and hasattr(data, "text"):
         out["samples"] = _samples(spec, data, {"plain (uncompressed)": spectra[1].model, **models}, headline)
         (folder / "samples.txt").write_text(_samples_text(out["samples"]), encoding="utf-8")
     return out
+
+
+def _target_run(s: _Seed, plain: TrainedRun) -> TrainedRun:
+    """The plain model that sets the target: ``plain`` (depth 1), or with ``target_train`` different from
+    ``plain_train``, a plain model trained the full epochs with those changes (``depth1-target``)."""
+    recipe = s.spec.recipe
+    if recipe.target_train is None or recipe.target_train == recipe.plain_train:
+        return plain
+    train = TrainConfig.from_dict({**s.train.to_dict(), **recipe.target_train})
+    log.info("[%s] seed %d: training the plain model of the target (%s)", s.spec.name, s.train.seed,
+             recipe.target_train)
+    return _trained(s, s.folder / "depth1-target", s.spec.run_config(s.data, 1, train))
 
 
 def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
@@ -366,9 +379,7 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     spec, recipe, warm = s.spec, s.spec.recipe, s.warm
     train = recipe.for_depth(train, depth)
     if depth == 1 or warm is None:
-        config = spec.run_config(s.data, depth, train)
-        reused = None if recipe.reuse is None else reused_run(_reuse_folder(recipe.reuse, train.seed), out, config)
-        return reused or train_run(out, config, s.data, progress=s.progress, nested=True)
+        return _trained(s, out, spec.run_config(s.data, depth, train))
     rest = dataclasses.replace(
         train, epochs=train.epochs - recipe.warm_start_epochs, warmup_epochs=0,
         lr=recipe.warm_start_lr if recipe.warm_start_lr is not None else train.lr,
@@ -384,10 +395,17 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     return run
 
 
-def _reuse_folder(reuse: str, seed: int) -> Path:
-    """Where an earlier experiment keeps seed ``seed``'s runs: its ``seedS`` folder, or itself (one seed)."""
-    folder = Path(reuse) / f"seed{seed}"
-    return folder if folder.is_dir() and not folder.is_symlink() else Path(reuse)
+def _trained(s: _Seed, out: Path, config) -> TrainedRun:
+    """The training run of ``config`` in ``out``: taken from the experiment ``reuse`` names when it holds exactly
+    that run (in its ``seedS`` folder, or itself with one seed), else trained."""
+    reuse = s.spec.recipe.reuse
+    if reuse is not None:
+        earlier = Path(reuse) / f"seed{config.train.seed}"
+        earlier = earlier if earlier.is_dir() and not earlier.is_symlink() else Path(reuse)
+        reused = reused_run(earlier, out, config)
+        if reused is not None:
+            return reused
+    return train_run(out, config, s.data, progress=s.progress, nested=True)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:

@@ -95,7 +95,9 @@ class Recipe:
     depths), e.g. ``{"warmup_epochs": 2}`` or ``{"lr": 0.025, "weight_decay": 0.002}``: a grid setting that
     changes one side leaves the other's recipe as it was. ``reuse``: an earlier experiment's folder (one seed's,
     or one holding ``seedS`` folders) whose training runs are copied where this experiment would train exactly
-    the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes."""
+    the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes. ``target_train``:
+    the changes of the plain model that sets the target, when they are not ``plain_train``'s (None: they are),
+    so every plain-side setting is judged at one target."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -110,21 +112,24 @@ class Recipe:
     plain_train: dict = field(default_factory=dict)
     lorita_train: dict = field(default_factory=dict)
     reuse: str | None = None
+    target_train: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict(self.train)
         if not isinstance(self.train, TrainConfig):
             raise LoritaError(f"train must be an object of training-recipe fields, got {self.train!r}")
-        for side in ("plain_train", "lorita_train"):
+        for side in ("plain_train", "lorita_train", "target_train"):
             changes = getattr(self, side)
+            if changes is None and side == "target_train":
+                continue
             check_json_object(side, changes)
             fixed = sorted(set(changes) & SHARED_FIELDS)
             if fixed:
                 raise LoritaError(f"{side} may not change {', '.join(fixed)}: every column shares them (set them in "
                                   "train)")
             try:
-                self.for_depth(self.train, 1 if side == "plain_train" else 2)
+                TrainConfig.from_dict({**self.train.to_dict(), **changes})
             except LoritaError as err:
                 raise LoritaError(f"{side}: {err}") from None
         if not isinstance(self.depths, list) or not self.depths or \
@@ -278,7 +283,7 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
-         "lorita_finetune_epochs", "reuse")
+         "lorita_finetune_epochs", "reuse", "target_train")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
