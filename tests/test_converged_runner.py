@@ -2,6 +2,7 @@
 resumable after a kill) and its configs."""
 
 import importlib.util
+from pathlib import Path
 import json
 import sys
 
@@ -110,3 +111,24 @@ def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
     reuse = json.dumps(str(root / "fcn-e60" / "base" / "seed0"))
     assert lines[0].endswith(f"""--set 'lorita_train={{"warmup_epochs": 2}}' --set 'reuse={reuse}'""")
     assert "seed1: not run: --reuse needs that setting's finished run of this seed" in lines[1]
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_small"])
+def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
+    path = f"experiments/converged/{name}.json"
+    base = load_spec(path)
+    settings = _runner().settings_of(Path(path))
+    assert set(settings) == {"base", "g1", "g2", "g4", "p1", "p2", "p3", "p4", "taylor"}  # g3 waits for init_scale
+    for setting, overrides in settings.items():
+        spec = load_spec(path, **overrides)
+        plain = spec.recipe.for_depth(spec.recipe.train, 1)
+        lorita = spec.recipe.for_depth(spec.recipe.train, 2)
+        if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
+            assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
+        if setting.startswith("p"):
+            assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
+        if setting in ("p1", "p2", "p3"):
+            assert spec.recipe.target_train == {}  # judged at the base plain model's target
+    g2 = load_spec(path, **settings["g2"]).recipe
+    changed = g2.for_depth(g2.train, 2)
+    assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
