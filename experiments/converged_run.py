@@ -16,7 +16,8 @@ holding only lorita's files and no command is writing it; otherwise that seed is
 ``LOCK`` (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
 so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
 ``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
-``--reuse SETTING``: each seed's run takes the trainings it shares with that setting's run of the same seed
+``--epochs E``: another budget than the config's (f = round(E / 6) fine-tuning epochs, a setting's split the same
+share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that setting's run of the same seed
 (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same), so a setting that changes one
 side trains only that side. A run that fails is reported and the next one starts; the exit status is 1 when any
 failed.
@@ -60,6 +61,21 @@ def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, 
     if reduced:
         cmd.append("--reduced")
     return ["flock", lock, *cmd] if lock else cmd
+
+
+def at_budget(base, overrides: dict, epochs: int) -> dict:
+    """``overrides`` at ``epochs`` instead of the config's budget: f = round(E / 6) fine-tuning epochs, a setting's
+    own split (``*_finetune_epochs``) the same share of E, at most as many pruning rounds as fine-tuning epochs."""
+    if epochs < 2:
+        raise SystemExit(f"--epochs must be at least 2 (one to train, one to fine-tune), got {epochs}")
+    share = epochs / base.recipe.train.epochs
+    out = {**overrides, "train.epochs": epochs, "finetune_epochs": max(1, round(epochs / 6))}
+    for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+        if overrides.get(side) is not None:
+            out[side] = min(epochs - 1, max(1, round(overrides[side] * share)))
+    plain_ft = out.get("plain_finetune_epochs") or out["finetune_epochs"]
+    out["prune_rounds"] = min(overrides.get("prune_rounds", base.columns.prune_rounds), plain_ft)
+    return out
 
 
 def clear_leftover(out: Path) -> str | None:
@@ -110,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
     parser.add_argument("--reuse", metavar="SETTING",
                         help="take the trainings a run shares with this setting's run of the same seed (e.g. base)")
+    parser.add_argument("--epochs", type=int, help="another epoch budget E (docs/converged/PLAN.md: f = round(E / 6) "
+                                                   "fine-tuning epochs, a setting's split the same share of E)")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     args = parser.parse_args(argv)
     lock = os.environ.get("LOCK") or None
@@ -119,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.setting not in settings:
         raise SystemExit(f"no setting {args.setting!r} in {args.config}; settings: {', '.join(settings)}")
     overrides = settings[args.setting]
+    if args.epochs is not None:
+        overrides = at_budget(load_spec(args.config, reduced=args.reduced), overrides, args.epochs)
     train = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}
     fields = {k: v for k, v in overrides.items() if not k.startswith("train.")}
     spec = load_spec(args.config, reduced=args.reduced, train_override=train, **fields)  # a bad config fails now

@@ -132,3 +132,16 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
+
+
+@pytest.mark.parametrize("epochs,setting,expected", [
+    (15, "base", {"train.epochs": 15, "finetune_epochs": 2, "prune_rounds": 2}),  # 2 fine-tuning epochs: 2 rounds
+    (30, "base", {"train.epochs": 30, "finetune_epochs": 5, "prune_rounds": 3}),
+    (120, "g4", {"train.epochs": 120, "finetune_epochs": 20, "prune_rounds": 3, "lorita_finetune_epochs": 40}),
+    (30, "p4", {"train.epochs": 30, "finetune_epochs": 5, "prune_rounds": 3, "plain_finetune_epochs": 10}),
+])
+def test_another_budget_keeps_the_plans_split(epochs, setting, expected):
+    runner = _runner()
+    path = Path("experiments/converged/fcn.json")
+    overrides = runner.at_budget(load_spec(path), runner.settings_of(path)[setting], epochs)
+    assert overrides == expected
