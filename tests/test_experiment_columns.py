@@ -3,6 +3,7 @@ smaller dense model, iterative Torch-Pruning, each column's exposure, and the pr
 over seeds (docs/converged/PLAN.md)."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -82,7 +83,8 @@ def test_the_pre_registered_column_may_be_a_fine_tuned_one():
 
 
 @pytest.mark.slow
-def test_each_side_trains_with_its_own_changes_and_split(tmp_path):
+def test_each_side_trains_with_its_own_changes_and_split(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lorita.runs.experiment")
     spec = ExperimentSpec.from_flat({
         "name": "sides", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
         "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
@@ -104,6 +106,10 @@ def test_each_side_trains_with_its_own_changes_and_split(tmp_path):
     run = results["runs"][0]
     assert run["target_run"] == "depth1-target" and run["target_val_acc"] == target["val_acc"] - 1.0
     assert run["plateau"] == target["plateau"]
+    # Before the first training, the exposure of every training a column comes from, each side's recipe.
+    logged = [r.getMessage() for r in caplog.records if "trains with penalty exposure" in r.getMessage()]
+    assert len(logged) == 4 and logged.index(next(m for m in logged if "LoRITa N=2 + FT trains" in m)) == 3
+    assert "weight decay 0.002" in logged[3] and "; 2 epochs of" in logged[3] and "; 3 epochs of" in logged[1]
 
 
 TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},

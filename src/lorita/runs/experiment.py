@@ -53,6 +53,8 @@ from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
 from lorita.train import TrainConfig
+from lorita.train.distributed import world_size
+from lorita.train.exposure import describe_exposure, steps_per_epoch
 from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     if spec.columns.calibrate:
         check_calibrate(data, train, spec.columns.calibrate)  # before any training
     s = _Seed(spec, train, data, example_input(data), folder, progress)
+    _log_exposures(s)
     if spec.recipe.warm_start_epochs:
         s.warm = _warm_start(s)
     trained = {}
@@ -204,6 +207,22 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         out["samples"] = _samples(spec, data, {"plain (uncompressed)": spectra[1].model, **models}, headline)
         (folder / "samples.txt").write_text(_samples_text(out["samples"]), encoding="utf-8")
     return out
+
+
+def _log_exposures(s: _Seed) -> None:
+    """Before the first training: the penalty exposure of every training the columns come from (each training
+    logs its own again when it starts)."""
+    spec = s.spec
+    steps = steps_per_epoch(len(s.data.train), s.train.batch_size, world_size())
+    for depth in sorted(set(spec.recipe.depths)):
+        full = spec.recipe.for_depth(s.train, depth)
+        runs = [(column_label(depth, False), full)]
+        if spec.columns.finetune_epochs:
+            short = dataclasses.replace(full, epochs=full.epochs - spec.columns.finetune_for(depth))
+            runs.append((column_label(depth, True), short))
+        for label, recipe in runs:
+            log.info("[%s] seed %d: %s trains with %s", spec.name, s.train.seed, label,
+                     describe_exposure(recipe, steps, depth))
 
 
 def _target_run(s: _Seed, plain: TrainedRun) -> TrainedRun:
