@@ -8,6 +8,13 @@ figure; view (a): of the model's own), saves the view-(b) cuts as compress runs
 models stay in memory from training to sweep to saved cut: nothing is reloaded, each model
 is merged once, and its spectra, costs and each layer's SVD are computed once
 (``lorita.spectra.Spectra``), shared by its sweep, its columns and its saved cut.
+
+The columns (``ExperimentSpec.columns``), all at equal total epochs: each depth cut without
+fine-tuning (plain + SVD, LoRITa N=d), whitened SVD, the fine-tuned columns (``depth{N}-short``
+trained that side's fine-tuning epochs less, cut, fine-tuned), Torch-Pruning + FT (iterative),
+and the smaller dense model trained directly; every cut's BatchNorm statistics re-estimated
+when ``batchnorm`` asks for it. With a ``pre_registered`` column, results.json pairs it with the
+best alternative over the seeds (``lorita.runs.paired``).
 """
 
 from __future__ import annotations
