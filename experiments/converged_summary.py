@@ -14,12 +14,17 @@ interval, the paired accuracy differences at the experiment's fixed sizes, and t
 and, with ``--plot``, the ratio and its interval against the epoch budget, one line per model. The exposure is
 the pre-registered column's (its training run's, as results.json records it per column); the plateau test the
 plain model's on every seed. Nothing is recomputed from models.
+
+``--copy-to docs/converged`` copies each folder's ``results.json`` and ``config.json``, and those of the runs in
+it (``depth1/``, ``depth2-short/``, ...), to ``<copy-to>/<budget>/<setting>/<seed>/`` (the last three parts of
+the folder's path, as ``experiments/converged_run.py`` names them): the raw results to commit, small JSON only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -80,6 +85,21 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
     return entry, lines, bar
 
 
+def copy_results(folder: Path, to: Path) -> list[Path]:
+    """Copy the JSON results of the experiment ``folder`` (and of its runs) under ``to``; the files written."""
+    dest = to.joinpath(*folder.resolve().parts[-3:])
+    written = []
+    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+        for name in ("config.json", "results.json"):
+            source = sub / name
+            if source.is_file() and not source.is_symlink():
+                target = dest / sub.relative_to(folder) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                written.append(target)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", nargs="+", type=Path, help="experiment run folders")
@@ -87,6 +107,7 @@ def main() -> None:
                         help="the headline column where an experiment names none (docs/converged/PLAN.md)")
     parser.add_argument("--out", type=Path, help="write summary.json here")
     parser.add_argument("--plot", type=Path, help="write the epoch-budget curve (PNG) here")
+    parser.add_argument("--copy-to", type=Path, help="copy every folder's JSON results under this folder")
     args = parser.parse_args()
     entries, bars = [], {}
     for key, seeds in sorted(load_groups(args.folders).items()):
@@ -98,6 +119,9 @@ def main() -> None:
         print(f"wrote {args.out}")
     if args.plot is not None:
         print(f"wrote {plot_budget_curve(entries, args.plot, bars)}")
+    if args.copy_to is not None:
+        copied = [path for folder in args.folders for path in copy_results(folder, args.copy_to)]
+        print(f"copied {len(copied)} JSON files under {args.copy_to}")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,11 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
     assert short["geomean_ratio"] is None and short["plateau"] is False
     assert [r["lorita_params_kept"] for r in short["per_seed"]] == [0.1, None, 0.1]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    copied = tmp_path / "docs"
+    subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e60" / "seed0"),
+                    "--copy-to", str(copied)], capture_output=True, text=True, check=True)
+    raw = copied / tmp_path.name / "fcn-e60" / "seed0" / "results.json"
+    assert raw.read_bytes() == (tmp_path / "fcn-e60" / "seed0" / "results.json").read_bytes()
     assert "the bar: a ratio at most 0.5" in done.stdout and "No geometric mean" in done.stdout
 
 
