@@ -13,7 +13,8 @@ when done) and is skipped, so the command can be started again after a kill and 
 done. A leftover ``seed<S>.partial`` (a run killed midway) is removed first when it is a lorita run folder
 holding only lorita's files and no command is writing it; otherwise that seed is reported and left alone.
 
-``LOCK`` (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
+``--threads N`` sets each run's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (recorded in its log). ``LOCK``
+(environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
 so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
 ``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
 ``--epochs E``: another budget than the config's (f = round(E / 6) fine-tuning epochs, a setting's split the same
@@ -39,6 +40,9 @@ from lorita.errors import LoritaError
 from lorita.runs import load_spec
 from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
 
 
 def settings_of(config: Path) -> dict[str, dict]:
@@ -108,13 +112,18 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
     return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
 
 
-def run_one(cmd: list[str], out: Path) -> int:
-    """Run ``cmd``, its output appended to ``<out>.log``; its exit status."""
+def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
+    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log``; its exit
+    status."""
     log = out.with_name(out.name + ".log")
+    env = dict(os.environ)
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
     with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shlex.join(cmd)}\n")
+        shown = f"{' '.join(f'{n}={threads}' for n in THREAD_VARIABLES)} " if threads is not None else ""
+        handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shown}{shlex.join(cmd)}\n")
         handle.flush()
-        return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False).returncode
+        return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="take the trainings a run shares with this setting's run of the same seed (e.g. base)")
     parser.add_argument("--epochs", type=int, help="another epoch budget E (docs/converged/PLAN.md: f = round(E / 6) "
                                                    "fine-tuning epochs, a setting's split the same share of E)")
+    parser.add_argument("--threads", type=int, help="CPU threads of each run (OMP_NUM_THREADS; default: as set). On "
+                                                    "a machine other jobs share, 1 avoids threads spinning while "
+                                                    "they wait for a core")
     parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
     lock = os.environ.get("LOCK") or None
     if lock and shutil.which("flock") is None:
         raise SystemExit("LOCK is set but there is no flock command on this machine")
@@ -165,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir(parents=True, exist_ok=True)
         print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
         tic = time.time()
-        code = run_one(cmd, out)
+        code = run_one(cmd, out, args.threads)
         print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
               f"{time.time() - tic:.0f} s", flush=True)
         if code != 0:

@@ -82,13 +82,15 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
     killed = root / "fcn-e1" / "wide" / "seed1.partial"  # what a killed run leaves
     write_json(killed / "config.json", mark({"command": "experiment"}))
     runner = _runner()
-    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
+    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root),
+                        "--threads", "1"]) == 0
     for seed in (0, 1):
         results = json.loads((root / "fcn-e1" / "wide" / f"seed{seed}" / "results.json").read_text())
         assert results["seeds"] == [seed] and results["spec"]["model_kwargs"]["width"] == 12
         assert results["paired"]["pre_registered"] == "LoRITa N=2"
         log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
         assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
+        assert ": OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in log.splitlines()[1]  # each run's threads, recorded
     assert not killed.exists()
     capsys.readouterr()
     assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
