@@ -10,8 +10,9 @@ Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<settin
 its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines).
 A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
-done. A leftover ``seed<S>.partial`` (a run killed midway) is removed first when it is a lorita run folder
-holding only lorita's files and no command is writing it; otherwise that seed is reported and left alone.
+done. A leftover ``seed<S>.partial`` (a run killed midway), when it is a lorita run folder holding only lorita's
+files and no command is writing it, is kept as ``seed<S>.resume`` and the run starts again reusing the trainings it
+had finished (``reuse``); it is removed when the run completes. Anything else is reported and left alone.
 
 ``--threads N`` sets each run's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (recorded in its log). ``LOCK``
 (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
@@ -54,12 +55,12 @@ def settings_of(config: Path) -> dict[str, dict]:
 
 
 def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,
-            reuse: Path | None = None) -> list[str]:
+            reuse: list[Path] = ()) -> list[str]:
     """The command line of one run (under ``flock lock`` when given; taking unchanged trainings from ``reuse``)."""
     cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
            "--no-progress"]
-    if reuse is not None:
-        overrides = {**overrides, "reuse": str(reuse)}
+    if reuse:
+        overrides = {**overrides, "reuse": [str(p) for p in reuse]}
     for key, value in overrides.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     if reduced:
@@ -82,10 +83,31 @@ def at_budget(base, overrides: dict, epochs: int) -> dict:
     return out
 
 
-def clear_leftover(out: Path) -> str | None:
-    """Remove ``out``'s staging folder left by a killed run; a reason when it cannot be (then the seed waits)."""
-    partial = staging_path(out)
-    if not partial.exists():
+def resume_path(out: Path) -> Path:
+    """Where a killed run's staging folder is kept for the next attempt to reuse: ``<out>.resume``."""
+    return out.with_name(out.name + ".resume")
+
+
+def _lorita_folder(folder: Path) -> str | None:
+    """Why ``folder`` is not a lorita run folder holding only lorita's files (None: it is)."""
+    if folder.is_symlink() or not folder.is_dir() or not is_marked(folder):
+        return f"{folder} is not a lorita run folder; look at it and remove it"
+    foreign = foreign_entries(folder)
+    if foreign:
+        return f"{folder} holds what lorita did not write ({', '.join(foreign[:3])}); look at it and remove it"
+    return None
+
+
+def _removed(folder: Path) -> str | None:
+    left = remove_tree(folder)
+    return f"{folder}: could not remove {left}" if left else None
+
+
+def set_aside(out: Path) -> str | None:
+    """Keep the staging folder a killed run of ``out`` left as ``<out>.resume`` (replacing an older one), so the
+    next attempt reuses its finished trainings; a reason when that cannot be done (then the seed waits)."""
+    partial, resume = staging_path(out), resume_path(out)
+    if not partial.exists() and not partial.is_symlink():
         return None
     lock = OutputLock(out)
     try:
@@ -93,13 +115,12 @@ def clear_leftover(out: Path) -> str | None:
     except LoritaError as err:
         return str(err)
     try:
-        if partial.is_symlink() or not partial.is_dir() or not is_marked(partial):
-            return f"{partial} is not a lorita run folder; look at it and remove it"
-        foreign = foreign_entries(partial)
-        if foreign:
-            return f"{partial} holds what lorita did not write ({', '.join(foreign[:3])}); look at it and remove it"
-        left = remove_tree(partial)
-        return f"{partial}: could not remove {left}" if left else None
+        problem = _lorita_folder(partial)
+        if problem is None and resume.exists():
+            problem = _lorita_folder(resume) or _removed(resume)
+        if problem is None:
+            partial.rename(resume)
+        return problem
     finally:
         lock.release()
 
@@ -164,14 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             print(f"{out}: complete, skipped", flush=True)
             continue
-        reuse = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
-        problem = _reuse_problem(reuse, args.reuse == args.setting)
+        base = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
+        problem = _reuse_problem(base, args.reuse == args.setting)
+        if problem is None and not args.dry_run:
+            problem = set_aside(out)
         if problem is None:
+            reuse = [p for p in (resume_path(out), base) if p is not None and p.is_dir()]
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)
                 continue
-            problem = clear_leftover(out)
         if problem is not None:
             print(f"{out}: not run: {problem}", flush=True)
             failed.append(seed)
@@ -184,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.time() - tic:.0f} s", flush=True)
         if code != 0:
             failed.append(seed)
+        elif resume_path(out).exists():  # done: what it resumed from is no longer needed
+            problem = _lorita_folder(resume_path(out)) or _removed(resume_path(out))
+            if problem is not None:
+                print(f"{out}: {problem}", flush=True)
     if failed:
         print(f"failed or not run: seeds {failed}", flush=True)
     return 1 if failed else 0

@@ -51,19 +51,23 @@ def test_an_unknown_setting_is_refused(tmp_path):
         _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
 
 
-def test_a_leftover_staging_folder_is_removed_only_when_it_is_lorita_s(tmp_path):
+def test_a_killed_run_s_staging_folder_is_kept_to_resume_from_only_when_it_is_lorita_s(tmp_path):
     runner = _runner()
     out = tmp_path / "seed0"
-    partial = tmp_path / "seed0.partial"
+    partial, resume = tmp_path / "seed0.partial", tmp_path / "seed0.resume"
     write_json(partial / "config.json", mark({"command": "experiment"}))
     write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
-    assert runner.clear_leftover(out) is None and not partial.exists()
+    assert runner.set_aside(out) is None and not partial.exists()
+    assert (resume / "depth1" / "config.json").is_file()  # kept for the next attempt to reuse
+    write_json(partial / "config.json", mark({"command": "experiment", "attempt": 2}))
+    assert runner.set_aside(out) is None  # a second kill: the newer staging folder replaces the older one
+    assert json.loads((resume / "config.json").read_text())["attempt"] == 2 and not (resume / "depth1").exists()
     partial.mkdir()
     (partial / "notes.txt").write_text("mine")
-    assert "is not a lorita run folder" in runner.clear_leftover(out)
+    assert "is not a lorita run folder" in runner.set_aside(out)
     write_json(partial / "config.json", mark({"command": "experiment"}))
-    assert "holds what lorita did not write" in runner.clear_leftover(out)
-    assert (partial / "notes.txt").read_text() == "mine"
+    assert "holds what lorita did not write" in runner.set_aside(out)
+    assert (partial / "notes.txt").read_text() == "mine" and resume.is_dir()  # nothing of it touched
 
 
 TINY = {"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}, "depths": [1, 2],
@@ -79,7 +83,7 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     root = tmp_path / "runs"
-    killed = root / "fcn-e1" / "wide" / "seed1.partial"  # what a killed run leaves
+    killed = root / "fcn-e1" / "wide" / "seed1.partial"  # what a run killed at its start leaves
     write_json(killed / "config.json", mark({"command": "experiment"}))
     runner = _runner()
     assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root),
@@ -91,10 +95,19 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
         log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
         assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
         assert ": OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in log.splitlines()[1]  # each run's threads, recorded
-    assert not killed.exists()
+    assert not killed.exists() and not killed.with_suffix(".resume").exists()  # resumed from, then removed
     capsys.readouterr()
     assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
     assert capsys.readouterr().out.count("complete, skipped") == 2
+
+    # Killed at its very end: the next attempt trains nothing again, it takes every finished training.
+    seed0 = root / "fcn-e1" / "wide" / "seed0"
+    before = (seed0 / "depth2" / "results.json").read_text()
+    seed0.rename(seed0.with_suffix(".partial"))
+    assert runner.main([str(config), "--seeds", "0", "--setting", "wide", "--root", str(root)]) == 0
+    assert (seed0 / "depth2" / "results.json").read_text() == before  # the same run, its seconds included
+    assert "reuse" in json.loads((seed0 / "results.json").read_text())["spec"]
+    assert not seed0.with_suffix(".resume").exists()
 
 
 def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
@@ -110,7 +123,7 @@ def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
     assert runner.main([str(config), "--seeds", "0", "1", "--root", str(root), "--dry-run", "--setting", "g1",
                         "--reuse", "base"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    reuse = json.dumps(str(root / "fcn-e60" / "base" / "seed0"))
+    reuse = json.dumps([str(root / "fcn-e60" / "base" / "seed0")])
     assert lines[0].endswith(f"""--set 'lorita_train={{"warmup_epochs": 2}}' --set 'reuse={reuse}'""")
     assert "seed1: not run: --reuse needs that setting's finished run of this seed" in lines[1]
 

@@ -64,6 +64,7 @@ def test_compress_model_batchnorm_needs_the_recipe():
     ({"plain_train": {"lr": -1}}, r"plain_train: lr must be a finite number > 0"),
     ({"lorita_train": {"bogus": 1}}, r"lorita_train: unknown TrainConfig key\(s\): bogus"),
     ({"lorita_train": [1]}, r"lorita_train must be an object"),
+    ({"reuse": "runs/base"}, r"reuse must be a list of earlier experiments' folders, got 'runs/base'"),
     ({"target_train": {"epochs": 2}}, r"target_train may not change epochs"),
     ({"lorita_finetune_epochs": 2}, r"lorita_finetune_epochs needs fine-tuned columns: set finetune_epochs too"),
     ({"finetune_epochs": 1, "plain_finetune_epochs": 20}, r"plain_finetune_epochs must be an integer from 1 to 19"),
@@ -188,7 +189,7 @@ def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_pa
             "torch_pruning": False, "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
     base = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "base", progress=False)
     (tmp_path / "base" / "depth1-short" / "notes.txt").write_text("mine")  # not lorita's: that run is not taken
-    changed = {**flat, "lorita_train": {"weight_decay": 0.003}, "reuse": str(tmp_path / "base")}
+    changed = {**flat, "lorita_train": {"weight_decay": 0.003}, "reuse": [str(tmp_path / "base")]}
     grid = run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "g", progress=False)
 
     def results(root, name):
@@ -201,7 +202,7 @@ def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_pa
     assert json.loads((tmp_path / "g" / "depth2" / "config.json").read_text())["train"]["weight_decay"] == 0.003
     plain, again = base["runs"][0]["columns"]["plain + SVD"], grid["runs"][0]["columns"]["plain + SVD"]
     assert again["cuts"][0]["val_acc"] == plain["cuts"][0]["val_acc"]  # the reused model cuts exactly as before
-    with pytest.raises(LoritaError, match=r"the experiment whose trainings it reuses \(reuse\)"):
+    with pytest.raises(LoritaError, match=r"an experiment whose trainings it reuses \(reuse\)"):
         run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "base" / "inside", progress=False)
 
 

@@ -85,12 +85,13 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         ['LoRITa N=2', 'plain + SVD']
     """
     inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
-              (spec.recipe.reuse, "the experiment whose trainings it reuses (reuse)")]
+              *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # everything is checked before any work starts
     try:
         use_tp = _torch_pruning(spec)
-        if spec.recipe.reuse is not None and not Path(spec.recipe.reuse).is_dir():
-            raise LoritaError(f"reuse: {spec.recipe.reuse} is not a folder; name an earlier experiment's folder")
+        for earlier in spec.recipe.reuse:
+            if not Path(earlier).is_dir():
+                raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
         resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
     except BaseException:
         output.abandon()
@@ -422,10 +423,9 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
 
 
 def _trained(s: _Seed, out: Path, config) -> TrainedRun:
-    """The training run of ``config`` in ``out``: taken from the experiment ``reuse`` names when it holds exactly
+    """The training run of ``config`` in ``out``: taken from the first experiment ``reuse`` names that holds exactly
     that run (in its ``seedS`` folder, or itself with one seed), else trained."""
-    reuse = s.spec.recipe.reuse
-    if reuse is not None:
+    for reuse in s.spec.recipe.reuse:
         earlier = Path(reuse) / f"seed{config.train.seed}"
         earlier = earlier if earlier.is_dir() and not earlier.is_symlink() else Path(reuse)
         reused = reused_run(earlier, out, config)

@@ -93,9 +93,10 @@ class Recipe:
     LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay), and each side's
     changes to the recipe (``plain_train``: depth 1 and the small dense model; ``lorita_train``: the LoRITa
     depths), e.g. ``{"warmup_epochs": 2}`` or ``{"lr": 0.025, "weight_decay": 0.002}``: a grid setting that
-    changes one side leaves the other's recipe as it was. ``reuse``: an earlier experiment's folder (one seed's,
-    or one holding ``seedS`` folders) whose training runs are copied where this experiment would train exactly
-    the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes. ``target_train``:
+    changes one side leaves the other's recipe as it was. ``reuse``: earlier experiments' folders (one seed's, or
+    one holding ``seedS`` folders), tried in order, whose training runs are copied where this experiment would
+    train exactly the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes (and a
+    killed experiment, run again, only what it had not finished). ``target_train``:
     the changes of the plain model that sets the target, when they are not ``plain_train``'s (None: they are),
     so every plain-side setting is judged at one target."""
 
@@ -111,7 +112,7 @@ class Recipe:
     warm_start_weight_decay: float | None = None
     plain_train: dict = field(default_factory=dict)
     lorita_train: dict = field(default_factory=dict)
-    reuse: str | None = None
+    reuse: list[str] = field(default_factory=list)
     target_train: dict | None = None
 
     def __post_init__(self) -> None:
@@ -145,8 +146,8 @@ class Recipe:
                                        or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
                                        or len(set(self.seeds)) != len(self.seeds)):
             raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
-        if self.reuse is not None:
-            check_str("reuse (an earlier experiment's folder)", self.reuse)
+        if not isinstance(self.reuse, list) or not all(isinstance(f, str) and f for f in self.reuse):
+            raise LoritaError(f"reuse must be a list of earlier experiments' folders, got {self.reuse!r}")
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
                 check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
