@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -42,6 +43,9 @@ def load_groups(folders: list[Path]) -> dict[tuple, list[tuple[dict, dict]]]:
     """(model, dataset, epochs) -> [(the experiment's results, one seed's run)], each seed once, by seed."""
     groups: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
     for folder in folders:
+        if not (folder / "results.json").is_file():  # a run's log, a killed run's seed<S>.resume: not a result
+            print(f"skipped {folder}: not a finished experiment folder (no results.json)", file=sys.stderr)
+            continue
         results = _read(folder / "results.json")
         key = (results["recipe"]["model"], results["dataset"], int(results["recipe"]["epochs"]))
         for run in results["runs"]:

@@ -34,6 +34,7 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
         _experiment(tmp_path / "fcn-e60" / f"seed{seed}", "fcn", 60, seed, ours, theirs, 0.05)
         _experiment(tmp_path / "fcn-e15" / f"seed{seed}", "fcn", 15, seed, None if seed == 1 else 0.1, 0.1, 0.5)
     out, plot = tmp_path / "summary.json", tmp_path / "curve.png"
+    (tmp_path / "fcn-e60" / "seed0.log").write_text("a run's log")  # what seed* also matches: skipped
     folders = sorted(str(p) for p in tmp_path.glob("fcn-e*/seed*"))
     done = subprocess.run([sys.executable, "experiments/converged_summary.py", *folders, "--out", str(out),
                            "--plot", str(plot)], capture_output=True, text=True, check=True)
@@ -52,6 +53,7 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
     raw = copied / tmp_path.name / "fcn-e60" / "seed0" / "results.json"
     assert raw.read_bytes() == (tmp_path / "fcn-e60" / "seed0" / "results.json").read_bytes()
     assert "the bar: a ratio at most 0.5" in done.stdout and "No geometric mean" in done.stdout
+    assert "skipped " in done.stderr and "seed0.log: not a finished experiment folder" in done.stderr
 
 
 def test_a_seed_twice_is_refused(tmp_path):
