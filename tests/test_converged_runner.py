@@ -133,11 +133,13 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     path = f"experiments/converged/{name}.json"
     base = load_spec(path)
     settings = _runner().settings_of(Path(path))
-    assert set(settings) == {"base", "g1", "g2", "g4", "p1", "p2", "p3", "p4", "taylor"}  # g3 waits for init_scale
+    assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"}
     for setting, overrides in settings.items():
         spec = load_spec(path, **overrides)
         plain = spec.recipe.for_depth(spec.recipe.train, 1)
         lorita = spec.recipe.for_depth(spec.recipe.train, 2)
+        if setting == "g3":  # the factors' starting scale: 0.76 of each layer's norm (PLAN.md), the paper's init
+            assert (spec.recipe.init, spec.recipe.init_scale, base.recipe.init_scale) == ("default", 0.76, None)
         if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
         if setting.startswith("p"):
