@@ -15,6 +15,7 @@ torch.set_num_threads(1)
 SMALL = {
     "fcn": {"width": 32, "hidden_layers": 2},
     "vgg16": {"width_multiplier": 0.125},
+    "vgg_small": {},
     "resnet20": {},
     "resnet56": {},
     "vit": {"dim": 32, "depth": 2, "heads": 4},

@@ -11,7 +11,7 @@ import lorita
 from lorita.composed import COMPOSED_TYPES
 from lorita.models import create_model, list_models
 
-SMALL = {"fcn": {"width": 32}, "vgg16": {"width_multiplier": 0.125}, "vit": {"dim": 32, "depth": 2, "heads": 2},
+SMALL = {"fcn": {"width": 32}, "vgg16": {"width_multiplier": 0.125}, "vgg_small": {}, "vit": {"dim": 32, "depth": 2, "heads": 2},
          "resnet20": {}, "resnet56": {}}
 TOL = dict(atol=1e-8, rtol=1e-8)
 

@@ -114,6 +114,16 @@ class LowRankConv2d(ConvLike, nn.Sequential):
 LOWRANK_TYPES = (LowRankLinear, LowRankConv2d)
 
 
+def has_lowrank(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` was cut to a low-rank pair (a cut that kept every layer dense is the model).
+
+    Example:
+        >>> has_lowrank(nn.Sequential(nn.Linear(4, 4))), has_lowrank(nn.Sequential(LowRankLinear(4, 4, 1)))
+        (False, True)
+    """
+    return any(isinstance(m, LOWRANK_TYPES) for m in model.modules())
+
+
 def weight_matrix(module: nn.Module) -> torch.Tensor:
     """The layer's weight as an ``out x in`` matrix (a conv kernel flattened row-major).
 

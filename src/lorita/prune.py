@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-from typing import Callable, Literal
+import itertools
+from typing import Callable, Iterable, Literal, get_args
 
 import torch
 from torch import nn
@@ -22,6 +23,8 @@ from lorita.profile import profile
 
 STEPS = 200  # pruning steps from the full model to nothing: each removes about 0.5% of the channels
 MAX_RATIO = 0.9  # at most this fraction of one layer's channels may go
+Importance = Literal["l1", "l2", "taylor"]
+IMPORTANCES: tuple[str, ...] = get_args(Importance)
 
 
 def available() -> bool:
@@ -56,16 +59,22 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
 
 def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
              metric: Literal["params", "macs"] = "params", max_ratio: float = MAX_RATIO, steps: int = STEPS,
-             reached: Callable[[nn.Module, float], bool] | None = None) -> tuple[nn.Module, dict]:
+             reached: Callable[[nn.Module, float], bool] | None = None, importance: Importance = "l1",
+             batches: Iterable | None = None) -> tuple[nn.Module, dict]:
     """A pruned copy of ``model`` with at most ``budget`` of its params (or MACs), and what was done.
 
-    Torch-Pruning's pruner with L1 magnitude importance and global ranking, ``steps``
-    iterative steps from the full model to pruning ratio 1; the first step at or below the
-    budget is kept. Global ranking compares mean-normalised L1 norms of channel groups and
-    does not see what a channel costs; ``max_ratio`` (Torch-Pruning's ``max_pruning_ratio``)
-    bounds how far one layer is thinned. ``reached(pruned, kept)``: a stop of the caller's
-    instead of ``kept <= budget`` (``kept``: the fraction of the params or MACs left), e.g. a
-    measured latency. Raises LoritaError when the budget cannot be reached within those bounds.
+    Torch-Pruning's pruner with global ranking, ``steps`` iterative steps from the full model
+    to pruning ratio 1; the first step at or below the budget is kept. ``importance`` scores
+    each group of coupled channels (a channel with everything that must go with it: the
+    BatchNorm after it, the next layer's inputs): "l1" or "l2", the group's mean-normalised
+    weight magnitude; "taylor", the group's first-order Taylor estimate of the loss change
+    (weight x gradient), with the gradient of the cross-entropy on one item of ``batches`` (a
+    few ``(inputs, targets)`` pairs, e.g. training batches, held in memory and used in turn)
+    before every step. Global ranking does not see what a channel costs; ``max_ratio``
+    (Torch-Pruning's ``max_pruning_ratio``) bounds how far one layer is thinned.
+    ``reached(pruned, kept)``: a stop of the caller's instead of ``kept <= budget`` (``kept``:
+    the fraction of the params or MACs left), e.g. a measured latency. Raises LoritaError when
+    the budget cannot be reached within those bounds.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
@@ -84,6 +93,10 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
     check_int("steps", steps)
     if reached is not None and not callable(reached):
         raise LoritaError(f"reached must be a callable (model, kept fraction) -> bool, got {type(reached).__name__}")
+    check_choice("importance", importance, IMPORTANCES)
+    if importance == "taylor" and batches is None:
+        raise LoritaError("importance='taylor' needs batches: (inputs, targets) pairs to take the loss gradient on")
+    gradients = _gradients(batches) if importance == "taylor" else None
     pruned = copy.deepcopy(model).cpu().eval()
 
     def size() -> int:  # params: counted directly (cheap, the same count as lorita.profile); MACs: profiled
@@ -97,12 +110,16 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
         return current <= budget * original if reached is None else reached(pruned, current / original)
 
     pruner_cls = getattr(tp.pruner, "BasePruner", None) or tp.pruner.MetaPruner
-    pruner = pruner_cls(pruned, example_input, importance=tp.importance.MagnitudeImportance(p=1),
+    scorer = (tp.importance.GroupTaylorImportance() if importance == "taylor"
+              else tp.importance.MagnitudeImportance(p=1 if importance == "l1" else 2))
+    pruner = pruner_cls(pruned, example_input, importance=scorer,
                         global_pruning=True, pruning_ratio=1.0, max_pruning_ratio=max_ratio,
                         iterative_steps=steps, ignored_layers=ignored_layers(pruned))
     current, taken = original, 0
     ok = done(current)
     while not ok and taken < steps:
+        if gradients is not None:
+            gradients(pruned)
         pruner.step()
         taken += 1
         current = size()
@@ -110,6 +127,22 @@ def prune_to(model: nn.Module, budget: float, example_input: torch.Tensor, *,
     if not ok:
         raise LoritaError(f"Torch-Pruning reached {current / original:.3f} of the original {metric}, not {budget:g}: "
                           f"max_ratio={max_ratio} keeps at least {1 - max_ratio:.0%} of every layer's channels")
+    pruned.zero_grad(set_to_none=True)
     widths = {name: int(m.out_features if isinstance(m, nn.Linear) else m.out_channels)
               for name, m in pruned.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))}
-    return pruned, {"steps": taken, "kept": current / original, "widths": widths}
+    return pruned, {"steps": taken, "kept": current / original, "widths": widths, "importance": importance}
+
+
+def _gradients(batches: Iterable):
+    """``fill(model)``: the cross-entropy gradient of ``model`` on the next batch (cycling), for Taylor scores."""
+    items = list(batches)
+    if not items or not all(isinstance(b, (tuple, list)) and len(b) == 2 for b in items):
+        raise LoritaError("importance='taylor' needs batches of (inputs, targets) pairs; got none or another kind")
+    turn = itertools.count()
+
+    def fill(model: nn.Module) -> None:
+        x, y = items[next(turn) % len(items)]
+        model.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+
+    return fill

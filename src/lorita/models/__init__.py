@@ -3,7 +3,7 @@
 Example:
     >>> from lorita.models import create_model, list_models
     >>> list_models()
-    ['fcn', 'gpt', 'resnet20', 'resnet56', 'vgg16', 'vit']
+    ['fcn', 'gpt', 'resnet20', 'resnet56', 'vgg16', 'vgg_small', 'vit']
     >>> net = create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
 """
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from lorita.atomic import atomic_write_text
 from lorita.metric import Metric
 from lorita.profile import human
+from lorita.report.converged import paired_lines
 from lorita.report.markdown import summarize
 from lorita.report.plots import figure, plot_ranks, plot_spectra, plot_training_curves, save_figure
 from lorita.train import TrainConfig
@@ -99,9 +100,14 @@ def headline_line(results: dict) -> str:
     where = (f"validation accuracy {target:.2f}%, 1 point below the plain model" if m.higher_is_better else
              f"validation loss {target:.4f} nats/char, perplexity {math.exp(target):.3f}: the plain model's "
              f"+{100 * (math.exp(results['max_drop']) - 1):.0f}%")
+    if ours is None and theirs is None:
+        return f"No model, LoRITa or alternative, reached the target ({where}){over}."
     if ours is None:
         return (f"No LoRITa model reached the target ({where}){over}; the best alternative, {theirs['label']}, keeps "
                 f"{_pct(theirs['params_kept'])} of the parameters there.")
+    if theirs is None:
+        return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters at the target "
+                f"({where}){over}; no alternative reached it.")
     verdict = "met" if head["bar_met"] else "NOT met"
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
             f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "
@@ -265,6 +271,29 @@ def _warm_line(recipe: dict) -> str:
             f"init preserve for the rest (lr {lr:g}, weight decay {wd:g}). ")
 
 
+def study_lines(results: dict) -> list[str]:
+    """Each column's penalty exposure, the plain model's plateau test, and the column named before the runs
+    against the best alternative (``results["paired"]``), where the experiment records them."""
+    first = results["runs"][0]
+    lines = []
+    exposures = [f"{label} {c['exposure']:.2f}" for label, c in first["columns"].items()
+                 if c.get("exposure") is not None]
+    if exposures:
+        lines += ["Penalty exposure of each column's training (depth x weight decay x the sum of the learning rate "
+                  f"over the steps / (1 - momentum); first seed): {'; '.join(exposures)}.", ""]
+    plateaus = [run.get("plateau") for run in results["runs"]]
+    if all(p is not None for p in plateaus):
+        gains = ", ".join("-" if p["gain"] is None else f"{p['gain']:+.2f}" for p in plateaus)
+        passed = sum(p["plateau"] is True for p in plateaus)
+        lines += [f"Plateau test of the plain model (validation accuracy gained over the last "
+                  f"{plateaus[0]['window_epochs']} epochs, per seed: {gains} points; plateaued when below "
+                  f"{plateaus[0]['min_gain']:g}): {passed} of {len(plateaus)} seeds plateaued.", ""]
+    if results.get("paired"):
+        lines += [f"## {results['paired']['pre_registered']} (named before the runs) against the best alternative",
+                  "", *paired_lines(results["paired"]), ""]
+    return lines
+
+
 def samples_lines(results: dict) -> list[str]:
     """Text generated from one prompt by the plain model and the chosen cuts (language experiments)."""
     samples = results["runs"][0].get("samples")
@@ -332,6 +361,7 @@ def write_demo_report(out: Path, results: dict) -> Path:
     if len(seeds) > 1:
         ratios = ", ".join("-" if r is None else f"{r:.2f}" for r in results["headline"]["ratio_per_seed"])
         lines += [f"Ratio per seed: {ratios}.", ""]
+    lines += study_lines(results)
     lines += ["Without fine-tuning, per depth (first seed): view (b) and view (a), the paper's (each model cut to "
               "the budget below its own uncompressed figure):", "", *headline_table(results), "",
               f"Machine: {results['machine']}; {results['seconds']:.0f} s in all.", "", *samples_lines(results)]

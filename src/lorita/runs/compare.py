@@ -9,7 +9,7 @@ any) reaches the target is the column's answer. Test accuracy is only reported.
 SVD-family columns (plain + SVD, LoRITa) cut with one global threshold on
 ``sigma / sigma_max`` (the paper's "global" rule): the smallest threshold whose cut keeps at
 most the requested size. Torch-Pruning removes channels until the size is met
-(``lorita.prune``). Fine-tuning keeps the best epoch on validation, the cut itself included.
+(``lorita.runs.alternatives.iterative_prune_cutter``). Fine-tuning keeps the best epoch on validation, the cut itself included.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import torch
 from torch import nn
 
 from lorita.cutspec import Budget
-from lorita.errors import LoritaError
 from lorita.metric import ACCURACY, Metric
 from lorita.profile import Profile, profile
-from lorita.prune import prune_to
 from lorita.select import BudgetOutOfReach, choose_ranks
 from lorita.spectra import Spectra
 from lorita.sweep import smallest_within
@@ -67,7 +65,9 @@ class Cut:
 @dataclass
 class Column:
     """A method: its label, whether it is LoRITa, the cutter (size -> model), the fine-tuning recipe (None: no
-    fine-tuning), and the seconds and epochs spent training its model."""
+    fine-tuning), and the seconds and epochs spent training its model; ``exposure``: its training's penalty
+    exposure (``lorita.train.exposure``), ``between_epochs``: fine-tuning epochs the cutter itself spends (between
+    pruning rounds), ``refine``: the bisection steps of its crossing of the target (None: the experiment's)."""
 
     label: str
     lorita: bool
@@ -75,6 +75,9 @@ class Column:
     finetune: TrainConfig | None
     train_seconds: float
     epochs: int
+    exposure: float | None = None
+    between_epochs: int = 0
+    refine: int | None = None
 
 
 def svd_cutter(spectra: Spectra, how: Budget | None = None) -> Cutter:
@@ -99,28 +102,6 @@ def svd_cutter(spectra: Spectra, how: Budget | None = None) -> Cutter:
             return None  # even the strongest cut keeps more than ``size``
         small = spectra.cut(choice.ranks, whitened=at.whitened)
         return small, {"threshold": choice.report, "ranks": {k: int(v) for k, v in choice.ranks.items()}}
-
-    return cut
-
-
-def prune_cutter(model: nn.Module, example: torch.Tensor) -> Cutter:
-    """Torch-Pruning (L1, global) to the requested params; None where it cannot get there.
-
-    Example:
-        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-        >>> small, detail = prune_cutter(net, torch.zeros(1, 64))(0.5)  # doctest: +SKIP
-        >>> sum(p.numel() for p in small.parameters()) <= 0.5 * sum(p.numel() for p in net.parameters())  # doctest: +SKIP
-        True
-    """
-    def cut(size: float):
-        try:
-            return prune_to(model, size, example, metric="params")
-        except LoritaError as err:
-            log.info("torch-pruning cannot reach %.3f of the params: %s", size, err)
-            return None
-        except Exception as err:  # Torch-Pruning could not trace or prune this model: no such column entry
-            log.warning("torch-pruning failed on this model (%s: %s); its column stays empty", type(err).__name__, err)
-            return None
 
     return cut
 

@@ -18,14 +18,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lorita.batchnorm import recalibrate_batchnorm
 from lorita.checks import check_int, check_number
 from lorita.compose import merge
 from lorita.cutspec import CutSpec, Latency
 from lorita.errors import LoritaError
 from lorita.latency import LatencyBudget, batch_of, measure_latency
 from lorita.linalg import check_finite
-from lorita.lowrank import LOWRANK_TYPES
+from lorita.lowrank import LOWRANK_TYPES, has_lowrank
 from lorita.profile import profile
+from lorita.runs.alternatives import training_batches
 from lorita.runs.config import CompressConfig, train_config_of
 from lorita.quantize import quantize
 from lorita.runs.folder import read_json, write_json
@@ -110,15 +112,19 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
 
 
 def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: TrainConfig | None = None,
-                   finetune: TrainConfig | None = None, before: dict | None = None,
+                   finetune: TrainConfig | None = None, before: dict | None = None, batchnorm: int = 0,
                    progress: bool = True) -> tuple[nn.Module, dict]:
     """Cut a merged ``model`` (or its ``Spectra``, shared with other cuts) as ``how`` says, measure it on ``data``
     before and after, fine-tune it with ``finetune`` if given, store it in int8 if ``how.int8``; return the model
     and the results.
 
     ``recipe``: the training recipe the calibration batches of a whitened cut are drawn with
-    (batch size, seed). ``before``: the uncompressed model's ``{"val_acc", "test_acc"}`` when the
-    caller already measured them. Everything is measured on the example input of ``data``.
+    (batch size, seed), and the BatchNorm re-estimation's: ``batchnorm=N`` re-estimates the cut
+    model's BatchNorm statistics on N shuffled training batches (epoch 0 of the recipe's seed,
+    ``lorita.runs.alternatives.training_batches``) before it is measured, unless the cut kept
+    every layer dense. ``before``: the
+    uncompressed model's ``{"val_acc", "test_acc"}`` when the caller already measured them.
+    Everything is measured on the example input of ``data``.
 
     Example:
         >>> from lorita.cutspec import Threshold
@@ -130,6 +136,9 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         True
     """
     start = time.time()
+    check_int("batchnorm", batchnorm, minimum=0, meaning="training batches to re-estimate BatchNorm on; 0: not")
+    if batchnorm and recipe is None:
+        raise LoritaError("batchnorm=N needs recipe= (the batch size and seed its training batches are drawn with)")
     spectra = model if isinstance(model, Spectra) else _spectra(model, data, how, recipe)
     merged = spectra.model
     example = spectra.example_input[0]
@@ -142,6 +151,9 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     latency = _latency_results(choice.report, spectra, small, how) if isinstance(how, Latency) else None
     if latency is not None and choice.report.layout == "channels_last":
         small = small.to(memory_format=torch.channels_last)
+    batchnorm = batchnorm if has_lowrank(small) else 0  # a cut that kept every layer dense is the model itself
+    if batchnorm:
+        recalibrate_batchnorm(small, training_batches(data, recipe.batch_size, recipe.seed)(), max_batches=batchnorm)
     after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops,
                  "val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
     after_finetune = _finetune(small, data, finetune, progress) if finetune is not None else None
@@ -158,6 +170,7 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         "before": {"val_acc": before["val_acc"], "test_acc": before["test_acc"]},
         "after_cut": after_cut, "after_finetune": after_finetune,
         **({"after_int8": after_int8} if how.int8 else {}),
+        **({"batchnorm_batches": batchnorm} if batchnorm else {}),
         "kept": {k: getattr(cut, k) / max(getattr(original, k), 1) for k in ("params", "macs", "flops")},
         "evaluations": 2 + (search.evaluations if search is not None else 0),
         "search": [dataclasses.asdict(s) for s in search.steps] if search is not None else None,

@@ -8,6 +8,13 @@ figure; view (a): of the model's own), saves the view-(b) cuts as compress runs
 models stay in memory from training to sweep to saved cut: nothing is reloaded, each model
 is merged once, and its spectra, costs and each layer's SVD are computed once
 (``lorita.spectra.Spectra``), shared by its sweep, its columns and its saved cut.
+
+The columns (``ExperimentSpec.columns``), all at equal total epochs: each depth cut without
+fine-tuning (plain + SVD, LoRITa N=d), whitened SVD, the fine-tuned columns (``depth{N}-short``
+trained that side's fine-tuning epochs less, cut, fine-tuned), Torch-Pruning + FT (iterative),
+and the smaller dense model trained directly; every cut's BatchNorm statistics re-estimated
+when ``batchnorm`` asks for it. With a ``pre_registered`` column, results.json pairs it with the
+best alternative over the seeds (``lorita.runs.paired``).
 """
 
 from __future__ import annotations
@@ -18,32 +25,43 @@ import math
 import os
 import platform
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from lorita import __version__
 from lorita import prune
+from lorita.batchnorm import recalibrate_batchnorm
 from lorita.compose import merge
 from lorita.cutspec import Ranks
 from lorita.errors import LoritaError
+from lorita.lowrank import has_lowrank
 from lorita.metric import ACCURACY, Metric
 from lorita.models.gpt import generate
 from lorita.models.registry import resolve_args
 from lorita.progress import progress as progress_of_sweep
 from lorita.report.demo import write_demo_report
 from lorita.runs import compare
+from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
 from lorita.runs.config import CompressConfig, ModelSpec
-from lorita.runs.experiment_spec import ExperimentSpec, load_spec
+from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.folder import mark, write_json
+from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
+from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.reuse import reused_run
+from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
 from lorita.train import TrainConfig
+from lorita.train.distributed import world_size
+from lorita.train.exposure import describe_exposure, steps_per_epoch
 from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
@@ -66,10 +84,14 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
-    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)")]
+    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
+              *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # everything is checked before any work starts
     try:
         use_tp = _torch_pruning(spec)
+        for earlier in spec.recipe.reuse:
+            if not Path(earlier).is_dir():
+                raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
         resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
     except BaseException:
         output.abandon()
@@ -123,6 +145,29 @@ class _Seed:
     def metric(self) -> Metric:
         return self.spec.cuts.judged_by
 
+    def batches(self):
+        """``() -> iterator`` of the shuffled training batches BatchNorm statistics are re-estimated on."""
+        return training_batches(self.data, self.train.batch_size, self.train.seed)
+
+    def recalibrating(self, cutter: compare.Cutter) -> compare.Cutter:
+        """``cutter``, its models' BatchNorm statistics re-estimated when the spec asks for it."""
+        n = self.spec.columns.batchnorm
+        return recalibrating(cutter, self.batches(), n) if n else cutter
+
+    def measuring(self, split) -> "Callable[[torch.nn.Module], float]":
+        """``model -> figure`` on ``split``, each model's BatchNorm statistics re-estimated first (once per model)
+        when the spec asks for it and a layer was cut (the sweep's uncut point is the trained model): how a
+        sweep's cuts are scored, as ``compress_model(..., batchnorm=)`` scores the one it saves."""
+        n, done = self.spec.columns.batchnorm, weakref.WeakSet()
+
+        def measure(model):
+            if n and model not in done and has_lowrank(model):
+                recalibrate_batchnorm(model, self.batches()(), max_batches=n)
+                done.add(model)
+            return self.metric.measure(model, split)
+
+        return measure
+
     def spectra(self, run: TrainedRun, depth: int) -> Spectra:
         """The trained model merged once, as every cut of it sees it (whitened columns calibrate the plain one)."""
         spec = self.spec
@@ -143,6 +188,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     if spec.columns.calibrate:
         check_calibrate(data, train, spec.columns.calibrate)  # before any training
     s = _Seed(spec, train, data, example_input(data), folder, progress)
+    _log_exposures(s)
     if spec.recipe.warm_start_epochs:
         s.warm = _warm_start(s)
     trained = {}
@@ -150,7 +196,8 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         log.info("[%s] seed %d: training depth %d on %s (%d epochs)", spec.name, seed, depth, data.name, train.epochs)
         trained[depth] = _train_depth(s, folder / f"depth{depth}", depth, train)
     metric = s.metric
-    plain_target = metric.target_for(trained[1].results[metric.val], spec.cuts.max_drop)
+    target_run = _target_run(s, trained[1])
+    plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
         log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
@@ -161,6 +208,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
     out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), metric.target: plain_target,
+           "plateau": target_run.results.get("plateau"), "target_run": target_run.folder.name,
            "depths": {str(d): info for d, info in depths.items()}, "columns": measured,
            "headline": headline, "cut_folders": cuts, "folder": folder.name}
     if spec.report.samples and hasattr(data, "text"):
@@ -169,14 +217,41 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     return out
 
 
+def _log_exposures(s: _Seed) -> None:
+    """Before the first training: the penalty exposure of every training the columns come from (each training
+    logs its own again when it starts)."""
+    spec = s.spec
+    steps = steps_per_epoch(len(s.data.train), s.train.batch_size, world_size())
+    for depth in sorted(set(spec.recipe.depths)):
+        full = spec.recipe.for_depth(s.train, depth)
+        runs = [(column_label(depth, False), full)]
+        if spec.columns.finetune_epochs:
+            short = dataclasses.replace(full, epochs=full.epochs - spec.columns.finetune_for(depth))
+            runs.append((column_label(depth, True), short))
+        for label, recipe in runs:
+            log.info("[%s] seed %d: %s trains with %s", spec.name, s.train.seed, label,
+                     describe_exposure(recipe, steps, depth))
+
+
+def _target_run(s: _Seed, plain: TrainedRun) -> TrainedRun:
+    """The plain model that sets the target: ``plain`` (depth 1), or with ``target_train`` different from
+    ``plain_train``, a plain model trained the full epochs with those changes (``depth1-target``)."""
+    recipe = s.spec.recipe
+    if recipe.target_train is None or recipe.target_train == recipe.plain_train:
+        return plain
+    train = TrainConfig.from_dict({**s.train.to_dict(), **recipe.target_train})
+    log.info("[%s] seed %d: training the plain model of the target (%s)", s.spec.name, s.train.seed,
+             recipe.target_train)
+    return _trained(s, s.folder / "depth1-target", s.spec.run_config(s.data, 1, train))
+
+
 def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
                  plain_target: float) -> tuple[dict, SweepPoint]:
     """One depth's sweep on validation data and its smallest cuts within each view's target; and its uncut point
     (the merged model itself, measured)."""
     spec, metric = s.spec, s.metric
     own_target = metric.target_for(run.results[metric.val], spec.cuts.max_drop)
-    val = lambda m: metric.measure(m, s.data.val)  # noqa: E731
-    test = lambda m: metric.measure(m, s.data.test)  # noqa: E731
+    val, test = s.measuring(s.data.val), s.measuring(s.data.test)
     with progress_of_sweep(s.progress, desc=f"sweep depth {depth}", unit="cut", leave=False) as bar:
         points = sweep(spectra, s.example, val, test if spec.cuts.test_every_cut else None,
                        points=spec.cuts.points, refine_targets=[plain_target, own_target],
@@ -195,37 +270,63 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
 
 def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple[compare.Column, int | None]]:
     """Every column: (the column, the depth whose sweep chose its cut, or None: searched)."""
-    spec, train, epochs = s.spec, s.train, s.train.epochs
+    spec, epochs = s.spec, s.train.epochs
     columns = []
     for depth, run in trained.items():  # cut, no fine-tuning: the sweep chose the cut (view b)
-        label = "plain + SVD" if depth == 1 else f"LoRITa N={depth}"
-        columns.append((compare.Column(label, depth > 1, compare.svd_cutter(spectra[depth], spec.columns.svd()),
-                                       None, run.results["train_seconds"], epochs), depth))
+        columns.append((compare.Column(column_label(depth, False), depth > 1,
+                                       s.recalibrating(compare.svd_cutter(spectra[depth], spec.columns.svd())),
+                                       None, run.results["train_seconds"], epochs, _exposure(run)), depth))
     if spec.columns.calibrate:
-        columns.append((compare.Column("plain + whitened SVD", False,
-                                       compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)), None,
-                                       trained[1].results["train_seconds"], epochs), None))
-    if not spec.columns.finetune_epochs:
-        return columns
-    ft = spec.finetune_recipe(train)
-    short = spec.short_recipe(train)
+        cutter = s.recalibrating(compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)))
+        columns.append((compare.Column("plain + whitened SVD", False, cutter, None,
+                                       trained[1].results["train_seconds"], epochs, _exposure(trained[1])), None))
+    if spec.columns.finetune_epochs:
+        columns += [(column, None) for column in _finetuned_columns(s, trained, use_tp)]
+    if spec.columns.small_dense:
+        columns.append((_small_dense_column(s, spectra[1].profile.params, trained[1]), None))
+    return columns
+
+
+def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Column]:
+    """The columns trained their side's fine-tuning epochs less, cut and fine-tuned: at equal total epochs."""
+    spec, train = s.spec, s.train
+    total = spec.recipe.train.epochs
+    columns = []
     for depth in trained:
+        ft = spec.finetune_recipe(train, depth)
+        short = spec.short_recipe(train, depth)
         log.info("[%s] seed %d: training depth %d for %d epochs (then %d of fine-tuning)", spec.name, train.seed,
                  depth, short.epochs, ft.epochs)
         run = _train_depth(s, s.folder / f"depth{depth}-short", depth, short)
         base = s.spectra(run, depth)
-        seconds, total = run.results["train_seconds"], spec.recipe.train.epochs
-        label = "plain + SVD + FT" if depth == 1 else f"LoRITa N={depth} + FT"
-        columns.append((compare.Column(label, depth > 1, compare.svd_cutter(base, spec.columns.svd()), ft, seconds,
-                                       total), None))
+        seconds, exposure = run.results["train_seconds"], _exposure(run)
+        cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd()))
+        columns.append(compare.Column(column_label(depth, True), depth > 1, cutter, ft, seconds, total, exposure))
         if depth == 1 and spec.columns.calibrate:
-            columns.append((compare.Column("plain + whitened SVD + FT", False,
-                                           compare.svd_cutter(base, spec.columns.svd(whitened=True)), ft, seconds,
-                                           total), None))
+            cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(whitened=True)))
+            columns.append(compare.Column("plain + whitened SVD + FT", False, cutter, ft, seconds, total, exposure))
         if depth == 1 and use_tp:
-            columns.append((compare.Column("Torch-Pruning + FT", False, compare.prune_cutter(base.model, s.example),
-                                           ft, seconds, total), None))
+            between, last = split_finetune(ft, spec.columns.prune_rounds)
+            cutter = iterative_prune_cutter(base.model, s.example, rounds=spec.columns.prune_rounds, between=between,
+                                            data=s.data, importance=spec.columns.prune_importance,
+                                            taylor_batches=s.batches())
+            columns.append(compare.Column("Torch-Pruning + FT", False, s.recalibrating(cutter), last, seconds, total,
+                                          exposure, between_epochs=ft.epochs - last.epochs))
     return columns
+
+
+def _small_dense_column(s: _Seed, original_params: int, plain: TrainedRun) -> compare.Column:
+    """The smaller dense model of the same family, trained directly with the plain recipe for every epoch: its
+    training is its cut (no fine-tuning), so its seconds are each cut's."""
+    setup = s.spec.setup
+    model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
+    cutter = small_dense_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params)
+    return compare.Column(SMALL_DENSE, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
+                          refine=s.spec.columns.small_dense_refine)
+
+
+def _exposure(run: TrainedRun) -> float | None:
+    return run.results.get("penalty_exposure")
 
 
 def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float) -> tuple[dict, dict]:
@@ -245,7 +346,8 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
             if view is not None:
                 models[column.label] = None  # its place in the order; the model is the saved cut (_save_cuts)
         else:
-            refine = spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
+            refine = column.refine if column.refine is not None else \
+                spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
             cuts = compare.search(column, plain_target, s.data, original, s.example, sizes=spec.columns.sizes,
                                   refine=refine, progress=s.progress, metric=metric)
             best = compare.chosen(cuts, plain_target, metric)
@@ -256,9 +358,10 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
                 models[column.label] = best.detail["model"]
                 if "ranks" in best.detail:
                     pick["ranks"] = best.detail["ranks"]
-        measured[column.label] = {"lorita": column.lorita, "finetune_epochs": column.finetune.epochs
-                                  if column.finetune is not None else 0,
+        finetune_epochs = column.between_epochs + (column.finetune.epochs if column.finetune is not None else 0)
+        measured[column.label] = {"lorita": column.lorita, "finetune_epochs": finetune_epochs,
                                   "epochs": column.epochs, "train_seconds": column.train_seconds,
+                                  "exposure": column.exposure,
                                   "cuts": [compare.as_dict(c, metric) for c in cuts], "chosen": pick}
     return measured, models
 
@@ -276,12 +379,13 @@ def _save_cuts(s: _Seed, spectra: dict, depths: dict, dense: dict, models: dict)
         uncut = dense[depth]
         measured = s.metric is ACCURACY and uncut.test is not None  # compress runs record accuracies
         before = {"val_acc": uncut.val, "test_acc": uncut.test} if measured else None
-        small, results = compress_model(spectra[depth], s.data, how, before=before, progress=s.progress)
+        small, results = compress_model(spectra[depth], s.data, how, recipe=s.train, before=before,
+                                        batchnorm=s.spec.columns.batchnorm, progress=s.progress)
         folder.mkdir()
         # the source sits in the same staging folder, which is renamed when done: recorded relative
         write_cut(folder, CompressConfig(os.path.relpath(s.folder / f"depth{depth}", folder.parent), how), small,
                   results)
-        models["plain + SVD" if depth == 1 else f"LoRITa N={depth}"] = small
+        models[column_label(depth, False)] = small
         names.append(folder.name)
     return names
 
@@ -297,10 +401,12 @@ def _warm_start(s: _Seed):
 def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> TrainedRun:
     """One depth's training run. With a warm start, a LoRITa depth is the plain warm-start model composed with
     ``init="preserve"`` and trained for the remaining epochs (``warm_start_lr`` / ``warm_start_weight_decay``
-    when given): the same total epochs as every other column, the warm start's seconds included."""
+    when given): the same total epochs as every other column, the warm start's seconds included. ``train`` gets
+    the changes of the depth's side first (``Recipe.for_depth``)."""
     spec, recipe, warm = s.spec, s.spec.recipe, s.warm
+    train = recipe.for_depth(train, depth)
     if depth == 1 or warm is None:
-        return train_run(out, spec.run_config(s.data, depth, train), s.data, progress=s.progress, nested=True)
+        return _trained(s, out, spec.run_config(s.data, depth, train))
     rest = dataclasses.replace(
         train, epochs=train.epochs - recipe.warm_start_epochs, warmup_epochs=0,
         lr=recipe.warm_start_lr if recipe.warm_start_lr is not None else train.lr,
@@ -314,6 +420,18 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     run.results["train_seconds"] += warm.results["train_seconds"]  # the column's compute includes its warm start
     run.results["warm_start_epochs"] = recipe.warm_start_epochs
     return run
+
+
+def _trained(s: _Seed, out: Path, config) -> TrainedRun:
+    """The training run of ``config`` in ``out``: taken from the first experiment ``reuse`` names that holds exactly
+    that run (in its ``seedS`` folder, or itself with one seed), else trained."""
+    for reuse in s.spec.recipe.reuse:
+        earlier = Path(reuse) / f"seed{config.train.seed}"
+        earlier = earlier if earlier.is_dir() and not earlier.is_symlink() else Path(reuse)
+        reused = reused_run(earlier, out, config)
+        if reused is not None:
+            return reused
+    return train_run(out, config, s.data, progress=s.progress, nested=True)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:
@@ -406,9 +524,25 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
                             "(view b)",
                      "bar_ratio": spec.report.bar_ratio,
                      "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= spec.report.bar_ratio},
+        **({"paired": _paired(spec, runs)} if spec.report.pre_registered is not None else {}),
         "seconds": seconds,
         "machine": machine(),
     }
+
+
+def _paired(spec: ExperimentSpec, runs: list[dict]) -> dict:
+    """The pre-registered column against the best alternative over the seeds (``lorita.runs.paired``): the
+    per-seed ratios with their geometric mean and paired t interval; for accuracy, the paired differences at the
+    fixed sizes and each seed's K-sizes table (``lorita.runs.many_sizes``)."""
+    label = spec.report.pre_registered
+    out = {"pre_registered": label, "ratio_over_seeds": ratio_over_seeds(runs, label)}
+    if spec.cuts.judged_by is ACCURACY:
+        sizes = spec.columns.sizes
+        out["fixed_size_differences"] = fixed_size_differences(runs, label, sizes)
+        out["many_sizes"] = [{"seed": run["seed"], "rows": [{**row, "at": {f"{k:g}": v for k, v in row["at"].items()}}
+                                                           for row in many_sizes(run["columns"], sizes)]}
+                             for run in runs]
+    return out
 
 
 def machine() -> str:

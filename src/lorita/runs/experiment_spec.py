@@ -27,13 +27,27 @@ from lorita.cutspec import Budget
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
 from lorita.models import paper_exclude
+from lorita.prune import IMPORTANCES
 from lorita.runs.compare import FIXED_SIZES
 from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_RATE, MAX_SEED
 
-__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "load_spec"]
+# recipe fields every column shares: the budget (equal total epochs), the seed (pairing), where it runs
+SHARED_FIELDS = frozenset({"epochs", "seed", "device"})
+
+__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "column_label", "load_spec"]
+
+
+def column_label(depth: int, finetuned: bool) -> str:
+    """The label of an SVD column: "plain + SVD" at depth 1, "LoRITa N=2" at depth 2, "+ FT" when fine-tuned.
+
+    Example:
+        >>> column_label(1, False), column_label(2, True)
+        ('plain + SVD', 'LoRITa N=2 + FT')
+    """
+    return ("plain + SVD" if depth == 1 else f"LoRITa N={depth}") + (" + FT" if finetuned else "")
 
 
 def _check_bools(part: Any, *names: str) -> None:
@@ -75,8 +89,16 @@ class Setup:
 @dataclass
 class Recipe:
     """How each depth is trained: the recipe, the depths (1: the plain baseline), the composition, the seeds
-    (None: the recipe's; each changes split, init and batch order), and an optional plain warm start of the
-    LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay)."""
+    (None: the recipe's; each changes split, init and batch order), an optional plain warm start of the
+    LoRITa depths (``warm_start_*``: its epochs, and the LoRITa phase's lr and weight decay), and each side's
+    changes to the recipe (``plain_train``: depth 1 and the small dense model; ``lorita_train``: the LoRITa
+    depths), e.g. ``{"warmup_epochs": 2}`` or ``{"lr": 0.025, "weight_decay": 0.002}``: a grid setting that
+    changes one side leaves the other's recipe as it was. ``reuse``: earlier experiments' folders (one seed's, or
+    one holding ``seedS`` folders), tried in order, whose training runs are copied where this experiment would
+    train exactly the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes (and a
+    killed experiment, run again, only what it had not finished). ``target_train``:
+    the changes of the plain model that sets the target, when they are not ``plain_train``'s (None: they are),
+    so every plain-side setting is judged at one target."""
 
     train: TrainConfig = field(default_factory=TrainConfig)
     depths: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -88,12 +110,29 @@ class Recipe:
     warm_start_epochs: int = 0
     warm_start_lr: float | None = None
     warm_start_weight_decay: float | None = None
+    plain_train: dict = field(default_factory=dict)
+    lorita_train: dict = field(default_factory=dict)
+    reuse: list[str] = field(default_factory=list)
+    target_train: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.train, dict):
             self.train = TrainConfig.from_dict(self.train)
         if not isinstance(self.train, TrainConfig):
             raise LoritaError(f"train must be an object of training-recipe fields, got {self.train!r}")
+        for side in ("plain_train", "lorita_train", "target_train"):
+            changes = getattr(self, side)
+            if changes is None and side == "target_train":
+                continue
+            check_json_object(side, changes)
+            fixed = sorted(set(changes) & SHARED_FIELDS)
+            if fixed:
+                raise LoritaError(f"{side} may not change {', '.join(fixed)}: every column shares them (set them in "
+                                  "train)")
+            try:
+                TrainConfig.from_dict({**self.train.to_dict(), **changes})
+            except LoritaError as err:
+                raise LoritaError(f"{side}: {err}") from None
         if not isinstance(self.depths, list) or not self.depths or \
                 not all(is_int(d) and 1 <= d <= MAX_DEPTH for d in self.depths):
             raise LoritaError(f"depths must be a list of integers from 1 to {MAX_DEPTH} (the most a lorita model file "
@@ -107,9 +146,21 @@ class Recipe:
                                        or not all(is_int(x) and 0 <= x <= MAX_SEED for x in self.seeds)
                                        or len(set(self.seeds)) != len(self.seeds)):
             raise LoritaError(f"seeds must be a list of distinct integers from 0 to 2^64 - 1, got {self.seeds!r}")
+        if not isinstance(self.reuse, list) or not all(isinstance(f, str) and f for f in self.reuse):
+            raise LoritaError(f"reuse must be a list of earlier experiments' folders, got {self.reuse!r}")
         for what in ("warm_start_lr", "warm_start_weight_decay"):
             if getattr(self, what) is not None:
                 check_number(what, getattr(self, what), minimum=0, low_open=what == "warm_start_lr", maximum=MAX_RATE)
+
+    def for_depth(self, train: TrainConfig, depth: int) -> TrainConfig:
+        """``train`` with the changes of ``depth``'s side (``plain_train`` at depth 1, else ``lorita_train``).
+
+        Example:
+            >>> Recipe(lorita_train={"warmup_epochs": 2}).for_depth(TrainConfig(epochs=9), 2).warmup_epochs
+            2
+        """
+        changes = self.plain_train if depth == 1 else self.lorita_train
+        return TrainConfig.from_dict({**train.to_dict(), **changes}) if changes else train
 
     @property
     def seed_list(self) -> list[int]:
@@ -119,9 +170,12 @@ class Recipe:
 @dataclass
 class Columns:
     """The alternatives, at equal total epochs: fine-tuned columns (trained ``finetune_epochs`` less, cut,
-    fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed), whitened SVD
-    (``calibrate`` training batches; 0: none), the params fractions every column is measured at, and the
-    bisection steps of a fine-tuned column's crossing of the target."""
+    fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed; in
+    ``prune_rounds`` rounds that share the fine-tuning epochs, ``prune_importance`` "l1", "l2" or "taylor"),
+    whitened SVD (``calibrate`` training batches; 0: none), the smaller dense model trained directly
+    (``small_dense``; its crossing bisected ``small_dense_refine`` times: each size is a training), BatchNorm
+    statistics re-estimated on ``batchnorm`` training batches after every cut (0: not), the params fractions
+    every column is measured at, and the bisection steps of a fine-tuned column's crossing of the target."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
@@ -129,6 +183,13 @@ class Columns:
     calibrate: int = 0
     sizes: list[float] = field(default_factory=lambda: list(FIXED_SIZES))
     refine_sizes: int = 3
+    batchnorm: int = 0
+    small_dense: bool = False
+    small_dense_refine: int = 2
+    prune_rounds: int = 1
+    prune_importance: str = "l1"
+    plain_finetune_epochs: int | None = None
+    lorita_finetune_epochs: int | None = None
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
@@ -141,6 +202,28 @@ class Columns:
                 not all(is_number(x) and 0 < x < 1 for x in self.sizes):
             raise LoritaError(f"sizes must be a list of fractions in (0, 1) of the original params, got {self.sizes!r}")
         check_int("refine_sizes", self.refine_sizes, minimum=0)
+        check_int("batchnorm", self.batchnorm, minimum=0,
+                  meaning="training batches BatchNorm statistics are re-estimated on after every cut; 0: not")
+        _check_bools(self, "small_dense")
+        check_int("small_dense_refine", self.small_dense_refine, minimum=0)
+        check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
+        check_choice("prune_importance", self.prune_importance, IMPORTANCES)
+        for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+            if getattr(self, side) is not None:
+                check_int(side, getattr(self, side), meaning="this side's fine-tuning epochs; null: finetune_epochs")
+                if not self.finetune_epochs:
+                    raise LoritaError(f"{side} needs fine-tuned columns: set finetune_epochs too")
+
+    def finetune_for(self, depth: int) -> int:
+        """The fine-tuning epochs of ``depth``'s side (``plain_finetune_epochs`` or ``lorita_finetune_epochs``,
+        else ``finetune_epochs``).
+
+        Example:
+            >>> Columns(finetune_epochs=2, lorita_finetune_epochs=4).finetune_for(2)
+            4
+        """
+        side = self.plain_finetune_epochs if depth == 1 else self.lorita_finetune_epochs
+        return self.finetune_epochs if side is None else side
 
     def svd(self, whitened: bool = False) -> Budget:
         """How an SVD column cuts to a size: one global threshold within the params (whitened: calibrated)."""
@@ -174,15 +257,20 @@ class Cuts:
 
 @dataclass
 class Report:
-    """What the report adds: the bar (LoRITa keeps at most ``bar_ratio`` of the best alternative's params) and,
-    for text, ``samples`` characters generated from ``sample_prompt`` by each chosen model (0: none)."""
+    """What the report adds: the bar (LoRITa keeps at most ``bar_ratio`` of the best alternative's params),
+    for text, ``samples`` characters generated from ``sample_prompt`` by each chosen model (0: none), and the
+    column named before the runs (``pre_registered``, e.g. "LoRITa N=2 + FT"), whose ratio to the best
+    alternative over seeds, paired differences at the fixed sizes and K-sizes table the results add."""
 
     bar_ratio: float = 0.5
     samples: int = 0
     sample_prompt: str = "The "
+    pre_registered: str | None = None
 
     def __post_init__(self) -> None:
         check_number("bar_ratio", self.bar_ratio, minimum=0, low_open=True)
+        if self.pre_registered is not None:
+            check_str("pre_registered", self.pre_registered)
         check_int("samples", self.samples, minimum=0)
         check_str("sample_prompt", self.sample_prompt)
 
@@ -194,7 +282,9 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "train", "max_drop", "points", "refine_steps", "test_every_cut", "fallback_to_digits", "seeds",
          "finetune_epochs", "finetune_lr", "torch_pruning", "sizes", "refine_sizes", "metric", "calibrate",
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
-         "warm_start_weight_decay", "bar_ratio")
+         "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
+         "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
+         "lorita_finetune_epochs", "reuse", "target_train")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
@@ -219,18 +309,33 @@ class ExperimentSpec:
         check_int("finetune_epochs", self.columns.finetune_epochs, minimum=0, maximum=epochs - 1)
         check_int("warm_start_epochs", self.recipe.warm_start_epochs, minimum=0,
                   maximum=epochs - self.columns.finetune_epochs - 1)
+        columns = self.columns
+        for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+            if getattr(columns, side) is not None:
+                check_int(side, getattr(columns, side), maximum=epochs - 1)
+        plain_ft = columns.finetune_for(1)
+        if columns.finetune_epochs and columns.prune_rounds > plain_ft:
+            raise LoritaError(f"prune_rounds ({columns.prune_rounds}) must be at most the plain side's fine-tuning "
+                              f"epochs ({plain_ft}): the rounds share them, at least one each")
+        named = self.report.pre_registered
+        if named is not None and named not in self.lorita_columns():
+            raise LoritaError(f"pre_registered must be one of this experiment's LoRITa columns "
+                              f"({', '.join(self.lorita_columns())}), got {named!r}")
         if self.report.samples and self.setup.dataset not in TEXT_DATASETS:
             raise LoritaError(f"samples generates text from the chosen models; {self.setup.dataset!r} is an image "
                               "dataset: leave samples at 0")
         self.setup.data_spec(self.recipe.train.seed).check_applies()
-        if self.columns.finetune_epochs:
-            self.short_recipe(self.recipe.train)  # derived recipes checked before anything trains
+        if self.columns.finetune_epochs:  # derived recipes checked before anything trains
+            for depth in sorted(set(self.recipe.depths)):
+                self.short_recipe(self.recipe.train, depth)
         if self.recipe.warm_start_epochs:
             self.warm_recipe(self.recipe.train)
 
-    def short_recipe(self, train: TrainConfig) -> TrainConfig:
-        """The recipe of the columns fine-tuned after the cut: ``finetune_epochs`` fewer epochs."""
-        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_epochs,
+    def short_recipe(self, train: TrainConfig, depth: int = 1) -> TrainConfig:
+        """The recipe of a ``depth`` column fine-tuned after the cut: its side's recipe (``Recipe.for_depth``),
+        that side's fine-tuning epochs fewer."""
+        train = self.recipe.for_depth(train, depth)
+        return _derived(train, "the fine-tuned columns", epochs=train.epochs - self.columns.finetune_for(depth),
                         fix="lower finetune_epochs (--finetune-epochs) or warmup_epochs, or raise epochs")
 
     def warm_recipe(self, train: TrainConfig) -> TrainConfig:
@@ -261,6 +366,12 @@ class ExperimentSpec:
             out[key] = dataclasses.asdict(value) if key == "train" else value
         return out
 
+    def lorita_columns(self) -> list[str]:
+        """The labels of the LoRITa columns this experiment measures (one per depth above 1, and its "+ FT" when
+        columns are fine-tuned)."""
+        finetuned = (False, True) if self.columns.finetune_epochs else (False,)
+        return [column_label(d, ft) for d in sorted(set(self.recipe.depths)) if d > 1 for ft in finetuned]
+
     def run_config(self, data, depth: int, train: TrainConfig) -> RunConfig:
         """The training run of one depth with recipe ``train``, on ``data`` (which may be the digits fallback)."""
         setup, recipe = self.setup, self.recipe
@@ -271,11 +382,12 @@ class ExperimentSpec:
                                   max_train=setup.max_train, steps_per_epoch=setup.steps_per_epoch),
                          ComposeSpec(depth, recipe.init, "auto", recipe.factor_side, exclude, recipe.init_scale), train)
 
-    def finetune_recipe(self, train: TrainConfig) -> TrainConfig:
-        """The fine-tuning recipe after a cut: the training recipe's, ``finetune_epochs`` long, cosine from
-        ``finetune_lr`` (default: lr / 10), no warm-up."""
+    def finetune_recipe(self, train: TrainConfig, depth: int = 1) -> TrainConfig:
+        """The fine-tuning recipe after a cut of a ``depth`` model: its side's recipe (``train`` with that side's
+        changes), that side's fine-tuning epochs long, cosine from ``finetune_lr`` (default: lr / 10), no warm-up."""
+        train = self.recipe.for_depth(train, depth)
         lr = self.columns.finetune_lr if self.columns.finetune_lr is not None else train.lr / 10
-        return dataclasses.replace(train, epochs=self.columns.finetune_epochs, lr=lr, warmup_epochs=0,
+        return dataclasses.replace(train, epochs=self.columns.finetune_for(depth), lr=lr, warmup_epochs=0,
                                    schedule="cosine")
 
 

@@ -25,8 +25,10 @@ from lorita.runs.folder import read_json, write_json
 from lorita.runs.output import RunOutput
 from lorita.serialization import read_description
 from lorita.train import evaluate, train
-from lorita.train.distributed import is_main_process
+from lorita.train.distributed import is_main_process, world_size
+from lorita.train.exposure import describe_exposure, penalty_exposure, steps_per_epoch
 from lorita.train.loop import check_resume
+from lorita.train.plateau import plateau_test
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +197,10 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
     if main:
         write_json(folder / "config.json", config.to_dict())
+    steps = steps_per_epoch(len(data.train), config.train.batch_size, world_size())
+    if main:
+        log.info("%s: %s", folder.name.removesuffix(".partial"),
+                 describe_exposure(config.train, steps, config.compose.depth))
     start = time.time()
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
     if not main:
@@ -216,7 +222,10 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
                "best_epoch": result.best_epoch, "val_acc": val_acc, "test_acc": test_acc,
                "val_loss": val_loss, "test_loss": test_loss,
                "params": counts.params, "macs": counts.macs, "flops": counts.flops,
-               "train_seconds": result.seconds, "seconds": time.time() - start}
+               "train_seconds": result.seconds, "seconds": time.time() - start, "steps_per_epoch": steps,
+               "penalty_exposure": penalty_exposure(config.train, steps, config.compose.depth,
+                                                    [row["lr"] for row in result.history]),
+               "plateau": plateau_test(result.history)}
     write_json(folder / "results.json", results)
     return TrainedRun(folder, results, model, merged.eval(), spectrum)
 

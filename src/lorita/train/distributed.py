@@ -126,6 +126,19 @@ def is_main_process() -> bool:
     return rank == 0
 
 
+def world_size() -> int:
+    """How many processes share the training: the group's size under torchrun, else 1.
+
+    Example:
+        >>> world_size()   # not under torchrun
+        1
+    """
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    size = _env_int("WORLD_SIZE")
+    return size if size is not None and size > 1 else 1
+
+
 def setup(device_request: str) -> DistContext:
     """Join (or create) the process group when launched by torchrun; else a one-process context.
 

@@ -30,6 +30,7 @@ from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METR
                                      check_fits, load_checkpoint, save_checkpoint)
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate, flat_logits
+from lorita.train.exposure import drop_last
 from lorita.train.schedule import EpochSchedule
 from lorita.train.user_data import is_pair, user_splits
 
@@ -223,17 +224,14 @@ def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
 def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx):
     """One pass over the training split; returns (mean train loss, train accuracy %) over all ranks."""
     n, bs, world = len(split), config.batch_size, ctx.world_size
-    # A last global batch with fewer than 2 samples per rank is dropped: a
-    # 1-sample batch breaks BatchNorm and an empty chunk would idle a rank.
-    remainder = n % bs
-    drop_last = n > bs and 0 < remainder < 2 * world
+    drop = drop_last(n, bs, world)  # a last batch with fewer than 2 samples per rank
     net.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     correct = torch.zeros((), dtype=torch.float64, device=ctx.device)
     count = 0
     batches = split.batches(
         bs, shuffle=True, seed=config.seed, epoch=epoch, augment=augment,
-        rank=ctx.rank, world_size=world, drop_last=drop_last,
+        rank=ctx.rank, world_size=world, drop_last=drop,
     )
     for step, (x, y) in enumerate(batches):
         # targets per sample: 1 for a classifier, the context length for a language model

@@ -1,0 +1,108 @@
+"""The grid's choices on seed 0, as docs/converged/PLAN.md fixes them, from the grid's experiment folders.
+
+Usage:
+    python experiments/converged_choose.py runs/converged/fcn-e60 --seed 0 --json docs/converged/fcn-e60-grid.json
+
+Reads ``<budget folder>/<setting>/seed<S>/results.json`` for every setting run (base, g1-g4, p1-p4,
+taylor) and prints every setting's result, then the choices, made on validation data only, ties
+to the base:
+
+1. the target's plain model: among base (p0) and p1-p3, the plain model (``depth1``) with the
+   highest validation accuracy;
+2. the alternatives' setting: among base and p1-p4, the one under which the best alternative (the
+   non-LoRITa column keeping the fewest params at the target) keeps the fewest;
+3. Torch-Pruning's importance: L1 (base) against Taylor (``taylor``), by the params Torch-Pruning
+   + FT keeps at the target;
+4. LoRITa's setting: among base and g1-g4, the one under which the pre-registered column keeps
+   the fewest params at the target (missing the target counts as keeping everything).
+
+A setting not run is reported as such and is not a candidate. Nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+LORITA = tuple(f"g{i}" for i in range(1, 5))
+PLAIN = ("p1", "p2", "p3")
+SPLIT = ("p4",)
+
+
+def _read(folder: Path, setting: str, seed: int) -> dict | None:
+    path = folder / setting / f"seed{seed}" / "results.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _kept(run: dict, label: str) -> float:
+    """The params a column keeps at the target (1.0: it misses it: the uncut model)."""
+    chosen = run["columns"].get(label, {}).get("chosen")
+    return 1.0 if chosen is None else chosen["params_kept"]
+
+
+def _best_alternative(run: dict) -> tuple[float, str]:
+    kept = [(c["chosen"]["params_kept"], label) for label, c in run["columns"].items()
+            if not c["lorita"] and c.get("chosen") is not None]
+    return min(kept) if kept else (1.0, "plain (uncut)")
+
+
+def _pick(scores: dict[str, float], lower: bool) -> str:
+    """The setting with the best score; the base on a tie (and when nothing else beats it strictly)."""
+    best = "base"
+    for setting, score in scores.items():
+        if (score < scores[best]) if lower else (score > scores[best]):
+            best = setting
+    return best
+
+
+def choose(folder: Path, seed: int = 0) -> dict:
+    """Every setting's figures and the four choices (see the module docstring)."""
+    runs = {s: _read(folder, s, seed) for s in ("base", *LORITA, *PLAIN, *SPLIT, "taylor")}
+    base = runs["base"]
+    if base is None:
+        raise SystemExit(f"no base run in {folder} (base/seed{seed}/results.json): the grid compares against it")
+    label = base["spec"].get("pre_registered") or "LoRITa N=2 + FT"
+    done = {s: r for s, r in runs.items() if r is not None}
+    rows = {}
+    for setting, results in done.items():
+        run = results["runs"][0]
+        alt_kept, alt = _best_alternative(run)
+        plain_val = json.loads((folder / setting / f"seed{seed}" / "depth1" / "results.json").read_text())["val_acc"]
+        rows[setting] = {"plain_val_acc": plain_val, "target_val_acc": run["target_val_acc"],
+                         "pre_registered_kept": _kept(run, label), "best_alternative": alt,
+                         "best_alternative_kept": alt_kept, "torch_pruning_kept": _kept(run, "Torch-Pruning + FT")}
+    choices = {
+        "target_plain": _pick({s: rows[s]["plain_val_acc"] for s in ("base", *PLAIN) if s in rows}, lower=False),
+        "alternatives": _pick({s: rows[s]["best_alternative_kept"] for s in ("base", *PLAIN, *SPLIT) if s in rows},
+                              lower=True),
+        "torch_pruning_importance": "taylor" if _pick(
+            {s: rows[s]["torch_pruning_kept"] for s in ("base", "taylor") if s in rows}, lower=True) == "taylor"
+        else "l1",
+        "lorita": _pick({s: rows[s]["pre_registered_kept"] for s in ("base", *LORITA) if s in rows}, lower=True),
+    }
+    return {"folder": str(folder), "seed": seed, "pre_registered": label, "settings": rows,
+            "not_run": sorted(set(runs) - set(done)), "choices": choices}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a budget's folder: runs/converged/<model>-e<E>")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="write the settings' figures and the choices here")
+    args = parser.parse_args()
+    out = choose(args.folder, args.seed)
+    print("| setting | plain val acc | target | pre-registered kept | best alternative | kept | Torch-Pruning kept |")
+    print("|---|---|---|---|---|---|---|")
+    for setting, row in out["settings"].items():
+        print(f"| {setting} | {row['plain_val_acc']:.2f} | {row['target_val_acc']:.2f} | "
+              f"{100 * row['pre_registered_kept']:.1f}% | {row['best_alternative']} | "
+              f"{100 * row['best_alternative_kept']:.1f}% | {100 * row['torch_pruning_kept']:.1f}% |")
+    print(f"not run: {', '.join(out['not_run']) or 'none'}")
+    print("choices:", json.dumps(out["choices"]))
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Run the converged study's experiments one at a time, one folder per (model, budget, setting, seed); resumable.
+
+Usage:
+    python experiments/converged_run.py experiments/converged/fcn.json --seeds 0 1 2 3 4
+    LOCK=/work/locks/heavy nohup python experiments/converged_run.py experiments/converged/vgg_small.json \\
+        --seeds 0 1 2 3 4 > runs/converged/vgg_small.log 2>&1 &
+
+Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress``
+(with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the config's reduced recipe),
+its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines).
+A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
+when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
+done. A leftover ``seed<S>.partial`` (a run killed midway), when it is a lorita run folder holding only lorita's
+files and no command is writing it, is kept as ``seed<S>.resume`` and the run starts again reusing the trainings it
+had finished (``reuse``); it is removed when the run completes. Anything else is reported and left alone.
+
+``--threads N`` sets each run's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (recorded in its log). ``LOCK``
+(environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
+so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
+``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
+``--epochs E``: another budget than the config's (f = round(E / 6) fine-tuning epochs, a setting's split the same
+share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that setting's run of the same seed
+(``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same), so a setting that changes one
+side trains only that side. A run that fails is reported and the next one starts; the exit status is 1 when any
+failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lorita.errors import LoritaError
+from lorita.runs import load_spec
+from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
+from lorita.runs.lock import OutputLock
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
+
+
+def settings_of(config: Path) -> dict[str, dict]:
+    """The config's settings (name -> overrides), ``base`` included."""
+    values = json.loads(config.read_text(encoding="utf-8")).get("settings", {})
+    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
+        raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
+    return {"base": {}, **values}
+
+
+def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,
+            reuse: list[Path] = ()) -> list[str]:
+    """The command line of one run (under ``flock lock`` when given; taking unchanged trainings from ``reuse``)."""
+    cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
+           "--no-progress"]
+    if reuse:
+        overrides = {**overrides, "reuse": [str(p) for p in reuse]}
+    for key, value in overrides.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    if reduced:
+        cmd.append("--reduced")
+    return ["flock", lock, *cmd] if lock else cmd
+
+
+def at_budget(base, overrides: dict, epochs: int) -> dict:
+    """``overrides`` at ``epochs`` instead of the config's budget: f = round(E / 6) fine-tuning epochs, a setting's
+    own split (``*_finetune_epochs``) the same share of E, at most as many pruning rounds as fine-tuning epochs."""
+    if epochs < 2:
+        raise SystemExit(f"--epochs must be at least 2 (one to train, one to fine-tune), got {epochs}")
+    share = epochs / base.recipe.train.epochs
+    out = {**overrides, "train.epochs": epochs, "finetune_epochs": max(1, round(epochs / 6))}
+    for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
+        if overrides.get(side) is not None:
+            out[side] = min(epochs - 1, max(1, round(overrides[side] * share)))
+    plain_ft = out.get("plain_finetune_epochs") or out["finetune_epochs"]
+    out["prune_rounds"] = min(overrides.get("prune_rounds", base.columns.prune_rounds), plain_ft)
+    return out
+
+
+def resume_path(out: Path) -> Path:
+    """Where a killed run's staging folder is kept for the next attempt to reuse: ``<out>.resume``."""
+    return out.with_name(out.name + ".resume")
+
+
+def _lorita_folder(folder: Path) -> str | None:
+    """Why ``folder`` is not a lorita run folder holding only lorita's files (None: it is)."""
+    if folder.is_symlink() or not folder.is_dir() or not is_marked(folder):
+        return f"{folder} is not a lorita run folder; look at it and remove it"
+    foreign = foreign_entries(folder)
+    if foreign:
+        return f"{folder} holds what lorita did not write ({', '.join(foreign[:3])}); look at it and remove it"
+    return None
+
+
+def _removed(folder: Path) -> str | None:
+    left = remove_tree(folder)
+    return f"{folder}: could not remove {left}" if left else None
+
+
+def set_aside(out: Path) -> str | None:
+    """Keep the staging folder a killed run of ``out`` left as ``<out>.resume`` (replacing an older one), so the
+    next attempt reuses its finished trainings; a reason when that cannot be done (then the seed waits)."""
+    partial, resume = staging_path(out), resume_path(out)
+    if not partial.exists() and not partial.is_symlink():
+        return None
+    lock = OutputLock(out)
+    try:
+        lock.acquire()  # refuses when a command is writing this output now
+    except LoritaError as err:
+        return str(err)
+    try:
+        problem = _lorita_folder(partial)
+        if problem is None and resume.exists():
+            problem = _lorita_folder(resume) or _removed(resume)
+        if problem is None:
+            partial.rename(resume)
+        return problem
+    finally:
+        lock.release()
+
+
+def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
+    if reuse is None:
+        return None
+    if itself:
+        return "--reuse names the setting being run"
+    return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
+
+
+def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
+    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log``; its exit
+    status."""
+    log = out.with_name(out.name + ".log")
+    env = dict(os.environ)
+    if threads is not None:
+        env.update({name: str(threads) for name in THREAD_VARIABLES})
+    with open(log, "a", encoding="utf-8") as handle:
+        shown = f"{' '.join(f'{n}={threads}' for n in THREAD_VARIABLES)} " if threads is not None else ""
+        handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shown}{shlex.join(cmd)}\n")
+        handle.flush()
+        return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="experiments/converged/<model>.json")
+    parser.add_argument("--seeds", type=int, nargs="+", required=True, help="one run per seed, in this order")
+    parser.add_argument("--setting", default="base", help="a setting of the config's 'settings' (default: base)")
+    parser.add_argument("--root", type=Path, default=Path("runs/converged"), help="where the run folders go")
+    parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
+    parser.add_argument("--reuse", metavar="SETTING",
+                        help="take the trainings a run shares with this setting's run of the same seed (e.g. base)")
+    parser.add_argument("--epochs", type=int, help="another epoch budget E (docs/converged/PLAN.md: f = round(E / 6) "
+                                                   "fine-tuning epochs, a setting's split the same share of E)")
+    parser.add_argument("--threads", type=int, help="CPU threads of each run (OMP_NUM_THREADS; default: as set). On "
+                                                    "a machine other jobs share, 1 avoids threads spinning while "
+                                                    "they wait for a core")
+    parser.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be at least 1, got {args.threads}")
+    lock = os.environ.get("LOCK") or None
+    if lock and shutil.which("flock") is None:
+        raise SystemExit("LOCK is set but there is no flock command on this machine")
+    settings = settings_of(args.config)
+    if args.setting not in settings:
+        raise SystemExit(f"no setting {args.setting!r} in {args.config}; settings: {', '.join(settings)}")
+    overrides = settings[args.setting]
+    if args.epochs is not None:
+        overrides = at_budget(load_spec(args.config, reduced=args.reduced), overrides, args.epochs)
+    train = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("train.")}
+    fields = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    spec = load_spec(args.config, reduced=args.reduced, train_override=train, **fields)  # a bad config fails now
+    budget = f"{spec.setup.model}-e{spec.recipe.train.epochs}" + ("-reduced" if args.reduced else "")
+    folder = args.root / budget / args.setting
+    failed = []
+    for seed in args.seeds:
+        out = folder / f"seed{seed}"
+        if out.exists():
+            print(f"{out}: complete, skipped", flush=True)
+            continue
+        base = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
+        problem = _reuse_problem(base, args.reuse == args.setting)
+        if problem is None and not args.dry_run:
+            problem = set_aside(out)
+        if problem is None:
+            reuse = [p for p in (resume_path(out), base) if p is not None and p.is_dir()]
+            cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
+            if args.dry_run:
+                print(shlex.join(cmd), flush=True)
+                continue
+        if problem is not None:
+            print(f"{out}: not run: {problem}", flush=True)
+            failed.append(seed)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
+        tic = time.time()
+        code = run_one(cmd, out, args.threads)
+        print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
+              f"{time.time() - tic:.0f} s", flush=True)
+        if code != 0:
+            failed.append(seed)
+        elif resume_path(out).exists():  # done: what it resumed from is no longer needed
+            problem = _lorita_folder(resume_path(out)) or _removed(resume_path(out))
+            if problem is not None:
+                print(f"{out}: {problem}", flush=True)
+    if failed:
+        print(f"failed or not run: seeds {failed}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

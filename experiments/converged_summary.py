@@ -1,0 +1,132 @@
+"""Pool the converged study's experiment folders into its statistics, docs/converged/summary.json and the
+epoch-budget curve.
+
+Usage:
+    python experiments/converged_summary.py runs/converged/fcn-e*/base/seed* runs/converged/vgg_small-e*/base/seed* \\
+        --out docs/converged/summary.json --plot docs/converged/budget_curve.png
+
+Each folder is one ``lorita experiment`` run (one seed, as ``experiments/converged_run.py`` makes them, or
+several). Folders are grouped by model, dataset and epochs; within a group every seed must appear once. For each
+group it prints the per-seed sizes at the target, the geometric mean ratio of the pre-registered LoRITa column
+(the experiment's ``pre_registered``, else ``--pre-registered``) to the best alternative with its paired t 95%
+interval, the paired accuracy differences at the experiment's fixed sizes, and the first seed's K-sizes table
+(``lorita.report.converged.paired_lines``); then writes the summary in the schema of ``lorita.report.converged``
+and, with ``--plot``, the ratio and its interval against the epoch budget, one line per model. The exposure is
+the pre-registered column's (its training run's, as results.json records it per column); the plateau test the
+plain model's on every seed. Nothing is recomputed from models.
+
+``--copy-to docs/converged`` copies each folder's ``results.json`` and ``config.json``, and those of the runs in
+it (``depth1/``, ``depth2-short/``, ...), to ``<copy-to>/<budget>/<setting>/<seed>/`` (the last three parts of
+the folder's path, as ``experiments/converged_run.py`` names them): the raw results to commit, small JSON only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from lorita.report.converged import paired_lines, plot_budget_curve, pooled_plateau, study_entry, write_summary
+from lorita.runs.many_sizes import many_sizes
+from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.small_dense import SMALL_DENSE
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_groups(folders: list[Path]) -> dict[tuple, list[tuple[dict, dict]]]:
+    """(model, dataset, epochs) -> [(the experiment's results, one seed's run)], each seed once, by seed."""
+    groups: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
+    for folder in folders:
+        if not (folder / "results.json").is_file():  # a run's log, a killed run's seed<S>.resume: not a result
+            print(f"skipped {folder}: not a finished experiment folder (no results.json)", file=sys.stderr)
+            continue
+        results = _read(folder / "results.json")
+        key = (results["recipe"]["model"], results["dataset"], int(results["recipe"]["epochs"]))
+        for run in results["runs"]:
+            if any(r["seed"] == run["seed"] for _, r in groups[key]):
+                raise SystemExit(f"seed {run['seed']} of {key} appears twice (again in {folder})")
+            groups[key].append((results, run))
+    return {k: sorted(v, key=lambda item: item[1]["seed"]) for k, v in groups.items()}
+
+
+def _one(values: set, what: str, key: tuple):
+    if len(values) != 1:
+        raise SystemExit(f"{key}: the seeds' experiments differ in {what} ({sorted(map(str, values))}); pool only "
+                         "runs of one plan")
+    return values.pop()
+
+
+def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tuple[dict, list[str], float]:
+    """The summary entry of one group, the lines of its report and the bar its experiments name."""
+    model, dataset, epochs = key
+    runs = [run for _, run in seeds]
+    label = _one({r["spec"].get("pre_registered") or default_label for r, _ in seeds}, "the pre-registered column",
+                 key)
+    sizes = _one({tuple(r["spec"]["sizes"]) for r, _ in seeds}, "the fixed sizes", key)
+    bar = _one({r["headline"]["bar_ratio"] for r, _ in seeds}, "the bar", key)
+    comparison = ratio_over_seeds(runs, label)
+    exposures = [run["columns"][label].get("exposure") for run in runs]
+    if any(e is None for e in exposures):
+        raise SystemExit(f"{key}: a seed's {label!r} column records no exposure (results.json from before the "
+                         "exposure was recorded); rerun it")
+    alternatives = sorted({name for run in runs for name, c in run["columns"].items() if not c["lorita"]})
+    entry = study_entry(model=model, dataset=dataset, epochs=epochs, exposure=float(min(exposures)),
+                        plateau=pooled_plateau([run.get("plateau") or {} for run in runs]), comparison=comparison,
+                        alternatives=alternatives, small_model_baseline=SMALL_DENSE in alternatives)
+    paired = {"pre_registered": label, "ratio_over_seeds": comparison,
+              "fixed_size_differences": fixed_size_differences(runs, label, sizes),
+              "many_sizes": [{"seed": runs[0]["seed"], "rows": many_sizes(runs[0]["columns"], sizes)}]}
+    lines = [f"## {model} on {dataset}, {epochs} epochs ({len(runs)} seeds)", "",
+             f"exposure of {label}: {entry['exposure']:.2f}; plain model plateaued on every seed: "
+             f"{entry['plateau']}; the bar: a ratio at most {bar:g} with the interval below 1", "",
+             *paired_lines(paired), ""]
+    return entry, lines, bar
+
+
+def copy_results(folder: Path, to: Path) -> list[Path]:
+    """Copy the JSON results of the experiment ``folder`` (and of its runs) under ``to``; the files written."""
+    dest = to.joinpath(*folder.resolve().parts[-3:])
+    written = []
+    for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink())]:
+        for name in ("config.json", "results.json"):
+            source = sub / name
+            if source.is_file() and not source.is_symlink():
+                target = dest / sub.relative_to(folder) / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                written.append(target)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", type=Path, help="experiment run folders")
+    parser.add_argument("--pre-registered", default="LoRITa N=2 + FT",
+                        help="the headline column where an experiment names none (docs/converged/PLAN.md)")
+    parser.add_argument("--out", type=Path, help="write summary.json here")
+    parser.add_argument("--plot", type=Path, help="write the epoch-budget curve (PNG) here")
+    parser.add_argument("--copy-to", type=Path, help="copy every folder's JSON results under this folder")
+    args = parser.parse_args()
+    entries, bars = [], {}
+    for key, seeds in sorted(load_groups(args.folders).items()):
+        entry, lines, bars[key[0]] = study(key, seeds, args.pre_registered)
+        entries.append(entry)
+        print("\n".join(lines))
+    if args.out is not None:
+        write_summary(args.out, entries)
+        print(f"wrote {args.out}")
+    if args.plot is not None:
+        print(f"wrote {plot_budget_curve(entries, args.plot, bars)}")
+    if args.copy_to is not None:
+        copied = [path for folder in args.folders for path in copy_results(folder, args.copy_to)]
+        print(f"copied {len(copied)} JSON files under {args.copy_to}")
+
+
+if __name__ == "__main__":
+    main()

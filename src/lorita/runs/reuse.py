@@ -1,0 +1,70 @@
+"""Take a finished training run from an earlier experiment instead of training it again.
+
+A grid setting that changes one side of a comparison (the LoRITa recipe, say) would otherwise
+retrain the other side exactly as before: the same model, data, seed and recipe, so the same
+run (training is seeded). :func:`reused_run` finds such a run in an earlier experiment's
+folder, checks that its ``config.json`` is exactly the one this experiment would write (every
+field: model, data and split, composition, recipe), and copies the folder into the new
+experiment, so the new experiment's folder holds everything it reports. The run's results,
+its seconds included, are the original's: the compute it reports is what that training cost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from lorita.compose import merge
+from lorita.runs.config import RunConfig
+from lorita.runs.folder import foreign_entries, is_marked, read_json
+from lorita.runs.train import TrainedRun
+from lorita.serialization import load
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.json", "results.json", "model.lorita", "spectrum.json")  # what a reused run must hold
+
+
+def _comparable(config: dict) -> dict:
+    """``config`` as JSON reads it back (tuples as lists), without the version that wrote it."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "lorita_version"}
+
+
+def reusable(found: Path, config: RunConfig) -> bool:
+    """Whether ``found`` is a finished training run of exactly ``config``: a lorita run folder (not a link, nothing
+    in it lorita did not write) holding the run's files, whose ``config.json`` equals ``config``'s.
+
+    Example:
+        >>> reusable(Path("/nonexistent"), None)
+        False
+    """
+    if found.is_symlink() or not found.is_dir() or not all((found / name).is_file() for name in RUN_FILES):
+        return False
+    if not is_marked(found) or foreign_entries(found):
+        return False
+    return _comparable(read_json(found / "config.json", "lorita train")) == _comparable(config.to_dict())
+
+
+def reused_run(earlier: str | Path, out: Path, config: RunConfig) -> TrainedRun | None:
+    """The run ``earlier/<out's name>`` copied to ``out`` and loaded, when it is a finished run of exactly
+    ``config`` (:func:`reusable`); None (nothing written) otherwise.
+
+    Example:
+        >>> import tempfile
+        >>> reused_run(tempfile.mkdtemp(), Path(tempfile.mkdtemp()) / "depth1", None) is None
+        True
+    """
+    found = Path(earlier) / out.name
+    if not reusable(found, config):
+        if found.exists():
+            log.info("%s: not reused, %s is not a finished run of the same config", out.name, found)
+        return None
+    shutil.copytree(found, out, symlinks=True)  # checked: no links, only lorita's files
+    model = load(out / "model.lorita").cpu().eval()
+    spectrum = {k: torch.tensor(v) for k, v in read_json(out / "spectrum.json", "lorita train")["layers"].items()}
+    log.info("%s: reused from %s (the same config; its results and seconds are that run's)", out.name, found)
+    return TrainedRun(out, read_json(out / "results.json", "lorita train"), model, merge(model).eval(), spectrum)

@@ -1,0 +1,45 @@
+"""experiments/converged_choose.py: the grid's choices on seed 0, on validation data, ties to the base."""
+
+import importlib.util
+import json
+
+import pytest
+
+
+def _chooser():
+    spec = importlib.util.spec_from_file_location("converged_choose", "experiments/converged_choose.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _setting(root, name, plain_val, ours, alternatives):
+    seed = root / name / "seed0"
+    (seed / "depth1").mkdir(parents=True)
+    (seed / "depth1" / "results.json").write_text(json.dumps({"val_acc": plain_val}))
+    columns = {"LoRITa N=2 + FT": {"lorita": True, "chosen": None if ours is None else {"params_kept": ours}}}
+    columns.update({label: {"lorita": False, "chosen": None if kept is None else {"params_kept": kept}}
+                    for label, kept in alternatives.items()})
+    results = {"spec": {"pre_registered": "LoRITa N=2 + FT"},
+               "runs": [{"seed": 0, "target_val_acc": 88.0, "columns": columns}]}
+    (seed / "results.json").write_text(json.dumps(results))
+
+
+def test_choices_follow_the_plan_and_ties_go_to_the_base(tmp_path):
+    _setting(tmp_path, "base", 89.0, 0.10, {"small dense": 0.20, "Torch-Pruning + FT": 0.40})
+    _setting(tmp_path, "g1", 89.0, 0.10, {"small dense": 0.20, "Torch-Pruning + FT": 0.40})  # a tie: the base
+    _setting(tmp_path, "g2", 89.0, None, {"small dense": 0.20, "Torch-Pruning + FT": 0.40})  # missed: 100%
+    _setting(tmp_path, "p1", 89.5, 0.10, {"small dense": 0.25, "Torch-Pruning + FT": 0.40})
+    _setting(tmp_path, "p2", 88.5, 0.10, {"small dense": 0.15, "Torch-Pruning + FT": None})
+    _setting(tmp_path, "taylor", 89.0, 0.10, {"small dense": 0.20, "Torch-Pruning + FT": 0.30})
+    out = _chooser().choose(tmp_path)
+    assert out["choices"] == {"target_plain": "p1", "alternatives": "p2", "torch_pruning_importance": "taylor",
+                              "lorita": "base"}
+    assert out["not_run"] == ["g3", "g4", "p3", "p4"]
+    assert out["settings"]["g2"]["pre_registered_kept"] == 1.0
+    assert out["settings"]["p2"]["torch_pruning_kept"] == 1.0 and out["settings"]["p2"]["best_alternative"] == "small dense"
+
+
+def test_the_base_run_is_needed(tmp_path):
+    with pytest.raises(SystemExit, match=r"no base run in .*: the grid compares against it"):
+        _chooser().choose(tmp_path)

@@ -1,0 +1,164 @@
+"""experiments/converged_run.py: the converged study's runner (one folder per model, budget, setting and seed;
+resumable after a kill) and its configs."""
+
+import importlib.util
+from pathlib import Path
+import json
+import sys
+
+import pytest
+
+from lorita.runs import load_spec
+from lorita.runs.folder import mark, write_json
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("converged_run", "experiments/converged_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name,epochs,rounds,sizes", [("fcn", 60, 3, [0.05, 0.1, 0.2, 0.3]),
+                                                      ("vgg_small", 12, 2, [0.1, 0.2, 0.3, 0.5])])
+def test_the_study_configs_are_the_plans(name, epochs, rounds, sizes):
+    spec = load_spec(f"experiments/converged/{name}.json")
+    train, columns = spec.recipe.train, spec.columns
+    assert (spec.setup.model, spec.setup.dataset, train.epochs) == (name, "fashion-mnist", epochs)
+    assert columns.finetune_epochs == round(epochs / 6) and columns.prune_rounds == rounds
+    assert columns.sizes == sizes and columns.batchnorm == 200 and columns.small_dense and columns.torch_pruning
+    assert spec.report.pre_registered == "LoRITa N=2 + FT" and spec.recipe.depths == [1, 2]
+    assert spec.recipe.init == "default" and spec.recipe.exclude == []  # g0: every layer composed, default init
+    assert (train.lr, train.momentum, train.batch_size) == (0.05, 0.9, 128)
+    assert load_spec(f"experiments/converged/{name}.json", reduced=True).report.pre_registered == "LoRITa N=2 + FT"
+
+
+def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOCK", str(tmp_path / "heavy"))
+    root = tmp_path / "runs"
+    (root / "fcn-e60" / "base" / "seed1").mkdir(parents=True)  # complete: skipped
+    assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "--root", str(root),
+                           "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"flock {tmp_path / 'heavy'} {sys.executable} -m lorita experiment "
+                               "experiments/converged/fcn.json --seeds 0 --out ")
+    assert lines[0].endswith("fcn-e60/base/seed0 --no-progress")
+    assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
+
+
+def test_an_unknown_setting_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match=r"no setting 'g9' in experiments/converged/fcn.json; settings: base"):
+        _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
+
+
+def test_a_killed_run_s_staging_folder_is_kept_to_resume_from_only_when_it_is_lorita_s(tmp_path):
+    runner = _runner()
+    out = tmp_path / "seed0"
+    partial, resume = tmp_path / "seed0.partial", tmp_path / "seed0.resume"
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
+    assert runner.set_aside(out) is None and not partial.exists()
+    assert (resume / "depth1" / "config.json").is_file()  # kept for the next attempt to reuse
+    write_json(partial / "config.json", mark({"command": "experiment", "attempt": 2}))
+    assert runner.set_aside(out) is None  # a second kill: the newer staging folder replaces the older one
+    assert json.loads((resume / "config.json").read_text())["attempt"] == 2 and not (resume / "depth1").exists()
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    assert "is not a lorita run folder" in runner.set_aside(out)
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    assert "holds what lorita did not write" in runner.set_aside(out)
+    assert (partial / "notes.txt").read_text() == "mine" and resume.is_dir()  # nothing of it touched
+
+
+TINY = {"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}, "depths": [1, 2],
+                   "points": 3, "sizes": [0.5], "pre_registered": "LoRITa N=2"},
+        "full": {"dataset": "digits", "max_train": 400, "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}},
+        "settings": {"wide": {"model_kwargs": {"width": 12, "hidden_layers": 1}}}}
+
+
+@pytest.mark.slow
+def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv("LOCK", raising=False)
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    root = tmp_path / "runs"
+    killed = root / "fcn-e1" / "wide" / "seed1.partial"  # what a run killed at its start leaves
+    write_json(killed / "config.json", mark({"command": "experiment"}))
+    runner = _runner()
+    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root),
+                        "--threads", "1"]) == 0
+    for seed in (0, 1):
+        results = json.loads((root / "fcn-e1" / "wide" / f"seed{seed}" / "results.json").read_text())
+        assert results["seeds"] == [seed] and results["spec"]["model_kwargs"]["width"] == 12
+        assert results["paired"]["pre_registered"] == "LoRITa N=2"
+        log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
+        assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
+        assert ": OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in log.splitlines()[1]  # each run's threads, recorded
+    assert not killed.exists() and not killed.with_suffix(".resume").exists()  # resumed from, then removed
+    capsys.readouterr()
+    assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.count("complete, skipped") == 2
+
+    # Killed at its very end: the next attempt trains nothing again, it takes every finished training.
+    seed0 = root / "fcn-e1" / "wide" / "seed0"
+    before = (seed0 / "depth2" / "results.json").read_text()
+    seed0.rename(seed0.with_suffix(".partial"))
+    assert runner.main([str(config), "--seeds", "0", "--setting", "wide", "--root", str(root)]) == 0
+    assert (seed0 / "depth2" / "results.json").read_text() == before  # the same run, its seconds included
+    assert "reuse" in json.loads((seed0 / "results.json").read_text())["spec"]
+    assert not seed0.with_suffix(".resume").exists()
+
+
+def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
+    root = tmp_path / "runs"
+    (root / "fcn-e60" / "base" / "seed0").mkdir(parents=True)
+    runner = _runner()
+    assert runner.main(["experiments/converged/fcn.json", "--seeds", "0", "1", "--root", str(root), "--dry-run",
+                        "--setting", "base", "--reuse", "base"]) == 1  # seed0 complete; seed1: reuses itself
+    assert "--reuse names the setting being run" in capsys.readouterr().out
+    config = tmp_path / "fcn.json"
+    config.write_text(json.dumps({**json.loads(open("experiments/converged/fcn.json").read()),
+                                  "settings": {"g1": {"lorita_train": {"warmup_epochs": 2}}}}))
+    assert runner.main([str(config), "--seeds", "0", "1", "--root", str(root), "--dry-run", "--setting", "g1",
+                        "--reuse", "base"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    reuse = json.dumps([str(root / "fcn-e60" / "base" / "seed0")])
+    assert lines[0].endswith(f"""--set 'lorita_train={{"warmup_epochs": 2}}' --set 'reuse={reuse}'""")
+    assert "seed1: not run: --reuse needs that setting's finished run of this seed" in lines[1]
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_small"])
+def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
+    path = f"experiments/converged/{name}.json"
+    base = load_spec(path)
+    settings = _runner().settings_of(Path(path))
+    assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"}
+    for setting, overrides in settings.items():
+        spec = load_spec(path, **overrides)
+        plain = spec.recipe.for_depth(spec.recipe.train, 1)
+        lorita = spec.recipe.for_depth(spec.recipe.train, 2)
+        if setting == "g3":  # the factors' starting scale: 0.76 of each layer's norm (PLAN.md), the paper's init
+            assert (spec.recipe.init, spec.recipe.init_scale, base.recipe.init_scale) == ("default", 0.76, None)
+        if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
+            assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
+        if setting.startswith("p"):
+            assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
+        if setting in ("p1", "p2", "p3"):
+            assert spec.recipe.target_train == {}  # judged at the base plain model's target
+    g2 = load_spec(path, **settings["g2"]).recipe
+    changed = g2.for_depth(g2.train, 2)
+    assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
+
+
+@pytest.mark.parametrize("epochs,setting,expected", [
+    (15, "base", {"train.epochs": 15, "finetune_epochs": 2, "prune_rounds": 2}),  # 2 fine-tuning epochs: 2 rounds
+    (30, "base", {"train.epochs": 30, "finetune_epochs": 5, "prune_rounds": 3}),
+    (120, "g4", {"train.epochs": 120, "finetune_epochs": 20, "prune_rounds": 3, "lorita_finetune_epochs": 40}),
+    (30, "p4", {"train.epochs": 30, "finetune_epochs": 5, "prune_rounds": 3, "plain_finetune_epochs": 10}),
+])
+def test_another_budget_keeps_the_plans_split(epochs, setting, expected):
+    runner = _runner()
+    path = Path("experiments/converged/fcn.json")
+    overrides = runner.at_budget(load_spec(path), runner.settings_of(path)[setting], epochs)
+    assert overrides == expected

@@ -1,0 +1,73 @@
+"""experiments/converged_summary.py: per-seed experiment folders pooled into summary.json and the epoch-budget
+curve, from what results.json records (nothing recomputed)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lorita.report.converged import paired_lines
+
+
+def _column(lorita: bool, kept: float | None, exposure: float, acc: float) -> dict:
+    cuts = [{"size": 0.1, "params_kept": 0.1, "val_acc": acc, "test_acc": acc - 0.5, "seconds": 1.0}]
+    return {"lorita": lorita, "finetune_epochs": 2, "train_seconds": 10.0, "exposure": exposure, "cuts": cuts,
+            "chosen": None if kept is None else {"params_kept": kept}}
+
+
+def _experiment(folder, model: str, epochs: int, seed: int, ours: float | None, theirs: float, gain: float) -> None:
+    folder.mkdir(parents=True)
+    run = {"seed": seed, "target_val_acc": 88.0, "plateau": {"plateau": gain < 0.1, "gain": gain},
+           "columns": {"LoRITa N=2 + FT": _column(True, ours, 0.2 * epochs, 90.0),
+                       "plain + SVD + FT": _column(False, theirs, 0.1 * epochs, 89.0),
+                       "small dense": _column(False, None, 0.1 * epochs, 91.0)}}
+    results = {"recipe": {"model": model, "epochs": epochs}, "dataset": "fashion-mnist",
+               "spec": {"pre_registered": "LoRITa N=2 + FT", "sizes": [0.1]}, "headline": {"bar_ratio": 0.5},
+               "runs": [run]}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
+    for seed, (ours, theirs) in enumerate([(0.05, 0.1), (0.04, 0.1), (0.06, 0.1)]):
+        _experiment(tmp_path / "fcn-e60" / f"seed{seed}", "fcn", 60, seed, ours, theirs, 0.05)
+        _experiment(tmp_path / "fcn-e15" / f"seed{seed}", "fcn", 15, seed, None if seed == 1 else 0.1, 0.1, 0.5)
+    out, plot = tmp_path / "summary.json", tmp_path / "curve.png"
+    (tmp_path / "fcn-e60" / "seed0.log").write_text("a run's log")  # what seed* also matches: skipped
+    folders = sorted(str(p) for p in tmp_path.glob("fcn-e*/seed*"))
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py", *folders, "--out", str(out),
+                           "--plot", str(plot)], capture_output=True, text=True, check=True)
+    studies = {s["epochs"]: s for s in json.loads(out.read_text())["studies"]}
+    long = studies[60]
+    assert long["exposure"] == 12.0 and long["plateau"] is True and long["small_model_baseline"] is True
+    assert long["geomean_ratio"] == pytest.approx(math.exp(sum(math.log(r) for r in (0.5, 0.4, 0.6)) / 3))
+    assert long["ci95"][0] < long["geomean_ratio"] < long["ci95"][1]
+    short = studies[15]  # seed 1 misses the target: no geometric mean, the plain model still rising
+    assert short["geomean_ratio"] is None and short["plateau"] is False
+    assert [r["lorita_params_kept"] for r in short["per_seed"]] == [0.1, None, 0.1]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    copied = tmp_path / "docs"
+    subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e60" / "seed0"),
+                    "--copy-to", str(copied)], capture_output=True, text=True, check=True)
+    raw = copied / tmp_path.name / "fcn-e60" / "seed0" / "results.json"
+    assert raw.read_bytes() == (tmp_path / "fcn-e60" / "seed0" / "results.json").read_bytes()
+    assert "the bar: a ratio at most 0.5" in done.stdout and "No geometric mean" in done.stdout
+    assert "skipped " in done.stderr and "seed0.log: not a finished experiment folder" in done.stderr
+
+
+def test_a_seed_twice_is_refused(tmp_path):
+    _experiment(tmp_path / "a", "fcn", 60, 0, 0.05, 0.1, 0.05)
+    _experiment(tmp_path / "b", "fcn", 60, 0, 0.05, 0.1, 0.05)
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "a"),
+                           str(tmp_path / "b")], capture_output=True, text=True)
+    assert done.returncode == 1 and "seed 0 of ('fcn', 'fashion-mnist', 60) appears twice" in done.stderr
+
+
+def test_paired_lines_name_a_missed_seed_and_the_interval():
+    comparison = {"per_seed": [{"seed": 3, "target_val_acc": 88.0, "lorita_params_kept": None,
+                                "best_alternative": "small dense", "best_alternative_params_kept": 0.2,
+                                "ratio": None}], "geomean_ratio": None, "ci95": None, "missed": [3]}
+    lines = paired_lines({"pre_registered": "LoRITa N=2 + FT", "ratio_over_seeds": comparison})
+    assert lines[2] == "| 3 | 88.00 | missed | small dense | 20.0% | - |"
+    assert lines[-1] == "No geometric mean: LoRITa N=2 + FT misses the target on seeds [3]."

@@ -1,0 +1,218 @@
+"""The columns of a converged comparison in ``lorita experiment``: BatchNorm re-estimated after every cut, the
+smaller dense model, iterative Torch-Pruning, each column's exposure, and the pre-registered column's statistics
+over seeds (docs/converged/PLAN.md)."""
+
+import json
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from lorita import LoritaError, load, merge
+from lorita.batchnorm import recalibrate_batchnorm
+from lorita.cutspec import Ranks
+from lorita.data import load_dataset
+from lorita.prune import available as torch_pruning_installed
+from lorita.report.demo import headline_line
+from lorita.runs import ExperimentSpec, run_experiment
+from lorita.runs.alternatives import training_batches
+from lorita.runs.compare import svd_cutter
+from lorita.runs.compress import compress_model
+from lorita.runs.small_dense import SMALL_DENSE
+from lorita.runs.train import example_input
+from lorita.spectra import Spectra
+from lorita.train import TrainConfig, evaluate
+
+BASE = {"name": "x", "model": "fcn", "dataset": "digits"}
+
+
+def _bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)).eval()
+
+
+def test_compress_model_reestimates_batchnorm_on_the_recipes_training_batches():
+    data = load_dataset("digits")
+    recipe = TrainConfig(batch_size=32, seed=3, device="cpu")
+    small, results = compress_model(_bn_net(), data, Ranks({"1": 4}), recipe=recipe, batchnorm=5, progress=False)
+    expected, _ = compress_model(_bn_net(), data, Ranks({"1": 4}), progress=False)
+    recalibrate_batchnorm(expected, training_batches(data, 32, 3)(), max_batches=5)
+    assert torch.equal(small[2].running_mean, expected[2].running_mean)
+    assert torch.equal(small[2].running_var, expected[2].running_var)
+    assert results["after_cut"]["val_acc"] == evaluate(expected, data.val)[0]
+    assert results["batchnorm_batches"] == 5
+
+
+def test_compress_model_batchnorm_needs_the_recipe():
+    with pytest.raises(LoritaError, match=r"batchnorm=N needs recipe="):
+        compress_model(_bn_net(), load_dataset("digits"), Ranks({"1": 4}), batchnorm=5, progress=False)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batchnorm": -1}, r"batchnorm must be an integer >= 0"),
+    ({"small_dense": 1}, r"small_dense must be true or false"),
+    ({"prune_importance": "random"}, r"prune_importance must be one of 'l1', 'l2', 'taylor'"),
+    ({"prune_rounds": 0}, r"prune_rounds must be an integer >= 1"),
+    ({"prune_rounds": 3, "finetune_epochs": 2, "train": {"epochs": 6}},
+     r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
+    ({"pre_registered": "LoRITa N=2 + FT"}, r"pre_registered must be one of this experiment's LoRITa columns "
+                                            r"\(LoRITa N=2, LoRITa N=3\), got 'LoRITa N=2 \+ FT'"),
+    ({"pre_registered": "plain + SVD", "depths": [1, 2]}, r"LoRITa columns \(LoRITa N=2\), got 'plain \+ SVD'"),
+    ({"lorita_train": {"epochs": 3}}, r"lorita_train may not change epochs: every column shares them"),
+    ({"plain_train": {"seed": 3}}, r"plain_train may not change seed"),
+    ({"plain_train": {"lr": -1}}, r"plain_train: lr must be a finite number > 0"),
+    ({"lorita_train": {"bogus": 1}}, r"lorita_train: unknown TrainConfig key\(s\): bogus"),
+    ({"lorita_train": [1]}, r"lorita_train must be an object"),
+    ({"reuse": "runs/base"}, r"reuse must be a list of earlier experiments' folders, got 'runs/base'"),
+    ({"target_train": {"epochs": 2}}, r"target_train may not change epochs"),
+    ({"lorita_finetune_epochs": 2}, r"lorita_finetune_epochs needs fine-tuned columns: set finetune_epochs too"),
+    ({"finetune_epochs": 1, "plain_finetune_epochs": 20}, r"plain_finetune_epochs must be an integer from 1 to 19"),
+    ({"finetune_epochs": 3, "plain_finetune_epochs": 2, "prune_rounds": 3},
+     r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
+])
+def test_bad_column_fields(kwargs, message):
+    with pytest.raises(LoritaError, match=message):
+        ExperimentSpec.from_flat({**BASE, **kwargs})
+
+
+def test_the_pre_registered_column_may_be_a_fine_tuned_one():
+    spec = ExperimentSpec.from_flat({**BASE, "depths": [1, 2], "finetune_epochs": 1, "train": {"epochs": 3},
+                                     "pre_registered": "LoRITa N=2 + FT"})
+    assert spec.lorita_columns() == ["LoRITa N=2", "LoRITa N=2 + FT"]
+    assert ExperimentSpec.from_flat(spec.flat()) == spec
+
+
+@pytest.mark.slow
+def test_each_side_trains_with_its_own_changes_and_split(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lorita.runs.experiment")
+    spec = ExperimentSpec.from_flat({
+        "name": "sides", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+        "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+        "lorita_finetune_epochs": 2, "torch_pruning": False, "lorita_train": {"weight_decay": 0.002},
+        "plain_train": {"lr": 0.02}, "target_train": {}, "small_dense": True, "small_dense_refine": 0,
+        "train": {"epochs": 4, "batch_size": 64, "lr": 0.05, "weight_decay": 0.001, "device": "cpu"}})
+    results = run_experiment(spec, tmp_path / "sides", progress=False)
+    recipes = {name: json.loads((tmp_path / "sides" / name / "config.json").read_text())["train"]
+               for name in ("depth1", "depth2", "depth1-short", "depth2-short")}
+    assert [(r["lr"], r["weight_decay"], r["epochs"]) for r in recipes.values()] == [
+        (0.02, 0.001, 4), (0.05, 0.002, 4), (0.02, 0.001, 3), (0.05, 0.002, 2)]
+    columns = results["runs"][0]["columns"]
+    assert columns["LoRITa N=2 + FT"]["finetune_epochs"] == 2 and columns["plain + SVD + FT"]["finetune_epochs"] == 1
+    assert all(c["epochs"] == 4 for c in columns.values())  # equal total epochs on both sides
+    assert columns[SMALL_DENSE]["exposure"] == columns["plain + SVD"]["exposure"]  # the plain side's recipe
+    # The target is set by the plain model of target_train (the base recipe here), not by plain_train's.
+    target = json.loads((tmp_path / "sides" / "depth1-target" / "results.json").read_text())
+    assert json.loads((tmp_path / "sides" / "depth1-target" / "config.json").read_text())["train"]["lr"] == 0.05
+    run = results["runs"][0]
+    assert run["target_run"] == "depth1-target" and run["target_val_acc"] == target["val_acc"] - 1.0
+    assert run["plateau"] == target["plateau"]
+    # Before the first training, the exposure of every training a column comes from, each side's recipe.
+    logged = [r.getMessage() for r in caplog.records if "trains with penalty exposure" in r.getMessage()]
+    assert len(logged) == 4 and logged.index(next(m for m in logged if "LoRITa N=2 + FT trains" in m)) == 3
+    assert "weight decay 0.002" in logged[3] and "; 2 epochs of" in logged[3] and "; 3 epochs of" in logged[1]
+
+
+TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},
+        "depths": [1, 2], "points": 4, "refine_steps": 1, "sizes": [0.3, 0.5], "refine_sizes": 1,
+        "finetune_epochs": 2, "batchnorm": 3, "small_dense": True, "small_dense_refine": 1, "prune_rounds": 2,
+        "torch_pruning": torch_pruning_installed(), "pre_registered": "LoRITa N=2 + FT", "seeds": [0, 1],
+        "train": {"epochs": 3, "batch_size": 32, "device": "cpu"}}
+
+
+@pytest.mark.slow
+def test_every_column_of_the_converged_comparison(tmp_path):
+    out = tmp_path / "tiny"
+    results = run_experiment(ExperimentSpec.from_flat(TINY), out, progress=False)
+    run = results["runs"][0]
+    columns = run["columns"]
+    expected = {"plain + SVD", "LoRITa N=2", "plain + SVD + FT", "LoRITa N=2 + FT", SMALL_DENSE}
+    if torch_pruning_installed():
+        expected.add("Torch-Pruning + FT")
+        assert columns["Torch-Pruning + FT"]["finetune_epochs"] == 2  # one epoch between the rounds, one after
+        assert all(c["detail"]["rounds"] == 2 and c["detail"]["between_epochs"] == 1
+                   for c in columns["Torch-Pruning + FT"]["cuts"])
+    assert set(columns) == expected
+    folder = out / "seed0"
+    for label, column in columns.items():  # each column's exposure is its training run's
+        source = {"plain + SVD": "depth1", "LoRITa N=2": "depth2", "LoRITa N=2 + FT": "depth2-short",
+                  SMALL_DENSE: "depth1"}.get(label, "depth1-short")
+        trained = json.loads((folder / source / "results.json").read_text())
+        assert column["exposure"] == trained["penalty_exposure"] > 0
+        if label != SMALL_DENSE:  # every cut re-estimated; the small dense model is trained, not cut
+            assert all(c["detail"]["batchnorm_batches"] == 3 for c in column["cuts"])
+    assert run["plateau"] == json.loads((folder / "depth1" / "results.json").read_text())["plateau"]
+    small = columns[SMALL_DENSE]["cuts"]
+    assert small and all(c["finetune_epoch_kept"] == 0 and c["params_kept"] <= c["size"] for c in small)
+
+    # A fixed-size cut is scored after re-estimation on the seed's shuffled training batches: recomputed exactly.
+    data = ExperimentSpec.from_flat(TINY).setup.data_spec(0).load()
+    plain = merge(load(folder / "depth1" / "model.lorita")).eval()
+    cut = next(c for c in columns["plain + SVD"]["cuts"] if c["size"] == 0.5)
+    model, _ = svd_cutter(Spectra(plain, example_input(data)))(0.5)
+    recalibrate_batchnorm(model, training_batches(data, 32, 0)(), max_batches=3)
+    assert cut["val_acc"] == evaluate(model, data.val)[0]
+    # The saved view-(b) cut is the swept one, re-estimated the same way.
+    view = run["depths"]["1"]["views"]["b"]
+    saved = json.loads((folder / "depth1-cut" / "results.json").read_text())
+    assert saved["after_cut"]["val_acc"] == view["val_acc"]
+    was_cut = saved["after_cut"]["params"] < saved["original"]["params"]  # an uncut point is the model itself
+    assert saved.get("batchnorm_batches") == (3 if was_cut else None)
+
+    paired = results["paired"]
+    assert paired["pre_registered"] == "LoRITa N=2 + FT"
+    ratio = paired["ratio_over_seeds"]
+    assert ratio["n"] == 2 and [r["seed"] for r in ratio["per_seed"]] == [0, 1]
+    for r, seed_run in zip(ratio["per_seed"], results["runs"]):
+        ours = seed_run["columns"]["LoRITa N=2 + FT"]["chosen"]
+        assert r["lorita_params_kept"] == (None if ours is None else ours["params_kept"])
+    assert [row["size"] for row in paired["fixed_size_differences"]] == [0.3, 0.5]
+    assert [m["seed"] for m in paired["many_sizes"]] == [0, 1]
+    assert {row["label"] for row in paired["many_sizes"][0]["rows"]} == expected
+    report = (out / "report.md").read_text()
+    assert "## LoRITa N=2 + FT (named before the runs) against the best alternative" in report
+    assert f"LoRITa N=2 + FT {columns['LoRITa N=2 + FT']['exposure']:.2f}" in report
+    assert "of 2 seeds plateaued" in report and "K sizes from one training (seed 0)" in report
+
+
+def test_a_cut_that_keeps_every_layer_dense_keeps_its_batchnorm_statistics():
+    net = _bn_net()
+    small, results = compress_model(net, load_dataset("digits"), Ranks({}), recipe=TrainConfig(device="cpu"),
+                                    batchnorm=5, progress=False)
+    assert torch.equal(small[2].running_mean, net[2].running_mean) and "batchnorm_batches" not in results
+
+
+@pytest.mark.slow
+def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_path):
+    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+            "torch_pruning": False, "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
+    base = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "base", progress=False)
+    (tmp_path / "base" / "depth1-short" / "notes.txt").write_text("mine")  # not lorita's: that run is not taken
+    changed = {**flat, "lorita_train": {"weight_decay": 0.003}, "reuse": [str(tmp_path / "base")]}
+    grid = run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "g", progress=False)
+
+    def results(root, name):
+        return json.loads((tmp_path / root / name / "results.json").read_text())
+
+    assert results("g", "depth1") == results("base", "depth1")  # copied: the same run, its seconds included
+    assert (tmp_path / "g" / "depth1" / "model.lorita").read_bytes() == \
+        (tmp_path / "base" / "depth1" / "model.lorita").read_bytes()
+    assert results("g", "depth1-short")["seconds"] != results("base", "depth1-short")["seconds"]  # trained again
+    assert json.loads((tmp_path / "g" / "depth2" / "config.json").read_text())["train"]["weight_decay"] == 0.003
+    plain, again = base["runs"][0]["columns"]["plain + SVD"], grid["runs"][0]["columns"]["plain + SVD"]
+    assert again["cuts"][0]["val_acc"] == plain["cuts"][0]["val_acc"]  # the reused model cuts exactly as before
+    with pytest.raises(LoritaError, match=r"an experiment whose trainings it reuses \(reuse\)"):
+        run_experiment(ExperimentSpec.from_flat(changed), tmp_path / "base" / "inside", progress=False)
+
+
+@pytest.mark.parametrize("ours,theirs,line", [
+    (None, None, "No model, LoRITa or alternative, reached the target (validation accuracy 88.00%, 1 point below "
+                 "the plain model)."),
+    ({"label": "LoRITa N=2 + FT", "params_kept": 0.1}, None,
+     "LoRITa (LoRITa N=2 + FT) keeps 10.0% of the parameters at the target (validation accuracy 88.00%, 1 point "
+     "below the plain model); no alternative reached it."),
+])
+def test_the_headline_says_which_side_missed_a_target_set_by_another_plain_model(ours, theirs, line):
+    results = {"seeds": [0], "headline": {"lorita": ours, "best_alternative": theirs, "target_val_acc": 88.0}}
+    assert headline_line(results) == line

@@ -1,0 +1,41 @@
+"""lorita.runs.reuse: an earlier training run is taken only when it is exactly the run asked for, and lorita's."""
+
+import dataclasses
+
+from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
+from lorita.runs.folder import write_json
+from lorita.runs.reuse import RUN_FILES, reusable, reused_run
+from lorita.train import TrainConfig
+
+CONFIG = RunConfig(ModelSpec("fcn", {"width": 8}, {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+                   DataSpec("digits"), ComposeSpec(depth=2), TrainConfig(epochs=2, device="cpu"))
+
+
+def _run(folder, config=CONFIG):
+    folder.mkdir(parents=True)
+    write_json(folder / "config.json", config.to_dict())
+    write_json(folder / "results.json", {"command": "train"})
+    write_json(folder / "spectrum.json", {"layers": {}})
+    (folder / "model.lorita").write_bytes(b"")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(RUN_FILES)
+    return folder
+
+
+def test_only_the_same_config_in_a_folder_of_lorita_s_own_is_reusable(tmp_path):
+    run = _run(tmp_path / "depth2")
+    assert reusable(run, CONFIG)
+    other = dataclasses.replace(CONFIG, train=TrainConfig(epochs=2, device="cpu", weight_decay=0.01))
+    assert not reusable(run, other)  # another recipe: trained anew
+    (tmp_path / "link").symlink_to(run)
+    assert not reusable(tmp_path / "link", CONFIG)  # never through a link
+    (run / "notes.txt").write_text("mine")
+    assert not reusable(run, CONFIG)  # something lorita did not write
+    (run / "notes.txt").unlink()
+    (run / "spectrum.json").unlink()
+    assert not reusable(run, CONFIG)  # unfinished: a run file missing
+
+
+def test_nothing_is_written_when_nothing_is_reused(tmp_path):
+    _run(tmp_path / "earlier" / "depth2", dataclasses.replace(CONFIG, compose=ComposeSpec(depth=3)))
+    out = tmp_path / "new" / "depth2"
+    assert reused_run(tmp_path / "earlier", out, CONFIG) is None and not out.exists()
