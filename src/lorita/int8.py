@@ -14,7 +14,11 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
   weight is built from ``qweight`` and ``scale`` on the first call;
 - a smaller layer (Linear or Conv2d): its dequantized float weight is formed on the first
   call and kept (at most 256 KB in float32), since dequantizing on every call costs more
-  than such a layer's matmul: int8 on disk, float32 speed in memory;
+  than such a layer's matmul: int8 on disk, float32 speed in memory. Later calls go straight
+  to ``F.linear`` / ``F.conv2d`` with the kept weight and the bias: one dictionary read and
+  the two export checks, no attribute lookups through ``nn.Module``. The thin layers of a cut
+  are this small, and their matmuls take microseconds, so what the call itself costs in
+  Python decides their speed (it made the digits MLP's cut 1.21x slower in int8 before);
 - a larger Conv2d: the kernel is dequantized on every call and the float convolution
   runs (PyTorch has no int8 convolution for float inputs);
 - a large Linear under autograd, a dispatch mode (``lorita.profile``'s FLOP counter), on
