@@ -3,7 +3,7 @@
 Variants: ``dense fp32`` (the packaged model, dequantized to float32 by transformers),
 ``dense int8`` (``lorita.quantize(dense, "int8")``), ``low-rank fp32`` (``lorita.lm.cut.lm_cut``:
 whitened SVD, non-uniform ranks under the whole-model budget ``--params``, closed-form
-update of the second factor; no recovery) and ``low-rank int8`` (the cut quantized). For each:
+update of the second factor unless ``--no-update``; no recovery) and ``low-rank int8`` (the cut quantized). For each:
 the ``lorita.save`` file's bytes, prefill and decode speed at batch 1
 (``lorita.lm.deploy.speed``: a ``--prompt-tokens`` prompt from the licence texts, greedy
 decode of ``--new-tokens``), and perplexity on the fortunes validation windows
@@ -60,12 +60,12 @@ def step_cut(args) -> None:
     splits = [tokenized_splits(tokenizer, name, seed=args.seed) for name in CALIBRATION_SOURCES]
     calibration = random_windows([s.train for s in splits], args.calibration, args.calibration_context,
                                  seed=args.seed)
-    done = lm_cut(model, calibration, params=args.params, whiten=True, update=True)
+    done = lm_cut(model, calibration, params=args.params, whiten=True, update=args.update)
     log(f"cut to {done.kept:.4f} of the params in {done.seconds['total']:.0f} s")
     folder = args.out / CUT_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     save_lm(model, tokenizer, folder)
-    info = {"params": args.params, "calibration_windows": args.calibration,
+    info = {"params": args.params, "update": args.update, "calibration_windows": args.calibration,
             "calibration_context": args.calibration_context, **done.to_dict()}
     atomic_write_text(args.out / "cut.json", json.dumps(info, indent=1) + "\n")
 
@@ -126,6 +126,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/quantize-lm"))
     p.add_argument("--params", type=float, default=0.8, help="share of the whole model's params the cut keeps")
     p.add_argument("--calibration", type=int, default=32, help="calibration windows")
+    p.add_argument("--update", action=argparse.BooleanOptionalAction, default=True,
+                   help="refit each second factor after the cut (--no-update: the whitened SVD alone, faster)")
     p.add_argument("--calibration-context", type=int, default=256)
     p.add_argument("--eval-tokens", type=int, default=4096)
     p.add_argument("--prompt-tokens", type=int, default=128)
