@@ -22,7 +22,7 @@ int8 layer, its dequantize-then-matmul form, PyTorch's dynamic quantization, tor
 weight-only and dynamic int8 when torchao is installed) against float32.
 
     python benchmarks/quantize.py --out runs/quantize                 # about 10 minutes on 2 cores
-    python benchmarks/quantize.py --out runs/quantize --models mlp cnn # the bar: the unseen MLP and CNN
+    python benchmarks/quantize.py --out runs/quantize --models mlp cnn --rounds 5  # the bar: the unseen MLP, CNN
     python benchmarks/quantize.py --kernels                            # why lorita's own int8 layers
 
 Output: ``results.json``, ``report.md`` (the table) and ``accuracy_vs_bytes.png`` in ``--out``;
@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -142,15 +143,17 @@ def measure(name: str, out: Path, args) -> dict:
         if name == "gpt":
             rows[variant]["test_perplexity"] = math.exp(loss)
     for batch in (1, 32):
-        times = measure_latency(models, example(data, batch), repeats=args.repeats)
-        for variant, seconds in times.items():
-            rows[variant][f"latency_b{batch}_ms"] = 1e3 * seconds
+        rounds = [measure_latency(models, example(data, batch), repeats=args.repeats) for _ in range(args.rounds)]
+        for variant in models:
+            ms = [1e3 * times[variant] for times in rounds]
+            rows[variant][f"latency_b{batch}_ms"] = statistics.median(ms)
+            rows[variant][f"latency_b{batch}_rounds_ms"] = ms
     return {"model": name, "train_seconds": train_s, "ranks": ranks, "variants": rows}
 
 
 def report(results: dict) -> str:
     lines = [f"Machine: {results['machine']}; torch {results['torch']}, {results['threads']} thread(s), "
-             f"{results['repeats']} timing repeats (median).", "",
+             f"{results['repeats']} timing repeats (median), {results.get('rounds', 1)} round(s) (median).", "",
              "| model | variant | file (KB) | vs low-rank fp32 | test acc (%) | ms at batch 1 | ms at batch 32 |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for entry in results["models"]:
@@ -165,8 +168,11 @@ def report(results: dict) -> str:
               "batch-32 latency not worse):", ""]
     for entry in results["models"]:
         q, f = entry["variants"]["low-rank int8"], entry["variants"]["low-rank fp32"]
+        ratios = [a / b for a, b in zip(q.get("latency_b32_rounds_ms", []), f.get("latency_b32_rounds_ms", []))]
+        ratio = statistics.median(ratios) if ratios else q["latency_b32_ms"] / f["latency_b32_ms"]
+        each = f" (the median of the paired rounds: {', '.join(f'{r:.3f}x' for r in ratios)})" if len(ratios) > 1 else ""
         lines.append(f"- {entry['model']}: accuracy {q['test_acc'] - f['test_acc']:+.2f} points, file "
-                     f"{q['bytes'] / f['bytes']:.3f}x, batch-32 latency {q['latency_b32_ms'] / f['latency_b32_ms']:.3f}x")
+                     f"{q['bytes'] / f['bytes']:.3f}x, batch-32 latency {ratio:.3f}x" + each)
     return "\n".join(lines) + "\n"
 
 
@@ -265,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/quantize")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="time every variant this many times over (each a --repeats median); the medians are reported")
     p.add_argument("--retrain", action="store_true", help="train again even if the out folder holds the model")
     p.add_argument("--kernels", action="store_true", help="time one Linear in each int8 form instead")
     args = p.parse_args(argv)
@@ -275,7 +283,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"machine": f"{cpu_name()} ({os.cpu_count()} cores seen)",
-               "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats,
+               "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats, "rounds": args.rounds,
                "command": "python benchmarks/quantize.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                "models": []}
     for name in args.models:

@@ -1,13 +1,16 @@
 """A cut language model saved, reloaded with transformers' own class, densified, generating, timed."""
 
 import json
+import warnings
 
 import pytest
 import torch
 
 pytest.importorskip("transformers")
 
+import lorita  # noqa: E402
 from lorita.errors import LoritaError  # noqa: E402
+from lorita.int8 import Int8Linear  # noqa: E402
 from lorita.lm.cut import count_params, lm_cut  # noqa: E402
 from lorita.lm.deploy import densified, generate, load_lm, save_lm, speed  # noqa: E402
 from lorita.lm.sources import load_pretrained  # noqa: E402
@@ -40,6 +43,22 @@ def test_a_cut_model_reloads_exactly_with_its_tokenizer(cut, tmp_path):
     assert count_params(again) == count_params(model)
     assert torch.equal(logits(again), logits(model))
     assert words("hello")["input_ids"] == tokenizer("hello")["input_ids"]
+
+
+def test_a_cut_model_in_int8_reloads_exactly_with_its_tied_head_in_float(cut, tmp_path):
+    model, tokenizer = cut
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"lorita\.quantize left")  # the head tied to the embedding
+        small = lorita.quantize(model, "int8").eval()
+    int8 = {n for n, m in small.named_modules() if isinstance(m, Int8Linear)}
+    assert len(int8) == sum(isinstance(m, torch.nn.Linear) for m in model.modules()) - 1  # all but lm_head
+    assert small.lm_head.weight is small.model.embed_tokens.weight
+    save_lm(small, tokenizer, tmp_path)
+    again, _ = load_lm(tmp_path, tokenizer=False)
+    assert {n for n, m in again.named_modules() if isinstance(m, Int8Linear)} == int8
+    assert again.lm_head.weight is again.model.embed_tokens.weight
+    assert torch.equal(logits(again), logits(small))
+    assert (logits(small) - logits(model)).abs().max() < 0.05 * logits(model).abs().max()
 
 
 def test_a_folder_naming_its_own_code_is_not_trusted(cut, tmp_path):

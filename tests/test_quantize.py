@@ -127,6 +127,29 @@ def test_small_layer_keeps_its_dequantized_weight_until_a_buffer_changes():
         torch.testing.assert_close(layer(x.detach().double()), expected, atol=1e-6, rtol=1e-6)  # float32 vs 64 sums
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the traced size check, as in any export
+@pytest.mark.parametrize("padding_mode", ["zeros", "reflect"])
+def test_small_layers_second_call_takes_the_kept_path_and_gives_the_first_calls_output(padding_mode):
+    torch.manual_seed(0)
+    conv = Int8Conv2d.from_conv(nn.Conv2d(3, 8, 3, padding=1, padding_mode=padding_mode))
+    linear = Int8Linear.from_linear(nn.Linear(32, 8))
+    x, v = torch.randn(2, 3, 6, 6), torch.randn(4, 32)
+    with torch.no_grad():
+        padded = nn.functional.pad(x, conv._reversed_padding_repeated_twice, mode=padding_mode) \
+            if padding_mode != "zeros" else x
+        expected = nn.functional.conv2d(padded, conv.weight, conv.bias, conv.stride,
+                                        0 if padding_mode != "zeros" else conv.padding)
+        for _ in range(2):  # the first call forms the kept weight, the second one reads it
+            torch.testing.assert_close(conv(x), expected, **EXACT)
+            torch.testing.assert_close(linear(v), nn.functional.linear(v, linear.weight, linear.bias), **EXACT)
+        assert "_lorita_kept" in conv.__dict__ and "_lorita_kept" in linear.__dict__
+        linear.bias = nn.Parameter(torch.ones(8))  # a new bias, assigned: the kept pair is dropped with it
+        assert "_lorita_kept" not in linear.__dict__
+        torch.testing.assert_close(linear(v), nn.functional.linear(v, linear.weight, torch.ones(8)), **EXACT)
+        traced = torch.jit.trace(linear, v)  # tracing never takes the kept weight: the graph dequantizes
+        assert "aten::mul" in str(traced.graph) and torch.equal(traced(v), linear(v))
+
+
 def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():
     torch.manual_seed(0)
     dense = nn.Linear(512, 256)
