@@ -38,7 +38,7 @@ import torch
 
 from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, read_documents, encode, tokenized_splits
 from lorita.lm.cut import count_params, lm_cut
-from lorita.lm.deploy import generate, speed
+from lorita.lm.deploy import generate, load_lm, save_lm, speed
 from lorita.lm.induce import induce
 from lorita.lm.perplexity import perplexity
 from lorita.lm.recover import RecoveryRecipe, recover
@@ -101,47 +101,76 @@ def cut(model, method: str, budget: float, calibration, args) -> dict:
     return done.to_dict()
 
 
-def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
-    log(f"{method} at {budget:g} of the params")
+def recipe(args, steps: int, mode: str = "full", **changes) -> RecoveryRecipe:
+    """The recovery recipe the flags describe, for ``steps`` steps."""
+    values = dict(steps=steps, batch_size=args.batch, context=args.train_context, lr=args.lr if mode == "full"
+                  else args.lora_lr, warmup=args.warmup, distill=args.distill, mode=mode, lora_rank=args.lora_rank,
+                  eval_every=args.eval_every, eval_tokens=args.train_eval_tokens, seed=args.seed)
+    return RecoveryRecipe(**{**values, **changes})
+
+
+def cached_cut(dense, method: str, budget: float, calibration, args) -> tuple[object, dict]:
+    """A fresh cut of the dense model, or the one ``--cut-cache`` holds for the same method, budget and calibration."""
+    folder = None
+    if args.cut_cache is not None and method != "lorita":
+        folder = args.cut_cache / f"{method}-{budget:g}-c{args.calibration}x{args.calibration_context}-m{args.multiple}"
+        if (folder / "cut.json").is_file():
+            model, _ = load_lm(folder, tokenizer=False)
+            log(f"  the cut loaded from {folder}")
+            return model, json.loads((folder / "cut.json").read_text())
     model = copy.deepcopy(dense)
-    row = {"method": method, "budget": budget}
-    train_ids = torch.cat([s.train for s in splits.values()])
-    val_ids = torch.cat([s.val for s in splits.values()])
     tic = time.perf_counter()
     base_mb = status_mb("VmRSS")
     reset_peak()
-    if method == "lorita":
-        recipe = RecoveryRecipe(steps=args.induce_steps, epochs=max(1, min(args.epochs, args.induce_steps)),
-                                batch_size=args.batch, context=args.train_context, lr=args.induce_lr,
-                                weight_decay=args.induce_decay)
-        result = induce(model, train_ids, val_ids, recipe, optimizer=args.induce_optimizer)
-        row["induce"] = {"seconds": result.seconds, "best_val_loss": result.best_val_loss, "steps": recipe.steps}
-        row["after_induce"] = measure(model, evals, args.report, args.context)
     info = cut(model, method, budget, calibration, args)
-    row["cut_seconds"] = time.perf_counter() - tic
-    row["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
-                            "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
+    info["cut_seconds"] = time.perf_counter() - tic
+    info["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
+                             "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
+    memory = info["cut_memory_mb"]
+    log(f"  cut in {info['cut_seconds']:.0f} s; resident memory {memory['before']:.0f} MB before, "
+        f"{memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_lm(model, None, folder)
+        (folder / "cut.json").write_text(json.dumps(info))
+    return model, info
+
+
+def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
+    log(f"{method} at {budget:g} of the params")
+    row = {"method": method, "budget": budget}
+    train_ids = [s.train for s in splits.values()]
+    val_ids = [s.val for s in splits.values()]
+    teacher = dense if args.distill > 0 else None
+    if method == "lorita":
+        model = copy.deepcopy(dense)
+        how = recipe(args, args.induce_steps, lr=args.induce_lr, weight_decay=args.induce_decay,
+                     optimizer=args.induce_optimizer)
+        result = induce(model, train_ids, val_ids, how, teacher=teacher)
+        row["induce"] = {**result.to_dict(), "recipe": how.to_dict()}
+        row["after_induce"] = measure(model, evals, args.report, args.context)
+        info = cut(model, method, budget, calibration, args)
+    else:
+        model, info = cached_cut(dense, method, budget, calibration, args)
     row["cut"] = {k: v for k, v in info.items() if k != "ranks"}
     row["ranks"] = info.get("ranks")
     row["kept"] = count_params(model) / count_params(dense)
-    memory = row["cut_memory_mb"]
-    log(f"  kept {row['kept']:.4f} of the params, cut in {row['cut_seconds']:.0f} s; resident memory "
-        f"{memory['before']:.0f} MB before, {memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
+    log(f"  kept {row['kept']:.4f} of the params")
     row["after_cut"] = measure(model, evals, args.report, args.context)
     steps = args.steps - (args.induce_steps if method == "lorita" else 0)
-    for mode in args.recovery:
-        if steps <= 0:
-            break
-        recovered = copy.deepcopy(model) if len(args.recovery) > 1 else model
-        recipe = RecoveryRecipe(steps=steps, epochs=min(args.epochs, steps), batch_size=args.batch,
-                                context=args.train_context, lr=args.lr if mode == "full" else args.lora_lr, mode=mode)
-        tic = time.perf_counter()
+    for index, mode in enumerate(args.recovery if steps > 0 else []):
+        last = index == len(args.recovery) - 1
+        recovered = model if last else copy.deepcopy(model)  # every mode starts from the same cut
+        how = recipe(args, steps, mode)
         layers = pruned_linears(recovered) if method == "width" else None
-        result = recover(recovered, train_ids, val_ids, recipe, layers=layers)
-        row[f"recovery_{mode}"] = {"seconds": time.perf_counter() - tic, "steps": steps,
-                                   "history": result.history, "best_epoch": result.best_epoch,
+        base_mb = status_mb("VmRSS")
+        reset_peak()
+        result = recover(recovered, train_ids, val_ids, how, layers=layers, teacher=teacher)
+        row[f"recovery_{mode}"] = {**result.to_dict(), "recipe": how.to_dict(),
+                                   "memory_mb": {"before": base_mb, "peak": status_mb("VmHWM")},
                                    "ppl": measure(recovered, evals, args.report, args.context)}
-        log(f"  recovery ({mode}, {steps} steps) in {row[f'recovery_{mode}']['seconds']:.0f} s")
+        log(f"  recovery ({mode}, {steps} steps) in {result.seconds:.0f} s, resident memory {base_mb:.0f} MB before, "
+            f"{status_mb('VmHWM'):.0f} MB at the peak")
         model = recovered
     row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
     return row
@@ -161,11 +190,16 @@ def main(argv=None) -> int:
                    help="evaluation texts measured (fortunes/python-docs -val/-test, licenses)")
     p.add_argument("--steps", type=int, default=0, help="training steps after the cut (lorita: in all)")
     p.add_argument("--recovery", nargs="+", default=["full"], choices=["full", "lora"])
-    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-context", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--warmup", type=float, default=0.05, help="share of the training steps warming up")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the dense model's prediction in the target")
+    p.add_argument("--eval-every", type=int, default=0, help="validation every N training steps (0: start and end)")
+    p.add_argument("--train-eval-tokens", type=int, default=2048, help="validation tokens of each source in training")
+    p.add_argument("--cut-cache", type=Path, help="save each cut here and reuse it in later runs")
     p.add_argument("--induce-steps", type=int, default=0)
     p.add_argument("--induce-lr", type=float, default=1e-3)
     p.add_argument("--induce-decay", type=float, default=1e-2)

@@ -13,6 +13,7 @@ text file the same way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -99,19 +100,20 @@ def compress_pretrained(source, how: LMCompression = LMCompression()) -> Compres
     dense = _validation(model, val, how.context)
     seconds["evaluate_dense"] = time.perf_counter() - tic
     calibration = random_windows([s.train for s in splits], how.windows, how.window, seed=how.seed)
+    taught = how.recovery is not None and how.recovery.distill > 0
+    teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
     done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple)
     seconds["cut"] = done.seconds["total"]
-    tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
-    recovered = None
+    recovered = training = None
     if how.recovery is not None:
         tic = time.perf_counter()
-        history = recover(model, torch.cat([s.train for s in splits]), torch.cat([s.val for s in splits]),
-                          how.recovery).history
+        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, teacher=teacher)
         seconds["recovery"] = time.perf_counter() - tic
         recovered = _validation(model, val, how.context)
+    del teacher
     results = {"source": found.to_dict(), "compression": how.to_dict(), "dense": dense, "after_cut": after_cut,
-               "after_recovery": recovered, "recovery_history": history if recovered else None,
+               "after_recovery": recovered, "recovery": training.to_dict() if training else None,
                "params": {"dense": done.params_before, "cut": done.params_after, "kept": done.kept},
                "ranks": done.ranks, "calibration_tokens": done.calibration_tokens, "seconds": seconds}
     logger.info("compress_pretrained: %s to %.4f of its params", found.describe(), done.kept)
