@@ -27,10 +27,8 @@ import argparse
 import copy
 import json
 import logging
-import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -44,7 +42,7 @@ from lorita.lm.perplexity import perplexity
 from lorita.lm.recover import RecoveryRecipe, recover
 from lorita.lm.sources import load_pretrained
 from lorita.lm.width import prune_width, pruned_linears
-from procmem import reset_peak, status_mb
+from procmem import guard, reset_peak, status_mb
 
 METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
@@ -62,18 +60,6 @@ def deployed(model, tokenizer, prompt_ids, args) -> dict:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def guard(limit_gb: float) -> None:
-    """End the process (exit code 3) if its resident memory passes ``limit_gb``: the machine is shared."""
-    def watch():
-        while True:
-            if status_mb("VmRSS") > 1000 * limit_gb:
-                print(f"*** resident memory passed {limit_gb} GB: stopping", flush=True)
-                os._exit(3)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def texts(tokenizer, eval_tokens: int, seed: int) -> tuple[dict, dict]:

@@ -23,7 +23,7 @@ from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, tokenized_spli
 from lorita.lm.cut import lm_cut
 from lorita.lm.recover import RecoveryRecipe, recover
 from lorita.lm.sources import load_pretrained
-from procmem import reset_peak, status_mb
+from procmem import guard, reset_peak, status_mb
 
 
 class Steps(logging.Handler):
@@ -57,9 +57,11 @@ def main(argv=None) -> int:
     p.add_argument("--recovery-steps", type=int, default=0, help="then this many recovery steps (0: none)")
     p.add_argument("--recovery-mode", default="full", choices=["full", "lora"])
     p.add_argument("--distill", action="store_true", help="recovery by distillation from the dense model")
+    p.add_argument("--max-rss-gb", type=float, default=6.0, help="stop the run if it holds more memory than this")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    guard(args.max_rss_gb)
     steps = Steps()
     lm_logger = logging.getLogger("lorita.lm")
     lm_logger.setLevel(logging.DEBUG)
