@@ -146,7 +146,7 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
     steps = args.steps - (args.induce_steps if method == "lorita" else 0)
     for index, mode in enumerate(args.recovery if steps > 0 else []):
         last = index == len(args.recovery) - 1
-        recovered = model if last else copy.deepcopy(model)  # every mode starts from the same cut
+        recovered = model if last else copy.deepcopy(model)  # every mode starts from the same cut; the last keeps it
         how = recipe(args, steps, mode)
         layers = pruned_linears(recovered) if method == "width" else None
         base_mb = status_mb("VmRSS")
@@ -157,7 +157,6 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
                                    "ppl": measure(recovered, evals, args.report, args.context)}
         log(f"  recovery ({mode}, {steps} steps) in {result.seconds:.0f} s, resident memory {base_mb:.0f} MB before, "
             f"{status_mb('VmHWM'):.0f} MB at the peak")
-        model = recovered
     row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
     return row
 
