@@ -91,7 +91,8 @@ def recipe(args, steps: int, mode: str = "full", **changes) -> RecoveryRecipe:
     """The recovery recipe the flags describe, for ``steps`` steps."""
     values = dict(steps=steps, batch_size=args.batch, context=args.train_context, lr=args.lr if mode == "full"
                   else args.lora_lr, warmup=args.warmup, distill=args.distill, mode=mode, lora_rank=args.lora_rank,
-                  eval_every=args.eval_every, eval_tokens=args.train_eval_tokens, seed=args.seed)
+                  eval_every=args.eval_every, eval_tokens=args.train_eval_tokens, seed=args.seed,
+                  seconds=60 * args.recovery_minutes)
     return RecoveryRecipe(**{**values, **changes})
 
 
@@ -130,7 +131,7 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
     teacher = dense if args.distill > 0 else None
     if method == "lorita":
         model = copy.deepcopy(dense)
-        how = recipe(args, args.induce_steps, lr=args.induce_lr, weight_decay=args.induce_decay,
+        how = recipe(args, args.induce_steps, lr=args.induce_lr, weight_decay=args.induce_decay, seconds=0.0,
                      optimizer=args.induce_optimizer)
         result = induce(model, train_ids, val_ids, how, teacher=teacher)
         row["induce"] = {**result.to_dict(), "recipe": how.to_dict()}
@@ -175,6 +176,8 @@ def main(argv=None) -> int:
                    help="evaluation texts measured (fortunes/python-docs -val/-test, licenses)")
     p.add_argument("--steps", type=int, default=0, help="training steps after the cut (lorita: in all)")
     p.add_argument("--recovery", nargs="+", default=["full"], choices=["full", "lora"])
+    p.add_argument("--recovery-minutes", type=float, default=0.0,
+                   help="wall-clock budget of each recovery (then --steps is the most): equal for every mode")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-context", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)

@@ -12,7 +12,7 @@ from lorita.errors import LoritaError  # noqa: E402
 from lorita.lm.cut import count_params, lm_cut  # noqa: E402
 from lorita.lm.induce import block_linear_names, induce  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
-from lorita.lm.recover import RecoveryRecipe, lm_loss, recover, thin_factors  # noqa: E402
+from lorita.lm.recover import FIT_STEPS, RecoveryRecipe, fitted_steps, lm_loss, recover, thin_factors  # noqa: E402
 from lorita.lm.width import channel_importance, prune_width, pruned_linears  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
@@ -44,6 +44,19 @@ def test_recovery_trains_only_the_thin_layers_and_keeps_the_ranks(mode):
     assert all(type(f.weight) is torch.nn.Parameter for f in thin_factors(model))  # LoRA merged, none left
     assert all(p.requires_grad for p in model.parameters())  # the caller's flags are restored
     assert perplexity(model, VAL, context=32).ppl < before
+
+
+def test_a_wall_clock_budget_fits_the_step_count_and_the_schedule_ends_at_zero():
+    model = cut_model()
+    roomy = recover(model, TRAIN, VAL, RecoveryRecipe(steps=100_000, batch_size=1, context=8, seconds=0.3,
+                                                      eval_tokens=16))
+    assert FIT_STEPS <= roomy.steps < 100_000 and roomy.tokens == roomy.steps * 8
+    assert roomy.history[-1]["step"] == roomy.steps
+    tight = recover(model, TRAIN, VAL, RecoveryRecipe(steps=50, batch_size=1, context=8, seconds=1e-9,
+                                                      eval_tokens=16))
+    assert tight.steps == FIT_STEPS and tight.history[-1]["step"] == FIT_STEPS
+    assert fitted_steps(RecoveryRecipe(steps=50, seconds=100.0), elapsed=1.0, done=3) == 50  # never past steps
+    assert fitted_steps(RecoveryRecipe(steps=50), elapsed=100.0, done=3) == 50  # no budget: every step
 
 
 def test_recovery_needs_thin_layers():

@@ -44,6 +44,7 @@ from lorita.lowrank import LowRankLinear
 logger = logging.getLogger(__name__)
 
 Mode = Literal["full", "lora"]
+FIT_STEPS = 3  # steps timed before a wall-clock budget fixes the step count
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class RecoveryRecipe:
     the steps then a cosine decay to zero; ``distill``: weight of the teacher's prediction in each token's target
     (module docstring); ``mode``: ``"full"`` or ``"lora"`` (with ``lora_rank``, ``lora_alpha``); validation every
     ``eval_every`` steps (0: at the start and the end only) on up to ``eval_tokens`` tokens of each stream.
+    ``seconds``: a wall-clock budget for the training steps (0: none); ``steps`` is then the most, and the count is
+    fitted to the budget from the time of the first ``FIT_STEPS`` steps (the schedule follows the fitted count).
 
     Example:
         >>> RecoveryRecipe(steps=10, distill=1.0).tokens
@@ -73,6 +76,7 @@ class RecoveryRecipe:
     eval_every: int = 0
     eval_tokens: int = 4096
     seed: int = 0
+    seconds: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "lora_rank", "eval_tokens"):
@@ -86,6 +90,7 @@ class RecoveryRecipe:
         check_number("distill", self.distill, minimum=0, maximum=1,
                      meaning="the weight of the teacher's prediction in each token's target")
         check_number("lora_alpha", self.lora_alpha, minimum=0, low_open=True)
+        check_number("seconds", self.seconds, minimum=0, meaning="a wall-clock budget for training, 0 for none")
         check_choice("mode", self.mode, ("full", "lora"))
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
 
@@ -188,6 +193,19 @@ def lr_factor(step: int, steps: int, warmup: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp)))
 
 
+def fitted_steps(recipe: RecoveryRecipe, elapsed: float, done: int) -> int:
+    """The step count a wall-clock budget allows, from ``done`` steps that took ``elapsed`` seconds: at least
+    ``done``, at most ``recipe.steps`` (all of them without a budget).
+
+    Example:
+        >>> fitted_steps(RecoveryRecipe(steps=100, seconds=60), elapsed=6.0, done=3)
+        30
+    """
+    if not recipe.seconds:
+        return recipe.steps
+    return max(done, min(recipe.steps, int(recipe.seconds * done / max(elapsed, 1e-9))))
+
+
 def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val: torch.Tensor | Sequence[torch.Tensor],
              recipe: RecoveryRecipe, *, params: list[nn.Parameter] | None = None,
              teacher: nn.Module | None = None) -> LMTraining:
@@ -214,12 +232,14 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
     done = LMTraining(val_before=_val_nll(model, val, recipe.eval_tokens))
     if teacher is not None:
         teacher.eval()
-    start, sums, since = time.perf_counter(), [0.0, 0.0], 0
-    every = recipe.eval_every or max(1, recipe.steps // 20)  # history rows; validation only with eval_every
+    start, sums, since, total = time.perf_counter(), [0.0, 0.0], 0, recipe.steps
+    every = recipe.eval_every or max(1, total // 20)  # history rows; validation only with eval_every
     model.train()
     try:
         for step in range(recipe.steps):
-            lr = recipe.lr * lr_factor(step, recipe.steps, recipe.warmup)
+            if step == total:
+                break
+            lr = recipe.lr * lr_factor(step, total, recipe.warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = windows[step * recipe.batch_size:(step + 1) * recipe.batch_size]
@@ -233,10 +253,14 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             sums, since = [sums[0] + value, sums[1] + float(nll.detach())], since + 1
-            if (step + 1) % every == 0 or step + 1 == recipe.steps:
+            if recipe.seconds and step + 1 == FIT_STEPS:  # the budget fixes the step count (and the schedule)
+                total = fitted_steps(recipe, time.perf_counter() - start, FIT_STEPS)
+                every = recipe.eval_every or max(1, total // 20)
+                logger.info("recovery: %d steps fit in %.0f s", total, recipe.seconds)
+            if (step + 1) % every == 0 or step + 1 == total:
                 row = {"step": step + 1, "seconds": time.perf_counter() - start, "lr": lr,
                        "train_loss": sums[0] / since, "train_nll": sums[1] / since}
-                if recipe.eval_every and step + 1 < recipe.steps:
+                if recipe.eval_every and step + 1 < total:
                     row["val_nll"] = _val_nll(model, val, recipe.eval_tokens)
                 done.history.append(row)
                 logger.debug("step %d/%d: %s", step + 1, recipe.steps, row)
@@ -244,7 +268,8 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
-    done.seconds, done.steps, done.tokens = time.perf_counter() - start, recipe.steps, recipe.tokens
+    done.seconds, done.steps = time.perf_counter() - start, total
+    done.tokens = total * recipe.batch_size * recipe.context
     done.val_after = _val_nll(model, val, recipe.eval_tokens)
     done.history[-1]["val_nll"] = done.val_after
     return done
