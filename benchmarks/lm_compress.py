@@ -39,9 +39,12 @@ from lorita.lm.cut import count_params, lm_cut
 from lorita.lm.deploy import generate, load_lm, save_lm, speed
 from lorita.lm.induce import induce
 from lorita.lm.perplexity import perplexity
+from lorita.lm.pipeline import LMCompression
 from lorita.lm.recover import RecoveryRecipe, recover
-from lorita.lm.sources import load_pretrained
+from lorita.lm.sources import load_pretrained, resolve_source
 from lorita.lm.width import prune_width, pruned_linears
+from lorita.runs.lm import write_lm_run
+from lorita.runs.output import RunOutput
 from procmem import guard, reset_peak, status_mb
 
 METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
@@ -143,7 +146,7 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
     row["ranks"] = info.get("ranks")
     row["kept"] = count_params(model) / count_params(dense)
     log(f"  kept {row['kept']:.4f} of the params")
-    row["after_cut"] = measure(model, evals, args.report, args.context)
+    row["after_cut"] = None if args.skip_before else measure(model, evals, args.report, args.context)
     steps = args.steps - (args.induce_steps if method == "lorita" else 0)
     for index, mode in enumerate(args.recovery if steps > 0 else []):
         last = index == len(args.recovery) - 1
@@ -156,10 +159,22 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
         row[f"recovery_{mode}"] = {**result.to_dict(), "recipe": how.to_dict(),
                                    "memory_mb": {"before": base_mb, "peak": status_mb("VmHWM")},
                                    "ppl": measure(recovered, evals, args.report, args.context)}
-        log(f"  recovery ({mode}, {steps} steps) in {result.seconds:.0f} s, resident memory {base_mb:.0f} MB before, "
-            f"{status_mb('VmHWM'):.0f} MB at the peak")
+        log(f"  recovery ({mode}, {result.steps} steps) in {result.seconds:.0f} s, resident memory {base_mb:.0f} MB "
+            f"before, {status_mb('VmHWM'):.0f} MB at the peak")
+        if args.save_run is not None:
+            save_run(recovered, row, how, f"{method}-{budget:g}-{mode}", args)
     row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
     return row
+
+
+def save_run(model, row: dict, how: RecoveryRecipe, name: str, args) -> None:
+    """The recovered model as a language-model run folder (``lorita evaluate RUN --text FILE`` reads it)."""
+    compression = LMCompression(params=row["budget"], windows=args.calibration, window=args.calibration_context,
+                                multiple=args.multiple, recovery=how, eval_tokens=args.eval_tokens,
+                                context=args.context, seed=args.seed)
+    with RunOutput(args.save_run / name, overwrite=True) as folder:
+        write_lm_run(folder, resolve_source(args.source), compression, model, {"benchmark": row})
+    log(f"  saved as a run: {args.save_run / name}")
 
 
 def main(argv=None) -> int:
@@ -188,6 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=0, help="validation every N training steps (0: start and end)")
     p.add_argument("--train-eval-tokens", type=int, default=2048, help="validation tokens of each source in training")
     p.add_argument("--cut-cache", type=Path, help="save each cut here and reuse it in later runs")
+    p.add_argument("--save-run", type=Path, help="save each recovered model here as a run folder (lorita evaluate)")
+    p.add_argument("--skip-before", action="store_true",
+                   help="do not measure the dense model and the cut before recovery (known from an earlier run)")
     p.add_argument("--induce-steps", type=int, default=0)
     p.add_argument("--induce-lr", type=float, default=1e-3)
     p.add_argument("--induce-decay", type=float, default=1e-2)
@@ -213,7 +231,8 @@ def main(argv=None) -> int:
                                  seed=args.seed)
     out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "machine": "2-core Intel Xeon, 24 GiB, torch threads " + str(torch.get_num_threads()),
-           "dense": {"params": count_params(dense), "ppl": measure(dense, evals, args.report, args.context)},
+           "dense": {"params": count_params(dense),
+                     "ppl": None if args.skip_before else measure(dense, evals, args.report, args.context)},
            "rows": []}
     extras = {"tokenizer": tokenizer, "prompt": evals["licenses"][: args.prompt_tokens]}
     out["dense"].update(deployed(dense, tokenizer, extras["prompt"], args))

@@ -100,14 +100,20 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
     except BaseException:
         output.abandon()
         raise
-    config = mark({"command": "compress", "kind": KIND, "lorita_version": __version__, "source": found.to_dict(),
-                   "compression": how.to_dict(),
-                   "model_config": json.loads(done.model.config.to_json_string(use_diff=False))})
-    results = {"command": "compress", "kind": KIND, **done.results}
     with output as folder:
-        write_json(folder / "config.json", config)
-        save(done.model, folder / MODEL_FILE)
-        write_json(folder / "results.json", results)
+        results = write_lm_run(folder, found, how, done.model, done.results)
+    return results
+
+
+def write_lm_run(folder: Path, found: ModelSource, how: LMCompression, model, results: dict) -> dict:
+    """A language-model run's files in ``folder`` (a ``RunOutput`` staging folder): config.json, model.lorita,
+    results.json (``results`` marked with the command and kind, and returned)."""
+    config = mark({"command": "compress", "kind": KIND, "lorita_version": __version__, "source": found.to_dict(),
+                   "compression": how.to_dict(), "model_config": json.loads(model.config.to_json_string(use_diff=False))})
+    results = {"command": "compress", "kind": KIND, **results}
+    write_json(folder / "config.json", config)
+    save(model, folder / MODEL_FILE)
+    write_json(folder / "results.json", results)
     return results
 
 
