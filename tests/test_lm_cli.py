@@ -65,6 +65,7 @@ def test_compress_writes_a_run_folder_whose_model_reloads_with_the_measured_perp
     assert config["kind"] == results["kind"] == "lm" and config["source"]["kind"] == "gguf"
     assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 4 * 256
     assert results["recovery"]["steps"] == 2 and results["compression"]["texts"] == [str(texts)]
+    assert results["compression"]["recovery"]["seconds"] == 600.0  # the default budget; 2 steps fit easily
     assert set(results["seconds"]) >= {"load", "cut", "recovery", "evaluate", "total"}
     model = load_lm_run(run)
     assert count_params(model) == results["params"]["cut"]
@@ -102,7 +103,8 @@ def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run,
     ([], "say how much of the language model to keep: --params P"),
     (["--params", "1.5"], "params"),
     (["--params", "0.8", "--texts", "/no/such/text"], "no text '/no/such/text'"),
-    (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps goes with"),
+    (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps and --recovery-minutes go"),
+    (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
 ])
 def test_a_language_model_flag_mistake_is_refused_before_anything_is_written(source, tmp_path, capsys, flags, message):
     gguf, _ = source

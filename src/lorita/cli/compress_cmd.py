@@ -42,7 +42,8 @@ _FLAGS = {
 }
 _ACCURACY = ("max_drop", "max_evals")
 # flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
-_LM_ONLY = ("texts", "recovery", "recovery_steps")
+_LM_ONLY = ("texts", "recovery", "recovery_steps", "recovery_minutes")
+LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
 _RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
              "max_drop", "max_evals", "finetune_lr", "int8")
 
@@ -95,7 +96,10 @@ def add_parser(sub) -> None:
                          "path merged into them (lora), or not at all (none)")
     lm.add_argument("--recovery-steps", type=int, metavar="N",
                     help=f"recovery steps of {RecoveryRecipe().batch_size} windows of {RecoveryRecipe().context} "
-                         f"tokens (default {RecoveryRecipe().steps})")
+                         f"tokens (default {RecoveryRecipe().steps}, as many as --recovery-minutes allows)")
+    lm.add_argument("--recovery-minutes", type=float, metavar="M",
+                    help=f"wall-clock budget of the recovery's training steps (default {LM_RECOVERY_MINUTES:g}; 0: "
+                         "none, every step runs); the step count is fitted to it from the first steps' time")
     p.set_defaults(func=run)
 
 
@@ -143,8 +147,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
         >>> from lorita.cli import build_parser
         >>> how = lm_from_args(build_parser().parse_args(["compress", "m.gguf", "--out", "y", "--params", "0.8",
         ...                                                "--recovery", "lora"]))
-        >>> how.params, how.recovery.mode, how.texts
-        (0.8, 'lora', ('fortunes', 'python-docs'))
+        >>> how.params, how.recovery.mode, how.recovery.seconds, how.texts
+        (0.8, 'lora', 600.0, ('fortunes', 'python-docs'))
     """
     wrong = _given(args, _RUN_ONLY) + (["--finetune-epochs"] if args.finetune_epochs else [])
     if wrong:
@@ -154,10 +158,14 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     if args.params is None:
         raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
                           "of its whole params)")
-    if args.recovery == "none" and args.recovery_steps is not None:
-        raise LoritaError("--recovery-steps goes with --recovery full or lora, not none")
+    if args.recovery == "none" and (args.recovery_steps is not None or args.recovery_minutes is not None):
+        raise LoritaError("--recovery-steps and --recovery-minutes go with --recovery full or lora, not none")
+    minutes = LM_RECOVERY_MINUTES if args.recovery_minutes is None else args.recovery_minutes
+    if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
+        raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
     recovery = None if args.recovery == "none" else RecoveryRecipe(
-        mode=args.recovery or "full", **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
+        mode=args.recovery or "full", seconds=60 * minutes,
+        **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
                          **{key: value for key, value in values.values() if value is not None})
