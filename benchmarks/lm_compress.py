@@ -27,10 +27,8 @@ import argparse
 import copy
 import json
 import logging
-import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,13 +36,16 @@ import torch
 
 from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, read_documents, encode, tokenized_splits
 from lorita.lm.cut import count_params, lm_cut
-from lorita.lm.deploy import generate, speed
+from lorita.lm.deploy import generate, load_lm, save_lm, speed
 from lorita.lm.induce import induce
 from lorita.lm.perplexity import perplexity
+from lorita.lm.pipeline import LMCompression
 from lorita.lm.recover import RecoveryRecipe, recover
-from lorita.lm.sources import load_pretrained
+from lorita.lm.sources import load_pretrained, resolve_source
 from lorita.lm.width import prune_width, pruned_linears
-from procmem import reset_peak, status_mb
+from lorita.runs.lm import write_lm_run
+from lorita.runs.output import RunOutput
+from procmem import guard, reset_peak, status_mb
 
 METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
@@ -62,18 +63,6 @@ def deployed(model, tokenizer, prompt_ids, args) -> dict:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def guard(limit_gb: float) -> None:
-    """End the process (exit code 3) if its resident memory passes ``limit_gb``: the machine is shared."""
-    def watch():
-        while True:
-            if status_mb("VmRSS") > 1000 * limit_gb:
-                print(f"*** resident memory passed {limit_gb} GB: stopping", flush=True)
-                os._exit(3)
-            time.sleep(0.5)
-
-    threading.Thread(target=watch, daemon=True).start()
 
 
 def texts(tokenizer, eval_tokens: int, seed: int) -> tuple[dict, dict]:
@@ -101,50 +90,91 @@ def cut(model, method: str, budget: float, calibration, args) -> dict:
     return done.to_dict()
 
 
-def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
-    log(f"{method} at {budget:g} of the params")
+def recipe(args, steps: int, mode: str = "full", **changes) -> RecoveryRecipe:
+    """The recovery recipe the flags describe, for ``steps`` steps."""
+    values = dict(steps=steps, batch_size=args.batch, context=args.train_context, lr=args.lr if mode == "full"
+                  else args.lora_lr, warmup=args.warmup, distill=args.distill, mode=mode, lora_rank=args.lora_rank,
+                  eval_every=args.eval_every, eval_tokens=args.train_eval_tokens, seed=args.seed,
+                  seconds=60 * args.recovery_minutes)
+    return RecoveryRecipe(**{**values, **changes})
+
+
+def cached_cut(dense, method: str, budget: float, calibration, args) -> tuple[object, dict]:
+    """A fresh cut of the dense model, or the one ``--cut-cache`` holds for the same method, budget and calibration."""
+    folder = None
+    if args.cut_cache is not None and method != "lorita":
+        folder = args.cut_cache / f"{method}-{budget:g}-c{args.calibration}x{args.calibration_context}-m{args.multiple}"
+        if (folder / "cut.json").is_file():
+            model, _ = load_lm(folder, tokenizer=False)
+            log(f"  the cut loaded from {folder}")
+            return model, json.loads((folder / "cut.json").read_text())
     model = copy.deepcopy(dense)
-    row = {"method": method, "budget": budget}
-    train_ids = torch.cat([s.train for s in splits.values()])
-    val_ids = torch.cat([s.val for s in splits.values()])
     tic = time.perf_counter()
     base_mb = status_mb("VmRSS")
     reset_peak()
-    if method == "lorita":
-        recipe = RecoveryRecipe(steps=args.induce_steps, epochs=max(1, min(args.epochs, args.induce_steps)),
-                                batch_size=args.batch, context=args.train_context, lr=args.induce_lr,
-                                weight_decay=args.induce_decay)
-        result = induce(model, train_ids, val_ids, recipe, optimizer=args.induce_optimizer)
-        row["induce"] = {"seconds": result.seconds, "best_val_loss": result.best_val_loss, "steps": recipe.steps}
-        row["after_induce"] = measure(model, evals, args.report, args.context)
     info = cut(model, method, budget, calibration, args)
-    row["cut_seconds"] = time.perf_counter() - tic
-    row["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
-                            "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
+    info["cut_seconds"] = time.perf_counter() - tic
+    info["cut_memory_mb"] = {"before": base_mb, "peak": status_mb("VmHWM"),
+                             "model": sum(p.numel() * p.element_size() for p in dense.parameters()) / 1e6}
+    memory = info["cut_memory_mb"]
+    log(f"  cut in {info['cut_seconds']:.0f} s; resident memory {memory['before']:.0f} MB before, "
+        f"{memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_lm(model, None, folder)
+        (folder / "cut.json").write_text(json.dumps(info))
+    return model, info
+
+
+def one(dense, method: str, budget: float, calibration, splits, evals, args, extras) -> dict:
+    log(f"{method} at {budget:g} of the params")
+    row = {"method": method, "budget": budget}
+    train_ids = [s.train for s in splits.values()]
+    val_ids = [s.val for s in splits.values()]
+    teacher = dense if args.distill > 0 else None
+    if method == "lorita":
+        model = copy.deepcopy(dense)
+        how = recipe(args, args.induce_steps, lr=args.induce_lr, weight_decay=args.induce_decay, seconds=0.0,
+                     optimizer=args.induce_optimizer)
+        result = induce(model, train_ids, val_ids, how, teacher=teacher)
+        row["induce"] = {**result.to_dict(), "recipe": how.to_dict()}
+        row["after_induce"] = measure(model, evals, args.report, args.context)
+        info = cut(model, method, budget, calibration, args)
+    else:
+        model, info = cached_cut(dense, method, budget, calibration, args)
     row["cut"] = {k: v for k, v in info.items() if k != "ranks"}
     row["ranks"] = info.get("ranks")
     row["kept"] = count_params(model) / count_params(dense)
-    memory = row["cut_memory_mb"]
-    log(f"  kept {row['kept']:.4f} of the params, cut in {row['cut_seconds']:.0f} s; resident memory "
-        f"{memory['before']:.0f} MB before, {memory['peak']:.0f} MB at the peak (the model: {memory['model']:.0f} MB)")
-    row["after_cut"] = measure(model, evals, args.report, args.context)
+    log(f"  kept {row['kept']:.4f} of the params")
+    row["after_cut"] = None if args.skip_before else measure(model, evals, args.report, args.context)
     steps = args.steps - (args.induce_steps if method == "lorita" else 0)
-    for mode in args.recovery:
-        if steps <= 0:
-            break
-        recovered = copy.deepcopy(model) if len(args.recovery) > 1 else model
-        recipe = RecoveryRecipe(steps=steps, epochs=min(args.epochs, steps), batch_size=args.batch,
-                                context=args.train_context, lr=args.lr if mode == "full" else args.lora_lr, mode=mode)
-        tic = time.perf_counter()
+    for index, mode in enumerate(args.recovery if steps > 0 else []):
+        last = index == len(args.recovery) - 1
+        recovered = model if last else copy.deepcopy(model)  # every mode starts from the same cut; the last keeps it
+        how = recipe(args, steps, mode)
         layers = pruned_linears(recovered) if method == "width" else None
-        result = recover(recovered, train_ids, val_ids, recipe, layers=layers)
-        row[f"recovery_{mode}"] = {"seconds": time.perf_counter() - tic, "steps": steps,
-                                   "history": result.history, "best_epoch": result.best_epoch,
+        base_mb = status_mb("VmRSS")
+        reset_peak()
+        result = recover(recovered, train_ids, val_ids, how, layers=layers, teacher=teacher)
+        row[f"recovery_{mode}"] = {**result.to_dict(), "recipe": how.to_dict(),
+                                   "memory_mb": {"before": base_mb, "peak": status_mb("VmHWM")},
                                    "ppl": measure(recovered, evals, args.report, args.context)}
-        log(f"  recovery ({mode}, {steps} steps) in {row[f'recovery_{mode}']['seconds']:.0f} s")
-        model = recovered
+        log(f"  recovery ({mode}, {result.steps} steps) in {result.seconds:.0f} s, resident memory {base_mb:.0f} MB "
+            f"before, {status_mb('VmHWM'):.0f} MB at the peak")
+        if args.save_run is not None:
+            save_run(recovered, row, how, f"{method}-{budget:g}-{mode}", args)
     row.update(deployed(model, extras["tokenizer"], extras["prompt"], args))
     return row
+
+
+def save_run(model, row: dict, how: RecoveryRecipe, name: str, args) -> None:
+    """The recovered model as a language-model run folder (``lorita evaluate RUN --text FILE`` reads it)."""
+    compression = LMCompression(params=row["budget"], windows=args.calibration, window=args.calibration_context,
+                                multiple=args.multiple, recovery=how, eval_tokens=args.eval_tokens,
+                                context=args.context, seed=args.seed)
+    with RunOutput(args.save_run / name, overwrite=True) as folder:
+        write_lm_run(folder, resolve_source(args.source), compression, model, {"benchmark": row})
+    log(f"  saved as a run: {args.save_run / name}")
 
 
 def main(argv=None) -> int:
@@ -161,11 +191,21 @@ def main(argv=None) -> int:
                    help="evaluation texts measured (fortunes/python-docs -val/-test, licenses)")
     p.add_argument("--steps", type=int, default=0, help="training steps after the cut (lorita: in all)")
     p.add_argument("--recovery", nargs="+", default=["full"], choices=["full", "lora"])
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--recovery-minutes", type=float, default=0.0,
+                   help="wall-clock budget of each recovery (then --steps is the most): equal for every mode")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-context", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--lora-rank", type=int, default=16)
+    p.add_argument("--warmup", type=float, default=0.05, help="share of the training steps warming up")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the dense model's prediction in the target")
+    p.add_argument("--eval-every", type=int, default=0, help="validation every N training steps (0: start and end)")
+    p.add_argument("--train-eval-tokens", type=int, default=2048, help="validation tokens of each source in training")
+    p.add_argument("--cut-cache", type=Path, help="save each cut here and reuse it in later runs")
+    p.add_argument("--save-run", type=Path, help="save each recovered model here as a run folder (lorita evaluate)")
+    p.add_argument("--skip-before", action="store_true",
+                   help="do not measure the dense model and the cut before recovery (known from an earlier run)")
     p.add_argument("--induce-steps", type=int, default=0)
     p.add_argument("--induce-lr", type=float, default=1e-3)
     p.add_argument("--induce-decay", type=float, default=1e-2)
@@ -191,7 +231,8 @@ def main(argv=None) -> int:
                                  seed=args.seed)
     out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
            "machine": "2-core Intel Xeon, 24 GiB, torch threads " + str(torch.get_num_threads()),
-           "dense": {"params": count_params(dense), "ppl": measure(dense, evals, args.report, args.context)},
+           "dense": {"params": count_params(dense),
+                     "ppl": None if args.skip_before else measure(dense, evals, args.report, args.context)},
            "rows": []}
     extras = {"tokenizer": tokenizer, "prompt": evals["licenses"][: args.prompt_tokens]}
     out["dense"].update(deployed(dense, tokenizer, extras["prompt"], args))

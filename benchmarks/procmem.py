@@ -1,4 +1,8 @@
-"""Process memory from /proc (Linux) for the benchmarks: current and peak resident set size."""
+"""Process memory from /proc (Linux) for the benchmarks: current and peak resident set size, and a guard."""
+
+import os
+import threading
+import time
 
 
 def status_mb(field: str) -> float:
@@ -18,3 +22,15 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def guard(limit_gb: float) -> None:
+    """End the process (exit code 3) once its resident memory passes ``limit_gb``: the machine is shared."""
+    def watch():
+        while True:
+            if status_mb("VmRSS") > 1000 * limit_gb:
+                print(f"*** resident memory passed {limit_gb} GB: stopping", flush=True)
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -97,13 +97,14 @@ def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_
 
     path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
     how = LMCompression(params=0.8, windows=4, window=32, eval_tokens=256, context=64,
-                        recovery=RecoveryRecipe(steps=2, epochs=1, context=32, eval_windows=2))
+                        recovery=RecoveryRecipe(steps=2, context=32, eval_tokens=64, distill=0.5))
     done = compress_pretrained(path, how)
     results = done.results
     assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 128
     assert set(results["dense"]) == set(results["after_cut"]) == set(results["after_recovery"])
     assert all(results["dense"][k]["tokens"] == results["after_recovery"][k]["tokens"] for k in results["dense"])
     assert results["source"]["kind"] == "gguf" and json.dumps(results)
+    assert results["recovery"]["steps"] == 2 and results["compression"]["recovery"]["distill"] == 0.5
     text = tmp_path / "unseen.txt"
     text.write_text("Some English text the model has never seen. " * 20)
     scored = perplexity_of_text(done.model, done.tokenizer, text, context=64)

@@ -12,7 +12,7 @@ from lorita.errors import LoritaError  # noqa: E402
 from lorita.lm.cut import count_params, lm_cut  # noqa: E402
 from lorita.lm.induce import block_linear_names, induce  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
-from lorita.lm.recover import RecoveryRecipe, recover, thin_factors  # noqa: E402
+from lorita.lm.recover import FIT_STEPS, RecoveryRecipe, fitted_steps, lm_loss, recover, thin_factors  # noqa: E402
 from lorita.lm.width import channel_importance, prune_width, pruned_linears  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
@@ -21,7 +21,7 @@ g = torch.Generator().manual_seed(3)
 PATTERN = torch.randint(0, 40, (16,), generator=g)
 TRAIN = PATTERN.repeat(40)  # a repeating text: learnable in a few steps
 VAL = PATTERN.repeat(8)
-RECIPE = RecoveryRecipe(steps=12, epochs=2, batch_size=4, context=32, lr=3e-3, eval_windows=4)
+RECIPE = RecoveryRecipe(steps=12, batch_size=4, context=32, lr=3e-3, eval_tokens=128)
 
 
 def cut_model():
@@ -37,12 +37,26 @@ def test_recovery_trains_only_the_thin_layers_and_keeps_the_ranks(mode):
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if "layers" not in n or "norm" in n}
     before = perplexity(model, VAL, context=32).ppl
     lr = 3e-3 if mode == "full" else 1e-2
-    recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "mode": mode, "lr": lr}))
+    done = recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "mode": mode, "lr": lr}))
+    assert done.steps == 12 and done.tokens == 12 * 4 * 32 and done.val_after < done.val_before
     assert {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)} == ranks
     assert all(torch.equal(p, dict(model.named_parameters())[n]) for n, p in frozen.items())
     assert all(type(f.weight) is torch.nn.Parameter for f in thin_factors(model))  # LoRA merged, none left
     assert all(p.requires_grad for p in model.parameters())  # the caller's flags are restored
     assert perplexity(model, VAL, context=32).ppl < before
+
+
+def test_a_wall_clock_budget_fits_the_step_count_and_the_schedule_ends_at_zero():
+    model = cut_model()
+    roomy = recover(model, TRAIN, VAL, RecoveryRecipe(steps=100_000, batch_size=1, context=8, seconds=0.3,
+                                                      eval_tokens=16))
+    assert FIT_STEPS <= roomy.steps < 100_000 and roomy.tokens == roomy.steps * 8
+    assert roomy.history[-1]["step"] == roomy.steps
+    tight = recover(model, TRAIN, VAL, RecoveryRecipe(steps=50, batch_size=1, context=8, seconds=1e-9,
+                                                      eval_tokens=16))
+    assert tight.steps == FIT_STEPS and tight.history[-1]["step"] == FIT_STEPS
+    assert fitted_steps(RecoveryRecipe(steps=50, seconds=100.0), elapsed=1.0, done=3) == 50  # never past steps
+    assert fitted_steps(RecoveryRecipe(steps=50), elapsed=100.0, done=3) == 50  # no budget: every step
 
 
 def test_recovery_needs_thin_layers():
@@ -53,8 +67,33 @@ def test_recovery_needs_thin_layers():
 def test_a_recipe_is_checked_when_made():
     with pytest.raises(LoritaError, match="mode must be one of"):
         RecoveryRecipe(mode="qlora")
-    with pytest.raises(LoritaError, match=r"steps \(2\) must be at least epochs \(4\)"):
-        RecoveryRecipe(steps=2, epochs=4)
+    with pytest.raises(LoritaError, match="distill must be"):
+        RecoveryRecipe(distill=2.0)
+
+
+def test_distillation_needs_its_teacher_and_a_model_equal_to_it_has_nothing_to_learn():
+    model = cut_model()
+    with pytest.raises(LoritaError, match="needs the teacher model"):
+        recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "distill": 0.5}))
+    windows = TRAIN[: 4 * 33].view(4, 33)
+    loss, nll = lm_loss(model, windows, teacher=copy.deepcopy(model), distill=1.0)
+    loss.backward()  # the KL to an identical teacher is at its minimum: zero gradient
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and max(float(g.abs().max()) for g in grads) < 1e-6
+    assert float(loss) > float(nll) - 10 and torch.isfinite(nll)
+
+
+def test_distillation_brings_the_cut_model_closer_to_the_dense_one():
+    dense = tiny_llama()
+    model = copy.deepcopy(dense)
+    lm_cut(model, TRAIN[: 8 * 32].view(8, 32), params=0.7)
+    windows = VAL[: 3 * 33].view(3, 33)
+    with torch.no_grad():
+        before, _ = lm_loss(model, windows, teacher=dense, distill=1.0)
+    recover(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "distill": 1.0}), teacher=dense)
+    with torch.no_grad():
+        after, _ = lm_loss(model, windows, teacher=dense, distill=1.0)
+    assert after < before
 
 
 def test_induce_keeps_the_architecture_and_trains_only_the_block_linears():
@@ -62,7 +101,8 @@ def test_induce_keeps_the_architecture_and_trains_only_the_block_linears():
     embedding = model.model.embed_tokens.weight.detach().clone()
     names = block_linear_names(model)
     before = {n: model.get_submodule(n).weight.detach().clone() for n in names}
-    induce(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "lr": 1e-2, "weight_decay": 1e-3}))
+    induce(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "lr": 1e-2, "weight_decay": 1e-3,
+                                                "optimizer": "sgd"}))
     assert all(type(model.get_submodule(n)) is torch.nn.Linear for n in names)  # merged back
     assert any(not torch.equal(model.get_submodule(n).weight, w) for n, w in before.items())
     assert torch.equal(model.model.embed_tokens.weight, embedding)

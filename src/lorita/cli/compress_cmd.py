@@ -1,4 +1,11 @@
-"""``lorita compress``: cut a trained run to low rank, optionally fine-tune, into a new folder."""
+"""``lorita compress``: cut a trained run, or a pretrained language model, to low rank into a new folder.
+
+SOURCE is a run folder written by ``lorita train``, or a pretrained causal language model: a
+packaged name (``smollm2-135m``), a ``.gguf`` file or a Hugging Face model folder (the
+``lorita[lm]`` extra). A language model is cut to ``--params P`` of its whole params
+(embeddings included, a tied head counted once) with whitened SVD and the closed-form update,
+calibrated on ``--texts`` (default: the packaged English text), then recovered by fine-tuning
+the thin layers (``--recovery``)."""
 
 from __future__ import annotations
 
@@ -7,6 +14,8 @@ import argparse
 from lorita.cli.options import output_options, require
 from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
+from lorita.lm.pipeline import LMCompression
+from lorita.lm.recover import RecoveryRecipe
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -14,6 +23,8 @@ EXAMPLE = """example:
   lorita compress runs/fcn-d3 --strategy accuracy --max-drop 1.0 --out runs/fcn-d3-acc
   lorita compress runs/r20 --latency 0.5 --batch 64 --out runs/r20-lat50     # measured time, this machine
   lorita compress runs/fcn-d3 --energy 0.95 --int8 --out runs/fcn-d3-e95-int8  # then int8 weights
+  lorita compress smollm2-135m --params 0.8 --out runs/smol-80    # a pretrained LM (lorita[lm]): 80% of its params
+  lorita compress model.gguf --params 0.9 --recovery lora --texts notes/ --out runs/mine-90
 """
 
 # --channels-last value -> the layout of lorita.latency.latency_budget
@@ -30,13 +41,20 @@ _FLAGS = {
                                                     layout=_LAYOUTS[a.channels_last or "auto"], **shared)),
 }
 _ACCURACY = ("max_drop", "max_evals")
+# flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
+_LM_ONLY = ("texts", "recovery", "recovery_steps", "recovery_minutes")
+LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
+_RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
+             "max_drop", "max_evals", "finetune_lr", "int8")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compress", help="cut a trained run to low rank (truncated SVD, two thin layers)",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[output_options()])
-    p.add_argument("run", help="a run folder written by 'lorita train'")
+    p.add_argument("run", metavar="SOURCE",
+                   help="a run folder written by 'lorita train', or a pretrained language model: a packaged name "
+                        "(smollm2-135m), a .gguf file or a Hugging Face model folder")
     p.add_argument("--strategy", choices=["uniform", "energy", "global", "budget", "accuracy"],
                    help="rank selection (default: the one its option names, e.g. energy for --energy)")
     cut = p.add_mutually_exclusive_group()
@@ -44,7 +62,9 @@ def add_parser(sub) -> None:
     cut.add_argument("--ratio", type=float, help="uniform strategy: fraction of singular values kept per layer")
     cut.add_argument("--threshold", type=float, help="global strategy: keep sigma/sigma_max >= threshold")
     cut.add_argument("--rank", type=int, help="the same rank in every layer")
-    cut.add_argument("--params", type=float, help="budget strategy: target fraction of the original params")
+    cut.add_argument("--params", type=float,
+                     help="budget strategy: target fraction of the original params (a language model: of the whole "
+                          "model's, embeddings included, a tied head counted once)")
     cut.add_argument("--flops", type=float, help="budget strategy: target fraction of the original FLOPs")
     cut.add_argument("--latency", type=float,
                      help="budget strategy: the cut model's measured time on this machine, as a fraction of the "
@@ -56,9 +76,10 @@ def add_parser(sub) -> None:
                         "model measures faster in it), on (--channels-last alone) or off (NCHW)")
     p.add_argument("--max-drop", type=float, help="accuracy strategy: validation points allowed (default 1)")
     p.add_argument("--max-evals", type=int, help="accuracy strategy: evaluations allowed (default 12)")
-    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+    p.add_argument("--calibrate", type=int, metavar="N",
                    help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
-                        "training data, with any way to cut (--energy then counts output energy)")
+                        "training data, with any way to cut (--energy then counts output energy); a language model "
+                        "is always whitened, on N windows of 256 tokens (default 64)")
     p.add_argument("--multiple", type=int, default=1, metavar="M",
                    help="every rank a multiple of M (8 or 16 suit vectorised kernels) or the layer's full rank")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
@@ -66,6 +87,19 @@ def add_parser(sub) -> None:
     p.add_argument("--int8", action="store_true",
                    help="then store the weights in int8, one scale per output channel (lorita.quantize; "
                         "docs/QUANTIZE.md)")
+    lm = p.add_argument_group("pretrained language models (SOURCE a packaged name, .gguf file or model folder)")
+    lm.add_argument("--texts", nargs="+", metavar="TEXT",
+                    help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
+                         "or UTF-8 files or folders of them (default: fortunes python-docs)")
+    lm.add_argument("--recovery", choices=["full", "lora", "none"],
+                    help="fine-tune the thin layers after the cut: both factors (full, the default), a LoRA side "
+                         "path merged into them (lora), or not at all (none)")
+    lm.add_argument("--recovery-steps", type=int, metavar="N",
+                    help=f"recovery steps of {RecoveryRecipe().batch_size} windows of {RecoveryRecipe().context} "
+                         f"tokens (default {RecoveryRecipe().steps}, as many as --recovery-minutes allows)")
+    lm.add_argument("--recovery-minutes", type=float, metavar="M",
+                    help=f"wall-clock budget of the recovery's training steps (default {LM_RECOVERY_MINUTES:g}; 0: "
+                         "none, every step runs); the step count is fitted to it from the first steps' time")
     p.set_defaults(func=run)
 
 
@@ -90,7 +124,7 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option")
     if (args.batch is not None or args.channels_last is not None) and args.latency is None:
         raise LoritaError("--batch and --channels-last go with --latency (they say how the latency is measured)")
-    shared = {"calibrate": args.calibrate, "multiple": args.multiple, "int8": args.int8}
+    shared = {"calibrate": args.calibrate or 0, "multiple": args.multiple, "int8": args.int8}
     if strategy == "accuracy":
         return Accuracy(**accuracy, **shared)
     if not given:
@@ -101,9 +135,52 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
     return _FLAGS[given[0]][1](args, shared)
 
 
+def _given(args: argparse.Namespace, names) -> list[str]:
+    """The flags among ``names`` (argparse destinations) the command line gave."""
+    return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) not in (None, False)]
+
+
+def lm_from_args(args: argparse.Namespace) -> LMCompression:
+    """How a pretrained language model is compressed, from the flags; a trained run's flag is refused.
+
+    Example:
+        >>> from lorita.cli import build_parser
+        >>> how = lm_from_args(build_parser().parse_args(["compress", "m.gguf", "--out", "y", "--params", "0.8",
+        ...                                                "--recovery", "lora"]))
+        >>> how.params, how.recovery.mode, how.recovery.seconds, how.texts
+        (0.8, 'lora', 600.0, ('fortunes', 'python-docs'))
+    """
+    wrong = _given(args, _RUN_ONLY) + (["--finetune-epochs"] if args.finetune_epochs else [])
+    if wrong:
+        raise LoritaError(f"{', '.join(wrong)} do(es) not apply to a pretrained language model, which is cut to "
+                          "--params P of its params (with --calibrate, --multiple, --texts, --recovery, "
+                          "--recovery-steps)")
+    if args.params is None:
+        raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
+                          "of its whole params)")
+    if args.recovery == "none" and (args.recovery_steps is not None or args.recovery_minutes is not None):
+        raise LoritaError("--recovery-steps and --recovery-minutes go with --recovery full or lora, not none")
+    minutes = LM_RECOVERY_MINUTES if args.recovery_minutes is None else args.recovery_minutes
+    if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
+        raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
+    recovery = None if args.recovery == "none" else RecoveryRecipe(
+        mode=args.recovery or "full", seconds=60 * minutes,
+        **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
+    values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts)}
+    return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
+                         **{key: value for key, value in values.values() if value is not None})
+
+
 def run(args: argparse.Namespace) -> int:
     from lorita.runs import compress_run
+    from lorita.runs.lm import names_lm_source
 
+    if names_lm_source(args.run):
+        return run_lm(args)
+    lm_flags = _given(args, _LM_ONLY)
+    if lm_flags:
+        raise LoritaError(f"{', '.join(lm_flags)} apply to a pretrained language model only; {args.run} is not one "
+                          "(a packaged name, a .gguf file or a Hugging Face model folder)")
     how = cut_from_args(args)
     if args.finetune_epochs and not args.no_progress:
         require("tqdm", command="compress")
@@ -118,4 +195,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"latency at batch {lat['batch']} ({lat['layout']}): asked {lat['latency']:.3f}, predicted "
               f"{lat['predicted']:.3f}, measured {lat['measured']:.3f} (the compressed model: "
               f"{lat['final']['measured']:.3f}) of the dense model's {1e3 * lat['dense_s']:.2f} ms")
+    return 0
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    from lorita.runs.lm import compress_lm_run
+
+    results = compress_lm_run(args.run, args.out, lm_from_args(args), overwrite=args.overwrite)
+    params = results["params"]
+    print(f"{args.out}: params kept {100 * params['kept']:.1f}% ({params['cut']:,} of {params['dense']:,}) in "
+          f"{results['seconds']['total'] / 60:.1f} min")
+    final = results["after_recovery"] or results["after_cut"]
+    for text, dense in results["dense"].items():
+        steps = [f"dense {dense['ppl']:.2f}", f"cut {results['after_cut'][text]['ppl']:.2f}"]
+        if results["after_recovery"]:
+            steps.append(f"recovered {final[text]['ppl']:.2f}")
+        print(f"perplexity on {text} ({dense['tokens']} tokens): {' -> '.join(steps)} "
+              f"({final[text]['ppl'] / dense['ppl']:.2f}x dense)")
     return 0

@@ -1,20 +1,30 @@
-"""``lorita evaluate``: accuracy and size of a run's model on its validation and test data."""
+"""``lorita evaluate``: accuracy and size of a run's model on its validation and test data; a language-model run's
+perplexity on a text, beside its source model's on the same windows."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from lorita.errors import LoritaError
 
 EXAMPLE = """example:
   lorita evaluate runs/fcn-d3
   lorita evaluate runs/fcn-d3-e95 --write     # also writes evaluation.json into the run
+  lorita evaluate runs/smol-80 --text /usr/share/common-licenses/GPL-3 --json   # a language-model run
 """
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("evaluate", help="validation/test accuracy, params and FLOPs of a run's model",
+    p = sub.add_parser("evaluate", help="validation/test accuracy, params and FLOPs of a run's model (a language "
+                                        "model: perplexity on a text)",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (train or compress)")
+    p.add_argument("--text", metavar="FILE",
+                   help="a language-model run: score it and its source model on this UTF-8 text (a file, a folder "
+                        "of them, or fortunes / python-docs / licenses), the same windows")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--write", action="store_true", help="write evaluation.json into the run folder")
     p.add_argument("--layers", action="store_true", help="print the per-layer profile table")
     p.set_defaults(func=run)
@@ -22,13 +32,42 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorita.runs import evaluate_run, write_json
+    from lorita.runs.lm import is_lm_run
 
+    if is_lm_run(args.run):
+        return run_lm(args)
+    if args.text is not None:
+        raise LoritaError(f"--text scores a language-model run ('lorita compress SOURCE --params P'); {args.run} is "
+                          "not one")
+    if args.json and args.layers:
+        raise LoritaError("--layers prints a table; leave it out with --json")
     result, counts = evaluate_run(args.run)
-    print(f"{args.run}: val {result['val_acc']:.2f}% (loss {result['val_loss']:.4f}), "
-          f"test {result['test_acc']:.2f}% (loss {result['test_loss']:.4f})")
-    print(f"params {counts.params:,}  MACs/example {counts.macs:,}  FLOPs/example {counts.flops:,} (= 2 x MACs)")
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.run}: val {result['val_acc']:.2f}% (loss {result['val_loss']:.4f}), "
+              f"test {result['test_acc']:.2f}% (loss {result['test_loss']:.4f})")
+        print(f"params {counts.params:,}  MACs/example {counts.macs:,}  FLOPs/example {counts.flops:,} (= 2 x MACs)")
     if args.layers:
         print(counts.table())
     if args.write:
         write_json(Path(args.run) / "evaluation.json", result)
+    return 0
+
+
+def run_lm(args: argparse.Namespace) -> int:
+    from lorita.runs.lm import evaluate_lm_run
+
+    if args.text is None:
+        raise LoritaError(f"{args.run} is a language-model run: say which text to score it on, --text FILE (e.g. "
+                          "--text /usr/share/common-licenses/GPL-3)")
+    if args.write or args.layers:
+        raise LoritaError("--write and --layers apply to trained runs; a language-model run prints its perplexity "
+                          "(--json for JSON)")
+    result = evaluate_lm_run(args.run, args.text)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.run}: perplexity {result['ppl']:.3f} on {args.text} ({result['tokens']} tokens), the source "
+              f"model {result['dense_ppl']:.3f} ({result['ppl'] / result['dense_ppl']:.2f}x)")
     return 0

@@ -101,6 +101,26 @@ def _read_utf8(path: Path) -> str:
                                 "(e.g. iconv -f latin1 -t utf-8)") from None
 
 
+def check_text(source: str | os.PathLike) -> str:
+    """``source`` as text if it names a text source (``TEXT_SOURCES``) or an existing file or folder; nothing is read.
+
+    Example:
+        >>> check_text("fortunes")
+        'fortunes'
+        >>> check_text("/no/such/text")
+        Traceback (most recent call last):
+        ...
+        lorita.data.datasets.DataNotFoundError: no text '/no/such/text': name one of fortunes, python-docs, licenses, or a UTF-8 file or folder of them
+    """
+    if not isinstance(source, (str, os.PathLike)) or not str(source):
+        raise DataNotFoundError(f"a text is one of {', '.join(TEXT_SOURCES)}, or a UTF-8 file or folder of them, got "
+                                f"{source!r}")
+    if (isinstance(source, str) and source in TEXT_SOURCES) or Path(source).expanduser().exists():
+        return str(source)
+    raise DataNotFoundError(f"no text {str(source)!r}: name one of {', '.join(TEXT_SOURCES)}, or a UTF-8 file or "
+                            "folder of them")
+
+
 def read_documents(source: str | os.PathLike) -> list[str]:
     """The documents of a named source (``TEXT_SOURCES``) or of a UTF-8 file (one document) or folder (one per file).
 

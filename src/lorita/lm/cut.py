@@ -263,12 +263,14 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
     before = count_params(model)
     with eval_mode(model):
         inputs = _calibration_inputs(model, calibration, batch_size) if whiten or update else []
+        logger.debug("calibration: inputs of the first block captured (%d batches)", len(inputs))
         spectra = _dense_spectra(blocks, prefix, inputs, whiten)
         seconds = {"spectra": time.perf_counter() - start}
         try:
             ranks = budget_ranks(spectra, costs, params, fixed=fixed, step=multiple)  # allocated in multiples
         except LoritaError as err:
             raise LoritaError(str(err).replace("target=", "params=").replace("pass a target", "pass params")) from None
+        logger.debug("ranks chosen")
         _cut_pass(blocks, prefix, inputs if whiten else [], ranks, whiten=whiten, update=update and whiten)
     seconds["total"] = time.perf_counter() - start
     seconds["cut"] = seconds["total"] - seconds["spectra"]

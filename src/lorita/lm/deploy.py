@@ -50,23 +50,48 @@ def save_lm(model: nn.Module, tokenizer, folder: str | Path) -> None:
         tokenizer.save_pretrained(str(folder))
 
 
-def _config(folder: Path):
+def config_from_dict(values: dict, where: str):
+    """A transformers config from its JSON form (``config.to_dict()``), for an architecture transformers itself knows
+    (``AutoConfig.for_model``: no code is imported from anywhere; ``auto_map`` is dropped). ``where``: for errors.
+
+    Example:
+        >>> config_from_dict({"model_type": "llama", "hidden_size": 16, "num_attention_heads": 2}, "c.json").hidden_size
+        16
+        >>> config_from_dict({"model_type": "llama", "hidden_size": 16}, "c.json")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: c.json does not describe a valid 'llama' model (StrictDataclassClassValidationError: Class validation error for validator 'validate_architecture': ValueError: The hidden size (16) is not a multiple of the number of attention heads (32).)
+    """
+    require("transformers")
     from transformers import AutoConfig  # the lm extra
 
-    try:
-        values = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise LoritaError(f"{folder / CONFIG_FILE} is missing or not JSON ({err}); was the folder written by "
-                          "lorita.lm.deploy.save_lm?") from None
     if not isinstance(values, dict) or not isinstance(values.get("model_type"), str):
-        raise LoritaError(f"{folder / CONFIG_FILE} has no model_type; lorita rebuilds only architectures "
-                          "transformers itself knows")
+        raise LoritaError(f"{where} has no model_type; lorita rebuilds only architectures transformers itself knows")
+    values = dict(values)
     kind = values.pop("model_type")
     values.pop("auto_map", None)  # never code from the folder
     try:
-        return AutoConfig.for_model(kind, **values)
+        cls = type(AutoConfig.for_model(kind))
     except (ValueError, KeyError) as err:
-        raise LoritaError(f"{folder / CONFIG_FILE}: transformers does not know model_type {kind!r} ({err})") from None
+        raise LoritaError(f"{where}: transformers does not know model_type {kind!r} ({err})") from None
+    try:
+        return cls(**values)
+    except Exception as err:  # transformers validates a config with errors of its own types (not ValueError)
+        detail = " ".join(str(err).split())
+        raise LoritaError(f"{where} does not describe a valid {kind!r} model ({type(err).__name__}: "
+                          f"{detail[:300]})") from None
+
+
+def rebuild_lm(path: str | Path, config) -> nn.Module:
+    """The model ``lorita.save`` wrote to ``path``, rebuilt on transformers' own class for ``config`` (ties the
+    embeddings again where the config says so), in eval mode."""
+    require("transformers")
+    from transformers import AutoModelForCausalLM  # the lm extra
+
+    model = load(path, model=lambda: AutoModelForCausalLM.from_config(config))
+    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model.eval()
 
 
 def load_lm(folder: str | Path, *, tokenizer: bool = True):
@@ -82,15 +107,17 @@ def load_lm(folder: str | Path, *, tokenizer: bool = True):
     if not (folder / MODEL_FILE).is_file():
         raise LoritaError(f"{folder / MODEL_FILE} is missing; is this a folder written by save_lm?")
     require("transformers")
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # the lm extra
+    from transformers import AutoTokenizer  # the lm extra
 
-    config = _config(folder)
-    model = load(folder / MODEL_FILE, model=lambda: AutoModelForCausalLM.from_config(config))
-    if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
-        model.tie_weights()
+    try:
+        values = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise LoritaError(f"{folder / CONFIG_FILE} is missing or not JSON ({err}); was the folder written by "
+                          "lorita.lm.deploy.save_lm?") from None
+    model = rebuild_lm(folder / MODEL_FILE, config_from_dict(values, str(folder / CONFIG_FILE)))
     words = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False) \
         if tokenizer else None
-    return model.eval(), words
+    return model, words
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ decay on them (``lorita.lm.recover.train_lm``; SGD's coupled decay is the penalt
 METHOD.md section 1, AdamW's decoupled decay is offered too), and merges them back in place
 (``lorita.merge``). The model keeps its architecture; its layers' spectra are what the
 training and the penalty made of them, and the cut that follows (``lorita.lm.cut.lm_cut``)
-is the same as for any model.
+is the same as for any model. The objective is the recipe's (``distill``: the dense model as its
+own teacher keeps the trained model close to what it was).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import warnings
 
-import torch
 from torch import nn
 
 from lorita.compose import compose, merge
@@ -23,8 +23,7 @@ from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaWarning
 from lorita.lm.blocks import decoder_blocks
 from lorita.lm.cut import block_linears, layer_name
-from lorita.lm.recover import RecoveryRecipe, train_lm
-from lorita.train.loop import TrainResult
+from lorita.lm.recover import LMTraining, RecoveryRecipe, train_lm
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +40,12 @@ def block_linear_names(model: nn.Module) -> list[str]:
     return [layer_name(prefix, i, n) for i, block in enumerate(blocks) for n in block_linears(block)]
 
 
-def induce(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, recipe: RecoveryRecipe, *,
-           depth: int = 2, optimizer: str = "sgd", progress: bool = False) -> TrainResult:
-    """Compose the decoder blocks' linears (``init="preserve"``), train the factors with ``recipe.weight_decay``,
-    merge back; in place. Everything else stays frozen.
+def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int = 2,
+           teacher: nn.Module | None = None) -> LMTraining:
+    """Compose the decoder blocks' linears (``init="preserve"``), train the factors with ``recipe.weight_decay``
+    (``recipe.optimizer``: SGD's decay is the penalty of METHOD.md section 1), merge back; in place. Everything else
+    stays frozen. ``train`` / ``val``: token streams (``lorita.lm.recover.train_lm``); ``teacher``: for
+    ``recipe.distill``.
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(20, 8), nn.ModuleList([nn.Linear(8, 8)]), nn.Linear(8, 20))
@@ -53,8 +54,9 @@ def induce(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, rec
         ...         super().__init__(); self.net = net
         ...     def forward(self, x):
         ...         return self.net[2](self.net[1][0](self.net[0](x)))
+        >>> import torch
         >>> model, ids = Net(), torch.arange(200) % 20
-        >>> _ = induce(model, ids, ids, RecoveryRecipe(steps=4, epochs=2, context=8, lr=0.01, weight_decay=1e-3))
+        >>> _ = induce(model, ids, ids, RecoveryRecipe(steps=4, context=8, lr=0.01, weight_decay=1e-3, optimizer="sgd"))
         >>> type(model.net[1][0]).__name__
         'Linear'
     """
@@ -70,11 +72,10 @@ def induce(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, rec
             if isinstance(module, COMPOSED_TYPES):
                 for p in module.parameters():
                     p.requires_grad_(True)
-        result = train_lm(model, train_ids, val_ids, recipe, optimizer=optimizer, progress=progress)
+        result = train_lm(model, train, val, recipe, teacher=teacher)
     finally:
         merge(model, inplace=True)
         for p, flag in frozen.items():
             p.requires_grad_(flag)
-    logger.info("induce: %d layers composed (depth %d), trained %d epochs, merged", len(names), depth,
-                len(result.history))
+    logger.info("induce: %d layers composed (depth %d), trained %d steps, merged", len(names), depth, result.steps)
     return result

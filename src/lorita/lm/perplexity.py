@@ -23,6 +23,7 @@ from torch import nn
 
 from lorita.checks import check_int
 from lorita.errors import LoritaError
+from lorita.lm.head import IGNORE, head_loss, hidden_states, split_head
 
 CONTEXT = 512
 BATCH = 4
@@ -65,9 +66,19 @@ def windows(length: int, context: int = CONTEXT, stride: int | None = None) -> l
     return out
 
 
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _nll_sum(model: nn.Module, x: torch.Tensor, targets: torch.Tensor) -> float:
+    """Summed NLL (float64) of the scored ``targets`` ``(B, T-1)`` of windows ``x`` ``(B, T)``: through the output head
+    a slice of tokens at a time when the model has a plain linear head (``lorita.lm.head``), else from whole logits."""
+    split = split_head(model)
+    if split is not None:
+        body, head = split
+        hidden = hidden_states(body, x)[:, :-1]  # (B, T-1, C): position t predicts token t+1
+        _, nll = head_loss(hidden.flatten(0, 1), head.weight, targets.flatten())
+        return float(nll) * int((targets != IGNORE).sum())
     out = model(x)
-    return out.logits if hasattr(out, "logits") else out  # a transformers CausalLM output, or plain logits
+    logits = (out.logits if hasattr(out, "logits") else out)[:, :-1].float()  # a transformers output, or logits
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="none")
+    return float(nll.double().sum())  # per-token losses summed in float64
 
 
 def _batches(ids: torch.Tensor, spans: list[tuple[int, int, int]], batch: int) -> Iterator[list[tuple[int, int, int]]]:
@@ -110,13 +121,11 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int = CONTEXT, s
     try:
         for group in _batches(ids, spans, batch_size):
             x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)  # (B, T)
-            logits = _logits(model, x)[:, :-1].float()  # (B, T-1, V): position t predicts token t+1
             targets = x[:, 1:].clone()  # (B, T-1)
             for row, (_, _, scored) in enumerate(group):
-                targets[row, : targets.shape[1] - scored] = -100  # already scored by an earlier window
-            nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="none")
-            total += float(nll.double().sum())  # per-token losses summed in float64
-            count += int((targets != -100).sum())
+                targets[row, : targets.shape[1] - scored] = IGNORE  # already scored by an earlier window
+            total += _nll_sum(model, x, targets)
+            count += int((targets != IGNORE).sum())
     finally:
         model.train(was_training)
     mean = total / count

@@ -2,8 +2,8 @@
 
 ``compress_pretrained(source, LMCompression(params=0.8))`` is what ``lorita compress SOURCE
 --params 0.8`` does for a language model, without the run folder: the source (a packaged
-name, a ``.gguf`` file or a Hugging Face folder) is loaded, the packaged text
-(``lorita.lm.corpus.CALIBRATION_SOURCES``) split by document, random calibration windows
+name, a ``.gguf`` file or a Hugging Face folder) is loaded, its texts (by default the packaged
+ones, ``lorita.lm.corpus.CALIBRATION_SOURCES``) split by document, random calibration windows
 drawn from the training documents, the model cut (``lorita.lm.cut.lm_cut``: whitened,
 non-uniform ranks under the whole-model budget, closed-form refit), recovered
 (``lorita.lm.recover``) unless ``recovery=None``, and its perplexity measured on the held-out
@@ -13,6 +13,7 @@ text file the same way.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,9 @@ from pathlib import Path
 import torch
 
 from lorita.checks import check_fraction, check_int
-from lorita.lm.corpus import CALIBRATION_SOURCES, encode, random_windows, read_documents, tokenized_splits
+from lorita.errors import LoritaError
+from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_text, encode, random_windows, \
+    read_documents, tokenized_splits
 from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lm.recover import RecoveryRecipe, recover
@@ -34,7 +37,9 @@ logger = logging.getLogger(__name__)
 class LMCompression:
     """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``windows`` calibration
     windows of ``window`` tokens, the refit (``update``), ranks rounded to ``multiple``, the ``recovery`` recipe
-    (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``.
+    (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
+    ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
+    files or folders of them), each split by document.
 
     Example:
         >>> LMCompression(params=0.8).calibration_tokens
@@ -50,19 +55,27 @@ class LMCompression:
     eval_tokens: int = 4096
     context: int = CONTEXT
     seed: int = 0
+    texts: tuple[str, ...] = CALIBRATION_SOURCES
 
     def __post_init__(self) -> None:
         check_fraction("params", self.params, meaning="the fraction of the whole model's params to keep")
         for name in ("windows", "window", "multiple", "eval_tokens", "context"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
+        if self.recovery is not None and not isinstance(self.recovery, RecoveryRecipe):
+            raise LoritaError(f"recovery must be a RecoveryRecipe or None, got {type(self.recovery).__name__}")
+        texts = (self.texts,) if isinstance(self.texts, str) else tuple(self.texts)
+        if not texts:
+            raise LoritaError(f"texts must name at least one text ({', '.join(TEXT_SOURCES)}, or a UTF-8 file or "
+                              f"folder), got {self.texts!r}")
+        object.__setattr__(self, "texts", tuple(check_text(t) for t in texts))
 
     @property
     def calibration_tokens(self) -> int:
         return self.windows * self.window
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "texts": list(self.texts)}
 
 
 @dataclass
@@ -90,28 +103,38 @@ def compress_pretrained(source, how: LMCompression = LMCompression()) -> Compres
     """
     found = source if isinstance(source, ModelSource) else resolve_source(source)
     seconds: dict[str, float] = {}
-    tic = time.perf_counter()
+    begin = tic = time.perf_counter()
     model, tokenizer = load_pretrained(found)
     seconds["load"] = time.perf_counter() - tic
-    splits = [tokenized_splits(tokenizer, name, seed=how.seed) for name in CALIBRATION_SOURCES]
+    splits = [tokenized_splits(tokenizer, name, seed=how.seed) for name in how.texts]
+    empty = [s.name for s in splits if len(s.val) < 2 or len(s.train) < how.window]
+    if empty:
+        raise LoritaError(f"text {', '.join(empty)} is too short: its validation documents need 2 tokens and its "
+                          f"training documents a calibration window of {how.window}; give more documents (the split "
+                          "is by document: 90/5/5)")
     val = {f"{s.name}-val": s.val[: how.eval_tokens] for s in splits}
     tic = time.perf_counter()
     dense = _validation(model, val, how.context)
-    seconds["evaluate_dense"] = time.perf_counter() - tic
+    seconds["evaluate"] = time.perf_counter() - tic
     calibration = random_windows([s.train for s in splits], how.windows, how.window, seed=how.seed)
+    taught = how.recovery is not None and how.recovery.distill > 0
+    teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
     done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple)
     seconds["cut"] = done.seconds["total"]
     tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
-    recovered = None
+    seconds["evaluate"] += time.perf_counter() - tic
+    recovered = training = None
     if how.recovery is not None:
         tic = time.perf_counter()
-        history = recover(model, torch.cat([s.train for s in splits]), torch.cat([s.val for s in splits]),
-                          how.recovery).history
+        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, teacher=teacher)
         seconds["recovery"] = time.perf_counter() - tic
         recovered = _validation(model, val, how.context)
+        seconds["evaluate"] += time.perf_counter() - seconds["recovery"] - tic
+    del teacher
+    seconds["total"] = time.perf_counter() - begin
     results = {"source": found.to_dict(), "compression": how.to_dict(), "dense": dense, "after_cut": after_cut,
-               "after_recovery": recovered, "recovery_history": history if recovered else None,
+               "after_recovery": recovered, "recovery": training.to_dict() if training else None,
                "params": {"dense": done.params_before, "cut": done.params_after, "kept": done.kept},
                "ranks": done.ranks, "calibration_tokens": done.calibration_tokens, "seconds": seconds}
     logger.info("compress_pretrained: %s to %.4f of its params", found.describe(), done.kept)
@@ -119,7 +142,8 @@ def compress_pretrained(source, how: LMCompression = LMCompression()) -> Compres
 
 
 def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
-    """``{"ppl", "nll", "tokens"}`` of ``model`` on a UTF-8 text file (or folder of them), with its own tokenizer.
+    """``{"ppl", "nll", "tokens"}`` of ``model`` on a UTF-8 text file (or folder of them, or a named text source), with
+    its own tokenizer.
 
     Example:
         >>> perplexity_of_text(None, None, "/no/such/file.txt")
@@ -127,7 +151,7 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
         ...
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
     """
-    ids = encode(tokenizer, read_documents(Path(path)))
+    ids = encode(tokenizer, read_documents(path))
     return perplexity(model, ids, context=context).to_dict()
 
 
@@ -142,6 +166,6 @@ def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int =
         ...
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
     """
-    ids = encode(tokenizer, read_documents(Path(path)))
+    ids = encode(tokenizer, read_documents(path))
     cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
     return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}

