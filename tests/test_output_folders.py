@@ -212,6 +212,21 @@ def test_a_failed_command_releases_its_lock(run, tmp_path, capsys):
     assert not out.exists() and not staging_path(out).exists() and not lock_path(out).exists()
 
 
+def test_a_failed_compress_run_releases_its_lock_while_its_error_is_kept(run, tmp_path):
+    """A notebook keeps the last error, and with it compress_run's frame: the lock must not wait for it."""
+    from lorita.cutspec import Energy
+    from lorita.runs import compress_run
+
+    out = tmp_path / "cut"
+    with pytest.raises(LoritaError, match=r"calibrate=99, but the training data gives") as kept:
+        compress_run(run, out, Energy(0.9, calibrate=99), progress=False)  # fails after the output is locked
+    assert kept.value.__traceback__ is not None
+    lock = OutputLock(out)
+    lock.acquire()  # would fail if the failed call still held it
+    lock.release()
+    assert not out.exists() and not staging_path(out).exists() and not lock_path(out).exists()
+
+
 def test_a_lock_file_left_by_a_killed_command_is_lorita_s(run, tmp_path):
     lock_path(run).write_text("pid 1 (lorita train ...)\n")  # kill -9 leaves the file; flock itself is gone
     (run / ".depth3.lorita-lock").write_text("")  # and one of a nested output
