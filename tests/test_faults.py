@@ -265,6 +265,23 @@ def test_a_tampered_checkpoint_is_refused_before_training_resumes(damaged, capsy
     assert {p.name: p.read_bytes() for p in damaged.iterdir()} == before  # nothing written, metrics.csv included
 
 
+@pytest.mark.parametrize("case", ["momentum of the wrong shape", "momentum NaN", "optimizer of another model",
+                                  "best model of wrong shapes"])
+def test_a_tampered_checkpoint_of_a_killed_run_leaves_its_staging_folder_as_it_was(damaged, capsys, case):
+    """These are found when the optimizer is restored; the kept NAME.partial's config.json was rewritten before."""
+    staging = damaged.rename(damaged.with_name("killed.partial"))
+    path = staging / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)
+    edit, message = TAMPERED[case]
+    edit(ckpt)
+    torch.save(ckpt, path)
+    before = {p.name: p.read_bytes() for p in staging.iterdir()}
+    out = staging.with_name("killed")
+    err = cli_error(["train", *TINY, "--depth", "1", "--epochs", "2", "--resume", "--out", str(out)], capsys)
+    assert re.search(rf"checkpoint\.pt is damaged: {message}", err), err
+    assert {p.name: p.read_bytes() for p in staging.iterdir()} == before and not out.exists()
+
+
 def test_compress_names_a_non_finite_layer_before_writing(damaged, tmp_path, capsys):
     path = damaged / "model.lorita"
     from safetensors import safe_open

@@ -193,12 +193,14 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
 
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
-    if main:
+    if main and not resume:  # a resumed run keeps its config.json until its checkpoint is accepted and trained on
         write_json(folder / "config.json", config.to_dict())
     start = time.time()
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
     if not main:
         return None
+    if resume:
+        write_json(folder / "config.json", config.to_dict())  # the new epoch count
     if config.train.shard and _is_sharded(model):
         torch.manual_seed(config.train.seed)
         model = build_model(config, source)  # an unsharded copy, to hold the gathered best weights
