@@ -159,6 +159,19 @@ def test_resume_never_follows_a_staging_folder_that_is_a_link(run, tmp_path, cap
     assert snapshot(victim) == before and not new.exists() and staging_path(new).is_symlink()
 
 
+@pytest.mark.parametrize("command", [["train", *TINY, "--epochs", "2", "--resume"], ["compress", "RUN", "--energy",
+                                     "0.9", "--overwrite"], ["report", "RUN", "--overwrite"]])
+def test_an_out_that_is_a_link_is_named_and_its_target_untouched(run, tmp_path, capsys, command):
+    victim = tmp_path / "victim"
+    shutil.copytree(run, victim)
+    before = snapshot(victim)
+    new = tmp_path / "new"
+    new.symlink_to(victim)
+    err = cli_error([str(run) if a == "RUN" else a for a in command] + ["--out", str(new)], capsys)
+    assert f"--out {new} is a symbolic link, and lorita never writes or deletes through one; remove the link" in err
+    assert snapshot(victim) == before and new.is_symlink() and not staging_path(new).exists()
+
+
 def test_resume_refuses_a_staging_folder_without_a_checkpoint(run, capsys):
     partial = killed_training(run)
     (partial / "checkpoint.pt").unlink()
