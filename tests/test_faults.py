@@ -250,19 +250,24 @@ TAMPERED = {  # what a hand-edited checkpoint.pt may hold, and what the error sa
 }
 
 
+@pytest.mark.parametrize("where", ["finished run", "killed run"])
 @pytest.mark.parametrize("case", sorted(TAMPERED))
-def test_a_tampered_checkpoint_is_refused_before_training_resumes(damaged, capsys, case):
-    """Each was a traceback mid-epoch or at the end, or trained nonsense (lr -0.05, a formula in metrics.csv)."""
-    path = damaged / "checkpoint.pt"
+def test_a_tampered_checkpoint_is_refused_before_training_resumes(damaged, capsys, case, where):
+    """Each was a traceback mid-epoch or at the end, or trained nonsense (lr -0.05, a formula in metrics.csv).
+    A killed run's kept NAME.partial stays as it was (its config.json was rewritten before the optimizer checks)."""
+    folder = damaged if where == "finished run" else damaged.rename(damaged.with_name("killed.partial"))
+    out = damaged if where == "finished run" else damaged.with_name("killed")
+    path = folder / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)
     edit, message = TAMPERED[case]
     edit(ckpt)
     torch.save(ckpt, path)
-    before = {p.name: p.read_bytes() for p in damaged.iterdir()}
-    err = cli_error(["train", *TINY, "--depth", "1", "--epochs", "2", "--resume", "--out", str(damaged)], capsys)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    err = cli_error(["train", *TINY, "--depth", "1", "--epochs", "2", "--resume", "--out", str(out)], capsys)
     assert re.search(rf"checkpoint\.pt is damaged: {message}.*; start the run again without --resume", err), err
     assert "Traceback" not in err
-    assert {p.name: p.read_bytes() for p in damaged.iterdir()} == before  # nothing written, metrics.csv included
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, metrics.csv included
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no output, staging or lock file
 
 
 def test_compress_names_a_non_finite_layer_before_writing(damaged, tmp_path, capsys):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lorita.atomic import swap, temp_target
 from lorita.cli import main
@@ -159,6 +160,45 @@ def test_resume_never_follows_a_staging_folder_that_is_a_link(run, tmp_path, cap
     assert snapshot(victim) == before and not new.exists() and staging_path(new).is_symlink()
 
 
+@pytest.mark.parametrize("command", [["train", *TINY, "--epochs", "2", "--resume"], ["compress", "RUN", "--energy",
+                                     "0.9", "--overwrite"], ["report", "RUN", "--overwrite"]])
+def test_an_out_that_is_a_link_is_named_and_its_target_untouched(run, tmp_path, capsys, command):
+    victim = tmp_path / "victim"
+    shutil.copytree(run, victim)
+    before = snapshot(victim)
+    new = tmp_path / "new"
+    new.symlink_to(victim)
+    err = cli_error([str(run) if a == "RUN" else a for a in command] + ["--out", str(new)], capsys)
+    assert f"--out {new} is a symbolic link, and lorita never writes or deletes through one; remove the link" in err
+    assert snapshot(victim) == before and new.is_symlink() and not staging_path(new).exists()
+
+
+@pytest.mark.parametrize("how", ["new run", "extended run", "resumed killed run"])
+def test_a_training_stopped_after_an_epoch_is_kept_for_resume(tmp_path, monkeypatch, capsys, how):
+    """Stopped after its epochs (Ctrl-C while the model is evaluated), NAME.partial holds this run's own new
+    checkpoint: kept, and --resume finishes it. (A resume refused before it trained, on a damaged checkpoint,
+    leaves no copy of a finished run behind: tests/test_faults.py.)"""
+    finished_here = tmp_path / "finished"  # with this file's flags, which a resume must repeat
+    if how != "new run":
+        assert main(["train", *TINY, "--out", str(finished_here)]) == 0
+    out = {"new run": tmp_path / "new", "extended run": finished_here, "resumed killed run": tmp_path / "k"}[how]
+    if how == "resumed killed run":
+        killed_training(finished_here)
+    epochs = ["--epochs", "1" if how == "new run" else "2"]
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lorita.runs.train.evaluate", stopped)
+    capsys.readouterr()
+    assert main(["train", *TINY, *epochs, *([] if how == "new run" else ["--resume"]), "--out", str(out)]) == 130
+    assert f"{staging_path(out)} kept: continue it with --resume" in capsys.readouterr().err
+    assert torch.load(staging_path(out) / "checkpoint.pt", weights_only=True)["epoch"] == int(epochs[1])
+    monkeypatch.undo()
+    assert main(["train", *TINY, *epochs, "--resume", "--out", str(out)]) == 0
+    assert (out / "model.lorita").is_file() and not staging_path(out).exists()
+
+
 def test_resume_refuses_a_staging_folder_without_a_checkpoint(run, capsys):
     partial = killed_training(run)
     (partial / "checkpoint.pt").unlink()
@@ -208,6 +248,21 @@ def test_a_failed_command_releases_its_lock(run, tmp_path, capsys):
     cli_error(["compress", str(run), "--energy", "0.9", "--out", str(out)], capsys)
     lock = OutputLock(out)
     lock.acquire()  # would fail if the failed command still held it
+    lock.release()
+    assert not out.exists() and not staging_path(out).exists() and not lock_path(out).exists()
+
+
+def test_a_failed_compress_run_releases_its_lock_while_its_error_is_kept(run, tmp_path):
+    """A notebook keeps the last error, and with it compress_run's frame: the lock must not wait for it."""
+    from lorita.cutspec import Energy
+    from lorita.runs import compress_run
+
+    out = tmp_path / "cut"
+    with pytest.raises(LoritaError, match=r"calibrate=99, but the training data gives") as kept:
+        compress_run(run, out, Energy(0.9, calibrate=99), progress=False)  # fails after the output is locked
+    assert kept.value.__traceback__ is not None
+    lock = OutputLock(out)
+    lock.acquire()  # would fail if the failed call still held it
     lock.release()
     assert not out.exists() and not staging_path(out).exists() and not lock_path(out).exists()
 

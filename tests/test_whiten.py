@@ -112,7 +112,7 @@ def test_collect_grams_matches_hand_computed_gram_on_token_inputs():
 
 def test_collect_grams_cleans_up_after_an_error_and_checks_names():
     net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(LoritaError, match=r"the model failed on calibration batch 2, a tensor of shape \(2, 5\)"):
         collect_grams(net, [torch.randn(2, 4), torch.randn(2, 5)])  # the second batch does not fit
     assert not net.training and not any(m._forward_pre_hooks for m in net.modules())
     with pytest.raises(LoritaError, match=r"no module named '3' in the model; layers: '0', '2'"):
@@ -136,6 +136,22 @@ def test_collect_grams_cleans_up_after_an_error_and_checks_names():
 
     with pytest.raises(LoritaError, match=r"\['unused'\] received no input in 1 calibration batch"):
         collect_grams(Skips(), [torch.randn(2, 4)])
+
+
+def test_a_calibration_batch_the_model_cannot_run_is_named_not_a_traceback():
+    """Through the typed cut (lorita.cut(..., batches=)) as through collect_grams: a raw RuntimeError before."""
+    from lorita import cut
+    from lorita.cutspec import Energy
+
+    net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for batch, message in [(torch.zeros(2, 4, device="meta"), r"a tensor of shape \(2, 4\) \(torch.float32, on meta\)"),
+                           (torch.zeros(2, 3), r"a tensor of shape \(2, 3\) \(torch.float32\): RuntimeError"),
+                           ((torch.zeros(2, 4), torch.zeros(2)), r"arguments of shape \(2, 4\).*TypeError")]:
+        with pytest.raises(LoritaError, match=r"the model failed on calibration batch 1, " + message):
+            cut(net, Energy(0.9, calibrate=1), batches=[batch])
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert not any(m._forward_pre_hooks for m in net.modules())
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -46,20 +46,22 @@ def example_args(example_input: Any) -> tuple:
 
 
 def describe(args: tuple) -> str:
-    """What was passed, for error messages: shapes and dtypes of the tensors.
+    """What was passed, for error messages: shapes and dtypes of the tensors (and devices other than the CPU).
 
     Example:
-        >>> describe((torch.zeros(2, 5),))
-        'a tensor of shape (2, 5) (torch.float32)'
+        >>> describe((torch.zeros(2, 5),)), describe((torch.zeros(2, 5, device="meta"),))
+        ('a tensor of shape (2, 5) (torch.float32)', 'a tensor of shape (2, 5) (torch.float32, on meta)')
     """
-    parts = [f"shape {tuple(a.shape)} ({a.dtype})" if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
+    parts = [f"shape {tuple(a.shape)} ({a.dtype}{'' if a.device.type == 'cpu' else f', on {a.device}'})"
+             if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
     if len(parts) == 1:
         return f"a tensor of {parts[0]}" if isinstance(args[0], torch.Tensor) else parts[0]
     return "arguments of " + ", ".join(parts)
 
 
-def run_model(model: nn.Module, args: tuple) -> Any:
-    """``model(*args)``; an error raised inside the model becomes a LoritaError naming the input given.
+def run_model(model: nn.Module, args: tuple, what: str = "example_input") -> Any:
+    """``model(*args)``; an error raised inside the model becomes a LoritaError naming the input given
+    (``what``: how the caller calls it, e.g. "calibration batch 3").
 
     Example:
         >>> run_model(nn.Linear(3, 2), (torch.zeros(4, 3),)).shape
@@ -69,8 +71,8 @@ def run_model(model: nn.Module, args: tuple) -> Any:
         return model(*args)
     except LoritaError:
         raise
-    except Exception as err:  # a forward can raise anything (shape, dtype, index errors)
-        raise LoritaError(f"the model failed on example_input, {describe(args)}: {type(err).__name__}: {err}. "
+    except Exception as err:  # a forward can raise anything (shape, dtype, device, index errors)
+        raise LoritaError(f"the model failed on {what}, {describe(args)}: {type(err).__name__}: {err}. "
                           "Pass an input the model accepts (the shape and dtype of one real batch).") from err
 
 

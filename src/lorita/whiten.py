@@ -34,7 +34,7 @@ from lorita.checks import check_int, check_number
 from lorita.errors import LoritaError
 from lorita.conv1d import is_conv1d
 from lorita.linalg import check_rank, svd, work_dtype
-from lorita.probe import eval_mode, example_args, hooks_on
+from lorita.probe import eval_mode, example_args, hooks_on, run_model
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
         for batch in batches:
             if max_batches is not None and seen >= max_batches:
                 break
-            model(*example_args(batch))
+            run_model(model, example_args(batch), f"calibration batch {seen + 1}")  # a bad batch: LoritaError
             seen += 1
     if seen == 0:
         raise LoritaError("collect_grams got no calibration batches; pass a non-empty iterable of model inputs")

@@ -100,12 +100,16 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     config = CompressConfig(str(source), how, finetune)
     inputs = [(source, "the run it compresses"), (train_config.dataset.data_dir, "its data (the run's data_dir)")]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
-    data = train_config.dataset.load(model=train_config.model, train=train_config.train)
-    if how.whitened:  # after the data is read, before the model is
-        check_calibrate(data, train_config.train, how.calibrate)
-    model = merge(load(source / "model.lorita"), inplace=True)  # no second copy
-    small, results = compress_model(model, data, how, recipe=train_config.train, finetune=finetune,
-                                    progress=progress)
+    try:
+        data = train_config.dataset.load(model=train_config.model, train=train_config.train)
+        if how.whitened:  # after the data is read, before the model is
+            check_calibrate(data, train_config.train, how.calibrate)
+        model = merge(load(source / "model.lorita"), inplace=True)  # no second copy
+        small, results = compress_model(model, data, how, recipe=train_config.train, finetune=finetune,
+                                        progress=progress)
+    except BaseException:  # the lock goes now, not when the error is garbage-collected (a notebook keeps it)
+        output.abandon()
+        raise
     with output as folder:
         write_cut(folder, config, small, results)
     return {"command": "compress", "source": config.source, **results}

@@ -234,6 +234,9 @@ class RunOutput:
         """Every check of the output, its staging folder and leftovers (under the lock); releases it on failure."""
         try:
             info = _lstat(self.out)
+            if info is not None and stat.S_ISLNK(info.st_mode):
+                raise LoritaError(f"{self.what} {self.out} is a symbolic link, and lorita never writes or deletes "
+                                  f"through one; remove the link (rm {self.out}) or choose another {self.what}")
             if info is not None and not stat.S_ISDIR(info.st_mode):
                 raise LoritaError(f"{self.what} {self.out} exists and is not a folder; choose a folder name")
             self.resumable = _check_staging(self.staging, self.what, self.resume)

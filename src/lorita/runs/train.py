@@ -10,6 +10,7 @@ epochs), again in ``NAME.partial`` until it ends.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
     torch.manual_seed(config.train.seed)  # the init: the same run twice gives the same model
     model = build_model(config, source)  # a bad model or composition fails before anything is written
     output = None
+    resumed_from = None  # the checkpoint the run starts from, if any
     if nested:
         folder = out
         if main:
@@ -173,14 +175,15 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         try:
             folder = _resume_folder(output, config) if resume else output.staging
             output.begin()
+            resumed_from = _checkpoint_id(folder)
         except BaseException:
             output.abandon()
             raise
     try:
         trained = _train_into(folder, config, data, model, resume, progress, main, source)
     except BaseException:
-        if output is not None:  # a killed or failed run with a checkpoint can be resumed
-            output.abandon(keep=(folder / "checkpoint.pt").is_file())
+        if output is not None:  # kept for --resume once it wrote a checkpoint of its own (an epoch finished)
+            output.abandon(keep=_checkpoint_id(folder) not in (None, resumed_from))
         raise
     if output is not None:
         output.commit()
@@ -193,9 +196,18 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
     return trained
 
 
+def _checkpoint_id(folder: Path) -> tuple[int, int] | None:
+    """Which ``checkpoint.pt`` is in ``folder`` (inode, modification time; every save makes a new file), if any."""
+    try:
+        info = os.stat(folder / "checkpoint.pt", follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns
+
+
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
-    if main:
+    if main and not resume:  # a resumed run keeps its config.json until its checkpoint is accepted and trained on
         write_json(folder / "config.json", config.to_dict())
     steps = steps_per_epoch(len(data.train), config.train.batch_size, world_size())
     if main:
@@ -205,6 +217,8 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
     if not main:
         return None
+    if resume:
+        write_json(folder / "config.json", config.to_dict())  # the new epoch count
     if config.train.shard and _is_sharded(model):
         torch.manual_seed(config.train.seed)
         model = build_model(config, source)  # an unsharded copy, to hold the gathered best weights
