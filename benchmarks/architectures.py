@@ -551,6 +551,8 @@ def main() -> None:
         rows.append(row)
         status = row.get("result") or row["build"]
         print(f"{name:60s} {status[:160]}  {row.get('onnx', '')[:40]} {row.get('seconds', '')}", flush=True)
+        if args.json:  # after every model: a run stopped midway keeps the rows it has
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     built = [r for r in rows if r["build"] == "ok"]
     passed = [r for r in built if r.get("result") == "pass"]
     onnx = [r for r in passed if r.get("onnx") == "ok"]
@@ -561,8 +563,6 @@ def main() -> None:
     print(f"\n{args.library}: {len(rows)} tried, {len(built)} built tiny, {len(passed)} passed every step "
           f"({len(onnx)} of them with an ONNX export checked; the others' dense model does not export), "
           f"{len(built) - len(passed)} failed", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
