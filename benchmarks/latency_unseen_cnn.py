@@ -5,7 +5,7 @@ inputs, random weights), ``lorita.latency.latency_budget(model, F, x)`` at each 
 several times from a cold timing cache. For each try it prints the fraction the search
 measured for its random-weight stand-in and an independent re-measurement of the real cut
 (``lorita.compress`` with those ranks, SVD weights) against the dense model
-(``measure_latency``, models timed in turn), then the median over the tries. The request
+(``measure_latency``, models timed in turn, 15 samples each), then the median over the tries. The request
 is met when the fraction lies in ``[F * 0.9, F]``.
 
 ``--clock cpu`` times with the process's CPU clock (``time.process_time``) instead of the
@@ -65,7 +65,7 @@ def one_try(model: nn.Module, latency: float, x: torch.Tensor, timer=None) -> di
     if found.layout == "channels_last":
         dense, cut = model.to(memory_format=torch.channels_last), small.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    seconds = measure_latency({"dense": dense, "cut": cut}, x, repeats=9, timer=timer)
+    seconds = measure_latency({"dense": dense, "cut": cut}, x, repeats=15, timer=timer)
     model.to(memory_format=torch.contiguous_format)
     return {"search": found.measured, "real": seconds["cut"] / seconds["dense"], "rounds": len(found.rounds),
             "dense_ms": 1e3 * seconds["dense"], "layout": found.layout, "search_s": search_s,
