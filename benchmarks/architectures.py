@@ -183,24 +183,77 @@ def hf_input(model: nn.Module, config):
     return model, x
 
 
-# timm: the small member of each family, shrunk where the model takes sizes (transformers), as timm's own kwargs
+# timm: the smallest member of each of timm's model modules (families), shrunk where the model takes its sizes
+# as keyword arguments (transformers; as timm's own kwargs); the others at their real size, on 64 x 64 inputs
+# (or the smallest size they accept: 96, 128, then their own)
+_VIT = {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2}
+_SWIN = {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1), "num_heads": (2, 2)}
 TIMM = {
-    "resnet18": {}, "resnet26d": {}, "regnetx_002": {}, "mobilenetv3_small_050": {}, "mobilenetv2_050": {},
-    "efficientnet_b0": {}, "convnext_atto": {}, "ghostnet_050": {}, "lcnet_050": {}, "mnasnet_050": {},
-    "densenet121": {}, "dla34": {}, "rexnet_100": {}, "hrnet_w18_small": {}, "cspresnet50": {},
-    "vit_tiny_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
-    "deit_tiny_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
-    "beit_base_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
-    "beitv2_base_patch16_224": {"img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 2, "num_heads": 2},
-    "eva02_tiny_patch14_224": {"img_size": 56, "patch_size": 14, "embed_dim": 32, "depth": 2, "num_heads": 2},
-    "swin_tiny_patch4_window7_224": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1),
-                                     "num_heads": (2, 2)},
-    "swinv2_tiny_window8_256": {"img_size": 64, "window_size": 4, "embed_dim": 16, "depths": (1, 1),
-                                "num_heads": (2, 2)},
-    "mixer_s16_224": {"img_size": 64, "embed_dim": 32, "num_blocks": 2},
-    "levit_128s": {"img_size": 64}, "mobilevit_xxs": {"img_size": 64}, "poolformer_s12": {},
-    "convmixer_768_32": {"depth": 2}, "coat_lite_tiny": {}, "pit_ti_224": {"img_size": 64},
+    # plain transformers and their variants
+    "vit_tiny_patch16_224": _VIT, "deit_tiny_patch16_224": _VIT, "deit3_small_patch16_224": _VIT,
+    "beit_base_patch16_224": _VIT, "beitv2_base_patch16_224": _VIT, "cait_xxs24_224": _VIT, "convit_tiny": _VIT,
+    "eva02_tiny_patch14_224": {**_VIT, "img_size": 56, "patch_size": 14},
+    "vit_relpos_small_patch16_224": _VIT, "samvit_base_patch16": _VIT, "deepseek_vit_412m": _VIT,
+    "gemma4_vit_167m": _VIT, "qwen3_vit_88m": _VIT, "naflexvit_base_patch16_gap": {"embed_dim": 32, "depth": 2,
+                                                                                    "num_heads": 2},
+    "vit_small_r26_s32_224": {"img_size": 64}, "xcit_nano_12_p16_224": {"img_size": 64},
+    "pit_ti_224": {"img_size": 64}, "tnt_s_patch16_224": {"img_size": 64}, "volo_d1_224": {"img_size": 64},
+    "crossvit_tiny_240": {}, "levit_128s": {"img_size": 64}, "visformer_tiny": {}, "vitamin_small_224": {},
+    # windowed and hierarchical transformers
+    "swin_tiny_patch4_window7_224": _SWIN, "swinv2_tiny_window8_256": _SWIN, "swinv2_cr_tiny_224": _SWIN,
+    "davit_tiny": {"depths": (1, 1), "embed_dims": (16, 32), "num_heads": (1, 2)},
+    "hiera_tiny_224": {"embed_dim": 16, "stages": (1, 1, 1, 1)},
+    "hieradet_small": {"embed_dim": 16, "stages": (1, 1, 1, 1)},
+    "maxvit_rmlp_pico_rw_256": {"img_size": 64}, "coatnet_nano_rw_224": {"img_size": 64},
+    "mvitv2_tiny": {"img_size": 64}, "nest_tiny": {"img_size": 64}, "gcvit_xxtiny": {"img_size": 64},
+    "twins_pcpvt_small": {}, "twins_svt_small": {}, "pvt_v2_b0": {}, "coat_lite_tiny": {}, "focalnet_tiny_srf": {},
+    "tiny_vit_5m_224": {}, "efficientformer_l1": {}, "efficientformerv2_s0": {}, "efficientvit_b0": {},
+    "efficientvit_m0": {"img_size": 64}, "swiftformer_xs": {}, "nextvit_small": {}, "shvit_s1": {},
+    "iformer_t": {}, "lowformer_b0": {}, "csatv2": {},
+    # MLPs, metaformers, state space
+    "mixer_s16_224": {}, "gmlp_ti16_224": {}, "resmlp_12_224": {}, "gmixer_12_224": {}, "sequencer2d_s": {},
+    "poolformer_s12": {}, "caformer_s18": {}, "convformer_s18": {}, "mambaout_femto": {}, "efficientvim_m1": {},
+    # hybrids of convolution and attention
+    "mobilevit_xxs": {"img_size": 64}, "mobilevitv2_050": {}, "edgenext_xx_small": {}, "fastvit_t8": {},
+    "botnet26t_256": {"img_size": 64}, "halonet26t": {"img_size": 128}, "lambda_resnet26t": {"img_size": 64},
+    # CNNs
+    "resnet18": {}, "resnet26d": {}, "resnetv2_18": {}, "legacy_seresnet18": {}, "skresnet18": {},
+    "resnest14d": {}, "res2net50_14w_8s": {}, "regnetx_002": {}, "regnety_002": {}, "nf_regnet_b0": {},
+    "convnext_atto": {}, "inception_next_atto": {}, "rdnet_tiny": {}, "densenet121": {}, "dla34": {},
+    "dpn48b": {}, "hrnet_w18_small": {}, "cs3darknet_s": {}, "cspnext_tiny": {}, "ese_vovnet19b_dw": {},
+    "selecsls42b": {}, "tresnet_m": {}, "gernet_s": {}, "mobileone_s0": {}, "repvgg_a0": {},
+    "eca_resnext26ts": {}, "convmixer_768_32": {}, "vgg11": {}, "inception_v3": {}, "inception_v4": {},
+    "inception_resnet_v2": {}, "legacy_xception": {}, "xception41": {}, "nasnetalarge": {}, "pnasnet5large": {},
+    "efficientnet_b0": {}, "mobilenetv2_050": {}, "mnasnet_050": {}, "mobilenetv3_small_050": {},
+    "lcnet_050": {}, "lcnetv2_small": {}, "mobilenetv5_300m": {}, "ghostnet_050": {}, "ghostnetv2_100": {},
+    "repghostnet_050": {}, "repvit_m0_9": {}, "hardcorenas_a": {}, "hgnetv2_b0": {}, "rexnet_100": {},
+    "fasternet_t0": {}, "starnet_s050": {}, "cpubone_nano": {},
 }
+
+
+def _timm_tiny() -> dict:
+    """timm models whose builder fixes the sizes it would need shrunk: their own class, at 64 x 64
+    with two blocks of width 32, every other argument as the builder gives it."""
+    from timm.models import mlp_mixer as mm
+
+    mixer = {"img_size": 64, "patch_size": 16, "num_blocks": 2, "embed_dim": 32, "num_classes": 10}
+    return {
+        "mixer_s16_224": lambda: mm.MlpMixer(**mixer),
+        "gmlp_ti16_224": lambda: mm.MlpMixer(**mixer, mlp_ratio=6, block_layer=mm.SpatialGatingBlock,
+                                             mlp_layer=mm.GatedMlp),
+        "resmlp_12_224": lambda: mm.MlpMixer(**mixer, mlp_ratio=4, block_layer=mm.ResBlock, norm_layer=mm.Affine),
+        "gmixer_12_224": lambda: mm.MlpMixer(**mixer, mlp_ratio=(1.0, 4.0), mlp_layer=mm.GluMlp,
+                                             act_layer=nn.SiLU),
+    }
+
+
+def timm_models() -> dict:
+    """``TIMM``, name -> builder (``timm.create_model`` with the kwargs given, or ``_timm_tiny``)."""
+    import timm
+
+    tiny = _timm_tiny()
+    return {n: tiny.get(n, lambda n=n: timm.create_model(n, pretrained=False, num_classes=10, **TIMM[n]))
+            for n in TIMM}
 
 
 def _family(name: str) -> str:
@@ -210,49 +263,75 @@ def _family(name: str) -> str:
     return re.match(r"[a-z]+(?:_v\d)?", name).group(0)
 
 
+def _torchvision_tiny() -> dict:
+    """torchvision families whose smallest model takes a fixed 224 x 224 input (attention over
+    patches or windows): their own classes at a tiny size, same code, every stage kept."""
+    from torchvision import models as tv
+    from torchvision.models import swin_transformer as sw
+
+    swin = {"patch_size": [4, 4], "embed_dim": 16, "depths": [2, 2], "num_heads": [2, 2], "window_size": [4, 4],
+            "stochastic_depth_prob": 0.0, "num_classes": 10}
+    return {
+        "vit_b_16": lambda: tv.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                 hidden_dim=32, mlp_dim=64, num_classes=10),
+        "swin_t": lambda: tv.SwinTransformer(**swin),
+        "swin_v2_t": lambda: tv.SwinTransformer(**swin, block=sw.SwinTransformerBlockV2,
+                                                downsample_layer=sw.PatchMergingV2),
+        "maxvit_t": lambda: tv.MaxVit(input_size=(64, 64), stem_channels=16, partition_size=4,
+                                      block_channels=[16, 32], block_layers=[1, 1], head_dim=8,
+                                      stochastic_depth_prob=0.0, num_classes=10),
+    }
+
+
+def torchvision_models() -> dict:
+    """The smallest classification model of each torchvision family (by the parameter count its
+    weights' metadata states: nothing built, nothing downloaded), name -> builder."""
+    import torchvision
+    from torchvision.models import get_model_weights
+
+    names = torchvision.models.list_models(module=torchvision.models)
+    sizes = {n: min(w.meta["num_params"] for w in get_model_weights(n)) for n in names}
+    smallest: dict[str, str] = {}
+    for name in sorted(names, key=sizes.get):
+        smallest.setdefault(_family(name), name)
+    tiny = _torchvision_tiny()
+    return {n: tiny.get(n, lambda n=n: torchvision.models.get_model(n, weights=None, num_classes=10))
+            for n in sorted(smallest.values())}
+
+
 def vision_rows(library: str, max_params: int, only: set[str] | None):
     if library == "torchvision":
-        import torchvision
-
-        names = torchvision.models.list_models(module=torchvision.models)
-        build = lambda n: torchvision.models.get_model(n, weights=None, num_classes=10)  # noqa: E731
-        sizes = {}
-        for name in names:  # the smallest member of each family
-            with torch.device("meta"):
-                sizes[name] = sum(p.numel() for p in build(name).parameters())
-        smallest: dict[str, str] = {}
-        for name in sorted(names, key=sizes.get):
-            smallest.setdefault(_family(name), name)
-        names = sorted(smallest.values())
+        builders = torchvision_models()
     else:
-        import timm
-
-        names = list(TIMM)
-        build = lambda n: timm.create_model(n, pretrained=False, num_classes=10, **TIMM[n])  # noqa: E731
-    for name in names:
+        builders = timm_models()
+    for name, build in builders.items():
         if only and name not in only:
             continue
 
-        def factory(name=name):
-            with torch.device("meta"):
-                count = sum(p.numel() for p in build(name).parameters())
+        def factory(build=build):
+            torch.manual_seed(0)
+            model = build()
+            count = sum(p.numel() for p in model.parameters())
             if count > max_params:
                 raise TooBig(f"{count / 1e6:.1f}M params")
-            torch.manual_seed(0)
-            return build(name), None
+            return model, None
         yield f"{library}/{name}", factory
 
 
-def vision_input(model: nn.Module):
-    size = 64
-    if type(model).__name__ in ("Inception3",):
-        size = 80  # its stem needs 75 x 75 or more
-    for attr in ("img_size", "image_size"):  # a fixed-size model (ViT-style) takes its own
+def vision_inputs(model: nn.Module):
+    """Candidate inputs, smallest first: a fixed-size model (ViT-style) takes its own size; the
+    others 64 x 64, or 96, 128 or the size their config names where the model needs more
+    (Inception's stem, windows that must divide the feature map)."""
+    for attr in ("img_size", "image_size"):
         value = getattr(model, attr, None) or getattr(getattr(model, "patch_embed", None), attr, None)
         if isinstance(value, int) or (isinstance(value, (tuple, list)) and value):
-            size = value if isinstance(value, int) else value[0]
+            sizes = [value if isinstance(value, int) else value[0]]
             break
-    return model, torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
+    else:
+        own = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))[-1]
+        sizes = [64, 96, 128, *([own] if own > 128 else [])]
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(2, 3, size, size, generator=g, dtype=DTYPE) for size in sizes]
 
 
 # ----------------------------------------------------------------------------
@@ -381,22 +460,36 @@ def onnx_check(model: nn.Module, small: nn.Module, x: torch.Tensor) -> str:
     return "ok"
 
 
+def first_accepted(model: nn.Module, inputs: list) -> torch.Tensor:
+    """The first of ``inputs`` the model runs on (the last one's error if none)."""
+    for i, x in enumerate(inputs):
+        try:
+            out(model, x)
+            return x
+        except Exception:  # noqa: BLE001 - too small for this model: try the next size
+            if i == len(inputs) - 1:
+                raise
+    raise TooBig("no input")
+
+
 def check(name: str, factory, library: str) -> dict:
     row = {"model": name}
     start = time.time()
     try:
         model, config = factory()
         model = model.to(DTYPE).eval()
-        call, x = hf_input(model, config) if library == "transformers" else vision_input(model)
-        if call is None:
-            raise TooBig("encoder-decoder without token inputs")
+        if library == "transformers":
+            call, x = hf_input(model, config)
+            if call is None:
+                raise TooBig("encoder-decoder without token inputs")
+        else:
+            call, x = model, first_accepted(model, vision_inputs(model))
 
         def fresh():
             again, _ = factory()
             again = again.to(DTYPE).eval()
             return hf_input(again, config)[0] if library == "transformers" else again
-        call = call.eval()
-        if out(call, x) is None:
+        if out(call.eval(), x) is None:
             raise TooBig("no tensor output")
         row["build"] = "ok"
     except Exception as err:  # noqa: BLE001 - a model that does not build tiny here is skipped, with the reason
@@ -426,7 +519,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--library", choices=("transformers", "torchvision", "timm"), required=True)
     parser.add_argument("--only", nargs="*", help="model names (transformers: model types) to run")
-    parser.add_argument("--max-params", type=int, default=3_000_000)
+    parser.add_argument("--max-params", type=int,
+                        help="skip bigger models (default: 3M for transformers' shrunk configs, 100M for "
+                             "torchvision/timm, whose models mostly come at their real size: VGG's 133M float64 "
+                             "weights take most of an hour through every step on 2 cores)")
+    parser.add_argument("--chunk", help="K/N: run only the K-th of N equal slices of the model list (1-based), "
+                                        "to split a long sweep into shorter runs")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--memory-gb", type=float, default=8.0,
                         help="address-space limit of this process: a model too big for it fails alone (default 8)")
@@ -440,14 +538,22 @@ def main() -> None:
     import logging
     logging.disable(logging.WARNING)
     only = set(args.only) if args.only else None
+    if args.max_params is None:
+        args.max_params = 3_000_000 if args.library == "transformers" else 100_000_000
     source = transformers_rows(args.max_params, only) if args.library == "transformers" else \
         vision_rows(args.library, args.max_params, only)
+    if args.chunk:
+        k, n = (int(v) for v in args.chunk.split("/"))
+        source = list(source)  # (factories only: nothing is built before its turn)
+        source = source[(k - 1) * len(source) // n:k * len(source) // n]
     rows = []
     for name, factory in source:
         row = check(name, factory, args.library)
         rows.append(row)
         status = row.get("result") or row["build"]
         print(f"{name:60s} {status[:160]}  {row.get('onnx', '')[:40]} {row.get('seconds', '')}", flush=True)
+        if args.json:  # after every model: a run stopped midway keeps the rows it has
+            Path(args.json).write_text(json.dumps(rows, indent=1))
     built = [r for r in rows if r["build"] == "ok"]
     passed = [r for r in built if r.get("result") == "pass"]
     onnx = [r for r in passed if r.get("onnx") == "ok"]
@@ -458,8 +564,6 @@ def main() -> None:
     print(f"\n{args.library}: {len(rows)} tried, {len(built)} built tiny, {len(passed)} passed every step "
           f"({len(onnx)} of them with an ONNX export checked; the others' dense model does not export), "
           f"{len(built) - len(passed)} failed", flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

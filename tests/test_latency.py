@@ -256,6 +256,40 @@ def test_a_cut_accepted_low_in_the_window_is_moved_toward_its_top():
     assert sum(found.ranks.values()) > sum(first.ranks.values())
 
 
+class SecondLookSlower(ModelClock):
+    """A ModelClock whose whole-model timings of cut models numbered ``slow`` (1-based) take ``factor`` x longer:
+    noise that made one measurement of a try look faster than a second one would."""
+
+    def __init__(self, slow: range, factor: float):
+        super().__init__()
+        self.slow, self.factor, self.cut_calls = slow, factor, 0
+
+    def __call__(self, module, x, **_):
+        seconds = super().__call__(module, x)
+        whole = any(True for _ in module.children()) and not isinstance(module, LOWRANK_TYPES)
+        if whole and any(isinstance(m, LOWRANK_TYPES) for m in module.modules()):
+            self.cut_calls += 1
+            seconds *= self.factor if self.cut_calls in self.slow else 1.0
+        return seconds
+
+
+def test_a_try_measured_inside_the_window_is_timed_again_before_it_is_kept():
+    samples = 2 * 3 + 1  # per measurement: 2 * repeats + 1 samples of each model, in turn
+    steady = SecondLookSlower(range(0), 1.0)
+    first = latency_budget(wide(), 0.5, W, timer=steady, rounds=1)
+    assert 0.45 <= first.measured <= 0.5 and steady.cut_calls == 2 * samples  # inside: timed twice
+    # the second look at the first try is 20% slower: its average (1.1 x) is over the request, so it is not kept
+    noisy = SecondLookSlower(range(samples + 1, 2 * samples + 1), 1.2)
+    found = latency_budget(wide(), 0.5, W, timer=noisy)
+    assert found.rounds[0]["measured"] == pytest.approx(first.measured * 1.1) and found.rounds[0]["measured"] > 0.5
+    assert found.measured <= 0.5 and found.ranks != first.ranks  # a deeper cut, measured within the request
+    # a try measured outside the window is timed once
+    outside = SecondLookSlower(range(0), 1.0)
+    with pytest.raises(lorita.LoritaError, match="cannot be met"):
+        latency_budget(net(), 0.05, X, timer=outside, rounds=1)
+    assert outside.cut_calls == samples
+
+
 def test_a_layer_no_rank_can_cut_is_timed_dense_only():
     model = nn.Sequential(*wide(), nn.ReLU(), nn.Linear(10, 1))  # "6": 1 x 10, break-even 0
     found = latency_budget(model, 0.5, W, timer=ModelClock())
