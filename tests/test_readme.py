@@ -74,7 +74,7 @@ def test_readme_install_lines_are_what_setup_runs():
 def test_ci_runs_the_readme_scripts_as_the_readme_writes_them():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     scripts = re.findall(r"^(bash scripts/\S+\.sh.*?)\s*(?:#.*)?$", ci, re.M)
-    assert {"bash scripts/test.sh", "bash scripts/demo.sh", "bash scripts/language.sh"} <= \
+    assert {"bash scripts/test.sh", "bash scripts/demo.sh"} <= \
         {" ".join(s.split()[:2]) for s in scripts}
     for line in scripts:  # as the README writes it, CI's own output folder and quiet progress aside
         core = re.sub(r"\s+(--no-progress|--out\s+\S+)", "", line)
