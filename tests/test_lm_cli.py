@@ -146,9 +146,11 @@ def test_evaluate_of_a_language_model_run_needs_a_text(run, capsys):
 def test_sources_and_run_folders_are_told_apart(source, run, tmp_path):
     gguf, _ = source
     (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text("{}")
-    assert [names_lm_source(s) for s in ("smollm2-135m", gguf, tmp_path / "hf", run, tmp_path)] == \
-        [True, True, True, False, False]
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "damaged").mkdir()  # a run folder whose config.json broke is reported as a damaged run, not loaded
+    (tmp_path / "damaged" / "config.json").write_text('{"command": "train", "dataset": 5')
+    assert [names_lm_source(s) for s in ("smollm2-135m", gguf, tmp_path / "hf", run, tmp_path, tmp_path / "damaged")] \
+        == [True, True, True, False, False, False]
 
 
 @pytest.mark.slow  # loads and cuts the packaged 135M-parameter model: about 5 minutes on 2 cores, so opt-in

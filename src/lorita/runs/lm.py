@@ -24,7 +24,7 @@ import logging
 import os
 from pathlib import Path
 
-from lorita import __version__
+from lorita import __version__, jsonio
 from lorita.errors import LoritaError
 from lorita.lm.corpus import TEXT_SOURCES, check_text
 from lorita.lm.deploy import MODEL_FILE, config_from_dict, rebuild_lm
@@ -51,7 +51,13 @@ def names_lm_source(text: str | os.PathLike) -> bool:
     if text.strip().lower() in PACKAGED or text.lower().endswith(".gguf"):
         return True
     path = Path(text).expanduser()
-    return path.is_dir() and (path / "config.json").is_file() and not is_marked(path)
+    if not path.is_dir() or not (path / "config.json").is_file() or is_marked(path):
+        return False
+    try:  # a Hugging Face model folder: its config names a model_type; a damaged or foreign run folder does not
+        config = jsonio.read(path / "config.json")
+    except LoritaError:
+        return False
+    return isinstance(config, dict) and "model_type" in config and "command" not in config
 
 
 def is_lm_run(folder: str | os.PathLike) -> bool:
