@@ -51,9 +51,9 @@ def names_lm_source(text: str | os.PathLike) -> bool:
     if text.strip().lower() in PACKAGED or text.lower().endswith(".gguf"):
         return True
     path = Path(text).expanduser()
-    if not path.is_dir() or not (path / "config.json").is_file() or is_marked(path):
+    if not path.is_dir() or not (path / "config.json").is_file():
         return False
-    try:  # a Hugging Face model folder: its config names a model_type; a damaged or foreign run folder does not
+    try:  # a Hugging Face model folder: its config names a model_type; a lorita run's (damaged or not) does not
         config = jsonio.read(path / "config.json")
     except LoritaError:
         return False
