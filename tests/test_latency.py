@@ -277,17 +277,59 @@ def test_a_try_measured_inside_the_window_is_timed_again_before_it_is_kept():
     samples = 2 * 3 + 1  # per measurement: 2 * repeats + 1 samples of each model, in turn
     steady = SecondLookSlower(range(0), 1.0)
     first = latency_budget(wide(), 0.5, W, timer=steady, rounds=1)
-    assert 0.45 <= first.measured <= 0.5 and steady.cut_calls == 2 * samples  # inside: timed twice
-    # the second look at the first try is 20% slower: its average (1.1 x) is over the request, so it is not kept
+    assert 0.45 <= first.measured <= 0.5 and [len(r["looks"]) for r in first.rounds] == [3]  # inside: looked at 3x
+    assert steady.cut_calls == 3 * samples
+    # the second look at the first try is 20% slower: its mean (1.1 x) is over the request, so the search goes
+    # on to another allocation before it comes back; the third look (steady again) is averaged in, not ignored
     noisy = SecondLookSlower(range(samples + 1, 2 * samples + 1), 1.2)
     found = latency_budget(wide(), 0.5, W, timer=noisy)
-    assert found.rounds[0]["measured"] == pytest.approx(first.measured * 1.1) and found.rounds[0]["measured"] > 0.5
-    assert found.measured <= 0.5 and found.ranks != first.ranks  # a deeper cut, measured within the request
+    looks = found.rounds[0]["looks"]
+    assert looks[:2] == pytest.approx([first.measured, first.measured * 1.2]) and len(found.rounds) > 1
+    assert found.rounds[0]["measured"] == pytest.approx(sum(looks) / len(looks))
+    assert 0.45 <= found.estimated <= 0.5
     # a try measured outside the window is timed once
     outside = SecondLookSlower(range(0), 1.0)
     with pytest.raises(lorita.LoritaError, match="cannot be met"):
         latency_budget(net(), 0.05, X, timer=outside, rounds=1)
     assert outside.cut_calls == samples
+
+
+class NoisyLooks(ModelClock):
+    """A ModelClock whose whole-model timings of cut models are scaled by one factor per look (all its samples):
+    a busy machine, where one look at a cut moves by up to ``spread`` either way."""
+
+    def __init__(self, seed: int, spread: float, in_model_overhead: int):
+        super().__init__(in_model_overhead=in_model_overhead)
+        rng = random.Random(seed)
+        self.factors = [1 + rng.uniform(-spread, spread) for _ in range(40)]
+        self.cut_calls = 0
+
+    def __call__(self, module, x, **_):
+        seconds = super().__call__(module, x)
+        whole = any(True for _ in module.children()) and not isinstance(module, LOWRANK_TYPES)
+        if whole and any(isinstance(m, LOWRANK_TYPES) for m in module.modules()):
+            self.cut_calls += 1
+            seconds *= self.factors[(self.cut_calls - 1) // (2 * 3 + 1) % len(self.factors)]
+        return seconds
+
+
+def test_noisy_looks_at_a_mispredicted_cut_still_land_in_the_window():
+    # Each pair costs 6x more inside the model than alone: a cut saves less than the per-layer timings say
+    # (as on a real CNN at batch 32, where the search measured 0.43-0.59 for predicted 0.34-0.47), and every
+    # look at a cut is off by up to 10%. Judging each try by its own one or two looks and stepping by secants
+    # through them landed within [0.45, 0.5] in 14 of these 30 noise draws (13 times deeper than asked, 3 over
+    # or raising); the fit over every look, and three looks at the choice, land in 25.
+    within = []
+    for seed in range(30):
+        try:
+            found = latency_budget(wide(), 0.5, W, timer=NoisyLooks(seed, 0.1, 6 * OVERHEAD))
+        except lorita.LoritaError:
+            continue
+        exact = ModelClock(in_model_overhead=6 * OVERHEAD)  # the cut's time without the noise
+        fraction = exact(lorita.compress(wide(), ranks=found.ranks), W) / exact(wide(), W)
+        within.append(0.45 <= fraction <= 0.5)
+        assert found.estimated <= 0.5 and len(found.rounds) <= 2 * 4  # at most twice the rounds
+    assert sum(within) >= 24
 
 
 def test_a_layer_no_rank_can_cut_is_timed_dense_only():
@@ -356,19 +398,22 @@ def test_select_ranks_budget_latency(monkeypatch):
         latency_budget(model, 0.5, W, layout="channels_last", timer=ModelClock())
 
 
-def test_the_correction_stays_inside_the_bracket():
-    from lorita.latency import _next_target
+def test_the_re_aim_goes_through_the_savings_ratio_fitted_over_every_look():
+    from lorita.latency import _fit_savings, _reaim
 
-    # a secant step through two tries lands between the one that measured too slow and the one within
-    tried = [{"internal": 0.45, "measured": 0.55}, {"internal": 0.30, "measured": 0.35}]
-    assert 0.30 < _next_target(tried, aim=0.475, floor=0.1, latency=0.5) < 0.45
-    # noise made the slope negative: a proportional step, then bisection where it leaves the bracket
-    tried = [{"internal": 0.40, "measured": 0.40}, {"internal": 0.45, "measured": 0.38}]
-    assert _next_target(tried, aim=0.475, floor=0.1, latency=0.5) == pytest.approx(0.45 * 0.475 / 0.38)
-    # a flat secant through two slow tries would jump below the fast one: bisect the bracket instead
-    tried = [{"internal": 0.45, "measured": 0.38}, {"internal": 0.60, "measured": 0.62},
-             {"internal": 0.55, "measured": 0.61}]
-    assert _next_target(tried, aim=0.475, floor=0.1, latency=0.5) == pytest.approx((0.45 + 0.55) / 2)
+    # predicted savings 0.5 and 0.6 (fractions 0.5, 0.4); measured savings 0.4 (twice) and 0.48 (once): s = 0.8
+    tried = [{"internal": 0.52, "predicted": 0.5, "looks": [0.62, 0.58], "measured": 0.6},
+             {"internal": 0.41, "predicted": 0.4, "looks": [0.52], "measured": 0.52}]
+    savings = _fit_savings(tried)
+    assert savings == pytest.approx((2 * 0.4 * 0.5 + 0.48 * 0.6) / (2 * 0.5 ** 2 + 0.6 ** 2))
+    assert savings == pytest.approx(0.8)
+    # each estimate: its own looks' mean, with the fit (1 - 0.8 * saving) weighed as two looks
+    assert tried[0]["estimated"] == pytest.approx((2 * 0.6 + 2 * 0.6) / 4)
+    assert tried[1]["estimated"] == pytest.approx((0.52 + 2 * 0.52) / 3)
+    # aiming at 0.475 asks for a predicted 1 - 0.525 / 0.8, plus the mean slack the greedy left (0.015)
+    assert _reaim(tried, savings, 0.475, floor=0.1) == pytest.approx(1 - 0.525 / 0.8 + 0.015)
+    assert _reaim(tried, savings, 0.2, floor=0.1) == 0.1  # never below the floor
+    assert _reaim(tried, -0.3, 0.475, floor=0.1) == 0.1  # cuts saved nothing: the fastest allocation next
 
 
 def test_best_layout_leaves_the_model_alone():

@@ -63,6 +63,10 @@ Timer = Callable[[nn.Module, torch.Tensor], float]
 
 # (key -> seconds per call) measured in this process with the default timer.
 _CACHE: dict[str, float] = {}
+# The latency search: a try's estimated fraction weighs the fit over every try as this many of its own looks,
+# and the try returned has been measured at least CONFIRM_LOOKS times.
+FIT_WEIGHT = 2
+CONFIRM_LOOKS = 3
 MAX_TIMING_BYTES = 1 << 30  # the largest timing input (Latency.batch copies of the example) made in memory
 
 
@@ -308,9 +312,11 @@ class LatencyBudget:
     Seconds are per call of the model on the example input (its batch), on this machine,
     in ``layout``, with ``threads`` threads. ``predicted_s``: the dense time minus what the
     per-layer timings say each cut saves; ``measured_s``: the cut model itself, timed
-    against the dense one (``measured`` is their ratio, what the budget bounds).
-    ``dense_by_layout``: the dense model's time in each layout measured. ``rounds``: each
-    allocation tried (internal target, predicted and measured fractions). ``layers``: per
+    against the dense one (``measured`` is their ratio, the mean of its looks).
+    ``estimated``: the chosen cut's fraction from its looks and the fit over every try, what
+    the choice was made on and the budget bounds (at most ``latency``). ``dense_by_layout``: the dense model's time in each layout
+    measured. ``rounds``: each allocation tried (internal target, predicted fraction, each
+    look's measured fraction, their mean, the fitted fraction). ``layers``: per
     layer, the rank chosen, its dense time and its chosen form's time (seconds, per call,
     times the number of calls in one forward pass).
     """
@@ -323,6 +329,7 @@ class LatencyBudget:
     layout: str
     batch: int
     threads: int
+    estimated: float = 1.0
     dense_by_layout: dict[str, float] = field(default_factory=dict)
     rounds: list[dict] = field(default_factory=list)
     layers: dict[str, dict] = field(default_factory=dict)
@@ -334,7 +341,8 @@ class LatencyBudget:
 
     @property
     def measured(self) -> float:
-        """Measured time as a fraction of the dense model's (at most ``latency``)."""
+        """Measured time as a fraction of the dense model's: the mean of the chosen try's looks (its
+        ``estimated`` fraction, which weighs in every other try, is the one held to ``latency``)."""
         return self.measured_s / self.dense_s
 
     @property
@@ -555,14 +563,22 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
        spent, within the budget; a layer whose pairs are all slower than dense stays dense.
     4. The cut model (random-weight pairs of those ranks, swapped into the model while timed)
        is timed against the dense one. Isolated layer timings do not add up exactly to a
-       model's time, so while the measured fraction is outside ``[latency * (1 - tolerance),
-       latency]`` the internal target is corrected (secant steps) and the allocation redone,
-       at most ``rounds`` times. A try measured inside the window is timed a second time and the two
-       fractions averaged before it is judged (the try kept is one that measured inside, so a single
-       measurement would favour tries that noise pushed in). A try accepted in the window's lower part (below ``latency
-       * (1 - tolerance / 4)``) gets one more step toward its upper edge: where layer times
-       hardly depend on rank (batch 1), the middle of the window can be a much deeper cut
-       than the top. The cut returned is the least cut one measured within ``latency``.
+       model's time: what a cut saves in the model is a share of what they predict it saves,
+       and that share (the savings ratio) is fitted by least squares over every measurement
+       of every try so far (one measurement moves by 10-20% on a busy machine; the fit over
+       all of them much less). Each try's estimate combines its own looks with the fit
+       (``FIT_WEIGHT``); the try chosen is the one estimated closest below ``latency``, and
+       while that estimate is outside ``[latency * (1 - tolerance), latency]`` the internal
+       target is re-aimed through the fit at the window's middle and the allocation redone:
+       ``rounds`` measurements, and as many again while no choice is inside the window (an
+       allocation met again is measured once more). A try measured inside the window on its
+       first measurement is timed a second time at once, and a choice inside is looked at
+       until it has ``CONFIRM_LOOKS`` measurements (the try kept is one that measured inside,
+       so a single measurement would favour tries that noise pushed in). At least two
+       measurements are made (``rounds`` allowing), and a choice in the window's lower part
+       (below ``latency * (1 - tolerance / 4)``) is followed by a try aimed at its upper part:
+       where layer times hardly depend on rank (batch 1), the middle of the window can be a
+       much deeper cut than the top.
 
     The model is not changed (it is copied only to time another memory layout). Raises
     LoritaError when no allocation measured within ``latency`` (saying the fastest fraction
@@ -710,51 +726,54 @@ def _time_forms(ref: _Reference, how: Latency, timer: Timer, cache: dict[str, fl
 
 def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
               whole_timer: Timer) -> tuple[dict, list[dict]]:
-    """Steps 3 and 4: allocate, time the cut, correct the internal target; the best try and every try.
-    With ``how.multiple``, a layer takes only the ranks of its grid that are multiples of it, or stays dense."""
+    """Steps 3 and 4: allocate, measure the cut, re-aim through the savings ratio fitted over every try; the chosen
+    try and every try. With ``how.multiple``, a layer takes only the ranks of its grid that are multiples of it,
+    or stays dense."""
     options, dense_s, latency, tolerance = forms.options, ref.dense_s, how.latency, how.tolerance
     if how.multiple > 1:  # opts[0] is the dense form
         options = {name: [o for o in opts if o is opts[0] or o[0] % how.multiple == 0] for name, opts in options.items()}
     fixed = dense_s - sum(opts[0][1] for opts in options.values())  # what the cut does not touch (may be off)
     cheapest = fixed + sum(min(c for _, c in opts) for opts in options.values())
     floor = max(cheapest / dense_s, 1e-6)
-    aim = latency * (1 - tolerance / 2)  # the middle of the accepted window
-    upper = latency * (1 - tolerance / 4)  # a try below this, though accepted, may cut deeper than needed
+    low = latency * (1 - tolerance)  # the accepted window is [low, latency]
+    aim = latency * (1 - tolerance / 2)  # its middle
+    upper = latency * (1 - tolerance / 4)  # a choice below this, though accepted, may cut deeper than needed
     tried: list[dict] = []
     best = None
     internal = max(aim, floor)
-    refining = False
-    for _ in range(how.rounds):
-        # (at the floor, floor * dense_s can round below the cheapest total: never ask for less than that)
-        ranks = measured_ranks(values, options, max(internal * dense_s, cheapest), fixed=fixed)
-        predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
-        same = next((t for t in tried if t["ranks"] == ranks), None)
-        if same is not None:
-            ratio = same["measured"]
-        else:
-            ratio = _measure_cut(ref, ranks, how, whole_timer)
-        tried.append({"internal": internal, "predicted": predicted_s / dense_s, "measured": ratio, "ranks": ranks})
-        log.info("latency budget: internal target %.3f, predicted %.3f, measured %.3f of dense (asked %.3f)",
-                 internal, predicted_s / dense_s, ratio, latency)
-        if ratio <= latency and (best is None or ratio > best["measured"]):
-            best = tried[-1]
-        within = latency * (1 - tolerance) <= ratio <= latency
-        if refining or (same is not None and len(tried) > 1):
+    this = None  # the try to look at next (None: allocate anew)
+    for done in range(1, 2 * how.rounds + 1):  # ``rounds``, and as many again while no choice is inside the window
+        if this is None:
+            # (at the floor, floor * dense_s can round below the cheapest total: never ask for less than that)
+            ranks = measured_ranks(values, options, max(internal * dense_s, cheapest), fixed=fixed)
+            this = next((t for t in tried if t["ranks"] == ranks), None)
+        if this is None:  # a new allocation (an allocation met again gets one more look instead)
+            predicted_s = fixed + sum(dict(options[n])[r] for n, r in ranks.items())
+            this = {"internal": internal, "predicted": predicted_s / dense_s, "looks": [], "ranks": ranks}
+            tried.append(this)
+        this["looks"] += _measure_cut(ref, ranks, how, whole_timer, first=not this["looks"])
+        this["measured"] = statistics.fmean(this["looks"])
+        savings = _fit_savings(tried)
+        best = _choose(tried, latency)
+        log.info("latency budget: internal target %.3f, predicted %.3f, measured %.3f (%d looks), fitted %.3f of "
+                 "dense (asked %.3f)", internal, this["predicted"], this["measured"], len(this["looks"]),
+                 this["estimated"], latency)
+        inside = best is not None and best["estimated"] >= low
+        confirmed = inside and len(best["looks"]) >= CONFIRM_LOOKS
+        if confirmed and (done >= how.rounds or (done >= 2 and best["estimated"] >= upper)):
             break
-        if within:
-            if ratio >= upper:
-                break
-            # Accepted, but in the window's lower part: where per-layer times are flat (batch 1) that can
-            # be a far deeper cut than the request needs. One step toward its upper edge; the best is kept.
-            refining = True
-            internal = _next_target(tried, upper, floor, latency)
-            continue
-        if internal <= floor and ratio > latency:
+        if internal <= floor and best is None:
             break  # the fastest allocation is already measured too slow
-        internal = _next_target(tried, aim, floor, latency)
+        if inside and not confirmed:
+            this = best  # look again at the choice before anything else
+            continue
+        this = None
+        # inside but low in the window: aim at its top part (where layer times hardly depend on rank, as at
+        # batch 1, the window's middle can be a much deeper cut than its top); else at its middle
+        internal = _reaim(tried, savings, upper if inside else aim, floor)
     if best is None and latency >= 1:  # no slow-down allowed, and every cut tried was slower: keep it dense
         log.info("latency budget: no cut measured within the dense model's time; keeping every layer dense")
-        best = {"internal": 1.0, "predicted": 1.0, "measured": 1.0,
+        best = {"internal": 1.0, "predicted": 1.0, "looks": [], "measured": 1.0, "estimated": 1.0,
                 "ranks": {name: opts[0][0] for name, opts in options.items()}}
     if best is None:
         fastest = min(t["measured"] for t in tried)
@@ -767,18 +786,46 @@ def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
     return best, tried
 
 
-def _measure_cut(ref: _Reference, ranks: dict[str, int], how: Latency, whole_timer: Timer) -> float:
-    """The cut's time over the dense model's, timed in turn. A fraction inside the accepted window is timed
-    once more and the two averaged: the try kept is the one that measured inside, so a single measurement
+def _measure_cut(ref: _Reference, ranks: dict[str, int], how: Latency, whole_timer: Timer, *,
+                 first: bool) -> list[float]:
+    """Looks at the cut: its time over the dense model's, the two timed in turn. On an allocation's ``first``
+    measurement, a fraction inside the accepted window is timed once more (two looks): a single measurement
     would favour the tries that noise pushed in (on a shared machine one measurement moves by 10-20%)."""
     cut = _Swap(ref.model, ref.layers, ranks, ref.channels_last)
-    ratios = []
-    for _ in range(2):
+    ratios: list[float] = []
+    for _ in range(2 if first else 1):
         timed = _whole({"dense": ref.model, "cut": cut}, ref.args, whole_timer, 2 * how.repeats + 1)
         ratios.append(timed["cut"] / timed["dense"])
         if not how.latency * (1 - how.tolerance) <= ratios[0] <= how.latency:
             break
-    return statistics.fmean(ratios)
+    return ratios
+
+
+def _fit_savings(tried: list[dict]) -> float:
+    """The savings ratio ``s``: what a cut saves when measured, over what the per-layer timings predicted it saves,
+    fitted over every look at every try (least squares through the dense model, where both fractions are 1:
+    ``measured = 1 - s * (1 - predicted)``). Sets each try's ``estimated`` fraction: the mean of its own looks
+    and its fitted fraction, the fit weighing as ``FIT_WEIGHT`` looks.
+
+    Per-layer timings miss what a layer costs inside the model (caches, memory traffic, what runs around it);
+    that shifts every cut's saving alike, while the noise of one measurement does not: a fraction fitted over
+    all tries moves less than any one measurement (``s`` is 1 before any try cuts anything). Its own looks
+    keep a try's estimate honest where the saving is not quite proportional to the prediction.
+    """
+    num = sum(len(t["looks"]) * (1 - t["measured"]) * (1 - t["predicted"]) for t in tried)
+    den = sum(len(t["looks"]) * (1 - t["predicted"]) ** 2 for t in tried)
+    savings = num / den if den > 0 else 1.0
+    for t in tried:
+        fitted, looks = 1 - savings * (1 - t["predicted"]), len(t["looks"])
+        t["estimated"] = (looks * t["measured"] + FIT_WEIGHT * fitted) / (looks + FIT_WEIGHT)
+    return savings
+
+
+def _choose(tried: list[dict], latency: float) -> dict | None:
+    """The try to return: the one estimated closest below ``latency`` (``_fit_savings``: the estimate weighs
+    every try's measurements, not one try's own noise), the more looked at on a tie. None when no try is."""
+    within = [t for t in tried if t["estimated"] <= latency]
+    return max(within, key=lambda t: (t["estimated"], len(t["looks"])), default=None)
 
 
 def _report(best: dict, tried: list[dict], forms: _Forms, ref: _Reference, how: Latency) -> LatencyBudget:
@@ -794,25 +841,16 @@ def _report(best: dict, tried: list[dict], forms: _Forms, ref: _Reference, how: 
     return LatencyBudget(ranks=best["ranks"], latency=how.latency, dense_s=dense_s,
                          predicted_s=best["predicted"] * dense_s, measured_s=best["measured"] * dense_s,
                          layout=ref.layout, batch=int(ref.args[0].shape[0]), threads=torch.get_num_threads(),
-                         dense_by_layout=ref.dense_by_layout,
+                         estimated=best["estimated"], dense_by_layout=ref.dense_by_layout,
                          rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
 
 
-def _next_target(tried: list[dict], aim: float, floor: float, latency: float) -> float:
-    """The next internal target: a secant step through the last two (internal, measured) points, else a
-    proportional correction; kept inside the bracket of the tries that measured within ``latency`` and
-    those that did not (bisected when the step leaves it), and within [floor, 1]."""
-    last = tried[-1]
-    guess = last["internal"] * aim / max(last["measured"], 1e-9)
-    if len(tried) >= 2:
-        prev = tried[-2]
-        slope = (last["measured"] - prev["measured"]) / (last["internal"] - prev["internal"]) \
-            if last["internal"] != prev["internal"] else 0.0
-        if slope > 0:
-            guess = last["internal"] + (aim - last["measured"]) / slope
-    fast = [t["internal"] for t in tried if t["measured"] <= latency]  # cut enough: the target may rise
-    slow = [t["internal"] for t in tried if t["measured"] > latency]  # not enough: it must fall
-    low, high = (max(fast) if fast else floor), (min(slow) if slow else 1.0)
-    if fast and slow and low < high and not low < guess < high:
-        guess = (low + high) / 2
-    return min(1.0, max(floor, guess))
+def _reaim(tried: list[dict], savings: float, target: float, floor: float) -> float:
+    """The next internal target: the predicted fraction that the fitted savings ratio turns into ``target``
+    (``1 - (1 - target) / savings``), plus the mean slack the allocations left below their targets (ranks come
+    in steps: an allocation predicts a little under the budget it is given), within [floor, 1]; the floor where
+    cuts measured no saving at all."""
+    if savings <= 0:
+        return floor
+    slack = statistics.fmean(t["internal"] - t["predicted"] for t in tried)
+    return min(1.0, max(floor, 1 - (1 - target) / savings + slack))
