@@ -196,7 +196,7 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     """The study's central figure: per model, the geometric mean ratio (pre-registered column / best alternative)
     against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it;
     the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines. A budget whose ratio is
-    missing (the column missed the target on a seed) is marked on the axis, not left out. Returns the PNG's path.
+    missing (the column missed the target on a seed) is marked above every ratio, not left out. Returns the PNG's path.
 
     Example:
         >>> import tempfile
@@ -209,6 +209,8 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
         raise LoritaError("no studies to plot: pass the summary's studies (one per model and epoch budget)")
     fig = figure(6.4, 4.2)
     ax = fig.subplots()
+    top = 1.1 * max([1.0] + [s["geomean_ratio"] for s in studies if s["geomean_ratio"] is not None]
+                    + [s["ci95"][1] for s in studies if s.get("ci95")])
     for k, model in enumerate(sorted({s["model"] for s in studies})):
         rows = sorted((s for s in studies if s["model"] == model), key=lambda s: s["epochs"])
         done = [s for s in rows if s["geomean_ratio"] is not None]
@@ -223,9 +225,9 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
                 ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
                             xytext=(6, 6), fontsize=7, color=color)
         missed = [s["epochs"] for s in rows if s["geomean_ratio"] is None]
-        if missed:
-            ax.plot(missed, [0] * len(missed), "x", color=color, markersize=9, clip_on=False,
-                    label=f"{model}: missed the target on a seed")
+        if missed:  # above every ratio: a miss is worse than any ratio, never drawn where a good one would be
+            ax.plot(missed, [top] * len(missed), "x", color=color, markersize=9, clip_on=False,
+                    label=f"{model}: missed the target on a seed (no ratio)")
         if bars and model in bars:
             ax.axhline(bars[model], color=color, linestyle=":", linewidth=1, label=f"{model}: the bar ({bars[model]:g})")
     ax.axhline(1.0, color="gray", linewidth=1)
@@ -236,7 +238,7 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     ax.set_xlim(budgets[0] / 1.4, budgets[-1] * 1.4)
     ax.set_xlabel("epoch budget (every column, equal total epochs)")
     ax.set_ylabel("params kept: pre-registered LoRITa / best alternative")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, top * 1.05)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("Does LoRITa pay once trained long enough?")
