@@ -40,7 +40,7 @@ from lorita.lm.deploy import generate, load_lm, save_lm, speed
 from lorita.lm.induce import induce
 from lorita.lm.perplexity import perplexity
 from lorita.lm.pipeline import LMCompression
-from lorita.lm.recover import RecoveryRecipe, recover
+from lorita.lm.recover import LEARNING_RATES, RecoveryRecipe, recover
 from lorita.lm.sources import load_pretrained, resolve_source
 from lorita.lm.width import prune_width, pruned_linears
 from lorita.runs.lm import write_lm_run
@@ -195,8 +195,8 @@ def main(argv=None) -> int:
                    help="wall-clock budget of each recovery (then --steps is the most): equal for every mode")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--train-context", type=int, default=256)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lora-lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=LEARNING_RATES["full"])
+    p.add_argument("--lora-lr", type=float, default=LEARNING_RATES["lora"])
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--warmup", type=float, default=0.05, help="share of the training steps warming up")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the dense model's prediction in the target")

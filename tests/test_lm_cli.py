@@ -17,7 +17,8 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
-from lorita.cli import main  # noqa: E402
+from lorita.cli import build_parser, main  # noqa: E402
+from lorita.cli.compress_cmd import lm_from_args  # noqa: E402
 from lorita.errors import LoritaError  # noqa: E402
 from lorita.lm.corpus import tokenized_splits  # noqa: E402
 from lorita.lm.cut import count_params  # noqa: E402
@@ -164,3 +165,11 @@ def test_the_packaged_model_compresses_and_reloads(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["params"]["dense"] == 134_515_008 and results["params"]["kept"] <= 0.9
     assert count_params(load_lm_run(out)) == results["params"]["cut"]
+
+
+@pytest.mark.parametrize("flags, mode, lr", [([], "lora", 1e-3), (["--recovery", "lora"], "lora", 1e-3),
+                                             (["--recovery", "full"], "full", 2e-4)])
+def test_the_default_recovery_is_lora_and_each_mode_gets_its_own_learning_rate(flags, mode, lr):
+    how = lm_from_args(build_parser().parse_args(["compress", "m.gguf", "--out", "y", "--params", "0.8", *flags]))
+    assert (how.recovery.mode, how.recovery.lr, how.recovery.seconds) == (mode, lr, 600.0)
+    assert LMCompression().recovery.mode == "lora"  # the library's default is the command line's

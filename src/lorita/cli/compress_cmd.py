@@ -15,7 +15,7 @@ from lorita.cli.options import output_options, require
 from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
 from lorita.lm.pipeline import LMCompression
-from lorita.lm.recover import RecoveryRecipe
+from lorita.lm.recover import LEARNING_RATES, RecoveryRecipe, lora_recovery
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -92,8 +92,9 @@ def add_parser(sub) -> None:
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
                          "or UTF-8 files or folders of them (default: fortunes python-docs)")
     lm.add_argument("--recovery", choices=["full", "lora", "none"],
-                    help="fine-tune the thin layers after the cut: both factors (full, the default), a LoRA side "
-                         "path merged into them (lora), or not at all (none)")
+                    help="fine-tune the thin layers after the cut: a LoRA side path merged into them (lora, the "
+                         "default: it recovered more per minute than full in docs/LM.md), both factors (full), or "
+                         "not at all (none)")
     lm.add_argument("--recovery-steps", type=int, metavar="N",
                     help=f"recovery steps of {RecoveryRecipe().batch_size} windows of {RecoveryRecipe().context} "
                          f"tokens (default {RecoveryRecipe().steps}, as many as --recovery-minutes allows)")
@@ -163,8 +164,9 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     minutes = LM_RECOVERY_MINUTES if args.recovery_minutes is None else args.recovery_minutes
     if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
         raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
-    recovery = None if args.recovery == "none" else RecoveryRecipe(
-        mode=args.recovery or "full", seconds=60 * minutes,
+    mode = args.recovery or "lora"
+    recovery = None if mode == "none" else lora_recovery(
+        mode=mode, lr=LEARNING_RATES[mode], seconds=60 * minutes,
         **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
