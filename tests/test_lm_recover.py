@@ -12,7 +12,8 @@ from lorita.errors import LoritaError  # noqa: E402
 from lorita.lm.cut import count_params, lm_cut  # noqa: E402
 from lorita.lm.induce import block_linear_names, induce  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
-from lorita.lm.recover import FIT_STEPS, RecoveryRecipe, fitted_steps, lm_loss, recover, thin_factors  # noqa: E402
+from lorita.lm.recover import (FIT_STEPS, LEARNING_RATES, RecoveryRecipe, fitted_steps, lm_loss, recover,  # noqa: E402
+                                recovery_recipe, thin_factors)
 from lorita.lm.width import channel_importance, prune_width, pruned_linears  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
@@ -126,3 +127,10 @@ def test_width_pruning_keeps_the_most_important_channels():
 def test_width_pruning_refuses_a_budget_it_cannot_reach():
     with pytest.raises(LoritaError, match="leaves no MLP channel"):
         prune_width(copy.deepcopy(tiny_llama()), 0.2)
+
+
+def test_a_recovery_recipe_takes_its_modes_learning_rate_and_refuses_an_unknown_mode():
+    assert (recovery_recipe().mode, recovery_recipe().lr) == ("lora", LEARNING_RATES["lora"])
+    assert recovery_recipe("full", steps=3).lr == LEARNING_RATES["full"] and recovery_recipe("full", steps=3).steps == 3
+    with pytest.raises(LoritaError, match="mode must be one of 'full', 'lora', got 'qlora'"):
+        recovery_recipe("qlora")

@@ -355,7 +355,7 @@ class LatencyBudget:
         out = asdict(self)
         out.update(predicted=self.predicted, measured=self.measured, kept_dense=self.kept_dense,
                    units={"seconds": "per call of the model on the example input, this machine",
-                          "predicted, measured": "fraction of the dense model's time"})
+                          "predicted, measured, estimated": "fraction of the dense model's time"})
         return out
 
 

@@ -15,7 +15,7 @@ from lorita.cli.options import output_options, require
 from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
 from lorita.lm.pipeline import LMCompression
-from lorita.lm.recover import LEARNING_RATES, RecoveryRecipe, lora_recovery
+from lorita.lm.recover import RecoveryRecipe, recovery_recipe
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -165,8 +165,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
         raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
     mode = args.recovery or "lora"
-    recovery = None if mode == "none" else lora_recovery(
-        mode=mode, lr=LEARNING_RATES[mode], seconds=60 * minutes,
+    recovery = None if mode == "none" else recovery_recipe(
+        mode, seconds=60 * minutes,
         **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,

@@ -27,7 +27,7 @@ from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_text, enco
     read_documents, tokenized_splits
 from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
-from lorita.lm.recover import RecoveryRecipe, lora_recovery, recover
+from lorita.lm.recover import RecoveryRecipe, recover, recovery_recipe
 from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class LMCompression:
     window: int = 256
     update: bool = True
     multiple: int = 1
-    recovery: RecoveryRecipe | None = field(default_factory=lora_recovery)
+    recovery: RecoveryRecipe | None = field(default_factory=recovery_recipe)
     eval_tokens: int = 4096
     context: int = CONTEXT
     seed: int = 0

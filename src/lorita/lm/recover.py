@@ -95,7 +95,7 @@ class RecoveryRecipe:
                      meaning="the weight of the teacher's prediction in each token's target")
         check_number("lora_alpha", self.lora_alpha, minimum=0, low_open=True)
         check_number("seconds", self.seconds, minimum=0, meaning="a wall-clock budget for training, 0 for none")
-        check_choice("mode", self.mode, ("full", "lora"))
+        check_choice("mode", self.mode, LEARNING_RATES)
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
 
     @property
@@ -124,16 +124,16 @@ class LMTraining:
 
 
 
-def lora_recovery(**changes) -> RecoveryRecipe:
-    """The default recovery: LoRA on the thin layers at its own learning rate (``LEARNING_RATES``), which recovered
-    more per minute than full fine-tuning in docs/LM.md's comparison; ``changes`` override any field.
+def recovery_recipe(mode: Mode = "lora", **changes) -> RecoveryRecipe:
+    """A recovery in ``mode`` at that mode's learning rate (``LEARNING_RATES``); ``changes`` set any other field.
+    The default mode is LoRA, which recovered more per minute than full fine-tuning in docs/LM.md's comparison.
 
     Example:
-        >>> how = lora_recovery(seconds=600.0)
-        >>> how.mode, how.lr, how.seconds
-        ('lora', 0.001, 600.0)
+        >>> how = recovery_recipe(seconds=600.0)
+        >>> how.mode, how.lr, how.seconds, recovery_recipe("full").lr
+        ('lora', 0.001, 600.0, 0.0002)
     """
-    return RecoveryRecipe(**{"mode": "lora", "lr": LEARNING_RATES["lora"], **changes})
+    return RecoveryRecipe(mode=mode, lr=LEARNING_RATES[check_choice("mode", mode, LEARNING_RATES)], **changes)
 
 
 def _streams(ids) -> list[torch.Tensor]:
