@@ -43,6 +43,7 @@ from lorita.lm.pipeline import LMCompression
 from lorita.lm.recover import LEARNING_RATES, RecoveryRecipe, recover
 from lorita.lm.sources import load_pretrained, resolve_source
 from lorita.lm.width import prune_width, pruned_linears
+from lorita.runs.experiment import machine
 from lorita.runs.lm import write_lm_run
 from lorita.runs.output import RunOutput
 from procmem import guard, reset_peak, status_mb
@@ -230,7 +231,7 @@ def main(argv=None) -> int:
     calibration = random_windows([s.train for s in splits.values()], args.calibration, args.calibration_context,
                                  seed=args.seed)
     out = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-           "machine": "2-core Intel Xeon, 24 GiB, torch threads " + str(torch.get_num_threads()),
+           "machine": machine(),
            "dense": {"params": count_params(dense),
                      "ppl": None if args.skip_before else measure(dense, evals, args.report, args.context)},
            "rows": []}
