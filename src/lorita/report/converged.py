@@ -195,8 +195,9 @@ def paired_lines(paired: dict) -> list[str]:
 def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str, float] | None = None) -> Path:
     """The study's central figure: per model, the geometric mean ratio (pre-registered column / best alternative)
     against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it;
-    the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines. A budget whose ratio is
-    missing (the column missed the target on a seed) is marked above every ratio, not left out. Returns the PNG's path.
+    the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines, and each seed's own ratio
+    (``per_seed``) as a small dot. A budget whose mean is missing (the column missed the target on a seed) is
+    marked above every ratio, not left out. Returns the PNG's path.
 
     Example:
         >>> import tempfile
@@ -209,8 +210,10 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
         raise LoritaError("no studies to plot: pass the summary's studies (one per model and epoch budget)")
     fig = figure(6.4, 4.2)
     ax = fig.subplots()
+    one_seed = {id(s): [r["lorita_params_kept"] / r["best_alternative_params_kept"] for r in s.get("per_seed", [])
+                        if r["lorita_params_kept"] is not None] for s in studies}
     top = 1.1 * max([1.0] + [s["geomean_ratio"] for s in studies if s["geomean_ratio"] is not None]
-                    + [s["ci95"][1] for s in studies if s.get("ci95")])
+                    + [s["ci95"][1] for s in studies if s.get("ci95")] + [r for rs in one_seed.values() for r in rs])
     for k, model in enumerate(sorted({s["model"] for s in studies})):
         rows = sorted((s for s in studies if s["model"] == model), key=lambda s: s["epochs"])
         done = [s for s in rows if s["geomean_ratio"] is not None]
@@ -224,6 +227,10 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
             for s, r in zip(done, ratios):
                 ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
                             xytext=(6, 6), fontsize=7, color=color)
+        seeds = [(s["epochs"], r) for s in rows for r in one_seed[id(s)]]
+        if seeds:  # each seed's own ratio, so a budget with a miss still shows what the other seeds gave
+            ax.plot([e for e, _ in seeds], [r for _, r in seeds], ".", color=color, alpha=0.6,
+                    label=f"{model}: one seed's ratio")
         missed = [s["epochs"] for s in rows if s["geomean_ratio"] is None]
         if missed:  # above every ratio: a miss is worse than any ratio, never drawn where a good one would be
             ax.plot(missed, [top] * len(missed), "x", color=color, markersize=9, clip_on=False,
