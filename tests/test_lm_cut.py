@@ -119,3 +119,16 @@ def test_calibration_forwards_keep_no_autograd_graph():
     lm_cut(model, CALIBRATION, params=0.8, update=True)
     assert seen and not any(seen)  # a graph kept across blocks would hold every block's activations
     assert torch.is_grad_enabled()
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_a_cut_asked_for_progress_counts_every_block_of_both_passes(whiten, capsys):
+    model = tiny_llama()
+    _, blocks = decoder_blocks(model)
+    quiet = tiny_llama()
+    lm_cut(quiet, CALIBRATION, params=0.7, whiten=whiten)
+    assert "block" not in capsys.readouterr().err  # no bar unasked
+    lm_cut(model, CALIBRATION, params=0.7, whiten=whiten, progress=True)
+    err = capsys.readouterr().err
+    assert f"{2 * len(blocks)}/{2 * len(blocks)}" in err and "cut" in err
+    assert torch.equal(logits(model), logits(quiet))  # the bar changes nothing it cuts

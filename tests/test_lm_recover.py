@@ -134,3 +134,13 @@ def test_a_recovery_recipe_takes_its_modes_learning_rate_and_refuses_an_unknown_
     assert recovery_recipe("full", steps=3).lr == LEARNING_RATES["full"] and recovery_recipe("full", steps=3).steps == 3
     with pytest.raises(LoritaError, match="mode must be one of 'full', 'lora', got 'qlora'"):
         recovery_recipe("qlora")
+
+
+def test_recovery_asked_for_progress_counts_its_steps_and_trains_the_same(capsys):
+    quiet, shown = cut_model(), cut_model()
+    recover(quiet, TRAIN, VAL, RECIPE)
+    assert "step" not in capsys.readouterr().err  # no bar unasked
+    done = recover(shown, TRAIN, VAL, RECIPE, progress=True)
+    err = capsys.readouterr().err
+    assert f"{done.steps}/{done.steps}" in err and "recovery" in err
+    assert all(torch.equal(a, b) for a, b in zip(quiet.state_dict().values(), shown.state_dict().values()))

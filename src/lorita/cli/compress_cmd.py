@@ -201,9 +201,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_lm(args: argparse.Namespace) -> int:
+    from lorita.lm.sources import quiet_loading
     from lorita.runs.lm import compress_lm_run
 
-    results = compress_lm_run(args.run, args.out, lm_from_args(args), overwrite=args.overwrite)
+    if args.no_progress:  # transformers draws its own bars while it loads a model
+        quiet_loading()
+    results = compress_lm_run(args.run, args.out, lm_from_args(args), overwrite=args.overwrite,
+                              progress=not args.no_progress)
     params = results["params"]
     print(f"{args.out}: params kept {100 * params['kept']:.1f}% ({params['cut']:,} of {params['dense']:,}) in "
           f"{results['seconds']['total'] / 60:.1f} min")

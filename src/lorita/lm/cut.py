@@ -41,6 +41,7 @@ from lorita.linalg import break_even_rank, singular_values
 from lorita.lm.blocks import BlockInput, block_inputs, decoder_blocks, run_block
 from lorita.lowrank import LowRankLinear, truncate
 from lorita.probe import eval_mode, hooks_on
+from lorita.progress import progress as progress_of
 from lorita.ranks import LayerCost, budget_ranks
 from lorita.whiten import input_rows, refit_second, whitened_spectrum
 
@@ -154,7 +155,7 @@ def _calibration_inputs(model: nn.Module, calibration: torch.Tensor, batch_size:
 
 
 @torch.no_grad()
-def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], whiten: bool) -> dict:
+def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], whiten: bool, bar=None) -> dict:
     """Pass 1: each layer's (whitened) spectrum, block by block on the dense model's own hidden states."""
     spectra, hidden = {}, [b.hidden for b in inputs]
     for index, block in enumerate(blocks):
@@ -170,6 +171,8 @@ def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput],
             full = layer_name(prefix, index, name)
             spectra[full] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
         logger.debug("block %d: spectra of %d layers", index, len(linears))
+        if bar is not None:
+            bar.update()
     return spectra
 
 
@@ -202,7 +205,7 @@ def _refit(block: nn.Module, dense: nn.Module, pairs: dict[str, LowRankLinear], 
 
 @torch.no_grad()
 def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], ranks: dict[str, int], *,
-              whiten: bool, update: bool) -> None:
+              whiten: bool, update: bool, bar=None) -> None:
     """Pass 2: cut each block's layers to their ranks, block by block (and refit on the cut stream with ``update``)."""
     dense_h = [b.hidden for b in inputs]
     cut_h = list(dense_h)
@@ -229,17 +232,20 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
             cut_h = [run_block(block, batch, cut_h[i]) for i, batch in enumerate(inputs)]
         dense_h = next_dense
         logger.debug("block %d: %d of %d layers cut", index, len(pairs), len(linears))
+        if bar is not None:
+            bar.update()
 
 
 @torch.no_grad()  # calibration forwards build no autograd graph: activations are freed block by block
 def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten: bool = True, update: bool = True,
-           multiple: int = 1, batch_size: int = BATCH) -> LMCut:
+           multiple: int = 1, batch_size: int = BATCH, progress: bool = False) -> LMCut:
     """Cut the decoder blocks' linear layers of ``model`` in place so the whole model keeps ``params`` of its params.
 
     ``calibration``: token ids ``(windows, context)`` (``lorita.lm.corpus.random_windows``).
     ``whiten=False`` gives plain SVD (spectra and factors of ``W`` alone; then ``update`` is
     ignored and no calibration pass runs); ``update`` refits each second factor on the cut
-    model's own inputs (module docstring). Returns what was done (``LMCut``).
+    model's own inputs (module docstring). ``progress``: a bar over the blocks of both passes
+    (spectra, then cut). Returns what was done (``LMCut``).
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -261,17 +267,17 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
         raise LoritaError("the decoder blocks hold no plain nn.Linear to cut (already cut, or composed: merge first)")
     costs, fixed = budget_costs(model, shapes)
     before = count_params(model)
-    with eval_mode(model):
+    with eval_mode(model), progress_of(progress, desc="cut", unit="block", total=2 * len(blocks)) as bar:
         inputs = _calibration_inputs(model, calibration, batch_size) if whiten or update else []
         logger.debug("calibration: inputs of the first block captured (%d batches)", len(inputs))
-        spectra = _dense_spectra(blocks, prefix, inputs, whiten)
+        spectra = _dense_spectra(blocks, prefix, inputs, whiten, bar)
         seconds = {"spectra": time.perf_counter() - start}
         try:
             ranks = budget_ranks(spectra, costs, params, fixed=fixed, step=multiple)  # allocated in multiples
         except LoritaError as err:
             raise LoritaError(str(err).replace("target=", "params=").replace("pass a target", "pass params")) from None
         logger.debug("ranks chosen")
-        _cut_pass(blocks, prefix, inputs if whiten else [], ranks, whiten=whiten, update=update and whiten)
+        _cut_pass(blocks, prefix, inputs if whiten else [], ranks, whiten=whiten, update=update and whiten, bar=bar)
     seconds["total"] = time.perf_counter() - start
     seconds["cut"] = seconds["total"] - seconds["spectra"]
     tokens = int(calibration.numel()) if whiten else 0

@@ -92,8 +92,10 @@ def _validation(model, streams: dict[str, torch.Tensor], context: int) -> dict:
     return {name: perplexity(model, ids, context=context).to_dict() for name, ids in streams.items()}
 
 
-def compress_pretrained(source, how: LMCompression = LMCompression()) -> CompressedLM:
+def compress_pretrained(source, how: LMCompression = LMCompression(), *, progress: bool = False) -> CompressedLM:
     """Load ``source``, cut it to ``how.params`` of its params, recover it, and measure it (module docstring).
+
+    ``progress``: bars over the cut's blocks and the recovery's steps (a run takes minutes to tens of minutes).
 
     Example:
         >>> compress_pretrained("no-such-model")
@@ -119,7 +121,7 @@ def compress_pretrained(source, how: LMCompression = LMCompression()) -> Compres
     calibration = random_windows([s.train for s in splits], how.windows, how.window, seed=how.seed)
     taught = how.recovery is not None and how.recovery.distill > 0
     teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
-    done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple)
+    done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple, progress=progress)
     seconds["cut"] = done.seconds["total"]
     tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
@@ -127,7 +129,8 @@ def compress_pretrained(source, how: LMCompression = LMCompression()) -> Compres
     recovered = training = None
     if how.recovery is not None:
         tic = time.perf_counter()
-        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, teacher=teacher)
+        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, teacher=teacher,
+                           progress=progress)
         seconds["recovery"] = time.perf_counter() - tic
         recovered = _validation(model, val, how.context)
         seconds["evaluate"] += time.perf_counter() - seconds["recovery"] - tic

@@ -40,6 +40,7 @@ from lorita.lm.corpus import random_windows
 from lorita.lm.head import head_loss, hidden_states, split_head
 from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lowrank import LowRankLinear
+from lorita.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -225,11 +226,12 @@ def fitted_steps(recipe: RecoveryRecipe, elapsed: float, done: int) -> int:
 
 def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val: torch.Tensor | Sequence[torch.Tensor],
              recipe: RecoveryRecipe, *, params: list[nn.Parameter] | None = None,
-             teacher: nn.Module | None = None) -> LMTraining:
+             teacher: nn.Module | None = None, progress: bool = False) -> LMTraining:
     """Train ``params`` (default: the model's trainable parameters) of a causal LM in place (module docstring).
 
     ``train`` / ``val``: 1-D token streams or lists of them (windows are drawn in turn from
     each training stream). ``teacher``: the model to distil from when ``recipe.distill > 0``.
+    ``progress``: a bar over the steps (its total set once a time budget has fixed them).
 
     Example:
         >>> net = nn.Sequential(nn.Embedding(20, 8), nn.Linear(8, 20))
@@ -252,6 +254,7 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
     start, sums, since, total = time.perf_counter(), [0.0, 0.0], 0, recipe.steps
     every = recipe.eval_every or max(1, total // 20)  # history rows; validation only with eval_every
     model.train()
+    bar = progress_bar(progress, desc="recovery", unit="step", total=total)
     try:
         for step in range(recipe.steps):
             if step == total:
@@ -274,6 +277,11 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
                 total = fitted_steps(recipe, time.perf_counter() - start, FIT_STEPS)
                 every = recipe.eval_every or max(1, total // 20)
                 logger.info("recovery: %d steps fit in %.0f s", total, recipe.seconds)
+                if bar is not None:
+                    bar.total = total
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             if (step + 1) % every == 0 or step + 1 == total:
                 row = {"step": step + 1, "seconds": time.perf_counter() - start, "lr": lr,
                        "train_loss": sums[0] / since, "train_nll": sums[1] / since}
@@ -285,6 +293,8 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
+        if bar is not None:
+            bar.close()
     done.seconds, done.steps = time.perf_counter() - start, total
     done.tokens = total * recipe.batch_size * recipe.context
     done.val_after = _val_nll(model, val, recipe.eval_tokens)
@@ -322,11 +332,12 @@ def thin_factors(model: nn.Module) -> list[nn.Linear]:
 
 
 def recover(model: nn.Module, train, val, recipe: RecoveryRecipe, *, layers: list[nn.Linear] | None = None,
-            teacher: nn.Module | None = None) -> LMTraining:
+            teacher: nn.Module | None = None, progress: bool = False) -> LMTraining:
     """Fine-tune the thin layers of a cut ``model`` in place (``recipe.mode``: full factors, or LoRA merged back).
 
     ``layers``: the ``nn.Linear`` layers to train instead (a width-pruned model has no thin
-    pairs: its narrowed layers get the same recovery). ``teacher``: for ``recipe.distill``.
+    pairs: its narrowed layers get the same recovery). ``teacher``: for ``recipe.distill``;
+    ``progress``: as in ``train_lm``.
     The parameters' ``requires_grad`` flags are restored afterwards.
 
     Example:
@@ -347,12 +358,12 @@ def recover(model: nn.Module, train, val, recipe: RecoveryRecipe, *, layers: lis
         if recipe.mode == "full":
             for factor in factors:
                 factor.weight.requires_grad_(True)
-            return train_lm(model, train, val, recipe, teacher=teacher)
+            return train_lm(model, train, val, recipe, teacher=teacher, progress=progress)
         loras = [_Lora(factor, recipe.lora_rank, recipe.lora_alpha) for factor in factors]
         handles = [f.register_forward_hook(lora.hook) for f, lora in zip(factors, loras)]
         try:
             return train_lm(model, train, val, recipe, params=[p for lora in loras for p in lora.parameters()],
-                            teacher=teacher)
+                            teacher=teacher, progress=progress)
         finally:
             for handle in handles:
                 handle.remove()

@@ -196,6 +196,20 @@ def _release_quantizer(model, found: ModelSource) -> None:
             pass
 
 
+def quiet_loading() -> None:
+    """Turn off the progress bars of transformers' own loading code (``--no-progress``); nothing when transformers is
+    missing. (The GGUF reader's de-quantizing bar is a plain ``tqdm`` that only its environment can silence.)
+
+    Example:
+        >>> quiet_loading()
+    """
+    try:
+        from transformers.utils import logging as hf_logging  # the lm extra, optional
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()
+
+
 def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` of a source, in eval mode, from disk only (no download, no code from the folder).
 

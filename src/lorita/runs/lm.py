@@ -81,12 +81,12 @@ def _model_path(found: ModelSource) -> str:
 
 
 def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCompression = LMCompression(), *,
-                    overwrite: bool = False) -> dict:
+                    overwrite: bool = False, progress: bool = False) -> dict:
     """Compress the pretrained LM ``source`` as ``how`` says into the run folder ``out``; return its results.json.
 
     Everything is checked before the model is loaded: the source, the extra it needs, the
     texts (``how``), the output folder (not inside the model or a text, locked, replaced only
-    with ``overwrite``).
+    with ``overwrite``). ``progress``: bars over the long parts (``compress_pretrained``).
 
     Example:
         >>> compress_lm_run("no-such-model", "runs/x")
@@ -102,7 +102,7 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
     inputs += [(t, "a text it reads") for t in how.texts if t not in TEXT_SOURCES]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked and locked before the slow part
     try:
-        done = compress_pretrained(found, how)
+        done = compress_pretrained(found, how, progress=progress)
     except BaseException:
         output.abandon()
         raise
