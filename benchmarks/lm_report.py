@@ -3,7 +3,8 @@
     python benchmarks/lm_report.py docs/lm/table.json --text licenses --plot docs/lm/ppl-vs-params.png
 
 Prints a markdown table (one row per method and stage, one column per budget; each cell the
-perplexity on ``--text`` and its ratio to the dense model's) and draws perplexity against the
+perplexity on ``--text`` and its ratio to the dense model's), a table of batch-1 speed against the
+dense model of the same run (``--speed`` runs), and draws perplexity against the
 params kept, one line per method and stage, log scale.
 """
 
@@ -45,6 +46,26 @@ def table(runs: list[dict], text: str) -> str:
     return "\n".join(lines)
 
 
+def speed_table(runs: list[dict]) -> str:
+    """Batch-1 prefill and decode speed of each model timed (``--speed``), each against the dense model timed in the
+    same run (the machine's load drifts between runs)."""
+    lines = ["| run | method | params kept | prefill tok/s (x dense) | decode tok/s (x dense) |",
+             "| --- | --- | --- | --- | --- |"]
+    for number, run in enumerate(runs, 1):
+        dense = run["dense"].get("speed")
+        if dense is None:
+            continue
+        prefill, decode = dense["prefill_tokens_per_s"], dense["decode_tokens_per_s"]
+        lines.append(f"| {number} | dense | 100% | {prefill:.0f} | {decode:.1f} |")
+        for row in run["rows"]:
+            timed = row.get("speed")
+            if timed:
+                p, d = timed["prefill_tokens_per_s"], timed["decode_tokens_per_s"]
+                lines.append(f"| {number} | {row['method']} at {row['budget']:.0%} | {row['kept']:.1%} | "
+                             f"{p:.0f} ({p / prefill:.2f}x) | {d:.1f} ({d / decode:.2f}x) |")
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], text: str, path: Path) -> None:
     import matplotlib
 
@@ -78,6 +99,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = [json.loads(path.read_text()) for path in args.runs]
     print(table(runs, args.text))
+    print()
+    print(speed_table(runs))
     if args.plot:
         plot(runs, args.text, args.plot)
     return 0
