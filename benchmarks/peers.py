@@ -148,7 +148,7 @@ def svd_cutter(spectra: Spectra, spec: PeersSpec, batch: int | None) -> Callable
             small, choice = cut(spectra, Latency(budget, batch=batch, layout="contiguous"))
         found = choice.report
         return small, {"ranks": {k: int(v) for k, v in found.ranks.items()}, "predicted": found.predicted,
-                       "searched": found.measured, "rounds": found.rounds, "layers": found.layers,
+                       "searched": found.measured, "estimated": found.estimated, "rounds": found.rounds, "layers": found.layers,
                        "kept_dense": found.kept_dense}
     return cutter
 
