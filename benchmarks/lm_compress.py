@@ -12,7 +12,9 @@ Debian licence texts for the report), optionally recover by fine-tuning, measure
 * ``lorita``: ``lorita.lm.induce`` (compose with ``preserve``, weight decay on the factors, merge)
   for part of the training budget, then ``whitened-update`` and recovery with the rest;
 * ``width``: structured pruning of the MLP channels with Torch-Pruning's group L2-norm importance
-  (``lorita.lm.width``; Torch-Pruning itself does not finish building its graph of a Llama here).
+  (``lorita.lm.width``; Torch-Pruning itself does not finish building its graph of a Llama here);
+* ``width-act``: the same pruning with channels ranked by their activations on the calibration
+  windows (Wanda-SP / FLAP's importance; ``lorita.lm.width.activation_importance``).
 
 Every figure is printed as it is measured and the whole run written to ``--json``. Heavy: run
 it under the machine-wide lock, e.g.
@@ -48,7 +50,7 @@ from lorita.runs.lm import write_lm_run
 from lorita.runs.output import RunOutput
 from procmem import guard, reset_peak, status_mb
 
-METHODS = ("plain", "whitened", "whitened-update", "lorita", "width")
+METHODS = ("plain", "whitened", "whitened-update", "lorita", "width", "width-act")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
 
 
@@ -84,8 +86,8 @@ def measure(model, evals: dict, which: list[str], context: int) -> dict:
 
 
 def cut(model, method: str, budget: float, calibration, args) -> dict:
-    if method == "width":
-        return prune_width(model, budget)
+    if method in ("width", "width-act"):
+        return prune_width(model, budget, calibration=calibration if method == "width-act" else None)
     done = lm_cut(model, calibration, params=budget, whiten=method != "plain",
                   update=method in ("whitened-update", "lorita"), multiple=args.multiple)
     return done.to_dict()
@@ -153,7 +155,7 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
         last = index == len(args.recovery) - 1
         recovered = model if last else copy.deepcopy(model)  # every mode starts from the same cut; the last keeps it
         how = recipe(args, steps, mode)
-        layers = pruned_linears(recovered) if method == "width" else None
+        layers = pruned_linears(recovered) if method.startswith("width") else None
         base_mb = status_mb("VmRSS")
         reset_peak()
         result = recover(recovered, train_ids, val_ids, how, layers=layers, teacher=teacher)

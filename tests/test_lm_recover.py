@@ -14,7 +14,7 @@ from lorita.lm.induce import block_linear_names, induce  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
 from lorita.lm.recover import (FIT_STEPS, LEARNING_RATES, RecoveryRecipe, fitted_steps, lm_loss, recover,  # noqa: E402
                                 recovery_recipe, thin_factors)
-from lorita.lm.width import channel_importance, prune_width, pruned_linears  # noqa: E402
+from lorita.lm.width import activation_importance, channel_importance, prune_width, pruned_linears  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
 
@@ -122,6 +122,30 @@ def test_width_pruning_keeps_the_most_important_channels():
     assert info["mlp_width"] % 4 == 0 and model.config.intermediate_size == info["mlp_width"]
     assert model(TRAIN[None, :16]).logits.shape == (1, 16, 261)
     assert len(pruned_linears(model)) == 3 * 2
+
+
+def test_width_pruning_with_calibration_ranks_channels_by_their_down_proj_input_energy():
+    model = tiny_llama()
+    windows = TRAIN[:32].reshape(2, 16)
+    mlp = model.model.layers[1].mlp
+    seen = []
+    hook = mlp.down_proj.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].detach()))
+    with torch.no_grad():
+        model(windows)
+    hook.remove()
+    expected = seen[0].reshape(-1, seen[0].shape[-1]).pow(2).sum(0) * mlp.down_proj.weight.detach().pow(2).sum(0)
+    scores = activation_importance(model, windows, batch_size=1)  # two passes of one window add up
+    torch.testing.assert_close(scores[mlp], expected, rtol=1e-5, atol=1e-6)
+    down = mlp.down_proj.weight.detach().clone()
+    info = prune_width(model, 0.8, calibration=windows)
+    kept = expected.argsort(descending=True)[: info["mlp_width"]].sort().values
+    assert torch.equal(model.model.layers[1].mlp.down_proj.weight, down[:, kept])
+    assert info["importance"] == "activations" and info["kept"] <= 0.8
+
+
+def test_width_pruning_refuses_calibration_that_is_not_windows_of_ids():
+    with pytest.raises(LoritaError, match="calibration must be a \\(windows, tokens\\) tensor"):
+        prune_width(tiny_llama(), 0.8, calibration=TRAIN[:16])
 
 
 def test_width_pruning_refuses_a_budget_it_cannot_reach():

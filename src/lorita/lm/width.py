@@ -14,6 +14,13 @@ the squared L2 norm (row ``j`` of ``gate_proj`` and ``up_proj``, column ``j`` of
 ``down_proj``), Torch-Pruning's ``GroupMagnitudeImportance(p=2, group_reduction="mean")``.
 Widths are rounded to a multiple of 4 (``round_to=4``). Attention, norms and embeddings are
 left whole.
+
+On SmolLM2-135M that weight-only importance is worse than choosing channels at random (keeping
+90% of the params: fortunes perplexity 79,770 against 119 at random; dense 37): the smallest
+weights are not the unused channels. With calibration text, ``prune_width`` ranks the channels
+by what they carry instead, the activation-aware importance of Wanda-SP and FLAP: for channel
+``j``, the squared norm of its input to ``down_proj`` over the calibration tokens times the
+squared norm of ``down_proj``'s column ``j`` (``activation_importance``).
 """
 
 from __future__ import annotations
@@ -66,10 +73,49 @@ def channel_importance(mlp: nn.Module) -> torch.Tensor:
     return (gate.pow(2).sum(1) + up.pow(2).sum(1) + down.pow(2).sum(0)) / 3
 
 
-def prune_width(model: nn.Module, params: float, example_ids: torch.Tensor | None = None) -> dict:
+def activation_importance(model: nn.Module, calibration: torch.Tensor, *, batch_size: int = 4) -> dict[nn.Module, torch.Tensor]:
+    """Each MLP's channel importance on calibration windows: input energy to ``down_proj`` times its column norm.
+
+    ``calibration`` is a ``(windows, tokens)`` tensor of token ids; the model runs on it without
+    autograd, ``batch_size`` windows at a time.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        ...                      num_attention_heads=4, num_key_value_heads=2)
+        >>> model = LlamaForCausalLM(config)
+        >>> scores = activation_importance(model, torch.randint(0, 64, (3, 8)))
+        >>> [tuple(s.shape) for s in scores.values()]
+        [(64,), (64,)]
+    """
+    if calibration.dim() != 2 or calibration.shape[0] == 0:
+        raise LoritaError(f"calibration must be a (windows, tokens) tensor of token ids, got shape "
+                          f"{tuple(calibration.shape)}")
+    check_int("batch_size", batch_size, meaning="calibration windows per forward pass")
+    mlps = _mlps(model)
+    energy: dict[nn.Module, torch.Tensor] = {}
+
+    def record(layer: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach().float()
+        energy[layer] = energy.get(layer, 0) + x.reshape(-1, x.shape[-1]).pow(2).sum(0)
+
+    hooks = [m.down_proj.register_forward_pre_hook(record) for m in mlps]
+    try:
+        with torch.no_grad():
+            for start in range(0, calibration.shape[0], batch_size):
+                model(calibration[start:start + batch_size])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {m: energy[m.down_proj] * m.down_proj.weight.detach().float().pow(2).sum(0) for m in mlps}
+
+
+def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | None = None) -> dict:
     """Prune the MLP channels of ``model`` in place so the whole model keeps at most ``params`` of its params.
 
-    ``example_ids`` is accepted for the interface of the other cuts and not used (no forward runs).
+    Without ``calibration`` the channels are ranked by their weights (``channel_importance``,
+    Torch-Pruning's recipe); with calibration windows of token ids, by what they carry on them
+    (``activation_importance``), which is far better on a pretrained model.
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -90,8 +136,10 @@ def prune_width(model: nn.Module, params: float, example_ids: torch.Tensor | Non
     keep = width - cut
     keep -= keep % ROUND_TO
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
+    scores = activation_importance(model, calibration) if calibration is not None else None
     for mlp in mlps:
-        order = channel_importance(mlp).argsort(descending=True)[:keep].sort().values
+        importance = scores[mlp] if scores is not None else channel_importance(mlp)
+        order = importance.argsort(descending=True)[:keep].sort().values
         mlp.gate_proj = _narrowed(mlp.gate_proj, order, 0)
         mlp.up_proj = _narrowed(mlp.up_proj, order, 0)
         mlp.down_proj = _narrowed(mlp.down_proj, order, 1)
@@ -100,7 +148,7 @@ def prune_width(model: nn.Module, params: float, example_ids: torch.Tensor | Non
     kept = count_params(model) / before
     logger.info("prune_width: MLP %d -> %d channels, kept %.4f of %d params", width, keep, kept, before)
     return {"kept": kept, "params_before": before, "params_after": count_params(model), "mlp_width": keep,
-            "mlp_width_before": width}
+            "mlp_width_before": width, "importance": "weights" if calibration is None else "activations"}
 
 
 def pruned_linears(model: nn.Module) -> list[nn.Linear]:
