@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
-# The language-model table of docs/LM.md: every method at 90/80/70/60% of SmolLM2-135M's params, recovery included.
-# One (budget, method) per run and per hold of the machine-wide lock (each run: load, cut, recover, measure; about
-# 20 to 45 minutes on 2 cores), each writing docs/lm/table/METHOD-BUDGET.json; then the table and the plot.
-# Usage: bash scripts/lm_table.sh [STEPS]   (STEPS: training steps in all, default 96: after the cut for every
-# method but plain SVD; lorita spends a third of them on its induce step before the cut)
+# The language-model table of docs/LM.md: every method at 90/80/70/60% of SmolLM2-135M's params, each recovered by
+# LoRA for the same 3 minutes of wall time (plain SVD: the cut alone), with batch-1 speed; then the tables and the plot.
+# Three runs, each writing docs/lm/table/NAME.json (and .log) and skipped when its JSON is complete; about 2.5 hours
+# on 2 idle cores in all. Usage: bash scripts/lm_table.sh   (LOCK=/path/to/lockfile: hold a lock shared with other
+# heavy jobs on the machine around each run; CUT_CACHE=DIR: keep each cut there and reuse it in a later call)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps="${1:-96}"
 py="${PYTHON:-.venv/bin/python}"
-lock="${LOCK:-}"  # a lock file shared with other heavy jobs on the machine, if any
+lock="${LOCK:-}"
 out=docs/lm/table
 mkdir -p "$out"
-run() {  # run COMMAND...: under the lock when one is given
-  if [ -n "$lock" ]; then flock "$lock" "$@"; else "$@"; fi
+common=(--budgets 0.9 0.8 0.7 0.6 --report fortunes-val python-docs-val licenses --speed --repeats 3)
+recovered=(--steps 1000 --recovery lora --recovery-minutes 3 ${CUT_CACHE:+--cut-cache "$CUT_CACHE"})
+run() {  # run NAME ARGS...: one lm_compress.py run into $out/NAME.json, unless a complete one is there
+  local name="$1"; shift
+  if [ -s "$out/$name.json" ] && "$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(len(d["rows"]) < int(sys.argv[2]))' "$out/$name.json" "$1"; then
+    shift; echo "$name: done in an earlier call"; return
+  fi
+  shift
+  local cmd=("$py" benchmarks/lm_compress.py "${common[@]}" "$@" --json "$out/$name.json")
+  if [ -n "$lock" ]; then flock "$lock" "${cmd[@]}"; else "${cmd[@]}"; fi > "$out/$name.log" 2>&1
 }
-for budget in 0.9 0.8 0.7 0.6; do
-  for method in plain whitened whitened-update lorita width; do
-    file="$out/$method-$budget.json"
-    [ -s "$file" ] && continue  # done in an earlier call
-    extra=(--steps "$steps")
-    [ "$method" = plain ] && extra=(--steps 0)  # plain SVD: the cut alone
-    [ "$method" = lorita ] && extra+=(--induce-steps $((steps / 3)))  # equal total steps: a third before the cut
-    run "$py" benchmarks/lm_compress.py --budgets "$budget" --methods "$method" "${extra[@]}" \
-      --report fortunes-val python-docs-val fortunes-test python-docs-test licenses --eval-tokens 8192 --speed \
-      --json "$file"
-  done
+run whitened-update-width 8 --methods whitened-update width "${recovered[@]}"
+run width-act 4 --methods width-act "${recovered[@]}"
+run plain 4 --methods plain
+"$py" benchmarks/lm_report.py "$out"/*.json --text licenses --plot docs/lm/ppl-vs-params.png > "$out/table-licenses.md"
+for text in fortunes-val python-docs-val; do
+  "$py" benchmarks/lm_report.py "$out"/*.json --text "$text" > "$out/table-$text.md"
 done
-"$py" benchmarks/lm_report.py "$out"/*.json --text licenses --plot docs/lm/ppl-vs-params.png

@@ -80,6 +80,24 @@ def test_compress_writes_a_run_folder_whose_model_reloads_with_the_measured_perp
     assert results["after_cut"][name]["tokens"] == results["dense"][name]["tokens"] == perplexity(dense, val).tokens
 
 
+def test_compress_by_width_prunes_the_mlp_channels_and_the_run_reloads_narrowed(source, tmp_path):
+    gguf, texts = source
+    out = tmp_path / "tiny-width"
+    assert main(["compress", str(gguf), "--params", "0.8", "--method", "width", "--calibrate", "4", "--texts",
+                 str(texts), "--recovery-steps", "2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["compression"]["method"] == "width" and results["ranks"] is None
+    assert results["params"]["kept"] <= 0.8 and results["recovery"]["steps"] == 2
+    model = load_lm_run(out)
+    assert count_params(model) == results["params"]["cut"]
+    assert not any(isinstance(m, LowRankLinear) for m in model.modules())
+    widths = {layer.mlp.up_proj.out_features for layer in model.model.layers}
+    assert widths == {results["mlp_width"]["cut"]} and results["mlp_width"]["cut"] < results["mlp_width"]["dense"]
+    dense, tokenizer = load_pretrained(gguf)
+    val = tokenized_splits(tokenizer, str(texts)).val[:4096]
+    assert perplexity(model, val).ppl == pytest.approx(results["after_recovery"][f"{texts}-val"]["ppl"], rel=1e-6)
+
+
 def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run, tmp_path, capsys):
     gguf, _ = source
     text = tmp_path / "unseen.txt"
@@ -106,6 +124,7 @@ def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run,
     (["--params", "0.8", "--texts", "/no/such/text"], "no text '/no/such/text'"),
     (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps and --recovery-minutes go"),
     (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
+    (["--params", "0.8", "--method", "width", "--multiple", "8"], "method 'width' rounds the MLP width"),
 ])
 def test_a_language_model_flag_mistake_is_refused_before_anything_is_written(source, tmp_path, capsys, flags, message):
     gguf, _ = source

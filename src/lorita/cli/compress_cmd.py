@@ -14,7 +14,7 @@ import argparse
 from lorita.cli.options import output_options, require
 from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
 from lorita.errors import LoritaError
-from lorita.lm.pipeline import LMCompression
+from lorita.lm.pipeline import METHODS, LMCompression
 from lorita.lm.recover import RecoveryRecipe, recovery_recipe
 
 EXAMPLE = """example:
@@ -42,7 +42,7 @@ _FLAGS = {
 }
 _ACCURACY = ("max_drop", "max_evals")
 # flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
-_LM_ONLY = ("texts", "recovery", "recovery_steps", "recovery_minutes")
+_LM_ONLY = ("method", "texts", "recovery", "recovery_steps", "recovery_minutes")
 LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
 _RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
              "max_drop", "max_evals", "finetune_lr", "int8")
@@ -88,6 +88,10 @@ def add_parser(sub) -> None:
                    help="then store the weights in int8, one scale per output channel (lorita.quantize; "
                         "docs/QUANTIZE.md)")
     lm = p.add_argument_group("pretrained language models (SOURCE a packaged name, .gguf file or model folder)")
+    lm.add_argument("--method", choices=METHODS,
+                    help="low-rank (the default: whitened SVD of the blocks' linears into thin pairs, ranks chosen "
+                         "across the model) or width (the MLP channels pruned, ranked by their activations on the "
+                         "calibration windows; the better of the two on SmolLM2-135M in docs/LM.md)")
     lm.add_argument("--texts", nargs="+", metavar="TEXT",
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
                          "or UTF-8 files or folders of them (default: fortunes python-docs)")
@@ -154,8 +158,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     wrong = _given(args, _RUN_ONLY) + (["--finetune-epochs"] if args.finetune_epochs else [])
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to a pretrained language model, which is cut to "
-                          "--params P of its params (with --calibrate, --multiple, --texts, --recovery, "
-                          "--recovery-steps)")
+                          "--params P of its params (with --method, --calibrate, --multiple, --texts, --recovery, "
+                          "--recovery-steps, --recovery-minutes)")
     if args.params is None:
         raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
                           "of its whole params)")
@@ -168,7 +172,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     recovery = None if mode == "none" else recovery_recipe(
         mode, seconds=60 * minutes,
         **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
-    values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts)}
+    values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts),
+              "method": ("method", args.method)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
                          **{key: value for key, value in values.values() if value is not None})
 

@@ -5,7 +5,9 @@
 name, a ``.gguf`` file or a Hugging Face folder) is loaded, its texts (by default the packaged
 ones, ``lorita.lm.corpus.CALIBRATION_SOURCES``) split by document, random calibration windows
 drawn from the training documents, the model cut (``lorita.lm.cut.lm_cut``: whitened,
-non-uniform ranks under the whole-model budget, closed-form refit), recovered
+non-uniform ranks under the whole-model budget, closed-form refit; or, with
+``method="width"``, its MLP channels pruned by their activations on the calibration windows,
+``lorita.lm.width``), recovered
 (``lorita.lm.recover``) unless ``recovery=None``, and its perplexity measured on the held-out
 validation documents before and after, on the same windows. ``perplexity_of_text`` scores any
 text file the same way.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lorita.checks import check_fraction, check_int
+from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
 from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_text, encode, random_windows, \
     read_documents, tokenized_splits
@@ -29,13 +31,17 @@ from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lm.recover import RecoveryRecipe, recover, recovery_recipe
 from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
+from lorita.lm.width import prune_width, pruned_linears
 
 logger = logging.getLogger(__name__)
+
+METHODS = ("low-rank", "width")  # LMCompression.method: thin pairs (lorita.lm.cut), or MLP channels (lorita.lm.width)
 
 
 @dataclass(frozen=True)
 class LMCompression:
-    """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``windows`` calibration
+    """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``method`` (``low-rank``:
+    every block linear a candidate for a thin pair; ``width``: the MLP channels pruned instead), ``windows`` calibration
     windows of ``window`` tokens, the refit (``update``), ranks rounded to ``multiple``, the ``recovery`` recipe
     (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
     ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
@@ -47,6 +53,7 @@ class LMCompression:
     """
 
     params: float = 0.8
+    method: str = "low-rank"
     windows: int = 64
     window: int = 256
     update: bool = True
@@ -59,6 +66,10 @@ class LMCompression:
 
     def __post_init__(self) -> None:
         check_fraction("params", self.params, meaning="the fraction of the whole model's params to keep")
+        check_choice("method", self.method, METHODS)
+        if self.method == "width" and self.multiple != 1:
+            raise LoritaError(f"multiple={self.multiple} rounds low-rank ranks; method 'width' rounds the MLP width "
+                              "to a multiple of 4 itself: leave multiple at 1")
         for name in ("windows", "window", "multiple", "eval_tokens", "context"):
             check_int(name, getattr(self, name))
         check_int("seed", self.seed, minimum=0)
@@ -121,16 +132,27 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     calibration = random_windows([s.train for s in splits], how.windows, how.window, seed=how.seed)
     taught = how.recovery is not None and how.recovery.distill > 0
     teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
-    done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple, progress=progress)
-    seconds["cut"] = done.seconds["total"]
+    tic = time.perf_counter()
+    if how.method == "width":
+        pruned = prune_width(model, how.params, calibration=calibration)
+        cut = {"params": {"dense": pruned["params_before"], "cut": pruned["params_after"], "kept": pruned["kept"]},
+               "ranks": None, "mlp_width": {"dense": pruned["mlp_width_before"], "cut": pruned["mlp_width"]}}
+        layers = pruned_linears(model)  # what the recovery trains: no thin pairs here
+    else:
+        done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple,
+                      progress=progress)
+        cut = {"params": {"dense": done.params_before, "cut": done.params_after, "kept": done.kept},
+               "ranks": done.ranks}
+        layers = None
+    seconds["cut"] = time.perf_counter() - tic
     tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
     seconds["evaluate"] += time.perf_counter() - tic
     recovered = training = None
     if how.recovery is not None:
         tic = time.perf_counter()
-        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, teacher=teacher,
-                           progress=progress)
+        training = recover(model, [s.train for s in splits], [s.val for s in splits], how.recovery, layers=layers,
+                           teacher=teacher, progress=progress)
         seconds["recovery"] = time.perf_counter() - tic
         recovered = _validation(model, val, how.context)
         seconds["evaluate"] += time.perf_counter() - seconds["recovery"] - tic
@@ -138,9 +160,9 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     seconds["total"] = time.perf_counter() - begin
     results = {"source": found.to_dict(), "compression": how.to_dict(), "dense": dense, "after_cut": after_cut,
                "after_recovery": recovered, "recovery": training.to_dict() if training else None,
-               "params": {"dense": done.params_before, "cut": done.params_after, "kept": done.kept},
-               "ranks": done.ranks, "calibration_tokens": done.calibration_tokens, "seconds": seconds}
-    logger.info("compress_pretrained: %s to %.4f of its params", found.describe(), done.kept)
+               **cut, "calibration_tokens": int(calibration.numel()), "seconds": seconds}
+    logger.info("compress_pretrained: %s to %.4f of its params (%s)", found.describe(), cut["params"]["kept"],
+                how.method)
     return CompressedLM(model, tokenizer, found, results)
 
 
