@@ -33,6 +33,7 @@ from lorita.lm import width
 from lorita.runs.experiment import machine
 
 RANKINGS = ("weights", "activations", "random", "weights-reversed")
+BY_WEIGHTS = width.channel_importance  # before any ranking below stands in for it
 
 
 def ranked(ranking: str, seed: int):
@@ -41,8 +42,8 @@ def ranked(ranking: str, seed: int):
         generator = torch.Generator().manual_seed(seed)
         return lambda mlp: torch.rand(mlp.up_proj.out_features, generator=generator)
     if ranking == "weights-reversed":
-        return lambda mlp: -width.channel_importance(mlp)
-    return width.channel_importance
+        return lambda mlp: -BY_WEIGHTS(mlp)
+    return BY_WEIGHTS
 
 
 def pruned(dense, ranking: str, budget: float, calibration: torch.Tensor, seed: int):
@@ -50,12 +51,11 @@ def pruned(dense, ranking: str, budget: float, calibration: torch.Tensor, seed: 
     model = copy.deepcopy(dense)
     if ranking == "activations":
         return model, width.prune_width(model, budget, calibration=calibration)
-    original = width.channel_importance
     width.channel_importance = ranked(ranking, seed)
     try:
         info = width.prune_width(model, budget)
     finally:
-        width.channel_importance = original
+        width.channel_importance = BY_WEIGHTS
     return model, info
 
 
