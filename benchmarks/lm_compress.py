@@ -14,7 +14,9 @@ Debian licence texts for the report), optionally recover by fine-tuning, measure
 * ``width``: structured pruning of the MLP channels with Torch-Pruning's group L2-norm importance
   (``lorita.lm.width``; Torch-Pruning itself does not finish building its graph of a Llama here);
 * ``width-act``: the same pruning with channels ranked by their activations on the calibration
-  windows (Wanda-SP / FLAP's importance; ``lorita.lm.width.activation_importance``).
+  windows (Wanda-SP / FLAP's importance; ``lorita.lm.width.activation_importance``);
+* ``width-refit``: ``width-act`` plus the closed-form refit of ``down_proj`` on the kept channels
+  (``lorita.lm.width.refit_down_proj``; what ``LMCompression(method="width")`` does).
 
 Every figure is printed as it is measured and the whole run written to ``--json``. Heavy: run
 it under the machine-wide lock, e.g.
@@ -50,7 +52,7 @@ from lorita.runs.lm import write_lm_run
 from lorita.runs.output import RunOutput
 from procmem import guard, reset_peak, status_mb
 
-METHODS = ("plain", "whitened", "whitened-update", "lorita", "width", "width-act")
+METHODS = ("plain", "whitened", "whitened-update", "lorita", "width", "width-act", "width-refit")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
 
 
@@ -86,8 +88,9 @@ def measure(model, evals: dict, which: list[str], context: int) -> dict:
 
 
 def cut(model, method: str, budget: float, calibration, args) -> dict:
-    if method in ("width", "width-act"):
-        return prune_width(model, budget, calibration=calibration if method == "width-act" else None)
+    if method.startswith("width"):
+        return prune_width(model, budget, calibration=None if method == "width" else calibration,
+                           update=method == "width-refit")
     done = lm_cut(model, calibration, params=budget, whiten=method != "plain",
                   update=method in ("whitened-update", "lorita"), multiple=args.multiple)
     return done.to_dict()

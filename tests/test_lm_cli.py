@@ -122,7 +122,9 @@ def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run,
     ([], "say how much of the language model to keep: --params P"),
     (["--params", "1.5"], "params"),
     (["--params", "0.8", "--texts", "/no/such/text"], "no text '/no/such/text'"),
-    (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps and --recovery-minutes go"),
+    (["--params", "0.8", "--recovery", "none", "--recovery-steps", "3"], "--recovery-steps, --recovery-minutes and"),
+    (["--params", "0.8", "--recovery", "none", "--distill", "1"], "--distill go with --recovery full or lora"),
+    (["--params", "0.8", "--distill", "1.5"], "distill"),
     (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
     (["--params", "0.8", "--method", "width", "--multiple", "8"], "method 'width' rounds the MLP width"),
 ])
@@ -148,6 +150,16 @@ def test_texts_too_short_to_calibrate_on_leave_no_folder(source, tmp_path):
     with pytest.raises(LoritaError, match="too short"):
         compress_lm_run(gguf, out, LMCompression(params=0.8, windows=2, texts=(str(short),), recovery=None))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short"]
+
+
+def test_distill_sets_the_recovery_objective_and_defaults_to_the_text_alone():
+    from lorita.cli import build_parser
+    from lorita.cli.compress_cmd import lm_from_args
+
+    parse = build_parser().parse_args
+    assert lm_from_args(parse(["compress", "m.gguf", "--out", "y", "--params", "0.8"])).recovery.distill == 0
+    taught = lm_from_args(parse(["compress", "m.gguf", "--out", "y", "--params", "0.8", "--distill", "1"]))
+    assert taught.recovery.distill == 1 and taught.recovery.mode == "lora"
 
 
 def test_language_model_flags_and_text_are_refused_for_a_trained_run(tmp_path, capsys):

@@ -137,10 +137,37 @@ def test_width_pruning_with_calibration_ranks_channels_by_their_down_proj_input_
     scores = activation_importance(model, windows, batch_size=1)  # two passes of one window add up
     torch.testing.assert_close(scores[mlp], expected, rtol=1e-5, atol=1e-6)
     down = mlp.down_proj.weight.detach().clone()
-    info = prune_width(model, 0.8, calibration=windows)
+    info = prune_width(model, 0.8, calibration=windows, update=False)
     kept = expected.argsort(descending=True)[: info["mlp_width"]].sort().values
     assert torch.equal(model.model.layers[1].mlp.down_proj.weight, down[:, kept])
-    assert info["importance"] == "activations" and info["kept"] <= 0.8
+    assert info["importance"] == "activations" and info["kept"] <= 0.8 and not info["refit"]
+
+
+def test_the_width_refit_solves_the_damped_normal_equations_and_carries_the_output_better():
+    model = tiny_llama()
+    windows = TRAIN[:64].reshape(4, 16)
+    mlp = model.model.layers[0].mlp
+    seen = []
+    hook = mlp.down_proj.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].detach()))
+    with torch.no_grad():
+        model(windows)
+    hook.remove()
+    h = torch.cat([x.reshape(-1, x.shape[-1]) for x in seen]).double()
+    down = mlp.down_proj.weight.detach().double().clone()
+    plain = copy.deepcopy(model)
+    scores = activation_importance(model, windows)[mlp]
+    info = prune_width(model, 0.8, calibration=windows)
+    prune_width(plain, 0.8, calibration=windows, update=False)
+    order = scores.argsort(descending=True)[: info["mlp_width"]].sort().values
+    gram = h.T @ h
+    inner = gram[order][:, order]
+    inner = inner + 0.01 * inner.diagonal().mean() * torch.eye(len(order), dtype=torch.float64)
+    new = model.model.layers[0].mlp.down_proj.weight.detach().double()
+    torch.testing.assert_close(new @ inner, down @ gram[:, order], rtol=1e-4, atol=1e-5)
+    target = h @ down.T
+    err_refit = (h[:, order] @ new.T - target).pow(2).sum()
+    err_plain = (h[:, order] @ plain.model.layers[0].mlp.down_proj.weight.detach().double().T - target).pow(2).sum()
+    assert info["refit"] and err_refit < err_plain
 
 
 def test_width_pruning_refuses_calibration_that_is_not_windows_of_ids():

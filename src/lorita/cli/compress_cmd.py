@@ -42,7 +42,7 @@ _FLAGS = {
 }
 _ACCURACY = ("max_drop", "max_evals")
 # flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
-_LM_ONLY = ("method", "texts", "recovery", "recovery_steps", "recovery_minutes")
+_LM_ONLY = ("method", "texts", "recovery", "recovery_steps", "recovery_minutes", "distill")
 LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
 _RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
              "max_drop", "max_evals", "finetune_lr", "int8")
@@ -105,6 +105,10 @@ def add_parser(sub) -> None:
     lm.add_argument("--recovery-minutes", type=float, metavar="M",
                     help=f"wall-clock budget of the recovery's training steps (default {LM_RECOVERY_MINUTES:g}; 0: "
                          "none, every step runs); the step count is fitted to it from the first steps' time")
+    lm.add_argument("--distill", type=float, metavar="W",
+                    help="weight of the dense model's prediction in each recovery token's target (0, the default: "
+                         "the next token of the text only; 1: distillation from the dense model, which then stays "
+                         "in memory during the recovery)")
     p.set_defaults(func=run)
 
 
@@ -159,19 +163,21 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to a pretrained language model, which is cut to "
                           "--params P of its params (with --method, --calibrate, --multiple, --texts, --recovery, "
-                          "--recovery-steps, --recovery-minutes)")
+                          "--recovery-steps, --recovery-minutes, --distill)")
     if args.params is None:
         raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
                           "of its whole params)")
-    if args.recovery == "none" and (args.recovery_steps is not None or args.recovery_minutes is not None):
-        raise LoritaError("--recovery-steps and --recovery-minutes go with --recovery full or lora, not none")
+    if args.recovery == "none" and (args.recovery_steps is not None or args.recovery_minutes is not None
+                                    or args.distill is not None):
+        raise LoritaError("--recovery-steps, --recovery-minutes and --distill go with --recovery full or lora, not none")
     minutes = LM_RECOVERY_MINUTES if args.recovery_minutes is None else args.recovery_minutes
     if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
         raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
     mode = args.recovery or "lora"
     recovery = None if mode == "none" else recovery_recipe(
         mode, seconds=60 * minutes,
-        **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}))
+        **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}),
+        **({"distill": args.distill} if args.distill is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts),
               "method": ("method", args.method)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,

@@ -6,8 +6,8 @@ name, a ``.gguf`` file or a Hugging Face folder) is loaded, its texts (by defaul
 ones, ``lorita.lm.corpus.CALIBRATION_SOURCES``) split by document, random calibration windows
 drawn from the training documents, the model cut (``lorita.lm.cut.lm_cut``: whitened,
 non-uniform ranks under the whole-model budget, closed-form refit; or, with
-``method="width"``, its MLP channels pruned by their activations on the calibration windows,
-``lorita.lm.width``), recovered
+``method="width"``, its MLP channels pruned by their activations on the calibration windows and
+``down_proj`` refitted on the kept ones, ``lorita.lm.width``), recovered
 (``lorita.lm.recover``) unless ``recovery=None``, and its perplexity measured on the held-out
 validation documents before and after, on the same windows. ``perplexity_of_text`` scores any
 text file the same way.
@@ -42,7 +42,7 @@ METHODS = ("low-rank", "width")  # LMCompression.method: thin pairs (lorita.lm.c
 class LMCompression:
     """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``method`` (``low-rank``:
     every block linear a candidate for a thin pair; ``width``: the MLP channels pruned instead), ``windows`` calibration
-    windows of ``window`` tokens, the refit (``update``), ranks rounded to ``multiple``, the ``recovery`` recipe
+    windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ranks rounded to ``multiple``, the ``recovery`` recipe
     (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
     ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
     files or folders of them), each split by document.
@@ -134,9 +134,10 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
     tic = time.perf_counter()
     if how.method == "width":
-        pruned = prune_width(model, how.params, calibration=calibration)
+        pruned = prune_width(model, how.params, calibration=calibration, update=how.update)
         cut = {"params": {"dense": pruned["params_before"], "cut": pruned["params_after"], "kept": pruned["kept"]},
-               "ranks": None, "mlp_width": {"dense": pruned["mlp_width_before"], "cut": pruned["mlp_width"]}}
+               "ranks": None, "mlp_width": {"dense": pruned["mlp_width_before"], "cut": pruned["mlp_width"]},
+               "refit": pruned["refit"]}
         layers = pruned_linears(model)  # what the recovery trains: no thin pairs here
     else:
         done = lm_cut(model, calibration, params=how.params, update=how.update, multiple=how.multiple,

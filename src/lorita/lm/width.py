@@ -22,6 +22,14 @@ calibration text, ``prune_width`` ranks the channels by what they carry instead,
 activation-aware importance of Wanda-SP and FLAP: for channel ``j``, the squared norm of its
 input to ``down_proj`` over the calibration tokens times the squared norm of ``down_proj``'s
 column ``j`` (``activation_importance``): 57 there.
+
+With calibration, ``down_proj`` is then refitted on the kept channels (``update=True``, the width
+counterpart of the low-rank cut's closed-form update, as in FLAP's and SliceGPT's compensation):
+the kept columns ``W'`` minimise ``sum ||W h - W' h_K||^2`` over the calibration tokens' inputs
+``h`` to ``down_proj``, ``W' = W G[:, K] (G[K, K] + damp I)^-1`` with ``G`` their Gram matrix and a
+1% damping of its mean diagonal (SparseGPT's). The removed channels' share of the output is
+carried by the kept channels that correlate with them. Importance and Gram matrices come from one
+pass of the dense model (not block by block).
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ from lorita.lm.cut import count_params
 logger = logging.getLogger(__name__)
 
 ROUND_TO = 4
+DAMP = 0.01  # the refit's ridge: this fraction of the Gram matrix's mean diagonal
+GRAM_BYTES = 1 << 30  # Gram matrices of at most this many bytes are gathered in one calibration pass
 
 
 def _mlps(model: nn.Module) -> list[nn.Module]:
@@ -74,6 +84,34 @@ def channel_importance(mlp: nn.Module) -> torch.Tensor:
     return (gate.pow(2).sum(1) + up.pow(2).sum(1) + down.pow(2).sum(0)) / 3
 
 
+def _check_calibration(calibration: torch.Tensor) -> None:
+    if calibration.dim() != 2 or calibration.shape[0] == 0:
+        raise LoritaError(f"calibration must be a (windows, tokens) tensor of token ids, got shape "
+                          f"{tuple(calibration.shape)}")
+
+
+def _down_proj_inputs(model: nn.Module, mlps: list[nn.Module], calibration: torch.Tensor, batch_size: int,
+                      gram: bool) -> dict[nn.Module, torch.Tensor]:
+    """Per MLP, the summed squared inputs to ``down_proj`` (``gram=False``) or their Gram matrix (float64)."""
+    found: dict[nn.Module, torch.Tensor] = {}
+
+    def record(layer: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach().float()
+        x = x.reshape(-1, x.shape[-1])
+        part = (x.T @ x).double() if gram else x.pow(2).sum(0)
+        found[layer] = found[layer] + part if layer in found else part
+
+    hooks = [m.down_proj.register_forward_pre_hook(record) for m in mlps]
+    try:
+        with torch.no_grad():
+            for start in range(0, calibration.shape[0], batch_size):
+                model(calibration[start:start + batch_size])
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {m: found[m.down_proj] for m in mlps}
+
+
 def activation_importance(model: nn.Module, calibration: torch.Tensor, *, batch_size: int = 4) -> dict[nn.Module, torch.Tensor]:
     """Each MLP's channel importance on calibration windows: input energy to ``down_proj`` times its column norm.
 
@@ -89,34 +127,56 @@ def activation_importance(model: nn.Module, calibration: torch.Tensor, *, batch_
         >>> [tuple(s.shape) for s in scores.values()]
         [(64,), (64,)]
     """
-    if calibration.dim() != 2 or calibration.shape[0] == 0:
-        raise LoritaError(f"calibration must be a (windows, tokens) tensor of token ids, got shape "
-                          f"{tuple(calibration.shape)}")
+    _check_calibration(calibration)
     check_int("batch_size", batch_size, meaning="calibration windows per forward pass")
     mlps = _mlps(model)
-    energy: dict[nn.Module, torch.Tensor] = {}
-
-    def record(layer: nn.Module, inputs: tuple) -> None:
-        x = inputs[0].detach().float()
-        energy[layer] = energy.get(layer, 0) + x.reshape(-1, x.shape[-1]).pow(2).sum(0)
-
-    hooks = [m.down_proj.register_forward_pre_hook(record) for m in mlps]
-    try:
-        with torch.no_grad():
-            for start in range(0, calibration.shape[0], batch_size):
-                model(calibration[start:start + batch_size])
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {m: energy[m.down_proj] * m.down_proj.weight.detach().float().pow(2).sum(0) for m in mlps}
+    energy = _down_proj_inputs(model, mlps, calibration, batch_size, gram=False)
+    return {m: energy[m] * m.down_proj.weight.detach().float().pow(2).sum(0) for m in mlps}
 
 
-def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | None = None) -> dict:
+def refit_down_proj(weight: torch.Tensor, keep: torch.Tensor, gram: torch.Tensor, *, damp: float = DAMP) -> torch.Tensor:
+    """The columns of ``down_proj`` for the kept channels that best carry the whole layer's output.
+
+    ``weight``: ``down_proj``'s ``(out, channels)`` weight; ``keep``: the kept channel indices;
+    ``gram``: the ``(channels, channels)`` Gram matrix of its inputs on calibration tokens. Returns
+    ``W G[:, K] (G[K, K] + damp * mean(diag G[K, K]) I)^-1`` in ``weight``'s dtype.
+
+    Example:
+        >>> h = torch.randn(100, 4); h[:, 3] = h[:, 0]          # channel 3 copies channel 0
+        >>> w = torch.randn(2, 4)
+        >>> new = refit_down_proj(w, torch.tensor([0, 1, 2]), h.T @ h, damp=0.0)
+        >>> torch.allclose(h[:, :3] @ new.T, h @ w.T, atol=1e-4)   # nothing lost: 0 carries 3
+        True
+    """
+    g = gram.double()
+    inner = g[keep][:, keep]
+    inner = inner + damp * inner.diagonal().mean() * torch.eye(len(keep), dtype=g.dtype, device=g.device)
+    target = weight.detach().double() @ g[:, keep]  # (out, kept)
+    return torch.linalg.solve(inner, target.T).T.to(weight.dtype)  # inner is symmetric
+
+
+def _refits(model: nn.Module, mlps: list[nn.Module], keep: dict[nn.Module, torch.Tensor],
+            calibration: torch.Tensor, batch_size: int) -> dict[nn.Module, torch.Tensor]:
+    """Every MLP's refitted ``down_proj`` weight on its kept channels; Gram matrices gathered ``GRAM_BYTES`` at a time."""
+    width = mlps[0].down_proj.in_features
+    per_pass = max(1, GRAM_BYTES // (width * width * 8))
+    refitted = {}
+    for start in range(0, len(mlps), per_pass):
+        group = mlps[start:start + per_pass]
+        grams = _down_proj_inputs(model, group, calibration, batch_size, gram=True)
+        for mlp in group:
+            refitted[mlp] = refit_down_proj(mlp.down_proj.weight, keep[mlp], grams.pop(mlp))
+    return refitted
+
+
+def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | None = None, *,
+                update: bool = True) -> dict:
     """Prune the MLP channels of ``model`` in place so the whole model keeps at most ``params`` of its params.
 
     Without ``calibration`` the channels are ranked by their weights (``channel_importance``,
     Torch-Pruning's recipe); with calibration windows of token ids, by what they carry on them
-    (``activation_importance``), which is far better on a pretrained model.
+    (``activation_importance``), which is far better on a pretrained model, and ``down_proj`` is
+    refitted on the kept channels (``refit_down_proj``) unless ``update=False``.
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -128,6 +188,8 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
         (True, 40, 40)
     """
     check_fraction("params", params, meaning="the fraction of the whole model's params to keep")
+    if calibration is not None:
+        _check_calibration(calibration)
     mlps = _mlps(model)
     before = count_params(model)
     width = mlps[0].up_proj.out_features
@@ -138,18 +200,23 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     keep -= keep % ROUND_TO
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
     scores = activation_importance(model, calibration) if calibration is not None else None
+    kept = {m: (scores[m] if scores is not None else channel_importance(m)).argsort(descending=True)[:keep].sort().values
+            for m in mlps}
+    refitted = _refits(model, mlps, kept, calibration, 4) if calibration is not None and update else {}
     for mlp in mlps:
-        importance = scores[mlp] if scores is not None else channel_importance(mlp)
-        order = importance.argsort(descending=True)[:keep].sort().values
-        mlp.gate_proj = _narrowed(mlp.gate_proj, order, 0)
-        mlp.up_proj = _narrowed(mlp.up_proj, order, 0)
-        mlp.down_proj = _narrowed(mlp.down_proj, order, 1)
+        mlp.gate_proj = _narrowed(mlp.gate_proj, kept[mlp], 0)
+        mlp.up_proj = _narrowed(mlp.up_proj, kept[mlp], 0)
+        mlp.down_proj = _narrowed(mlp.down_proj, kept[mlp], 1)
+        if mlp in refitted:
+            with torch.no_grad():
+                mlp.down_proj.weight.copy_(refitted[mlp])
     if hasattr(getattr(model, "config", None), "intermediate_size"):
         model.config.intermediate_size = keep
-    kept = count_params(model) / before
-    logger.info("prune_width: MLP %d -> %d channels, kept %.4f of %d params", width, keep, kept, before)
-    return {"kept": kept, "params_before": before, "params_after": count_params(model), "mlp_width": keep,
-            "mlp_width_before": width, "importance": "weights" if calibration is None else "activations"}
+    share = count_params(model) / before
+    logger.info("prune_width: MLP %d -> %d channels, kept %.4f of %d params", width, keep, share, before)
+    return {"kept": share, "params_before": before, "params_after": count_params(model), "mlp_width": keep,
+            "mlp_width_before": width, "importance": "weights" if calibration is None else "activations",
+            "refit": bool(refitted)}
 
 
 def pruned_linears(model: nn.Module) -> list[nn.Linear]:
