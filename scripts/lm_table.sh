@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The language-model table of docs/LM.md: every method at 90/80/70/60% of SmolLM2-135M's params, each recovered by
 # LoRA for the same 3 minutes of wall time (plain SVD: the cut alone), with batch-1 speed; then the tables and the plot.
-# Three runs, each writing docs/lm/table/NAME.json (and .log) and skipped when its JSON is complete; about 2.5 hours
+# Four runs, each writing docs/lm/table/NAME.json (and .log) and skipped when its JSON is complete; about 3 hours
 # on 2 idle cores in all. Usage: bash scripts/lm_table.sh   (LOCK=/path/to/lockfile: hold a lock shared with other
 # heavy jobs on the machine around each run; CUT_CACHE=DIR: keep each cut there and reuse it in a later call)
 set -euo pipefail
@@ -23,6 +23,7 @@ run() {  # run NAME ARGS...: one lm_compress.py run into $out/NAME.json, unless 
 }
 run whitened-update-width 8 --methods whitened-update width "${recovered[@]}"
 run width-act 4 --methods width-act "${recovered[@]}"
+run width-refit 4 --methods width-refit "${recovered[@]}"
 run plain 4 --methods plain
 "$py" benchmarks/lm_report.py "$out"/*.json --text licenses --plot docs/lm/ppl-vs-params.png > "$out/table-licenses.md"
 for text in fortunes-val python-docs-val; do

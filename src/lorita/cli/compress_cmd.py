@@ -91,7 +91,8 @@ def add_parser(sub) -> None:
     lm.add_argument("--method", choices=METHODS,
                     help="low-rank (the default: whitened SVD of the blocks' linears into thin pairs, ranks chosen "
                          "across the model) or width (the MLP channels pruned, ranked by their activations on the "
-                         "calibration windows; the better of the two on SmolLM2-135M in docs/LM.md)")
+                         "calibration windows, down_proj refitted on the kept ones; the better of the two on "
+                         "SmolLM2-135M in docs/LM.md)")
     lm.add_argument("--texts", nargs="+", metavar="TEXT",
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
                          "or UTF-8 files or folders of them (default: fortunes python-docs)")
