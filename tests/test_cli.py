@@ -80,6 +80,16 @@ def test_compress_strategies(trained, tmp_path, strategy):
         assert results["search"] and results["evaluations"] <= 2 + 3
 
 
+def test_a_rank_above_every_layers_break_even_says_the_model_is_unchanged(trained, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["compress", str(trained), "--rank", "100000", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert sorted(results["dense_layers"]) == sorted(results["ranks"]) and results["kept"]["params"] == 1
+    assert "note: no layer was cut" in capsys.readouterr().err
+    assert main(["compress", str(trained), "--rank", "1", "--out", str(tmp_path / "one"), "--no-progress"]) == 0
+    assert "no layer was cut" not in capsys.readouterr().err
+
+
 def test_compress_calibrated_whitened_cut(trained, tmp_path, capsys):
     out = tmp_path / "w"
     assert main(["compress", str(trained), "--energy", "0.9", "--calibrate", "2", "--out", str(out),

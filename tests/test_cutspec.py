@@ -137,6 +137,23 @@ def test_a_new_way_to_cut_is_one_class_and_one_handler():
         choose_ranks(mlp(), "energy")
 
 
+def test_a_misspelt_option_is_refused_and_a_registered_handler_may_take_its_own():
+    with pytest.raises(LoritaError, match="unknown option\\(s\\) evalute=; it takes example_input="):
+        choose_ranks(mlp(), Budget(params=0.5), evalute=lambda m: 1.0)
+    with pytest.raises(LoritaError, match="unknown option\\(s\\) exmaple_input="):
+        cut(mlp(), Energy(0.5), exmaple_input=torch.randn(1, 24))
+
+    @dataclasses.dataclass(frozen=True)
+    class Scaled(CutSpec):
+        kind = "scaled-rank-test"
+
+    @register_cut(Scaled)
+    def _scaled(how, spectra, *, scale=1):
+        return Choice({name: scale for name in spectra.shapes}, how)
+
+    assert set(choose_ranks(mlp(), Scaled(), scale=2).ranks.values()) == {2}
+
+
 def test_ranks_in_multiples_round_up_a_criterion_and_down_a_budget():
     net = mlp()
     full = {"0": 20, "2": 20, "4": 5}

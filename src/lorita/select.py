@@ -11,6 +11,7 @@ original, uncomposed architecture. ``cut`` chooses and compresses in one call;
 from __future__ import annotations
 
 import logging
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, get_args
 
@@ -107,6 +108,11 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
     handler = _HANDLERS.get(type(how))
     if handler is None:
         raise LoritaError(f"no handler for {type(how).__name__}; register one with lorita.select.register_cut")
+    unknown = sorted(set(context) - _context_names(handler))
+    if unknown:
+        raise LoritaError(f"choose_ranks got unknown option(s) {', '.join(k + '=' for k in unknown)}; it takes "
+                          "example_input=, batches=, and for the way to cut: evaluate=, finetune=, baseline= "
+                          "(Accuracy), timer=, cache=, cache_file= (Latency and latency-aware budgets)")
     if isinstance(model, Spectra):
         if example_input is not None or batches is not None:
             raise LoritaError("example_input= and batches= belong to the Spectra (Spectra(model, example_input, "
@@ -171,6 +177,16 @@ def _threshold(how: Threshold, spectra: Spectra, **_) -> Choice:
 
 
 _TIMING = ("timer", "cache", "cache_file")  # the context a latency measurement takes
+
+
+_SEARCH = ("evaluate", "finetune", "baseline")  # the context an accuracy search takes
+
+
+def _context_names(handler: Handler) -> set[str]:
+    """The context options a handler can use: the built-in ones and any keyword a registered handler names."""
+    named = [p.name for p in list(inspect.signature(handler).parameters.values())[2:]
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return {*_SEARCH, *_TIMING, *named}
 
 
 def _timing(context: dict) -> dict:

@@ -10,6 +10,7 @@ the thin layers (``--recovery``)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lorita.cli.options import output_options, require
 from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ratio, Threshold
@@ -204,6 +205,10 @@ def run(args: argparse.Namespace) -> int:
     final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
           f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
+    if results["ranks"] and set(results["dense_layers"]) == set(results["ranks"]):
+        print(f"note: no layer was cut: each of the {len(results['ranks'])} rank(s) chosen is at or above its "
+              "layer's break-even rank (a thin pair there would be no smaller than the dense layer), so the model "
+              "is unchanged; ask for smaller ranks (e.g. a lower --rank or --ratio)", file=sys.stderr)
     if "latency" in results:
         lat = results["latency"]
         print(f"latency at batch {lat['batch']} ({lat['layout']}): asked {lat['latency']:.3f}, predicted "
