@@ -95,6 +95,16 @@ def test_read_run(runs):
     assert cut.get("kept", "params") == 0.25 and cut.get("after_finetune", "test_acc") is None
 
 
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "-1.0"])
+def test_a_spectrum_with_values_no_svd_gives_is_left_out_of_the_plots_with_a_warning(runs, value, caplog):
+    d1 = runs[0]
+    text = (d1 / "spectrum.json").read_text()
+    (d1 / "spectrum.json").write_text(text.replace("5.0", value, 1))
+    with caplog.at_level("WARNING"):
+        assert read_run(d1).spectrum is None
+    assert "hold singular values that are negative, NaN or infinite" in caplog.text
+
+
 def test_write_report(runs, tmp_path):
     out = tmp_path / "new" / "report"  # created by write_report
     path = write_report(runs, out)

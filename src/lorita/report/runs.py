@@ -188,7 +188,13 @@ def _read_spectrum(path: Path) -> dict[str, list[float]] | None:
             isinstance(v, list) and all(_is_float(x) for x in v) for v in layers.values()):
         raise LoritaError(f"{path} must hold {{\"layers\": {{layer name: [singular values, descending]}}}}; "
                           f"it is written by {PRODUCED_BY['spectrum.json']}")
-    return {name: [float(x) for x in values] for name, values in layers.items()}
+    spectrum = {name: [float(x) for x in values] for name, values in layers.items()}
+    bad = sorted(name for name, values in spectrum.items() if not all(math.isfinite(x) and x >= 0 for x in values))
+    if bad:
+        log.warning("%s: layer(s) %s hold singular values that are negative, NaN or infinite (a damaged file or a "
+                    "diverged training); no spectrum plot for this run", path, ", ".join(bad[:5])[:300])
+        return None
+    return spectrum
 
 
 def _nested_runs(folder: Path) -> list[str]:
