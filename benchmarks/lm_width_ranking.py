@@ -50,7 +50,7 @@ def pruned(dense, ranking: str, budget: float, calibration: torch.Tensor, seed: 
     """A copy of ``dense`` with its MLP channels pruned to ``budget`` of the params, ranked by ``ranking``."""
     model = copy.deepcopy(dense)
     if ranking == "activations":
-        return model, width.prune_width(model, budget, calibration=calibration)
+        return model, width.prune_width(model, budget, calibration=calibration, update=False)  # the ranking alone
     width.channel_importance = ranked(ranking, seed)
     try:
         info = width.prune_width(model, budget)

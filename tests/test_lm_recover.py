@@ -110,6 +110,16 @@ def test_induce_keeps_the_architecture_and_trains_only_the_block_linears():
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
+def down_proj_inputs(model, mlp, windows) -> torch.Tensor:
+    """The (tokens, channels) inputs ``mlp.down_proj`` sees when ``model`` runs on ``windows`` in one pass."""
+    seen = []
+    hook = mlp.down_proj.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].detach()))
+    with torch.no_grad():
+        model(windows)
+    hook.remove()
+    return torch.cat([x.reshape(-1, x.shape[-1]) for x in seen])
+
+
 def test_width_pruning_keeps_the_most_important_channels():
     model = tiny_llama()
     mlp = model.model.layers[0].mlp
@@ -128,12 +138,8 @@ def test_width_pruning_with_calibration_ranks_channels_by_their_down_proj_input_
     model = tiny_llama()
     windows = TRAIN[:32].reshape(2, 16)
     mlp = model.model.layers[1].mlp
-    seen = []
-    hook = mlp.down_proj.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].detach()))
-    with torch.no_grad():
-        model(windows)
-    hook.remove()
-    expected = seen[0].reshape(-1, seen[0].shape[-1]).pow(2).sum(0) * mlp.down_proj.weight.detach().pow(2).sum(0)
+    seen = down_proj_inputs(model, mlp, windows)
+    expected = seen.pow(2).sum(0) * mlp.down_proj.weight.detach().pow(2).sum(0)
     scores = activation_importance(model, windows, batch_size=1)  # two passes of one window add up
     torch.testing.assert_close(scores[mlp], expected, rtol=1e-5, atol=1e-6)
     down = mlp.down_proj.weight.detach().clone()
@@ -147,12 +153,7 @@ def test_the_width_refit_solves_the_damped_normal_equations_and_carries_the_outp
     model = tiny_llama()
     windows = TRAIN[:64].reshape(4, 16)
     mlp = model.model.layers[0].mlp
-    seen = []
-    hook = mlp.down_proj.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].detach()))
-    with torch.no_grad():
-        model(windows)
-    hook.remove()
-    h = torch.cat([x.reshape(-1, x.shape[-1]) for x in seen]).double()
+    h = down_proj_inputs(model, mlp, windows).double()
     down = mlp.down_proj.weight.detach().double().clone()
     plain = copy.deepcopy(model)
     scores = activation_importance(model, windows)[mlp]

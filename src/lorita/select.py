@@ -10,8 +10,8 @@ original, uncomposed architecture. ``cut`` chooses and compresses in one call;
 
 from __future__ import annotations
 
-import logging
 import inspect
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, get_args
 
@@ -177,8 +177,6 @@ def _threshold(how: Threshold, spectra: Spectra, **_) -> Choice:
 
 
 _TIMING = ("timer", "cache", "cache_file")  # the context a latency measurement takes
-
-
 _SEARCH = ("evaluate", "finetune", "baseline")  # the context an accuracy search takes
 
 

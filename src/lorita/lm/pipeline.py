@@ -42,8 +42,8 @@ METHODS = ("low-rank", "width")  # LMCompression.method: thin pairs (lorita.lm.c
 class LMCompression:
     """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``method`` (``low-rank``:
     every block linear a candidate for a thin pair; ``width``: the MLP channels pruned instead), ``windows`` calibration
-    windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ranks rounded to ``multiple``, the ``recovery`` recipe
-    (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
+    windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ranks rounded to
+    ``multiple``, the ``recovery`` recipe (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
     ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
     files or folders of them), each split by document.
 
