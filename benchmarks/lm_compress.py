@@ -16,7 +16,9 @@ Debian licence texts for the report), optionally recover by fine-tuning, measure
 * ``width-act``: the same pruning with channels ranked by their activations on the calibration
   windows (Wanda-SP / FLAP's importance; ``lorita.lm.width.activation_importance``);
 * ``width-refit``: ``width-act`` plus the closed-form refit of ``down_proj`` on the kept channels
-  (``lorita.lm.width.refit_down_proj``; what ``LMCompression(method="width")`` does).
+  (``lorita.lm.width.refit_down_proj``; what ``LMCompression(method="width")`` does);
+* ``width-global``: ``width-refit`` with widths that differ by block, one ranking of the channels'
+  shares of their block's importance over all blocks (``prune_width(allocation="global")``).
 
 Every figure is printed as it is measured and the whole run written to ``--json``. Heavy: run
 it under the machine-wide lock, e.g.
@@ -52,7 +54,7 @@ from lorita.runs.lm import write_lm_run
 from lorita.runs.output import RunOutput
 from procmem import guard, reset_peak, status_mb
 
-METHODS = ("plain", "whitened", "whitened-update", "lorita", "width", "width-act", "width-refit")
+METHODS = ("plain", "whitened", "whitened-update", "lorita", "width", "width-act", "width-refit", "width-global")
 PROMPTS = ("The meaning of life is", "A list in Python is", "Once upon a time,")
 
 
@@ -90,7 +92,8 @@ def measure(model, evals: dict, which: list[str], context: int) -> dict:
 def cut(model, method: str, budget: float, calibration, args) -> dict:
     if method.startswith("width"):
         return prune_width(model, budget, calibration=None if method == "width" else calibration,
-                           update=method == "width-refit")
+                           update=method in ("width-refit", "width-global"),
+                           allocation="global" if method == "width-global" else "uniform")
     done = lm_cut(model, calibration, params=budget, whiten=method != "plain",
                   update=method in ("whitened-update", "lorita"), multiple=args.multiple)
     return done.to_dict()

@@ -98,6 +98,18 @@ def test_compress_by_width_prunes_the_mlp_channels_and_the_run_reloads_narrowed(
     assert perplexity(model, val).ppl == pytest.approx(results["after_recovery"][f"{texts}-val"]["ppl"], rel=1e-6)
 
 
+def test_compress_by_width_with_global_allocation_records_each_blocks_width_and_reloads_them(source, tmp_path):
+    gguf, texts = source
+    out = tmp_path / "tiny-width-global"
+    assert main(["compress", str(gguf), "--params", "0.8", "--method", "width", "--width-allocation", "global",
+                 "--calibrate", "4", "--texts", str(texts), "--recovery", "none", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["compression"]["allocation"] == "global" and results["params"]["kept"] <= 0.8
+    model = load_lm_run(out)
+    assert [layer.mlp.up_proj.out_features for layer in model.model.layers] == results["mlp_width"]["blocks"]
+    assert count_params(model) == results["params"]["cut"]
+
+
 def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run, tmp_path, capsys):
     gguf, _ = source
     text = tmp_path / "unseen.txt"
@@ -127,6 +139,8 @@ def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run,
     (["--params", "0.8", "--distill", "1.5"], "distill"),
     (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
     (["--params", "0.8", "--method", "width", "--multiple", "8"], "method 'width' rounds the MLP width"),
+    (["--params", "0.8", "--width-allocation", "global"],
+     "allocation='global' chooses the MLP widths of method 'width'"),
 ])
 def test_a_language_model_flag_mistake_is_refused_before_anything_is_written(source, tmp_path, capsys, flags, message):
     gguf, _ = source

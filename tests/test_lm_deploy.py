@@ -14,6 +14,7 @@ from lorita.int8 import Int8Linear  # noqa: E402
 from lorita.lm.cut import count_params, lm_cut  # noqa: E402
 from lorita.lm.deploy import densified, generate, load_lm, save_lm, speed  # noqa: E402
 from lorita.lm.sources import load_pretrained  # noqa: E402
+from lorita.lm.width import prune_width  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama, write_gguf  # noqa: E402
 
@@ -43,6 +44,31 @@ def test_a_cut_model_reloads_exactly_with_its_tokenizer(cut, tmp_path):
     assert count_params(again) == count_params(model)
     assert torch.equal(logits(again), logits(model))
     assert words("hello")["input_ids"] == tokenizer("hello")["input_ids"]
+
+
+def test_a_model_pruned_to_different_widths_per_block_reloads_exactly(tmp_path):
+    path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
+    model, tokenizer = load_pretrained(path)
+    with torch.no_grad():  # block 1 rests on few channels, so the global ranking narrows it more than block 0
+        model.model.layers[1].mlp.down_proj.weight[:, 24:] *= 0.01
+    widths = prune_width(model, 0.8, calibration=IDS, allocation="global")["mlp_widths"]
+    assert len(set(widths)) > 1
+    (tmp_path / "run").mkdir()
+    save_lm(model, tokenizer, tmp_path / "run")
+    again, _ = load_lm(tmp_path / "run")
+    assert [layer.mlp.up_proj.out_features for layer in again.model.layers] == widths
+    assert torch.equal(logits(again), logits(model))
+
+
+def test_a_config_with_widths_that_do_not_fit_the_model_is_refused(tmp_path):
+    model, tokenizer = load_pretrained(write_gguf(tiny_llama(), tmp_path / "tiny.gguf"))
+    prune_width(model, 0.8, calibration=IDS)
+    (tmp_path / "run").mkdir()
+    save_lm(model, tokenizer, tmp_path / "run")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    (tmp_path / "run" / "config.json").write_text(json.dumps({**config, "lorita_mlp_widths": [8, 9999]}))
+    with pytest.raises(LoritaError, match="MLP widths must be 2 integers, each between 1 and its block's width"):
+        load_lm(tmp_path / "run")
 
 
 def test_a_cut_model_in_int8_reloads_exactly_with_its_tied_head_in_float(cut, tmp_path):

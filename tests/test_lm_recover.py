@@ -14,7 +14,8 @@ from lorita.lm.induce import block_linear_names, induce  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
 from lorita.lm.recover import (FIT_STEPS, LEARNING_RATES, RecoveryRecipe, fitted_steps, lm_loss, recover,  # noqa: E402
                                 recovery_recipe, thin_factors)
-from lorita.lm.width import activation_importance, channel_importance, prune_width, pruned_linears  # noqa: E402
+from lorita.lm.width import (activation_importance, channel_importance, global_widths, prune_width,  # noqa: E402
+                              pruned_linears)
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
 
@@ -171,9 +172,39 @@ def test_the_width_refit_solves_the_damped_normal_equations_and_carries_the_outp
     assert info["refit"] and err_refit < err_plain
 
 
+def test_global_width_allocation_ranks_shares_over_blocks_and_stays_within_the_uniform_total():
+    model = tiny_llama()
+    with torch.no_grad():  # block 1's output rests on its first 24 channels: it should give up more than block 0
+        model.model.layers[1].mlp.down_proj.weight[:, 24:] *= 0.01
+    windows = TRAIN[:64].reshape(4, 16)
+    scores = list(activation_importance(model, windows).values())
+    gates = [layer.mlp.gate_proj.weight.detach().clone() for layer in model.model.layers]
+    uniform = prune_width(copy.deepcopy(model), 0.8, calibration=windows)
+    info = prune_width(model, 0.8, calibration=windows, allocation="global", update=False)
+    widths = info["mlp_widths"]
+    assert widths == global_widths(scores, uniform["mlp_width"] * len(widths)) and len(set(widths)) > 1
+    assert sum(widths) <= uniform["mlp_width"] * len(widths) and all(w % 4 == 0 and w >= 4 for w in widths)
+    assert info["kept"] <= 0.8 and info["params_after"] == count_params(model) and info["allocation"] == "global"
+    assert model.config.intermediate_size == max(widths) and model.config.lorita_mlp_widths == widths
+    for layer, score, gate, width in zip(model.model.layers, scores, gates, widths):  # each its own largest
+        kept = score.argsort(descending=True)[:width].sort().values
+        assert torch.equal(layer.mlp.gate_proj.weight, gate[kept])
+
+
+def test_global_widths_never_add_up_to_more_than_asked_when_blocks_are_raised_to_the_minimum():
+    peaked = [torch.tensor([1.0] + [0.0] * 15) for _ in range(3)] + [torch.ones(16)]
+    widths = global_widths(peaked, 16)
+    assert sum(widths) <= 16 and min(widths) == 4
+
+
 def test_width_pruning_refuses_calibration_that_is_not_windows_of_ids():
     with pytest.raises(LoritaError, match="calibration must be a \\(windows, tokens\\) tensor"):
         prune_width(tiny_llama(), 0.8, calibration=TRAIN[:16])
+
+
+def test_width_pruning_refuses_an_unknown_allocation():
+    with pytest.raises(LoritaError, match="allocation must be one of 'uniform', 'global'"):
+        prune_width(tiny_llama(), 0.8, allocation="flap")
 
 
 def test_width_pruning_refuses_a_budget_it_cannot_reach():

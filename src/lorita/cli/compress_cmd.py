@@ -17,6 +17,7 @@ from lorita.cutspec import Accuracy, Budget, CutSpec, Energy, Latency, Rank, Rat
 from lorita.errors import LoritaError
 from lorita.lm.pipeline import METHODS, LMCompression
 from lorita.lm.recover import RecoveryRecipe, recovery_recipe
+from lorita.lm.width import ALLOCATIONS
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -43,7 +44,7 @@ _FLAGS = {
 }
 _ACCURACY = ("max_drop", "max_evals")
 # flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
-_LM_ONLY = ("method", "texts", "recovery", "recovery_steps", "recovery_minutes", "distill")
+_LM_ONLY = ("method", "width_allocation", "texts", "recovery", "recovery_steps", "recovery_minutes", "distill")
 LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
 _RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
              "max_drop", "max_evals", "finetune_lr", "int8")
@@ -94,6 +95,9 @@ def add_parser(sub) -> None:
                          "across the model) or width (the MLP channels pruned, ranked by their activations on the "
                          "calibration windows, down_proj refitted on the kept ones; the better of the two on "
                          "SmolLM2-135M in docs/LM.md)")
+    lm.add_argument("--width-allocation", choices=ALLOCATIONS,
+                    help="with --method width: every block keeps the same MLP width (uniform, the default) or the "
+                         "widths differ, one ranking of the channels over all blocks (global; docs/LM.md)")
     lm.add_argument("--texts", nargs="+", metavar="TEXT",
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
                          "or UTF-8 files or folders of them (default: fortunes python-docs)")
@@ -164,8 +168,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     wrong = _given(args, _RUN_ONLY) + (["--finetune-epochs"] if args.finetune_epochs else [])
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to a pretrained language model, which is cut to "
-                          "--params P of its params (with --method, --calibrate, --multiple, --texts, --recovery, "
-                          "--recovery-steps, --recovery-minutes, --distill)")
+                          "--params P of its params (with --method, --width-allocation, --calibrate, --multiple, "
+                          "--texts, --recovery, --recovery-steps, --recovery-minutes, --distill)")
     if args.params is None:
         raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
                           "of its whole params)")
@@ -181,7 +185,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
         **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}),
         **({"distill": args.distill} if args.distill is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts),
-              "method": ("method", args.method)}
+              "method": ("method", args.method),
+              "width_allocation": ("allocation", args.width_allocation)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
                          **{key: value for key, value in values.values() if value is not None})
 

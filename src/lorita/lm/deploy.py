@@ -29,6 +29,7 @@ from torch import nn
 from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.lm.sources import require
+from lorita.lm.width import WIDTHS_KEY, set_mlp_widths
 from lorita.lowrank import LowRankLinear
 from lorita.serialization import load, save
 
@@ -83,12 +84,20 @@ def config_from_dict(values: dict, where: str):
 
 
 def rebuild_lm(path: str | Path, config) -> nn.Module:
-    """The model ``lorita.save`` wrote to ``path``, rebuilt on transformers' own class for ``config`` (ties the
-    embeddings again where the config says so), in eval mode."""
+    """The model ``lorita.save`` wrote to ``path``, rebuilt on transformers' own class for ``config`` (MLPs narrowed to
+    the config's ``lorita_mlp_widths`` where the widths differ by block; ties the embeddings again where the config
+    says so), in eval mode."""
     require("transformers")
     from transformers import AutoModelForCausalLM  # the lm extra
 
-    model = load(path, model=lambda: AutoModelForCausalLM.from_config(config))
+    def build() -> nn.Module:
+        model = AutoModelForCausalLM.from_config(config)
+        widths = getattr(config, WIDTHS_KEY, None)  # MLP widths that differ by block (prune_width, allocation="global")
+        if widths is not None:
+            set_mlp_widths(model, widths)
+        return model
+
+    model = load(path, model=build)
     if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
         model.tie_weights()
     return model.eval()

@@ -31,7 +31,7 @@ from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lm.recover import RecoveryRecipe, recover, recovery_recipe
 from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
-from lorita.lm.width import prune_width, pruned_linears
+from lorita.lm.width import ALLOCATIONS, prune_width, pruned_linears
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,9 @@ METHODS = ("low-rank", "width")  # LMCompression.method: thin pairs (lorita.lm.c
 class LMCompression:
     """How a pretrained LM is compressed: ``params`` (fraction of the whole model kept), ``method`` (``low-rank``:
     every block linear a candidate for a thin pair; ``width``: the MLP channels pruned instead), ``windows`` calibration
-    windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ranks rounded to
+    windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ``allocation`` of the
+    MLP widths (method ``width``: ``uniform``, one width for every block, or ``global``, one ranking over all of
+    them, ``lorita.lm.width.prune_width``), ranks rounded to
     ``multiple``, the ``recovery`` recipe (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
     ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
     files or folders of them), each split by document.
@@ -57,6 +59,7 @@ class LMCompression:
     windows: int = 64
     window: int = 256
     update: bool = True
+    allocation: str = "uniform"
     multiple: int = 1
     recovery: RecoveryRecipe | None = field(default_factory=recovery_recipe)
     eval_tokens: int = 4096
@@ -67,6 +70,10 @@ class LMCompression:
     def __post_init__(self) -> None:
         check_fraction("params", self.params, meaning="the fraction of the whole model's params to keep")
         check_choice("method", self.method, METHODS)
+        check_choice("allocation", self.allocation, ALLOCATIONS)
+        if self.method != "width" and self.allocation != "uniform":
+            raise LoritaError(f"allocation={self.allocation!r} chooses the MLP widths of method 'width'; the low-rank "
+                              "cut chooses its ranks across the model itself: leave allocation at 'uniform'")
         if self.method == "width" and self.multiple != 1:
             raise LoritaError(f"multiple={self.multiple} rounds low-rank ranks; method 'width' rounds the MLP width "
                               "to a multiple of 4 itself: leave multiple at 1")
@@ -134,9 +141,10 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     teacher = copy.deepcopy(model) if taught else None  # the dense model, to distil from
     tic = time.perf_counter()
     if how.method == "width":
-        pruned = prune_width(model, how.params, calibration=calibration, update=how.update)
+        pruned = prune_width(model, how.params, calibration=calibration, update=how.update, allocation=how.allocation)
         cut = {"params": {"dense": pruned["params_before"], "cut": pruned["params_after"], "kept": pruned["kept"]},
-               "ranks": None, "mlp_width": {"dense": pruned["mlp_width_before"], "cut": pruned["mlp_width"]},
+               "ranks": None, "mlp_width": {"dense": pruned["mlp_width_before"], "cut": pruned["mlp_width"],
+                                                     "blocks": pruned["mlp_widths"]},
                "refit": pruned["refit"]}
         layers = pruned_linears(model)  # what the recovery trains: no thin pairs here
     else:

@@ -30,6 +30,15 @@ the kept columns ``W'`` minimise ``sum ||W h - W' h_K||^2`` over the calibration
 1% damping of its mean diagonal (SparseGPT's). The removed channels' share of the output is
 carried by the kept channels that correlate with them. Importance and Gram matrices come from one
 pass of the dense model (not block by block).
+
+``allocation="global"`` lets the widths differ from block to block (FLAP's adaptive structure,
+with a simpler score): each channel's importance is divided by its block's total, so it reads as
+the share of that block's MLP output the channel carries, and the channels with the largest
+shares over all blocks are kept, the same total as the uniform allocation keeps. A block whose
+output rests on few channels then gives up more of them. Widths are rounded down to a multiple of
+4 per block (at least 4). Such a model's Hugging Face config cannot say its widths
+(``intermediate_size`` is one number: it is set to the widest block), so they are recorded in the
+config as ``lorita_mlp_widths``, which ``lorita.lm.deploy.load_lm`` reads back (``set_mlp_widths``).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import math
 import torch
 from torch import nn
 
-from lorita.checks import check_fraction, check_int
+from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
 from lorita.lm.cut import count_params
 
@@ -49,6 +58,8 @@ logger = logging.getLogger(__name__)
 ROUND_TO = 4
 DAMP = 0.01  # the refit's ridge: this fraction of the Gram matrix's mean diagonal
 GRAM_BYTES = 1 << 30  # Gram matrices of at most this many bytes are gathered in one calibration pass
+ALLOCATIONS = ("uniform", "global")  # prune_width(allocation=...): one width for every block, or one ranking over all
+WIDTHS_KEY = "lorita_mlp_widths"  # the config attribute holding each block's MLP width when they differ
 
 
 def _mlps(model: nn.Module) -> list[nn.Module]:
@@ -169,14 +180,67 @@ def _refits(model: nn.Module, mlps: list[nn.Module], keep: dict[nn.Module, torch
     return refitted
 
 
+def global_widths(scores: list[torch.Tensor], total: int) -> list[int]:
+    """Each block's width when the ``total`` channels with the largest shares of their block's importance are kept.
+
+    ``scores``: one non-negative importance per channel, one tensor per block. A channel's share is its
+    importance over its block's sum; each block's count is rounded down to a multiple of 4, at least 4 (paid for by
+    the widest blocks, so the widths never add up to more than ``total``).
+
+    Example:
+        >>> flat, peaked = torch.ones(8), torch.tensor([9.0, 9, 9, 9, 0.1, 0.1, 0.1, 0.1])
+        >>> global_widths([flat, peaked], 12)     # the peaked block's last four channels carry almost nothing
+        [8, 4]
+    """
+    shares = torch.cat([s.double() / s.double().sum().clamp_min(1e-300) for s in scores])
+    block = torch.cat([torch.full((len(s),), i) for i, s in enumerate(scores)])
+    chosen = block[shares.argsort(descending=True, stable=True)[:total]]
+    counts = torch.bincount(chosen, minlength=len(scores)).tolist()
+    widths = [max(ROUND_TO, c - c % ROUND_TO) for c in counts]
+    while sum(widths) > total:  # blocks raised to the minimum width are paid for by the widest
+        widest = widths.index(max(widths))
+        widths[widest] -= ROUND_TO
+    return widths
+
+
+def set_mlp_widths(model: nn.Module, widths: list[int]) -> None:
+    """Narrow each Llama-style MLP of ``model`` to its width in ``widths`` (in block order), keeping its first channels.
+
+    For rebuilding a model pruned with ``allocation="global"`` before its weights are loaded.
+
+    Example:
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+        ...                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        >>> set_mlp_widths(model, [8, 16])
+        >>> [layer.mlp.down_proj.in_features for layer in model.model.layers]
+        [8, 16]
+    """
+    mlps = _mlps(model)
+    if (not isinstance(widths, (list, tuple)) or len(widths) != len(mlps)
+            or not all(type(w) is int and 1 <= w <= m.up_proj.out_features for w, m in zip(widths, mlps))):
+        raise LoritaError(f"MLP widths must be {len(mlps)} integers, each between 1 and its block's width "
+                          f"({mlps[0].up_proj.out_features}), got {str(widths)[:200]}")
+    for mlp, width in zip(mlps, widths):
+        _narrow_mlp(mlp, torch.arange(width))
+
+
+def _narrow_mlp(mlp: nn.Module, keep: torch.Tensor) -> None:
+    mlp.gate_proj = _narrowed(mlp.gate_proj, keep, 0)
+    mlp.up_proj = _narrowed(mlp.up_proj, keep, 0)
+    mlp.down_proj = _narrowed(mlp.down_proj, keep, 1)
+
+
 def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | None = None, *,
-                update: bool = True) -> dict:
+                update: bool = True, allocation: str = "uniform") -> dict:
     """Prune the MLP channels of ``model`` in place so the whole model keeps at most ``params`` of its params.
 
     Without ``calibration`` the channels are ranked by their weights (``channel_importance``,
     Torch-Pruning's recipe); with calibration windows of token ids, by what they carry on them
     (``activation_importance``), which is far better on a pretrained model, and ``down_proj`` is
-    refitted on the kept channels (``refit_down_proj``) unless ``update=False``.
+    refitted on the kept channels (``refit_down_proj``) unless ``update=False``. ``allocation``:
+    ``"uniform"`` (every block keeps the same width) or ``"global"`` (``global_widths``: one ranking
+    over all blocks, the same total; module docstring).
 
     Example:
         >>> from transformers import LlamaConfig, LlamaForCausalLM
@@ -188,6 +252,7 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
         (True, 40, 40)
     """
     check_fraction("params", params, meaning="the fraction of the whole model's params to keep")
+    check_choice("allocation", allocation, ALLOCATIONS)
     if calibration is not None:
         _check_calibration(calibration)
     mlps = _mlps(model)
@@ -199,24 +264,27 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     keep = width - cut
     keep -= keep % ROUND_TO
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
-    scores = activation_importance(model, calibration) if calibration is not None else None
-    kept = {m: (scores[m] if scores is not None else channel_importance(m)).argsort(descending=True)[:keep].sort().values
-            for m in mlps}
+    found = activation_importance(model, calibration) if calibration is not None else None
+    scores = {m: found[m] if found is not None else channel_importance(m) for m in mlps}
+    widths = global_widths([scores[m] for m in mlps], keep * len(mlps)) if allocation == "global" else [keep] * len(mlps)
+    kept = {m: scores[m].argsort(descending=True)[:w].sort().values for m, w in zip(mlps, widths)}
     refitted = _refits(model, mlps, kept, calibration, 4) if calibration is not None and update else {}
     for mlp in mlps:
-        mlp.gate_proj = _narrowed(mlp.gate_proj, kept[mlp], 0)
-        mlp.up_proj = _narrowed(mlp.up_proj, kept[mlp], 0)
-        mlp.down_proj = _narrowed(mlp.down_proj, kept[mlp], 1)
+        _narrow_mlp(mlp, kept[mlp])
         if mlp in refitted:
             with torch.no_grad():
                 mlp.down_proj.weight.copy_(refitted[mlp])
-    if hasattr(getattr(model, "config", None), "intermediate_size"):
-        model.config.intermediate_size = keep
+    config = getattr(model, "config", None)
+    if hasattr(config, "intermediate_size"):
+        config.intermediate_size = max(widths)
+        if len(set(widths)) > 1:
+            setattr(config, WIDTHS_KEY, widths)
     share = count_params(model) / before
-    logger.info("prune_width: MLP %d -> %d channels, kept %.4f of %d params", width, keep, share, before)
-    return {"kept": share, "params_before": before, "params_after": count_params(model), "mlp_width": keep,
-            "mlp_width_before": width, "importance": "weights" if calibration is None else "activations",
-            "refit": bool(refitted)}
+    logger.info("prune_width: MLP %d -> %d to %d channels (%s), kept %.4f of %d params", width, min(widths),
+                max(widths), allocation, share, before)
+    return {"kept": share, "params_before": before, "params_after": count_params(model), "mlp_width": max(widths),
+            "mlp_widths": widths, "mlp_width_before": width, "allocation": allocation,
+            "importance": "weights" if calibration is None else "activations", "refit": bool(refitted)}
 
 
 def pruned_linears(model: nn.Module) -> list[nn.Linear]:
