@@ -197,6 +197,15 @@ def test_global_widths_never_add_up_to_more_than_asked_when_blocks_are_raised_to
     assert sum(widths) <= 16 and min(widths) == 4
 
 
+def test_global_widths_hand_out_what_rounding_down_left_to_the_blocks_whose_next_channels_rank_highest():
+    generator = torch.Generator().manual_seed(0)
+    scores = [torch.rand(32, generator=generator) ** power for power in (1, 3, 9)]
+    for total in (20, 44, 60):
+        widths = global_widths(scores, total)
+        assert sum(widths) == total and all(w % 4 == 0 for w in widths)
+    assert global_widths([torch.ones(16), torch.tensor([5.0] * 6 + [0.01] * 10)], 16) == [8, 8]
+
+
 def test_width_pruning_refuses_calibration_that_is_not_windows_of_ids():
     with pytest.raises(LoritaError, match="calibration must be a \\(windows, tokens\\) tensor"):
         prune_width(tiny_llama(), 0.8, calibration=TRAIN[:16])

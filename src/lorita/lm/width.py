@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -180,26 +181,45 @@ def _refits(model: nn.Module, mlps: list[nn.Module], keep: dict[nn.Module, torch
     return refitted
 
 
-def global_widths(scores: list[torch.Tensor], total: int) -> list[int]:
-    """Each block's width when the ``total`` channels with the largest shares of their block's importance are kept.
+def block_shares(scores: torch.Tensor) -> torch.Tensor:
+    """Each channel's share of its block's importance: ``scores / scores.sum()``, in float64.
 
-    ``scores``: one non-negative importance per channel, one tensor per block. A channel's share is its
-    importance over its block's sum; each block's count is rounded down to a multiple of 4, at least 4 (paid for by
-    the widest blocks, so the widths never add up to more than ``total``).
+    Example:
+        >>> block_shares(torch.tensor([3.0, 1.0])).tolist()
+        [0.75, 0.25]
+    """
+    return scores.double() / scores.double().sum().clamp_min(1e-300)
+
+
+def global_widths(scores: list[torch.Tensor], total: int, *,
+                  normalize: Callable[[torch.Tensor], torch.Tensor] = block_shares) -> list[int]:
+    """Each block's width when the ``total`` channels with the largest normalised importance over all blocks are kept.
+
+    ``scores``: one non-negative importance per channel, one tensor per block, each normalised by
+    ``normalize`` (by default its share of the block's sum, ``block_shares``) before the one ranking;
+    each block's count is rounded to a multiple of 4, at least 4: down first (a block raised to 4 paid for
+    by the widest), then what rounding left is handed out 4 channels at a time to the block whose next
+    channel ranks highest, so the widths add up to ``total`` (or just under: never more).
 
     Example:
         >>> flat, peaked = torch.ones(8), torch.tensor([9.0, 9, 9, 9, 0.1, 0.1, 0.1, 0.1])
         >>> global_widths([flat, peaked], 12)     # the peaked block's last four channels carry almost nothing
         [8, 4]
     """
-    shares = torch.cat([s.double() / s.double().sum().clamp_min(1e-300) for s in scores])
-    block = torch.cat([torch.full((len(s),), i) for i, s in enumerate(scores)])
-    chosen = block[shares.argsort(descending=True, stable=True)[:total]]
+    ordered = [normalize(s).double().sort(descending=True).values for s in scores]
+    block = torch.cat([torch.full((len(s),), i) for i, s in enumerate(ordered)])
+    chosen = block[torch.cat(ordered).argsort(descending=True, stable=True)[:total]]
     counts = torch.bincount(chosen, minlength=len(scores)).tolist()
     widths = [max(ROUND_TO, c - c % ROUND_TO) for c in counts]
     while sum(widths) > total:  # blocks raised to the minimum width are paid for by the widest
         widest = widths.index(max(widths))
         widths[widest] -= ROUND_TO
+    while sum(widths) + ROUND_TO <= total:  # what rounding down left goes, 4 channels at a time, where the next is best
+        room = [b for b in range(len(widths)) if widths[b] + ROUND_TO <= len(ordered[b])]
+        if not room:
+            break
+        best = max(room, key=lambda b: ordered[b][widths[b]].item())
+        widths[best] += ROUND_TO
     return widths
 
 
@@ -266,7 +286,9 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
     found = activation_importance(model, calibration) if calibration is not None else None
     scores = {m: found[m] if found is not None else channel_importance(m) for m in mlps}
-    widths = global_widths([scores[m] for m in mlps], keep * len(mlps)) if allocation == "global" else [keep] * len(mlps)
+    widths = [keep] * len(mlps)
+    if allocation == "global":
+        widths = global_widths([scores[m] for m in mlps], keep * len(mlps))
     kept = {m: scores[m].argsort(descending=True)[:w].sort().values for m, w in zip(mlps, widths)}
     refitted = _refits(model, mlps, kept, calibration, 4) if calibration is not None and update else {}
     for mlp in mlps:
