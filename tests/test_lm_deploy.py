@@ -49,9 +49,9 @@ def test_a_cut_model_reloads_exactly_with_its_tokenizer(cut, tmp_path):
 def test_a_model_pruned_to_different_widths_per_block_reloads_exactly(tmp_path):
     path = write_gguf(tiny_llama(), tmp_path / "tiny.gguf")
     model, tokenizer = load_pretrained(path)
-    with torch.no_grad():  # block 1 rests on few channels, so the global ranking narrows it more than block 0
-        model.model.layers[1].mlp.down_proj.weight[:, 24:] *= 0.01
-    widths = prune_width(model, 0.8, calibration=IDS, allocation="global")["mlp_widths"]
+    with torch.no_grad():  # block 1's last 24 channels carry almost nothing: the global ranking narrows it more
+        model.model.layers[1].mlp.down_proj.weight[:, 40:] *= 0.01
+    widths = prune_width(model, 0.9, calibration=IDS, allocation="global")["mlp_widths"]
     assert len(set(widths)) > 1
     (tmp_path / "run").mkdir()
     save_lm(model, tokenizer, tmp_path / "run")

@@ -172,19 +172,19 @@ def test_the_width_refit_solves_the_damped_normal_equations_and_carries_the_outp
     assert info["refit"] and err_refit < err_plain
 
 
-def test_global_width_allocation_ranks_shares_over_blocks_and_stays_within_the_uniform_total():
+def test_global_width_allocation_ranks_over_all_blocks_and_stays_within_the_uniform_total():
     model = tiny_llama()
-    with torch.no_grad():  # block 1's output rests on its first 24 channels: it should give up more than block 0
-        model.model.layers[1].mlp.down_proj.weight[:, 24:] *= 0.01
+    with torch.no_grad():  # block 1's last 24 channels carry almost nothing: it gives up more than block 0
+        model.model.layers[1].mlp.down_proj.weight[:, 40:] *= 0.01
     windows = TRAIN[:64].reshape(4, 16)
     scores = list(activation_importance(model, windows).values())
     gates = [layer.mlp.gate_proj.weight.detach().clone() for layer in model.model.layers]
-    uniform = prune_width(copy.deepcopy(model), 0.8, calibration=windows)
-    info = prune_width(model, 0.8, calibration=windows, allocation="global", update=False)
+    uniform = prune_width(copy.deepcopy(model), 0.9, calibration=windows)
+    info = prune_width(model, 0.9, calibration=windows, allocation="global", update=False)
     widths = info["mlp_widths"]
     assert widths == global_widths(scores, uniform["mlp_width"] * len(widths)) and len(set(widths)) > 1
     assert sum(widths) <= uniform["mlp_width"] * len(widths) and all(w % 4 == 0 and w >= 4 for w in widths)
-    assert info["kept"] <= 0.8 and info["params_after"] == count_params(model) and info["allocation"] == "global"
+    assert info["kept"] <= 0.9 and info["params_after"] == count_params(model) and info["allocation"] == "global"
     assert model.config.intermediate_size == max(widths) and model.config.lorita_mlp_widths == widths
     for layer, score, gate, width in zip(model.model.layers, scores, gates, widths):  # each its own largest
         kept = score.argsort(descending=True)[:width].sort().values

@@ -31,11 +31,14 @@ the kept columns ``W'`` minimise ``sum ||W h - W' h_K||^2`` over the calibration
 carried by the kept channels that correlate with them. Importance and Gram matrices come from one
 pass of the dense model (not block by block).
 
-``allocation="global"`` lets the widths differ from block to block (FLAP's adaptive structure,
-with a simpler score): each channel's importance is divided by its block's total, so it reads as
-the share of that block's MLP output the channel carries, and the channels with the largest
-shares over all blocks are kept, the same total as the uniform allocation keeps. A block whose
-output rests on few channels then gives up more of them. Widths are rounded down to a multiple of
+``allocation="global"`` lets the widths differ from block to block (in the spirit of FLAP's
+adaptive structure): each channel's importance is divided by its block's median, so it reads as
+how far the channel stands above a typical channel of its block, and the channels ranking highest
+over all blocks are kept, the same total as the uniform allocation keeps. On SmolLM2-135M it is
+level with the uniform widths before any recovery (docs/LM.md; dividing by the block's sum
+instead, or FLAP's standardisation, does worse: a block whose importance sits in a few channels then
+loses nearly all the others, three blocks down to 4 to 20 of 1,536 channels), so ``"uniform"`` stays
+the default. Widths are rounded to a multiple of
 4 per block (at least 4). Such a model's Hugging Face config cannot say its widths
 (``intermediate_size`` is one number: it is set to the widest block), so they are recorded in the
 config as ``lorita_mlp_widths``, which ``lorita.lm.deploy.load_lm`` reads back (``set_mlp_widths``).
@@ -181,22 +184,22 @@ def _refits(model: nn.Module, mlps: list[nn.Module], keep: dict[nn.Module, torch
     return refitted
 
 
-def block_shares(scores: torch.Tensor) -> torch.Tensor:
-    """Each channel's share of its block's importance: ``scores / scores.sum()``, in float64.
+def over_median(scores: torch.Tensor) -> torch.Tensor:
+    """Each channel's importance over its block's median importance, in float64.
 
     Example:
-        >>> block_shares(torch.tensor([3.0, 1.0])).tolist()
-        [0.75, 0.25]
+        >>> over_median(torch.tensor([4.0, 1.0, 2.0])).tolist()
+        [2.0, 0.5, 1.0]
     """
-    return scores.double() / scores.double().sum().clamp_min(1e-300)
+    return scores.double() / scores.double().median().clamp_min(1e-300)
 
 
 def global_widths(scores: list[torch.Tensor], total: int, *,
-                  normalize: Callable[[torch.Tensor], torch.Tensor] = block_shares) -> list[int]:
+                  normalize: Callable[[torch.Tensor], torch.Tensor] = over_median) -> list[int]:
     """Each block's width when the ``total`` channels with the largest normalised importance over all blocks are kept.
 
     ``scores``: one non-negative importance per channel, one tensor per block, each normalised by
-    ``normalize`` (by default its share of the block's sum, ``block_shares``) before the one ranking;
+    ``normalize`` (by default over the block's median, ``over_median``) before the one ranking;
     each block's count is rounded to a multiple of 4, at least 4: down first (a block raised to 4 paid for
     by the widest), then what rounding left is handed out 4 channels at a time to the block whose next
     channel ranks highest, so the widths add up to ``total`` (or just under: never more).
