@@ -17,3 +17,13 @@ for n in ranks:
 for rep in range(5):
     d, s, r = (cpu_clock(m, x, min_seconds=0.5) for m in (model, stand, real))
     print(f"dense {d*1e3:.1f} ms  stand-in {s/d:.3f}  real {r/d:.3f}", flush=True)
+# Per layer, on the inputs the dense model gives each cut layer: the stand-in pair against the real pair.
+with torch.inference_mode():
+    inputs, h = {}, x
+    for index, layer in enumerate(model):
+        inputs[index] = h
+        h = layer(h)
+for name in ranks:
+    i = int(name)
+    s, r = (cpu_clock(m[i], inputs[i], min_seconds=0.5) for m in (stand, real))
+    print(f"layer {name} (rank {ranks[name]}): stand-in {s * 1e3:.2f} ms, real {r * 1e3:.2f} ms", flush=True)
