@@ -50,6 +50,21 @@ def test_the_python_docs_source_is_the_language_reference():
     assert "PSF" in TEXT_SOURCES["python-docs"].licence
 
 
+def test_the_handbook_source_is_the_running_text_of_each_long_enough_page(tmp_path, monkeypatch):
+    import lorita.lm.corpus as corpus
+
+    body = "<p>" + "Falcot Corp administrators install packages with APT. " * 5 + "</p>"
+    (tmp_path / "apt.html").write_text(f'<html><body><div class="navheader">Prev Next</div><h1>APT</h1>{body}'
+                                       '<span class="indexterm">apt</span></body></html>')
+    (tmp_path / "index.html").write_text('<html><body><div class="toc">1. APT</div><p>Contents</p></body></html>')
+    monkeypatch.setattr(corpus, "HANDBOOK_DIR", tmp_path)
+    docs = read_documents("debian-handbook")
+    assert docs == ["APT\n\n" + ("Falcot Corp administrators install packages with APT. " * 5).strip()]
+    monkeypatch.setattr(corpus, "HANDBOOK_DIR", tmp_path / "missing")
+    with pytest.raises(DataNotFoundError, match="apt-get install debian-handbook"):
+        read_documents("debian-handbook")
+
+
 def test_calibration_windows_share_the_sources_and_repeat_with_the_seed():
     streams = [torch.arange(0, 500), torch.arange(1000, 1300)]
     w = random_windows(streams, 7, 16, seed=1)

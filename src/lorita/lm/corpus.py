@@ -7,6 +7,11 @@ Sources (``TEXT_SOURCES``), each a list of documents:
 * ``"python-docs"``: the Python Language Reference as CPython ships it for ``help()``
   (``pydoc_data.topics``, PSF License 2.0): 79 topics of technical prose with grammar and
   code examples, one document per topic. Part of every CPython installation.
+* ``"debian-handbook"``: The Debian Administrator's Handbook, the Debian package ``debian-handbook``
+  (GPL-2+ or CC-BY-SA 3.0): a book of system-administration prose, about 1.1 million characters,
+  one document per English HTML page (its running text, ``lorita.lm.html_text``; pages of under
+  200 characters skipped). Broader English than the other two; it quotes no licence in full.
+  Not installed by default: ``apt-get install debian-handbook``.
 * ``"licenses"``: the licence texts Debian ships in ``/usr/share/common-licenses`` (package
   ``base-files``; each text's own terms allow verbatim copies): legal prose, one document per
   licence, symlinked duplicates read once. Used here for evaluation only, never to
@@ -35,11 +40,14 @@ from lorita.data.datasets import DataNotFoundError
 from lorita.data.split import derive_seed
 from lorita.data.text import FORTUNES_DIR, FORTUNES_HOW_TO_GET, read_entries, split_indices
 from lorita.errors import LoritaError
+from lorita.lm.html_text import html_text
 
 logger = logging.getLogger(__name__)
 
 SEPARATOR = "\n\n"
 LICENSES_DIR = Path("/usr/share/common-licenses")
+HANDBOOK_DIR = Path("/usr/share/doc/debian-handbook/html/en-US")
+HANDBOOK_MIN_CHARS = 200  # a handbook page with less running text than this is only a title and links
 
 
 def _fortunes() -> list[str]:
@@ -63,6 +71,15 @@ def _licenses() -> list[str]:
     return _folder_documents(LICENSES_DIR)
 
 
+def _debian_handbook() -> list[str]:
+    pages = sorted(HANDBOOK_DIR.glob("*.html")) if HANDBOOK_DIR.is_dir() else []
+    if not pages:
+        raise DataNotFoundError(f"debian-handbook: no HTML pages in {HANDBOOK_DIR}; install them with "
+                                "'sudo apt-get install debian-handbook'")
+    texts = (html_text(_read_utf8(page)) for page in pages)
+    return [text for text in texts if len(text) >= HANDBOOK_MIN_CHARS]
+
+
 @dataclass(frozen=True)
 class TextSource:
     """A named offline text: how to read its documents, its licence, what kind of text it is."""
@@ -76,6 +93,8 @@ TEXT_SOURCES: dict[str, TextSource] = {
     "fortunes": TextSource(_fortunes, "BSD (Debian package fortunes)", "quotations, jokes, poems"),
     "python-docs": TextSource(_python_docs, "PSF License 2.0 (CPython's pydoc_data)",
                               "technical documentation (the Python Language Reference)"),
+    "debian-handbook": TextSource(_debian_handbook, "GPL-2+ or CC-BY-SA 3.0 (Debian package debian-handbook)",
+                                  "a book: system-administration prose"),
     "licenses": TextSource(_licenses, "verbatim copying allowed by each licence (Debian base-files)",
                            "legal prose: software licences, evaluation only"),
 }
@@ -110,7 +129,7 @@ def check_text(source: str | os.PathLike) -> str:
         >>> check_text("/no/such/text")
         Traceback (most recent call last):
         ...
-        lorita.data.datasets.DataNotFoundError: no text '/no/such/text': name one of fortunes, python-docs, licenses, or a UTF-8 file or folder of them
+        lorita.data.datasets.DataNotFoundError: no text '/no/such/text': name one of fortunes, python-docs, debian-handbook, licenses, or a UTF-8 file or folder of them
     """
     if not isinstance(source, (str, os.PathLike)) or not str(source):
         raise DataNotFoundError(f"a text is one of {', '.join(TEXT_SOURCES)}, or a UTF-8 file or folder of them, got "

@@ -183,7 +183,7 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
         >>> perplexity_of_text(None, None, "/no/such/file.txt")
         Traceback (most recent call last):
         ...
-        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
+        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
     ids = encode(tokenizer, read_documents(path))
     return perplexity(model, ids, context=context).to_dict()
@@ -198,7 +198,7 @@ def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int =
         >>> compare_on_text(None, None, None, "/no/such/file.txt")
         Traceback (most recent call last):
         ...
-        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, licenses), nor a UTF-8 file or folder of them
+        lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
     ids = encode(tokenizer, read_documents(path))
     cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
