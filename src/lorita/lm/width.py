@@ -38,10 +38,11 @@ over all blocks are kept, the same total as the uniform allocation keeps. On Smo
 level with the uniform widths before any recovery (docs/LM.md; dividing by the block's sum
 instead, or FLAP's standardisation, does worse: a block whose importance sits in a few channels then
 loses nearly all the others, three blocks down to 4 to 20 of 1,536 channels), so ``"uniform"`` stays
-the default. Widths are rounded to a multiple of
-4 per block (at least 4). Such a model's Hugging Face config cannot say its widths
-(``intermediate_size`` is one number: it is set to the widest block), so they are recorded in the
-config as ``lorita_mlp_widths``, which ``lorita.lm.deploy.load_lm`` reads back (``set_mlp_widths``).
+the default. Widths are rounded to a multiple of 4 per block (at least 4). Such a model's Hugging
+Face config cannot say its widths (``intermediate_size`` is one number: it is set to the widest
+block), so they are recorded in the config as ``lorita_mlp_widths``, which
+``lorita.lm.deploy.load_lm`` reads back (``set_mlp_widths``); a plain ``from_pretrained`` of a
+``save_pretrained`` copy cannot.
 """
 
 from __future__ import annotations
