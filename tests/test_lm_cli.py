@@ -110,6 +110,15 @@ def test_compress_by_width_with_global_allocation_records_each_blocks_width_and_
     assert count_params(model) == results["params"]["cut"]
 
 
+def test_seed_reaches_the_compression_settings_and_the_recorded_run_settings():
+    from lorita.cli.compress_cmd import lm_from_args
+
+    parse = build_parser().parse_args
+    plain = lm_from_args(parse(["compress", "m.gguf", "--out", "y", "--params", "0.8"]))
+    seeded = lm_from_args(parse(["compress", "m.gguf", "--out", "y", "--params", "0.8", "--seed", "3"]))
+    assert plain.seed == 0 and seeded.seed == 3 and seeded.to_dict()["seed"] == 3
+
+
 def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run, tmp_path, capsys):
     gguf, _ = source
     text = tmp_path / "unseen.txt"
@@ -139,6 +148,7 @@ def test_evaluate_prints_the_run_and_its_source_on_the_same_windows(source, run,
     (["--params", "0.8", "--distill", "1.5"], "distill"),
     (["--params", "0.8", "--recovery-minutes", "-1"], "--recovery-minutes must be a number of minutes >= 0"),
     (["--params", "0.8", "--method", "width", "--multiple", "8"], "method 'width' rounds the MLP width"),
+    (["--params", "0.8", "--seed", "-1"], "seed"),
     (["--params", "0.8", "--width-allocation", "global"],
      "allocation='global' chooses the MLP widths of method 'width'"),
 ])

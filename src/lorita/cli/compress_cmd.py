@@ -44,7 +44,7 @@ _FLAGS = {
 }
 _ACCURACY = ("max_drop", "max_evals")
 # flags a language model's cut takes besides --params (None: not given), and the trained-run flags it refuses
-_LM_ONLY = ("method", "width_allocation", "texts", "recovery", "recovery_steps", "recovery_minutes", "distill")
+_LM_ONLY = ("method", "width_allocation", "seed", "texts", "recovery", "recovery_steps", "recovery_minutes", "distill")
 LM_RECOVERY_MINUTES = 10.0  # the default recovery's wall-clock budget: a 135M model trains ~1 step / 40 s on 2 cores
 _RUN_ONLY = ("strategy", "energy", "ratio", "threshold", "rank", "flops", "latency", "batch", "channels_last",
              "max_drop", "max_evals", "finetune_lr", "int8")
@@ -98,6 +98,9 @@ def add_parser(sub) -> None:
     lm.add_argument("--width-allocation", choices=ALLOCATIONS,
                     help="with --method width: every block keeps the same MLP width (uniform, the default) or the "
                          "widths differ, one ranking of the channels over all blocks (global; docs/LM.md)")
+    lm.add_argument("--seed", type=int, metavar="S",
+                    help="seed of the texts' split into training, validation and test documents and of the "
+                         "calibration windows' draw (default 0): a second seed of a measurement")
     lm.add_argument("--texts", nargs="+", metavar="TEXT",
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
                          "debian-handbook (apt-get install debian-handbook), or UTF-8 files or folders of them "
@@ -169,8 +172,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     wrong = _given(args, _RUN_ONLY) + (["--finetune-epochs"] if args.finetune_epochs else [])
     if wrong:
         raise LoritaError(f"{', '.join(wrong)} do(es) not apply to a pretrained language model, which is cut to "
-                          "--params P of its params (with --method, --width-allocation, --calibrate, --multiple, "
-                          "--texts, --recovery, --recovery-steps, --recovery-minutes, --distill)")
+                          "--params P of its params (with --method, --width-allocation, --seed, --calibrate, "
+                          "--multiple, --texts, --recovery, --recovery-steps, --recovery-minutes, --distill)")
     if args.params is None:
         raise LoritaError("say how much of the language model to keep: --params P (e.g. --params 0.8, the fraction "
                           "of its whole params)")
@@ -187,7 +190,7 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
         **({"distill": args.distill} if args.distill is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts),
               "method": ("method", args.method),
-              "width_allocation": ("allocation", args.width_allocation)}
+              "width_allocation": ("allocation", args.width_allocation), "seed": ("seed", args.seed)}
     return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
                          **{key: value for key, value in values.values() if value is not None})
 
