@@ -32,9 +32,18 @@ def main(argv=None) -> int:
     pages = [page.stem for page in sorted(HANDBOOK_DIR.glob("*.html"))]  # the order the source reads them in
     if len(pages) != len(docs):  # a short page was skipped: number the documents instead of naming them
         pages = [f"{i:03d}" for i in range(len(docs))]
-    args.out.mkdir(parents=True, exist_ok=False)
+    if args.out.exists():
+        print(f"{args.out} exists; name a new folder", file=sys.stderr)
+        return 2
+    staging = args.out.with_name(f".{args.out.name}.partial")  # OUT appears only when complete
+    try:
+        staging.mkdir(parents=True)
+    except FileExistsError:
+        print(f"{staging} is left from an earlier run of this script; remove it and run again", file=sys.stderr)
+        return 2
     for name, text in zip(pages, docs):
-        (args.out / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+        (staging / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+    staging.rename(args.out)
     print(f"{len(docs)} documents, {sum(map(len, docs)):,} characters, in {args.out}")
     return 0
 

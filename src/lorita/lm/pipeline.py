@@ -44,8 +44,9 @@ class LMCompression:
     every block linear a candidate for a thin pair; ``width``: the MLP channels pruned instead), ``windows`` calibration
     windows of ``window`` tokens, the closed-form refit after the cut (``update``, either method), ``allocation`` of the
     MLP widths (method ``width``: ``uniform``, one width for every block, or ``global``, one ranking over all of
-    them, ``lorita.lm.width.prune_width``), ranks rounded to
-    ``multiple``, the ``recovery`` recipe (None: no fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed``;
+    them, ``lorita.lm.width.prune_width``), ranks rounded to ``multiple``, the ``recovery`` recipe (None: no
+    fine-tuning), ``eval_tokens`` of each validation text scored in windows of ``context``, ``seed`` (the texts'
+    split by document and the calibration windows' draw);
     ``texts``: the calibration, recovery and validation texts (``lorita.lm.corpus.TEXT_SOURCES`` names, or UTF-8
     files or folders of them), each split by document.
 
