@@ -6,7 +6,8 @@ several times from a cold timing cache. For each try it prints the fraction the 
 measured for its random-weight stand-in (and the estimate it chose on, which weighs in
 every try) and an independent re-measurement of the real cut
 (``lorita.compress`` with those ranks, SVD weights) against the dense model
-(``measure_latency``, models timed in turn, 15 samples each), then the median over the tries. The request
+(``relative_latency``: models timed in turn, 15 rounds, the median of the ratio within each round), then the
+median over the tries. The request
 is met when the fraction lies in ``[F * 0.9, F]``.
 
 ``--clock cpu`` times with the process's CPU clock (``time.process_time``) instead of the
@@ -31,7 +32,7 @@ from torch import nn
 
 import lorita
 import lorita.latency as latency_module
-from lorita.latency import latency_budget, measure_latency
+from lorita.latency import latency_budget, relative_latency
 
 
 def unseen_cnn() -> nn.Module:
@@ -66,11 +67,11 @@ def one_try(model: nn.Module, latency: float, x: torch.Tensor, timer=None) -> di
     if found.layout == "channels_last":
         dense, cut = model.to(memory_format=torch.channels_last), small.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    seconds = measure_latency({"dense": dense, "cut": cut}, x, repeats=15, timer=timer)
+    fraction = relative_latency({"dense": dense, "cut": cut}, x, reference="dense", repeats=15, timer=timer)["cut"]
     model.to(memory_format=torch.contiguous_format)
     return {"search": found.measured, "estimated": found.estimated, "looks": sum(len(r["looks"]) for r in found.rounds),
-            "real": seconds["cut"] / seconds["dense"], "rounds": len(found.rounds),
-            "dense_ms": 1e3 * seconds["dense"], "layout": found.layout, "search_s": search_s,
+            "real": fraction, "rounds": len(found.rounds),
+            "dense_ms": 1e3 * found.dense_s, "layout": found.layout, "search_s": search_s,
             "cut_layers": sum(1 for info in found.layers.values() if info["cut"])}
 
 

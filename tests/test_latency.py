@@ -332,6 +332,53 @@ def test_noisy_looks_at_a_mispredicted_cut_still_land_in_the_window():
     assert sum(within) >= 24
 
 
+class DriftingClock(ModelClock):
+    """A ModelClock on a machine twice as slow for a stretch of every measurement: from the first cut sample to
+    the fourth (``2 * 3 + 1`` rounds of dense then cut), dense samples 2-4 and cut samples 1-4 take 2x. The
+    dense model's median comes from fast rounds and the cut's from slow ones: a ratio of medians says the cut
+    takes twice its time; within each round both samples see the same machine but one."""
+
+    def __init__(self):
+        super().__init__()
+        self.cuts = 0
+
+    def __call__(self, module, x, **_):
+        seconds = super().__call__(module, x)
+        whole = any(True for _ in module.children()) and not isinstance(module, LOWRANK_TYPES)
+        if not whole:
+            return seconds
+        k = self.cuts % (2 * 3 + 1)  # this call's round within its measurement
+        if any(isinstance(m, LOWRANK_TYPES) for m in module.modules()):
+            self.cuts += 1
+            return seconds * (2.0 if k <= 3 else 1.0)
+        return seconds * (2.0 if 1 <= k <= 3 else 1.0)
+
+
+def test_a_cut_is_timed_against_the_dense_sample_of_its_own_round():
+    steady = latency_budget(wide(), 0.5, W, timer=ModelClock())
+    drifting = latency_budget(wide(), 0.5, W, timer=DriftingClock())
+    assert drifting.ranks == steady.ranks
+    looks = lambda found: [look for r in found.rounds for look in r["looks"]]
+    assert looks(drifting) == pytest.approx(looks(steady))
+
+
+def test_relative_latency_pairs_the_samples_of_one_round():
+    dense, pair, clock = wide()[0], LowRankLinear(256, 256, 8), ModelClock()
+    exact = clock(pair, W) / clock(dense, W)
+
+    def drifting():  # dense, pair in turn; the machine 2x slow from the first pair sample to the third
+        speeds = iter([1, 2, 2, 2, 2, 2, 1, 1, 1, 1])
+        return lambda m, x: clock(m, x) * next(speeds)
+
+    models = {"dense": dense, "pair": pair}
+    found = lorita.latency.relative_latency(models, W, reference="dense", repeats=5, timer=drifting())
+    assert found == {"dense": 1.0, "pair": pytest.approx(exact)}
+    seconds = lorita.latency.measure_latency(models, W, repeats=5, timer=drifting())
+    assert seconds["pair"] / seconds["dense"] == pytest.approx(2 * exact)  # a ratio of medians is off by 2x
+    with pytest.raises(lorita.LoritaError, match="reference='cut' is not one of the models"):
+        lorita.latency.relative_latency({"dense": pair}, W, reference="cut")
+
+
 def test_a_layer_no_rank_can_cut_is_timed_dense_only():
     model = nn.Sequential(*wide(), nn.ReLU(), nn.Linear(10, 1))  # "6": 1 x 10, break-even 0
     found = latency_budget(model, 0.5, W, timer=ModelClock())

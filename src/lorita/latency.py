@@ -55,7 +55,8 @@ from lorita.targets import Layer, check_model, replace_module, resolve_ranks, sc
 log = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "default_cache_file",
-           "keep_faster", "latency_budget", "layer_latencies", "measure_latency", "threads", "time_module"]
+           "keep_faster", "latency_budget", "layer_latencies", "measure_latency", "relative_latency", "threads",
+           "time_module"]
 
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
@@ -410,15 +411,30 @@ def _formatted(module: nn.Module, args: tuple, channels_last: bool) -> tuple[nn.
     return module.to(memory_format=fmt), _format_args(args, channels_last)
 
 
-def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each model (or ``_Swap``, entered while timed) on ``args``, timed in turn
-    ``repeats`` times."""
+def _samples(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each model (or ``_Swap``, entered while timed) on ``args``, timed in turn ``repeats``
+    times: one list of ``repeats`` samples per model, sample ``i`` of every model taken in the same round."""
     samples: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(repeats):
         for k, m in models.items():
             with (m if isinstance(m, _Swap) else contextlib.nullcontext(m)) as module, eval_mode(module):
                 samples[k].append(float(timer(module if len(args) == 1 else _Bound(module, args[1:]), args[0])))
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples
+
+
+def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each model on ``args``, timed in turn ``repeats`` times (``_samples``)."""
+    return {k: statistics.median(v) for k, v in _samples(models, args, timer, repeats).items()}
+
+
+def _paired(samples: dict[str, list[float]], reference: str) -> dict[str, float]:
+    """Each model's time over ``reference``'s, the median over rounds of the ratio within each round.
+
+    A ratio of two medians mixes samples taken seconds apart: where the machine's speed drifts (a shared
+    CPU: whole seconds at a time), one model's median can come from fast rounds and the other's from slow
+    ones. The ratio within a round compares samples taken a fraction of a second apart."""
+    base = samples[reference]
+    return {k: statistics.median(t / b for t, b in zip(v, base)) for k, v in samples.items()}
 
 
 def _layouts(model: nn.Module, args: tuple, timer: Timer, repeats: int) -> tuple[str, dict[str, float]]:
@@ -519,6 +535,30 @@ def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats
     return _whole(models, example_args(example_input), timer or _model_clock, repeats)
 
 
+def relative_latency(models: dict[str, nn.Module], example_input: Any, *, reference: str, repeats: int = 7,
+                     timer: Timer | None = None) -> dict[str, float]:
+    """Each model's time over ``models[reference]``'s on ``example_input``, the models timed in turn ``repeats``
+    times as in ``measure_latency``: the median over rounds of the ratio within each round (samples taken a
+    fraction of a second apart, so a machine whose speed drifts over seconds moves both alike). Use it to
+    say how much faster a cut model is; ``measure_latency`` for the seconds themselves.
+
+    Example:
+        >>> net = nn.Linear(64, 64)
+        >>> cost = lambda m, x: float(sum(p.numel() for p in m.parameters()))  # a fake clock: weights
+        >>> r = relative_latency({"dense": net, "pair": LowRankLinear(64, 64, 8)}, torch.randn(8, 64),
+        ...                      reference="dense", repeats=1, timer=cost)
+        >>> r["dense"], round(r["pair"], 3)
+        (1.0, 0.262)
+    """
+    check_int("repeats", repeats)
+    if not isinstance(models, dict) or not models:
+        raise LoritaError("models must be a non-empty dict of name -> nn.Module")
+    if reference not in models:
+        raise LoritaError(f"reference={reference!r} is not one of the models ({', '.join(map(repr, models))})")
+    samples = _samples(models, example_args(example_input), timer or _model_clock, repeats)
+    return _paired(samples, reference)
+
+
 class _Swap:
     """``base`` with random-weight pairs of ``ranks`` swapped in for its layers while entered (restored on exit):
     the cut model's shapes and speed without an SVD or a copy of the model."""
@@ -562,7 +602,8 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
     3. ``lorita.ranks.measured_ranks`` gives rank where it keeps the most spectrum per second
        spent, within the budget; a layer whose pairs are all slower than dense stays dense.
     4. The cut model (random-weight pairs of those ranks, swapped into the model while timed)
-       is timed against the dense one. Isolated layer timings do not add up exactly to a
+       is timed against the dense one, in turn (as ``relative_latency``: the median of the ratios
+       within each round). Isolated layer timings do not add up exactly to a
        model's time: what a cut saves in the model is a share of what they predict it saves,
        and that share (the savings ratio) is fitted by least squares over every measurement
        of every try so far (one measurement moves by 10-20% on a busy machine; the fit over
@@ -788,14 +829,15 @@ def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
 
 def _measure_cut(ref: _Reference, ranks: dict[str, int], how: Latency, whole_timer: Timer, *,
                  first: bool) -> list[float]:
-    """Looks at the cut: its time over the dense model's, the two timed in turn. On an allocation's ``first``
+    """Looks at the cut: its time over the dense model's, the two timed in turn (``_paired``: the median of the
+    ratios within each round). On an allocation's ``first``
     measurement, a fraction inside the accepted window is timed once more (two looks): a single measurement
     would favour the tries that noise pushed in (on a shared machine one measurement moves by 10-20%)."""
     cut = _Swap(ref.model, ref.layers, ranks, ref.channels_last)
     ratios: list[float] = []
     for _ in range(2 if first else 1):
-        timed = _whole({"dense": ref.model, "cut": cut}, ref.args, whole_timer, 2 * how.repeats + 1)
-        ratios.append(timed["cut"] / timed["dense"])
+        timed = _samples({"dense": ref.model, "cut": cut}, ref.args, whole_timer, 2 * how.repeats + 1)
+        ratios.append(_paired(timed, "dense")["cut"])
         if not how.latency * (1 - how.tolerance) <= ratios[0] <= how.latency:
             break
     return ratios
