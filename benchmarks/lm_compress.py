@@ -43,7 +43,7 @@ import torch
 from lorita.lm.corpus import CALIBRATION_SOURCES, random_windows, read_documents, encode, tokenized_splits
 from lorita.lm.cut import count_params, lm_cut
 from lorita.lm.deploy import generate, load_lm, save_lm, speed
-from lorita.lm.induce import induce
+from lorita.lm.induce import induce, penalty_exposure
 from lorita.lm.perplexity import perplexity
 from lorita.lm.pipeline import LMCompression
 from lorita.lm.recover import LEARNING_RATES, RecoveryRecipe, recover
@@ -145,8 +145,9 @@ def one(dense, method: str, budget: float, calibration, splits, evals, args, ext
         model = copy.deepcopy(dense)
         how = recipe(args, args.induce_steps, lr=args.induce_lr, weight_decay=args.induce_decay, seconds=0.0,
                      optimizer=args.induce_optimizer)
+        log(f"  induce: {how.steps} steps, penalty exposure {penalty_exposure(how):.3g}")
         result = induce(model, train_ids, val_ids, how, teacher=teacher)
-        row["induce"] = {**result.to_dict(), "recipe": how.to_dict()}
+        row["induce"] = {**result.to_dict(), "recipe": how.to_dict(), "exposure": penalty_exposure(how)}
         row["after_induce"] = measure(model, evals, args.report, args.context)
         info = cut(model, method, budget, calibration, args)
     else:

@@ -23,7 +23,7 @@ from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaWarning
 from lorita.lm.blocks import decoder_blocks
 from lorita.lm.cut import block_linears, layer_name
-from lorita.lm.recover import LMTraining, RecoveryRecipe, train_lm
+from lorita.lm.recover import SGD_MOMENTUM, LMTraining, RecoveryRecipe, lr_factor, train_lm
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ def block_linear_names(model: nn.Module) -> list[str]:
     """
     prefix, blocks = decoder_blocks(model)
     return [layer_name(prefix, i, n) for i, block in enumerate(blocks) for n in block_linears(block)]
+
+
+def penalty_exposure(recipe: RecoveryRecipe, depth: int = 2) -> float:
+    """The low-rank pressure ``induce`` applies with ``recipe`` (METHOD.md section 5, as ``lorita.train.exposure``):
+    ``depth * weight_decay * sum of the step learning rates``, over ``1 - momentum`` for SGD; the log-factor by
+    which the decay alone would shrink a direction the data does not use. Steps as the recipe sets them (a
+    ``seconds`` budget may stop earlier: then this is an upper bound).
+
+    Example:
+        >>> how = RecoveryRecipe(steps=100, lr=1e-3, weight_decay=1.0, optimizer="sgd", warmup=0.0)
+        >>> round(penalty_exposure(how), 3)  # 2 * 1.0 * (100 steps * 1e-3 * 0.505, the cosine's mean) / 0.1
+        1.01
+    """
+    total = sum(recipe.lr * lr_factor(step, recipe.steps, recipe.warmup) for step in range(recipe.steps))
+    exposure = depth * recipe.weight_decay * total
+    return exposure / (1 - SGD_MOMENTUM) if recipe.optimizer == "sgd" else exposure
 
 
 def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int = 2,

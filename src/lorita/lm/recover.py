@@ -48,6 +48,7 @@ Mode = Literal["full", "lora"]
 FIT_STEPS = 3  # steps timed before a wall-clock budget fixes the step count
 
 
+SGD_MOMENTUM = 0.9  # of optimizer="sgd"
 LEARNING_RATES = {"full": 2e-4, "lora": 1e-3}  # AdamW, per mode: the settings docs/LM.md compared (LoRA trains
 # a small side path from zero, so it takes a larger step)
 
@@ -194,7 +195,7 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _optimizer(params: list[nn.Parameter], recipe: RecoveryRecipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=SGD_MOMENTUM, weight_decay=recipe.weight_decay)
     return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
