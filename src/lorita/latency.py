@@ -54,9 +54,9 @@ from lorita.targets import Layer, check_model, replace_module, resolve_ranks, sc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "default_cache_file",
-           "keep_faster", "latency_budget", "layer_latencies", "measure_latency", "relative_latency", "threads",
-           "time_module"]
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "compare_latency",
+           "default_cache_file", "keep_faster", "latency_budget", "layer_latencies", "measure_latency",
+           "relative_latency", "threads", "time_module"]
 
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
@@ -540,7 +540,8 @@ def relative_latency(models: dict[str, nn.Module], example_input: Any, *, refere
     """Each model's time over ``models[reference]``'s on ``example_input``, the models timed in turn ``repeats``
     times as in ``measure_latency``: the median over rounds of the ratio within each round (samples taken a
     fraction of a second apart, so a machine whose speed drifts over seconds moves both alike). Use it to
-    say how much faster a cut model is; ``measure_latency`` for the seconds themselves.
+    say how much faster a cut model is; ``measure_latency`` for the seconds themselves, ``compare_latency``
+    for both from one timing.
 
     Example:
         >>> net = nn.Linear(64, 64)
@@ -550,13 +551,28 @@ def relative_latency(models: dict[str, nn.Module], example_input: Any, *, refere
         >>> r["dense"], round(r["pair"], 3)
         (1.0, 0.262)
     """
+    return compare_latency(models, example_input, reference=reference, repeats=repeats, timer=timer)[1]
+
+
+def compare_latency(models: dict[str, nn.Module], example_input: Any, *, reference: str, repeats: int = 7,
+                    timer: Timer | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """``(seconds, fractions)`` from one timing of the models in turn: each model's median seconds per call (as
+    ``measure_latency``) and its time over ``models[reference]``'s (as ``relative_latency``).
+
+    Example:
+        >>> cost = lambda m, x: float(sum(p.numel() for p in m.parameters()))  # a fake clock: weights
+        >>> seconds, fractions = compare_latency({"dense": nn.Linear(4, 4), "half": nn.Linear(4, 2)},
+        ...                                      torch.randn(2, 4), reference="dense", repeats=1, timer=cost)
+        >>> seconds["dense"], fractions["half"]
+        (20.0, 0.5)
+    """
     check_int("repeats", repeats)
     if not isinstance(models, dict) or not models:
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
     if reference not in models:
         raise LoritaError(f"reference={reference!r} is not one of the models ({', '.join(map(repr, models))})")
     samples = _samples(models, example_args(example_input), timer or _model_clock, repeats)
-    return _paired(samples, reference)
+    return {k: statistics.median(v) for k, v in samples.items()}, _paired(samples, reference)
 
 
 class _Swap:
