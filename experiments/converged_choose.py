@@ -3,7 +3,7 @@
 Usage:
     python experiments/converged_choose.py runs/converged/fcn-e60 --seed 0 --json docs/converged/fcn-e60-grid.json
 
-Reads ``<budget folder>/<setting>/seed<S>/results.json`` for every setting run (base, g1-g4, p1-p4,
+Reads ``<budget folder>/<setting>/seed<S>/results.json`` for every setting run (base, g1-g5, p1-p4,
 taylor) and prints every setting's result, then the choices, made on validation data only, ties
 to the base:
 
@@ -13,8 +13,9 @@ to the base:
    non-LoRITa column keeping the fewest params at the target) keeps the fewest;
 3. Torch-Pruning's importance: L1 (base) against Taylor (``taylor``), by the params Torch-Pruning
    + FT keeps at the target;
-4. LoRITa's setting: among base and g1-g4, the one under which the pre-registered column keeps
-   the fewest params at the target (missing the target counts as keeping everything).
+4. LoRITa's setting: among base and g1-g5 (g5: amendment 3, the FCN at 120 epochs only), the one under
+   which the pre-registered column keeps the fewest params at the target (missing the target counts
+   as keeping everything).
 
 A setting not run is reported as such and is not a candidate. Nothing is recomputed.
 """
@@ -25,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-LORITA = tuple(f"g{i}" for i in range(1, 5))
+LORITA = tuple(f"g{i}" for i in range(1, 6))
 PLAIN = ("p1", "p2", "p3")
 SPLIT = ("p4",)
 

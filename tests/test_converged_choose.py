@@ -35,7 +35,7 @@ def test_choices_follow_the_plan_and_ties_go_to_the_base(tmp_path):
     out = _chooser().choose(tmp_path)
     assert out["choices"] == {"target_plain": "p1", "alternatives": "p2", "torch_pruning_importance": "taylor",
                               "lorita": "base"}
-    assert out["not_run"] == ["g3", "g4", "p3", "p4"]
+    assert out["not_run"] == ["g3", "g4", "g5", "p3", "p4"]
     assert out["settings"]["g2"]["pre_registered_kept"] == 1.0
     assert out["settings"]["p2"]["torch_pruning_kept"] == 1.0 and out["settings"]["p2"]["best_alternative"] == "small dense"
 
