@@ -18,6 +18,10 @@ plain model's on every seed. Nothing is recomputed from models.
 ``--copy-to docs/converged`` copies each folder's ``results.json`` and ``config.json``, and those of the runs in
 it (``depth1/``, ``depth2-short/``, ...), to ``<copy-to>/<budget>/<setting>/<seed>/`` (the last three parts of
 the folder's path, as ``experiments/converged_run.py`` names them): the raw results to commit, small JSON only.
+
+``--fixed-sizes docs/converged/fixed_sizes.json`` writes the pooled paired accuracy differences at the fixed
+sizes (``lorita.runs.paired.fixed_size_differences``: per size the seeds, the alternative best on validation on
+each, the differences, their mean and t interval) of every group, which the summary's schema has no room for.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from lorita.atomic import atomic_write_text
 from lorita.report.converged import paired_lines, plot_budget_curve, pooled_plateau, study_entry, write_summary
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
@@ -62,8 +67,9 @@ def _one(values: set, what: str, key: tuple):
     return values.pop()
 
 
-def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tuple[dict, list[str], float]:
-    """The summary entry of one group, the lines of its report and the bar its experiments name."""
+def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tuple[dict, dict, list[str], float]:
+    """The summary entry of one group, its paired comparison, the lines of its report and the bar its experiments
+    name."""
     model, dataset, epochs = key
     runs = [run for _, run in seeds]
     label = _one({r["spec"].get("pre_registered") or default_label for r, _ in seeds}, "the pre-registered column",
@@ -86,7 +92,7 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
              f"exposure of {label}: {entry['exposure']:.2f}; plain model plateaued on every seed: "
              f"{entry['plateau']}; the bar: a ratio at most {bar:g} with the interval below 1", "",
              *paired_lines(paired), ""]
-    return entry, lines, bar
+    return entry, paired, lines, bar
 
 
 def copy_results(folder: Path, to: Path) -> list[Path]:
@@ -112,15 +118,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write summary.json here")
     parser.add_argument("--plot", type=Path, help="write the epoch-budget curve (PNG) here")
     parser.add_argument("--copy-to", type=Path, help="copy every folder's JSON results under this folder")
+    parser.add_argument("--fixed-sizes", type=Path, help="write the pooled paired differences at the fixed sizes "
+                                                         "(JSON) here")
     args = parser.parse_args()
-    entries, bars = [], {}
+    entries, fixed, bars = [], [], {}
     for key, seeds in sorted(load_groups(args.folders).items()):
-        entry, lines, bars[key[0]] = study(key, seeds, args.pre_registered)
+        entry, paired, lines, bars[key[0]] = study(key, seeds, args.pre_registered)
         entries.append(entry)
+        fixed.append({"model": entry["model"], "dataset": entry["dataset"], "epochs": entry["epochs"],
+                      "pre_registered": entry["pre_registered"],
+                      "fixed_size_differences": paired["fixed_size_differences"]})
         print("\n".join(lines))
     if args.out is not None:
         write_summary(args.out, entries)
         print(f"wrote {args.out}")
+    if args.fixed_sizes is not None:
+        atomic_write_text(args.fixed_sizes, json.dumps({"studies": fixed}, indent=1, allow_nan=False) + "\n")
+        print(f"wrote {args.fixed_sizes}")
     if args.plot is not None:
         print(f"wrote {plot_budget_curve(entries, args.plot, bars)}")
     if args.copy_to is not None:

@@ -36,8 +36,10 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
     out, plot = tmp_path / "summary.json", tmp_path / "curve.png"
     (tmp_path / "fcn-e60" / "seed0.log").write_text("a run's log")  # what seed* also matches: skipped
     folders = sorted(str(p) for p in tmp_path.glob("fcn-e*/seed*"))
+    fixed = tmp_path / "fixed.json"
     done = subprocess.run([sys.executable, "experiments/converged_summary.py", *folders, "--out", str(out),
-                           "--plot", str(plot)], capture_output=True, text=True, check=True)
+                           "--plot", str(plot), "--fixed-sizes", str(fixed)], capture_output=True, text=True,
+                          check=True)
     studies = {s["epochs"]: s for s in json.loads(out.read_text())["studies"]}
     long = studies[60]
     assert long["exposure"] == 12.0 and long["plateau"] is True and long["small_model_baseline"] is True
@@ -47,6 +49,10 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
     assert short["geomean_ratio"] is None and short["plateau"] is False
     assert [r["lorita_params_kept"] for r in short["per_seed"]] == [0.1, None, 0.1]
     assert plot.read_bytes()[:4] == b"\x89PNG"
+    at_sizes = {s["epochs"]: s["fixed_size_differences"] for s in json.loads(fixed.read_text())["studies"]}
+    (row,) = at_sizes[60]  # LoRITa's 89.5% test at 10% minus the small dense model's 90.5 (best on validation)
+    assert row["size"] == 0.1 and row["n"] == 3 and row["alternatives"] == ["small dense"] * 3
+    assert row["differences"] == pytest.approx([-1.0] * 3) and row["mean"] == pytest.approx(-1.0)
     copied = tmp_path / "docs"
     subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e60" / "seed0"),
                     "--copy-to", str(copied)], capture_output=True, text=True, check=True)
