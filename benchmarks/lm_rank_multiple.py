@@ -55,7 +55,7 @@ def excess(fractions: dict[int, float], step: int = 8) -> dict[int, float]:
 
     Example:
         >>> excess({8: 1.0, 9: 1.5, 16: 2.0})
-        {9: 1.2857142857142858}
+        {9: 1.3333333333333333}
     """
     out = {}
     for size, t in fractions.items():
