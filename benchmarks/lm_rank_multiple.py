@@ -31,9 +31,13 @@ import time
 from pathlib import Path
 
 import torch
+from lm_texts import calibration_and_validation
 from torch import nn
 
 from lorita.latency import compare_latency
+from lorita.lm.cut import count_params, lm_cut
+from lorita.lm.perplexity import perplexity
+from lorita.lm.sources import load_pretrained
 from lorita.lowrank import LowRankLinear
 from lorita.runs.experiment import machine
 
@@ -66,6 +70,21 @@ def excess(fractions: dict[int, float], step: int = 8) -> dict[int, float]:
     return out
 
 
+def number(value: float | None) -> str:
+    """A ratio as the tables print it (``-``: none, where the sizes hold no pair of multiples to compare)."""
+    return "-" if value is None else f"{value:.3f}"
+
+
+def reference(sizes: list[int]) -> int:
+    """The size the others are timed against: the first multiple of 16 among them, else the first.
+
+    Example:
+        >>> reference([120, 121, 128]), reference([120, 121])
+        (128, 120)
+    """
+    return next((size for size in sizes if size % 16 == 0), sizes[0])
+
+
 def sweep(build, sizes: list[int], inputs: int, tokens: int, reference: int, repeats: int) -> dict:
     """Paired times of ``build(size)`` for every size on ``(1, tokens, inputs)``, over ``build(reference)``'s."""
     torch.manual_seed(0)
@@ -86,21 +105,23 @@ def sweep(build, sizes: list[int], inputs: int, tokens: int, reference: int, rep
 def layers(args) -> dict:
     ranks = list(range(args.ranks[0], args.ranks[1] + 1))
     widths = list(range(args.widths[0], args.widths[1] + 1))
+    if not ranks or not widths or min(ranks[0], widths[0]) < 1:
+        raise SystemExit(f"--ranks and --widths are LOW HIGH with 1 <= LOW <= HIGH, got {args.ranks} and {args.widths}")
     out = {}
     for shape, (fan_in, fan_out) in SHAPES.items():
         for what, tokens in TOKENS.items():
             key = f"pair {shape}, {what}"
-            ref = ranks[0] + (-ranks[0]) % 16
+            ref = reference(ranks)
             out[key] = sweep(lambda r, i=fan_in, o=fan_out: LowRankLinear(i, o, r, bias=False), ranks, fan_in,
                              tokens, ref, args.repeats)
-            log(f"{key}: excess off multiples of 8 median {out[key]['median_excess']:.3f}, "
-                f"max {out[key]['max_excess']:.3f}")
+            log(f"{key}: excess off multiples of 8 median {number(out[key]['median_excess'])}, "
+                f"max {number(out[key]['max_excess'])}")
     for what, tokens in TOKENS.items():
         key = f"MLP 576->w->576, {what}"
-        ref = widths[0] + (-widths[0]) % 16
+        ref = reference(widths)
         out[key] = sweep(mlp, widths, 576, tokens, ref, args.repeats)
-        log(f"{key}: excess off multiples of 8 median {out[key]['median_excess']:.3f}, "
-            f"max {out[key]['max_excess']:.3f}")
+        log(f"{key}: excess off multiples of 8 median {number(out[key]['median_excess'])}, "
+            f"max {number(out[key]['max_excess'])}")
     return out
 
 
@@ -118,17 +139,10 @@ class Decode(nn.Module):
 
 
 def whole_model(args) -> dict:
-    from lorita.lm.corpus import CALIBRATION_SOURCES, encode, random_windows, read_documents, tokenized_splits
-    from lorita.lm.cut import count_params, lm_cut
-    from lorita.lm.perplexity import perplexity
-    from lorita.lm.sources import load_pretrained
-
     dense, tokenizer = load_pretrained(args.source)
-    splits = {name: tokenized_splits(tokenizer, name, seed=args.seed) for name in CALIBRATION_SOURCES}
-    evals = {f"{name}-val": s.val[: args.eval_tokens] for name, s in splits.items()}
-    evals["licenses"] = encode(tokenizer, read_documents("licenses"))[: args.eval_tokens]
-    calibration = random_windows([s.train for s in splits.values()], args.calibration, args.calibration_context,
-                                 seed=args.seed)
+    calibration, evals = calibration_and_validation(tokenizer, windows=args.calibration,
+                                                    context=args.calibration_context, eval_tokens=args.eval_tokens,
+                                                    seed=args.seed)
     models, rows = {"dense": dense}, {}
     rows["dense"] = {"params": count_params(dense),
                      "ppl": {k: perplexity(dense, v, context=args.context).ppl for k, v in evals.items()}}
@@ -169,8 +183,8 @@ def tables(out: dict) -> str:
         for key, row in out["layers"].items():
             sizes = sorted(int(k) for k in row["fractions"])
             eight = row.get("median_excess_of_8_over_16")
-            lines.append(f"| {key} | {sizes[0]}-{sizes[-1]} | {row['median_excess']:.3f} | {row['max_excess']:.3f} | "
-                         + ("-" if eight is None else f"{eight:.3f}") + " |")
+            lines.append(f"| {key} | {sizes[0]}-{sizes[-1]} | {number(row['median_excess'])} | "
+                         f"{number(row['max_excess'])} | {number(eight)} |")
         lines.append("")
     if "model" in out:
         model = out["model"]
@@ -208,6 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--table", action="store_true", help="print the tables of the --json run already made, run nothing")
     args = p.parse_args(argv)
     if args.table:
+        if not args.json.is_file():
+            raise SystemExit(f"--table prints a run already made: {args.json} is not a file (run without --table)")
         print(tables(json.loads(args.json.read_text(encoding="utf-8"))))
         return 0
     tic = time.perf_counter()

@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+from lm_texts import calibration_and_validation
 
 from lorita.lm import width
-from lorita.lm.corpus import CALIBRATION_SOURCES, encode, random_windows, read_documents, tokenized_splits
 from lorita.lm.cut import count_params
 from lorita.lm.perplexity import perplexity
 from lorita.lm.sources import load_pretrained
@@ -69,11 +69,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     tic = time.perf_counter()
     dense, tokenizer = load_pretrained(args.source)
-    splits = {name: tokenized_splits(tokenizer, name, seed=args.seed) for name in CALIBRATION_SOURCES}
-    evals = {f"{name}-val": s.val[: args.eval_tokens] for name, s in splits.items()}
-    evals["licenses"] = encode(tokenizer, read_documents("licenses"))[: args.eval_tokens]
-    calibration = random_windows([s.train for s in splits.values()], args.calibration, args.calibration_context,
-                                 seed=args.seed)
+    calibration, evals = calibration_and_validation(tokenizer, windows=args.calibration,
+                                                    context=args.calibration_context, eval_tokens=args.eval_tokens,
+                                                    seed=args.seed)
 
     def scored(model) -> dict:
         return {name: perplexity(model, ids, context=args.context).ppl for name, ids in evals.items()}
