@@ -4,18 +4,22 @@ Usage:
     python experiments/converged_choose.py runs/converged/fcn-e60 --seed 0 --json docs/converged/fcn-e60-grid.json
 
 Reads ``<budget folder>/<setting>/seed<S>/results.json`` for every setting run (base, g1-g5, p1-p4,
-taylor) and prints every setting's result, then the choices, made on validation data only, ties
+taylor, r1) and prints every setting's result, then the choices, made on validation data only, ties
 to the base:
 
 1. the target's plain model: among base (p0) and p1-p3, the plain model (``depth1``) with the
    highest validation accuracy;
-2. the alternatives' setting: among base and p1-p4, the one under which the best alternative (the
+2. the alternatives' setting: among base, p1-p4 and r1, the one under which the best alternative (the
    non-LoRITa column keeping the fewest params at the target) keeps the fewest;
 3. Torch-Pruning's importance: L1 (base) against Taylor (``taylor``), by the params Torch-Pruning
    + FT keeps at the target;
-4. LoRITa's setting: among base and g1-g5 (g5: amendment 3, the FCN at 120 epochs only), the one under
-   which the pre-registered column keeps the fewest params at the target (missing the target counts
-   as keeping everything).
+4. LoRITa's setting: among base, g1-g5 (g5: amendment 3, the FCN at 120 epochs only) and r1, the one
+   under which the pre-registered column keeps the fewest params at the target (missing the target
+   counts as keeping everything).
+
+r1 (amendment 4) changes how every SVD-family column shares its ranks out among the layers (the
+least-loss allocation instead of one global threshold), on both sides: it is a candidate of both
+choices 2 and 4, so each side takes it or not on its own figures.
 
 A setting not run is reported as such and is not a candidate. Nothing is recomputed.
 """
@@ -29,6 +33,7 @@ from pathlib import Path
 LORITA = tuple(f"g{i}" for i in range(1, 6))
 PLAIN = ("p1", "p2", "p3")
 SPLIT = ("p4",)
+BOTH = ("r1",)  # settings that change how both sides cut (amendment 4)
 
 
 def _read(folder: Path, setting: str, seed: int) -> dict | None:
@@ -59,7 +64,7 @@ def _pick(scores: dict[str, float], lower: bool) -> str:
 
 def choose(folder: Path, seed: int = 0) -> dict:
     """Every setting's figures and the four choices (see the module docstring)."""
-    runs = {s: _read(folder, s, seed) for s in ("base", *LORITA, *PLAIN, *SPLIT, "taylor")}
+    runs = {s: _read(folder, s, seed) for s in ("base", *LORITA, *PLAIN, *SPLIT, "taylor", *BOTH)}
     base = runs["base"]
     if base is None:
         raise SystemExit(f"no base run in {folder} (base/seed{seed}/results.json): the grid compares against it")
@@ -75,12 +80,13 @@ def choose(folder: Path, seed: int = 0) -> dict:
                          "best_alternative_kept": alt_kept, "torch_pruning_kept": _kept(run, "Torch-Pruning + FT")}
     choices = {
         "target_plain": _pick({s: rows[s]["plain_val_acc"] for s in ("base", *PLAIN) if s in rows}, lower=False),
-        "alternatives": _pick({s: rows[s]["best_alternative_kept"] for s in ("base", *PLAIN, *SPLIT) if s in rows},
-                              lower=True),
+        "alternatives": _pick({s: rows[s]["best_alternative_kept"] for s in ("base", *PLAIN, *SPLIT, *BOTH)
+                               if s in rows}, lower=True),
         "torch_pruning_importance": "taylor" if _pick(
             {s: rows[s]["torch_pruning_kept"] for s in ("base", "taylor") if s in rows}, lower=True) == "taylor"
         else "l1",
-        "lorita": _pick({s: rows[s]["pre_registered_kept"] for s in ("base", *LORITA) if s in rows}, lower=True),
+        "lorita": _pick({s: rows[s]["pre_registered_kept"] for s in ("base", *LORITA, *BOTH) if s in rows},
+                        lower=True),
     }
     return {"folder": str(folder), "seed": seed, "pre_registered": label, "settings": rows,
             "not_run": sorted(set(runs) - set(done)), "choices": choices}

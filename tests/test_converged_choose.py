@@ -35,9 +35,20 @@ def test_choices_follow_the_plan_and_ties_go_to_the_base(tmp_path):
     out = _chooser().choose(tmp_path)
     assert out["choices"] == {"target_plain": "p1", "alternatives": "p2", "torch_pruning_importance": "taylor",
                               "lorita": "base"}
-    assert out["not_run"] == ["g3", "g4", "g5", "p3", "p4"]
+    assert out["not_run"] == ["g3", "g4", "g5", "p3", "p4", "r1"]
     assert out["settings"]["g2"]["pre_registered_kept"] == 1.0
     assert out["settings"]["p2"]["torch_pruning_kept"] == 1.0 and out["settings"]["p2"]["best_alternative"] == "small dense"
+
+
+def test_a_setting_of_both_sides_is_each_sides_candidate(tmp_path):
+    _setting(tmp_path, "base", 89.0, 0.10, {"plain + SVD + FT": 0.20})
+    _setting(tmp_path, "g1", 89.0, 0.09, {"plain + SVD + FT": 0.20})
+    _setting(tmp_path, "p1", 89.0, 0.10, {"plain + SVD + FT": 0.18})
+    _setting(tmp_path, "r1", 89.0, 0.08, {"plain + SVD + FT": 0.19})  # better for LoRITa, not the best for them
+    choices = _chooser().choose(tmp_path)["choices"]
+    assert (choices["lorita"], choices["alternatives"]) == ("r1", "p1")
+    _setting(tmp_path, "r1b", 0, 0, {})  # not a setting of the plan: never read
+    assert "r1b" not in _chooser().choose(tmp_path)["settings"]
 
 
 def test_the_base_run_is_needed(tmp_path):

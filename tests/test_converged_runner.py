@@ -134,6 +134,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     base = load_spec(path)
     settings = _runner().settings_of(Path(path))
     amended = {"g5"} if name == "fcn" else set()  # PLAN.md amendment 3: a smaller decay for LoRITa, FCN only
+    amended.add("r1")  # amendment 4: the least-loss rank allocation for every SVD-family column, both sides
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
     for setting, overrides in settings.items():
         spec = load_spec(path, **overrides)
@@ -147,6 +148,8 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
         if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
+        if setting == "r1":  # only how the cuts share ranks out: every training as at the base
+            assert (plain, lorita, spec.columns.cut_rule) == (base.recipe.train, base.recipe.train, "loss")
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)

@@ -11,7 +11,7 @@ from torch import nn
 
 from lorita import LoritaError, load, merge
 from lorita.batchnorm import recalibrate_batchnorm
-from lorita.cutspec import Ranks
+from lorita.cutspec import Budget, Ranks
 from lorita.data import load_dataset
 from lorita.prune import available as torch_pruning_installed
 from lorita.report.demo import headline_line
@@ -70,6 +70,7 @@ def test_compress_model_batchnorm_needs_the_recipe():
     ({"finetune_epochs": 1, "plain_finetune_epochs": 20}, r"plain_finetune_epochs must be an integer from 1 to 19"),
     ({"finetune_epochs": 3, "plain_finetune_epochs": 2, "prune_rounds": 3},
      r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
+    ({"cut_rule": "global"}, r"cut_rule must be one of 'loss', 'threshold', got 'global'"),
 ])
 def test_bad_column_fields(kwargs, message):
     with pytest.raises(LoritaError, match=message):
@@ -173,6 +174,33 @@ def test_every_column_of_the_converged_comparison(tmp_path):
     assert "## LoRITa N=2 + FT (named before the runs) against the best alternative" in report
     assert f"LoRITa N=2 + FT {columns['LoRITa N=2 + FT']['exposure']:.2f}" in report
     assert "of 2 seeds plateaued" in report and "K sizes from one training (seed 0)" in report
+
+
+@pytest.mark.slow
+def test_cut_rule_loss_cuts_every_svd_column_by_least_loss(tmp_path):
+    flat = {**TINY, "seeds": [0], "calibrate": 2, "small_dense": False, "torch_pruning": False, "cut_rule": "loss"}
+    results = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "loss", progress=False)
+    assert results["spec"]["cut_rule"] == "loss"
+    columns = results["runs"][0]["columns"]
+    data = ExperimentSpec.from_flat(flat).setup.data_spec(0).load()
+    batches = training_batches(data, 32, 0)
+    for label, source, how in [("plain + SVD", "depth1", Budget(params=1.0)),
+                               ("LoRITa N=2", "depth2", Budget(params=1.0)),
+                               ("plain + whitened SVD", "depth1", Budget(params=1.0, calibrate=2))]:
+        model = merge(load(tmp_path / "loss" / source / "model.lorita")).eval()
+        calibration = (x for x, _ in data.train.batches(32, seed=0, epoch=0))  # as the experiment draws them
+        spectra = Spectra(model, example_input(data), batches=calibration if how.whitened else None)
+        cut = next(c for c in columns[label]["cuts"] if c["size"] == 0.3)
+        small, detail = svd_cutter(spectra, how)(0.3)
+        assert cut["detail"]["ranks"] == detail["ranks"] and cut["detail"]["threshold"] is None  # no threshold
+        recalibrate_batchnorm(small, batches(), max_batches=3)
+        assert cut["val_acc"] == evaluate(small, data.val)[0]
+    # the uncut columns are searched like the fine-tuned ones (the sweep cuts by threshold): their answer, when
+    # they have one, is one of their own cuts
+    for label in ("plain + SVD", "LoRITa N=2"):
+        chosen = columns[label]["chosen"]
+        assert chosen is None or (chosen["params_kept"], chosen["val_acc"]) in \
+            {(c["params_kept"], c["val_acc"]) for c in columns[label]["cuts"]}
 
 
 def test_a_cut_that_keeps_every_layer_dense_keeps_its_batchnorm_statistics():

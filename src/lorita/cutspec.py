@@ -42,12 +42,14 @@ from typing import Any, ClassVar, Literal, Mapping, get_args
 from lorita.checks import check_choice, check_fraction, check_int, check_number, is_int
 from lorita.errors import LoritaError
 
-__all__ = ["KINDS", "LAYOUTS", "Accuracy", "Budget", "CutSpec", "Energy", "Latency", "Rank", "Ranks", "Ratio",
-           "Threshold", "cut_from_dict", "cut_from_strategy"]
+__all__ = ["KINDS", "LAYOUTS", "RULES", "Accuracy", "Budget", "CutSpec", "Energy", "Latency", "Rank", "Ranks",
+           "Ratio", "Threshold", "cut_from_dict", "cut_from_strategy"]
 
 # the memory layouts a latency budget can time in (lorita.latency.latency_budget)
 Layout = Literal["input", "auto", "contiguous", "channels_last"]
 LAYOUTS: tuple[Layout, ...] = get_args(Layout)
+Rule = Literal["loss", "threshold"]  # how a budget shares ranks out among the layers
+RULES: tuple[Rule, ...] = get_args(Rule)
 
 MAX_BATCH = 65536  # a latency budget's batch: the model is timed on a batch this large, on this machine
 
@@ -197,9 +199,10 @@ class Budget(CutSpec):
 
     ``rule="loss"`` (default): the greedy least-loss allocation (``lorita.ranks.budget_ranks``);
     ``rule="threshold"``: the weakest single global threshold whose cut fits (the paper's rule,
-    what the experiments' columns cut with). ``latency_aware=True`` (loss rule, needs the
-    deployment-size example input) then keeps dense every layer whose thin pair is not faster
-    on this machine (``lorita.latency.keep_faster``), so the result can exceed the budget.
+    what the experiments' columns cut with unless their ``cut_rule`` is ``"loss"``).
+    ``latency_aware=True`` (loss rule, needs the deployment-size example input) then keeps dense
+    every layer whose thin pair is not faster on this machine (``lorita.latency.keep_faster``), so
+    the result can exceed the budget.
 
     Example:
         >>> Budget(params=0.3).metric, Budget(flops=0.5).fraction
@@ -210,7 +213,7 @@ class Budget(CutSpec):
     budgeted: ClassVar[bool] = True
     params: float | None = None
     flops: float | None = None
-    rule: Literal["loss", "threshold"] = "loss"
+    rule: Rule = "loss"
     latency_aware: bool = False
 
     def check(self) -> None:
@@ -220,7 +223,7 @@ class Budget(CutSpec):
         label = "params" if self.params is not None else "flops"
         self._set(label, check_fraction(label, getattr(self, label),
                                         meaning=f"the fraction of the original model's {label} to keep"))
-        check_choice("rule", self.rule, ("loss", "threshold"))
+        check_choice("rule", self.rule, RULES)
         if not isinstance(self.latency_aware, bool):
             raise LoritaError(f"latency_aware must be True or False, got {self.latency_aware!r}")
         if self.latency_aware and self.rule != "loss":

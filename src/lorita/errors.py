@@ -1,4 +1,5 @@
-"""The one exception type lorita raises for bad input, and the one warning category it uses."""
+"""The one exception type lorita raises for bad input (with one kind of it: a size out of reach), and the one
+warning category it uses."""
 
 
 class LoritaError(ValueError):
@@ -10,6 +11,15 @@ class LoritaError(ValueError):
         ... except ValueError as err:
         ...     print(err)
         energy must be in (0, 1], got 1.5
+    """
+
+
+class BudgetOutOfReach(LoritaError):
+    """A size no cut of the requested kind can meet (a size a sweep of budgets may simply skip).
+
+    Example:
+        >>> issubclass(BudgetOutOfReach, LoritaError)
+        True
     """
 
 

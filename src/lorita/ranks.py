@@ -28,7 +28,7 @@ from typing import Callable, Literal, Mapping, Sequence, get_args
 import torch
 
 from lorita.checks import check_choice, check_fraction, check_int, check_number
-from lorita.errors import LoritaError
+from lorita.errors import BudgetOutOfReach, LoritaError
 from lorita.linalg import break_even_rank, check_rank, energy_rank, ratio_rank
 
 __all__ = [
@@ -281,7 +281,7 @@ def budget_ranks(
     a small part of the budget and the gap is small.
 
     Returns ranks between 1 and ``min(m, n)``; a dense layer gets ``min(m, n)``.
-    Raises LoritaError when even the cheapest form of every layer misses the
+    Raises BudgetOutOfReach (a LoritaError) when even the cheapest form of every layer misses the
     target, saying the smallest fraction that can be reached.
 
     Example:
@@ -321,7 +321,7 @@ def budget_ranks(
     spent = fixed + sum(costs[n].dense(metric) if dense[n] else costs[n].at_rank(step, metric) for n in names)
     if spent > budget:
         cheapest = spent / original
-        raise LoritaError(
+        raise BudgetOutOfReach(
             f"target={target:g} of the original {metric} cannot be met: even rank {step} in every "
             f"compressible layer keeps {cheapest:.4f} of it ({spent:g} of {original:g}); "
             f"pass a target >= {math.ceil(cheapest * 1e4) / 1e4:g}"
@@ -420,7 +420,8 @@ def measured_ranks(
     at = {name: 0 for name in names}  # index into the chain
     spent = fixed + sum(chains[n][0][1] for n in names)
     if spent > budget:
-        raise LoritaError(f"budget {budget:g} cannot be met: the cheapest form of every layer costs {spent:g} in all")
+        raise BudgetOutOfReach(f"budget {budget:g} cannot be met: the cheapest form of every layer costs {spent:g} "
+                               "in all")
     heap: list[tuple[float, str, int, int]] = []
 
     def push_moves(name: str) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ranks, Ratio, Threshold,
                             cut_from_strategy)
-from lorita.errors import LoritaError
+from lorita.errors import BudgetOutOfReach, LoritaError
 from lorita.latency import keep_faster, latency_budget
 from lorita.quantize import quantize
 from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
@@ -30,8 +30,8 @@ from lorita.targets import check_model
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AccuracySearch", "Choice", "STRATEGIES", "Strategy", "choose_ranks", "cut", "layer_costs",
-           "register_cut", "search_accuracy", "select_ranks"]
+__all__ = ["AccuracySearch", "BudgetOutOfReach", "Choice", "STRATEGIES", "Strategy", "choose_ranks", "cut",
+           "layer_costs", "register_cut", "search_accuracy", "select_ranks"]
 
 
 @dataclass
@@ -207,7 +207,8 @@ def _budget(how: Budget, spectra: Spectra, **context) -> Choice:
         ranks = budget_ranks(values, costs, how.fraction, metric=how.metric, fixed=fixed, step=how.multiple)
     except LoritaError as err:  # name the option the user gave, not the internal one
         label = how.label
-        raise LoritaError(str(err).replace("target=", f"{label}=").replace("pass a target", f"pass {label}")) from None
+        message = str(err).replace("target=", f"{label}=").replace("pass a target", f"pass {label}")
+        raise type(err)(message) from None
     if how.latency_aware:
         ranks = keep_faster(spectra.model, ranks, spectra.example_input, **_timing(context))
     return Choice(ranks, how)
@@ -237,10 +238,6 @@ def _threshold_budget(how: Budget, values: dict, costs: dict, fixed: float, full
         raise BudgetOutOfReach(f"{how.label}={how.fraction:g} cannot be met with one global threshold: even the "
                                "strongest cut keeps more")
     return Choice(ranks_at(candidates[lo]), how, report=candidates[lo])
-
-
-class BudgetOutOfReach(LoritaError):
-    """A budget no cut of this kind can meet (a size a sweep of budgets may simply skip)."""
 
 
 @register_cut(Latency)

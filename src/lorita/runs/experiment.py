@@ -271,11 +271,13 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
 def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple[compare.Column, int | None]]:
     """Every column: (the column, the depth whose sweep chose its cut, or None: searched)."""
     spec, epochs = s.spec, s.train.epochs
+    swept = spec.columns.cut_rule == "threshold"  # the sweep cuts by threshold: its choice is this rule's
     columns = []
-    for depth, run in trained.items():  # cut, no fine-tuning: the sweep chose the cut (view b)
+    for depth, run in trained.items():  # cut, no fine-tuning: the sweep chose the cut (view b), else searched
         columns.append((compare.Column(column_label(depth, False), depth > 1,
                                        s.recalibrating(compare.svd_cutter(spectra[depth], spec.columns.svd())),
-                                       None, run.results["train_seconds"], epochs, _exposure(run)), depth))
+                                       None, run.results["train_seconds"], epochs, _exposure(run)),
+                        depth if swept else None))
     if spec.columns.calibrate:
         cutter = s.recalibrating(compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)))
         columns.append((compare.Column("plain + whitened SVD", False, cutter, None,

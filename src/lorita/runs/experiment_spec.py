@@ -23,7 +23,7 @@ from lorita import jsonio
 from lorita.checks import check_choice, check_int, check_json_object, check_number, check_str, is_int, is_number
 from lorita.compose import FACTOR_SIDES
 from lorita.composed import MAX_DEPTH
-from lorita.cutspec import Budget
+from lorita.cutspec import RULES, Budget
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
 from lorita.models import paper_exclude
@@ -175,7 +175,10 @@ class Columns:
     whitened SVD (``calibrate`` training batches; 0: none), the smaller dense model trained directly
     (``small_dense``; its crossing bisected ``small_dense_refine`` times: each size is a training), BatchNorm
     statistics re-estimated on ``batchnorm`` training batches after every cut (0: not), the params fractions
-    every column is measured at, and the bisection steps of a fine-tuned column's crossing of the target."""
+    every column is measured at, the bisection steps of a fine-tuned column's crossing of the target, and how
+    every SVD-family column (plain, whitened, LoRITa; with or without fine-tuning) shares its ranks out among
+    the layers at a size (``cut_rule``: ``"threshold"``, the paper's one global ``sigma / sigma_max``
+    threshold; ``"loss"``, the least-loss allocation of ``lorita.ranks.budget_ranks``)."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
@@ -190,6 +193,7 @@ class Columns:
     prune_importance: str = "l1"
     plain_finetune_epochs: int | None = None
     lorita_finetune_epochs: int | None = None
+    cut_rule: str = "threshold"
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
@@ -208,6 +212,7 @@ class Columns:
         check_int("small_dense_refine", self.small_dense_refine, minimum=0)
         check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
         check_choice("prune_importance", self.prune_importance, IMPORTANCES)
+        check_choice("cut_rule", self.cut_rule, RULES)
         for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
             if getattr(self, side) is not None:
                 check_int(side, getattr(self, side), meaning="this side's fine-tuning epochs; null: finetune_epochs")
@@ -226,8 +231,13 @@ class Columns:
         return self.finetune_epochs if side is None else side
 
     def svd(self, whitened: bool = False) -> Budget:
-        """How an SVD column cuts to a size: one global threshold within the params (whitened: calibrated)."""
-        return Budget(params=1.0, rule="threshold", calibrate=self.calibrate if whitened else 0)
+        """How an SVD column cuts to a size: ``cut_rule`` within the params (whitened: calibrated).
+
+        Example:
+            >>> Columns(cut_rule="loss", calibrate=16).svd(whitened=True).rule
+            'loss'
+        """
+        return Budget(params=1.0, rule=self.cut_rule, calibrate=self.calibrate if whitened else 0)
 
 
 @dataclass
@@ -284,7 +294,7 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
-         "lorita_finetune_epochs", "reuse", "target_train")
+         "lorita_finetune_epochs", "reuse", "target_train", "cut_rule")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
