@@ -178,7 +178,9 @@ class Columns:
     every column is measured at, the bisection steps of a fine-tuned column's crossing of the target, and how
     every SVD-family column (plain, whitened, LoRITa; with or without fine-tuning) shares its ranks out among
     the layers at a size (``cut_rule``: ``"threshold"``, the paper's one global ``sigma / sigma_max``
-    threshold; ``"loss"``, the least-loss allocation of ``lorita.ranks.budget_ranks``)."""
+    threshold; ``"loss"``, the least-loss allocation of ``lorita.ranks.budget_ranks``; the uncut columns' answer
+    is then searched like the fine-tuned ones', while each depth's sweep, its plots and its saved view cuts stay
+    the threshold sweep's)."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
