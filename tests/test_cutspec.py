@@ -106,6 +106,8 @@ def test_a_threshold_budget_is_the_weakest_global_cut_that_fits():
     assert weaker and total_cost(global_ranks(spectra, weaker[-1]), costs, "params", fixed) > 0.5 * original
     with pytest.raises(BudgetOutOfReach, match=r"params=0.01 cannot be met with one global threshold"):
         choose_ranks(net, Budget(params=0.01, rule="threshold"))
+    with pytest.raises(BudgetOutOfReach, match=r"params=0.01 of the original params cannot be met: even rank 1"):
+        choose_ranks(net, Budget(params=0.01))  # the least-loss rule: the same kind of error, the size named
 
 
 def test_a_new_way_to_cut_is_one_class_and_one_handler():

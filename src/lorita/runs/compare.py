@@ -9,7 +9,8 @@ any) reaches the target is the column's answer. Test accuracy is only reported.
 SVD-family columns (plain + SVD, LoRITa) cut as their ``Budget`` says: by default one global
 threshold on ``sigma / sigma_max`` (the paper's "global" rule), the smallest threshold whose cut
 keeps at most the requested size; with ``rule="loss"`` the least-loss allocation within that size.
-Torch-Pruning removes channels until the size is met (``lorita.runs.alternatives.iterative_prune_cutter``). Fine-tuning keeps the best epoch on validation, the cut itself included.
+Torch-Pruning removes channels until the size is met (``lorita.runs.alternatives.iterative_prune_cutter``).
+Fine-tuning keeps the best epoch on validation, the cut itself included.
 """
 
 from __future__ import annotations
