@@ -35,9 +35,11 @@ from pathlib import Path
 import torch
 
 import lorita
+from lorita.atomic import atomic_write_text
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.cutspec import RULES, Budget
-from lorita.runs import data_of
+from lorita.errors import LoritaError
+from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, data_of, train_run
 from lorita.runs.alternatives import training_batches
 from lorita.runs.compare import svd_cutter
 from lorita.runs.config import train_config_of
@@ -77,8 +79,6 @@ def measure_rules(run: str | Path, sizes: list[float], calibrate: int = 16, batc
 
 def _demo_run() -> Path:
     """A one-epoch FCN on the digits (for the example)."""
-    from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
-
     config = RunConfig(ModelSpec("fcn", {"width": 16, "hidden_layers": 1},
                                  {"num_classes": 10, "in_channels": 1, "image_size": 8}),
                        DataSpec("digits"), ComposeSpec(depth=1), lorita.TrainConfig(epochs=1, device="cpu"))
@@ -100,6 +100,18 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    bad = [size for size in args.sizes if not 0 < size <= 1]
+    if bad or args.calibrate < 1 or args.batchnorm < 0:
+        raise SystemExit(f"--sizes must be fractions in (0, 1] (got {bad or args.sizes}), --calibrate at least 1 "
+                         f"(got {args.calibrate}), --batchnorm at least 0 (got {args.batchnorm})")
+    try:
+        _print_rows(args)
+    except LoritaError as err:  # a folder that is not a finished training run, data that cannot be read
+        raise SystemExit(f"cut_rules: {err}") from None
+
+
+def _print_rows(args) -> None:
+    """Every run's rows as a Markdown table, then (``--json``) all of them in one file."""
     rows = []
     print("| run | SVD | rule | size | params kept | val acc % | test acc % | ranks |")
     print("|---|---|---|---|---|---|---|---|")
@@ -110,9 +122,9 @@ def main() -> None:
             print(f"| {run} | {'whitened' if row['whitened'] else 'plain'} | {row['rule']} | {row['size']:g} | "
                   f"{100 * row['params_kept']:.1f}% | {row['val_acc']:.2f} | {row['test_acc']:.2f} | {ranks} |",
                   flush=True)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"calibrate": args.calibrate, "batchnorm": args.batchnorm, "rows": rows},
-                                        indent=1) + "\n", encoding="utf-8")
+    if args.json is not None:  # written whole or not at all
+        atomic_write_text(args.json, json.dumps({"calibrate": args.calibrate, "batchnorm": args.batchnorm,
+                                                 "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
