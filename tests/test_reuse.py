@@ -5,6 +5,7 @@ import dataclasses
 from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.folder import write_json
 from lorita.runs.reuse import RUN_FILES, reusable, reused_run
+from lorita.serialization import save
 from lorita.train import TrainConfig
 
 CONFIG = RunConfig(ModelSpec("fcn", {"width": 8}, {"num_classes": 10, "in_channels": 1, "image_size": 8}),
@@ -39,3 +40,15 @@ def test_nothing_is_written_when_nothing_is_reused(tmp_path):
     _run(tmp_path / "earlier" / "depth2", dataclasses.replace(CONFIG, compose=ComposeSpec(depth=3)))
     out = tmp_path / "new" / "depth2"
     assert reused_run(tmp_path / "earlier", out, CONFIG) is None and not out.exists()
+
+
+def test_a_run_of_the_same_config_is_found_under_another_name(tmp_path):
+    # The base experiment's plain model (depth1) is exactly a later setting's target model (depth1-target).
+    _run(tmp_path / "earlier" / "depth2", dataclasses.replace(CONFIG, compose=ComposeSpec(depth=3)))
+    _run(tmp_path / "earlier" / "depth1")
+    save(CONFIG.model.build(), tmp_path / "earlier" / "depth1" / "model.lorita")
+    out = tmp_path / "new" / "depth1-target"
+    run = reused_run(tmp_path / "earlier", out, CONFIG)
+    assert run is not None and run.folder == out
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    assert (out / "config.json").read_bytes() == (tmp_path / "earlier" / "depth1" / "config.json").read_bytes()

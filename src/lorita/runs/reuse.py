@@ -49,19 +49,27 @@ def reusable(found: Path, config: RunConfig) -> bool:
     return _comparable(read_json(found / "config.json", "lorita train")) == _comparable(config.to_dict())
 
 
+def _candidates(earlier: Path, name: str) -> list[Path]:
+    """``earlier/name`` first, then the other folders directly in ``earlier`` (sorted): a run of the same config
+    can hold another name there (the base plain model ``depth1`` is a later setting's ``depth1-target``)."""
+    others = sorted(p for p in earlier.iterdir() if p.name != name) if earlier.is_dir() else []
+    return [earlier / name] + others
+
+
 def reused_run(earlier: str | Path, out: Path, config: RunConfig) -> TrainedRun | None:
-    """The run ``earlier/<out's name>`` copied to ``out`` and loaded, when it is a finished run of exactly
-    ``config`` (:func:`reusable`); None (nothing written) otherwise.
+    """A finished run of exactly ``config`` (:func:`reusable`) in ``earlier``, looked for under ``out``'s name
+    first, then under any other name there, copied to ``out`` and loaded; None (nothing written) when there is none.
 
     Example:
         >>> import tempfile
         >>> reused_run(tempfile.mkdtemp(), Path(tempfile.mkdtemp()) / "depth1", None) is None
         True
     """
-    found = Path(earlier) / out.name
-    if not reusable(found, config):
-        if found.exists():
-            log.info("%s: not reused, %s is not a finished run of the same config", out.name, found)
+    candidates = _candidates(Path(earlier), out.name)
+    found = next((p for p in candidates if reusable(p, config)), None)
+    if found is None:
+        if candidates[0].exists():
+            log.info("%s: not reused, %s is not a finished run of the same config", out.name, candidates[0])
         return None
     shutil.copytree(found, out, symlinks=True)  # checked: no links, only lorita's files
     model = load(out / "model.lorita").cpu().eval()
