@@ -71,6 +71,7 @@ def test_compress_model_batchnorm_needs_the_recipe():
     ({"finetune_epochs": 3, "plain_finetune_epochs": 2, "prune_rounds": 3},
      r"prune_rounds \(3\) must be at most the plain side's fine-tuning epochs \(2\)"),
     ({"cut_rule": "global"}, r"cut_rule must be one of 'loss', 'threshold', got 'global'"),
+    ({"lorita_cut_rule": "global"}, r"lorita_cut_rule must be one of 'loss', 'threshold', got 'global'"),
 ])
 def test_bad_column_fields(kwargs, message):
     with pytest.raises(LoritaError, match=message):
@@ -201,6 +202,18 @@ def test_cut_rule_loss_cuts_every_svd_column_by_least_loss(tmp_path):
         chosen = columns[label]["chosen"]
         assert chosen is None or (chosen["params_kept"], chosen["val_acc"]) in \
             {(c["params_kept"], c["val_acc"]) for c in columns[label]["cuts"]}
+
+
+@pytest.mark.slow
+def test_each_side_can_share_its_ranks_out_by_its_own_rule(tmp_path):
+    flat = {**TINY, "seeds": [0], "calibrate": 2, "small_dense": False, "torch_pruning": False,
+            "lorita_cut_rule": "loss"}
+    results = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "sides", progress=False)
+    assert (results["spec"]["cut_rule"], results["spec"]["lorita_cut_rule"]) == ("threshold", "loss")
+    columns = results["runs"][0]["columns"]
+    for label, column in columns.items():  # the least-loss rule sets no threshold; the global one always does
+        thresholds = [cut["detail"]["threshold"] for cut in column["cuts"]]
+        assert thresholds and all((t is None) == column["lorita"] for t in thresholds), label
 
 
 def test_a_cut_that_keeps_every_layer_dense_keeps_its_batchnorm_statistics():

@@ -271,15 +271,15 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
 def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple[compare.Column, int | None]]:
     """Every column: (the column, the depth whose sweep chose its cut, or None: searched)."""
     spec, epochs = s.spec, s.train.epochs
-    swept = spec.columns.cut_rule == "threshold"  # the sweep cuts by threshold: its choice is this rule's
     columns = []
     for depth, run in trained.items():  # cut, no fine-tuning: the sweep chose the cut (view b), else searched
+        swept = spec.columns.cut_rule_for(depth) == "threshold"  # the sweep cuts by threshold: its choice is that
         columns.append((compare.Column(column_label(depth, False), depth > 1,
-                                       s.recalibrating(compare.svd_cutter(spectra[depth], spec.columns.svd())),
+                                       s.recalibrating(compare.svd_cutter(spectra[depth], spec.columns.svd(depth))),
                                        None, run.results["train_seconds"], epochs, _exposure(run)),
                         depth if swept else None))
     if spec.columns.calibrate:
-        cutter = s.recalibrating(compare.svd_cutter(spectra[1], spec.columns.svd(whitened=True)))
+        cutter = s.recalibrating(compare.svd_cutter(spectra[1], spec.columns.svd(1, whitened=True)))
         columns.append((compare.Column("plain + whitened SVD", False, cutter, None,
                                        trained[1].results["train_seconds"], epochs, _exposure(trained[1])), None))
     if spec.columns.finetune_epochs:
@@ -302,10 +302,10 @@ def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Co
         run = _train_depth(s, s.folder / f"depth{depth}-short", depth, short)
         base = s.spectra(run, depth)
         seconds, exposure = run.results["train_seconds"], _exposure(run)
-        cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd()))
+        cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(depth)))
         columns.append(compare.Column(column_label(depth, True), depth > 1, cutter, ft, seconds, total, exposure))
         if depth == 1 and spec.columns.calibrate:
-            cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(whitened=True)))
+            cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(1, whitened=True)))
             columns.append(compare.Column("plain + whitened SVD + FT", False, cutter, ft, seconds, total, exposure))
         if depth == 1 and use_tp:
             between, last = split_finetune(ft, spec.columns.prune_rounds)

@@ -180,7 +180,7 @@ class Columns:
     the layers at a size (``cut_rule``: ``"threshold"``, the paper's one global ``sigma / sigma_max``
     threshold; ``"loss"``, the least-loss allocation of ``lorita.ranks.budget_ranks``; the uncut columns' answer
     is then searched like the fine-tuned ones', while each depth's sweep, its plots and its saved view cuts stay
-    the threshold sweep's)."""
+    the threshold sweep's; ``plain_cut_rule`` and ``lorita_cut_rule`` set one side's rule, null: ``cut_rule``)."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
@@ -196,6 +196,8 @@ class Columns:
     plain_finetune_epochs: int | None = None
     lorita_finetune_epochs: int | None = None
     cut_rule: str = "threshold"
+    plain_cut_rule: str | None = None
+    lorita_cut_rule: str | None = None
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
@@ -215,6 +217,9 @@ class Columns:
         check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
         check_choice("prune_importance", self.prune_importance, IMPORTANCES)
         check_choice("cut_rule", self.cut_rule, RULES)
+        for side in ("plain_cut_rule", "lorita_cut_rule"):
+            if getattr(self, side) is not None:
+                check_choice(side, getattr(self, side), RULES)
         for side in ("plain_finetune_epochs", "lorita_finetune_epochs"):
             if getattr(self, side) is not None:
                 check_int(side, getattr(self, side), meaning="this side's fine-tuning epochs; null: finetune_epochs")
@@ -232,14 +237,26 @@ class Columns:
         side = self.plain_finetune_epochs if depth == 1 else self.lorita_finetune_epochs
         return self.finetune_epochs if side is None else side
 
-    def svd(self, whitened: bool = False) -> Budget:
-        """How an SVD column cuts to a size: ``cut_rule`` within the params (whitened: calibrated).
+    def cut_rule_for(self, depth: int) -> str:
+        """How ``depth``'s side shares its ranks out (``plain_cut_rule`` or ``lorita_cut_rule``, else
+        ``cut_rule``).
 
         Example:
-            >>> Columns(cut_rule="loss", calibrate=16).svd(whitened=True).rule
+            >>> Columns(lorita_cut_rule="loss").cut_rule_for(2), Columns(lorita_cut_rule="loss").cut_rule_for(1)
+            ('loss', 'threshold')
+        """
+        side = self.plain_cut_rule if depth == 1 else self.lorita_cut_rule
+        return self.cut_rule if side is None else side
+
+    def svd(self, depth: int, whitened: bool = False) -> Budget:
+        """How an SVD column of ``depth``'s side cuts to a size: its side's rule within the params (whitened:
+        calibrated).
+
+        Example:
+            >>> Columns(cut_rule="loss", calibrate=16).svd(1, whitened=True).rule
             'loss'
         """
-        return Budget(params=1.0, rule=self.cut_rule, calibrate=self.calibrate if whitened else 0)
+        return Budget(params=1.0, rule=self.cut_rule_for(depth), calibrate=self.calibrate if whitened else 0)
 
 
 @dataclass
@@ -296,7 +313,7 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
-         "lorita_finetune_epochs", "reuse", "target_train", "cut_rule")
+         "lorita_finetune_epochs", "reuse", "target_train", "cut_rule", "plain_cut_rule", "lorita_cut_rule")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 
