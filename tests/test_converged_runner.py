@@ -2,9 +2,9 @@
 resumable after a kill) and its configs."""
 
 import importlib.util
-from pathlib import Path
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -135,6 +135,8 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     settings = _runner().settings_of(Path(path))
     amended = {"g5"} if name == "fcn" else set()  # PLAN.md amendment 3: a smaller decay for LoRITa, FCN only
     amended.add("r1")  # amendment 4: the least-loss rank allocation for every SVD-family column, both sides
+    if name == "fcn":
+        amended.add("p1r1")  # amendment 4's wiring: p1 for the plain side and r1 for LoRITa's, in one run
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
     for setting, overrides in settings.items():
         spec = load_spec(path, **overrides)
@@ -146,10 +148,14 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
         if setting.startswith("p"):
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
-        if setting in ("p1", "p2", "p3"):
+        if setting in ("p1", "p2", "p3", "p1r1"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
         if setting == "r1":  # only how the cuts share ranks out: every training as at the base
             assert (plain, lorita, spec.columns.cut_rule) == (base.recipe.train, base.recipe.train, "loss")
+        if setting == "p1r1":  # p1's plain training, r1's cuts on LoRITa's side only
+            p1 = load_spec(path, **settings["p1"]).recipe
+            assert plain == p1.for_depth(p1.train, 1) and plain != base.recipe.train
+            assert (spec.columns.cut_rule_for(1), spec.columns.cut_rule_for(2)) == ("threshold", "loss")
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
