@@ -148,13 +148,14 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
         if setting.startswith("p"):
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
-        if setting in ("p1", "p2", "p3", "p1r1"):
+        if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
         if setting == "r1":  # only how the cuts share ranks out: every training as at the base
             assert (plain, lorita, spec.columns.cut_rule) == (base.recipe.train, base.recipe.train, "loss")
-        if setting == "p1r1":  # p1's plain training, r1's cuts on LoRITa's side only
+        if setting == "p1r1":  # p1's plain training and its target (PLAN.md rule 1), r1's cuts on LoRITa's side only
             p1 = load_spec(path, **settings["p1"]).recipe
             assert plain == p1.for_depth(p1.train, 1) and plain != base.recipe.train
+            assert spec.recipe.target_train is None  # the target is set by this run's own (p1) plain model
             assert (spec.columns.cut_rule_for(1), spec.columns.cut_rule_for(2)) == ("threshold", "loss")
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
