@@ -40,7 +40,7 @@ def test_every_column_is_served_by_one_planned_training():
     plan = planned_trainings(spec, 1280, torch_pruning=True)
     served = [c for t in plan for c in t.columns]
     assert sorted(served) == sorted(
-        ["plain + SVD", "plain + whitened SVD", "LoRITa N=2", "the target (1 point below its validation figure)",
+        ["plain + SVD", "plain + whitened SVD", "LoRITa N=2", "the target's plain model",
          "plain + SVD + FT", "plain + whitened SVD + FT", "Torch-Pruning + FT", "LoRITa N=2 + FT", SMALL_DENSE])
     by_folder = {t.folder: t for t in plan}
     assert by_folder["depth1-target"].recipe.weight_decay == 0.001  # target_train: the base recipe

@@ -78,7 +78,7 @@ def planned_trainings(spec: ExperimentSpec, train_examples: int, *, world_size: 
                                     trained(depth, recipe.for_depth(train, depth)), steps))
     target = spec.target_recipe(train)
     if target is not None:
-        plan.append(PlannedTraining("depth1-target", ("the target (1 point below its validation figure)",), 1,
+        plan.append(PlannedTraining("depth1-target", ("the target's plain model",), 1,
                                     target, steps))
     if columns.finetune_epochs:
         for depth in depths:
