@@ -109,10 +109,16 @@ def test_each_side_trains_with_its_own_changes_and_split(tmp_path, caplog):
     run = results["runs"][0]
     assert run["target_run"] == "depth1-target" and run["target_val_acc"] == target["val_acc"] - 1.0
     assert run["plateau"] == target["plateau"]
-    # Before the first training, the exposure of every training a column comes from, each side's recipe.
-    logged = [r.getMessage() for r in caplog.records if "trains with penalty exposure" in r.getMessage()]
-    assert len(logged) == 4 and logged.index(next(m for m in logged if "LoRITa N=2 + FT trains" in m)) == 3
-    assert "weight decay 0.002" in logged[3] and "; 2 epochs of" in logged[3] and "; 3 epochs of" in logged[1]
+    # Before the first training, the plan: every training, each side's recipe, and its exposure as it ran.
+    logged = [r.getMessage() for r in caplog.records if "seed 0 plans " in r.getMessage()]
+    assert [m.split(" plans ")[1].split(":")[0] for m in logged] == [
+        "depth1", "depth2", "depth1-target", "depth1-short", "depth2-short",
+        "(one narrower model per size its search tries)"]
+    for line in logged[:5]:
+        folder = line.split(" plans ")[1].split(":")[0]
+        ran = json.loads((tmp_path / "sides" / folder / "results.json").read_text())["penalty_exposure"]
+        assert f"penalty exposure {ran:.2f} (" in line
+    assert "weight decay 0.002" in logged[4] and "; 2 epochs of" in logged[4] and "; 3 epochs of" in logged[3]
 
 
 TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},

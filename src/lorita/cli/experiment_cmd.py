@@ -13,6 +13,7 @@ EXAMPLE = """example:
   lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
   lorita experiment experiments/resnet20_cifar10.json --data-dir ~/data --out runs/r20   # full recipe (GPU)
   lorita experiment experiments/vgg16_cifar10.json --reduced --init balanced --out runs/vgg16-balanced
+  lorita experiment experiments/converged/fcn.json --out runs/fcn --dry-run   # each training's epochs and exposure
 """
 
 
@@ -29,11 +30,14 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01 "
                         "--set model_kwargs.width=128")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and print each seed's trainings (epochs, penalty exposure), then stop: "
+                        "nothing is trained, created or replaced")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorita.runs import load_spec, run_experiment
+    from lorita.runs import load_spec, plan_experiment, run_experiment
 
     from lorita.cli.options import parse_model_args
 
@@ -50,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
             fields[key] = value
     spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
                      train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
+    if args.dry_run:
+        plan = plan_experiment(spec, args.out, overwrite=args.overwrite, config_path=args.config)
+        print("\n".join(plan.lines()))
+        return 0
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                              config_path=args.config)

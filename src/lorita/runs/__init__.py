@@ -18,7 +18,7 @@ from lorita.runs.compress import compress_model, compress_run
 from lorita.runs.config import CompressConfig, ComposeSpec, DataSpec, ModelSpec, RunConfig, data_of, train_config_of
 from lorita.runs.data import load_data
 from lorita.runs.evaluate import evaluate_run
-from lorita.runs.experiment import machine, run_experiment
+from lorita.runs.experiment import machine, plan_experiment, run_experiment
 from lorita.runs.experiment_spec import ExperimentSpec, load_spec
 from lorita.runs.folder import is_marked, read_json, write_json
 from lorita.runs.lm import compress_lm_run, evaluate_lm_run, load_lm_run
@@ -29,5 +29,5 @@ __all__ = [
     "ComposeSpec", "CompressConfig", "DataSpec", "ExperimentSpec", "ModelSpec", "RunConfig", "RunOutput", "TrainedRun",
     "build_model", "compress_lm_run", "compress_model", "compress_run", "data_of", "evaluate_lm_run",
     "evaluate_run", "is_marked", "load_data", "load_lm_run", "load_spec", "machine",
-    "read_json", "run_experiment", "train_config_of", "train_run", "write_json",
+    "plan_experiment", "read_json", "run_experiment", "train_config_of", "train_run", "write_json",
 ]

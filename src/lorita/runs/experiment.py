@@ -53,6 +53,7 @@ from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
+from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import reused_run
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
@@ -61,12 +62,11 @@ from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
 from lorita.train import TrainConfig
 from lorita.train.distributed import world_size
-from lorita.train.exposure import describe_exposure, steps_per_epoch
 from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExperimentSpec", "load_spec", "machine", "run_experiment"]
+__all__ = ["ExperimentSpec", "load_spec", "machine", "plan_experiment", "run_experiment"]
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
@@ -84,18 +84,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
-    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
-              *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
-    output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # everything is checked before any work starts
-    try:
-        use_tp = _torch_pruning(spec)
-        for earlier in spec.recipe.reuse:
-            if not Path(earlier).is_dir():
-                raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
-        resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
-    except BaseException:
-        output.abandon()
-        raise
+    output, use_tp = _checked(spec, out, overwrite, config_path)
     start = time.time()
     seeds = spec.recipe.seed_list
     with output as folder:
@@ -112,6 +101,54 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
     return results
+
+
+def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
+                    config_path: str | Path | None = None) -> ExperimentPlan:
+    """What ``run_experiment(spec, out, ...)`` would train for each seed, after the same checks (of ``out``, the
+    config, the data, the folders it reuses), without creating, replacing or training anything: the data is
+    loaded (its size gives the steps per epoch) and ``out`` is only checked.
+
+    Example:
+        >>> import tempfile
+        >>> spec = ExperimentSpec.from_flat({"name": "tiny", "model": "fcn", "dataset": "digits", "depths": [1, 2],
+        ...     "train": {"epochs": 3, "device": "cpu"}})
+        >>> out = Path(tempfile.mkdtemp()) / "tiny"
+        >>> [t.folder for t in plan_experiment(spec, out).trainings], out.exists()
+        (['depth1', 'depth2'], False)
+    """
+    output, use_tp = _checked(spec, out, overwrite, config_path)
+    try:
+        train = spec.recipe.train
+        data = spec.setup.data_spec(spec.recipe.seed_list[0]).load(
+            model=ModelSpec(spec.setup.model, dict(spec.setup.model_kwargs)), train=train,
+            fallback_to_digits=spec.setup.fallback_to_digits)
+        if spec.columns.calibrate:
+            check_calibrate(data, train, spec.columns.calibrate)
+        examples = len(data.train)
+        trainings = planned_trainings(spec, examples, world_size=world_size(), torch_pruning=use_tp)
+    finally:
+        output.abandon()  # nothing was begun: only the lock is given back
+    return ExperimentPlan(spec, examples, tuple(trainings))
+
+
+def _checked(spec: ExperimentSpec, out: str | Path, overwrite: bool,
+             config_path: str | Path | None) -> tuple[RunOutput, bool]:
+    """``out`` checked and locked, and everything else an experiment needs checked before any work starts; with
+    whether the Torch-Pruning column runs."""
+    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
+              *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
+    output = RunOutput(out, overwrite=overwrite, inputs=inputs)
+    try:
+        use_tp = _torch_pruning(spec)
+        for earlier in spec.recipe.reuse:
+            if not Path(earlier).is_dir():
+                raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
+        resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
+    except BaseException:
+        output.abandon()
+        raise
+    return output, use_tp
 
 
 def _torch_pruning(spec: ExperimentSpec) -> bool:
@@ -188,7 +225,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     if spec.columns.calibrate:
         check_calibrate(data, train, spec.columns.calibrate)  # before any training
     s = _Seed(spec, train, data, example_input(data), folder, progress)
-    _log_exposures(s)
+    _log_plan(s, use_tp)
     if spec.recipe.warm_start_epochs:
         s.warm = _warm_start(s)
     trained = {}
@@ -217,31 +254,22 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     return out
 
 
-def _log_exposures(s: _Seed) -> None:
-    """Before the first training: the penalty exposure of every training the columns come from (each training
-    logs its own again when it starts)."""
-    spec = s.spec
-    steps = steps_per_epoch(len(s.data.train), s.train.batch_size, world_size())
-    for depth in sorted(set(spec.recipe.depths)):
-        full = spec.recipe.for_depth(s.train, depth)
-        runs = [(column_label(depth, False), full)]
-        if spec.columns.finetune_epochs:
-            short = dataclasses.replace(full, epochs=full.epochs - spec.columns.finetune_for(depth))
-            runs.append((column_label(depth, True), short))
-        for label, recipe in runs:
-            log.info("[%s] seed %d: %s trains with %s", spec.name, s.train.seed, label,
-                     describe_exposure(recipe, steps, depth))
+def _log_plan(s: _Seed, use_tp: bool) -> None:
+    """Before the first training: every training of the seed, with its epochs and penalty exposure
+    (``lorita.runs.plan``; each training logs its exposure again when it starts)."""
+    plan = planned_trainings(s.spec, len(s.data.train), world_size=world_size(), torch_pruning=use_tp)
+    for training in plan:
+        log.info("[%s] seed %d plans %s", s.spec.name, s.train.seed, training.describe())
 
 
 def _target_run(s: _Seed, plain: TrainedRun) -> TrainedRun:
     """The plain model that sets the target: ``plain`` (depth 1), or with ``target_train`` different from
     ``plain_train``, a plain model trained the full epochs with those changes (``depth1-target``)."""
-    recipe = s.spec.recipe
-    if recipe.target_train is None or recipe.target_train == recipe.plain_train:
+    train = s.spec.target_recipe(s.train)
+    if train is None:
         return plain
-    train = TrainConfig.from_dict({**s.train.to_dict(), **recipe.target_train})
     log.info("[%s] seed %d: training the plain model of the target (%s)", s.spec.name, s.train.seed,
-             recipe.target_train)
+             s.spec.recipe.target_train)
     return _trained(s, s.folder / "depth1-target", s.spec.run_config(s.data, 1, train))
 
 
@@ -409,12 +437,7 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
     train = recipe.for_depth(train, depth)
     if depth == 1 or warm is None:
         return _trained(s, out, spec.run_config(s.data, depth, train))
-    rest = dataclasses.replace(
-        train, epochs=train.epochs - recipe.warm_start_epochs, warmup_epochs=0,
-        lr=recipe.warm_start_lr if recipe.warm_start_lr is not None else train.lr,
-        weight_decay=recipe.warm_start_weight_decay if recipe.warm_start_weight_decay is not None
-        else train.weight_decay)
-    config = spec.run_config(s.data, depth, rest)
+    config = spec.run_config(s.data, depth, spec.warm_rest_recipe(train))
     compose = dataclasses.replace(config.compose, init="preserve", init_scale=None)
     config = dataclasses.replace(config, compose=compose,
                                  source=f"../{warm.folder.name}/model.lorita")  # relative: the folder moves when done

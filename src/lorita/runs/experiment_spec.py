@@ -372,6 +372,39 @@ class ExperimentSpec:
         return _derived(train, "the warm start", epochs=self.recipe.warm_start_epochs,
                         fix="lower warmup_epochs or raise warm_start_epochs")
 
+    def warm_rest_recipe(self, train: TrainConfig) -> TrainConfig:
+        """What a warm-started LoRITa depth trains after the warm start: ``train`` (its side's recipe) for the
+        epochs the warm start left, no warm-up, at ``warm_start_lr`` / ``warm_start_weight_decay`` when given.
+
+        Example:
+            >>> spec = ExperimentSpec.from_flat({"name": "x", "model": "fcn", "dataset": "digits",
+            ...     "train": {"epochs": 10}, "warm_start_epochs": 6, "warm_start_weight_decay": 0.002})
+            >>> rest = spec.warm_rest_recipe(spec.recipe.train)
+            >>> rest.epochs, rest.weight_decay
+            (4, 0.002)
+        """
+        recipe = self.recipe
+        return dataclasses.replace(
+            train, epochs=train.epochs - recipe.warm_start_epochs, warmup_epochs=0,
+            lr=recipe.warm_start_lr if recipe.warm_start_lr is not None else train.lr,
+            weight_decay=recipe.warm_start_weight_decay if recipe.warm_start_weight_decay is not None
+            else train.weight_decay)
+
+    def target_recipe(self, train: TrainConfig) -> TrainConfig | None:
+        """The recipe of the plain model that sets the target when it is not the plain columns' (``target_train``
+        differs from ``plain_train``); None when the plain columns' model sets it.
+
+        Example:
+            >>> spec = ExperimentSpec.from_flat({"name": "x", "model": "fcn", "dataset": "digits",
+            ...     "plain_train": {"weight_decay": 0.0005}, "target_train": {}})
+            >>> spec.target_recipe(spec.recipe.train).weight_decay == spec.recipe.train.weight_decay
+            True
+        """
+        recipe = self.recipe
+        if recipe.target_train is None or recipe.target_train == recipe.plain_train:
+            return None
+        return TrainConfig.from_dict({**train.to_dict(), **recipe.target_train})
+
     @classmethod
     def from_flat(cls, values: dict) -> "ExperimentSpec":
         """From the flat keys of an experiment config (``name`` and the fields of every part)."""
