@@ -10,6 +10,8 @@ from lorita.cli import main
 from lorita.runs import ExperimentSpec, plan_experiment, run_experiment
 from lorita.runs.plan import planned_trainings
 from lorita.runs.small_dense import SMALL_DENSE
+from lorita.train import TrainConfig
+from lorita.train.exposure import epoch_learning_rates
 
 TINY = {"name": "plan", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
         "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0,
@@ -54,8 +56,6 @@ def test_every_column_is_served_by_one_planned_training():
 
 def _cosine(epochs):
     """The cosine schedule's per-epoch factor (``lorita.train``'s default schedule), as the exposure sums it."""
-    from lorita.train import TrainConfig
-    from lorita.train.exposure import epoch_learning_rates
     return epoch_learning_rates(TrainConfig(epochs=epochs, lr=1.0))
 
 

@@ -119,13 +119,7 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
     """
     output, use_tp = _checked(spec, out, overwrite, config_path)
     try:
-        train = spec.recipe.train
-        data = spec.setup.data_spec(spec.recipe.seed_list[0]).load(
-            model=ModelSpec(spec.setup.model, dict(spec.setup.model_kwargs)), train=train,
-            fallback_to_digits=spec.setup.fallback_to_digits)
-        if spec.columns.calibrate:
-            check_calibrate(data, train, spec.columns.calibrate)
-        examples = len(data.train)
+        examples = len(_seed_data(spec, spec.recipe.seed_list[0])[1].train)
         trainings = planned_trainings(spec, examples, world_size=world_size(), torch_pruning=use_tp)
     finally:
         output.abandon()  # nothing was begun: only the lock is given back
@@ -216,14 +210,20 @@ class _Seed:
         return Spectra(merged, self.example, batches=batches, svd_cache=SVDCache(), values=run.spectrum)
 
 
+def _seed_data(spec: ExperimentSpec, seed: int):
+    """``(recipe, data)`` of one seed: the recipe with its seed, its data loaded and checked for the whitened
+    columns' calibration before any training."""
+    train = dataclasses.replace(spec.recipe.train, seed=seed)
+    data = spec.setup.data_spec(seed).load(model=ModelSpec(spec.setup.model, dict(spec.setup.model_kwargs)),
+                                           train=train, fallback_to_digits=spec.setup.fallback_to_digits)
+    if spec.columns.calibrate:
+        check_calibrate(data, train, spec.columns.calibrate)
+    return train, data
+
+
 def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:
     """Everything for one seed: train, sweep, measure every column, choose on validation."""
-    train = dataclasses.replace(spec.recipe.train, seed=seed)
-    model_spec = ModelSpec(spec.setup.model, dict(spec.setup.model_kwargs))
-    data = spec.setup.data_spec(seed).load(model=model_spec, train=train,
-                                           fallback_to_digits=spec.setup.fallback_to_digits)
-    if spec.columns.calibrate:
-        check_calibrate(data, train, spec.columns.calibrate)  # before any training
+    train, data = _seed_data(spec, seed)
     s = _Seed(spec, train, data, example_input(data), folder, progress)
     _log_plan(s, use_tp)
     if spec.recipe.warm_start_epochs:
