@@ -55,6 +55,7 @@ from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import reused_run
+from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -314,6 +315,8 @@ def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple
         columns += [(column, None) for column in _finetuned_columns(s, trained, use_tp)]
     if spec.columns.small_dense:
         columns.append((_small_dense_column(s, spectra[1].profile.params, trained[1]), None))
+    if spec.columns.factorized:
+        columns.append((_factorized_column(s, spectra[1].profile.params, trained[1]), None))
     return columns
 
 
@@ -353,6 +356,17 @@ def _small_dense_column(s: _Seed, original_params: int, plain: TrainedRun) -> co
     cutter = small_dense_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params)
     return compare.Column(SMALL_DENSE, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
                           refine=s.spec.columns.small_dense_refine)
+
+
+def _factorized_column(s: _Seed, original_params: int, plain: TrainedRun) -> compare.Column:
+    """The factorized baseline (spectral init, Frobenius decay), trained at each size with the plain recipe for
+    every epoch, on the layers LoRITa composes: its training is its cut (no fine-tuning)."""
+    setup = s.spec.setup
+    model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
+    exclude = s.spec.run_config(s.data, 1, s.train).compose.exclude
+    cutter = factorized_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params, exclude)
+    return compare.Column(FACTORIZED, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
+                          refine=s.spec.columns.factorized_refine)
 
 
 def _exposure(run: TrainedRun) -> float | None:

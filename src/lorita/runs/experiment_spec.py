@@ -173,7 +173,9 @@ class Columns:
     fine-tuned at ``finetune_lr``, default lr / 10), Torch-Pruning + FT (None: when installed; in
     ``prune_rounds`` rounds that share the fine-tuning epochs, ``prune_importance`` "l1", "l2" or "taylor"),
     whitened SVD (``calibrate`` training batches; 0: none), the smaller dense model trained directly
-    (``small_dense``; its crossing bisected ``small_dense_refine`` times: each size is a training), BatchNorm
+    (``small_dense``; its crossing bisected ``small_dense_refine`` times: each size is a training), the factorized
+    baseline of Khodak et al. trained at each size with spectral init and Frobenius decay (``factorized``,
+    ``lorita.runs.factorized``; bisected ``factorized_refine`` times, each size a training), BatchNorm
     statistics re-estimated on ``batchnorm`` training batches after every cut (0: not), the params fractions
     every column is measured at, the bisection steps of a fine-tuned column's crossing of the target, and how
     every SVD-family column (plain, whitened, LoRITa; with or without fine-tuning) shares its ranks out among
@@ -191,6 +193,8 @@ class Columns:
     batchnorm: int = 0
     small_dense: bool = False
     small_dense_refine: int = 2
+    factorized: bool = False
+    factorized_refine: int = 2
     prune_rounds: int = 1
     prune_importance: str = "l1"
     plain_finetune_epochs: int | None = None
@@ -212,8 +216,9 @@ class Columns:
         check_int("refine_sizes", self.refine_sizes, minimum=0)
         check_int("batchnorm", self.batchnorm, minimum=0,
                   meaning="training batches BatchNorm statistics are re-estimated on after every cut; 0: not")
-        _check_bools(self, "small_dense")
+        _check_bools(self, "small_dense", "factorized")
         check_int("small_dense_refine", self.small_dense_refine, minimum=0)
+        check_int("factorized_refine", self.factorized_refine, minimum=0)
         check_int("prune_rounds", self.prune_rounds, meaning="Torch-Pruning rounds, fine-tuned between")
         check_choice("prune_importance", self.prune_importance, IMPORTANCES)
         check_choice("cut_rule", self.cut_rule, RULES)
@@ -313,7 +318,8 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "steps_per_epoch", "samples", "sample_prompt", "warm_start_epochs", "warm_start_lr",
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
-         "lorita_finetune_epochs", "reuse", "target_train", "cut_rule", "plain_cut_rule", "lorita_cut_rule")
+         "lorita_finetune_epochs", "reuse", "target_train", "cut_rule", "plain_cut_rule", "lorita_cut_rule",
+         "factorized", "factorized_refine")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lorita.runs.experiment_spec import ExperimentSpec, column_label
+from lorita.runs.factorized import FACTORIZED
 from lorita.runs.small_dense import SMALL_DENSE
 from lorita.train import TrainConfig
 from lorita.train.exposure import describe_exposure, penalty_exposure, steps_per_epoch
@@ -92,6 +93,9 @@ def planned_trainings(spec: ExperimentSpec, train_examples: int, *, world_size: 
     if columns.small_dense:
         plan.append(PlannedTraining("(one narrower model per size its search tries)", (SMALL_DENSE,), 1,
                                     recipe.for_depth(train, 1), steps))
+    if columns.factorized:
+        plan.append(PlannedTraining("(one factorized model per size its search tries)", (FACTORIZED,), 1,
+                                    recipe.for_depth(train, 1), steps))
     return plan
 
 
@@ -114,7 +118,8 @@ class ExperimentPlan:
         """
         spec, plan = self.spec, self.trainings
         seeds = spec.recipe.seed_list
-        fixed = [p for p in plan if p.columns != (SMALL_DENSE,)]
+        searched = [p for p in plan if p.columns in ((SMALL_DENSE,), (FACTORIZED,))]  # a training per size tried
+        fixed = [p for p in plan if p not in searched]
         epochs = sum(p.recipe.epochs for p in fixed)
         steps = plan[0].steps if plan else 0
         lines = [f"[{spec.name}] plan: {spec.setup.model} on {spec.setup.dataset}, {self.train_examples:,} training "
@@ -122,7 +127,9 @@ class ExperimentPlan:
                  "written"]
         lines += [f"  {p.describe()}" for p in plan]
         more = [what for what, present in (("each fine-tuned cut", any(p.finetune for p in plan)),
-                                           ("the smaller dense model's search", len(fixed) < len(plan))) if present]
+                                           *((f"the {what}'s search", any(p.columns == (label,) for p in searched))
+                                             for what, label in (("smaller dense model", SMALL_DENSE),
+                                                                 ("factorized model", FACTORIZED)))) if present]
         plus = f", plus {' and '.join(more)}" if more else ""
         lines.append(f"{len(fixed)} trainings a seed, {epochs} epochs in all, x {len(seeds)} seed(s): "
                      f"{epochs * len(seeds)} epochs of {steps} steps{plus}")

@@ -22,6 +22,7 @@ from torch import nn
 
 from lorita.errors import LoritaError
 from lorita.models.registry import model_kwargs
+from lorita.profile import count_params
 from lorita.runs.config import ModelSpec
 from lorita.train import TrainConfig, train
 
@@ -45,16 +46,6 @@ def width_argument(name: str) -> str:
             return arg
     raise LoritaError(f"model {name!r} has no width argument ({' or '.join(WIDTH_ARGUMENTS)}), so no smaller dense "
                       "model of its family can be built; leave the small-model column out for it")
-
-
-def count_params(model: nn.Module) -> int:
-    """Parameters of ``model`` (each shared tensor once), as ``lorita.profile`` counts them.
-
-    Example:
-        >>> count_params(nn.Linear(3, 2))
-        8
-    """
-    return sum(p.numel() for p in model.parameters())
 
 
 def width_for_params(spec: ModelSpec, target: float) -> tuple[int | float, int]:

@@ -31,6 +31,7 @@ from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METR
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate, flat_logits
 from lorita.train.exposure import drop_last
+from lorita.train.penalty import Penalty, replaced_parameters
 from lorita.train.schedule import EpochSchedule
 from lorita.train.user_data import is_pair, user_splits
 
@@ -100,14 +101,19 @@ def _unpack_data(data: Any, config: TrainConfig):
     return data.train, data.val, augment, config
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # Weight decay on every parameter (norm scales and biases too), as the authors do.
+def _make_optimizer(model: nn.Module, config: TrainConfig, undecayed: list[nn.Parameter]) -> torch.optim.Optimizer:
+    # Weight decay on every parameter (norm scales and biases too), as the authors do, except those a
+    # penalty decays instead (``undecayed``: a second group without weight decay).
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise LoritaError("the model has no trainable parameters (all have requires_grad=False)")
+    skip = {id(p) for p in undecayed}
+    groups = [{"params": [p for p in params if id(p) not in skip]}]
+    if undecayed:
+        groups = [g for g in groups if g["params"]] + [{"params": undecayed, "weight_decay": 0.0}]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 @dataclass
@@ -221,8 +227,10 @@ def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx):
-    """One pass over the training split; returns (mean train loss, train accuracy %) over all ranks."""
+def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx,
+                     penalty: Penalty | None = None):
+    """One pass over the training split; returns (mean train loss, train accuracy %) over all ranks (the data's
+    loss: ``penalty()``, when given, is added to each step's loss but not to the figure returned)."""
     n, bs, world = len(split), config.batch_size, ctx.world_size
     drop = drop_last(n, bs, world)  # a last batch with fewer than 2 samples per rank
     net.train()
@@ -243,7 +251,10 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
         # DDP averages gradients over the K ranks; K / global_count turns that
         # average into the mean over the whole global batch (chunks may differ
         # in size). In one process this is the plain batch mean.
-        (local_sum * (world / global_count)).backward()
+        step_loss = local_sum * (world / global_count)
+        if penalty is not None:  # each rank adds it whole: DDP's average of the ranks' gradients keeps it whole
+            step_loss = step_loss + penalty()
+        step_loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         optimizer.step()
@@ -264,6 +275,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     callbacks: Iterable[Callback] = (),
+    penalty: Penalty | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data.train``, selecting on ``data.val``.
 
@@ -287,7 +299,10 @@ def train(
     "epoch_end", ``epoch`` (1-based), ``metrics`` (the history row),
     ``best_epoch``, ``best_val_acc`` and ``stop``: set ``info["stop"] = True``
     to end training after this epoch (its checkpoint is already written).
-    Under torchrun, see :mod:`lorita.train.distributed`. Torch's global RNG is
+    ``penalty`` (``lorita.train.penalty.Penalty``, e.g. ``lorita.factorized.FrobeniusDecay``): ``penalty()``
+    is added to every step's loss (not to the train loss reported) and the parameters it names get no
+    weight decay from the optimizer; it is not saved in the checkpoint, so pass the same one on resume.
+    Not with ``shard=True``. Under torchrun, see :mod:`lorita.train.distributed`. Torch's global RNG is
     reseeded per epoch from (seed, epoch, rank) inside a fork, so the
     caller's RNG state is left as it was.
 
@@ -317,7 +332,8 @@ def train(
     try:
         rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
-            return _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx)
+            return _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx,
+                        penalty)
     finally:
         distributed.teardown(ctx)
 
@@ -330,18 +346,23 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
                           f"{2 * world_size}")
 
 
-def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx) -> TrainResult:
+def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx,
+         penalty: Penalty | None = None) -> TrainResult:
     _check_batch_norm(model, config, ctx.world_size)
+    undecayed = replaced_parameters(penalty, model)
     if config.shard and not ctx.distributed:
         raise LoritaError("shard=True (--shard) splits the model over the processes of a torchrun launch, but this "
                           "is one process; leave it off, or launch with torchrun --nproc_per_node=N")
     sharded = config.shard and ctx.distributed
+    if sharded and penalty is not None:
+        raise LoritaError("a penalty reads the model's own parameters, which shard=True (--shard) replaces; train "
+                          "with the penalty without sharding")
     if sharded and resume:
         raise LoritaError("resuming a sharded (shard=True) run is not supported: its checkpoints hold the whole "
                           "model but not the sharded optimizer state; start it again, or resume without sharding")
     model.to(ctx.device)
     net = distributed.wrap(model, ctx, shard=sharded)  # before the optimizer: sharding replaces the parameters
-    optimizer = _make_optimizer(model, config)
+    optimizer = _make_optimizer(model, config, undecayed)
     schedule = EpochSchedule(config)
     state = _Progress()
     if resume:
@@ -368,7 +389,8 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
             for group in optimizer.param_groups:
                 group["lr"] = lr
             torch.manual_seed(derive_seed(config.seed, epoch, ctx.rank))  # dropout etc.; replayable on resume
-            train_loss, train_acc = _train_one_epoch(net, optimizer, loss_fn, train_split, config, epoch, augment, ctx)
+            train_loss, train_acc = _train_one_epoch(net, optimizer, loss_fn, train_split, config, epoch, augment, ctx,
+                                                     penalty)
             if not math.isfinite(train_loss):
                 raise LoritaError(
                     f"training diverged in epoch {epoch + 1}: train loss is {train_loss}; lower lr (now {lr:g})"
