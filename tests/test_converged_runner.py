@@ -135,6 +135,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     settings = _runner().settings_of(Path(path))
     amended = {"g5"} if name == "fcn" else set()  # PLAN.md amendment 3: a smaller decay for LoRITa, FCN only
     amended.add("r1")  # amendment 4: the least-loss rank allocation for every SVD-family column, both sides
+    amended.add("fd")  # amendment 5: the factorized baseline as one more alternative
     if name == "fcn":
         amended.add("p1r1")  # amendment 4's wiring: p1 for the plain side and r1 for LoRITa's, in one run
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
@@ -150,6 +151,9 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
         if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
+        if setting == "fd":  # one column more, trained with the plain side's recipe; every other training the base's
+            assert (plain, lorita, spec.columns.factorized, base.columns.factorized) == (
+                base.recipe.train, base.recipe.train, True, False)
         if setting == "r1":  # only how the cuts share ranks out: every training as at the base
             assert (plain, lorita, spec.columns.cut_rule) == (base.recipe.train, base.recipe.train, "loss")
         if setting == "p1r1":  # p1's plain training and its target (PLAN.md rule 1), r1's cuts on LoRITa's side only
