@@ -16,7 +16,7 @@ from lorita.lowrank import LowRankConv2d, LowRankLinear
 from lorita.profile import count_params
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.config import ModelSpec
-from lorita.runs.factorized import FACTORIZED, factorized_cutter
+from lorita.runs.factorized import FACTORIZED, factorized_cutter, kept_dense
 from lorita.runs.plan import planned_trainings
 from lorita.train import TrainConfig, train
 
@@ -38,6 +38,10 @@ def test_frobenius_decay_is_half_the_coefficient_times_the_products_squared_norm
     product = (b @ a).detach()
     assert torch.allclose(a.grad, 0.01 * b.detach().T @ product, rtol=1e-5, atol=1e-9)
     assert torch.allclose(b.grad, 0.01 * product @ a.detach().T, rtol=1e-5, atol=1e-9)
+    c, f = small[0][0].weight, small[0][1].weight  # the conv pair: (r, C_in, k, k) then 1x1 (C_out, r, 1, 1)
+    kernel = (f.flatten(1) @ c.flatten(1)).detach()
+    assert torch.allclose(c.grad.flatten(1), 0.01 * f.detach().flatten(1).T @ kernel, rtol=1e-5, atol=1e-9)
+    assert torch.allclose(f.grad.flatten(1), 0.01 * kernel @ c.detach().flatten(1).T, rtol=1e-5, atol=1e-9)
     assert small[3][1].bias.grad is None  # biases keep the optimizer's weight decay
     assert [id(p) for p in decay.parameters()] == [id(small[0][0].weight), id(small[0][1].weight), id(a), id(b)]
 
@@ -54,15 +58,18 @@ def test_factorized_for_params_is_the_largest_uniform_cut_within_the_budget():
     net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     before = copy.deepcopy(net.state_dict())
     budget = 0.3 * count_params(net)
-    small, ratio = factorized_for_params(net, budget)
+    small, ratio = factorized_for_params(net, budget, exclude="2")
+    assert type(small[2]) is nn.Linear  # excluded: dense
     assert count_params(small) <= budget
     # the spectral init is lorita's cut of the fresh model at that rank fraction; the model itself is unchanged
-    same = compress(net, ratio=ratio)  # (the search's SVD cache differs from a fresh cut by float32 rounding)
+    same = compress(net, ratio=ratio, exclude="2")  # (the search's SVD cache differs by float32 rounding)
     assert all(torch.allclose(v, same.state_dict()[k], atol=1e-6) for k, v in small.state_dict().items())
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
-    # one rank more in the 64-wide layer (the fraction up by 1/64) no longer fits
-    assert count_params(compress(net, ratio=ratio + 1 / 64)) > budget
+    # one rank more in the only layer cut (the fraction up by 1/64: rank ceil(64 f) + 1) no longer fits
+    assert count_params(compress(net, ratio=ratio + 1 / 64, exclude="2")) == count_params(small) + 128 > budget
     assert factorized_for_params(net, 100) is None  # rank 1 everywhere keeps more
+    whole, full = factorized_for_params(net, count_params(net))  # no cut saves params within the whole budget
+    assert full == 1.0 and [type(m) for m in whole] == [type(m) for m in net]
 
 
 def _step_data():
@@ -94,6 +101,32 @@ def test_one_training_step_with_the_penalty_is_sgd_on_loss_plus_penalty_with_no_
         assert torch.allclose(p, q, rtol=1e-5, atol=1e-7), name
 
 
+def _penalised(seed=0):
+    torch.manual_seed(seed)
+    return compress(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), ranks={"0": 2})
+
+
+def test_a_run_with_the_penalty_resumes_as_if_uninterrupted_and_only_with_it(tmp_path):
+    _, _, data = _step_data()
+    config = TrainConfig(epochs=3, batch_size=8, lr=0.05, weight_decay=0.01, device="cpu")
+    whole = _penalised()
+    train(whole, data, config, penalty=FrobeniusDecay(whole, 0.01))
+    resumed = _penalised()
+    train(resumed, data, {**config.to_dict(), "epochs": 1}, out_dir=tmp_path / "r",
+          penalty=FrobeniusDecay(resumed, 0.01))
+    train(resumed, data, config, out_dir=tmp_path / "r", resume=True, penalty=FrobeniusDecay(resumed, 0.01))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    other = _penalised()
+    with pytest.raises(LoritaError, match=r"resumes only with the same penalty"):
+        train(other, data, config, out_dir=tmp_path / "r", resume=True)
+    plain = _penalised()
+    train(plain, data, {**config.to_dict(), "epochs": 1}, out_dir=tmp_path / "p")
+    groups = r"3 parameter\(s\) at weight decay 0.01 and 2 parameter\(s\) at weight decay 0:"
+    with pytest.raises(LoritaError, match=r"was trained with 5 parameter\(s\) at weight decay 0.01, this run has "
+                                          + groups):
+        train(plain, data, config, out_dir=tmp_path / "p", resume=True, penalty=FrobeniusDecay(plain, 0.01))
+
+
 def test_train_refuses_a_penalty_on_another_models_parameters_or_a_non_penalty():
     net = compress(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), ranks={"0": 2})
     _, _, data = _step_data()
@@ -116,6 +149,9 @@ def test_the_factorized_column_is_planned_and_validated():
         ExperimentSpec.from_flat({**SPEC, "factorized": "yes"})
     with pytest.raises(LoritaError, match=r"factorized_refine must be an integer >= 0"):
         ExperimentSpec.from_flat({**SPEC, "factorized_refine": -1})
+    with pytest.raises(LoritaError, match=r"equals the plain model's weight decay only under SGD; the plain side's "
+                                          r"optimizer is 'adamw'"):
+        ExperimentSpec.from_flat({**SPEC, "plain_train": {"optimizer": "adamw"}})
 
 
 def test_the_experiment_measures_the_factorized_column(tmp_path):
@@ -135,3 +171,14 @@ def test_the_factorized_cutter_keeps_the_classifier_dense_and_the_size_asked():
     model, detail = factorized_cutter(spec, data, TrainConfig(epochs=1, device="cpu"), original)(0.3)
     assert type(model.head) is nn.Linear  # a uniform rank fraction would make it rank 1 of 10
     assert isinstance(model.blocks[0][0], LowRankLinear) and count_params(model) == detail["params"] <= 0.3 * original
+
+
+def test_a_cnn_keeps_its_first_conv_and_classifier_dense():
+    spec = ModelSpec("vgg_small", {"width_multiplier": 0.125}, {"num_classes": 10, "in_channels": 1, "image_size": 28})
+    model = spec.build()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    kept = kept_dense(model, ["features.4"])
+    assert kept == ["features.4", convs[0], [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][-1]]
+    small, _ = factorized_for_params(model, 0.5 * count_params(model), exclude=kept)
+    assert all(not isinstance(small.get_submodule(n), (LowRankConv2d, LowRankLinear)) for n in kept)
+    assert any(isinstance(m, LowRankConv2d) for m in small.modules())

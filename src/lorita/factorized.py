@@ -91,6 +91,9 @@ def factorized_for_params(model: nn.Module, max_params: float, *, exclude: Selec
     def cut(ratio: float) -> nn.Module:
         return compress(model, ratio=ratio, exclude=exclude, svd_cache=cache, example_input=example_input)
 
+    whole = cut(1.0)
+    if count_params(whole) <= max_params:
+        return whole, 1.0  # every layer at full rank: the layers whose cut saves nothing stay dense
     lo = 1e-9  # rank 1 in every layer
     smallest = cut(lo)
     if count_params(smallest) > max_params:

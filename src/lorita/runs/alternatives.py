@@ -26,8 +26,8 @@ from torch import nn
 from lorita.batchnorm import MAX_BATCHES, recalibrate_batchnorm
 from lorita.checks import check_int
 from lorita.errors import LoritaError
+from lorita.profile import count_params
 from lorita.prune import MAX_RATIO, prune_to
-from lorita.runs.small_dense import count_params
 from lorita.train import TrainConfig, evaluate, train
 
 log = logging.getLogger(__name__)

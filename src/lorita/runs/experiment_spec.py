@@ -352,6 +352,11 @@ class ExperimentSpec:
         if columns.finetune_epochs and columns.prune_rounds > plain_ft:
             raise LoritaError(f"prune_rounds ({columns.prune_rounds}) must be at most the plain side's fine-tuning "
                               f"epochs ({plain_ft}): the rounds share them, at least one each")
+        plain_optimizer = self.recipe.for_depth(self.recipe.train, 1).optimizer
+        if columns.factorized and plain_optimizer != "sgd":
+            raise LoritaError(f"factorized trains with Frobenius decay added to the loss, which equals the plain "
+                              f"model's weight decay only under SGD; the plain side's optimizer is {plain_optimizer!r}: "
+                              "use optimizer 'sgd' or leave factorized off")
         named = self.report.pre_registered
         if named is not None and named not in self.lorita_columns():
             raise LoritaError(f"pre_registered must be one of this experiment's LoRITa columns "

@@ -171,6 +171,22 @@ def check_resume(path: str | Path, config: TrainConfig) -> dict:
     return ckpt
 
 
+def _check_same_decay_groups(ckpt: dict, path: Path, optimizer) -> None:
+    """The checkpoint's optimizer has this run's weight-decay groups: a run trained with a penalty (its parameters
+    in a group without weight decay) resumes only with one, and a run without one only without."""
+    saved = ckpt["optimizer"].get("param_groups") if ckpt["optimizer"] else None
+    if saved is None:
+        return  # a sharded run stores no optimizer state
+    layout = [(len(g["params"]), g.get("weight_decay")) for g in saved]
+    now = [(len(g["params"]), g["weight_decay"]) for g in optimizer.param_groups]
+    if layout != now:
+        def say(groups):
+            return " and ".join(f"{n} parameter(s) at weight decay {wd:g}" for n, wd in groups)
+        raise LoritaError(f"{path} was trained with {say(layout)}, this run has {say(now)}: a run trained with a "
+                          "penalty (train(..., penalty=)) resumes only with the same penalty, and one trained "
+                          "without only without")
+
+
 def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, config: TrainConfig) -> _Progress:
     ckpt = check_resume(path, config)
     try:
@@ -181,6 +197,7 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; start the run again "
                               "without --resume")
+    _check_same_decay_groups(ckpt, path, optimizer)  # before check_fits: another grouping reads as damage there
     check_fits(ckpt, path, model, optimizer)
     try:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -301,7 +318,9 @@ def train(
     to end training after this epoch (its checkpoint is already written).
     ``penalty`` (``lorita.train.penalty.Penalty``, e.g. ``lorita.factorized.FrobeniusDecay``): ``penalty()``
     is added to every step's loss (not to the train loss reported) and the parameters it names get no
-    weight decay from the optimizer; it is not saved in the checkpoint, so pass the same one on resume.
+    weight decay from the optimizer (with ``grad_clip``, its gradient is clipped with the data's); it is not
+    saved in the checkpoint, so pass the same one on resume (a resume with a penalty's parameters grouped
+    otherwise than the checkpoint's is refused).
     Not with ``shard=True``. Under torchrun, see :mod:`lorita.train.distributed`. Torch's global RNG is
     reseeded per epoch from (seed, epoch, rank) inside a fork, so the
     caller's RNG state is left as it was.
