@@ -179,7 +179,7 @@ def _check_same_decay_groups(ckpt: dict, path: Path, optimizer) -> None:
         return  # a sharded run stores no optimizer state
     layout = [(len(g["params"]), g.get("weight_decay")) for g in saved]
     now = [(len(g["params"]), g["weight_decay"]) for g in optimizer.param_groups]
-    if layout != now:
+    if [wd for _, wd in layout] != [wd for _, wd in now]:  # other counts in the same groups: check_fits says what
         def say(groups):
             return " and ".join(f"{n} parameter(s) at weight decay {wd:g}" for n, wd in groups)
         raise LoritaError(f"{path} was trained with {say(layout)}, this run has {say(now)}: a run trained with a "
@@ -351,7 +351,7 @@ def train(
     try:
         rng_devices = [ctx.device.index or 0] if ctx.device.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):
-            return _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx,
+            return _run(model, (train_split, val_split, augment), config, out_dir, resume, progress, callbacks, ctx,
                         penalty)
     finally:
         distributed.teardown(ctx)
@@ -365,8 +365,9 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
                           f"{2 * world_size}")
 
 
-def _run(model, train_split, val_split, augment, config, out_dir, resume, progress, callbacks, ctx,
-         penalty: Penalty | None = None) -> TrainResult:
+def _prepare(model: nn.Module, config: TrainConfig, ctx, resume: bool, penalty: Penalty | None):
+    """The checks before training, then ``(net, optimizer, sharded)``: the model on its device, wrapped for DDP or
+    sharding, and its optimizer (a penalty's parameters in a group without weight decay)."""
     _check_batch_norm(model, config, ctx.world_size)
     undecayed = replaced_parameters(penalty, model)
     if config.shard and not ctx.distributed:
@@ -381,7 +382,12 @@ def _run(model, train_split, val_split, augment, config, out_dir, resume, progre
                           "model but not the sharded optimizer state; start it again, or resume without sharding")
     model.to(ctx.device)
     net = distributed.wrap(model, ctx, shard=sharded)  # before the optimizer: sharding replaces the parameters
-    optimizer = _make_optimizer(model, config, undecayed)
+    return net, _make_optimizer(model, config, undecayed), sharded
+
+
+def _run(model, splits, config, out_dir, resume, progress, callbacks, ctx, penalty: Penalty | None) -> TrainResult:
+    train_split, val_split, augment = splits
+    net, optimizer, sharded = _prepare(model, config, ctx, resume, penalty)
     schedule = EpochSchedule(config)
     state = _Progress()
     if resume:
