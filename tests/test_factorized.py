@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lorita import LoritaError, compress
+from lorita.cli import main
 from lorita.data import load_dataset
 from lorita.factorized import FrobeniusDecay, factorized_for_params
 from lorita.lowrank import LowRankConv2d, LowRankLinear
@@ -182,3 +183,14 @@ def test_a_cnn_keeps_its_first_conv_and_classifier_dense():
     small, _ = factorized_for_params(model, 0.5 * count_params(model), exclude=kept)
     assert all(not isinstance(small.get_submodule(n), (LowRankConv2d, LowRankLinear)) for n in kept)
     assert any(isinstance(m, LowRankConv2d) for m in small.modules())
+
+
+def test_the_dry_run_lists_the_factorized_search(tmp_path, capsys):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"full": {**SPEC, "factorized": False}}))
+    assert main(["experiment", str(config), "--out", str(tmp_path / "out"), "--set", "factorized=true",
+                 "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "(one factorized model per size its search tries): 2 epochs for factorized + Frobenius decay" in printed
+    assert "2 trainings a seed, 4 epochs in all, x 1 seed(s): 4 epochs of 21 steps, plus the factorized model's " \
+           "search" in printed
