@@ -63,7 +63,6 @@ from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
 from lorita.train import TrainConfig
 from lorita.train.distributed import world_size
-from lorita.train.config import MAX_RATE, MAX_SEED
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ import logging
 import math
 
 import torch
-from torch import nn
 
 from lorita.errors import LoritaError
 from lorita.models.registry import model_kwargs
