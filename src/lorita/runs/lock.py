@@ -116,7 +116,7 @@ class OutputLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                            | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError as err:
+        except OSError:
             if os.path.islink(self.path) or os.path.isdir(self.path):
                 raise LoritaError(f"{self.path} (the lock file of {self.what} {self.out}) is not a file lorita made "
                                   "(a link or a folder); remove it") from None
