@@ -197,7 +197,7 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it;
     the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines, and each seed's own ratio
     (``per_seed``) as a small dot. A budget whose mean is missing (the column missed the target on a seed) is
-    marked above every ratio, not left out. Returns the PNG's path.
+    marked above every ratio, not left out. Both axes are logarithmic. Returns the PNG's path.
 
     Example:
         >>> import tempfile
@@ -245,7 +245,12 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     ax.set_xlim(budgets[0] / 1.4, budgets[-1] * 1.4)
     ax.set_xlabel("epoch budget (every column, equal total epochs)")
     ax.set_ylabel("params kept: pre-registered LoRITa / best alternative")
-    ax.set_ylim(0, top * 1.05)
+    ax.set_yscale("log")  # ratios: a geometric mean and its interval are symmetric here, 0.5 as far below 1 as 2 above
+    bottom = min([1.0] + list((bars or {}).values()) + [s["ci95"][0] for s in studies if s.get("ci95")]
+                 + [r for rs in one_seed.values() for r in rs]) / 1.25
+    ax.set_ylim(bottom, top * 1.15)
+    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 10, 20, 50) if bottom <= t <= top * 1.15]
+    ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("Does LoRITa pay once trained long enough?")
