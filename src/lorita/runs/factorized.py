@@ -58,8 +58,9 @@ def kept_dense(model: nn.Module, exclude=None) -> list[str]:
 def factorized_cutter(spec: ModelSpec, data, recipe: TrainConfig, original_params: int, exclude=None):
     """A comparison column's cutter (``size -> (model, detail) | None``): a spectrally initialised factorized
     ``spec`` model with at most ``size`` of ``original_params``, trained from scratch with ``recipe`` (the full
-    epochs) under Frobenius decay at ``recipe.weight_decay``. ``exclude``: layers kept dense (the names or
-    patterns LoRITa's composition leaves out).
+    epochs) under Frobenius decay at ``recipe.weight_decay`` (an SGD recipe: ``lorita.runs.ExperimentSpec``
+    refuses a factorized column with another optimizer). Kept dense: ``exclude`` (the names or patterns
+    LoRITa's composition leaves out) and ``kept_dense``'s layers (the classifier, a first conv).
 
     The model returned holds the best epoch on validation, on the CPU in eval mode. ``detail``: the rank
     fraction, the params, the training seconds and the best epoch. None when no rank fraction is that small.
