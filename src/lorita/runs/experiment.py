@@ -49,13 +49,13 @@ from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, spli
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
 from lorita.runs.config import CompressConfig, ModelSpec
 from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
+from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import reused_run
-from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -312,10 +312,16 @@ def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple
                                        trained[1].results["train_seconds"], epochs, _exposure(trained[1])), None))
     if spec.columns.finetune_epochs:
         columns += [(column, None) for column in _finetuned_columns(s, trained, use_tp)]
+    original = spectra[1].profile.params
     if spec.columns.small_dense:
-        columns.append((_small_dense_column(s, spectra[1].profile.params, trained[1]), None))
-    if spec.columns.factorized:
-        columns.append((_factorized_column(s, spectra[1].profile.params, trained[1]), None))
+        columns.append((_trained_at_size_column(
+            s, SMALL_DENSE, lambda model, recipe: small_dense_cutter(model, s.data, recipe, original),
+            spec.columns.small_dense_refine, trained[1]), None))
+    if spec.columns.factorized:  # on the layers LoRITa composes
+        exclude = spec.run_config(s.data, 1, s.train).compose.exclude
+        columns.append((_trained_at_size_column(
+            s, FACTORIZED, lambda model, recipe: factorized_cutter(model, s.data, recipe, original, exclude),
+            spec.columns.factorized_refine, trained[1]), None))
     return columns
 
 
@@ -347,25 +353,14 @@ def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Co
     return columns
 
 
-def _small_dense_column(s: _Seed, original_params: int, plain: TrainedRun) -> compare.Column:
-    """The smaller dense model of the same family, trained directly with the plain recipe for every epoch: its
-    training is its cut (no fine-tuning), so its seconds are each cut's."""
+def _trained_at_size_column(s: _Seed, label: str, make_cutter, refine: int, plain: TrainedRun) -> compare.Column:
+    """A column whose every size is a model of the experiment's family trained from scratch with the plain recipe
+    for every epoch (the smaller dense model, the factorized baseline): its training is its cut (no fine-tuning),
+    so its seconds are each cut's. ``make_cutter(model spec, recipe)`` builds its cutter."""
     setup = s.spec.setup
     model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
-    cutter = small_dense_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params)
-    return compare.Column(SMALL_DENSE, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
-                          refine=s.spec.columns.small_dense_refine)
-
-
-def _factorized_column(s: _Seed, original_params: int, plain: TrainedRun) -> compare.Column:
-    """The factorized baseline (spectral init, Frobenius decay), trained at each size with the plain recipe for
-    every epoch, on the layers LoRITa composes: its training is its cut (no fine-tuning)."""
-    setup = s.spec.setup
-    model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
-    exclude = s.spec.run_config(s.data, 1, s.train).compose.exclude
-    cutter = factorized_cutter(model, s.data, s.spec.recipe.for_depth(s.train, 1), original_params, exclude)
-    return compare.Column(FACTORIZED, False, cutter, None, 0.0, s.train.epochs, _exposure(plain),
-                          refine=s.spec.columns.factorized_refine)
+    cutter = make_cutter(model, s.spec.recipe.for_depth(s.train, 1))
+    return compare.Column(label, False, cutter, None, 0.0, s.train.epochs, _exposure(plain), refine=refine)
 
 
 def _exposure(run: TrainedRun) -> float | None:

@@ -18,6 +18,8 @@ from lorita.runs.small_dense import SMALL_DENSE
 from lorita.train import TrainConfig
 from lorita.train.exposure import describe_exposure, penalty_exposure, steps_per_epoch
 
+_SEARCHES = {SMALL_DENSE: "the smaller dense model's search", FACTORIZED: "the factorized model's search"}
+
 __all__ = ["ExperimentPlan", "PlannedTraining", "planned_trainings"]
 
 
@@ -118,7 +120,7 @@ class ExperimentPlan:
         """
         spec, plan = self.spec, self.trainings
         seeds = spec.recipe.seed_list
-        searched = [p for p in plan if p.columns in ((SMALL_DENSE,), (FACTORIZED,))]  # a training per size tried
+        searched = [p for p in plan if p.columns[0] in _SEARCHES]  # a training per size tried
         fixed = [p for p in plan if p not in searched]
         epochs = sum(p.recipe.epochs for p in fixed)
         steps = plan[0].steps if plan else 0
@@ -126,10 +128,8 @@ class ExperimentPlan:
                  f"examples ({steps} steps per epoch), seeds {' '.join(map(str, seeds))}; nothing is trained or "
                  "written"]
         lines += [f"  {p.describe()}" for p in plan]
-        more = [what for what, present in (("each fine-tuned cut", any(p.finetune for p in plan)),
-                                           *((f"the {what}'s search", any(p.columns == (label,) for p in searched))
-                                             for what, label in (("smaller dense model", SMALL_DENSE),
-                                                                 ("factorized model", FACTORIZED)))) if present]
+        more = (["each fine-tuned cut"] if any(p.finetune for p in plan) else []) + \
+            [_SEARCHES[p.columns[0]] for p in searched]
         plus = f", plus {' and '.join(more)}" if more else ""
         lines.append(f"{len(fixed)} trainings a seed, {epochs} epochs in all, x {len(seeds)} seed(s): "
                      f"{epochs * len(seeds)} epochs of {steps} steps{plus}")

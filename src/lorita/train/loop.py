@@ -174,10 +174,11 @@ def check_resume(path: str | Path, config: TrainConfig) -> dict:
 def _check_same_decay_groups(ckpt: dict, path: Path, optimizer) -> None:
     """The checkpoint's optimizer has this run's weight-decay groups: a run trained with a penalty (its parameters
     in a group without weight decay) resumes only with one, and a run without one only without."""
-    saved = ckpt["optimizer"].get("param_groups") if ckpt["optimizer"] else None
-    if saved is None:
-        return  # a sharded run stores no optimizer state
-    layout = [(len(g["params"]), g.get("weight_decay")) for g in saved]
+    saved = ckpt["optimizer"].get("param_groups") if isinstance(ckpt["optimizer"], dict) else None
+    if not isinstance(saved, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list) and
+                                              isinstance(g.get("weight_decay"), (int, float)) for g in saved):
+        return  # a sharded run stores no optimizer state; a malformed one is check_fits' to report
+    layout = [(len(g["params"]), g["weight_decay"]) for g in saved]
     now = [(len(g["params"]), g["weight_decay"]) for g in optimizer.param_groups]
     if [wd for _, wd in layout] != [wd for _, wd in now]:  # other counts in the same groups: check_fits says what
         def say(groups):
