@@ -19,10 +19,11 @@ had finished (``reuse``); it is removed when the run completes. Anything else is
 so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
 ``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
 ``--epochs E``: another budget than the config's (f = round(E / 6) fine-tuning epochs, a setting's split the same
-share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that setting's run of the same seed
-(``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same), so a setting that changes one
-side trains only that side. A run that fails is reported and the next one starts; the exit status is 1 when any
-failed.
+share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that
+setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same),
+so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
+the exit status is 1 when any failed. Each run's log ends with a line that says when it ended, its exit status
+and its seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from lorita.errors import LoritaError
 from lorita.runs import load_spec
 from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
-
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
 
@@ -134,8 +134,9 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
 
 
 def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
-    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log``; its exit
-    status."""
+    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log`` between a
+    start line and an end line (both with the time, the end one with the exit status and the seconds, any wait
+    for a ``flock`` lock included); its exit status."""
     log = out.with_name(out.name + ".log")
     env = dict(os.environ)
     if threads is not None:
@@ -144,7 +145,12 @@ def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
         shown = f"{' '.join(f'{n}={threads}' for n in THREAD_VARIABLES)} " if threads is not None else ""
         handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shown}{shlex.join(cmd)}\n")
         handle.flush()
-        return subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
+        tic = time.time()
+        code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
+        waited = " (the wait for the lock included)" if cmd[0] == "flock" else ""
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: exit status {code} after "
+                     f"{time.time() - tic:.0f} s{waited}\n")
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
         tic = time.time()
         code = run_one(cmd, out, args.threads)
+        waited = " (the wait for the lock included)" if cmd[0] == "flock" else ""
         print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
-              f"{time.time() - tic:.0f} s", flush=True)
+              f"{time.time() - tic:.0f} s{waited}", flush=True)
         if code != 0:
             failed.append(seed)
         elif resume_path(out).exists():  # done: what it resumed from is no longer needed

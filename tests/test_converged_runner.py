@@ -3,6 +3,7 @@ resumable after a kill) and its configs."""
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
         log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
         assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
         assert ": OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in log.splitlines()[1]  # each run's threads, recorded
+        assert re.fullmatch(r"=== \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+: exit status 0 after \d+ s",
+                            log.splitlines()[-1])  # and when it ended
     assert not killed.exists() and not killed.with_suffix(".resume").exists()  # resumed from, then removed
     capsys.readouterr()
     assert runner.main([str(config), "--seeds", "0", "1", "--setting", "wide", "--root", str(root)]) == 0
