@@ -133,6 +133,11 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
     return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
 
 
+def _lock_wait_note(cmd: list[str]) -> str:
+    """What a run's seconds include when it ran under ``flock`` (``command`` with a lock)."""
+    return " (the wait for the lock included)" if cmd[0] == "flock" else ""
+
+
 def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
     """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log`` between a
     start line and an end line (both with the time, the end one with the exit status and the seconds, any wait
@@ -147,9 +152,8 @@ def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
         handle.flush()
         tic = time.time()
         code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
-        waited = " (the wait for the lock included)" if cmd[0] == "flock" else ""
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: exit status {code} after "
-                     f"{time.time() - tic:.0f} s{waited}\n")
+                     f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}\n")
         return code
 
 
@@ -209,9 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
         tic = time.time()
         code = run_one(cmd, out, args.threads)
-        waited = " (the wait for the lock included)" if cmd[0] == "flock" else ""
         print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
-              f"{time.time() - tic:.0f} s{waited}", flush=True)
+              f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}", flush=True)
         if code != 0:
             failed.append(seed)
         elif resume_path(out).exists():  # done: what it resumed from is no longer needed

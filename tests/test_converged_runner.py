@@ -4,6 +4,7 @@ resumable after a kill) and its configs."""
 import importlib.util
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch
                                "experiments/converged/fcn.json --seeds 0 --out ")
     assert lines[0].endswith("fcn-e60/base/seed0 --no-progress")
     assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
+
+
+@pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
+def test_the_log_ends_with_the_exit_status_and_says_when_a_lock_wait_is_in_the_seconds(tmp_path):
+    runner, out = _runner(), tmp_path / "seed0"
+    assert runner.run_one(["flock", str(tmp_path / "heavy"), sys.executable, "-c", "print('trained')"], out) == 0
+    assert runner.run_one([sys.executable, "-c", "import sys; sys.exit(3)"], out) == 3
+    lines = (tmp_path / "seed0.log").read_text().splitlines()
+    assert lines[2] == "trained"
+    assert re.fullmatch(r"=== .+: exit status 0 after \d+ s \(the wait for the lock included\)", lines[3])
+    assert re.fullmatch(r"=== .+: exit status 3 after \d+ s", lines[-1])
 
 
 def test_an_unknown_setting_is_refused(tmp_path):
