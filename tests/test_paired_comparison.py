@@ -6,8 +6,8 @@ import math
 import pytest
 
 from lorita.errors import LoritaError
-from lorita.report.converged import (SEED_KEYS, STUDY_KEYS, check_study, many_sizes_markdown, pooled_plateau, study_entry,
-                                     write_summary)
+from lorita.report.converged import (SEED_KEYS, STUDY_KEYS, check_study, many_sizes_markdown, paired_lines,
+                                     pooled_plateau, study_entry, write_summary)
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import UNCUT, fixed_size_differences, ratio_over_seeds, seed_ratio
 from lorita.stats import mean_interval
@@ -57,6 +57,16 @@ def test_a_seed_that_misses_the_target_leaves_no_geometric_mean():
     out = ratio_over_seeds(runs, "LoRITa N=2 + FT")
     assert out["missed"] == [1] and out["geomean_ratio"] is None and out["ci95"] is None
     assert out["per_seed"][1]["lorita_params_kept"] is None
+    # the seeds that reach it, apart (never in place of the missing mean): both ratios 0.5, so 0.5 [0.5, 0.5]
+    alone = out["reached_only"]
+    assert alone["seeds"] == [0, 2] and alone["geomean_ratio"] == pytest.approx(0.5)
+    assert alone["ci95"] == pytest.approx([0.5, 0.5])
+    line = next(text for text in paired_lines({"pre_registered": "LoRITa N=2 + FT", "ratio_over_seeds": out})
+                if text.startswith("No geometric mean"))
+    assert line.endswith("0 2: geometric mean 0.500, paired t 95% interval [0.500, 0.500].")
+    one_reached = ratio_over_seeds(runs[:2], "LoRITa N=2 + FT")
+    assert one_reached["reached_only"] is None and ratio_over_seeds(runs[::2], "LoRITa N=2 + FT")["reached_only"] \
+        is None  # one seed reaching it has no interval; no miss needs no stand-in
 
 
 def test_fixed_size_differences_pick_the_alternative_on_validation_and_pair_by_seed():

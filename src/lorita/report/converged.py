@@ -177,6 +177,12 @@ def paired_lines(paired: dict) -> list[str]:
         lines += ["", f"Geometric mean ratio {comparison['geomean_ratio']:.3f}, {span}."]
     else:
         lines += ["", f"No geometric mean: {label} misses the target on seeds {comparison['missed']}."]
+        reached = comparison.get("reached_only")  # results.json from before it was recorded have none
+        if reached:
+            low, high = reached["ci95"]
+            lines[-1] += (f" The seeds that reach it alone (leaving a miss out can only flatter {label}), "
+                          f"{' '.join(map(str, reached['seeds']))}: geometric mean {reached['geomean_ratio']:.3f}, "
+                          f"paired t 95% interval [{low:.3f}, {high:.3f}].")
     if paired.get("fixed_size_differences"):
         lines += ["", f"| params kept | {label} minus the alternative best on validation: mean test-accuracy "
                       "difference (points) | 95% interval | seeds |", "|---|---|---|---|"]

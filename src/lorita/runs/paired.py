@@ -60,8 +60,11 @@ def seed_ratio(run: dict, pre_registered: str) -> dict:
 def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0.95) -> dict:
     """Per-seed ratios and, when every seed has one, their geometric mean with its paired t interval.
 
-    Returns ``{"pre_registered", "per_seed", "n", "geomean_ratio", "ci95", "log_sd", "t", "missed"}``
-    (``missed``: the seeds where the column misses the target; ``ci95`` None with one seed).
+    Returns ``{"pre_registered", "per_seed", "n", "geomean_ratio", "ci95", "log_sd", "t", "missed",
+    "reached_only"}`` (``missed``: the seeds where the column misses the target; ``ci95`` None with one seed).
+    ``reached_only``: where some seeds miss and at least two reach the target, ``{"seeds", "geomean_ratio",
+    "ci95"}`` over those that reach it (a sensitivity figure that can only flatter the column: the plan's
+    figure stays "no geometric mean"); None otherwise.
 
     Example:
         >>> runs = [{"seed": s, "target_val_acc": 90.0, "columns": {
@@ -76,10 +79,15 @@ def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0
     per_seed = [seed_ratio(run, pre_registered) for run in runs]
     missed = [r["seed"] for r in per_seed if r["ratio"] is None]
     out = {"pre_registered": pre_registered, "per_seed": per_seed, "n": len(per_seed), "missed": missed,
-           "geomean_ratio": None, "ci95": None, "log_sd": None, "t": None}
+           "geomean_ratio": None, "ci95": None, "log_sd": None, "t": None, "reached_only": None}
+    reached = [r for r in per_seed if r["ratio"] is not None]
     if not missed:
         stats = geometric_mean_ratio([r["ratio"] for r in per_seed], level)
         out.update(geomean_ratio=stats["geomean"], ci95=stats["ci"], log_sd=stats["log_sd"], t=stats["t"])
+    elif len(reached) >= 2:
+        stats = geometric_mean_ratio([r["ratio"] for r in reached], level)
+        out["reached_only"] = {"seeds": [r["seed"] for r in reached], "geomean_ratio": stats["geomean"],
+                               "ci95": stats["ci"]}
     return out
 
 
