@@ -10,8 +10,10 @@ several). Folders are grouped by model, dataset and epochs; within a group every
 group it prints the per-seed sizes at the target, the geometric mean ratio of the pre-registered LoRITa column
 (the experiment's ``pre_registered``, else ``--pre-registered``) to the best alternative with its paired t 95%
 interval, the paired accuracy differences at the experiment's fixed sizes, and the first seed's K-sizes table
-(``lorita.report.converged.paired_lines``); then writes the summary in the schema of ``lorita.report.converged``
-and, with ``--plot``, the ratio and its interval against the epoch budget, one line per model. The exposure is
+(``lorita.report.converged.paired_lines``); for a model run at two budgets or more, each seed's ratio, start-up
+gap before any cut and plain model's last-fifth gain at every budget it ran (``lorita.runs.budgets``); then
+writes the summary in the schema of ``lorita.report.converged`` and, with ``--plot``, the ratio and its interval
+against the epoch budget, one line per model. The exposure is
 the pre-registered column's (its training run's, as results.json records it per column); the plateau test the
 plain model's on every seed. Nothing is recomputed from models.
 
@@ -34,7 +36,16 @@ from collections import defaultdict
 from pathlib import Path
 
 from lorita.atomic import atomic_write_text
-from lorita.report.converged import paired_lines, plot_budget_curve, pooled_plateau, study_entry, write_summary
+from lorita.errors import LoritaError
+from lorita.report.converged import (
+    budgets_markdown,
+    paired_lines,
+    plot_budget_curve,
+    pooled_plateau,
+    study_entry,
+    write_summary,
+)
+from lorita.runs.budgets import seeds_across_budgets
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.small_dense import SMALL_DENSE
@@ -95,6 +106,26 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
     return entry, paired, lines, bar
 
 
+def across_budgets(groups: dict[tuple, list[tuple[dict, dict]]], default_label: str) -> list[list[str]]:
+    """For each model and dataset run at two budgets or more, the lines of its seeds-across-budgets table
+    (``lorita.runs.budgets``)."""
+    by_model: dict[tuple, dict[int, list[tuple[dict, dict]]]] = defaultdict(dict)
+    for (model, dataset, epochs), seeds in groups.items():
+        by_model[(model, dataset)][epochs] = seeds
+    out = []
+    for (model, dataset), budgets in sorted(by_model.items()):
+        if len(budgets) < 2:
+            continue
+        label = _one({r["spec"].get("pre_registered") or default_label for seeds in budgets.values()
+                      for r, _ in seeds}, "the pre-registered column", (model, dataset))
+        try:
+            rows = seeds_across_budgets({e: [run for _, run in seeds] for e, seeds in budgets.items()}, label)
+        except LoritaError as error:
+            raise SystemExit(f"{model} on {dataset}, each seed across budgets: {error}") from None
+        out.append([f"## {model} on {dataset}: each seed across budgets", "", budgets_markdown(rows, label), ""])
+    return out
+
+
 def copy_results(folder: Path, to: Path) -> list[Path]:
     """Copy the JSON results of the experiment ``folder`` (and of its runs) under ``to``; the files written."""
     dest = to.joinpath(*folder.resolve().parts[-3:])
@@ -122,12 +153,15 @@ def main() -> None:
                                                          "(JSON) here")
     args = parser.parse_args()
     entries, fixed, bars = [], [], {}
-    for key, seeds in sorted(load_groups(args.folders).items()):
+    groups = load_groups(args.folders)
+    for key, seeds in sorted(groups.items()):
         entry, paired, lines, bars[key[0]] = study(key, seeds, args.pre_registered)
         entries.append(entry)
         fixed.append({"model": entry["model"], "dataset": entry["dataset"], "epochs": entry["epochs"],
                       "pre_registered": entry["pre_registered"],
                       "fixed_size_differences": paired["fixed_size_differences"]})
+        print("\n".join(lines))
+    for lines in across_budgets(groups, args.pre_registered):
         print("\n".join(lines))
     if args.out is not None:
         write_summary(args.out, entries)

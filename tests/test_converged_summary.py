@@ -17,9 +17,12 @@ def _column(lorita: bool, kept: float | None, exposure: float, acc: float) -> di
             "chosen": None if kept is None else {"params_kept": kept}}
 
 
-def _experiment(folder, model: str, epochs: int, seed: int, ours: float | None, theirs: float, gain: float) -> None:
+def _experiment(folder, model: str, epochs: int, seed: int, ours: float | None, theirs: float, gain: float,
+                depths: bool = True) -> None:
     folder.mkdir(parents=True)
     run = {"seed": seed, "target_val_acc": 88.0, "plateau": {"plateau": gain < 0.1, "gain": gain},
+           **({"depths": {"1": {"uncompressed": {"val_acc": 89.0 + epochs / 100}},
+                          "2": {"uncompressed": {"val_acc": 88.0 + seed / 10}}}} if depths else {}),
            "columns": {"LoRITa N=2 + FT": _column(True, ours, 0.2 * epochs, 90.0),
                        "plain + SVD + FT": _column(False, theirs, 0.1 * epochs, 89.0),
                        "small dense": _column(False, None, 0.1 * epochs, 91.0)}}
@@ -60,6 +63,23 @@ def test_pools_seeds_per_budget_into_the_summary_and_the_curve(tmp_path):
     assert raw.read_bytes() == (tmp_path / "fcn-e60" / "seed0" / "results.json").read_bytes()
     assert "the bar: a ratio at most 0.5" in done.stdout and "No geometric mean" in done.stdout
     assert "skipped " in done.stderr and "seed0.log: not a finished experiment folder" in done.stderr
+    table = done.stdout.split("## fcn on fashion-mnist: each seed across budgets")[1].strip().splitlines()
+    assert table[2] == ("| seed | 15 epochs: ratio | 15 epochs: gap | 15 epochs: plain gain | 60 epochs: ratio "
+                        "| 60 epochs: gap | 60 epochs: plain gain |")
+    assert table[4] == "| 0 | 1.000 | 1.15 | +0.50 | 0.500 | 1.60 | +0.05 |"  # gap: 89.15 - 88.0, 89.6 - 88.0
+    assert table[5] == "| 1 | missed | 1.05 | +0.50 | 0.400 | 1.50 | +0.05 |"
+
+
+def test_each_seed_across_budgets_needs_the_uncut_models(tmp_path):
+    _experiment(tmp_path / "fcn-e15" / "seed0", "fcn", 15, 0, 0.1, 0.1, 0.5)
+    _experiment(tmp_path / "fcn-e60" / "seed0", "fcn", 60, 0, 0.05, 0.1, 0.05, depths=False)
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e15" / "seed0"),
+                           str(tmp_path / "fcn-e60" / "seed0")], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "seed 0: no uncut depth-1 model in the run" in done.stderr
+    alone = subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e60" / "seed0")],
+                           capture_output=True, text=True, check=True)  # one budget: no table, nothing needed
+    assert "each seed across budgets" not in alone.stdout
 
 
 def test_a_seed_twice_is_refused(tmp_path):

@@ -282,3 +282,36 @@ def many_sizes_markdown(rows: Sequence[dict], sizes: Sequence[float]) -> str:
                                         f"{row['train_seconds']:.0f}", f"{row['cut_seconds']:.0f}",
                                         f"{row['seconds']:.0f}"]) + " |")
     return "\n".join(lines)
+
+
+def budgets_markdown(rows: Sequence[dict], label: str) -> str:
+    """The rows of ``lorita.runs.budgets.seeds_across_budgets`` as a Markdown table: per seed and budget, the
+    ratio of ``label`` to the best alternative ("missed" where the column misses the target, "-" where the seed
+    did not run that budget), the start-up gap before any cut ("gap": points of validation accuracy the uncut
+    factored model is behind the plain one) and the plain model's gain over its last fifth ("plain gain"; the
+    plateau test passes under 0.1), after a sentence that says so.
+
+    Example:
+        >>> rows = [{"seed": 0, "at": {12: {"ratio": 1.2, "gap": 0.8, "plain_gain": 0.4},
+        ...                            24: {"ratio": None, "gap": 1.1, "plain_gain": 0.05}}}]
+        >>> print(budgets_markdown(rows, "L").splitlines()[4])
+        | 0 | 1.200 | 0.80 | +0.40 | missed | 1.10 | +0.05 |
+    """
+    budgets = sorted({epochs for row in rows for epochs in row["at"]})
+    head = ["seed"] + [f"{e} epochs: {what}" for e in budgets for what in ("ratio", "gap", "plain gain")]
+    lines = [f"Each seed across budgets: ratio, {label}'s params kept at the target over the best alternative's "
+             "(missed: it reaches the target at no size); gap, the points of validation accuracy the uncut factored "
+             "model trained the whole budget is behind the plain one; plain gain, what the plain model's best "
+             "validation accuracy gained over its last fifth of epochs (a plateau: under 0.1).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [str(row["seed"])]
+        for epochs in budgets:
+            at = row["at"].get(epochs)
+            if at is None:
+                cells += ["-", "-", "-"]
+                continue
+            gain = "-" if at["plain_gain"] is None else f"{at['plain_gain']:+.2f}"
+            cells += ["missed" if at["ratio"] is None else f"{at['ratio']:.3f}", f"{at['gap']:.2f}", gain]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

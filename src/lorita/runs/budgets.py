@@ -1,0 +1,78 @@
+"""The same seed across epoch budgets: does LoRITa's ratio fall, and does the accuracy its factored training gives
+up before any cut close, as one seed trains longer? (docs/converged/PLAN.md, the epoch-budget curve.)
+
+Input: per budget (epochs), the per-seed runs of an experiment (``results.json``'s ``runs``), each with its
+columns (``lorita.runs.paired``), its plain model's plateau test (``plateau``) and the uncut models of each depth
+(``depths``: ``{"1": {"uncompressed": {"val_acc", ...}}, "2": ...}``). Per seed and budget:
+
+* ``ratio``: the pre-registered column's params kept over the best alternative's at the target
+  (``lorita.runs.paired.seed_ratio``; None where the column misses the target);
+* ``gap``: the start-up gap, the plain model's validation accuracy minus the depth-N model's, both uncut and
+  trained the whole budget (points; positive: the factored model is behind);
+* ``plain_gain``: what the plain model's best validation accuracy gained over the last fifth of its epochs (the
+  plateau test's ``gain``; under 0.1 point is a plateau).
+
+Nothing is recomputed from models: every figure is read from the runs as they were recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from lorita.errors import LoritaError
+from lorita.runs.paired import seed_ratio
+
+
+def _uncut_val_acc(run: dict, depth: int) -> float:
+    depths = run.get("depths") or {}
+    entry = depths.get(str(depth)) or depths.get(depth)
+    if not entry or "uncompressed" not in entry:
+        raise LoritaError(f"seed {run.get('seed')}: no uncut depth-{depth} model in the run (its depths: "
+                          f"{sorted(map(str, depths))}); pass the depth of the pre-registered column")
+    return float(entry["uncompressed"]["val_acc"])
+
+
+def seed_at_budget(run: dict, pre_registered: str, depth: int = 2) -> dict:
+    """One seed at one budget: ``{"ratio", "gap", "plain_gain"}`` (module docstring).
+
+    Example:
+        >>> run = {"seed": 0, "target_val_acc": 90.0, "plateau": {"plateau": False, "gain": 0.4},
+        ...        "depths": {"1": {"uncompressed": {"val_acc": 91.0}}, "2": {"uncompressed": {"val_acc": 90.2}}},
+        ...        "columns": {"L": {"lorita": True, "chosen": {"params_kept": 0.06}},
+        ...                    "A": {"lorita": False, "chosen": {"params_kept": 0.05}}}}
+        >>> {k: round(v, 3) for k, v in seed_at_budget(run, "L").items()}
+        {'ratio': 1.2, 'gap': 0.8, 'plain_gain': 0.4}
+    """
+    gain = (run.get("plateau") or {}).get("gain")
+    return {"ratio": seed_ratio(run, pre_registered)["ratio"],
+            "gap": _uncut_val_acc(run, 1) - _uncut_val_acc(run, depth),
+            "plain_gain": None if gain is None else float(gain)}
+
+
+def seeds_across_budgets(runs_by_budget: Mapping[int, Sequence[dict]], pre_registered: str,
+                         depth: int = 2) -> list[dict]:
+    """Each seed's figures at every budget it ran: ``[{"seed", "at": {epochs: seed_at_budget(...)}}]``, by seed;
+    a budget a seed has not run is absent from its ``at``.
+
+    Example:
+        >>> def run(seed, kept, plain, factored):
+        ...     return {"seed": seed, "target_val_acc": 90.0, "plateau": {"gain": 0.3},
+        ...             "depths": {"1": {"uncompressed": {"val_acc": plain}},
+        ...                        "2": {"uncompressed": {"val_acc": factored}}},
+        ...             "columns": {"L": {"lorita": True, "chosen": kept and {"params_kept": kept}},
+        ...                         "A": {"lorita": False, "chosen": {"params_kept": 0.1}}}}
+        >>> rows = seeds_across_budgets({12: [run(0, 0.2, 91.0, 90.0), run(1, None, 91.0, 89.5)],
+        ...                              24: [run(0, 0.1, 91.5, 91.0)]}, "L")
+        >>> [(r["seed"], sorted(r["at"])) for r in rows], rows[0]["at"][24]["ratio"], rows[1]["at"][12]["ratio"]
+        ([(0, [12, 24]), (1, [12])], 1.0, None)
+    """
+    if not runs_by_budget:
+        raise LoritaError("no budgets given: pass {epochs: the runs of that budget}")
+    seeds: dict[int, dict[int, dict]] = {}
+    for epochs, runs in sorted(runs_by_budget.items()):
+        for run in runs:
+            at = seeds.setdefault(run["seed"], {})
+            if epochs in at:
+                raise LoritaError(f"seed {run['seed']} appears twice at {epochs} epochs")
+            at[epochs] = seed_at_budget(run, pre_registered, depth)
+    return [{"seed": seed, "at": at} for seed, at in sorted(seeds.items())]

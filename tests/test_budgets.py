@@ -1,0 +1,55 @@
+"""lorita.runs.budgets: each seed's ratio, start-up gap and plain-model gain at every budget it ran, read from the
+runs as recorded."""
+
+import pytest
+
+from lorita.errors import LoritaError
+from lorita.report.converged import budgets_markdown
+from lorita.runs.budgets import seed_at_budget, seeds_across_budgets
+from lorita.runs.paired import seed_ratio
+
+
+def _run(seed: int, kept: float | None, plain: float, factored: float, gain: float | None = 0.3,
+         depth: int = 2) -> dict:
+    return {"seed": seed, "target_val_acc": plain - 1.0,
+            "plateau": None if gain is None else {"plateau": gain < 0.1, "gain": gain},
+            "depths": {"1": {"uncompressed": {"val_acc": plain}}, str(depth): {"uncompressed": {"val_acc": factored}}},
+            "columns": {"L": {"lorita": True, "chosen": None if kept is None else {"params_kept": kept}},
+                        "A": {"lorita": False, "chosen": {"params_kept": 0.08}},
+                        "B": {"lorita": False, "chosen": {"params_kept": 0.05}}}}
+
+
+def test_one_seed_at_one_budget_is_the_paired_ratio_the_gap_and_the_gain():
+    run = _run(0, 0.06, 91.25, 90.5, gain=0.48)
+    got = seed_at_budget(run, "L")
+    assert got["ratio"] == seed_ratio(run, "L")["ratio"] == pytest.approx(0.06 / 0.05)
+    assert got["gap"] == pytest.approx(0.75) and got["plain_gain"] == 0.48
+    assert seed_at_budget(_run(0, None, 91.0, 91.5, gain=None), "L") == {"ratio": None, "gap": -0.5,
+                                                                        "plain_gain": None}
+    assert seed_at_budget(_run(0, 0.1, 91.0, 88.0, depth=3), "L", depth=3)["gap"] == pytest.approx(3.0)
+
+
+def test_seeds_across_budgets_keep_each_seed_s_budgets_and_only_those():
+    rows = seeds_across_budgets({24: [_run(1, 0.1, 91.0, 90.0), _run(0, 0.05, 91.0, 90.6)],
+                                 12: [_run(0, None, 90.0, 88.0)]}, "L")
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert sorted(rows[0]["at"]) == [12, 24] and sorted(rows[1]["at"]) == [24]
+    assert rows[0]["at"][12]["ratio"] is None and rows[0]["at"][24]["ratio"] == pytest.approx(1.0)
+    assert rows[0]["at"][24]["gap"] == pytest.approx(0.4)
+    lines = budgets_markdown(rows, "L").splitlines()
+    assert lines[0].startswith("Each seed across budgets: ratio, L's params kept at the target")
+    assert lines[2] == ("| seed | 12 epochs: ratio | 12 epochs: gap | 12 epochs: plain gain | 24 epochs: ratio "
+                        "| 24 epochs: gap | 24 epochs: plain gain |")
+    assert lines[4] == "| 0 | missed | 2.00 | +0.30 | 1.000 | 0.40 | +0.30 |"
+    assert lines[5] == "| 1 | - | - | - | 2.000 | 1.00 | +0.30 |"
+
+
+def test_what_cannot_be_read_is_refused_with_what_to_pass():
+    with pytest.raises(LoritaError, match="no budgets given"):
+        seeds_across_budgets({}, "L")
+    with pytest.raises(LoritaError, match="seed 0 appears twice at 12 epochs"):
+        seeds_across_budgets({12: [_run(0, 0.1, 91.0, 90.0), _run(0, 0.1, 91.0, 90.0)]}, "L")
+    with pytest.raises(LoritaError, match=r"no uncut depth-2 model in the run \(its depths: \['1', '3'\]\)"):
+        seed_at_budget(_run(0, 0.1, 91.0, 90.0, depth=3), "L")
+    with pytest.raises(LoritaError, match="no column 'M'"):
+        seed_at_budget(_run(0, 0.1, 91.0, 90.0), "M")
