@@ -11,7 +11,8 @@ group it prints the per-seed sizes at the target, the geometric mean ratio of th
 (the experiment's ``pre_registered``, else ``--pre-registered``) to the best alternative with its paired t 95%
 interval, the paired accuracy differences at the experiment's fixed sizes, and the first seed's K-sizes table
 (``lorita.report.converged.paired_lines``); for a model run at two budgets or more, each seed's ratio, start-up
-gap before any cut and plain model's last-fifth gain at every budget it ran (``lorita.runs.budgets``); then
+gap before any cut (its depth against depth 1) and plain model's last-fifth gain at every budget it ran
+(``lorita.runs.budgets``); then
 writes the summary in the schema of ``lorita.report.converged`` and, with ``--plot``, the ratio and its interval
 against the epoch budget, one line per model. The exposure is
 the pre-registered column's (its training run's, as results.json records it per column); the plateau test the
@@ -46,6 +47,7 @@ from lorita.report.converged import (
     write_summary,
 )
 from lorita.runs.budgets import seeds_across_budgets
+from lorita.runs.experiment_spec import column_depth
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.small_dense import SMALL_DENSE
@@ -87,7 +89,11 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
                  key)
     sizes = _one({tuple(r["spec"]["sizes"]) for r, _ in seeds}, "the fixed sizes", key)
     bar = _one({r["headline"]["bar_ratio"] for r, _ in seeds}, "the bar", key)
-    comparison = ratio_over_seeds(runs, label)
+    try:
+        comparison = ratio_over_seeds(runs, label)
+        differences = fixed_size_differences(runs, label, sizes)
+    except LoritaError as error:
+        raise SystemExit(f"{model} on {dataset}, {epochs} epochs: {error}") from None
     exposures = [run["columns"][label].get("exposure") for run in runs]
     if any(e is None for e in exposures):
         raise SystemExit(f"{key}: a seed's {label!r} column records no exposure (results.json from before the "
@@ -97,7 +103,7 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
                         plateau=pooled_plateau([run.get("plateau") or {} for run in runs]), comparison=comparison,
                         alternatives=alternatives, small_model_baseline=SMALL_DENSE in alternatives)
     paired = {"pre_registered": label, "ratio_over_seeds": comparison,
-              "fixed_size_differences": fixed_size_differences(runs, label, sizes),
+              "fixed_size_differences": differences,
               "many_sizes": [{"seed": runs[0]["seed"], "rows": many_sizes(runs[0]["columns"], sizes)}]}
     lines = [f"## {model} on {dataset}, {epochs} epochs ({len(runs)} seeds)", "",
              f"exposure of {label}: {entry['exposure']:.2f}; plain model plateaued on every seed: "
@@ -118,8 +124,14 @@ def across_budgets(groups: dict[tuple, list[tuple[dict, dict]]], default_label: 
             continue
         label = _one({r["spec"].get("pre_registered") or default_label for seeds in budgets.values()
                       for r, _ in seeds}, "the pre-registered column", (model, dataset))
+        depths = _one({tuple(sorted(r["spec"]["depths"])) for seeds in budgets.values() for r, _ in seeds},
+                      "the depths", (model, dataset))
+        depth = column_depth(label, depths)
+        if depth is None or depth < 2:
+            raise SystemExit(f"{model} on {dataset}, each seed across budgets: the pre-registered column {label!r} "
+                             f"is the cut of no factored depth among {list(depths)}, so it has no start-up gap")
         try:
-            rows = seeds_across_budgets({e: [run for _, run in seeds] for e, seeds in budgets.items()}, label)
+            rows = seeds_across_budgets({e: [run for _, run in seeds] for e, seeds in budgets.items()}, label, depth)
         except LoritaError as error:
             raise SystemExit(f"{model} on {dataset}, each seed across budgets: {error}") from None
         out.append([f"## {model} on {dataset}: each seed across budgets", "", budgets_markdown(rows, label), ""])

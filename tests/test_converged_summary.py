@@ -18,17 +18,20 @@ def _column(lorita: bool, kept: float | None, exposure: float, acc: float) -> di
 
 
 def _experiment(folder, model: str, epochs: int, seed: int, ours: float | None, theirs: float, gain: float,
-                depths: bool = True) -> None:
+                depths: bool = True, pre_registered: str = "LoRITa N=2 + FT") -> None:
+    """One seed's results.json; uncut, the plain model at 89 + epochs/100, depth 2 at 88 + seed/10, depth 3 0.1
+    below depth 2."""
     folder.mkdir(parents=True)
     run = {"seed": seed, "target_val_acc": 88.0, "plateau": {"plateau": gain < 0.1, "gain": gain},
            **({"depths": {"1": {"uncompressed": {"val_acc": 89.0 + epochs / 100}},
-                          "2": {"uncompressed": {"val_acc": 88.0 + seed / 10}}}} if depths else {}),
-           "columns": {"LoRITa N=2 + FT": _column(True, ours, 0.2 * epochs, 90.0),
+                          "2": {"uncompressed": {"val_acc": 88.0 + seed / 10}},
+                          "3": {"uncompressed": {"val_acc": 87.9 + seed / 10}}}} if depths else {}),
+           "columns": {pre_registered: _column(True, ours, 0.2 * epochs, 90.0),
                        "plain + SVD + FT": _column(False, theirs, 0.1 * epochs, 89.0),
                        "small dense": _column(False, None, 0.1 * epochs, 91.0)}}
     results = {"recipe": {"model": model, "epochs": epochs}, "dataset": "fashion-mnist",
-               "spec": {"pre_registered": "LoRITa N=2 + FT", "sizes": [0.1]}, "headline": {"bar_ratio": 0.5},
-               "runs": [run]}
+               "spec": {"pre_registered": pre_registered, "sizes": [0.1], "depths": [1, 2, 3]},
+               "headline": {"bar_ratio": 0.5}, "runs": [run]}
     (folder / "results.json").write_text(json.dumps(results))
 
 
@@ -97,3 +100,26 @@ def test_paired_lines_name_a_missed_seed_and_the_interval():
     lines = paired_lines({"pre_registered": "LoRITa N=2 + FT", "ratio_over_seeds": comparison})
     assert lines[2] == "| 3 | 88.00 | missed | small dense | 20.0% | - |"
     assert lines[-1] == "No geometric mean: LoRITa N=2 + FT misses the target on seeds [3]."
+
+
+def test_the_gap_is_taken_at_the_pre_registered_columns_depth(tmp_path):
+    for epochs in (15, 60):
+        _experiment(tmp_path / f"e{epochs}" / "seed0", "fcn", epochs, 0, 0.1, 0.1, 0.5,
+                    pre_registered="LoRITa N=3 + FT")
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py",
+                           *sorted(str(p) for p in tmp_path.glob("e*/seed0"))], capture_output=True, text=True,
+                          check=True)
+    table = done.stdout.split("each seed across budgets")[1].strip().splitlines()
+    assert table[-1] == "| 0 | 1.000 | 1.25 | +0.50 | 1.000 | 1.70 | +0.50 |"  # 89.15 - 87.9, 89.6 - 87.9
+
+
+def test_a_pre_registered_column_that_is_no_lorita_one_is_refused_before_writing(tmp_path):
+    for epochs in (15, 60):
+        _experiment(tmp_path / f"e{epochs}" / "seed0", "fcn", epochs, 0, 0.1, 0.1, 0.5, pre_registered="small dense")
+    out = tmp_path / "summary.json"
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py",
+                           *sorted(str(p) for p in tmp_path.glob("e*/seed0")), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and not out.exists()
+    message = "fcn on fashion-mnist, 15 epochs: the pre-registered column 'small dense' is not a LoRITa column"
+    assert message in done.stderr

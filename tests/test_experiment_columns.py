@@ -19,6 +19,7 @@ from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.alternatives import training_batches
 from lorita.runs.compare import svd_cutter
 from lorita.runs.compress import compress_model
+from lorita.runs.experiment_spec import column_depth, column_label
 from lorita.runs.small_dense import SMALL_DENSE
 from lorita.runs.train import example_input
 from lorita.spectra import Spectra
@@ -76,6 +77,13 @@ def test_compress_model_batchnorm_needs_the_recipe():
 def test_bad_column_fields(kwargs, message):
     with pytest.raises(LoritaError, match=message):
         ExperimentSpec.from_flat({**BASE, **kwargs})
+
+
+def test_column_depth_inverts_column_label():
+    depths = [1, 2, 3, 4]
+    assert all(column_depth(column_label(d, ft), depths) == d for d in depths for ft in (False, True))
+    assert column_depth("LoRITa N=5 + FT", depths) is None  # a depth the experiment did not run
+    assert column_depth("Torch-Pruning + FT", depths) is None and column_depth(SMALL_DENSE, depths) is None
 
 
 def test_the_pre_registered_column_may_be_a_fine_tuned_one():

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from lorita.train.config import MAX_RATE, MAX_SEED
 # recipe fields every column shares: the budget (equal total epochs), the seed (pairing), where it runs
 SHARED_FIELDS = frozenset({"epochs", "seed", "device"})
 
-__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "column_label", "load_spec"]
+__all__ = ["Columns", "Cuts", "ExperimentSpec", "Recipe", "Report", "Setup", "column_depth", "column_label", "load_spec"]
 
 
 def column_label(depth: int, finetuned: bool) -> str:
@@ -48,6 +49,22 @@ def column_label(depth: int, finetuned: bool) -> str:
         ('plain + SVD', 'LoRITa N=2 + FT')
     """
     return ("plain + SVD" if depth == 1 else f"LoRITa N={depth}") + (" + FT" if finetuned else "")
+
+
+def column_depth(label: str, depths: Iterable[int]) -> int | None:
+    """The depth of the SVD column named ``label`` among an experiment's ``depths`` (``column_label``'s inverse),
+    or None where ``label`` names no SVD column of those depths (Torch-Pruning, the smaller dense model, ...).
+
+    Example:
+        >>> column_depth("LoRITa N=3 + FT", [1, 2, 3]), column_depth("plain + SVD", [1, 2])
+        (3, 1)
+        >>> column_depth("small dense", [1, 2]) is None
+        True
+    """
+    for depth in sorted(set(depths)):
+        if label in (column_label(depth, False), column_label(depth, True)):
+            return depth
+    return None
 
 
 def _check_bools(part: Any, *names: str) -> None:
