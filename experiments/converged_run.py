@@ -12,7 +12,8 @@ A folder already there is complete (``lorita experiment`` builds it in ``seed<S>
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
 done. A leftover ``seed<S>.partial`` (a run killed midway), when it is a lorita run folder holding only lorita's
 files and no command is writing it, is kept as ``seed<S>.resume`` and the run starts again reusing the trainings it
-had finished (``reuse``); it is removed when the run completes. Anything else is reported and left alone.
+had finished and continuing the one it was in from its last finished epoch (``reuse``); it is removed when the run
+completes. Anything else is reported and left alone.
 
 ``--threads N`` sets each run's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (recorded in its log). ``LOCK``
 (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,

@@ -2,8 +2,11 @@
 smaller dense model, iterative Torch-Pruning, each column's exposure, and the pre-registered column's statistics
 over seeds (docs/converged/PLAN.md)."""
 
+import dataclasses
 import json
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,7 +22,9 @@ from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.alternatives import training_batches
 from lorita.runs.compare import svd_cutter
 from lorita.runs.compress import compress_model
+from lorita.runs.config import RunConfig
 from lorita.runs.experiment_spec import column_depth, column_label
+from lorita.runs.reuse import copy_stopped_run, stopped
 from lorita.runs.small_dense import SMALL_DENSE
 from lorita.runs.train import example_input
 from lorita.spectra import Spectra
@@ -271,3 +276,59 @@ def test_a_setting_that_changes_one_side_reuses_the_other_sides_trainings(tmp_pa
 def test_the_headline_says_which_side_missed_a_target_set_by_another_plain_model(ours, theirs, line):
     results = {"seeds": [0], "headline": {"lorita": ours, "best_alternative": theirs, "target_val_acc": 88.0}}
     assert headline_line(results) == line
+
+
+def test_a_training_stopped_part_way_is_continued_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, caplog):
+    import lorita.runs.train as runs_train
+
+    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+            "torch_pruning": False, "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
+    earlier, real_train = tmp_path / "killed", runs_train.train
+
+    def snapshot_after_epoch_2(model, data, config, *, out_dir=None, **kwargs):
+        def callback(event, info):  # what a kill right after epoch 2 leaves: its checkpoint written, no results
+            if event == "epoch_end" and info["epoch"] == 2 and Path(out_dir).name == "depth2":
+                shutil.copytree(out_dir, earlier / "depth2")
+        return real_train(model, data, config, out_dir=out_dir, callbacks=[callback], **kwargs)
+
+    monkeypatch.setattr(runs_train, "train", snapshot_after_epoch_2)
+    whole = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "whole", progress=False)
+    monkeypatch.setattr(runs_train, "train", real_train)
+    assert sorted(p.name for p in (earlier / "depth2").iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv"]
+    with caplog.at_level(logging.INFO, logger="lorita.runs.reuse"):
+        again = run_experiment(ExperimentSpec.from_flat({**flat, "reuse": [str(earlier)]}), tmp_path / "again",
+                               progress=False)
+    assert "depth2: continued from" in caplog.text and "depth1: continued" not in caplog.text
+    first, resumed = (json.loads((tmp_path / r / "depth2" / "results.json").read_text()) for r in ("whole", "again"))
+    assert {k: v for k, v in resumed.items() if "seconds" not in k} == \
+        {k: v for k, v in first.items() if "seconds" not in k}
+    weights = [load(tmp_path / r / "depth2" / "model.lorita").state_dict() for r in ("whole", "again")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    def cuts(results):  # the continued model cuts as the uninterrupted one does (but for the seconds)
+        return [{k: v for k, v in cut.items() if k != "seconds"}
+                for cut in results["runs"][0]["columns"]["LoRITa N=2"]["cuts"]]
+
+    assert cuts(again) == cuts(whole)
+
+
+def test_only_a_stopped_training_of_the_same_config_holding_only_lorita_files_is_continued(tmp_path):
+    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+            "torch_pruning": False, "train": {"epochs": 2, "batch_size": 64, "device": "cpu"}}
+    run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "first", progress=False)
+    finished, killed = tmp_path / "first" / "depth2", tmp_path / "killed" / "depth2"
+    killed.mkdir(parents=True)
+    for name in ("config.json", "checkpoint.pt"):
+        shutil.copyfile(finished / name, killed / name)
+    config = RunConfig.from_dict(json.loads((killed / "config.json").read_text()))
+    other = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
+    assert stopped(killed, config) and not stopped(killed, other) and not stopped(finished, config)
+    (killed / "notes.txt").write_text("mine")  # not lorita's: the folder is not taken
+    assert not stopped(killed, config)
+    assert not copy_stopped_run(tmp_path / "killed", tmp_path / "out" / "depth2", config)
+    assert not (tmp_path / "out").exists() and (killed / "notes.txt").read_text() == "mine"
+    (killed / "notes.txt").unlink()
+    (killed / "checkpoint.pt").rename(tmp_path / "elsewhere.pt")
+    (killed / "checkpoint.pt").symlink_to(tmp_path / "elsewhere.pt")  # a link: not lorita's either
+    assert not stopped(killed, config)

@@ -55,7 +55,7 @@ from lorita.runs.many_sizes import many_sizes
 from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
-from lorita.runs.reuse import reused_run
+from lorita.runs.reuse import copy_stopped_run, reused_run
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -457,14 +457,18 @@ def _train_depth(s: _Seed, out: Path, depth: int, train: TrainConfig) -> Trained
 
 def _trained(s: _Seed, out: Path, config) -> TrainedRun:
     """The training run of ``config`` in ``out``: taken from the first experiment ``reuse`` names that holds exactly
-    that run (in its ``seedS`` folder, or itself with one seed), else trained."""
+    that run (in its ``seedS`` folder, or itself with one seed), else continued from the first that holds it
+    stopped part-way under the same name, else trained."""
+    earlier = []
     for reuse in s.spec.recipe.reuse:
-        earlier = Path(reuse) / f"seed{config.train.seed}"
-        earlier = earlier if earlier.is_dir() and not earlier.is_symlink() else Path(reuse)
-        reused = reused_run(earlier, out, config)
+        folder = Path(reuse) / f"seed{config.train.seed}"
+        earlier.append(folder if folder.is_dir() and not folder.is_symlink() else Path(reuse))
+    for folder in earlier:
+        reused = reused_run(folder, out, config)
         if reused is not None:
             return reused
-    return train_run(out, config, s.data, progress=s.progress, nested=True)
+    resume = any(copy_stopped_run(folder, out, config) for folder in earlier)  # stops at the first it copies
+    return train_run(out, config, s.data, progress=s.progress, nested=True, resume=resume)
 
 
 def _samples(spec: ExperimentSpec, data, models: dict, headline: dict) -> dict:

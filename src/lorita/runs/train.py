@@ -146,8 +146,9 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
 
     ``source``: a trained model to continue (composed with ``config.compose``, usually
     ``init="preserve"``). ``nested``: ``out`` is a new folder inside another command's
-    staging folder (the demo's ``depth3``), written directly. Returns None on non-zero
-    ranks under torchrun (they write nothing).
+    staging folder (the demo's ``depth3``), written directly; with ``resume`` it is already there, a
+    training stopped part-way that the caller checked and copied in (``lorita.runs.reuse``), and is
+    continued from its checkpoint. Returns None on non-zero ranks under torchrun (they write nothing).
 
     Example:
         >>> import tempfile
@@ -168,7 +169,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
     resumed_from = None  # the checkpoint the run starts from, if any
     if nested:
         folder = out
-        if main:
+        if main and not resume:
             folder.mkdir()
     else:
         output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main, inputs=_inputs(config))
