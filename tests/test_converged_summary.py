@@ -123,3 +123,18 @@ def test_a_pre_registered_column_that_is_no_lorita_one_is_refused_before_writing
     assert done.returncode == 1 and "Traceback" not in done.stderr and not out.exists()
     message = "fcn on fashion-mnist, 15 epochs: the pre-registered column 'small dense' is not a LoRITa column"
     assert message in done.stderr
+
+
+def test_runs_that_do_not_say_their_depths_get_no_start_up_gap(tmp_path):
+    for epochs in (15, 60):  # results.json whose spec lists no depths: no gap to take, said before writing
+        _experiment(tmp_path / f"e{epochs}" / "seed0", "fcn", epochs, 0, 0.1, 0.1, 0.5)
+        path = tmp_path / f"e{epochs}" / "seed0" / "results.json"
+        results = json.loads(path.read_text())
+        del results["spec"]["depths"]
+        path.write_text(json.dumps(results))
+    out = tmp_path / "summary.json"
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py",
+                           *sorted(str(p) for p in tmp_path.glob("e*/seed0")), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and not out.exists()
+    assert "'LoRITa N=2 + FT' is the cut of no factored depth the experiments ran" in done.stderr

@@ -24,7 +24,7 @@ from lorita.runs.compare import svd_cutter
 from lorita.runs.compress import compress_model
 from lorita.runs.config import RunConfig
 from lorita.runs.experiment_spec import column_depth, column_label
-from lorita.runs.reuse import copy_stopped_run, stopped
+from lorita.runs.reuse import copy_stopped_run, stopped_at
 from lorita.runs.small_dense import SMALL_DENSE
 from lorita.runs.train import example_input
 from lorita.spectra import Spectra
@@ -278,57 +278,82 @@ def test_the_headline_says_which_side_missed_a_target_set_by_another_plain_model
     assert headline_line(results) == line
 
 
+def _tiny_experiment(epochs: int) -> dict:
+    return {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
+            "torch_pruning": False, "train": {"epochs": epochs, "batch_size": 64, "device": "cpu"}}
+
+
+def _metrics(folder: Path) -> list[str]:
+    return (folder / "metrics.csv").read_text().splitlines()
+
+
 def test_a_training_stopped_part_way_is_continued_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, caplog):
     import lorita.runs.train as runs_train
 
-    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
-            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
-            "torch_pruning": False, "train": {"epochs": 3, "batch_size": 64, "device": "cpu"}}
-    earlier, real_train = tmp_path / "killed", runs_train.train
+    flat, killed, real_train = _tiny_experiment(3), tmp_path / "killed" / "depth2", runs_train.train
 
-    def snapshot_after_epoch_2(model, data, config, *, out_dir=None, **kwargs):
-        def callback(event, info):  # what a kill right after epoch 2 leaves: its checkpoint written, no results
+    def snapshot_after_epoch_2(model, data, config, *, out_dir=None, callbacks=(), **kwargs):
+        def snapshot(event, info):  # what a kill right after epoch 2 leaves: its checkpoint written, no results
             if event == "epoch_end" and info["epoch"] == 2 and Path(out_dir).name == "depth2":
-                shutil.copytree(out_dir, earlier / "depth2")
-        return real_train(model, data, config, out_dir=out_dir, callbacks=[callback], **kwargs)
+                shutil.copytree(out_dir, killed)
+                (killed / ".checkpoint.pt.0a1b2c3d.tmp").write_bytes(b"half a checkpoint")  # a kill mid-write
+        return real_train(model, data, config, out_dir=out_dir, callbacks=[*callbacks, snapshot], **kwargs)
 
     monkeypatch.setattr(runs_train, "train", snapshot_after_epoch_2)
     whole = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "whole", progress=False)
     monkeypatch.setattr(runs_train, "train", real_train)
-    assert sorted(p.name for p in (earlier / "depth2").iterdir()) == ["checkpoint.pt", "config.json", "metrics.csv"]
-    with caplog.at_level(logging.INFO, logger="lorita.runs.reuse"):
-        again = run_experiment(ExperimentSpec.from_flat({**flat, "reuse": [str(earlier)]}), tmp_path / "again",
-                               progress=False)
-    assert "depth2: continued from" in caplog.text and "depth1: continued" not in caplog.text
+    assert len(_metrics(killed)) == 3  # the header and epochs 1 and 2
+    with caplog.at_level(logging.INFO):
+        again = run_experiment(ExperimentSpec.from_flat({**flat, "reuse": [str(tmp_path / "killed")]}),
+                               tmp_path / "again", progress=False)
+    assert "depth2: continued from" in caplog.text and "after epoch 2" in caplog.text
+    assert "resuming from" in caplog.text and "depth1: continued" not in caplog.text
+    assert not list((tmp_path / "again" / "depth2").glob(".*.tmp"))  # only the run's own files were copied
+    rows = _metrics(tmp_path / "again" / "depth2")
+    assert rows[:3] == _metrics(killed) and len(rows) == 4  # epochs 1 and 2 as they ran, epoch 3 continued
     first, resumed = (json.loads((tmp_path / r / "depth2" / "results.json").read_text()) for r in ("whole", "again"))
+    assert resumed.pop("resumed_after_epoch") == 2 and "resumed_after_epoch" not in first
+    seconds = [float(row.split(",")[-1]) for row in rows[1:]]
+    assert resumed["train_seconds"] == pytest.approx(sum(seconds))  # both parts' epochs
     assert {k: v for k, v in resumed.items() if "seconds" not in k} == \
         {k: v for k, v in first.items() if "seconds" not in k}
     weights = [load(tmp_path / r / "depth2" / "model.lorita").state_dict() for r in ("whole", "again")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    def cuts(results):  # the continued model cuts as the uninterrupted one does (but for the seconds)
-        return [{k: v for k, v in cut.items() if k != "seconds"}
-                for cut in results["runs"][0]["columns"]["LoRITa N=2"]["cuts"]]
 
-    assert cuts(again) == cuts(whole)
+    def without_seconds(results):  # the experiment's results, as the uninterrupted one's but for the seconds
+        return json.loads(json.dumps(results), object_hook=lambda d: {k: v for k, v in d.items()
+                                                                     if "seconds" not in k and k != "folder"})
+
+    assert without_seconds(again["runs"][0]["columns"]) == without_seconds(whole["runs"][0]["columns"])
 
 
-def test_only_a_stopped_training_of_the_same_config_holding_only_lorita_files_is_continued(tmp_path):
-    flat = {"name": "base", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
-            "depths": [1, 2], "points": 3, "refine_steps": 0, "sizes": [0.5], "refine_sizes": 0, "finetune_epochs": 1,
-            "torch_pruning": False, "train": {"epochs": 2, "batch_size": 64, "device": "cpu"}}
-    run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "first", progress=False)
+def test_only_a_stopped_training_of_the_same_config_and_recipe_holding_only_lorita_files_is_continued(
+        tmp_path, caplog):
+    run_experiment(ExperimentSpec.from_flat(_tiny_experiment(2)), tmp_path / "first", progress=False)
     finished, killed = tmp_path / "first" / "depth2", tmp_path / "killed" / "depth2"
     killed.mkdir(parents=True)
     for name in ("config.json", "checkpoint.pt"):
         shutil.copyfile(finished / name, killed / name)
     config = RunConfig.from_dict(json.loads((killed / "config.json").read_text()))
     other = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=3))
-    assert stopped(killed, config) and not stopped(killed, other) and not stopped(finished, config)
+    assert stopped_at(killed, config) == 2  # a kill after the last epoch, before the results: continued (no epochs)
+    assert stopped_at(killed, other) is None and stopped_at(finished, config) is None
     (killed / "notes.txt").write_text("mine")  # not lorita's: the folder is not taken
-    assert not stopped(killed, config)
-    assert not copy_stopped_run(tmp_path / "killed", tmp_path / "out" / "depth2", config)
+    assert stopped_at(killed, config) is None
+    assert copy_stopped_run(tmp_path / "killed", tmp_path / "out" / "depth2", config) is None
     assert not (tmp_path / "out").exists() and (killed / "notes.txt").read_text() == "mine"
     (killed / "notes.txt").unlink()
-    (killed / "checkpoint.pt").rename(tmp_path / "elsewhere.pt")
-    (killed / "checkpoint.pt").symlink_to(tmp_path / "elsewhere.pt")  # a link: not lorita's either
-    assert not stopped(killed, config)
+    written = json.loads((killed / "config.json").read_text())
+    (killed / "config.json").write_text(json.dumps({**written, "train": {**written["train"], "epochs": 3}}))
+    with caplog.at_level(logging.WARNING):  # config.json says 3 epochs, the checkpoint's recipe 2: not taken
+        assert stopped_at(killed, other) is None
+    assert "depth2: not continued (its checkpoint's recipe" in caplog.text
+    (killed / "config.json").write_text(json.dumps(written))
+    (killed / "checkpoint.pt").write_bytes(b"not a checkpoint")  # damaged: trained from the start, said so
+    with caplog.at_level(logging.WARNING):
+        assert stopped_at(killed, config) is None
+    assert "cannot read checkpoint" in caplog.text
+    (killed / "checkpoint.pt").unlink()
+    (killed / "checkpoint.pt").symlink_to(finished / "checkpoint.pt")  # a link: not lorita's either
+    assert stopped_at(killed, config) is None

@@ -467,7 +467,7 @@ def _trained(s: _Seed, out: Path, config) -> TrainedRun:
         reused = reused_run(folder, out, config)
         if reused is not None:
             return reused
-    resume = any(copy_stopped_run(folder, out, config) for folder in earlier)  # stops at the first it copies
+    resume = any(copy_stopped_run(folder, out, config) is not None for folder in earlier)  # the first it copies
     return train_run(out, config, s.data, progress=s.progress, nested=True, resume=resume)
 
 

@@ -114,7 +114,7 @@ class Recipe:
     one holding ``seedS`` folders), tried in order, whose training runs are copied where this experiment would
     train exactly the same run (``lorita.runs.reuse``), so such a setting trains only the side it changes (and a
     killed experiment, run again, only what it had not finished: a training it was in continues from its last
-    finished epoch). ``target_train``:
+    finished epoch; warm-started trainings excepted, they train again). ``target_train``:
     the changes of the plain model that sets the target, when they are not ``plain_train``'s (None: they are),
     so every plain-side setting is judged at one target."""
 

@@ -25,15 +25,17 @@ from pathlib import Path
 import torch
 
 from lorita.compose import merge
+from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
 from lorita.runs.folder import foreign_entries, is_marked, read_json
 from lorita.runs.train import TrainedRun
 from lorita.serialization import load
-from lorita.train.loop import CHECKPOINT_NAME
+from lorita.train.loop import CHECKPOINT_NAME, METRICS_NAME, check_resume
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.json", "results.json", "model.lorita", "spectrum.json")  # what a reused run must hold
+STOPPED_RUN_FILES = ("config.json", CHECKPOINT_NAME, METRICS_NAME)  # what a continued one is copied with
 
 
 def _comparable(config: dict) -> dict:
@@ -61,18 +63,31 @@ def _same_run_folder(found: Path, config: RunConfig) -> bool:
     return _comparable(read_json(found / "config.json", "lorita train")) == _comparable(config.to_dict())
 
 
-def stopped(found: Path, config: RunConfig) -> bool:
-    """Whether ``found`` is a training of exactly ``config`` stopped part-way: a lorita run folder (as in
-    :func:`reusable`) with its ``checkpoint.pt`` (a plain file) and no ``results.json``.
+def stopped_at(found: Path, config: RunConfig) -> int | None:
+    """The epochs a training of exactly ``config`` stopped part-way in ``found`` has finished, or None where
+    ``found`` is no such training: a lorita run folder (as in :func:`reusable`) with no ``results.json``, whose
+    ``checkpoint.pt`` (a plain file) reads as a checkpoint of exactly this recipe (``epochs`` and the world size
+    included: ``lorita.train.loop.check_resume``). A checkpoint that does not read is logged and not taken.
 
     Example:
-        >>> stopped(Path("/nonexistent"), None)
-        False
+        >>> stopped_at(Path("/nonexistent"), None) is None
+        True
     """
     checkpoint = found / CHECKPOINT_NAME
     if not checkpoint.is_file() or checkpoint.is_symlink() or (found / "results.json").exists():
-        return False
-    return _same_run_folder(found, config)
+        return None
+    if not _same_run_folder(found, config):
+        return None
+    try:
+        saved = check_resume(checkpoint, config.train)
+    except LoritaError as error:
+        log.warning("%s: not continued (%s); it trains from the start", found.name, error)
+        return None
+    if saved["config"] != config.train.to_dict() or saved.get("world_size", 1) != 1:
+        log.warning("%s: not continued (its checkpoint's recipe or world size is not this run's); it trains from "
+                    "the start", found.name)
+        return None
+    return int(saved["epoch"])
 
 
 def _candidates(earlier: Path, name: str) -> list[Path]:
@@ -104,19 +119,29 @@ def reused_run(earlier: str | Path, out: Path, config: RunConfig) -> TrainedRun 
     return TrainedRun(out, read_json(out / "results.json", "lorita train"), model, merge(model).eval(), spectrum)
 
 
-def copy_stopped_run(earlier: str | Path, out: Path, config: RunConfig) -> bool:
-    """Copy to ``out`` the training of exactly ``config`` stopped part-way (:func:`stopped`) under ``out``'s name in
-    ``earlier``, for the caller to continue with ``resume``; False (nothing written) when there is none.
+def copy_stopped_run(earlier: str | Path, out: Path, config: RunConfig) -> int | None:
+    """Copy to ``out`` the training of exactly ``config`` stopped part-way (:func:`stopped_at`) under ``out``'s name
+    in ``earlier``, for the caller to continue with ``resume``: its ``config.json``, ``checkpoint.pt`` and
+    ``metrics.csv`` only (no temporary file a kill left). The epochs it had finished; None (nothing written) when
+    there is none.
 
     Example:
         >>> import tempfile
-        >>> copy_stopped_run(tempfile.mkdtemp(), Path(tempfile.mkdtemp()) / "depth2", None)
-        False
+        >>> copy_stopped_run(tempfile.mkdtemp(), Path(tempfile.mkdtemp()) / "depth2", None) is None
+        True
     """
     found = Path(earlier) / out.name
-    if not stopped(found, config):
-        return False
-    shutil.copytree(found, out, symlinks=True)  # checked: no links, only lorita's files
-    log.info("%s: continued from %s, stopped part-way (the same config; its checkpoint's epochs are kept)",
-             out.name, found)
-    return True
+    epochs = stopped_at(found, config)
+    if epochs is None:
+        return None
+    out.mkdir()
+    try:
+        for name in STOPPED_RUN_FILES:
+            if (found / name).is_file() and not (found / name).is_symlink():
+                shutil.copyfile(found / name, out / name, follow_symlinks=False)
+    except OSError as error:
+        raise LoritaError(f"cannot copy the stopped training {found} to {out}: {error}") from None
+    if any((out / name).is_symlink() for name in STOPPED_RUN_FILES) or not _same_run_folder(out, config):
+        raise LoritaError(f"{found} changed while it was copied; run again")  # the checkpoint: checked on resume
+    log.info("%s: continued from %s after epoch %d (the same config and recipe)", out.name, found, epochs)
+    return epochs

@@ -215,7 +215,14 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
         log.info("%s: %s", folder.name.removesuffix(".partial"),
                  describe_exposure(config.train, steps, config.compose.depth))
     start = time.time()
-    result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main)
+    started = {}  # the epochs a resumed run had finished, as the loop reports them
+
+    def note_start(event: str, info: dict) -> None:
+        if event == "train_start":
+            started["epoch"] = info["epoch"]
+
+    result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main,
+                   callbacks=[note_start])
     if not main:
         return None
     if resume:
@@ -241,6 +248,8 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
                "penalty_exposure": penalty_exposure(config.train, steps, config.compose.depth,
                                                     [row["lr"] for row in result.history]),
                "plateau": plateau_test(result.history)}
+    if resume:  # train_seconds: every finished epoch's, across both parts; seconds: this part's
+        results["resumed_after_epoch"] = started["epoch"]
     write_json(folder / "results.json", results)
     return TrainedRun(folder, results, model, merged.eval(), spectrum)
 
