@@ -124,6 +124,17 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
     assert "reuse" in json.loads((seed0 / "results.json").read_text())["spec"]
     assert not seed0.with_suffix(".resume").exists()
 
+    # Killed inside a training, after its last checkpoint: the next attempt continues it from there.
+    seed0.rename(seed0.with_suffix(".partial"))
+    for name in ("results.json", "model.lorita", "spectrum.json"):
+        (seed0.with_suffix(".partial") / "depth2" / name).unlink()
+    assert runner.main([str(config), "--seeds", "0", "--setting", "wide", "--root", str(root)]) == 0
+    continued = json.loads((seed0 / "depth2" / "results.json").read_text())
+    assert continued.pop("resumed_after_epoch") == 1
+    assert {k: v for k, v in continued.items() if "seconds" not in k} == \
+        {k: v for k, v in json.loads(before).items() if "seconds" not in k}
+    assert "depth2: continued from" in (root / "fcn-e1" / "wide" / "seed0.log").read_text()
+
 
 def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
     root = tmp_path / "runs"
