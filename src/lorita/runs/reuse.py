@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lorita.atomic import atomic_path
 from lorita.compose import merge
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
@@ -67,7 +68,8 @@ def stopped_at(found: Path, config: RunConfig) -> int | None:
     """The epochs a training of exactly ``config`` stopped part-way in ``found`` has finished, or None where
     ``found`` is no such training: a lorita run folder (as in :func:`reusable`) with no ``results.json``, whose
     ``checkpoint.pt`` (a plain file) reads as a checkpoint of exactly this recipe (``epochs`` and the world size
-    included: ``lorita.train.loop.check_resume``). A checkpoint that does not read is logged and not taken.
+    included: ``lorita.train.loop.check_resume``). A checkpoint that does not read is logged and not taken; one
+    that reads but whose weights do not fit the model fails when the training continues, with a message.
 
     Example:
         >>> stopped_at(Path("/nonexistent"), None) is None
@@ -83,7 +85,8 @@ def stopped_at(found: Path, config: RunConfig) -> int | None:
     except LoritaError as error:
         log.warning("%s: not continued (%s); it trains from the start", found.name, error)
         return None
-    if saved["config"] != config.train.to_dict() or saved.get("world_size", 1) != 1:
+    world = saved.get("world_size", 1)
+    if saved["config"] != config.train.to_dict() or type(world) is not int or world != 1:
         log.warning("%s: not continued (its checkpoint's recipe or world size is not this run's); it trains from "
                     "the start", found.name)
         return None
@@ -134,11 +137,12 @@ def copy_stopped_run(earlier: str | Path, out: Path, config: RunConfig) -> int |
     epochs = stopped_at(found, config)
     if epochs is None:
         return None
-    out.mkdir()
     try:
-        for name in STOPPED_RUN_FILES:
+        out.mkdir()
+        for name in STOPPED_RUN_FILES:  # each whole or not at all: a kill mid-copy leaves no truncated checkpoint
             if (found / name).is_file() and not (found / name).is_symlink():
-                shutil.copyfile(found / name, out / name, follow_symlinks=False)
+                with atomic_path(out / name) as temporary:
+                    shutil.copyfile(found / name, temporary, follow_symlinks=False)
     except OSError as error:
         raise LoritaError(f"cannot copy the stopped training {found} to {out}: {error}") from None
     if any((out / name).is_symlink() for name in STOPPED_RUN_FILES) or not _same_run_folder(out, config):
