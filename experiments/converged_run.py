@@ -11,7 +11,8 @@ its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill 
 A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
 done. A leftover ``seed<S>.partial`` (a run killed midway), when it is a lorita run folder holding only lorita's
-files and no command is writing it, is kept as ``seed<S>.resume`` and the run starts again reusing the trainings it
+files and no command is writing it, is kept as ``seed<S>.resume`` (after a second kill the newer one, holding the
+older one's trainings it had not copied yet) and the run starts again reusing the trainings it
 had finished and continuing the one it was in from its last finished epoch (``reuse``); it is removed when the run
 completes. Anything else is reported and left alone.
 
@@ -104,9 +105,22 @@ def _removed(folder: Path) -> str | None:
     return f"{folder}: could not remove {left}" if left else None
 
 
+def _carry_over(older: Path, newer: Path) -> str | None:
+    """Move into ``newer`` each training folder of ``older`` that ``newer`` lacks (a second kill can come before the
+    newer attempt copied them all); both checked lorita's. Why not, or None."""
+    try:
+        for entry in sorted(older.iterdir()):
+            if entry.is_dir() and not entry.is_symlink() and not (newer / entry.name).exists():
+                entry.rename(newer / entry.name)
+    except OSError as error:
+        return f"could not move {older}'s trainings into {newer}: {error}"
+    return None
+
+
 def set_aside(out: Path) -> str | None:
-    """Keep the staging folder a killed run of ``out`` left as ``<out>.resume`` (replacing an older one), so the
-    next attempt reuses its finished trainings; a reason when that cannot be done (then the seed waits)."""
+    """Keep the staging folder a killed run of ``out`` left as ``<out>.resume``, so the next attempt reuses its
+    finished trainings and continues the one it was in. An older ``<out>.resume`` (an earlier kill) is replaced,
+    its trainings the newer lacks moved into it first; a reason when that cannot be done (then the seed waits)."""
     partial, resume = staging_path(out), resume_path(out)
     if not partial.exists() and not partial.is_symlink():
         return None
@@ -118,7 +132,7 @@ def set_aside(out: Path) -> str | None:
     try:
         problem = _lorita_folder(partial)
         if problem is None and resume.exists():
-            problem = _lorita_folder(resume) or _removed(resume)
+            problem = _lorita_folder(resume) or _carry_over(resume, partial) or _removed(resume)
         if problem is None:
             partial.rename(resume)
         return problem

@@ -72,9 +72,13 @@ def test_a_killed_run_s_staging_folder_is_kept_to_resume_from_only_when_it_is_lo
     write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
     assert runner.set_aside(out) is None and not partial.exists()
     assert (resume / "depth1" / "config.json").is_file()  # kept for the next attempt to reuse
+    write_json(resume / "depth2" / "config.json", mark({"command": "train", "attempt": 1}))
     write_json(partial / "config.json", mark({"command": "experiment", "attempt": 2}))
-    assert runner.set_aside(out) is None  # a second kill: the newer staging folder replaces the older one
-    assert json.loads((resume / "config.json").read_text())["attempt"] == 2 and not (resume / "depth1").exists()
+    write_json(partial / "depth2" / "config.json", mark({"command": "train", "attempt": 2}))
+    assert runner.set_aside(out) is None  # a second kill: the newer staging folder replaces the older one,
+    assert json.loads((resume / "config.json").read_text())["attempt"] == 2  # keeping its own depth2
+    assert json.loads((resume / "depth2" / "config.json").read_text())["attempt"] == 2
+    assert (resume / "depth1" / "config.json").is_file()  # and the older's depth1, which it had not copied yet
     partial.mkdir()
     (partial / "notes.txt").write_text("mine")
     assert "is not a lorita run folder" in runner.set_aside(out)
