@@ -5,16 +5,14 @@ Usage:
     LOCK=/work/locks/heavy nohup python experiments/converged_run.py experiments/converged/vgg_small.json \\
         --seeds 0 1 2 3 4 > runs/converged/vgg_small.log 2>&1 &
 
-Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress``
+Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress --resume``
 (with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the config's reduced recipe),
 its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines).
 A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
-done. A leftover ``seed<S>.partial`` (a run killed midway), when it is a lorita run folder holding only lorita's
-files and no command is writing it, is kept as ``seed<S>.resume`` (after a second kill the newer one, holding the
-older one's trainings it had not copied yet) and the run starts again reusing the trainings it
-had finished and continuing the one it was in from its last finished epoch (``reuse``); it is removed when the run
-completes. Anything else is reported and left alone.
+done; ``--resume`` takes up a seed killed midway (``lorita.runs.set_aside``: its finished trainings reused, the
+one it was in continued from its last finished epoch), and refuses, with a message, a leftover that is not
+lorita's.
 
 ``--threads N`` sets each run's ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS`` (recorded in its log). ``LOCK``
 (environment; default none): a lock file. Each run then holds ``flock LOCK`` for its own duration only,
@@ -40,10 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from lorita.errors import LoritaError
 from lorita.runs import load_spec
-from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
-from lorita.runs.lock import OutputLock
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
 
@@ -60,7 +55,7 @@ def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, 
             reuse: list[Path] = ()) -> list[str]:
     """The command line of one run (under ``flock lock`` when given; taking unchanged trainings from ``reuse``)."""
     cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
-           "--no-progress"]
+           "--no-progress", "--resume"]
     if reuse:
         overrides = {**overrides, "reuse": [str(p) for p in reuse]}
     for key, value in overrides.items():
@@ -83,61 +78,6 @@ def at_budget(base, overrides: dict, epochs: int) -> dict:
     plain_ft = out.get("plain_finetune_epochs") or out["finetune_epochs"]
     out["prune_rounds"] = min(overrides.get("prune_rounds", base.columns.prune_rounds), plain_ft)
     return out
-
-
-def resume_path(out: Path) -> Path:
-    """Where a killed run's staging folder is kept for the next attempt to reuse: ``<out>.resume``."""
-    return out.with_name(out.name + ".resume")
-
-
-def _lorita_folder(folder: Path) -> str | None:
-    """Why ``folder`` is not a lorita run folder holding only lorita's files (None: it is)."""
-    if folder.is_symlink() or not folder.is_dir() or not is_marked(folder):
-        return f"{folder} is not a lorita run folder; look at it and remove it"
-    foreign = foreign_entries(folder)
-    if foreign:
-        return f"{folder} holds what lorita did not write ({', '.join(foreign[:3])}); look at it and remove it"
-    return None
-
-
-def _removed(folder: Path) -> str | None:
-    left = remove_tree(folder)
-    return f"{folder}: could not remove {left}" if left else None
-
-
-def _carry_over(older: Path, newer: Path) -> str | None:
-    """Move into ``newer`` each training folder of ``older`` that ``newer`` lacks (a second kill can come before the
-    newer attempt copied them all); both checked lorita's. Why not, or None."""
-    try:
-        for entry in sorted(older.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and not (newer / entry.name).exists():
-                entry.rename(newer / entry.name)
-    except OSError as error:
-        return f"could not move {older}'s trainings into {newer}: {error}"
-    return None
-
-
-def set_aside(out: Path) -> str | None:
-    """Keep the staging folder a killed run of ``out`` left as ``<out>.resume``, so the next attempt reuses its
-    finished trainings and continues the one it was in. An older ``<out>.resume`` (an earlier kill) is replaced,
-    its trainings the newer lacks moved into it first; a reason when that cannot be done (then the seed waits)."""
-    partial, resume = staging_path(out), resume_path(out)
-    if not partial.exists() and not partial.is_symlink():
-        return None
-    lock = OutputLock(out)
-    try:
-        lock.acquire()  # refuses when a command is writing this output now
-    except LoritaError as err:
-        return str(err)
-    try:
-        problem = _lorita_folder(partial)
-        if problem is None and resume.exists():
-            problem = _lorita_folder(resume) or _carry_over(resume, partial) or _removed(resume)
-        if problem is None:
-            partial.rename(resume)
-        return problem
-    finally:
-        lock.release()
 
 
 def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
@@ -212,10 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         base = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
         problem = _reuse_problem(base, args.reuse == args.setting)
-        if problem is None and not args.dry_run:
-            problem = set_aside(out)
         if problem is None:
-            reuse = [p for p in (resume_path(out), base) if p is not None and p.is_dir()]
+            reuse = [base] if base is not None and base.is_dir() else []
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)
@@ -232,10 +170,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}", flush=True)
         if code != 0:
             failed.append(seed)
-        elif resume_path(out).exists():  # done: what it resumed from is no longer needed
-            problem = _lorita_folder(resume_path(out)) or _removed(resume_path(out))
-            if problem is not None:
-                print(f"{out}: {problem}", flush=True)
     if failed:
         print(f"failed or not run: seeds {failed}", flush=True)
     return 1 if failed else 0

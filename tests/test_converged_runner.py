@@ -44,7 +44,7 @@ def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"flock {tmp_path / 'heavy'} {sys.executable} -m lorita experiment "
                                "experiments/converged/fcn.json --seeds 0 --out ")
-    assert lines[0].endswith("fcn-e60/base/seed0 --no-progress")
+    assert lines[0].endswith("fcn-e60/base/seed0 --no-progress --resume")
     assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
 
 
@@ -62,29 +62,6 @@ def test_the_log_ends_with_the_exit_status_and_says_when_a_lock_wait_is_in_the_s
 def test_an_unknown_setting_is_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"no setting 'g9' in experiments/converged/fcn.json; settings: base"):
         _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
-
-
-def test_a_killed_run_s_staging_folder_is_kept_to_resume_from_only_when_it_is_lorita_s(tmp_path):
-    runner = _runner()
-    out = tmp_path / "seed0"
-    partial, resume = tmp_path / "seed0.partial", tmp_path / "seed0.resume"
-    write_json(partial / "config.json", mark({"command": "experiment"}))
-    write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
-    assert runner.set_aside(out) is None and not partial.exists()
-    assert (resume / "depth1" / "config.json").is_file()  # kept for the next attempt to reuse
-    write_json(resume / "depth2" / "config.json", mark({"command": "train", "attempt": 1}))
-    write_json(partial / "config.json", mark({"command": "experiment", "attempt": 2}))
-    write_json(partial / "depth2" / "config.json", mark({"command": "train", "attempt": 2}))
-    assert runner.set_aside(out) is None  # a second kill: the newer staging folder replaces the older one,
-    assert json.loads((resume / "config.json").read_text())["attempt"] == 2  # keeping its own depth2
-    assert json.loads((resume / "depth2" / "config.json").read_text())["attempt"] == 2
-    assert (resume / "depth1" / "config.json").is_file()  # and the older's depth1, which it had not copied yet
-    partial.mkdir()
-    (partial / "notes.txt").write_text("mine")
-    assert "is not a lorita run folder" in runner.set_aside(out)
-    write_json(partial / "config.json", mark({"command": "experiment"}))
-    assert "holds what lorita did not write" in runner.set_aside(out)
-    assert (partial / "notes.txt").read_text() == "mine" and resume.is_dir()  # nothing of it touched
 
 
 TINY = {"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}, "depths": [1, 2],

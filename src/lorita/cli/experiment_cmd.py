@@ -11,6 +11,7 @@ from lorita.errors import LoritaError
 
 EXAMPLE = """example:
   lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist
+  lorita experiment experiments/fcn_fashion_mnist.json --reduced --out runs/fcn-fmnist --resume   # after a kill
   lorita experiment experiments/resnet20_cifar10.json --data-dir ~/data --out runs/r20   # full recipe (GPU)
   lorita experiment experiments/vgg16_cifar10.json --reduced --init balanced --out runs/vgg16-balanced
   lorita experiment experiments/converged/fcn.json --out runs/fcn --dry-run   # each training's epochs and exposure
@@ -30,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01 "
                         "--set model_kwargs.width=128")
+    p.add_argument("--resume", action="store_true",
+                   help="take up a killed run of OUT (OUT.partial, kept as OUT.resume): its finished trainings are "
+                        "reused and the one it was in continues from its last epoch; same config and flags")
     p.add_argument("--dry-run", action="store_true",
                    help="check everything and print each seed's trainings (epochs, penalty exposure), then stop: "
                         "nothing is trained, created or replaced")
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     require("matplotlib", *([] if args.no_progress else ["tqdm"]), command="experiment")
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                             config_path=args.config)
+                             config_path=args.config, resume=args.resume)
     print(open(f"{args.out}/report.md", encoding="utf-8").read())
     print(f"[{spec.name}] done in {results['seconds']:.0f} s", file=sys.stderr)
     return 0

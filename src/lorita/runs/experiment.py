@@ -56,6 +56,7 @@ from lorita.runs.output import RunOutput
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
+from lorita.runs.set_aside import drop_set_aside, set_aside
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -70,10 +71,13 @@ __all__ = ["ExperimentSpec", "load_spec", "machine", "plan_experiment", "run_exp
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
-                   progress: bool = True, config_path: str | Path | None = None) -> dict:
+                   progress: bool = True, config_path: str | Path | None = None, resume: bool = False) -> dict:
     """Run ``spec`` into ``out`` (one subfolder ``seedS`` per seed when there are several) and return the
     results written to ``out/results.json``. ``config_path``: the file ``spec`` was read from (``out``
-    may not be, hold or sit inside it, nor ``spec.setup.data_dir``).
+    may not be, hold or sit inside it, nor ``spec.setup.data_dir``). ``resume``: take up a killed run of ``out``
+    first: its staging folder is kept as ``out.resume`` (``lorita.runs.set_aside``; a rename of lorita's own
+    folder, which a later ``resume`` takes up the same way), whose finished trainings are reused and whose
+    training stopped part-way continues; ``out.resume`` is removed when the run is done.
 
     Example:
         >>> import tempfile
@@ -84,6 +88,10 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
+    aside = set_aside(out) if resume else None
+    if aside is not None:
+        spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe,
+                                                                    reuse=[str(aside), *spec.recipe.reuse]))
     output, use_tp = _checked(spec, out, overwrite, config_path)
     start = time.time()
     seeds = spec.recipe.seed_list
@@ -100,6 +108,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         results = _summary(spec, runs, time.time() - start)
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
+    if aside is not None:
+        drop_set_aside(out)
     return results
 
 

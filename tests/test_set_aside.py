@@ -1,0 +1,65 @@
+"""lorita.runs.set_aside and ``lorita experiment --resume``: a killed experiment's staging folder kept as OUT.resume,
+its finished trainings taken up by the next run, only when it is lorita's."""
+
+import json
+import logging
+
+import pytest
+
+from lorita import LoritaError
+from lorita.runs import ExperimentSpec, run_experiment
+from lorita.runs.folder import mark, write_json
+from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside
+
+
+def test_a_killed_runs_staging_folder_is_kept_to_resume_from_only_when_it_is_loritas(tmp_path):
+    out = tmp_path / "seed0"
+    partial, resume = tmp_path / "seed0.partial", tmp_path / "seed0.resume"
+    assert set_aside(out) is None  # nothing killed: nothing to take up
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    write_json(partial / "depth1" / "config.json", mark({"command": "train"}))
+    assert set_aside(out) == resume and resume_path(out) == resume and not partial.exists()
+    assert (resume / "depth1" / "config.json").is_file()  # kept for the next attempt to reuse
+    assert set_aside(out) == resume  # no new kill: the one kept is still there to take up
+    write_json(resume / "depth2" / "config.json", mark({"command": "train", "attempt": 1}))
+    write_json(partial / "config.json", mark({"command": "experiment", "attempt": 2}))
+    write_json(partial / "depth2" / "config.json", mark({"command": "train", "attempt": 2}))
+    assert set_aside(out) == resume  # a second kill: the newer staging folder replaces the older one,
+    assert json.loads((resume / "config.json").read_text())["attempt"] == 2  # keeping its own depth2
+    assert json.loads((resume / "depth2" / "config.json").read_text())["attempt"] == 2
+    assert (resume / "depth1" / "config.json").is_file()  # and the older's depth1, which it had not copied yet
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    with pytest.raises(LoritaError, match="is not a lorita run folder"):
+        set_aside(out)
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    with pytest.raises(LoritaError, match="holds what lorita did not write"):
+        set_aside(out)
+    assert (partial / "notes.txt").read_text() == "mine" and resume.is_dir()  # nothing of either touched
+    (resume / "mine.txt").write_text("mine")
+    drop_set_aside(out)  # not lorita's only: left
+    assert (resume / "mine.txt").is_file()
+    (resume / "mine.txt").unlink()
+    drop_set_aside(out)
+    assert not resume.exists()
+
+
+def test_experiment_resume_takes_up_a_killed_runs_finished_trainings_and_then_removes_them(tmp_path, caplog):
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+    first = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "first", progress=False)
+    out = tmp_path / "again"
+    (tmp_path / "first").rename(out.with_name("again.partial"))  # as a kill at its very end leaves it
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        again = run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert "depth1: reused from" in caplog.text and "depth2: reused from" in caplog.text
+    assert not resume_path(out).exists() and not out.with_name("again.partial").exists()
+    assert again["spec"]["reuse"] == [str(resume_path(out))]  # recorded: what it took up
+    assert again["runs"][0]["columns"]["LoRITa N=2"]["cuts"][0]["val_acc"] == \
+        first["runs"][0]["columns"]["LoRITa N=2"]["cuts"][0]["val_acc"]
+    leftover = tmp_path / "other.partial"
+    leftover.mkdir()
+    (leftover / "notes.txt").write_text("mine")
+    with pytest.raises(LoritaError, match="is not a lorita run folder"):
+        run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "other", progress=False, resume=True)
+    assert (leftover / "notes.txt").read_text() == "mine" and not (tmp_path / "other.resume").exists()
