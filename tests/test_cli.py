@@ -179,6 +179,17 @@ def test_dotted_set_names_only_train_and_model_kwargs(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_experiment_resume_refuses_a_leftover_that_is_not_loritas_by_message(tmp_path, capsys):
+    leftover = tmp_path / "x.partial"
+    leftover.mkdir()
+    (leftover / "notes.txt").write_text("mine")
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--out", str(tmp_path / "x"),
+                 "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "x.partial is not a lorita run folder" in err and "Traceback" not in err
+    assert (leftover / "notes.txt").read_text() == "mine" and not (tmp_path / "x.resume").exists()
+
+
 def test_unknown_flag_and_help():
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--bogus"])
