@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
         tic = time.time()
         code = run_one(cmd, out, args.threads)
-        print(f"{time.strftime('%H:%M:%S')} {out}: {'done' if code == 0 else f'failed ({code})'} in "
+        outcome = "done" if code == 0 else f"failed ({code}; see {out.name}.log)"
+        print(f"{time.strftime('%H:%M:%S')} {out}: {outcome} in "
               f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}", flush=True)
         if code != 0:
             failed.append(seed)

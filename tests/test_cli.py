@@ -188,6 +188,9 @@ def test_experiment_resume_refuses_a_leftover_that_is_not_loritas_by_message(tmp
     err = capsys.readouterr().err
     assert "x.partial is not a lorita run folder" in err and "Traceback" not in err
     assert (leftover / "notes.txt").read_text() == "mine" and not (tmp_path / "x.resume").exists()
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--out", str(tmp_path / "x"),
+                 "--resume", "--dry-run"]) == 2
+    assert "--dry-run does not take up a killed run" in capsys.readouterr().err
 
 
 def test_unknown_flag_and_help():

@@ -3,12 +3,14 @@ its finished trainings taken up by the next run, only when it is lorita's."""
 
 import json
 import logging
+import shutil
 
 import pytest
 
 from lorita import LoritaError
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.folder import mark, write_json
+from lorita.runs.lock import OutputLock
 from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside
 
 
@@ -40,8 +42,8 @@ def test_a_killed_runs_staging_folder_is_kept_to_resume_from_only_when_it_is_lor
     drop_set_aside(out)  # not lorita's only: left
     assert (resume / "mine.txt").is_file()
     (resume / "mine.txt").unlink()
-    drop_set_aside(out)
-    assert not resume.exists()
+    drop_set_aside(out)  # no finished run holds its trainings: kept
+    assert (resume / "depth1" / "config.json").is_file()
 
 
 def test_experiment_resume_takes_up_a_killed_runs_finished_trainings_and_then_removes_them(tmp_path, caplog):
@@ -63,3 +65,71 @@ def test_experiment_resume_takes_up_a_killed_runs_finished_trainings_and_then_re
     with pytest.raises(LoritaError, match="is not a lorita run folder"):
         run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "other", progress=False, resume=True)
     assert (leftover / "notes.txt").read_text() == "mine" and not (tmp_path / "other.resume").exists()
+
+
+def _training(folder, finished: bool, epochs: int = 1, **config) -> None:
+    write_json(folder / "config.json", mark({"command": "train", **config}))
+    (folder / "metrics.csv").write_text("epoch\n" + "".join(f"{e}\n" for e in range(epochs)))
+    for name in ("results.json", "model.lorita", "spectrum.json") if finished else ():
+        (folder / name).write_text("{}")
+
+
+def test_a_second_kill_keeps_what_either_attempt_got_further_with_seeds_included(tmp_path):
+    out = tmp_path / "exp"
+    older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
+    for folder, attempt in ((older, 1), (newer, 2)):
+        write_json(folder / "config.json", mark({"command": "experiment", "attempt": attempt}))
+        write_json(folder / "seed0" / "config.json", mark({"command": "experiment-seed", "seed": 0}))
+    _training(older / "seed0" / "depth1", finished=True, name="d1")
+    _training(older / "seed0" / "depth2", finished=True, name="d2")
+    _training(newer / "seed0" / "depth2", finished=False, name="d2")  # a kill while it was copied: in part
+    _training(older / "seed0" / "depth3", finished=False, epochs=2, name="d3")
+    _training(newer / "seed0" / "depth3", finished=False, epochs=5, name="d3")  # continued further: kept
+    assert set_aside(out) == older
+    seed = older / "seed0"
+    assert json.loads((older / "config.json").read_text())["attempt"] == 2
+    assert (seed / "depth1" / "results.json").is_file()  # not copied yet by the newer: taken from the older
+    assert (seed / "depth2" / "results.json").is_file()  # the older's whole one, not the newer's part
+    assert len((seed / "depth3" / "metrics.csv").read_text().splitlines()) == 6  # the newer's five epochs
+    assert sorted(p.name for p in seed.iterdir()) == ["config.json", "depth1", "depth2", "depth3"]
+
+
+def test_set_aside_refuses_while_a_command_writes_the_output(tmp_path):
+    out = tmp_path / "exp"
+    write_json(tmp_path / "exp.partial" / "config.json", mark({"command": "experiment"}))
+    lock = OutputLock(out)
+    lock.acquire()
+    try:
+        with pytest.raises(LoritaError):
+            set_aside(out)
+        drop_set_aside(out)  # a lock held: nothing removed either
+    finally:
+        lock.release()
+    assert (tmp_path / "exp.partial" / "config.json").is_file()
+
+
+def test_drop_set_aside_keeps_trainings_the_finished_run_did_not_take(tmp_path):
+    out, resume = tmp_path / "exp", tmp_path / "exp.resume"
+    write_json(out / "config.json", mark({"command": "experiment"}))
+    _training(out / "depth1", finished=True, name="d1")
+    write_json(resume / "config.json", mark({"command": "experiment"}))
+    _training(resume / "depth1", finished=True, name="d1")
+    _training(resume / "depth5", finished=False, name="d5")  # e.g. of a depth the resumed run no longer has
+    drop_set_aside(out)
+    assert (resume / "depth5" / "config.json").is_file()
+    shutil.rmtree(resume / "depth5")
+    drop_set_aside(out)
+    assert not resume.exists()
+
+
+def test_resume_renames_nothing_when_the_output_is_a_finished_run_or_the_config_is_bad(tmp_path):
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "device": "cpu"}}
+    out = tmp_path / "exp"
+    write_json(tmp_path / "exp.partial" / "config.json", mark({"command": "experiment"}))
+    with pytest.raises(LoritaError, match="no model named|unknown model|model"):
+        run_experiment(ExperimentSpec.from_flat({**flat, "model": "no_such_model"}), out, progress=False, resume=True)
+    write_json(out / "config.json", mark({"command": "experiment"}))
+    with pytest.raises(LoritaError, match="exists: a finished run, nothing to resume"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert (tmp_path / "exp.partial").is_dir() and not resume_path(out).exists()

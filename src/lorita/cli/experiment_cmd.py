@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
             fields[key] = value
     spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
                      train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
+    if args.dry_run and args.resume:
+        raise LoritaError("--dry-run does not take up a killed run (that moves OUT.partial aside); plan it with "
+                          "--dry-run on another --out, or run --resume without --dry-run")
     if args.dry_run:
         plan = plan_experiment(spec, args.out, overwrite=args.overwrite, config_path=args.config)
         print("\n".join(plan.lines()))

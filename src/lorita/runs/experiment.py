@@ -88,7 +88,12 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
-    aside = set_aside(out) if resume else None
+    aside = None
+    if resume:  # everything but the output checked first: a bad config renames nothing
+        _check_spec(spec)
+        if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
+            raise LoritaError(f"{out} exists: a finished run, nothing to resume (--overwrite runs it again)")
+        aside = set_aside(out)
     if aside is not None:
         spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe,
                                                                     reuse=[str(aside), *spec.recipe.reuse]))
@@ -144,15 +149,21 @@ def _checked(spec: ExperimentSpec, out: str | Path, overwrite: bool,
               *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)
     try:
-        use_tp = _torch_pruning(spec)
-        for earlier in spec.recipe.reuse:
-            if not Path(earlier).is_dir():
-                raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
-        resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
+        use_tp = _check_spec(spec)
     except BaseException:
         output.abandon()
         raise
     return output, use_tp
+
+
+def _check_spec(spec: ExperimentSpec) -> bool:
+    """What an experiment needs besides its output, checked (nothing created); whether Torch-Pruning runs."""
+    use_tp = _torch_pruning(spec)
+    for earlier in spec.recipe.reuse:
+        if not Path(earlier).is_dir():
+            raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
+    resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
+    return use_tp
 
 
 def _torch_pruning(spec: ExperimentSpec) -> bool:

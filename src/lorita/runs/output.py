@@ -157,7 +157,12 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
         raise LoritaError(f"{staging} holds a training run that did not finish (checkpoint.pt): continue it with "
                           f"--resume (same flags), or remove it yourself (rm -r {staging}) to start over; lorita "
                           "never deletes it")
-    raise LoritaError(f"{staging} was left by {_left_by(staging)} that did not finish (it holds no checkpoint.pt, "
+    left_by = _left_by(staging)
+    if left_by == "a 'lorita experiment'":  # its trainings are taken up by lorita.runs.set_aside, not here
+        raise LoritaError(f"{staging} was left by {left_by} that did not finish: take up the trainings it finished "
+                          f"with --resume (same config and flags), or remove it (rm -r {staging}) to start over; "
+                          "lorita never deletes it")
+    raise LoritaError(f"{staging} was left by {left_by} that did not finish (it holds no checkpoint.pt, "
                       f"so there is nothing to resume); remove it (rm -r {staging}) and run again")
 
 

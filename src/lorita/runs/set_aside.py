@@ -4,15 +4,18 @@ A killed experiment leaves its staging folder ``OUT.partial``: the trainings it 
 part-way. :func:`set_aside` keeps it as ``OUT.resume`` after checking that it is a lorita run folder holding only
 lorita's files and that no command is writing it; the next run names ``OUT.resume`` first among the folders it
 reuses (``lorita.runs.reuse``), so it trains only what was not finished and continues the training it was in.
-After a second kill the newer staging folder replaces the older ``OUT.resume``, taking the older one's trainings it
-had not copied yet first. :func:`drop_set_aside` removes ``OUT.resume`` once the run is done.
+After a second kill the newer staging folder replaces the older ``OUT.resume``, taking first each training the
+older got further with (one it had not copied yet, or copied only in part). :func:`drop_set_aside` removes
+``OUT.resume`` once the run is done and holds every training in it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
@@ -40,21 +43,72 @@ def _check_lorita_folder(folder: Path) -> None:
                           "remove it (lorita never deletes it)")
 
 
+def _command(folder: Path) -> str | None:
+    """The command a marked folder's config.json names ("train", "experiment-seed", ...), else None."""
+    try:
+        data = jsonio.read(folder / "config.json", allow_nan=True)
+    except LoritaError:
+        return None
+    return data.get("command") if isinstance(data, dict) else None
+
+
+def _progress(training: Path) -> tuple[int, int]:
+    """How far a training folder got: (finished, its metrics.csv rows); a half-copied one ranks low."""
+    finished = all((training / name).is_file() for name in ("results.json", "model.lorita", "spectrum.json"))
+    try:
+        rows = len((training / "metrics.csv").read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        rows = 0
+    return int(finished), rows
+
+
 def _carry_over(older: Path, newer: Path) -> None:
-    """Move into ``newer`` each training folder of ``older`` that ``newer`` lacks (a second kill can come before the
-    newer attempt copied them all); both checked lorita's."""
+    """Move into ``newer`` what ``older`` got further with (a second kill can come before the newer attempt copied
+    every training, or while it copied one): each folder ``newer`` lacks; a seed's folder of a run of several seeds
+    walked into; a training of the same name where ``older``'s is finished and ``newer``'s is not, or ``older``'s
+    has more epochs. Both are checked lorita's."""
     try:
         for entry in sorted(older.iterdir()):
-            if entry.is_dir() and not entry.is_symlink() and not (newer / entry.name).exists():
-                entry.rename(newer / entry.name)
+            if not entry.is_dir() or entry.is_symlink():
+                continue
+            there = newer / entry.name
+            if not there.exists():
+                entry.rename(there)
+            elif _command(entry) == "experiment-seed" and _command(there) == "experiment-seed":
+                _carry_over(entry, there)
+            elif _command(entry) == "train" and _progress(entry) > _progress(there):
+                aside = there.with_name(f".{there.name}.superseded")
+                there.rename(aside)
+                entry.rename(there)
+                remove_tree(aside)  # lorita's: checked with the whole staging folder
     except OSError as error:
         raise LoritaError(f"could not move {older}'s trainings into {newer}: {error}") from None
+
+
+def _trainings(folder: Path) -> list[Path]:
+    """The training folders in an experiment folder, its seeds' folders included."""
+    found = []
+    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+        command = _command(entry)
+        if command == "train":
+            found.append(entry)
+        elif command == "experiment-seed":
+            found += _trainings(entry)
+    return found
+
+
+def _config(training: Path) -> dict | None:
+    try:
+        data = jsonio.read(training / "config.json", allow_nan=True)
+    except LoritaError:
+        return None
+    return {k: v for k, v in data.items() if k != "lorita_version"} if isinstance(data, dict) else None
 
 
 def set_aside(out: str | Path) -> Path | None:
     """Keep the staging folder a killed run of ``out`` left as ``<out>.resume`` (replacing an older one, its
     trainings the newer lacks moved into the newer first); return ``<out>.resume`` when there is one to reuse.
-    LoritaError, nothing changed, when either folder holds what lorita did not write or a command is writing
+    LoritaError, nothing deleted, when either folder holds what lorita did not write or a command is writing
     ``out`` now.
 
     Example:
@@ -88,21 +142,35 @@ def set_aside(out: str | Path) -> Path | None:
 
 
 def drop_set_aside(out: str | Path) -> None:
-    """Remove ``<out>.resume`` once the run of ``out`` is done (it holds nothing the finished run lacks); one that
-    holds what lorita did not write, or cannot be removed whole, is left and logged.
+    """Remove ``<out>.resume`` once the run of ``out`` is done, when every training in it has one of the same config
+    in ``out`` (what the finished run took up; a training the run did not need, say of a seed it did not run, is
+    not thrown away). Left, with a warning, when it holds what lorita did not write, a training ``out`` lacks, or a
+    command holds ``out``'s lock.
 
     Example:
         >>> import tempfile
         >>> drop_set_aside(Path(tempfile.mkdtemp()) / "exp")  # nothing there: nothing to do
     """
-    resume = resume_path(out)
+    out, resume = Path(out), resume_path(out)
     if not resume.exists() and not resume.is_symlink():
         return
+    lock = OutputLock(out)
     try:
-        _check_lorita_folder(resume)
+        lock.acquire()
     except LoritaError as error:
         log.warning("%s left: %s", resume, error)
         return
-    left = remove_tree(resume)
-    if left:
-        log.warning("%s: could not remove %s", resume, ", ".join(left[:3]))
+    try:
+        _check_lorita_folder(resume)
+        kept = {json.dumps(_config(t), sort_keys=True) for t in _trainings(out)} if out.is_dir() else set()
+        unused = [t for t in _trainings(resume) if json.dumps(_config(t), sort_keys=True) not in kept]
+        if unused:
+            raise LoritaError(f"it holds trainings {out} does not ({', '.join(str(t) for t in unused[:3])}): take "
+                              "them up with another --resume of the same config, or remove it yourself")
+        left = remove_tree(resume)
+        if left:
+            log.warning("%s: could not remove %s", resume, ", ".join(left[:3]))
+    except LoritaError as error:
+        log.warning("%s left: %s", resume, error)
+    finally:
+        lock.release()
