@@ -130,6 +130,26 @@ def test_resume_renames_nothing_when_the_output_is_a_finished_run_or_the_config_
     with pytest.raises(LoritaError, match="no model named|unknown model|model"):
         run_experiment(ExperimentSpec.from_flat({**flat, "model": "no_such_model"}), out, progress=False, resume=True)
     write_json(out / "config.json", mark({"command": "experiment"}))
-    with pytest.raises(LoritaError, match="exists: a finished run, nothing to resume"):
+    with pytest.raises(LoritaError, match="exists; --resume takes up only a run killed before it was in place"):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
     assert (tmp_path / "exp.partial").is_dir() and not resume_path(out).exists()
+
+
+def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
+    out = tmp_path / "exp"
+    older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
+    for folder in (older, newer):
+        write_json(folder / "config.json", mark({"command": "experiment"}))
+    _training(older / "depth1", finished=True, name="d1")
+    _training(newer / ".depth1.copying", finished=True, name="d1")  # built beside, never renamed into place
+    _training(older / "depth2", finished=True, name="d2")
+    _training(newer / "depth2", finished=False, epochs=3, name="other")  # another config: the newer's is kept
+    assert set_aside(out) == older
+    assert (older / "depth1" / "results.json").is_file()
+    assert (older / "depth2" / "config.json").read_text().count("other") == 1
+    assert [p.name for p in _trainings_of(older)] == ["depth1", "depth2"]
+
+
+def _trainings_of(folder):
+    from lorita.runs.set_aside import _trainings
+    return _trainings(folder)

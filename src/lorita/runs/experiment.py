@@ -92,7 +92,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     if resume:  # everything but the output checked first: a bad config renames nothing
         _check_spec(spec)
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
-            raise LoritaError(f"{out} exists: a finished run, nothing to resume (--overwrite runs it again)")
+            raise LoritaError(f"{out} exists; --resume takes up only a run killed before it was in place (its "
+                              "OUT.partial): add --overwrite to run it again")
         aside = set_aside(out)
     if aside is not None:
         spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe,

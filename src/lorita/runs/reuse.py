@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from lorita.atomic import atomic_path
 from lorita.compose import merge
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
@@ -93,10 +92,32 @@ def stopped_at(found: Path, config: RunConfig) -> int | None:
     return int(saved["epoch"])
 
 
+def _copy_in(found: Path, out: Path, names: tuple[str, ...] | None = None) -> None:
+    """Copy the checked training folder ``found`` (only ``names``, when given) to ``out`` whole or not at all: it is
+    built as ``.NAME.copying`` beside ``out``, ``config.json`` first (so a copy a kill cut short is still marked
+    lorita's), and renamed into place; a dot name is never taken as a training (``_candidates``)."""
+    building = out.with_name(f".{out.name}.copying")
+    try:
+        building.mkdir()
+        for entry in sorted(found.iterdir(), key=lambda p: (p.name != "config.json", p.name)):
+            if names is not None and entry.name not in names:
+                continue
+            if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+                continue  # checked: none; a link or a special file that appeared since is not followed
+            if entry.is_dir():
+                shutil.copytree(entry, building / entry.name, symlinks=True)
+            else:
+                shutil.copyfile(entry, building / entry.name, follow_symlinks=False)
+        building.rename(out)
+    except OSError as error:
+        raise LoritaError(f"cannot copy the training {found} to {out}: {error}") from None
+
+
 def _candidates(earlier: Path, name: str) -> list[Path]:
     """``earlier/name`` first, then the other folders directly in ``earlier`` (sorted): a run of the same config
     can hold another name there (the base plain model ``depth1`` is a later setting's ``depth1-target``)."""
-    others = sorted(p for p in earlier.iterdir() if p.name != name) if earlier.is_dir() else []
+    others = sorted(p for p in earlier.iterdir() if p.name != name and not p.name.startswith(".")) \
+        if earlier.is_dir() else []  # a dot name: a copy a kill cut short (``_copy_in``), never taken
     return [earlier / name] + others
 
 
@@ -115,7 +136,7 @@ def reused_run(earlier: str | Path, out: Path, config: RunConfig) -> TrainedRun 
         if candidates[0].exists():
             log.info("%s: not reused, %s is not a finished run of the same config", out.name, candidates[0])
         return None
-    shutil.copytree(found, out, symlinks=True)  # checked: no links, only lorita's files
+    _copy_in(found, out)
     model = load(out / "model.lorita").cpu().eval()
     spectrum = {k: torch.tensor(v) for k, v in read_json(out / "spectrum.json", "lorita train")["layers"].items()}
     log.info("%s: reused from %s (the same config; its results and seconds are that run's)", out.name, found)
@@ -137,14 +158,7 @@ def copy_stopped_run(earlier: str | Path, out: Path, config: RunConfig) -> int |
     epochs = stopped_at(found, config)
     if epochs is None:
         return None
-    try:
-        out.mkdir()
-        for name in STOPPED_RUN_FILES:  # each whole or not at all: a kill mid-copy leaves no truncated checkpoint
-            if (found / name).is_file() and not (found / name).is_symlink():
-                with atomic_path(out / name) as temporary:
-                    shutil.copyfile(found / name, temporary, follow_symlinks=False)
-    except OSError as error:
-        raise LoritaError(f"cannot copy the stopped training {found} to {out}: {error}") from None
+    _copy_in(found, out, STOPPED_RUN_FILES)
     if any((out / name).is_symlink() for name in STOPPED_RUN_FILES) or not _same_run_folder(out, config):
         raise LoritaError(f"{found} changed while it was copied; run again")  # the checkpoint: checked on resume
     log.info("%s: continued from %s after epoch %d (the same config and recipe)", out.name, found, epochs)

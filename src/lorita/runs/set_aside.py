@@ -65,18 +65,20 @@ def _progress(training: Path) -> tuple[int, int]:
 def _carry_over(older: Path, newer: Path) -> None:
     """Move into ``newer`` what ``older`` got further with (a second kill can come before the newer attempt copied
     every training, or while it copied one): each folder ``newer`` lacks; a seed's folder of a run of several seeds
-    walked into; a training of the same name where ``older``'s is finished and ``newer``'s is not, or ``older``'s
-    has more epochs. Both are checked lorita's."""
+    walked into; a training of the same name and config where ``older``'s is finished and ``newer``'s is not, or
+    ``older``'s has more epochs (trainings are copied whole or not at all: ``lorita.runs.reuse``). Both are checked
+    lorita's."""
     try:
         for entry in sorted(older.iterdir()):
-            if not entry.is_dir() or entry.is_symlink():
-                continue
+            if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
+                continue  # a dot name: a copy a kill cut short (lorita.runs.reuse), never taken
             there = newer / entry.name
             if not there.exists():
                 entry.rename(there)
             elif _command(entry) == "experiment-seed" and _command(there) == "experiment-seed":
                 _carry_over(entry, there)
-            elif _command(entry) == "train" and _progress(entry) > _progress(there):
+            elif _command(entry) == "train" and _config(entry) == _config(there) and \
+                    _progress(entry) > _progress(there):
                 aside = there.with_name(f".{there.name}.superseded")
                 there.rename(aside)
                 entry.rename(there)
@@ -88,7 +90,7 @@ def _carry_over(older: Path, newer: Path) -> None:
 def _trainings(folder: Path) -> list[Path]:
     """The training folders in an experiment folder, its seeds' folders included."""
     found = []
-    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
+    for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] != "."):
         command = _command(entry)
         if command == "train":
             found.append(entry)
