@@ -98,6 +98,7 @@ def _copy_in(found: Path, out: Path, names: tuple[str, ...] | None = None) -> No
     lorita's), and renamed into place; a dot name is never taken as a training (``_candidates``)."""
     building = out.with_name(f".{out.name}.copying")
     try:
+        building.parent.mkdir(parents=True, exist_ok=True)  # as copytree did
         building.mkdir()
         for entry in sorted(found.iterdir(), key=lambda p: (p.name != "config.json", p.name)):
             if names is not None and entry.name not in names:
