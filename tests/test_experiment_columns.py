@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+import lorita.runs.train as runs_train
 from lorita import LoritaError, load, merge
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.cutspec import Budget, Ranks
@@ -289,8 +290,6 @@ def _metrics(folder: Path) -> list[str]:
 
 
 def test_a_training_stopped_part_way_is_continued_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch, caplog):
-    import lorita.runs.train as runs_train
-
     flat, killed, real_train = _tiny_experiment(3), tmp_path / "killed" / "depth2", runs_train.train
 
     def snapshot_after_epoch_2(model, data, config, *, out_dir=None, callbacks=(), **kwargs):

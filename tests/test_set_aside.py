@@ -11,7 +11,7 @@ from lorita import LoritaError
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.folder import mark, write_json
 from lorita.runs.lock import OutputLock
-from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside
+from lorita.runs.set_aside import _trainings, drop_set_aside, resume_path, set_aside
 
 
 def test_a_killed_runs_staging_folder_is_kept_to_resume_from_only_when_it_is_loritas(tmp_path):
@@ -147,9 +147,4 @@ def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
     assert set_aside(out) == older
     assert (older / "depth1" / "results.json").is_file()
     assert (older / "depth2" / "config.json").read_text().count("other") == 1
-    assert [p.name for p in _trainings_of(older)] == ["depth1", "depth2"]
-
-
-def _trainings_of(folder):
-    from lorita.runs.set_aside import _trainings
-    return _trainings(folder)
+    assert [p.name for p in _trainings(older)] == ["depth1", "depth2"]

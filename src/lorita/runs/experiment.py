@@ -88,9 +88,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         >>> sorted(results["runs"][0]["columns"])
         ['LoRITa N=2', 'plain + SVD']
     """
+    use_tp = _check_spec(spec)  # before anything is renamed, locked or created
     aside = None
-    if resume:  # everything but the output checked first: a bad config renames nothing
-        _check_spec(spec)
+    if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
             raise LoritaError(f"{out} exists; --resume takes up only a run killed before it was in place (its "
                               "OUT.partial): add --overwrite to run it again")
@@ -98,7 +98,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     if aside is not None:
         spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe,
                                                                     reuse=[str(aside), *spec.recipe.reuse]))
-    output, use_tp = _checked(spec, out, overwrite, config_path)
+    output = _output(spec, out, overwrite, config_path)
     start = time.time()
     seeds = spec.recipe.seed_list
     with output as folder:
@@ -133,7 +133,8 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
         >>> [t.folder for t in plan_experiment(spec, out).trainings], out.exists()
         (['depth1', 'depth2'], False)
     """
-    output, use_tp = _checked(spec, out, overwrite, config_path)
+    use_tp = _check_spec(spec)
+    output = _output(spec, out, overwrite, config_path)
     try:
         examples = len(_seed_data(spec, spec.recipe.seed_list[0])[1].train)
         trainings = planned_trainings(spec, examples, world_size=world_size(), torch_pruning=use_tp)
@@ -142,19 +143,11 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
     return ExperimentPlan(spec, examples, tuple(trainings))
 
 
-def _checked(spec: ExperimentSpec, out: str | Path, overwrite: bool,
-             config_path: str | Path | None) -> tuple[RunOutput, bool]:
-    """``out`` checked and locked, and everything else an experiment needs checked before any work starts; with
-    whether the Torch-Pruning column runs."""
+def _output(spec: ExperimentSpec, out: str | Path, overwrite: bool, config_path: str | Path | None) -> RunOutput:
+    """``out`` checked against the experiment's inputs (its config, data and the folders it reuses) and locked."""
     inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
               *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
-    output = RunOutput(out, overwrite=overwrite, inputs=inputs)
-    try:
-        use_tp = _check_spec(spec)
-    except BaseException:
-        output.abandon()
-        raise
-    return output, use_tp
+    return RunOutput(out, overwrite=overwrite, inputs=inputs)
 
 
 def _check_spec(spec: ExperimentSpec) -> bool:

@@ -122,14 +122,13 @@ def _holds_checkpoint(folder: Path) -> bool:
     return info is not None and stat.S_ISREG(info.st_mode)
 
 
-def _left_by(staging: Path) -> str:
-    """Which command left the marked staging folder, as its config.json says (a plain word only)."""
+def _left_by(staging: Path) -> str | None:
+    """Which command left the marked staging folder, as its config.json says (a plain word only; None: unsaid)."""
     try:
         command = read_json(staging / "config.json", "lorita").get("command")
     except LoritaError:
-        return "a lorita command"
-    ok = isinstance(command, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", command)
-    return f"a 'lorita {command}'" if ok else "a lorita command"
+        return None
+    return command if isinstance(command, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", command) else None
 
 
 def _check_staging(staging: Path, what: str, resume: bool) -> bool:
@@ -157,8 +156,9 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
         raise LoritaError(f"{staging} holds a training run that did not finish (checkpoint.pt): continue it with "
                           f"--resume (same flags), or remove it yourself (rm -r {staging}) to start over; lorita "
                           "never deletes it")
-    left_by = _left_by(staging)
-    if left_by == "a 'lorita experiment'":  # its trainings are taken up by lorita.runs.set_aside, not here
+    command = _left_by(staging)
+    left_by = f"a 'lorita {command}'" if command else "a lorita command"
+    if command == "experiment":  # its trainings are taken up by lorita.runs.set_aside, not here
         raise LoritaError(f"{staging} was left by {left_by} that did not finish: take up the trainings it finished "
                           f"with --resume (same config and flags), or remove it (rm -r {staging}) to start over; "
                           "lorita never deletes it")

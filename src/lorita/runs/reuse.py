@@ -38,8 +38,13 @@ RUN_FILES = ("config.json", "results.json", "model.lorita", "spectrum.json")  # 
 STOPPED_RUN_FILES = ("config.json", CHECKPOINT_NAME, METRICS_NAME)  # what a continued one is copied with
 
 
-def _comparable(config: dict) -> dict:
-    """``config`` as JSON reads it back (tuples as lists), without the version that wrote it."""
+def comparable_config(config: dict) -> dict:
+    """``config`` as JSON reads it back (tuples as lists), without the version that wrote it.
+
+    Example:
+        >>> comparable_config({"depth": 2, "sizes": (0.1,), "lorita_version": "0.1.0"})
+        {'depth': 2, 'sizes': [0.1]}
+    """
     return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "lorita_version"}
 
 
@@ -60,7 +65,8 @@ def _same_run_folder(found: Path, config: RunConfig) -> bool:
     """A lorita run folder (not a link, nothing in it lorita did not write) whose ``config.json`` is ``config``'s."""
     if found.is_symlink() or not found.is_dir() or not is_marked(found) or foreign_entries(found):
         return False
-    return _comparable(read_json(found / "config.json", "lorita train")) == _comparable(config.to_dict())
+    written = read_json(found / "config.json", "lorita train")
+    return comparable_config(written) == comparable_config(config.to_dict())
 
 
 def stopped_at(found: Path, config: RunConfig) -> int | None:
@@ -160,7 +166,7 @@ def copy_stopped_run(earlier: str | Path, out: Path, config: RunConfig) -> int |
     if epochs is None:
         return None
     _copy_in(found, out, STOPPED_RUN_FILES)
-    if any((out / name).is_symlink() for name in STOPPED_RUN_FILES) or not _same_run_folder(out, config):
+    if not _same_run_folder(out, config):  # no link, nothing foreign, the same config.json
         raise LoritaError(f"{found} changed while it was copied; run again")  # the checkpoint: checked on resume
     log.info("%s: continued from %s after epoch %d (the same config and recipe)", out.name, found, epochs)
     return epochs

@@ -19,6 +19,7 @@ from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
+from lorita.runs.reuse import RUN_FILES, comparable_config
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +44,23 @@ def _check_lorita_folder(folder: Path) -> None:
                           "remove it (lorita never deletes it)")
 
 
-def _command(folder: Path) -> str | None:
-    """The command a marked folder's config.json names ("train", "experiment-seed", ...), else None."""
+def _config(folder: Path) -> dict | None:
+    """A marked folder's config.json, as reuse compares it (``lorita.runs.reuse``); None where it does not read."""
     try:
         data = jsonio.read(folder / "config.json", allow_nan=True)
     except LoritaError:
         return None
-    return data.get("command") if isinstance(data, dict) else None
+    return comparable_config(data) if isinstance(data, dict) else None
+
+
+def _command(folder: Path) -> str | None:
+    """The command a marked folder's config.json names ("train", "experiment-seed", ...), else None."""
+    return (_config(folder) or {}).get("command")
 
 
 def _progress(training: Path) -> tuple[int, int]:
     """How far a training folder got: (finished, its metrics.csv rows); a half-copied one ranks low."""
-    finished = all((training / name).is_file() for name in ("results.json", "model.lorita", "spectrum.json"))
+    finished = all((training / name).is_file() for name in RUN_FILES)
     try:
         rows = len((training / "metrics.csv").read_text(encoding="utf-8").splitlines())
     except (OSError, UnicodeDecodeError):
@@ -97,14 +103,6 @@ def _trainings(folder: Path) -> list[Path]:
         elif command == "experiment-seed":
             found += _trainings(entry)
     return found
-
-
-def _config(training: Path) -> dict | None:
-    try:
-        data = jsonio.read(training / "config.json", allow_nan=True)
-    except LoritaError:
-        return None
-    return {k: v for k, v in data.items() if k != "lorita_version"} if isinstance(data, dict) else None
 
 
 def set_aside(out: str | Path) -> Path | None:
