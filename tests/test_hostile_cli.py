@@ -146,6 +146,14 @@ def test_foreign_entries_looks_into_nested_runs(run, tmp_path):
     found = foreign_entries(outer)
     assert len(found) == 2 and found[0].endswith("depth1/mine.py")
     assert found[1].endswith("plain-folder/ (not a lorita run folder)")
+    (outer / ".depth2.copying").mkdir()  # a copy killed before its config.json: empty, lorita's name
+    (outer / "empty").mkdir()  # empty, but not a name lorita writes
+    (outer / ".depth3.copying").symlink_to(tmp_path / "empty-target", target_is_directory=True)
+    (tmp_path / "empty-target").mkdir()
+    found = foreign_entries(outer)
+    assert len(found) == 4 and not any(".depth2.copying" in f for f in found)
+    assert found[0].endswith(".depth3.copying (a symbolic link)")
+    assert found[2].endswith("empty/ (not a lorita run folder)")
 
 
 def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):

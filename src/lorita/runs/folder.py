@@ -87,7 +87,8 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
 
     Symbolic links count as foreign (lorita never writes one), and so does anything on another
     file system (a mount point); nested folders must be marked run folders themselves, with
-    no foreign entries. Any depth of nesting is walked (no recursion).
+    no foreign entries, or an empty ``.NAME.copying`` folder (``building_path``: a copy a kill
+    cut short before it was marked). Any depth of nesting is walked (no recursion).
 
     Example:
         >>> import tempfile
@@ -111,11 +112,30 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
                 found.append(f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)")
             elif is_marked(entry):
                 stack.append(iter(sorted(entry.iterdir())))
+            elif _is_empty_building(entry):
+                continue  # a copy killed before its config.json went in: it holds nothing
             else:
                 found.append(f"{entry}/ (not a lorita run folder)")
         elif not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
             found.append(str(entry))
     return found
+
+
+def building_path(out: str | os.PathLike) -> Path:
+    """Where a folder copied whole or not at all into ``out`` is built: ``.NAME.copying`` beside it, renamed into
+    place once complete (a dot name is never taken as a run).
+
+    Example:
+        >>> building_path("runs/exp.partial/depth1").name
+        '.depth1.copying'
+    """
+    out = Path(out)
+    return out.with_name(f".{out.name}.copying")
+
+
+def _is_empty_building(entry: Path) -> bool:
+    """An empty ``.NAME.copying`` folder: what a kill leaves between making a copy's folder and its config.json."""
+    return entry.name.startswith(".") and entry.name.endswith(".copying") and not any(entry.iterdir())
 
 
 def staging_path(out: str | os.PathLike) -> Path:

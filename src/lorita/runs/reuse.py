@@ -27,7 +27,7 @@ import torch
 from lorita.compose import merge
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
-from lorita.runs.folder import foreign_entries, is_marked, read_json
+from lorita.runs.folder import building_path, foreign_entries, is_marked, read_json
 from lorita.runs.train import TrainedRun
 from lorita.serialization import load
 from lorita.train.loop import CHECKPOINT_NAME, METRICS_NAME, check_resume
@@ -102,7 +102,7 @@ def _copy_in(found: Path, out: Path, names: tuple[str, ...] | None = None) -> No
     """Copy the checked training folder ``found`` (only ``names``, when given) to ``out`` whole or not at all: it is
     built as ``.NAME.copying`` beside ``out``, ``config.json`` first (so a copy a kill cut short is still marked
     lorita's), and renamed into place; a dot name is never taken as a training (``_candidates``)."""
-    building = out.with_name(f".{out.name}.copying")
+    building = building_path(out)
     try:
         building.parent.mkdir(parents=True, exist_ok=True)  # as copytree did
         building.mkdir()
