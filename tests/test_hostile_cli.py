@@ -146,14 +146,19 @@ def test_foreign_entries_looks_into_nested_runs(run, tmp_path):
     found = foreign_entries(outer)
     assert len(found) == 2 and found[0].endswith("depth1/mine.py")
     assert found[1].endswith("plain-folder/ (not a lorita run folder)")
-    (outer / ".depth2.copying").mkdir()  # a copy killed before its config.json: empty, lorita's name
+    (outer / ".depth2.copying").mkdir()  # a copy killed before its config.json was whole: lorita's
+    (outer / ".depth2.copying" / "config.json").write_text('{"form')
     (outer / "empty").mkdir()  # empty, but not a name lorita writes
+    (outer / ".copying").mkdir()  # nor this
+    (outer / ".depth4.copying" / "sub").mkdir(parents=True)  # a copy's unmarked folder holds no folder
     (outer / ".depth3.copying").symlink_to(tmp_path / "empty-target", target_is_directory=True)
     (tmp_path / "empty-target").mkdir()
     found = foreign_entries(outer)
-    assert len(found) == 4 and not any(".depth2.copying" in f for f in found)
-    assert found[0].endswith(".depth3.copying (a symbolic link)")
-    assert found[2].endswith("empty/ (not a lorita run folder)")
+    assert len(found) == 6 and not any(".depth2.copying" in f for f in found)
+    assert found[0].endswith(".copying/ (not a lorita run folder)")
+    assert found[1].endswith(".depth3.copying (a symbolic link)")
+    assert found[2].endswith(".depth4.copying/ (not a lorita run folder)")
+    assert found[4].endswith("empty/ (not a lorita run folder)")
 
 
 def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):

@@ -150,22 +150,24 @@ def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
     assert [p.name for p in _trainings(older)] == ["depth1", "depth2"]
 
 
-def test_what_a_kill_leaves_mid_copy_or_mid_carry_over_does_not_stop_the_next_resume(tmp_path):
+def test_a_copy_a_kill_cut_short_before_its_config_was_whole_does_not_stop_the_next_resume(tmp_path):
     out = tmp_path / "exp"
     older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
     for folder in (older, newer):
         write_json(folder / "config.json", mark({"command": "experiment"}))
     _training(older / "depth1", finished=True, name="d1")
-    (newer / ".depth1.copying").mkdir()  # killed after making the copy's folder, before its config.json
     _training(older / "depth2", finished=True, name="d2")
-    _training(newer / "depth2", finished=False, name="d2")
-    _training(newer / ".depth2.superseded", finished=False, name="d2")  # killed between a carry-over's renames
+    _training(older / "depth3", finished=True, name="d3")
+    (newer / ".depth1.copying").mkdir()  # killed after making the copy's folder, before its config.json
+    (newer / ".depth2.copying").mkdir()
+    (newer / ".depth2.copying" / "config.json").write_text('{"form')  # killed while config.json was copied
+    (newer / ".depth3.copying").mkdir()
+    (newer / ".depth3.copying" / ".config.json.0a1b2c3d.tmp").write_text("{")  # or while it was written
     assert set_aside(out) == older
-    assert (older / "depth1" / "results.json").is_file() and (older / "depth2" / "results.json").is_file()
-    assert not (older / ".depth2.superseded").exists()  # the leftover replaced by this carry-over's own
-    assert [p.name for p in _trainings(older)] == ["depth1", "depth2"]
+    assert [p.name for p in _trainings(older)] == ["depth1", "depth2", "depth3"]
+    assert all((older / name / "results.json").is_file() for name in ("depth1", "depth2", "depth3"))
     (newer / ".depth1.copying").mkdir(parents=True)
-    (newer / ".depth1.copying" / "notes.txt").write_text("mine")  # not empty, not marked: not lorita's
+    (newer / ".depth1.copying" / "notes.txt").write_text("mine")  # not a name lorita writes: not lorita's
     write_json(newer / "config.json", mark({"command": "experiment"}))
     with pytest.raises(LoritaError, match="holds what lorita did not write"):
         set_aside(out)

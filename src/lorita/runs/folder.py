@@ -4,8 +4,10 @@ Every folder a lorita command writes (train, compress, demo, experiment, report)
 ``config.json`` whose ``format`` is ``"lorita.run"``: that mark, and nothing else, makes a
 folder lorita's. What may be deleted in it is what lorita writes, by exact name: the files
 of ``RUN_FILES`` and ``PLOT_FILES``, the temporary files of their atomic writes
-(``lorita.atomic.temp_target``), output lock files (``lorita.runs.lock``) and nested run
-folders; never a symbolic link, never anything on another file system. How a command builds
+(``lorita.atomic.temp_target``), output lock files (``lorita.runs.lock``), nested run
+folders, and a ``.NAME.copying`` folder (a copy a kill cut short before its ``config.json``
+was whole) holding nothing but such files; never a symbolic link, never anything on another
+file system. How a command builds
 and swaps in its output folder is ``lorita.runs.output``.
 
 Every file inside is written atomically (``lorita.atomic``), replacing symbolic links
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -87,8 +90,9 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
 
     Symbolic links count as foreign (lorita never writes one), and so does anything on another
     file system (a mount point); nested folders must be marked run folders themselves, with
-    no foreign entries, or an empty ``.NAME.copying`` folder (``building_path``: a copy a kill
-    cut short before it was marked). Any depth of nesting is walked (no recursion).
+    no foreign entries, or a ``.NAME.copying`` folder holding nothing but files lorita writes
+    (``building_path``: a copy a kill cut short before it was marked). Any depth of nesting is
+    walked (no recursion).
 
     Example:
         >>> import tempfile
@@ -112,8 +116,8 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
                 found.append(f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)")
             elif is_marked(entry):
                 stack.append(iter(sorted(entry.iterdir())))
-            elif _is_empty_building(entry):
-                continue  # a copy killed before its config.json went in: it holds nothing
+            elif _is_unmarked_building(entry):
+                continue  # a copy killed before its config.json was whole: nothing in it but lorita's files
             else:
                 found.append(f"{entry}/ (not a lorita run folder)")
         elif not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
@@ -133,9 +137,16 @@ def building_path(out: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.copying")
 
 
-def _is_empty_building(entry: Path) -> bool:
-    """An empty ``.NAME.copying`` folder: what a kill leaves between making a copy's folder and its config.json."""
-    return entry.name.startswith(".") and entry.name.endswith(".copying") and not any(entry.iterdir())
+def _is_unmarked_building(entry: Path) -> bool:
+    """A ``.NAME.copying`` folder (``building_path``) holding nothing but regular files lorita writes, by exact name:
+    what a kill leaves before a copy's ``config.json`` is whole (an empty folder, a cut-off or temporary
+    ``config.json``). Unreadable: not lorita's."""
+    if not re.fullmatch(r"\..+\.copying", entry.name):
+        return False
+    try:
+        return all(stat.S_ISREG(child.lstat().st_mode) and is_lorita_file(child.name) for child in entry.iterdir())
+    except OSError:
+        return False
 
 
 def staging_path(out: str | os.PathLike) -> Path:

@@ -86,21 +86,11 @@ def _carry_over(older: Path, newer: Path) -> None:
             elif _command(entry) == "train" and _config(entry) == _config(there) and \
                     _progress(entry) > _progress(there):
                 aside = there.with_name(f".{there.name}.superseded")
-                if aside.exists() or aside.is_symlink():  # an earlier kill's, between these two renames
-                    _remove_leftover(aside)
                 there.rename(aside)
                 entry.rename(there)
                 remove_tree(aside)  # lorita's: checked with the whole staging folder
     except OSError as error:
         raise LoritaError(f"could not move {older}'s trainings into {newer}: {error}") from None
-
-
-def _remove_leftover(aside: Path) -> None:
-    """Remove a ``.NAME.superseded`` folder an earlier kill left inside the checked staging folder."""
-    _check_lorita_folder(aside)
-    left = remove_tree(aside)
-    if left:
-        raise LoritaError(f"{aside}: could not remove {', '.join(left[:3])}; look at it and remove it")
 
 
 def _trainings(folder: Path) -> list[Path]:
