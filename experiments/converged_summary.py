@@ -11,7 +11,8 @@ group it prints the per-seed sizes at the target, the geometric mean ratio of th
 (the experiment's ``pre_registered``, else ``--pre-registered``) to the best alternative with its paired t 95%
 interval, the paired accuracy differences at the experiment's fixed sizes, and the first seed's K-sizes table
 (``lorita.report.converged.paired_lines``); for a model run at two budgets or more, each seed's ratio, start-up
-gap before any cut (its depth against depth 1) and plain model's last-fifth gain at every budget it ran
+gap before any cut (its depth against depth 1) and plain model's last-fifth gain at every budget it ran, and
+from each budget to the next the plain model's gain and the gap's change over the seeds run at both
 (``lorita.runs.budgets``); then
 writes the summary in the schema of ``lorita.report.converged`` and, with ``--plot``, the ratio and its interval
 against the epoch budget, one line per model. The exposure is
@@ -46,7 +47,7 @@ from lorita.report.converged import (
     study_entry,
     write_summary,
 )
-from lorita.runs.budgets import seeds_across_budgets
+from lorita.runs.budgets import budget_steps, seeds_across_budgets
 from lorita.runs.experiment_spec import column_depth
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
@@ -133,7 +134,8 @@ def across_budgets(groups: dict[tuple, list[tuple[dict, dict]]], default_label: 
             rows = seeds_across_budgets({e: [run for _, run in seeds] for e, seeds in budgets.items()}, label, depth)
         except LoritaError as error:
             raise SystemExit(f"{model} on {dataset}, each seed across budgets: {error}") from None
-        out.append([f"## {model} on {dataset}: each seed across budgets", "", budgets_markdown(rows, label), ""])
+        out.append([f"## {model} on {dataset}: each seed across budgets", "",
+                    budgets_markdown(rows, label, budget_steps(rows)), ""])
     return out
 
 

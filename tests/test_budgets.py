@@ -5,7 +5,7 @@ import pytest
 
 from lorita.errors import LoritaError
 from lorita.report.converged import budgets_markdown
-from lorita.runs.budgets import seed_at_budget, seeds_across_budgets
+from lorita.runs.budgets import budget_steps, seed_at_budget, seeds_across_budgets
 from lorita.runs.paired import seed_ratio
 
 
@@ -25,7 +25,7 @@ def test_one_seed_at_one_budget_is_the_paired_ratio_the_gap_and_the_gain():
     assert got["ratio"] == seed_ratio(run, "L")["ratio"] == pytest.approx(0.06 / 0.05)
     assert got["gap"] == pytest.approx(0.75) and got["plain_gain"] == 0.48
     assert seed_at_budget(_run(0, None, 91.0, 91.5, gain=None), "L") == {"ratio": None, "gap": -0.5,
-                                                                        "plain_gain": None}
+                                                                        "plain_gain": None, "plain_val": 91.0}
     assert seed_at_budget(_run(0, 0.1, 91.0, 88.0, depth=3), "L", depth=3)["gap"] == pytest.approx(3.0)
 
 
@@ -53,3 +53,24 @@ def test_what_cannot_be_read_is_refused_with_what_to_pass():
         seed_at_budget(_run(0, 0.1, 91.0, 90.0, depth=3), "L")
     with pytest.raises(LoritaError, match="no column 'M'"):
         seed_at_budget(_run(0, 0.1, 91.0, 90.0), "M")
+
+
+def test_budget_steps_pair_each_seed_with_itself_from_one_budget_to_the_next():
+    rows = seeds_across_budgets({12: [_run(0, 0.1, 90.0, 89.0), _run(1, 0.1, 90.5, 90.0), _run(2, 0.1, 91.0, 90.0)],
+                                 24: [_run(0, 0.1, 90.5, 89.75), _run(1, 0.1, 90.5, 89.75)],
+                                 48: [_run(2, 0.1, 92.0, 91.0)]}, "L")
+    steps = budget_steps(rows)
+    assert [(s["from"], s["to"], s["seeds"]) for s in steps] == [(12, 24, [0, 1])]  # no seed ran both 24 and 48
+    plain, gap = steps[0]["plain"], steps[0]["gap"]
+    assert plain["differences"] == pytest.approx([0.5, 0.0]) and plain["mean"] == pytest.approx(0.25)
+    assert gap["differences"] == pytest.approx([-0.25, 0.25]) and gap["mean"] == pytest.approx(0.0)
+    half = 12.706 * 0.5 / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) x sd / sqrt(n): sd of [0.5, 0] is 0.5 / sqrt(2)
+    assert plain["ci"] == pytest.approx([0.25 - half, 0.25 + half], abs=1e-3)
+    one = budget_steps(seeds_across_budgets({12: [_run(0, 0.1, 90.0, 89.0)], 24: [_run(0, 0.1, 90.2, 89.0)]}, "L"))
+    assert one[0]["plain"]["mean"] == pytest.approx(0.2) and one[0]["plain"]["ci"] is None  # one seed: no interval
+    lines = budgets_markdown(rows, "L", steps).splitlines()
+    assert lines[-1] == ("- From 12 to 24 epochs (2 seeds): the plain model's best validation accuracy +0.25 "
+                         f"[{0.25 - half:+.2f}, {0.25 + half:+.2f}] points, the gap before any cut +0.00 "
+                         f"[{-12.706 * 0.25:+.2f}, {12.706 * 0.25:+.2f}] (mean, paired t 95% interval over the seeds "
+                         "run at both).")
+    assert budgets_markdown(rows, "L").splitlines()[-1].startswith("| 2 |")  # no steps given: the table alone

@@ -284,12 +284,14 @@ def many_sizes_markdown(rows: Sequence[dict], sizes: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def budgets_markdown(rows: Sequence[dict], label: str) -> str:
+def budgets_markdown(rows: Sequence[dict], label: str, steps: Sequence[dict] = ()) -> str:
     """The rows of ``lorita.runs.budgets.seeds_across_budgets`` as a Markdown table: per seed and budget, the
     ratio of ``label`` to the best alternative ("missed" where the column misses the target, "-" where the seed
     did not run that budget), the start-up gap before any cut ("gap": points of validation accuracy the uncut
     factored model is behind the plain one) and the plain model's gain over its last fifth ("plain gain"; the
-    plateau test passes under 0.1), after a sentence that says so.
+    plateau test passes under 0.1), after a sentence that says so; then, per step of ``steps``
+    (``lorita.runs.budgets.budget_steps``), a line with the plain model's gain from one budget to the next and the
+    gap's change, mean and paired t interval over the seeds run at both.
 
     Example:
         >>> rows = [{"seed": 0, "at": {12: {"ratio": 1.2, "gap": 0.8, "plain_gain": 0.4},
@@ -314,4 +316,17 @@ def budgets_markdown(rows: Sequence[dict], label: str) -> str:
             gain = "-" if at["plain_gain"] is None else f"{at['plain_gain']:+.2f}"
             cells += ["missed" if at["ratio"] is None else f"{at['ratio']:.3f}", f"{at['gap']:.2f}", gain]
         lines.append("| " + " | ".join(cells) + " |")
+    if steps:
+        lines.append("")
+    for step in steps:
+        plain, gap = step["plain"], step["gap"]
+        n = len(step["seeds"])
+        lines.append(f"- From {step['from']} to {step['to']} epochs ({n} seed{'s' * (n != 1)}): the plain model's "
+                     f"best validation accuracy {_mean_ci(plain)} points, the gap before any cut {_mean_ci(gap)} "
+                     "(mean, paired t 95% interval over the seeds run at both).")
     return "\n".join(lines)
+
+
+def _mean_ci(summary: dict) -> str:
+    ci = summary.get("ci")
+    return f"{summary['mean']:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")

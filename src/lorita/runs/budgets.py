@@ -10,7 +10,14 @@ columns (``lorita.runs.paired``), its plain model's plateau test (``plateau``) a
 * ``gap``: the start-up gap, the plain model's validation accuracy minus the depth-N model's, both uncut and
   trained the whole budget (points; positive: the factored model is behind);
 * ``plain_gain``: what the plain model's best validation accuracy gained over the last fifth of its epochs (the
-  plateau test's ``gain``; under 0.1 point is a plateau).
+  plateau test's ``gain``; under 0.1 point is a plateau);
+* ``plain_val``: the plain model's best validation accuracy (uncut, trained the whole budget).
+
+Across budgets (``budget_steps``): from each budget to the next, per seed run at both, what the plain model's best
+validation accuracy gained and how the gap moved, with the mean and paired t interval over those seeds. Under a
+schedule that decays to zero within each budget (cosine), the last fifth of every run still gains while the lr
+anneals, so the plateau test can fail at every budget; whether a longer budget still pays is what the plain
+model's gain from one budget to the next shows.
 
 Nothing is recomputed from models: every figure is read from the runs as they were recorded.
 """
@@ -21,6 +28,7 @@ from collections.abc import Mapping, Sequence
 
 from lorita.errors import LoritaError
 from lorita.runs.paired import seed_ratio
+from lorita.stats import mean_interval
 
 
 def _uncut_val_acc(run: dict, depth: int) -> float:
@@ -33,7 +41,7 @@ def _uncut_val_acc(run: dict, depth: int) -> float:
 
 
 def seed_at_budget(run: dict, pre_registered: str, depth: int = 2) -> dict:
-    """One seed at one budget: ``{"ratio", "gap", "plain_gain"}`` (module docstring).
+    """One seed at one budget: ``{"ratio", "gap", "plain_gain", "plain_val"}`` (module docstring).
 
     Example:
         >>> run = {"seed": 0, "target_val_acc": 90.0, "plateau": {"plateau": False, "gain": 0.4},
@@ -41,12 +49,12 @@ def seed_at_budget(run: dict, pre_registered: str, depth: int = 2) -> dict:
         ...        "columns": {"L": {"lorita": True, "chosen": {"params_kept": 0.06}},
         ...                    "A": {"lorita": False, "chosen": {"params_kept": 0.05}}}}
         >>> {k: round(v, 3) for k, v in seed_at_budget(run, "L").items()}
-        {'ratio': 1.2, 'gap': 0.8, 'plain_gain': 0.4}
+        {'ratio': 1.2, 'gap': 0.8, 'plain_gain': 0.4, 'plain_val': 91.0}
     """
     gain = (run.get("plateau") or {}).get("gain")
-    return {"ratio": seed_ratio(run, pre_registered)["ratio"],
-            "gap": _uncut_val_acc(run, 1) - _uncut_val_acc(run, depth),
-            "plain_gain": None if gain is None else float(gain)}
+    plain = _uncut_val_acc(run, 1)
+    return {"ratio": seed_ratio(run, pre_registered)["ratio"], "gap": plain - _uncut_val_acc(run, depth),
+            "plain_gain": None if gain is None else float(gain), "plain_val": plain}
 
 
 def seeds_across_budgets(runs_by_budget: Mapping[int, Sequence[dict]], pre_registered: str,
@@ -76,3 +84,30 @@ def seeds_across_budgets(runs_by_budget: Mapping[int, Sequence[dict]], pre_regis
                 raise LoritaError(f"seed {run['seed']} appears twice at {epochs} epochs")
             at[epochs] = seed_at_budget(run, pre_registered, depth)
     return [{"seed": seed, "at": at} for seed, at in sorted(seeds.items())]
+
+
+def budget_steps(rows: Sequence[dict], level: float = 0.95) -> list[dict]:
+    """From each budget to the next (``rows`` from ``seeds_across_budgets``), over the seeds run at both: the plain
+    model's gain in best validation accuracy (``plain``) and the change of the gap before any cut (``gap``; negative:
+    it closes), each ``{"differences": per seed, "mean", "ci": paired t interval or None, "t", ...}``
+    (``lorita.stats.mean_interval``). A step no seed ran at both ends is left out.
+
+    Example:
+        >>> rows = [{"seed": s, "at": {12: {"plain_val": 91.0, "gap": 0.8}, 24: {"plain_val": 91.0 + d, "gap": 0.5}}}
+        ...         for s, d in ((0, 0.25), (1, 0.5))]
+        >>> step = budget_steps(rows)[0]
+        >>> step["from"], step["to"], step["seeds"], step["plain"]["mean"], round(step["gap"]["mean"], 2)
+        (12, 24, [0, 1], 0.375, -0.3)
+    """
+    budgets = sorted({epochs for row in rows for epochs in row["at"]})
+    steps = []
+    for low, high in zip(budgets, budgets[1:]):
+        both = [row for row in rows if low in row["at"] and high in row["at"]]
+        if not both:
+            continue
+        step = {"from": low, "to": high, "seeds": [row["seed"] for row in both]}
+        for name, key in (("plain", "plain_val"), ("gap", "gap")):
+            differences = [row["at"][high][key] - row["at"][low][key] for row in both]
+            step[name] = {"differences": differences, **mean_interval(differences, level)}
+        steps.append(step)
+    return steps
