@@ -74,3 +74,4 @@ def test_budget_steps_pair_each_seed_with_itself_from_one_budget_to_the_next():
                          f"[{-12.706 * 0.25:+.2f}, {12.706 * 0.25:+.2f}] (mean, paired t 95% interval over the seeds "
                          "run at both).")
     assert budgets_markdown(rows, "L").splitlines()[-1].startswith("| 2 |")  # no steps given: the table alone
+    assert "paired t 90% interval" in budgets_markdown(rows, "L", budget_steps(rows, level=0.9)).splitlines()[-1]

@@ -323,7 +323,7 @@ def budgets_markdown(rows: Sequence[dict], label: str, steps: Sequence[dict] = (
         n = len(step["seeds"])
         lines.append(f"- From {step['from']} to {step['to']} epochs ({n} seed{'s' * (n != 1)}): the plain model's "
                      f"best validation accuracy {_mean_ci(plain)} points, the gap before any cut {_mean_ci(gap)} "
-                     "(mean, paired t 95% interval over the seeds run at both).")
+                     f"(mean, paired t {step.get('level', 0.95):.0%} interval over the seeds run at both).")
     return "\n".join(lines)
 
 

@@ -89,8 +89,8 @@ def seeds_across_budgets(runs_by_budget: Mapping[int, Sequence[dict]], pre_regis
 def budget_steps(rows: Sequence[dict], level: float = 0.95) -> list[dict]:
     """From each budget to the next (``rows`` from ``seeds_across_budgets``), over the seeds run at both: the plain
     model's gain in best validation accuracy (``plain``) and the change of the gap before any cut (``gap``; negative:
-    it closes), each ``{"differences": per seed, "mean", "ci": paired t interval or None, "t", ...}``
-    (``lorita.stats.mean_interval``). A step no seed ran at both ends is left out.
+    it closes), with the interval's ``level``, each ``{"differences": per seed, "mean", "ci": paired t interval or
+    None, "t", ...}`` (``lorita.stats.mean_interval``). A step no seed ran at both ends is left out.
 
     Example:
         >>> rows = [{"seed": s, "at": {12: {"plain_val": 91.0, "gap": 0.8}, 24: {"plain_val": 91.0 + d, "gap": 0.5}}}
@@ -105,7 +105,7 @@ def budget_steps(rows: Sequence[dict], level: float = 0.95) -> list[dict]:
         both = [row for row in rows if low in row["at"] and high in row["at"]]
         if not both:
             continue
-        step = {"from": low, "to": high, "seeds": [row["seed"] for row in both]}
+        step = {"from": low, "to": high, "seeds": [row["seed"] for row in both], "level": level}
         for name, key in (("plain", "plain_val"), ("gap", "gap")):
             differences = [row["at"][high][key] - row["at"][low][key] for row in both]
             step[name] = {"differences": differences, **mean_interval(differences, level)}
