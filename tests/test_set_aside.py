@@ -135,11 +135,17 @@ def test_resume_renames_nothing_when_the_output_is_a_finished_run_or_the_config_
     assert (tmp_path / "exp.partial").is_dir() and not resume_path(out).exists()
 
 
-def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
+def _two_attempts(tmp_path):
+    """OUT, and two killed attempts at it: the older kept as OUT.resume, the newer left as OUT.partial."""
     out = tmp_path / "exp"
     older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
     for folder in (older, newer):
         write_json(folder / "config.json", mark({"command": "experiment"}))
+    return out, older, newer
+
+
+def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
+    out, older, newer = _two_attempts(tmp_path)
     _training(older / "depth1", finished=True, name="d1")
     _training(newer / ".depth1.copying", finished=True, name="d1")  # built beside, never renamed into place
     _training(older / "depth2", finished=True, name="d2")
@@ -151,10 +157,7 @@ def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
 
 
 def test_a_copy_a_kill_cut_short_before_its_config_was_whole_does_not_stop_the_next_resume(tmp_path):
-    out = tmp_path / "exp"
-    older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
-    for folder in (older, newer):
-        write_json(folder / "config.json", mark({"command": "experiment"}))
+    out, older, newer = _two_attempts(tmp_path)
     _training(older / "depth1", finished=True, name="d1")
     _training(older / "depth2", finished=True, name="d2")
     _training(older / "depth3", finished=True, name="d3")
