@@ -597,6 +597,28 @@ def _paired(spec: ExperimentSpec, runs: list[dict]) -> dict:
     return out
 
 
+def cpu_name(cpuinfo: str, fallback: str = "") -> str:
+    """The processor as ``/proc/cpuinfo``'s text names it: its model name, with its family and model numbers where
+    the text gives them (a virtual machine's bare "AMD EPYC" names several generations, which differ in speed).
+
+    Example:
+        >>> cpu_name("cpu family\t: 23\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n")
+        'AMD EPYC (family 23, model 1)'
+        >>> cpu_name("", fallback="x86_64")
+        'x86_64'
+    """
+    fields = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or fallback
+    if name and fields.get("cpu family") and fields.get("model"):
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
 def machine() -> str:
     """A one-line description of where this ran.
 
@@ -604,14 +626,11 @@ def machine() -> str:
         >>> "torch" in machine()
         True
     """
-    cpu = platform.processor() or platform.machine()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        pass
+        cpuinfo = ""
+    cpu = cpu_name(cpuinfo, platform.processor() or platform.machine())
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} CPU(s){gpu}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
