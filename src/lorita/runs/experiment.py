@@ -598,7 +598,7 @@ def _paired(spec: ExperimentSpec, runs: list[dict]) -> dict:
 
 
 def cpu_name(cpuinfo: str, fallback: str = "") -> str:
-    """The processor as ``/proc/cpuinfo``'s text names it: its model name, with its family and model numbers where
+    r"""The processor as ``/proc/cpuinfo``'s text names it: its model name, with its family and model numbers where
     the text gives them (a virtual machine's bare "AMD EPYC" names several generations, which differ in speed).
 
     Example:
