@@ -1,6 +1,7 @@
 """The CLI end to end on scikit-learn's digits: train, compress, evaluate, report, demo; and its errors."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -132,6 +133,11 @@ def test_demo_runs_and_reports(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["train", "--model", "resnet99", "--dataset", "digits", "--out", "X"], r"unknown model 'resnet99'"),
     (["train", "--model", "fcn", "--dataset", "imagenet", "--out", "X"], r"unknown dataset"),
+    (["train", "--model", "gpt", "--dataset", "fortune", "--out", "X"], r"text datasets \(for 'gpt'\): fortunes"),
+    (["train", "--model", "gpt", "--dataset", "digits", "--out", "X"],
+     r"'gpt' is a language model.*--dataset fortunes"),
+    (["train", "--model", "fcn", "--dataset", "Fortunes", "--steps-per-epoch", "2", "--out", "X"],
+     r"'fcn' is not a language model"),
     (["train", "--model", "fcn", "--dataset", "digits", "--model-arg", "width", "--out", "X"], r"KEY=VALUE"),
     (["compress", "RUN", "--out", "Y"], r"say how to cut"),
 ])
@@ -209,3 +215,40 @@ def test_python_dash_m_and_listing_commands():
     assert "resnet20" in out and "vit" in out
     out = subprocess.run([sys.executable, "-m", "lorita", "datasets"], capture_output=True, text=True, check=True).stdout
     assert "digits" in out and "available" in out
+
+
+class _ClosedPipe:
+    """A stdout whose reader has gone away (``lorita models | head -1`` once head has exited)."""
+
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["models"]) == 141  # as a shell reports a command ended by SIGPIPE
+    assert capsys.readouterr().err == ""  # no "error: Broken pipe"
+
+
+def test_evaluate_a_language_model_run_prints_perplexity(tmp_path, capsys):
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    entries = [f"entry {i}: the quick brown fox jumps over the lazy dog {i % 7}" for i in range(60)]
+    (texts / "a.txt").write_text("\n%\n".join(entries) + "\n", encoding="utf-8")
+    run = tmp_path / "gpt"
+    assert main(["train", "--model", "gpt", "--dataset", "text", "--data-dir", str(texts), "--model-arg", "dim=16",
+                 "--model-arg", "depth=1", "--model-arg", "heads=2", "--model-arg", "context=16", "--depth", "1",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--no-progress", "--out",
+                 str(run)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["val_ppl"] == pytest.approx(math.exp(figures["val_loss"]))
+    assert figures["test_ppl"] == pytest.approx(math.exp(figures["test_loss"]))
+    assert main(["evaluate", str(run)]) == 0
+    assert f"(perplexity {figures['val_ppl']:.3g})" in capsys.readouterr().out
+    assert main(["evaluate", str(run), "--text", str(texts)]) == 2  # --text is for a compressed pretrained LM
+    assert "leave --text out" in capsys.readouterr().err

@@ -96,3 +96,15 @@ def test_cli_from_a_model_outside_the_zoo_is_explained(tmp_path, capsys):
     lorita.save(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), path)
     assert main(["train", "--from", str(path), "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
     assert "not one of lorita's zoo models" in capsys.readouterr().err
+
+
+def test_cli_from_a_cut_model_says_to_continue_its_source(plain, tmp_path, capsys):
+    cut = tmp_path / "cut"
+    assert main(["compress", str(plain), "--energy", "0.9", "--no-progress", "--out", str(cut)]) == 0
+    lowrank = lorita.load(cut / "model.lorita")
+    assert any(isinstance(m, lorita.LowRankLinear) for m in lowrank.modules())  # the cut holds low-rank pairs
+    out = tmp_path / "cont"
+    assert main(["train", "--from", str(cut), "--depth", "1", "--epochs", "1", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cut by 'lorita compress'" in err and "continue the trained run it was cut from" in err
+    assert not out.exists()

@@ -191,7 +191,7 @@ def test_language_model_flags_and_text_are_refused_for_a_trained_run(tmp_path, c
                  str(tmp_path / "o")]) == 2
     assert "--texts apply to a pretrained language model only" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path), "--text", "licenses"]) == 2
-    assert "--text scores a language-model run" in capsys.readouterr().err
+    assert "--text scores a compressed pretrained language model" in capsys.readouterr().err
 
 
 def test_evaluate_of_a_language_model_run_needs_a_text(run, capsys):

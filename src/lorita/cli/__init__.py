@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 import lorita
@@ -46,6 +47,15 @@ class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that the interpreter's last flush does not fail on a closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced by an object without a file descriptor
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -69,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     except LoritaError as err:
         print(f"lorita {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (``lorita evaluate RUN | head -1``): quiet, as Unix tools are
+        _silence_stdout()
+        return 141  # what a shell reports for a command ended by SIGPIPE
     except OSError as err:  # full disk, permissions: files already written stay intact (atomic writes)
         print(f"lorita {args.command}: error: {err.strerror or err} ({err.filename or 'file system'}); "
               "files written before stay intact", file=sys.stderr)

@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (train or compress)")
     p.add_argument("--text", metavar="FILE",
-                   help="a language-model run: score it and its source model on this UTF-8 text (a file, a folder "
-                        "of them, or fortunes / python-docs / licenses), the same windows")
+                   help="a compressed pretrained language model's run (docs/LM.md): score it and its source model on "
+                        "this UTF-8 text (a file, a folder of them, or fortunes / python-docs / licenses), the same "
+                        "windows")
     p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     p.add_argument("--write", action="store_true", help="write evaluation.json into the run folder")
     p.add_argument("--layers", action="store_true", help="print the per-layer profile table")
@@ -37,16 +38,22 @@ def run(args: argparse.Namespace) -> int:
     if is_lm_run(args.run):
         return run_lm(args)
     if args.text is not None:
-        raise LoritaError(f"--text scores a language-model run ('lorita compress SOURCE --params P'); {args.run} is "
-                          "not one")
+        raise LoritaError(f"--text scores a compressed pretrained language model ('lorita compress SOURCE --params "
+                          f"P', docs/LM.md); {args.run} is a run of lorita's own training, scored on its own "
+                          "validation and test data: leave --text out")
     if args.json and args.layers:
         raise LoritaError("--layers prints a table; leave it out with --json")
     result, counts = evaluate_run(args.run)
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.run}: val {result['val_acc']:.2f}% (loss {result['val_loss']:.4f}), "
-              f"test {result['test_acc']:.2f}% (loss {result['test_loss']:.4f})")
+        if "val_ppl" in result:  # a language model trained on text: perplexity first, accuracy of the next token
+            print(f"{args.run}: val loss {result['val_loss']:.4f} (perplexity {result['val_ppl']:.3g}), test loss "
+                  f"{result['test_loss']:.4f} (perplexity {result['test_ppl']:.3g}); next-token accuracy val "
+                  f"{result['val_acc']:.2f}%, test {result['test_acc']:.2f}%")
+        else:
+            print(f"{args.run}: val {result['val_acc']:.2f}% (loss {result['val_loss']:.4f}), "
+                  f"test {result['test_acc']:.2f}% (loss {result['test_loss']:.4f})")
         print(f"params {counts.params:,}  MACs/example {counts.macs:,}  FLOPs/example {counts.flops:,} (= 2 x MACs)")
     if args.layers:
         print(counts.table())

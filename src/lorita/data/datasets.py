@@ -127,6 +127,17 @@ def list_datasets() -> list[str]:
     return list(_REGISTRY)
 
 
+def is_image_dataset(name: str) -> bool:
+    """Whether ``load_dataset`` knows ``name`` (any case, and its aliases such as ``fashion_mnist``).
+
+    Example:
+        >>> is_image_dataset("Fashion_MNIST"), is_image_dataset("fortunes")
+        (True, False)
+    """
+    key = str(name).strip().lower()
+    return _ALIASES.get(key, key) in _REGISTRY
+
+
 def reads_files(name: str) -> bool:
     """Whether image dataset ``name`` is read from files (so a ``data_dir`` applies); digits is bundled.
 

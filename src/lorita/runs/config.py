@@ -86,6 +86,8 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         check_str("dataset name", self.name)
+        if self.name.strip().lower() in TEXT_DATASETS:  # "Fortunes" as "fortunes", as image names are taken
+            self.name = self.name.strip().lower()
         if self.data_dir is not None:
             check_str("data_dir", self.data_dir)
         check_fraction("val_fraction", self.val_fraction, low_open=True, high_open=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from lorita.data import DataNotFoundError, Split, load_dataset
+from lorita.data import DataNotFoundError, Split, list_datasets, load_dataset
+from lorita.data.datasets import is_image_dataset
 from lorita.data.language import LanguageData
 from lorita.data.text import load_text_dataset
 from lorita.errors import LoritaError
@@ -34,6 +35,12 @@ def load_data(spec, *, model=None, train=None, fallback_to_digits: bool = False)
     """
     if spec.name in TEXT_DATASETS:
         return _load_text(spec, model, train)
+    if not is_image_dataset(spec.name):
+        raise LoritaError(f"unknown dataset {spec.name!r}; image datasets: {', '.join(list_datasets())}; text "
+                          "datasets (for 'gpt'): fortunes, or text with --data-dir a folder of .txt files")
+    if model is not None and "context" in model_kwargs(model.name):
+        raise LoritaError(f"model {model.name!r} is a language model and {spec.name!r} holds images: train it on "
+                          "text (--dataset fortunes, or --dataset text --data-dir a folder of .txt files)")
     try:
         data = load_dataset(spec.name, spec.data_dir, val_fraction=spec.val_fraction, seed=spec.seed)
     except DataNotFoundError as err:

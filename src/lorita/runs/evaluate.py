@@ -1,10 +1,13 @@
-"""``evaluate_run``: accuracy and size of a run's saved model on the run's own validation and test data."""
+"""``evaluate_run``: accuracy and size of a run's saved model on the run's own validation and test data (a language
+model's: next-token accuracy, loss and perplexity)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lorita
+from lorita.data.language import LanguageData
 from lorita.errors import LoritaError
 from lorita.runs.config import data_of
 from lorita.runs.train import example_input
@@ -13,6 +16,9 @@ from lorita.train import evaluate
 
 def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
     """Evaluate ``run_dir/model.lorita`` (a train or compress run); return the figures and the profile.
+
+    The figures: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (cross-entropy per example, per token for
+    text), ``params``, ``macs``, ``flops``; for a run on text also ``val_ppl`` and ``test_ppl`` (exp of the loss).
 
     Example:
         >>> import tempfile, lorita
@@ -34,5 +40,8 @@ def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
     counts = lorita.profile(lorita.merge(model), example_input(data))
     val_acc, val_loss = evaluate(model, data.val)
     test_acc, test_loss = evaluate(model, data.test)
-    return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "test_loss": test_loss,
-            "params": counts.params, "macs": counts.macs, "flops": counts.flops}, counts
+    figures = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "test_loss": test_loss,
+               "params": counts.params, "macs": counts.macs, "flops": counts.flops}
+    if isinstance(data, LanguageData):
+        figures.update(val_ppl=math.exp(val_loss), test_ppl=math.exp(test_loss))
+    return figures, counts

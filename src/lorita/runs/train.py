@@ -20,6 +20,7 @@ from torch import nn
 
 import lorita
 from lorita.errors import LoritaError
+from lorita.lowrank import has_lowrank
 from lorita.models import model_inputs
 from lorita.runs.config import ModelSpec, RunConfig
 from lorita.runs.folder import read_json, write_json
@@ -94,6 +95,11 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
                           "rebuild it; continue it from Python: lorita.compose(your_model, depth, init='preserve') "
                           "and lorita.train.train(...)")
     model = lorita.merge(lorita.load(path), inplace=True).eval()
+    if has_lowrank(model):
+        raise LoritaError(f"--from {source}: this model was cut by 'lorita compress' (its layers are low-rank pairs), "
+                          "so it cannot be composed again; continue the trained run it was cut from (--from THAT_RUN), "
+                          "or cut that run again with 'lorita compress THAT_RUN ... --finetune-epochs N' to "
+                          "fine-tune the cut")
     config = model.lorita_config
     name = config["zoo"]
     inputs = {k: v for k, v in config["kwargs"].items() if k in model_inputs(name)}
