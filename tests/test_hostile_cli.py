@@ -206,6 +206,19 @@ def test_a_rejected_resume_changes_nothing(run, capsys):
     assert snapshot(partial) == before
 
 
+def test_a_resume_with_other_flags_names_what_differs(run, capsys):
+    partial = killed_copy(run)
+    before = snapshot(partial)
+    at = TINY.index("hidden_layers=1")
+    flags = TINY[:at - 1] + TINY[at + 1:]  # the run's --model-arg hidden_layers=1 left out
+    err = cli_error(["train", *flags, "--depth", "2", "--epochs", "2", "--resume", "--out",
+                     str(partial.with_name("killed"))], capsys)
+    assert "the flags differ from the run's config.json (model: the run has" in err
+    run_has, flags_give = err.split("the flags give")
+    assert "'hidden_layers': 1" in run_has and "'hidden_layers'" not in flags_give
+    assert snapshot(partial) == before
+
+
 def test_resume_continues_a_killed_run_and_cleans_up(run):
     partial = killed_copy(run)
     (partial / ".checkpoint.pt.0a1b2c3d.tmp").write_bytes(b"half a checkpoint")  # left by a kill during a save
@@ -237,7 +250,9 @@ def test_resume_never_writes_through_a_planted_link(run, tmp_path):
     (["--strategy", "budget"], r"exactly one of params or flops"),
     (["--strategy", "global"], r"strategy 'global' needs threshold"),
     (["--strategy", "energy", "--params", "0.3"], r"--params do\(es\) not apply to --strategy energy"),
-    (["--energy", "0.9", "--max-drop", "2"], r"--max-drop do\(es\) not apply"),
+    (["--energy", "0.9", "--max-drop", "2"], r"--max-drop go\(es\) with --strategy accuracy, not energy"),
+    (["--strategy", "uniform", "--rank", "4"],
+     r"--rank do\(es\) not apply to --strategy uniform.*leave --strategy out"),
     (["--strategy", "accuracy", "--max-evals", "0"], r"max_evals must be an integer >= 1"),
     (["--strategy", "accuracy", "--max-drop", "-1"], r"max_drop must be a finite number >= 0"),
     (["--energy", "0.9", "--finetune-epochs", "-1"], r"finetune_epochs must be an integer >= 0"),
@@ -280,8 +295,8 @@ def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
     (["--shard"], r"shard=True \(--shard\) splits the model over the processes of a torchrun launch"),
     (["--seed", "18446744073709551616"], r"seed must be an integer from 0 to 2\^64 - 1"),
     (["--device", "meta"], r"device 'meta' holds no values, so nothing can be trained on it"),
-    (["--device", "mps"], r"device 'mps' cannot be used here \(.*MPS.*\); use device='auto' or 'cpu'"),
-    (["--device", "xla"], r"device 'xla' cannot be used here \(.*XLA.*\); use device='auto' or 'cpu'"),
+    (["--device", "mps"], r"device 'mps' cannot be used here \(.*MPS.*\); use device 'auto' or 'cpu'"),
+    (["--device", "xla"], r"device 'xla' cannot be used here \(.*XLA.*\); use device 'auto' or 'cpu'"),
     (["--lr", "1e300"], r"lr must be a finite number > 0 and <= 1e\+06, got 1e\+300"),
     (["--lr", "1e39"], r"lr must be a finite number > 0 and <= 1e\+06, got 1e\+39"),
     (["--weight-decay", "1e300"], r"weight_decay must be a finite number >= 0 and <= 1e\+06"),

@@ -137,10 +137,13 @@ def cut_from_args(args: argparse.Namespace) -> CutSpec:
         raise LoritaError("say how to cut: --energy E, --ratio R, --threshold T, --rank R, --params P, --flops F, "
                           "--latency L, or --strategy accuracy (e.g. --strategy budget --flops 0.3)")
     wrong = [f"--{k.replace('_', '-')}" for k in given if _FLAGS[k][0] != strategy]
-    if accuracy and strategy != "accuracy":
-        wrong += [f"--{k.replace('_', '-')}" for k in accuracy]
     if wrong:
-        raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option")
+        raise LoritaError(f"{', '.join(wrong)} do(es) not apply to --strategy {strategy}; give only its own option, "
+                          "or leave --strategy out (each of --energy, --ratio, --threshold, --rank, --params, "
+                          "--flops and --latency says the way to cut by itself)")
+    if accuracy and strategy != "accuracy":
+        raise LoritaError(f"{', '.join('--' + k.replace('_', '-') for k in accuracy)} go(es) with --strategy "
+                          f"accuracy, not {strategy}; leave it out, or cut with --strategy accuracy")
     if (args.batch is not None or args.channels_last is not None) and args.latency is None:
         raise LoritaError("--batch and --channels-last go with --latency (they say how the latency is measured)")
     shared = {"calibrate": args.calibrate or 0, "multiple": args.multiple, "int8": args.int8}

@@ -34,12 +34,12 @@ def add_parser(sub) -> None:
     p.add_argument("--data-dir", help="folder with the dataset files")
     p.add_argument("--depths", type=int, nargs="+", default=[1, 2, 3], help="depths to train (1 = plain baseline)")
     p.add_argument("--width", type=int, default=DEFAULTS["width"], help="FCN hidden width")
-    p.add_argument("--hidden-layers", type=int, default=DEFAULTS["hidden_layers"])
+    p.add_argument("--hidden-layers", type=int, default=DEFAULTS["hidden_layers"], help="FCN hidden layers")
     p.add_argument("--init", choices=COMPOSE_INITS, default="auto",
                    help="factor init (default: auto, the paper's before each BatchNorm and at the head: the FCN "
                         "starts exactly as in the paper)")
     p.add_argument("--init-scale", type=float, metavar="S", help="see 'lorita train --help'")
-    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input")
+    p.add_argument("--factor-side", choices=FACTOR_SIDES, default="input", help="see 'lorita train --help'")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget in points (default 1)")
     p.add_argument("--points", type=int, default=40, help="cuts per sweep before refining (default 40)")
     g = p.add_argument_group("the alternatives (equal total epochs)")

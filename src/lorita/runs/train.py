@@ -115,6 +115,14 @@ def _is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+
+def _shown(part) -> str:
+    """A config section as a message shows it: its fields, None and empty ones left out."""
+    if part is None or isinstance(part, str):
+        return repr(part)
+    fields = part.to_dict() if hasattr(part, "to_dict") else vars(part)
+    return "{" + ", ".join(f"{k}={v!r}" for k, v in fields.items() if v not in (None, {}, [], ())) + "}"
+
 def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     """Where the run continues: a killed run's ``NAME.partial``, else the finished ``NAME`` (copied by ``begin``).
 
@@ -132,8 +140,10 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     old = RunConfig.from_dict(read_json(folder / "config.json", "'lorita train'"), str(folder / "config.json"))
     diff = [k for k in ("model", "dataset", "compose", "source") if getattr(old, k) != getattr(config, k)]
     if diff:
-        raise LoritaError(f"--resume: the flags differ from the run's config.json in {', '.join(diff)}; "
-                          "resume with the same flags (only --epochs may change)")
+        shown = "; ".join(f"{k}: the run has {_shown(getattr(old, k))}, the flags give {_shown(getattr(config, k))}"
+                          for k in diff)
+        raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); resume with the same "
+                          "flags (only --epochs may change)")
     check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
     return staging if output.writer else folder
 

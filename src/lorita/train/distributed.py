@@ -92,7 +92,8 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
     device = torch.device(request)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise LoritaError(f"device {request!r} was asked for but CUDA is not available; use device='auto' or 'cpu'")
+            raise LoritaError(f"device {request!r} was asked for but CUDA is not available; use device 'auto' or "
+                              "'cpu' (--device auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     elif device.type not in ("cpu", "meta"):  # mps, xla, ...: usable only where this torch build supports it
@@ -101,7 +102,7 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
         except (RuntimeError, AssertionError) as err:  # AssertionError: torch's own "not compiled with" checks
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
             raise LoritaError(f"device {request!r} cannot be used here ({reason}); "
-                              "use device='auto' or 'cpu'") from None
+                              "use device 'auto' or 'cpu' (--device auto)") from None
     return device
 
 
