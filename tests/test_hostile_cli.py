@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 
 import lorita
 from lorita.cli import main
-from lorita.runs.folder import foreign_entries, is_marked, staging_path
+from lorita.runs.folder import foreign_entries, is_marked, mark, staging_path, write_json
+from lorita.runs.lock import OutputLock, lock_path
 
 TINY = ["--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset", "digits",
         "--epochs", "1", "--batch-size", "256", "--no-progress"]
@@ -135,10 +136,50 @@ def test_a_run_folder_holding_a_link_is_not_replaced(run, tmp_path, capsys):
     assert outside.read_text() == "keep"
 
 
+def test_a_user_folder_named_like_a_copy_in_progress_is_not_deleted(run, capsys):
+    mine = run / ".thesis.copying"  # lorita builds such folders in experiments only, never in a training run
+    mine.mkdir()
+    (mine / "results.json").write_text("chapter 3")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert "holds files lorita did not write" in err and ".thesis.copying" in err
+    assert (mine / "results.json").read_text() == "chapter 3"
+
+
+def test_a_user_file_named_like_a_lock_is_neither_deleted_nor_overwritten(run, tmp_path, capsys):
+    inside = run / ".notes.lorita-lock"
+    inside.write_text("my notes")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert "named like a lock file, but not one lorita wrote" in err
+    assert inside.read_text() == "my notes"
+    beside = tmp_path / ".new.lorita-lock"  # where the lock of --out new would go
+    beside.write_text("my notes too")
+    err = cli_error(["train", *TINY, "--out", str(tmp_path / "new")], capsys)
+    assert "holds something lorita did not write" in err
+    assert beside.read_text() == "my notes too" and not (tmp_path / "new").exists()
+
+
+def test_a_folder_another_command_is_writing_in_is_not_replaced(run, capsys):
+    inner = OutputLock(run / "sub")  # a command writing --out run/sub, still running
+    inner.acquire()
+    try:
+        err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+        assert "is writing in this folder; wait until it ends" in err
+        assert lock_path(run / "sub").is_file()
+    finally:
+        inner.release()
+
+
+@pytest.mark.parametrize("name", ["x.partial", "x.resume", ".x.copying", ".x.replaced-12", ".x.lorita-lock"])
+def test_names_lorita_keeps_for_itself_are_refused_as_outputs(name, tmp_path, capsys):
+    err = cli_error(["train", *TINY, "--out", str(tmp_path / name)], capsys)
+    assert "lorita keeps names like" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_foreign_entries_looks_into_nested_runs(run, tmp_path):
     outer = tmp_path / "outer"
     outer.mkdir()
-    shutil.copy(run / "config.json", outer / "config.json")
+    write_json(outer / "config.json", mark({"command": "experiment"}))  # lorita copies trainings into these
     shutil.copytree(run, outer / "depth1")
     assert foreign_entries(outer) == []
     (outer / "depth1" / "mine.py").write_text("x = 1")
@@ -159,6 +200,8 @@ def test_foreign_entries_looks_into_nested_runs(run, tmp_path):
     assert found[1].endswith(".depth3.copying (a symbolic link)")
     assert found[2].endswith(".depth4.copying/ (not a lorita run folder)")
     assert found[4].endswith("empty/ (not a lorita run folder)")
+    write_json(outer / "config.json", mark({"command": "train"}))  # a training run: lorita copies nothing into it
+    assert any(f.endswith(".depth2.copying/ (not a lorita run folder)") for f in foreign_entries(outer))
 
 
 def test_report_has_an_output_folder_like_every_command(run, tmp_path, capsys):
@@ -227,6 +270,16 @@ def test_resume_continues_a_killed_run_and_cleans_up(run):
     assert not partial.exists() and foreign_entries(out) == []
     assert not list(out.glob(".*.tmp"))
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+@pytest.mark.parametrize("name", [".thesis.docx.deadbeef.tmp", "notes.txt"])
+def test_a_resume_never_deletes_or_carries_a_user_file(run, capsys, name):
+    partial = killed_copy(run)
+    (partial / name).write_text("mine")
+    err = cli_error(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out",
+                     str(partial.with_name("killed"))], capsys)
+    assert "holds files lorita did not write" in err and name in err
+    assert (partial / name).read_text() == "mine" and not partial.with_name("killed").exists()
 
 
 def test_resume_never_writes_through_a_planted_link(run, tmp_path):

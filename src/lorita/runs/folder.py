@@ -4,10 +4,10 @@ Every folder a lorita command writes (train, compress, demo, experiment, report)
 ``config.json`` whose ``format`` is ``"lorita.run"``: that mark, and nothing else, makes a
 folder lorita's. What may be deleted in it is what lorita writes, by exact name: the files
 of ``RUN_FILES`` and ``PLOT_FILES``, the temporary files of their atomic writes
-(``lorita.atomic.temp_target``), output lock files (``lorita.runs.lock``), nested run
-folders, and a ``.NAME.copying`` folder (a copy a kill cut short before its ``config.json``
-was whole) holding nothing but such files; never a symbolic link, never anything on another
-file system. How a command builds
+(``lorita.atomic.temp_target``), output lock files (``lorita.runs.lock``: lorita's content, held by
+no running command), nested run folders, and in an experiment's folders a ``.NAME.copying`` folder
+(a copy a kill cut short before its ``config.json`` was whole) holding nothing but such files;
+never a symbolic link, never anything on another file system. How a command builds
 and swaps in its output folder is ``lorita.runs.output``.
 
 Every file inside is written atomically (``lorita.atomic``), replacing symbolic links
@@ -28,7 +28,7 @@ from typing import Any
 from lorita import jsonio
 from lorita.atomic import atomic_write_text, temp_target
 from lorita.errors import LoritaError
-from lorita.runs.lock import is_lock_name
+from lorita.runs.lock import held_by, is_lock_file, is_lock_name
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png",
                         "columns.png", "accuracy_vs_params.png", "accuracy_vs_flops.png", "training.png",  # demo
                         "accuracy_vs_macs.png", "accuracy_vs_latency.png"})  # benchmarks/peers.py
 _WRITTEN = RUN_FILES | PLOT_FILES
+_COPIES_INTO = ("experiment", "experiment-seed")  # the folders lorita copies trainings into (lorita.runs.reuse)
 _OPEN_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -122,6 +123,10 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
                 found.append(f"{entry}/ (not a lorita run folder)")
         elif not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
             found.append(str(entry))
+        elif is_lock_name(entry.name) and not is_lock_file(entry):
+            found.append(f"{entry} (named like a lock file, but not one lorita wrote)")
+        elif is_lock_name(entry.name) and (holder := held_by(entry)) is not None:
+            found.append(f"{entry} (held: {holder} is writing in this folder; wait until it ends)")
     return found
 
 
@@ -138,15 +143,27 @@ def building_path(out: str | os.PathLike) -> Path:
 
 
 def _is_unmarked_building(entry: Path) -> bool:
-    """A ``.NAME.copying`` folder (``building_path``) holding nothing but regular files lorita writes, by exact name:
+    """A ``.NAME.copying`` folder (``building_path``) in a ``lorita experiment`` folder or one of its seed folders
+    (the only ones lorita copies trainings into), holding nothing but regular files lorita writes, by exact name:
     what a kill leaves before a copy's ``config.json`` is whole (an empty folder, a cut-off or temporary
     ``config.json``). Unreadable: not lorita's."""
-    if not re.fullmatch(r"\..+\.copying", entry.name):
+    if not re.fullmatch(r"\..+\.copying", entry.name) or _command_of(entry.parent) not in _COPIES_INTO:
         return False
     try:
         return all(stat.S_ISREG(child.lstat().st_mode) and is_lorita_file(child.name) for child in entry.iterdir())
     except OSError:
         return False
+
+
+def _command_of(folder: Path) -> str | None:
+    """The command a marked run folder's ``config.json`` names (None: unmarked, unreadable or unsaid)."""
+    if not is_marked(folder):
+        return None
+    try:
+        command = jsonio.read(folder / "config.json", allow_nan=True).get("command")
+    except LoritaError:
+        return None
+    return command if isinstance(command, str) else None
 
 
 def staging_path(out: str | os.PathLike) -> Path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import stat
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ except ImportError:  # Windows: no flock
 LOCK_SUFFIX = ".lorita-lock"
 _LOCK = re.compile(r"\..+" + re.escape(LOCK_SUFFIX))
 _HOLDER_BYTES = 1000  # how much of a lock file is read to name its holder
+_HOLDER_LINE = re.compile(rb"pid [0-9]+ \(.*\)\n?", re.DOTALL)  # what ``OutputLock._record`` writes
 
 
 def lock_path(out: str | os.PathLike) -> Path:
@@ -50,6 +52,68 @@ def is_lock_name(name: str) -> bool:
         (True, False)
     """
     return _LOCK.fullmatch(name) is not None
+
+
+def is_lock_content(data: bytes) -> bool:
+    r"""Whether ``data`` (a file's first bytes) is what lorita writes into a lock file: nothing (a lock taken but not
+    yet recorded, or left by a kill) or its holder line.
+
+    Example:
+        >>> is_lock_content(b""), is_lock_content(b"pid 12 (lorita train --out x)\n"), is_lock_content(b"my notes")
+        (True, True, False)
+    """
+    return data == b"" or (len(data) < _HOLDER_BYTES and _HOLDER_LINE.fullmatch(data) is not None)
+
+
+def is_lock_file(path: str | os.PathLike) -> bool:
+    r"""Whether ``path`` is a lock file lorita wrote: a regular file (not a link) with a lock file's name and content.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / ".run.lorita-lock"; _ = p.write_bytes(b"pid 7 (lorita demo)\n")
+        >>> is_lock_file(p), is_lock_file(p.with_name(".run.lorita-lock.bak"))
+        (True, False)
+    """
+    path = Path(path)
+    if not is_lock_name(path.name):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _HOLDER_BYTES, 0))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def held_by(path: str | os.PathLike) -> str | None:
+    """Who holds the lock file ``path`` now (its holder line), or None when no process holds it (or no flock here).
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "run"
+        >>> lock = OutputLock(out); lock.acquire()
+        >>> held_by(lock_path(out)).startswith("pid "), lock.release(), held_by(lock_path(out))
+        (True, None, None)
+    """
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to look
+    return None
 
 
 def _holder(fd: int) -> str:
@@ -105,6 +169,11 @@ class OutputLock:
                 os.close(fd)
                 raise
             if self._same_file(fd):
+                if not self._is_ours(fd):
+                    os.close(fd)
+                    raise LoritaError(f"{self.path} (where lorita keeps the lock of {self.what} {self.out}) holds "
+                                      "something lorita did not write; lorita never overwrites it: move it away, or "
+                                      f"choose another {self.what}")
                 self._fd = fd
                 self._record()
                 return
@@ -121,6 +190,14 @@ class OutputLock:
                 raise LoritaError(f"{self.path} (the lock file of {self.what} {self.out}) is not a file lorita made "
                                   "(a link or a folder); remove it") from None
             raise
+
+    @staticmethod
+    def _is_ours(fd: int) -> bool:
+        """Whether the open file is one lorita could have written (a regular file, empty or its holder line)."""
+        try:
+            return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _HOLDER_BYTES, 0))
+        except OSError:
+            return False
 
     def _same_file(self, fd: int) -> bool:
         try:

@@ -35,12 +35,14 @@ from typing import Iterable
 
 from lorita.atomic import swap, temp_target
 from lorita.errors import LoritaError
-from lorita.runs.folder import MARK, foreign_entries, is_marked, read_json, remove_tree, staging_path
-from lorita.runs.lock import OutputLock
+from lorita.runs.folder import MARK, foreign_entries, is_lorita_file, is_marked, read_json, remove_tree, staging_path
+from lorita.runs.lock import LOCK_SUFFIX, OutputLock
 
 log = logging.getLogger(__name__)
 
 Inputs = Iterable[tuple["str | os.PathLike | None", str]]
+# names lorita gives its own folders and files beside an output (staging, set aside, copying, replaced, lock)
+_RESERVED = re.compile(r".+\.partial|.+\.resume|\..+\.copying|\..+\.replaced-[0-9]+|\..+" + re.escape(LOCK_SUFFIX))
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -95,6 +97,10 @@ def _check_name(given: str | os.PathLike, out: Path, what: str) -> None:
     if problem:
         raise LoritaError(f"{what} {str(given)!r} names no new folder (it is the current folder, one holding it, or "
                           f"the root); choose a new folder name, e.g. {what} runs/first")
+    if _RESERVED.fullmatch(out.name):
+        raise LoritaError(f"{what} {str(given)!r}: lorita keeps names like {out.name!r} for its own folders beside an "
+                          "output (NAME.partial while one is built, NAME.resume, .NAME.copying, .NAME.replaced-PID, "
+                          f".NAME{LOCK_SUFFIX}); writing there could mix two runs: choose another name")
 
 
 def _check_own_file_system(folder: Path, what: str) -> None:
@@ -144,6 +150,10 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
     _check_own_file_system(staging, f"{what}'s staging folder")
     marked, checkpoint = is_marked(staging), _holds_checkpoint(staging)
     if resume and marked and checkpoint:
+        foreign = foreign_entries(staging)
+        if foreign:  # continuing would carry them into the output
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise LoritaError(f"{staging} holds files lorita did not write ({shown}); move them away, then resume")
         return True
     if not marked:
         empty = not any(staging.iterdir())
@@ -284,7 +294,8 @@ class RunOutput:
             self._begun = True
             if self.resume:  # a kill during an atomic write leaves its temporary file: lorita's, by exact name
                 for entry in self.staging.iterdir():
-                    if temp_target(entry.name) is not None and entry.is_file() and not entry.is_symlink():
+                    if temp_target(entry.name) is not None and is_lorita_file(entry.name) and entry.is_file() \
+                            and not entry.is_symlink():
                         entry.unlink()
         except BaseException:
             self.abandon()
