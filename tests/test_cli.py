@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -197,6 +198,27 @@ def test_experiment_resume_refuses_a_leftover_that_is_not_loritas_by_message(tmp
     assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--out", str(tmp_path / "x"),
                  "--resume", "--dry-run"]) == 2
     assert "--dry-run does not take up a killed run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", [".", "/", ""])
+def test_experiment_resume_of_no_new_folder_is_refused_before_anything(out, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "experiments" / "fcn_fashion_mnist.json"
+    assert main(["experiment", str(config), "--reduced", "--out", out, "--resume", "--overwrite",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "names no new folder" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_experiment_resume_checks_its_inputs_before_setting_a_killed_run_aside(tmp_path, capsys):
+    killed = tmp_path / "e.partial"  # a killed experiment's staging folder, also named as a folder to reuse
+    killed.mkdir()
+    (killed / "config.json").write_text('{"format": "lorita.run", "format_version": 1, "command": "experiment"}')
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--out", str(tmp_path / "e"),
+                 "--resume", "--no-progress", "--set", f"reuse=[\"{killed}\"]"]) == 2
+    assert "would replace, hold or sit inside an experiment whose trainings it reuses" in capsys.readouterr().err
+    assert killed.is_dir() and not (tmp_path / "e.resume").exists()  # nothing renamed
 
 
 def test_unknown_flag_and_help():

@@ -412,3 +412,15 @@ def test_a_planted_lock_file_link_is_never_written_through(tmp_path):
     with pytest.raises(LoritaError, match="is not a file lorita made"):
         RunOutput(tmp_path / "run")
     assert target.read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+def test_a_failed_command_removes_the_folders_it_made_above_its_output(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "mine.txt").write_text("kept")
+    with pytest.raises(RuntimeError):
+        with RunOutput(tmp_path / "a" / "b" / "c" / "run"):
+            raise RuntimeError("the data was missing")
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["mine.txt"]  # b and c gone, a as it was
+    with RunOutput(tmp_path / "a" / "b" / "run") as folder:  # a command that succeeds keeps them
+        (folder / "config.json").write_text('{"format": "lorita.run"}')
+    assert (tmp_path / "a" / "b" / "run" / "config.json").is_file()

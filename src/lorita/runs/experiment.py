@@ -52,7 +52,7 @@ from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
-from lorita.runs.output import RunOutput
+from lorita.runs.output import RunOutput, check_inputs, check_name
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
@@ -89,6 +89,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         ['LoRITa N=2', 'plain + SVD']
     """
     use_tp = _check_spec(spec)  # before anything is renamed, locked or created
+    check_name(out)
+    check_inputs(out, _inputs(spec, config_path))
     aside = None
     if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
@@ -145,9 +147,13 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
 
 def _output(spec: ExperimentSpec, out: str | Path, overwrite: bool, config_path: str | Path | None) -> RunOutput:
     """``out`` checked against the experiment's inputs (its config, data and the folders it reuses) and locked."""
-    inputs = [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
-              *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
-    return RunOutput(out, overwrite=overwrite, inputs=inputs)
+    return RunOutput(out, overwrite=overwrite, inputs=_inputs(spec, config_path))
+
+
+def _inputs(spec: ExperimentSpec, config_path: str | Path | None) -> list[tuple]:
+    """What the experiment reads, which its output may not be, hold or sit inside (``check_inputs``)."""
+    return [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
+            *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
 
 
 def _check_spec(spec: ExperimentSpec) -> bool:

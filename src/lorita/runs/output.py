@@ -85,7 +85,18 @@ def check_inputs(out: str | os.PathLike, inputs: Inputs, what: str = "--out") ->
                                   "outside it")
 
 
-def _check_name(given: str | os.PathLike, out: Path, what: str) -> None:
+def check_name(given: str | os.PathLike, what: str = "--out") -> None:
+    """Refuse an output name that names no new folder (``.``, ``/``, a folder holding the current one) or one lorita
+    keeps for its own folders and files beside an output.
+
+    Example:
+        >>> check_name("runs/first")
+        >>> check_name("runs/first.partial")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: --out 'runs/first.partial': lorita keeps names like 'first.partial' for its own ...
+    """
+    out = Path(given)
     problem = out.name in ("", ".", "..")
     if not problem:
         try:
@@ -228,12 +239,13 @@ class RunOutput:
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False, resume: bool = False,
                  writer: bool = True, what: str = "--out", inputs: Inputs = ()):
         self.out = Path(out)
-        _check_name(out, self.out, what)
+        check_name(out, what)
         self.staging = staging_path(self.out)
         self.writer, self.resume, self.overwrite, self.what = writer, resume, overwrite, what
         self.resumable = False  # staging is a killed run of this output, to continue
         self._lock = OutputLock(self.out, what)
         self._created = self._begun = False
+        self._made_parents: list[Path] = []  # folders above out that begin() made (removed again on failure)
         self._stale: list[Path] = []
         if not writer:
             return
@@ -281,9 +293,15 @@ class RunOutput:
         if not self.writer:
             return self.staging
         if not self._lock.held:
+            missing = [p for p in [self.out.parent, *self.out.parent.parents] if _lstat(p) is None]
             self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
-            self._checked()
+            self._made_parents = missing  # deepest first
+            try:
+                self._lock.acquire()
+                self._checked()
+            except BaseException:
+                self._remove_made_parents()
+                raise
         try:
             if not self.resumable:
                 if self.resume and (self.out / "checkpoint.pt").is_file():
@@ -315,6 +333,17 @@ class RunOutput:
             log.warning("could not remove %s (%s); remove it yourself", self.staging, err.strerror or err)
         finally:
             self._lock.release()
+            if not (keep and self._begun):
+                self._remove_made_parents()
+
+    def _remove_made_parents(self) -> None:
+        """Remove the folders above ``out`` that ``begin()`` made, deepest first, each only if still empty."""
+        for folder in self._made_parents:
+            try:
+                folder.rmdir()
+            except OSError:  # something else is in it now: it stays
+                break
+        self._made_parents = []
 
     def commit(self) -> None:
         """The output is complete: swap it in for ``out`` (the old folder is then deleted); release the lock."""

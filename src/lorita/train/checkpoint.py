@@ -80,12 +80,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, or pickled classes weights_only refuses
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err):  # torch's advice to load it unsafely is not passed on
+            reason = "it holds pickled Python objects, which lorita never loads (they could run code)"
         raise LoritaError(f"cannot read checkpoint {path}: {reason}. The file is damaged (an empty or truncated copy?) "
-                          "or not a lorita training checkpoint; start the run again without --resume") from None
+                          f"or not a lorita training checkpoint; {start_over(path)}") from None
+
+
+def start_over(path: str | os.PathLike) -> str:
+    """What to do when the checkpoint ``path`` cannot be continued (a killed run's folder blocks a fresh start).
+
+    Example:
+        >>> start_over("x.partial/checkpoint.pt")
+        'start the run again without --resume (if x.partial is a killed run, remove it first: rm -r x.partial)'
+    """
+    folder = Path(path).parent
+    return f"start the run again without --resume (if {folder} is a killed run, remove it first: rm -r {folder})"
 
 
 def _damaged(path: Path, what: str) -> LoritaError:
-    return LoritaError(f"{path} is damaged: {what}; start the run again without --resume")
+    return LoritaError(f"{path} is damaged: {what}; {start_over(path)}")
 
 
 def check_contents(ckpt: dict, path: str | os.PathLike) -> None:
@@ -95,10 +108,10 @@ def check_contents(ckpt: dict, path: str | os.PathLike) -> None:
     results.json unchecked (numbers only: no text that a spreadsheet would run as a formula).
 
     Example:
-        >>> check_contents({"epoch": 0}, "c.pt")
+        >>> check_contents({"epoch": 0}, "x.partial/checkpoint.pt")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        lorita.errors.LoritaError: c.pt is damaged: it has no 'config' entry; start the run again without --resume
+        lorita.errors.LoritaError: x.partial/checkpoint.pt is damaged: it has no 'config' entry; start the run again ...
     """
     path = Path(path)
     for key, kind in _TYPES.items():
