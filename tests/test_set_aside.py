@@ -94,6 +94,23 @@ def test_a_second_kill_keeps_what_either_attempt_got_further_with_seeds_included
     assert sorted(p.name for p in seed.iterdir()) == ["config.json", "depth1", "depth2", "depth3"]
 
 
+def test_a_second_kill_after_another_recipe_keeps_the_first_recipes_trainings(tmp_path):
+    out = tmp_path / "exp"
+    older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
+    for folder in (older, newer):
+        write_json(folder / "config.json", mark({"command": "experiment"}))
+    _training(older / "depth1", finished=True, name="d1", lr=0.05)  # the first attempt's, finished
+    _training(newer / "depth1", finished=False, name="d1", lr=0.1)  # the second ran another lr, killed part-way
+    assert set_aside(out) == older
+    assert json.loads((older / "depth1" / "config.json").read_text())["lr"] == 0.1
+    kept = older / "depth1-earlier"
+    assert json.loads((kept / "config.json").read_text())["lr"] == 0.05 and (kept / "results.json").is_file()
+    write_json(out / "config.json", mark({"command": "experiment"}))
+    _training(out / "depth1", finished=True, name="d1", lr=0.1)
+    drop_set_aside(out)  # the finished run took the lr=0.1 training only: the first recipe's is not thrown away
+    assert (kept / "results.json").is_file()
+
+
 def test_set_aside_refuses_while_a_command_writes_the_output(tmp_path):
     out = tmp_path / "exp"
     write_json(tmp_path / "exp.partial" / "config.json", mark({"command": "experiment"}))
@@ -153,7 +170,7 @@ def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
     assert set_aside(out) == older
     assert (older / "depth1" / "results.json").is_file()
     assert (older / "depth2" / "config.json").read_text().count("other") == 1
-    assert [p.name for p in _trainings(older)] == ["depth1", "depth2"]
+    assert [p.name for p in _trainings(older)] == ["depth1", "depth2", "depth2-earlier"]  # the older's d2 kept
 
 
 def test_a_copy_a_kill_cut_short_before_its_config_was_whole_does_not_stop_the_next_resume(tmp_path):

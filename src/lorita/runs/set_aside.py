@@ -5,7 +5,8 @@ part-way. :func:`set_aside` keeps it as ``OUT.resume`` after checking that it is
 lorita's files and that no command is writing it; the next run names ``OUT.resume`` first among the folders it
 reuses (``lorita.runs.reuse``), so it trains only what was not finished and continues the training it was in.
 After a second kill the newer staging folder replaces the older ``OUT.resume``, taking first each training the
-older got further with (one it had not copied yet, or copied only in part). :func:`drop_set_aside` removes
+older got further with (one it had not copied yet, or copied only in part), and keeping under another name
+(``depth1-earlier``) each training the older ran with another recipe under the same name. :func:`drop_set_aside` removes
 ``OUT.resume`` once the run is done and holds every training in it.
 """
 
@@ -72,8 +73,9 @@ def _carry_over(older: Path, newer: Path) -> None:
     """Move into ``newer`` what ``older`` got further with (a second kill can come before the newer attempt copied
     every training, or while it copied one): each folder ``newer`` lacks; a seed's folder of a run of several seeds
     walked into; a training of the same name and config where ``older``'s is finished and ``newer``'s is not, or
-    ``older``'s has more epochs (trainings are copied whole or not at all: ``lorita.runs.reuse``). Both are checked
-    lorita's."""
+    ``older``'s has more epochs (trainings are copied whole or not at all: ``lorita.runs.reuse``); a training of the
+    same name but another config (the attempts ran different recipes), under a free name (``depth1-earlier``), where
+    a resume of its config finds it (reuse looks under every name). Both are checked lorita's."""
     try:
         for entry in sorted(older.iterdir()):
             if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
@@ -83,14 +85,31 @@ def _carry_over(older: Path, newer: Path) -> None:
                 entry.rename(there)
             elif _command(entry) == "experiment-seed" and _command(there) == "experiment-seed":
                 _carry_over(entry, there)
-            elif _command(entry) == "train" and _config(entry) == _config(there) and \
-                    _progress(entry) > _progress(there):
-                aside = there.with_name(f".{there.name}.superseded")
-                there.rename(aside)
-                entry.rename(there)
-                remove_tree(aside)  # lorita's: checked with the whole staging folder
+            elif _command(entry) == "train" and _config(entry) == _config(there):
+                if _progress(entry) > _progress(there):
+                    aside = there.with_name(f".{there.name}.superseded")
+                    there.rename(aside)
+                    entry.rename(there)
+                    remove_tree(aside)  # lorita's: checked with the whole staging folder
+            elif _command(entry) == "train":  # the attempts' recipes differed: kept, for a resume of its config
+                entry.rename(_free_name(newer, f"{entry.name}-earlier"))
     except OSError as error:
         raise LoritaError(f"could not move {older}'s trainings into {newer}: {error}") from None
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/name-2``, ``-3``, ... the first that is not there.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); (d / "depth1-earlier").mkdir(); _free_name(d, "depth1-earlier").name
+        'depth1-earlier-2'
+    """
+    path, n = folder / name, 1
+    while path.exists() or path.is_symlink():
+        n += 1
+        path = folder / f"{name}-{n}"
+    return path
 
 
 def _trainings(folder: Path) -> list[Path]:
