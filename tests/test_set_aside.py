@@ -11,7 +11,7 @@ from lorita import LoritaError
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.folder import mark, write_json
 from lorita.runs.lock import OutputLock
-from lorita.runs.set_aside import _trainings, drop_set_aside, resume_path, set_aside
+from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside, trainings_in
 
 
 def test_a_killed_runs_staging_folder_is_kept_to_resume_from_only_when_it_is_loritas(tmp_path):
@@ -65,6 +65,31 @@ def test_experiment_resume_takes_up_a_killed_runs_finished_trainings_and_then_re
     with pytest.raises(LoritaError, match="is not a lorita run folder"):
         run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "other", progress=False, resume=True)
     assert (leftover / "notes.txt").read_text() == "mine" and not (tmp_path / "other.resume").exists()
+
+
+def test_ctrl_c_keeps_an_experiments_finished_trainings_for_resume(tmp_path, monkeypatch, caplog):
+    import lorita.runs.experiment as experiment
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "_summary", interrupted)  # Ctrl-C after both trainings finished
+    out = tmp_path / "exp"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    partial = out.with_name("exp.partial")
+    assert [p.name for p in trainings_in(partial)] == ["depth1", "depth2"]
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert "depth1: reused from" in caplog.text and "depth2: reused from" in caplog.text
+    assert not partial.exists() and not resume_path(out).exists()
+    monkeypatch.setattr(experiment, "_one_seed", interrupted)  # Ctrl-C before any training: nothing to keep
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "early", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:
@@ -170,7 +195,7 @@ def test_a_copy_a_kill_cut_short_is_never_taken(tmp_path):
     assert set_aside(out) == older
     assert (older / "depth1" / "results.json").is_file()
     assert (older / "depth2" / "config.json").read_text().count("other") == 1
-    assert [p.name for p in _trainings(older)] == ["depth1", "depth2", "depth2-earlier"]  # the older's d2 kept
+    assert [p.name for p in trainings_in(older)] == ["depth1", "depth2", "depth2-earlier"]  # the older's d2 kept
 
 
 def test_a_copy_a_kill_cut_short_before_its_config_was_whole_does_not_stop_the_next_resume(tmp_path):
@@ -184,7 +209,7 @@ def test_a_copy_a_kill_cut_short_before_its_config_was_whole_does_not_stop_the_n
     (newer / ".depth3.copying").mkdir()
     (newer / ".depth3.copying" / ".config.json.0a1b2c3d.tmp").write_text("{")  # or while it was written
     assert set_aside(out) == older
-    assert [p.name for p in _trainings(older)] == ["depth1", "depth2", "depth3"]
+    assert [p.name for p in trainings_in(older)] == ["depth1", "depth2", "depth3"]
     assert all((older / name / "results.json").is_file() for name in ("depth1", "depth2", "depth3"))
     (newer / ".depth1.copying").mkdir(parents=True)
     (newer / ".depth1.copying" / "notes.txt").write_text("mine")  # not a name lorita writes: not lorita's

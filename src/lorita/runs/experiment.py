@@ -56,7 +56,7 @@ from lorita.runs.output import RunOutput, check_inputs, check_name
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
-from lorita.runs.set_aside import drop_set_aside, set_aside
+from lorita.runs.set_aside import drop_set_aside, set_aside, trainings_in
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -103,7 +103,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     output = _output(spec, out, overwrite, config_path)
     start = time.time()
     seeds = spec.recipe.seed_list
-    with output as folder:
+    folder = output.begin()
+    try:
         write_json(folder / "config.json", mark({"command": "experiment", "lorita_version": __version__,
                                                  "spec": spec.flat()}))
         runs = []
@@ -116,6 +117,13 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         results = _summary(spec, runs, time.time() - start)
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
+    except KeyboardInterrupt:  # Ctrl-C: its finished trainings kept for --resume, as train keeps its checkpoint
+        output.abandon(keep=bool(trainings_in(folder)))
+        raise
+    except BaseException:
+        output.abandon()
+        raise
+    output.commit()
     if aside is not None:
         drop_set_aside(out)
     return results

@@ -112,15 +112,23 @@ def _free_name(folder: Path, name: str) -> Path:
     return path
 
 
-def _trainings(folder: Path) -> list[Path]:
-    """The training folders in an experiment folder, its seeds' folders included."""
+def trainings_in(folder: Path) -> list[Path]:
+    """The training folders in an experiment folder, its seeds' folders included.
+
+    Example:
+        >>> import tempfile
+        >>> from lorita.runs.folder import mark, write_json
+        >>> d = Path(tempfile.mkdtemp()); write_json(d / "seed0" / "depth1" / "config.json", mark({"command": "train"}))
+        >>> write_json(d / "seed0" / "config.json", mark({"command": "experiment-seed"}))
+        >>> [p.name for p in trainings_in(d)]
+        ['depth1']"""
     found = []
     for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] != "."):
         command = _command(entry)
         if command == "train":
             found.append(entry)
         elif command == "experiment-seed":
-            found += _trainings(entry)
+            found += trainings_in(entry)
     return found
 
 
@@ -181,8 +189,8 @@ def drop_set_aside(out: str | Path) -> None:
         return
     try:
         _check_lorita_folder(resume)
-        kept = {json.dumps(_config(t), sort_keys=True) for t in _trainings(out)} if out.is_dir() else set()
-        unused = [t for t in _trainings(resume) if json.dumps(_config(t), sort_keys=True) not in kept]
+        kept = {json.dumps(_config(t), sort_keys=True) for t in trainings_in(out)} if out.is_dir() else set()
+        unused = [t for t in trainings_in(resume) if json.dumps(_config(t), sort_keys=True) not in kept]
         if unused:
             raise LoritaError(f"it holds trainings {out} does not ({', '.join(str(t) for t in unused[:3])}): take "
                               "them up with another --resume of the same config, or remove it yourself")
