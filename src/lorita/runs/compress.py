@@ -47,6 +47,8 @@ UNITS = {"params": "count", "macs": "multiply-accumulates per example", "flops":
 
 
 def _check_source(source: Path) -> None:
+    if not source.is_dir():
+        raise LoritaError(f"{source} does not exist or is not a folder: give a run folder 'lorita train' wrote")
     if not (source / "model.lorita").is_file():
         raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?")
     read_json(source / "results.json", "'lorita train'")
