@@ -424,3 +424,9 @@ def test_a_failed_command_removes_the_folders_it_made_above_its_output(tmp_path)
     with RunOutput(tmp_path / "a" / "b" / "run") as folder:  # a command that succeeds keeps them
         (folder / "config.json").write_text('{"format": "lorita.run"}')
     assert (tmp_path / "a" / "b" / "run" / "config.json").is_file()
+
+
+def test_a_lock_that_cannot_be_made_says_where_to_write_instead(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(LoritaError, match=r"--out .*a-file/run: cannot write in .*a-file \(Not a directory\); choose"):
+        OutputLock(tmp_path / "a-file" / "run").acquire()

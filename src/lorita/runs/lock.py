@@ -185,11 +185,12 @@ class OutputLock:
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
                            | getattr(os, "O_CLOEXEC", 0), 0o644)
-        except OSError:
+        except OSError as err:
             if os.path.islink(self.path) or os.path.isdir(self.path):
                 raise LoritaError(f"{self.path} (the lock file of {self.what} {self.out}) is not a file lorita made "
                                   "(a link or a folder); remove it") from None
-            raise
+            raise LoritaError(f"{self.what} {self.out}: cannot write in {self.out.parent} ({err.strerror or err}); "
+                              f"choose a {self.what} in a folder you can write to") from None
 
     @staticmethod
     def _is_ours(fd: int) -> bool:
