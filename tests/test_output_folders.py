@@ -430,3 +430,38 @@ def test_a_lock_that_cannot_be_made_says_where_to_write_instead(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(LoritaError, match=r"--out .*a-file/run: cannot write in .*a-file \(Not a directory\); choose"):
         OutputLock(tmp_path / "a-file" / "run").acquire()
+
+
+def test_a_lock_left_by_a_long_non_ascii_command_is_still_lorita_s(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["lorita", "train", "--out", "漢" * 2000])  # 6,000 bytes of command line
+    first = OutputLock(out)
+    first.acquire()
+    assert len(lock_path(out).read_bytes()) < 1000  # the holder line is cut by bytes, not characters
+    os.close(first._fd)  # as a kill -9 leaves it: the lock dropped, the file left
+    first._fd = None
+    second = OutputLock(out)
+    second.acquire()  # taken over, not refused as someone else's file
+    second.release()
+
+
+def test_a_failed_command_removes_only_the_folders_it_made_even_through_dot_dot(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("yours").mkdir()  # empty, and the user's
+    with pytest.raises(RuntimeError):
+        with RunOutput(Path("made") / ".." / "yours" / "e"):
+            raise RuntimeError("the data was missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yours"]
+
+
+def test_a_folder_a_command_is_writing_in_is_called_busy_not_foreign(tmp_path):
+    out = tmp_path / "run"
+    with RunOutput(out) as folder:
+        (folder / "config.json").write_text('{"format": "lorita.run"}')
+    inner = OutputLock(out / "sub")
+    inner.acquire()
+    try:
+        with pytest.raises(LoritaError, match=r"a lorita command is writing in it .*; wait until it ends"):
+            RunOutput(out, overwrite=True)
+    finally:
+        inner.release()

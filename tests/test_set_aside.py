@@ -136,6 +136,27 @@ def test_a_second_kill_after_another_recipe_keeps_the_first_recipes_trainings(tm
     assert (kept / "results.json").is_file()
 
 
+def test_set_aside_never_takes_apart_a_killed_training(tmp_path):
+    out = tmp_path / "t"
+    _training(tmp_path / "t.partial", finished=False, epochs=18, name="d1")  # a killed lorita train, resumable
+    with pytest.raises(LoritaError, match=r"was left by a 'lorita train', not by 'lorita experiment'"):
+        set_aside(out)
+    assert (tmp_path / "t.partial" / "metrics.csv").is_file() and not resume_path(out).exists()
+
+
+def test_a_resume_that_cannot_replace_the_output_renames_nothing(tmp_path):
+    out = tmp_path / "exp"
+    write_json(tmp_path / "exp.partial" / "config.json", mark({"command": "experiment"}))
+    out.mkdir()
+    (out / "user.txt").write_text("mine")
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "device": "cpu"}}
+    with pytest.raises(LoritaError, match="not a lorita run folder"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, overwrite=True, progress=False, resume=True)
+    assert (tmp_path / "exp.partial").is_dir() and not resume_path(out).exists()
+    assert (out / "user.txt").read_text() == "mine"
+
+
 def test_set_aside_refuses_while_a_command_writes_the_output(tmp_path):
     out = tmp_path / "exp"
     write_json(tmp_path / "exp.partial" / "config.json", mark({"command": "experiment"}))

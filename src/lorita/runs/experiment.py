@@ -52,7 +52,7 @@ from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
-from lorita.runs.output import RunOutput, check_inputs, check_name
+from lorita.runs.output import RunOutput, check_inputs, check_name, check_replaceable_output
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
@@ -96,6 +96,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
             raise LoritaError(f"{out} exists; --resume takes up only a run killed before it was in place (its "
                               "OUT.partial): add --overwrite to run it again")
+        check_replaceable_output(out)  # before the killed run is set aside: refused, nothing renamed
         aside = set_aside(out)
     if aside is not None:
         spec = dataclasses.replace(spec, recipe=dataclasses.replace(spec.recipe,

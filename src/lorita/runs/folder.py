@@ -43,6 +43,7 @@ PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png",
                         "columns.png", "accuracy_vs_params.png", "accuracy_vs_flops.png", "training.png",  # demo
                         "accuracy_vs_macs.png", "accuracy_vs_latency.png"})  # benchmarks/peers.py
 _WRITTEN = RUN_FILES | PLOT_FILES
+HELD = "(held: "  # how foreign_entries names a lock file a running command holds (a busy folder, not a foreign one)
 _COPIES_INTO = ("experiment", "experiment-seed")  # the folders lorita copies trainings into (lorita.runs.reuse)
 _OPEN_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -126,7 +127,7 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
         elif is_lock_name(entry.name) and not is_lock_file(entry):
             found.append(f"{entry} (named like a lock file, but not one lorita wrote)")
         elif is_lock_name(entry.name) and (holder := held_by(entry)) is not None:
-            found.append(f"{entry} (held: {holder} is writing in this folder; wait until it ends)")
+            found.append(f"{entry} {HELD}{holder} is writing in this folder; wait until it ends)")
     return found
 
 

@@ -30,6 +30,7 @@ except ImportError:  # Windows: no flock
 LOCK_SUFFIX = ".lorita-lock"
 _LOCK = re.compile(r"\..+" + re.escape(LOCK_SUFFIX))
 _HOLDER_BYTES = 1000  # how much of a lock file is read to name its holder
+_LOCK_BYTES = 4096  # the most a lock file lorita wrote holds (its holder line is at most about 820 bytes)
 _HOLDER_LINE = re.compile(rb"pid [0-9]+ \(.*\)\n?", re.DOTALL)  # what ``OutputLock._record`` writes
 
 
@@ -62,7 +63,7 @@ def is_lock_content(data: bytes) -> bool:
         >>> is_lock_content(b""), is_lock_content(b"pid 12 (lorita train --out x)\n"), is_lock_content(b"my notes")
         (True, True, False)
     """
-    return data == b"" or (len(data) < _HOLDER_BYTES and _HOLDER_LINE.fullmatch(data) is not None)
+    return data == b"" or (len(data) < _LOCK_BYTES and _HOLDER_LINE.fullmatch(data) is not None)
 
 
 def is_lock_file(path: str | os.PathLike) -> bool:
@@ -82,7 +83,7 @@ def is_lock_file(path: str | os.PathLike) -> bool:
     except OSError:
         return False
     try:
-        return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _HOLDER_BYTES, 0))
+        return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _LOCK_BYTES, 0))
     except OSError:
         return False
     finally:
@@ -196,7 +197,7 @@ class OutputLock:
     def _is_ours(fd: int) -> bool:
         """Whether the open file is one lorita could have written (a regular file, empty or its holder line)."""
         try:
-            return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _HOLDER_BYTES, 0))
+            return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _LOCK_BYTES, 0))
         except OSError:
             return False
 
@@ -208,7 +209,8 @@ class OutputLock:
 
     def _record(self) -> None:
         """Write who holds the lock into it (best effort: a full disk must not stop the command here)."""
-        text = f"pid {os.getpid()} ({shlex.join(sys.argv)[:400]})\n".encode("utf-8", "replace")
+        command = shlex.join(sys.argv).encode("utf-8", "replace")[:800].decode("utf-8", "ignore")  # bytes, not chars
+        text = f"pid {os.getpid()} ({command})\n".encode("utf-8", "replace")
         try:
             os.ftruncate(self._fd, 0)
             os.pwrite(self._fd, text, 0)

@@ -35,7 +35,16 @@ from typing import Iterable
 
 from lorita.atomic import swap, temp_target
 from lorita.errors import LoritaError
-from lorita.runs.folder import MARK, foreign_entries, is_lorita_file, is_marked, read_json, remove_tree, staging_path
+from lorita.runs.folder import (
+    HELD,
+    MARK,
+    foreign_entries,
+    is_lorita_file,
+    is_marked,
+    read_json,
+    remove_tree,
+    staging_path,
+)
 from lorita.runs.lock import LOCK_SUFFIX, OutputLock
 
 log = logging.getLogger(__name__)
@@ -128,10 +137,39 @@ def _check_replaceable(folder: Path, what: str) -> None:
                           f"\"format\": \"{MARK}\"); lorita only ever deletes what it wrote. Move it away or choose "
                           f"another {what}")
     foreign = foreign_entries(folder)
+    busy = [entry for entry in foreign if HELD in entry]
+    if busy:
+        raise LoritaError(f"refusing to replace {folder}: a lorita command is writing in it ({busy[0]}); wait until "
+                          f"it ends, or choose another {what}")
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({shown}); move them "
                           f"away, or choose another {what}")
+
+
+def _check_folder_or_nothing(out: Path, what: str) -> os.stat_result | None:
+    """``out``'s lstat (None: not there), refused when it is a link or not a folder."""
+    info = _lstat(out)
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise LoritaError(f"{what} {out} is a symbolic link, and lorita never writes or deletes through one; remove "
+                          f"the link (rm {out}) or choose another {what}")
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        raise LoritaError(f"{what} {out} exists and is not a folder; choose a folder name")
+    return info
+
+
+def check_replaceable_output(out: str | os.PathLike, what: str = "--out") -> None:
+    """Refuse an existing ``out`` that ``--overwrite`` could not replace (a link, a file, a folder lorita did not
+    write or one holding what it did not write): the check ``RunOutput`` makes, for a caller that must know before
+    it renames anything (``lorita experiment --resume --overwrite``).
+
+    Example:
+        >>> import tempfile
+        >>> check_replaceable_output(Path(tempfile.mkdtemp()) / "new")  # nothing there: nothing to refuse
+    """
+    out = Path(out)
+    if _check_folder_or_nothing(out, what) is not None and any(out.iterdir()):
+        _check_replaceable(out, what)
 
 
 def _holds_checkpoint(folder: Path) -> bool:
@@ -260,12 +298,7 @@ class RunOutput:
     def _checked(self) -> None:
         """Every check of the output, its staging folder and leftovers (under the lock); releases it on failure."""
         try:
-            info = _lstat(self.out)
-            if info is not None and stat.S_ISLNK(info.st_mode):
-                raise LoritaError(f"{self.what} {self.out} is a symbolic link, and lorita never writes or deletes "
-                                  f"through one; remove the link (rm {self.out}) or choose another {self.what}")
-            if info is not None and not stat.S_ISDIR(info.st_mode):
-                raise LoritaError(f"{self.what} {self.out} exists and is not a folder; choose a folder name")
+            info = _check_folder_or_nothing(self.out, self.what)
             self.resumable = _check_staging(self.staging, self.what, self.resume)
             self._stale = _replaced_leftovers(self.out, self.what)
             if info is not None and any(self.out.iterdir()):
@@ -293,9 +326,15 @@ class RunOutput:
         if not self.writer:
             return self.staging
         if not self._lock.held:
-            missing = [p for p in [self.out.parent, *self.out.parent.parents] if _lstat(p) is None]
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self._made_parents = missing  # deepest first
+            for folder in reversed([self.out.parent, *self.out.parent.parents]):  # from the top: each one it makes
+                try:
+                    folder.mkdir()
+                    self._made_parents.insert(0, folder)  # deepest first
+                except FileExistsError:
+                    pass
+                except BaseException:
+                    self._remove_made_parents()
+                    raise
             try:
                 self._lock.acquire()
                 self._checked()

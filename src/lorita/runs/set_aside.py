@@ -45,6 +45,17 @@ def _check_lorita_folder(folder: Path) -> None:
                           "remove it (lorita never deletes it)")
 
 
+def _check_experiment_folder(folder: Path) -> None:
+    """Refuse a folder that is not a killed experiment's, lorita's only (a killed ``lorita train``'s is continued
+    by ``lorita train --resume``, never taken apart here)."""
+    _check_lorita_folder(folder)
+    command = _command(folder)
+    if command != "experiment":
+        left_by = f"a 'lorita {command}'" if isinstance(command, str) and command.isidentifier() else "another command"
+        raise LoritaError(f"{folder} was left by {left_by}, not by 'lorita experiment'; lorita never takes it apart: "
+                          f"continue it with that command's --resume, or remove it yourself")
+
+
 def _config(folder: Path) -> dict | None:
     """A marked folder's config.json, as reuse compares it (``lorita.runs.reuse``); None where it does not read."""
     try:
@@ -154,9 +165,9 @@ def set_aside(out: str | Path) -> Path | None:
     lock = OutputLock(out)
     lock.acquire()  # refuses when a command is writing this output now
     try:
-        _check_lorita_folder(partial)
+        _check_experiment_folder(partial)
         if resume.exists() or resume.is_symlink():
-            _check_lorita_folder(resume)
+            _check_experiment_folder(resume)
             _carry_over(resume, partial)
             left = remove_tree(resume)
             if left:

@@ -83,22 +83,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if "weights_only" in str(err):  # torch's advice to load it unsafely is not passed on
             reason = "it holds pickled Python objects, which lorita never loads (they could run code)"
         raise LoritaError(f"cannot read checkpoint {path}: {reason}. The file is damaged (an empty or truncated copy?) "
-                          f"or not a lorita training checkpoint; {start_over(path)}") from None
+                          f"or not a lorita training checkpoint; {START_OVER}") from None
 
 
-def start_over(path: str | os.PathLike) -> str:
-    """What to do when the checkpoint ``path`` cannot be continued (a killed run's folder blocks a fresh start).
-
-    Example:
-        >>> start_over("x.partial/checkpoint.pt")
-        'start the run again without --resume (if x.partial is a killed run, remove it first: rm -r x.partial)'
-    """
-    folder = Path(path).parent
-    return f"start the run again without --resume (if {folder} is a killed run, remove it first: rm -r {folder})"
+# What to do when a checkpoint cannot be continued (a killed run's folder would block a fresh start).
+START_OVER = "start the run again without --resume (a killed run's folder, if one is left, stays until you remove it)"
 
 
 def _damaged(path: Path, what: str) -> LoritaError:
-    return LoritaError(f"{path} is damaged: {what}; {start_over(path)}")
+    return LoritaError(f"{path} is damaged: {what}; {START_OVER}")
 
 
 def check_contents(ckpt: dict, path: str | os.PathLike) -> None:

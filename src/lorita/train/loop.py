@@ -26,8 +26,8 @@ from lorita.data.split import derive_seed
 from lorita.errors import LoritaError
 from lorita.progress import progress_bar
 from lorita.train import distributed
-from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METRIC_COLUMNS, check_contents,
-                                     check_fits, load_checkpoint, save_checkpoint, start_over)
+from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METRIC_COLUMNS, START_OVER, check_contents,
+                                     check_fits, load_checkpoint, save_checkpoint)
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate, flat_logits
 from lorita.train.exposure import drop_last
@@ -196,7 +196,7 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         raise LoritaError(f"the checkpoint {path} does not fit this model: {err}") from err
     for name, p in model.named_parameters():
         if p.is_floating_point() and not torch.isfinite(p).all():
-            raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; {start_over(path)}")
+            raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; {START_OVER}")
     _check_same_decay_groups(ckpt, path, optimizer)  # before check_fits: another grouping reads as damage there
     check_fits(ckpt, path, model, optimizer)
     try:
@@ -204,7 +204,7 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
         schedule.load_state_dict(ckpt["schedule"])
     except (ValueError, TypeError, KeyError, IndexError) as err:
         raise LoritaError(f"{path} is damaged: its optimizer or schedule state cannot be restored ({err}); "
-                          f"{start_over(path)}") from err
+                          f"{START_OVER}") from err
     best = ckpt["best_model"] if ckpt["best_model"] is not None else ckpt["model"]
     best_acc = float(ckpt["best_val_acc"])
     progress = _Progress(list(ckpt["history"]), int(ckpt["best_epoch"]), best_acc, _cpu_copy(best),
