@@ -145,6 +145,8 @@ def profile(model: nn.Module, example_input) -> Profile:
         >>> p = profile(net, torch.randn(1, 10))
         >>> p.params, p.macs, p.flops
         (325, 300, 600)
+        >>> profile(net, torch.randn(10)).batch_size  # one unbatched example, not a batch of 10
+        1
     """
     check_model(model, "profile")
     args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in example_args(example_input))
@@ -175,4 +177,5 @@ def profile(model: nn.Module, example_input) -> Profile:
                                        READ_NOTE if name in read_only else ""))
     total_flops = int(counts.get("Global", 0))
     params = _count(model)  # shared parameters counted once
-    return Profile(params, total_flops // 2, total_flops, int(args[0].shape[0]) if args[0].dim() else 1, layers)
+    batch = int(args[0].shape[0]) if isinstance(args[0], torch.Tensor) and args[0].dim() >= 2 else 1  # 1-D: unbatched
+    return Profile(params, total_flops // 2, total_flops, batch, layers)
