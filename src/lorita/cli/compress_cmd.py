@@ -218,9 +218,8 @@ def run(args: argparse.Namespace) -> int:
     final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
     print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
           f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
-    sizes = [(Path(folder) / "model.lorita").stat().st_size for folder in (args.run, args.out)]
-    print(f"model.lorita: {sizes[0] / 1024:,.0f} KiB -> {sizes[1] / 1024:,.0f} KiB"
-          + (" (int8 weights)" if args.int8 else ""))
+    size = (Path(args.out) / "model.lorita").stat().st_size  # the source's file may hold a composed model's factors
+    print(f"{Path(args.out) / 'model.lorita'}: {size / 1024:,.0f} KiB ({'int8' if args.int8 else 'float32'} weights)")
     if results["ranks"] and set(results["dense_layers"]) == set(results["ranks"]):
         print(f"note: no layer was cut: each of the {len(results['ranks'])} rank(s) chosen is at or above its "
               "layer's break-even rank (a thin pair there would be no smaller than the dense layer), so the model "
