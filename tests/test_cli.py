@@ -274,3 +274,13 @@ def test_evaluate_a_language_model_run_prints_perplexity(tmp_path, capsys):
     assert f"(perplexity {figures['val_ppl']:.3g})" in capsys.readouterr().out
     assert main(["evaluate", str(run), "--text", str(texts)]) == 2  # --text is for a compressed pretrained LM
     assert "leave --text out" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_mistyped_folder_says_it_does_not_exist(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "typo"), "--text", "fortunes"]) == 2
+    assert "does not exist or is not a folder" in capsys.readouterr().err
+
+
+def test_a_diverged_language_model_has_infinite_perplexity():
+    from lorita.runs.evaluate import _exp
+    assert _exp(2.0) == pytest.approx(math.exp(2.0)) and _exp(1e4) == math.inf

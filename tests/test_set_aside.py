@@ -90,6 +90,11 @@ def test_ctrl_c_keeps_an_experiments_finished_trainings_for_resume(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "early", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    monkeypatch.undo()  # the real _one_seed back
+    monkeypatch.setattr(experiment, "_summary", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # the demo has no --resume: its folder goes, finished trainings or not
+        run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "demo", progress=False, keep_on_interrupt=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:

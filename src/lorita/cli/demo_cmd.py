@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         seeds=args.seeds, finetune_epochs=finetune_epochs, finetune_lr=args.finetune_lr,
         torch_pruning=args.torch_pruning, warm_start_epochs=args.warm_start_epochs, warm_start_lr=args.warm_start_lr,
         warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {})))
-    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress)
+    results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
+                             keep_on_interrupt=False)  # the demo has no --resume: Ctrl-C removes its folder
     report = f"{args.out}/report.md"
     print(open(report, encoding="utf-8").read())
     print(f"[demo] done in {results['seconds']:.0f} s: {report}", file=sys.stderr)

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     if is_lm_run(args.run):
         return run_lm(args)
+    if args.text is not None and not Path(args.run).is_dir():
+        raise LoritaError(f"{args.run} does not exist or is not a folder: give a run folder")
     if args.text is not None:
         raise LoritaError(f"--text scores a compressed pretrained language model ('lorita compress SOURCE --params "
                           f"P', docs/LM.md); {args.run} is a run of lorita's own training, scored on its own "

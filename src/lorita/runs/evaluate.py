@@ -14,6 +14,14 @@ from lorita.runs.train import example_input
 from lorita.train import evaluate
 
 
+def _exp(loss: float) -> float:
+    """Perplexity of a loss; infinite for a diverged model (``math.exp`` overflows above 709)."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
 def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
     """Evaluate ``run_dir/model.lorita`` (a train or compress run); return the figures and the profile.
 
@@ -43,5 +51,5 @@ def evaluate_run(run_dir: str | Path) -> tuple[dict, "lorita.Profile"]:
     figures = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "test_loss": test_loss,
                "params": counts.params, "macs": counts.macs, "flops": counts.flops}
     if isinstance(data, LanguageData):
-        figures.update(val_ppl=math.exp(val_loss), test_ppl=math.exp(test_loss))
+        figures.update(val_ppl=_exp(val_loss), test_ppl=_exp(test_loss))
     return figures, counts

@@ -13,11 +13,13 @@ Where the system has no ``flock`` (Windows), no lock is taken.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
 import stat
 import sys
+import time
 from pathlib import Path
 
 from lorita.errors import LoritaError
@@ -117,6 +119,19 @@ def held_by(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _flock_exclusive(fd: int, tries: int = 5) -> None:
+    """An exclusive, non-blocking flock, tried a few times 20 ms apart: ``held_by`` holds a shared one for an
+    instant to look, which must not read as a command writing the output. BlockingIOError when still taken."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.02)
+
+
 def _holder(fd: int) -> str:
     """Who holds the lock, as its holder wrote it (a printable line), or a plain description."""
     try:
@@ -160,7 +175,7 @@ class OutputLock:
         for _ in range(100):  # the holder may remove the file between our open and our flock: open it again
             fd = self._open()
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _flock_exclusive(fd)
             except BlockingIOError:
                 holder = _holder(fd)
                 os.close(fd)
@@ -190,6 +205,9 @@ class OutputLock:
             if os.path.islink(self.path) or os.path.isdir(self.path):
                 raise LoritaError(f"{self.path} (the lock file of {self.what} {self.out}) is not a file lorita made "
                                   "(a link or a folder); remove it") from None
+            if err.errno == errno.ENAMETOOLONG:
+                raise LoritaError(f"{self.what} {self.out}: the name is too long for this file system (lorita "
+                                  f"keeps {self.path.name} beside it); choose a shorter name") from None
             raise LoritaError(f"{self.what} {self.out}: cannot write in {self.out.parent} ({err.strerror or err}); "
                               f"choose a {self.what} in a folder you can write to") from None
 

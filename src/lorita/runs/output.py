@@ -330,11 +330,10 @@ class RunOutput:
                 try:
                     folder.mkdir()
                     self._made_parents.insert(0, folder)  # deepest first
-                except FileExistsError:
-                    pass
-                except BaseException:
-                    self._remove_made_parents()
-                    raise
+                except OSError:
+                    if not folder.is_dir():  # a root says EISDIR or EACCES rather than EEXIST on some systems
+                        self._remove_made_parents()
+                        raise
             try:
                 self._lock.acquire()
                 self._checked()

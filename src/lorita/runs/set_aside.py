@@ -86,7 +86,8 @@ def _carry_over(older: Path, newer: Path) -> None:
     walked into; a training of the same name and config where ``older``'s is finished and ``newer``'s is not, or
     ``older``'s has more epochs (trainings are copied whole or not at all: ``lorita.runs.reuse``); a training of the
     same name but another config (the attempts ran different recipes), under a free name (``depth1-earlier``), where
-    a resume of its config finds it (reuse looks under every name). Both are checked lorita's."""
+    a run of its config that reuses ``OUT.resume`` finds it if it finished (reuse looks under every name for a
+    finished training; one stopped part-way is continued only under its own name). Both are checked lorita's."""
     try:
         for entry in sorted(older.iterdir()):
             if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
@@ -204,7 +205,8 @@ def drop_set_aside(out: str | Path) -> None:
         unused = [t for t in trainings_in(resume) if json.dumps(_config(t), sort_keys=True) not in kept]
         if unused:
             raise LoritaError(f"it holds trainings {out} does not ({', '.join(str(t) for t in unused[:3])}): take "
-                              "them up with another --resume of the same config, or remove it yourself")
+                              f"them up with an experiment of their config that names {resume} in its reuse list "
+                              "(--set 'reuse=[...]'), or remove it yourself")
         left = remove_tree(resume)
         if left:
             log.warning("%s: could not remove %s", resume, ", ".join(left[:3]))

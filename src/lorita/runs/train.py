@@ -115,13 +115,13 @@ def _is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-
 def _shown(part) -> str:
     """A config section as a message shows it: its fields, None and empty ones left out."""
     if part is None or isinstance(part, str):
         return repr(part)
     fields = part.to_dict() if hasattr(part, "to_dict") else vars(part)
     return "{" + ", ".join(f"{k}={v!r}" for k, v in fields.items() if v not in (None, {}, [], ())) + "}"
+
 
 def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     """Where the run continues: a killed run's ``NAME.partial``, else the finished ``NAME`` (copied by ``begin``).
