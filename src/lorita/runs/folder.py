@@ -148,7 +148,7 @@ def _is_unmarked_building(entry: Path) -> bool:
     (the only ones lorita copies trainings into), holding nothing but regular files lorita writes, by exact name:
     what a kill leaves before a copy's ``config.json`` is whole (an empty folder, a cut-off or temporary
     ``config.json``). Unreadable: not lorita's."""
-    if not re.fullmatch(r"\..+\.copying", entry.name) or _command_of(entry.parent) not in _COPIES_INTO:
+    if not re.fullmatch(r"\..+\.copying", entry.name) or command_of(entry.parent) not in _COPIES_INTO:
         return False
     try:
         return all(stat.S_ISREG(child.lstat().st_mode) and is_lorita_file(child.name) for child in entry.iterdir())
@@ -156,8 +156,15 @@ def _is_unmarked_building(entry: Path) -> bool:
         return False
 
 
-def _command_of(folder: Path) -> str | None:
-    """The command a marked run folder's ``config.json`` names (None: unmarked, unreadable or unsaid)."""
+def command_of(folder: str | os.PathLike) -> str | None:
+    """The command a marked run folder's ``config.json`` names (None: unmarked, unreadable or unsaid).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp()); write_json(d / "config.json", mark({"command": "train"})); command_of(d)
+        'train'
+    """
+    folder = Path(folder)
     if not is_marked(folder):
         return None
     try:

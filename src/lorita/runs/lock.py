@@ -78,18 +78,29 @@ def is_lock_file(path: str | os.PathLike) -> bool:
         (True, False)
     """
     path = Path(path)
-    if not is_lock_name(path.name):
+    fd = _open_to_read(path) if is_lock_name(path.name) else None
+    if fd is None:
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        return _holds_lock_content(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_to_read(path: str | os.PathLike) -> int | None:
+    """``path`` opened read-only without following a link; None where it cannot be."""
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return False
+        return None
+
+
+def _holds_lock_content(fd: int) -> bool:
+    """Whether the open file is one lorita could have written as a lock (a regular file, empty or its holder line)."""
     try:
         return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _LOCK_BYTES, 0))
     except OSError:
         return False
-    finally:
-        os.close(fd)
 
 
 def held_by(path: str | os.PathLike) -> str | None:
@@ -102,11 +113,8 @@ def held_by(path: str | os.PathLike) -> str | None:
         >>> held_by(lock_path(out)).startswith("pid "), lock.release(), held_by(lock_path(out))
         (True, None, None)
     """
-    if fcntl is None:
-        return None
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
+    fd = None if fcntl is None else _open_to_read(path)
+    if fd is None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -185,7 +193,7 @@ class OutputLock:
                 os.close(fd)
                 raise
             if self._same_file(fd):
-                if not self._is_ours(fd):
+                if not _holds_lock_content(fd):
                     os.close(fd)
                     raise LoritaError(f"{self.path} (where lorita keeps the lock of {self.what} {self.out}) holds "
                                       "something lorita did not write; lorita never overwrites it: move it away, or "
@@ -210,14 +218,6 @@ class OutputLock:
                                   f"keeps {self.path.name} beside it); choose a shorter name") from None
             raise LoritaError(f"{self.what} {self.out}: cannot write in {self.out.parent} ({err.strerror or err}); "
                               f"choose a {self.what} in a folder you can write to") from None
-
-    @staticmethod
-    def _is_ours(fd: int) -> bool:
-        """Whether the open file is one lorita could have written (a regular file, empty or its holder line)."""
-        try:
-            return stat.S_ISREG(os.fstat(fd).st_mode) and is_lock_content(os.pread(fd, _LOCK_BYTES, 0))
-        except OSError:
-            return False
 
     def _same_file(self, fd: int) -> bool:
         try:

@@ -38,10 +38,10 @@ from lorita.errors import LoritaError
 from lorita.runs.folder import (
     HELD,
     MARK,
+    command_of,
     foreign_entries,
     is_lorita_file,
     is_marked,
-    read_json,
     remove_tree,
     staging_path,
 )
@@ -123,6 +123,11 @@ def check_name(given: str | os.PathLike, what: str = "--out") -> None:
                           f".NAME{LOCK_SUFFIX}); writing there could mix two runs: choose another name")
 
 
+def _listed(entries: list[str]) -> str:
+    """The first five of ``entries`` and how many more, for a message."""
+    return ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+
+
 def _check_own_file_system(folder: Path, what: str) -> None:
     if os.lstat(folder).st_dev != os.lstat(folder.parent).st_dev:
         raise LoritaError(f"{what} {folder} is a mount point: lorita replaces a folder by renaming it, which cannot "
@@ -142,8 +147,8 @@ def _check_replaceable(folder: Path, what: str) -> None:
         raise LoritaError(f"refusing to replace {folder}: a lorita command is writing in it ({busy[0]}); wait until "
                           f"it ends, or choose another {what}")
     if foreign:
-        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({shown}); move them "
+        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({_listed(foreign)}); "
+                          "move them "
                           f"away, or choose another {what}")
 
 
@@ -179,11 +184,8 @@ def _holds_checkpoint(folder: Path) -> bool:
 
 def _left_by(staging: Path) -> str | None:
     """Which command left the marked staging folder, as its config.json says (a plain word only; None: unsaid)."""
-    try:
-        command = read_json(staging / "config.json", "lorita").get("command")
-    except LoritaError:
-        return None
-    return command if isinstance(command, str) and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", command) else None
+    command = command_of(staging)
+    return command if command is not None and re.fullmatch(r"[a-z][a-z0-9-]{0,30}", command) else None
 
 
 def _check_staging(staging: Path, what: str, resume: bool) -> bool:
@@ -201,8 +203,8 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
     if resume and marked and checkpoint:
         foreign = foreign_entries(staging)
         if foreign:  # continuing would carry them into the output
-            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise LoritaError(f"{staging} holds files lorita did not write ({shown}); move them away, then resume")
+            raise LoritaError(f"{staging} holds files lorita did not write ({_listed(foreign)}); move them away, then "
+                              "resume")
         return True
     if not marked:
         empty = not any(staging.iterdir())

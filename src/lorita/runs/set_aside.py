@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lorita import jsonio
 from lorita.errors import LoritaError
-from lorita.runs.folder import foreign_entries, is_marked, remove_tree, staging_path
+from lorita.runs.folder import command_of, foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
 from lorita.runs.reuse import RUN_FILES, comparable_config
 
@@ -49,7 +49,7 @@ def _check_experiment_folder(folder: Path) -> None:
     """Refuse a folder that is not a killed experiment's, lorita's only (a killed ``lorita train``'s is continued
     by ``lorita train --resume``, never taken apart here)."""
     _check_lorita_folder(folder)
-    command = _command(folder)
+    command = command_of(folder)
     if command != "experiment":
         left_by = f"a 'lorita {command}'" if isinstance(command, str) and command.isidentifier() else "another command"
         raise LoritaError(f"{folder} was left by {left_by}, not by 'lorita experiment'; lorita never takes it apart: "
@@ -65,9 +65,6 @@ def _config(folder: Path) -> dict | None:
     return comparable_config(data) if isinstance(data, dict) else None
 
 
-def _command(folder: Path) -> str | None:
-    """The command a marked folder's config.json names ("train", "experiment-seed", ...), else None."""
-    return (_config(folder) or {}).get("command")
 
 
 def _progress(training: Path) -> tuple[int, int]:
@@ -95,15 +92,15 @@ def _carry_over(older: Path, newer: Path) -> None:
             there = newer / entry.name
             if not there.exists():
                 entry.rename(there)
-            elif _command(entry) == "experiment-seed" and _command(there) == "experiment-seed":
+            elif command_of(entry) == "experiment-seed" and command_of(there) == "experiment-seed":
                 _carry_over(entry, there)
-            elif _command(entry) == "train" and _config(entry) == _config(there):
+            elif command_of(entry) == "train" and _config(entry) == _config(there):
                 if _progress(entry) > _progress(there):
                     aside = there.with_name(f".{there.name}.superseded")
                     there.rename(aside)
                     entry.rename(there)
                     remove_tree(aside)  # lorita's: checked with the whole staging folder
-            elif _command(entry) == "train":  # the attempts' recipes differed: kept, for a resume of its config
+            elif command_of(entry) == "train":  # the attempts' recipes differed: kept, for a resume of its config
                 entry.rename(_free_name(newer, f"{entry.name}-earlier"))
     except OSError as error:
         raise LoritaError(f"could not move {older}'s trainings into {newer}: {error}") from None
@@ -136,7 +133,7 @@ def trainings_in(folder: Path) -> list[Path]:
         ['depth1']"""
     found = []
     for entry in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0] != "."):
-        command = _command(entry)
+        command = command_of(entry)
         if command == "train":
             found.append(entry)
         elif command == "experiment-seed":

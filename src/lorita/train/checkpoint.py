@@ -63,6 +63,10 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
             raise
 
 
+# What to do when a checkpoint cannot be continued (a killed run's folder would block a fresh start).
+START_OVER = "start the run again without --resume (a killed run's folder, if one is left, stays until you remove it)"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(..., weights_only=True)``.
 
@@ -84,10 +88,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             reason = "it holds pickled Python objects, which lorita never loads (they could run code)"
         raise LoritaError(f"cannot read checkpoint {path}: {reason}. The file is damaged (an empty or truncated copy?) "
                           f"or not a lorita training checkpoint; {START_OVER}") from None
-
-
-# What to do when a checkpoint cannot be continued (a killed run's folder would block a fresh start).
-START_OVER = "start the run again without --resume (a killed run's folder, if one is left, stays until you remove it)"
 
 
 def _damaged(path: Path, what: str) -> LoritaError:
