@@ -284,3 +284,14 @@ def test_evaluate_of_a_mistyped_folder_says_it_does_not_exist(tmp_path, capsys):
 def test_a_diverged_language_model_has_infinite_perplexity():
     from lorita.runs.evaluate import _exp
     assert _exp(2.0) == pytest.approx(math.exp(2.0)) and _exp(1e4) == math.inf
+
+
+def test_given_flags_counts_what_is_written_not_what_differs_from_a_default():
+    from lorita.cli import build_parser, given_flags
+
+    parser = build_parser()
+    argv = ["-v", "train", "--out", "r", "--depth", "3", "--ep", "4", "--model-arg", "width=8", "--no-augment",
+            "--exclude"]
+    assert given_flags(parser, argv, "train") == {"out", "depth", "epochs", "model_arg", "augment", "exclude"}
+    assert given_flags(parser, ["train", "--out", "r"], "train") == {"out"}
+    assert given_flags(parser, ["models"], "models") == set()

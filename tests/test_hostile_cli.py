@@ -272,6 +272,57 @@ def test_resume_continues_a_killed_run_and_cleans_up(run):
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
 
+def _weights(out: Path) -> dict:
+    return lorita.load(out / "model.lorita").state_dict()
+
+
+def test_resume_takes_the_runs_own_flags_and_ends_as_with_them_written_out(run):
+    by_flags, by_config = killed_copy(run), staging_path(run.with_name("again"))
+    shutil.copytree(by_flags, by_config)
+    assert main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", str(run.with_name("killed"))]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run.with_name("again"))]) == 0
+    first, second = _weights(run.with_name("killed")), _weights(run.with_name("again"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+    config = json.loads((run.with_name("again") / "config.json").read_text())
+    assert config["train"]["epochs"] == 2 and config["compose"]["depth"] == 2
+    assert config["model"]["kwargs"] == {"width": 8, "hidden_layers": 1}
+
+
+def test_resume_of_a_killed_run_needs_no_flag_at_all(run):
+    partial = killed_copy(run)  # killed after its last epoch, before its model was written
+    assert main(["train", "--resume", "--no-progress", "--out", str(run.with_name("killed"))]) == 0
+    assert not partial.exists() and (run.with_name("killed") / "model.lorita").is_file()
+
+
+def test_resume_of_a_finished_run_asks_for_more_epochs_and_of_nothing_says_so(run, tmp_path, capsys):
+    before = snapshot(run)
+    err = cli_error(["train", "--resume", "--no-progress", "--out", str(run)], capsys)
+    assert "has finished all its 1 epochs; give --epochs N (more than 1)" in err
+    assert snapshot(run) == before and not staging_path(run).exists()
+    err = cli_error(["train", "--resume", "--no-progress", "--out", str(tmp_path / "nothing")], capsys)
+    assert "there is no run to continue at" in err and "start it without --resume" in err
+    assert not (tmp_path / "nothing").exists() and not staging_path(tmp_path / "nothing").exists()
+
+
+def test_resume_with_one_flag_that_differs_still_names_it(run, capsys):
+    partial = killed_copy(run)
+    before = snapshot(partial)
+    err = cli_error(["train", "--resume", "--depth", "3", "--no-progress", "--out", str(run.with_name("killed"))],
+                    capsys)
+    assert "the flags differ from the run's config.json (compose: the run has {depth=2" in err
+    assert "the flags give {depth=3" in err and "leave them out" in err
+    assert snapshot(partial) == before
+
+
+def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):
+    out = tmp_path / "continued"
+    assert main(["train", "--from", str(run), "--depth", "2", "--epochs", "1", "--batch-size", "256",
+                 "--no-progress", "--out", str(out)]) == 0
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["source"] == str(run / "model.lorita") and config["train"]["epochs"] == 2
+
+
 @pytest.mark.parametrize("name", [".thesis.docx.deadbeef.tmp", "notes.txt"])
 def test_a_resume_never_deletes_or_carries_a_user_file(run, capsys, name):
     partial = killed_copy(run)

@@ -56,9 +56,35 @@ def _silence_stdout() -> None:
         pass
 
 
+_UNSET = object()
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str], command: str | None) -> set[str]:
+    """The options of ``command`` written out in ``argv`` (by ``dest``), whatever their values: a flag given at its
+    default counts as given (``lorita train --resume`` takes the run's own values for the others).
+
+    Example:
+        >>> sorted(given_flags(build_parser(), ["train", "--out", "r", "--depth", "3", "--resume"], "train"))
+        ['depth', 'out', 'resume']
+    """
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if command is None or not subparsers or command not in argv:
+        return set()
+    sub = subparsers[0].choices[command]
+    # a placeholder each, which parsing keeps where the option is not written (defaults fill only what is missing);
+    # options that add to what is there (append, count) start from None, which they never leave as it is
+    grows = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction, argparse._ExtendAction)
+    unset = {a.dest: None if isinstance(a, grows) else _UNSET for a in sub._actions if a.dest != argparse.SUPPRESS}
+    seen = argparse.Namespace(**unset)
+    sub.parse_known_args(argv[argv.index(command) + 1:], seen)
+    return {dest for dest, value in unset.items() if getattr(seen, dest) is not value}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.given = given_flags(parser, argv, getattr(args, "command", None))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     if not args.verbose:  # the workflow's own progress lines, without the library's details

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
+import os
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
@@ -17,6 +19,8 @@ EXAMPLE = """example:
   lorita train --model fcn --dataset fashion-mnist --depth 3 --epochs 20 --out runs/fcn-d3
   lorita train --from runs/fcn-plain --depth 3 --epochs 4 --lr 0.02 --weight-decay 2e-3 --out runs/fcn-cont
   lorita train --model resnet20 --dataset cifar10 --data-dir ~/data --depth 2 --schedule plateau --out runs/r20
+  lorita train --resume --out runs/fcn-d3                # a killed run: on from its last epoch
+  lorita train --resume --out runs/fcn-d3 --epochs 40    # a finished run: trained further
   torchrun --nproc_per_node=2 -m lorita train --model fcn --dataset digits --epochs 5 --out runs/ddp
 """
 
@@ -48,7 +52,8 @@ def add_parser(sub) -> None:
                    help="where a Linear's square factors sit: in x in (the authors'), or min(in, out) (cheaper)")
     p.add_argument("--exclude", nargs="*", default=None,
                    help="layers left plain (default: the paper's choice for the model, e.g. ViT patch_embed, head)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run (OUT.partial), or extend a finished one")
+    p.add_argument("--resume", action="store_true", help="continue a killed run (OUT.partial), or extend a finished one with --epochs N; the flags left "
+                        "out take the run's own values (its config.json)")
     p.set_defaults(func=run)
 
 
@@ -62,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.no_progress:
         require("tqdm", command="train")
+    if args.resume:
+        _take_the_runs_flags(args)
     train = train_config_from(args)
     resolve_device(train.device)  # a device this machine lacks: refused before any work
     source, source_path = None, None
@@ -109,3 +116,38 @@ def run(args: argparse.Namespace) -> int:
             figures = f"val {r['val_acc']:.2f}%, test {r['test_acc']:.2f}%"
         print(f"{args.out}: depth {args.depth}, best epoch {r['best_epoch']}, {figures}")
     return 0
+
+
+# the flags a run's config.json sets, each with how to read it from that config
+_RUN_FLAGS = {
+    "model": lambda c: c.model.name,
+    "model_arg": lambda c: None if c.source else [f"{k}={json.dumps(v)}" for k, v in c.model.kwargs.items()] or None,
+    "source": lambda c: c.source,
+    "dataset": lambda c: c.dataset.name,
+    "data_dir": lambda c: c.dataset.data_dir,
+    "val_fraction": lambda c: c.dataset.val_fraction,
+    "steps_per_epoch": lambda c: c.dataset.steps_per_epoch,
+    **{f: (lambda c, f=f: getattr(c.compose, f)) for f in ("depth", "init", "mode", "factor_side", "exclude",
+                                                           "init_scale")},
+}
+
+
+def _take_the_runs_flags(args: argparse.Namespace) -> None:
+    """--resume: each flag the command line leaves out takes the run's own value (its config.json); the ones
+    given must match it (``train_run`` checks them, --epochs excepted)."""
+    from lorita.runs.folder import staging_path
+    from lorita.runs.train import resumed_config
+    from lorita.train import TrainConfig
+
+    config = resumed_config(args.out)
+    if config is None:
+        if not any(os.path.lexists(p) for p in (args.out, staging_path(args.out))):
+            raise LoritaError(f"--resume: there is no run to continue at {args.out} (no {staging_path(args.out)} of a "
+                              "killed run, no finished run); start it without --resume")
+        return  # not a run to continue: train_run says what is there
+    given = getattr(args, "given", set())
+    taken = {**{k: read(config) for k, read in _RUN_FLAGS.items()},
+             **{f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)}}
+    for dest, value in taken.items():
+        if dest not in given:
+            setattr(args, dest, value)

@@ -214,9 +214,10 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
                           f"remove it ({'rmdir' if empty else 'rm -r'} {staging}) or move it away, or choose another "
                           f"{what}")
     if checkpoint:
+        out = staging.with_name(staging.name.removesuffix(".partial"))
         raise LoritaError(f"{staging} holds a training run that did not finish (checkpoint.pt): continue it with "
-                          f"--resume (same flags), or remove it yourself (rm -r {staging}) to start over; lorita "
-                          "never deletes it")
+                          f"'lorita train --resume --out {out}' (it takes the run's own flags), or remove it yourself "
+                          f"(rm -r {staging}) to start over; lorita never deletes it")
     command = _left_by(staging)
     left_by = f"a 'lorita {command}'" if command else "a lorita command"
     if command == "experiment":  # its trainings are taken up by lorita.runs.set_aside, not here

@@ -23,7 +23,7 @@ from lorita.errors import LoritaError
 from lorita.lowrank import has_lowrank
 from lorita.models import model_inputs
 from lorita.runs.config import ModelSpec, RunConfig
-from lorita.runs.folder import read_json, write_json
+from lorita.runs.folder import read_json, staging_path, write_json
 from lorita.runs.output import RunOutput
 from lorita.serialization import read_description
 from lorita.train import evaluate, train
@@ -142,10 +142,36 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     if diff:
         shown = "; ".join(f"{k}: the run has {_shown(getattr(old, k))}, the flags give {_shown(getattr(config, k))}"
                           for k in diff)
-        raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); resume with the same "
-                          "flags (only --epochs may change)")
-    check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
+        raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); leave them out (--resume "
+                          "takes the run's own; only --epochs may change), or start a new run with another --out")
+    saved = check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
+    if folder == out and saved["epoch"] == config.train.epochs:
+        raise LoritaError(f"--resume: {out} has finished all its {saved['epoch']} epochs; give --epochs N (more than "
+                          f"{saved['epoch']}) to train it further")
     return staging if output.writer else folder
+
+
+def resumed_config(out: str | Path) -> RunConfig | None:
+    """The config of the run ``train_run(out, ..., resume=True)`` would continue: a killed run's ``out.partial``
+    (it holds a checkpoint), else the finished ``out``; None where neither holds a checkpoint or the folder is a
+    link (``train_run`` says what is wrong there). Only ``config.json`` is read.
+
+    Example:
+        >>> import tempfile
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_run
+        >>> config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1},
+        ...                              {"num_classes": 10, "in_channels": 1, "image_size": 8}),
+        ...                    DataSpec("digits"), ComposeSpec(depth=2), lorita.TrainConfig(epochs=1, device="cpu"))
+        >>> folder = Path(tempfile.mkdtemp()) / "run"
+        >>> _ = train_run(folder, config, config.dataset.load(), progress=False)
+        >>> resumed_config(folder) == config, resumed_config(folder.with_name("other"))
+        (True, None)
+    """
+    for folder in (staging_path(out), Path(out)):
+        if not folder.is_symlink() and (folder / "checkpoint.pt").is_file():
+            path = folder / "config.json"
+            return RunConfig.from_dict(read_json(path, "'lorita train'"), str(path))
+    return None
 
 
 def _inputs(config: RunConfig) -> list[tuple[str | None, str]]:
