@@ -279,7 +279,8 @@ def _weights(out: Path) -> dict:
 def test_resume_takes_the_runs_own_flags_and_ends_as_with_them_written_out(run):
     by_flags, by_config = killed_copy(run), staging_path(run.with_name("again"))
     shutil.copytree(by_flags, by_config)
-    assert main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", str(run.with_name("killed"))]) == 0
+    killed = str(run.with_name("killed"))
+    assert main(["train", *TINY, "--depth", "2", "--epochs", "2", "--resume", "--out", killed]) == 0
     assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run.with_name("again"))]) == 0
     first, second = _weights(run.with_name("killed")), _weights(run.with_name("again"))
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)

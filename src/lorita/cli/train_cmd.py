@@ -52,8 +52,9 @@ def add_parser(sub) -> None:
                    help="where a Linear's square factors sit: in x in (the authors'), or min(in, out) (cheaper)")
     p.add_argument("--exclude", nargs="*", default=None,
                    help="layers left plain (default: the paper's choice for the model, e.g. ViT patch_embed, head)")
-    p.add_argument("--resume", action="store_true", help="continue a killed run (OUT.partial), or extend a finished one with --epochs N; the flags left "
-                        "out take the run's own values (its config.json)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run (OUT.partial), or extend a finished one with --epochs N; the flags "
+                        "left out take the run's own values (its config.json)")
     p.set_defaults(func=run)
 
 
