@@ -228,3 +228,27 @@ def test_the_default_recovery_is_lora_and_each_mode_gets_its_own_learning_rate(f
     how = lm_from_args(build_parser().parse_args(["compress", "m.gguf", "--out", "y", "--params", "0.8", *flags]))
     assert (how.recovery.mode, how.recovery.lr, how.recovery.seconds) == (mode, lr, 600.0)
     assert LMCompression().recovery.mode == "lora"  # the library's default is the command line's
+
+
+def test_report_of_language_model_runs_tables_their_perplexities_and_plots_them(source, run, tmp_path, capsys):
+    gguf, texts = source
+    width = tmp_path / "tiny-width-70"
+    assert main(["compress", str(gguf), "--params", "0.7", "--method", "width", "--calibrate", "4", "--texts",
+                 str(texts), "--recovery", "none", "--out", str(width)]) == 0
+    out = tmp_path / "report"
+    for _ in range(2):  # the second replaces the first: every file it wrote is lorita's
+        assert main(["report", str(run), str(width), "--out", str(out), "--overwrite"]) == 0
+    text = (out / "report.md").read_text()
+    assert "2 language-model compress runs" in text and "## Language-model compress runs" in text
+    results = json.loads((run / "results.json").read_text())
+    name = f"{texts}-val"
+    dense, cut, recovered = (results[stage][name]["ppl"] for stage in ("dense", "after_cut", "after_recovery"))
+    row = next(line for line in text.splitlines() if line.startswith("| tiny-80 |"))
+    assert f"{dense:.2f} → {cut:.2f} → {recovered:.2f} ({recovered / dense:.2f}x)" in row
+    assert "| tiny.gguf | low-rank |" in row and f"| {100 * results['params']['kept']:.1f} |" in row
+    assert "lora, 2 steps" in row
+    pruned = json.loads((width / "results.json").read_text())
+    row = next(line for line in text.splitlines() if line.startswith("| tiny-width-70 |"))
+    assert f"{pruned['dense'][name]['ppl']:.2f} → {pruned['after_cut'][name]['ppl']:.2f} (" in row
+    assert "| width |" in row and "| none |" in row
+    assert (out / "perplexity.png").read_bytes().startswith(b"\x89PNG") and "perplexity.png" in text

@@ -346,3 +346,53 @@ def test_folder_names_that_look_like_matplotlib_math_are_drawn_literally(runs, t
     out = write_report(names, tmp_path / "out").parent
     for png in ("training_curves.png", "spectra.png", "compression.png", "ranks.png"):
         assert_png(out / png)
+
+
+def make_lm(root, name, kept, dense, cut, recovered, method=None, steps=3):
+    """A pretrained language model's compress run as ``lorita compress SOURCE --params P`` writes it (perplexities
+    on one text; ``recovered`` None: no recovery)."""
+    run = root / name
+    compression = {"params": kept, "recovery": None if recovered is None else {"mode": "lora", "steps": 160},
+                   **({"method": method} if method else {})}
+    stage = ({"fortunes-val": {"ppl": p, "nll": 1.0, "tokens": 4088}} for p in (dense, cut, recovered))
+    write_json(run / "config.json", {"command": "compress", "kind": "lm", "source": {"text": "smollm2-135m"}})
+    write_json(run / "results.json", {
+        "command": "compress", "kind": "lm", "source": {"kind": "packaged", "text": "smollm2-135m"},
+        "compression": compression, "dense": next(stage), "after_cut": next(stage),
+        "after_recovery": next(stage) if recovered is not None else None,
+        "recovery": None if recovered is None else {"steps": steps},
+        "params": {"dense": 134_515_008, "cut": int(134_515_008 * kept), "kept": kept},
+        "seconds": {"total": 822.0}})
+    return run
+
+
+def test_language_model_runs_have_their_own_table_beside_the_image_runs(runs, tmp_path):
+    root = tmp_path / "runs"
+    lms = [make_lm(root, "smol-80", 0.8, 40.81, 312.73, 105.53), make_lm(root, "smol-60", 0.6, 40.81, 900.0, None,
+                                                                         method="width")]
+    text = summarize([*runs, *lms])
+    assert "2 train runs, 2 compress runs, 2 language-model compress runs" in text
+    assert ("| smol-80 | smollm2-135m | low-rank | 80.0 | 107.61M of 134.52M | 40.81 → 312.73 → 105.53 (2.59x) | "
+            "lora, 3 steps | 13.7 |") in text
+    assert "| smol-60 | smollm2-135m | width | 60.0 | 80.71M of 134.52M | 40.81 → 900.00 (22.05x) | none |" in text
+    assert read_run(lms[0]).kind == "lm"
+    out = write_report([*runs, *lms], tmp_path / "report")
+    assert_png(out.parent / "perplexity.png")
+    assert_png(out.parent / "compression.png")
+
+
+@pytest.mark.parametrize("stage,value", [("dense", "41"), ("after_cut", [1.0]), ("after_recovery", {"x": 3})])
+def test_a_damaged_language_model_run_names_the_field(tmp_path, stage, value):
+    run = make_lm(tmp_path, "smol", 0.8, 40.8, 312.7, 105.5)
+    results = json.loads((run / "results.json").read_text())
+    results[stage] = {"fortunes-val": {"ppl": value}} if stage != "after_cut" else value
+    write_json(run / "results.json", results)
+    with pytest.raises(LoritaError, match=rf"results.json: {stage} must be an object of text -> "):
+        read_run(run)
+
+
+def test_every_plot_the_report_draws_is_one_a_later_overwrite_knows_as_loritas():
+    from lorita.report.markdown import PLOTS
+    from lorita.runs.folder import PLOT_FILES
+
+    assert {name for name, _, _ in PLOTS} <= PLOT_FILES

@@ -8,6 +8,7 @@ from lorita.cli.options import output_options, require
 
 EXAMPLE = """example:
   lorita report runs/fcn-d1 runs/fcn-d3 runs/fcn-d3-e95 --out runs/report
+  lorita report runs/smol-80 runs/smol-60 --out runs/smol-report     # pretrained language models: perplexities
 """
 
 
@@ -15,7 +16,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown summary and plots of run folders",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[output_options(default_out="report")])
-    p.add_argument("runs", nargs="+", help="run folders (train and compress)")
+    p.add_argument("runs", nargs="+", help="run folders (train and compress, a pretrained language model's compress runs included)")
     p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget of the comparison, in points")
     p.set_defaults(func=run)
 

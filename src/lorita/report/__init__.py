@@ -7,10 +7,10 @@ Example:
 """
 
 from lorita.report.markdown import summarize, write_report
-from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
+from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, read_run, read_runs
 
 __all__ = [
-    "Run", "plot_compression", "plot_ranks", "plot_spectra", "plot_training_curves", "read_run", "read_runs",
+    "Run", "plot_compression", "plot_perplexity", "plot_ranks", "plot_spectra", "plot_training_curves", "read_run", "read_runs",
     "summarize", "write_report",
 ]

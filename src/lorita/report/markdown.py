@@ -19,7 +19,7 @@ from lorita.checks import check_number, is_number
 from lorita.cutspec import cut_from_dict
 from lorita.errors import LoritaError
 from lorita.profile import human
-from lorita.report.plots import plot_compression, plot_ranks, plot_spectra, plot_training_curves
+from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, find_source, read_runs, source_name
 from lorita.sweep import smallest_within
 
@@ -31,6 +31,7 @@ PLOTS = (  # (file name, function, caption)
     ("spectra.png", plot_spectra, "Normalised singular values per layer"),
     ("compression.png", plot_compression, "Test accuracy vs params kept"),
     ("ranks.png", plot_ranks, "Kept rank per layer"),
+    ("perplexity.png", plot_perplexity, "Perplexity vs params kept (language models)"),
 )
 
 
@@ -164,6 +165,64 @@ def _compress_table(cuts: list[Run]) -> list[str]:
             "FLOPs = 2 x MACs). The third accuracy appears only when the run fine-tuned after the cut."]
 
 
+def _ppl(value) -> str:
+    return f"{value:.2f}" if is_number(value) else NA
+
+
+def lm_texts(lms: list[Run]) -> list[str]:
+    """The texts the "lm" runs were measured on, in the order they first appear.
+
+    Example:
+        >>> lm_texts([Run(Path("a"), "lm", {}, {"dense": {"fortunes-val": {"ppl": 40.8}}}, [], None)])
+        ['fortunes-val']
+    """
+    texts: dict[str, None] = {}
+    for run in lms:
+        for text in run.get("dense") or {}:
+            texts.setdefault(str(text), None)
+    return list(texts)
+
+
+def _perplexity_chain(run: Run, text: str) -> str:
+    dense, cut, recovered = (run.get(stage, text, "ppl") for stage in ("dense", "after_cut", "after_recovery"))
+    parts = [_ppl(dense), _ppl(cut)] + ([_ppl(recovered)] if run.get("after_recovery") is not None else [])
+    final = recovered if run.get("after_recovery") is not None else cut
+    ratio = f" ({final / dense:.2f}x)" if is_number(final) and is_number(dense) and dense > 0 else ""
+    return " → ".join(parts) + ratio
+
+
+def _recovery(run: Run) -> str:
+    recipe = _section(_section(run.results, "compression"), "recovery")
+    if not recipe:
+        return "none"
+    steps = run.get("recovery", "steps")
+    return f"{recipe.get('mode', NA)}, {_int(steps)} steps" if is_number(steps) else str(recipe.get("mode", NA))
+
+
+def _method(run: Run) -> str:
+    compression = _section(run.results, "compression")
+    method = str(compression.get("method") or "low-rank")  # runs from before the width method have no key
+    allocation = compression.get("allocation")
+    return f"{method} ({allocation})" if method == "width" and allocation not in (None, "uniform") else method
+
+
+def _lm_table(lms: list[Run]) -> list[str]:
+    texts = lm_texts(lms)
+    head = ["run", "model", "method", "params kept %", "params", *[f"{t} perplexity" for t in texts], "recovery",
+            "minutes"]
+    rows = []
+    for run in lms:
+        total = run.get("seconds", "total")
+        rows.append([run.name, source_name(run), _method(run), _kept(run.get("params", "kept")),
+                     f"{_count(run.get('params', 'cut'))} of {_count(run.get('params', 'dense'))}",
+                     *[_perplexity_chain(run, t) if run.get("dense", t) is not None else NA for t in texts],
+                     _recovery(run), f"{total / 60:.1f}" if is_number(total) else NA])
+    return [*_table(head, rows), "",
+            "Perplexity on each text's validation documents, the same token windows at every stage: dense → cut → "
+            "after recovery (fine-tuning of the thin layers) when the run had one, and in brackets the last over "
+            "the dense model's. Params kept are of the whole model (embeddings included, a tied head counted once)."]
+
+
 def _final(run: Run, key: str):
     """Accuracy of the deployed model: after fine-tuning when there was some, else after the cut."""
     if run.get("after_finetune") is not None:
@@ -228,14 +287,20 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budge
     top, sub = "#" * level, "#" * (level + 1)
     trains = [r for r in runs if r.kind == "train"]
     cuts = [r for r in runs if r.kind == "compress"]
+    lms = [r for r in runs if r.kind == "lm"]
+    counts = [_plural(len(trains), "train run"), _plural(len(cuts), "compress run")]
+    if lms:
+        counts.append(_plural(len(lms), "language-model compress run"))
     lines = [f"{top} LoRITa report", "",
-             f"{_plural(len(trains), 'train run')}, {_plural(len(cuts), 'compress run')}; every number is read "
-             "from the run folders (results.json, metrics.csv, spectrum.json), nothing is recomputed.", ""]
+             f"{', '.join(counts)}; every number is read from the run folders (results.json, metrics.csv, "
+             "spectrum.json), nothing is recomputed.", ""]
     if trains:
         lines += [f"{sub} Train runs", "", *_train_table(trains), ""]
     if cuts:
         lines += [f"{sub} Compress runs", "", *_compress_table(cuts), ""]
         lines += [f"{sub} Comparison at a {budget:g}-point budget", "", *_comparison(cuts, runs, budget), ""]
+    if lms:
+        lines += [f"{sub} Language-model compress runs", "", *_lm_table(lms), ""]
     if plots:
         lines += [f"{sub} Plots", ""]
         for caption, name in plots:

@@ -297,3 +297,75 @@ def plot_ranks(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize="small")
     return save_figure(fig, path)
+
+
+def _points(pairs: list[tuple]) -> list[tuple[float, float]]:
+    """(fraction kept, perplexity) pairs as (percent, perplexity), sorted; pairs with a missing, non-finite or
+    non-positive value (no point on a log scale) left out."""
+    return sorted((_pct(x), y) for x, y in pairs
+                  if is_number(x) and is_number(y) and math.isfinite(x) and math.isfinite(y) and y > 0)
+
+
+def plot_perplexity(runs: Iterable[Run | str | os.PathLike], path: str | os.PathLike) -> Path | None:
+    """Language-model compress runs ("lm"): validation perplexity (log scale) vs params kept (%), one panel per text;
+    one series per model, method and recovery, after recovery (filled; after the cut when the run had none) and
+    after the cut (hollow, dashed), the dense model at 100% (a star).
+
+    Example:
+        >>> from lorita.report import read_run
+        >>> runs = [read_run("runs/smol-80"), read_run("runs/smol-60")]  # doctest: +SKIP
+        >>> plot_perplexity(runs, "report/perplexity.png")  # doctest: +SKIP
+        PosixPath('report/perplexity.png')
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    from lorita.report.markdown import lm_texts
+
+    lms = [r for r in _runs(runs) if r.kind == "lm" and is_number(r.get("params", "kept"))]
+    texts = lm_texts(lms)
+    if not texts:
+        return None
+    series: dict[tuple, list[Run]] = {}
+    for run in lms:
+        compression = run.get("compression") or {}
+        recovery = (compression.get("recovery") or {}).get("mode", "none") if isinstance(compression, dict) else "?"
+        method = compression.get("method") or "low-rank" if isinstance(compression, dict) else "?"
+        series.setdefault((source_name(run), str(method), str(recovery)), []).append(run)
+    several_models = len({key[0] for key in series}) > 1
+    fig = figure(4.6 * len(texts) + 0.6, 4.2)
+    fig.set_layout_engine("constrained")
+    markers = "osD^vP<>Xh"
+    for i, text in enumerate(texts):
+        ax = fig.add_subplot(1, len(texts), i + 1)
+        dense_drawn = set()
+        for k, ((model, method, recovery), members) in enumerate(series.items()):
+            color = _colors(len(series))[k]
+            marker = markers[k % len(markers)]
+            label = _text(f"{model}: " * several_models + f"{method}, recovery {recovery}")
+            final = _points([(r.get("params", "kept"), r.get("after_recovery", text, "ppl")
+                              if r.get("after_recovery") is not None else r.get("after_cut", text, "ppl"))
+                             for r in members])
+            if final:
+                ax.plot(*zip(*final), marker=marker, color=color, label=label)
+            cut = _points([(r.get("params", "kept"), r.get("after_cut", text, "ppl")) for r in members
+                           if r.get("after_recovery") is not None])
+            if cut:
+                ax.plot(*zip(*cut), marker=marker, color=color, markerfacecolor="none", linestyle="--",
+                        label=f"{label}: after the cut")
+            dense = next((r.get("dense", text, "ppl") for r in members if is_number(r.get("dense", text, "ppl"))),
+                         None)
+            if dense is not None and dense > 0 and model not in dense_drawn:
+                dense_drawn.add(model)
+                ax.plot([100.0], [dense], marker="*", markersize=12, color="black", linestyle="none",
+                        label=_text(f"{model}: dense" if several_models else "dense"))
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}" if f"{y:g}"[0] in "1235" else ""))
+        ax.tick_params(axis="y", which="minor", labelsize="x-small")
+        ax.set_xlabel("params kept (% of the whole model)")
+        if i == 0:
+            ax.set_ylabel("validation perplexity")
+        ax.set_title(_text(text))
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="x-small")
+    return save_figure(fig, path)

@@ -1,9 +1,10 @@
 """Read one run folder (docs/RUN_FOLDERS.md) into a :class:`Run`, checking what the report uses.
 
 A "train" run holds ``config.json``, ``results.json``, ``metrics.csv`` and
-``spectrum.json``; a "compress" run ``config.json`` and ``results.json``. The
-``command`` key of ``results.json`` says which. Nothing is recomputed: no model
-or checkpoint is loaded.
+``spectrum.json``; a "compress" run ``config.json`` and ``results.json``; an "lm" run (a pretrained
+language model cut by ``lorita compress SOURCE --params P``) the same two, its results.json marked
+``"kind": "lm"``. The ``command`` (and ``kind``) keys of ``results.json`` say which. Nothing is
+recomputed: no model or checkpoint is loaded.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from lorita.errors import LoritaError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("train", "compress")
+KINDS = ("train", "compress", "lm")  # "lm": a compress run of a pretrained language model (lorita.runs.lm)
+LM_STAGES = ("dense", "after_cut", "after_recovery")  # an lm run's perplexities: text -> {"ppl", "nll", "tokens"}
 PRODUCED_BY = {
     "results.json": "`lorita train ... --out RUN` or `lorita compress RUN ... --out OUT` (written when the run ends; "
                     "an interrupted run has none: resume or rerun it)",
@@ -38,6 +40,7 @@ NUMBERS = {
                  ("after_cut", "params"), ("after_cut", "macs"), ("after_cut", "val_acc"), ("after_cut", "test_acc"),
                  ("after_finetune", "val_acc"), ("after_finetune", "test_acc"), ("kept", "params"), ("kept", "macs"),
                  ("kept", "flops"), ("evaluations",), ("seconds",)],
+    "lm": [("params", "dense"), ("params", "cut"), ("params", "kept"), ("recovery", "steps"), ("seconds", "total")],
 }
 METRIC_REQUIRED = ("epoch", "val_acc")
 
@@ -112,9 +115,17 @@ def _read_json(path: Path) -> dict:
 
 def _check_results(results: dict, file: Path) -> str:
     kind = results.get("command")
-    if kind not in KINDS:
+    if kind not in ("train", "compress"):
         raise LoritaError(f"{file} has command {kind!r}; expected 'train' or 'compress'. "
                           f"The file is written by {PRODUCED_BY['results.json']}")
+    if kind == "compress" and results.get("kind") == "lm":
+        kind = "lm"
+        for stage in LM_STAGES:
+            texts = results.get(stage)
+            if texts is not None and not (isinstance(texts, dict) and all(
+                    isinstance(v, dict) and (v.get("ppl") is None or _is_float(v.get("ppl"))) for v in texts.values())):
+                raise LoritaError(f"{file}: {stage} must be an object of text -> {{\"ppl\": number, ...}}, got "
+                                  f"{_short(texts)}")
     for keys in NUMBERS[kind]:
         value: Any = results
         for key in keys:
@@ -205,7 +216,8 @@ def _nested_runs(folder: Path) -> list[str]:
 
 
 def read_run(path: str | os.PathLike) -> Run:
-    """Read a train or compress run folder written by the CLI.
+    """Read a train or compress run folder written by the CLI (a pretrained language model's compress run is kind
+    "lm").
 
     Raises LoritaError naming the file when the folder or its results.json is
     missing or malformed; a missing metrics.csv or spectrum.json only logs a warning.
@@ -234,9 +246,10 @@ def read_run(path: str | os.PathLike) -> Run:
     config_file = folder / "config.json"
     if config_file.is_file():
         config = _read_json(config_file)
-        if config.get("command", kind) != kind:
+        if config.get("command", results["command"]) != results["command"]:
             raise LoritaError(f"{config_file} says command {config.get('command')!r} but {results_file} says "
-                              f"{kind!r}: the two files come from different runs; rerun into an empty folder")
+                              f"{results['command']!r}: the two files come from different runs; rerun into an empty "
+                              "folder")
     else:
         log.warning("%s is missing (written by %s); model and dataset will show as n/a",
                     config_file, PRODUCED_BY["config.json"])
@@ -296,13 +309,16 @@ def find_source(run: Run, runs: Sequence[Run]) -> Run | None:
 
 
 def source_name(run: Run) -> str:
-    """The source folder's name of a compress run (``'?'`` if results.json has none).
+    """The source folder's name of a compress run (``'?'`` if results.json has none); of an "lm" run, the name its
+    command line gave the model (a packaged name, or a file or folder's name).
 
     Example:
         >>> source_name(Run(Path("c"), "compress", {}, {"source": "runs/d3/"}, [], None))
         'd3'
     """
     source = run.results.get("source") or run.config.get("source")
+    if isinstance(source, dict):  # a pretrained language model's (an "lm" run): as the command line named it
+        source = source.get("text")
     return display_name(Path(source)) if isinstance(source, str) and source else "?"
 
 

@@ -40,6 +40,7 @@ RUN_FILES = frozenset({"config.json", "results.json", "metrics.csv", "checkpoint
                        "evaluation.json", "report.md", "samples.txt"})
 # Every plot any lorita command or benchmark writes into a run folder (report, demo/experiment, benchmarks/peers.py).
 PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png", "ranks.png",  # lorita report
+                        "perplexity.png",  # lorita report, language models
                         "columns.png", "accuracy_vs_params.png", "accuracy_vs_flops.png", "training.png",  # demo
                         "accuracy_vs_macs.png", "accuracy_vs_latency.png"})  # benchmarks/peers.py
 _WRITTEN = RUN_FILES | PLOT_FILES
