@@ -120,9 +120,33 @@ def test_a_finished_run_named_like_a_staging_folder_is_never_deleted(run, capsys
     partial = run.with_name("ablation.partial")
     shutil.copytree(run, partial)
     before = snapshot(partial)
-    assert "holds a training run that did not finish" in cli_error(
+    assert "holds a finished output that was not moved into place" in cli_error(
         ["train", *TINY, "--out", str(run.with_name("ablation"))], capsys)
     assert snapshot(partial) == before
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"], ["--resume"]])
+def test_the_older_output_a_killed_replacement_swapped_out_is_never_taken_for_the_newer(run, capsys, flags):
+    """A kill in the instant after the swap leaves the previous output in NAME.partial and the new one in NAME:
+    neither a rerun nor --resume may take the old one up (a resume would swap it back over the new one)."""
+    partial = staging_path(run)
+    shutil.copytree(run, partial)
+    older = (run / "results.json").stat().st_mtime_ns - 10**9
+    os.utime(partial / "results.json", ns=(older, older))
+    before, out_before = snapshot(partial), snapshot(run)
+    err = cli_error(["train", *TINY, "--out", str(run), *flags], capsys)
+    assert "holds an older finished output than" in err and f"rm -r {partial}" in err
+    assert snapshot(partial) == before and snapshot(run) == out_before
+
+
+def test_a_finished_training_a_kill_kept_from_its_place_is_moved_in_by_resume(run, capsys):
+    """Killed between its last file and the swap: NAME.partial holds the newer whole run; --resume puts it in place."""
+    partial = staging_path(run)
+    shutil.copytree(run, partial)
+    newer = (run / "results.json").stat().st_mtime_ns + 10**9
+    os.utime(partial / "results.json", ns=(newer, newer))
+    assert main(["train", "--resume", "--no-progress", "--out", str(run)]) == 0
+    assert not partial.exists() and (run / "model.lorita").is_file()
 
 
 @pytest.mark.parametrize("kind,message", [

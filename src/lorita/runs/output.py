@@ -38,6 +38,7 @@ from lorita.errors import LoritaError
 from lorita.runs.folder import (
     HELD,
     MARK,
+    STAGING_SUFFIX,
     command_of,
     foreign_entries,
     is_lorita_file,
@@ -200,6 +201,17 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
         raise LoritaError(f"{staging} exists and is not a folder lorita made; remove it or choose another {what}")
     _check_own_file_system(staging, f"{what}'s staging folder")
     marked, checkpoint = is_marked(staging), _holds_checkpoint(staging)
+    out = staging.with_name(staging.name.removesuffix(STAGING_SUFFIX))
+    finished = _finished_at(staging) if marked else None
+    if finished is not None:
+        if finished <= (_finished_at(out) or -1):  # the older of two whole outputs: the one a replacement swapped out
+            raise LoritaError(f"{staging} holds an older finished output than {out}: the previous one, swapped out "
+                              f"when a command replaced it and was killed before deleting it; remove it yourself "
+                              f"(rm -r {staging}); lorita never deletes it")
+        if not (resume and checkpoint):
+            raise LoritaError(f"{staging} holds a finished output that was not moved into place (a command killed in "
+                              f"its last instant): move it there yourself (mv {staging} {out}, after moving any old "
+                              f"{out} away), or remove it (rm -r {staging}); lorita never deletes it")
     if resume and marked and checkpoint:
         foreign = foreign_entries(staging)
         if foreign:  # continuing would carry them into the output
@@ -214,7 +226,6 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
                           f"remove it ({'rmdir' if empty else 'rm -r'} {staging}) or move it away, or choose another "
                           f"{what}")
     if checkpoint:
-        out = staging.with_name(staging.name.removesuffix(".partial"))
         raise LoritaError(f"{staging} holds a training run that did not finish (checkpoint.pt): continue it with "
                           f"'lorita train --resume --out {out}' (it takes the run's own flags), or remove it yourself "
                           f"(rm -r {staging}) to start over; lorita never deletes it")
@@ -226,6 +237,13 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
                           "lorita never deletes it")
     raise LoritaError(f"{staging} was left by {left_by} that did not finish (it holds no checkpoint.pt, "
                       f"so there is nothing to resume); remove it (rm -r {staging}) and run again")
+
+
+def _finished_at(folder: Path) -> int | None:
+    """When ``folder``'s ``results.json`` was written (nanoseconds), the last file of a finished output; None when
+    it has none (a report has none: it is told apart by the other checks)."""
+    info = _lstat(folder / "results.json")
+    return info.st_mtime_ns if info is not None and stat.S_ISREG(info.st_mode) else None
 
 
 def _replaced_leftovers(out: Path, what: str) -> list[Path]:
@@ -346,7 +364,11 @@ class RunOutput:
         try:
             if not self.resumable:
                 if self.resume and (self.out / "checkpoint.pt").is_file():
-                    shutil.copytree(self.out, self.staging, symlinks=True)  # extend a finished run
+                    # extend a finished run: all but its results, the last file of a finished output, which the
+                    # extension writes when it ends (a kill before then leaves no stale results beside its checkpoint)
+                    top = str(self.out)
+                    shutil.copytree(self.out, self.staging, symlinks=True,
+                                    ignore=lambda folder, names: ["results.json"] if folder == top else [])
                 else:
                     self.staging.mkdir()
                 self._created = True
