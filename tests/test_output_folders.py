@@ -489,3 +489,12 @@ def test_a_folder_a_command_is_writing_in_is_called_busy_not_foreign(tmp_path):
             RunOutput(out, overwrite=True)
     finally:
         inner.release()
+
+
+@pytest.mark.parametrize("below", [["run"], ["a", "run"]])
+def test_an_out_below_a_link_to_nothing_is_named_before_anything_is_made(tmp_path, capsys, below):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    err = cli_error(["train", *TINY, "--out", str(link.joinpath(*below))], capsys)
+    assert f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"] and not (tmp_path / "gone").exists()

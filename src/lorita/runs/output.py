@@ -309,6 +309,10 @@ class RunOutput:
         if not writer:
             return
         check_inputs(self.out, list(inputs), what)
+        for folder in reversed(self.out.parents):  # a link above out to nothing: mkdir and stat only say ENOENT
+            if folder.is_symlink() and not folder.exists():
+                raise LoritaError(f"{what} {self.out}: {folder} is a symbolic link to {os.readlink(folder)}, which "
+                                  f"does not exist; make that folder, or choose another {what}")
         parent = _lstat(self.out.parent)
         if parent is not None and not stat.S_ISDIR(os.stat(self.out.parent).st_mode):
             raise LoritaError(f"{what} {self.out}: {self.out.parent} is not a folder")
