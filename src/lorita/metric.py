@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
@@ -19,6 +20,10 @@ from lorita.checks import check_choice
 from lorita.train import evaluate
 
 __all__ = ["ACCURACY", "LOSS", "METRICS", "Metric", "metric_named"]
+
+# the drop each metric allows by default: 1 point of accuracy (docs/METHOD.md section 5), and for a language
+# model's loss ln 1.02 nats, the plain model's perplexity + 2% (docs/METHOD.md section 8)
+ACCURACY_MAX_DROP, LOSS_MAX_DROP = 1.0, math.log(1.02)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class Metric:
     label: str
     higher_is_better: bool
     digits: int
+    default_drop: float  # the drop allowed when none is given (points of accuracy, or nats of loss)
 
     @property
     def target(self) -> str:
@@ -71,8 +77,8 @@ class Metric:
         return metric_named(results.get("metric", "val_acc"))
 
 
-ACCURACY = Metric("val_acc", "test_acc", "accuracy (%)", True, 2)
-LOSS = Metric("val_loss", "test_loss", "loss (nats/char)", False, 4)
+ACCURACY = Metric("val_acc", "test_acc", "accuracy (%)", True, 2, ACCURACY_MAX_DROP)
+LOSS = Metric("val_loss", "test_loss", "loss (nats/char)", False, 4, LOSS_MAX_DROP)
 METRICS = {m.val: m for m in (ACCURACY, LOSS)}
 
 

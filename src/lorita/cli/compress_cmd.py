@@ -77,7 +77,10 @@ def add_parser(sub) -> None:
     p.add_argument("--channels-last", nargs="?", const="on", choices=sorted(_LAYOUTS), default=None,
                    help="--latency: memory layout of image models: auto (default: channels_last where the dense "
                         "model measures faster in it), on (--channels-last alone) or off (NCHW)")
-    p.add_argument("--max-drop", type=float, help="accuracy strategy: validation points allowed (default 1)")
+    p.add_argument("--max-drop", type=float,
+                   help="accuracy strategy: validation accuracy points allowed (default 1); for a language model "
+                        "trained with --select-by val_loss, nats of validation loss (default ln 1.02 = 0.0198: "
+                        "perplexity + 2%%)")
     p.add_argument("--max-evals", type=int, help="accuracy strategy: evaluations allowed (default 12)")
     p.add_argument("--calibrate", type=int, metavar="N",
                    help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
@@ -200,7 +203,12 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+    import math
+
+    from lorita.metric import LOSS
     from lorita.runs import compress_run
+    from lorita.runs.compress import run_metric
     from lorita.runs.lm import names_lm_source
 
     if names_lm_source(args.run):
@@ -210,14 +218,23 @@ def run(args: argparse.Namespace) -> int:
         raise LoritaError(f"{', '.join(lm_flags)} apply to a pretrained language model only; {args.run} is not one "
                           "(a packaged name, a .gguf file or a Hugging Face model folder)")
     how = cut_from_args(args)
+    metric = run_metric(args.run)
+    if isinstance(how, Accuracy) and args.max_drop is None:
+        how = dataclasses.replace(how, max_drop=metric.default_drop)
     if args.finetune_epochs and not args.no_progress:
         require("tqdm", command="compress")
     results = compress_run(args.run, args.out, how, finetune_epochs=args.finetune_epochs,
                            finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress)
     kept = results["kept"]
     final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
-    print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
-          f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
+    if metric is LOSS:  # a language model: its loss (nats per character) and perplexity
+        shown = " -> ".join(f"{r['test_loss']:.4f} (perplexity {math.exp(min(r['test_loss'], 700)):.3g})"
+                            for r in (results["before"], final))
+        print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
+              f"test loss {shown}")
+    else:
+        print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "
+              f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
     size = (Path(args.out) / "model.lorita").stat().st_size  # the source's file may hold a composed model's factors
     print(f"{Path(args.out) / 'model.lorita'}: {size / 1024:,.0f} KiB ({'int8' if args.int8 else 'float32'} weights)")
     if results["ranks"] and set(results["dense_layers"]) == set(results["ranks"]):

@@ -16,8 +16,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="Markdown summary and plots of run folders",
                        description=__doc__, epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        parents=[output_options(default_out="report")])
-    p.add_argument("runs", nargs="+", help="run folders (train and compress, a pretrained language model's compress runs included)")
-    p.add_argument("--max-drop", type=float, default=1.0, help="accuracy budget of the comparison, in points")
+    p.add_argument("runs", nargs="+",
+                   help="run folders (train and compress, a pretrained language model's compress runs included)")
+    p.add_argument("--max-drop", type=float,
+                   help="budget of the comparison: accuracy points (default 1), or for language models trained with "
+                        "--select-by val_loss nats of validation loss (default ln 1.02 = 0.0198: perplexity + 2%%)")
     p.set_defaults(func=run)
 
 

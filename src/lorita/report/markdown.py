@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import logging
+import math
 import os
 import unicodedata
 from pathlib import Path
@@ -18,6 +19,7 @@ from lorita.atomic import atomic_write_text
 from lorita.checks import check_number, is_number
 from lorita.cutspec import cut_from_dict
 from lorita.errors import LoritaError
+from lorita.metric import ACCURACY, LOSS, Metric
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, find_source, read_runs, source_name
@@ -39,6 +41,13 @@ PLOTS = (  # (file name, function, caption)
 
 def _acc(value) -> str:
     return f"{value:.2f}" if is_number(value) else NA
+
+
+def _loss(value) -> str:
+    """A loss with its perplexity: ``'1.2345 (ppl 3.44)'``."""
+    if not is_number(value):
+        return NA
+    return f"{value:.4f} (ppl {math.exp(value):.3g})" if value < 700 else f"{value:.4f} (ppl inf)"
 
 
 def _count(value) -> str:
@@ -90,19 +99,24 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
 
 
 def _train_table(trains: list[Run]) -> list[str]:
-    head = ["run", "model", "dataset", "depth", "epochs", "best epoch", "val acc %", "test acc %", "params",
-            "MACs", "seconds"]
+    losses = any(run.metric is LOSS for run in trains)  # language models: their loss and perplexity too
+    head = ["run", "model", "dataset", "depth", "epochs", "best epoch", "val acc %", "test acc %",
+            *(["val loss", "test loss"] if losses else []), "params", "MACs", "seconds"]
     rows = []
     for run in trains:
         model = _section(run.config, "model").get("name", NA)
         dataset = _section(run.config, "dataset").get("name", NA)
         epochs = run.results.get("epochs", len(run.metrics) or None)
         rows.append([run.name, model, dataset, _int(run.depth), _int(epochs), _int(run.get("best_epoch")),
-                     _acc(run.get("val_acc")), _acc(run.get("test_acc")), _count(run.get("params")),
-                     _count(run.get("macs")), _seconds(run.get("seconds"))])
+                     _acc(run.get("val_acc")), _acc(run.get("test_acc")),
+                     *([_loss(run.get("val_loss")), _loss(run.get("test_loss"))] if losses else []),
+                     _count(run.get("params")), _count(run.get("macs")), _seconds(run.get("seconds"))])
+    chosen = "the best epoch's (by validation loss for a language model trained with --select-by val_loss)" \
+        if losses else "the best epoch's"
     return [*_table(head, rows), "",
             "MACs = multiply-accumulates per example; FLOPs = 2 x MACs. Params and MACs are those of the merged "
-            "model (the original architecture). Val acc is the best epoch's; test acc is that model's."]
+            f"model (the original architecture). Val figures are {chosen}; test figures are that model's."
+            + (" Losses in nats per prediction (per character for text), with their perplexity." if losses else "")]
 
 
 def _plural(n: int, word: str) -> str:
@@ -147,18 +161,21 @@ def _strategy(results: dict) -> str:
     return text
 
 
-def _accuracy_chain(run: Run) -> str:
-    parts = [_acc(run.get("before", "test_acc")), _acc(run.get("after_cut", "test_acc"))]
+def _chain(run: Run, key: str = "test_acc", show=_acc) -> str:
+    parts = [show(run.get("before", key)), show(run.get("after_cut", key))]
     if run.get("after_finetune") is not None:
-        parts.append(_acc(run.get("after_finetune", "test_acc")))
+        parts.append(show(run.get("after_finetune", key)))
     return " → ".join(parts)
 
 
 def _compress_table(cuts: list[Run]) -> list[str]:
+    losses = any(run.metric is LOSS for run in cuts)  # language models: the loss chain too
     head = ["run", "source", "strategy", "ranks", "params kept %", "MACs kept %",
-            "test acc % (before → cut → fine-tune)", "evaluations", "seconds"]
+            "test acc % (before → cut → fine-tune)", *(["test loss (before → cut → fine-tune)"] if losses else []),
+            "evaluations", "seconds"]
     rows = [[run.name, source_name(run), _strategy(run.results), ranks_summary(run.results),
-             _kept(run.get("kept", "params")), _kept(run.get("kept", "macs")), _accuracy_chain(run),
+             _kept(run.get("kept", "params")), _kept(run.get("kept", "macs")), _chain(run),
+             *([_chain(run, "test_loss", _loss)] if losses else []),
              _int(run.get("evaluations")), _seconds(run.get("seconds"))] for run in cuts]
     return [*_table(head, rows), "",
             "Kept % are of the original, uncomposed architecture (params; MACs = multiply-accumulates per example, "
@@ -224,64 +241,88 @@ def _lm_table(lms: list[Run]) -> list[str]:
 
 
 def _final(run: Run, key: str):
-    """Accuracy of the deployed model: after fine-tuning when there was some, else after the cut."""
+    """A figure of the deployed model: after fine-tuning when there was some, else after the cut."""
     if run.get("after_finetune") is not None:
         return run.get("after_finetune", key)
     return run.get("after_cut", key)
 
 
-def _reference(train: Run, trains: list[Run]) -> Run | None:
-    """The plain (depth 1) train run on the same model and dataset, best on validation."""
+def _reference(train: Run, trains: list[Run], metric: Metric) -> Run | None:
+    """The plain (depth 1) train run on the same model and dataset, best on validation by ``metric``."""
     def key(run):
         return (_section(run.config, "model").get("name"), _section(run.config, "dataset").get("name"))
-    plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and is_number(t.get("val_acc"))]
-    return max(plain, key=lambda t: t.get("val_acc"), default=None)
+    plain = [t for t in trains if t.depth == 1 and key(t) == key(train) and is_number(t.get(metric.val))]
+    return max(plain, key=lambda t: metric.score(t.get(metric.val)), default=None)
 
 
-def _smallest_within(members: list[Run], target: float) -> Run | None:
+def _smallest_within(members: list[Run], target: float, metric: Metric) -> Run | None:
     def number(value):
         return value if is_number(value) else None
-    return smallest_within(members, target, val=lambda r: number(_final(r, "val_acc")),
-                           size=lambda r: number(r.get("kept", "params")))
+    return smallest_within(members, target, val=lambda r: number(_final(r, metric.val)),
+                           size=lambda r: number(r.get("kept", "params")), metric=metric)
 
 
-def _comparison(cuts: list[Run], runs: list[Run], budget: float) -> list[str]:
+# how each metric's comparison is worded: the validation figure, its budget, the test figure shown
+_WORDS = {ACCURACY: ("accuracy", "val acc %", "test acc %", _acc, "point below", "-"),
+          LOSS: ("loss", "val loss", "test loss", _loss, "nats above", "+")}
+
+
+def _comparison(cuts: list[Run], runs: list[Run], budget: float, metric: Metric = ACCURACY) -> list[str]:
+    """The comparison table of the compress runs judged by ``metric``, at ``budget`` (its units)."""
+    name, val_head, test_head, show, side, sign = _WORDS[metric]
+    digits = metric.digits
     trains = [r for r in runs if r.kind == "train"]
     groups: dict[str, list[Run]] = {}
     for run in cuts:
         groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
-    head = ["source", "view", "target (val acc %)", "chosen run", "params kept %", "MACs kept %", "test acc %"]
+    head = ["source", "view", f"target ({val_head})", "chosen run", "params kept %", "MACs kept %", test_head]
     rows = []
     for members in groups.values():
         train = find_source(members[0], runs)
         label = train.label if train is not None else source_name(members[0])
-        own = next((r.get("before", "val_acc") for r in members if is_number(r.get("before", "val_acc"))), None)
-        ref = _reference(train, trains) if train is not None else None
-        views = [("(a) own", own, "own", "no uncompressed val acc in results.json")]
-        views.append(("(b) common", ref.get("val_acc") if ref is not None else None,
+        own = next((r.get("before", metric.val) for r in members if is_number(r.get("before", metric.val))), None)
+        ref = _reference(train, trains, metric) if train is not None else None
+        views = [("(a) own", own, "own", f"no uncompressed validation {name} in results.json")]
+        views.append(("(b) common", ref.get(metric.val) if ref is not None else None,
                       ref.name if ref is not None else "", "no depth-1 run of this model and dataset given"))
         for view, base, whose, missing in views:
             if not is_number(base):
                 rows.append([label, view, NA, missing, NA, NA, NA])
                 continue
-            target = base - budget
-            best = _smallest_within(members, target)
-            target_text = f"{target:.2f} ({whose} {base:.2f} - {budget:g})"
+            target = metric.target_for(base, budget)
+            best = _smallest_within(members, target, metric)
+            target_text = f"{target:.{digits}f} ({whose} {base:.{digits}f} {sign} {budget:.4g})"
             if best is None:
                 rows.append([label, view, target_text, f"none of {_plural(len(members), 'run')} reaches it",
                              NA, NA, NA])
             else:
                 rows.append([label, view, target_text, best.name, _kept(best.get("kept", "params")),
-                             _kept(best.get("kept", "macs")), _acc(_final(best, "test_acc"))])
+                             _kept(best.get("kept", "macs")), show(_final(best, metric.test))])
+    unit = "point" if metric is ACCURACY else "nats"
     return [*_table(head, rows), "",
-            f"For each source model, the compress run with the fewest params whose validation accuracy (after "
-            f"fine-tuning if any) reaches the target; its test accuracy is reported. "
-            f"View (a): {budget:g} point below the model's own uncompressed accuracy (the paper's). View (b): "
-            f"{budget:g} point below the plain depth-1 model's, the same absolute bar for every depth (the fair "
-            "one). Only the compress runs given are compared: a finer sweep of cuts gives a finer answer."]
+            f"For each source model, the compress run with the fewest params whose validation {name} (after "
+            f"fine-tuning if any) reaches the target; its test {name} is reported. "
+            f"View (a): {budget:.4g} {side} the model's own uncompressed {name} (the paper's). View (b): "
+            f"{budget:.4g} {unit} {side.split()[1]} the plain depth-1 model's, the same absolute bar for every depth "
+            "(the fair one). Only the compress runs given are compared: a finer sweep of cuts gives a finer answer."]
 
 
-def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budget: float = 1.0) -> str:
+def _comparisons(cuts: list[Run], runs: list[Run], budget: float | None, sub: str) -> list[str]:
+    """One comparison section per metric the compress runs are judged by (``budget``: None for each one's own
+    default, 1 point of accuracy or ln 1.02 nats of loss)."""
+    lines = []
+    for metric in (ACCURACY, LOSS):
+        judged = [run for run in cuts if run.metric is metric]
+        if not judged:
+            continue
+        drop = metric.default_drop if budget is None else budget
+        title = f"a {drop:g}-point budget" if metric is ACCURACY else \
+            f"a {drop:.4g}-nat budget of validation loss (perplexity x {math.exp(drop):.3g})"
+        lines += [f"{sub} Comparison at {title}", "", *_comparison(judged, runs, drop, metric), ""]
+    return lines
+
+
+def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budget: float | None = None) -> str:
     if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= 5:
         raise LoritaError(f"level must be an integer from 1 to 5 (the Markdown heading level), got {level!r}")
     top, sub = "#" * level, "#" * (level + 1)
@@ -298,7 +339,7 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budge
         lines += [f"{sub} Train runs", "", *_train_table(trains), ""]
     if cuts:
         lines += [f"{sub} Compress runs", "", *_compress_table(cuts), ""]
-        lines += [f"{sub} Comparison at a {budget:g}-point budget", "", *_comparison(cuts, runs, budget), ""]
+        lines += _comparisons(cuts, runs, budget, sub)
     if lms:
         lines += [f"{sub} Language-model compress runs", "", *_lm_table(lms), ""]
     if plots:
@@ -308,23 +349,30 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budge
     return "\n".join(lines)
 
 
-def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1, max_drop: float = 1.0) -> str:
+def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1, max_drop: float | None = None) -> str:
     """The report's Markdown (tables only, no plots), without writing anything.
 
     ``level``: heading level of its title (sections one deeper), to embed it in another document.
-    ``max_drop``: the accuracy budget of the comparison, in points.
+    ``max_drop``: the budget of the comparison, in the units of what the runs are judged by: points of accuracy,
+    or nats of loss for language models trained with ``select_by="val_loss"`` (None: 1 point, or ln 1.02 nats,
+    the plain model's perplexity + 2%).
 
     Example:
         >>> print(summarize(["runs/fcn-d1", "runs/fcn-d3"]))  # doctest: +SKIP
         # LoRITa report
         ...
     """
-    return _render(read_runs(run_paths), [], level, check_number("max_drop", max_drop, minimum=0))
+    return _render(read_runs(run_paths), [], level, _budget(max_drop))
+
+
+def _budget(max_drop: float | None) -> float | None:
+    return None if max_drop is None else check_number("max_drop", max_drop, minimum=0)
 
 
 def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike,
-                 max_drop: float = 1.0) -> Path:
-    """Write ``out_dir/report.md`` (atomically) and its PNG plots; return the report's path.
+                 max_drop: float | None = None) -> Path:
+    """Write ``out_dir/report.md`` (atomically) and its PNG plots; return the report's path (``max_drop`` as in
+    ``summarize``).
 
     ``out_dir`` is created if missing. Plots with nothing to show are left out.
 
@@ -332,7 +380,7 @@ def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os
         >>> write_report(["runs/fcn-d1", "runs/fcn-d3", "runs/fcn-d3-cut"], "report")  # doctest: +SKIP
         PosixPath('report/report.md')
     """
-    budget = check_number("max_drop", max_drop, minimum=0)
+    budget = _budget(max_drop)
     runs = read_runs(run_paths)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

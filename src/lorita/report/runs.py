@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 from lorita import jsonio
 from lorita.checks import is_number, is_real
 from lorita.errors import LoritaError
+from lorita.metric import ACCURACY, METRICS, Metric
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,13 @@ PRODUCED_BY = {
 }
 # Numeric entries of results.json the report reads; each may be absent or null (shown as n/a).
 NUMBERS = {
-    "train": [("depth",), ("epochs",), ("best_epoch",), ("val_acc",), ("test_acc",), ("params",), ("macs",),
-              ("flops",), ("seconds",)],
+    "train": [("depth",), ("epochs",), ("best_epoch",), ("val_acc",), ("test_acc",), ("val_loss",), ("test_loss",),
+              ("params",), ("macs",), ("flops",), ("seconds",)],
     "compress": [("original", "params"), ("original", "macs"), ("before", "val_acc"), ("before", "test_acc"),
                  ("after_cut", "params"), ("after_cut", "macs"), ("after_cut", "val_acc"), ("after_cut", "test_acc"),
-                 ("after_finetune", "val_acc"), ("after_finetune", "test_acc"), ("kept", "params"), ("kept", "macs"),
+                 ("after_finetune", "val_acc"), ("after_finetune", "test_acc"), ("before", "val_loss"),
+                 ("before", "test_loss"), ("after_cut", "val_loss"), ("after_cut", "test_loss"),
+                 ("after_finetune", "val_loss"), ("after_finetune", "test_loss"), ("kept", "params"), ("kept", "macs"),
                  ("kept", "flops"), ("evaluations",), ("seconds",)],
     "lm": [("params", "dense"), ("params", "cut"), ("params", "kept"), ("recovery", "steps"), ("seconds", "total")],
 }
@@ -79,6 +82,22 @@ class Run:
             compose = self.config.get("compose")
             depth = compose.get("depth") if isinstance(compose, dict) else None
         return int(depth) if is_number(depth) and depth == int(depth) else None  # NaN, 2.5: unknown
+
+    @property
+    def metric(self) -> Metric:
+        """What the run is judged by: a train run's ``select_by`` (config.json), a compress run's ``metric``
+        (results.json; accuracy for runs from before it was recorded). Loss for language models trained so.
+
+        Example:
+            >>> Run(Path("c"), "compress", {}, {"metric": "val_loss"}, [], None).metric.test
+            'test_loss'
+        """
+        if self.kind == "train":
+            train = self.config.get("train")
+            name = train.get("select_by") if isinstance(train, dict) else None
+        else:
+            name = self.results.get("metric")
+        return METRICS.get(name, ACCURACY) if isinstance(name, str) else ACCURACY
 
     @property
     def label(self) -> str:

@@ -25,6 +25,7 @@ from lorita.cutspec import CutSpec, Latency
 from lorita.errors import LoritaError
 from lorita.latency import LatencyBudget, batch_of, compare_latency
 from lorita.linalg import check_finite
+from lorita.metric import ACCURACY, Metric, metric_named
 from lorita.lowrank import LOWRANK_TYPES, has_lowrank
 from lorita.profile import profile
 from lorita.runs.alternatives import training_batches
@@ -43,7 +44,33 @@ from lorita.train.config import MAX_RATE
 log = logging.getLogger(__name__)
 
 UNITS = {"params": "count", "macs": "multiply-accumulates per example", "flops": "2 x MACs per example",
-         "acc": "percent"}
+         "acc": "percent", "loss": "nats per prediction (per character for text), the mean cross-entropy"}
+
+
+def scores(model: nn.Module, data) -> dict:
+    """``model``'s accuracy and loss on ``data``'s validation and test splits (one pass over each).
+
+    Example:
+        >>> from lorita.data import load_dataset
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        >>> sorted(scores(net, load_dataset("digits")))
+        ['test_acc', 'test_loss', 'val_acc', 'val_loss']
+    """
+    val_acc, val_loss = evaluate(model, data.val)
+    test_acc, test_loss = evaluate(model, data.test)
+    return {"val_acc": val_acc, "test_acc": test_acc, "val_loss": val_loss, "test_loss": test_loss}
+
+
+def run_metric(source: str | Path) -> Metric:
+    """What the trained run in ``source`` is judged by: its ``select_by`` (accuracy, or loss for a language model).
+
+    Example:
+        >>> run_metric("no/such/run")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: no/such/run/config.json not found: ...
+    """
+    return metric_named(train_config_of(source).train.select_by)
 
 
 def _check_source(source: Path) -> None:
@@ -74,7 +101,9 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     ``Latency(0.5, batch=64)``, ``Accuracy(max_drop=1.0)``, ``Ranks({...})``; with
     ``calibrate=N`` whitened on N batches of the run's training data; with ``int8=True`` the
     cut, fine-tuned model's weights are then stored in int8). ``finetune_epochs``: fine-tune
-    the cut model that long (``finetune_lr``, default the run's lr / 10).
+    the cut model that long (``finetune_lr``, default the run's lr / 10). The run is judged as it was
+    trained (``run_metric``): an ``Accuracy`` cut of a language model (``select_by="val_loss"``) keeps its
+    validation loss within ``max_drop`` nats; every stage records accuracy and loss.
 
     Example:
         >>> import tempfile, lorita
@@ -108,7 +137,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
             check_calibrate(data, train_config.train, how.calibrate)
         model = merge(load(source / "model.lorita"), inplace=True)  # no second copy
         small, results = compress_model(model, data, how, recipe=train_config.train, finetune=finetune,
-                                        progress=progress)
+                                        metric=metric_named(train_config.train.select_by), progress=progress)
     except BaseException:  # the lock goes now, not when the error is garbage-collected (a notebook keeps it)
         output.abandon()
         raise
@@ -119,7 +148,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
 
 def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: TrainConfig | None = None,
                    finetune: TrainConfig | None = None, before: dict | None = None, batchnorm: int = 0,
-                   progress: bool = True) -> tuple[nn.Module, dict]:
+                   metric: Metric = ACCURACY, progress: bool = True) -> tuple[nn.Module, dict]:
     """Cut a merged ``model`` (or its ``Spectra``, shared with other cuts) as ``how`` says, measure it on ``data``
     before and after, fine-tune it with ``finetune`` if given, store it in int8 if ``how.int8``; return the model
     and the results.
@@ -129,8 +158,11 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     model's BatchNorm statistics on N shuffled training batches (epoch 0 of the recipe's seed,
     ``lorita.runs.alternatives.training_batches``) before it is measured, unless the cut kept
     every layer dense. ``before``: the
-    uncompressed model's ``{"val_acc", "test_acc"}`` when the caller already measured them.
-    Everything is measured on the example input of ``data``.
+    uncompressed model's ``{"val_acc", "test_acc"}`` (``metric``'s keys at least) when the caller already
+    measured them. ``metric``: what an ``Accuracy`` cut keeps within ``max_drop`` of the uncompressed model
+    (``lorita.metric``: accuracy points, or nats of loss for a language model); its search records scores
+    (higher is better: minus the loss). Every other stage records accuracy and loss (``scores``). Size is
+    measured on the example input of ``data``.
 
     Example:
         >>> from lorita.cutspec import Threshold
@@ -150,8 +182,9 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     example = spectra.example_input[0]
     original = spectra.profile
     if before is None:
-        before = {"val_acc": evaluate(merged, data.val)[0], "test_acc": evaluate(merged, data.test)[0]}
-    choice = choose_ranks(spectra, how, evaluate=lambda m: evaluate(m, data.val)[0], baseline=before["val_acc"])
+        before = scores(merged, data)
+    choice = choose_ranks(spectra, how, evaluate=lambda m: metric.score(metric.measure(m, data.val)),
+                          baseline=metric.score(before[metric.val]))
     small = choice.model if choice.model is not None else spectra.cut(choice.ranks, whitened=how.whitened)
     cut = profile(small, example)
     latency = _latency_results(choice.report, spectra, small, how) if isinstance(how, Latency) else None
@@ -160,20 +193,19 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     batchnorm = batchnorm if has_lowrank(small) else 0  # a cut that kept every layer dense is the model itself
     if batchnorm:
         recalibrate_batchnorm(small, training_batches(data, recipe.batch_size, recipe.seed)(), max_batches=batchnorm)
-    after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops,
-                 "val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
+    after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops, **scores(small, data)}
     after_finetune = _finetune(small, data, finetune, progress) if finetune is not None else None
     after_int8 = None
     if how.int8:  # then int8 weights, one scale per output channel (lorita.quantize)
         small = quantize(small, "int8")
-        after_int8 = {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
+        after_int8 = scores(small, data)
     search = choice.report.search if isinstance(choice.report, AccuracySearch) else None
     lowrank = {n for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)}
     results = {
         "cut": how.to_dict(), "ranks": {n: int(r) for n, r in choice.ranks.items()},
         "dense_layers": sorted(set(choice.ranks) - lowrank), "skipped_layers": dict(spectra.scan.skipped),
         "original": {"params": original.params, "macs": original.macs, "flops": original.flops},
-        "before": {"val_acc": before["val_acc"], "test_acc": before["test_acc"]},
+        "metric": metric.val, "before": dict(before),
         "after_cut": after_cut, "after_finetune": after_finetune,
         **({"after_int8": after_int8} if how.int8 else {}),
         **({"batchnorm_batches": batchnorm} if batchnorm else {}),
@@ -209,7 +241,7 @@ def _finetune(small: nn.Module, data, recipe: TrainConfig, progress: bool) -> di
     if result.best_state is not None:
         small.load_state_dict(result.best_state)
     small.cpu().eval()
-    return {"val_acc": evaluate(small, data.val)[0], "test_acc": evaluate(small, data.test)[0]}
+    return scores(small, data)
 
 
 def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:

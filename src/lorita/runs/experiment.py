@@ -449,10 +449,10 @@ def _save_cuts(s: _Seed, spectra: dict, depths: dict, dense: dict, models: dict)
         folder = s.folder / f"depth{depth}-cut"
         how = Ranks(chosen["ranks"])
         uncut = dense[depth]
-        measured = s.metric is ACCURACY and uncut.test is not None  # compress runs record accuracies
+        measured = s.metric is ACCURACY and uncut.test is not None  # else measured again: accuracy and loss
         before = {"val_acc": uncut.val, "test_acc": uncut.test} if measured else None
         small, results = compress_model(spectra[depth], s.data, how, recipe=s.train, before=before,
-                                        batchnorm=s.spec.columns.batchnorm, progress=s.progress)
+                                        batchnorm=s.spec.columns.batchnorm, metric=s.metric, progress=s.progress)
         folder.mkdir()
         # the source sits in the same staging folder, which is renamed when done: recorded relative
         write_cut(folder, CompressConfig(os.path.relpath(s.folder / f"depth{depth}", folder.parent), how), small,
