@@ -245,7 +245,7 @@ def test_a_rejected_resume_changes_nothing(run, capsys):
     before = snapshot(partial)
     err = cli_error(["train", *TINY, "--depth", "2", "--epochs", "2", "--lr", "0.5", "--resume", "--out",
                      str(partial.with_name("killed"))], capsys)
-    assert "only epochs may change" in err
+    assert "--lr: the run has 0.05, the flags give 0.5" in err and "only --epochs may change" in err
     assert snapshot(partial) == before
 
 
@@ -256,9 +256,8 @@ def test_a_resume_with_other_flags_names_what_differs(run, capsys):
     flags = TINY[:at - 1] + TINY[at + 1:]  # the run's --model-arg hidden_layers=1 left out
     err = cli_error(["train", *flags, "--depth", "2", "--epochs", "2", "--resume", "--out",
                      str(partial.with_name("killed"))], capsys)
-    assert "the flags differ from the run's config.json (model: the run has" in err
-    run_has, flags_give = err.split("the flags give")
-    assert "'hidden_layers': 1" in run_has and "'hidden_layers'" not in flags_give
+    assert ("the flags differ from the run's config.json (--model-arg: the run has ['width=8', 'hidden_layers=1'], "
+            "the flags give ['width=8'])") in err
     assert snapshot(partial) == before
 
 
@@ -310,9 +309,42 @@ def test_resume_with_one_flag_that_differs_still_names_it(run, capsys):
     before = snapshot(partial)
     err = cli_error(["train", "--resume", "--depth", "3", "--no-progress", "--out", str(run.with_name("killed"))],
                     capsys)
-    assert "the flags differ from the run's config.json (compose: the run has {depth=2" in err
-    assert "the flags give {depth=3" in err and "leave them out" in err
+    assert "the flags differ from the run's config.json (--depth: the run has 2, the flags give 3)" in err
+    assert "leave them out" in err
     assert snapshot(partial) == before
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--from", "RUN"], "--from: the run has None, the flags give"),
+    (["--model", "resnet20"], "--model: the run has 'fcn', the flags give 'resnet20'"),
+    (["--dataset", "Digits", "--model-arg", "hidden_layers=1", "--model-arg", "width=8", "--lr", "0.9"],
+     "--lr: the run has 0.05, the flags give 0.9)"),
+])
+def test_resume_compares_the_flags_given_before_acting_on_any(run, capsys, flags, message):
+    partial = killed_copy(run)
+    before = snapshot(partial)
+    err = cli_error(["train", "--resume", *[str(run) if f == "RUN" else f for f in flags], "--no-progress", "--out",
+                     str(run.with_name("killed"))], capsys)
+    assert message in err and "only --epochs may change" in err
+    assert snapshot(partial) == before
+
+
+def test_resume_of_what_is_no_training_says_so(run, tmp_path, capsys):
+    cut = tmp_path / "cut"
+    assert main(["compress", str(run), "--energy", "0.9", "--no-progress", "--out", str(cut)]) == 0
+    err = cli_error(["train", "--resume", "--no-progress", "--out", str(cut)], capsys)
+    assert f"{cut} holds no checkpoint.pt of a 'lorita train' run" in err
+
+
+def test_resume_of_a_run_continued_from_a_relative_path_works_from_anywhere(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(run.parent)
+    assert main(["train", "--from", run.name, "--depth", "2", "--epochs", "1", "--batch-size", "256", "--no-progress",
+                 "--out", "continued"]) == 0
+    monkeypatch.chdir(tmp_path.parent)  # the relative --from no longer names it: not needed, the checkpoint holds all
+    out = run.parent / "continued"
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["source"] == str(Path(run.name) / "model.lorita") and config["train"]["epochs"] == 2
 
 
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):

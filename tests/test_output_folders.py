@@ -125,7 +125,7 @@ def test_a_finished_run_named_like_a_staging_folder_is_never_deleted(run, capsys
     assert snapshot(partial) == before
 
 
-@pytest.mark.parametrize("flags", [[], ["--overwrite"], ["--resume"]])
+@pytest.mark.parametrize("flags", [TINY, [*TINY, "--overwrite"], ["--resume", "--no-progress"]])
 def test_the_older_output_a_killed_replacement_swapped_out_is_never_taken_for_the_newer(run, capsys, flags):
     """A kill in the instant after the swap leaves the previous output in NAME.partial and the new one in NAME:
     neither a rerun nor --resume may take the old one up (a resume would swap it back over the new one)."""
@@ -133,8 +133,9 @@ def test_the_older_output_a_killed_replacement_swapped_out_is_never_taken_for_th
     shutil.copytree(run, partial)
     older = (run / "results.json").stat().st_mtime_ns - 10**9
     os.utime(partial / "results.json", ns=(older, older))
+    os.utime(partial / "checkpoint.pt", ns=(older - 10**9, older - 10**9))  # written before its results, as always
     before, out_before = snapshot(partial), snapshot(run)
-    err = cli_error(["train", *TINY, "--out", str(run), *flags], capsys)
+    err = cli_error(["train", *flags, "--out", str(run)], capsys)
     assert "holds an older finished output than" in err and f"rm -r {partial}" in err
     assert snapshot(partial) == before and snapshot(run) == out_before
 
@@ -496,5 +497,46 @@ def test_an_out_below_a_link_to_nothing_is_named_before_anything_is_made(tmp_pat
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone")
     err = cli_error(["train", *TINY, "--out", str(link.joinpath(*below))], capsys)
-    assert f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+    assert f"{link} is a symbolic link to {tmp_path / 'gone'}, which leads nowhere (No such file or directory)" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link"] and not (tmp_path / "gone").exists()
+
+
+def test_an_out_below_a_link_loop_is_named(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    err = cli_error(["train", *TINY, "--out", str(loop / "run")], capsys)
+    assert f"{loop} is a symbolic link to {loop}, which leads nowhere (Too many levels of symbolic links)" in err
+
+
+def test_a_killed_extension_resumes_with_no_flag_to_its_new_epoch_count(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("lorita.runs.train.evaluate", stopped)
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 130
+    monkeypatch.undo()
+    assert main(["train", "--resume", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_a_killed_experiments_results_json_does_not_make_it_a_finished_output(tmp_path, capsys):
+    partial = tmp_path / "exp.partial"
+    partial.mkdir()
+    write_json(partial / "config.json", mark({"command": "experiment"}))
+    write_json(partial / "results.json", {"command": "experiment"})  # its report and plots come after it
+    err = cli_error(["train", *TINY, "--out", str(tmp_path / "exp")], capsys)
+    assert "left by a 'lorita experiment' that did not finish" in err and "--resume" in err
+
+
+def test_a_killed_extension_from_before_results_were_left_out_is_taken_for_a_training(run, capsys):
+    """An extension copied by an earlier lorita kept the finished run's results.json beside its newer checkpoint."""
+    partial = staging_path(run)
+    shutil.copytree(run, partial)
+    newer = (partial / "results.json").stat().st_mtime_ns + 10**9
+    os.utime(partial / "checkpoint.pt", ns=(newer, newer))
+    err = cli_error(["train", *TINY, "--out", str(run)], capsys)
+    assert "holds a training run that did not finish" in err

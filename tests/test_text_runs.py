@@ -74,3 +74,20 @@ def test_the_report_compares_language_models_at_a_loss_budget(runs, tmp_path):
     row = next(line for line in text.splitlines() if "| (b) common |" in line)
     assert ("d2-r4" in row) == reached and ("none of 1 run reaches it" in row) == (not reached)
     assert "point budget" not in text  # no run here is judged by accuracy
+
+
+def test_one_max_drop_for_runs_judged_both_ways_is_refused_before_anything_is_written(runs, tmp_path, capsys):
+    cut = runs / "d2-r3"
+    assert main(["compress", str(runs / "d2"), "--rank", "3", "--no-progress", "--out", str(cut)]) == 0
+    image = tmp_path / "fcn"
+    assert main(["train", "--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset",
+                 "digits", "--depth", "1", "--epochs", "1", "--no-progress", "--out", str(image)]) == 0
+    assert main(["compress", str(image), "--rank", "2", "--no-progress", "--out", str(tmp_path / "fcn-r2")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "report"
+    folders = [str(runs / "d2"), str(cut), str(image), str(tmp_path / "fcn-r2")]
+    assert main(["report", *folders, "--max-drop", "0.5", "--out", str(out)]) == 2
+    assert "judged both ways" in capsys.readouterr().err and not out.exists()
+    assert main(["report", *folders, "--out", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "## Comparison at a 1-point budget" in text and "## Comparison at a 0.0198-nat budget" in text

@@ -283,21 +283,25 @@ class Latency(CutSpec):
 
 @dataclass(frozen=True)
 class Accuracy(CutSpec):
-    """The strongest global cut whose validation score stays within ``max_drop`` points of the
-    uncompressed model's, found by bisection in at most ``max_evals`` evaluations (the caller
-    supplies the evaluation: ``choose_ranks(..., evaluate=)``).
+    """The strongest global cut whose validation score stays within ``max_drop`` of the uncompressed
+    model's, found by bisection in at most ``max_evals`` evaluations (the caller supplies the
+    evaluation: ``choose_ranks(..., evaluate=)``). ``max_drop``: points of accuracy, or nats of loss for
+    a run judged by loss; None: the default of what it is judged by (``lorita.metric``: 1 point, or
+    ln 1.02 nats, perplexity + 2%; ``lorita.cut`` and ``choose_ranks`` take 1).
 
     Example:
-        >>> Accuracy(max_drop=0.5).max_evals
-        12
+        >>> Accuracy(max_drop=0.5).max_evals, Accuracy().max_drop
+        (12, None)
     """
 
     kind: ClassVar[str] = "accuracy"
-    max_drop: float = 1.0
+    max_drop: float | None = None
     max_evals: int = 12
 
     def check(self) -> None:
-        self._set("max_drop", check_number("max_drop", self.max_drop, minimum=0, meaning="accuracy points"))
+        if self.max_drop is not None:
+            self._set("max_drop", check_number("max_drop", self.max_drop, minimum=0,
+                                               meaning="points of accuracy, or nats of loss"))
         check_int("max_evals", self.max_evals)
 
 

@@ -135,7 +135,7 @@ def _check(evaluate, finetune, max_evals, max_drop) -> None:
     if finetune is not None and not callable(finetune):
         raise LoritaError(f"finetune must be a callable model -> model or None, got {type(finetune).__name__}")
     check_int("max_evals", max_evals)
-    check_number("max_drop", max_drop, minimum=0, meaning="accuracy points")
+    check_number("max_drop", max_drop, minimum=0, meaning="points of accuracy, or nats of loss")
 
 
 def _accuracy(evaluate: Callable[[nn.Module], float], model: nn.Module, what: str, *, baseline: bool = False) -> float:

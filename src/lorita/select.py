@@ -21,6 +21,7 @@ from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ra
                             cut_from_strategy)
 from lorita.errors import BudgetOutOfReach, LoritaError
 from lorita.latency import keep_faster, latency_budget
+from lorita.metric import ACCURACY_MAX_DROP
 from lorita.quantize import quantize
 from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
                           uniform_ranks)
@@ -255,7 +256,8 @@ def _accuracy(how: Accuracy, spectra: Spectra, *, evaluate: Callable[[nn.Module]
               **_) -> Choice:
     if evaluate is None:
         raise LoritaError("an accuracy search needs evaluate= (model -> accuracy in percent on validation data)")
-    found = search_spectra(spectra, evaluate, max_drop=how.max_drop, finetune=finetune, max_evals=how.max_evals,
+    max_drop = ACCURACY_MAX_DROP if how.max_drop is None else how.max_drop  # compress_model resolves it by metric
+    found = search_spectra(spectra, evaluate, max_drop=max_drop, finetune=finetune, max_evals=how.max_evals,
                            whitened=how.whitened, baseline=baseline, multiple=how.multiple)
     return Choice(found.ranks, how, report=found, model=found.model if found.search.found else None)
 

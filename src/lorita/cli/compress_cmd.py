@@ -203,12 +203,10 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
     import math
 
-    from lorita.metric import LOSS
+    from lorita.metric import LOSS, metric_named
     from lorita.runs import compress_run
-    from lorita.runs.compress import run_metric
     from lorita.runs.lm import names_lm_source
 
     if names_lm_source(args.run):
@@ -218,16 +216,13 @@ def run(args: argparse.Namespace) -> int:
         raise LoritaError(f"{', '.join(lm_flags)} apply to a pretrained language model only; {args.run} is not one "
                           "(a packaged name, a .gguf file or a Hugging Face model folder)")
     how = cut_from_args(args)
-    metric = run_metric(args.run)
-    if isinstance(how, Accuracy) and args.max_drop is None:
-        how = dataclasses.replace(how, max_drop=metric.default_drop)
     if args.finetune_epochs and not args.no_progress:
         require("tqdm", command="compress")
     results = compress_run(args.run, args.out, how, finetune_epochs=args.finetune_epochs,
                            finetune_lr=args.finetune_lr, overwrite=args.overwrite, progress=not args.no_progress)
     kept = results["kept"]
     final = results.get("after_int8") or results["after_finetune"] or results["after_cut"]
-    if metric is LOSS:  # a language model: its loss (nats per character) and perplexity
+    if metric_named(results["metric"]) is LOSS:  # a language model: its loss (nats per character) and perplexity
         shown = " -> ".join(f"{r['test_loss']:.4f} (perplexity {math.exp(min(r['test_loss'], 700)):.3g})"
                             for r in (results["before"], final))
         print(f"{args.out}: params kept {100 * kept['params']:.1f}%, MACs kept {100 * kept['macs']:.1f}%, "

@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from lorita.runs.folder import mark
 
     require("matplotlib", command="report")
+    from lorita.report.markdown import check_max_drop
+
     runs = read_runs(args.runs)  # every run folder is read and checked before anything is written
+    check_max_drop(args.max_drop, runs)
     output = RunOutput(args.out, overwrite=args.overwrite, inputs=[(r.path, "a run it reports on") for r in runs])
     with output as folder:
         write_json(folder / "config.json", mark({"command": "report", "lorita_version": lorita.__version__,

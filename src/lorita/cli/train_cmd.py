@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     init = args.init or ("preserve" if source is not None else "auto")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
-                         steps_per_epoch=args.steps_per_epoch)
+                         max_train=getattr(args, "max_train", None), steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()
     data = data_spec.load(model=model, train=train)
     inputs = data.model_inputs
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = RunConfig(ModelSpec(model.name, model.kwargs, inputs),
                        dataclasses.replace(data_spec, name=data_spec.name if data_spec.name in TEXT_DATASETS
                                            else data.name), compose, train,
-                       source=None if source_path is None else str(source_path))
+                       source=getattr(args, "resumed_source", None) if source_path is None else str(source_path))
     run = train_run(args.out, config, data, overwrite=args.overwrite, resume=args.resume,
                     progress=not args.no_progress, source=source)
     if run is not None:
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 # the flags a run's config.json sets, each with how to read it from that config
 _RUN_FLAGS = {
     "model": lambda c: c.model.name,
-    "model_arg": lambda c: None if c.source else [f"{k}={json.dumps(v)}" for k, v in c.model.kwargs.items()] or None,
+    "model_arg": lambda c: [f"{k}={json.dumps(v)}" for k, v in c.model.kwargs.items()] or None,
     "source": lambda c: c.source,
     "dataset": lambda c: c.dataset.name,
     "data_dir": lambda c: c.dataset.data_dir,
@@ -133,22 +133,65 @@ _RUN_FLAGS = {
 }
 
 
+def _model_file(source: str) -> str:
+    """A --from as load_source reads it: a run folder's model.lorita, resolved."""
+    path = Path(source)
+    return str((path / "model.lorita" if path.is_dir() else path).resolve())
+
+
+# how a given flag is compared with the run's value, where plain equality would refuse the same thing
+_SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_args(own),
+         "source": lambda given, own: own is not None and _model_file(given) == _model_file(own),
+         "dataset": lambda given, own: str(given).strip().lower() == str(own).strip().lower()}
+
+
 def _take_the_runs_flags(args: argparse.Namespace) -> None:
-    """--resume: each flag the command line leaves out takes the run's own value (its config.json); the ones
-    given must match it (``train_run`` checks them, --epochs excepted)."""
-    from lorita.runs.folder import staging_path
+    """--resume: each flag the command line leaves out takes the run's own value (its config.json), and each it
+    gives must equal it (--epochs excepted), checked before any of them is acted on. The model a run continued
+    (--from) is not read again: the checkpoint holds every weight, and the run's architecture rebuilds it."""
     from lorita.runs.train import resumed_config
     from lorita.train import TrainConfig
 
     config = resumed_config(args.out)
     if config is None:
-        if not any(os.path.lexists(p) for p in (args.out, staging_path(args.out))):
-            raise LoritaError(f"--resume: there is no run to continue at {args.out} (no {staging_path(args.out)} of a "
-                              "killed run, no finished run); start it without --resume")
-        return  # not a run to continue: train_run says what is there
-    given = getattr(args, "given", set())
-    taken = {**{k: read(config) for k, read in _RUN_FLAGS.items()},
-             **{f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)}}
-    for dest, value in taken.items():
+        _nothing_to_resume(args.out)
+    given = getattr(args, "given", None)
+    if given is None:  # called without main(), which says which flags were written: all count as given
+        return
+    own = {**{k: read(config) for k, read in _RUN_FLAGS.items()},
+           **{f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)}}
+    differ = [dest for dest in sorted(given & set(own) - {"epochs"})
+              if not _SAME.get(dest, lambda a, b: a == b)(getattr(args, dest), own[dest])]
+    if differ:
+        flag = {"source": "--from"}
+        shown = "; ".join(f"{flag.get(d, '--' + d.replace('_', '-'))}: the run has {own[d]!r}, the flags give "
+                          f"{getattr(args, d)!r}" for d in differ)
+        raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); leave them out (--resume "
+                          "takes the run's own; only --epochs may change), or start a new run with another --out")
+    for dest, value in own.items():
         if dest not in given:
             setattr(args, dest, value)
+    args.resumed_source = config.source
+    if "source" in given:  # read again as given (the same model): its arguments are its own
+        args.model_arg = None
+    else:
+        args.source = None
+    args.max_train = config.dataset.max_train  # an experiment's training may cap its examples; no flag sets it
+
+
+def _nothing_to_resume(out: str) -> None:
+    """Why --resume finds no training at ``out`` (never returns)."""
+    from lorita.runs.folder import staging_path
+
+    staging = staging_path(out)
+    if Path(out).is_symlink():  # as lorita.runs.output words it
+        raise LoritaError(f"--out {out} is a symbolic link, and lorita never writes or deletes through one; remove "
+                          f"the link (rm {out}) or choose another --out")
+    if staging.is_symlink():
+        raise LoritaError(f"{staging} is a symbolic link, and lorita never writes through one; remove the link "
+                          f"(rm {staging}) or choose another --out")
+    if not any(os.path.lexists(p) for p in (out, staging)):
+        raise LoritaError(f"--resume: there is no run to continue at {out} (no {staging} of a killed run, no "
+                          "finished run); start it without --resume")
+    raise LoritaError(f"--resume: {out} holds no checkpoint.pt of a 'lorita train' run, nor does {staging}, so there "
+                      "is nothing to continue; start it without --resume, or choose another --out")

@@ -22,7 +22,7 @@ from lorita.errors import LoritaError
 from lorita.metric import ACCURACY, LOSS, Metric
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
-from lorita.report.runs import Run, find_source, read_runs, source_name
+from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_name
 from lorita.sweep import smallest_within
 
 log = logging.getLogger(__name__)
@@ -186,20 +186,6 @@ def _ppl(value) -> str:
     return f"{value:.2f}" if is_number(value) else NA
 
 
-def lm_texts(lms: list[Run]) -> list[str]:
-    """The texts the "lm" runs were measured on, in the order they first appear.
-
-    Example:
-        >>> lm_texts([Run(Path("a"), "lm", {}, {"dense": {"fortunes-val": {"ppl": 40.8}}}, [], None)])
-        ['fortunes-val']
-    """
-    texts: dict[str, None] = {}
-    for run in lms:
-        for text in run.get("dense") or {}:
-            texts.setdefault(str(text), None)
-    return list(texts)
-
-
 def _perplexity_chain(run: Run, text: str) -> str:
     dense, cut, recovered = (run.get(stage, text, "ppl") for stage in ("dense", "after_cut", "after_recovery"))
     parts = [_ppl(dense), _ppl(cut)] + ([_ppl(recovered)] if run.get("after_recovery") is not None else [])
@@ -209,18 +195,8 @@ def _perplexity_chain(run: Run, text: str) -> str:
 
 
 def _recovery(run: Run) -> str:
-    recipe = _section(_section(run.results, "compression"), "recovery")
-    if not recipe:
-        return "none"
-    steps = run.get("recovery", "steps")
-    return f"{recipe.get('mode', NA)}, {_int(steps)} steps" if is_number(steps) else str(recipe.get("mode", NA))
-
-
-def _method(run: Run) -> str:
-    compression = _section(run.results, "compression")
-    method = str(compression.get("method") or "low-rank")  # runs from before the width method have no key
-    allocation = compression.get("allocation")
-    return f"{method} ({allocation})" if method == "width" and allocation not in (None, "uniform") else method
+    mode, steps = lm_recovery(run), run.get("recovery", "steps")
+    return f"{mode}, {_int(steps)} steps" if mode != "none" and is_number(steps) else mode
 
 
 def _lm_table(lms: list[Run]) -> list[str]:
@@ -230,7 +206,7 @@ def _lm_table(lms: list[Run]) -> list[str]:
     rows = []
     for run in lms:
         total = run.get("seconds", "total")
-        rows.append([run.name, source_name(run), _method(run), _kept(run.get("params", "kept")),
+        rows.append([run.name, source_name(run), lm_method(run), _kept(run.get("params", "kept")),
                      f"{_count(run.get('params', 'cut'))} of {_count(run.get('params', 'dense'))}",
                      *[_perplexity_chain(run, t) if run.get("dense", t) is not None else NA for t in texts],
                      _recovery(run), f"{total / 60:.1f}" if is_number(total) else NA])
@@ -362,11 +338,25 @@ def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1, max_
         # LoRITa report
         ...
     """
-    return _render(read_runs(run_paths), [], level, _budget(max_drop))
+    runs = read_runs(run_paths)
+    return _render(runs, [], level, check_max_drop(max_drop, runs))
 
 
-def _budget(max_drop: float | None) -> float | None:
-    return None if max_drop is None else check_number("max_drop", max_drop, minimum=0)
+def check_max_drop(max_drop: float | None, runs: list[Run]) -> float | None:
+    """``max_drop`` checked: a number >= 0, for compress runs all judged the same way (its units are theirs).
+
+    Example:
+        >>> check_max_drop(0.5, [Run(Path("c"), "compress", {}, {"metric": "val_loss"}, [], None)])
+        0.5
+    """
+    if max_drop is None:
+        return None
+    judged = {run.metric.val for run in runs if run.kind == "compress"}
+    if len(judged) > 1:
+        raise LoritaError("max_drop is in points for runs judged by accuracy and in nats for language models judged "
+                          "by loss, and these compress runs are judged both ways; leave it out (each gets its own "
+                          "default: 1 point, ln 1.02 nats) or report the two kinds separately")
+    return check_number("max_drop", max_drop, minimum=0)
 
 
 def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os.PathLike,
@@ -380,8 +370,8 @@ def write_report(run_paths: Iterable[str | os.PathLike | Run], out_dir: str | os
         >>> write_report(["runs/fcn-d1", "runs/fcn-d3", "runs/fcn-d3-cut"], "report")  # doctest: +SKIP
         PosixPath('report/report.md')
     """
-    budget = _budget(max_drop)
     runs = read_runs(run_paths)
+    budget = check_max_drop(max_drop, runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = []

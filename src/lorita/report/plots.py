@@ -17,7 +17,7 @@ from typing import Iterable
 from lorita.atomic import atomic_path
 from lorita.checks import is_number
 from lorita.errors import LoritaError
-from lorita.report.runs import Run, find_source, read_runs, source_name
+from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_name
 
 log = logging.getLogger(__name__)
 
@@ -319,18 +319,13 @@ def plot_perplexity(runs: Iterable[Run | str | os.PathLike], path: str | os.Path
     """
     from matplotlib.ticker import FuncFormatter
 
-    from lorita.report.markdown import lm_texts
-
     lms = [r for r in _runs(runs) if r.kind == "lm" and is_number(r.get("params", "kept"))]
     texts = lm_texts(lms)
     if not texts:
         return None
     series: dict[tuple, list[Run]] = {}
-    for run in lms:
-        compression = run.get("compression") or {}
-        recovery = (compression.get("recovery") or {}).get("mode", "none") if isinstance(compression, dict) else "?"
-        method = compression.get("method") or "low-rank" if isinstance(compression, dict) else "?"
-        series.setdefault((source_name(run), str(method), str(recovery)), []).append(run)
+    for run in lms:  # grouped as the table shows them
+        series.setdefault((source_name(run), lm_method(run), lm_recovery(run)), []).append(run)
     several_models = len({key[0] for key in series}) > 1
     fig = figure(4.6 * len(texts) + 0.6, 4.2)
     fig.set_layout_engine("constrained")

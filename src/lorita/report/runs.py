@@ -270,8 +270,8 @@ def read_run(path: str | os.PathLike) -> Run:
                               f"{results['command']!r}: the two files come from different runs; rerun into an empty "
                               "folder")
     else:
-        log.warning("%s is missing (written by %s); model and dataset will show as n/a",
-                    config_file, PRODUCED_BY["config.json"])
+        log.warning("%s is missing (written by %s); %s", config_file, PRODUCED_BY["config.json"],
+                    "the report reads results.json alone" if kind == "lm" else "model and dataset will show as n/a")
         config = {}
     metrics = _read_metrics(folder / "metrics.csv") if kind == "train" else []
     spectrum = _read_spectrum(folder / "spectrum.json") if kind == "train" else None
@@ -339,6 +339,46 @@ def source_name(run: Run) -> str:
     if isinstance(source, dict):  # a pretrained language model's (an "lm" run): as the command line named it
         source = source.get("text")
     return display_name(Path(source)) if isinstance(source, str) and source else "?"
+
+
+def lm_texts(runs: Sequence[Run]) -> list[str]:
+    """The texts a pretrained language model's compress runs ("lm") were measured on, in the order they first appear.
+
+    Example:
+        >>> lm_texts([Run(Path("a"), "lm", {}, {"dense": {"fortunes-val": {"ppl": 40.8}}}, [], None)])
+        ['fortunes-val']
+    """
+    texts: dict[str, None] = {}
+    for run in runs:
+        dense = run.get("dense") if run.kind == "lm" else None
+        for text in dense if isinstance(dense, dict) else {}:
+            texts.setdefault(str(text), None)
+    return list(texts)
+
+
+def lm_method(run: Run) -> str:
+    """How an "lm" run was cut: ``'low-rank'``, ``'width'`` or ``'width (global)'``.
+
+    Example:
+        >>> lm_method(Run(Path("a"), "lm", {}, {"compression": {"method": "width", "allocation": "global"}}, [], None))
+        'width (global)'
+    """
+    compression = run.get("compression")
+    compression = compression if isinstance(compression, dict) else {}
+    method = str(compression.get("method") or "low-rank")  # runs from before the width method have no key
+    allocation = compression.get("allocation")
+    return f"{method} ({allocation})" if method == "width" and allocation not in (None, "uniform") else method
+
+
+def lm_recovery(run: Run) -> str:
+    """An "lm" run's recovery after the cut: ``'lora'``, ``'full'`` or ``'none'``.
+
+    Example:
+        >>> lm_recovery(Run(Path("a"), "lm", {}, {"compression": {"recovery": None}}, [], None))
+        'none'
+    """
+    recipe = run.get("compression", "recovery")
+    return str(recipe.get("mode", "?")) if isinstance(recipe, dict) else "none"
 
 
 def display_name(path: Path) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.checks import check_int, check_number
 from lorita.compose import merge
-from lorita.cutspec import CutSpec, Latency
+from lorita.cutspec import Accuracy, CutSpec, Latency
 from lorita.errors import LoritaError
 from lorita.latency import LatencyBudget, batch_of, compare_latency
 from lorita.linalg import check_finite
@@ -61,16 +61,7 @@ def scores(model: nn.Module, data) -> dict:
     return {"val_acc": val_acc, "test_acc": test_acc, "val_loss": val_loss, "test_loss": test_loss}
 
 
-def run_metric(source: str | Path) -> Metric:
-    """What the trained run in ``source`` is judged by: its ``select_by`` (accuracy, or loss for a language model).
 
-    Example:
-        >>> run_metric("no/such/run")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        lorita.errors.LoritaError: no/such/run/config.json not found: ...
-    """
-    return metric_named(train_config_of(source).train.select_by)
 
 
 def _check_source(source: Path) -> None:
@@ -103,7 +94,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     cut, fine-tuned model's weights are then stored in int8). ``finetune_epochs``: fine-tune
     the cut model that long (``finetune_lr``, default the run's lr / 10). The run is judged as it was
     trained (``run_metric``): an ``Accuracy`` cut of a language model (``select_by="val_loss"``) keeps its
-    validation loss within ``max_drop`` nats; every stage records accuracy and loss.
+    validation loss within ``max_drop`` nats (None: ln 1.02); every stage records accuracy and loss.
 
     Example:
         >>> import tempfile, lorita
@@ -174,6 +165,8 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         True
     """
     start = time.time()
+    if isinstance(how, Accuracy) and how.max_drop is None:  # the default of what the model is judged by
+        how = dataclasses.replace(how, max_drop=metric.default_drop)
     check_int("batchnorm", batchnorm, minimum=0, meaning="training batches to re-estimate BatchNorm on; 0: not")
     if batchnorm and recipe is None:
         raise LoritaError("batchnorm=N needs recipe= (the batch size and seed its training batches are drawn with)")

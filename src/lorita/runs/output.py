@@ -204,7 +204,8 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
     out = staging.with_name(staging.name.removesuffix(STAGING_SUFFIX))
     finished = _finished_at(staging) if marked else None
     if finished is not None:
-        if finished <= (_finished_at(out) or -1):  # the older of two whole outputs: the one a replacement swapped out
+        at_out = _finished_at(out)
+        if at_out is not None and finished <= at_out:  # the older of two whole outputs: a replacement swapped it out
             raise LoritaError(f"{staging} holds an older finished output than {out}: the previous one, swapped out "
                               f"when a command replaced it and was killed before deleting it; remove it yourself "
                               f"(rm -r {staging}); lorita never deletes it")
@@ -239,11 +240,21 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
                       f"so there is nothing to resume); remove it (rm -r {staging}) and run again")
 
 
+_ENDS_WITH_RESULTS = ("train", "compress")  # the commands whose last file is results.json (an experiment's is not)
+
+
 def _finished_at(folder: Path) -> int | None:
-    """When ``folder``'s ``results.json`` was written (nanoseconds), the last file of a finished output; None when
-    it has none (a report has none: it is told apart by the other checks)."""
-    info = _lstat(folder / "results.json")
-    return info.st_mtime_ns if info is not None and stat.S_ISREG(info.st_mode) else None
+    """When a finished train or compress output in ``folder`` wrote its last file, ``results.json`` (nanoseconds);
+    None when it is not one: another command's, no results.json, or a training whose checkpoint is newer (an
+    extension killed part-way, copied with the finished run's results.json before they were left out)."""
+    if command_of(folder) not in _ENDS_WITH_RESULTS:
+        return None
+    results, checkpoint = _lstat(folder / "results.json"), _lstat(folder / "checkpoint.pt")
+    if results is None or not stat.S_ISREG(results.st_mode):
+        return None
+    if checkpoint is not None and checkpoint.st_mtime_ns > results.st_mtime_ns:
+        return None
+    return results.st_mtime_ns
 
 
 def _replaced_leftovers(out: Path, what: str) -> list[Path]:
@@ -309,10 +320,14 @@ class RunOutput:
         if not writer:
             return
         check_inputs(self.out, list(inputs), what)
-        for folder in reversed(self.out.parents):  # a link above out to nothing: mkdir and stat only say ENOENT
-            if folder.is_symlink() and not folder.exists():
-                raise LoritaError(f"{what} {self.out}: {folder} is a symbolic link to {os.readlink(folder)}, which "
-                                  f"does not exist; make that folder, or choose another {what}")
+        for folder in reversed(self.out.parents):  # a link above out that leads nowhere: mkdir and stat say less
+            if folder.is_symlink():
+                try:
+                    os.stat(folder)
+                except OSError as err:  # to nothing (ENOENT), or round in a loop (ELOOP)
+                    raise LoritaError(f"{what} {self.out}: {folder} is a symbolic link to {os.readlink(folder)}, "
+                                      f"which leads nowhere ({err.strerror}); make the folder it names, or choose "
+                                      f"another {what}") from None
         parent = _lstat(self.out.parent)
         if parent is not None and not stat.S_ISDIR(os.stat(self.out.parent).st_mode):
             raise LoritaError(f"{what} {self.out}: {self.out.parent} is not a folder")

@@ -250,7 +250,7 @@ def _checkpoint_id(folder: Path) -> tuple[int, int] | None:
 
 def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume: bool, progress: bool,
                 main: bool, source: nn.Module | None) -> TrainedRun | None:
-    if main and not resume:  # a resumed run keeps its config.json until its checkpoint is accepted and trained on
+    if main and not resume:  # a resumed run keeps its config.json until its checkpoint is restored (below)
         write_json(folder / "config.json", config.to_dict())
     steps = steps_per_epoch(len(data.train), config.train.batch_size, world_size())
     if main:
@@ -262,13 +262,13 @@ def _train_into(folder: Path, config: RunConfig, data, model: nn.Module, resume:
     def note_start(event: str, info: dict) -> None:
         if event == "train_start":
             started["epoch"] = info["epoch"]
+            if resume and main:  # restored: its new epoch count, which a resume after a kill then takes
+                write_json(folder / "config.json", config.to_dict())
 
     result = train(model, data, config.train, out_dir=folder, resume=resume, progress=progress and main,
                    callbacks=[note_start])
     if not main:
         return None
-    if resume:
-        write_json(folder / "config.json", config.to_dict())  # the new epoch count
     if config.train.shard and _is_sharded(model):
         torch.manual_seed(config.train.seed)
         model = build_model(config, source)  # an unsharded copy, to hold the gathered best weights
