@@ -396,3 +396,12 @@ def test_every_plot_the_report_draws_is_one_a_later_overwrite_knows_as_loritas()
     from lorita.runs.folder import PLOT_FILES
 
     assert {name for name, _, _ in PLOTS} <= PLOT_FILES
+
+
+def test_an_experiment_folder_is_pointed_to_its_runs(runs, tmp_path):
+    folder = tmp_path / "exp"
+    write_json(folder / "results.json", {"command": "experiment"})
+    write_json(folder / "depth1" / "results.json", {"command": "train"})
+    with pytest.raises(LoritaError, match=r"is a 'lorita experiment' folder, which holds its own report.md; .*"
+                                          r"pass them \(depth1, e.g. .*exp/\*/\)"):
+        read_run(folder)

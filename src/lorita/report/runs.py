@@ -134,6 +134,10 @@ def _read_json(path: Path) -> dict:
 
 def _check_results(results: dict, file: Path) -> str:
     kind = results.get("command")
+    if kind in ("experiment", "demo"):  # a folder of runs with its own report
+        nested = ", ".join(_nested_runs(file.parent)[:4]) or "its run folders"
+        raise LoritaError(f"{file.parent} is a 'lorita {kind}' folder, which holds its own report.md; to report on "
+                          f"its runs, pass them ({nested}, e.g. {file.parent}/*/)")
     if kind not in ("train", "compress"):
         raise LoritaError(f"{file} has command {kind!r}; expected 'train' or 'compress'. "
                           f"The file is written by {PRODUCED_BY['results.json']}")
