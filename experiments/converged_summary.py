@@ -41,6 +41,7 @@ from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.report.converged import (
     budgets_markdown,
+    columns_markdown,
     paired_lines,
     plot_budget_curve,
     pooled_plateau,
@@ -110,6 +111,8 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
              f"exposure of {label}: {entry['exposure']:.2f}; plain model plateaued on every seed: "
              f"{entry['plateau']}; the bar: a ratio at most {bar:g} with the interval below 1", "",
              *paired_lines(paired), ""]
+    for run in runs:
+        lines += [f"Seed {run['seed']}'s columns at its target:", "", columns_markdown(run, label), ""]
     return entry, paired, lines, bar
 
 

@@ -142,3 +142,19 @@ def test_runs_that_do_not_say_their_depths_get_no_start_up_gap(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr and not out.exists()
     assert "'LoRITa N=2 + FT' is the cut of no factored depth the experiments ran" in done.stderr
+
+
+def test_columns_at_the_target_name_the_best_alternative_and_the_pre_registered_column():
+    from lorita.report.converged import columns_markdown
+
+    run = {"target_val_acc": 90.2, "columns": {
+        "plain + SVD + FT": {"lorita": False, "epochs": 15, "finetune_epochs": 2,
+                             "chosen": {"params_kept": 0.099, "val_acc": 90.25, "test_acc": 89.6}},
+        "small dense": {"lorita": False, "epochs": 15, "finetune_epochs": 0,
+                        "chosen": {"params_kept": 0.071, "val_acc": 90.28, "test_acc": 89.4}},
+        "LoRITa N=2 + FT": {"lorita": True, "epochs": 15, "finetune_epochs": 2, "chosen": None}}}
+    lines = columns_markdown(run, "LoRITa N=2 + FT").splitlines()
+    assert lines[0].startswith("| column (target: 90.20% validation) |")
+    assert lines[2:] == ["| plain + SVD + FT | 13 + 2 | 9.9% | 90.25 | 89.60 |",
+                         "| **small dense** (best alternative) | 15 + 0 | **7.1%** | 90.28 | 89.40 |",
+                         "| **LoRITa N=2 + FT** (named before the runs) | 13 + 2 | **missed** | - | - |"]

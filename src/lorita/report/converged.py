@@ -264,6 +264,40 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     return save_figure(fig, path)
 
 
+def columns_markdown(run: dict, label: str) -> str:
+    """One seed's columns at its target (an experiment's ``runs`` entry) as a Markdown table: epochs trained +
+    fine-tuned, params kept, validation and test accuracy of each column's smallest cut that reaches the target;
+    ``label`` (the pre-registered column) and the best alternative in bold.
+
+    Example:
+        >>> run = {"target_val_acc": 90.0, "columns": {
+        ...     "A": {"lorita": False, "epochs": 15, "finetune_epochs": 2,
+        ...           "chosen": {"params_kept": 0.1, "val_acc": 90.1, "test_acc": 89.5}},
+        ...     "L": {"lorita": True, "epochs": 15, "finetune_epochs": 2, "chosen": None}}}
+        >>> print(columns_markdown(run, "L").splitlines()[2])
+        | **A** (best alternative) | 13 + 2 | **10.0%** | 90.10 | 89.50 |
+    """
+    columns = run["columns"]
+    reached = {name: c["chosen"] for name, c in columns.items() if c.get("chosen")}
+    alternatives = [name for name in reached if not columns[name].get("lorita")]
+    best = min(alternatives, key=lambda n: reached[n]["params_kept"], default=None)
+    lines = [f"| column (target: {run['target_val_acc']:.2f}% validation) | epochs | params kept | val % | test % |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, column in columns.items():
+        shown = f"**{name}**" + (" (best alternative)" if name == best else " (named before the runs)"
+                                 if name == label else "") if name in (best, label) else name
+        total, tuned = column.get("epochs"), column.get("finetune_epochs") or 0  # absent in runs before they were
+        epochs = "-" if total is None else f"{total - tuned} + {tuned}"  # recorded
+        chosen = reached.get(name)
+        if chosen is None:
+            lines.append(f"| {shown} | {epochs} | {'**missed**' if name == label else 'not reached'} | - | - |")
+            continue
+        kept = f"{100 * chosen['params_kept']:.1f}%"
+        val, test = (f"{chosen[k]:.2f}" if is_number(chosen.get(k)) else "-" for k in ("val_acc", "test_acc"))
+        lines.append(f"| {shown} | {epochs} | {f'**{kept}**' if name in (best, label) else kept} | {val} | {test} |")
+    return "\n".join(lines)
+
+
 def many_sizes_markdown(rows: Sequence[dict], sizes: Sequence[float]) -> str:
     """The rows of :func:`many_sizes` as a Markdown table (test accuracy at each size, then seconds).
 
