@@ -408,7 +408,8 @@ class RunOutput:
             return
         try:
             if keep and self._begun:
-                log.warning("%s kept: continue it with --resume", self.staging)
+                log.warning("%s kept: continue it with --resume --out %s (the same command, its other flags "
+                            "as before; lorita train takes them from the run)", self.staging, self.out)
             elif self._created:
                 remove_tree(self.staging)
         except OSError as err:
