@@ -345,6 +345,10 @@ def test_resume_of_a_run_continued_from_a_relative_path_works_from_anywhere(run,
     assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["source"] == str(Path(run.name) / "model.lorita") and config["train"]["epochs"] == 2
+    monkeypatch.chdir(run.parent)  # the same model written another way: accepted, and recorded as the run has it
+    assert main(["train", "--resume", "--from", str(run.resolve()), "--epochs", "3", "--no-progress", "--out",
+                 "continued"]) == 0
+    assert json.loads((out / "config.json").read_text())["source"] == config["source"]
 
 
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):

@@ -536,7 +536,20 @@ def test_a_killed_extension_from_before_results_were_left_out_is_taken_for_a_tra
     """An extension copied by an earlier lorita kept the finished run's results.json beside its newer checkpoint."""
     partial = staging_path(run)
     shutil.copytree(run, partial)
-    newer = (partial / "results.json").stat().st_mtime_ns + 10**9
-    os.utime(partial / "checkpoint.pt", ns=(newer, newer))
+    with open(partial / "metrics.csv", "a") as metrics:  # one epoch of the extension, past the results' epochs
+        metrics.write(metrics_row := (run / "metrics.csv").read_text().splitlines()[-1].replace("1,", "2,", 1) + "\n")
     err = cli_error(["train", *TINY, "--out", str(run)], capsys)
-    assert "holds a training run that did not finish" in err
+    assert "holds a training run that did not finish" in err and metrics_row
+
+
+def test_the_older_output_is_refused_when_file_times_did_not_survive_a_copy(run, capsys):
+    """A finished output copied without its file times (cp -r) has its checkpoint newer than its results: still
+    finished, so the older one swapped out beside it is still refused."""
+    partial = staging_path(run)
+    shutil.copytree(run, partial)
+    older = (run / "results.json").stat().st_mtime_ns - 10**9
+    os.utime(partial / "results.json", ns=(older, older))
+    newest = (run / "results.json").stat().st_mtime_ns + 10**9
+    os.utime(run / "checkpoint.pt", ns=(newest, newest))  # OUT's checkpoint after its results, as cp -r leaves it
+    err = cli_error(["train", "--resume", "--no-progress", "--out", str(run)], capsys)
+    assert "holds an older finished output than" in err

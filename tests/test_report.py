@@ -405,3 +405,11 @@ def test_an_experiment_folder_is_pointed_to_its_runs(runs, tmp_path):
     with pytest.raises(LoritaError, match=r"is a 'lorita experiment' folder, which holds its own report.md; .*"
                                           r"pass them \(depth1, e.g. .*exp/\*/\)"):
         read_run(folder)
+
+
+def test_an_experiment_of_several_seeds_is_pointed_to_its_seeds_runs(tmp_path):
+    folder = tmp_path / "exp"
+    write_json(folder / "results.json", {"command": "experiment"})
+    write_json(folder / "seed0" / "depth1" / "results.json", {"command": "train"})
+    with pytest.raises(LoritaError, match=r"pass them \(seed0/depth1, e.g. .*exp/\*/\*/\)"):
+        read_run(folder)

@@ -91,3 +91,11 @@ def test_one_max_drop_for_runs_judged_both_ways_is_refused_before_anything_is_wr
     assert main(["report", *folders, "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "## Comparison at a 1-point budget" in text and "## Comparison at a 0.0198-nat budget" in text
+
+
+def test_a_default_accuracy_cut_records_the_same_max_drop_in_config_and_results(runs):
+    out = runs / "d2-acc-default"
+    assert main(["compress", str(runs / "d2"), "--strategy", "accuracy", "--max-evals", "3", "--no-progress",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["cut"]["max_drop"] == _results(out)["cut"]["max_drop"] == pytest.approx(math.log(1.02))

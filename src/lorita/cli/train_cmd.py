@@ -140,9 +140,20 @@ def _model_file(source: str) -> str:
 
 
 # how a given flag is compared with the run's value, where plain equality would refuse the same thing
+def _same_dataset(given: str, own: str) -> bool:
+    from lorita.data.datasets import canonical_name
+
+    return canonical_name(given) == canonical_name(own)
+
+
+def _same_folder(given: str | None, own: str | None) -> bool:
+    return (given is None) == (own is None) and (given is None or Path(given).expanduser().resolve()
+                                                 == Path(own).expanduser().resolve())
+
+
 _SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_args(own),
          "source": lambda given, own: own is not None and _model_file(given) == _model_file(own),
-         "dataset": lambda given, own: str(given).strip().lower() == str(own).strip().lower()}
+         "dataset": _same_dataset, "data_dir": _same_folder}
 
 
 def _take_the_runs_flags(args: argparse.Namespace) -> None:
@@ -168,14 +179,10 @@ def _take_the_runs_flags(args: argparse.Namespace) -> None:
                           f"{getattr(args, d)!r}" for d in differ)
         raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); leave them out (--resume "
                           "takes the run's own; only --epochs may change), or start a new run with another --out")
-    for dest, value in own.items():
-        if dest not in given:
+    for dest, value in own.items():  # the given ones are the same, as the run writes them
+        if not (dest == "epochs" and dest in given):
             setattr(args, dest, value)
-    args.resumed_source = config.source
-    if "source" in given:  # read again as given (the same model): its arguments are its own
-        args.model_arg = None
-    else:
-        args.source = None
+    args.resumed_source, args.source = config.source, None  # given or not, not read again: the checkpoint holds all
     args.max_train = config.dataset.max_train  # an experiment's training may cap its examples; no flag sets it
 
 

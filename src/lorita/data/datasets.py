@@ -148,6 +148,19 @@ def reads_files(name: str) -> bool:
     return _resolve(name)[1].kind != "sklearn"
 
 
+def canonical_name(name: str) -> str:
+    """The one name of an image dataset however it is written (case, aliases); another name lower-cased.
+
+    Example:
+        >>> canonical_name("Fashion_MNIST") == canonical_name("fashion-mnist"), canonical_name("Fortunes")
+        (True, 'fortunes')
+    """
+    try:
+        return _resolve(name)[0]
+    except LoritaError:
+        return str(name).strip().lower()
+
+
 def _resolve(name: str) -> tuple[str, _Spec]:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)

@@ -134,10 +134,15 @@ def _read_json(path: Path) -> dict:
 
 def _check_results(results: dict, file: Path) -> str:
     kind = results.get("command")
-    if kind in ("experiment", "demo"):  # a folder of runs with its own report
-        nested = ", ".join(_nested_runs(file.parent)[:4]) or "its run folders"
-        raise LoritaError(f"{file.parent} is a 'lorita {kind}' folder, which holds its own report.md; to report on "
-                          f"its runs, pass them ({nested}, e.g. {file.parent}/*/)")
+    if kind in ("experiment", "demo"):  # a folder of runs with its own report (with several seeds: one a seed)
+        folder = file.parent
+        nested, pattern = _nested_runs(folder), f"{folder}/*/"
+        if not nested:
+            seeds = sorted(p.name for p in folder.iterdir() if p.is_dir() and _nested_runs(p))
+            nested, pattern = [f"{s}/{r}" for s in seeds[:1] for r in _nested_runs(folder / s)], f"{folder}/*/*/"
+        shown = ", ".join(nested[:4]) or "its run folders"
+        raise LoritaError(f"{folder} is a 'lorita {kind}' folder, which holds its own report.md; to report on "
+                          f"its runs, pass them ({shown}, e.g. {pattern})")
     if kind not in ("train", "compress"):
         raise LoritaError(f"{file} has command {kind!r}; expected 'train' or 'compress'. "
                           f"The file is written by {PRODUCED_BY['results.json']}")

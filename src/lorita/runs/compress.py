@@ -61,7 +61,18 @@ def scores(model: nn.Module, data) -> dict:
     return {"val_acc": val_acc, "test_acc": test_acc, "val_loss": val_loss, "test_loss": test_loss}
 
 
+def with_default_drop(how: CutSpec, metric: Metric) -> CutSpec:
+    """``how`` with an ``Accuracy`` cut's unset ``max_drop`` set to ``metric``'s default (1 point of accuracy, or
+    ln 1.02 nats of loss); any other way to cut as it is.
 
+    Example:
+        >>> from lorita.metric import LOSS
+        >>> round(with_default_drop(Accuracy(), LOSS).max_drop, 4), with_default_drop(Accuracy(0.5), LOSS).max_drop
+        (0.0198, 0.5)
+    """
+    if isinstance(how, Accuracy) and how.max_drop is None:
+        return dataclasses.replace(how, max_drop=metric.default_drop)
+    return how
 
 
 def _check_source(source: Path) -> None:
@@ -93,7 +104,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     ``calibrate=N`` whitened on N batches of the run's training data; with ``int8=True`` the
     cut, fine-tuned model's weights are then stored in int8). ``finetune_epochs``: fine-tune
     the cut model that long (``finetune_lr``, default the run's lr / 10). The run is judged as it was
-    trained (``run_metric``): an ``Accuracy`` cut of a language model (``select_by="val_loss"``) keeps its
+    trained (its ``select_by``): an ``Accuracy`` cut of a language model (``select_by="val_loss"``) keeps its
     validation loss within ``max_drop`` nats (None: ln 1.02); every stage records accuracy and loss.
 
     Example:
@@ -118,6 +129,8 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
         check_number("finetune_lr", finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
     _check_source(source)
     train_config = train_config_of(source)
+    metric = metric_named(train_config.train.select_by)
+    how = with_default_drop(how, metric)  # config.json and results.json record the same cut
     finetune = finetune_recipe(train_config.train, finetune_epochs, finetune_lr) if finetune_epochs else None
     config = CompressConfig(str(source), how, finetune)
     inputs = [(source, "the run it compresses"), (train_config.dataset.data_dir, "its data (the run's data_dir)")]
@@ -128,7 +141,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
             check_calibrate(data, train_config.train, how.calibrate)
         model = merge(load(source / "model.lorita"), inplace=True)  # no second copy
         small, results = compress_model(model, data, how, recipe=train_config.train, finetune=finetune,
-                                        metric=metric_named(train_config.train.select_by), progress=progress)
+                                        metric=metric, progress=progress)
     except BaseException:  # the lock goes now, not when the error is garbage-collected (a notebook keeps it)
         output.abandon()
         raise
@@ -165,8 +178,7 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         True
     """
     start = time.time()
-    if isinstance(how, Accuracy) and how.max_drop is None:  # the default of what the model is judged by
-        how = dataclasses.replace(how, max_drop=metric.default_drop)
+    how = with_default_drop(how, metric)  # an unset max_drop: the default of what the model is judged by
     check_int("batchnorm", batchnorm, minimum=0, meaning="training batches to re-estimate BatchNorm on; 0: not")
     if batchnorm and recipe is None:
         raise LoritaError("batchnorm=N needs recipe= (the batch size and seed its training batches are drawn with)")

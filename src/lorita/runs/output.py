@@ -25,6 +25,7 @@ deleted without following links or crossing file systems (``lorita.runs.folder.r
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -33,6 +34,7 @@ import stat
 from pathlib import Path
 from typing import Iterable
 
+from lorita import jsonio
 from lorita.atomic import swap, temp_target
 from lorita.errors import LoritaError
 from lorita.runs.folder import (
@@ -245,16 +247,38 @@ _ENDS_WITH_RESULTS = ("train", "compress")  # the commands whose last file is re
 
 def _finished_at(folder: Path) -> int | None:
     """When a finished train or compress output in ``folder`` wrote its last file, ``results.json`` (nanoseconds);
-    None when it is not one: another command's, no results.json, or a training whose checkpoint is newer (an
-    extension killed part-way, copied with the finished run's results.json before they were left out)."""
-    if command_of(folder) not in _ENDS_WITH_RESULTS:
+    None when it is not one: another command's, no results.json, or a training that went on past the epochs its
+    results.json reports (an extension killed part-way, copied with the finished run's results.json before an
+    extension's copy left it out), which its metrics.csv shows."""
+    command = command_of(folder)
+    if command not in _ENDS_WITH_RESULTS:
         return None
-    results, checkpoint = _lstat(folder / "results.json"), _lstat(folder / "checkpoint.pt")
+    results = _lstat(folder / "results.json")
     if results is None or not stat.S_ISREG(results.st_mode):
         return None
-    if checkpoint is not None and checkpoint.st_mtime_ns > results.st_mtime_ns:
+    if command == "train" and _epochs_trained(folder) != _epochs_reported(folder):
         return None
     return results.st_mtime_ns
+
+
+def _epochs_reported(folder: Path) -> int | None:
+    try:
+        epochs = jsonio.read(folder / "results.json", allow_nan=True).get("epochs")
+    except (LoritaError, AttributeError):  # damaged, or not an object
+        return None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
+
+
+def _epochs_trained(folder: Path) -> int | None:
+    """The epochs metrics.csv holds (one row each, under its header)."""
+    path = folder / "metrics.csv"
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return max(sum(1 for line in handle if line.strip()) - 1, 0)
+    except OSError:
+        return None
 
 
 def _replaced_leftovers(out: Path, what: str) -> list[Path]:
@@ -325,9 +349,10 @@ class RunOutput:
                 try:
                     os.stat(folder)
                 except OSError as err:  # to nothing (ENOENT), or round in a loop (ELOOP)
+                    fix = "make the folder it names" if err.errno == errno.ENOENT else "remove or fix the link"
                     raise LoritaError(f"{what} {self.out}: {folder} is a symbolic link to {os.readlink(folder)}, "
-                                      f"which leads nowhere ({err.strerror}); make the folder it names, or choose "
-                                      f"another {what}") from None
+                                      f"which leads nowhere ({err.strerror}); {fix}, or choose another {what}") \
+                        from None
         parent = _lstat(self.out.parent)
         if parent is not None and not stat.S_ISDIR(os.stat(self.out.parent).st_mode):
             raise LoritaError(f"{what} {self.out}: {self.out.parent} is not a folder")
