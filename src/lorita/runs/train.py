@@ -167,9 +167,9 @@ def resumed_config(out: str | Path) -> RunConfig | None:
         >>> resumed_config(folder) == config, resumed_config(folder.with_name("other"))
         (True, None)
     """
-    for folder in (staging_path(out), Path(out)):
-        if not folder.is_symlink() and (folder / "checkpoint.pt").is_file():
-            path = folder / "config.json"
+    for folder in (staging_path(out), Path(out)):  # a staging folder holds its config.json before its checkpoint,
+        path = folder / "config.json"               # but a copy (an extension, under torchrun) may not yet
+        if not folder.is_symlink() and (folder / "checkpoint.pt").is_file() and path.is_file():
             return RunConfig.from_dict(read_json(path, "'lorita train'"), str(path))
     return None
 
