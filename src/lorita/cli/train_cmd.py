@@ -139,7 +139,6 @@ def _model_file(source: str) -> str:
     return str((path / "model.lorita" if path.is_dir() else path).resolve())
 
 
-# how a given flag is compared with the run's value, where plain equality would refuse the same thing
 def _same_dataset(given: str, own: str) -> bool:
     from lorita.data.datasets import canonical_name
 
@@ -151,6 +150,7 @@ def _same_folder(given: str | None, own: str | None) -> bool:
                                                  == Path(own).expanduser().resolve())
 
 
+# how a given flag is compared with the run's value, where plain equality would refuse the same thing
 _SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_args(own),
          "source": lambda given, own: own is not None and _model_file(given) == _model_file(own),
          "dataset": _same_dataset, "data_dir": _same_folder}
