@@ -10,6 +10,7 @@ the thin layers (``--recovery``)."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lorita.errors import LoritaError
 from lorita.lm.pipeline import METHODS, LMCompression
 from lorita.lm.recover import RecoveryRecipe, recovery_recipe
 from lorita.lm.width import ALLOCATIONS
+from lorita.metric import LOSS, metric_named
 
 EXAMPLE = """example:
   lorita compress runs/fcn-d3 --energy 0.95 --out runs/fcn-d3-e95
@@ -203,9 +205,6 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
-    from lorita.metric import LOSS, metric_named
     from lorita.runs import compress_run
     from lorita.runs.lm import names_lm_source
 

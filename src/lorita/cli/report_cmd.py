@@ -26,13 +26,11 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import lorita
-    from lorita.report import read_runs, write_report
+    from lorita.report import check_max_drop, read_runs, write_report
     from lorita.runs import RunOutput, write_json
     from lorita.runs.folder import mark
 
     require("matplotlib", command="report")
-    from lorita.report.markdown import check_max_drop
-
     runs = read_runs(args.runs)  # every run folder is read and checked before anything is written
     check_max_drop(args.max_drop, runs)
     output = RunOutput(args.out, overwrite=args.overwrite, inputs=[(r.path, "a run it reports on") for r in runs])

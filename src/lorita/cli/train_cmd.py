@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
+from lorita.data.datasets import canonical_name
+from lorita.train import TrainConfig
 from lorita.errors import LoritaError
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MODES
@@ -63,13 +65,18 @@ def run(args: argparse.Namespace) -> int:
     from lorita.models.registry import resolve_args
     from lorita.runs import ComposeSpec, DataSpec, ModelSpec, RunConfig, train_config_of, train_run
     from lorita.runs.data import TEXT_DATASETS
-    from lorita.runs.train import load_source
+    from lorita.runs.folder import staging_path
+    from lorita.runs.train import load_source, resumed_config
     from lorita.train.distributed import resolve_device
 
     if not args.no_progress:
         require("tqdm", command="train")
+    saved = None  # with --resume, the run's own config, whose flags the command line left out
     if args.resume:
-        _take_the_runs_flags(args)
+        saved = resumed_config(args.out)
+        if saved is None:
+            _nothing_to_resume(args.out, staging_path(args.out))
+        saved = _take_the_runs_flags(args, saved)
     train = train_config_from(args)
     resolve_device(train.device)  # a device this machine lacks: refused before any work
     source, source_path = None, None
@@ -95,17 +102,19 @@ def run(args: argparse.Namespace) -> int:
     init = args.init or ("preserve" if source is not None else "auto")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
-                         max_train=getattr(args, "max_train", None), steps_per_epoch=args.steps_per_epoch)
+                         max_train=None if saved is None else saved.dataset.max_train,  # no flag sets it
+                         steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()
     data = data_spec.load(model=model, train=train)
     inputs = data.model_inputs
     if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):
         raise LoritaError(f"--from {args.source} was built for {model.inputs}, but {data.name} gives {inputs}; "
                           "continue it on data of the same shape")
+    recorded_source = str(source_path) if source_path is not None else saved.source if saved is not None else None
     config = RunConfig(ModelSpec(model.name, model.kwargs, inputs),
                        dataclasses.replace(data_spec, name=data_spec.name if data_spec.name in TEXT_DATASETS
                                            else data.name), compose, train,
-                       source=getattr(args, "resumed_source", None) if source_path is None else str(source_path))
+                       source=recorded_source)  # a resumed run's model is not read again (--from left out)
     run = train_run(args.out, config, data, overwrite=args.overwrite, resume=args.resume,
                     progress=not args.no_progress, source=source)
     if run is not None:
@@ -140,8 +149,6 @@ def _model_file(source: str) -> str:
 
 
 def _same_dataset(given: str, own: str) -> bool:
-    from lorita.data.datasets import canonical_name
-
     return canonical_name(given) == canonical_name(own)
 
 
@@ -156,19 +163,15 @@ _SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_
          "dataset": _same_dataset, "data_dir": _same_folder}
 
 
-def _take_the_runs_flags(args: argparse.Namespace) -> None:
-    """--resume: each flag the command line leaves out takes the run's own value (its config.json), and each it
-    gives must equal it (--epochs excepted), checked before any of them is acted on. The model a run continued
-    (--from) is not read again: the checkpoint holds every weight, and the run's architecture rebuilds it."""
-    from lorita.runs.train import resumed_config
-    from lorita.train import TrainConfig
-
-    config = resumed_config(args.out)
-    if config is None:
-        _nothing_to_resume(args.out)
+def _take_the_runs_flags(args: argparse.Namespace, config):
+    """--resume of the run whose ``config`` (a ``RunConfig``) is given: each flag the command line leaves out takes
+    the run's own value, and each it gives must equal it (--epochs excepted), checked before any of them is acted
+    on; returns ``config``, or None when ``args`` does not say which flags were written (called without main():
+    all count as given). The model a run continued (--from) is not read again: the checkpoint holds every weight,
+    and the run's architecture rebuilds it."""
     given = getattr(args, "given", None)
-    if given is None:  # called without main(), which says which flags were written: all count as given
-        return
+    if given is None:
+        return None
     own = {**{k: read(config) for k, read in _RUN_FLAGS.items()},
            **{f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)}}
     differ = [dest for dest in sorted(given & set(own) - {"epochs"})
@@ -182,15 +185,12 @@ def _take_the_runs_flags(args: argparse.Namespace) -> None:
     for dest, value in own.items():  # the given ones are the same, as the run writes them
         if not (dest == "epochs" and dest in given):
             setattr(args, dest, value)
-    args.resumed_source, args.source = config.source, None  # given or not, not read again: the checkpoint holds all
-    args.max_train = config.dataset.max_train  # an experiment's training may cap its examples; no flag sets it
+    args.source = None  # given or not, not read again (config.source is recorded): the checkpoint holds all
+    return config
 
 
-def _nothing_to_resume(out: str) -> None:
-    """Why --resume finds no training at ``out`` (never returns)."""
-    from lorita.runs.folder import staging_path
-
-    staging = staging_path(out)
+def _nothing_to_resume(out: str, staging: Path) -> None:
+    """Why --resume finds no training at ``out`` or its staging folder (never returns)."""
     if Path(out).is_symlink():  # as lorita.runs.output words it
         raise LoritaError(f"--out {out} is a symbolic link, and lorita never writes or deletes through one; remove "
                           f"the link (rm {out}) or choose another --out")

@@ -6,11 +6,11 @@ Example:
     PosixPath('report/report.md')
 """
 
-from lorita.report.markdown import summarize, write_report
+from lorita.report.markdown import check_max_drop, summarize, write_report
 from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
 from lorita.report.runs import Run, read_run, read_runs
 
 __all__ = [
-    "Run", "plot_compression", "plot_perplexity", "plot_ranks", "plot_spectra", "plot_training_curves", "read_run", "read_runs",
-    "summarize", "write_report",
+    "Run", "check_max_drop", "plot_compression", "plot_perplexity", "plot_ranks", "plot_spectra",
+    "plot_training_curves", "read_run", "read_runs", "summarize", "write_report",
 ]
