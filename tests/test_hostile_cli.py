@@ -351,6 +351,17 @@ def test_resume_of_a_run_continued_from_a_relative_path_works_from_anywhere(run,
     assert json.loads((out / "config.json").read_text())["source"] == config["source"]
 
 
+def test_resume_does_not_check_the_model_it_no_longer_reads(run, tmp_path, monkeypatch):
+    out = tmp_path / "elsewhere" / run.name
+    out.parent.mkdir()
+    monkeypatch.chdir(run.parent)
+    assert main(["train", "--from", run.name, "--depth", "2", "--epochs", "1", "--batch-size", "256", "--no-progress",
+                 "--out", str(out)]) == 0
+    monkeypatch.chdir(out.parent)  # the relative --from now names the output itself: it is not read, no refusal
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", run.name]) == 0
+    assert json.loads((out / "results.json").read_text())["epochs"] == 2
+
+
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):
     out = tmp_path / "continued"
     assert main(["train", "--from", str(run), "--depth", "2", "--epochs", "1", "--batch-size", "256",

@@ -174,9 +174,10 @@ def resumed_config(out: str | Path) -> RunConfig | None:
     return None
 
 
-def _inputs(config: RunConfig) -> list[tuple[str | None, str]]:
-    """What a run reads, which its output may not be, hold or sit inside: the model it continues and its data."""
-    source = config.source
+def _inputs(config: RunConfig, resume: bool) -> list[tuple[str | None, str]]:
+    """What a run reads, which its output may not be, hold or sit inside: the model it continues (not read again
+    when the run resumes from its own checkpoint) and its data."""
+    source = None if resume else config.source
     if source is not None and Path(source).name == "model.lorita":
         source = str(Path(source).parent)  # --from a run folder: the whole run is an input
     return [(source, "the model it continues (--from)"), (config.dataset.data_dir, "its data (--data-dir)")]
@@ -214,7 +215,7 @@ def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = Fal
         if main and not resume:
             folder.mkdir()
     else:
-        output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main, inputs=_inputs(config))
+        output = RunOutput(out, overwrite=overwrite, resume=resume, writer=main, inputs=_inputs(config, resume))
         try:
             folder = _resume_folder(output, config) if resume else output.staging
             output.begin()
