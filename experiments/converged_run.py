@@ -22,7 +22,8 @@ so other heavy jobs can take the machine between runs. Settings are the config's
 share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that
 setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same),
 so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
-the exit status is 1 when any failed. Each run's log ends with a line that says when it ended, its exit status
+the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
+it got (each training finished, or its epochs logged). Each run's log ends with a line that says when it ended, its exit status
 and its seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
 """
 
@@ -86,6 +87,31 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
     if itself:
         return "--reuse names the setting being run"
     return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
+
+
+def progress(out: Path) -> str | None:
+    """How far a seed killed part-way got: each training in ``<out>.partial`` (a folder holding ``config.json``),
+    finished (its ``results.json``) or the epochs its ``metrics.csv`` logged of its config's; None where there is
+    no ``<out>.partial`` (a seed not started, or complete). What ``--resume`` takes up from: the finished trainings
+    whole, the one under way from its last finished epoch."""
+    partial = out.with_name(out.name + ".partial")
+    if partial.is_symlink() or not partial.is_dir():
+        return None
+    parts = []
+    for folder in sorted(p for p in partial.iterdir() if p.is_dir() and not p.is_symlink()
+                         and (p / "config.json").is_file()):
+        if (folder / "results.json").is_file():
+            parts.append(f"{folder.name} finished")
+            continue
+        try:
+            epochs = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]["epochs"]
+            with open(folder / "metrics.csv", encoding="utf-8") as handle:
+                logged = max(0, sum(1 for line in handle if line.strip()) - 1)  # the header aside
+        except (OSError, ValueError, KeyError, TypeError):
+            parts.append(f"{folder.name} started")
+            continue
+        parts.append(f"{folder.name} {logged} of {epochs} epochs")
+    return "part-way: " + (", ".join(parts) if parts else "no training started")
 
 
 def _lock_wait_note(cmd: list[str]) -> str:
@@ -157,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)
+                if progress(out) is not None:
+                    print(f"  {out}: {progress(out)}", flush=True)
                 continue
         if problem is not None:
             print(f"{out}: not run: {problem}", flush=True)
             failed.append(seed)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)", flush=True)
+        done = progress(out)
+        print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)"
+              + (f"; resumes {done.removeprefix('part-way: ')}" if done else ""), flush=True)
         tic = time.time()
         code = run_one(cmd, out, args.threads)
         outcome = "done" if code == 0 else f"failed ({code}; see {out.name}.log)"

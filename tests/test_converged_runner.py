@@ -48,6 +48,24 @@ def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch
     assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
 
 
+def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
+    root = tmp_path / "runs"
+    partial = root / "fcn-e60" / "base" / "seed0.partial"
+    write_json(partial / "depth1" / "config.json", {"train": {"epochs": 60}})
+    (partial / "depth1" / "results.json").write_text("{}")
+    write_json(partial / "depth2" / "config.json", {"train": {"epochs": 60}})
+    (partial / "depth2" / "metrics.csv").write_text("epoch,lr\n1,0.05\n2,0.05\n3,0.05\n")
+    write_json(partial / "depth1-short" / "config.json", {"train": {}})  # unreadable: said to have started
+    (root / "fcn-e60" / "base" / "seed1.partial").mkdir()
+    assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "2", "--root", str(root),
+                           "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == f"  {root / 'fcn-e60' / 'base' / 'seed0'}: part-way: depth1 finished, depth1-short started, " \
+                       "depth2 3 of 60 epochs"
+    assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: no training started"
+    assert len(lines) == 5  # seed 2: its command only
+
+
 @pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")
 def test_the_log_ends_with_the_exit_status_and_says_when_a_lock_wait_is_in_the_seconds(tmp_path):
     runner, out = _runner(), tmp_path / "seed0"
