@@ -362,32 +362,6 @@ def test_resume_does_not_check_the_model_it_no_longer_reads(run, tmp_path, monke
     assert json.loads((out / "results.json").read_text())["epochs"] == 2
 
 
-def test_resume_from_elsewhere_may_name_the_data_folder_its_relative_path_no_longer_finds(tmp_path, monkeypatch,
-                                                                                          capsys):
-    from test_data import make_idx_folder
-    make_idx_folder(tmp_path / "project" / "data", gz=False, n_train=40, n_test=10)
-    monkeypatch.chdir(tmp_path / "project")
-    flags = ["--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset", "mnist",
-             "--depth", "2", "--batch-size", "16", "--no-progress"]
-    assert main(["train", *flags, "--data-dir", "data", "--epochs", "1", "--out", "run"]) == 0
-    monkeypatch.chdir(tmp_path)  # "data" no longer names the folder
-    out = tmp_path / "project" / "run"
-    before = snapshot(out)
-    err = cli_error(["train", "--resume", "--epochs", "2", "--no-progress", "--out", "project/run"], capsys)
-    assert "data" in err and "--data-dir" in err and snapshot(out) == before
-    make_idx_folder(tmp_path / "other", gz=False, n_train=40, n_test=10)
-    monkeypatch.chdir(tmp_path / "project")  # from where "data" still names it, another folder is refused
-    err = cli_error(["train", "--resume", "--epochs", "2", "--data-dir", "../other", "--no-progress", "--out", "run"],
-                    capsys)
-    assert "--data-dir: the run has 'data', the flags give '../other'" in err and snapshot(out) == before
-    monkeypatch.chdir(tmp_path)
-    assert main(["train", "--resume", "--epochs", "2", "--data-dir", "project/data", "--no-progress", "--out",
-                 "project/run"]) == 0
-    config = json.loads((out / "config.json").read_text())
-    assert config["dataset"]["data_dir"] == "project/data" and config["train"]["epochs"] == 2
-    assert json.loads((out / "results.json").read_text())["resumed_after_epoch"] == 1
-
-
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):
     out = tmp_path / "continued"
     assert main(["train", "--from", str(run), "--depth", "2", "--epochs", "1", "--batch-size", "256",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
-from lorita.data.datasets import canonical_name, same_data_folder
+from lorita.data.datasets import canonical_name
 from lorita.train import TrainConfig
 from lorita.errors import LoritaError
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
@@ -152,17 +152,21 @@ def _same_dataset(given: str, own: str) -> bool:
     return canonical_name(given) == canonical_name(own)
 
 
+def _same_folder(given: str | None, own: str | None) -> bool:
+    return (given is None) == (own is None) and (given is None or Path(given).expanduser().resolve()
+                                                 == Path(own).expanduser().resolve())
+
+
 # how a given flag is compared with the run's value, where plain equality would refuse the same thing
 _SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_args(own),
          "source": lambda given, own: own is not None and _model_file(given) == _model_file(own),
-         "dataset": _same_dataset, "data_dir": same_data_folder}
+         "dataset": _same_dataset, "data_dir": _same_folder}
 
 
 def _take_the_runs_flags(args: argparse.Namespace, config):
     """--resume of the run whose ``config`` (a ``RunConfig``) is given: each flag the command line leaves out takes
-    the run's own value, and each it gives must equal it (--epochs excepted, and --data-dir where the run's own
-    folder is not found from here: the data moved, or was named relative to another folder), checked before any of
-    them is acted on; returns ``config``, or None when ``args`` does not say which flags were written (called without main():
+    the run's own value, and each it gives must equal it (--epochs excepted), checked before any of them is acted
+    on; returns ``config``, or None when ``args`` does not say which flags were written (called without main():
     all count as given). The model a run continued (--from) is not read again: the checkpoint holds every weight,
     and the run's architecture rebuilds it."""
     given = getattr(args, "given", None)
@@ -177,10 +181,9 @@ def _take_the_runs_flags(args: argparse.Namespace, config):
         shown = "; ".join(f"{flag.get(d, '--' + d.replace('_', '-'))}: the run has {own[d]!r}, the flags give "
                           f"{getattr(args, d)!r}" for d in differ)
         raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); leave them out (--resume "
-                          "takes the run's own; only --epochs may change, and --data-dir where the run's own folder is not "
-                          "found from here), or start a new run with another --out")
-    for dest, value in own.items():  # the given ones are the same, as the run writes them; --data-dir as given (it
-        if not (dest in ("epochs", "data_dir") and dest in given):  # names the folder from here, the recorded may not)
+                          "takes the run's own; only --epochs may change), or start a new run with another --out")
+    for dest, value in own.items():  # the given ones are the same, as the run writes them
+        if not (dest == "epochs" and dest in given):
             setattr(args, dest, value)
     args.source = None  # given or not, not read again (config.source is recorded): the checkpoint holds all
     return config

@@ -161,23 +161,6 @@ def canonical_name(name: str) -> str:
         return str(name).strip().lower()
 
 
-def same_data_folder(given: str | None, recorded: str | None) -> bool:
-    """Whether a resumed run may read its data from ``given`` (a --data-dir) where it recorded ``recorded``: the same
-    folder however written, or ``recorded`` no longer names a folder from here (the data moved, or the run was
-    started from another folder with a relative path) and ``given`` names one.
-
-    Example:
-        >>> import tempfile
-        >>> here = tempfile.mkdtemp()
-        >>> same_data_folder(here, here + "/."), same_data_folder(here, "/gone/data"), same_data_folder(None, here)
-        (True, True, False)
-    """
-    if given is None or recorded is None:
-        return given is None and recorded is None
-    given_path, recorded_path = (Path(p).expanduser().resolve() for p in (given, recorded))
-    return given_path == recorded_path or (given_path.is_dir() and not recorded_path.is_dir())
-
-
 def _resolve(name: str) -> tuple[str, _Spec]:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)

@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lorita import __version__
@@ -23,7 +23,7 @@ from lorita.checks import check_choice, check_fraction, check_int, check_json_ob
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MAX_DEPTH, MODES
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
-from lorita.data.datasets import reads_files, same_data_folder
+from lorita.data.datasets import reads_files
 from lorita.errors import LoritaError
 from lorita.models import create_model
 from lorita.runs.data import TEXT_DATASETS, load_data
@@ -96,20 +96,6 @@ class DataSpec:
             check_int("max_train", self.max_train)
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch)
-
-    def resumes_as(self, other: DataSpec) -> bool:
-        """Whether a run that recorded this data may resume reading ``other``: the same in every field, the folder
-        the same however written or, where this one no longer names a folder from here, another that does.
-
-        Example:
-            >>> DataSpec("digits").resumes_as(DataSpec("digits")), DataSpec("digits").resumes_as(DataSpec("iris"))
-            (True, False)
-            >>> import tempfile
-            >>> DataSpec("mnist", "/gone/mnist").resumes_as(DataSpec("mnist", tempfile.mkdtemp()))
-            True
-        """
-        return (replace(self, data_dir=other.data_dir) == other
-                and same_data_folder(other.data_dir, self.data_dir))
 
     def check_applies(self) -> None:
         """Refuse options the dataset would ignore: ``data_dir`` for the built-in digits or the fortunes

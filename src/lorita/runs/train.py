@@ -138,15 +138,12 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
     else:
         raise LoritaError(f"--resume: no checkpoint.pt in {staging} or {out}; start the run without --resume")
     old = RunConfig.from_dict(read_json(folder / "config.json", "'lorita train'"), str(folder / "config.json"))
-    diff = [k for k in ("model", "compose", "source") if getattr(old, k) != getattr(config, k)]
-    if not old.dataset.resumes_as(config.dataset):  # its data folder may have moved
-        diff.insert(1, "dataset")
+    diff = [k for k in ("model", "dataset", "compose", "source") if getattr(old, k) != getattr(config, k)]
     if diff:
         shown = "; ".join(f"{k}: the run has {_shown(getattr(old, k))}, the flags give {_shown(getattr(config, k))}"
                           for k in diff)
         raise LoritaError(f"--resume: the flags differ from the run's config.json ({shown}); leave them out (--resume "
-                          "takes the run's own; only --epochs may change, and --data-dir where the run's own folder is not "
-                          "found from here), or start a new run with another --out")
+                          "takes the run's own; only --epochs may change), or start a new run with another --out")
     saved = check_resume(folder / "checkpoint.pt", config.train)  # a rejected resume writes nothing
     if folder == out and saved["epoch"] == config.train.epochs:
         raise LoritaError(f"--resume: {out} has finished all its {saved['epoch']} epochs; give --epochs N (more than "
