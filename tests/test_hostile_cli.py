@@ -362,6 +362,22 @@ def test_resume_does_not_check_the_model_it_no_longer_reads(run, tmp_path, monke
     assert json.loads((out / "results.json").read_text())["epochs"] == 2
 
 
+def test_a_run_records_its_data_folder_whole_so_a_resume_from_elsewhere_reads_the_same_data(tmp_path, monkeypatch):
+    from test_data import make_idx_folder
+    make_idx_folder(tmp_path / "project" / "data", gz=False, n_train=40, n_test=10)
+    make_idx_folder(tmp_path / "data", gz=False, n_train=80, n_test=10)  # where "data" points from the other folder
+    monkeypatch.chdir(tmp_path / "project")
+    assert main(["train", "--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset",
+                 "mnist", "--depth", "2", "--batch-size", "16", "--no-progress", "--data-dir", "data", "--epochs", "1",
+                 "--out", "run"]) == 0
+    out = tmp_path / "project" / "run"
+    assert json.loads((out / "config.json").read_text())["dataset"]["data_dir"] == str(tmp_path / "project" / "data")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", "project/run"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["resumed_after_epoch"] == 1 and results["steps_per_epoch"] == 3  # 36 training images, not 72
+
+
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):
     out = tmp_path / "continued"
     assert main(["train", "--from", str(run), "--depth", "2", "--epochs", "1", "--batch-size", "256",

@@ -101,7 +101,10 @@ def run(args: argparse.Namespace) -> int:
     exclude = paper_exclude(model.name) if args.exclude is None else args.exclude
     init = args.init or ("preserve" if source is not None else "auto")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
-    data_spec = DataSpec(dataset or "fashion-mnist", args.data_dir, args.val_fraction, train.seed,
+    data_dir = args.data_dir
+    if saved is None and data_dir is not None:  # a new run records its folder whole: a resume from anywhere reads it
+        data_dir = os.path.abspath(os.path.expanduser(data_dir))
+    data_spec = DataSpec(dataset or "fashion-mnist", data_dir, args.val_fraction, train.seed,
                          max_train=None if saved is None else saved.dataset.max_train,  # no flag sets it
                          steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()
