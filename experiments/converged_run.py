@@ -34,12 +34,16 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lorita.errors import LoritaError
 from lorita.runs import load_spec
+from lorita.runs.folder import read_json
+from lorita.runs.reuse import RUN_FILES as REUSED_RUN_FILES
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
 
@@ -90,28 +94,47 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
 
 
 def progress(out: Path) -> str | None:
-    """How far a seed killed part-way got: each training in ``<out>.partial`` (a folder holding ``config.json``),
-    finished (its ``results.json``) or the epochs its ``metrics.csv`` logged of its config's; None where there is
-    no ``<out>.partial`` (a seed not started, or complete). What ``--resume`` takes up from: the finished trainings
-    whole, the one under way from its last finished epoch."""
-    partial = out.with_name(out.name + ".partial")
-    if partial.is_symlink() or not partial.is_dir():
+    """How far a seed killed part-way got, as ``--resume`` will take it up: for each of ``<out>.resume`` (kept from
+    an earlier kill) and ``<out>.partial`` that is there, each training in it (a folder holding ``config.json``;
+    dot names are copies a kill cut short, never taken), finished (every file a reused run needs) or the epochs
+    its ``metrics.csv`` logged of its config's; None where neither is there (a seed not started, or complete).
+    Reads nothing through a link, and no ``metrics.csv`` larger than 16 MiB or other than a plain file."""
+    kept = [folder for folder in (out.with_name(out.name + ".resume"), out.with_name(out.name + ".partial"))
+            if folder.is_dir() and not folder.is_symlink()]
+    if not kept:
         return None
-    parts = []
-    for folder in sorted(p for p in partial.iterdir() if p.is_dir() and not p.is_symlink()
-                         and (p / "config.json").is_file()):
-        if (folder / "results.json").is_file():
-            parts.append(f"{folder.name} finished")
-            continue
-        try:
-            epochs = json.loads((folder / "config.json").read_text(encoding="utf-8"))["train"]["epochs"]
-            with open(folder / "metrics.csv", encoding="utf-8") as handle:
-                logged = max(0, sum(1 for line in handle if line.strip()) - 1)  # the header aside
-        except (OSError, ValueError, KeyError, TypeError):
-            parts.append(f"{folder.name} started")
-            continue
-        parts.append(f"{folder.name} {logged} of {epochs} epochs")
-    return "part-way: " + (", ".join(parts) if parts else "no training started")
+    return "part-way: " + "; ".join(f"{folder.name}: {_trainings(folder)}" for folder in kept)
+
+
+def _trainings(folder: Path) -> str:
+    try:
+        found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()
+                       and (p / "config.json").is_file())
+    except OSError as err:
+        return f"not readable ({err.strerror})"
+    return ", ".join(f"{training.name} {_training(training)}" for training in found) or "no training started"
+
+
+def _training(training: Path) -> str:
+    if all(_plain_file(training / name) for name in REUSED_RUN_FILES):
+        return "finished"
+    try:
+        epochs = read_json(training / "config.json", "'lorita train'")["train"]["epochs"]
+        metrics = training / "metrics.csv"
+        if not _plain_file(metrics) or metrics.stat().st_size > 16 * 2**20:
+            raise ValueError(metrics)
+        with open(metrics, encoding="utf-8") as handle:
+            logged = max(0, sum(1 for line in handle if line.strip()) - 1)  # the header aside
+    except (LoritaError, OSError, ValueError, KeyError, TypeError, RecursionError):
+        return "started"
+    return f"{logged} of {epochs} epochs"
+
+
+def _plain_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _lock_wait_note(cmd: list[str]) -> str:

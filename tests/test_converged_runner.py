@@ -51,18 +51,26 @@ def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch
 def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
     root = tmp_path / "runs"
     partial = root / "fcn-e60" / "base" / "seed0.partial"
-    write_json(partial / "depth1" / "config.json", {"train": {"epochs": 60}})
-    (partial / "depth1" / "results.json").write_text("{}")
+    for name in ("config.json", "results.json", "model.lorita", "spectrum.json"):  # a finished training
+        write_json(partial / "depth1" / name, {"train": {"epochs": 60}})
     write_json(partial / "depth2" / "config.json", {"train": {"epochs": 60}})
     (partial / "depth2" / "metrics.csv").write_text("epoch,lr\n1,0.05\n2,0.05\n3,0.05\n")
     write_json(partial / "depth1-short" / "config.json", {"train": {}})  # unreadable: said to have started
+    (partial / "depth1-short" / "metrics.csv").write_text("epoch,lr\n1,0.05\n")
+    write_json(partial / "small" / "config.json", {"train": {"epochs": 60}})
+    (partial / "small" / "metrics.csv").symlink_to("/dev/zero")  # never read through a link
+    (partial / "small-deep").mkdir()
+    (partial / "small-deep" / "config.json").write_text("[" * 100000)  # too deep to parse: started
+    shutil.copytree(partial / "depth1", partial / ".depth1.copying")  # a copy a kill cut short: not listed
     (root / "fcn-e60" / "base" / "seed1.partial").mkdir()
+    write_json(root / "fcn-e60" / "base" / "seed1.resume" / "depth1" / "config.json", {"train": {"epochs": 60}})
     assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "2", "--root", str(root),
                            "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1] == f"  {root / 'fcn-e60' / 'base' / 'seed0'}: part-way: depth1 finished, depth1-short started, " \
-                       "depth2 3 of 60 epochs"
-    assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: no training started"
+    assert lines[1] == f"  {root / 'fcn-e60' / 'base' / 'seed0'}: part-way: seed0.partial: depth1 finished, " \
+                       "depth1-short started, depth2 3 of 60 epochs, small started, small-deep started"
+    assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: seed1.resume: depth1 started; " \
+                       "seed1.partial: no training started"
     assert len(lines) == 5  # seed 2: its command only
 
 
