@@ -86,3 +86,13 @@ def test_compress_run_from_memory_equals_from_disk(data, tmp_path):
     assert read_json(tmp_path / "disk" / "config.json", "compress")["cut"] == {"kind": "ranks", "ranks": ranks,
                                                                               "calibrate": 0, "multiple": 1, "int8": False}
     assert lorita.profile(small, torch.zeros(1, 1, 8, 8)).params == from_disk["after_cut"]["params"]
+
+
+def test_an_output_inside_the_data_folder_is_refused_when_the_data_is_named_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1}, INPUTS), DataSpec("mnist", "~/data"),
+                       ComposeSpec(depth=2), TrainConfig(epochs=1, device="cpu"))
+    with pytest.raises(LoritaError, match=r"would replace, hold or sit inside its data \(--data-dir\)"):
+        train_run(tmp_path / "data" / "run", config, None, progress=False)
+    assert list((tmp_path / "data").iterdir()) == []

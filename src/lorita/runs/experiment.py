@@ -165,7 +165,8 @@ def _output(spec: ExperimentSpec, out: str | Path, overwrite: bool, config_path:
 
 def _inputs(spec: ExperimentSpec, config_path: str | Path | None) -> list[tuple]:
     """What the experiment reads, which its output may not be, hold or sit inside (``check_inputs``)."""
-    return [(config_path, "its config"), (spec.setup.data_dir, "its data (data_dir)"),
+    data_dir = spec.setup.data_dir and os.path.expanduser(spec.setup.data_dir)  # read with '~' expanded
+    return [(config_path, "its config"), (data_dir, "its data (data_dir)"),
             *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
 
 

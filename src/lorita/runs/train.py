@@ -180,7 +180,9 @@ def _inputs(config: RunConfig, resume: bool) -> list[tuple[str | None, str]]:
     source = None if resume else config.source
     if source is not None and Path(source).name == "model.lorita":
         source = str(Path(source).parent)  # --from a run folder: the whole run is an input
-    return [(source, "the model it continues (--from)"), (config.dataset.data_dir, "its data (--data-dir)")]
+    data_dir = config.dataset.data_dir
+    return [(source, "the model it continues (--from)"),
+            (data_dir and os.path.expanduser(data_dir), "its data (--data-dir)")]  # read with '~' expanded
 
 
 def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = False, resume: bool = False,
