@@ -200,7 +200,8 @@ def paired_lines(paired: dict) -> list[str]:
 
 def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str, float] | None = None) -> Path:
     """The study's central figure: per model, the geometric mean ratio (pre-registered column / best alternative)
-    against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it;
+    against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it (above
+    it for the first model, below for the second, and so on);
     the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines, and each seed's own ratio
     (``per_seed``) as a small dot. A budget whose mean is missing (the column missed the target on a seed) is
     marked above every ratio, not left out. Both axes are logarithmic. Returns the PNG's path.
@@ -232,7 +233,8 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
                         label=f"{model} (geometric mean, 95% interval)")
             for s, r in zip(done, ratios):
                 ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
-                            xytext=(6, 6), fontsize=7, color=color)
+                            xytext=(6, 6 if k % 2 == 0 else -12), fontsize=7, color=color)  # models alternate
+                                                                             # above and below: near budgets collide
         seeds = [(s["epochs"], r) for s in rows for r in one_seed[id(s)]]
         if seeds:  # each seed's own ratio, so a budget with a miss still shows what the other seeds gave
             ax.plot([e for e, _ in seeds], [r for _, r in seeds], ".", color=color, alpha=0.6,
