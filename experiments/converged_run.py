@@ -98,7 +98,8 @@ def progress(out: Path) -> str | None:
     an earlier kill) and ``<out>.partial`` that is there, each training in it (a folder holding ``config.json``;
     dot names are copies a kill cut short, never taken), finished (every file a reused run needs) or the epochs
     its ``metrics.csv`` logged of its config's; None where neither is there (a seed not started, or complete).
-    Reads nothing through a link, and no ``metrics.csv`` larger than 16 MiB or other than a plain file."""
+    Reads nothing through a link (a folder, ``config.json`` or ``metrics.csv`` that is one is passed over), and no
+    ``metrics.csv`` larger than 16 MiB or other than a plain file."""
     kept = [folder for folder in (out.with_name(out.name + ".resume"), out.with_name(out.name + ".partial"))
             if folder.is_dir() and not folder.is_symlink()]
     if not kept:
@@ -109,7 +110,7 @@ def progress(out: Path) -> str | None:
 def _trainings(folder: Path) -> str:
     try:
         found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()
-                       and (p / "config.json").is_file())
+                       and _plain_file(p / "config.json"))
     except OSError as err:
         return f"not readable ({err.strerror})"
     return ", ".join(f"{training.name} {_training(training)}" for training in found) or "no training started"
@@ -206,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)
-                if progress(out) is not None:
-                    print(f"  {out}: {progress(out)}", flush=True)
+                done = progress(out)
+                if done is not None:
+                    print(f"  {out}: {done}", flush=True)
                 continue
         if problem is not None:
             print(f"{out}: not run: {problem}", flush=True)

@@ -62,6 +62,8 @@ def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
     (partial / "small-deep").mkdir()
     (partial / "small-deep" / "config.json").write_text("[" * 100000)  # too deep to parse: started
     shutil.copytree(partial / "depth1", partial / ".depth1.copying")  # a copy a kill cut short: not listed
+    (partial / "linked").mkdir()
+    (partial / "linked" / "config.json").symlink_to(partial / "depth2" / "config.json")  # not read through a link
     (root / "fcn-e60" / "base" / "seed1.partial").mkdir()
     write_json(root / "fcn-e60" / "base" / "seed1.resume" / "depth1" / "config.json", {"train": {"epochs": 60}})
     assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "2", "--root", str(root),

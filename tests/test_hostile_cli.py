@@ -553,3 +553,9 @@ def test_non_utf8_run_paths(tmp_path):
         done = lorita_cli(*argv)
         assert done.returncode == 0, (argv[0], done.stderr.decode(errors="replace"))
     assert lorita.load(cut / "model.lorita") is not None
+
+
+def test_an_empty_data_dir_is_refused_not_taken_as_the_current_folder(tmp_path, capsys):
+    err = cli_error(["train", "--model", "fcn", "--dataset", "mnist", "--data-dir", "", "--epochs", "1",
+                     "--no-progress", "--out", str(tmp_path / "run")], capsys)
+    assert "data_dir must be a non-empty string" in err and not (tmp_path / "run").exists()

@@ -96,3 +96,17 @@ def test_an_output_inside_the_data_folder_is_refused_when_the_data_is_named_with
     with pytest.raises(LoritaError, match=r"would replace, hold or sit inside its data \(--data-dir\)"):
         train_run(tmp_path / "data" / "run", config, None, progress=False)
     assert list((tmp_path / "data").iterdir()) == []
+
+
+def test_compress_refuses_an_output_inside_its_runs_data_folder_named_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    config = RunConfig(ModelSpec("fcn", {"width": 8, "hidden_layers": 1}, INPUTS), DataSpec("digits"),
+                       ComposeSpec(depth=2), TrainConfig(epochs=1, device="cpu"))
+    run = train_run(tmp_path / "run", config, config.dataset.load(), progress=False)
+    recorded = json.loads((run.folder / "config.json").read_text())
+    recorded["dataset"]["data_dir"] = "~/data"  # as a run written by hand or an older lorita may record it
+    (run.folder / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(LoritaError, match=r"would replace, hold or sit inside its data \(the run's data_dir\)"):
+        compress_run(run.folder, tmp_path / "data" / "cut", Energy(0.9), progress=False)
+    assert list((tmp_path / "data").iterdir()) == []

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     init = args.init or ("preserve" if source is not None else "auto")
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_dir = args.data_dir
-    if saved is None and data_dir is not None:  # a new run records its folder whole: a resume from anywhere reads it
+    if saved is None and data_dir:  # a new run records its folder whole: a resume from anywhere reads it ("" refused)
         data_dir = os.path.abspath(os.path.expanduser(data_dir))
     data_spec = DataSpec(dataset or "fashion-mnist", data_dir, args.val_fraction, train.seed,
                          max_train=None if saved is None else saved.dataset.max_train,  # no flag sets it

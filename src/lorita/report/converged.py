@@ -201,7 +201,7 @@ def paired_lines(paired: dict) -> list[str]:
 def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str, float] | None = None) -> Path:
     """The study's central figure: per model, the geometric mean ratio (pre-registered column / best alternative)
     against the epoch budget, with its 95% interval as error bars and each point's exposure written beside it (above
-    it for the first model, below for the second, and so on);
+    right of it for the first model, below left for the second, and so on);
     the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines, and each seed's own ratio
     (``per_seed``) as a small dot. A budget whose mean is missing (the column missed the target on a seed) is
     marked above every ratio, not left out. Both axes are logarithmic. Returns the PNG's path.
@@ -232,9 +232,10 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
             ax.errorbar([s["epochs"] for s in done], ratios, yerr=[low, high], marker="o", capsize=4, color=color,
                         label=f"{model} (geometric mean, 95% interval)")
             for s, r in zip(done, ratios):
+                first = k % 2 == 0  # models alternate above right and below left: labels of near budgets collide
                 ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
-                            xytext=(6, 6 if k % 2 == 0 else -12), fontsize=7, color=color)  # models alternate
-                                                                             # above and below: near budgets collide
+                            xytext=(6, 6) if first else (-6, -12), ha="left" if first else "right", fontsize=7,
+                            color=color)
         seeds = [(s["epochs"], r) for s in rows for r in one_seed[id(s)]]
         if seeds:  # each seed's own ratio, so a budget with a miss still shows what the other seeds gave
             ax.plot([e for e, _ in seeds], [r for _, r in seeds], ".", color=color, alpha=0.6,
@@ -250,7 +251,7 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     budgets = sorted({s["epochs"] for s in studies})
     ax.minorticks_off()
     ax.set_xticks(budgets, [str(e) for e in budgets])
-    ax.set_xlim(budgets[0] / 1.4, budgets[-1] * 1.4)
+    ax.set_xlim(budgets[0] / 2.2, budgets[-1] * 1.4)  # room left of the first budget for a label written leftwards
     ax.set_xlabel("epoch budget (every column, equal total epochs)")
     ax.set_ylabel("params kept: pre-registered LoRITa / best alternative")
     ax.set_yscale("log")  # ratios: a geometric mean and its interval are symmetric here, 0.5 as far below 1 as 2 above
