@@ -4,6 +4,7 @@ import doctest
 import glob
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
@@ -185,6 +186,20 @@ def test_init_override():
     assert load_spec(path, reduced=True, init=None).recipe.init == "auto"  # no flag: the config's
     spec = load_spec(path, reduced=True, init="default", init_scale=0.6, model_kwargs_override={"width_multiplier": 0.5})
     assert (spec.recipe.init, spec.recipe.init_scale, spec.setup.model_kwargs["width_multiplier"]) == ("default", 0.6, 0.5)
+
+
+def test_cli_records_the_data_folder_whole(tmp_path, monkeypatch, capsys):
+    import lorita.runs
+    seen = {}
+
+    def capture(spec, *args, **kwargs):
+        seen["data_dir"] = spec.setup.data_dir
+        raise LoritaError("captured")
+    monkeypatch.setattr(lorita.runs, "run_experiment", capture)
+    config = str(Path("experiments/vgg16_cifar10.json").resolve())
+    monkeypatch.chdir(tmp_path)  # a relative --data-dir: a resume from elsewhere must read the same folder
+    assert main(["experiment", config, "--reduced", "--data-dir", "data", "--no-progress", "--out", "x"]) == 2
+    assert seen["data_dir"] == str(tmp_path / "data") and "captured" in capsys.readouterr().err
 
 
 def test_cli_rejects_unknown_init(capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lorita.cli.options import output_options, require
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
             nested[prefix][name] = value
         else:
             fields[key] = value
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
+    data_dir = args.data_dir and os.path.abspath(os.path.expanduser(args.data_dir))  # as lorita train records it:
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=data_dir, init=args.init, seeds=args.seeds,  # whole
                      train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
     if args.dry_run and args.resume:
         raise LoritaError("--dry-run does not take up a killed run (that moves OUT.partial aside); plan it with "
