@@ -8,6 +8,7 @@ import sys
 
 from lorita.cli.options import output_options, require
 from lorita.compose import COMPOSE_INITS
+from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 
 EXAMPLE = """example:
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
             nested[prefix][name] = value
         else:
             fields[key] = value
-    data_dir = args.data_dir and os.path.abspath(os.path.expanduser(args.data_dir))  # as lorita train records it:
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=data_dir, init=args.init, seeds=args.seeds,  # whole
+    data_dir = args.data_dir and os.path.abspath(data_folder(args.data_dir))  # recorded whole, as train records it
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=data_dir, init=args.init, seeds=args.seeds,
                      train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
     if args.dry_run and args.resume:
         raise LoritaError("--dry-run does not take up a killed run (that moves OUT.partial aside); plan it with "

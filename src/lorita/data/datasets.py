@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,18 @@ def canonical_name(name: str) -> str:
         return _resolve(name)[0]
     except LoritaError:
         return str(name).strip().lower()
+
+
+def data_folder(data_dir: str | None) -> str | None:
+    """The folder the dataset readers read for ``data_dir``: ``~`` expanded (None and ``""`` as given). What an
+    output is checked against, and what a new run records (made absolute by the command).
+
+    Example:
+        >>> import os
+        >>> data_folder("~/data") == os.path.expanduser("~/data"), data_folder(None)
+        (True, None)
+    """
+    return data_dir and os.path.expanduser(data_dir)
 
 
 def _resolve(name: str) -> tuple[str, _Spec]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from lorita.batchnorm import recalibrate_batchnorm
 from lorita.checks import check_int, check_number
 from lorita.compose import merge
 from lorita.cutspec import Accuracy, CutSpec, Latency
+from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.latency import LatencyBudget, batch_of, compare_latency
 from lorita.linalg import check_finite
@@ -134,8 +134,8 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     how = with_default_drop(how, metric)  # config.json and results.json record the same cut
     finetune = finetune_recipe(train_config.train, finetune_epochs, finetune_lr) if finetune_epochs else None
     config = CompressConfig(str(source), how, finetune)
-    data_dir = train_config.dataset.data_dir and os.path.expanduser(train_config.dataset.data_dir)  # as it is read
-    inputs = [(source, "the run it compresses"), (data_dir, "its data (the run's data_dir)")]
+    inputs = [(source, "the run it compresses"), (data_folder(train_config.dataset.data_dir),
+                                                   "its data (the run's data_dir)")]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
     try:
         data = train_config.dataset.load(model=train_config.model, train=train_config.train)

@@ -37,6 +37,7 @@ from lorita import prune
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.compose import merge
 from lorita.cutspec import Ranks
+from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.lowrank import has_lowrank
 from lorita.metric import ACCURACY, Metric
@@ -165,8 +166,7 @@ def _output(spec: ExperimentSpec, out: str | Path, overwrite: bool, config_path:
 
 def _inputs(spec: ExperimentSpec, config_path: str | Path | None) -> list[tuple]:
     """What the experiment reads, which its output may not be, hold or sit inside (``check_inputs``)."""
-    data_dir = spec.setup.data_dir and os.path.expanduser(spec.setup.data_dir)  # read with '~' expanded
-    return [(config_path, "its config"), (data_dir, "its data (data_dir)"),
+    return [(config_path, "its config"), (data_folder(spec.setup.data_dir), "its data (data_dir)"),
             *[(f, "an experiment whose trainings it reuses (reuse)") for f in spec.recipe.reuse]]
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import lorita
+from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.lowrank import has_lowrank
 from lorita.models import model_inputs
@@ -180,9 +181,8 @@ def _inputs(config: RunConfig, resume: bool) -> list[tuple[str | None, str]]:
     source = None if resume else config.source
     if source is not None and Path(source).name == "model.lorita":
         source = str(Path(source).parent)  # --from a run folder: the whole run is an input
-    data_dir = config.dataset.data_dir
     return [(source, "the model it continues (--from)"),
-            (data_dir and os.path.expanduser(data_dir), "its data (--data-dir)")]  # read with '~' expanded
+            (data_folder(config.dataset.data_dir), "its data (--data-dir)")]
 
 
 def train_run(out: str | Path, config: RunConfig, data, *, overwrite: bool = False, resume: bool = False,
