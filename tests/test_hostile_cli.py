@@ -378,6 +378,31 @@ def test_a_run_records_its_data_folder_whole_so_a_resume_from_elsewhere_reads_th
     assert results["resumed_after_epoch"] == 1 and results["steps_per_epoch"] == 3  # 36 training images, not 72
 
 
+def test_a_resume_takes_a_data_dir_that_reads_the_same_files_and_refuses_one_that_does_not(tmp_path, monkeypatch,
+                                                                                           capsys):
+    import dataclasses
+    from test_data import make_idx_folder
+    from lorita.data import datasets
+    default = make_idx_folder(tmp_path / "share" / "fashion-mnist", gz=False, n_train=40, n_test=10)
+    make_idx_folder(tmp_path / "other", gz=False, n_train=40, n_test=10)
+    spec = datasets._REGISTRY["fashion-mnist"]
+    monkeypatch.setitem(datasets._REGISTRY, "fashion-mnist", dataclasses.replace(spec, default_dir=default))
+    out = tmp_path / "run"
+    assert main(["train", "--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--depth", "2",
+                 "--batch-size", "16", "--no-progress", "--epochs", "1", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["dataset"]["data_dir"] is None  # the default folder
+    for same in (default, default.parent):  # the folder itself, and one the readers find it in
+        err = cli_error(["train", "--resume", "--epochs", "1", "--data-dir", str(same), "--out", str(out)], capsys)
+        assert "has finished all its 1 epochs" in err, err  # past the flags check: accepted
+    err = cli_error(["train", "--resume", "--epochs", "2", "--data-dir", str(tmp_path / "other"), "--out", str(out)],
+                    capsys)
+    assert "--data-dir: the run has None" in err and json.loads((out / "results.json").read_text())["epochs"] == 1
+    assert main(["train", "--resume", "--epochs", "2", "--data-dir", str(default.parent), "--no-progress", "--out",
+                 str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["dataset"]["data_dir"] is None and json.loads((out / "results.json").read_text())["epochs"] == 2
+
+
 def test_resume_of_a_continued_run_takes_the_model_it_continued(run, tmp_path):
     out = tmp_path / "continued"
     assert main(["train", "--from", str(run), "--depth", "2", "--epochs", "1", "--batch-size", "256",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
-from lorita.data.datasets import canonical_name, data_folder
+from lorita.data.datasets import canonical_name, data_folder, reads_same_folder
 from lorita.train import TrainConfig
 from lorita.errors import LoritaError
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
@@ -155,15 +155,10 @@ def _same_dataset(given: str, own: str) -> bool:
     return canonical_name(given) == canonical_name(own)
 
 
-def _same_folder(given: str | None, own: str | None) -> bool:
-    return (given is None) == (own is None) and (given is None or Path(given).expanduser().resolve()
-                                                 == Path(own).expanduser().resolve())
-
-
 # how a given flag is compared with the run's value, where plain equality would refuse the same thing
 _SAME = {"model_arg": lambda given, own: parse_model_args(given) == parse_model_args(own),
          "source": lambda given, own: own is not None and _model_file(given) == _model_file(own),
-         "dataset": _same_dataset, "data_dir": _same_folder}
+         "dataset": _same_dataset}
 
 
 def _take_the_runs_flags(args: argparse.Namespace, config):
@@ -177,8 +172,9 @@ def _take_the_runs_flags(args: argparse.Namespace, config):
         return None
     own = {**{k: read(config) for k, read in _RUN_FLAGS.items()},
            **{f.name: getattr(config.train, f.name) for f in dataclasses.fields(TrainConfig)}}
+    same = {**_SAME, "data_dir": lambda given, own: reads_same_folder(config.dataset.name, given, own)}
     differ = [dest for dest in sorted(given & set(own) - {"epochs"})
-              if not _SAME.get(dest, lambda a, b: a == b)(getattr(args, dest), own[dest])]
+              if not same.get(dest, lambda a, b: a == b)(getattr(args, dest), own[dest])]
     if differ:
         flag = {"source": "--from"}
         shown = "; ".join(f"{flag.get(d, '--' + d.replace('_', '-'))}: the run has {own[d]!r}, the flags give "

@@ -174,6 +174,29 @@ def data_folder(data_dir: str | None) -> str | None:
     return data_dir and os.path.expanduser(data_dir)
 
 
+def reads_same_folder(name: str, given: str | None, own: str | None) -> bool:
+    """Whether data folders ``given`` and ``own`` make the readers of dataset ``name`` read the same files: each
+    found where the readers look (None: the dataset's default folder, ``/usr/share/datasets/fashion-mnist`` for
+    Fashion-MNIST) and those folders the same; where either is not found (or ``name`` reads no folders), whether
+    the two name the same folder. What a resume compares its ``--data-dir`` with the run's by.
+
+    Example:
+        >>> reads_same_folder("mnist", "~/data", os.path.expanduser("~/data/"))
+        True
+    """
+    def named(folder: str | None) -> Path | None:
+        return None if folder is None else Path(folder).expanduser().resolve()
+    try:
+        spec = _resolve(name)[1]
+    except LoritaError:
+        spec = None
+    if spec is not None and spec.kind != "sklearn":
+        found = [_locate(name, spec, folder)[0] for folder in (given, own)]
+        if None not in found:
+            return found[0].resolve() == found[1].resolve()
+    return named(given) == named(own)
+
+
 def _resolve(name: str) -> tuple[str, _Spec]:
     key = str(name).strip().lower()
     key = _ALIASES.get(key, key)
