@@ -2,15 +2,17 @@
 
 import csv
 import json
+import math
 import re
 import struct
+from pathlib import Path
 
 import pytest
 
 from lorita import LoritaError
 from lorita.cutspec import Threshold
-from lorita.report import (plot_compression, plot_ranks, plot_spectra, plot_training_curves, read_run, summarize,
-                           write_report)
+from lorita.report import (Run, check_max_drop, plot_compression, plot_ranks, plot_spectra, plot_training_curves,
+                           read_run, summarize, write_report)
 from lorita.report.demo import noise_lines
 from lorita.report.markdown import ranks_summary
 
@@ -354,7 +356,8 @@ def make_lm(root, name, kept, dense, cut, recovered, method=None, steps=3):
     run = root / name
     compression = {"params": kept, "recovery": None if recovered is None else {"mode": "lora", "steps": 160},
                    **({"method": method} if method else {})}
-    stage = ({"fortunes-val": {"ppl": p, "nll": 1.0, "tokens": 4088}} for p in (dense, cut, recovered))
+    stage = ({"fortunes-val": {"ppl": p, "nll": math.log(p) if p else None, "tokens": 4088}}
+             for p in (dense, cut, recovered))
     write_json(run / "config.json", {"command": "compress", "kind": "lm", "source": {"text": "smollm2-135m"}})
     write_json(run / "results.json", {
         "command": "compress", "kind": "lm", "source": {"kind": "packaged", "text": "smollm2-135m"},
@@ -379,6 +382,22 @@ def test_language_model_runs_have_their_own_table_beside_the_image_runs(runs, tm
     out = write_report([*runs, *lms], tmp_path / "report")
     assert_png(out.parent / "perplexity.png")
     assert_png(out.parent / "compression.png")
+
+
+def test_language_model_runs_are_compared_at_a_perplexity_budget(tmp_path):
+    root = tmp_path / "runs"
+    lms = [make_lm(root, "smol-90", 0.9, 40.0, 45.0, 40.6), make_lm(root, "smol-80", 0.8, 40.0, 60.0, 40.7),
+           make_lm(root, "smol-70", 0.7, 40.0, 90.0, 48.0)]
+    text = summarize(lms)  # default: perplexity x 1.02, the smallest within it is the 80% run (40.7 <= 40.8)
+    assert "## Language models at a 0.0198-nat budget (perplexity x 1.02)" in text
+    assert ("| smollm2-135m | fortunes-val | x 1.020 of dense | smol-80 | low-rank | 80.0 | "
+            "40.00 → 60.00 → 40.70 (1.02x) |") in text
+    text = summarize(lms, max_drop=math.log(1.25))  # a wider budget takes the 70% run
+    assert "| smollm2-135m | fortunes-val | x 1.250 of dense | smol-70 | low-rank | 70.0 |" in text
+    text = summarize(lms, max_drop=0.001)  # none within: the closest is named with its ratio
+    assert "| none of 3 runs reaches it (closest: smol-90, x 1.015) | n/a | n/a | n/a |" in text
+    with pytest.raises(LoritaError, match="judged both ways"):  # an accuracy compress run beside: units differ
+        check_max_drop(0.5, [read_run(lms[0]), Run(Path("c"), "compress", {}, {}, [], None)])
 
 
 @pytest.mark.parametrize("stage,value", [("dense", "41"), ("after_cut", [1.0]), ("after_recovery", {"x": 3})])

@@ -19,8 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("runs", nargs="+",
                    help="run folders (train and compress, a pretrained language model's compress runs included)")
     p.add_argument("--max-drop", type=float,
-                   help="budget of the comparison: accuracy points (default 1), or for language models trained with "
-                        "--select-by val_loss nats of validation loss (default ln 1.02 = 0.0198: perplexity + 2%%)")
+                   help="budget of the comparison: accuracy points (default 1), or for language models (trained with "
+                        "--select-by val_loss, or pretrained and cut) nats of validation loss (default ln 1.02 = "
+                        "0.0198: perplexity + 2%%)")
     p.set_defaults(func=run)
 
 

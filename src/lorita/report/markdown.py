@@ -1,5 +1,6 @@
 """Markdown summary of run folders: a table of train runs, a table of compress runs,
-a comparison at an accuracy budget (1 point by default; docs/METHOD.md section 5) and the plots.
+a comparison at an accuracy budget (1 point by default; docs/METHOD.md section 5), a pretrained language model's
+compress runs with the smallest within a perplexity budget (x 1.02 by default), and the plots.
 
 Every number comes from the run folders' files; nothing is recomputed.
 """
@@ -216,6 +217,49 @@ def _lm_table(lms: list[Run]) -> list[str]:
             "the dense model's. Params kept are of the whole model (embeddings included, a tied head counted once)."]
 
 
+def _lm_excess(run: Run, text: str) -> float | None:
+    """How many nats of loss an "lm" run's deployed model (after recovery if any, else the cut) adds on ``text`` over
+    its own dense model on the same windows; None where either is missing."""
+    stage = "after_recovery" if run.get("after_recovery") is not None else "after_cut"
+    final, dense = run.get(stage, text, "nll"), run.get("dense", text, "nll")
+    return final - dense if is_number(final) and is_number(dense) else None
+
+
+def _lm_comparison(lms: list[Run], budget: float) -> list[str]:
+    """For each pretrained model and text, the "lm" run with the fewest params whose perplexity stays within
+    ``budget`` nats of loss (perplexity x e^budget) of its own dense model's."""
+    groups: dict[str, list[Run]] = {}
+    for run in lms:
+        groups.setdefault(source_name(run), []).append(run)
+    head = ["model", "text", "budget", "chosen run", "method", "params kept %", "perplexity"]
+    rows = []
+    for source, members in groups.items():
+        for text in lm_texts(members):
+            measured = [run for run in members if _lm_excess(run, text) is not None]
+            best = smallest_within(measured, budget, val=lambda r: _lm_excess(r, text),
+                                   size=lambda r: r.get("params", "kept") if is_number(r.get("params", "kept"))
+                                   else None, metric=LOSS)
+            bar = f"x {math.exp(budget):.3f} of dense"
+            if best is None:
+                closest = min(measured, key=lambda r: _lm_excess(r, text), default=None)
+                nearest = "" if closest is None else \
+                    f" (closest: {closest.name}, x {math.exp(_lm_excess(closest, text)):.3f})"
+                rows.append([source, text, bar, f"none of {_plural(len(measured), 'run')} reaches it{nearest}",
+                             NA, NA, NA])
+            else:
+                rows.append([source, text, bar, best.name, lm_method(best), _kept(best.get("params", "kept")),
+                             _perplexity_chain(best, text)])
+    return [*_table(head, rows), "",
+            "For each pretrained model and text, the run with the fewest params whose perplexity (after recovery if "
+            "any, else after the cut) stays within the budget of its own dense model's on the same windows: the "
+            "model's own as the reference (view (a)), as nothing was trained beside it. These perplexities are of the "
+            "text's validation documents, which also choose the run, and the cut was calibrated (and recovered) on "
+            "the same texts' training documents, which the dense model never saw: a recovered cut can beat it there "
+            "(below 1x). Read the choice as what that size keeps on these texts; `lorita evaluate RUN --text FILE` "
+            "measures a text the run never saw. Only the runs given are compared: a finer sweep of sizes gives a "
+            "finer answer."]
+
+
 def _final(run: Run, key: str):
     """A figure of the deployed model: after fine-tuning when there was some, else after the cut."""
     if run.get("after_finetune") is not None:
@@ -317,7 +361,10 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budge
         lines += [f"{sub} Compress runs", "", *_compress_table(cuts), ""]
         lines += _comparisons(cuts, runs, budget, sub)
     if lms:
-        lines += [f"{sub} Language-model compress runs", "", *_lm_table(lms), ""]
+        drop = LOSS.default_drop if budget is None else budget
+        lines += [f"{sub} Language-model compress runs", "", *_lm_table(lms), "",
+                  f"{sub} Language models at a {drop:.4g}-nat budget (perplexity x {math.exp(drop):.4g})", "",
+                  *_lm_comparison(lms, drop), ""]
     if plots:
         lines += [f"{sub} Plots", ""]
         for caption, name in plots:
@@ -343,7 +390,8 @@ def summarize(run_paths: Iterable[str | os.PathLike | Run], level: int = 1, max_
 
 
 def check_max_drop(max_drop: float | None, runs: list[Run]) -> float | None:
-    """``max_drop`` checked: a number >= 0, for compress runs all judged the same way (its units are theirs).
+    """``max_drop`` checked: a number >= 0, for compress runs all judged the same way (its units are theirs; a
+    pretrained language model's compress runs are judged by loss).
 
     Example:
         >>> check_max_drop(0.5, [Run(Path("c"), "compress", {}, {"metric": "val_loss"}, [], None)])
@@ -351,7 +399,7 @@ def check_max_drop(max_drop: float | None, runs: list[Run]) -> float | None:
     """
     if max_drop is None:
         return None
-    judged = {run.metric.val for run in runs if run.kind == "compress"}
+    judged = {run.metric.val for run in runs if run.kind in ("compress", "lm")}
     if len(judged) > 1:
         raise LoritaError("max_drop is in points for runs judged by accuracy and in nats for language models judged "
                           "by loss, and these compress runs are judged both ways; leave it out (each gets its own "

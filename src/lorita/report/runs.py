@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 from lorita import jsonio
 from lorita.checks import is_number, is_real
 from lorita.errors import LoritaError
-from lorita.metric import ACCURACY, METRICS, Metric
+from lorita.metric import ACCURACY, LOSS, METRICS, Metric
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,15 @@ class Run:
     @property
     def metric(self) -> Metric:
         """What the run is judged by: a train run's ``select_by`` (config.json), a compress run's ``metric``
-        (results.json; accuracy for runs from before it was recorded). Loss for language models trained so.
+        (results.json; accuracy for runs from before it was recorded). Loss for language models trained so, and for
+        a pretrained language model's compress runs ("lm").
 
         Example:
             >>> Run(Path("c"), "compress", {}, {"metric": "val_loss"}, [], None).metric.test
             'test_loss'
         """
+        if self.kind == "lm":  # a pretrained language model's cut: by its loss (perplexity) on each text
+            return LOSS
         if self.kind == "train":
             train = self.config.get("train")
             name = train.get("select_by") if isinstance(train, dict) else None
