@@ -202,6 +202,19 @@ def test_cli_records_the_data_folder_whole(tmp_path, monkeypatch, capsys):
     assert seen["data_dir"] == str(tmp_path / "data") and "captured" in capsys.readouterr().err
 
 
+def test_a_data_folder_in_the_config_is_recorded_whole_too(tmp_path, monkeypatch):
+    config = json.loads(Path("experiments/vgg16_cifar10.json").read_text())
+    config["common"]["data_dir"] = "data"
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.chdir(tmp_path)  # read from the current folder, as before; kept as that folder's absolute path
+    assert load_spec(path, reduced=True).setup.data_dir == str(tmp_path / "data")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert load_spec(path, reduced=True, data_dir="~/d").setup.data_dir == str(tmp_path / "home" / "d")
+    with pytest.raises(LoritaError, match="data_dir"):
+        load_spec(path, reduced=True, data_dir="")
+
+
 def test_cli_rejects_unknown_init(capsys):
     with pytest.raises(SystemExit):
         main(["experiment", "experiments/vgg16_cifar10.json", "--reduced", "--init", "xavier", "--out", "x"])

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from lorita.cli.options import output_options, require
 from lorita.compose import COMPOSE_INITS
-from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 
 EXAMPLE = """example:
@@ -58,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
             nested[prefix][name] = value
         else:
             fields[key] = value
-    data_dir = args.data_dir and os.path.abspath(data_folder(args.data_dir))  # recorded whole, as train records it
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=data_dir, init=args.init, seeds=args.seeds,
+    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
                      train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
     if args.dry_run and args.resume:
         raise LoritaError("--dry-run does not take up a killed run (that moves OUT.partial aside); plan it with "

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ from lorita.checks import check_choice, check_int, check_json_object, check_numb
 from lorita.compose import FACTOR_SIDES
 from lorita.composed import MAX_DEPTH
 from lorita.cutspec import RULES, Budget
+from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
 from lorita.models import paper_exclude
@@ -496,7 +498,8 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
     """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
 
     ``override``: spec fields that replace the config's; ``train_override`` / ``model_kwargs_override``:
-    recipe fields / model arguments, merged into the config's.
+    recipe fields / model arguments, merged into the config's. A ``data_dir`` (the config's or the override's) is
+    read from the current folder and kept as an absolute path, so the trainings record the folder they read.
 
     Example:
         >>> load_spec("experiments/fcn_fashion_mnist.json", reduced=True).recipe.train.epochs  # doctest: +SKIP
@@ -526,6 +529,8 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
     for key, extra in (("train", train_override), ("model_kwargs", model_kwargs_override)):
         if extra:
             values[key] = {**values.get(key, {}), **extra}
+    if isinstance(values.get("data_dir"), str) and values["data_dir"]:  # read from here, recorded whole: a resume
+        values["data_dir"] = os.path.abspath(data_folder(values["data_dir"]))  # from anywhere reads the same data
     try:
         return ExperimentSpec.from_flat(values)
     except LoritaError as err:
