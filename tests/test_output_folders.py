@@ -553,3 +553,58 @@ def test_the_older_output_is_refused_when_file_times_did_not_survive_a_copy(run,
     os.utime(run / "checkpoint.pt", ns=(newest, newest))  # OUT's checkpoint after its results, as cp -r leaves it
     err = cli_error(["train", "--resume", "--no-progress", "--out", str(run)], capsys)
     assert "holds an older finished output than" in err
+
+
+def test_an_extension_copy_that_fails_leaves_no_part_of_it(run, monkeypatch, capsys):
+    """Disk full half-way through copying the finished run: no OUT.partial a later --resume would take for a training,
+    no .OUT.partial.copying, the finished run untouched."""
+    before = snapshot(run)
+    copied = []
+
+    def copyfile(src, dst, **kwargs):
+        if copied:
+            raise OSError(28, "No space left on device")
+        copied.append(dst)
+        return shutil.copy2(src, dst)
+
+    monkeypatch.setattr("lorita.runs.folder.shutil.copyfile", copyfile)
+    err = cli_error(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run)], capsys, status=1)
+    assert "No space left on device" in err and copied[0].name == "config.json"  # config.json first: marked
+    assert sorted(p.name for p in run.parent.iterdir()) == [run.name] and snapshot(run) == before
+
+
+def test_the_staging_folder_of_an_extension_appears_whole(run, monkeypatch):
+    """Another rank under torchrun waits for the staging folder's config.json and checkpoint: when they are there,
+    so is every file of the copy."""
+    from lorita.runs import folder
+    seen = []
+    rename = Path.rename
+
+    def watched(self, target):
+        seen.append(staging_path(run).exists())
+        return rename(self, target)
+
+    monkeypatch.setattr(folder.Path, "rename", watched)
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run)]) == 0
+    assert seen and not seen[0]  # nothing at OUT.partial until the whole copy is renamed there
+
+
+@pytest.mark.parametrize("leftover", ["marked", "cut before its config.json", "foreign"])
+def test_a_kills_leftover_extension_copy_is_removed_only_when_it_is_loritas(run, capsys, leftover):
+    building = run.with_name(f".{run.name}.partial.copying")
+    building.mkdir()
+    if leftover == "marked":
+        shutil.copyfile(run / "config.json", building / "config.json")
+        shutil.copyfile(run / "checkpoint.pt", building / "checkpoint.pt")
+    elif leftover == "cut before its config.json":
+        (building / ".config.json.0a1b2c3d.tmp").write_text('{"form')
+    else:
+        (building / "thesis.docx").write_text("mine")
+    argv = ["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run)]
+    if leftover == "foreign":
+        err = cli_error(argv, capsys)
+        assert f"{building} is where lorita copies {run} to extend it" in err and "rm -r" in err
+        assert (building / "thesis.docx").read_text() == "mine" and not staging_path(run).exists()
+    else:
+        assert main(argv) == 0
+        assert not building.exists() and json.loads((run / "results.json").read_text())["epochs"] == 2

@@ -23,7 +23,7 @@ import re
 import shutil
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from lorita import jsonio
 from lorita.atomic import atomic_write_text, temp_target
@@ -144,6 +144,57 @@ def building_path(out: str | os.PathLike) -> Path:
     return out.with_name(f".{out.name}.copying")
 
 
+def copy_whole(found: str | os.PathLike, out: str | os.PathLike, *, names: Iterable[str] | None = None,
+               leave_out: Iterable[str] = ()) -> None:
+    """Copy the checked run folder ``found`` to ``out`` whole or not at all: only ``names`` when given, never
+    ``leave_out`` (entries directly in ``found``); built as ``.NAME.copying`` beside ``out`` (``building_path``),
+    ``config.json`` first (so a copy a kill cut short is still marked lorita's), then renamed into place. A copy
+    that fails is removed. Links and special files are not copied (the callers checked there are none; one that
+    appeared since is not followed). Raises ``OSError``.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp()) / "run"; write_json(run / "config.json", mark({}))
+        >>> (run / "results.json").write_text("{}")
+        2
+        >>> copy_whole(run, run.with_name("copy"), leave_out=["results.json"])
+        >>> sorted(p.name for p in run.with_name("copy").iterdir())
+        ['config.json']
+    """
+    found, building = Path(found), building_path(out)
+    names, leave_out = (None if names is None else set(names)), set(leave_out)
+    building.parent.mkdir(parents=True, exist_ok=True)
+    building.mkdir()
+    try:
+        for entry in sorted(found.iterdir(), key=lambda p: (p.name != "config.json", p.name)):
+            if (names is not None and entry.name not in names) or entry.name in leave_out:
+                continue
+            if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+                continue
+            if entry.is_dir():
+                shutil.copytree(entry, building / entry.name, symlinks=True)
+            else:
+                shutil.copyfile(entry, building / entry.name, follow_symlinks=False)
+        building.rename(out)
+    except BaseException:
+        remove_tree(building)
+        raise
+
+
+def holds_only_lorita_files(folder: Path) -> bool:
+    """Whether ``folder`` holds nothing but regular files lorita writes, by exact name (unreadable: no).
+
+    Example:
+        >>> import tempfile
+        >>> holds_only_lorita_files(Path(tempfile.mkdtemp()))
+        True
+    """
+    try:
+        return all(stat.S_ISREG(child.lstat().st_mode) and is_lorita_file(child.name) for child in folder.iterdir())
+    except OSError:
+        return False
+
+
 def _is_unmarked_building(entry: Path) -> bool:
     """A ``.NAME.copying`` folder (``building_path``) in a ``lorita experiment`` folder or one of its seed folders
     (the only ones lorita copies trainings into), holding nothing but regular files lorita writes, by exact name:
@@ -151,10 +202,7 @@ def _is_unmarked_building(entry: Path) -> bool:
     ``config.json``). Unreadable: not lorita's."""
     if not re.fullmatch(r"\..+\.copying", entry.name) or command_of(entry.parent) not in _COPIES_INTO:
         return False
-    try:
-        return all(stat.S_ISREG(child.lstat().st_mode) and is_lorita_file(child.name) for child in entry.iterdir())
-    except OSError:
-        return False
+    return holds_only_lorita_files(entry)
 
 
 def command_of(folder: str | os.PathLike) -> str | None:

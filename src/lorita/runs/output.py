@@ -29,7 +29,6 @@ import errno
 import logging
 import os
 import re
-import shutil
 import stat
 from pathlib import Path
 from typing import Iterable
@@ -41,8 +40,11 @@ from lorita.runs.folder import (
     HELD,
     MARK,
     STAGING_SUFFIX,
+    building_path,
     command_of,
+    copy_whole,
     foreign_entries,
+    holds_only_lorita_files,
     is_lorita_file,
     is_marked,
     remove_tree,
@@ -309,6 +311,21 @@ def _replaced_leftovers(out: Path, what: str) -> list[Path]:
     return found
 
 
+def _cut_copy(staging: Path, out: Path) -> Path | None:
+    """The ``.NAME.partial.copying`` folder (``building_path``) a kill left while ``--resume`` copied the finished
+    ``out`` to extend it: safe to remove when it holds nothing but lorita's files (a copy never changes ``out``);
+    anything else there is refused."""
+    building = building_path(staging)
+    info = _lstat(building)
+    if info is None:
+        return None
+    if not (stat.S_ISDIR(info.st_mode) and info.st_dev == os.lstat(building.parent).st_dev
+            and ((is_marked(building) and not foreign_entries(building)) or holds_only_lorita_files(building))):
+        raise LoritaError(f"{building} is where lorita copies {out} to extend it, and it holds what lorita did not "
+                          f"write; look at it, then remove it yourself (rm -r {building})")
+    return building
+
+
 class RunOutput:
     """One command's output folder: checked and locked up front, built in ``out.partial``, swapped in when complete.
 
@@ -341,6 +358,7 @@ class RunOutput:
         self._created = self._begun = False
         self._made_parents: list[Path] = []  # folders above out that begin() made (removed again on failure)
         self._stale: list[Path] = []
+        self._cut_copy: Path | None = None
         if not writer:
             return
         check_inputs(self.out, list(inputs), what)
@@ -366,6 +384,7 @@ class RunOutput:
             info = _check_folder_or_nothing(self.out, self.what)
             self.resumable = _check_staging(self.staging, self.what, self.resume)
             self._stale = _replaced_leftovers(self.out, self.what)
+            self._cut_copy = _cut_copy(self.staging, self.out) if self.resume else None
             if info is not None and any(self.out.iterdir()):
                 if not (self.overwrite or self.resume):
                     raise LoritaError(f"output folder {self.out} already exists and is not empty; pass --overwrite "
@@ -409,10 +428,12 @@ class RunOutput:
             if not self.resumable:
                 if self.resume and (self.out / "checkpoint.pt").is_file():
                     # extend a finished run: all but its results, the last file of a finished output, which the
-                    # extension writes when it ends (a kill before then leaves no stale results beside its checkpoint)
-                    top = str(self.out)
-                    shutil.copytree(self.out, self.staging, symlinks=True,
-                                    ignore=lambda folder, names: ["results.json"] if folder == top else [])
+                    # extension writes when it ends (a kill before then leaves no stale results beside its
+                    # checkpoint); copied whole or not at all, so neither another rank waiting for the staging
+                    # folder's config.json (torchrun) nor a later --resume sees part of a copy
+                    if self._cut_copy is not None:
+                        remove_tree(self._cut_copy)
+                    copy_whole(self.out, self.staging, leave_out=["results.json"])
                 else:
                     self.staging.mkdir()
                 self._created = True

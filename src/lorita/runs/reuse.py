@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import torch
@@ -27,7 +26,7 @@ import torch
 from lorita.compose import merge
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
-from lorita.runs.folder import building_path, foreign_entries, is_marked, read_json
+from lorita.runs.folder import copy_whole, foreign_entries, is_marked, read_json
 from lorita.runs.train import TrainedRun
 from lorita.serialization import load
 from lorita.train.loop import CHECKPOINT_NAME, METRICS_NAME, check_resume
@@ -99,23 +98,10 @@ def stopped_at(found: Path, config: RunConfig) -> int | None:
 
 
 def _copy_in(found: Path, out: Path, names: tuple[str, ...] | None = None) -> None:
-    """Copy the checked training folder ``found`` (only ``names``, when given) to ``out`` whole or not at all: it is
-    built as ``.NAME.copying`` beside ``out``, ``config.json`` first (so a copy a kill cut short is still marked
-    lorita's), and renamed into place; a dot name is never taken as a training (``_candidates``)."""
-    building = building_path(out)
+    """Copy the checked training folder ``found`` (only ``names``, when given) to ``out`` whole or not at all
+    (``lorita.runs.folder.copy_whole``); a dot name is never taken as a training (``_candidates``)."""
     try:
-        building.parent.mkdir(parents=True, exist_ok=True)  # as copytree did
-        building.mkdir()
-        for entry in sorted(found.iterdir(), key=lambda p: (p.name != "config.json", p.name)):
-            if names is not None and entry.name not in names:
-                continue
-            if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
-                continue  # checked: none; a link or a special file that appeared since is not followed
-            if entry.is_dir():
-                shutil.copytree(entry, building / entry.name, symlinks=True)
-            else:
-                shutil.copyfile(entry, building / entry.name, follow_symlinks=False)
-        building.rename(out)
+        copy_whole(found, out, names=names)
     except OSError as error:
         raise LoritaError(f"cannot copy the training {found} to {out}: {error}") from None
 

@@ -168,8 +168,8 @@ def resumed_config(out: str | Path) -> RunConfig | None:
         >>> resumed_config(folder) == config, resumed_config(folder.with_name("other"))
         (True, None)
     """
-    for folder in (staging_path(out), Path(out)):  # a staging folder holds its config.json before its checkpoint,
-        path = folder / "config.json"               # but a copy (an extension, under torchrun) may not yet
+    for folder in (staging_path(out), Path(out)):  # a staging folder holds its config.json before its checkpoint;
+        path = folder / "config.json"               # an extension's copy of out appears whole (copy_whole)
         if not folder.is_symlink() and (folder / "checkpoint.pt").is_file() and path.is_file():
             return RunConfig.from_dict(read_json(path, "'lorita train'"), str(path))
     return None
