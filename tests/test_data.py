@@ -422,3 +422,17 @@ def test_fashion_mnist_from_debian_folder() -> None:
     assert ds.train.images.shape[1:] == (1, 28, 28) and ds.source == str(FASHION)
     assert ds.classes[0] == "T-shirt/top" and len(ds.classes) == 10
     assert 0.2 < ds.train.mean[0] < 0.4 and 0.25 < ds.train.std[0] < 0.45  # known ~0.286 / ~0.353
+
+
+def test_reads_same_folder_compares_the_files_the_readers_find(tmp_path):
+    from lorita.data.datasets import reads_same_folder
+    found = make_idx_folder(tmp_path / "root" / "mnist", gz=False)
+    make_idx_folder(tmp_path / "copy", gz=False)
+    (tmp_path / "link").symlink_to(found)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert reads_same_folder("mnist", str(tmp_path / "root"), str(found))  # the readers look in root/mnist
+    assert reads_same_folder("MNIST", str(tmp_path / "link"), str(found))
+    assert not reads_same_folder("mnist", str(tmp_path / "copy"), str(found))  # the same bytes elsewhere: not the same
+    assert not reads_same_folder("mnist", str(tmp_path / "loop"), None)  # a link loop: refused, no RuntimeError
+    assert not reads_same_folder("mnist", str(tmp_path / "missing"), str(found))
+    assert reads_same_folder("fortunes", "~/t", str(Path("~/t").expanduser()))  # no folder to look in: the names

@@ -608,3 +608,22 @@ def test_a_kills_leftover_extension_copy_is_removed_only_when_it_is_loritas(run,
     else:
         assert main(argv) == 0
         assert not building.exists() and json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+def test_a_leftover_copy_does_not_block_a_resume_that_copies_nothing(run, capsys):
+    """A killed training (OUT.partial with its checkpoint) resumes in place: a foreign .OUT.partial.copying beside
+    it is not looked at, and stays."""
+    partial = staging_path(run)
+    shutil.copytree(run, partial)
+    (partial / "results.json").unlink()
+    building = run.with_name(f".{run.name}.partial.copying")
+    building.mkdir()
+    (building / "notes.txt").write_text("mine")
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", str(run)]) == 0
+    assert (building / "notes.txt").read_text() == "mine"
+    (building / "notes.txt").unlink()
+    building.rmdir()
+    building.symlink_to(run)  # a link there, when an extension would copy: named as a link, nothing followed
+    err = cli_error(["train", "--resume", "--epochs", "3", "--no-progress", "--out", str(run)], capsys)
+    assert f"{building} is where lorita copies {run} to extend it, and it is a symbolic link" in err
+    assert json.loads((run / "results.json").read_text())["epochs"] == 2

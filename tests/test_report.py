@@ -400,6 +400,38 @@ def test_language_model_runs_are_compared_at_a_perplexity_budget(tmp_path):
         check_max_drop(0.5, [read_run(lms[0]), Run(Path("c"), "compress", {}, {}, [], None)])
 
 
+def test_the_language_model_comparison_takes_odd_runs_without_a_traceback(tmp_path):
+    root = tmp_path / "runs"
+    far = make_lm(root, "far", 0.5, 40.0, 90.0, None)  # a loss past a float's exp: shown as inf, no OverflowError
+    results = json.loads((far / "results.json").read_text())
+    results["after_cut"]["fortunes-val"]["nll"] = 800.0
+    write_json(far / "results.json", results)
+    unsized = make_lm(root, "unsized", 0.9, 40.0, 40.1, None)  # params kept unknown: never chosen, never "closest"
+    results = json.loads((unsized / "results.json").read_text())
+    results["params"]["kept"] = None
+    write_json(unsized / "results.json", results)
+    text = summarize([far, unsized])
+    assert "| none of 1 run reaches it (closest: far, x inf) | n/a | n/a | n/a |" in text
+    assert "(perplexity x inf)" in summarize([far], max_drop=710.0)
+    text = summarize([unsized])
+    assert "| no run with its perplexities and params on this text | n/a |" in text
+
+
+def test_two_pretrained_models_of_one_name_are_compared_apart(tmp_path):
+    runs = []
+    for folder, ppl in (("a", 40.5), ("b", 60.0)):
+        run = make_lm(tmp_path / folder, "cut", 0.8, 40.0, ppl, None)
+        results = json.loads((run / "results.json").read_text())
+        results["source"]["text"] = f"/models/{folder}/model.gguf"
+        results["dense"]["t|x<b>"] = results["dense"]["fortunes-val"]  # a text name that would break the table
+        write_json(run / "results.json", results)
+        runs.append(run)
+    text = summarize(runs)
+    assert "| /models/a/model.gguf | fortunes-val | x 1.020 of dense | cut |" in text
+    assert "| /models/b/model.gguf | fortunes-val | x 1.020 of dense | none of 1 run reaches it" in text
+    assert "| t\\|x&lt;b&gt; perplexity |" in text and "<b>" not in text
+
+
 @pytest.mark.parametrize("stage,value", [("dense", "41"), ("after_cut", [1.0]), ("after_recovery", {"x": 3})])
 def test_a_damaged_language_model_run_names_the_field(tmp_path, stage, value):
     run = make_lm(tmp_path, "smol", 0.8, 40.8, 312.7, 105.5)

@@ -52,3 +52,22 @@ def test_a_run_of_the_same_config_is_found_under_another_name(tmp_path):
     assert run is not None and run.folder == out
     assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
     assert (out / "config.json").read_bytes() == (tmp_path / "earlier" / "depth1" / "config.json").read_bytes()
+
+
+def test_a_training_that_recorded_its_data_folder_relative_is_reused_when_it_names_the_same_files(tmp_path,
+                                                                                                  monkeypatch):
+    """Trainings from before lorita recorded the data folder whole hold it as given ("data"), read from the current
+    folder; the same files named by an absolute path are the same run, another folder is not."""
+    from test_data import make_idx_folder
+    make_idx_folder(tmp_path / "data", gz=False)
+    make_idx_folder(tmp_path / "elsewhere" / "data", gz=False)
+    old = dataclasses.replace(CONFIG, dataset=DataSpec("mnist", "data"))
+    run = _run(tmp_path / "depth2", old)
+    monkeypatch.chdir(tmp_path)
+    assert reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"))))
+    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "elsewhere" /
+                                                                                       "data"))))
+    monkeypatch.chdir(tmp_path / "elsewhere")  # "data" now names other files
+    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"))))
+    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"),
+                                                                          seed=1)))

@@ -184,16 +184,19 @@ def reads_same_folder(name: str, given: str | None, own: str | None) -> bool:
         >>> reads_same_folder("mnist", "~/data", os.path.expanduser("~/data/"))
         True
     """
-    def named(folder: str | None) -> Path | None:
-        return None if folder is None else Path(folder).expanduser().resolve()
+    def named(folder: str | os.PathLike | None) -> str | None:  # a link loop resolves to a name, never raises
+        return None if folder is None else os.path.realpath(os.path.expanduser(folder))
     try:
         spec = _resolve(name)[1]
     except LoritaError:
         spec = None
     if spec is not None and spec.kind != "sklearn":
-        found = [_locate(name, spec, folder)[0] for folder in (given, own)]
+        try:
+            found = [_locate(name, spec, folder)[0] for folder in (given, own)]
+        except (OSError, RuntimeError):  # unreadable: judged by the names alone
+            found = [None]
         if None not in found:
-            return found[0].resolve() == found[1].resolve()
+            return named(found[0]) == named(found[1])
     return named(given) == named(own)
 
 

@@ -48,7 +48,17 @@ def _loss(value) -> str:
     """A loss with its perplexity: ``'1.2345 (ppl 3.44)'``."""
     if not is_number(value):
         return NA
-    return f"{value:.4f} (ppl {math.exp(value):.3g})" if value < 700 else f"{value:.4f} (ppl inf)"
+    return f"{value:.4f} (ppl {_times(value, '.3g')})"
+
+
+def _times(nats: float, spec: str) -> str:
+    """The factor ``e^nats`` (a perplexity, or a ratio of two) formatted with ``spec``; ``inf`` past a float's range.
+
+    Example:
+        >>> _times(0.0198, ".3f"), _times(800.0, ".3f")
+        ('1.020', 'inf')
+    """
+    return format(math.exp(nats), spec) if nats < 700 else "inf"
 
 
 def _count(value) -> str:
@@ -202,8 +212,8 @@ def _recovery(run: Run) -> str:
 
 def _lm_table(lms: list[Run]) -> list[str]:
     texts = lm_texts(lms)
-    head = ["run", "model", "method", "params kept %", "params", *[f"{t} perplexity" for t in texts], "recovery",
-            "minutes"]
+    head = ["run", "model", "method", "params kept %", "params", *[f"{escape(t)} perplexity" for t in texts],
+            "recovery", "minutes"]
     rows = []
     for run in lms:
         total = run.get("seconds", "total")
@@ -228,36 +238,43 @@ def _lm_excess(run: Run, text: str) -> float | None:
 def _lm_comparison(lms: list[Run], budget: float) -> list[str]:
     """For each pretrained model and text, the "lm" run with the fewest params whose perplexity stays within
     ``budget`` nats of loss (perplexity x e^budget) of its own dense model's."""
-    groups: dict[str, list[Run]] = {}
+    def kept(run: Run) -> float | None:
+        value = run.get("params", "kept")
+        return value if is_number(value) else None
+
+    groups: dict[str, list[Run]] = {}  # by the model as its command line named it; shown by its name
     for run in lms:
-        groups.setdefault(source_name(run), []).append(run)
+        source = run.get("source", "text")
+        groups.setdefault(source if isinstance(source, str) else source_name(run), []).append(run)
+    shown = [source_name(members[0]) for members in groups.values()]
     head = ["model", "text", "budget", "chosen run", "method", "params kept %", "perplexity"]
+    bar = f"x {_times(budget, '.3f')} of dense"
     rows = []
-    for source, members in groups.items():
+    for (source, members), name in zip(groups.items(), shown):
+        name = name if shown.count(name) == 1 else source  # two models of one name: the whole path
         for text in lm_texts(members):
-            measured = [run for run in members if _lm_excess(run, text) is not None]
-            best = smallest_within(measured, budget, val=lambda r: _lm_excess(r, text),
-                                   size=lambda r: r.get("params", "kept") if is_number(r.get("params", "kept"))
-                                   else None, metric=LOSS)
-            bar = f"x {math.exp(budget):.3f} of dense"
-            if best is None:
-                closest = min(measured, key=lambda r: _lm_excess(r, text), default=None)
-                nearest = "" if closest is None else \
-                    f" (closest: {closest.name}, x {math.exp(_lm_excess(closest, text)):.3f})"
-                rows.append([source, text, bar, f"none of {_plural(len(measured), 'run')} reaches it{nearest}",
-                             NA, NA, NA])
-            else:
-                rows.append([source, text, bar, best.name, lm_method(best), _kept(best.get("params", "kept")),
+            measured = [run for run in members if _lm_excess(run, text) is not None and kept(run) is not None]
+            best = smallest_within(measured, budget, val=lambda r: _lm_excess(r, text), size=kept, metric=LOSS)
+            if best is not None:
+                rows.append([name, text, bar, best.name, lm_method(best), _kept(kept(best)),
                              _perplexity_chain(best, text)])
+                continue
+            if measured:
+                closest = min(measured, key=lambda r: _lm_excess(r, text))
+                missing = f"none of {_plural(len(measured), 'run')} reaches it (closest: {closest.name}, x " \
+                    f"{_times(_lm_excess(closest, text), '.3f')})"
+            else:
+                missing = "no run with its perplexities and params on this text"
+            rows.append([name, text, bar, missing, NA, NA, NA])
     return [*_table(head, rows), "",
             "For each pretrained model and text, the run with the fewest params whose perplexity (after recovery if "
             "any, else after the cut) stays within the budget of its own dense model's on the same windows: the "
             "model's own as the reference (view (a)), as nothing was trained beside it. These perplexities are of the "
             "text's validation documents, which also choose the run, and the cut was calibrated (and recovered) on "
-            "the same texts' training documents, which the dense model never saw: a recovered cut can beat it there "
-            "(below 1x). Read the choice as what that size keeps on these texts; `lorita evaluate RUN --text FILE` "
-            "measures a text the run never saw. Only the runs given are compared: a finer sweep of sizes gives a "
-            "finer answer."]
+            "the same texts' training documents, to which the dense model was not adapted: a recovered cut can beat "
+            "it there (below 1x). Read the choice as what that size keeps on these texts; `lorita evaluate RUN "
+            "--text FILE` measures a text the run never saw. Only the runs given are compared: a finer sweep of "
+            "sizes gives a finer answer."]
 
 
 def _final(run: Run, key: str):
@@ -337,7 +354,7 @@ def _comparisons(cuts: list[Run], runs: list[Run], budget: float | None, sub: st
             continue
         drop = metric.default_drop if budget is None else budget
         title = f"a {drop:g}-point budget" if metric is ACCURACY else \
-            f"a {drop:.4g}-nat budget of validation loss (perplexity x {math.exp(drop):.3g})"
+            f"a {drop:.4g}-nat budget of validation loss (perplexity x {_times(drop, '.3g')})"
         lines += [f"{sub} Comparison at {title}", "", *_comparison(judged, runs, drop, metric), ""]
     return lines
 
@@ -363,7 +380,7 @@ def _render(runs: list[Run], plots: list[tuple[str, str]], level: int = 1, budge
     if lms:
         drop = LOSS.default_drop if budget is None else budget
         lines += [f"{sub} Language-model compress runs", "", *_lm_table(lms), "",
-                  f"{sub} Language models at a {drop:.4g}-nat budget (perplexity x {math.exp(drop):.4g})", "",
+                  f"{sub} Language models at a {drop:.4g}-nat budget (perplexity x {_times(drop, '.4g')})", "",
                   *_lm_comparison(lms, drop), ""]
     if plots:
         lines += [f"{sub} Plots", ""]

@@ -319,11 +319,16 @@ def _cut_copy(staging: Path, out: Path) -> Path | None:
     info = _lstat(building)
     if info is None:
         return None
-    if not (stat.S_ISDIR(info.st_mode) and info.st_dev == os.lstat(building.parent).st_dev
-            and ((is_marked(building) and not foreign_entries(building)) or holds_only_lorita_files(building))):
-        raise LoritaError(f"{building} is where lorita copies {out} to extend it, and it holds what lorita did not "
-                          f"write; look at it, then remove it yourself (rm -r {building})")
-    return building
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+        problem = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "not a folder"
+    elif info.st_dev != os.lstat(building.parent).st_dev:
+        problem = "on another file system"
+    elif (is_marked(building) and not foreign_entries(building)) or holds_only_lorita_files(building):
+        return building
+    else:
+        problem = "holding what lorita did not write"
+    raise LoritaError(f"{building} is where lorita copies {out} to extend it, and it is {problem}; look at it, then "
+                      f"remove it yourself (rm -r {building})")
 
 
 class RunOutput:
@@ -384,7 +389,8 @@ class RunOutput:
             info = _check_folder_or_nothing(self.out, self.what)
             self.resumable = _check_staging(self.staging, self.what, self.resume)
             self._stale = _replaced_leftovers(self.out, self.what)
-            self._cut_copy = _cut_copy(self.staging, self.out) if self.resume else None
+            extends = self.resume and not self.resumable and (self.out / "checkpoint.pt").is_file()
+            self._cut_copy = _cut_copy(self.staging, self.out) if extends else None  # a copy only an extension makes
             if info is not None and any(self.out.iterdir()):
                 if not (self.overwrite or self.resume):
                     raise LoritaError(f"output folder {self.out} already exists and is not empty; pass --overwrite "
@@ -431,7 +437,7 @@ class RunOutput:
                     # extension writes when it ends (a kill before then leaves no stale results beside its
                     # checkpoint); copied whole or not at all, so neither another rank waiting for the staging
                     # folder's config.json (torchrun) nor a later --resume sees part of a copy
-                    if self._cut_copy is not None:
+                    if self._cut_copy is not None and _cut_copy(self.staging, self.out) is not None:  # as checked
                         remove_tree(self._cut_copy)
                     copy_whole(self.out, self.staging, leave_out=["results.json"])
                 else:

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from lorita.compose import merge
+from lorita.data.datasets import reads_same_folder
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
 from lorita.runs.folder import copy_whole, foreign_entries, is_marked, read_json
@@ -64,8 +65,27 @@ def _same_run_folder(found: Path, config: RunConfig) -> bool:
     """A lorita run folder (not a link, nothing in it lorita did not write) whose ``config.json`` is ``config``'s."""
     if found.is_symlink() or not found.is_dir() or not is_marked(found) or foreign_entries(found):
         return False
-    written = read_json(found / "config.json", "lorita train")
-    return comparable_config(written) == comparable_config(config.to_dict())
+    return same_config(read_json(found / "config.json", "lorita train"), config)
+
+
+def same_config(written: dict, config: RunConfig) -> bool:
+    """Whether ``written`` (a training's config.json) is ``config``'s, its data folder compared by the files the
+    readers find through it (``lorita.data.datasets.reads_same_folder``): a relative one, as trainings recorded it
+    before lorita kept the folder whole, is read from the current folder, as it was then.
+
+    Example:
+        >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec
+        >>> from lorita import TrainConfig
+        >>> config = RunConfig(ModelSpec("fcn"), DataSpec("digits"), ComposeSpec(depth=2), TrainConfig())
+        >>> same_config(config.to_dict(), config), same_config({**config.to_dict(), "source": "x"}, config)
+        (True, False)
+    """
+    ours, theirs = comparable_config(config.to_dict()), comparable_config(written)
+    data = theirs.get("dataset")
+    if not isinstance(data, dict) or "data_dir" not in data or not isinstance(data["data_dir"], (str, type(None))):
+        return theirs == ours
+    theirs["dataset"] = {**data, "data_dir": ours["dataset"]["data_dir"]}
+    return theirs == ours and reads_same_folder(config.dataset.name, data["data_dir"], config.dataset.data_dir)
 
 
 def stopped_at(found: Path, config: RunConfig) -> int | None:
