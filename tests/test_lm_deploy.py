@@ -96,6 +96,23 @@ def test_a_folder_naming_its_own_code_is_not_trusted(cut, tmp_path):
         load_lm(tmp_path)
 
 
+def test_a_config_asking_for_more_than_the_saved_weights_is_refused_before_it_is_built(cut, tmp_path, monkeypatch):
+    from lorita.lm import deploy
+    model, tokenizer = cut
+    save_lm(model, tokenizer, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "vocab_size": 4_000_000,
+                                                      "attn_implementation": "kernels-community/flash-attn2"}))
+    with monkeypatch.context() as patch:  # checked on the meta device: the real build (load) is never reached
+        patch.setattr(deploy, "load", lambda *a, **k: pytest.fail("built before the sizes were checked"))
+        with pytest.raises(LoritaError, match=r"the weights do not fit the architecture \(.*\(4000000, "):
+            load_lm(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "attn_implementation": "kernels-community/x"}))
+    again, _ = load_lm(tmp_path)
+    assert again.config._attn_implementation == "sdpa"  # never a kernel from the Hub
+    assert torch.equal(logits(again), logits(model))
+
+
 def test_the_densified_copy_computes_the_same_and_saves_with_transformers(cut, tmp_path):
     model, tokenizer = cut
     dense = densified(model)

@@ -67,6 +67,42 @@ def test_a_folder_asking_for_its_own_code_is_refused_without_running_it(gguf_fil
     assert not marker.exists()
 
 
+def _edited(gguf_file, folder, **changes):
+    model, tokenizer = load_pretrained(gguf_file[1])
+    folder = hf_folder(model, tokenizer, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+    return folder
+
+
+def test_a_folder_naming_an_attention_kernel_on_the_hub_loads_with_built_in_attention(gguf_file, tmp_path):
+    """transformers would fetch such a kernel from the Hub and load its native code; lorita's own choice wins."""
+    folder = _edited(gguf_file, tmp_path / "kernel", attn_implementation="kernels-community/flash-attn2")
+    model, _ = load_pretrained(folder)
+    assert model.config._attn_implementation == "sdpa"
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, gguf_file[0](ids).logits)
+
+
+def test_a_config_asking_for_more_than_its_weights_is_refused_before_it_is_built(gguf_file, tmp_path):
+    folder = _edited(gguf_file, tmp_path / "bomb", intermediate_size=500_000)
+    with pytest.raises(LoritaError, match=r"its config.json describes a model of \d+ MiB, far more than its weight "
+                                          r"files \(\d+ bytes\) can hold"):
+        load_pretrained(folder)
+    folder = _edited(gguf_file, tmp_path / "more-layers", num_hidden_layers=3)  # within the allowance: built, refused
+    with pytest.raises(LoritaError, match=r"its weight files lack \d+ of the weights its config.json describes "
+                                          r"\(e.g. \['model.layers.2"):
+        load_pretrained(folder)
+
+
+def test_a_damaged_weight_file_is_named_not_a_traceback(gguf_file, tmp_path):
+    folder = _edited(gguf_file, tmp_path / "garbage")
+    (folder / "model.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(LoritaError, match=r"could not load Hugging Face folder .*: SafetensorError"):
+        load_pretrained(folder)
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda p: p / "missing", "no such file or folder"),
     (lambda p: (p / "notes.txt").write_text("x") and p / "notes.txt", "a file must be a .gguf model"),

@@ -461,11 +461,25 @@ def _aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
     return out
 
 
+def _same_objects(model: nn.Module) -> dict[str, str]:
+    """Keys of parameters and buffers that are the same tensor object as an earlier key's: tied weights where there
+    is no storage to compare (the meta device)."""
+    first: dict[int, str] = {}
+    out = {}
+    for key, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if id(t) in first:
+            out[key] = first[id(t)]
+        else:
+            first[id(t)] = key
+    return out
+
+
 def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], str]], path) -> None:
     """Every tensor the file holds fits the model (shape, and floating point where the model's is), and
     every model tensor is in the file (tied ones once)."""
     state = model.state_dict()
     tied = _aliases(state)
+    tied.update({k: v for k, v in _same_objects(model).items() if state.get(k) is not None and state[k].is_meta})
     group = {k: tied.get(k, k) for k in state}  # tied tensors share one group (stored once)
     stored = {group[k] for k in state if k in tensors}
     missing = sorted(k for k in state if group[k] not in stored)
@@ -490,6 +504,38 @@ def _check_parameters_finite(model: nn.Module, path) -> None:
                 check_finite(p.detach(), layer or name, what=what)
             except LoritaError as err:
                 raise LoritaError(f"{path}: the file is damaged: {err}") from None
+
+
+def _check_skeleton(skeleton: nn.Module, desc: dict, tensors: dict, path) -> None:
+    """``skeleton`` (the architecture on the meta device) with the file's layers swapped in holds exactly the file's
+    tensors, and building it for real fits the memory a file of this size may ask for (``_check_budget``)."""
+    plain = _all_tensors(skeleton)  # (kept: their ids stay unique while the layers are swapped)
+    _apply_structure(skeleton, desc["layers"], path)
+    _check_tensors(skeleton, tensors, path)
+    added = [t for key, t in _all_tensors(skeleton).items() if key not in plain]
+    _check_budget(_bytes(plain.values()) + _bytes(added), path)  # the most the real build holds at once
+
+
+def check_fits(path: str | os.PathLike, skeleton: nn.Module) -> None:
+    """Refuse the file at ``path`` before anything is allocated: ``skeleton``, the architecture ``load`` would be
+    given, built on the meta device (``with torch.device("meta"):``), must take the file's layers and hold exactly its
+    tensors, and the real build must fit the memory a file of its size may ask for. For an architecture whose sizes
+    come from another file (a config), so that those sizes cannot ask for more than the weights have. The skeleton's
+    layers are swapped in place.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.lorita")
+        >>> save(nn.Linear(3, 2), path)
+        >>> with torch.device("meta"):
+        ...     check_fits(path, nn.Linear(3, 2))
+        >>> with torch.device("meta"):
+        ...     check_fits(path, nn.Linear(3, 4000))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: ...: the weights do not fit the architecture (...); is this the right model?
+    """
+    _check_skeleton(skeleton, read_description(path), _file_tensors(path), path)
 
 
 def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | None = None, *,
@@ -518,13 +564,7 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
         # A zoo model is first built on the meta device (no memory): a description whose
         # sizes do not match the file's tensors, or that would take far more memory than the
         # file holds, is refused before anything is allocated.
-        skeleton = _build_base(desc, None, False, path, device="meta")
-        plain = _all_tensors(skeleton)  # (kept: their ids stay unique while the layers are swapped)
-        _apply_structure(skeleton, desc["layers"], path)
-        _check_tensors(skeleton, tensors, path)
-        added = [t for key, t in _all_tensors(skeleton).items() if key not in plain]
-        _check_budget(_bytes(plain.values()) + _bytes(added), path)  # the most the real build holds at once
-        del skeleton, plain, added
+        _check_skeleton(_build_base(desc, None, False, path, device="meta"), desc, tensors, path)
     base = _build_base(desc, model, trust_code, path)
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, tensors, path)

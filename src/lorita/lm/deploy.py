@@ -28,10 +28,10 @@ from torch import nn
 
 from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
-from lorita.lm.sources import require
+from lorita.lm.sources import require, with_built_in_attention
 from lorita.lm.width import WIDTHS_KEY, set_mlp_widths
 from lorita.lowrank import LowRankLinear
-from lorita.serialization import load, save
+from lorita.serialization import check_fits, load, save
 
 MODEL_FILE = "model.lorita"
 CONFIG_FILE = "config.json"
@@ -70,7 +70,9 @@ def config_from_dict(values: dict, where: str):
         raise LoritaError(f"{where} has no model_type; lorita rebuilds only architectures transformers itself knows")
     values = dict(values)
     kind = values.pop("model_type")
-    values.pop("auto_map", None)  # never code from the folder
+    values.pop("auto_map", None)  # never code from the folder, nor a Hub kernel it names (built-in attention)
+    for key in ("attn_implementation", "_attn_implementation", "_attn_implementation_internal"):
+        values.pop(key, None)
     try:
         cls = type(AutoConfig.for_model(kind))
     except (ValueError, KeyError) as err:
@@ -91,12 +93,17 @@ def rebuild_lm(path: str | Path, config) -> nn.Module:
     from transformers import AutoModelForCausalLM  # the lm extra
 
     def build() -> nn.Module:
-        model = AutoModelForCausalLM.from_config(config)
+        model = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_config(
+            config, attn_implementation=attention))
         widths = getattr(config, WIDTHS_KEY, None)  # MLP widths that differ by block (prune_width, allocation="global")
         if widths is not None:
             set_mlp_widths(model, widths)
         return model
 
+    with torch.device("meta"):  # the config's sizes checked against the file's weights before any memory is taken
+        skeleton = build()
+    check_fits(path, skeleton)
+    del skeleton
     model = load(path, model=build)
     if getattr(config, "tie_word_embeddings", False) and hasattr(model, "tie_weights"):
         model.tie_weights()

@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 
 from lorita.errors import LoritaError
+from lorita.serialization import ALLOWANCE, PER_FILE_BYTE
 
 logger = logging.getLogger(__name__)
 
@@ -210,8 +211,49 @@ def quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
+BUILT_IN_ATTENTION = ("sdpa", "eager")  # PyTorch's own attention, else transformers' plain one
+
+
+def with_built_in_attention(build):
+    """``build(attention)`` with transformers' built-in attention (``sdpa``, or ``eager`` where the architecture has
+    no ``sdpa``): a config's ``attn_implementation`` can name a kernel on the Hugging Face Hub, which transformers
+    would download and load as native code; the one given here overrides it.
+
+    Example:
+        >>> with_built_in_attention(lambda attention: attention)
+        'sdpa'
+    """
+    try:
+        return build(BUILT_IN_ATTENTION[0])
+    except (ValueError, ImportError) as err:
+        if BUILT_IN_ATTENTION[0] not in str(err).lower():
+            raise
+    return build(BUILT_IN_ATTENTION[1])
+
+
+def _check_declared_size(found: ModelSource, dtype: torch.dtype, options: dict) -> None:
+    """A Hugging Face folder's config.json may not ask for far more memory than its weight files hold: its model,
+    built on the meta device (no memory), is weighed against them as ``lorita.load`` weighs a file, before anything
+    is allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM  # the lm extra
+
+    config = AutoConfig.from_pretrained(found.folder, **options)
+    with torch.device("meta"):
+        shell = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_config(
+            config, attn_implementation=attention))
+    tensors = {id(t): t for t in [*shell.parameters(), *shell.buffers()]}.values()  # tied ones once
+    needed = sum(t.numel() for t in tensors) * torch.empty((), dtype=dtype).element_size()
+    held = sum(f.stat().st_size for f in Path(found.folder).iterdir()
+               if f.suffix in (".safetensors", ".bin") and f.is_file())
+    if needed > ALLOWANCE + PER_FILE_BYTE * held:
+        raise LoritaError(f"could not load {found.describe()}: its config.json describes a model of "
+                          f"{needed / 2**20:.0f} MiB, far more than its weight files ({held} bytes) can hold; the "
+                          "folder is incomplete or its config.json is not its model's")
+
+
 def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer)`` of a source, in eval mode, from disk only (no download, no code from the folder).
+    """``(model, tokenizer)`` of a source, in eval mode, from disk only (no download, no code from the folder or the
+    Hub: built-in attention whatever its config asks for; every weight its config describes must be in its files).
 
     A GGUF file (packaged or given) is dequantized to ``dtype`` by transformers; its tokenizer
     comes from the same file.
@@ -231,10 +273,20 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
         options["gguf_file"] = found.gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(found.folder, **options)
+        if not found.gguf_file:  # a GGUF file's tensors carry their own shapes
+            _check_declared_size(found, dtype, options)
         extra = _dequantized() if found.gguf_file else {}
-        model = AutoModelForCausalLM.from_pretrained(found.folder, dtype=dtype, **options, **extra)
-    except (OSError, ValueError, KeyError) as err:  # transformers' way of saying a file is missing or unsupported
+        model, info = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_pretrained(
+            found.folder, dtype=dtype, attn_implementation=attention, output_loading_info=True, **options, **extra))
+    except (LoritaError, MemoryError):
+        raise
+    except Exception as err:  # a damaged or unsupported file: transformers, safetensors and gguf raise many kinds
         raise LoritaError(f"could not load {found.describe()}: {type(err).__name__}: {str(err)[:300]}") from None
+    missing = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
+    if missing:  # the config asks for weights the files do not hold: no layer is left at its random start
+        raise LoritaError(f"could not load {found.describe()}: its weight files lack {len(missing)} of the weights "
+                          f"its config.json describes (e.g. {sorted(map(str, missing))[:3]}); the folder is "
+                          "incomplete or its config.json is not its model's")
     if found.gguf_file:
         _release_quantizer(model, found)
     logger.info("loaded %s: %s, %d params", found.describe(), type(model).__name__,
