@@ -2,6 +2,7 @@
 
 import json
 import math
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +254,21 @@ def test_a_closed_pipe_ends_the_command_quietly(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", _ClosedPipe())
     assert main(["models"]) == 141  # as a shell reports a command ended by SIGPIPE
     assert capsys.readouterr().err == ""  # no "error: Broken pipe"
+
+
+def test_an_unexpected_error_is_one_line_and_the_traceback_is_behind_verbose(monkeypatch, capsys):
+    import lorita.cli.info_cmd as info
+
+    def broken(args):
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr(info, "run_models", broken)
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lorita models: internal error: error: unpack requires a buffer of 8 bytes (a bug in")
+    assert "Traceback" not in err and "-v" in err
+    with pytest.raises(struct.error):
+        main(["-v", "models"])
 
 
 def test_evaluate_a_language_model_run_prints_perplexity(tmp_path, capsys):

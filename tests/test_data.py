@@ -311,6 +311,29 @@ def test_malicious_pickle_is_refused(tmp_path: Path) -> None:
         SafeUnpickler(__import__("io").BytesIO(evil_bytes)).load()
 
 
+def _ndarray_bomb(n: int, reconstruct: bool) -> bytes:
+    """A pickle of a few dozen bytes asking numpy for an (n, 3072) uint8 array: ``ndarray(shape, dtype)`` called
+    directly, or numpy's ``_reconstruct`` asked for that shape instead of its usual empty start."""
+    shape = b"J" + struct.pack("<i", n) + b"M" + struct.pack("<H", 3072) + b"\x86"
+    if reconstruct:
+        array = b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n" + shape + b"C\x01btR"
+    else:
+        array = b"cnumpy\nndarray\n(" + shape + b"X\x02\x00\x00\x00u1tR"
+    return b"\x80\x03}(C\x04data" + array + b"u."
+
+
+@pytest.mark.parametrize("reconstruct", [False, True])
+def test_a_pickle_cannot_ask_for_an_array_larger_than_the_file(tmp_path: Path, reconstruct: bool) -> None:
+    (tmp_path / "bomb").write_bytes(_ndarray_bomb(200_000, reconstruct))  # 600 MB from under 100 bytes
+    assert (tmp_path / "bomb").stat().st_size < 100
+    with pytest.raises(LoritaError, match="refusing numpy"):
+        read_cifar_batch(tmp_path / "bomb", "labels")
+    huge = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"x"  # BINBYTES8 declaring a terabyte
+    (tmp_path / "huge").write_bytes(huge)
+    with pytest.raises(LoritaError, match="cannot read CIFAR pickle .*(truncated|declares a size)"):
+        read_cifar_batch(tmp_path / "huge", "labels")
+
+
 def test_truncated_cifar_pickle(tmp_path: Path) -> None:
     folder = make_cifar_folder(tmp_path / "cifar-100-python", 100)
     data = (folder / "train").read_bytes()

@@ -142,3 +142,22 @@ def test_a_latency_cache_past_the_parser_is_ignored(tmp_path, caplog):
     path.write_text('{"seconds": {"b": 0.5, "c": "x", "d": -1}}')
     assert _load(path) == {"b": 0.5}
     assert torch.isfinite(torch.tensor(list(_load(path).values()))).all()
+
+
+def test_a_json_file_that_is_huge_or_not_a_file_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import os
+
+    from lorita import jsonio
+    sparse = tmp_path / "results.json"
+    with open(sparse, "wb") as handle:  # gigabytes on paper, nothing on disk: refused by its size, not read
+        handle.truncate(3 << 30)
+    with pytest.raises(LoritaError, match=r"results.json is 3221225472 bytes, more than the 256 MiB"):
+        jsonio.read(sparse)
+    fifo = tmp_path / "config.json"
+    os.mkfifo(fifo)  # no writer: reading would wait forever
+    with pytest.raises(LoritaError, match=r"config.json is not a regular file"):
+        jsonio.read(fifo)
+    monkeypatch.setattr(jsonio, "MAX_FILE_BYTES", 4)
+    (tmp_path / "small.json").write_text("[1, 2]")
+    with pytest.raises(LoritaError, match="more than the 0 MiB"):
+        jsonio.read(tmp_path / "small.json")

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from lorita.errors import LoritaError
+
+MAX_FILE_BYTES = 256 << 20  # the largest JSON file read: lorita's own are kilobytes to a few megabytes
 
 
 def _no_constant(name: str):
@@ -77,10 +80,24 @@ def read(path: str | os.PathLike, *, fix: str = "", allow_nan: bool = False) -> 
         [1, 2]
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
+    then = f"; {fix}" if fix else ""
+    try:  # non-blocking: a FIFO named like a JSON file is refused, not waited on
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        try:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode):
+                raise LoritaError(f"{path} is not a regular file (a device, FIFO or socket){then}")
+            if info.st_size > MAX_FILE_BYTES:
+                raise LoritaError(f"{path} is {info.st_size} bytes, more than the {MAX_FILE_BYTES >> 20} MiB a JSON "
+                                  f"file lorita reads may hold{then}")
+            with os.fdopen(os.dup(handle), "rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
+        finally:
+            os.close(handle)
     except OSError as err:
-        raise LoritaError(f"{path} cannot be read ({err.strerror or err})" + (f"; {fix}" if fix else "")) from None
+        raise LoritaError(f"{path} cannot be read ({err.strerror or err}){then}") from None
+    if len(data) > MAX_FILE_BYTES:  # grew while it was read
+        raise LoritaError(f"{path} is more than the {MAX_FILE_BYTES >> 20} MiB a JSON file lorita reads may hold{then}")
     return parse(data, str(path), fix=fix, allow_nan=allow_nan)
 
 

@@ -115,3 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lorita {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"lorita {args.command}: error: out of memory; use a smaller model, batch or input", file=sys.stderr)
+        return 1
+    except Exception as err:  # a bug here or in a library below: said in one line (-v: the whole traceback)
+        if args.verbose:
+            raise
+        print(f"lorita {args.command}: internal error: {type(err).__name__}: {' '.join(str(err).split())[:500]} (a "
+              "bug in lorita or a library it uses: run again with -v for the traceback, and report it)",
+              file=sys.stderr)
+        return 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import importlib
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,28 @@ def _multiarray_reconstruct() -> Any:
     raise LoritaError("this numpy has no multiarray._reconstruct; cannot read numpy arrays from CIFAR pickles")
 
 
+class _NdarrayName:
+    """What a CIFAR pickle's ``numpy.ndarray`` global stands for: an argument to ``_reconstruct`` only. Called
+    directly, ``ndarray(shape, dtype)`` would allocate an array of any size from a few bytes of pickle."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise LoritaError("refusing numpy.ndarray(...) called directly in a CIFAR pickle (numpy builds arrays with "
+                          "_reconstruct and then fills them from the file's bytes)")
+
+
+_NDARRAY = _NdarrayName()
+
+
+def _reconstruct(cls: Any, shape: Any = None, dtype: Any = None) -> Any:
+    """numpy's ``_reconstruct(ndarray, (0,), b'b')``, which a pickle fills in next from its own bytes: an empty start,
+    so an array is never larger than the file holds."""
+    if cls is not _NDARRAY or not isinstance(shape, tuple) or len(shape) > 32 \
+            or not all(isinstance(n, int) and 0 <= n for n in shape) or math.prod(shape) > 1:
+        raise LoritaError(f"refusing numpy _reconstruct({type(cls).__name__}, {str(shape)[:40]}, ...) in a CIFAR "
+                          "pickle: numpy's own pickles start from an empty array")
+    return _multiarray_reconstruct()(np.ndarray, shape, dtype)
+
+
 def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     if not isinstance(text, str) or encoding != "latin1":
         raise LoritaError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}) in a CIFAR pickle")
@@ -70,9 +93,9 @@ class SafeUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _multiarray_reconstruct()
+            return _reconstruct
         if module == "numpy" and name == "ndarray":
-            return np.ndarray
+            return _NDARRAY
         if module == "numpy" and name == "dtype":
             return np.dtype
         if module == "_codecs" and name == "encode":
@@ -99,6 +122,9 @@ def load_pickle(path: str | Path) -> Any:
         raise LoritaError(f"{path}: {err}") from err
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as err:
         raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {err}; is it truncated?") from err
+    except (MemoryError, OverflowError):  # a length field far past the file's size
+        raise LoritaError(f"cannot read CIFAR pickle {path}: it declares a size it cannot hold; the file is damaged "
+                          "or crafted") from None
 
 
 def _get(record: Any, key: str, path: Path) -> Any:
