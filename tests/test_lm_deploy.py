@@ -155,3 +155,17 @@ def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_
     dense, _ = load_pretrained(path)
     both = compare_on_text(done.model, dense, done.tokenizer, text, context=64)
     assert both["ppl"] == scored["ppl"] and both["tokens"] == scored["tokens"] and both["dense_ppl"] != both["ppl"]
+
+
+def test_a_damaged_config_or_tokenizer_of_a_saved_model_is_named(cut, tmp_path):
+    model, tokenizer = cut
+    save_lm(model, tokenizer, tmp_path)
+    config = (tmp_path / "config.json").read_bytes()
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe" + config)
+    with pytest.raises(LoritaError, match=r"config.json is not UTF-8 text .*save_lm"):
+        load_lm(tmp_path)
+    (tmp_path / "config.json").write_bytes(config)
+    (tmp_path / "tokenizer.json").write_text("[1, 2]")
+    with pytest.raises(LoritaError, match=r"its tokenizer cannot be read"):
+        load_lm(tmp_path)
+    assert load_lm(tmp_path, tokenizer=False)[1] is None

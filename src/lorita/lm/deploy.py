@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.lm.sources import require, with_built_in_attention
@@ -125,14 +126,17 @@ def load_lm(folder: str | Path, *, tokenizer: bool = True):
     require("transformers")
     from transformers import AutoTokenizer  # the lm extra
 
-    try:
-        values = json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise LoritaError(f"{folder / CONFIG_FILE} is missing or not JSON ({err}); was the folder written by "
-                          "lorita.lm.deploy.save_lm?") from None
+    values = jsonio.read(folder / CONFIG_FILE, fix="was the folder written by lorita.lm.deploy.save_lm?")
     model = rebuild_lm(folder / MODEL_FILE, config_from_dict(values, str(folder / CONFIG_FILE)))
-    words = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False) \
-        if tokenizer else None
+    if not tokenizer:
+        return model, None
+    try:
+        words = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except (LoritaError, MemoryError):
+        raise
+    except Exception as err:  # a missing or damaged tokenizer file: transformers and tokenizers raise many kinds
+        raise LoritaError(f"{folder}: its tokenizer cannot be read ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:300]})") from None
     return model, words
 
 
