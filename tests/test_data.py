@@ -322,10 +322,20 @@ def _ndarray_bomb(n: int, reconstruct: bool) -> bytes:
     return b"\x80\x03}(C\x04data" + array + b"u."
 
 
-@pytest.mark.parametrize("reconstruct", [False, True])
-def test_a_pickle_cannot_ask_for_an_array_larger_than_the_file(tmp_path: Path, reconstruct: bool) -> None:
-    (tmp_path / "bomb").write_bytes(_ndarray_bomb(200_000, reconstruct))  # 600 MB from under 100 bytes
-    assert (tmp_path / "bomb").stat().st_size < 100
+class _SubarrayBomb:
+    """numpy's ``_reconstruct`` with an empty shape but a dtype that is itself a (200000, 3072) block."""
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+        return _reconstruct, (np.ndarray, (), np.dtype("(200000,3072)u1"))
+
+
+@pytest.mark.parametrize("how", ["ndarray", "reconstruct", "dtype"])
+def test_a_pickle_cannot_ask_for_an_array_larger_than_the_file(tmp_path: Path, how: str) -> None:
+    bomb = pickle.dumps({b"data": _SubarrayBomb()}, protocol=2) if how == "dtype" else \
+        _ndarray_bomb(200_000, how == "reconstruct")
+    (tmp_path / "bomb").write_bytes(bomb)  # 600 MB from a few hundred bytes
+    assert (tmp_path / "bomb").stat().st_size < 400
     with pytest.raises(LoritaError, match="refusing numpy"):
         read_cifar_batch(tmp_path / "bomb", "labels")
     huge = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 40) + b"x"  # BINBYTES8 declaring a terabyte

@@ -169,3 +169,13 @@ def test_a_damaged_config_or_tokenizer_of_a_saved_model_is_named(cut, tmp_path):
     with pytest.raises(LoritaError, match=r"its tokenizer cannot be read"):
         load_lm(tmp_path)
     assert load_lm(tmp_path, tokenizer=False)[1] is None
+
+
+def test_a_saved_config_holding_infinity_reloads(cut, tmp_path):
+    """transformers' own configs can hold Infinity (e.g. Mamba2's time_step_limit), which save_lm writes as is."""
+    model, tokenizer = cut
+    save_lm(model, tokenizer, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "time_step_limit": [0.0, float("inf")]}))
+    again, _ = load_lm(tmp_path)
+    assert torch.equal(logits(again), logits(model))

@@ -85,6 +85,17 @@ def test_a_folder_naming_an_attention_kernel_on_the_hub_loads_with_built_in_atte
         assert torch.equal(model(ids).logits, gguf_file[0](ids).logits)
 
 
+def test_an_architecture_without_sdpa_gets_transformers_plain_attention():
+    from transformers import AutoModelForCausalLM, GPTNeoConfig
+    config = GPTNeoConfig(vocab_size=32, hidden_size=16, num_layers=2, num_heads=2, max_position_embeddings=32,
+                          attention_types=[[["global", "local"], 1]], bos_token_id=0, eos_token_id=0)
+    model = sources.with_built_in_attention(lambda attention: AutoModelForCausalLM.from_config(
+        config, attn_implementation=attention))
+    assert type(model).__name__ == "GPTNeoForCausalLM" and model.config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="not this"):  # any other error is not taken for a missing sdpa
+        sources.with_built_in_attention(lambda attention: (_ for _ in ()).throw(ValueError("not this")))
+
+
 def test_a_config_asking_for_more_than_its_weights_is_refused_before_it_is_built(gguf_file, tmp_path):
     folder = _edited(gguf_file, tmp_path / "bomb", intermediate_size=500_000)
     with pytest.raises(LoritaError, match=r"its config.json describes a model of \d+ MiB, far more than its weight "

@@ -54,20 +54,20 @@ def test_a_run_of_the_same_config_is_found_under_another_name(tmp_path):
     assert (out / "config.json").read_bytes() == (tmp_path / "earlier" / "depth1" / "config.json").read_bytes()
 
 
-def test_a_training_that_recorded_its_data_folder_relative_is_reused_when_it_names_the_same_files(tmp_path,
+def test_a_training_s_data_folder_is_compared_by_the_files_read_and_a_relative_one_never_matches(tmp_path,
                                                                                                   monkeypatch):
-    """Trainings from before lorita recorded the data folder whole hold it as given ("data"), read from the current
-    folder; the same files named by an absolute path are the same run, another folder is not."""
+    """A data folder named another way (a link, '~') is the same run; trainings from before lorita recorded the
+    folder whole hold it as given ("data"): where it was read from is not known, so they are trained again rather
+    than risk taking a training of other data."""
     from test_data import make_idx_folder
-    make_idx_folder(tmp_path / "data", gz=False)
+    data = make_idx_folder(tmp_path / "data", gz=False)
     make_idx_folder(tmp_path / "elsewhere" / "data", gz=False)
-    old = dataclasses.replace(CONFIG, dataset=DataSpec("mnist", "data"))
-    run = _run(tmp_path / "depth2", old)
-    monkeypatch.chdir(tmp_path)
-    assert reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"))))
+    (tmp_path / "link").symlink_to(data)
+    run = _run(tmp_path / "depth2", dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "link"))))
+    assert reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(data))))
     assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "elsewhere" /
                                                                                        "data"))))
-    monkeypatch.chdir(tmp_path / "elsewhere")  # "data" now names other files
-    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"))))
-    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(tmp_path / "data"),
-                                                                          seed=1)))
+    assert not reusable(run, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(data), seed=1)))
+    old = _run(tmp_path / "old" / "depth2", dataclasses.replace(CONFIG, dataset=DataSpec("mnist", "data")))
+    monkeypatch.chdir(tmp_path)  # "data" names these very files from here, but nothing says it did then
+    assert not reusable(old, dataclasses.replace(CONFIG, dataset=DataSpec("mnist", str(data))))

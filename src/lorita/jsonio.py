@@ -82,11 +82,12 @@ def read(path: str | os.PathLike, *, fix: str = "", allow_nan: bool = False) -> 
     path = Path(path)
     then = f"; {fix}" if fix else ""
     try:  # non-blocking: a FIFO named like a JSON file is refused, not waited on
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
         try:
             info = os.fstat(handle)
             if not stat.S_ISREG(info.st_mode):
-                raise LoritaError(f"{path} is not a regular file (a device, FIFO or socket){then}")
+                kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, FIFO or socket"
+                raise LoritaError(f"{path} is not a regular file ({kind}){then}")
             if info.st_size > MAX_FILE_BYTES:
                 raise LoritaError(f"{path} is {info.st_size} bytes, more than the {MAX_FILE_BYTES >> 20} MiB a JSON "
                                   f"file lorita reads may hold{then}")

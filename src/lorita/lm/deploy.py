@@ -126,7 +126,8 @@ def load_lm(folder: str | Path, *, tokenizer: bool = True):
     require("transformers")
     from transformers import AutoTokenizer  # the lm extra
 
-    values = jsonio.read(folder / CONFIG_FILE, fix="was the folder written by lorita.lm.deploy.save_lm?")
+    values = jsonio.read(folder / CONFIG_FILE, fix="was the folder written by lorita.lm.deploy.save_lm?",
+                         allow_nan=True)  # transformers' own configs hold Infinity (e.g. time_step_limit)
     model = rebuild_lm(folder / MODEL_FILE, config_from_dict(values, str(folder / CONFIG_FILE)))
     if not tokenizer:
         return model, None

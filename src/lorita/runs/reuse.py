@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -70,8 +71,9 @@ def _same_run_folder(found: Path, config: RunConfig) -> bool:
 
 def same_config(written: dict, config: RunConfig) -> bool:
     """Whether ``written`` (a training's config.json) is ``config``'s, its data folder compared by the files the
-    readers find through it (``lorita.data.datasets.reads_same_folder``): a relative one, as trainings recorded it
-    before lorita kept the folder whole, is read from the current folder, as it was then.
+    readers find through it (``lorita.data.datasets.reads_same_folder``). A relative one, as trainings recorded it
+    before lorita kept the folder whole, never matches: which folder it was read from is not known, and taking a
+    training of other data would be worse than training again.
 
     Example:
         >>> from lorita.runs import ComposeSpec, DataSpec, ModelSpec
@@ -84,8 +86,15 @@ def same_config(written: dict, config: RunConfig) -> bool:
     data = theirs.get("dataset")
     if not isinstance(data, dict) or "data_dir" not in data or not isinstance(data["data_dir"], (str, type(None))):
         return theirs == ours
+    folder = data["data_dir"]
+    if folder is not None and not os.path.isabs(os.path.expanduser(folder)):
+        if folder != ours["dataset"]["data_dir"] and theirs == {**ours, "dataset": {**ours["dataset"],
+                                                                                    "data_dir": folder}}:
+            log.info("not reused: a training of the same config whose data folder was recorded as a relative path "
+                     "(%r), so which files it read is not known; it trains again", folder)
+        return theirs == ours
     theirs["dataset"] = {**data, "data_dir": ours["dataset"]["data_dir"]}
-    return theirs == ours and reads_same_folder(config.dataset.name, data["data_dir"], config.dataset.data_dir)
+    return theirs == ours and reads_same_folder(config.dataset.name, folder, config.dataset.data_dir)
 
 
 def stopped_at(found: Path, config: RunConfig) -> int | None:
