@@ -378,6 +378,25 @@ def test_a_run_records_its_data_folder_whole_so_a_resume_from_elsewhere_reads_th
     assert results["resumed_after_epoch"] == 1 and results["steps_per_epoch"] == 3  # 36 training images, not 72
 
 
+def test_a_run_that_recorded_its_data_folder_relative_says_where_it_reads_it(tmp_path, monkeypatch, capsys):
+    from test_data import make_idx_folder
+    make_idx_folder(tmp_path / "data", gz=False, n_train=40, n_test=10)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1", "--dataset",
+                 "mnist", "--depth", "2", "--batch-size", "16", "--no-progress", "--data-dir", "data", "--epochs", "1",
+                 "--out", "run"]) == 0
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["dataset"]["data_dir"] = "data"  # as lorita recorded it before it kept the folder whole
+    write_json(tmp_path / "run" / "config.json", config)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--epochs", "2", "--no-progress", "--out", "run"]) == 0
+    err = capsys.readouterr().err
+    assert "records its data folder as a relative path ('data'), read from the current folder: " \
+           f"{tmp_path / 'data'}" in err
+    assert main(["evaluate", "run"]) == 0
+    assert "records its data folder as a relative path ('data')" in capsys.readouterr().err
+
+
 def test_a_resume_takes_a_data_dir_that_reads_the_same_files_and_refuses_one_that_does_not(tmp_path, monkeypatch,
                                                                                            capsys):
     import dataclasses

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,8 @@ from lorita.runs.data import TEXT_DATASETS, load_data
 from lorita.runs.folder import mark, read_json, write_json  # noqa: F401 (write_json: the doctests)
 from lorita.train import TrainConfig
 from lorita.train.config import MAX_SEED
+
+log = logging.getLogger(__name__)
 
 
 def _section(values: dict, key: str, where: str) -> dict:
@@ -239,6 +243,23 @@ class CompressConfig:
             raise LoritaError(f"{where} is damaged or from another lorita: {err}") from None
 
 
+def recorded(config: "RunConfig", where: str | Path) -> "RunConfig":
+    """``config`` as read from a run's ``where`` (its config.json), with a warning when its data folder is a relative
+    path, as runs recorded it before lorita kept it whole: it is read from the current folder, which may not be the
+    one the run started in.
+
+    Example:
+        >>> recorded(RunConfig(ModelSpec("fcn"), DataSpec("digits"), ComposeSpec()), "run/config.json").model.name
+        'fcn'
+    """
+    folder = config.dataset.data_dir
+    if folder and not os.path.isabs(os.path.expanduser(folder)):
+        log.warning("%s records its data folder as a relative path (%r), read from the current folder: %s. Run it "
+                    "from the folder it was started in if that is not where its data is", where, folder,
+                    os.path.abspath(os.path.expanduser(folder)))
+    return config
+
+
 def train_config_of(run: str | Path):
     """The ``RunConfig`` of the training run behind ``run`` (following compress runs to their source).
 
@@ -257,7 +278,7 @@ def train_config_of(run: str | Path):
         where = run / "config.json"
         config = read_json(where, "'lorita train' or 'lorita compress'")
         if config.get("command") == "train":
-            return RunConfig.from_dict(config, str(where))
+            return recorded(RunConfig.from_dict(config, str(where)), where)
         source = config.get("source")
         if config.get("command") != "compress" or not isinstance(source, str) or not source or run.resolve() in seen:
             raise LoritaError(f"{where} is neither a train nor a compress run")

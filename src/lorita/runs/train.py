@@ -23,7 +23,7 @@ from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.lowrank import has_lowrank
 from lorita.models import model_inputs
-from lorita.runs.config import ModelSpec, RunConfig
+from lorita.runs.config import ModelSpec, RunConfig, recorded
 from lorita.runs.folder import read_json, staging_path, write_json
 from lorita.runs.output import RunOutput
 from lorita.serialization import read_description
@@ -138,7 +138,8 @@ def _resume_folder(output: RunOutput, config: RunConfig) -> Path:
         folder = out
     else:
         raise LoritaError(f"--resume: no checkpoint.pt in {staging} or {out}; start the run without --resume")
-    old = RunConfig.from_dict(read_json(folder / "config.json", "'lorita train'"), str(folder / "config.json"))
+    where = folder / "config.json"
+    old = recorded(RunConfig.from_dict(read_json(where, "'lorita train'"), str(where)), where)
     diff = [k for k in ("model", "dataset", "compose", "source") if getattr(old, k) != getattr(config, k)]
     if diff:
         shown = "; ".join(f"{k}: the run has {_shown(getattr(old, k))}, the flags give {_shown(getattr(config, k))}"
