@@ -136,3 +136,12 @@ def test_a_missing_extra_is_named(monkeypatch):
     monkeypatch.setattr(sources.importlib.util, "find_spec", lambda name: None if name == "gguf" else real(name))
     with pytest.raises(LoritaError, match=r"need gguf: pip install -e '\.\[lm\]' in lorita's clone"):
         sources.require("transformers", "gguf")
+
+
+def test_a_model_folder_whose_config_cannot_be_read_is_named_as_one(tmp_path, capsys):
+    from lorita.cli import main
+    (tmp_path / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    assert main(["compress", str(tmp_path), "--params", "0.8", "--out", str(tmp_path.parent / "cut")]) == 2
+    err = capsys.readouterr().err
+    assert "It looks like a Hugging Face model folder, but" in err and "nested too deeply to read" in err

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lorita import jsonio
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.checks import check_int, check_number
 from lorita.compose import merge
@@ -80,7 +81,14 @@ def _check_source(source: Path) -> None:
     if not source.is_dir():
         raise LoritaError(f"{source} does not exist or is not a folder: give a run folder 'lorita train' wrote")
     if not (source / "model.lorita").is_file():
-        raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?")
+        hint = ""
+        if (source / "config.json").is_file() and (any(source.glob("*.safetensors")) or any(source.glob("*.bin"))):
+            try:  # a pretrained model's folder that was not taken for one: say why
+                jsonio.read(source / "config.json")
+                hint = " It looks like a Hugging Face model folder, but its config.json names no model_type."
+            except LoritaError as err:
+                hint = f" It looks like a Hugging Face model folder, but {err}."
+        raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?{hint}")
     read_json(source / "results.json", "'lorita train'")
 
 
