@@ -23,8 +23,9 @@ share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the train
 setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same),
 so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
 the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
-it got (each training finished, or its epochs logged). Each run's log ends with a line that says when it ended, its exit status
-and its seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
+it got (each training finished, or its epochs logged; the cuts measured, which a resume does not measure again:
+``lorita.runs.measured_cuts``). Each run's log ends with a line that says when it ended, its exit status and its
+seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ import sys
 import time
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs import load_spec
 from lorita.runs.folder import read_json
+from lorita.runs.measured_cuts import MEASURED_CUTS
 from lorita.runs.reuse import RUN_FILES as REUSED_RUN_FILES
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
@@ -97,7 +100,8 @@ def progress(out: Path) -> str | None:
     """How far a seed killed part-way got, as ``--resume`` will take it up: for each of ``<out>.resume`` (kept from
     an earlier kill) and ``<out>.partial`` that is there, each training in it (a folder holding ``config.json``;
     dot names are copies a kill cut short, never taken), finished (every file a reused run needs) or the epochs
-    its ``metrics.csv`` logged of its config's; None where neither is there (a seed not started, or complete).
+    its ``metrics.csv`` logged of its config's, and the cuts it measured; None where neither is there (a seed not
+    started, or complete).
     Reads nothing through a link (a folder, ``config.json`` or ``metrics.csv`` that is one is passed over), and no
     ``metrics.csv`` larger than 16 MiB or other than a plain file."""
     kept = [folder for folder in (out.with_name(out.name + ".resume"), out.with_name(out.name + ".partial"))
@@ -113,7 +117,19 @@ def _trainings(folder: Path) -> str:
                        and _plain_file(p / "config.json"))
     except OSError as err:
         return f"not readable ({err.strerror})"
-    return ", ".join(f"{training.name} {_training(training)}" for training in found) or "no training started"
+    trainings = ", ".join(f"{training.name} {_training(training)}" for training in found) or "no training started"
+    return trainings + _cuts(folder / MEASURED_CUTS)
+
+
+def _cuts(record: Path) -> str:
+    """How many cuts the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts measured"``."""
+    if not _plain_file(record) or record.stat().st_size > 16 * 2**20:
+        return ""
+    try:
+        cuts = jsonio.read(record, allow_nan=True)["cuts"]
+    except (LoritaError, KeyError, TypeError):
+        return ""
+    return f", {len(cuts)} cuts measured" if isinstance(cuts, dict) and cuts else ""
 
 
 def _training(training: Path) -> str:

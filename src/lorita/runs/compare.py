@@ -134,17 +134,21 @@ def measure(column: Column, size: float, data, original: Profile, example: torch
 
 
 def search(column: Column, target: float, data, original: Profile, example: torch.Tensor, *, sizes=FIXED_SIZES,
-           refine: int = 3, progress: bool = False, metric: Metric = ACCURACY) -> list[Cut]:
+           refine: int = 3, progress: bool = False, metric: Metric = ACCURACY,
+           recorded: Callable | None = None) -> list[Cut]:
     """Measure ``column`` at ``sizes``, then bisect (in log-size, ``refine`` more cuts) where it crosses ``target``.
 
-    Returns every cut measured, smallest size first.
+    ``recorded(label, size, compute)``: each cut through a record of cuts measured before
+    (``lorita.runs.measured_cuts``), else measured now. Returns every cut measured, smallest size first.
     """
     done: dict[float, Cut | None] = {}
 
     def at(size: float) -> Cut | None:
         size = round(size, 6)
         if size not in done:
-            done[size] = measure(column, size, data, original, example, progress, metric)
+            def compute() -> Cut | None:
+                return measure(column, size, data, original, example, progress, metric)
+            done[size] = compute() if recorded is None else recorded(column.label, size, compute)
             cut = done[size]
             log.info("  %s at %.1f%% of the params: %s", column.label, 100 * size,
                      "out of reach" if cut is None else f"val {cut.val:.4g}, kept {100 * cut.params_kept:.1f}%")

@@ -53,6 +53,7 @@ from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
+from lorita.runs.measured_cuts import MeasuredCuts, measure_now
 from lorita.runs.output import RunOutput, check_inputs, check_name, check_replaceable_output
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
@@ -261,6 +262,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     train, data = _seed_data(spec, seed)
     s = _Seed(spec, train, data, example_input(data), folder, progress)
     _log_plan(s, use_tp)
+    recorded = _measured_cuts(s)  # before the trainings: a kill during them keeps an earlier attempt's cuts
     if spec.recipe.warm_start_epochs:
         s.warm = _warm_start(s)
     trained = {}
@@ -276,7 +278,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         spectra[depth] = s.spectra(run, depth)
         depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target)
     columns = _columns(s, trained, spectra, use_tp)
-    measured, models = _measure(s, columns, spectra, depths, plain_target)
+    measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
     out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), metric.target: plain_target,
@@ -402,17 +404,41 @@ def _exposure(run: TrainedRun) -> float | None:
     return run.results.get("penalty_exposure")
 
 
-def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float) -> tuple[dict, dict]:
-    """Every column at the fixed sizes (no fine-tuning: the sweep's view (b) is its choice) or searched;
-    the measurements by label, and the chosen models of the searched columns."""
+def _earlier(s: _Seed) -> list[Path]:
+    """The folders of this seed in the experiments ``reuse`` names (``OUT.resume`` first on ``--resume``): each one's
+    ``seedS`` folder, or itself with one seed."""
+    earlier = []
+    for reuse in s.spec.recipe.reuse:
+        folder = Path(reuse) / f"seed{s.train.seed}"
+        earlier.append(folder if folder.is_dir() and not folder.is_symlink() else Path(reuse))
+    return earlier
+
+
+def _measured_cuts(s: _Seed):
+    """Where the seed's measured cuts are kept (``lorita.runs.measured_cuts``): taken from an earlier attempt of the
+    same experiment and seed, and written as each is measured. Not for text with samples, which need each chosen
+    model itself."""
+    if s.spec.report.samples and hasattr(s.data, "text"):
+        return measure_now
+    key = {"spec": {k: v for k, v in s.spec.flat().items() if k not in ("reuse", "seeds")}, "seed": s.train.seed,
+           "lorita_version": __version__}
+    return MeasuredCuts(s.folder, key, _earlier(s)).measure
+
+
+def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float,
+             recorded=measure_now) -> tuple[dict, dict]:
+    """Every column at the fixed sizes (no fine-tuning: the sweep's view (b) is its choice) or searched, each cut
+    through ``recorded`` (``lorita.runs.measured_cuts``); the measurements by label, and the chosen models of the
+    searched columns (None for a cut measured before this attempt)."""
     spec, metric = s.spec, s.metric
     original = spectra[1].profile
     measured, models = {}, {}
     for column, depth in columns:
         log.info("[%s] seed %d: %s", spec.name, s.train.seed, column.label)
         if depth is not None:  # no fine-tuning: the fixed sizes only; the sweep gives the choice
-            cuts = [c for c in (compare.measure(column, size, s.data, original, s.example, s.progress, metric)
-                                for size in spec.columns.sizes) if c is not None]
+            cuts = [c for c in (recorded(column.label, size, lambda size=size, column=column: compare.measure(
+                column, size, s.data, original, s.example, s.progress, metric)) for size in spec.columns.sizes)
+                    if c is not None]
             view = depths[depth]["views"]["b"]
             pick = None if view is None else {k: view[k] for k in ("params_kept", "macs_kept", metric.val,
                                                                    metric.test, "threshold")}
@@ -422,7 +448,7 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
             refine = column.refine if column.refine is not None else \
                 spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
             cuts = compare.search(column, plain_target, s.data, original, s.example, sizes=spec.columns.sizes,
-                                  refine=refine, progress=s.progress, metric=metric)
+                                  refine=refine, progress=s.progress, metric=metric, recorded=recorded)
             best = compare.chosen(cuts, plain_target, metric)
             pick = None
             if best is not None:
@@ -494,10 +520,7 @@ def _trained(s: _Seed, out: Path, config) -> TrainedRun:
     """The training run of ``config`` in ``out``: taken from the first experiment ``reuse`` names that holds exactly
     that run (in its ``seedS`` folder, or itself with one seed), else continued from the first that holds it
     stopped part-way under the same name, else trained."""
-    earlier = []
-    for reuse in s.spec.recipe.reuse:
-        folder = Path(reuse) / f"seed{config.train.seed}"
-        earlier.append(folder if folder.is_dir() and not folder.is_symlink() else Path(reuse))
+    earlier = _earlier(s)
     for folder in earlier:
         reused = reused_run(folder, out, config)
         if reused is not None:

@@ -37,7 +37,8 @@ MARK_VERSION = 1
 STAGING_SUFFIX = ".partial"
 # What lorita writes into a run folder, by exact name (and nothing else may be deleted by --overwrite).
 RUN_FILES = frozenset({"config.json", "results.json", "metrics.csv", "checkpoint.pt", "model.lorita", "spectrum.json",
-                       "evaluation.json", "report.md", "samples.txt"})
+                       "evaluation.json", "report.md", "samples.txt",
+                       "measured-cuts.json"})  # an experiment seed's cuts as measured (lorita.runs.measured_cuts)
 # Every plot any lorita command or benchmark writes into a run folder (report, demo/experiment, benchmarks/peers.py).
 PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png", "ranks.png",  # lorita report
                         "perplexity.png",  # lorita report, language models
