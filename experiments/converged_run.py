@@ -23,8 +23,8 @@ share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the train
 setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same),
 so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
 the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
-it got (each training finished, or its epochs logged; the cuts measured, which a resume does not measure again:
-``lorita.runs.measured_cuts``). Each run's log ends with a line that says when it ended, its exit status and its
+it got (each training finished, or its epochs logged; the cuts recorded, which a resume of the same settings on
+the same data and trainings does not measure again: ``lorita.runs.measured_cuts``). Each run's log ends with a line that says when it ended, its exit status and its
 seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
 """
 
@@ -122,14 +122,15 @@ def _trainings(folder: Path) -> str:
 
 
 def _cuts(record: Path) -> str:
-    """How many cuts the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts measured"``."""
+    """How many cuts the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts recorded"``: a resume
+    takes those measured from the same data and trained models under the same settings."""
     if not _plain_file(record) or record.stat().st_size > 16 * 2**20:
         return ""
     try:
         cuts = jsonio.read(record, allow_nan=True)["cuts"]
     except (LoritaError, KeyError, TypeError):
         return ""
-    return f", {len(cuts)} cuts measured" if isinstance(cuts, dict) and cuts else ""
+    return f", {len(cuts)} cuts recorded" if isinstance(cuts, dict) and cuts else ""
 
 
 def _training(training: Path) -> str:

@@ -46,7 +46,9 @@ def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_un
     stop, before = False, len(calls)
     with caplog.at_level(logging.INFO, logger="lorita.runs"):
         again = run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
-    assert "8 cuts measured before taken from" in caplog.text
+    assert "8 cuts measured before found in" in caplog.text
+    assert "8 of the 8 cuts recorded before were measured from this seed's data and trained models: taken" in \
+        caplog.text
     total = len(json.loads((out / MEASURED_CUTS).read_text())["cuts"])
     assert len(calls) - before == total - 8  # only the cuts not measured before (and the one the kill cut short)
     for label, column in whole["runs"][0]["columns"].items():
@@ -55,20 +57,105 @@ def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_un
     assert not resume_path(out).exists()
 
 
+def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch, caplog):
+    """The trainings are taken up (same config, same data folder), but the folder's files changed in between: the
+    recorded cuts were measured on other data, so every cut is measured again."""
+    from test_data import make_idx_folder
+    make_idx_folder(tmp_path / "data", gz=False, n_train=60, n_test=20, size=8)
+    flat = {**FLAT, "dataset": "mnist", "data_dir": str(tmp_path / "data"), "small_dense": False,
+            "model_kwargs": {"width": 8, "hidden_layers": 1}}
+    real, calls = compare.measure, []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].label)
+        if len(calls) == 5 and stop:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "measure", counted)
+    stop, out = True, tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    images = tmp_path / "data" / "t10k-images-idx3-ubyte"
+    raw = bytearray(images.read_bytes())
+    raw[-1] ^= 0xFF  # one test pixel changed
+    images.write_bytes(bytes(raw))
+    stop, before = False, len(calls)
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert "depth1: reused from" in caplog.text  # the trainings' config names the same folder
+    assert "0 of the 4 cuts recorded before were measured from this seed's data" in caplog.text
+    assert len(calls) - before == len(json.loads((out / MEASURED_CUTS).read_text())["cuts"])  # every one again
+
+
+def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypatch):
+    real, calls = compare.measure, []
+    stop_at = [9]
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].label)
+        if stop_at and len(calls) == stop_at[0]:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "measure", counted)
+    out = tmp_path / "exp"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)  # 8 cuts recorded
+    import lorita.runs.experiment as experiment
+    with monkeypatch.context() as patch:  # the second attempt is stopped while loading its data
+        patch.setattr(experiment, "_seed_data", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
+    partial = out.with_name("exp.partial")
+    if partial.exists():  # kept (a training had finished an epoch) or not: the record survives either way
+        assert len(json.loads((partial / MEASURED_CUTS).read_text())["cuts"]) == 8
+    stop_at.clear()
+    before = len(calls)
+    run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
+    assert len(calls) - before == len(json.loads((out / MEASURED_CUTS).read_text())["cuts"]) - 8
+
+
 def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path):
     folder = tmp_path / "earlier"
     write_json(folder / "config.json", mark({"command": "experiment"}))
     cut = compare.Cut(0.1, 0.09, 0.08, 90.0, 89.5, 85.0, 84.0, 2, 3.5, {})
-    MeasuredCuts(folder, {"seed": 0}, []).measure("plain + SVD + FT", 0.1, lambda: cut)
+    record = MeasuredCuts(folder, {"seed": 0}, [])
+    record.bind("inputs")
+    record.measure("plain + SVD + FT", 0.1, lambda: cut)
     assert MeasuredCuts(tmp_path / "other-seed", {"seed": 1}, [folder]).cuts == {}  # another key
     (folder / "config.json").unlink()
     assert MeasuredCuts(tmp_path / "unmarked", {"seed": 0}, [folder]).cuts == {}  # not a lorita folder
     write_json(folder / "config.json", mark({"command": "experiment"}))
     record = json.loads((folder / MEASURED_CUTS).read_text())
-    record["cuts"]["plain + SVD + FT @ 0.1"]["val"] = "90"
+    assert MeasuredCuts(tmp_path / "same", {"seed": 0}, [folder]).cuts == record["cuts"]
+    record["cuts"]["plain + SVD + FT @ 0.1"]["cut"]["val"] = "90"
     (folder / MEASURED_CUTS).write_text(json.dumps(record))
     assert MeasuredCuts(tmp_path / "damaged", {"seed": 0}, [folder]).cuts == {}  # measured again, with a warning
     with pytest.raises(LoritaError, match="must be numbers"):
-        cut_from_json(record["cuts"]["plain + SVD + FT @ 0.1"])
+        cut_from_json(record["cuts"]["plain + SVD + FT @ 0.1"]["cut"])
+    record["cuts"]["plain + SVD + FT @ 0.1"]["cut"]["val"] = 90.0
+    record["cuts"]["plain + SVD + FT @ 0.1"]["cut"]["seconds"] = 10 ** 400  # past a float: passed over, no crash
+    (folder / MEASURED_CUTS).write_text(json.dumps(record))
+    assert MeasuredCuts(tmp_path / "huge", {"seed": 0}, [folder]).cuts == {}
     (tmp_path / "link").symlink_to(folder)
     assert MeasuredCuts(tmp_path / "linked", {"seed": 0}, [tmp_path / "link"]).cuts == {}
+
+
+def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
+    from lorita.runs.set_aside import set_aside
+    out = tmp_path / "exp"
+    older, newer = tmp_path / "exp.resume", tmp_path / "exp.partial"
+    cut = compare.Cut(0.1, 0.09, 0.08, 90.0, 89.5, 85.0, 84.0, 2, 3.5, {})
+    for folder, labels in ((older, ["a", "b"]), (newer, ["b", "c"])):
+        write_json(folder / "config.json", mark({"command": "experiment"}))
+        record = MeasuredCuts(folder, {"seed": 0}, [])
+        record.bind(folder.name)
+        for label in labels:
+            record.measure(label, 0.1, lambda: cut)
+    assert set_aside(out) == older  # a second kill: the newer attempt's folder replaces the older's
+    cuts = json.loads((older / MEASURED_CUTS).read_text())["cuts"]
+    assert {name: entry["inputs"] for name, entry in cuts.items()} == \
+        {"a @ 0.1": "exp.resume", "b @ 0.1": "exp.partial", "c @ 0.1": "exp.partial"}  # the newer's own win
+    write_json(newer / "config.json", mark({"command": "experiment"}))  # a third kill before any cut: kept too
+    assert set_aside(out) == older and len(json.loads((older / MEASURED_CUTS).read_text())["cuts"]) == 3

@@ -49,11 +49,12 @@ from lorita.runs import compare
 from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
 from lorita.runs.config import CompressConfig, ModelSpec
+from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
-from lorita.runs.measured_cuts import MeasuredCuts, measure_now
+from lorita.runs.measured_cuts import MeasuredCuts, inputs_fingerprint, measure_now
 from lorita.runs.output import RunOutput, check_inputs, check_name, check_replaceable_output
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
@@ -259,10 +260,10 @@ def _seed_data(spec: ExperimentSpec, seed: int):
 
 def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:
     """Everything for one seed: train, sweep, measure every column, choose on validation."""
+    record = _measured_cuts(spec, seed, folder)  # first: a kill before the cuts keeps an earlier attempt's
     train, data = _seed_data(spec, seed)
     s = _Seed(spec, train, data, example_input(data), folder, progress)
     _log_plan(s, use_tp)
-    recorded = _measured_cuts(s)  # before the trainings: a kill during them keeps an earlier attempt's cuts
     if spec.recipe.warm_start_epochs:
         s.warm = _warm_start(s)
     trained = {}
@@ -278,6 +279,10 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         spectra[depth] = s.spectra(run, depth)
         depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target)
     columns = _columns(s, trained, spectra, use_tp)
+    recorded = measure_now
+    if record is not None:  # the trainings are all done: a recorded cut is taken only for the same data and models
+        record.bind(inputs_fingerprint(data, folder))
+        recorded = record.measure
     measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
@@ -404,25 +409,25 @@ def _exposure(run: TrainedRun) -> float | None:
     return run.results.get("penalty_exposure")
 
 
-def _earlier(s: _Seed) -> list[Path]:
+def _earlier(spec: ExperimentSpec, seed: int) -> list[Path]:
     """The folders of this seed in the experiments ``reuse`` names (``OUT.resume`` first on ``--resume``): each one's
     ``seedS`` folder, or itself with one seed."""
     earlier = []
-    for reuse in s.spec.recipe.reuse:
-        folder = Path(reuse) / f"seed{s.train.seed}"
+    for reuse in spec.recipe.reuse:
+        folder = Path(reuse) / f"seed{seed}"
         earlier.append(folder if folder.is_dir() and not folder.is_symlink() else Path(reuse))
     return earlier
 
 
-def _measured_cuts(s: _Seed):
-    """Where the seed's measured cuts are kept (``lorita.runs.measured_cuts``): taken from an earlier attempt of the
-    same experiment and seed, and written as each is measured. Not for text with samples, which need each chosen
-    model itself."""
-    if s.spec.report.samples and hasattr(s.data, "text"):
-        return measure_now
-    key = {"spec": {k: v for k, v in s.spec.flat().items() if k not in ("reuse", "seeds")}, "seed": s.train.seed,
+def _measured_cuts(spec: ExperimentSpec, seed: int, folder: Path) -> MeasuredCuts | None:
+    """Where the seed's measured cuts are kept (``lorita.runs.measured_cuts``): an earlier attempt's of the same
+    experiment and seed taken (and written here at once), each new one written as it is measured. None for text
+    with samples, which need each chosen model itself."""
+    if spec.report.samples and spec.setup.dataset in TEXT_DATASETS:
+        return None
+    key = {"spec": {k: v for k, v in spec.flat().items() if k not in ("reuse", "seeds")}, "seed": seed,
            "lorita_version": __version__}
-    return MeasuredCuts(s.folder, key, _earlier(s)).measure
+    return MeasuredCuts(folder, key, _earlier(spec, seed))
 
 
 def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float,
@@ -520,7 +525,7 @@ def _trained(s: _Seed, out: Path, config) -> TrainedRun:
     """The training run of ``config`` in ``out``: taken from the first experiment ``reuse`` names that holds exactly
     that run (in its ``seedS`` folder, or itself with one seed), else continued from the first that holds it
     stopped part-way under the same name, else trained."""
-    earlier = _earlier(s)
+    earlier = _earlier(s.spec, config.train.seed)
     for folder in earlier:
         reused = reused_run(folder, out, config)
         if reused is not None:

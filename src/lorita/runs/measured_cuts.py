@@ -8,19 +8,27 @@ not its model) to the seed's ``measured-cuts.json`` as soon as it is measured (r
 and takes the cuts an earlier attempt of exactly this experiment and seed measured (the folders its
 ``reuse`` names, ``OUT.resume`` first on ``--resume``), so they are not measured again.
 
-Each cut is measured on its own terms (cutters, fine-tuning, BatchNorm re-estimation and the smaller
-models' inits are seeded per cut), so a resumed seed records the figures an uninterrupted one would;
-a cut taken from an earlier attempt keeps that attempt's seconds, as a reused training keeps its own.
+A recorded cut is taken only under the same key (the experiment's settings less ``reuse`` and
+``seeds``, the seed, lorita's version) and the same inputs: a fingerprint of the seed's data (every
+split's tensors) and of the trained models the cuts come from (each training's ``model.lorita``),
+taken once the trainings are done; a training made again, or other data, measures every cut again.
+Changes to lorita's own code under one version are not seen, as for reused trainings. Each cut is
+measured on its own terms (cutters, fine-tuning, BatchNorm re-estimation and the smaller models'
+inits are seeded per cut), so a resumed seed records the figures an uninterrupted one would; a cut
+taken from an earlier attempt keeps that attempt's seconds, as a reused training keeps its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from lorita import __version__, jsonio
 from lorita.atomic import atomic_write_text
@@ -75,13 +83,49 @@ def cut_from_json(value) -> Cut | None:
     return Cut(**{**value, "detail": {**value["detail"], "model": None}})
 
 
-class MeasuredCuts:
-    """The measured cuts of one seed: ``measure(label, size, compute)`` returns the cut of column ``label`` at
-    ``size``, from this seed's record or an earlier attempt's, else ``compute()``'s, recorded at once.
+def inputs_fingerprint(data, folder: str | Path) -> str:
+    """What a seed's cuts are measured from: its data (every tensor of its train, val and test splits, and their
+    other plain fields) and the trained models in ``folder`` (each finished training's ``model.lorita``, by name).
 
-    ``key`` says what the measurements depend on (the experiment's settings, the seed, lorita's version); an
-    earlier attempt's record is taken only when its key is equal. ``earlier``: the folders to look in for one
-    (marked lorita folders; a link, or a record that does not read, is passed over).
+    Example:
+        >>> import tempfile
+        >>> from lorita.data.datasets import load_dataset
+        >>> data = load_dataset("digits")
+        >>> inputs_fingerprint(data, tempfile.mkdtemp()) == inputs_fingerprint(data, tempfile.mkdtemp())
+        True
+    """
+    digest = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        split = getattr(data, name, None)
+        for field, value in sorted(vars(split).items()) if split is not None and hasattr(split, "__dict__") else ():
+            digest.update(f"{name}.{field}:".encode())
+            if isinstance(value, torch.Tensor):
+                digest.update(str((value.dtype, tuple(value.shape))).encode())
+                digest.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            elif isinstance(value, (int, float, str, bool, tuple, list)) or value is None:
+                digest.update(repr(value).encode())
+    folder = Path(folder)
+    for training in sorted(folder.iterdir()) if folder.is_dir() else ():
+        model = training / "model.lorita"
+        if training.name.startswith(".") or training.is_symlink() or model.is_symlink() or not model.is_file() \
+                or not (training / "results.json").is_file():
+            continue
+        digest.update(f"training {training.name}:".encode())
+        with open(model, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class MeasuredCuts:
+    """The measured cuts of one seed, kept in ``folder``'s ``measured-cuts.json``: ``measure(label, size, compute)``
+    returns the cut of column ``label`` at ``size`` recorded for the inputs given to ``bind`` (this attempt's or an
+    earlier one's), else ``compute()``'s, recorded at once.
+
+    ``key`` says what the measurements depend on besides their inputs (the experiment's settings, the seed,
+    lorita's version); an earlier attempt's record is taken only when its key is equal. ``earlier``: the folders to
+    look in (marked lorita folders; a link, or a record that does not read, is passed over). Taken records are
+    written here at once, so a second kill keeps them.
 
     Example:
         >>> import tempfile
@@ -89,22 +133,28 @@ class MeasuredCuts:
         >>> folder = Path(tempfile.mkdtemp())
         >>> write_json(folder / "config.json", mark({"command": "experiment"}))  # a killed attempt's folder
         >>> cuts = MeasuredCuts(folder, {"seed": 0}, [])
+        >>> cuts.bind("data and models 1")
         >>> cut = Cut(0.1, 0.09, 0.08, 90.0, 89.5, 85.0, 84.0, 2, 3.5, {})
         >>> cuts.measure("plain + SVD + FT", 0.1, lambda: cut).val
         90.0
         >>> again = MeasuredCuts(folder / "next", {"seed": 0}, [folder])  # a resumed attempt: not measured again
+        >>> again.bind("data and models 1")
         >>> again.measure("plain + SVD + FT", 0.1, lambda: None).val
         90.0
+        >>> again.bind("other models")  # a training made again: measured again
+        >>> again.measure("plain + SVD + FT", 0.1, lambda: None) is None
+        True
     """
 
     def __init__(self, folder: str | Path, key: dict, earlier: list[Path]):
         self.path = Path(folder) / MEASURED_CUTS
         self.key = json.loads(json.dumps(key))  # as the file reads back (tuples as lists)
-        self.cuts: dict[str, dict | None] = {}
+        self.cuts: dict[str, dict] = {}  # name -> {"inputs": fingerprint, "cut": cut_to_json(...)}
+        self.inputs: str | None = None
         for place in earlier:
             taken = self._take(Path(place) / MEASURED_CUTS)
             if taken:
-                log.info("%d cuts measured before taken from %s (the same experiment and seed)", taken, place)
+                log.info("%d cuts measured before found in %s (the same experiment and seed)", taken, place)
         if self.cuts:
             self._write()
 
@@ -114,35 +164,97 @@ class MeasuredCuts:
 
     def _take(self, path: Path) -> int:
         """The cuts recorded at ``path`` under this key, not yet here; how many."""
-        if path.is_symlink() or not path.is_file() or not is_marked(path.parent):
-            return 0
-        try:
-            record = jsonio.read(path, allow_nan=True)
-            if not isinstance(record, dict) or record.get("key") != self.key or not isinstance(record.get("cuts"),
-                                                                                              dict):
-                return 0
-            found = {str(name): cut_to_json(cut_from_json(value)) for name, value in record["cuts"].items()}
-        except LoritaError as err:
-            log.warning("%s: not taken (%s); its cuts are measured again", path, err)
-            return 0
-        new = {name: value for name, value in found.items() if name not in self.cuts}
+        found = read_record(path, self.key)
+        new = {name: entry for name, entry in found.items() if name not in self.cuts}
         self.cuts.update(new)
         return len(new)
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path, json.dumps({"lorita_version": __version__, "key": self.key, "cuts": self.cuts},
-                                                indent=1) + "\n")
+        write_record(self.path, self.key, self.cuts)
+
+    def bind(self, inputs: str) -> None:
+        """The fingerprint of what the cuts are measured from (``inputs_fingerprint``): only cuts recorded for it
+        are taken."""
+        self.inputs = inputs
+        usable = sum(entry["inputs"] == inputs for entry in self.cuts.values())
+        if self.cuts:
+            log.info("%d of the %d cuts recorded before were measured from this seed's data and trained models: "
+                     "taken; the rest are measured again", usable, len(self.cuts))
 
     def measure(self, label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
-        """The cut of column ``label`` at ``size``: recorded, else ``compute()``'s (then recorded)."""
+        """The cut of column ``label`` at ``size``: recorded for these inputs, else ``compute()``'s (then recorded)."""
+        if self.inputs is None:
+            raise LoritaError("MeasuredCuts.bind(inputs) must come before measure: a cut is taken only for the same "
+                              "data and trained models")
         name = self._name(label, size)
-        if name in self.cuts:
-            return cut_from_json(self.cuts[name])
+        entry = self.cuts.get(name)
+        if entry is not None and entry["inputs"] == self.inputs:
+            return cut_from_json(entry["cut"])
         cut = compute()
-        self.cuts[name] = cut_to_json(cut)
+        self.cuts[name] = {"inputs": self.inputs, "cut": cut_to_json(cut)}
         self._write()
         return cut
+
+
+def read_record(path: Path, key: dict) -> dict[str, dict]:
+    """The entries of the record at ``path`` when it is lorita's (a plain file in a marked folder) and holds ``key``;
+    empty otherwise (a record that does not read is named in a warning).
+
+    Example:
+        >>> read_record(Path("/nonexistent") / MEASURED_CUTS, {})
+        {}
+    """
+    if path.is_symlink() or not path.is_file() or not is_marked(path.parent):
+        return {}
+    try:
+        record = jsonio.read(path, allow_nan=True)
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("cuts"), dict):
+            return {}
+        found = {}
+        for name, entry in record["cuts"].items():
+            if not isinstance(entry, dict) or sorted(entry) != ["cut", "inputs"] or not isinstance(entry["inputs"],
+                                                                                                  str):
+                raise LoritaError(f"entry {str(name)[:60]!r} is not {{'inputs': str, 'cut': ...}}")
+            found[str(name)] = {"inputs": entry["inputs"], "cut": cut_to_json(cut_from_json(entry["cut"]))}
+    except (LoritaError, OverflowError, ValueError, TypeError) as err:
+        log.warning("%s: not taken (%s); its cuts are measured again", path, err)
+        return {}
+    return found
+
+
+def write_record(path: Path, key: dict, cuts: dict[str, dict]) -> None:
+    """Write a record (atomically): its key and entries, each ``{"inputs": fingerprint, "cut": ...}``."""
+    atomic_write_text(path, json.dumps({"lorita_version": __version__, "key": key, "cuts": cuts}, indent=1) + "\n")
+
+
+def carry_record(older: Path, newer: Path) -> None:
+    """After a second kill (``lorita.runs.set_aside``): the older attempt's record ``older`` into the newer's
+    ``newer``, where the newer lacks one or holds the same key (its own entries kept, the older's added).
+
+    Example:
+        >>> carry_record(Path("/nonexistent/a") / MEASURED_CUTS, Path("/nonexistent/b") / MEASURED_CUTS)
+    """
+    if older.is_symlink() or not older.is_file() or not is_marked(older.parent):
+        return
+    try:
+        key = jsonio.read(older, allow_nan=True).get("key")
+    except (LoritaError, AttributeError):
+        return
+    theirs = read_record(older, key)
+    if not theirs:
+        return
+    if newer.is_symlink():
+        return
+    if newer.exists():
+        try:
+            same = jsonio.read(newer, allow_nan=True).get("key") == key
+        except (LoritaError, AttributeError):
+            same = False
+        if not same:
+            return  # the attempts ran other settings, or the newer's does not read: it stays as it is
+        theirs.update(read_record(newer, key))
+    write_record(newer, key, theirs)
 
 
 def measure_now(label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:

@@ -20,6 +20,7 @@ from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs.folder import command_of, foreign_entries, is_marked, remove_tree, staging_path
 from lorita.runs.lock import OutputLock
+from lorita.runs.measured_cuts import MEASURED_CUTS, carry_record
 from lorita.runs.reuse import RUN_FILES, comparable_config
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,15 @@ def _progress(training: Path) -> tuple[int, int]:
 
 def _carry_over(older: Path, newer: Path) -> None:
     """Move into ``newer`` what ``older`` got further with (a second kill can come before the newer attempt copied
-    every training, or while it copied one): each folder ``newer`` lacks; a seed's folder of a run of several seeds
+    every training, or while it copied one): the cuts it measured (``lorita.runs.measured_cuts.carry_record``);
+    each folder ``newer`` lacks; a seed's folder of a run of several seeds
     walked into; a training of the same name and config where ``older``'s is finished and ``newer``'s is not, or
     ``older``'s has more epochs (trainings are copied whole or not at all: ``lorita.runs.reuse``); a training of the
     same name but another config (the attempts ran different recipes), under a free name (``depth1-earlier``), where
     a run of its config that reuses ``OUT.resume`` finds it if it finished (reuse looks under every name for a
     finished training; one stopped part-way is continued only under its own name). Both are checked lorita's."""
     try:
+        carry_record(older / MEASURED_CUTS, newer / MEASURED_CUTS)  # the cuts either attempt measured
         for entry in sorted(older.iterdir()):
             if not entry.is_dir() or entry.is_symlink() or entry.name.startswith("."):
                 continue  # a dot name: a copy a kill cut short (lorita.runs.reuse), never taken
