@@ -24,8 +24,9 @@ setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where t
 so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
 the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
 it got (each training finished, or its epochs logged; the cuts recorded, which a resume of the same settings on
-the same data and trainings does not measure again: ``lorita.runs.measured_cuts``). Each run's log ends with a line that says when it ended, its exit status and its
-seconds (the wait for ``LOCK`` included: the run's own are its ``results.json``'s ``seconds``).
+the same data and trainings does not measure again: ``lorita.runs.measured_cuts``). Each run's log ends with a
+line that says when it ended, its exit status and its seconds (the wait for ``LOCK`` included: the run's own are
+its ``results.json``'s ``seconds``).
 """
 
 from __future__ import annotations
