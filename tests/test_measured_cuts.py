@@ -26,24 +26,32 @@ def _without_seconds(value):
     return value
 
 
-def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
-                                                                                                caplog):
-    whole = run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "whole", progress=False)
-    real, calls = compare.measure, []
+def _stop_at(monkeypatch, cut: int) -> tuple[list, list]:
+    """``compare.measure`` counted, with Ctrl-C as cut number ``cut`` starts while ``stop`` holds ``[cut]``
+    (``stop.clear()`` lets every cut through); returns (the columns of every cut started, stop)."""
+    real, calls, stop = compare.measure, [], [cut]
 
     def counted(*args, **kwargs):
         calls.append(args[0].label)
-        if len(calls) == 9 and stop:  # a kill part-way through the columns
+        if stop and len(calls) == stop[0]:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(compare, "measure", counted)
-    stop, out = True, tmp_path / "killed"
+    return calls, stop
+
+
+def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                                caplog):
+    whole = run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "whole", progress=False)
+    calls, stop = _stop_at(monkeypatch, 9)  # a kill part-way through the columns
+    out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)
     record = json.loads((out.with_name("killed.partial") / MEASURED_CUTS).read_text())
     assert len(record["cuts"]) == 8 and record["key"]["seed"] == 0
-    stop, before = False, len(calls)
+    stop.clear()
+    before = len(calls)
     with caplog.at_level(logging.INFO, logger="lorita.runs"):
         again = run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
     assert "8 cuts measured before found in" in caplog.text
@@ -64,23 +72,16 @@ def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch,
     make_idx_folder(tmp_path / "data", gz=False, n_train=60, n_test=20, size=8)
     flat = {**FLAT, "dataset": "mnist", "data_dir": str(tmp_path / "data"), "small_dense": False,
             "model_kwargs": {"width": 8, "hidden_layers": 1}}
-    real, calls = compare.measure, []
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].label)
-        if len(calls) == 5 and stop:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(compare, "measure", counted)
-    stop, out = True, tmp_path / "killed"
+    calls, stop = _stop_at(monkeypatch, 5)
+    out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
     images = tmp_path / "data" / "t10k-images-idx3-ubyte"
     raw = bytearray(images.read_bytes())
     raw[-1] ^= 0xFF  # one test pixel changed
     images.write_bytes(bytes(raw))
-    stop, before = False, len(calls)
+    stop.clear()
+    before = len(calls)
     with caplog.at_level(logging.INFO, logger="lorita.runs"):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
     assert "depth1: reused from" in caplog.text  # the trainings' config names the same folder
@@ -89,16 +90,7 @@ def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch,
 
 
 def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypatch):
-    real, calls = compare.measure, []
-    stop_at = [9]
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].label)
-        if stop_at and len(calls) == stop_at[0]:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(compare, "measure", counted)
+    calls, stop = _stop_at(monkeypatch, 9)
     out = tmp_path / "exp"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)  # 8 cuts recorded
@@ -110,7 +102,7 @@ def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypa
     partial = out.with_name("exp.partial")
     if partial.exists():  # kept (a training had finished an epoch) or not: the record survives either way
         assert len(json.loads((partial / MEASURED_CUTS).read_text())["cuts"]) == 8
-    stop_at.clear()
+    stop.clear()
     before = len(calls)
     run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
     assert len(calls) - before == len(json.loads((out / MEASURED_CUTS).read_text())["cuts"]) - 8
