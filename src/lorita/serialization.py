@@ -420,10 +420,20 @@ def _bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def allowed_bytes(file_bytes: int) -> int:
+    """The most memory a model built from ``file_bytes`` of weights may ask for before it is built (``ALLOWANCE``
+    plus ``PER_FILE_BYTE`` times the files' size): what ``load`` and a pretrained model's folder are weighed by.
+
+    Example:
+        >>> allowed_bytes(1 << 20) >> 20
+        128
+    """
+    return ALLOWANCE + PER_FILE_BYTE * file_bytes
+
+
 def _check_budget(needed: int, path) -> None:
     size = os.path.getsize(path)
-    allowed = ALLOWANCE + PER_FILE_BYTE * size
-    if needed > allowed:
+    if needed > allowed_bytes(size):
         raise LoritaError(
             f"{path}: building the model it describes would take {needed / 2**20:.0f} MiB, more than lorita.load "
             f"allows for a file of {size} bytes ({ALLOWANCE >> 20} MiB + {PER_FILE_BYTE} x the file's size); the "

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 
 from lorita.errors import LoritaError
-from lorita.serialization import ALLOWANCE, PER_FILE_BYTE
+from lorita.serialization import allowed_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def _check_declared_size(found: ModelSource, dtype: torch.dtype, options: dict) 
     needed = sum(t.numel() for t in tensors) * torch.empty((), dtype=dtype).element_size()
     held = sum(f.stat().st_size for f in Path(found.folder).iterdir()
                if f.suffix in (".safetensors", ".bin") and f.is_file())
-    if needed > ALLOWANCE + PER_FILE_BYTE * held:
+    if needed > allowed_bytes(held):
         raise LoritaError(f"could not load {found.describe()}: its config.json describes a model of "
                           f"{needed / 2**20:.0f} MiB, far more than its weight files ({held} bytes) can hold; the "
                           "folder is incomplete or its config.json is not its model's")
