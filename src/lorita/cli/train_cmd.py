@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from lorita.cli.options import output_options, parse_model_args, require, train_config_from, train_options
-from lorita.data.datasets import canonical_name, data_folder, reads_same_folder
+from lorita.data.datasets import canonical_name, reads_same_folder, recorded_folder
 from lorita.train import TrainConfig
 from lorita.errors import LoritaError
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     compose = ComposeSpec(args.depth, init, args.mode, args.factor_side, exclude, args.init_scale)
     data_dir = args.data_dir
     if saved is None and data_dir:  # a new run records its folder whole: a resume from anywhere reads it ("" refused)
-        data_dir = os.path.abspath(data_folder(data_dir))
+        data_dir = recorded_folder(data_dir)
     data_spec = DataSpec(dataset or "fashion-mnist", data_dir, args.val_fraction, train.seed,
                          max_train=None if saved is None else saved.dataset.max_train,  # no flag sets it
                          steps_per_epoch=args.steps_per_epoch)

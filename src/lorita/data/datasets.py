@@ -174,6 +174,28 @@ def data_folder(data_dir: str | None) -> str | None:
     return data_dir and os.path.expanduser(data_dir)
 
 
+def recorded_folder(data_dir: str | None) -> str | None:
+    """What a new run records for ``data_dir``: the folder the readers read (``data_folder``), as an absolute path,
+    so a resume from anywhere reads the same data (None and ``""`` as given).
+
+    Example:
+        >>> recorded_folder("data") == os.path.abspath("data"), recorded_folder(None)
+        (True, None)
+    """
+    return data_dir and os.path.abspath(data_folder(data_dir))
+
+
+def recorded_relative(data_dir: str | None) -> bool:
+    """Whether a run recorded ``data_dir`` as a relative path (runs written before lorita kept it whole): read from
+    the current folder, which may not be the one the run was started in.
+
+    Example:
+        >>> recorded_relative("data"), recorded_relative("/srv/data"), recorded_relative(None)
+        (True, False, False)
+    """
+    return bool(data_dir) and not os.path.isabs(data_folder(data_dir))
+
+
 def reads_same_folder(name: str, given: str | None, own: str | None) -> bool:
     """Whether data folders ``given`` and ``own`` make the readers of dataset ``name`` read the same files: each
     found where the readers look (None: the dataset's default folder, ``/usr/share/datasets/fashion-mnist`` for

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from lorita.checks import check_choice, check_fraction, check_int, check_json_ob
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MAX_DEPTH, MODES
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
-from lorita.data.datasets import reads_files
+from lorita.data.datasets import reads_files, recorded_folder, recorded_relative
 from lorita.errors import LoritaError
 from lorita.models import create_model
 from lorita.runs.data import TEXT_DATASETS, load_data
@@ -253,10 +252,10 @@ def recorded(config: "RunConfig", where: str | Path) -> "RunConfig":
         'fcn'
     """
     folder = config.dataset.data_dir
-    if folder and not os.path.isabs(os.path.expanduser(folder)):
+    if recorded_relative(folder):
         log.warning("%s records its data folder as a relative path (%r), read from the current folder: %s. Run it "
                     "from the folder it was started in if that is not where its data is", where, folder,
-                    os.path.abspath(os.path.expanduser(folder)))
+                    recorded_folder(folder))
     return config
 
 

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,7 +25,7 @@ from lorita.checks import check_choice, check_int, check_json_object, check_numb
 from lorita.compose import FACTOR_SIDES
 from lorita.composed import MAX_DEPTH
 from lorita.cutspec import RULES, Budget
-from lorita.data.datasets import data_folder
+from lorita.data.datasets import recorded_folder
 from lorita.errors import LoritaError
 from lorita.metric import Metric, metric_named
 from lorita.models import paper_exclude
@@ -530,7 +529,7 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         if extra:
             values[key] = {**values.get(key, {}), **extra}
     if isinstance(values.get("data_dir"), str) and values["data_dir"]:  # read from here, recorded whole: a resume
-        values["data_dir"] = os.path.abspath(data_folder(values["data_dir"]))  # from anywhere reads the same data
+        values["data_dir"] = recorded_folder(values["data_dir"])  # from anywhere reads the same data
     try:
         return ExperimentSpec.from_flat(values)
     except LoritaError as err:

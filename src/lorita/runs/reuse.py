@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
 from lorita.compose import merge
-from lorita.data.datasets import reads_same_folder
+from lorita.data.datasets import reads_same_folder, recorded_relative
 from lorita.errors import LoritaError
 from lorita.runs.config import RunConfig
 from lorita.runs.folder import copy_whole, foreign_entries, is_marked, read_json
@@ -87,7 +86,7 @@ def same_config(written: dict, config: RunConfig) -> bool:
     if not isinstance(data, dict) or "data_dir" not in data or not isinstance(data["data_dir"], (str, type(None))):
         return theirs == ours
     folder = data["data_dir"]
-    if folder is not None and not os.path.isabs(os.path.expanduser(folder)):
+    if recorded_relative(folder):
         if folder != ours["dataset"]["data_dir"] and theirs == {**ours, "dataset": {**ours["dataset"],
                                                                                     "data_dir": folder}}:
             log.info("not reused: a training of the same config whose data folder was recorded as a relative path "
