@@ -107,6 +107,14 @@ def test_a_config_asking_for_more_than_its_weights_is_refused_before_it_is_built
         load_pretrained(folder)
 
 
+def test_a_config_describing_fewer_layers_than_its_weights_is_refused(gguf_file, tmp_path):
+    """Such a model would load and run with the files' other layers silently unused."""
+    folder = _edited(gguf_file, tmp_path / "fewer-layers", num_hidden_layers=1)
+    with pytest.raises(LoritaError, match=r"its weight files hold \d+ weights the model its config.json describes "
+                                          r"does not use \(e.g. \['model.layers.1"):
+        load_pretrained(folder)
+
+
 def test_a_damaged_weight_file_is_named_not_a_traceback(gguf_file, tmp_path):
     folder = _edited(gguf_file, tmp_path / "garbage")
     (folder / "model.safetensors").write_bytes(b"\xff" * 64)

@@ -253,7 +253,8 @@ def _check_declared_size(found: ModelSource, dtype: torch.dtype, options: dict) 
 
 def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
     """``(model, tokenizer)`` of a source, in eval mode, from disk only (no download, no code from the folder or the
-    Hub: built-in attention whatever its config asks for; every weight its config describes must be in its files).
+    Hub: built-in attention whatever its config asks for; every weight its config describes must be in its files,
+    and every weight in its files must have a place in that model).
 
     A GGUF file (packaged or given) is dequantized to ``dtype`` by transformers; its tokenizer
     comes from the same file.
@@ -287,6 +288,11 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
         raise LoritaError(f"could not load {found.describe()}: its weight files lack {len(missing)} of the weights "
                           f"its config.json describes (e.g. {sorted(map(str, missing))[:3]}); the folder is "
                           "incomplete or its config.json is not its model's")
+    unused = info.get("unexpected_keys", ())
+    if unused:  # the files hold weights the config's model has no place for: it would run without them
+        raise LoritaError(f"could not load {found.describe()}: its weight files hold {len(unused)} weights the model "
+                          f"its config.json describes does not use (e.g. {sorted(map(str, unused))[:3]}); its "
+                          "config.json is not its weights' (fewer layers, other names?)")
     if found.gguf_file:
         _release_quantizer(model, found)
     logger.info("loaded %s: %s, %d params", found.describe(), type(model).__name__,
