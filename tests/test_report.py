@@ -432,6 +432,21 @@ def test_two_pretrained_models_of_one_name_are_compared_apart(tmp_path):
     assert "| t\\|x&lt;b&gt; perplexity |" in text and "<b>" not in text
 
 
+def test_one_relative_path_typed_in_two_folders_names_two_models(tmp_path):
+    """The runs record the file each read: the same text `model.gguf` typed in /models/a and /models/b is two models."""
+    runs = []
+    for folder, ppl in (("a", 40.5), ("b", 60.0)):
+        run = make_lm(tmp_path / folder, "cut", 0.8, 40.0, ppl, None)
+        results = json.loads((run / "results.json").read_text())
+        results["source"] = {"kind": "gguf", "folder": f"/models/{folder}", "gguf_file": "model.gguf",
+                             "text": "model.gguf"}
+        write_json(run / "results.json", results)
+        runs.append(run)
+    text = summarize(runs)
+    assert "| /models/a/model.gguf | fortunes-val | x 1.020 of dense | cut |" in text
+    assert "| /models/b/model.gguf | fortunes-val | x 1.020 of dense | none of 1 run reaches it" in text
+
+
 @pytest.mark.parametrize("stage,value", [("dense", "41"), ("after_cut", [1.0]), ("after_recovery", {"x": 3})])
 def test_a_damaged_language_model_run_names_the_field(tmp_path, stage, value):
     run = make_lm(tmp_path, "smol", 0.8, 40.8, 312.7, 105.5)

@@ -235,6 +235,19 @@ def _lm_excess(run: Run, text: str) -> float | None:
     return final - dense if is_number(final) and is_number(dense) else None
 
 
+def _lm_model(run: Run) -> str:
+    """Which pretrained model an "lm" run cut: its packaged name, or the whole path of the file or folder it read
+    (the same relative path typed in two folders names two models); the text its command line gave for an older
+    record without the path."""
+    source = run.results.get("source")
+    source = source if isinstance(source, dict) else {}
+    folder, file = source.get("folder"), source.get("gguf_file")
+    if source.get("kind") in ("gguf", "folder") and isinstance(folder, str) and folder:
+        return os.path.join(folder, file) if source["kind"] == "gguf" and isinstance(file, str) else folder
+    text = source.get("text")
+    return text if isinstance(text, str) and text else source_name(run)
+
+
 def _lm_comparison(lms: list[Run], budget: float) -> list[str]:
     """For each pretrained model and text, the "lm" run with the fewest params whose perplexity stays within
     ``budget`` nats of loss (perplexity x e^budget) of its own dense model's."""
@@ -242,10 +255,9 @@ def _lm_comparison(lms: list[Run], budget: float) -> list[str]:
         value = run.get("params", "kept")
         return value if is_number(value) else None
 
-    groups: dict[str, list[Run]] = {}  # by the model as its command line named it; shown by its name
+    groups: dict[str, list[Run]] = {}  # by the model's file or folder (or packaged name); shown by its name
     for run in lms:
-        source = run.get("source", "text")
-        groups.setdefault(source if isinstance(source, str) else source_name(run), []).append(run)
+        groups.setdefault(_lm_model(run), []).append(run)
     shown = [source_name(members[0]) for members in groups.values()]
     head = ["model", "text", "budget", "chosen run", "method", "params kept %", "perplexity"]
     bar = f"x {_times(budget, '.3f')} of dense"
