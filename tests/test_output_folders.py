@@ -374,6 +374,49 @@ def test_deeply_nested_run_folders_need_no_recursion(tmp_path):
     assert remove_tree(top) == [] and not top.exists()
 
 
+def test_removing_only_loritas_leaves_what_appeared_since_the_check(run, tmp_path):
+    exp = experiment_folder(run, tmp_path / "exp")
+    (exp / "depth1" / "notes.txt").write_text("mine")
+    (exp / "photos").mkdir()
+    (exp / "photos" / "config.json").write_text("{}")  # an unmarked folder: left whole, even a lorita-named file
+    (exp / "link").symlink_to(run / "metrics.csv")
+    left = remove_tree(exp, only_lorita=True)
+    assert sorted(left) == sorted(str(p) for p in (exp / "depth1" / "notes.txt", exp / "photos", exp / "link"))
+    assert sorted(p.name for p in exp.iterdir()) == ["config.json", "depth1", "link", "photos"]
+    assert sorted(p.name for p in (exp / "depth1").iterdir()) == ["config.json", "notes.txt"]  # still marked
+    assert (exp / "photos" / "config.json").read_text() == "{}" and not (exp / "depth2").exists()
+    assert (run / "metrics.csv").exists()
+
+
+def test_files_written_into_out_while_it_is_replaced_are_kept(run, tmp_path, monkeypatch, caplog):
+    """Checked when the command began and again before the swap; what appears after that is kept, not deleted."""
+    real = swap
+
+    def late_writer(a, b):  # a file written into the old output just before it is moved aside
+        (run / "notes.txt").write_text("mine")
+        return real(a, b)
+
+    monkeypatch.setattr("lorita.runs.output.swap", late_writer)
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
+    (kept,) = tmp_path.glob(".run.replaced-*")
+    assert (kept / "notes.txt").read_text() == "mine" and is_marked(kept) and (kept / "model.lorita").exists()
+    assert "files lorita did not write appeared in it meanwhile" in caplog.text and f"rm -r {kept}" in caplog.text
+    assert foreign_entries(run) == [] and (run / "model.lorita").exists()
+
+
+def test_a_killed_replacements_leftover_is_checked_again_before_it_is_deleted(run, tmp_path, caplog):
+    stale = tmp_path / ".run.replaced-4242"
+    shutil.copytree(run, stale)  # lorita's when the command begins: to be removed once the new output is in
+    output = RunOutput(run, overwrite=True)
+    folder = output.begin()
+    write_json(folder / "config.json", mark({"command": "train"}))
+    (stale / "notes.txt").write_text("written while the command ran")
+    output.commit()
+    assert (stale / "notes.txt").exists() and (stale / "model.lorita").exists()
+    assert "the previous output stays in" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.replaced-4242", "run"]
+
+
 # ----------------------------------------------------------------------------
 # replacing a folder: one atomic step, and a crash in it is reported
 

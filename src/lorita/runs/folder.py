@@ -235,12 +235,18 @@ def staging_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + STAGING_SUFFIX)
 
 
-def remove_tree(folder: str | os.PathLike) -> list[str]:
-    """Delete ``folder``, a run folder checked with ``foreign_entries``; return what was left (on another file system).
+def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list[str]:
+    """Delete ``folder``, a run folder checked with ``foreign_entries``; return what was left (on another file system,
+    or with ``only_lorita`` not lorita's).
 
     Walks by open folder handles without recursion: it never follows a symbolic link, never
     enters another file system (such a folder is left, and listed), and deletes each folder's
-    ``config.json`` last, so a deletion cut short leaves a folder still marked as lorita's.
+    ``config.json`` last, so a deletion cut short leaves a folder still marked as lorita's (and a folder
+    that stays for what is left in it keeps its ``config.json``).
+    ``only_lorita`` deletes as ``foreign_entries`` judges, entry by entry as it goes (for a folder
+    checked long before, where something may have appeared since): a file lorita does not write or
+    a link is left, and so is a folder that is neither a marked run folder nor a ``.NAME.copying``
+    one; the folders holding what is left stay.
 
     Example:
         >>> import tempfile
@@ -254,6 +260,7 @@ def remove_tree(folder: str | os.PathLike) -> list[str]:
         return []
     device = os.lstat(folder).st_dev
     left: list[str] = []
+    kept: list[str] = []  # with only_lorita: what lorita did not write
     parent = os.open(folder.parent, _OPEN_FOLDER & ~os.O_NOFOLLOW)
     stack: list[tuple[int, Path, list[str]]] = []
     try:
@@ -262,8 +269,12 @@ def remove_tree(folder: str | os.PathLike) -> list[str]:
             fd, path, names = stack[-1]
             if names:
                 name = names.pop()
+                if not names and name == "config.json" and any(p.startswith(f"{path}/") for p in [*left, *kept]):
+                    continue  # the folder stays for what is left in it: marked as lorita's, as it was
                 info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISDIR(info.st_mode):
+                if only_lorita and not _lorita_entry(path / name, info):
+                    kept.append(str(path / name))
+                elif not stat.S_ISDIR(info.st_mode):
                     os.unlink(name, dir_fd=fd)
                 elif info.st_dev != device:
                     left.append(str(path / name))
@@ -272,7 +283,7 @@ def remove_tree(folder: str | os.PathLike) -> list[str]:
                 continue
             stack.pop()
             os.close(fd)
-            if not any(p.startswith(f"{path}/") for p in left):
+            if not any(p.startswith(f"{path}/") for p in [*left, *kept]):
                 os.rmdir(path.name, dir_fd=stack[-1][0] if stack else parent)
     finally:
         for fd, _, _ in stack:
@@ -280,7 +291,19 @@ def remove_tree(folder: str | os.PathLike) -> list[str]:
         os.close(parent)
     if left:
         log.warning("left %s: on another file system (a mount point), which lorita never deletes", ", ".join(left))
-    return left
+    if kept:
+        log.warning("left %d entries of %s that lorita did not write (the first: %s); lorita never deletes them",
+                    len(kept), folder, kept[0])
+    return [*left, *kept]
+
+
+def _lorita_entry(entry: Path, info: os.stat_result) -> bool:
+    """Whether ``entry`` (its ``lstat`` in ``info``) is one ``foreign_entries`` takes for lorita's: a regular file of
+    a name lorita writes, a marked run folder or a ``.NAME.copying`` one (a folder on another file system is
+    judged by the caller)."""
+    if stat.S_ISDIR(info.st_mode):
+        return info.st_dev != os.lstat(entry.parent).st_dev or is_marked(entry) or _is_unmarked_building(entry)
+    return stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)
 
 
 def _open_folder(name: str, parent: int, path: Path, device: int) -> tuple[int, Path, list[str]]:

@@ -20,7 +20,9 @@ Every command that writes a folder (train, compress, report, demo, experiment) g
 
 The new output is built in ``NAME.partial`` and swapped with the old ``NAME`` in one atomic
 step where the system can (``lorita.atomic.swap``; else two renames), then the old folder is
-deleted without following links or crossing file systems (``lorita.runs.folder.remove_tree``).
+checked again (anything not lorita's that appeared since the command began keeps it whole) and
+deleted without following links or crossing file systems, only what lorita writes
+(``lorita.runs.folder.remove_tree``).
 """
 
 from __future__ import annotations
@@ -331,6 +333,24 @@ def _cut_copy(staging: Path, out: Path) -> Path | None:
                       f"remove it yourself (rm -r {building})")
 
 
+def _remove_replaced(folder: Path, out: Path) -> None:
+    """Delete ``folder``, an earlier ``out`` that the new one replaced (now in place), checked again first: it was
+    checked when the command began, maybe hours ago, and a command writing in it, or files not lorita's that appeared
+    since, keep it whole (named in a warning); what appears while it is deleted is left (``only_lorita``)."""
+    try:
+        foreign = foreign_entries(folder)
+        if foreign:
+            log.warning("%s is in place; the previous output stays in %s, as %s appeared in it meanwhile (%s); look "
+                        "at it, then remove it yourself (rm -r %s)", out, folder,
+                        "a command writing in it" if any(HELD in entry for entry in foreign) else
+                        "files lorita did not write", _listed(foreign), folder)
+            return
+        remove_tree(folder, only_lorita=True)
+    except OSError as err:  # the new output is in place: say what is left, do not fail the command
+        log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
+                    out, folder, err.strerror or err)
+
+
 class RunOutput:
     """One command's output folder: checked and locked up front, built in ``out.partial``, swapped in when complete.
 
@@ -493,11 +513,7 @@ class RunOutput:
                 if folder in self._stale:
                     log.warning("removing %s: the previous %s, left by a command killed while replacing it",
                                 folder, self.out)
-                try:
-                    remove_tree(folder)
-                except OSError as err:  # the new output is in place: say what is left, do not fail the command
-                    log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
-                                self.out, folder, err.strerror or err)
+                _remove_replaced(folder, self.out)
         finally:
             self._lock.release()
 
