@@ -102,7 +102,7 @@ def _carry_over(older: Path, newer: Path) -> None:
                     aside = there.with_name(f".{there.name}.superseded")
                     there.rename(aside)
                     entry.rename(there)
-                    remove_tree(aside)  # lorita's: checked with the whole staging folder
+                    remove_tree(aside, only_lorita=True)  # checked with the whole staging folder
             elif command_of(entry) == "train":  # the attempts' recipes differed: kept, for a resume of its config
                 entry.rename(_free_name(newer, f"{entry.name}-earlier"))
     except OSError as error:
@@ -170,7 +170,7 @@ def set_aside(out: str | Path) -> Path | None:
         if resume.exists() or resume.is_symlink():
             _check_experiment_folder(resume)
             _carry_over(resume, partial)
-            left = remove_tree(resume)
+            left = remove_tree(resume, only_lorita=True)
             if left:
                 raise LoritaError(f"{resume}: could not remove {', '.join(left[:3])}; look at it and remove it")
         partial.rename(resume)
@@ -207,7 +207,7 @@ def drop_set_aside(out: str | Path) -> None:
             raise LoritaError(f"it holds trainings {out} does not ({', '.join(str(t) for t in unused[:3])}): take "
                               f"them up with an experiment of their config that names {resume} in its reuse list "
                               "(--set 'reuse=[...]'), or remove it yourself")
-        left = remove_tree(resume)
+        left = remove_tree(resume, only_lorita=True)
         if left:
             log.warning("%s: could not remove %s", resume, ", ".join(left[:3]))
     except LoritaError as error:
