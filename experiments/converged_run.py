@@ -123,15 +123,19 @@ def _trainings(folder: Path) -> str:
 
 
 def _cuts(record: Path) -> str:
-    """How many cuts the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts recorded"``: a resume
-    takes those measured from the same data and trained models under the same settings."""
+    """How many cuts and sweeps the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts and 2
+    sweeps recorded"``: a resume takes those measured from the same data and trained models under the same
+    settings."""
     if not _plain_file(record) or record.stat().st_size > 16 * 2**20:
         return ""
     try:
-        cuts = jsonio.read(record, allow_nan=True)["cuts"]
-    except (LoritaError, KeyError, TypeError):
+        found = jsonio.read(record, allow_nan=True)
+        cuts, sweeps = found["cuts"], found.get("sweeps", {})
+    except (LoritaError, KeyError, TypeError, AttributeError):
         return ""
-    return f", {len(cuts)} cuts recorded" if isinstance(cuts, dict) and cuts else ""
+    if not isinstance(cuts, dict) or not isinstance(sweeps, dict) or not (cuts or sweeps):
+        return ""
+    return f", {len(cuts)} cuts" + (f" and {len(sweeps)} sweeps" if sweeps else "") + " recorded"
 
 
 def _training(training: Path) -> str:

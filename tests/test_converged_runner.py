@@ -65,14 +65,15 @@ def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
     (partial / "linked").mkdir()
     (partial / "linked" / "config.json").symlink_to(partial / "depth2" / "config.json")  # not read through a link
     write_json(partial / "measured-cuts.json", {"key": {}, "cuts": {"plain + SVD + FT @ 0.1": None,
-                                                                    "plain + SVD + FT @ 0.2": None}})
+                                                                    "plain + SVD + FT @ 0.2": None},
+                                                "sweeps": {"depth 1": {}, "depth 2": {}}})
     (root / "fcn-e60" / "base" / "seed1.partial").mkdir()
     write_json(root / "fcn-e60" / "base" / "seed1.resume" / "depth1" / "config.json", {"train": {"epochs": 60}})
     assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "2", "--root", str(root),
                            "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"  {root / 'fcn-e60' / 'base' / 'seed0'}: part-way: seed0.partial: depth1 finished, " \
-                       "depth1-short started, depth2 3 of 60 epochs, small started, small-deep started, 2 cuts recorded"
+                       "depth1-short started, depth2 3 of 60 epochs, small started, small-deep started, 2 cuts and 2 sweeps recorded"
     assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: seed1.resume: depth1 started; " \
                        "seed1.partial: no training started"
     assert len(lines) == 5  # seed 2: its command only

@@ -10,6 +10,7 @@ from lorita.runs import ExperimentSpec, compare, run_experiment
 from lorita.runs.folder import mark, write_json
 from lorita.runs.measured_cuts import MEASURED_CUTS, MeasuredCuts, cut_from_json
 from lorita.runs.set_aside import resume_path
+from lorita.sweep import SweepPoint
 
 FLAT = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
         "depths": [1, 2], "points": 3, "sizes": [0.3, 0.5], "finetune_epochs": 1, "small_dense": True,
@@ -41,19 +42,32 @@ def _stop_at(monkeypatch, cut: int) -> tuple[list, list]:
     return calls, stop
 
 
+def _sweeps_counted(monkeypatch) -> list:
+    """The depths' sweeps measured (not taken from a record), counted from now on."""
+    import lorita.runs.experiment as experiment
+    real, swept = experiment.sweep, []
+    monkeypatch.setattr(experiment, "sweep", lambda *a, **k: swept.append(1) or real(*a, **k))
+    return swept
+
+
 def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
                                                                                                 caplog):
     whole = run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "whole", progress=False)
+    swept = _sweeps_counted(monkeypatch)
     calls, stop = _stop_at(monkeypatch, 9)  # a kill part-way through the columns
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)
     record = json.loads((out.with_name("killed.partial") / MEASURED_CUTS).read_text())
     assert len(record["cuts"]) == 8 and record["key"]["seed"] == 0
+    assert sorted(record["sweeps"]) == ["depth 1", "depth 2"] and len(swept) == 2
     stop.clear()
     before = len(calls)
     with caplog.at_level(logging.INFO, logger="lorita.runs"):
         again = run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
+    assert len(swept) == 2  # neither depth swept again
+    assert "the sweep of depth 2 was measured before from this seed's data and trained models: taken" in caplog.text
+    assert _without_seconds(again["runs"][0]["depths"]) == _without_seconds(whole["runs"][0]["depths"])
     assert "8 cuts measured before found in" in caplog.text
     assert "8 of the 8 cuts recorded before were measured from this seed's data and trained models: taken" in \
         caplog.text
@@ -73,6 +87,7 @@ def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch,
     flat = {**FLAT, "dataset": "mnist", "data_dir": str(tmp_path / "data"), "small_dense": False,
             "model_kwargs": {"width": 8, "hidden_layers": 1}}
     calls, stop = _stop_at(monkeypatch, 5)
+    swept = _sweeps_counted(monkeypatch)
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
@@ -87,6 +102,7 @@ def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch,
     assert "depth1: reused from" in caplog.text  # the trainings' config names the same folder
     assert "0 of the 4 cuts recorded before were measured from this seed's data" in caplog.text
     assert len(calls) - before == len(json.loads((out / MEASURED_CUTS).read_text())["cuts"])  # every one again
+    assert len(swept) == 4  # and both depths swept again
 
 
 def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypatch):
@@ -132,6 +148,20 @@ def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path):
     assert MeasuredCuts(tmp_path / "huge", {"seed": 0}, [folder]).cuts == {}
     (tmp_path / "link").symlink_to(folder)
     assert MeasuredCuts(tmp_path / "linked", {"seed": 0}, [tmp_path / "link"]).cuts == {}
+    record["cuts"]["plain + SVD + FT @ 0.1"]["cut"]["seconds"] = 3.5
+    point = {"threshold": 0.0, "params": 90, "macs": 80, "params_kept": 1.0, "macs_kept": 1.0, "val": 91.0,
+             "test": None, "ranks": {"fc": 4}}
+    record["sweeps"] = {"depth 1": {"inputs": "inputs", "points": [point]}}
+    (folder / MEASURED_CUTS).write_text(json.dumps(record))
+    taken = MeasuredCuts(tmp_path / "swept", {"seed": 0}, [folder])
+    assert taken.sweeps == record["sweeps"] and len(taken.cuts) == 1
+    point["ranks"] = {"fc": -4}
+    (folder / MEASURED_CUTS).write_text(json.dumps(record))
+    damaged = MeasuredCuts(tmp_path / "bad-sweep", {"seed": 0}, [folder])
+    assert damaged.sweeps == {} and damaged.cuts == {}  # the whole record passed over
+    del record["sweeps"]  # a record from before sweeps were kept: its cuts are taken
+    (folder / MEASURED_CUTS).write_text(json.dumps(record))
+    assert len(MeasuredCuts(tmp_path / "older", {"seed": 0}, [folder]).cuts) == 1
 
 
 def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
@@ -145,8 +175,11 @@ def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
         record.bind(folder.name)
         for label in labels:
             record.measure(label, 0.1, lambda: cut)
+        if folder == older:
+            record.sweep(1, lambda: [SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {"fc": 4})])
     assert set_aside(out) == older  # a second kill: the newer attempt's folder replaces the older's
     cuts = json.loads((older / MEASURED_CUTS).read_text())["cuts"]
+    assert list(json.loads((older / MEASURED_CUTS).read_text())["sweeps"]) == ["depth 1"]  # the older's sweep too
     assert {name: entry["inputs"] for name, entry in cuts.items()} == \
         {"a @ 0.1": "exp.resume", "b @ 0.1": "exp.partial", "c @ 0.1": "exp.partial"}  # the newer's own win
     write_json(newer / "config.json", mark({"command": "experiment"}))  # a third kill before any cut: kept too

@@ -54,7 +54,7 @@ from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
-from lorita.runs.measured_cuts import MeasuredCuts, inputs_fingerprint, measure_now
+from lorita.runs.measured_cuts import MeasuredCuts, inputs_fingerprint, measure_now, sweep_now
 from lorita.runs.output import RunOutput, check_inputs, check_name, check_replaceable_output
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
@@ -273,16 +273,16 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     metric = s.metric
     target_run = _target_run(s, trained[1])
     plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
+    recorded, swept = measure_now, sweep_now
+    if record is not None:  # the trainings are all done: a recorded cut is taken only for the same data and models
+        record.bind(inputs_fingerprint(data, folder))
+        recorded, swept = record.measure, record.sweep
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
         log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
         spectra[depth] = s.spectra(run, depth)
-        depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target)
+        depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target, swept)
     columns = _columns(s, trained, spectra, use_tp)
-    recorded = measure_now
-    if record is not None:  # the trainings are all done: a recorded cut is taken only for the same data and models
-        record.bind(inputs_fingerprint(data, folder))
-        recorded = record.measure
     measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
@@ -315,23 +315,29 @@ def _target_run(s: _Seed, plain: TrainedRun) -> TrainedRun:
     return _trained(s, s.folder / "depth1-target", s.spec.run_config(s.data, 1, train))
 
 
-def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int,
-                 plain_target: float) -> tuple[dict, SweepPoint]:
+def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int, plain_target: float,
+                 swept=sweep_now) -> tuple[dict, SweepPoint]:
     """One depth's sweep on validation data and its smallest cuts within each view's target; and its uncut point
-    (the merged model itself, measured)."""
+    (the merged model itself, measured). The points, the chosen ones' test figures included, come through
+    ``swept`` (``lorita.runs.measured_cuts``)."""
     spec, metric = s.spec, s.metric
     own_target = metric.target_for(run.results[metric.val], spec.cuts.max_drop)
-    val, test = s.measuring(s.data.val), s.measuring(s.data.test)
-    with progress_of_sweep(s.progress, desc=f"sweep depth {depth}", unit="cut", leave=False) as bar:
-        points = sweep(spectra, s.example, val, test if spec.cuts.test_every_cut else None,
-                       points=spec.cuts.points, refine_targets=[plain_target, own_target],
-                       refine_steps=spec.cuts.refine_steps, progress=bar.update if bar is not None else None,
-                       metric=metric)
     targets = {"b": plain_target, "a": own_target}
+
+    def measured() -> list[SweepPoint]:
+        val, test = s.measuring(s.data.val), s.measuring(s.data.test)
+        with progress_of_sweep(s.progress, desc=f"sweep depth {depth}", unit="cut", leave=False) as bar:
+            points = sweep(spectra, s.example, val, test if spec.cuts.test_every_cut else None,
+                           points=spec.cuts.points, refine_targets=[plain_target, own_target],
+                           refine_steps=spec.cuts.refine_steps, progress=bar.update if bar is not None else None,
+                           metric=metric)
+        for chosen in choose_cuts(points, targets, metric).values():
+            if chosen is not None:
+                measure_test(spectra, chosen, test)
+        return points
+
+    points = swept(depth, measured)
     views = choose_cuts(points, targets, metric)
-    for chosen in views.values():
-        if chosen is not None:
-            measure_test(spectra, chosen, test)
     info = {"uncompressed": run.results, "sweep": as_dicts(points, metric),
             "views": {v: None if p is None else {**as_dict(p, metric), metric.target: targets[v]}
                       for v, p in views.items()}}

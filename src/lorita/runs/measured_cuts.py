@@ -6,7 +6,9 @@ smaller dense models trained at each size) lived in memory until the seed was do
 a small machine that a kill lost. ``MeasuredCuts`` writes each measured cut (its figures and details,
 not its model) to the seed's ``measured-cuts.json`` as soon as it is measured (rewritten atomically),
 and takes the cuts an earlier attempt of exactly this experiment and seed measured (the folders its
-``reuse`` names, ``OUT.resume`` first on ``--resume``), so they are not measured again.
+``reuse`` names, ``OUT.resume`` first on ``--resume``), so they are not measured again. Each depth's
+sweep of cuts (every point's figures and ranks, the chosen ones' test figures included) is kept the
+same way: a resume does not sweep again.
 
 A recorded cut is taken only under the same key (the experiment's settings less ``reuse`` and
 ``seeds``, the seed, lorita's version) and the same inputs: a fingerprint of the seed's data (every
@@ -35,6 +37,7 @@ from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.runs.compare import Cut
 from lorita.runs.folder import is_marked
+from lorita.sweep import SweepPoint
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,31 @@ def cut_from_json(value) -> Cut | None:
     return Cut(**{**value, "detail": {**value["detail"], "model": None}})
 
 
+def point_from_json(value) -> SweepPoint:
+    """A sweep point ``dataclasses.asdict`` wrote; raises LoritaError when ``value`` is not one.
+
+    Example:
+        >>> point = SweepPoint(0.1, 90, 80, 0.9, 0.8, 91.0, None, {"fc": 4})
+        >>> point_from_json(dataclasses.asdict(point)) == point
+        True
+    """
+    fields = [f.name for f in dataclasses.fields(SweepPoint)]
+    if not isinstance(value, dict) or sorted(value) != sorted(fields):
+        raise LoritaError(f"a swept point must be an object with {fields}")
+    numbers = ("threshold", "params", "macs", "params_kept", "macs_kept", "val")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not all(number(value[k]) for k in numbers) or not (value["test"] is None or number(value["test"])):
+        raise LoritaError(f"a swept point's {', '.join(numbers)} must be numbers, its test a number or null")
+    ranks = value["ranks"]
+    if not isinstance(ranks, dict) or any(isinstance(r, bool) or not isinstance(r, int) or r < 0
+                                          for r in ranks.values()):
+        raise LoritaError("a swept point's ranks must be an object of whole numbers >= 0")
+    return SweepPoint(**value)
+
+
 def inputs_fingerprint(data, folder: str | Path) -> str:
     """What a seed's cuts are measured from: its data (every tensor of its train, val and test splits, and their
     other plain fields) and the trained models in ``folder`` (each finished training's ``model.lorita``, by name).
@@ -120,7 +148,7 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
 class MeasuredCuts:
     """The measured cuts of one seed, kept in ``folder``'s ``measured-cuts.json``: ``measure(label, size, compute)``
     returns the cut of column ``label`` at ``size`` recorded for the inputs given to ``bind`` (this attempt's or an
-    earlier one's), else ``compute()``'s, recorded at once.
+    earlier one's), else ``compute()``'s, recorded at once; ``sweep(depth, compute)`` the same for a depth's sweep.
 
     ``key`` says what the measurements depend on besides their inputs (the experiment's settings, the seed,
     lorita's version); an earlier attempt's record is taken only when its key is equal. ``earlier``: the folders to
@@ -144,18 +172,23 @@ class MeasuredCuts:
         >>> again.bind("other models")  # a training made again: measured again
         >>> again.measure("plain + SVD + FT", 0.1, lambda: None) is None
         True
+        >>> [p.val for p in again.sweep(2, lambda: [SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {})])]
+        [91.0]
+        >>> [p.val for p in again.sweep(2, lambda: [])]  # swept before, from these inputs
+        [91.0]
     """
 
     def __init__(self, folder: str | Path, key: dict, earlier: list[Path]):
         self.path = Path(folder) / MEASURED_CUTS
         self.key = json.loads(json.dumps(key))  # as the file reads back (tuples as lists)
         self.cuts: dict[str, dict] = {}  # name -> {"inputs": fingerprint, "cut": cut_to_json(...)}
+        self.sweeps: dict[str, dict] = {}  # "depth N" -> {"inputs": fingerprint, "points": [asdict(point), ...]}
         self.inputs: str | None = None
         for place in earlier:
             taken = self._take(Path(place) / MEASURED_CUTS)
             if taken:
                 log.info("%d cuts measured before found in %s (the same experiment and seed)", taken, place)
-        if self.cuts:
+        if self.cuts or self.sweeps:
             self._write()
 
     @staticmethod
@@ -163,15 +196,21 @@ class MeasuredCuts:
         return f"{label} @ {round(size, 6)!r}"
 
     def _take(self, path: Path) -> int:
-        """The cuts recorded at ``path`` under this key, not yet here; how many."""
-        found = read_record(path, self.key)
-        new = {name: entry for name, entry in found.items() if name not in self.cuts}
+        """The cuts (and sweeps) recorded at ``path`` under this key, not yet here; how many cuts."""
+        cuts, sweeps = read_record(path, self.key)
+        new = {name: entry for name, entry in cuts.items() if name not in self.cuts}
         self.cuts.update(new)
+        self.sweeps.update({name: entry for name, entry in sweeps.items() if name not in self.sweeps})
         return len(new)
 
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_record(self.path, self.key, self.cuts)
+        write_record(self.path, self.key, self.cuts, self.sweeps)
+
+    def _check_bound(self) -> None:
+        if self.inputs is None:
+            raise LoritaError("MeasuredCuts.bind(inputs) must come before measure and sweep: a measurement is taken "
+                              "only for the same data and trained models")
 
     def bind(self, inputs: str) -> None:
         """The fingerprint of what the cuts are measured from (``inputs_fingerprint``): only cuts recorded for it
@@ -184,9 +223,7 @@ class MeasuredCuts:
 
     def measure(self, label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
         """The cut of column ``label`` at ``size``: recorded for these inputs, else ``compute()``'s (then recorded)."""
-        if self.inputs is None:
-            raise LoritaError("MeasuredCuts.bind(inputs) must come before measure: a cut is taken only for the same "
-                              "data and trained models")
+        self._check_bound()
         name = self._name(label, size)
         entry = self.cuts.get(name)
         if entry is not None and entry["inputs"] == self.inputs:
@@ -196,36 +233,68 @@ class MeasuredCuts:
         self._write()
         return cut
 
+    def sweep(self, depth: int, compute: Callable[[], list[SweepPoint]]) -> list[SweepPoint]:
+        """Depth ``depth``'s sweep: recorded for these inputs, else ``compute()``'s (then recorded)."""
+        self._check_bound()
+        name = f"depth {depth}"
+        entry = self.sweeps.get(name)
+        if entry is not None and entry["inputs"] == self.inputs:
+            log.info("the sweep of depth %d was measured before from this seed's data and trained models: taken",
+                     depth)
+            return [point_from_json(p) for p in entry["points"]]
+        points = compute()
+        self.sweeps[name] = {"inputs": self.inputs, "points": [dataclasses.asdict(p) for p in points]}
+        self._write()
+        return points
 
-def read_record(path: Path, key: dict) -> dict[str, dict]:
-    """The entries of the record at ``path`` when it is lorita's (a plain file in a marked folder) and holds ``key``;
-    empty otherwise (a record that does not read is named in a warning).
+
+def _entries(found, kind: str, read: Callable) -> dict[str, dict]:
+    """A record's ``cuts`` or ``sweeps`` (``kind``): each ``{"inputs": str, <what>: ...}`` checked by ``read``."""
+    what = "cut" if kind == "cuts" else "points"
+    if not isinstance(found, dict):
+        raise LoritaError(f"its {kind} are not an object")
+    entries = {}
+    for name, entry in found.items():
+        if not isinstance(entry, dict) or sorted(entry) != sorted(["inputs", what]) or \
+                not isinstance(entry["inputs"], str):
+            raise LoritaError(f"entry {str(name)[:60]!r} is not {{'inputs': str, '{what}': ...}}")
+        entries[str(name)] = {"inputs": entry["inputs"], what: read(entry[what])}
+    return entries
+
+
+def _points(value) -> list[dict]:
+    if not isinstance(value, list):
+        raise LoritaError("a sweep's points must be a list")
+    return [dataclasses.asdict(point_from_json(p)) for p in value]
+
+
+def read_record(path: Path, key: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The cuts and sweeps of the record at ``path`` when it is lorita's (a plain file in a marked folder) and holds
+    ``key``; empty otherwise (a record that does not read is named in a warning). A record from before sweeps were
+    kept has none.
 
     Example:
         >>> read_record(Path("/nonexistent") / MEASURED_CUTS, {})
-        {}
+        ({}, {})
     """
     if path.is_symlink() or not path.is_file() or not is_marked(path.parent):
-        return {}
+        return {}, {}
     try:
         record = jsonio.read(path, allow_nan=True)
         if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("cuts"), dict):
-            return {}
-        found = {}
-        for name, entry in record["cuts"].items():
-            if not isinstance(entry, dict) or sorted(entry) != ["cut", "inputs"] or not isinstance(entry["inputs"],
-                                                                                                  str):
-                raise LoritaError(f"entry {str(name)[:60]!r} is not {{'inputs': str, 'cut': ...}}")
-            found[str(name)] = {"inputs": entry["inputs"], "cut": cut_to_json(cut_from_json(entry["cut"]))}
+            return {}, {}
+        return (_entries(record["cuts"], "cuts", lambda cut: cut_to_json(cut_from_json(cut))),
+                _entries(record.get("sweeps", {}), "sweeps", _points))
     except (LoritaError, OverflowError, ValueError, TypeError) as err:
         log.warning("%s: not taken (%s); its cuts are measured again", path, err)
-        return {}
-    return found
+        return {}, {}
 
 
-def write_record(path: Path, key: dict, cuts: dict[str, dict]) -> None:
-    """Write a record (atomically): its key and entries, each ``{"inputs": fingerprint, "cut": ...}``."""
-    atomic_write_text(path, json.dumps({"lorita_version": __version__, "key": key, "cuts": cuts}, indent=1) + "\n")
+def write_record(path: Path, key: dict, cuts: dict[str, dict], sweeps: dict[str, dict]) -> None:
+    """Write a record (atomically): its key and entries, each ``{"inputs": fingerprint, "cut": ...}`` (or
+    ``"points"``)."""
+    atomic_write_text(path, json.dumps({"lorita_version": __version__, "key": key, "cuts": cuts, "sweeps": sweeps},
+                                       indent=1) + "\n")
 
 
 def carry_record(older: Path, newer: Path) -> None:
@@ -241,10 +310,8 @@ def carry_record(older: Path, newer: Path) -> None:
         key = jsonio.read(older, allow_nan=True).get("key")
     except (LoritaError, AttributeError):
         return
-    theirs = read_record(older, key)
-    if not theirs:
-        return
-    if newer.is_symlink():
+    cuts, sweeps = read_record(older, key)
+    if not (cuts or sweeps) or newer.is_symlink():
         return
     if newer.exists():
         try:
@@ -253,8 +320,20 @@ def carry_record(older: Path, newer: Path) -> None:
             same = False
         if not same:
             return  # the attempts ran other settings, or the newer's does not read: it stays as it is
-        theirs.update(read_record(newer, key))
-    write_record(newer, key, theirs)
+        ours = read_record(newer, key)
+        cuts.update(ours[0])
+        sweeps.update(ours[1])
+    write_record(newer, key, cuts, sweeps)
+
+
+def sweep_now(depth: int, compute: Callable[[], list[SweepPoint]]) -> list[SweepPoint]:
+    """No record: ``compute()``'s sweep (``MeasuredCuts.sweep``'s shape, where nothing is kept).
+
+    Example:
+        >>> sweep_now(1, lambda: [])
+        []
+    """
+    return compute()
 
 
 def measure_now(label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
