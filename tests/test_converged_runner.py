@@ -73,7 +73,8 @@ def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
                            "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == f"  {root / 'fcn-e60' / 'base' / 'seed0'}: part-way: seed0.partial: depth1 finished, " \
-                       "depth1-short started, depth2 3 of 60 epochs, small started, small-deep started, 2 cuts and 2 sweeps recorded"
+                       "depth1-short started, depth2 3 of 60 epochs, small started, small-deep started, 2 cuts and " \
+                       "2 sweeps recorded"
     assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: seed1.resume: depth1 started; " \
                        "seed1.partial: no training started"
     assert len(lines) == 5  # seed 2: its command only

@@ -398,10 +398,60 @@ def test_files_written_into_out_while_it_is_replaced_are_kept(run, tmp_path, mon
 
     monkeypatch.setattr("lorita.runs.output.swap", late_writer)
     assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
-    (kept,) = tmp_path.glob(".run.replaced-*")
+    (kept,) = tmp_path.glob(".run.kept-*")
     assert (kept / "notes.txt").read_text() == "mine" and is_marked(kept) and (kept / "model.lorita").exists()
-    assert "files lorita did not write appeared in it meanwhile" in caplog.text and f"rm -r {kept}" in caplog.text
+    assert f"the previous output is kept in {kept}, as what lorita did not write appeared" in caplog.text
     assert foreign_entries(run) == [] and (run / "model.lorita").exists()
+    monkeypatch.setattr("lorita.runs.output.swap", real)
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0  # kept: never touched again
+    assert (kept / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [kept.name,
+                                                                                                         "run"]
+
+
+def test_files_written_into_the_old_output_after_its_last_check_are_left(run, tmp_path, monkeypatch, capsys):
+    import lorita.runs.output as output
+    real = output.foreign_entries
+
+    def checked_then_written(folder):
+        found = real(folder)
+        if ".replaced-" in folder.name:  # the check after the swap passed; then a file appears
+            (folder / "notes.txt").write_text("mine")
+        return found
+
+    monkeypatch.setattr(output, "foreign_entries", checked_then_written)
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
+    (left,) = tmp_path.glob(".run.replaced-*")
+    assert sorted(p.name for p in left.iterdir()) == ["config.json", "notes.txt"]  # marked, with the file only
+    monkeypatch.setattr(output, "foreign_entries", real)
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)  # named, never deleted
+    assert f"{left} was left by a command killed while replacing {run}, and it is not only lorita's files " \
+        f"({left / 'notes.txt'})" in err and (left / "notes.txt").read_text() == "mine"
+
+
+def test_only_loritas_leaves_lock_files_it_did_not_write_or_that_are_held(tmp_path):
+    folder = tmp_path / "run"
+    write_json(folder / "config.json", mark({"command": "experiment"}))
+    (folder / ".diary.lorita-lock").write_text("my diary, named like a lock")
+    nested = folder / "depth1"
+    write_json(nested / "config.json", mark({"command": "train"}))
+    lock = OutputLock(nested / "sub")
+    lock.acquire()  # a command writing inside it now
+    try:
+        assert sorted(remove_tree(folder, only_lorita=True)) == [str(folder / ".diary.lorita-lock"),
+                                                                 str(lock_path(nested / "sub"))]
+        assert lock_path(nested / "sub").is_file() and (folder / ".diary.lorita-lock").is_file()
+    finally:
+        lock.release()
+
+
+def test_a_same_pid_leftover_does_not_stop_the_replacement(run, tmp_path):
+    """The same process replacing the output twice (a notebook), or a PID used again after a kill."""
+    stale = tmp_path / f".run.replaced-{os.getpid()}"
+    shutil.copytree(run, stale)
+    with RunOutput(run, overwrite=True) as folder:
+        write_json(folder / "config.json", mark({"command": "train", "new": True}))
+    assert json.loads((run / "config.json").read_text())["new"] and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["run"]
 
 
 def test_a_killed_replacements_leftover_is_checked_again_before_it_is_deleted(run, tmp_path, caplog):
@@ -412,9 +462,10 @@ def test_a_killed_replacements_leftover_is_checked_again_before_it_is_deleted(ru
     write_json(folder / "config.json", mark({"command": "train"}))
     (stale / "notes.txt").write_text("written while the command ran")
     output.commit()
-    assert (stale / "notes.txt").exists() and (stale / "model.lorita").exists()
-    assert "the previous output stays in" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.replaced-4242", "run"]
+    (kept,) = tmp_path.glob(".run.kept-*")
+    assert (kept / "notes.txt").exists() and (kept / "model.lorita").exists()
+    assert f"the previous output is kept in {kept}" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name, "run"]
 
 
 # ----------------------------------------------------------------------------

@@ -190,6 +190,26 @@ def test_drop_set_aside_keeps_trainings_the_finished_run_did_not_take(tmp_path):
     assert not resume.exists()
 
 
+def test_what_appears_in_the_set_aside_folder_after_its_check_is_never_deleted(tmp_path, monkeypatch, caplog):
+    import lorita.runs.set_aside as aside
+    out, resume = tmp_path / "exp", tmp_path / "exp.resume"
+    write_json(out / "config.json", mark({"command": "experiment"}))
+    _training(out / "depth1", finished=True, name="d1")
+    write_json(resume / "config.json", mark({"command": "experiment"}))
+    _training(resume / "depth1", finished=True, name="d1")
+    real = aside._check_lorita_folder
+
+    def checked_then_written(folder):  # a file written just after the check passed
+        real(folder)
+        (folder / "depth1" / "notes.txt").write_text("mine")
+
+    monkeypatch.setattr(aside, "_check_lorita_folder", checked_then_written)
+    drop_set_aside(out)
+    assert (resume / "depth1" / "notes.txt").read_text() == "mine"
+    assert (resume / "depth1" / "config.json").is_file() and not (resume / "depth1" / "model.lorita").exists()
+    assert "which lorita did not write" in caplog.text
+
+
 def test_resume_renames_nothing_when_the_output_is_a_finished_run_or_the_config_is_bad(tmp_path):
     flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
             "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "device": "cpu"}}

@@ -113,23 +113,11 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
             stack.pop()
             continue
         info = entry.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            found.append(f"{entry} (a symbolic link)")
-        elif stat.S_ISDIR(info.st_mode):
-            if info.st_dev != device:
-                found.append(f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)")
-            elif is_marked(entry):
-                stack.append(iter(sorted(entry.iterdir())))
-            elif _is_unmarked_building(entry):
-                continue  # a copy killed before its config.json was whole: nothing in it but lorita's files
-            else:
-                found.append(f"{entry}/ (not a lorita run folder)")
-        elif not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
-            found.append(str(entry))
-        elif is_lock_name(entry.name) and not is_lock_file(entry):
-            found.append(f"{entry} (named like a lock file, but not one lorita wrote)")
-        elif is_lock_name(entry.name) and (holder := held_by(entry)) is not None:
-            found.append(f"{entry} {HELD}{holder} is writing in this folder; wait until it ends)")
+        reason = _foreign(entry, info, device)
+        if reason is not None:
+            found.append(reason)
+        elif stat.S_ISDIR(info.st_mode) and is_marked(entry):  # else a .NAME.copying one: nothing to walk
+            stack.append(iter(sorted(entry.iterdir())))
     return found
 
 
@@ -235,6 +223,26 @@ def staging_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + STAGING_SUFFIX)
 
 
+def _foreign(entry: Path, info: os.stat_result, device: int) -> str | None:
+    """Why ``entry`` (its ``lstat`` in ``info``; ``device``: the run folder's file system) is not lorita's, as
+    ``foreign_entries`` names it; None when it is: a file lorita writes (a lock file only when lorita wrote it and
+    no command holds it), a marked run folder (its entries judged in turn) or a ``.NAME.copying`` one a kill left
+    (``_is_unmarked_building``: nothing in it but lorita's files)."""
+    if stat.S_ISLNK(info.st_mode):
+        return f"{entry} (a symbolic link)"
+    if stat.S_ISDIR(info.st_mode):
+        if info.st_dev != device:
+            return f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)"
+        return None if is_marked(entry) or _is_unmarked_building(entry) else f"{entry}/ (not a lorita run folder)"
+    if not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
+        return str(entry)
+    if is_lock_name(entry.name) and not is_lock_file(entry):
+        return f"{entry} (named like a lock file, but not one lorita wrote)"
+    if is_lock_name(entry.name) and (holder := held_by(entry)) is not None:
+        return f"{entry} {HELD}{holder} is writing in this folder; wait until it ends)"
+    return None
+
+
 def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list[str]:
     """Delete ``folder``, a run folder checked with ``foreign_entries``; return what was left (on another file system,
     or with ``only_lorita`` not lorita's).
@@ -244,9 +252,11 @@ def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list
     ``config.json`` last, so a deletion cut short leaves a folder still marked as lorita's (and a folder
     that stays for what is left in it keeps its ``config.json``).
     ``only_lorita`` deletes as ``foreign_entries`` judges, entry by entry as it goes (for a folder
-    checked long before, where something may have appeared since): a file lorita does not write or
-    a link is left, and so is a folder that is neither a marked run folder nor a ``.NAME.copying``
-    one; the folders holding what is left stay.
+    checked before, where something may have appeared since): what it would name is left (a file
+    lorita does not write, a link, a lock file lorita did not write or a command holds, a folder
+    that is neither a marked run folder nor a ``.NAME.copying`` one), and so are the folders
+    holding it, each with its ``config.json``, which is deleted only when nothing else is left in
+    its folder, listed again at that moment.
 
     Example:
         >>> import tempfile
@@ -269,10 +279,15 @@ def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list
             fd, path, names = stack[-1]
             if names:
                 name = names.pop()
-                if not names and name == "config.json" and any(p.startswith(f"{path}/") for p in [*left, *kept]):
-                    continue  # the folder stays for what is left in it: marked as lorita's, as it was
+                if not names and name == "config.json":
+                    if only_lorita:  # what appeared since the folder was listed stays, and so does its mark
+                        known = [*left, *kept]
+                        kept += [str(path / n) for n in sorted(os.listdir(fd)) if n != "config.json" and not any(
+                            p == str(path / n) or p.startswith(f"{path / n}/") for p in known)]
+                    if any(p.startswith(f"{path}/") for p in [*left, *kept]):
+                        continue  # the folder stays for what is left in it: marked as lorita's, as it was
                 info = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if only_lorita and not _lorita_entry(path / name, info):
+                if only_lorita and info.st_dev == device and _foreign(path / name, info, device) is not None:
                     kept.append(str(path / name))
                 elif not stat.S_ISDIR(info.st_mode):
                     os.unlink(name, dir_fd=fd)
@@ -295,15 +310,6 @@ def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list
         log.warning("left %d entries of %s that lorita did not write (the first: %s); lorita never deletes them",
                     len(kept), folder, kept[0])
     return [*left, *kept]
-
-
-def _lorita_entry(entry: Path, info: os.stat_result) -> bool:
-    """Whether ``entry`` (its ``lstat`` in ``info``) is one ``foreign_entries`` takes for lorita's: a regular file of
-    a name lorita writes, a marked run folder or a ``.NAME.copying`` one (a folder on another file system is
-    judged by the caller)."""
-    if stat.S_ISDIR(info.st_mode):
-        return info.st_dev != os.lstat(entry.parent).st_dev or is_marked(entry) or _is_unmarked_building(entry)
-    return stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)
 
 
 def _open_folder(name: str, parent: int, path: Path, device: int) -> tuple[int, Path, list[str]]:

@@ -20,9 +20,9 @@ Every command that writes a folder (train, compress, report, demo, experiment) g
 
 The new output is built in ``NAME.partial`` and swapped with the old ``NAME`` in one atomic
 step where the system can (``lorita.atomic.swap``; else two renames), then the old folder is
-checked again (anything not lorita's that appeared since the command began keeps it whole) and
-deleted without following links or crossing file systems, only what lorita writes
-(``lorita.runs.folder.remove_tree``).
+checked again (anything not lorita's that appeared since the command began keeps it whole, as
+``.NAME.kept-PID``, which lorita never touches) and deleted without following links or crossing
+file systems, only what lorita writes (``lorita.runs.folder.remove_tree``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 
 Inputs = Iterable[tuple["str | os.PathLike | None", str]]
 # names lorita gives its own folders and files beside an output (staging, set aside, copying, replaced, lock)
-_RESERVED = re.compile(r".+\.partial|.+\.resume|\..+\.copying|\..+\.replaced-[0-9]+|\..+" + re.escape(LOCK_SUFFIX))
+_RESERVED = re.compile(r".+\.partial|.+\.resume|\..+\.copying|\..+\.(replaced|kept)-[0-9]+|\..+" +
+                       re.escape(LOCK_SUFFIX))
 
 
 def _resolved(path: str | os.PathLike) -> Path:
@@ -307,8 +308,9 @@ def _replaced_leftovers(out: Path, what: str) -> list[Path]:
         safe = out.is_dir() and is_marked(out) and stat.S_ISDIR(info.st_mode) \
             and info.st_dev == os.lstat(parent).st_dev and is_marked(entry) and not foreign_entries(entry)
         if not safe:
+            what = f" ({_listed(foreign_entries(entry))})" if stat.S_ISDIR(info.st_mode) and is_marked(entry) else ""
             raise LoritaError(f"{entry} was left by a command killed while replacing {out}, and it is not only "
-                              f"lorita's files; look at it, then remove it yourself (rm -r {entry})")
+                              f"lorita's files{what}; look at it, then remove it yourself")
         found.append(entry)
     return found
 
@@ -333,22 +335,41 @@ def _cut_copy(staging: Path, out: Path) -> Path | None:
                       f"remove it yourself (rm -r {building})")
 
 
+def _free_name(out: Path, kind: str) -> Path:
+    """``.NAME.KIND-PID`` beside ``out``, or with a number after the PID where that is taken (the same process
+    replacing ``out`` again, or a PID used again after a kill)."""
+    for extra in ("", *range(1, 10_000)):
+        path = out.with_name(f".{out.name}.{kind}-{os.getpid()}{extra}")
+        if _lstat(path) is None:
+            return path
+    raise LoritaError(f"no free name for .{out.name}.{kind}-{os.getpid()}N beside {out}; remove the old ones")
+
+
 def _remove_replaced(folder: Path, out: Path) -> None:
     """Delete ``folder``, an earlier ``out`` that the new one replaced (now in place), checked again first: it was
-    checked when the command began, maybe hours ago, and a command writing in it, or files not lorita's that appeared
-    since, keep it whole (named in a warning); what appears while it is deleted is left (``only_lorita``)."""
+    checked when the command began, maybe hours ago. One where a command is writing, or where anything not lorita's
+    appeared since, is kept whole as ``.NAME.kept-PID``, which lorita never touches again, and named in a warning;
+    what appears while it is deleted is left (``only_lorita``)."""
     try:
-        foreign = foreign_entries(folder)
+        info = _lstat(folder)
+        if info is None:
+            return  # moved away meanwhile: nothing to delete
+        if stat.S_ISDIR(info.st_mode) and info.st_dev == os.lstat(folder.parent).st_dev and is_marked(folder):
+            foreign = foreign_entries(folder)
+        else:
+            foreign = [f"{folder} (no longer a lorita run folder on this file system)"]
         if foreign:
-            log.warning("%s is in place; the previous output stays in %s, as %s appeared in it meanwhile (%s); look "
-                        "at it, then remove it yourself (rm -r %s)", out, folder,
-                        "a command writing in it" if any(HELD in entry for entry in foreign) else
-                        "files lorita did not write", _listed(foreign), folder)
+            kept = _free_name(out, "kept")
+            os.rename(folder, kept)
+            log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
+                        "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
+                        out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
+                        "what lorita did not write", _listed(foreign))
             return
         remove_tree(folder, only_lorita=True)
-    except OSError as err:  # the new output is in place: say what is left, do not fail the command
+    except (OSError, LoritaError) as err:  # the new output is in place: say what is left, do not fail the command
         log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
-                    out, folder, err.strerror or err)
+                    out, folder, getattr(err, "strerror", None) or err)
 
 
 class RunOutput:
@@ -531,7 +552,7 @@ class RunOutput:
             os.rename(self.staging, self.out)
             return None
         _check_replaceable(self.out, self.what)  # again: nothing foreign appeared meanwhile
-        old = self.out.with_name(f".{self.out.name}.replaced-{os.getpid()}")
+        old = _free_name(self.out, "replaced")
         if swap(self.staging, self.out):  # one atomic step: out is always a complete output
             os.rename(self.staging, old)
         else:

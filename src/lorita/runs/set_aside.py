@@ -172,7 +172,8 @@ def set_aside(out: str | Path) -> Path | None:
             _carry_over(resume, partial)
             left = remove_tree(resume, only_lorita=True)
             if left:
-                raise LoritaError(f"{resume}: could not remove {', '.join(left[:3])}; look at it and remove it")
+                raise LoritaError(f"{resume}: left {', '.join(left[:3])}, which lorita did not write (or on another "
+                                  "file system); look at it and remove it yourself")
         partial.rename(resume)
         log.info("%s: kept as %s, to take up its finished trainings", partial, resume)
         return resume
@@ -209,8 +210,11 @@ def drop_set_aside(out: str | Path) -> None:
                               "(--set 'reuse=[...]'), or remove it yourself")
         left = remove_tree(resume, only_lorita=True)
         if left:
-            log.warning("%s: could not remove %s", resume, ", ".join(left[:3]))
+            log.warning("%s: left %s, which lorita did not write (or on another file system)", resume,
+                        ", ".join(left[:3]))
     except LoritaError as error:
         log.warning("%s left: %s", resume, error)
+    except OSError as error:  # the run is done: what could not be removed is said, the command does not fail
+        log.warning("%s: removing it stopped (%s); remove it yourself", resume, error.strerror or error)
     finally:
         lock.release()
