@@ -79,6 +79,38 @@ def test_a_killed_experiment_resumes_past_the_cuts_it_measured_and_ends_as_an_un
     assert not resume_path(out).exists()
 
 
+def test_each_cut_is_bound_to_every_training_and_each_sweep_to_those_it_cuts(tmp_path, monkeypatch):
+    """The fine-tuned columns cut shorter trainings made after the sweeps: the cuts' fingerprint covers them."""
+    import lorita.runs.experiment as experiment
+    real, seen = experiment.inputs_fingerprint, []
+
+    def listed(data, folder):
+        seen.append(sorted(p.name for p in folder.iterdir() if (p / "model.lorita").is_file()))
+        return real(data, folder)
+
+    monkeypatch.setattr(experiment, "inputs_fingerprint", listed)
+    run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "exp", progress=False)
+    assert seen == [["depth1", "depth2"], ["depth1", "depth1-short", "depth2", "depth2-short"]]
+
+
+def test_a_recorded_sweep_that_does_not_suit_the_model_is_swept_again(tmp_path, monkeypatch, caplog):
+    swept = _sweeps_counted(monkeypatch)
+    calls, stop = _stop_at(monkeypatch, 2)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)
+    path = out.with_name("killed.partial") / MEASURED_CUTS
+    record = json.loads(path.read_text())
+    record["sweeps"]["depth 1"]["points"] = []  # no uncut point
+    record["sweeps"]["depth 2"]["points"][1]["ranks"] = {"no.such.layer": 2}
+    path.write_text(json.dumps(record))
+    stop.clear()
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
+    assert len(swept) == 4 and "the sweep of depth 2 recorded before does not suit the trained model" in caplog.text
+    assert "1 of the 1 cuts recorded before were measured from this seed's data" in caplog.text
+
+
 def test_cuts_recorded_from_other_data_are_measured_again(tmp_path, monkeypatch, caplog):
     """The trainings are taken up (same config, same data folder), but the folder's files changed in between: the
     recorded cuts were measured on other data, so every cut is measured again."""
@@ -158,7 +190,10 @@ def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path):
     point["ranks"] = {"fc": -4}
     (folder / MEASURED_CUTS).write_text(json.dumps(record))
     damaged = MeasuredCuts(tmp_path / "bad-sweep", {"seed": 0}, [folder])
-    assert damaged.sweeps == {} and damaged.cuts == {}  # the whole record passed over
+    assert damaged.sweeps == {} and len(damaged.cuts) == 1  # the sweeps passed over, the cuts taken
+    record["sweeps"] = None  # sweeps that do not read: the cuts are still taken
+    (folder / MEASURED_CUTS).write_text(json.dumps(record))
+    assert len(MeasuredCuts(tmp_path / "bad-sweeps", {"seed": 0}, [folder]).cuts) == 1
     del record["sweeps"]  # a record from before sweeps were kept: its cuts are taken
     (folder / MEASURED_CUTS).write_text(json.dumps(record))
     assert len(MeasuredCuts(tmp_path / "older", {"seed": 0}, [folder]).cuts) == 1
@@ -176,6 +211,7 @@ def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
         for label in labels:
             record.measure(label, 0.1, lambda: cut)
         if folder == older:
+            record.bind_sweeps(folder.name)
             record.sweep(1, lambda: [SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {"fc": 4})])
     assert set_aside(out) == older  # a second kill: the newer attempt's folder replaces the older's
     cuts = json.loads((older / MEASURED_CUTS).read_text())["cuts"]

@@ -420,12 +420,28 @@ def test_files_written_into_the_old_output_after_its_last_check_are_left(run, tm
 
     monkeypatch.setattr(output, "foreign_entries", checked_then_written)
     assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
-    (left,) = tmp_path.glob(".run.replaced-*")
+    (left,) = tmp_path.glob(".run.kept-*")
     assert sorted(p.name for p in left.iterdir()) == ["config.json", "notes.txt"]  # marked, with the file only
     monkeypatch.setattr(output, "foreign_entries", real)
-    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)  # named, never deleted
+    assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0  # kept: never touched again
+    assert (left / "notes.txt").read_text() == "mine"
+
+
+def test_a_killed_replacements_leftover_holding_what_is_not_loritas_is_named(run, tmp_path, capsys):
+    left = tmp_path / ".run.replaced-4242"
+    shutil.copytree(run, left)
+    (left / "notes.txt").write_text("mine")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
     assert f"{left} was left by a command killed while replacing {run}, and it is not only lorita's files " \
         f"({left / 'notes.txt'})" in err and (left / "notes.txt").read_text() == "mine"
+
+
+def test_without_folder_handles_only_loritas_keeps_a_folder_holding_anything_else(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "supports_dir_fd", set())  # as on Windows
+    (run / "notes.txt").write_text("mine")
+    assert remove_tree(run, only_lorita=True) == [str(run / "notes.txt")] and (run / "model.lorita").exists()
+    (run / "notes.txt").unlink()
+    assert remove_tree(run, only_lorita=True) == [] and not run.exists()
 
 
 def test_only_loritas_leaves_lock_files_it_did_not_write_or_that_are_held(tmp_path):

@@ -274,15 +274,18 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     target_run = _target_run(s, trained[1])
     plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
     recorded, swept = measure_now, sweep_now
-    if record is not None:  # the trainings are all done: a recorded cut is taken only for the same data and models
-        record.bind(inputs_fingerprint(data, folder))
-        recorded, swept = record.measure, record.sweep
+    if record is not None:  # the trainings the sweeps cut are done: a sweep is taken only for the same data and models
+        record.bind_sweeps(inputs_fingerprint(data, folder))
+        swept = record.sweep
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
         log.info("[%s] seed %d: sweeping cuts of depth %d", spec.name, seed, depth)
         spectra[depth] = s.spectra(run, depth)
         depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target, swept)
     columns = _columns(s, trained, spectra, use_tp)
+    if record is not None:  # every training is done (the fine-tuned columns' shorter ones too): likewise each cut
+        record.bind(inputs_fingerprint(data, folder))
+        recorded = record.measure
     measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
@@ -336,7 +339,11 @@ def _sweep_depth(s: _Seed, spectra: Spectra, run: TrainedRun, depth: int, plain_
                 measure_test(spectra, chosen, test)
         return points
 
-    points = swept(depth, measured)
+    def fits(points: list[SweepPoint]) -> bool:  # a recorded sweep's ranks are of this model's layers
+        full = spectra.full_ranks
+        return all(name in full and 0 <= rank <= full[name] for p in points for name, rank in p.ranks.items())
+
+    points = swept(depth, measured, fits)
     views = choose_cuts(points, targets, metric)
     info = {"uncompressed": run.results, "sweep": as_dicts(points, metric),
             "views": {v: None if p is None else {**as_dict(p, metric), metric.target: targets[v]}

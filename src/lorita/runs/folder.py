@@ -266,6 +266,8 @@ def remove_tree(folder: str | os.PathLike, *, only_lorita: bool = False) -> list
     """
     folder = Path(folder)
     if os.open not in os.supports_dir_fd or os.stat not in os.supports_dir_fd:  # Windows: no folder handles
+        if only_lorita and (foreign := foreign_entries(folder)):  # checked once more, by path: kept whole
+            return foreign
         shutil.rmtree(folder)
         return []
     device = os.lstat(folder).st_dev

@@ -148,7 +148,9 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
 class MeasuredCuts:
     """The measured cuts of one seed, kept in ``folder``'s ``measured-cuts.json``: ``measure(label, size, compute)``
     returns the cut of column ``label`` at ``size`` recorded for the inputs given to ``bind`` (this attempt's or an
-    earlier one's), else ``compute()``'s, recorded at once; ``sweep(depth, compute)`` the same for a depth's sweep.
+    earlier one's), else ``compute()``'s, recorded at once; ``sweep(depth, compute, fits)`` the same for a depth's
+    sweep, for the inputs given to ``bind_sweeps`` (the trainings a sweep cuts are done before those the fine-tuned
+    columns cut, whose fingerprint ``bind`` takes), where ``fits`` says the recorded points suit the model.
 
     ``key`` says what the measurements depend on besides their inputs (the experiment's settings, the seed,
     lorita's version); an earlier attempt's record is taken only when its key is equal. ``earlier``: the folders to
@@ -172,6 +174,7 @@ class MeasuredCuts:
         >>> again.bind("other models")  # a training made again: measured again
         >>> again.measure("plain + SVD + FT", 0.1, lambda: None) is None
         True
+        >>> again.bind_sweeps("data and the trainings swept")
         >>> [p.val for p in again.sweep(2, lambda: [SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {})])]
         [91.0]
         >>> [p.val for p in again.sweep(2, lambda: [])]  # swept before, from these inputs
@@ -184,6 +187,7 @@ class MeasuredCuts:
         self.cuts: dict[str, dict] = {}  # name -> {"inputs": fingerprint, "cut": cut_to_json(...)}
         self.sweeps: dict[str, dict] = {}  # "depth N" -> {"inputs": fingerprint, "points": [asdict(point), ...]}
         self.inputs: str | None = None
+        self.sweep_inputs: str | None = None
         for place in earlier:
             taken = self._take(Path(place) / MEASURED_CUTS)
             if taken:
@@ -207,10 +211,12 @@ class MeasuredCuts:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_record(self.path, self.key, self.cuts, self.sweeps)
 
-    def _check_bound(self) -> None:
-        if self.inputs is None:
-            raise LoritaError("MeasuredCuts.bind(inputs) must come before measure and sweep: a measurement is taken "
-                              "only for the same data and trained models")
+    @staticmethod
+    def _check_bound(inputs: str | None, how: str) -> str:
+        if inputs is None:
+            raise LoritaError(f"MeasuredCuts.{how}(inputs) must come first: a measurement is taken only for the same "
+                              "data and trained models")
+        return inputs
 
     def bind(self, inputs: str) -> None:
         """The fingerprint of what the cuts are measured from (``inputs_fingerprint``): only cuts recorded for it
@@ -223,7 +229,7 @@ class MeasuredCuts:
 
     def measure(self, label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
         """The cut of column ``label`` at ``size``: recorded for these inputs, else ``compute()``'s (then recorded)."""
-        self._check_bound()
+        self._check_bound(self.inputs, "bind")
         name = self._name(label, size)
         entry = self.cuts.get(name)
         if entry is not None and entry["inputs"] == self.inputs:
@@ -233,17 +239,27 @@ class MeasuredCuts:
         self._write()
         return cut
 
-    def sweep(self, depth: int, compute: Callable[[], list[SweepPoint]]) -> list[SweepPoint]:
-        """Depth ``depth``'s sweep: recorded for these inputs, else ``compute()``'s (then recorded)."""
-        self._check_bound()
+    def bind_sweeps(self, inputs: str) -> None:
+        """The fingerprint of what the sweeps are measured from (``inputs_fingerprint`` once the trainings they cut
+        are done): only sweeps recorded for it are taken."""
+        self.sweep_inputs = inputs
+
+    def sweep(self, depth: int, compute: Callable[[], list[SweepPoint]],
+              fits: Callable[[list[SweepPoint]], bool] = lambda points: True) -> list[SweepPoint]:
+        """Depth ``depth``'s sweep: recorded for these inputs when ``fits`` takes its points (a first point at
+        threshold 0, the uncut model; ranks the model's layers have), else ``compute()``'s (then recorded)."""
+        inputs = self._check_bound(self.sweep_inputs, "bind_sweeps")
         name = f"depth {depth}"
         entry = self.sweeps.get(name)
-        if entry is not None and entry["inputs"] == self.inputs:
-            log.info("the sweep of depth %d was measured before from this seed's data and trained models: taken",
-                     depth)
-            return [point_from_json(p) for p in entry["points"]]
+        if entry is not None and entry["inputs"] == inputs:
+            points = [point_from_json(p) for p in entry["points"]]
+            if points and points[0].threshold == 0 and fits(points):
+                log.info("the sweep of depth %d was measured before from this seed's data and trained models: "
+                         "taken", depth)
+                return points
+            log.warning("the sweep of depth %d recorded before does not suit the trained model: swept again", depth)
         points = compute()
-        self.sweeps[name] = {"inputs": self.inputs, "points": [dataclasses.asdict(p) for p in points]}
+        self.sweeps[name] = {"inputs": inputs, "points": [dataclasses.asdict(p) for p in points]}
         self._write()
         return points
 
@@ -270,8 +286,8 @@ def _points(value) -> list[dict]:
 
 def read_record(path: Path, key: dict) -> tuple[dict[str, dict], dict[str, dict]]:
     """The cuts and sweeps of the record at ``path`` when it is lorita's (a plain file in a marked folder) and holds
-    ``key``; empty otherwise (a record that does not read is named in a warning). A record from before sweeps were
-    kept has none.
+    ``key``; empty otherwise. Each kind is read on its own: one that does not read is named in a warning and left
+    out, the other taken; a record from before sweeps were kept has none.
 
     Example:
         >>> read_record(Path("/nonexistent") / MEASURED_CUTS, {})
@@ -281,13 +297,19 @@ def read_record(path: Path, key: dict) -> tuple[dict[str, dict], dict[str, dict]
         return {}, {}
     try:
         record = jsonio.read(path, allow_nan=True)
-        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("cuts"), dict):
-            return {}, {}
-        return (_entries(record["cuts"], "cuts", lambda cut: cut_to_json(cut_from_json(cut))),
-                _entries(record.get("sweeps", {}), "sweeps", _points))
-    except (LoritaError, OverflowError, ValueError, TypeError) as err:
+    except LoritaError as err:
         log.warning("%s: not taken (%s); its cuts are measured again", path, err)
         return {}, {}
+    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("cuts"), dict):
+        return {}, {}
+    found = []
+    for kind, read in (("cuts", lambda cut: cut_to_json(cut_from_json(cut))), ("sweeps", _points)):
+        try:
+            found.append(_entries(record.get(kind, {}), kind, read))
+        except (LoritaError, OverflowError, ValueError, TypeError) as err:
+            log.warning("%s: its %s not taken (%s); they are measured again", path, kind, err)
+            found.append({})
+    return found[0], found[1]
 
 
 def write_record(path: Path, key: dict, cuts: dict[str, dict], sweeps: dict[str, dict]) -> None:
@@ -326,7 +348,7 @@ def carry_record(older: Path, newer: Path) -> None:
     write_record(newer, key, cuts, sweeps)
 
 
-def sweep_now(depth: int, compute: Callable[[], list[SweepPoint]]) -> list[SweepPoint]:
+def sweep_now(depth: int, compute: Callable[[], list[SweepPoint]], fits=None) -> list[SweepPoint]:
     """No record: ``compute()``'s sweep (``MeasuredCuts.sweep``'s shape, where nothing is kept).
 
     Example:

@@ -358,15 +358,16 @@ def _remove_replaced(folder: Path, out: Path) -> None:
             foreign = foreign_entries(folder)
         else:
             foreign = [f"{folder} (no longer a lorita run folder on this file system)"]
-        if foreign:
-            kept = _free_name(out, "kept")
-            os.rename(folder, kept)
-            log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
-                        "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
-                        out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
-                        "what lorita did not write", _listed(foreign))
-            return
-        remove_tree(folder, only_lorita=True)
+        if not foreign:
+            foreign = remove_tree(folder, only_lorita=True)  # what appears while it is deleted is left
+            if not foreign:
+                return
+        kept = _free_name(out, "kept")
+        os.rename(folder, kept)
+        log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
+                    "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
+                    out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
+                    "what lorita did not write", _listed(foreign))
     except (OSError, LoritaError) as err:  # the new output is in place: say what is left, do not fail the command
         log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
                     out, folder, getattr(err, "strerror", None) or err)
