@@ -367,9 +367,9 @@ def test_an_out_that_is_a_mount_point_is_refused(run, tmp_path, capsys):
 def test_deeply_nested_run_folders_need_no_recursion(tmp_path):
     top = folder = tmp_path / "deep"
     for _ in range(1100):
-        write_json(folder / "config.json", mark({"command": "x"}))
+        write_json(folder / "config.json", mark({"command": "experiment"}))
         folder = folder / "n"
-    write_json(folder / "config.json", mark({"command": "x"}))
+    write_json(folder / "config.json", mark({"command": "train"}))
     assert foreign_entries(top) == []
     assert remove_tree(top) == [] and not top.exists()
 
@@ -442,6 +442,15 @@ def test_without_folder_handles_only_loritas_keeps_a_folder_holding_anything_els
     assert remove_tree(run, only_lorita=True) == [str(run / "notes.txt")] and (run / "model.lorita").exists()
     (run / "notes.txt").unlink()
     assert remove_tree(run, only_lorita=True) == [] and not run.exists()
+
+
+def test_a_run_folder_moved_into_a_training_is_not_lorita_s_to_delete(run, tmp_path, capsys):
+    """Only an experiment's folders hold runs: a finished training moved into another is the user's doing."""
+    shutil.copytree(run, tmp_path / "baseline")
+    (tmp_path / "baseline").rename(run / "baseline")
+    err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
+    assert f"{run / 'baseline'}/ (a run folder, where lorita writes none" in err
+    assert (run / "baseline" / "model.lorita").is_file()
 
 
 def test_only_loritas_leaves_lock_files_it_did_not_write_or_that_are_held(tmp_path):

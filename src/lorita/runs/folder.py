@@ -94,7 +94,9 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
 
     Symbolic links count as foreign (lorita never writes one), and so does anything on another
     file system (a mount point); nested folders must be marked run folders themselves, with
-    no foreign entries, or a ``.NAME.copying`` folder holding nothing but files lorita writes
+    no foreign entries, in an experiment's folder or one of its seed folders (the only outputs
+    that hold runs: a finished training moved into a training's folder is not lorita's to
+    delete), or a ``.NAME.copying`` folder there holding nothing but files lorita writes
     (``building_path``: a copy a kill cut short before it was marked). Any depth of nesting is
     walked (no recursion).
 
@@ -226,14 +228,19 @@ def staging_path(out: str | os.PathLike) -> Path:
 def _foreign(entry: Path, info: os.stat_result, device: int) -> str | None:
     """Why ``entry`` (its ``lstat`` in ``info``; ``device``: the run folder's file system) is not lorita's, as
     ``foreign_entries`` names it; None when it is: a file lorita writes (a lock file only when lorita wrote it and
-    no command holds it), a marked run folder (its entries judged in turn) or a ``.NAME.copying`` one a kill left
+    no command holds it), a marked run folder in an experiment's folder or one of its seed folders (the only
+    outputs that hold runs; its entries judged in turn) or a ``.NAME.copying`` one a kill left there
     (``_is_unmarked_building``: nothing in it but lorita's files)."""
     if stat.S_ISLNK(info.st_mode):
         return f"{entry} (a symbolic link)"
     if stat.S_ISDIR(info.st_mode):
         if info.st_dev != device:
             return f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)"
-        return None if is_marked(entry) or _is_unmarked_building(entry) else f"{entry}/ (not a lorita run folder)"
+        if is_marked(entry):
+            if command_of(entry.parent) in _COPIES_INTO:
+                return None
+            return f"{entry}/ (a run folder, where lorita writes none: only an experiment's folders hold runs)"
+        return None if _is_unmarked_building(entry) else f"{entry}/ (not a lorita run folder)"
     if not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
         return str(entry)
     if is_lock_name(entry.name) and not is_lock_file(entry):
