@@ -102,7 +102,9 @@ def _carry_over(older: Path, newer: Path) -> None:
                     aside = there.with_name(f".{there.name}.superseded")
                     there.rename(aside)
                     entry.rename(there)
-                    remove_tree(aside, only_lorita=True)  # checked with the whole staging folder
+                    if remove_tree(aside, only_lorita=True):  # checked with the whole staging folder
+                        log.warning("%s: left for what lorita did not write in it; look at it and remove it "
+                                    "yourself", aside)
             elif command_of(entry) == "train":  # the attempts' recipes differed: kept, for a resume of its config
                 entry.rename(_free_name(newer, f"{entry.name}-earlier"))
     except OSError as error:
