@@ -308,9 +308,9 @@ def _replaced_leftovers(out: Path, what: str) -> list[Path]:
         safe = out.is_dir() and is_marked(out) and stat.S_ISDIR(info.st_mode) \
             and info.st_dev == os.lstat(parent).st_dev and is_marked(entry) and not foreign_entries(entry)
         if not safe:
-            what = f" ({_listed(foreign_entries(entry))})" if stat.S_ISDIR(info.st_mode) and is_marked(entry) else ""
+            named = f" ({_listed(foreign_entries(entry))})" if stat.S_ISDIR(info.st_mode) and is_marked(entry) else ""
             raise LoritaError(f"{entry} was left by a command killed while replacing {out}, and it is not only "
-                              f"lorita's files{what}; look at it, then remove it yourself")
+                              f"lorita's files{named}; look at it, then remove it yourself")
         found.append(entry)
     return found
 
