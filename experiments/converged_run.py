@@ -7,7 +7,8 @@ Usage:
 
 Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress --resume``
 (with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the config's reduced recipe),
-its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines).
+its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines;
+each line after the time it was written, ``HH:MM:SS``, so each step's cost can be read off).
 A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
 done; ``--resume`` takes up a seed killed midway (``lorita.runs.set_aside``: its finished trainings reused, the
@@ -166,9 +167,9 @@ def _lock_wait_note(cmd: list[str]) -> str:
 
 
 def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
-    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log`` between a
-    start line and an end line (both with the time, the end one with the exit status and the seconds, any wait
-    for a ``flock`` lock included); its exit status."""
+    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log``, each line
+    after the time it came (``HH:MM:SS``), between a start line and an end line (both with the date and time, the
+    end one with the exit status and the seconds, any wait for a ``flock`` lock included); its exit status."""
     log = out.with_name(out.name + ".log")
     env = dict(os.environ)
     if threads is not None:
@@ -178,7 +179,12 @@ def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
         handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shown}{shlex.join(cmd)}\n")
         handle.flush()
         tic = time.time()
-        code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                              errors="replace") as run:
+            for line in run.stdout:
+                handle.write(f"{time.strftime('%H:%M:%S')} {line}")
+                handle.flush()
+            code = run.wait()
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: exit status {code} after "
                      f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}\n")
         return code
