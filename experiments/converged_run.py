@@ -5,10 +5,11 @@ Usage:
     LOCK=/work/locks/heavy nohup python experiments/converged_run.py experiments/converged/vgg_small.json \\
         --seeds 0 1 2 3 4 > runs/converged/vgg_small.log 2>&1 &
 
-Each run is ``lorita experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S> --no-progress --resume``
-(with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the config's reduced recipe),
-its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps the first attempt's lines;
-each line after the time it was written, ``HH:MM:SS``, so each step's cost can be read off).
+Each run is ``lorita --log-time experiment CONFIG --seeds S --out ROOT/<model>-e<E>/<setting>/seed<S>
+--no-progress --resume`` (with ``--set KEY=VALUE`` for each override of the setting, ``--reduced`` for the
+config's reduced recipe), its output in ``seed<S>.log`` beside its folder (appended: a rerun after a kill keeps
+the first attempt's lines; ``lorita --log-time``: each line after the time it came, ``HH:MM:SS``, so each step's
+cost can be read off).
 A folder already there is complete (``lorita experiment`` builds it in ``seed<S>.partial`` and renames it only
 when done) and is skipped, so the command can be started again after a kill and resumes with the next seed not
 done; ``--resume`` takes up a seed killed midway (``lorita.runs.set_aside``: its finished trainings reused, the
@@ -64,8 +65,8 @@ def settings_of(config: Path) -> dict[str, dict]:
 def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,
             reuse: list[Path] = ()) -> list[str]:
     """The command line of one run (under ``flock lock`` when given; taking unchanged trainings from ``reuse``)."""
-    cmd = [sys.executable, "-m", "lorita", "experiment", str(config), "--seeds", str(seed), "--out", str(out),
-           "--no-progress", "--resume"]
+    cmd = [sys.executable, "-m", "lorita", "--log-time", "experiment", str(config), "--seeds", str(seed),
+           "--out", str(out), "--no-progress", "--resume"]
     if reuse:
         overrides = {**overrides, "reuse": [str(p) for p in reuse]}
     for key, value in overrides.items():
@@ -167,9 +168,9 @@ def _lock_wait_note(cmd: list[str]) -> str:
 
 
 def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
-    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log``, each line
-    after the time it came (``HH:MM:SS``), between a start line and an end line (both with the date and time, the
-    end one with the exit status and the seconds, any wait for a ``flock`` lock included); its exit status."""
+    """Run ``cmd`` (with ``threads`` OpenMP/MKL threads when given), its output appended to ``<out>.log`` between a
+    start line and an end line (both with the time, the end one with the exit status and the seconds, any wait
+    for a ``flock`` lock included); its exit status."""
     log = out.with_name(out.name + ".log")
     env = dict(os.environ)
     if threads is not None:
@@ -179,12 +180,7 @@ def run_one(cmd: list[str], out: Path, threads: int | None = None) -> int:
         handle.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: {shown}{shlex.join(cmd)}\n")
         handle.flush()
         tic = time.time()
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                              errors="replace") as run:
-            for line in run.stdout:
-                handle.write(f"{time.strftime('%H:%M:%S')} {line}")
-                handle.flush()
-            code = run.wait()
+        code = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False, env=env).returncode
         handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S %Z')}: exit status {code} after "
                      f"{time.time() - tic:.0f} s{_lock_wait_note(cmd)}\n")
         return code

@@ -42,7 +42,7 @@ def test_dry_run_prints_one_command_per_seed_with_the_lock(tmp_path, monkeypatch
     assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "--root", str(root),
                            "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"flock {tmp_path / 'heavy'} {sys.executable} -m lorita experiment "
+    assert lines[0].startswith(f"flock {tmp_path / 'heavy'} {sys.executable} -m lorita --log-time experiment "
                                "experiments/converged/fcn.json --seeds 0 --out ")
     assert lines[0].endswith("fcn-e60/base/seed0 --no-progress --resume")
     assert lines[1] == f"{root / 'fcn-e60' / 'base' / 'seed1'}: complete, skipped"
@@ -86,7 +86,7 @@ def test_the_log_ends_with_the_exit_status_and_says_when_a_lock_wait_is_in_the_s
     assert runner.run_one(["flock", str(tmp_path / "heavy"), sys.executable, "-c", "print('trained')"], out) == 0
     assert runner.run_one([sys.executable, "-c", "import sys; sys.exit(3)"], out) == 3
     lines = (tmp_path / "seed0.log").read_text().splitlines()
-    assert re.fullmatch(r"\d\d:\d\d:\d\d trained", lines[2])  # each line of the run's output after its time
+    assert lines[2] == "trained"
     assert re.fullmatch(r"=== .+: exit status 0 after \d+ s \(the wait for the lock included\)", lines[3])
     assert re.fullmatch(r"=== .+: exit status 3 after \d+ s", lines[-1])
 
@@ -121,6 +121,7 @@ def test_runs_each_seed_once_and_resumes_after_a_kill(tmp_path, monkeypatch, cap
         log = (root / "fcn-e1" / "wide" / f"seed{seed}.log").read_text()  # beside its folder: the command, its output
         assert log.startswith("\n=== ") and f"--seeds {seed} --out " in log and "done in" in log
         assert ": OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 " in log.splitlines()[1]  # each run's threads, recorded
+        assert re.search(r"\n\d\d:\d\d:\d\d \[\w+\] seed \d: training depth 1", log)  # each step after its time
         assert re.fullmatch(r"=== \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+: exit status 0 after \d+ s",
                             log.splitlines()[-1])  # and when it ended
     assert not killed.exists() and not killed.with_suffix(".resume").exists()  # resumed from, then removed

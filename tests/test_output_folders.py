@@ -370,7 +370,8 @@ def test_deeply_nested_run_folders_need_no_recursion(tmp_path):
         write_json(folder / "config.json", mark({"command": "experiment"}))
         folder = folder / "n"
     write_json(folder / "config.json", mark({"command": "train"}))
-    assert foreign_entries(top) == []
+    assert foreign_entries(top) == [f"{top / 'n'}/ (a run folder of command 'experiment' inside one of "
+                                    "'experiment', where lorita never writes it)"]  # not walked further
     assert remove_tree(top) == [] and not top.exists()
 
 
@@ -408,7 +409,7 @@ def test_files_written_into_out_while_it_is_replaced_are_kept(run, tmp_path, mon
                                                                                                          "run"]
 
 
-def test_files_written_into_the_old_output_after_its_last_check_are_left(run, tmp_path, monkeypatch, capsys):
+def test_files_written_into_the_old_output_after_its_last_check_are_left(run, tmp_path, monkeypatch, caplog):
     import lorita.runs.output as output
     real = output.foreign_entries
 
@@ -422,6 +423,8 @@ def test_files_written_into_the_old_output_after_its_last_check_are_left(run, tm
     assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0
     (left,) = tmp_path.glob(".run.kept-*")
     assert sorted(p.name for p in left.iterdir()) == ["config.json", "notes.txt"]  # marked, with the file only
+    assert "deleting the previous output stopped at what appeared in it meanwhile" in caplog.text
+    assert f"({left / 'notes.txt'}); what is left of it is kept in {left}" in caplog.text
     monkeypatch.setattr(output, "foreign_entries", real)
     assert main(["train", *TINY, "--out", str(run), "--overwrite"]) == 0  # kept: never touched again
     assert (left / "notes.txt").read_text() == "mine"
@@ -449,8 +452,27 @@ def test_a_run_folder_moved_into_a_training_is_not_lorita_s_to_delete(run, tmp_p
     shutil.copytree(run, tmp_path / "baseline")
     (tmp_path / "baseline").rename(run / "baseline")
     err = cli_error(["train", *TINY, "--out", str(run), "--overwrite"], capsys)
-    assert f"{run / 'baseline'}/ (a run folder, where lorita writes none" in err
+    assert f"{run / 'baseline'}/ (a run folder of command 'train' inside one of 'train', where lorita never " \
+        "writes it)" in err
     assert (run / "baseline" / "model.lorita").is_file()
+
+
+def test_an_experiment_written_inside_an_experiment_is_not_lorita_s_to_delete(run, tmp_path):
+    big = experiment_folder(run, tmp_path / "big")
+    ablation = experiment_folder(run, big / "ablation")  # lorita experiment ... --out big/ablation
+    assert foreign_entries(big) == [f"{ablation}/ (a run folder of command 'experiment' inside one of "
+                                    "'experiment', where lorita never writes it)"]
+    seeds = experiment_folder(run, tmp_path / "seeds")  # what lorita writes there: seed folders, trainings, cuts
+    write_json(seeds / "seed0" / "config.json", mark({"command": "experiment-seed"}))
+    shutil.copytree(run, seeds / "seed0" / "depth1")
+    write_json(seeds / "seed0" / "depth1-cut" / "config.json", mark({"command": "compress"}))
+    peers = tmp_path / "peers"
+    write_json(peers / "config.json", mark({"command": "peers"}))
+    shutil.copytree(run, peers / "fcn-depth1")  # the peers benchmark's trainings
+    assert foreign_entries(seeds) == [] and foreign_entries(peers) == []
+    with RunOutput(peers, overwrite=True) as folder:  # benchmarks/peers.py --overwrite
+        write_json(folder / "config.json", mark({"command": "peers"}))
+    assert sorted(p.name for p in peers.iterdir()) == ["config.json"]
 
 
 def test_only_loritas_leaves_lock_files_it_did_not_write_or_that_are_held(tmp_path):

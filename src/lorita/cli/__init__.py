@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="run 'lorita COMMAND --help' for each command's options and an example")
     parser.add_argument("--version", action="version", version=f"lorita {lorita.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.add_argument("--log-time", action="store_true",
+                        help="each line logged after the time it came (HH:MM:SS), for long runs logged to a file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo_cmd.add_parser(sub)
     train_cmd.add_parser(sub)
@@ -85,14 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.given = given_flags(parser, argv, getattr(args, "command", None))
+    when = "%(asctime)s " if args.log_time else ""
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", force=True)
+                        format=when + "%(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True)
     if not args.verbose:  # the workflow's own progress lines, without the library's details
         runs = logging.getLogger("lorita.runs")
         for old in [h for h in runs.handlers if getattr(h, "lorita_cli", False)]:
             runs.removeHandler(old)  # an earlier main() in this process bound a stream that may be gone now
         handler = logging.StreamHandler()  # today's sys.stderr
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(logging.Formatter(when + "%(message)s", "%H:%M:%S"))
         handler.lorita_cli = True
         runs.addHandler(handler)
         runs.setLevel(logging.INFO)

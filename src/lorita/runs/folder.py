@@ -47,6 +47,10 @@ PLOT_FILES = frozenset({"training_curves.png", "spectra.png", "compression.png",
 _WRITTEN = RUN_FILES | PLOT_FILES
 HELD = "(held: "  # how foreign_entries names a lock file a running command holds (a busy folder, not a foreign one)
 _COPIES_INTO = ("experiment", "experiment-seed")  # the folders lorita copies trainings into (lorita.runs.reuse)
+# the outputs that hold run folders, and of which commands: an experiment its seeds' folders, trainings and cuts (with
+# one seed), a seed folder its trainings and cuts, the peers benchmark its trainings (benchmarks/peers.py)
+_HOLDS = {"experiment": ("experiment-seed", "train", "compress"), "experiment-seed": ("train", "compress"),
+          "peers": ("train",)}
 _OPEN_FOLDER = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -94,9 +98,10 @@ def foreign_entries(folder: str | os.PathLike) -> list[str]:
 
     Symbolic links count as foreign (lorita never writes one), and so does anything on another
     file system (a mount point); nested folders must be marked run folders themselves, with
-    no foreign entries, in an experiment's folder or one of its seed folders (the only outputs
-    that hold runs: a finished training moved into a training's folder is not lorita's to
-    delete), or a ``.NAME.copying`` folder there holding nothing but files lorita writes
+    no foreign entries, of a command lorita writes in that folder (an experiment's trainings,
+    cuts and seed folders, a seed folder's trainings and cuts, the peers benchmark's trainings:
+    a training moved into a training's folder, or an experiment written inside an experiment, is
+    not lorita's to delete), or a ``.NAME.copying`` folder holding nothing but files lorita writes
     (``building_path``: a copy a kill cut short before it was marked). Any depth of nesting is
     walked (no recursion).
 
@@ -228,8 +233,9 @@ def staging_path(out: str | os.PathLike) -> Path:
 def _foreign(entry: Path, info: os.stat_result, device: int) -> str | None:
     """Why ``entry`` (its ``lstat`` in ``info``; ``device``: the run folder's file system) is not lorita's, as
     ``foreign_entries`` names it; None when it is: a file lorita writes (a lock file only when lorita wrote it and
-    no command holds it), a marked run folder in an experiment's folder or one of its seed folders (the only
-    outputs that hold runs; its entries judged in turn) or a ``.NAME.copying`` one a kill left there
+    no command holds it), a marked run folder of a command that lorita writes in its folder's (``_HOLDS``: an
+    experiment's trainings, cuts and seed folders, a seed folder's trainings and cuts, the peers benchmark's
+    trainings; its entries judged in turn) or a ``.NAME.copying`` one a kill left in an experiment's folder
     (``_is_unmarked_building``: nothing in it but lorita's files)."""
     if stat.S_ISLNK(info.st_mode):
         return f"{entry} (a symbolic link)"
@@ -237,9 +243,11 @@ def _foreign(entry: Path, info: os.stat_result, device: int) -> str | None:
         if info.st_dev != device:
             return f"{entry}/ (a mount point: lorita never deletes across file systems; unmount it)"
         if is_marked(entry):
-            if command_of(entry.parent) in _COPIES_INTO:
+            held, holder = command_of(entry), command_of(entry.parent)
+            if held in _HOLDS.get(holder, ()):
                 return None
-            return f"{entry}/ (a run folder, where lorita writes none: only an experiment's folders hold runs)"
+            return f"{entry}/ (a run folder of command {held!r} inside one of {holder!r}, where lorita never " \
+                   "writes it)"
         return None if _is_unmarked_building(entry) else f"{entry}/ (not a lorita run folder)"
     if not (stat.S_ISREG(info.st_mode) and is_lorita_file(entry.name)):
         return str(entry)

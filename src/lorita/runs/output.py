@@ -358,16 +358,25 @@ def _remove_replaced(folder: Path, out: Path) -> None:
             foreign = foreign_entries(folder)
         else:
             foreign = [f"{folder} (no longer a lorita run folder on this file system)"]
-        if not foreign:
+        deleting = not foreign  # nothing appeared before this check: delete, leaving what appears meanwhile
+        if deleting:
             foreign = remove_tree(folder, only_lorita=True)  # what appears while it is deleted is left
             if not foreign:
                 return
         kept = _free_name(out, "kept")
         os.rename(folder, kept)
-        log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
-                    "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
-                    out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
-                    "what lorita did not write", _listed(foreign))
+        foreign = [str(kept) + entry[len(str(folder)):] if entry.startswith(str(folder)) else entry
+                   for entry in foreign]
+        if deleting:
+            log.warning("%s is in place; deleting the previous output stopped at what appeared in it meanwhile, which "
+                        "lorita did not write or a command holds (%s); what is left of it is kept in %s, which lorita "
+                        "leaves alone: look at it, and remove it yourself when you are done", out, _listed(foreign),
+                        kept)
+        else:
+            log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
+                        "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
+                        out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
+                        "what lorita did not write", _listed(foreign))
     except (OSError, LoritaError) as err:  # the new output is in place: say what is left, do not fail the command
         log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
                     out, folder, getattr(err, "strerror", None) or err)
