@@ -47,8 +47,9 @@ from pathlib import Path
 from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs import load_spec
+from lorita.runs.experiment import measured_cuts_key
 from lorita.runs.folder import read_json
-from lorita.runs.measured_cuts import MEASURED_CUTS
+from lorita.runs.measured_cuts import MEASURED_CUTS, read_record
 from lorita.runs.reuse import RUN_FILES as REUSED_RUN_FILES
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU thread pools read at start
@@ -99,43 +100,47 @@ def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
     return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
 
 
-def progress(out: Path) -> str | None:
+def progress(out: Path, key: dict) -> str | None:
     """How far a seed killed part-way got, as ``--resume`` will take it up: for each of ``<out>.resume`` (kept from
     an earlier kill) and ``<out>.partial`` that is there, each training in it (a folder holding ``config.json``;
     dot names are copies a kill cut short, never taken), finished (every file a reused run needs) or the epochs
-    its ``metrics.csv`` logged of its config's, and the cuts it measured; None where neither is there (a seed not
-    started, or complete).
+    its ``metrics.csv`` logged of its config's, and the cuts it measured under ``key`` (the run's
+    ``measured_cuts_key``; a record under another is said to be measured again); None where neither is there (a
+    seed not started, or complete).
     Reads nothing through a link (a folder, ``config.json`` or ``metrics.csv`` that is one is passed over), and no
     ``metrics.csv`` larger than 16 MiB or other than a plain file."""
     kept = [folder for folder in (out.with_name(out.name + ".resume"), out.with_name(out.name + ".partial"))
             if folder.is_dir() and not folder.is_symlink()]
     if not kept:
         return None
-    return "part-way: " + "; ".join(f"{folder.name}: {_trainings(folder)}" for folder in kept)
+    return "part-way: " + "; ".join(f"{folder.name}: {_trainings(folder, key)}" for folder in kept)
 
 
-def _trainings(folder: Path) -> str:
+def _trainings(folder: Path, key: dict) -> str:
     try:
         found = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir() and not p.is_symlink()
                        and _plain_file(p / "config.json"))
     except OSError as err:
         return f"not readable ({err.strerror})"
     trainings = ", ".join(f"{training.name} {_training(training)}" for training in found) or "no training started"
-    return trainings + _cuts(folder / MEASURED_CUTS)
+    return trainings + _cuts(folder / MEASURED_CUTS, key)
 
 
-def _cuts(record: Path) -> str:
-    """How many cuts and sweeps the seed's record holds (``lorita.runs.measured_cuts``), as ``", 12 cuts and 2
-    sweeps recorded"``: a resume takes those measured from the same data and trained models under the same
-    settings."""
+def _cuts(record: Path, key: dict) -> str:
+    """How many cuts and sweeps the seed's record holds under ``key`` (``lorita.runs.measured_cuts``), as ``", 12
+    cuts and 2 sweeps recorded"``: a resume takes those measured from the same data and trained models (which a
+    dry run does not hash); a record under another key (other settings, another lorita version) is measured
+    again, and said so."""
     if not _plain_file(record) or record.stat().st_size > 16 * 2**20:
         return ""
     try:
-        found = jsonio.read(record, allow_nan=True)
-        cuts, sweeps = found["cuts"], found.get("sweeps", {})
-    except (LoritaError, KeyError, TypeError, AttributeError):
+        recorded_key = jsonio.read(record, allow_nan=True)["key"]
+    except (LoritaError, KeyError, TypeError):
         return ""
-    if not isinstance(cuts, dict) or not isinstance(sweeps, dict) or not (cuts or sweeps):
+    if recorded_key != key:
+        return ", cuts recorded under other settings or another lorita version (measured again)"
+    cuts, sweeps = read_record(record, key)
+    if not (cuts or sweeps):
         return ""
     return f", {len(cuts)} cuts" + (f" and {len(sweeps)} sweeps" if sweeps else "") + " recorded"
 
@@ -231,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)
-                done = progress(out)
+                done = progress(out, measured_cuts_key(spec, seed))
                 if done is not None:
                     print(f"  {out}: {done}", flush=True)
                 continue
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(seed)
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        done = progress(out)
+        done = progress(out, measured_cuts_key(spec, seed))
         print(f"{time.strftime('%H:%M:%S')} {out}: running (log {out.name}.log)"
               + (f"; resumes {done.removeprefix('part-way: ')}" if done else ""), flush=True)
         tic = time.time()

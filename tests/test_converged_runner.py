@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lorita.runs import load_spec
+from lorita.runs.experiment import measured_cuts_key
 from lorita.runs.folder import mark, write_json
 
 
@@ -64,11 +65,20 @@ def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
     shutil.copytree(partial / "depth1", partial / ".depth1.copying")  # a copy a kill cut short: not listed
     (partial / "linked").mkdir()
     (partial / "linked" / "config.json").symlink_to(partial / "depth2" / "config.json")  # not read through a link
-    write_json(partial / "measured-cuts.json", {"key": {}, "cuts": {"plain + SVD + FT @ 0.1": None,
-                                                                    "plain + SVD + FT @ 0.2": None},
-                                                "sweeps": {"depth 1": {}, "depth 2": {}}})
+    write_json(partial / "config.json", mark({"command": "experiment"}))  # lorita's folder: its record is read
+    key = measured_cuts_key(load_spec("experiments/converged/fcn.json"), 0)
+    point = {"threshold": 0.0, "params": 90, "macs": 80, "params_kept": 1.0, "macs_kept": 1.0, "val": 91.0,
+             "test": 90.0, "ranks": {}}
+    write_json(partial / "measured-cuts.json", {"key": key, "cuts": {"plain + SVD + FT @ 0.1": {"inputs": "x",
+                                                                                                 "cut": None},
+                                                                     "plain + SVD + FT @ 0.2": {"inputs": "x",
+                                                                                                 "cut": None}},
+                                                "sweeps": {f"depth {d}": {"inputs": "y", "points": [point]}
+                                                           for d in (1, 2)}})
     (root / "fcn-e60" / "base" / "seed1.partial").mkdir()
     write_json(root / "fcn-e60" / "base" / "seed1.resume" / "depth1" / "config.json", {"train": {"epochs": 60}})
+    other = root / "fcn-e60" / "base" / "seed2.partial"  # measured under seed 0's key: not seed 2's
+    shutil.copytree(partial, other, ignore=shutil.ignore_patterns(".*", "depth*", "small*", "linked"))
     assert _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "1", "2", "--root", str(root),
                            "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -77,7 +87,9 @@ def test_dry_run_says_how_far_a_seed_killed_part_way_got(tmp_path, capsys):
                        "2 sweeps recorded"
     assert lines[3] == f"  {root / 'fcn-e60' / 'base' / 'seed1'}: part-way: seed1.resume: depth1 started; " \
                        "seed1.partial: no training started"
-    assert len(lines) == 5  # seed 2: its command only
+    assert lines[5] == f"  {root / 'fcn-e60' / 'base' / 'seed2'}: part-way: seed2.partial: no training started, " \
+                       "cuts recorded under other settings or another lorita version (measured again)"
+    assert len(lines) == 6
 
 
 @pytest.mark.skipif(shutil.which("flock") is None, reason="needs util-linux flock")

@@ -20,6 +20,7 @@ best alternative over the seeds (``lorita.runs.paired``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -32,8 +33,7 @@ from typing import Callable
 
 import torch
 
-from lorita import __version__
-from lorita import prune
+from lorita import __version__, prune
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.compose import merge
 from lorita.cutspec import Ranks
@@ -438,9 +438,20 @@ def _measured_cuts(spec: ExperimentSpec, seed: int, folder: Path) -> MeasuredCut
     with samples, which need each chosen model itself."""
     if spec.report.samples and spec.setup.dataset in TEXT_DATASETS:
         return None
-    key = {"spec": {k: v for k, v in spec.flat().items() if k not in ("reuse", "seeds")}, "seed": seed,
-           "lorita_version": __version__}
-    return MeasuredCuts(folder, key, _earlier(spec, seed))
+    return MeasuredCuts(folder, measured_cuts_key(spec, seed), _earlier(spec, seed))
+
+
+def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
+    """What seed ``seed``'s measured cuts depend on besides their inputs: the experiment's settings (the trainings
+    it may reuse and its other seeds aside), the seed and lorita's version; a record under another key is not taken.
+
+    Example:
+        >>> key = measured_cuts_key(load_spec("experiments/converged/fcn.json"), 3)
+        >>> key["seed"], key["spec"]["model"], "reuse" in key["spec"]
+        (3, 'fcn', False)
+    """
+    return json.loads(json.dumps({"spec": {k: v for k, v in spec.flat().items() if k not in ("reuse", "seeds")},
+                                  "seed": seed, "lorita_version": __version__}))  # as the record reads back
 
 
 def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float,
