@@ -218,6 +218,19 @@ def test_targets_exclude_config_and_errors():
         quantize(meta)
 
 
+def test_a_pairs_name_selects_both_its_layers_and_a_bare_index_never_every_pairs_half():
+    small = lorita.compress(mlp(), ratio=0.25)  # pairs 0, 2 and 4, each of layers .0 and .1
+    kinds = lambda q: {f"{i}.{j}": type(q[i][j]).__name__ for i in (0, 2, 4) for j in (0, 1)}  # noqa: E731
+    int8 = lambda *names: {k: "Int8Linear" if k in names else "Linear" for k in kinds(small)}  # noqa: E731
+    assert kinds(quantize(small, targets=["0"])) == int8("0.0", "0.1")  # was every pair's first half
+    assert kinds(quantize(small, targets=["2"])) == int8("2.0", "2.1")  # was refused
+    assert kinds(quantize(small, exclude=["0"])) == int8("2.0", "2.1", "4.0", "4.1")
+    assert kinds(quantize(small, targets=["2.1"])) == int8("2.1")  # one half, named with its pair
+    assert kinds(quantize(small, targets="4")) == int8("4.0", "4.1")  # a regex naming the pair
+    with pytest.raises(LoritaError, match="module '1' is not a Linear or Conv2d layer"):  # the ReLU, not the .1s
+        quantize(small, targets=["1"])
+
+
 def test_save_load_round_trip_keeps_int8_layers_and_shrinks_the_file(tmp_path):
     small = lorita.compress(mlp(), ratio=0.25)
     q = quantize(small)

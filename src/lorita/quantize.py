@@ -103,7 +103,7 @@ def scan_quantizable(model: nn.Module) -> Scan:
         if isinstance(module, LOWRANK_TYPES):
             for index, inner in enumerate(module):
                 if not isinstance(inner, INT8_TYPES):
-                    layers[f"{name}.{index}"] = Layer(f"{name}.{index}", inner, [f"{name}.{index}"])
+                    layers[f"{name}.{index}"] = Layer(f"{name}.{index}", inner, [f"{name}.{index}"], pair=name)
     return Scan(layers, skipped)
 
 
@@ -114,7 +114,8 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
     Args:
         config: ``"int8"`` (``Int8Config()``: one scale per output channel) or an ``Int8Config``.
         targets / exclude: module names (exact or ``.suffix``) or one full-match regex, as in
-            ``lorita.compose``; the layers of a low-rank pair are named ``pair.0`` and ``pair.1``.
+            ``lorita.compose``; a low-rank pair's name selects both its layers, ``pair.0`` and ``pair.1``
+            one (never a bare ``0`` or ``1``: that names the pair or layer called so).
         inplace: quantize the layers of ``model`` itself and return it (no copy).
 
     Layers that cannot be quantized (composed layers: merge first; tied weights, layers

@@ -37,11 +37,13 @@ Selector = str | Sequence[str] | None
 
 @dataclass
 class Layer:
-    """One eligible layer: its canonical name, the module, and every name it is used under."""
+    """One eligible layer: its canonical name, the module, and every name it is used under; ``pair``: the low-rank
+    pair it is one half of (``pair.0`` or ``pair.1``), whose name selects both halves."""
 
     name: str
     module: nn.Module
     aliases: list[str] = field(default_factory=list)
+    pair: str | None = None
 
     @property
     def kind(self) -> str:
@@ -289,6 +291,24 @@ def _matches(name: str, selector: str | Sequence[str]) -> bool:
     return any(name == key or name.endswith("." + key) for key in selector)
 
 
+def _layer_matches(layer: Layer, selector: str | Sequence[str]) -> bool:
+    """Whether ``selector`` names ``layer`` under any of its names; a half of a low-rank pair is named by its pair's
+    name or its own, never by its index alone (``"0"`` is the pair or layer called 0, not every pair's first half).
+
+    Example:
+        >>> half = Layer("2.0", nn.Linear(4, 2), ["2.0"], pair="2")
+        >>> _layer_matches(half, ["2"]), _layer_matches(half, ["2.0"]), _layer_matches(half, ["0"])
+        (True, True, False)
+    """
+    if layer.pair is None:
+        return any(_matches(a, selector) for a in layer.aliases)
+    if _matches(layer.pair, selector):
+        return True
+    index = layer.name.rsplit(".", 1)[-1]
+    keys = selector if isinstance(selector, str) else [key for key in selector if key != index]
+    return any(_matches(a, keys) for a in layer.aliases)
+
+
 def _validate_selector(selector: Selector, what: str) -> None:
     if selector is None:
         return
@@ -307,7 +327,7 @@ def _check_names(scan: Scan, keys: Iterable[str], what: str, verb: str, all_name
     names = list(scan.layers)
     available = ", ".join(names) if names else "(none)"
     for key in keys:
-        if any(_matches(n, [key]) or any(_matches(a, [key]) for a in scan.layers[n].aliases) for n in names):
+        if any(_layer_matches(scan.layers[n], [key]) for n in names):
             continue
         skipped = [n for n in scan.skipped if _matches(n, [key])]
         if skipped:
@@ -368,15 +388,15 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
         _check_names(scan, targets, "targets", verb, all_names)
     if exclude is not None and not isinstance(exclude, str):
         _check_names(scan, exclude, "exclude", verb, all_names)
-    if isinstance(exclude, str) and not any(_matches(a, exclude) for n in names for a in scan.layers[n].aliases) \
+    if isinstance(exclude, str) and not any(_layer_matches(scan.layers[n], exclude) for n in names) \
             and not any(_matches(n, exclude) for n in scan.skipped):
         raise LoritaError(f"exclude={exclude!r} (a regex, full match) matches no layer. Layers that can be "
                           f"{verb}d: {available}")
     chosen = []
     for name, layer in scan.layers.items():
-        if targets is not None and not any(_matches(a, targets) for a in layer.aliases):
+        if targets is not None and not _layer_matches(layer, targets):
             continue
-        if exclude is not None and any(_matches(a, exclude) for a in layer.aliases):
+        if exclude is not None and _layer_matches(layer, exclude):
             continue
         chosen.append(layer)
     if not chosen:
