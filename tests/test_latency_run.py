@@ -96,6 +96,17 @@ def test_compress_run_records_predicted_and_measured_latency(trained, fake_clock
     assert small(torch.zeros(8, 1, 8, 8)).shape == (8, 10)
 
 
+def test_with_int8_the_model_written_is_timed_too(trained, fake_clock, capsys):
+    results = compress_run(trained / "run", trained / "int8", Latency(0.6, batch=8, layout="auto", int8=True),
+                           progress=False)
+    lat, small = results["latency"], lorita.load(trained / "int8" / "model.lorita")
+    assert lat["final"]["measured"] == pytest.approx(lat["measured"])  # the float cut the search predicted
+    pairs = sum(isinstance(m, LOWRANK_TYPES) for m in small.modules())
+    assert pairs and lat["final_int8"]["cut_s"] == clock(small, None)  # the int8 model: weights in buffers
+    assert lat["final_int8"]["cut_s"] < lat["final"]["cut_s"]
+    assert lat["final_int8"]["dense_s"] == lat["final"]["dense_s"]
+
+
 def test_a_forced_channels_last_layout_is_recorded_and_the_model_saved(trained, fake_clock):
     results = compress_run(trained / "run", trained / "cl", Latency(0.7, batch=1, layout="channels_last"),
                            progress=False)

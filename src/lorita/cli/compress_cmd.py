@@ -237,9 +237,12 @@ def run(args: argparse.Namespace) -> int:
               "is unchanged; ask for smaller ranks (e.g. a lower --rank or --ratio)", file=sys.stderr)
     if "latency" in results:
         lat = results["latency"]
+        timed = f"{lat['final']['measured']:.3f}"
+        if "final_int8" in lat:
+            timed = f"{timed} in float, {lat['final_int8']['measured']:.3f} with its int8 weights"
         print(f"latency at batch {lat['batch']} ({lat['layout']}): asked {lat['latency']:.3f}, predicted "
-              f"{lat['predicted']:.3f}, measured {lat['measured']:.3f} (the compressed model: "
-              f"{lat['final']['measured']:.3f}) of the dense model's {1e3 * lat['dense_s']:.2f} ms")
+              f"{lat['predicted']:.3f}, measured {lat['measured']:.3f} (the compressed model: {timed}) of the "
+              f"dense model's {1e3 * lat['dense_s']:.2f} ms")
     return 0
 
 

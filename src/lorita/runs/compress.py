@@ -214,6 +214,8 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     if how.int8:  # then int8 weights, one scale per output channel (lorita.quantize)
         small = quantize(small, "int8")
         after_int8 = scores(small, data)
+        if latency is not None:  # the model written is the int8 one: timed too (the search predicts the float cut)
+            latency["final_int8"] = _time_final(choice.report, spectra, small, how)
     search = choice.report.search if isinstance(choice.report, AccuracySearch) else None
     lowrank = {n for n, m in small.named_modules() if isinstance(m, LOWRANK_TYPES)}
     results = {
@@ -261,7 +263,16 @@ def _finetune(small: nn.Module, data, recipe: TrainConfig, progress: bool) -> di
 
 def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:
     """What results.json says about a latency budget: the request, what was predicted, what the search measured
-    on random-weight pairs, and the compressed model itself timed against the dense one."""
+    on random-weight pairs, and the compressed model itself timed against the dense one (``final``; after int8,
+    ``final_int8`` too)."""
+    out = {k: v for k, v in found.to_dict().items() if k != "ranks"}
+    out["final"] = _time_final(found, spectra, small, how)
+    return out
+
+
+def _time_final(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:
+    """``small`` timed against the dense model in the budget's layout and batch: seconds and the measured fraction
+    (the median of the within-round ratios, not cut_s / dense_s, medians of their own)."""
     example = spectra.example_input[0]
     x = example if how.batch is None else batch_of(example, how.batch)
     dense = spectra.model
@@ -270,10 +281,7 @@ def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, h
         small = copy.deepcopy(small).to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     seconds, fractions = compare_latency({"dense": dense, "cut": small}, x, reference="dense")
-    out = {k: v for k, v in found.to_dict().items() if k != "ranks"}
-    # measured: the median of the within-round ratios, not cut_s / dense_s (medians of their own)
-    out["final"] = {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": fractions["cut"]}
-    return out
+    return {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": fractions["cut"]}
 
 
 def check_calibrate(data, train, batches: int) -> None:
