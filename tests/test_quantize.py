@@ -169,6 +169,28 @@ def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():
     assert lorita.profile(layer, x).macs == lorita.profile(dense, x).macs  # the FLOP counter sees the matmul
 
 
+def test_large_linear_takes_the_float_path_where_the_int8_matmul_would_fail_or_lose_a_gradient():
+    torch.manual_seed(0)
+    layer = Int8Linear.from_linear(nn.Linear(512, 256))
+    x = torch.randn(3, 512)
+    exact = lambda v: nn.functional.linear(v, layer.weight, layer.bias)  # noqa: E731
+    with torch.no_grad():
+        assert (layer(x) - exact(x)).abs().max() > 0  # the int8 matmul
+        torch.testing.assert_close(layer(x[0]), exact(x[0]), **EXACT)  # unbatched: the float path (it crashed)
+        bad = x.clone()
+        bad[0, 0], bad[1, 0] = float("inf"), float("nan")
+        torch.testing.assert_close(layer(bad)[2], exact(bad)[2], **EXACT)  # the other rows unharmed (were nan)
+    out = layer(x)  # gradients on, raw data (no grad on the input): the bias still gets its gradient
+    out.sum().backward()
+    torch.testing.assert_close(layer.bias.grad, torch.full((256,), 3.0), **EXACT)
+    small = Int8Linear.from_linear(nn.Linear(16, 4))
+    with torch.inference_mode():
+        small(torch.randn(2, 16))  # keeps its float weight, made outside inference mode
+    v = torch.randn(2, 16, requires_grad=True)
+    small(v).sum().backward()  # saving the kept weight for backward failed after an inference-mode call
+    assert v.grad is not None
+
+
 def test_layers_it_cannot_quantize_are_named_in_one_warning_and_left_in_float():
     torch.manual_seed(0)
     composed = lorita.compose(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)), depth=2, targets=["0"])

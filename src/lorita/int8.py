@@ -21,10 +21,12 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
   Python decides their speed (it made the digits MLP's cut 1.21x slower in int8 before);
 - a larger Conv2d: the kernel is dequantized on every call and the float convolution
   runs (PyTorch has no int8 convolution for float inputs);
-- a large Linear under autograd, a dispatch mode (``lorita.profile``'s FLOP counter), on
-  other devices or dtypes, and any layer while tracing or compiling (ONNX export,
-  ``torch.export``): ``F.linear`` / ``F.conv2d`` with the weight dequantized in the call, so
-  exported graphs hold the int8 weight and its dequantization.
+- a large Linear under autograd (a call with gradients on: the int8 matmul runs under ``torch.no_grad()`` or
+  ``torch.inference_mode()``), on an input holding NaN or inf or one unbatched example, under a
+  dispatch mode (``lorita.profile``'s FLOP counter), on other devices or dtypes, and any layer
+  while tracing or compiling (ONNX export, ``torch.export``): ``F.linear`` / ``F.conv2d``
+  with the weight dequantized in the call, so exported graphs hold the int8 weight and its
+  dequantization.
 
 Both read like the layer they replace (``in_features``, ``out_channels``, ``stride``,
 ``weight``...). What a layer keeps is dropped by ``load_state_dict``, ``.to()`` and friends, and
@@ -117,7 +119,8 @@ class _Int8(nn.Module):
         if self.qweight.numel() < LARGE and not _exporting():
             kept = self.__dict__.get("_lorita_kept")
             if kept is None or kept[0].dtype != x.dtype:
-                kept = self.__dict__["_lorita_kept"] = (self.weight.detach().to(x.dtype), self.bias)
+                with torch.inference_mode(False):  # a normal tensor, so later calls under autograd can save it
+                    kept = self.__dict__["_lorita_kept"] = (self.weight.detach().to(x.dtype), self.bias)
             return kept[0]
         return self.weight.to(x.dtype)
 
@@ -183,8 +186,8 @@ class Int8Linear(_Int8):
         kept = self.__dict__.get("_lorita_kept")
         if kept is not None and kept[0].dtype == x.dtype and not _exporting():
             return F.linear(x, kept[0], kept[1])  # a small layer after its first call: nn.Linear's own cost
-        if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" \
-                and _plain_call(x):
+        if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 2 \
+                and _plain_call(x, self.bias) and bool(torch.isfinite(x).all()):
             packed = self.__dict__.get("_lorita_packed")
             if packed is None:
                 packed = self.__dict__["_lorita_packed"] = self._pack()
@@ -218,12 +221,13 @@ def _exporting() -> bool:
     return torch._C._is_tracing() or torch.compiler.is_compiling()
 
 
-def _plain_call(x: torch.Tensor) -> bool:
-    """An inference call in eager mode, where the int8 matmul may run: no autograd on the input (it has no
-    backward), no tracing or compiling (ONNX export, torch.export), no dispatch mode (lorita.profile's FLOP
+def _plain_call(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """An inference call in eager mode, where the int8 matmul may run: no autograd on the input or the bias (it has
+    no backward: under ``torch.no_grad()`` or ``torch.inference_mode()`` only, where the bias is a trainable
+    parameter), no tracing or compiling (ONNX export, torch.export), no dispatch mode (lorita.profile's FLOP
     counter), which must see the dequantized matmul."""
-    return not (x.requires_grad and torch.is_grad_enabled()) and not _exporting() and \
-        torch._C._len_torch_dispatch_stack() == 0
+    grads = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+    return not grads and not _exporting() and torch._C._len_torch_dispatch_stack() == 0
 
 
 class Int8Conv2d(_Int8):
