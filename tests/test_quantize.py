@@ -253,6 +253,32 @@ def test_a_pairs_name_selects_both_its_layers_and_a_bare_index_never_every_pairs
         quantize(small, targets=["1"])
 
 
+@pytest.mark.parametrize("damage,message", [
+    (lambda t: t["0.scale"].fill_(float("nan")), "int8 scales that are not all finite and positive"),
+    (lambda t: t["0.scale"].fill_(0.0), "int8 scales that are not all finite and positive"),
+    (lambda t: t["0.scale"].neg_(), "int8 scales that are not all finite and positive"),
+    (lambda t: t["0.qweight"].fill_(-128), "int8 weights of -128"),
+])
+def test_int8_values_quantize_never_makes_are_refused_on_save_and_called_damage_on_load(tmp_path, damage, message):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    arch = lambda: nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))  # noqa: E731
+    lorita.save(quantize(arch()), tmp_path / "good.lorita")
+    with safe_open(tmp_path / "good.lorita", "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(tmp_path / "good.lorita")
+    damage(tensors)
+    save_file(tensors, tmp_path / "bad.lorita", metadata=metadata)
+    with pytest.raises(LoritaError, match="bad.lorita: the file is damaged: layer '0' has " + message):
+        lorita.load(tmp_path / "bad.lorita", model=arch)
+    q = quantize(arch())
+    q[0].load_state_dict({k.removeprefix("0."): v for k, v in tensors.items() if k.startswith("0.")})
+    with pytest.raises(LoritaError, match="layer '0' has " + message):
+        lorita.save(q, tmp_path / "refused.lorita")
+    assert not (tmp_path / "refused.lorita").exists()
+
+
 def test_save_load_round_trip_keeps_int8_layers_and_shrinks_the_file(tmp_path):
     small = lorita.compress(mlp(), ratio=0.25)
     q = quantize(small)

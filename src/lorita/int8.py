@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lorita.checks import check_choice
+from lorita.errors import LoritaError
 from lorita.linalg import check_finite
 
 log = logging.getLogger(__name__)
@@ -282,3 +283,25 @@ class Int8Conv2d(_Int8):
 
 
 INT8_TYPES = (Int8Linear, Int8Conv2d)
+
+
+def check_int8_values(layer: nn.Module, name: str) -> None:
+    """Raise LoritaError unless ``layer``'s int8 weight lies in [-127, 127] and its scales are finite and positive,
+    as ``quantize_weight`` makes them (``lorita.save`` refuses other values; ``lorita.load`` calls a file holding
+    them damaged).
+
+    Example:
+        >>> layer = Int8Linear.from_linear(nn.Linear(4, 2))
+        >>> check_int8_values(layer, "fc")
+        >>> layer.scale.fill_(0.0); check_int8_values(layer, "fc")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: layer 'fc' has int8 scales that are not all finite and positive (min 0, max 0)
+    """
+    scale = layer.scale.detach()
+    if scale.numel() and not bool((torch.isfinite(scale) & (scale > 0)).all()):
+        raise LoritaError(f"layer {name!r} has int8 scales that are not all finite and positive (min "
+                          f"{scale.min().item():g}, max {scale.max().item():g})")
+    if layer.qweight.numel() and int(layer.qweight.min()) < -QMAX:
+        raise LoritaError(f"layer {name!r} has int8 weights of -128, outside the symmetric range [-127, 127] lorita "
+                          "writes")

@@ -38,10 +38,10 @@ from lorita import jsonio
 from lorita.atomic import atomic_path
 from lorita.checks import is_int, is_module_name
 from lorita.composed import MAX_DEPTH, MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
+from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError
-from lorita.conv1d import conv1d_as_linear, is_conv1d
-from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear
+from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear, check_int8_values
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models.registry import create_model, resolve_args
@@ -137,6 +137,9 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
         if p.is_floating_point():
             layer, _, what = name.rpartition(".")
             check_finite(p.detach(), layer or name, what=what)
+    for name, m in model.named_modules():
+        if isinstance(m, INT8_TYPES) and not m.qweight.is_meta:
+            check_int8_values(m, name)
     meta = {"lorita": json.dumps(describe(model))}
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata=meta)
@@ -505,15 +508,19 @@ def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], s
                           "is this the right model?")
 
 
-def _check_parameters_finite(model: nn.Module, path) -> None:
-    """No NaN or Inf in a loaded parameter (``save`` refuses them, so the file is damaged)."""
-    for name, p in model.named_parameters():
-        if p.is_floating_point():
-            layer, _, what = name.rpartition(".")
-            try:
+def _check_values(model: nn.Module, path) -> None:
+    """No NaN or Inf in a loaded parameter, int8 weights and scales as ``quantize`` makes them (``save`` refuses
+    other values, so the file is damaged)."""
+    try:
+        for name, p in model.named_parameters():
+            if p.is_floating_point():
+                layer, _, what = name.rpartition(".")
                 check_finite(p.detach(), layer or name, what=what)
-            except LoritaError as err:
-                raise LoritaError(f"{path}: the file is damaged: {err}") from None
+        for name, m in model.named_modules():
+            if isinstance(m, INT8_TYPES):
+                check_int8_values(m, name)
+    except LoritaError as err:
+        raise LoritaError(f"{path}: the file is damaged: {err}") from None
 
 
 def _check_skeleton(skeleton: nn.Module, desc: dict, tensors: dict, path) -> None:
@@ -593,5 +600,5 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     except Exception as err:  # a module's own loading code (e.g. a version check) refused it
         raise LoritaError(f"{path}: the weights do not fit the architecture ({type(err).__name__}: {err}); "
                           "is this the right model?") from None
-    _check_parameters_finite(base, path)
+    _check_values(base, path)
     return base.to(device).eval()
