@@ -279,6 +279,15 @@ def test_int8_values_quantize_never_makes_are_refused_on_save_and_called_damage_
     assert not (tmp_path / "refused.lorita").exists()
 
 
+def test_a_pairs_first_bias_is_scaled_with_the_folded_weight():
+    torch.manual_seed(0)
+    pair = lorita.compress(nn.Sequential(nn.Linear(32, 32)), ratio=0.25)
+    pair[0][0].bias = nn.Parameter(torch.randn(8))  # a hand-built pair: lorita's own have no first bias
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        assert (quantize(pair)(x) - pair(x)).abs().max() < CLOSE  # the unscaled bias was off by ~150x
+
+
 def test_save_load_round_trip_keeps_int8_layers_and_shrinks_the_file(tmp_path):
     small = lorita.compress(mlp(), ratio=0.25)
     q = quantize(small)

@@ -201,7 +201,8 @@ def quantize_pair(pair: nn.Module, granularity: Granularity = "channel", name: s
                                granularity=granularity, device=folded.device, dtype=folded.dtype)
         new_second = Int8Linear(second.in_features, second.out_features, bias=second.bias is not None,
                                 granularity="tensor", device=folded.device, dtype=folded.dtype)
-    new_first.load_float(folded, first.bias, f"{name}.0")
+    first_bias = None if first.bias is None else first.bias * b.to(first.bias.dtype)  # B_q diag(b) (A x + c)
+    new_first.load_float(folded, first_bias, f"{name}.0")
     new_second.qweight.copy_(q.reshape(second.weight.shape))
     if second.bias is not None:
         check_finite(second.bias, f"{name}.1", "bias")
