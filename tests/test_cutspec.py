@@ -68,7 +68,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     (lambda: Budget(params=0.5, multiple=0), r"multiple must be an integer >= 1"),
     (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, rank, ratio"),
     (lambda: cut_from_dict({"kind": ["energy"]}), r"unknown way to cut \['energy'\]"),
-    (lambda: cut_from_dict([1, 2]), r"unknown way to cut \[1, 2\]"),
+    (lambda: cut_from_dict([1, 2]), r"cut: a way to cut is an object such as .* got \[1, 2\]; kinds: ranks"),
     (lambda: cut_from_dict({"kind": "energy", "energy": "0.9"}), r"energy must be a number in \(0, 1\]"),
     (lambda: cut_from_dict({"kind": "energy", "energy": 0.9, "ratio": 0.5}), r"the 'energy' way to cut has no field ratio"),
     (lambda: cut_from_dict({"kind": "energy"}), r"missing 1 required positional argument: 'energy'"),
@@ -176,6 +176,27 @@ def test_ranks_in_multiples_round_up_a_criterion_and_down_a_budget():
     assert all(r % 4 == 0 or r == full[name] for name, r in found.ranks.items()) and found.report.measured <= 0.8
     found = choose_ranks(net, Accuracy(max_drop=100.0, max_evals=3, multiple=8), evaluate=lambda m: 50.0)
     assert all(m.rank % 8 == 0 for m in found.model.modules() if isinstance(m, LOWRANK_TYPES))  # evaluated as cut
+
+
+def test_given_ranks_in_multiples_are_checked_and_resolved_before_rounding():
+    net = mlp()
+    with pytest.raises(LoritaError, match=r"rank for '0' must be an integer between 1 and min\(out, in\) = 20"):
+        choose_ranks(net, Ranks({"0": 10**6}, multiple=8))  # was capped at the full rank: the layer kept dense
+    with pytest.raises(LoritaError, match="ranks names unknown layer 'nope'"):
+        choose_ranks(net, Ranks({"nope": 4}, multiple=8))
+    shared = nn.Linear(24, 24)
+    aliased = nn.Sequential(shared, nn.ReLU(), shared)
+    assert choose_ranks(aliased, Ranks({"2": 3}, multiple=8)).ranks == {"0": 8}  # an alias rounded too
+
+
+def test_a_cut_read_from_a_file_is_an_object_and_a_strategy_a_name():
+    for bad in ("ratio", ["ratio"], 3):
+        with pytest.raises(LoritaError, match=r"cut: a way to cut is an object such as \{\"kind\": \"ratio\""):
+            cut_from_dict(bad)
+    with pytest.raises(LoritaError, match=r"unknown strategy \['x'\]"):
+        cut_from_strategy(["x"], {})
+    with pytest.raises(LoritaError, match="the options of strategy 'uniform' must be a dict, got list"):
+        cut_from_strategy("uniform", [])
 
 
 def test_whitening_is_an_option_of_every_cut():

@@ -312,7 +312,10 @@ def cut_from_dict(values: Any, where: str = "cut") -> CutSpec:
         >>> cut_from_dict({"kind": "ratio", "ratio": 0.5})
         Ratio(calibrate=0, multiple=1, int8=False, ratio=0.5)
     """
-    kind = values.get("kind") if isinstance(values, Mapping) else values
+    if not isinstance(values, Mapping):
+        raise LoritaError(f"{where}: a way to cut is an object such as {{\"kind\": \"ratio\", \"ratio\": 0.5}}, got "
+                          f"{values!r:.60}; kinds: {', '.join(KINDS)}")
+    kind = values.get("kind")
     if not isinstance(kind, str) or kind not in KINDS:
         raise LoritaError(f"{where}: unknown way to cut {kind!r:.60}; kinds: {', '.join(KINDS)}")
     cls = KINDS[values["kind"]]
@@ -340,8 +343,10 @@ def cut_from_strategy(strategy: str, options: Mapping[str, Any], ranks: Mapping[
         >>> cut_from_strategy("budget", {"latency": 0.5, "batch": 8, "layout": "auto"})
         Latency(calibrate=0, multiple=1, int8=False, latency=0.5, batch=8, layout='auto', tolerance=0.1, rounds=4, repeats=3, points=8)
     """
-    if strategy not in STRATEGY_KINDS:
-        raise LoritaError(f"unknown strategy {strategy!r}; strategies: {', '.join(STRATEGY_KINDS)}")
+    if not isinstance(strategy, str) or strategy not in STRATEGY_KINDS:
+        raise LoritaError(f"unknown strategy {strategy!r:.60}; strategies: {', '.join(STRATEGY_KINDS)}")
+    if not isinstance(options, Mapping):
+        raise LoritaError(f"the options of strategy {strategy!r} must be a dict, got {type(options).__name__}")
     values = dict(options)
     if strategy == "ranks":
         values["ranks"] = dict(ranks or {})

@@ -21,13 +21,14 @@ from lorita.cutspec import (Accuracy, Budget, CutSpec, Energy, Latency, Rank, Ra
                             cut_from_strategy)
 from lorita.errors import BudgetOutOfReach, LoritaError
 from lorita.latency import keep_faster, latency_budget
+from lorita.linalg import check_rank
 from lorita.metric import ACCURACY_MAX_DROP
 from lorita.quantize import quantize
 from lorita.ranks import (budget_ranks, energy_ranks, global_ranks, global_thresholds, round_ranks, total_cost,
                           uniform_ranks)
 from lorita.search import AccuracySearch, search_accuracy, search_spectra
 from lorita.spectra import Spectra, layer_costs
-from lorita.targets import check_model
+from lorita.targets import check_model, resolve_ranks
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,13 @@ def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module,
 
 @register_cut(Ranks)
 def _given(how: Ranks, spectra: Spectra, **_) -> Choice:
-    return Choice(dict(how.ranks), how)
+    if how.multiple == 1:
+        return Choice(dict(how.ranks), how)  # checked where the model is cut
+    # rounding caps a rank at its layer's full rank and rounds only canonical names: check and resolve them first
+    resolved = resolve_ranks(how.ranks, spectra.scan.layers.values(), spectra.scan.skipped)
+    for name, (given, rank) in resolved.items():
+        check_rank(f"rank for {given!r}", rank, *spectra.shapes[name])
+    return Choice({name: rank for name, (_, rank) in resolved.items()}, how)
 
 
 @register_cut(Rank)
