@@ -133,7 +133,20 @@ def test_clear_errors_and_warnings(tmp_path):
         lorita.save(run.model, tmp_path / "m.lorita")
     lorita.save(lorita.merge(run.model), tmp_path / "m.lorita")
     assert os.path.getsize(tmp_path / "m.lorita") > 0
-    with pytest.raises(LoritaError, match="depth must be an integer >= 2"):
-        lorita.hf.LoritaCallback(depth=1)
+    diverged = run.model.state_dict()  # merged weights, as a checkpoint holds them
+    key = next(k for k in diverged if k.endswith("c_attn.weight"))
+    diverged[key] = torch.full_like(diverged[key], float("nan"))
+    with pytest.raises(LoritaError, match=f"layer '{key.removesuffix('.weight')}' has NaN in its weight.*earlier "
+                                          "checkpoint"):  # was an SVD's convergence error
+        run.model.load_state_dict(diverged)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"lorita\.compose left")
+        built = transformers.Trainer(model_init=lambda: tiny_gpt2()[1], args=args(tmp_path), train_dataset=data(),
+                                     callbacks=[lorita.hf.LoritaCallback()])
+        with pytest.raises(LoritaError, match="compose inside model_init instead .* and leave out LoritaCallback"):
+            built.train()  # the Trainer builds a new, plain model in train()
+    for depth in (1, 10**6):  # refused when made (a huge one was refused only inside Trainer(...))
+        with pytest.raises(LoritaError, match="depth must be an integer from 2 to 64"):
+            lorita.hf.LoritaCallback(depth=depth)
     with pytest.raises(LoritaError, match="init must be one of"):
         lorita.hf.LoritaCallback(init="zeros")

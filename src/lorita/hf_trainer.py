@@ -34,10 +34,12 @@ from transformers import TrainerCallback  # the hf extra: this module is loaded 
 
 from lorita.checks import check_choice, check_int
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES, ComposeInit, FactorSide, compose, merge_layer
-from lorita.composed import COMPOSED_TYPES, MERGED_VIEW, MODES, Mode
-from lorita.errors import LoritaError, LoritaWarning
+from lorita.composed import COMPOSED_TYPES, MAX_DEPTH, MERGED_VIEW, MODES, Mode
 from lorita.conv1d import conv1d_base
+from lorita.errors import LoritaError, LoritaWarning
+from lorita.linalg import check_finite
 from lorita.targets import Selector
+
 
 class LoritaCallback(TrainerCallback):
     """Compose the Trainer's model before its optimizer is built; save it merged; resume it composed.
@@ -65,7 +67,8 @@ class LoritaCallback(TrainerCallback):
 
     def __init__(self, depth: int = 2, *, targets: Selector = None, exclude: Selector = None,
                  init: ComposeInit = "preserve", mode: Mode = "auto", factor_side: FactorSide = "input"):
-        self.depth = check_int("depth", depth, minimum=2, meaning="factors per layer; LoRITa needs at least 2")
+        self.depth = check_int("depth", depth, minimum=2, maximum=MAX_DEPTH,
+                               meaning="factors per layer; LoRITa needs at least 2")
         self.init: ComposeInit = check_choice("init", init, COMPOSE_INITS)
         self.mode: Mode = check_choice("mode", mode, MODES)
         self.factor_side: FactorSide = check_choice("factor_side", factor_side, FACTOR_SIDES)
@@ -82,7 +85,8 @@ class LoritaCallback(TrainerCallback):
                               "build your optimizer and leave out the callback")
         if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
             raise LoritaError("the Trainer's model is already composed; LoritaCallback composes it itself: pass "
-                              "the plain model (or lorita.merge(model))")
+                              "the plain model (or lorita.merge(model)), or, where model_init composes it, leave "
+                              "out the callback (its checkpoints then hold the factors, not merged weights)")
         compose(model, self.depth, targets=self.targets, exclude=self.exclude, init=self.init, mode=self.mode,
                 factor_side=self.factor_side, inplace=True)
         for name, module in model.named_modules():
@@ -98,7 +102,9 @@ class LoritaCallback(TrainerCallback):
         if model is not None and not any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
             raise LoritaError("the model the Trainer trains is not composed: LoritaCallback composes the model "
                               "given to Trainer(...) once, but with model_init the Trainer builds a new one in "
-                              "train(); compose inside model_init instead (return lorita.compose(model, depth))")
+                              "train(); compose inside model_init instead (return lorita.compose(model, depth)) "
+                              "and leave out LoritaCallback (its checkpoints then hold the factors, not merged "
+                              "weights: lorita.merge the trained model before saving it for deployment)")
         if self.recomposed and optimizer is not None:
             inner = getattr(optimizer, "optimizer", optimizer)  # an accelerate-wrapped optimizer holds the real one
             for module in self.recomposed:
@@ -124,6 +130,7 @@ class LoritaCallback(TrainerCallback):
             errors.append(f"size mismatch for {key}: copying a param with shape {tuple(weight.shape)} from "
                           f"checkpoint, the shape in current model is {expected}.")
             return
+        check_finite(weight, prefix.rstrip(".") or name)  # a diverged run's checkpoint: a message, not an SVD error
         if conv1d_base(getattr(module, "original_type", nn.Module)) is not None:
             weight = weight.T  # transformers Conv1D stores (in, out)
         module.load_dense(weight.to(next(module.parameters()).device), None)
