@@ -228,3 +228,6 @@ def test_accuracy_search_on_a_model_too_narrow_to_cut():
 def test_a_model_without_compressible_layers_is_an_error():
     with pytest.raises(LoritaError, match=r"no compressible layer"):
         select_ranks(nn.Sequential(nn.ReLU(), nn.LayerNorm(3)), "energy", energy=0.9)
+    small = lorita.compress(nn.Sequential(nn.Linear(32, 32)), ratio=0.25)
+    with pytest.raises(LoritaError, match=r"already cut .* cut the model it was cut from instead"):
+        select_ranks(small, "energy", energy=0.9)
