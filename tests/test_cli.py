@@ -62,6 +62,64 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
     assert "d2" in report and "cut" in report
 
 
+def test_a_cut_finds_its_source_beside_itself_from_any_folder(trained, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from lorita.runs.config import train_config_of
+
+    home = tmp_path / "exp"
+    shutil.copytree(trained, home / "seed0" / "d2")
+    monkeypatch.chdir(home / "seed0")
+    assert main(["compress", "d2", "--ratio", "0.5", "--no-progress", "--out", "cut"]) == 0
+    assert json.loads((home / "seed0" / "cut" / "config.json").read_text())["source"] == "d2"  # beside the cut
+    mine = json.loads((home / "seed0" / "cut" / "results.json").read_text())["after_cut"]["val_acc"]
+    other = home / "seed1" / "d2"  # another seed's run of the same name, with another validation split
+    shutil.copytree(trained, other)
+    config = json.loads((other / "config.json").read_text())
+    config["dataset"]["seed"] = 5
+    (other / "config.json").write_text(json.dumps(config))
+    monkeypatch.chdir(home / "seed1")  # where "d2" names seed 1's run: the cut's own source is still taken
+    assert train_config_of("../seed0/cut").dataset.seed == 0
+    capsys.readouterr()
+    assert main(["evaluate", "../seed0/cut", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["val_acc"] == pytest.approx(mine)
+    shutil.rmtree(home / "seed0" / "d2")
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(home / "seed0" / "cut")]) == 2
+    assert "its source 'd2', the run it was cut from, is not there" in capsys.readouterr().err
+
+
+def test_evaluate_write_checks_where_it_writes_before_evaluating(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (tmp_path / "link").symlink_to(run)
+    (tmp_path / "plain").mkdir()  # an unmarked folder holding a run's files
+    for name in ("model.lorita", "results.json"):
+        shutil.copy(run / name, tmp_path / "plain" / name)
+    config = json.loads((run / "config.json").read_text())
+    (tmp_path / "plain" / "config.json").write_text(json.dumps({k: v for k, v in config.items()
+                                                               if not k.startswith("format")}))
+    (tmp_path / "plain" / "evaluation.json").write_text('{"mine": true}')
+    for folder, message in (("link", "is a symbolic link"), ("plain", "is not a run folder lorita wrote")):
+        assert main(["evaluate", str(tmp_path / folder), "--write"]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "plain" / "evaluation.json").read_text() == '{"mine": true}'
+    (run / "evaluation.json").mkdir()
+    assert main(["evaluate", str(run), "--write"]) == 2
+    captured = capsys.readouterr()
+    assert "evaluation.json is there and is not a file" in captured.err and "val" not in captured.out  # before
+
+
+def test_evaluate_json_writes_a_perplexity_past_a_float_as_null():
+    from lorita.cli.evaluate_cmd import json_safe
+
+    figures = json_safe({"val_loss": 1e4, "val_ppl": math.inf, "test_ppl": math.nan, "params": 3})
+    assert json.loads(json.dumps(figures, allow_nan=False)) == {"val_loss": 1e4, "val_ppl": None, "test_ppl": None,
+                                                                "params": 3}
+
+
 @pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],
                                       ["--strategy", "accuracy", "--max-drop", "50", "--max-evals", "3"],
                                       ["--strategy", "global", "--threshold", "0.2"],

@@ -194,6 +194,38 @@ def test_language_model_flags_and_text_are_refused_for_a_trained_run(tmp_path, c
     assert "--text scores a compressed pretrained language model" in capsys.readouterr().err
 
 
+def test_evaluate_refuses_a_source_that_now_holds_another_model(source, run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    gguf, texts = source
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    config = json.loads((moved / "config.json").read_text())
+    other = write_gguf(tiny_llama(seed=0, layers=3), tmp_path / "other.gguf")  # not the model it was cut from
+    config["source"]["folder"], config["source"]["gguf_file"] = str(tmp_path), "other.gguf"
+    (moved / "config.json").write_text(json.dumps(config))
+    assert other.exists() and main(["evaluate", str(moved), "--text", str(texts)]) == 2
+    assert re.search(r"now holds a model of [\d,]+ params, but .* was cut from one of [\d,]+",
+                     capsys.readouterr().err)
+    monkeypatch.setattr("lorita.runs.lm.MAX_EVALUATED_CHARACTERS", 100)
+    monkeypatch.setattr("lorita.runs.lm.load_pretrained", lambda *a: pytest.fail("a model loaded before the text"))
+    assert main(["evaluate", str(run), "--text", str(texts)]) == 2
+    assert "evaluate scores at most 0 million" in capsys.readouterr().err
+
+
+def test_text_for_what_is_not_a_language_model_run_says_what_it_is(source, tmp_path, capsys):
+    gguf, texts = source
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "config.json").write_text('{"format": "lorita.run",')
+    for folder, message in ((gguf, "is a pretrained language model, not a run: compress it first"),
+                            (tmp_path / "empty", "is not a run folder lorita wrote"),
+                            (tmp_path / "damaged", "config.json")):
+        assert main(["evaluate", str(folder), "--text", str(texts)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "lorita's own training" not in err
+
+
 def test_evaluate_of_a_language_model_run_needs_a_text(run, capsys):
     assert main(["evaluate", str(run)]) == 2
     assert "say which text to score it on, --text FILE" in capsys.readouterr().err

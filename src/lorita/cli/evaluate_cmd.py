@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import stat
 from pathlib import Path
 
 from lorita.errors import LoritaError
@@ -37,17 +40,15 @@ def run(args: argparse.Namespace) -> int:
 
     if is_lm_run(args.run):
         return run_lm(args)
-    if args.text is not None and not Path(args.run).is_dir():
-        raise LoritaError(f"{args.run} does not exist or is not a folder: give a run folder")
     if args.text is not None:
-        raise LoritaError(f"--text scores a compressed pretrained language model ('lorita compress SOURCE --params "
-                          f"P', docs/LM.md); {args.run} is a run of lorita's own training, scored on its own "
-                          "validation and test data: leave --text out")
+        _refuse_text(Path(args.run))
     if args.json and args.layers:
         raise LoritaError("--layers prints a table; leave it out with --json")
+    if args.write:
+        _check_writable(Path(args.run))
     result, counts = evaluate_run(args.run)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result)))
     else:
         if "val_ppl" in result:  # a language model trained on text: perplexity first, accuracy of the next token
             print(f"{args.run}: val loss {result['val_loss']:.4f} (perplexity {result['val_ppl']:.3g}), test loss "
@@ -60,8 +61,60 @@ def run(args: argparse.Namespace) -> int:
     if args.layers:
         print(counts.table())
     if args.write:
-        write_json(Path(args.run) / "evaluation.json", result)
+        write_json(Path(args.run) / "evaluation.json", json_safe(result))
     return 0
+
+
+def json_safe(figures: dict) -> dict:
+    """``figures`` with a number past a float's range (a perplexity of a huge loss: inf) or NaN as None, JSON's
+    null (``Infinity`` is not JSON, and lorita's own reader refuses it).
+
+    Example:
+        >>> json_safe({"val_ppl": float("inf"), "val_loss": 9e3})
+        {'val_ppl': None, 'val_loss': 9000.0}
+    """
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in figures.items()}
+
+
+def _refuse_text(run: Path) -> None:
+    """``--text`` given for a folder that is not a language-model run: say what it is and what to do instead."""
+    from lorita.runs.folder import is_marked, read_json
+    from lorita.runs.lm import names_lm_source
+
+    compress_first = (f"compress it first (lorita compress {run} --params P --out RUN, docs/LM.md), then evaluate "
+                      "RUN with --text")
+    if names_lm_source(run):
+        raise LoritaError(f"{run} is a pretrained language model, not a run: {compress_first}")
+    if not run.is_dir():
+        raise LoritaError(f"{run} does not exist or is not a folder: give a run folder")
+    if (run / "config.json").is_file():
+        read_json(run / "config.json", "lorita")  # a damaged one: its own message
+    if not is_marked(run):
+        raise LoritaError(f"{run} is not a run folder lorita wrote (no marked config.json): --text scores a "
+                          "compressed pretrained language model's run (docs/LM.md)")
+    raise LoritaError(f"--text scores a compressed pretrained language model ('lorita compress SOURCE --params "
+                      f"P', docs/LM.md); {run} is a run of lorita's own training, scored on its own "
+                      "validation and test data: leave --text out")
+
+
+def _check_writable(run: Path) -> None:
+    """``--write``, before anything is evaluated: into a run folder lorita wrote (not through a link), where
+    ``evaluation.json`` is absent or a file."""
+    from lorita.runs.folder import is_marked
+
+    if run.is_symlink():
+        raise LoritaError(f"{run} is a symbolic link; --write writes only into a run folder itself: give its own "
+                          "path, or leave out --write")
+    if not is_marked(run):
+        raise LoritaError(f"{run} is not a run folder lorita wrote (no marked config.json), so --write does not "
+                          "write into it; leave out --write (--json prints the figures)")
+    try:
+        mode = os.lstat(run / "evaluation.json").st_mode
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a link is replaced, never written through
+        raise LoritaError(f"{run / 'evaluation.json'} is there and is not a file; move it away, or leave out "
+                          "--write")
 
 
 def run_lm(args: argparse.Namespace) -> int:
@@ -75,7 +128,7 @@ def run_lm(args: argparse.Namespace) -> int:
                           "(--json for JSON)")
     result = evaluate_lm_run(args.run, args.text)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result)))
     else:
         print(f"{args.run}: perplexity {result['ppl']:.3f} on {args.text} ({result['tokens']} tokens), the source "
               f"model {result['dense_ppl']:.3f} ({result['ppl'] / result['dense_ppl']:.2f}x)")

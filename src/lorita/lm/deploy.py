@@ -77,7 +77,8 @@ def config_from_dict(values: dict, where: str):
     try:
         cls = type(AutoConfig.for_model(kind))
     except (ValueError, KeyError) as err:
-        raise LoritaError(f"{where}: transformers does not know model_type {kind!r} ({err})") from None
+        raise LoritaError(f"{where}: transformers does not know model_type {kind!r:.60} "
+                          f"({' '.join(str(err).split())[:300]})") from None
     try:
         return cls(**values)
     except Exception as err:  # transformers validates a config with errors of its own types (not ValueError)

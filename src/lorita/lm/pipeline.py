@@ -190,10 +190,11 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
     return perplexity(model, ids, context=context).to_dict()
 
 
-def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
+def compare_on_text(model, dense, tokenizer, path: str | Path | list[str], *, context: int = CONTEXT) -> dict:
     """``{"ppl", "dense_ppl", "tokens"}``: a cut model and the model it was cut from, on one text, the same windows.
 
-    What ``lorita evaluate RUN --text FILE --json`` reports for a language-model run.
+    What ``lorita evaluate RUN --text FILE --json`` reports for a language-model run. ``path``: a text file, a
+    folder of them or a named text source, or its documents already read (``read_documents``).
 
     Example:
         >>> compare_on_text(None, None, None, "/no/such/file.txt")
@@ -201,6 +202,6 @@ def compare_on_text(model, dense, tokenizer, path: str | Path, *, context: int =
         ...
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
-    ids = encode(tokenizer, read_documents(path))
+    ids = encode(tokenizer, path if isinstance(path, list) else read_documents(path))
     cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
     return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}

@@ -25,8 +25,10 @@ import os
 from pathlib import Path
 
 from lorita import __version__, jsonio
+from lorita.checks import is_int
 from lorita.errors import LoritaError
-from lorita.lm.corpus import TEXT_SOURCES, check_text
+from lorita.lm.corpus import TEXT_SOURCES, check_text, read_documents
+from lorita.lm.cut import count_params
 from lorita.lm.deploy import MODEL_FILE, config_from_dict, rebuild_lm
 from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained
 from lorita.lm.sources import PACKAGED, ModelSource, load_pretrained, require, resolve_source, source_from_dict
@@ -158,6 +160,22 @@ def load_lm_run(run: str | os.PathLike):
     return rebuild_lm(Path(run) / MODEL_FILE, config_from_dict(config["model_config"], f"{run}/config.json"))
 
 
+MAX_EVALUATED_CHARACTERS = 16 * 10**6  # the tokenizer holds a text's ids and offsets at once: about 300 bytes a token
+
+
+def _check_same_source(run: Path, found, params: int) -> None:
+    """Refuse a source model whose parameter count differs from the one the run was cut from (its results.json's
+    ``params.dense``; a run without it is not checked): the file or folder now holds another model."""
+    try:
+        recorded = read_json(Path(run) / "results.json", "'lorita compress'")["params"]["dense"]
+    except (LoritaError, KeyError, TypeError):
+        return
+    if is_int(recorded) and recorded != params:
+        raise LoritaError(f"{found.describe()} now holds a model of {params:,} params, but {run} was cut from one of "
+                          f"{recorded:,} (its results.json's params.dense): it is not the model the run was cut from; "
+                          "put that one back to compare against it")
+
+
 def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     """``{"ppl", "dense_ppl", "tokens"}``: a language-model run's model and its source model on ``text`` (a UTF-8
     file, a folder of them or a named text source), the same windows (the run's evaluation context).
@@ -170,9 +188,16 @@ def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     """
     config = read_lm_run(run)
     text = check_text(text)
+    documents = read_documents(text)  # read and checked before the models load (a slow load for a typo)
+    size = sum(len(d) for d in documents)
+    if size > MAX_EVALUATED_CHARACTERS:
+        raise LoritaError(f"{text} holds {size / 1e6:.0f} million characters; evaluate scores at most "
+                          f"{MAX_EVALUATED_CHARACTERS // 10**6} million (the tokenizer takes hundreds of times a text's "
+                          "size in memory): give a part of it")
     found = source_from_dict(config["source"])
     context = config["compression"].get("context")
     model = load_lm_run(run)
     dense, tokenizer = load_pretrained(found)
+    _check_same_source(run, found, count_params(dense))
     log.info("evaluating %s and %s on %s", run, found.describe(), text)
-    return compare_on_text(model, dense, tokenizer, text, **({"context": context} if context else {}))
+    return compare_on_text(model, dense, tokenizer, documents, **({"context": context} if context else {}))
