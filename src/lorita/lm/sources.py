@@ -282,7 +282,8 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
     except (LoritaError, MemoryError):
         raise
     except Exception as err:  # a damaged or unsupported file: transformers, safetensors and gguf raise many kinds
-        raise LoritaError(f"could not load {found.describe()}: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+        detail = " ".join(str(err).split())[:300]  # one line: transformers' messages span several
+        raise LoritaError(f"could not load {found.describe()}: {type(err).__name__}: {detail}") from None
     missing = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
     if missing:  # the config asks for weights the files do not hold: no layer is left at its random start
         raise LoritaError(f"could not load {found.describe()}: its weight files lack {len(missing)} of the weights "

@@ -192,8 +192,8 @@ def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     size = sum(len(d) for d in documents)
     if size > MAX_EVALUATED_CHARACTERS:
         raise LoritaError(f"{text} holds {size / 1e6:.0f} million characters; evaluate scores at most "
-                          f"{MAX_EVALUATED_CHARACTERS // 10**6} million (the tokenizer takes hundreds of times a text's "
-                          "size in memory): give a part of it")
+                          f"{MAX_EVALUATED_CHARACTERS // 10**6} million (the tokenizer takes hundreds of times a "
+                          "text's size in memory): give a part of it")
     found = source_from_dict(config["source"])
     context = config["compression"].get("context")
     model = load_lm_run(run)
