@@ -62,31 +62,47 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
     assert "d2" in report and "cut" in report
 
 
-def test_a_cut_finds_its_source_beside_itself_from_any_folder(trained, tmp_path, monkeypatch, capsys):
+def test_a_cut_finds_its_source_from_any_folder_through_any_link(trained, tmp_path, monkeypatch, capsys):
     import shutil
 
     from lorita.runs.config import train_config_of
 
     home = tmp_path / "exp"
     shutil.copytree(trained, home / "seed0" / "d2")
-    monkeypatch.chdir(home / "seed0")
-    assert main(["compress", "d2", "--ratio", "0.5", "--no-progress", "--out", "cut"]) == 0
-    assert json.loads((home / "seed0" / "cut" / "config.json").read_text())["source"] == "d2"  # beside the cut
-    mine = json.loads((home / "seed0" / "cut" / "results.json").read_text())["after_cut"]["val_acc"]
     other = home / "seed1" / "d2"  # another seed's run of the same name, with another validation split
     shutil.copytree(trained, other)
     config = json.loads((other / "config.json").read_text())
     config["dataset"]["seed"] = 5
     (other / "config.json").write_text(json.dumps(config))
+    (tmp_path / "links").symlink_to(home / "seed1")
+    monkeypatch.chdir(home / "seed0")
+    assert main(["compress", "d2", "--ratio", "0.5", "--no-progress", "--out", str(tmp_path / "links" / "cut")]) == 0
+    cut = home / "seed1" / "cut"  # written through the link, cut from seed 0's d2
+    assert json.loads((cut / "config.json").read_text())["source"] == str(home / "seed0" / "d2")  # whole
+    mine = json.loads((cut / "results.json").read_text())["after_cut"]["val_acc"]
     monkeypatch.chdir(home / "seed1")  # where "d2" names seed 1's run: the cut's own source is still taken
-    assert train_config_of("../seed0/cut").dataset.seed == 0
+    for name in ("cut", str(tmp_path / "links" / "cut")):
+        assert train_config_of(name).dataset.seed == 0
     capsys.readouterr()
-    assert main(["evaluate", "../seed0/cut", "--json"]) == 0
+    assert main(["evaluate", "cut", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["val_acc"] == pytest.approx(mine)
-    shutil.rmtree(home / "seed0" / "d2")
+    # an experiment's cut records its source relative to its own folder: found through a link to it, or as "."
+    config = json.loads((cut / "config.json").read_text())
+    config["source"] = "d2"
+    shutil.copytree(cut, home / "seed0" / "cut", ignore=shutil.ignore_patterns("config.json"))
+    (home / "seed0" / "cut" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "c0").symlink_to(home / "seed0" / "cut")
+    assert train_config_of(tmp_path / "c0").dataset.seed == 0
+    monkeypatch.chdir(home / "seed0" / "cut")
+    assert train_config_of(".").dataset.seed == 0
+    shutil.rmtree(home / "seed0" / "d2")  # gone: a same-named run in the current folder is read with a warning
+    monkeypatch.chdir(home / "seed1")
+    capsys.readouterr()
+    assert train_config_of(home / "seed0" / "cut").dataset.seed == 5
+    assert "records its source as a relative path ('d2') that is not beside it" in capsys.readouterr().err
     monkeypatch.chdir(tmp_path)
-    assert main(["evaluate", str(home / "seed0" / "cut")]) == 2
-    assert "its source 'd2', the run it was cut from, is not there" in capsys.readouterr().err
+    assert main(["evaluate", str(cut)]) == 2
+    assert f"its source '{home / 'seed0' / 'd2'}', the run it was cut from, is not there" in capsys.readouterr().err
 
 
 def test_evaluate_write_checks_where_it_writes_before_evaluating(trained, tmp_path, capsys):
@@ -112,12 +128,25 @@ def test_evaluate_write_checks_where_it_writes_before_evaluating(trained, tmp_pa
     assert "evaluation.json is there and is not a file" in captured.err and "val" not in captured.out  # before
 
 
-def test_evaluate_json_writes_a_perplexity_past_a_float_as_null():
-    from lorita.cli.evaluate_cmd import json_safe
+def test_evaluate_json_writes_a_perplexity_past_a_float_as_null(trained, tmp_path, monkeypatch, capsys):
+    import shutil
 
-    figures = json_safe({"val_loss": 1e4, "val_ppl": math.inf, "test_ppl": math.nan, "params": 3})
-    assert json.loads(json.dumps(figures, allow_nan=False)) == {"val_loss": 1e4, "val_ppl": None, "test_ppl": None,
-                                                                "params": 3}
+    import lorita.runs
+    from lorita import jsonio
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    figures = {"val_loss": 1e4, "val_ppl": math.inf, "test_loss": 1e4, "test_ppl": math.inf, "params": 3}
+    monkeypatch.setattr(lorita.runs, "evaluate_run", lambda _: (dict(figures), None))  # a diverged text model's
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--write"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    expected = {**figures, "val_ppl": None, "test_ppl": None}
+    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == expected
+    assert jsonio.read(run / "evaluation.json") == expected  # lorita's own reader refused Infinity
 
 
 @pytest.mark.parametrize("strategy", [["--strategy", "budget", "--params", "0.6"],

@@ -105,6 +105,14 @@ def test_with_int8_the_model_written_is_timed_too(trained, fake_clock, capsys):
     assert pairs and lat["final_int8"]["cut_s"] == clock(small, None)  # the int8 model: weights in buffers
     assert lat["final_int8"]["cut_s"] < lat["final"]["cut_s"]
     assert lat["final_int8"]["dense_s"] == lat["final"]["dense_s"]
+    from lorita.cli import main
+
+    assert main(["compress", str(trained / "run"), "--latency", "0.6", "--batch", "8", "--int8", "--no-progress",
+                 "--out", str(trained / "int8-cli")]) == 0
+    printed = capsys.readouterr().out
+    timed = json.loads((trained / "int8-cli" / "results.json").read_text())["latency"]
+    assert f"(the compressed model: {timed['final']['measured']:.3f} in float, " \
+           f"{timed['final_int8']['measured']:.3f} with its int8 weights)" in printed
 
 
 def test_a_forced_channels_last_layout_is_recorded_and_the_model_saved(trained, fake_clock):

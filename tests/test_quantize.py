@@ -164,7 +164,7 @@ def test_large_linear_multiplies_in_int8_close_to_the_dequantized_weight():
         assert 0 < (fast - exact).abs().max() < 0.05
         layer.load_state_dict(Int8Linear.from_linear(nn.Linear(512, 256)).state_dict())
         assert (layer(x) - fast).abs().max() > 0.1  # the packed weight was rebuilt
-        layer.bias = nn.Parameter(torch.full((256,), 10.0))  # assigning drops the packed weight (and its bias)
+        layer.bias = nn.Parameter(torch.full((256,), 10.0))  # read at each call, as assigned
         assert (layer(x) - nn.functional.linear(x, layer.weight) - 10).abs().max() < 0.05
     assert lorita.profile(layer, x).macs == lorita.profile(dense, x).macs  # the FLOP counter sees the matmul
 
@@ -180,7 +180,8 @@ def test_large_linear_takes_the_float_path_where_the_int8_matmul_would_fail_or_l
         bad = x.clone()
         bad[0, 0], bad[1, 0] = float("inf"), float("nan")
         torch.testing.assert_close(layer(bad)[2], exact(bad)[2], **EXACT)  # the other rows unharmed (were nan)
-    out = layer(x)  # gradients on, raw data (no grad on the input): the bias still gets its gradient
+    out = layer(x)  # gradients on, raw data (no grad on the input): the int8 matmul, and the bias gets its gradient
+    assert (out - exact(x)).abs().max() > 0
     out.sum().backward()
     torch.testing.assert_close(layer.bias.grad, torch.full((256,), 3.0), **EXACT)
     small = Int8Linear.from_linear(nn.Linear(16, 4))
@@ -251,12 +252,17 @@ def test_a_pairs_name_selects_both_its_layers_and_a_bare_index_never_every_pairs
     assert kinds(quantize(small, targets="4")) == int8("4.0", "4.1")  # a regex naming the pair
     with pytest.raises(LoritaError, match="module '1' is not a Linear or Conv2d layer"):  # the ReLU, not the .1s
         quantize(small, targets=["1"])
+    named = lorita.compress(nn.ModuleDict({"fc1": nn.Linear(32, 32), "fc2": nn.Linear(32, 32)}), ratio=0.25)
+    for selector in ("targets", "exclude"):  # "0" names no module but pairs' halves: said so, with what to name
+        with pytest.raises(LoritaError, match=r"'0' alone names no layer here: .* a pair for both its layers "
+                                              r"\(fc1, fc2\) or one layer of one \(fc1.0, fc2.0\)"):
+            quantize(named, **{selector: ["0"]})
 
 
 @pytest.mark.parametrize("damage,message", [
-    (lambda t: t["0.scale"].fill_(float("nan")), "int8 scales that are not all finite and positive"),
-    (lambda t: t["0.scale"].fill_(0.0), "int8 scales that are not all finite and positive"),
-    (lambda t: t["0.scale"].neg_(), "int8 scales that are not all finite and positive"),
+    (lambda t: t["0.scale"].fill_(float("nan")), "int8 scales that are not all finite and non-negative"),
+    (lambda t: t["0.scale"].fill_(float("inf")), "int8 scales that are not all finite and non-negative"),
+    (lambda t: t["0.scale"].neg_(), "int8 scales that are not all finite and non-negative"),
     (lambda t: t["0.qweight"].fill_(-128), "int8 weights of -128"),
 ])
 def test_int8_values_quantize_never_makes_are_refused_on_save_and_called_damage_on_load(tmp_path, damage, message):
@@ -277,6 +283,24 @@ def test_int8_values_quantize_never_makes_are_refused_on_save_and_called_damage_
     with pytest.raises(LoritaError, match="layer '0' has " + message):
         lorita.save(q, tmp_path / "refused.lorita")
     assert not (tmp_path / "refused.lorita").exists()
+
+
+def test_a_float16_rows_tiny_step_does_not_underflow_to_a_zero_scale(tmp_path):
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 4).half()
+    with torch.no_grad():
+        layer.weight[1] = torch.full((8,), 2e-6)  # 2e-6 / 127 is below float16's range: the step was stored as 0
+    q = quantize(nn.Sequential(layer))
+    assert bool((q[0].scale > 0).all()) and q[0].scale.dtype == torch.float16
+    error = (q[0].weight.float() - layer.weight.float()).abs()
+    assert float(error[1].max()) <= torch.finfo(torch.float16).tiny  # the tiny row: within one float16 step
+    amax = layer.weight.float().abs().amax(dim=1, keepdim=True)
+    rows = [0, 2, 3]  # within half a step, plus float16's rounding of the dequantized product
+    assert bool((error[rows] <= (amax / 127 / 2 + amax * 2**-10)[rows]).all())
+    lorita.save(q, tmp_path / "half.lorita")  # refused before: a zero scale
+    q[0].scale[1] = 0.0  # as a float16 file saved before may hold it: dequantizes to zeros, loads
+    lorita.save(q, tmp_path / "zero.lorita")
+    assert lorita.load(tmp_path / "zero.lorita", model=lambda: nn.Sequential(nn.Linear(8, 4).half()))[0].scale[1] == 0
 
 
 def test_a_pairs_first_bias_is_scaled_with_the_folded_weight():

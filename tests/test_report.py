@@ -144,6 +144,23 @@ def test_a_compress_run_names_its_typed_cut_and_the_options_it_changed(runs, tmp
     assert "| d1-cut | fmnist-d1 | global (threshold=0.05) |" in text
 
 
+def test_cuts_of_same_named_sources_in_two_seed_folders_are_compared_apart(tmp_path):
+    from lorita.report.runs import source_key
+
+    runs = []
+    for seed, (own, cut) in enumerate(((90.0, 89.5), (88.0, 87.5))):
+        root = tmp_path / f"seed{seed}"
+        runs.append(make_train(root, "depth2", 2, [80.0, own], own - 0.5, decay=0.5))
+        # an experiment's cut records its source relative to its own folder: "depth2" in both seeds
+        runs.append(make_compress(root, "depth2-cut", "depth2", 0.3, (own, own - 0.5), (cut, cut - 0.5), None,
+                                  {"net.0": 4}, []))
+    assert source_key(read_run(runs[1])) == str((tmp_path / "seed0" / "depth2").resolve())
+    text = write_report(runs, tmp_path / "report").read_text()
+    # each cut against its own seed's model (one group of both judged seed 0's target before)
+    assert "(a) own | 89.00 (own 90.00 - 1) | depth2-cut | 30.0 | 30.0 | 89.00 |" in text
+    assert "(a) own | 87.00 (own 88.00 - 1) | depth2-cut | 30.0 | 30.0 | 87.00 |" in text
+
+
 def test_summarize_writes_nothing(runs, tmp_path):
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     text = summarize(runs)

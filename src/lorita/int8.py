@@ -21,8 +21,8 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
   Python decides their speed (it made the digits MLP's cut 1.21x slower in int8 before);
 - a larger Conv2d: the kernel is dequantized on every call and the float convolution
   runs (PyTorch has no int8 convolution for float inputs);
-- a large Linear under autograd (a call with gradients on: the int8 matmul runs under ``torch.no_grad()`` or
-  ``torch.inference_mode()``), on an input holding NaN or inf or one unbatched example, under a
+- a large Linear under autograd on its input (the int8 matmul has no backward; the bias is
+  added after it and gets its gradient), on an input holding NaN or inf or one unbatched example, under a
   dispatch mode (``lorita.profile``'s FLOP counter), on other devices or dtypes, and any layer
   while tracing or compiling (ONNX export, ``torch.export``): ``F.linear`` / ``F.conv2d``
   with the weight dequantized in the call, so exported graphs hold the int8 weight and its
@@ -77,9 +77,11 @@ def quantize_weight(weight: torch.Tensor, granularity: Granularity = "channel",
     amax = rows.abs().amax(dim=1)  # (out,)
     if granularity == "tensor":
         amax = amax.max().reshape(1)
-    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax))
-    q = torch.round(rows / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
-    return q.reshape(weight.shape), scale.to(weight.dtype)
+    scale = torch.where(amax > 0, amax / QMAX, torch.ones_like(amax)).to(weight.dtype)  # as it is stored
+    smallest = torch.nextafter(torch.zeros((), dtype=scale.dtype), torch.ones((), dtype=scale.dtype))
+    scale = scale.clamp_min(smallest)  # a float16 step of a tiny row may underflow to 0: the smallest step instead
+    q = torch.round(rows / scale.to(work.dtype)[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    return q.reshape(weight.shape), scale
 
 
 class _Int8(nn.Module):
@@ -188,25 +190,25 @@ class Int8Linear(_Int8):
         if kept is not None and kept[0].dtype == x.dtype and not _exporting():
             return F.linear(x, kept[0], kept[1])  # a small layer after its first call: nn.Linear's own cost
         if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 2 \
-                and _plain_call(x, self.bias) and bool(torch.isfinite(x).all()):
+                and _plain_call(x) and bool(torch.isfinite(x).all()):
             packed = self.__dict__.get("_lorita_packed")
             if packed is None:
                 packed = self.__dict__["_lorita_packed"] = self._pack()
             if packed is not False:
-                return torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out), bias included
+                out = torch.ops.quantized.linear_dynamic(x, packed, True)  # (..., out): no backward of its own
+                return out if self.bias is None else out + self.bias  # the bias added here gets its gradient
         return F.linear(x, self._float_weight(x), self.bias)
 
     @torch.no_grad()
     def _pack(self):
-        """PyTorch's packed int8 weight (with the bias) for its dynamic int8 matmul, or False where unavailable."""
+        """PyTorch's packed int8 weight (without the bias) for its dynamic int8 matmul, or False where unavailable."""
         zero = torch.zeros(self.out_features, dtype=torch.long)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PyTorch notes that quantized tensor types are deprecated
             try:
                 scale = self.scale.double().expand(self.out_features).contiguous()
                 qt = torch._make_per_channel_quantized_tensor(self.qweight, scale, zero, 0)
-                bias = self.bias.detach().float() if self.bias is not None else None
-                return torch.ops.quantized.linear_prepack(qt, bias)
+                return torch.ops.quantized.linear_prepack(qt, None)
             except (RuntimeError, AttributeError) as err:  # no quantized engine in this build
                 log.info("int8 matmul unavailable (%s): dequantized weights instead", err)
                 return False
@@ -222,13 +224,12 @@ def _exporting() -> bool:
     return torch._C._is_tracing() or torch.compiler.is_compiling()
 
 
-def _plain_call(x: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """An inference call in eager mode, where the int8 matmul may run: no autograd on the input or the bias (it has
-    no backward: under ``torch.no_grad()`` or ``torch.inference_mode()`` only, where the bias is a trainable
-    parameter), no tracing or compiling (ONNX export, torch.export), no dispatch mode (lorita.profile's FLOP
-    counter), which must see the dequantized matmul."""
-    grads = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
-    return not grads and not _exporting() and torch._C._len_torch_dispatch_stack() == 0
+def _plain_call(x: torch.Tensor) -> bool:
+    """A call in eager mode where the int8 matmul may run: no autograd on the input (the matmul has no backward; the
+    bias is added after it, so it gets its gradient), no tracing or compiling (ONNX export, torch.export), no
+    dispatch mode (lorita.profile's FLOP counter), which must see the dequantized matmul."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and not _exporting() and \
+        torch._C._len_torch_dispatch_stack() == 0
 
 
 class Int8Conv2d(_Int8):
@@ -286,21 +287,21 @@ INT8_TYPES = (Int8Linear, Int8Conv2d)
 
 
 def check_int8_values(layer: nn.Module, name: str) -> None:
-    """Raise LoritaError unless ``layer``'s int8 weight lies in [-127, 127] and its scales are finite and positive,
-    as ``quantize_weight`` makes them (``lorita.save`` refuses other values; ``lorita.load`` calls a file holding
-    them damaged).
+    """Raise LoritaError unless ``layer``'s int8 weight lies in [-127, 127] and its scales are finite and not
+    negative, as ``quantize_weight`` makes them (positive; a zero, which float16 files saved before could hold,
+    dequantizes to zeros). ``lorita.save`` refuses other values; ``lorita.load`` calls a file holding them damaged.
 
     Example:
         >>> layer = Int8Linear.from_linear(nn.Linear(4, 2))
         >>> check_int8_values(layer, "fc")
-        >>> layer.scale.fill_(0.0); check_int8_values(layer, "fc")
+        >>> layer.scale.fill_(-1.0); check_int8_values(layer, "fc")
         Traceback (most recent call last):
         ...
-        lorita.errors.LoritaError: layer 'fc' has int8 scales that are not all finite and positive (min 0, max 0)
+        lorita.errors.LoritaError: layer 'fc' has int8 scales that are not all finite and non-negative (min -1, max -1)
     """
     scale = layer.scale.detach()
-    if scale.numel() and not bool((torch.isfinite(scale) & (scale > 0)).all()):
-        raise LoritaError(f"layer {name!r} has int8 scales that are not all finite and positive (min "
+    if scale.numel() and not bool((torch.isfinite(scale) & (scale >= 0)).all()):
+        raise LoritaError(f"layer {name!r} has int8 scales that are not all finite and non-negative (min "
                           f"{scale.min().item():g}, max {scale.max().item():g})")
     if layer.qweight.numel() and int(layer.qweight.min()) < -QMAX:
         raise LoritaError(f"layer {name!r} has int8 weights of -128, outside the symmetric range [-127, 127] lorita "

@@ -329,6 +329,12 @@ def _check_names(scan: Scan, keys: Iterable[str], what: str, verb: str, all_name
     for key in keys:
         if any(_layer_matches(scan.layers[n], [key]) for n in names):
             continue
+        halves = [n for n in names if scan.layers[n].pair is not None and n.rsplit(".", 1)[-1] == key]
+        if halves and not any(_matches(n, [key]) for n in all_names - set(halves)):  # a bare index of pairs only
+            pairs = sorted({scan.layers[n].pair for n in halves})
+            raise LoritaError(f"{key!r} alone names no layer here: a low-rank pair's layers are named with their "
+                              f"pair, so name a pair for both its layers ({', '.join(pairs[:3])}) or one layer of "
+                              f"one ({', '.join(halves[:3])})")
         skipped = [n for n in scan.skipped if _matches(n, [key])]
         if skipped:
             if what == "exclude":

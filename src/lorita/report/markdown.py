@@ -23,7 +23,7 @@ from lorita.errors import LoritaError
 from lorita.metric import ACCURACY, LOSS, Metric
 from lorita.profile import human
 from lorita.report.plots import plot_compression, plot_perplexity, plot_ranks, plot_spectra, plot_training_curves
-from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_name
+from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_key, source_name
 from lorita.sweep import smallest_within
 
 log = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def _comparison(cuts: list[Run], runs: list[Run], budget: float, metric: Metric 
     trains = [r for r in runs if r.kind == "train"]
     groups: dict[str, list[Run]] = {}
     for run in cuts:
-        groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
+        groups.setdefault(source_key(run), []).append(run)
     head = ["source", "view", f"target ({val_head})", "chosen run", "params kept %", "MACs kept %", test_head]
     rows = []
     for members in groups.values():

@@ -17,7 +17,7 @@ from typing import Iterable
 from lorita.atomic import atomic_path
 from lorita.checks import is_number
 from lorita.errors import LoritaError
-from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_name
+from lorita.report.runs import Run, find_source, lm_method, lm_recovery, lm_texts, read_runs, source_key, source_name
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def plot_compression(runs: Iterable[Run | str | os.PathLike], path: str | os.Pat
         return None
     groups: dict[str, list[Run]] = {}
     for run in cuts:
-        groups.setdefault(str(run.results.get("source") or "?"), []).append(run)
+        groups.setdefault(source_key(run), []).append(run)
     fig = figure(6.4, 4.4)
     ax = fig.add_subplot()
     markers = "osD^vP<>Xh"

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from lorita import jsonio
 from lorita.checks import is_number, is_real
+from lorita.cut_source import cut_source
 from lorita.errors import LoritaError
 from lorita.metric import ACCURACY, LOSS, METRICS, Metric
 
@@ -331,12 +332,26 @@ def find_source(run: Run, runs: Sequence[Run]) -> Run | None:
     if not isinstance(source, str) or not source:
         return None
     trains = [r for r in runs if r.kind == "train"]
-    candidates = {Path(source).resolve(), (run.path.parent / source).resolve()}
+    where = cut_source(run.path, source, warn=False).resolve()
     for train in trains:
-        if train.path.resolve() in candidates:
+        if train.path.resolve() == where:
             return train
     by_name = [t for t in trains if t.name == Path(source).name]
     return by_name[0] if len(by_name) == 1 else None
+
+
+def source_key(run: Run) -> str:
+    """Which run compress run ``run`` was cut from, as one path (``lorita.cut_source``, resolved), so that cuts of
+    one source are grouped together and same-named sources of different folders apart; ``"?"`` without a source.
+
+    Example:
+        >>> source_key(Run(Path("/runs/seed0/cut"), "compress", {}, {"source": "d2"}, [], None))
+        '/runs/seed0/d2'
+    """
+    source = run.results.get("source") or run.config.get("source")
+    if not isinstance(source, str) or not source:
+        return "?"
+    return str(cut_source(run.path, source, warn=False).resolve())
 
 
 def source_name(run: Run) -> str:

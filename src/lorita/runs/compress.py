@@ -142,11 +142,8 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     metric = metric_named(train_config.train.select_by)
     how = with_default_drop(how, metric)  # config.json and results.json record the same cut
     finetune = finetune_recipe(train_config.train, finetune_epochs, finetune_lr) if finetune_epochs else None
-    # recorded relative to the output's parent (as lorita experiment records its cuts' sources), so the pair can
-    # move together and a later command finds it from any folder (lorita.runs.config.source_folder)
-    recorded = source if source.is_absolute() else Path(os.path.relpath(os.path.abspath(source),
-                                                                          os.path.dirname(os.path.abspath(out))))
-    config = CompressConfig(str(recorded), how, finetune)
+    # recorded whole, so a later command finds it from any folder (lorita.cut_source)
+    config = CompressConfig(os.path.abspath(source), how, finetune)
     inputs = [(source, "the run it compresses"), (data_folder(train_config.dataset.data_dir),
                                                    "its data (the run's data_dir)")]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part

@@ -23,6 +23,7 @@ from lorita import __version__
 from lorita.checks import check_choice, check_fraction, check_int, check_json_object, check_number, check_str
 from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MAX_DEPTH, MODES
+from lorita.cut_source import cut_source
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
 from lorita.data.datasets import reads_files, recorded_folder, recorded_relative
 from lorita.errors import LoritaError
@@ -282,28 +283,10 @@ def train_config_of(run: str | Path):
         if config.get("command") != "compress" or not isinstance(source, str) or not source or run.resolve() in seen:
             raise LoritaError(f"{where} is neither a train nor a compress run")
         seen.add(run.resolve())
-        cut, run = run, source_folder(run, source)
+        cut, run = run, cut_source(run, source)
         if not run.exists():
             raise LoritaError(f"{where}: its source {source!r}, the run it was cut from, is not there (not beside "
                               f"{cut}, nor from the current folder); put that run back, or set 'source' to its path")
-
-
-def source_folder(cut: Path, source: str) -> Path:
-    """The run a compress run ``cut`` was cut from, its config.json's ``source``: absolute, or relative to ``cut``'s
-    parent folder (as ``lorita compress`` and ``lorita experiment`` record it); a run written before, whose
-    ``source`` is as it was typed, is looked for in the current folder when it is not beside ``cut``.
-
-    Example:
-        >>> source_folder(Path("runs/exp/seed0/depth2-cut"), "depth2")
-        PosixPath('runs/exp/seed0/depth2')
-    """
-    path = Path(source)
-    if path.is_absolute():
-        return path
-    beside = cut.parent / path
-    if beside.exists() or not path.exists():
-        return beside
-    return path  # an older compress run: its source as typed, from the folder it was typed in
 
 
 def data_of(run: str | Path):

@@ -191,9 +191,8 @@ def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     documents = read_documents(text)  # read and checked before the models load (a slow load for a typo)
     size = sum(len(d) for d in documents)
     if size > MAX_EVALUATED_CHARACTERS:
-        raise LoritaError(f"{text} holds {size / 1e6:.0f} million characters; evaluate scores at most "
-                          f"{MAX_EVALUATED_CHARACTERS // 10**6} million (the tokenizer takes hundreds of times a "
-                          "text's size in memory): give a part of it")
+        raise LoritaError(f"{text} holds {size:,} characters; evaluate scores at most {MAX_EVALUATED_CHARACTERS:,} "
+                          "(the tokenizer takes hundreds of times a text's size in memory): give a part of it")
     found = source_from_dict(config["source"])
     context = config["compression"].get("context")
     model = load_lm_run(run)
