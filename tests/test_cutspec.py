@@ -66,6 +66,7 @@ def test_every_kind_is_registered_and_round_trips_through_json():
     (lambda: Ranks({"0": 0}), r"ranks must be a dict of module name -> rank"),
     (lambda: Energy(0.9, calibrate=-1), r"calibrate must be an integer >= 0"),
     (lambda: Budget(params=0.5, multiple=0), r"multiple must be an integer >= 1"),
+    (lambda: Latency(0.5, rounds=10**12), r"rounds must be an integer from 1 to 1000 \(a search setting\)"),
     (lambda: cut_from_dict({"kind": "pca"}), r"unknown way to cut 'pca'; kinds: ranks, rank, ratio"),
     (lambda: cut_from_dict({"kind": ["energy"]}), r"unknown way to cut \['energy'\]"),
     (lambda: cut_from_dict([1, 2]), r"cut: a way to cut is an object such as .* got \[1, 2\]; kinds: ranks"),

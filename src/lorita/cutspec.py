@@ -105,6 +105,9 @@ def _plain(value: Any) -> Any:
     return dict(value) if isinstance(value, Mapping) else value
 
 
+MAX_SEARCH_STEPS = 1000  # the most rounds, repeats or points a latency search may be asked for
+
+
 @dataclass(frozen=True)
 class Ranks(CutSpec):
     """The rank of each layer, by module name; layers not named stay dense.
@@ -277,8 +280,8 @@ class Latency(CutSpec):
         check_choice("layout", self.layout, LAYOUTS)
         self._set("tolerance", check_fraction("tolerance", self.tolerance, high_open=True,
                                               meaning="accept a measured fraction down to latency * (1 - tolerance)"))
-        for what in ("rounds", "repeats", "points"):
-            check_int(what, getattr(self, what))
+        for what in ("rounds", "repeats", "points"):  # each multiplies the timings: a typo would run for days
+            check_int(what, getattr(self, what), maximum=MAX_SEARCH_STEPS, meaning="a search setting")
 
 
 @dataclass(frozen=True)
