@@ -1,5 +1,7 @@
 """The stronger alternatives: the smaller dense model, BatchNorm re-estimating cutters, iterative pruning."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,8 @@ from lorita.errors import LoritaError
 from lorita.prune import available as tp_available
 from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.config import ModelSpec
-from lorita.runs.small_dense import count_params, small_dense_cutter, width_argument, width_for_params
+from lorita.runs.small_dense import (count_params, small_dense_cutter, small_dense_folder, train_in_memory,
+                                     width_argument, width_for_params)
 from lorita.train import TrainConfig
 
 INPUTS = {"num_classes": 10, "in_channels": 1, "image_size": 8}
@@ -54,6 +57,22 @@ def test_the_small_dense_column_trains_a_model_of_the_asked_size():
     assert cut(1e-4) is None  # no width is that small
     again, _ = cut(0.3)  # seeded: the same model twice
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_smaller_dense_model_trained_as_an_experiment_s_run_is_the_one_trained_in_memory(tmp_path):
+    """An experiment trains each smaller dense model as a run folder of its seed; earlier versions trained it in
+    memory: the same recipe gives the same model, epoch and figures either way."""
+    from lorita.runs import ExperimentSpec, train_run
+    data = load_dataset("digits")
+    spec = ModelSpec("fcn", {"width": 6, "hidden_layers": 1}, data.model_inputs)
+    experiment = ExperimentSpec.from_flat({"name": "e", "model": "fcn", "dataset": "digits", "depths": [1, 2],
+                                           "model_kwargs": {"width": 16, "hidden_layers": 1},
+                                           "train": {"epochs": 3, "batch_size": 64, "device": "cpu", "seed": 3}})
+    config = dataclasses.replace(experiment.run_config(data, 1, experiment.recipe.train), model=spec)
+    model, _, best_epoch = train_in_memory(data)(spec, experiment.recipe.train)
+    run = train_run(tmp_path / small_dense_folder(spec), config, data, progress=False)
+    assert run.results["best_epoch"] == best_epoch and run.folder.name == "small-dense-6"
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), run.model.state_dict().values()))
 
 
 def test_split_finetune_keeps_the_total_epochs():

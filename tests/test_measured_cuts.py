@@ -220,3 +220,40 @@ def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
         {"a @ 0.1": "exp.resume", "b @ 0.1": "exp.partial", "c @ 0.1": "exp.partial"}  # the newer's own win
     write_json(newer / "config.json", mark({"command": "experiment"}))  # a third kill before any cut: kept too
     assert set_aside(out) == older and len(json.loads((older / MEASURED_CUTS).read_text())["cuts"]) == 3
+
+
+def test_a_killed_experiment_continues_a_smaller_dense_model_from_its_last_epoch(tmp_path, monkeypatch, caplog):
+    """The smaller dense models train as run folders of the seed (``small-dense-WIDTH``): a kill part-way through
+    one keeps its epochs, and the seed's records still hold (their fingerprint leaves those folders aside)."""
+    import lorita.train.loop as loop
+    flat = {**FLAT, "finetune_epochs": 0, "train": {**FLAT["train"], "epochs": 3}}
+    whole = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "whole", progress=False)
+    real, stop, epochs = loop.save_checkpoint, [True], []
+
+    def killed_after_one_epoch(ckpt, path):
+        real(ckpt, path)
+        if path.parent.name.startswith("small-dense-"):
+            epochs.append(ckpt["epoch"])
+            if stop and len(epochs) == 4:  # the second smaller model, after its first epoch
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_one_epoch)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    stopped = [p.name for p in out.with_name("killed.partial").iterdir() if p.name.startswith("small-dense-")]
+    assert len(stopped) == 2 and epochs == [1, 2, 3, 1]
+    before = len(json.loads((out.with_name("killed.partial") / MEASURED_CUTS).read_text())["cuts"])
+    stop.clear()
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        again = run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert epochs[4:6] == [2, 3]  # the stopped one went on from its epoch, the finished one was a recorded cut
+    assert "after epoch 1 (the same config and recipe)" in caplog.text
+    assert f"{before} of the {before} cuts recorded before were measured from this seed's data and trained " \
+           "models: taken" in caplog.text
+    for label, column in whole["runs"][0]["columns"].items():
+        assert _without_seconds(again["runs"][0]["columns"][label]) == _without_seconds(column), label
+    folders = sorted(p.name for p in out.iterdir() if p.name.startswith("small-dense-"))
+    assert folders == sorted(f"small-dense-{c['detail']['width']}" for c in whole["runs"][0]["columns"]["small dense"]
+                             ["cuts"])  # the finished one carried over from the earlier attempt, as its cut was
+    assert not resume_path(out).exists()  # so nothing of it is left behind

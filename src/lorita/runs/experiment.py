@@ -48,7 +48,7 @@ from lorita.report.demo import write_demo_report
 from lorita.runs import compare
 from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
-from lorita.runs.config import CompressConfig, ModelSpec
+from lorita.runs.config import CompressConfig, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.experiment_spec import ExperimentSpec, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
@@ -60,7 +60,7 @@ from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
 from lorita.runs.set_aside import drop_set_aside, set_aside, trainings_in
-from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter
+from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter, small_dense_folder, width_argument
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
@@ -287,6 +287,8 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         record.bind(inputs_fingerprint(data, folder))
         recorded = record.measure
     measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
+    if SMALL_DENSE in measured:
+        _carry_small_dense(s, measured[SMALL_DENSE]["cuts"])
     cuts = _save_cuts(s, spectra, depths, dense, models)
     headline = _headline(measured, plain_target, spec.recipe.train.epochs, metric)
     out = {"seed": seed, "dataset": data.name, "test_images": len(data.test), metric.target: plain_target,
@@ -370,7 +372,8 @@ def _columns(s: _Seed, trained: dict, spectra: dict, use_tp: bool) -> list[tuple
     original = spectra[1].profile.params
     if spec.columns.small_dense:
         columns.append((_trained_at_size_column(
-            s, SMALL_DENSE, lambda model, recipe: small_dense_cutter(model, s.data, recipe, original),
+            s, SMALL_DENSE, lambda model, recipe: small_dense_cutter(model, s.data, recipe, original,
+                                                                    trainer=_small_dense_trainer(s)),
             spec.columns.small_dense_refine, trained[1]), None))
     if spec.columns.factorized:  # on the layers LoRITa composes
         exclude = spec.run_config(s.data, 1, s.train).compose.exclude
@@ -416,6 +419,38 @@ def _trained_at_size_column(s: _Seed, label: str, make_cutter, refine: int, plai
     model = ModelSpec(setup.model, dict(setup.model_kwargs), s.data.model_inputs)
     cutter = make_cutter(model, s.spec.recipe.for_depth(s.train, 1))
     return compare.Column(label, False, cutter, None, 0.0, s.train.epochs, _exposure(plain), refine=refine)
+
+
+def _small_dense_trainer(s: _Seed):
+    """The smaller dense models' trainer: each a training run of the seed (``small-dense-WIDTH``) with the plain
+    recipe, so a killed seed resumes it and another experiment's finished one is reused (``_trained``)."""
+    def trained(model: ModelSpec, recipe: TrainConfig):
+        run = _trained(s, s.folder / small_dense_folder(model), _small_dense_config(s, model, recipe))
+        return run.model, run.results["train_seconds"], run.results["best_epoch"]
+
+    return trained
+
+
+def _small_dense_config(s: _Seed, model: ModelSpec, recipe: TrainConfig) -> RunConfig:
+    """The training run of the smaller dense model ``model``: the plain one's with that model."""
+    return dataclasses.replace(s.spec.run_config(s.data, 1, recipe), model=model)
+
+
+def _carry_small_dense(s: _Seed, cuts: list[dict]) -> None:
+    """The trainings of the smaller dense models whose cuts the seed's record gave (``lorita.runs.measured_cuts``),
+    copied from the earlier attempt that trained them: the seed's folder holds each one its results name, and that
+    attempt's ``OUT.resume`` is not left behind for them."""
+    setup = s.spec.setup
+    arg = width_argument(setup.model)
+    recipe = s.spec.recipe.for_depth(s.train, 1)
+    for cut in cuts:
+        model = ModelSpec(setup.model, {**setup.model_kwargs, arg: cut["detail"]["width"]}, s.data.model_inputs)
+        out = s.folder / small_dense_folder(model)
+        if out.exists():
+            continue
+        for folder in _earlier(s.spec, s.train.seed):
+            if reused_run(folder, out, _small_dense_config(s, model, recipe)) is not None:
+                break
 
 
 def _exposure(run: TrainedRun) -> float | None:

@@ -5,7 +5,10 @@ narrower width, for the same epochs and recipe as the original. The comparison c
 here does that for each size it is asked for: it finds the width whose parameter count is the
 largest that stays within the requested fraction of the original model's, trains that model
 from scratch for the full epochs, and hands it over as the column's "cut" (no fine-tuning: it
-was trained at that size all along). Its seconds are the training's.
+was trained at that size all along). Its seconds are the training's. An experiment trains each
+one as a run folder of its seed (``small-dense-WIDTH``, ``small_dense_folder``), so a killed
+experiment resumes it from its last epoch and a finished one is reused; alone, the cutter
+trains in memory.
 
 The width is the zoo model's ``width`` (an integer, e.g. the FCN's hidden size) or
 ``width_multiplier`` (a float scaling every channel count, e.g. VGG16); other models have no
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Callable
 
 import torch
+from torch import nn
 
 from lorita.errors import LoritaError
 from lorita.models.registry import model_kwargs
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 SMALL_DENSE = "small dense"  # the column's label in an experiment's results
 WIDTH_ARGUMENTS = ("width", "width_multiplier")  # an int (units/channels) or a float (channel scale)
 _FLOAT_STEPS = 60  # bisection steps on a float width: far below one channel of any zoo model
+FOLDER_PREFIX = "small-dense-"  # its trainings' run folders in an experiment seed's folder
+# trains a model spec with a recipe: (the model with its best epoch's weights, on the CPU in eval mode, the
+# training's seconds, its best epoch)
+Trainer = Callable[[ModelSpec, TrainConfig], "tuple[nn.Module, float, int]"]
 
 
 def width_argument(name: str) -> str:
@@ -85,13 +94,47 @@ def width_for_params(spec: ModelSpec, target: float) -> tuple[int | float, int]:
     return lo, params(lo)
 
 
-def small_dense_cutter(spec: ModelSpec, data, recipe: TrainConfig, original_params: int):
+def small_dense_folder(spec: ModelSpec) -> str:
+    """The name of the run folder an experiment trains the smaller dense model ``spec`` in (its width, exact).
+
+    Example:
+        >>> small_dense_folder(ModelSpec("vgg_small", {"width_multiplier": 0.0625}))
+        'small-dense-0.0625'
+    """
+    return f"{FOLDER_PREFIX}{spec.kwargs[width_argument(spec.name)]!r}"
+
+
+def train_in_memory(data) -> Trainer:
+    """The cutter's trainer without a folder: ``train`` on ``data``, the init seeded from the recipe's seed as
+    ``lorita.runs.train_run`` seeds it (so both give the same model).
+
+    Example:
+        >>> from lorita.data import load_dataset
+        >>> data = load_dataset("digits")
+        >>> spec = ModelSpec("fcn", {"width": 8, "hidden_layers": 1}, data.model_inputs)
+        >>> model, seconds, best_epoch = train_in_memory(data)(spec, TrainConfig(epochs=1, device="cpu"))
+        >>> best_epoch, model.training
+        (1, False)
+    """
+    def trained(spec: ModelSpec, recipe: TrainConfig):
+        torch.manual_seed(recipe.seed)
+        model = spec.build()
+        result = train(model, data, recipe)
+        if result.best_state is not None:
+            model.load_state_dict(result.best_state)
+        return model.cpu().eval(), result.seconds, result.best_epoch
+
+    return trained
+
+
+def small_dense_cutter(spec: ModelSpec, data, recipe: TrainConfig, original_params: int, *,
+                       trainer: Trainer | None = None):
     """A comparison column's cutter (``size -> (model, detail) | None``): a narrower ``spec`` model trained
     from scratch with ``recipe`` (the full epochs), at most ``size`` of ``original_params``.
 
-    The init is seeded from the recipe's seed, as ``lorita.runs.train_run`` seeds it; the model
-    returned holds the best epoch on validation, on the CPU in eval mode. ``detail``: the width,
-    the params, the training seconds and the best epoch. None when no width is that small.
+    ``trainer`` trains it (default: ``train_in_memory(data)``; an experiment's trains a run folder of its
+    seed); the model returned holds the best epoch on validation, on the CPU in eval mode. ``detail``: the
+    width, the params, the training seconds and the best epoch. None when no width is that small.
 
     Example:
         >>> from lorita.data import load_dataset
@@ -109,17 +152,15 @@ def small_dense_cutter(spec: ModelSpec, data, recipe: TrainConfig, original_para
             log.info("small dense model: %s", err)
             return None
         arg = width_argument(spec.name)
-        torch.manual_seed(recipe.seed)
-        model = ModelSpec(spec.name, {**spec.kwargs, arg: width}, spec.inputs).build()
         log.info("small dense model: %s=%s (%d params, %.1f%% of the original), %d epochs", arg,
                  width if isinstance(width, int) else f"{width:.4f}", params, 100 * params / original_params,
                  recipe.epochs)
-        result = train(model, data, recipe)
-        if result.best_state is not None:
-            model.load_state_dict(result.best_state)
-        detail = {"width": width, "params": params, "train_seconds": result.seconds, "best_epoch": result.best_epoch}
-        return model.cpu().eval(), detail
+        model, seconds, best_epoch = train_with(ModelSpec(spec.name, {**spec.kwargs, arg: width}, spec.inputs),
+                                                recipe)
+        detail = {"width": width, "params": params, "train_seconds": seconds, "best_epoch": best_epoch}
+        return model, detail
 
     if not math.isfinite(original_params) or original_params <= 0:
         raise LoritaError(f"original_params must be the original model's parameter count (> 0), got {original_params!r}")
+    train_with = trainer if trainer is not None else train_in_memory(data)
     return cut
