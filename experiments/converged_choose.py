@@ -30,6 +30,9 @@ import argparse
 import json
 from pathlib import Path
 
+from lorita.choice import smallest_at_target
+from lorita.runs.paired import UNCUT
+
 LORITA = tuple(f"g{i}" for i in range(1, 6))
 PLAIN = ("p1", "p2", "p3")
 SPLIT = ("p4",)
@@ -48,9 +51,8 @@ def _kept(run: dict, label: str) -> float:
 
 
 def _best_alternative(run: dict) -> tuple[float, str]:
-    kept = [(c["chosen"]["params_kept"], label) for label, c in run["columns"].items()
-            if not c["lorita"] and c.get("chosen") is not None]
-    return min(kept) if kept else (1.0, "plain (uncut)")
+    best = smallest_at_target(run["columns"], lorita=False)  # the experiment's rule, ties included
+    return (1.0, UNCUT) if best is None else (best[1]["params_kept"], best[0])
 
 
 def _pick(scores: dict[str, float], lower: bool) -> str:

@@ -6,18 +6,22 @@ Usage:
         --out docs/converged/summary.json --plot docs/converged/budget_curve.png
 
 Each folder is one ``lorita experiment`` run (one seed, as ``experiments/converged_run.py`` makes them, or
-several). Folders are grouped by model, dataset and epochs; within a group every seed must appear once. For each
+several). Folders are grouped by model, dataset and epochs; within a group every seed must appear once, and
+every seed's experiment must have the same settings (defaults filled in; its seeds and reuse list aside) and the
+same columns: a grid setting's seeds are pooled apart from the base's. For each
 group it prints the per-seed sizes at the target, the geometric mean ratio of the pre-registered LoRITa column
 (the experiment's ``pre_registered``, else ``--pre-registered``) to the best alternative with its paired t 95%
 interval, the paired accuracy differences at the experiment's fixed sizes, and the first seed's K-sizes table
 (``lorita.report.converged.paired_lines``); for a model run at two budgets or more, each seed's ratio, start-up
 gap before any cut (its depth against depth 1) and plain model's last-fifth gain at every budget it ran, and
-from each budget to the next the plain model's gain and the gap's change over the seeds run at both
+from each budget to the next (the nearest larger one at least two seeds ran as well, where there is one) the
+plain model's gain and the gap's change over the seeds run at both
 (``lorita.runs.budgets``); then
 writes the summary in the schema of ``lorita.report.converged`` and, with ``--plot``, the ratio and its interval
 against the epoch budget, one line per model. The exposure is
-the pre-registered column's (its training run's, as results.json records it per column); the plateau test the
-plain model's on every seed. Nothing is recomputed from models.
+the pre-registered column's (its training run's, as results.json records it per column), the smallest over the
+seeds (each seed's recipe is the same, so they agree); the plateau test the plain model's on every seed. Nothing
+is recomputed from models.
 
 ``--copy-to docs/converged`` copies each folder's ``results.json`` and ``config.json``, and those of the runs in
 it (``depth1/``, ``depth2-short/``, ...), to ``<copy-to>/<budget>/<setting>/<seed>/`` (the last three parts of
@@ -49,7 +53,7 @@ from lorita.report.converged import (
     write_summary,
 )
 from lorita.runs.budgets import budget_steps, seeds_across_budgets
-from lorita.runs.experiment_spec import column_depth
+from lorita.runs.experiment_spec import ExperimentSpec, column_depth
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.small_dense import SMALL_DENSE
@@ -82,6 +86,16 @@ def _one(values: set, what: str, key: tuple):
     return values.pop()
 
 
+def _settings(spec: dict) -> str:
+    """An experiment's settings as one string, every default filled in (a setting added after a seed ran is absent
+    from its spec), its seeds and the trainings it may reuse aside; a spec this lorita cannot read, as written."""
+    try:
+        spec = ExperimentSpec.from_flat(spec).flat()
+    except LoritaError:
+        pass
+    return json.dumps({k: v for k, v in spec.items() if k not in ("seeds", "reuse")}, sort_keys=True)
+
+
 def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tuple[dict, dict, list[str], float]:
     """The summary entry of one group, its paired comparison, the lines of its report and the bar its experiments
     name."""
@@ -91,6 +105,8 @@ def study(key: tuple, seeds: list[tuple[dict, dict]], default_label: str) -> tup
                  key)
     sizes = _one({tuple(r["spec"]["sizes"]) for r, _ in seeds}, "the fixed sizes", key)
     bar = _one({r["headline"]["bar_ratio"] for r, _ in seeds}, "the bar", key)
+    _one({_settings(r["spec"]) for r, _ in seeds}, "their settings", key)  # a grid's setting is not a seed of the base
+    _one({tuple(sorted(run["columns"])) for run in runs}, "their columns", key)
     try:
         comparison = ratio_over_seeds(runs, label)
         differences = fixed_size_differences(runs, label, sizes)

@@ -75,3 +75,16 @@ def test_budget_steps_pair_each_seed_with_itself_from_one_budget_to_the_next():
                          "run at both).")
     assert budgets_markdown(rows, "L").splitlines()[-1].startswith("| 2 |")  # no steps given: the table alone
     assert "paired t 90% interval" in budgets_markdown(rows, "L", budget_steps(rows, level=0.9)).splitlines()[-1]
+
+
+def test_a_budget_one_seed_ran_is_stepped_over_not_made_the_end_of_every_step():
+    """Five seeds at 15 and 60 epochs, one at 30: the step from 15 goes to 60 over every seed (it was split into two
+    one-seed steps through 30), and 30's own step says it has no interval."""
+    rows = seeds_across_budgets({15: [_run(s, 0.1, 90.0, 89.0) for s in range(3)], 30: [_run(0, 0.1, 90.3, 89.5)],
+                                 60: [_run(s, 0.1, 90.5 + s / 10, 89.75) for s in range(3)]}, "L")
+    steps = budget_steps(rows)
+    assert [(s["from"], s["to"], s["seeds"]) for s in steps] == [(15, 60, [0, 1, 2]), (30, 60, [0])]
+    assert steps[0]["plain"]["mean"] == pytest.approx(0.6) and steps[0]["plain"]["ci"] is not None
+    assert budgets_markdown(rows, "L", steps).splitlines()[-1] == (
+        "- From 30 to 60 epochs (1 seed): the plain model's best validation accuracy +0.20 points, the gap before "
+        "any cut -0.05 (one seed: no interval).")

@@ -114,7 +114,7 @@ def test_the_gap_is_taken_at_the_pre_registered_columns_depth(tmp_path):
     step = [line for line in table if line.startswith("- From ")]
     assert len(step) == 1 and step[0].startswith("- From 15 to 60 epochs (1 seed): the plain model's best "
                                                  "validation accuracy +0.45 points")  # 89.6 - 89.15
-    assert "the gap before any cut +0.45 (mean" in step[0]  # 1.70 - 1.25; one seed: no interval
+    assert "the gap before any cut +0.45 (one seed: no interval)." in step[0]  # 1.70 - 1.25
 
 
 def test_a_pre_registered_column_that_is_no_lorita_one_is_refused_before_writing(tmp_path):
@@ -158,3 +158,29 @@ def test_columns_at_the_target_name_the_best_alternative_and_the_pre_registered_
     assert lines[2:] == ["| plain + SVD + FT | 13 + 2 | 9.9% | 90.25 | 89.60 |",
                          "| **small dense** (best alternative) | 15 + 0 | **7.1%** | 90.28 | 89.40 |",
                          "| **LoRITa N=2 + FT** (named before the runs) | 13 + 2 | **missed** | - | - |"]
+
+
+def test_seeds_of_other_settings_or_columns_are_not_pooled(tmp_path):
+    """A grid setting's seed is not a seed of the base: experiments that differ in a setting (defaults filled in, so
+    a setting added after a seed ran does not count) or in their columns are refused together."""
+    from lorita.runs.experiment_spec import load_spec
+    spec = load_spec("experiments/converged/fcn.json").flat()
+    for seed in range(3):
+        _experiment(tmp_path / f"seed{seed}", "fcn", 60, seed, 0.05, 0.1, 0.05)
+    with_spec = {0: {k: v for k, v in spec.items() if k != "cut_rule"}, 1: spec, 2: {**spec, "cut_rule": "least-loss"}}
+    for seed, flat in with_spec.items():
+        path = tmp_path / f"seed{seed}" / "results.json"
+        results = json.loads(path.read_text())
+        path.write_text(json.dumps({**results, "spec": {**flat, "pre_registered": "LoRITa N=2 + FT", "sizes": [0.1]}}))
+
+    def pooled(*seeds):
+        return subprocess.run([sys.executable, "experiments/converged_summary.py",
+                               *(str(tmp_path / f"seed{s}") for s in seeds)], capture_output=True, text=True)
+
+    assert pooled(0, 1).returncode == 0  # cut_rule absent is its default, "threshold"
+    refused = pooled(0, 1, 2)
+    assert refused.returncode != 0 and "the seeds' experiments differ in their settings" in refused.stderr
+    results = json.loads((tmp_path / "seed1" / "results.json").read_text())
+    del results["runs"][0]["columns"]["small dense"]
+    (tmp_path / "seed1" / "results.json").write_text(json.dumps(results))
+    assert "differ in their columns" in pooled(0, 1).stderr

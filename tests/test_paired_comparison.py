@@ -141,3 +141,23 @@ def test_plateau_over_seeds_needs_every_seed():
     assert pooled_plateau([{"plateau": True}, {"plateau": False}]) is False
     with pytest.raises(LoritaError, match="no plateau tests"):
         pooled_plateau([])
+
+
+def test_ties_go_by_one_rule_whatever_the_columns_order():
+    """At the target: fewest params, then the better validation accuracy, then the label; at a fixed size: the best
+    validation accuracy, then the fewer params kept, then the label. Never the order the columns were written in."""
+    def cut(kept, val, test):
+        return {"size": 0.3, "params_kept": kept, "val_acc": val, "test_acc": test}
+
+    columns = {"LoRITa N=2 + FT": {"lorita": True, "cuts": [cut(0.28, 91.0, 90.0)],
+                                   "chosen": {"params_kept": 0.2, "val_acc": 91.6}},
+               "plain + SVD + FT": {"lorita": False, "cuts": [cut(0.30, 91.2, 90.6)],
+                                    "chosen": {"params_kept": 0.3, "val_acc": 91.5}},
+               "small dense": {"lorita": False, "cuts": [cut(0.27, 91.2, 90.3)],
+                               "chosen": {"params_kept": 0.3, "val_acc": 91.7}}}
+    for order in (list(columns), list(reversed(columns))):
+        run = {"seed": 0, "target_val_acc": 91.0, "columns": {label: columns[label] for label in order}}
+        ratio = seed_ratio(run, "LoRITa N=2 + FT")
+        assert ratio["best_alternative"] == "small dense"  # the same size, better on validation
+        (row,) = fixed_size_differences([run], "LoRITa N=2 + FT", [0.3])
+        assert row["alternatives"] == ["small dense"] and row["differences"] == [pytest.approx(-0.3)]  # fewer params

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from lorita.atomic import atomic_write_text
 from lorita.checks import is_int, is_number
+from lorita.choice import smallest_at_target
 from lorita.errors import LoritaError
 from lorita.report.plots import figure, save_figure
 
@@ -282,8 +283,7 @@ def columns_markdown(run: dict, label: str) -> str:
     """
     columns = run["columns"]
     reached = {name: c["chosen"] for name, c in columns.items() if c.get("chosen")}
-    alternatives = [name for name in reached if not columns[name].get("lorita")]
-    best = min(alternatives, key=lambda n: reached[n]["params_kept"], default=None)
+    best = (smallest_at_target(columns, lorita=False) or (None,))[0]
     lines = [f"| column (target: {run['target_val_acc']:.2f}% validation) | epochs | params kept | val % | test % |",
              "| --- | --- | --- | --- | --- |"]
     for name, column in columns.items():
@@ -360,7 +360,8 @@ def budgets_markdown(rows: Sequence[dict], label: str, steps: Sequence[dict] = (
         n = len(step["seeds"])
         lines.append(f"- From {step['from']} to {step['to']} epochs ({n} seed{'s' * (n != 1)}): the plain model's "
                      f"best validation accuracy {_mean_ci(plain)} points, the gap before any cut {_mean_ci(gap)} "
-                     f"(mean, paired t {step.get('level', 0.95):.0%} interval over the seeds run at both).")
+                     + (f"(mean, paired t {step.get('level', 0.95):.0%} interval over the seeds run at both)."
+                        if n > 1 else "(one seed: no interval)."))
     return "\n".join(lines)
 
 

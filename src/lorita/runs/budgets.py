@@ -13,8 +13,9 @@ columns (``lorita.runs.paired``), its plain model's plateau test (``plateau``) a
   plateau test's ``gain``; under 0.1 point is a plateau);
 * ``plain_val``: the plain model's best validation accuracy (uncut, trained the whole budget).
 
-Across budgets (``budget_steps``): from each budget to the next, per seed run at both, what the plain model's best
-validation accuracy gained and how the gap moved, with the mean and paired t interval over those seeds. Under a
+Across budgets (``budget_steps``): from each budget to the next (the nearest larger one at least two seeds ran
+as well, where there is one), per seed run at both, what the plain model's best validation accuracy gained and
+how the gap moved, with the mean and paired t interval over those seeds. Under a
 schedule that decays to zero within each budget (cosine), the last fifth of every run still gains while the lr
 anneals, so the plateau test can fail at every budget; whether a longer budget still pays is what the plain
 model's gain from one budget to the next shows.
@@ -86,11 +87,20 @@ def seeds_across_budgets(runs_by_budget: Mapping[int, Sequence[dict]], pre_regis
     return [{"seed": seed, "at": at} for seed, at in sorted(seeds.items())]
 
 
+def _next_budget(rows: Sequence[dict], low: int, budgets: Sequence[int]) -> int | None:
+    """The budget a step from ``low`` goes to: the nearest larger one that at least two seeds ran as well as
+    ``low`` (an interval needs two), else the nearest larger one any seed ran as well; None when there is none."""
+    shared = [(high, sum(low in row["at"] and high in row["at"] for row in rows)) for high in budgets if high > low]
+    return next((high for high, n in shared if n >= 2), next((high for high, n in shared if n >= 1), None))
+
+
 def budget_steps(rows: Sequence[dict], level: float = 0.95) -> list[dict]:
     """From each budget to the next (``rows`` from ``seeds_across_budgets``), over the seeds run at both: the plain
     model's gain in best validation accuracy (``plain``) and the change of the gap before any cut (``gap``; negative:
     it closes), with the interval's ``level``, each ``{"differences": per seed, "mean", "ci": paired t interval or
-    None, "t", ...}`` (``lorita.stats.mean_interval``). A step no seed ran at both ends is left out.
+    None, "t", ...}`` (``lorita.stats.mean_interval``). "The next" is the nearest larger budget that at least two
+    seeds ran as well (so a budget only one seed has run is stepped over, not made the end of every step through
+    it), else the nearest any seed ran as well; a budget no seed ran with a larger one has no step.
 
     Example:
         >>> rows = [{"seed": s, "at": {12: {"plain_val": 91.0, "gap": 0.8}, 24: {"plain_val": 91.0 + d, "gap": 0.5}}}
@@ -98,13 +108,17 @@ def budget_steps(rows: Sequence[dict], level: float = 0.95) -> list[dict]:
         >>> step = budget_steps(rows)[0]
         >>> step["from"], step["to"], step["seeds"], step["plain"]["mean"], round(step["gap"]["mean"], 2)
         (12, 24, [0, 1], 0.375, -0.3)
+        >>> rows[0]["at"][18] = {"plain_val": 91.1, "gap": 0.6}  # one seed at 18 epochs: 12 -> 24 stays
+        >>> [(s["from"], s["to"], s["seeds"]) for s in budget_steps(rows)]
+        [(12, 24, [0, 1]), (18, 24, [0])]
     """
     budgets = sorted({epochs for row in rows for epochs in row["at"]})
     steps = []
-    for low, high in zip(budgets, budgets[1:]):
-        both = [row for row in rows if low in row["at"] and high in row["at"]]
-        if not both:
+    for low in budgets:
+        high = _next_budget(rows, low, budgets)
+        if high is None:
             continue
+        both = [row for row in rows if low in row["at"] and high in row["at"]]
         step = {"from": low, "to": high, "seeds": [row["seed"] for row in both], "level": level}
         for name, key in (("plain", "plain_val"), ("gap", "gap")):
             differences = [row["at"][high][key] - row["at"][low][key] for row in both]

@@ -35,6 +35,7 @@ import torch
 
 from lorita import __version__, prune
 from lorita.batchnorm import recalibrate_batchnorm
+from lorita.choice import smallest_at_target
 from lorita.compose import merge
 from lorita.cutspec import Ranks
 from lorita.data.datasets import data_folder
@@ -617,11 +618,10 @@ def _samples_text(samples: dict) -> str:
 def _headline(columns: dict, target: float, total_epochs: int, metric: Metric) -> dict:
     """The smallest LoRITa column against the smallest alternative at the target (one seed)."""
     def best(lorita_side: bool):
-        entries = [(label, c["chosen"]) for label, c in columns.items()
-                   if c["lorita"] == lorita_side and c["chosen"] is not None]
-        if not entries:
+        found = smallest_at_target(columns, lorita_side, metric)
+        if found is None:
             return None
-        label, pick = min(entries, key=lambda e: (e[1]["params_kept"], -metric.score(e[1][metric.val])))
+        label, pick = found
         return {"label": label, "params_kept": pick["params_kept"], "macs_kept": pick["macs_kept"],
                 metric.test: pick[metric.test], metric.val: pick[metric.val]}
 

@@ -6,20 +6,24 @@ reaching the target, chosen on validation: ``params_kept``, ``val_acc``, ``test_
 when none does) and ``cuts`` (every model measured, with the requested ``size``).
 
 * Size at the target. Per seed: the pre-registered LoRITa column's params kept, the best
-  alternative's (the non-LoRITa column keeping the fewest params at the target; when none
-  reaches it, the uncut plain model, 100%), and the log of their ratio. Over seeds: the
+  alternative's (the non-LoRITa column keeping the fewest params at the target, a tie going to
+  the better validation figure, then to the first label in alphabetical order:
+  ``smallest_at_target``; when none reaches it, the uncut plain model, 100%), and the log of
+  their ratio. Over seeds: the
   geometric mean ratio and its paired t 95% interval (``lorita.stats``). A seed where the
   pre-registered column misses the target has no ratio; the geometric mean is then None: a
   miss is a failure of the column, not a seed to leave out.
 * Accuracy at fixed sizes. Per size and seed: the pre-registered column's test accuracy
   minus the alternative's whose validation accuracy at that size is highest (chosen on
-  validation, like everything else); the mean difference and its paired t interval.
+  validation, like everything else; a tie goes to the cut keeping fewer params, then to the
+  first label in alphabetical order); the mean difference and its paired t interval.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+from lorita.choice import smallest_at_target
 from lorita.errors import LoritaError
 from lorita.stats import geometric_mean_ratio, mean_interval
 
@@ -48,9 +52,8 @@ def seed_ratio(run: dict, pre_registered: str) -> dict:
     ours = _column(run, pre_registered)
     if not ours.get("lorita"):
         raise LoritaError(f"the pre-registered column {pre_registered!r} is not a LoRITa column")
-    alternatives = [(c["chosen"]["params_kept"], label) for label, c in run["columns"].items()
-                    if not c.get("lorita") and c.get("chosen") is not None]
-    theirs, label = min(alternatives) if alternatives else (1.0, UNCUT)
+    best = smallest_at_target(run["columns"], lorita=False)
+    label, theirs = (UNCUT, 1.0) if best is None else (best[0], best[1]["params_kept"])
     kept = None if ours.get("chosen") is None else ours["chosen"]["params_kept"]
     ratio = None if kept is None else kept / theirs
     return {"seed": run.get("seed"), "target_val_acc": run.get("target_val_acc"), "lorita_params_kept": kept,
@@ -121,11 +124,11 @@ def fixed_size_differences(runs: Sequence[dict], pre_registered: str, sizes: Seq
         diffs, picked, seeds = [], [], []
         for run in runs:
             ours = _at_size(_column(run, pre_registered), size)
-            others = [(cut["val_acc"], label, cut) for label, c in run["columns"].items() if not c.get("lorita")
+            others = [(label, cut) for label, c in run["columns"].items() if not c.get("lorita")
                       for cut in [_at_size(c, size)] if cut is not None]
             if ours is None or not others:
                 continue
-            _, label, best = max(others, key=lambda o: o[0])
+            label, best = min(others, key=lambda o: (-o[1]["val_acc"], o[1].get("params_kept", 1.0), o[0]))
             diffs.append(ours["test_acc"] - best["test_acc"])
             picked.append(label)
             seeds.append(run.get("seed"))
