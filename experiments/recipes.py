@@ -65,9 +65,11 @@ def main(paths: list[str]) -> int:
     lines += ["", "| column | best setting (validation) | params kept | test acc (%) |", "|---|---|---|---|"]
     for label, (name, pick) in best.items():
         lines.append(f"| {label} | {name} | {_pct(pick['params_kept'])} | {pick['test_acc']:.2f} |")
-    ours = min((p for p in best.items() if p[1][1]["lorita"]), key=lambda p: p[1][1]["params_kept"], default=None)
-    theirs = min((p for p in best.items() if not p[1][1]["lorita"]), key=lambda p: p[1][1]["params_kept"],
-                 default=None)
+    def order(p):  # fewest params, a tie to the better validation accuracy, then the label (lorita.choice)
+        return p[1][1]["params_kept"], -p[1][1]["val_acc"], p[0]
+
+    ours = min((p for p in best.items() if p[1][1]["lorita"]), key=order, default=None)
+    theirs = min((p for p in best.items() if not p[1][1]["lorita"]), key=order, default=None)
     if ours and theirs:
         ratio = ours[1][1]["params_kept"] / theirs[1][1]["params_kept"]
         lines += ["", f"Each column at its best setting: {ours[0]} ({ours[1][0]}) against {theirs[0]} ({theirs[1][0]}): "

@@ -120,3 +120,18 @@ def test_iterative_pruning_checks_its_settings_first():
         iterative_prune_cutter(net, torch.zeros(1, 64), rounds=2)
     with pytest.raises(LoritaError, match="needs taylor_batches"):
         iterative_prune_cutter(net, torch.zeros(1, 64), importance="taylor")
+
+
+def test_two_sizes_that_give_one_width_train_it_once(tmp_path):
+    """No model fits between 30% and 31% of this FCN: both sizes get width 2, whose run folder is made once."""
+    from lorita.runs import ExperimentSpec, run_experiment
+    spec = ExperimentSpec.from_flat({"name": "e", "model": "fcn", "dataset": "digits", "depths": [1, 2], "points": 3,
+                                     "model_kwargs": {"width": 8, "hidden_layers": 1}, "sizes": [0.3, 0.31],
+                                     "small_dense": True, "small_dense_refine": 0,
+                                     "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}})
+    results = run_experiment(spec, tmp_path / "e", progress=False)
+    cuts = results["runs"][0]["columns"]["small dense"]["cuts"]
+    at = {c["size"]: c for c in cuts}
+    assert at[0.3]["detail"]["width"] == at[0.31]["detail"]["width"] == 2 and at[0.3]["val_acc"] == at[0.31]["val_acc"]
+    assert sorted(p.name for p in (tmp_path / "e").glob("small-dense-*")) == \
+        sorted({f"small-dense-{c['detail']['width']}" for c in cuts})

@@ -224,7 +224,7 @@ def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
 
 def test_a_killed_experiment_continues_a_smaller_dense_model_from_its_last_epoch(tmp_path, monkeypatch, caplog):
     """The smaller dense models train as run folders of the seed (``small-dense-WIDTH``): a kill part-way through
-    one keeps its epochs, and the seed's records still hold (their fingerprint leaves those folders aside)."""
+    one keeps its epochs, and the seed's records still hold (those folders are made after the record is bound)."""
     import lorita.train.loop as loop
     flat = {**FLAT, "finetune_epochs": 0, "train": {**FLAT["train"], "epochs": 3}}
     whole = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "whole", progress=False)

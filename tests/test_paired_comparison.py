@@ -161,3 +161,14 @@ def test_ties_go_by_one_rule_whatever_the_columns_order():
         assert ratio["best_alternative"] == "small dense"  # the same size, better on validation
         (row,) = fixed_size_differences([run], "LoRITa N=2 + FT", [0.3])
         assert row["alternatives"] == ["small dense"] and row["differences"] == [pytest.approx(-0.3)]  # fewer params
+
+
+def test_a_loss_experiment_s_tie_goes_to_the_lower_validation_loss():
+    """The ratio's best alternative is named as the experiment's headline names it, on the experiment's metric."""
+    from lorita.metric import LOSS
+    columns = {"A alt": {"lorita": False, "chosen": {"params_kept": 0.2, "val_loss": 1.50}},
+               "B alt": {"lorita": False, "chosen": {"params_kept": 0.2, "val_loss": 1.40}},
+               "L": {"lorita": True, "chosen": {"params_kept": 0.1, "val_loss": 1.45}}}
+    run = {"seed": 0, "target_val_loss": 1.5, "columns": columns}
+    assert seed_ratio(run, "L", LOSS)["best_alternative"] == "B alt"
+    assert ratio_over_seeds([run], "L", metric=LOSS)["per_seed"][0]["best_alternative"] == "B alt"

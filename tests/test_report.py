@@ -284,6 +284,18 @@ def test_noise_lines_say_which_side_is_ahead():
     assert "is 0.10 points of test accuracy better than the best alternative (within the noise" in line
 
 
+def test_noise_lines_take_each_side_s_column_best_on_validation_not_on_test():
+    def column(lorita, val, test):
+        return {"lorita": lorita, "cuts": [{"size": 0.2, "params_kept": 0.2, "val_acc": val, "test_acc": test}]}
+
+    results = {"metric": "val_acc", "spec": {"sizes": [0.2]},
+               "runs": [{"test_images": 10000, "columns": {"LoRITa N=2": column(True, 90.0, 90.0),
+                                                           "A": column(False, 91.0, 89.0),
+                                                           "B": column(False, 89.0, 91.0)}}]}
+    (line,) = noise_lines(results)  # A, better on validation, is the alternative: LoRITa 1 point ahead on test
+    assert "is 1.00 points of test accuracy better than the best alternative" in line
+
+
 def test_text_from_run_files_is_escaped_in_report_md(runs, tmp_path):
     # folder, model, dataset, source, strategy and options go into the tables as literal text:
     # no HTML tag, image, link, emphasis or code span reaches a Markdown viewer

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from lorita.atomic import atomic_write_text
+from lorita.choice import best_at_size
 from lorita.metric import Metric
 from lorita.profile import human
 from lorita.report.converged import paired_lines
@@ -171,15 +172,15 @@ def sizes_table(results: dict) -> list[str]:
 
 
 def _best_at(run: dict, m: Metric, lorita_side: bool, size: float) -> float | None:
-    values = [c[m.test] for col in run["columns"].values() if col["lorita"] == lorita_side
-              if (c := _at(col["cuts"], size))]
-    if not values:
-        return None
-    return max(values) if m.higher_is_better else min(values)
+    """The test figure of the side's column best on validation at ``size`` (``lorita.choice.best_at_size``)."""
+    found = best_at_size({label: c for label, col in run["columns"].items() if col["lorita"] == lorita_side
+                          if (c := _at(col["cuts"], size))}, m)
+    return None if found is None else found[1][m.test]
 
 
 def noise_lines(results: dict) -> list[str]:
-    """At each fixed size: the best LoRITa column against the best alternative, and whether that is noise.
+    """At each fixed size: the best LoRITa column against the best alternative, each chosen on validation (their
+    test figures compared), and whether that is noise.
 
     The noise is two standard errors of the difference: for accuracies the binomial error over
     the test images; over several seeds, the spread of the per-seed differences when that is larger.

@@ -425,9 +425,14 @@ def _trained_at_size_column(s: _Seed, label: str, make_cutter, refine: int, plai
 def _small_dense_trainer(s: _Seed):
     """The smaller dense models' trainer: each a training run of the seed (``small-dense-WIDTH``) with the plain
     recipe, so a killed seed resumes it and another experiment's finished one is reused (``_trained``)."""
+    done = {}  # by folder: two sizes can give one width (no model fits between them), trained once
+
     def trained(model: ModelSpec, recipe: TrainConfig):
-        run = _trained(s, s.folder / small_dense_folder(model), _small_dense_config(s, model, recipe))
-        return run.model, run.results["train_seconds"], run.results["best_epoch"]
+        name = small_dense_folder(model)
+        if name not in done:
+            run = _trained(s, s.folder / name, _small_dense_config(s, model, recipe))
+            done[name] = run.model, run.results["train_seconds"], run.results["best_epoch"]
+        return done[name]
 
     return trained
 
@@ -694,7 +699,7 @@ def _paired(spec: ExperimentSpec, runs: list[dict]) -> dict:
     per-seed ratios with their geometric mean and paired t interval; for accuracy, the paired differences at the
     fixed sizes and each seed's K-sizes table (``lorita.runs.many_sizes``)."""
     label = spec.report.pre_registered
-    out = {"pre_registered": label, "ratio_over_seeds": ratio_over_seeds(runs, label)}
+    out = {"pre_registered": label, "ratio_over_seeds": ratio_over_seeds(runs, label, metric=spec.cuts.judged_by)}
     if spec.cuts.judged_by is ACCURACY:
         sizes = spec.columns.sizes
         out["fixed_size_differences"] = fixed_size_differences(runs, label, sizes)

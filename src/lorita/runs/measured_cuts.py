@@ -37,7 +37,6 @@ from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.runs.compare import Cut
 from lorita.runs.folder import is_marked
-from lorita.runs.small_dense import FOLDER_PREFIX
 from lorita.sweep import SweepPoint
 
 log = logging.getLogger(__name__)
@@ -114,9 +113,7 @@ def point_from_json(value) -> SweepPoint:
 
 def inputs_fingerprint(data, folder: str | Path) -> str:
     """What a seed's cuts are measured from: its data (every tensor of its train, val and test splits, and their
-    other plain fields) and the trained models in ``folder`` (each finished training's ``model.lorita``, by name),
-    the smaller dense models' aside (``small-dense-WIDTH``: each is a recorded cut itself, trained after the record
-    is bound, so a later attempt that finds it finished takes the same records).
+    other plain fields) and the trained models in ``folder`` (each finished training's ``model.lorita``, by name).
 
     Example:
         >>> import tempfile
@@ -138,8 +135,8 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
     folder = Path(folder)
     for training in sorted(folder.iterdir()) if folder.is_dir() else ():
         model = training / "model.lorita"
-        if training.name.startswith((".", FOLDER_PREFIX)) or training.is_symlink() or model.is_symlink() \
-                or not model.is_file() or not (training / "results.json").is_file():
+        if training.name.startswith(".") or training.is_symlink() or model.is_symlink() or not model.is_file() \
+                or not (training / "results.json").is_file():
             continue
         digest.update(f"training {training.name}:".encode())
         with open(model, "rb") as handle:

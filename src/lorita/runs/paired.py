@@ -23,8 +23,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from lorita.choice import smallest_at_target
+from lorita.choice import best_at_size, smallest_at_target
 from lorita.errors import LoritaError
+from lorita.metric import ACCURACY, Metric
 from lorita.stats import geometric_mean_ratio, mean_interval
 
 UNCUT = "plain (uncut)"  # the alternative when no alternative column reaches the target: the whole model
@@ -37,7 +38,7 @@ def _column(run: dict, label: str) -> dict:
     return columns[label]
 
 
-def seed_ratio(run: dict, pre_registered: str) -> dict:
+def seed_ratio(run: dict, pre_registered: str, metric: Metric = ACCURACY) -> dict:
     """One seed's sizes at the target: the pre-registered column's, the best alternative's, their log ratio.
 
     Example:
@@ -52,7 +53,7 @@ def seed_ratio(run: dict, pre_registered: str) -> dict:
     ours = _column(run, pre_registered)
     if not ours.get("lorita"):
         raise LoritaError(f"the pre-registered column {pre_registered!r} is not a LoRITa column")
-    best = smallest_at_target(run["columns"], lorita=False)
+    best = smallest_at_target(run["columns"], lorita=False, metric=metric)  # a tie: on ``metric``'s validation figure
     label, theirs = (UNCUT, 1.0) if best is None else (best[0], best[1]["params_kept"])
     kept = None if ours.get("chosen") is None else ours["chosen"]["params_kept"]
     ratio = None if kept is None else kept / theirs
@@ -60,7 +61,8 @@ def seed_ratio(run: dict, pre_registered: str) -> dict:
             "best_alternative": label, "best_alternative_params_kept": theirs, "ratio": ratio}
 
 
-def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0.95) -> dict:
+def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0.95,
+                     metric: Metric = ACCURACY) -> dict:
     """Per-seed ratios and, when every seed has one, their geometric mean with its paired t interval.
 
     Returns ``{"pre_registered", "per_seed", "n", "geomean_ratio", "ci95", "log_sd", "t", "missed",
@@ -79,7 +81,7 @@ def ratio_over_seeds(runs: Sequence[dict], pre_registered: str, level: float = 0
     """
     if not runs:
         raise LoritaError("no runs to compare: pass one per seed (results.json's 'runs')")
-    per_seed = [seed_ratio(run, pre_registered) for run in runs]
+    per_seed = [seed_ratio(run, pre_registered, metric) for run in runs]
     missed = [r["seed"] for r in per_seed if r["ratio"] is None]
     out = {"pre_registered": pre_registered, "per_seed": per_seed, "n": len(per_seed), "missed": missed,
            "geomean_ratio": None, "ci95": None, "log_sd": None, "t": None, "reached_only": None}
@@ -124,11 +126,11 @@ def fixed_size_differences(runs: Sequence[dict], pre_registered: str, sizes: Seq
         diffs, picked, seeds = [], [], []
         for run in runs:
             ours = _at_size(_column(run, pre_registered), size)
-            others = [(label, cut) for label, c in run["columns"].items() if not c.get("lorita")
-                      for cut in [_at_size(c, size)] if cut is not None]
-            if ours is None or not others:
+            found = best_at_size({label: cut for label, c in run["columns"].items() if not c.get("lorita")
+                                  for cut in [_at_size(c, size)] if cut is not None})
+            if ours is None or found is None:
                 continue
-            label, best = min(others, key=lambda o: (-o[1]["val_acc"], o[1].get("params_kept", 1.0), o[0]))
+            label, best = found
             diffs.append(ours["test_acc"] - best["test_acc"])
             picked.append(label)
             seeds.append(run.get("seed"))

@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 SMALL_DENSE = "small dense"  # the column's label in an experiment's results
 WIDTH_ARGUMENTS = ("width", "width_multiplier")  # an int (units/channels) or a float (channel scale)
 _FLOAT_STEPS = 60  # bisection steps on a float width: far below one channel of any zoo model
-FOLDER_PREFIX = "small-dense-"  # its trainings' run folders in an experiment seed's folder
 # trains a model spec with a recipe: (the model with its best epoch's weights, on the CPU in eval mode, the
 # training's seconds, its best epoch)
 Trainer = Callable[[ModelSpec, TrainConfig], "tuple[nn.Module, float, int]"]
@@ -101,7 +100,7 @@ def small_dense_folder(spec: ModelSpec) -> str:
         >>> small_dense_folder(ModelSpec("vgg_small", {"width_multiplier": 0.0625}))
         'small-dense-0.0625'
     """
-    return f"{FOLDER_PREFIX}{spec.kwargs[width_argument(spec.name)]!r}"
+    return f"small-dense-{spec.kwargs[width_argument(spec.name)]!r}"
 
 
 def train_in_memory(data) -> Trainer:
