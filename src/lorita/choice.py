@@ -33,6 +33,7 @@ def smallest_at_target(columns: dict, lorita: bool, metric: Metric = ACCURACY) -
                if bool(c.get("lorita")) == lorita and c.get("chosen") is not None]
     if not entries:
         return None
+
     def order(entry):
         label, chosen = entry
         value = chosen.get(metric.val)

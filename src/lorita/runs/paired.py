@@ -9,10 +9,9 @@ when none does) and ``cuts`` (every model measured, with the requested ``size``)
   alternative's (the non-LoRITa column keeping the fewest params at the target, a tie going to
   the better validation figure, then to the first label in alphabetical order:
   ``smallest_at_target``; when none reaches it, the uncut plain model, 100%), and the log of
-  their ratio. Over seeds: the
-  geometric mean ratio and its paired t 95% interval (``lorita.stats``). A seed where the
-  pre-registered column misses the target has no ratio; the geometric mean is then None: a
-  miss is a failure of the column, not a seed to leave out.
+  their ratio. Over seeds: the geometric mean ratio and its paired t 95% interval
+  (``lorita.stats``). A seed where the pre-registered column misses the target has no ratio;
+  the geometric mean is then None: a miss is a failure of the column, not a seed to leave out.
 * Accuracy at fixed sizes. Per size and seed: the pre-registered column's test accuracy
   minus the alternative's whose validation accuracy at that size is highest (chosen on
   validation, like everything else; a tie goes to the cut keeping fewer params, then to the
