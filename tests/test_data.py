@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lorita.data import DataNotFoundError, ImageDataset, Split, dataset_status, list_datasets, load_dataset
-from lorita.data.cifar import SafeUnpickler, load_pickle, read_cifar_batch
+from lorita.data.cifar import SafeUnpickler, load_pickle, read_cifar_batch, read_label_names
 from lorita.data.digits import DIGITS_TEST_SEED, stratified_holdout
 from lorita.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_images, read_idx_labels
 from lorita.data.split import CROP_PADDING, augment_uint8, channel_stats
@@ -342,6 +342,77 @@ def test_a_pickle_cannot_ask_for_an_array_larger_than_the_file(tmp_path: Path, h
     (tmp_path / "huge").write_bytes(huge)
     with pytest.raises(LoritaError, match="cannot read CIFAR pickle .*(truncated|declares a size)"):
         read_cifar_batch(tmp_path / "huge", "labels")
+
+
+class _ArrayState:
+    """Pickles as numpy's own array recipe (``_reconstruct`` of an empty array, then its state) with any state."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+        return _reconstruct, (np.ndarray, (0,), b"b"), self.state
+
+
+@pytest.mark.parametrize("state, message", [
+    ((1, (100000,), np.dtype("O"), False, [0]), "dtype object"),  # numpy itself crashed on this one (a segfault)
+    ((1, (2, 2), np.dtype([("a", "u1")]), False, b"\0\0\0\0"), "dtype"),
+    ((1, (1, 1, 1), np.dtype("u1"), False, b"\0"), "shape"),
+    ((1, (4000, 3072), np.dtype("u1"), False, b"\0" * 10), "not its 12288000 items' bytes"),
+])
+def test_an_array_state_numpy_never_writes_is_refused(tmp_path: Path, state, message: str) -> None:
+    write_cifar_pickle(tmp_path / "batch", {b"data": _ArrayState(state), b"labels": []})
+    with pytest.raises(LoritaError, match=message):
+        read_cifar_batch(tmp_path / "batch", "labels")
+
+
+def test_back_references_cannot_multiply_a_small_cifar_file(tmp_path: Path) -> None:
+    """A row repeated by reference is a few bytes a copy: data must be an array, labels a flat list of ints, each
+    checked before anything is converted."""
+    row = [0] * 3072
+    write_cifar_pickle(tmp_path / "rows", {b"data": [row] * 50_000, b"labels": [0] * 50_000})
+    assert (tmp_path / "rows").stat().st_size < 300_000
+    with pytest.raises(LoritaError, match="'data' should be a numpy array"):
+        read_cifar_batch(tmp_path / "rows", "labels")
+    data = np.zeros((2, 3072), dtype=np.uint8)
+    inner = [0] * 1000
+    write_cifar_pickle(tmp_path / "labels", {b"data": data, b"labels": [inner] * 2})
+    with pytest.raises(LoritaError, match="'labels' should be 2 integers"):
+        read_cifar_batch(tmp_path / "labels", "labels")
+    write_cifar_pickle(tmp_path / "meta", {b"label_names": [b"x" * 100_000] * 500})
+    with pytest.raises(LoritaError, match="lists 500 class names, expected 10"):
+        read_label_names(tmp_path / "meta", "label_names", 10)
+    write_cifar_pickle(tmp_path / "names", {b"label_names": [[b"a"]] * 10})
+    with pytest.raises(LoritaError, match="should be names"):
+        read_label_names(tmp_path / "names", "label_names", 10)
+    write_cifar_pickle(tmp_path / "keys", {b"\xff\xfe": 1, (1, 2): 2})
+    with pytest.raises(LoritaError, match=r"no 'label_names' entry \(it has \['<tuple>', '\ufffd\ufffd'\]\)"):
+        read_label_names(tmp_path / "keys", "label_names")
+
+
+def test_image_and_label_counts_are_compared_before_either_body_is_read(tmp_path: Path, monkeypatch) -> None:
+    """A 200 KB gzip file can announce 200 million labels: the headers are compared first."""
+    import lorita.data.idx as idx
+    folder = make_idx_folder(tmp_path / "mnist", gz=False)
+    labels = folder / "train-labels-idx1-ubyte"
+    labels.unlink()
+    with gzip.open(labels.with_name(labels.name + ".gz"), "wb") as handle:
+        handle.write(struct.pack(">II", LABELS_MAGIC, 200_000_000) + bytes(200_000_000))
+    assert labels.with_name(labels.name + ".gz").stat().st_size < 300_000
+
+    def no_body(*args):
+        raise AssertionError("a body was read")
+
+    monkeypatch.setattr(idx, "_read_idx", no_body)
+    with pytest.raises(DataNotFoundError, match="holds 30 images but .* holds 200000000 labels"):
+        load_dataset("mnist", folder)
+
+
+def test_an_empty_test_split_is_refused_before_training(tmp_path: Path) -> None:
+    folder = make_idx_folder(tmp_path / "mnist", gz=False, n_test=0)
+    with pytest.raises(DataNotFoundError, match="malformed files in .*: the test files hold no images"):
+        load_dataset("mnist", folder)
 
 
 def test_truncated_cifar_pickle(tmp_path: Path) -> None:

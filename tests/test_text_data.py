@@ -81,6 +81,21 @@ def test_a_link_leading_out_of_a_text_folder_is_refused(tmp_path, target):
         read_entries(folder)
 
 
+def test_a_link_loop_in_a_text_folder_is_said_not_a_crash(tmp_path):
+    write_entries(tmp_path / "a.txt", [f"entry {i}" for i in range(20)])
+    (tmp_path / "b.txt").symlink_to("b.txt")
+    with pytest.raises(DataNotFoundError, match=r"b.txt is a symbolic link that leads round in a loop; remove it"):
+        load_text_dataset(tmp_path)
+
+
+def test_a_vocabulary_past_the_models_reach_is_refused_before_training(tmp_path):
+    """Every distinct character is a token: a file of every code point would ask the output layer for gigabytes."""
+    letters = [chr(c) for c in range(0x4E00, 0x4E00 + 25_000)]  # CJK ideographs: 25,000 distinct characters
+    write_entries(tmp_path / "a.txt", ["".join(letters[i::20]) for i in range(20)] * 2)
+    with pytest.raises(LoritaError, match=r"distinct characters; lorita's character-level models take at most 19,999"):
+        load_text_dataset(tmp_path, val_fraction=0.0, test_fraction=0.1)
+
+
 def test_a_binary_file_in_a_text_folder_is_refused(tmp_path):
     """An all-NUL 'text' file is valid UTF-8 and trained to 100% validation accuracy: refused as binary."""
     (tmp_path / "zeros.txt").write_bytes(bytes(4096))

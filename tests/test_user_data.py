@@ -74,3 +74,15 @@ def test_loaders_refused_where_lorita_must_batch():
 
     with pytest.raises(LoritaError, match="has no len"):
         train(net(), (Stream(), blobs(8, 1)), CONFIG)
+
+
+@pytest.mark.parametrize("targets, match", [
+    (torch.arange(8) % 3 - 1, r"targets span -1\.\.1, but the model gives 3 classes"),  # -100 would be skipped
+    (torch.full((8,), 7), r"targets span 7\.\.7, but the model gives 3 classes \(0\.\.2\)"),
+    (torch.zeros(8), r"targets must be class indices \(integers\), got dtype torch.float32"),
+])
+def test_targets_that_are_not_the_model_s_classes_are_named(targets, match):
+    data = TensorDataset(torch.randn(8, 4), targets)
+    net = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(LoritaError, match=match):
+        train(net, (data, data), TrainConfig(epochs=1, batch_size=4, device="cpu"))

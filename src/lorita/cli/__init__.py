@@ -82,6 +82,20 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str], command: str |
     return {dest for dest, value in unset.items() if getattr(seen, dest) is not value}
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is running out of memory: Python's MemoryError, or PyTorch's failed allocation (a
+    RuntimeError saying so on the CPU, its OutOfMemoryError subclass on a GPU).
+
+    Example:
+        >>> _out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate "
+        ...                             "memory: you tried to allocate 65589673984 bytes")), _out_of_memory(KeyError())
+        (True, False)
+    """
+    text = str(err)
+    return isinstance(err, MemoryError) or isinstance(err, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text.lower())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -118,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lorita {args.command}: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print(f"lorita {args.command}: error: out of memory; use a smaller model, batch or input", file=sys.stderr)
-        return 1
     except Exception as err:  # a bug here or in a library below: said in one line (-v: the whole traceback)
+        if _out_of_memory(err):
+            print(f"lorita {args.command}: error: out of memory; use a smaller model, batch or input",
+                  file=sys.stderr)
+            return 1
         if args.verbose:
             raise
         print(f"lorita {args.command}: internal error: {type(err).__name__}: {' '.join(str(err).split())[:500]} (a "

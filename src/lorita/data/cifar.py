@@ -11,7 +11,13 @@ Pickles can run arbitrary code, so we unpickle with ``SafeUnpickler``, whose
 ``numpy.ndarray`` and ``numpy.dtype``; plus ``_codecs.encode`` restricted to
 ``(str, "latin1")``, which is how Python 3 writes ``bytes`` at pickle
 protocol 2 (re-pickled copies of the files need it; it only turns a string
-into bytes). Everything else raises ``LoritaError``.
+into bytes). Everything else raises ``LoritaError``. An array is filled only
+with a plain numeric dtype (no objects, fields or sub-arrays), at most two
+dimensions and exactly as many bytes as its shape needs, all from the file
+(``_CheckedArray``), so a few bytes of pickle cannot ask for a large array or
+hand numpy a state it crashes on; ``data`` must be such an array and the
+labels a flat list of ints (or a 1-D array) as long as it, checked before any
+conversion, so back-references cannot multiply a small file either.
 
 Folder layouts::
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import codecs
 import importlib
 import logging
+import math
 import pickle
 from pathlib import Path
 from typing import Any
@@ -64,14 +71,42 @@ class _NdarrayName:
 _NDARRAY = _NdarrayName()
 
 
+class _CheckedArray(np.ndarray):
+    """The array a CIFAR pickle's ``_reconstruct`` starts, empty; the pickle's next step fills it
+    (``__setstate__``), taken only for a plain numeric array whose every byte the file holds."""
+
+    def __setstate__(self, state: Any) -> None:
+        _check_array_state(state)
+        super().__setstate__(state)
+
+
+def _check_array_state(state: Any) -> None:
+    """numpy's array state ``(version, shape, dtype, is_fortran, raw bytes)``, or LoritaError: a dtype of plain
+    numbers (no objects, fields or sub-arrays, which numpy may crash on), at most 2 dimensions (CIFAR's images and
+    labels) and exactly the bytes the shape needs."""
+    if not (isinstance(state, tuple) and len(state) == 5):
+        raise LoritaError("refusing a numpy array state that is not numpy's (version, shape, dtype, order, data)")
+    _, shape, dtype, _, raw = state
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None \
+            or dtype.subdtype is not None:
+        raise LoritaError(f"refusing a numpy array of dtype {str(dtype)[:40]} in a CIFAR pickle: its data and labels "
+                          "are plain integers")
+    if not (isinstance(shape, tuple) and len(shape) <= 2 and all(type(n) is int and n >= 0 for n in shape)):
+        raise LoritaError(f"refusing a numpy array of shape {str(shape)[:40]} in a CIFAR pickle: its data is (N, 3072) "
+                          "and its labels (N,)")
+    if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.itemsize:
+        raise LoritaError(f"refusing a numpy array of shape {shape} whose data is not its {math.prod(shape)} items' "
+                          "bytes in a CIFAR pickle")
+
+
 def _reconstruct(cls: Any, shape: Any = None, dtype: Any = None) -> Any:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``, which a pickle fills in next from its own bytes: an empty start,
-    so an array is never larger than the file holds."""
+    so an array is never larger than the file holds (``_CheckedArray``)."""
     if cls is not _NDARRAY or shape != (0,) or dtype not in (b"b", "b"):
         raise LoritaError(f"refusing numpy _reconstruct({type(cls).__name__}, {str(shape)[:40]}, "
                           f"{str(dtype)[:40]}) in a CIFAR pickle: numpy's own pickles start from an empty array "
                           "(shape (0,), dtype b'b')")
-    return _multiarray_reconstruct()(np.ndarray, shape, dtype)
+    return _multiarray_reconstruct()(_CheckedArray, shape, dtype)
 
 
 def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
@@ -119,8 +154,10 @@ def load_pickle(path: str | Path) -> Any:
             return SafeUnpickler(handle, encoding="bytes").load()
     except LoritaError as err:
         raise LoritaError(f"{path}: {err}") from err
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as err:
-        raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {err}; is it truncated?") from err
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError) as err:
+        raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {str(err)[:200]}; is it truncated "
+                          "or crafted?") from err
     except (MemoryError, OverflowError):  # a length field far past the file's size
         raise LoritaError(f"cannot read CIFAR pickle {path}: it declares a size it cannot hold; the file is damaged "
                           "or crafted") from None
@@ -132,8 +169,29 @@ def _get(record: Any, key: str, path: Path) -> Any:
     for candidate in (key.encode(), key):
         if candidate in record:
             return record[candidate]
-    keys = sorted(k.decode() if isinstance(k, bytes) else str(k) for k in record)
-    raise LoritaError(f"CIFAR file {path} has no '{key}' entry (it has {keys})")
+    keys = sorted(_short(k) for k in list(record)[:20])
+    raise LoritaError(f"CIFAR file {path} has no '{key}' entry (it has {keys}{', ...' if len(record) > 20 else ''})")
+
+
+def _short(value: Any) -> str:
+    """A key or name of a CIFAR file as text, at most 40 characters; what is not bytes or str by its type."""
+    if isinstance(value, bytes):
+        return value[:40].decode("utf-8", "replace")
+    return value[:40] if isinstance(value, str) else f"<{type(value).__name__}>"
+
+
+def _labels(labels: Any, n: int, key: str, path: Path) -> np.ndarray:
+    """``labels`` as int64, checked to be ``n`` integers (a 1-D integer array, or a flat list of ints) before any
+    conversion."""
+    if isinstance(labels, np.ndarray):
+        ok = labels.shape == (n,) and (not n or np.issubdtype(labels.dtype, np.integer))
+    else:
+        ok = isinstance(labels, (list, tuple)) and len(labels) == n and all(type(v) is int for v in labels)
+    if not ok:
+        found = labels.shape if isinstance(labels, np.ndarray) else \
+            f"{len(labels)} items" if isinstance(labels, (list, tuple)) else type(labels).__name__
+        raise LoritaError(f"CIFAR file {path}: '{key}' should be {n} integers (a list or a 1-D array), found {found}")
+    return np.asarray(labels, dtype=np.int64)
 
 
 def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,27 +206,25 @@ def read_cifar_batch(path: str | Path, label_key: str) -> tuple[torch.Tensor, to
     """
     path = Path(path)
     record = load_pickle(path)
-    try:
-        data = np.asarray(_get(record, "data", path))
-        labels = np.asarray(_get(record, label_key, path))
-    except (ValueError, TypeError) as err:  # ragged lists, mixed types
-        raise LoritaError(f"CIFAR file {path}: 'data' and '{label_key}' must be arrays ({err})") from None
+    data = _get(record, "data", path)
+    if not isinstance(data, np.ndarray):  # a list could repeat one row by reference: kilobytes asking for gigabytes
+        raise LoritaError(f"CIFAR file {path}: 'data' should be a numpy array (N, 3072) of uint8, found "
+                          f"{type(data).__name__}")
+    data = np.asarray(data)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise LoritaError(f"CIFAR file {path}: 'data' should have shape (N, 3072), found {data.shape}")
     if data.dtype != np.uint8:
         if data.size and (not np.issubdtype(data.dtype, np.integer) or data.min() < 0 or data.max() > 255):
             raise LoritaError(f"CIFAR file {path}: 'data' should be uint8 pixels, found dtype {data.dtype}")
         data = data.astype(np.uint8)
-    if labels.shape != (data.shape[0],) or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise LoritaError(
-            f"CIFAR file {path}: '{label_key}' should be {data.shape[0]} integers, found shape {labels.shape}"
-        )
+    labels = _labels(_get(record, label_key, path), data.shape[0], label_key, path)
     images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)  # (N, 3, 32, 32)
-    return images.clone(), torch.from_numpy(labels.astype(np.int64))
+    return images.clone(), torch.from_numpy(labels)
 
 
-def read_label_names(path: str | Path, key: str) -> list[str]:
-    """Class names from a CIFAR meta file (``label_names`` or ``fine_label_names``), decoded to str.
+def read_label_names(path: str | Path, key: str, count: int | None = None) -> list[str]:
+    """Class names from a CIFAR meta file (``label_names`` or ``fine_label_names``), decoded to str; with ``count``,
+    exactly that many (checked before any is decoded). Each is bytes or str of at most 200 characters.
 
     Example:
         >>> read_label_names("cifar-10-batches-py/batches.meta", "label_names")[:2]  # doctest: +SKIP
@@ -178,7 +234,11 @@ def read_label_names(path: str | Path, key: str) -> list[str]:
     names = _get(load_pickle(path), key, path)
     if not isinstance(names, (list, tuple)):
         raise LoritaError(f"CIFAR meta file {path}: '{key}' should be a list, found {type(names).__name__}")
-    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
+    if count is not None and len(names) != count:
+        raise LoritaError(f"{path} lists {len(names)} class names, expected {count}")
+    if not all(isinstance(n, (bytes, str)) and len(n) <= 200 for n in names):
+        raise LoritaError(f"CIFAR meta file {path}: '{key}' should be names (bytes or text of at most 200 characters)")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
 
 
 def cifar_files(num_classes: int) -> list[str]:
@@ -220,9 +280,7 @@ def read_cifar_folder(
     test = read_cifar_batch(folder / test_name, label_key)
     classes = None
     if (folder / meta_name).is_file():
-        classes = read_label_names(folder / meta_name, meta_key)
-        if len(classes) != num_classes:
-            raise LoritaError(f"{folder / meta_name} lists {len(classes)} class names, expected {num_classes}")
+        classes = read_label_names(folder / meta_name, meta_key, num_classes)
     else:
         logger.warning("%s not found in %s; class names unknown", meta_name, folder)
     return train, test, classes

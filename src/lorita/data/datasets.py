@@ -318,7 +318,9 @@ def _read(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[tuple, t
     except LoritaError as err:
         raise _not_found(name, spec, looked, f"malformed files in {folder}: {err}") from err
     for split_name, (_, labels) in (("train", train), ("test", test)):
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= spec.num_classes):
+        if not labels.numel():  # an empty test split would fail only after every epoch of training
+            raise _not_found(name, spec, looked, f"malformed files in {folder}: the {split_name} files hold no images")
+        if int(labels.min()) < 0 or int(labels.max()) >= spec.num_classes:
             span = f"{int(labels.min())}..{int(labels.max())}"
             problem = f"malformed files in {folder}: {split_name} labels span {span}, expected 0..{spec.num_classes - 1}"
             raise _not_found(name, spec, looked, problem)

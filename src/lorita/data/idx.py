@@ -69,7 +69,7 @@ class _Gunzip:
             out += self.inflate.decompress(data, n - len(out))
             # at a member's end what follows is in unused_data (unconsumed_tail may repeat it)
             self.pending = b"" if self.inflate.eof else self.inflate.unconsumed_tail
-        return bytes(out)
+        return out  # not copied to bytes: a body can be hundreds of megabytes
 
 
 def _open(path: Path):
@@ -101,16 +101,34 @@ def read_idx(path: str | Path, magic: int) -> np.ndarray:
         >>> read_idx(p, LABELS_MAGIC).tolist()
         [1, 2, 3]
     """
+    return _reading(path, magic, _read_idx)
+
+
+def read_idx_shape(path: str | Path, magic: int) -> tuple[int, ...]:
+    """The shape the header of IDX file ``path`` announces (checked as ``read_idx`` checks it), its data unread.
+
+    Example:
+        >>> import tempfile, os, struct
+        >>> p = os.path.join(tempfile.mkdtemp(), "labels")
+        >>> _ = open(p, "wb").write(struct.pack(">II", LABELS_MAGIC, 3) + bytes([1, 2, 3]))
+        >>> read_idx_shape(p, LABELS_MAGIC)
+        (3,)
+    """
+    return _reading(path, magic, _read_header)
+
+
+def _reading(path: str | Path, magic: int, read):
+    """``read(path, reader, limit, magic)`` on the opened IDX file (plain or gzip), its errors as LoritaError."""
     path = Path(path)
     handle, reader, limit = _open(path)
     try:
         with handle:
-            return _read_idx(path, reader, limit, magic)
+            return read(path, reader, limit, magic)
     except (OSError, EOFError, zlib.error) as err:
         raise LoritaError(f"IDX file {path} is a damaged or truncated gzip file ({err}); download it again") from err
 
 
-def _read_idx(path: Path, reader, limit: int, magic: int) -> np.ndarray:
+def _read_header(path: Path, reader, limit: int, magic: int) -> tuple[int, ...]:
     raw = reader.read(4)
     if len(raw) < 4:
         raise LoritaError(f"IDX file {path} is too short ({len(raw)} bytes) to hold a magic number; it is truncated")
@@ -132,6 +150,12 @@ def _read_idx(path: Path, reader, limit: int, magic: int) -> np.ndarray:
     if expected > limit:
         raise LoritaError(f"IDX file {path} is truncated: header says shape {dims} ({expected} bytes of data), "
                           f"more than a file of its size can hold; download it again")
+    return dims
+
+
+def _read_idx(path: Path, reader, limit: int, magic: int) -> np.ndarray:
+    dims = _read_header(path, reader, limit, magic)
+    expected = math.prod(dims)
     body = reader.read(expected + 1)  # one byte more tells a longer file, without reading all of it
     if len(body) != expected:
         what = "truncated" if len(body) < expected else "longer than its header says"
@@ -203,13 +227,13 @@ def _read_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[torch.
     if images_path is None or labels_path is None:
         missing = [s for s, p in ((images_stem, images_path), (labels_stem, labels_path)) if p is None]
         raise LoritaError(f"IDX folder {folder} lacks {', '.join(missing)} (plain or .gz)")
-    images, labels = read_idx_images(images_path), read_idx_labels(labels_path)
-    if images.shape[0] != labels.shape[0]:
-        raise LoritaError(
-            f"{images_path} holds {images.shape[0]} images but {labels_path} holds {labels.shape[0]} labels; "
-            "the files do not belong together"
-        )
-    return images, labels
+    # the counts the headers announce, compared before either body is read: a small gzip file can announce
+    # hundreds of megabytes
+    n_images, n_labels = read_idx_shape(images_path, IMAGES_MAGIC)[0], read_idx_shape(labels_path, LABELS_MAGIC)[0]
+    if n_images != n_labels:
+        raise LoritaError(f"{images_path} holds {n_images} images but {labels_path} holds {n_labels} labels; the files "
+                          "do not belong together")
+    return read_idx_images(images_path), read_idx_labels(labels_path)
 
 
 def read_idx_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:

@@ -66,6 +66,20 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torc
     return 100.0 * correct.item() / count, loss_sum.item() / count
 
 
+def _check_targets(targets: torch.Tensor, classes: int, who: str) -> None:
+    """Targets are class indices: integers, and on the CPU checked to lie in ``0..classes-1`` (cross-entropy would
+    fail on one past the end without saying which, and silently skip -100, its ignore index; on a GPU the check
+    would wait for the device every step, and PyTorch's own assert stops an index out of range)."""
+    if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise LoritaError(f"{who}: targets must be class indices (integers), got dtype {targets.dtype}; return "
+                          "torch.long labels from your Dataset")
+    if targets.device.type == "cpu" and targets.numel():
+        low, high = int(targets.min()), int(targets.max())
+        if low < 0 or high >= classes:
+            raise LoritaError(f"{who}: targets span {low}..{high}, but the model gives {classes} classes "
+                              f"(0..{classes - 1}); fix the labels or the model's number of classes")
+
+
 def flat_logits(logits: torch.Tensor, targets: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, classes)`` logits and ``(N,)`` targets: a classifier's as they are, a language model's
     ``(B, T, vocab)`` / ``(B, T)`` flattened over the tokens.
@@ -75,6 +89,7 @@ def flat_logits(logits: torch.Tensor, targets: torch.Tensor, who: str) -> tuple[
         torch.Size([10, 7])
     """
     if logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape:
+        _check_targets(targets, logits.shape[-1], who)
         return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
     raise LoritaError(f"{who}: the model must return logits of shape (batch, classes) for targets (batch,), or "
                       f"(batch, tokens, vocab) for targets (batch, tokens); got {tuple(logits.shape)} for targets "
