@@ -409,6 +409,32 @@ def test_image_and_label_counts_are_compared_before_either_body_is_read(tmp_path
         load_dataset("mnist", folder)
 
 
+def test_files_gzip_and_python_3_write_are_read(tmp_path: Path) -> None:
+    """Zero padding after a gzip member (gunzip and Python's gzip read it), and the empty bytes Python 3 pickles as
+    bytes() at protocol 2."""
+    labels = struct.pack(">II", LABELS_MAGIC, 3) + bytes([1, 2, 3])
+    (tmp_path / "padded.gz").write_bytes(gzip.compress(labels) + bytes(512))
+    assert read_idx_labels(tmp_path / "padded.gz").tolist() == [1, 2, 3]
+    (tmp_path / "junk.gz").write_bytes(gzip.compress(labels) + bytes(8) + b"junk")
+    with pytest.raises(LoritaError, match="damaged or truncated gzip"):
+        read_idx_labels(tmp_path / "junk.gz")
+    data = np.zeros((1, 3072), dtype=np.uint8)
+    write_cifar_pickle(tmp_path / "batch", {b"data": data, b"labels": [0], b"batch_label": b""})
+    assert b"bytes" in (tmp_path / "batch").read_bytes()
+    assert read_cifar_batch(tmp_path / "batch", "labels")[1].tolist() == [0]
+    with pytest.raises(LoritaError, match=r"refusing bytes\(\.\.\.\) with arguments"):
+        SafeUnpickler(__import__("io").BytesIO(b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R.")).load()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(LoritaError, match="not a regular file"):
+        read_idx_labels(tmp_path / "fifo")
+    with pytest.raises(LoritaError, match="not a regular file"):
+        load_pickle(tmp_path / "fifo")
+
+
 def test_an_empty_test_split_is_refused_before_training(tmp_path: Path) -> None:
     folder = make_idx_folder(tmp_path / "mnist", gz=False, n_test=0)
     with pytest.raises(DataNotFoundError, match="malformed files in .*: the test files hold no images"):

@@ -11,7 +11,8 @@ Pickles can run arbitrary code, so we unpickle with ``SafeUnpickler``, whose
 ``numpy.ndarray`` and ``numpy.dtype``; plus ``_codecs.encode`` restricted to
 ``(str, "latin1")``, which is how Python 3 writes ``bytes`` at pickle
 protocol 2 (re-pickled copies of the files need it; it only turns a string
-into bytes). Everything else raises ``LoritaError``. An array is filled only
+into bytes) and ``bytes()`` without arguments (how it writes an empty ``b""``).
+Everything else raises ``LoritaError``. An array is filled only
 with a plain numeric dtype (no objects, fields or sub-arrays), at most two
 dimensions and exactly as many bytes as its shape needs, all from the file
 (``_CheckedArray``), so a few bytes of pickle cannot ask for a large array or
@@ -109,6 +110,13 @@ def _reconstruct(cls: Any, shape: Any = None, dtype: Any = None) -> Any:
     return _multiarray_reconstruct()(_CheckedArray, shape, dtype)
 
 
+def _empty_bytes(*args: Any) -> bytes:
+    """``bytes()``: how Python 3 writes an empty ``b""`` at pickle protocol 2; with arguments it could allocate."""
+    if args:
+        raise LoritaError("refusing bytes(...) with arguments in a CIFAR pickle (only the empty bytes() is written)")
+    return b""
+
+
 def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     if not isinstance(text, str) or encoding != "latin1":
         raise LoritaError(f"refusing _codecs.encode({type(text).__name__}, {encoding!r}) in a CIFAR pickle")
@@ -134,6 +142,8 @@ class SafeUnpickler(pickle.Unpickler):
             return np.dtype
         if module == "_codecs" and name == "encode":
             return _latin1_encode
+        if module in ("__builtin__", "builtins") and name == "bytes":
+            return _empty_bytes
         raise LoritaError(
             f"refusing to load global {module}.{name} from a pickle: CIFAR files hold only dicts, lists, "
             "strings, ints and numpy arrays, so this file is not an official CIFAR file (and may be malicious)"
@@ -149,6 +159,8 @@ def load_pickle(path: str | Path) -> Any:
         (10000, 3072)
     """
     path = Path(path)
+    if not path.is_file():  # a FIFO would wait for a writer for ever
+        raise LoritaError(f"cannot read CIFAR pickle {path}: it is not a regular file")
     try:
         with path.open("rb") as handle:
             return SafeUnpickler(handle, encoding="bytes").load()

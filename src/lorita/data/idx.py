@@ -58,10 +58,9 @@ class _Gunzip:
             if self.pending:
                 data, self.pending = self.pending, b""
             elif self.inflate.eof:  # a member ended: another may follow (gzip allows concatenated members)
-                data = self.inflate.unused_data or self.handle.read(CHUNK)
+                data = self._next_member()
                 if not data:
                     break
-                self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
             else:
                 data = self.handle.read(CHUNK)
                 if not data:
@@ -71,10 +70,25 @@ class _Gunzip:
             self.pending = b"" if self.inflate.eof else self.inflate.unconsumed_tail
         return out  # not copied to bytes: a body can be hundreds of megabytes
 
+    def _next_member(self) -> bytes:
+        """After a member's end: the start of the next one, past any zero padding (which gzip allows after a
+        member, as ``gunzip`` and Python's ``gzip`` do), with a fresh decompressor; b"" at the file's end."""
+        data = self.inflate.unused_data
+        while True:
+            data = data.lstrip(b"\0")
+            if data:
+                self.inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+                return data
+            data = self.handle.read(CHUNK)
+            if not data:
+                return b""
+
 
 def _open(path: Path):
     """(handle, reader, limit): the file, something with ``read(n)`` giving its IDX bytes, and the most
     bytes of data it can hold (its size; for gzip, MAX_GZIP_RATIO times its size)."""
+    if not path.is_file():  # a FIFO would wait for a writer for ever; a folder cannot be read
+        raise LoritaError(f"cannot read IDX file {path}: it is not a regular file")
     try:
         handle = open(path, "rb")
         size = path.stat().st_size
