@@ -86,3 +86,14 @@ def test_targets_that_are_not_the_model_s_classes_are_named(targets, match):
     net = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(LoritaError, match=match):
         train(net, (data, data), TrainConfig(epochs=1, batch_size=4, device="cpu"))
+
+
+def test_int32_and_uint8_targets_train_as_int64_ones():
+    x, y = torch.randn(8, 4), torch.arange(8) % 3
+    results = []
+    for targets in (y, y.int(), y.to(torch.uint8)):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(4, 3))
+        data = TensorDataset(x, targets)
+        results.append(train(net, (data, data), TrainConfig(epochs=1, batch_size=4, device="cpu")).best_val_acc)
+    assert results[0] == results[1] == results[2]

@@ -90,11 +90,13 @@ def _check_array_state(state: Any) -> None:
     _, shape, dtype, _, raw = state
     if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind not in "biuf" or dtype.fields is not None \
             or dtype.subdtype is not None:
-        raise LoritaError(f"refusing a numpy array of dtype {str(dtype)[:40]} in a CIFAR pickle: its data and labels "
-                          "are plain integers")
+        what = dtype.str if isinstance(dtype, np.dtype) else type(dtype).__name__  # never str() of the file's objects
+        raise LoritaError(f"refusing a numpy array of dtype {what} in a CIFAR pickle: its data and labels are plain "
+                          "integers")
     if not (isinstance(shape, tuple) and len(shape) <= 2 and all(type(n) is int and n >= 0 for n in shape)):
-        raise LoritaError(f"refusing a numpy array of shape {str(shape)[:40]} in a CIFAR pickle: its data is (N, 3072) "
-                          "and its labels (N,)")
+        what = f"{len(shape)} dimensions" if isinstance(shape, tuple) else type(shape).__name__
+        raise LoritaError(f"refusing a numpy array shaped by {what} in a CIFAR pickle: its data is (N, 3072) and its "
+                          "labels (N,)")
     if not isinstance(raw, bytes) or len(raw) != math.prod(shape) * dtype.itemsize:
         raise LoritaError(f"refusing a numpy array of shape {shape} whose data is not its {math.prod(shape)} items' "
                           "bytes in a CIFAR pickle")
@@ -103,11 +105,33 @@ def _check_array_state(state: Any) -> None:
 def _reconstruct(cls: Any, shape: Any = None, dtype: Any = None) -> Any:
     """numpy's ``_reconstruct(ndarray, (0,), b'b')``, which a pickle fills in next from its own bytes: an empty start,
     so an array is never larger than the file holds (``_CheckedArray``)."""
-    if cls is not _NDARRAY or shape != (0,) or dtype not in (b"b", "b"):
-        raise LoritaError(f"refusing numpy _reconstruct({type(cls).__name__}, {str(shape)[:40]}, "
-                          f"{str(dtype)[:40]}) in a CIFAR pickle: numpy's own pickles start from an empty array "
-                          "(shape (0,), dtype b'b')")
+    if cls is not _NDARRAY or type(shape) is not tuple or shape != (0,) or type(dtype) not in (bytes, str) \
+            or dtype not in (b"b", "b"):
+        raise LoritaError("refusing numpy _reconstruct(...) of another class, shape or dtype in a CIFAR pickle: "
+                          "numpy's own pickles start from an empty array (ndarray, shape (0,), dtype b'b')")
     return _multiarray_reconstruct()(_CheckedArray, shape, dtype)
+
+
+def _dtype(code: Any, align: Any = False, copy: Any = False) -> np.dtype:
+    """``numpy.dtype(code, align, copy)`` as numpy pickles a dtype: from a short type code (``'u1'``, ``'<i8'``), never
+    from a nested description the file could make exponentially large."""
+    if type(code) not in (str, bytes) or len(code) > 8 or type(align) not in (bool, int) \
+            or type(copy) not in (bool, int):
+        raise LoritaError("refusing numpy.dtype(...) of anything but a short type code in a CIFAR pickle")
+    try:
+        return np.dtype(code.decode("latin1") if isinstance(code, bytes) else code, bool(align), bool(copy))
+    except TypeError:
+        raise LoritaError("refusing numpy.dtype(...) of an unknown type code in a CIFAR pickle") from None
+
+
+def _check_dtype_state(state: Any) -> None:
+    """numpy's dtype state of a plain type ``(version, byte order, None, None, None, size, alignment, flags[,
+    None])``: no sub-array, names or fields, which could describe objects or grow without bound."""
+    if not (type(state) is tuple and len(state) in (8, 9) and type(state[0]) is int and type(state[1]) in (str, bytes)
+            and len(state[1]) == 1 and all(v is None for v in state[2:5]) and all(type(v) is int for v in state[5:8])
+            and (len(state) == 8 or state[8] is None)):
+        raise LoritaError("refusing a numpy dtype state with sub-arrays, fields or metadata in a CIFAR pickle: its "
+                          "data and labels are plain integers")
 
 
 def _empty_bytes(*args: Any) -> bytes:
@@ -123,8 +147,13 @@ def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
     return codecs.encode(text, "latin1")
 
 
-class SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle._Unpickler):
     """An Unpickler that builds only plain containers and numpy arrays; any other global is refused.
+
+    The pure-Python unpickler, for three of its steps: a dict key must be bytes, str or int before it is hashed (a
+    nested tuple or dtype key, a few hundred bytes, could take exponential time to hash), sets are refused (official
+    files hold none), and a state is set (BUILD) only on a numpy array (``_CheckedArray``) or a plain numpy dtype.
+    The bulk of a CIFAR file is one byte string, which it reads as fast as the C unpickler.
 
     Example:
         >>> import io, numpy as np
@@ -139,7 +168,7 @@ class SafeUnpickler(pickle.Unpickler):
         if module == "numpy" and name == "ndarray":
             return _NDARRAY
         if module == "numpy" and name == "dtype":
-            return np.dtype
+            return _dtype
         if module == "_codecs" and name == "encode":
             return _latin1_encode
         if module in ("__builtin__", "builtins") and name == "bytes":
@@ -148,6 +177,47 @@ class SafeUnpickler(pickle.Unpickler):
             f"refusing to load global {module}.{name} from a pickle: CIFAR files hold only dicts, lists, "
             "strings, ints and numpy arrays, so this file is not an official CIFAR file (and may be malicious)"
         )
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def _load_setitem(self) -> None:
+        _check_key(self.stack[-2])
+        pickle._Unpickler.load_setitem(self)
+
+    def _load_setitems(self) -> None:  # the items since the mark are the whole current stack
+        for key in self.stack[::2]:
+            _check_key(key)
+        pickle._Unpickler.load_setitems(self)
+
+    def _load_dict(self) -> None:
+        for key in self.stack[::2]:
+            _check_key(key)
+        pickle._Unpickler.load_dict(self)
+
+    def _refuse_set(self) -> None:
+        raise LoritaError("refusing a set in a CIFAR pickle: its files hold dicts, lists, strings, ints and arrays")
+
+    def _load_build(self) -> None:
+        state, inst = self.stack[-1], self.stack[-2]
+        if isinstance(inst, np.dtype):
+            _check_dtype_state(state)
+        elif not isinstance(inst, _CheckedArray):  # its __setstate__ checks the array's state
+            raise LoritaError(f"refusing to set the state of a {type(inst).__name__} in a CIFAR pickle")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.SETITEM[0]] = _load_setitem
+    dispatch[pickle.SETITEMS[0]] = _load_setitems
+    dispatch[pickle.DICT[0]] = _load_dict
+    dispatch[pickle.BUILD[0]] = _load_build
+    for _opcode in (pickle.EMPTY_SET, pickle.ADDITEMS, pickle.FROZENSET):
+        dispatch[_opcode[0]] = _refuse_set
+    del _opcode
+
+
+def _check_key(key: Any) -> None:
+    """A dict key of a CIFAR pickle: bytes, str or int (hashed at once, whatever their size: linear)."""
+    if type(key) not in (bytes, str, int):
+        raise LoritaError(f"refusing a dict key of type {type(key).__name__} in a CIFAR pickle: its keys are strings")
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -163,16 +233,18 @@ def load_pickle(path: str | Path) -> Any:
         raise LoritaError(f"cannot read CIFAR pickle {path}: it is not a regular file")
     try:
         with path.open("rb") as handle:
-            return SafeUnpickler(handle, encoding="bytes").load()
+            record = SafeUnpickler(handle, encoding="bytes").load()
     except LoritaError as err:
         raise LoritaError(f"{path}: {err}") from err
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            RecursionError) as err:
-        raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {str(err)[:200]}; is it truncated "
-                          "or crafted?") from err
     except (MemoryError, OverflowError):  # a length field far past the file's size
         raise LoritaError(f"cannot read CIFAR pickle {path}: it declares a size it cannot hold; the file is damaged "
                           "or crafted") from None
+    except Exception as err:  # any other failure while unpickling (numpy's SystemError on a bad dtype too): a bad file
+        raise LoritaError(f"cannot read CIFAR pickle {path}: {type(err).__name__}: {str(err)[:200]}; is it truncated "
+                          "or crafted?") from err
+    if isinstance(record, dict):  # plain arrays out: _CheckedArray's check is for this file's state only
+        record = {k: v.view(np.ndarray) if isinstance(v, _CheckedArray) else v for k, v in record.items()}
+    return record
 
 
 def _get(record: Any, key: str, path: Path) -> Any:
@@ -198,7 +270,8 @@ def _labels(labels: Any, n: int, key: str, path: Path) -> np.ndarray:
     if isinstance(labels, np.ndarray):
         ok = labels.shape == (n,) and (not n or np.issubdtype(labels.dtype, np.integer))
     else:
-        ok = isinstance(labels, (list, tuple)) and len(labels) == n and all(type(v) is int for v in labels)
+        ok = isinstance(labels, (list, tuple)) and len(labels) == n and all(type(v) is int and -2**63 <= v < 2**63
+                                                                            for v in labels)
     if not ok:
         found = labels.shape if isinstance(labels, np.ndarray) else \
             f"{len(labels)} items" if isinstance(labels, (list, tuple)) else type(labels).__name__

@@ -64,7 +64,7 @@ FOLDER_HOW_TO_GET = ("put UTF-8 text files in a folder (entries separated by lin
                      "blank lines) and pass that folder")
 SEPARATOR = "\n\n"  # between entries: a paragraph break, so a window may cross into the next entry
 UNK = "\ufffd"  # the unknown symbol (id 0); also what fortunes' undecodable bytes become
-MAX_VOCAB = 20_000  # distinct characters, UNK included: the embedding and the output layer grow with it
+MAX_VOCAB = 65_536  # distinct characters, UNK included: the embedding and the output layer grow with it
 SPLIT_SEED_SALT = 0x7E57  # mixed with the user's seed so the entry split differs from batch draws
 ENCODE_CHUNK = 1 << 20  # characters encoded at a time: the encoder's working memory stays ~30 MB
 
@@ -348,7 +348,7 @@ class TextDataset:
         if len(vocab) > MAX_VOCAB:
             raise LoritaError(f"{name}: the training text holds {len(vocab) - 1:,} distinct characters; lorita's "
                               f"character-level models take at most {MAX_VOCAB - 1:,} (one script's text holds a few "
-                              "hundred, Chinese or Japanese a few thousand): remove the files that are not text in "
+                              "hundred, Chinese or Japanese some thousands): remove the files that are not text in "
                               "one language")
         empty = TextSplit(torch.zeros(0, dtype=torch.int64), 0)
         ds = cls(name, empty, empty, empty, vocab, source)  # the vocabulary first, to encode with

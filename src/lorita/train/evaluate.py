@@ -90,7 +90,7 @@ def flat_logits(logits: torch.Tensor, targets: torch.Tensor, who: str) -> tuple[
     """
     if logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape:
         _check_targets(targets, logits.shape[-1], who)
-        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        return logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long()  # cross-entropy takes int64
     raise LoritaError(f"{who}: the model must return logits of shape (batch, classes) for targets (batch,), or "
                       f"(batch, tokens, vocab) for targets (batch, tokens); got {tuple(logits.shape)} for targets "
                       f"{tuple(targets.shape)}")
