@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from lorita.choice import smallest_at_target
+
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
@@ -65,15 +67,13 @@ def main(paths: list[str]) -> int:
     lines += ["", "| column | best setting (validation) | params kept | test acc (%) |", "|---|---|---|---|"]
     for label, (name, pick) in best.items():
         lines.append(f"| {label} | {name} | {_pct(pick['params_kept'])} | {pick['test_acc']:.2f} |")
-    def order(p):  # fewest params, a tie to the better validation accuracy, then the label (lorita.choice)
-        return p[1][1]["params_kept"], -p[1][1]["val_acc"], p[0]
-
-    ours = min((p for p in best.items() if p[1][1]["lorita"]), key=order, default=None)
-    theirs = min((p for p in best.items() if not p[1][1]["lorita"]), key=order, default=None)
+    columns = {label: {"lorita": pick["lorita"], "chosen": pick} for label, (_, pick) in best.items()}
+    ours, theirs = smallest_at_target(columns, lorita=True), smallest_at_target(columns, lorita=False)
     if ours and theirs:
-        ratio = ours[1][1]["params_kept"] / theirs[1][1]["params_kept"]
-        lines += ["", f"Each column at its best setting: {ours[0]} ({ours[1][0]}) against {theirs[0]} ({theirs[1][0]}): "
-                      f"ratio {ratio:.2f}. (Each setting's target is 1 point below its own plain model.)"]
+        ratio = ours[1]["params_kept"] / theirs[1]["params_kept"]
+        lines += ["", f"Each column at its best setting: {ours[0]} ({best[ours[0]][0]}) against {theirs[0]} "
+                      f"({best[theirs[0]][0]}): ratio {ratio:.2f}. (Each setting's target is 1 point below its own "
+                      "plain model.)"]
     print("\n".join(lines))
     return 0
 

@@ -9,6 +9,7 @@ from torch import nn
 from lorita.data import load_dataset
 from lorita.errors import LoritaError
 from lorita.prune import available as tp_available
+from lorita.runs import ExperimentSpec, run_experiment, train_run
 from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.config import ModelSpec
 from lorita.runs.small_dense import (count_params, small_dense_cutter, small_dense_folder, train_in_memory,
@@ -62,7 +63,6 @@ def test_the_small_dense_column_trains_a_model_of_the_asked_size():
 def test_a_smaller_dense_model_trained_as_an_experiment_s_run_is_the_one_trained_in_memory(tmp_path):
     """An experiment trains each smaller dense model as a run folder of its seed; earlier versions trained it in
     memory: the same recipe gives the same model, epoch and figures either way."""
-    from lorita.runs import ExperimentSpec, train_run
     data = load_dataset("digits")
     spec = ModelSpec("fcn", {"width": 6, "hidden_layers": 1}, data.model_inputs)
     experiment = ExperimentSpec.from_flat({"name": "e", "model": "fcn", "dataset": "digits", "depths": [1, 2],
@@ -124,7 +124,6 @@ def test_iterative_pruning_checks_its_settings_first():
 
 def test_two_sizes_that_give_one_width_train_it_once(tmp_path):
     """No model fits between 30% and 31% of this FCN: both sizes get width 2, whose run folder is made once."""
-    from lorita.runs import ExperimentSpec, run_experiment
     spec = ExperimentSpec.from_flat({"name": "e", "model": "fcn", "dataset": "digits", "depths": [1, 2], "points": 3,
                                      "model_kwargs": {"width": 8, "hidden_layers": 1}, "sizes": [0.3, 0.31],
                                      "small_dense": True, "small_dense_refine": 0,

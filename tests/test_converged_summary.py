@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from lorita.report.converged import paired_lines
+from lorita.runs.experiment_spec import load_spec
 
 
 def _column(lorita: bool, kept: float | None, exposure: float, acc: float) -> dict:
@@ -163,7 +164,6 @@ def test_columns_at_the_target_name_the_best_alternative_and_the_pre_registered_
 def test_seeds_of_other_settings_or_columns_are_not_pooled(tmp_path):
     """A grid setting's seed is not a seed of the base: experiments that differ in a setting (defaults filled in, so
     a setting added after a seed ran does not count) or in their columns are refused together."""
-    from lorita.runs.experiment_spec import load_spec
     spec = load_spec("experiments/converged/fcn.json").flat()
     for seed in range(3):
         _experiment(tmp_path / f"seed{seed}", "fcn", 60, seed, 0.05, 0.1, 0.05)

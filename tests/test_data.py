@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorita.data import DataNotFoundError, ImageDataset, Split, dataset_status, list_datasets, load_dataset
+from lorita.data import DataNotFoundError, ImageDataset, Split, dataset_status, idx, list_datasets, load_dataset
 from lorita.data.cifar import SafeUnpickler, load_pickle, read_cifar_batch, read_label_names
 from lorita.data.digits import DIGITS_TEST_SEED, stratified_holdout
 from lorita.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx_images, read_idx_labels
@@ -425,7 +425,6 @@ def test_nothing_in_a_cifar_pickle_is_hashed_or_printed_in_exponential_time(tmp_
 
 def test_image_and_label_counts_are_compared_before_either_body_is_read(tmp_path: Path, monkeypatch) -> None:
     """A 200 KB gzip file can announce 200 million labels: the headers are compared first."""
-    import lorita.data.idx as idx
     folder = make_idx_folder(tmp_path / "mnist", gz=False)
     labels = folder / "train-labels-idx1-ubyte"
     labels.unlink()

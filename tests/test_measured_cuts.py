@@ -11,6 +11,7 @@ from lorita.runs.folder import mark, write_json
 from lorita.runs.measured_cuts import MEASURED_CUTS, MeasuredCuts, cut_from_json
 from lorita.runs.set_aside import resume_path
 from lorita.sweep import SweepPoint
+from lorita.train import loop
 
 FLAT = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
         "depths": [1, 2], "points": 3, "sizes": [0.3, 0.5], "finetune_epochs": 1, "small_dense": True,
@@ -225,7 +226,6 @@ def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):
 def test_a_killed_experiment_continues_a_smaller_dense_model_from_its_last_epoch(tmp_path, monkeypatch, caplog):
     """The smaller dense models train as run folders of the seed (``small-dense-WIDTH``): a kill part-way through
     one keeps its epochs, and the seed's records still hold (those folders are made after the record is bound)."""
-    import lorita.train.loop as loop
     flat = {**FLAT, "finetune_epochs": 0, "train": {**FLAT["train"], "epochs": 3}}
     whole = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "whole", progress=False)
     real, stop, epochs = loop.save_checkpoint, [True], []

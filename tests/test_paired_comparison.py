@@ -6,6 +6,7 @@ import math
 import pytest
 
 from lorita.errors import LoritaError
+from lorita.metric import LOSS
 from lorita.report.converged import (SEED_KEYS, STUDY_KEYS, check_study, many_sizes_markdown, paired_lines,
                                      pooled_plateau, study_entry, write_summary)
 from lorita.runs.many_sizes import many_sizes
@@ -165,7 +166,6 @@ def test_ties_go_by_one_rule_whatever_the_columns_order():
 
 def test_a_loss_experiment_s_tie_goes_to_the_lower_validation_loss():
     """The ratio's best alternative is named as the experiment's headline names it, on the experiment's metric."""
-    from lorita.metric import LOSS
     columns = {"A alt": {"lorita": False, "chosen": {"params_kept": 0.2, "val_loss": 1.50}},
                "B alt": {"lorita": False, "chosen": {"params_kept": 0.2, "val_loss": 1.40}},
                "L": {"lorita": True, "chosen": {"params_kept": 0.1, "val_loss": 1.45}}}
