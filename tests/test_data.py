@@ -466,6 +466,46 @@ def test_a_fifo_is_refused_not_waited_on(tmp_path: Path) -> None:
         load_pickle(tmp_path / "fifo")
 
 
+def test_an_expected_name_that_is_not_a_file_is_said_so(tmp_path: Path) -> None:
+    folder = make_idx_folder(tmp_path / "mnist", gz=False)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    (folder / "t10k-labels-idx1-ubyte").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"missing t10k-labels-idx1-ubyte\[\.gz\] \(t10k-labels-idx1-ubyte is a "
+                       r"folder\)"):
+        load_dataset("mnist", folder)
+    (folder / "t10k-labels-idx1-ubyte").rmdir()
+    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(folder / "nowhere")
+    with pytest.raises(DataNotFoundError, match=r"\(t10k-labels-idx1-ubyte\.gz is a link that leads nowhere"):
+        load_dataset("mnist", folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(folder / "t10k-labels-idx1-ubyte.gz")  # a loop
+    with pytest.raises(DataNotFoundError, match=r"\(t10k-labels-idx1-ubyte\.gz is a link that leads nowhere"):
+        load_dataset("mnist", folder)
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    (cifar / "test_batch").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"test_batch \(test_batch is a folder\)"):
+        load_dataset("cifar10", cifar)
+    (folder / "plain").mkdir()
+    with pytest.raises(DataNotFoundError, match=r"\(missing train-images-idx3-ubyte\[\.gz\], "):
+        load_dataset("mnist", folder / "plain")  # nothing there at all: missing, no more
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_an_expected_name_that_is_a_fifo_is_said_so(tmp_path: Path) -> None:
+    folder = make_idx_folder(tmp_path / "mnist", gz=False)
+    (folder / "t10k-labels-idx1-ubyte").unlink()
+    os.mkfifo(folder / "t10k-labels-idx1-ubyte")
+    with pytest.raises(DataNotFoundError, match=r"\(t10k-labels-idx1-ubyte is a FIFO, not a regular file\)"):
+        load_dataset("mnist", folder)
+
+
+def test_a_persistent_id_is_refused_in_one_line() -> None:
+    with pytest.raises(LoritaError, match=r"^refusing a persistent id in a CIFAR pickle: official CIFAR files have "
+                       r"none$"):
+        SafeUnpickler(__import__("io").BytesIO(b"\x80\x02P1\n.")).load()
+
+
 def test_an_empty_test_split_is_refused_before_training(tmp_path: Path) -> None:
     folder = make_idx_folder(tmp_path / "mnist", gz=False, n_test=0)
     with pytest.raises(DataNotFoundError, match="malformed files in .*: the test files hold no images"):

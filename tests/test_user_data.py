@@ -55,6 +55,8 @@ def test_dataset_split_follows_the_batching_contract_over_ranks():
 @pytest.mark.parametrize("data,match", [
     ((TensorDataset(torch.zeros(4, 2)), TensorDataset(torch.zeros(4, 2))), r"\(input, target\) pairs"),
     ((blobs(8, 0), [1, 2]), "data must be a \\(train, val\\) pair"),
+    ((blobs(8, 0), TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))),
+     r"data\.val is empty; .* give more training images .* or a larger share; .* pass a non-empty val split"),
 ])
 def test_wrong_data_is_named(data, match):
     with pytest.raises(LoritaError, match=match):

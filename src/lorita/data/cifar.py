@@ -178,6 +178,9 @@ class SafeUnpickler(pickle._Unpickler):
             "strings, ints and numpy arrays, so this file is not an official CIFAR file (and may be malicious)"
         )
 
+    def persistent_load(self, pid: Any) -> Any:
+        raise LoritaError("refusing a persistent id in a CIFAR pickle: official CIFAR files have none")
+
     dispatch = dict(pickle._Unpickler.dispatch)
 
     def _load_setitem(self) -> None:

@@ -246,9 +246,33 @@ def _candidates(spec: _Spec, data_dir: str | Path | None) -> list[Path]:
 
 
 def _missing(spec: _Spec, folder: Path) -> list[str]:
+    """The expected files not in ``folder`` as regular files, each with what is there instead, if anything."""
     if spec.kind == "idx":
-        return [f"{stem}[.gz]" for stem in missing_idx_files(folder)]
-    return [name for name in cifar_files(spec.num_classes) if not (folder / name).is_file()]
+        return [f"{stem}[.gz]{_not_regular(folder, (stem, stem + '.gz'))}" for stem in missing_idx_files(folder)]
+    return [f"{name}{_not_regular(folder, (name,))}" for name in cifar_files(spec.num_classes)
+            if not (folder / name).is_file()]
+
+
+def _not_regular(folder: Path, names: tuple[str, ...]) -> str:
+    """`` (NAME is a folder)`` and the like for the first of ``names`` that is there but not a regular file, else ''.
+
+    A FIFO, a folder or a link that leads nowhere under an expected name is not missing: saying so would send the
+    user looking for a file that seems to be there.
+    """
+    for name in names:
+        path = folder / name
+        if path.is_dir():
+            what = "a folder"
+        elif path.is_fifo():
+            what = "a FIFO, not a regular file"
+        elif path.is_symlink() and not path.exists():
+            what = "a link that leads nowhere (or loops)"
+        elif os.path.lexists(path):
+            what = "not a regular file"
+        else:
+            continue
+        return f" ({name} is {what})"
+    return ""
 
 
 def _locate(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[Path | None, list[tuple[Path, list[str]]]]:

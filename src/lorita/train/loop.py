@@ -96,7 +96,12 @@ def _unpack_data(data: Any, config: TrainConfig):
         )
     for name in ("train", "val"):
         if len(getattr(data, name)) == 0:
-            raise LoritaError(f"data.{name} is empty; training needs samples in both train and val")
+            raise LoritaError(
+                f"data.{name} is empty; training needs samples in both train and val: with lorita's datasets the "
+                "validation split is a share of the training images (load_dataset's val_fraction, 0.1 by default), "
+                "so give more training images (a larger max_train in a config) or a larger share; with your own data, "
+                f"pass a non-empty {name} split"
+            )
     augment = config.augment if config.augment is not None else bool(getattr(data, "default_augment", False))
     return data.train, data.val, augment, config
 
