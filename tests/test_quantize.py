@@ -180,6 +180,13 @@ def test_large_linear_takes_the_float_path_where_the_int8_matmul_would_fail_or_l
         bad = x.clone()
         bad[0, 0], bad[1, 0] = float("inf"), float("nan")
         torch.testing.assert_close(layer(bad)[2], exact(bad)[2], **EXACT)  # the other rows unharmed (were nan)
+        for values in ((float("inf"),), (float("inf"), float("-inf")), (float("-inf"),)):  # a sum of inf or nan
+            bad = x.clone()
+            bad[0, :len(values)] = torch.tensor(values)
+            torch.testing.assert_close(layer(bad)[2], exact(bad)[2], **EXACT)
+        huge = x.clone()
+        huge[0, :2] = 3e38  # finite, its sum overflows: the float path, exact
+        torch.testing.assert_close(layer(huge), exact(huge), **EXACT)
     out = layer(x)  # gradients on, raw data (no grad on the input): the int8 matmul, and the bias gets its gradient
     assert (out - exact(x)).abs().max() > 0
     out.sum().backward()
