@@ -141,10 +141,12 @@ def test_a_new_way_to_cut_is_one_class_and_one_handler():
 
 
 def test_a_misspelt_option_is_refused_and_a_registered_handler_may_take_its_own():
-    with pytest.raises(LoritaError, match="unknown option\\(s\\) evalute=; it takes example_input="):
+    with pytest.raises(LoritaError, match="^choose_ranks got unknown option\\(s\\) evalute=; it takes example_input="):
         choose_ranks(mlp(), Budget(params=0.5), evalute=lambda m: 1.0)
-    with pytest.raises(LoritaError, match="unknown option\\(s\\) exmaple_input="):
+    with pytest.raises(LoritaError, match="^cut got unknown option\\(s\\) exmaple_input="):  # the call the user made
         cut(mlp(), Energy(0.5), exmaple_input=torch.randn(1, 24))
+    with pytest.raises(LoritaError, match="^cut got unknown option\\(s\\) calibration="):
+        cut(mlp(), Energy(0.5), example_input=torch.randn(1, 24), calibration=[torch.randn(1, 24)])
 
     @dataclasses.dataclass(frozen=True)
     class Scaled(CutSpec):

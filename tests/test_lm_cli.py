@@ -24,7 +24,7 @@ from lorita.lm.corpus import tokenized_splits  # noqa: E402
 from lorita.lm.cut import count_params  # noqa: E402
 from lorita.lm.pipeline import LMCompression  # noqa: E402
 from lorita.lm.perplexity import perplexity  # noqa: E402
-from lorita.lm.sources import load_pretrained  # noqa: E402
+from lorita.lm.sources import load_pretrained, quiet_loading  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from lorita.runs.lm import compress_lm_run, evaluate_lm_run, load_lm_run, names_lm_source  # noqa: E402
 from tiny_lm import tiny_llama, write_gguf  # noqa: E402
@@ -108,6 +108,23 @@ def test_compress_by_width_with_global_allocation_records_each_blocks_width_and_
     model = load_lm_run(out)
     assert [layer.mlp.up_proj.out_features for layer in model.model.layers] == results["mlp_width"]["blocks"]
     assert count_params(model) == results["params"]["cut"]
+
+
+def test_no_progress_silences_the_gguf_readers_own_bar(source, capfd, monkeypatch):
+    from transformers import modeling_gguf_pytorch_utils as reader
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(reader, "tqdm", reader.tqdm)  # put back as it was after the test
+    gguf, _ = source
+    load_pretrained(gguf)
+    assert "de-quantizing" in capfd.readouterr().err  # its bar, by default
+    try:
+        quiet_loading()
+        quiet_loading()  # twice: wrapped once
+        load_pretrained(gguf)
+        assert "de-quantizing" not in capfd.readouterr().err
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def test_seed_reaches_the_compression_settings_and_the_recorded_run_settings():

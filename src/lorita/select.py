@@ -104,17 +104,7 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
         >>> sorted(choice.ranks), size(compress(net, ranks=choice.ranks)) <= 0.5 * size(net)
         (['0', '2'], True)
     """
-    if not isinstance(how, CutSpec):
-        raise LoritaError(f"how must be a way to cut (lorita.cutspec: Energy(0.9), Budget(params=0.3), ...), "
-                          f"got {type(how).__name__}")
-    handler = _HANDLERS.get(type(how))
-    if handler is None:
-        raise LoritaError(f"no handler for {type(how).__name__}; register one with lorita.select.register_cut")
-    unknown = sorted(set(context) - _context_names(handler))
-    if unknown:
-        raise LoritaError(f"choose_ranks got unknown option(s) {', '.join(k + '=' for k in unknown)}; it takes "
-                          "example_input=, batches=, and for the way to cut: evaluate=, finetune=, baseline= "
-                          "(Accuracy), timer=, cache=, cache_file= (Latency and latency-aware budgets)")
+    handler = _handler(how, context, "choose_ranks")
     if isinstance(model, Spectra):
         if example_input is not None or batches is not None:
             raise LoritaError("example_input= and batches= belong to the Spectra (Spectra(model, example_input, "
@@ -132,6 +122,22 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
     return choice
 
 
+def _handler(how: CutSpec, context: dict, caller: str):
+    """The registered handler of ``how``, after checking that it reads every option in ``context``."""
+    if not isinstance(how, CutSpec):
+        raise LoritaError(f"how must be a way to cut (lorita.cutspec: Energy(0.9), Budget(params=0.3), ...), "
+                          f"got {type(how).__name__}")
+    handler = _HANDLERS.get(type(how))
+    if handler is None:
+        raise LoritaError(f"no handler for {type(how).__name__}; register one with lorita.select.register_cut")
+    unknown = sorted(set(context) - _context_names(handler))
+    if unknown:
+        raise LoritaError(f"{caller} got unknown option(s) {', '.join(k + '=' for k in unknown)}; it takes "
+                          "example_input=, batches=, and for the way to cut: evaluate=, finetune=, baseline= "
+                          "(Accuracy), timer=, cache=, cache_file= (Latency and latency-aware budgets)")
+    return handler
+
+
 def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module, Choice]:
     """The model cut as ``how`` says (a copy, eval mode; with ``how.int8`` then in int8) and the ``Choice`` behind
     it; ``options`` as in ``choose_ranks``.
@@ -142,6 +148,7 @@ def cut(model: nn.Module | Spectra, how: CutSpec, **options) -> tuple[nn.Module,
         >>> type(small[0]).__name__
         'LowRankLinear'
     """
+    _handler(how, {k: v for k, v in options.items() if k not in ("example_input", "batches")}, "cut")
     spectra = model if isinstance(model, Spectra) else Spectra(model, options.pop("example_input", None),
                                                                batches=options.pop("batches", None))
     choice = choose_ranks(spectra, how, **options)

@@ -17,6 +17,8 @@ a missing one is named in the error.
 
 from __future__ import annotations
 
+import functools
+
 import importlib.util
 import logging
 import os
@@ -199,7 +201,8 @@ def _release_quantizer(model, found: ModelSource) -> None:
 
 def quiet_loading() -> None:
     """Turn off the progress bars of transformers' own loading code (``--no-progress``); nothing when transformers is
-    missing. (The GGUF reader's de-quantizing bar is a plain ``tqdm`` that only its environment can silence.)
+    missing. The GGUF reader draws a plain ``tqdm`` bar, which transformers' switch does not reach and whose
+    ``TQDM_DISABLE`` is read when tqdm is imported: its module's ``tqdm`` is given ``disable=True`` instead.
 
     Example:
         >>> quiet_loading()
@@ -209,6 +212,13 @@ def quiet_loading() -> None:
     except ImportError:
         return
     hf_logging.disable_progress_bar()
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_reader
+    except Exception:  # noqa: BLE001 - another transformers: its GGUF reader, if any, keeps its bar
+        return
+    bar = getattr(gguf_reader, "tqdm", None)
+    if callable(bar) and not isinstance(bar, functools.partial):
+        gguf_reader.tqdm = functools.partial(bar, disable=True)
 
 
 BUILT_IN_ATTENTION = ("sdpa", "eager")  # PyTorch's own attention, else transformers' plain one
