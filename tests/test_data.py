@@ -470,9 +470,10 @@ def test_an_expected_name_that_is_not_a_file_is_said_so(tmp_path: Path) -> None:
     folder = make_idx_folder(tmp_path / "mnist", gz=False)
     (folder / "t10k-labels-idx1-ubyte").unlink()
     (folder / "t10k-labels-idx1-ubyte").mkdir()
-    with pytest.raises(DataNotFoundError, match=r"missing t10k-labels-idx1-ubyte\[\.gz\] \(t10k-labels-idx1-ubyte is a "
-                       r"folder\)"):
-        load_dataset("mnist", folder)
+    with pytest.raises(DataNotFoundError, match=rf"looked in {folder} \(t10k-labels-idx1-ubyte is a folder \(or a link "
+                       r"to one\), not a file: an archive unpacked under the file's name\? the file may be "
+                       r"inside it\)"):
+        load_dataset("mnist", folder)  # not called missing
     (folder / "t10k-labels-idx1-ubyte").rmdir()
     (folder / "t10k-labels-idx1-ubyte.gz").symlink_to(folder / "nowhere")
     with pytest.raises(DataNotFoundError, match=r"\(t10k-labels-idx1-ubyte\.gz is a link that leads nowhere"):
@@ -484,11 +485,24 @@ def test_an_expected_name_that_is_not_a_file_is_said_so(tmp_path: Path) -> None:
     cifar = tmp_path / "cifar-10-batches-py"
     cifar.mkdir()
     (cifar / "test_batch").mkdir()
-    with pytest.raises(DataNotFoundError, match=r"test_batch \(test_batch is a folder\)"):
+    with pytest.raises(DataNotFoundError, match=r"\(missing data_batch_1, .*, data_batch_5; test_batch is a folder "):
         load_dataset("cifar10", cifar)
     (folder / "plain").mkdir()
-    with pytest.raises(DataNotFoundError, match=r"\(missing train-images-idx3-ubyte\[\.gz\], "):
+    with pytest.raises(DataNotFoundError, match=r"\(missing train-images-idx3-ubyte\[\.gz\], [^;]*\)\n"):
         load_dataset("mnist", folder / "plain")  # nothing there at all: missing, no more
+
+
+def test_a_folder_that_may_not_be_searched_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_idx_folder(tmp_path / "mnist", gz=False)
+
+    def denied(self: Path) -> bool:  # as Path.is_file under a folder without search permission (root ignores chmod)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "is_file", denied)
+    with pytest.raises(DataNotFoundError, match=rf"looked in {folder} \(cannot be read: Permission denied; check its "
+                       r"permissions\)"):
+        load_dataset("mnist", folder)
+    assert not dataset_status(folder)[0]["available"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")

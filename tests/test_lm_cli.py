@@ -110,21 +110,20 @@ def test_compress_by_width_with_global_allocation_records_each_blocks_width_and_
     assert count_params(model) == results["params"]["cut"]
 
 
-def test_no_progress_silences_the_gguf_readers_own_bar(source, capfd, monkeypatch):
-    from transformers import modeling_gguf_pytorch_utils as reader
+def test_no_progress_silences_the_gguf_readers_own_bar_for_its_call_only(source, capfd):
     from transformers.utils import logging as hf_logging
 
-    monkeypatch.setattr(reader, "tqdm", reader.tqdm)  # put back as it was after the test
     gguf, _ = source
     load_pretrained(gguf)
     assert "de-quantizing" in capfd.readouterr().err  # its bar, by default
-    try:
-        quiet_loading()
-        quiet_loading()  # twice: wrapped once
+    with quiet_loading(), quiet_loading():  # nested: as quiet
         load_pretrained(gguf)
-        assert "de-quantizing" not in capfd.readouterr().err
-    finally:
-        hf_logging.enable_progress_bar()
+        assert "de-quantizing" not in capfd.readouterr().err and not hf_logging.is_progress_bar_enabled()
+    load_pretrained(gguf)  # the bars back after the block
+    assert "de-quantizing" in capfd.readouterr().err and hf_logging.is_progress_bar_enabled()
+    with quiet_loading(False):
+        load_pretrained(gguf)
+    assert "de-quantizing" in capfd.readouterr().err
 
 
 def test_seed_reaches_the_compression_settings_and_the_recorded_run_settings():

@@ -187,6 +187,7 @@ def test_large_linear_takes_the_float_path_where_the_int8_matmul_would_fail_or_l
         huge = x.clone()
         huge[0, :2] = 3e38  # finite, its sum overflows: the float path, exact
         torch.testing.assert_close(layer(huge), exact(huge), **EXACT)
+        torch.testing.assert_close(layer(x.to_sparse()), exact(x.to_sparse()), **EXACT)  # sparse: the float path
     out = layer(x)  # gradients on, raw data (no grad on the input): the int8 matmul, and the bias gets its gradient
     assert (out - exact(x)).abs().max() > 0
     out.sum().backward()

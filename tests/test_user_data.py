@@ -57,6 +57,8 @@ def test_dataset_split_follows_the_batching_contract_over_ranks():
     ((blobs(8, 0), [1, 2]), "data must be a \\(train, val\\) pair"),
     ((blobs(8, 0), TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))),
      r"data\.val is empty; .* give more training images .* or a larger share; .* pass a non-empty val split"),
+    ((TensorDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)), blobs(8, 0)),
+     r"^data\.train is empty; training needs samples in both train and val: pass a non-empty train split$"),
 ])
 def test_wrong_data_is_named(data, match):
     with pytest.raises(LoritaError, match=match):

@@ -22,7 +22,7 @@ How a layer computes (measured by ``benchmarks/quantize.py --kernels``; docs/QUA
 - a larger Conv2d: the kernel is dequantized on every call and the float convolution
   runs (PyTorch has no int8 convolution for float inputs);
 - a large Linear under autograd on its input (the int8 matmul has no backward; the bias is
-  added after it and gets its gradient), on an input holding NaN or inf or one unbatched example, under a
+  added after it and gets its gradient), on an input holding NaN or inf, one unbatched example or a sparse one, under a
   dispatch mode (``lorita.profile``'s FLOP counter), on other devices or dtypes, and any layer
   while tracing or compiling (ONNX export, ``torch.export``): ``F.linear`` / ``F.conv2d``
   with the weight dequantized in the call, so exported graphs hold the int8 weight and its
@@ -190,7 +190,7 @@ class Int8Linear(_Int8):
         if kept is not None and kept[0].dtype == x.dtype and not _exporting():
             return F.linear(x, kept[0], kept[1])  # a small layer after its first call: nn.Linear's own cost
         if self.qweight.numel() >= LARGE and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 2 \
-                and _plain_call(x) and _all_finite(x):
+                and x.layout == torch.strided and _plain_call(x) and _all_finite(x):  # (no sparse int8 matmul)
             packed = self.__dict__.get("_lorita_packed")
             if packed is None:
                 packed = self.__dict__["_lorita_packed"] = self._pack()

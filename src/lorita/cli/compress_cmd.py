@@ -250,10 +250,9 @@ def run_lm(args: argparse.Namespace) -> int:
     from lorita.lm.sources import quiet_loading
     from lorita.runs.lm import compress_lm_run
 
-    if args.no_progress:  # transformers draws its own bars while it loads a model
-        quiet_loading()
-    results = compress_lm_run(args.run, args.out, lm_from_args(args), overwrite=args.overwrite,
-                              progress=not args.no_progress)
+    with quiet_loading(args.no_progress):  # transformers draws its own bars while it loads a model
+        results = compress_lm_run(args.run, args.out, lm_from_args(args), overwrite=args.overwrite,
+                                  progress=not args.no_progress)
     params = results["params"]
     print(f"{args.out}: params kept {100 * params['kept']:.1f}% ({params['cut']:,} of {params['dense']:,}) in "
           f"{results['seconds']['total'] / 60:.1f} min")

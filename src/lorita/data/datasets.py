@@ -245,16 +245,22 @@ def _candidates(spec: _Spec, data_dir: str | Path | None) -> list[Path]:
     return [root, *(root / sub for sub in spec.subdirs)]
 
 
-def _missing(spec: _Spec, folder: Path) -> list[str]:
-    """The expected files not in ``folder`` as regular files, each with what is there instead, if anything."""
+def _state(spec: _Spec, folder: Path) -> str | None:
+    """What keeps ``folder`` from holding the dataset (its expected files missing, or there but not regular files),
+    or None when every file is there."""
     if spec.kind == "idx":
-        return [f"{stem}[.gz]{_not_regular(folder, (stem, stem + '.gz'))}" for stem in missing_idx_files(folder)]
-    return [f"{name}{_not_regular(folder, (name,))}" for name in cifar_files(spec.num_classes)
-            if not (folder / name).is_file()]
+        expected = [(f"{stem}[.gz]", (stem, stem + ".gz")) for stem in missing_idx_files(folder)]
+    else:
+        expected = [(name, (name,)) for name in cifar_files(spec.num_classes) if not (folder / name).is_file()]
+    missing, odd = [], []
+    for label, names in expected:
+        what = _not_regular(folder, names)
+        (odd if what else missing).append(what or label)
+    return "; ".join(([f"missing {', '.join(missing)}"] if missing else []) + odd) or None
 
 
 def _not_regular(folder: Path, names: tuple[str, ...]) -> str:
-    """`` (NAME is a folder)`` and the like for the first of ``names`` that is there but not a regular file, else ''.
+    """``NAME is a folder ...`` and the like for the first of ``names`` that is there but not a regular file, else ''.
 
     A FIFO, a folder or a link that leads nowhere under an expected name is not missing: saying so would send the
     user looking for a file that seems to be there.
@@ -262,7 +268,8 @@ def _not_regular(folder: Path, names: tuple[str, ...]) -> str:
     for name in names:
         path = folder / name
         if path.is_dir():
-            what = "a folder"
+            what = "a folder (or a link to one), not a file: an archive unpacked under the file's name? the file may " \
+                   "be inside it"
         elif path.is_fifo():
             what = "a FIFO, not a regular file"
         elif path.is_symlink() and not path.exists():
@@ -271,26 +278,27 @@ def _not_regular(folder: Path, names: tuple[str, ...]) -> str:
             what = "not a regular file"
         else:
             continue
-        return f" ({name} is {what})"
+        return f"{name} is {what}"
     return ""
 
 
-def _locate(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[Path | None, list[tuple[Path, list[str]]]]:
-    """(first folder holding every expected file or None, [(folder looked in, files missing there)])."""
+def _locate(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """(first folder holding every expected file or None, [(folder looked in, what is there)])."""
     looked = []
     for folder in _candidates(spec, data_dir):
-        missing = _missing(spec, folder)
-        if not missing:
-            return folder, looked + [(folder, [])]
-        looked.append((folder, missing))
+        try:
+            state = _state(spec, folder) if folder.is_dir() else "does not exist"
+        except OSError as err:  # a folder on the way that may not be searched: Path.is_file raises
+            state = f"cannot be read: {err.strerror or err}; check its permissions"
+        if state is None:
+            return folder, looked + [(folder, "found")]
+        looked.append((folder, state))
     return None, looked
 
 
-def _not_found(name: str, spec: _Spec, looked: list[tuple[Path, list[str]]], problem: str) -> DataNotFoundError:
+def _not_found(name: str, spec: _Spec, looked: list[tuple[Path, str]], problem: str) -> DataNotFoundError:
     lines = [f"{name}: {problem}", f"  expected files: {', '.join(_expected_files(spec))}"]
-    for folder, missing in looked:
-        state = "does not exist" if not folder.is_dir() else f"missing {', '.join(missing)}" if missing else "found"
-        lines.append(f"  looked in {folder} ({state})")
+    lines += [f"  looked in {folder} ({state})" for folder, state in looked]
     lines.append(f"  how to get it: {spec.how_to_get}; nothing is downloaded automatically")
     return DataNotFoundError("\n".join(lines))
 

@@ -17,6 +17,7 @@ a missing one is named in the error.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import importlib.util
@@ -24,7 +25,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Literal
 
 import torch
 
@@ -199,26 +200,40 @@ def _release_quantizer(model, found: ModelSource) -> None:
             pass
 
 
-def quiet_loading() -> None:
-    """Turn off the progress bars of transformers' own loading code (``--no-progress``); nothing when transformers is
-    missing. The GGUF reader draws a plain ``tqdm`` bar, which transformers' switch does not reach and whose
-    ``TQDM_DISABLE`` is read when tqdm is imported: its module's ``tqdm`` is given ``disable=True`` instead.
+@contextlib.contextmanager
+def quiet_loading(enabled: bool = True) -> Iterator[None]:
+    """Within the block, no progress bars from transformers' loading code (``--no-progress``); as before after it.
+    Nothing when not ``enabled`` or transformers is missing. The GGUF reader draws a plain ``tqdm`` bar, which
+    transformers' switch does not reach and whose ``TQDM_DISABLE`` is read when tqdm is imported: its module's
+    ``tqdm`` is given ``disable=True`` for the block instead.
 
     Example:
-        >>> quiet_loading()
+        >>> with quiet_loading():
+        ...     pass
     """
     try:
         from transformers.utils import logging as hf_logging  # the lm extra, optional
     except ImportError:
+        enabled = False
+    if not enabled:
+        yield
         return
+    bars_were_on = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        from transformers import modeling_gguf_pytorch_utils as gguf_reader
+        from transformers import modeling_gguf_pytorch_utils as reader
     except Exception:  # noqa: BLE001 - another transformers: its GGUF reader, if any, keeps its bar
-        return
-    bar = getattr(gguf_reader, "tqdm", None)
-    if callable(bar) and not isinstance(bar, functools.partial):
-        gguf_reader.tqdm = functools.partial(bar, disable=True)
+        reader = None
+    bar = getattr(reader, "tqdm", None)
+    if callable(bar):
+        reader.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if callable(bar):
+            reader.tqdm = bar
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
 
 
 BUILT_IN_ATTENTION = ("sdpa", "eager")  # PyTorch's own attention, else transformers' plain one

@@ -94,14 +94,16 @@ def _unpack_data(data: Any, config: TrainConfig):
             "data must be a (train, val) pair of torch Datasets or DataLoaders of (input, target) items, or a "
             f"lorita dataset with .train and .val splits (lorita.data.ImageDataset), got {type(data).__name__}"
         )
-    for name in ("train", "val"):
-        if len(getattr(data, name)) == 0:
-            raise LoritaError(
-                f"data.{name} is empty; training needs samples in both train and val: with lorita's datasets the "
-                "validation split is a share of the training images (load_dataset's val_fraction, 0.1 by default), "
-                "so give more training images (a larger max_train in a config) or a larger share; with your own data, "
-                f"pass a non-empty {name} split"
-            )
+    if len(data.train) == 0:
+        raise LoritaError("data.train is empty; training needs samples in both train and val: pass a non-empty "
+                          "train split")
+    if len(data.val) == 0:
+        raise LoritaError(
+            "data.val is empty; training needs samples in both train and val: with lorita's datasets the validation "
+            "split is a share of the training images (load_dataset's val_fraction, 0.1 by default), so give more "
+            "training images (a larger max_train in a config) or a larger share; with your own data, pass a "
+            "non-empty val split"
+        )
     augment = config.augment if config.augment is not None else bool(getattr(data, "default_augment", False))
     return data.train, data.val, augment, config
 
