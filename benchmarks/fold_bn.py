@@ -10,10 +10,12 @@ Usage: python benchmarks/fold_bn.py runs/demo/depth1 runs/demo/depth2 [--points 
 
 import argparse
 import json
+import sys
 
 import torch
 
 import lorita
+from lorita.errors import LoritaError
 from lorita.runs import data_of
 from lorita.fold import fold_batchnorm
 from lorita.sweep import smallest_within, sweep
@@ -46,4 +48,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LoritaError as err:  # a run folder that is not there or not a training run
+        sys.exit(f"fold_bn.py: error: {err}")

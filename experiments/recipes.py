@@ -10,6 +10,7 @@ those choices. Test accuracy is only reported, never used to choose.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -61,7 +62,11 @@ def best_per_column(runs: dict[str, dict]) -> dict[str, tuple[str, dict]]:
 
 
 def main(paths: list[str]) -> int:
-    runs = load(paths)
+    try:
+        runs = load(paths)
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"error: cannot read the results ({err}); give the results.json of each setting's run", file=sys.stderr)
+        return 1
     lines = table(runs)
     best = best_per_column(runs)
     lines += ["", "| column | best setting (validation) | params kept | test acc (%) |", "|---|---|---|---|"]
@@ -79,4 +84,7 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+",
+                        help="results.json of one lorita demo / experiment run per setting (its folder names it)")
+    sys.exit(main(parser.parse_args().results))

@@ -8,6 +8,7 @@ commands (train, compress, evaluate runs) are skipped with a note on stderr.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -70,4 +71,6 @@ def main(paths: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", nargs="+", help="results.json files of lorita experiment / demo runs")
+    sys.exit(main(parser.parse_args().results))

@@ -4,6 +4,8 @@ import doctest
 import glob
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -253,6 +255,15 @@ def test_results_table_skips_results_that_are_not_experiments(tmp_path, capsys):
     assert table.main([str(tmp_path / "t.json"), str(tmp_path / "e.json")]) == 0
     out, err = capsys.readouterr()
     assert "| fcn (init default) | 3 | 2 |" in out and "skipped" in err and "t.json" in err
+
+
+@pytest.mark.parametrize("script", ["experiments/results_table.py", "experiments/recipes.py"])
+def test_table_scripts_answer_help_and_a_missing_file_with_a_message(script, tmp_path):
+    run = lambda *args: subprocess.run([sys.executable, script, *args], capture_output=True, text=True)  # noqa: E731
+    helped = run("--help")
+    assert helped.returncode == 0 and helped.stdout.startswith("usage:") and "results.json" in helped.stdout
+    missing = run(str(tmp_path / "none.json"))
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr and "none.json" in missing.stderr
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob("experiments/*.json")), ids=lambda p: p.split("/")[-1])
