@@ -36,6 +36,7 @@ by assigning its tensors (``clear_cache()`` after writing them in place by hand)
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from typing import Literal, get_args
 
@@ -225,16 +226,16 @@ def _exporting() -> bool:
 
 
 def _all_finite(x: torch.Tensor) -> bool:
-    """No NaN or inf in ``x``, checked through its sum: any NaN or inf makes the sum one, and a sum that overflows
-    only sends a finite input to the float path (the same result, slower). With ``torch.isfinite(x).all()`` the
-    (512, 256) layer took 0.94x float32's time at batch 32, with the sum 0.61x (``benchmarks/quantize.py
-    --kernels``, docs/QUANTIZE.md).
+    """No NaN or inf in ``x`` (a CPU tensor), checked through its sum: any NaN or inf makes the sum one, and a sum
+    that overflows only sends a finite input to the float path (the same result, slower). The sum is read as a
+    Python float: ``torch.isfinite(x).all()``, and even ``torch.isfinite`` of the sum, cost more than the matmul
+    of a small batch (``benchmarks/quantize.py --kernels``, docs/QUANTIZE.md).
 
     Example:
         >>> _all_finite(torch.ones(2, 3)), _all_finite(torch.tensor([[1.0, float("nan")]]))
         (True, False)
     """
-    return bool(torch.isfinite(x.sum()))
+    return math.isfinite(x.sum().item())
 
 
 def _plain_call(x: torch.Tensor) -> bool:
