@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import torch
 
