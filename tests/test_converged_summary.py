@@ -184,3 +184,32 @@ def test_seeds_of_other_settings_or_columns_are_not_pooled(tmp_path):
     del results["runs"][0]["columns"]["small dense"]
     (tmp_path / "seed1" / "results.json").write_text(json.dumps(results))
     assert "differ in their columns" in pooled(0, 1).stderr
+
+
+def test_budget_curve_draws_no_mean_for_one_seed_and_joins_only_neighbouring_means(tmp_path, monkeypatch):
+    from lorita.report import converged
+
+    drawn, real_save = {}, converged.save_figure
+
+    def keep(fig, path):  # what is drawn, read before saving clears the figure
+        ax = fig.axes[0]
+        drawn["means"] = [list(bar.lines[0].get_xdata()) for bar in ax.containers]
+        drawn["lines"] = [(line.get_label(), tuple(line.get_xdata())) for line in ax.lines]
+        return real_save(fig, path)
+
+    monkeypatch.setattr(converged, "save_figure", keep)
+
+    def study(epochs, mean, ci, *ratios):
+        seeds = [{"seed": i, "target_val_acc": 90.0, "lorita_params_kept": 0.1 * r, "best_alternative": "small dense",
+                  "best_alternative_params_kept": 0.1} for i, r in enumerate(ratios)]
+        return {"model": "m", "epochs": epochs, "exposure": epochs / 10, "geomean_ratio": mean, "ci95": ci,
+                "per_seed": seeds}
+
+    studies = [study(6, 1.3, [1.1, 1.5], 1.2, 1.4), study(12, 1.2, [1.0, 1.4], 1.1, 1.3),
+               study(24, None, None, 1.0),  # a miss on another seed: no mean
+               study(48, 1.1, [0.9, 1.3], 1.0, 1.2), study(96, 1.44, None, 1.44)]  # one seed so far
+    converged.plot_budget_curve(studies, tmp_path / "curve.png", {"m": 0.7})
+    assert drawn["means"] == [[6, 12, 48]]  # the means with an interval, not the one seed at 96
+    joined = [x for label, x in drawn["lines"] if len(x) == 2 and x[0] >= 6]
+    assert joined == [(6, 12)]  # not across the miss at 24, not to the one seed at 96
+    assert 96 in dict(drawn["lines"])["m: one seed's ratio"]  # the one seed still shown, as a dot

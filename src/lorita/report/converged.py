@@ -205,7 +205,9 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
     right of it for the first model, below left for the second, and so on);
     the ratio 1 and each model's bar (``bars``: model -> bar ratio) as horizontal lines, and each seed's own ratio
     (``per_seed``) as a small dot. A budget whose mean is missing (the column missed the target on a seed) is
-    marked above every ratio, not left out. Both axes are logarithmic. Returns the PNG's path.
+    marked above every ratio, not left out; one run on a single seed so far shows its seed's dot only (no mean, no
+    interval), and the means are joined only between neighbouring budgets that both have one. Both axes are
+    logarithmic. Returns the PNG's path.
 
     Example:
         >>> import tempfile
@@ -224,14 +226,18 @@ def plot_budget_curve(studies: Sequence[dict], path: str | Path, bars: dict[str,
                     + [s["ci95"][1] for s in studies if s.get("ci95")] + [r for rs in one_seed.values() for r in rs])
     for k, model in enumerate(sorted({s["model"] for s in studies})):
         rows = sorted((s for s in studies if s["model"] == model), key=lambda s: s["epochs"])
-        done = [s for s in rows if s["geomean_ratio"] is not None]
+        done = [s for s in rows if s["geomean_ratio"] is not None and s.get("ci95")]  # one seed: its dot alone
         color = f"C{k}"
         if done:
             ratios = [s["geomean_ratio"] for s in done]
-            low = [r - (s["ci95"] or [r, r])[0] for r, s in zip(ratios, done)]
-            high = [(s["ci95"] or [r, r])[1] - r for r, s in zip(ratios, done)]
+            low = [r - s["ci95"][0] for r, s in zip(ratios, done)]
+            high = [s["ci95"][1] - r for r, s in zip(ratios, done)]
             ax.errorbar([s["epochs"] for s in done], ratios, yerr=[low, high], marker="o", capsize=4, color=color,
-                        label=f"{model} (geometric mean, 95% interval)")
+                        linestyle="none", label=f"{model} (geometric mean, 95% interval)")
+            with_mean = {id(s) for s in done}
+            for a, b in zip(rows, rows[1:]):  # a line only between neighbouring budgets that both have a mean
+                if id(a) in with_mean and id(b) in with_mean:
+                    ax.plot([a["epochs"], b["epochs"]], [a["geomean_ratio"], b["geomean_ratio"]], color=color)
             for s, r in zip(done, ratios):
                 first = k % 2 == 0  # models alternate above right and below left: labels of near budgets collide
                 ax.annotate(f"exposure {s['exposure']:.1f}", (s["epochs"], r), textcoords="offset points",
