@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from lorita.report import converged
 from lorita.report.converged import paired_lines
 from lorita.runs.experiment_spec import load_spec
 
@@ -187,8 +188,6 @@ def test_seeds_of_other_settings_or_columns_are_not_pooled(tmp_path):
 
 
 def test_budget_curve_draws_no_mean_for_one_seed_and_joins_only_neighbouring_means(tmp_path, monkeypatch):
-    from lorita.report import converged
-
     drawn, real_save = {}, converged.save_figure
 
     def keep(fig, path):  # what is drawn, read before saving clears the figure

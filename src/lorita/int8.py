@@ -227,9 +227,9 @@ def _exporting() -> bool:
 
 def _all_finite(x: torch.Tensor) -> bool:
     """No NaN or inf in ``x`` (a CPU tensor), checked through its sum: any NaN or inf makes the sum one, and a sum
-    that overflows only sends a finite input to the float path (the same result, slower). The sum is read as a
-    Python float: ``torch.isfinite(x).all()``, and even ``torch.isfinite`` of the sum, cost more than the matmul
-    of a small batch (``benchmarks/quantize.py --kernels``, docs/QUANTIZE.md).
+    that overflows only sends a finite input to the float path (the same result, slower). With
+    ``torch.isfinite(x).all()`` the (512, 256) layer took 0.87x float32's time at batch 32, with this check 0.51x
+    (``benchmarks/quantize.py --kernels``, docs/QUANTIZE.md).
 
     Example:
         >>> _all_finite(torch.ones(2, 3)), _all_finite(torch.tensor([[1.0, float("nan")]]))
