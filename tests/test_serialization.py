@@ -56,6 +56,29 @@ def test_load_returns_eval_mode_like_from_pretrained(tmp_path):
     torch.testing.assert_close(again(x), model.eval()(x), atol=0, rtol=0)  # dropout off, running statistics
 
 
+class _HalfFirst(nn.Module):
+    """A model in mixed precision: a float16 first layer, float32 LayerNorm and head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 16), nn.Linear(16, 3))
+        self.body[0].half()
+
+    def forward(self, x):
+        h = self.body[1](self.body[0](x.half()).float())
+        return self.body[3](torch.relu(self.body[2](h)))
+
+
+def test_a_model_in_mixed_precision_keeps_each_tensors_dtype(tmp_path):
+    torch.manual_seed(0)
+    small = lorita.compress(_HalfFirst().eval(), ranks={"body.2": 4})
+    lorita.save(small, tmp_path / "m.lorita")
+    again = lorita.load(tmp_path / "m.lorita", model=_HalfFirst)  # the description's dtype is the first: float16
+    assert {k: v.dtype for k, v in again.state_dict().items()} == {k: v.dtype for k, v in small.state_dict().items()}
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(again(x), small(x), atol=0, rtol=0)  # was cast whole to float16: LayerNorm failed
+
+
 def test_whiten_is_reachable_after_import_lorita():
     import subprocess
     import sys

@@ -31,7 +31,8 @@ from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.int8 import GRANULARITIES, INT8_TYPES, QMAX, Granularity, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.targets import Layer, Scan, Selector, check_model, replace_module, scan_layers, select, warn_skipped
+from lorita.targets import (Layer, Scan, Selector, check_model, keep_frozen, replace_module, scan_layers, select,
+                            warn_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,8 @@ def quantize_pair(pair: nn.Module, granularity: Granularity = "channel", name: s
         new_second.bias.copy_(second.bias)
     new_first.train(first.training)
     new_second.train(second.training)
+    keep_frozen(first, new_first)
+    keep_frozen(second, new_second)
     return new_first, new_second
 
 

@@ -45,13 +45,14 @@ from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear, check
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models.registry import create_model, resolve_args
-from lorita.targets import scan_layers
+from lorita.targets import keep_frozen, scan_layers
 
 FORMAT = "lorita"
 VERSION = 1
 LAYER_TYPES = ("composed_linear", "composed_conv2d", "lowrank_linear", "lowrank_conv2d", "int8_linear", "int8_conv2d")
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-FLOAT_TENSORS = ("F64", "F32", "F16", "BF16")  # safetensors names of the floating dtypes
+FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+FLOAT_TENSORS = tuple(FLOAT_DTYPES)  # safetensors names of the floating dtypes
 # What building a zoo model a file describes may take (every parameter and buffer, persistent or
 # not, of the plain model and of its composed / low-rank form): ALLOWANCE plus PER_FILE_BYTE times
 # the file size. More means the description asks for sizes its weights do not have (a ViT image_size
@@ -362,6 +363,7 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
             new = LowRankConv2d(plain, entry["rank"])
         if kind.startswith("composed"):
             new.original_type = original  # merge restores this class (Linear subclass, transformers Conv1D)
+        keep_frozen(plain, new)  # the architecture's frozen layers stay frozen
         name_layer(new, name)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
@@ -404,6 +406,7 @@ def _apply_int8(model: nn.Module, int8: dict[str, dict], path) -> None:
             new = Int8Conv2d(plain, **kw)
         else:
             new = Int8Linear(plain.in_features, plain.out_features, bias=plain.bias is not None, **kw)
+        keep_frozen(plain, new)
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
 
@@ -508,6 +511,16 @@ def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], s
                           "is this the right model?")
 
 
+def _keep_file_dtypes(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
+    """Each floating parameter and buffer in the floating dtype the file stores it in: a model saved in mixed
+    precision (a float16 layer beside float32 norms) comes back in its mix, not cast whole to the description's one
+    dtype, which stays the default for what the file does not hold."""
+    for key, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        stored = FLOAT_DTYPES.get(tensors.get(key, ((), ""))[1])
+        if stored is not None and t.is_floating_point() and t.dtype != stored:
+            t.data = t.data.to(stored)  # tied tensors are one object: cast once, seen again under the other name
+
+
 def _check_values(model: nn.Module, path) -> None:
     """No NaN or Inf in a loaded parameter, int8 weights and scales as ``quantize`` makes them (``save`` refuses
     other values, so the file is damaged)."""
@@ -586,8 +599,8 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, tensors, path)
     _check_int8_dtypes(path, desc["layers"])
-    dtype = getattr(torch, desc.get("dtype", "float32"))
-    base.to(dtype)
+    base.to(getattr(torch, desc.get("dtype", "float32")))
+    _keep_file_dtypes(base, tensors)
     try:
         with _utf8_path(path) as name:
             weights = load_file(name, device=str(device))

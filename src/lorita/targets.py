@@ -469,7 +469,30 @@ def skipped_layers(model: nn.Module, *, example_input: Any = None) -> dict[str, 
 
 
 def replace_module(model: nn.Module, layer: Layer, new: nn.Module) -> None:
-    """Put ``new`` at every name ``layer`` is used under (shared modules stay shared)."""
+    """Put ``new`` at every name ``layer`` is used under (shared modules stay shared), frozen where the layer was
+    (``keep_frozen``)."""
+    keep_frozen(layer.module, new)
     name_layer(new, layer.name)  # named in the warning if the model reads its dense .weight
     for alias in layer.aliases:
         model.set_submodule(alias, new)
+
+
+def keep_frozen(old: nn.Module, new: nn.Module) -> None:
+    """``new``, which replaces ``old`` (composed, merged, cut or quantized), frozen where ``old`` was: its bias when
+    ``old``'s bias had ``requires_grad=False``, its other parameters (factors, thin layers) when every other
+    parameter of ``old`` had. A frozen layer stays frozen through fine-tuning after the cut.
+
+    Example:
+        >>> dense = nn.Linear(4, 4); dense.weight.requires_grad_(False)
+        Parameter containing:
+        ...
+        >>> pair = nn.Sequential(nn.Linear(4, 2, bias=False), nn.Linear(2, 4)); keep_frozen(dense, pair)
+        >>> [(name, p.requires_grad) for name, p in pair.named_parameters()]
+        [('0.weight', False), ('1.weight', False), ('1.bias', True)]
+    """
+    weights = [p.requires_grad for n, p in old.named_parameters() if n.rpartition(".")[2] != "bias"]
+    biases = [p.requires_grad for n, p in old.named_parameters() if n.rpartition(".")[2] == "bias"]
+    frozen_weights, frozen_bias = bool(weights) and not any(weights), bool(biases) and not any(biases)
+    for name, p in new.named_parameters():
+        if frozen_bias if name.rpartition(".")[2] == "bias" else frozen_weights:
+            p.requires_grad_(False)

@@ -43,6 +43,7 @@ from lorita.lowrank import LowRankLinear, truncate
 from lorita.probe import eval_mode, hooks_on
 from lorita.progress import progress as progress_of
 from lorita.ranks import LayerCost, budget_ranks
+from lorita.targets import keep_frozen
 from lorita.whiten import input_rows, refit_second, whitened_spectrum
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,7 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
         pairs = {}
         for name, rank in chosen.items():
             pairs[name] = truncate(linears[name], rank, layer_name(prefix, index, name), gram=grams.pop(name, None))
+            keep_frozen(linears[name], pairs[name])
             block.set_submodule(name, pairs[name])
         if update and pairs:
             _refit(block, dense, pairs, inputs, dense_h, cut_h)

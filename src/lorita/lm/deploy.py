@@ -33,6 +33,7 @@ from lorita.lm.sources import require, with_built_in_attention
 from lorita.lm.width import WIDTHS_KEY, set_mlp_widths
 from lorita.lowrank import LowRankLinear
 from lorita.serialization import check_fits, load, save
+from lorita.targets import keep_frozen
 
 MODEL_FILE = "model.lorita"
 CONFIG_FILE = "config.json"
@@ -160,6 +161,7 @@ def densified(model: nn.Module) -> nn.Module:
             dense.weight.copy_(module.weight)
             if module.bias is not None:
                 dense.bias.copy_(module.bias)
+            keep_frozen(module, dense)
             out.set_submodule(name, dense)
     return out
 
