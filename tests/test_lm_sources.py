@@ -115,6 +115,29 @@ def test_a_config_describing_fewer_layers_than_its_weights_is_refused(gguf_file,
         load_pretrained(folder)
 
 
+def test_a_model_that_is_not_a_causal_lm_is_named_as_such(gguf_file, tmp_path):
+    """A classifier would load as a causal LM whose head its files lack, and be called an incomplete folder."""
+    folder = _edited(gguf_file, tmp_path / "classifier", architectures=["LlamaForSequenceClassification"])
+    with pytest.raises(LoritaError, match=r"it is a LlamaForSequenceClassification, not a causal language model.*"
+                                          r"lorita.compress\(model"):
+        load_pretrained(folder)
+
+
+def test_a_folder_without_tokenizer_files_is_named_as_such(gguf_file, tmp_path):
+    """For Llama transformers fails there; for GPT-2 it makes an empty tokenizer, which turns every text into no
+    tokens (a tiny GPT-2 folder needs no GGUF file)."""
+    folder = _edited(gguf_file, tmp_path / "no-tokenizer")
+    for path in folder.iterdir():
+        if path.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+            path.unlink()
+    with pytest.raises(LoritaError, match=r"could not load the tokenizer of .*tokenizer.save_pretrained\(folder"):
+        load_pretrained(folder)
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=32)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(LoritaError, match=r"it holds no tokenizer \(transformers found a vocabulary of 1 token"):
+        load_pretrained(tmp_path / "gpt2")
+
+
 def test_a_damaged_weight_file_is_named_not_a_traceback(gguf_file, tmp_path):
     folder = _edited(gguf_file, tmp_path / "garbage")
     (folder / "model.safetensors").write_bytes(b"\xff" * 64)

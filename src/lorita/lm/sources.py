@@ -256,13 +256,46 @@ def with_built_in_attention(build):
     return build(BUILT_IN_ATTENTION[1])
 
 
-def _check_declared_size(found: ModelSource, dtype: torch.dtype, options: dict) -> None:
+def _check_causal(found: ModelSource, config) -> None:
+    """A Hugging Face folder whose config.json names its architectures names a causal language model (a BERT
+    classifier would load as a causal LM whose head the files lack, and be called incomplete)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # the lm extra
+
+    names = [name for name in getattr(config, "architectures", None) or () if isinstance(name, str)]
+    causal = {name for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+              for name in ((value,) if isinstance(value, str) else value)}
+    if names and not any(name in causal or name.endswith(("ForCausalLM", "LMHeadModel")) for name in names):
+        raise LoritaError(f"could not load {found.describe()}: its config.json says it is a {', '.join(names)}, not a "
+                          "causal language model (...ForCausalLM, ...LMHeadModel), which is what lorita's language "
+                          "model commands cut; cut any other model in Python: load it with its transformers class, "
+                          "then lorita.compress(model, ratio=0.5) (README: 'A pretrained model')")
+
+
+def _tokenizer(found: ModelSource, options: dict):
+    """The source's tokenizer, one with a vocabulary: without tokenizer files transformers fails for some
+    architectures and for others makes an empty tokenizer, which turns every text into no tokens."""
+    from transformers import AutoTokenizer  # the lm extra
+
+    advice = ("save the model's tokenizer into the folder (tokenizer.save_pretrained(folder): tokenizer.json, or "
+              "vocab.json and merges.txt, or tokenizer.model)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(found.folder, **options)
+    except Exception as err:  # transformers raises many kinds for missing or damaged tokenizer files
+        detail = " ".join(str(err).split())[:200]
+        raise LoritaError(f"could not load the tokenizer of {found.describe()} ({type(err).__name__}: {detail}); "
+                          f"{advice}") from None
+    if len(tokenizer) < 2:
+        raise LoritaError(f"could not load {found.describe()}: it holds no tokenizer (transformers found a "
+                          f"vocabulary of {len(tokenizer)} token(s)); {advice}")
+    return tokenizer
+
+
+def _check_declared_size(found: ModelSource, config, dtype: torch.dtype) -> None:
     """A Hugging Face folder's config.json may not ask for far more memory than its weight files hold: its model,
     built on the meta device (no memory), is weighed against them as ``lorita.load`` weighs a file, before anything
     is allocated."""
-    from transformers import AutoConfig, AutoModelForCausalLM  # the lm extra
+    from transformers import AutoModelForCausalLM  # the lm extra
 
-    config = AutoConfig.from_pretrained(found.folder, **options)
     with torch.device("meta"):
         shell = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_config(
             config, attn_implementation=attention))
@@ -292,15 +325,18 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
     """
     found = source if isinstance(source, ModelSource) else resolve_source(source)
     require("transformers", *(("gguf", "accelerate") if found.gguf_file else ()))
-    from transformers import AutoModelForCausalLM, AutoTokenizer  # the lm extra
+    from transformers import AutoConfig, AutoModelForCausalLM  # the lm extra
 
     options = dict(local_files_only=True, trust_remote_code=False)
     if found.gguf_file:
         options["gguf_file"] = found.gguf_file
     try:
-        tokenizer = AutoTokenizer.from_pretrained(found.folder, **options)
-        if not found.gguf_file:  # a GGUF file's tensors carry their own shapes
-            _check_declared_size(found, dtype, options)
+        config = None if found.gguf_file else AutoConfig.from_pretrained(found.folder, **options)
+        if config is not None:
+            _check_causal(found, config)
+        tokenizer = _tokenizer(found, options)
+        if config is not None:  # a GGUF file's tensors carry their own shapes
+            _check_declared_size(found, config, dtype)
         extra = _dequantized() if found.gguf_file else {}
         model, info = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_pretrained(
             found.folder, dtype=dtype, attn_implementation=attention, output_loading_info=True, **options, **extra))
