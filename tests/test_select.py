@@ -1,11 +1,13 @@
 """select_ranks on tiny models: each strategy, budgets measured on the compressed model, the accuracy search."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 import lorita
-from lorita.errors import LoritaError
+from lorita.errors import LoritaError, LoritaWarning
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.ranks import LayerCost, energy_ranks, global_ranks, uniform_ranks
 from lorita.select import STRATEGIES, layer_costs, search_accuracy, select_ranks
@@ -187,6 +189,17 @@ def test_accuracy_search_without_a_good_cut_keeps_the_model_dense():
     found = search_accuracy(model, evaluate, max_drop=1.0, max_evals=4)
     assert not found.search.found and found.search.threshold == 0.0 and len(calls) == found.evaluations <= 5
     assert n_lowrank(found.model) == 0 and n_lowrank(lorita.compress(model, ranks=found.ranks)) == 0
+
+
+def test_accuracy_search_warns_when_evaluate_seems_to_return_a_fraction():
+    """A score of 0.95 with max_drop 1 (points) lets every cut pass: the whole model went to rank 1 silently."""
+    model = mlp()
+    with pytest.warns(LoritaWarning, match=r"evaluate gave 0.95 .* if evaluate returns a fraction, return percent"):
+        search_accuracy(model, lambda m: 0.95 if n_lowrank(m) == 0 else 0.5, max_drop=1.0, max_evals=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LoritaWarning)
+        search_accuracy(model, lambda m: 95.0 if n_lowrank(m) == 0 else 50.0, max_drop=1.0, max_evals=2)
+        search_accuracy(model, lambda m: -0.3 if n_lowrank(m) == 0 else -0.9, max_drop=0.02, max_evals=2)  # -loss
 
 
 # ---------------------------------------------------------------------------- errors

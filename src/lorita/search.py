@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from lorita.checks import check_int, check_number
-from lorita.errors import LoritaError
+from lorita.errors import LoritaError, LoritaWarning
 from lorita.ranks import SearchResult, global_ranks, global_thresholds, round_ranks, search_threshold
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
@@ -101,6 +102,10 @@ def search_spectra(spectra: Spectra, evaluate: Callable[[nn.Module], float], *, 
     thresholds = global_thresholds(values, spectra.costs("params")[0])
     if baseline is None:
         baseline = _accuracy(evaluate, spectra.model, "the uncompressed model", baseline=True)
+    if 0 <= baseline <= 1 <= max_drop:  # every score of 0 or more is within the drop: a fraction, not a percent?
+        warnings.warn(f"evaluate gave {baseline:.4g} for the uncompressed model and max_drop is {max_drop:g} points, "
+                      "so every cut that scores 0 or more passes; if evaluate returns a fraction, return percent "
+                      "(100 x correct / total)", LoritaWarning, stacklevel=3)
     if not thresholds:  # no layer is worth cutting, even at rank 1: nothing to search
         log.info("no layer of this model is worth cutting; keeping it dense")
         empty = SearchResult(0.0, baseline, False, baseline, baseline - max_drop, ())
