@@ -398,3 +398,10 @@ def test_given_flags_counts_what_is_written_not_what_differs_from_a_default():
     assert given_flags(parser, argv, "train") == {"out", "depth", "epochs", "model_arg", "augment", "exclude"}
     assert given_flags(parser, ["train", "--out", "r"], "train") == {"out"}
     assert given_flags(parser, ["models"], "models") == set()
+
+
+def test_compress_of_a_model_file_points_to_the_python_route(tmp_path, capsys):
+    lorita.save(torch.nn.Linear(4, 2), tmp_path / "net.lorita")
+    assert main(["compress", str(tmp_path / "net.lorita"), "--ratio", "0.5", "--out", str(tmp_path / "small")]) == 2
+    assert "is a model file; lorita compress cuts a run folder" in capsys.readouterr().err
+    assert not (tmp_path / "small").exists()

@@ -227,8 +227,21 @@ def test_no_layer_matched_shows_why_each_layer_was_left_plain():
             return super().forward(x) * 2
 
     model = nn.Sequential(OwnForward(4, 4), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=4))
-    with pytest.raises(LoritaError, match=r"no layer matched.*Layers that could have matched: \(none\)\. "
+    with pytest.raises(LoritaError, match=r"the model has no layer lorita can compose \(an nn.Linear, .*\)\. "
                                           r"Left plain: OwnForward overrides Linear\.forward \(if it computes the "
                                           r"plain linear map, opt it in with lorita\.targets\."
                                           r"register_linear_subclass\(OwnForward\)\): 0; depthwise conv"):
         lorita.compose(model)
+
+
+@pytest.mark.parametrize("call, verb", [(lambda m: lorita.compress(m, ratio=0.5), "compress"),
+                                        (lambda m: lorita.compose(m, depth=2), "compose")])
+def test_a_cut_or_quantized_model_is_named_as_such(call, verb):
+    """Not 'no layer matched targets=None': compress has no targets, and the reason is what was done to it."""
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(LoritaError, match=rf"already cut .* {verb} the model it was cut from instead"):
+        call(lorita.compress(net, ratio=0.25))
+    with pytest.raises(LoritaError, match=rf"quantized \(its layers are int8.*\); {verb} the float model, then "):
+        call(lorita.quantize(net))
+    with pytest.raises(LoritaError, match=rf"^the model has no layer lorita can {verb} \(an nn.Linear"):
+        call(nn.Sequential(nn.ReLU()))

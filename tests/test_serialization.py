@@ -183,3 +183,16 @@ def test_compressed_model_exports_to_onnx(tmp_path, dynamo):
     out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(out), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_paths_are_checked_and_home_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    net = nn.Linear(3, 2)
+    lorita.save(net, "~/sub/net.lorita")  # where a shell would put it, not in a folder named '~'
+    assert (tmp_path / "sub" / "net.lorita").is_file() and not (tmp_path / "~").exists()
+    assert torch.equal(lorita.load("~/sub/net.lorita", model=nn.Linear(3, 2)).weight, net.weight)
+    with pytest.raises(LoritaError, match=r"load needs a file path \(a str or pathlib.Path\), got int"):
+        lorita.load(3, model=net)
+    with pytest.raises(LoritaError, match=r"sub is a folder; give a file lorita.save wrote .*model.lorita"):
+        lorita.load(tmp_path / "sub", model=net)

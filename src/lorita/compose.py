@@ -19,7 +19,7 @@ from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_
 from lorita.errors import LoritaError
 from lorita.factor_init import LayerInit, plan, rescale, start_ratio, unguarded, warn_small_start
 from lorita.linalg import check_finite, check_values
-from lorita.targets import Selector, check_model, replace_module, scan_layers, select, warn_skipped
+from lorita.targets import Selector, check_model, replace_module, require_layers, scan_layers, select, warn_skipped
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     if already:
         raise LoritaError(f"model is already composed (e.g. {already[0]!r}); call lorita.merge(model) first")
     scan = scan_layers(model, composed=False, example_input=example_input)
+    require_layers(model, scan.layers, "compose")
     chosen = select(scan, targets, exclude, verb="compose", all_modules=(n for n, _ in model.named_modules()))
     warn_skipped(scan.skipped, "compose")
     names = [layer.name for layer in chosen]

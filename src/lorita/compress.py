@@ -21,8 +21,8 @@ from lorita.linalg import (break_even_rank, check_finite, check_rank, energy_cut
                            singular_values)
 from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
-from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, resolve_ranks, scan_layers, select,
-                            warn_skipped)
+from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, require_layers, resolve_ranks,
+                            scan_layers, select, warn_skipped)
 from lorita.whiten import check_gram, whitened_spectrum
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     has_composed = any(isinstance(m, COMPOSED_TYPES) for m in model.modules())
     if scan is None:
         scan = scan_layers(model, composed=has_composed, example_input=example_input)
+    require_layers(model, scan.layers, "compress")
     all_names = [n for n, _ in model.named_modules()]
     layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
     warn_skipped(scan.skipped, "compress")

@@ -27,7 +27,7 @@ import json
 import os
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -124,9 +124,8 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, nn.Module):
         raise LoritaError(f"save needs an nn.Module, got {type(model).__name__}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise LoritaError(f"save needs a file path, got {type(path).__name__}")
-    if Path(path).is_dir():
+    path = file_path(path, "save")
+    if path.is_dir():
         raise LoritaError(f"{path} is a folder; save needs a file path such as {Path(path) / 'model.lorita'}")
     if any(getattr(m, MERGED_VIEW, False) for m in model.modules()):
         raise LoritaError("this model was composed by lorita.hf.LoritaCallback, so its state_dict is the merged "
@@ -144,6 +143,19 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     meta = {"lorita": json.dumps(describe(model))}
     with atomic_path(path) as tmp:
         save_model(model, str(tmp), metadata=meta)
+
+
+def file_path(path: Any, who: str) -> Path:
+    """``path`` as a ``Path``, ``~`` expanded as a shell would (not a folder named ``~``), or a LoritaError naming
+    ``who`` for what is not a path.
+
+    Example:
+        >>> file_path("~/net.lorita", "save") == Path.home() / "net.lorita"
+        True
+    """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise LoritaError(f"{who} needs a file path (a str or pathlib.Path), got {type(path).__name__}")
+    return Path(path).expanduser()
 
 
 @contextlib.contextmanager
@@ -179,7 +191,10 @@ def read_description(path: str | os.PathLike) -> dict:
         >>> read_description(path)["format"]
         'lorita'
     """
-    path = Path(path)
+    path = file_path(path, "read_description")
+    if path.is_dir():
+        raise LoritaError(f"{path} is a folder; give a file lorita.save wrote (a run folder holds its model as "
+                          f"{path / 'model.lorita'})")
     if not path.is_file():
         raise LoritaError(f"no such file: {path}")
     try:
@@ -588,6 +603,7 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     """
     if not isinstance(trust_code, bool):
         raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
+    path = file_path(path, "load")
     desc = read_description(path)
     tensors = _file_tensors(path)
     if model is None and _zoo_spec(desc.get("architecture") or {}) is not None:

@@ -29,12 +29,12 @@ from lorita.compose import merge
 from lorita.composed import COMPOSED_TYPES
 from lorita.compress import compress, layer_shape, layer_spectrum
 from lorita.errors import LoritaError
-from lorita.lowrank import has_lowrank, weight_matrix
+from lorita.lowrank import weight_matrix
 from lorita.probe import example_args, observe
 from lorita.profile import Profile, profile
 from lorita.ranks import METRICS, LayerCost, Metric
 from lorita.svd_cache import SVDCache
-from lorita.targets import check_model, scan_layers
+from lorita.targets import check_model, require_layers, scan_layers
 from lorita.whiten import Grams, collect_grams, whitened_spectrum
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ class Spectra:
 
     def require_layers(self) -> None:
         """Raise LoritaError when the model has nothing to cut."""
-        if not self.layers and has_lowrank(self.model):
-            raise LoritaError("the model is already cut (its layers are low-rank pairs, which are not cut again); "
-                              "cut the model it was cut from instead (lorita compress: the source run)")
+        require_layers(self.model, self.layers, "cut")
         if not self.layers:
             raise LoritaError("the model has no compressible layer (Linear or Conv2d with groups=1), "
                               "so there are no ranks to select")

@@ -18,7 +18,7 @@ import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, Sized
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from lorita.composed import COMPOSED_TYPES, ComposedConv2d
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.conv1d import conv1d_base, is_conv1d
+from lorita.int8 import INT8_TYPES
 from lorita.lowrank import LOWRANK_TYPES
 from lorita.probe import READ_BY_PARENT, eval_mode, library_weight_readers, weight_readers
 from lorita.source_readers import read_not_called
@@ -371,6 +372,28 @@ def describe_skipped(skipped: dict[str, str], limit: int = 5) -> str:
     return "; ".join(parts)
 
 
+def require_layers(model: nn.Module, layers: Sized, verb: str) -> None:
+    """Refuse a model with no layer to ``verb`` (``layers``: those found) where that is because it is already cut
+    or quantized, saying so and what to do instead; a model without either gets its caller's own message.
+
+    Example:
+        >>> from lorita.lowrank import truncate
+        >>> require_layers(nn.Sequential(truncate(nn.Linear(8, 8), 2)), {}, "compress")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: the model is already cut (its layers are low-rank pairs, which are not compressed again); compress the model it was cut from instead (lorita compress: the source run)
+    """
+    if layers:
+        return
+    done = {"cut": "cut", "compress": "compressed", "compose": "composed"}.get(verb, f"{verb}d")
+    if any(isinstance(m, LOWRANK_TYPES) for m in model.modules()):
+        raise LoritaError(f"the model is already cut (its layers are low-rank pairs, which are not {done} again); "
+                          f"{verb} the model it was cut from instead (lorita compress: the source run)")
+    if any(isinstance(m, INT8_TYPES) for m in model.modules()):
+        raise LoritaError(f"the model is quantized (its layers are int8, which are not {done}); {verb} the float "
+                          "model, then quantize the result")
+
+
 def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, verb: str = "compose",
            all_modules: Iterable[str] = ()) -> list[Layer]:
     """The eligible layers matched by ``targets`` (all if None) and not by ``exclude``.
@@ -407,6 +430,9 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
         chosen.append(layer)
     if not chosen:
         plain = f" Left plain: {describe_skipped(scan.skipped)}." if scan.skipped else ""
+        if not scan.layers and targets is None and exclude is None:
+            raise LoritaError(f"the model has no layer lorita can {verb} (an nn.Linear, an nn.Conv2d with groups=1 or "
+                              f"transformers' Conv1D, called by its parent).{plain}")
         raise LoritaError(f"no layer matched targets={targets!r} exclude={exclude!r}. "
                           f"Layers that could have matched: {available}.{plain}")
     return chosen

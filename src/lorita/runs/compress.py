@@ -79,6 +79,10 @@ def with_default_drop(how: CutSpec, metric: Metric) -> CutSpec:
 
 
 def _check_source(source: Path) -> None:
+    if source.is_file() and source.suffix == ".lorita":
+        raise LoritaError(f"{source} is a model file; lorita compress cuts a run folder 'lorita train' wrote (it holds "
+                          "the validation data the cut is chosen on); cut a model file in Python: "
+                          "lorita.compress(lorita.load(path, model=YourModel()), ratio=0.5)")
     if not source.is_dir():
         raise LoritaError(f"{source} does not exist or is not a folder: give a run folder 'lorita train' wrote")
     if not (source / "model.lorita").is_file():
