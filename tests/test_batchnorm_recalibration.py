@@ -62,6 +62,8 @@ def test_bad_input_is_refused_before_any_statistic_is_reset():
         recalibrate_batchnorm(net, [("not", "a tensor")])
     with pytest.raises(LoritaError, match="holds one sample"):
         recalibrate_batchnorm(net, [torch.randn(1, 6)])
+    with pytest.raises(LoritaError, match=r"not one tensor of shape \(16, 6\); pass \[x\] for one batch"):
+        recalibrate_batchnorm(net, torch.randn(16, 6))  # would run the model on single rows
     with pytest.raises(LoritaError, match="max_batches must be an integer"):
         recalibrate_batchnorm(net, _batches(), max_batches=0)
     assert torch.equal(net[2].running_mean, before)

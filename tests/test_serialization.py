@@ -196,3 +196,20 @@ def test_paths_are_checked_and_home_is_expanded(tmp_path, monkeypatch):
         lorita.load(3, model=net)
     with pytest.raises(LoritaError, match=r"sub is a folder; give a file lorita.save wrote .*model.lorita"):
         lorita.load(tmp_path / "sub", model=net)
+
+
+def test_the_architecture_given_is_checked_for_what_users_get_wrong(tmp_path):
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    small = lorita.compress(net, ranks={"0": 2})
+    lorita.save(small, tmp_path / "small.lorita")
+    with pytest.raises(LoritaError, match=r"already has a LowRankLinear at '0'; give the original architecture"):
+        lorita.load(tmp_path / "small.lorita", model=small)  # the cut model itself, not its architecture
+    with torch.device("meta"):
+        shell = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(LoritaError, match=r"model=\) is on the meta device .* model.to_empty\(device='cpu'\)"):
+        lorita.load(tmp_path / "small.lorita", model=shell)
+    wrapped = nn.Module()
+    wrapped._orig_mod = small  # what torch.compile's wrapper holds
+    lorita.save(wrapped, tmp_path / "compiled.lorita")
+    with pytest.raises(LoritaError, match=r"start with '_orig_mod.': it was saved from a torch.compile wrapper"):
+        lorita.load(tmp_path / "compiled.lorita", model=net)

@@ -61,6 +61,9 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, max_batches: i
     if not layers:
         log.info("recalibrate_batchnorm: the model has no BatchNorm layer with running statistics; nothing to do")
         return model
+    if isinstance(batches, torch.Tensor):  # iterating it would run the model on single rows
+        raise LoritaError(f"recalibrate_batchnorm: batches must be an iterable of input batches (a DataLoader, or a "
+                          f"list of tensors), not one tensor of shape {tuple(batches.shape)}; pass [x] for one batch")
     items = iter(batches)
     first = next(items, None)  # checked before any statistic is reset
     if first is None:

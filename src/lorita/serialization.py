@@ -349,10 +349,14 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
         else:
             original = type(plain)
         wanted = nn.Conv2d if kind.endswith("conv2d") else nn.Linear
+        if isinstance(plain, (*LOWRANK_TYPES, *INT8_TYPES, ComposedLinear, ComposedConv2d)):
+            raise LoritaError(f"{path}: the architecture given already has a {type(plain).__name__} at {name!r}; "
+                              "give the original architecture (as it was before compose, compress or quantize): "
+                              "load rebuilds those layers from the file")
         if not isinstance(plain, wanted):
             raise LoritaError(f"{path} describes layer {name!r} as {kind}, but the architecture has "
                               f"{type(plain).__name__ if plain is not None else 'no such module'} there; "
-                              "is this the right model?")
+                              f"is this the right model?{_wrapper_hint(name)}")
         for alias in entry.get("aliases", [name]):
             if modules.get(alias) is not modules[name]:
                 raise LoritaError(f"{path}: alias {alias!r} of layer {name!r} is not the same module in this "
@@ -383,6 +387,16 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
         for alias in entry.get("aliases", [name]):
             model.set_submodule(alias, new)
     _apply_int8(model, int8, path)
+
+
+def _wrapper_hint(name: str) -> str:
+    """What a layer name saved from a wrapper (torch.compile's, DataParallel's) starts with, and what to do."""
+    for prefix, wrapper, inner in (("_orig_mod.", "torch.compile", "_orig_mod"), ("module.", "DataParallel or "
+                                   "DistributedDataParallel", "module")):
+        if name.startswith(prefix):
+            return (f" The file's names start with {prefix!r}: it was saved from a {wrapper} wrapper; give that "
+                    f"wrapper as model=, or save model.{inner} next time")
+    return ""
 
 
 def _check_int8_places(modules: dict[str, nn.Module], layers: dict[str, dict], int8: dict[str, dict], path) -> None:
@@ -612,6 +626,11 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
         # file holds, is refused before anything is allocated.
         _check_skeleton(_build_base(desc, None, False, path, device="meta"), desc, tensors, path)
     base = _build_base(desc, model, trust_code, path)
+    meta = next((name for name, t in [*base.named_parameters(), *base.named_buffers()] if t.is_meta), None)
+    if meta is not None:
+        raise LoritaError(f"the architecture given (model=) is on the meta device ({meta!r} has no storage), so the "
+                          "file's weights cannot be copied into it; build it on the CPU (YourModel(), not under "
+                          "torch.device('meta')), or call model.to_empty(device='cpu') first")
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, tensors, path)
     _check_int8_dtypes(path, desc["layers"])
