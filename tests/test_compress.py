@@ -259,3 +259,15 @@ def test_registered_linear_subclass_is_checked_numerically(scale):
     torch.testing.assert_close(composed(x), model(x), **TIGHT)
     assert type(lorita.merge(composed)[0]) is Matmul  # merged back into its own class
     assert isinstance(lorita.compress(model, ranks={"0": 2})[0], lorita.LowRankLinear)
+
+
+def test_targets_choose_the_layers_to_cut_as_compose_and_quantize_take_them():
+    net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    assert [type(m) for m in lorita.compress(net, ratio=0.25, targets=["2"])] == \
+        [nn.Linear, nn.ReLU, lorita.LowRankLinear, nn.ReLU, nn.Linear]
+    assert [type(m) for m in lorita.compress(net, ratio=0.25, targets=r"[02]", exclude=["0"])] == \
+        [nn.Linear, nn.ReLU, lorita.LowRankLinear, nn.ReLU, nn.Linear]
+    with pytest.raises(lorita.LoritaError, match=r"ranks names '0', which targets/exclude leave out"):
+        lorita.compress(net, ranks={"0": 4}, targets=["2"])
+    with pytest.raises(lorita.LoritaError, match=r"unknown module name '9'.* Layers that can be compressed: 0, 2, 4"):
+        lorita.compress(net, ratio=0.25, targets=["9"])

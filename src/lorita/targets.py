@@ -346,13 +346,13 @@ def _check_names(scan: Scan, keys: Iterable[str], what: str, verb: str, all_name
                 regex = re.escape(key) + r"\..*"
                 raise LoritaError(f"exclude names module {key!r}, which is not a Linear or Conv2d layer; exclude "
                                   f"takes layer names (exact or .suffix) or one regex (e.g. {regex!r} for every "
-                                  f"layer inside it). Layers that can be {verb}d: {available}")
-            raise LoritaError(f"module {key!r} is not a Linear or Conv2d layer, so it cannot be {verb}d; "
+                                  f"layer inside it). Layers that can be {_done(verb)}: {available}")
+            raise LoritaError(f"module {key!r} is not a Linear or Conv2d layer, so it cannot be {_done(verb)}; "
                               f"layers that can: {available}")
         close = difflib.get_close_matches(key, names + list(scan.skipped), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         label = "unknown module name" if what == "targets" else "exclude names unknown module"
-        raise LoritaError(f"{label} {key!r}.{hint} Layers that can be {verb}d: {available}")
+        raise LoritaError(f"{label} {key!r}.{hint} Layers that can be {_done(verb)}: {available}")
 
 
 def describe_skipped(skipped: dict[str, str], limit: int = 5) -> str:
@@ -372,6 +372,16 @@ def describe_skipped(skipped: dict[str, str], limit: int = 5) -> str:
     return "; ".join(parts)
 
 
+def _done(verb: str) -> str:
+    """``verb``'s past participle, for messages.
+
+    Example:
+        >>> _done("compress"), _done("compose"), _done("cut")
+        ('compressed', 'composed', 'cut')
+    """
+    return {"cut": "cut", "compress": "compressed"}.get(verb, f"{verb}d")
+
+
 def require_layers(model: nn.Module, layers: Sized, verb: str) -> None:
     """Refuse a model with no layer to ``verb`` (``layers``: those found) where that is because it is already cut
     or quantized, saying so and what to do instead; a model without either gets its caller's own message.
@@ -385,13 +395,12 @@ def require_layers(model: nn.Module, layers: Sized, verb: str) -> None:
     """
     if layers:
         return
-    done = {"cut": "cut", "compress": "compressed", "compose": "composed"}.get(verb, f"{verb}d")
     if any(isinstance(m, LOWRANK_TYPES) for m in model.modules()):
-        raise LoritaError(f"the model is already cut (its layers are low-rank pairs, which are not {done} again); "
-                          f"{verb} the model it was cut from instead (lorita compress: the source run)")
+        raise LoritaError(f"the model is already cut (its layers are low-rank pairs, which are not {_done(verb)} "
+                          f"again); {verb} the model it was cut from instead (lorita compress: the source run)")
     if any(isinstance(m, INT8_TYPES) for m in model.modules()):
-        raise LoritaError(f"the model is quantized (its layers are int8, which are not {done}); {verb} the float "
-                          "model, then quantize the result")
+        raise LoritaError(f"the model is quantized (its layers are int8, which are not {_done(verb)}); {verb} the "
+                          "float model, then quantize the result")
 
 
 def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, verb: str = "compose",
@@ -420,7 +429,7 @@ def select(scan: Scan, targets: Selector = None, exclude: Selector = None, *, ve
     if isinstance(exclude, str) and not any(_layer_matches(scan.layers[n], exclude) for n in names) \
             and not any(_matches(n, exclude) for n in scan.skipped):
         raise LoritaError(f"exclude={exclude!r} (a regex, full match) matches no layer. Layers that can be "
-                          f"{verb}d: {available}")
+                          f"{_done(verb)}: {available}")
     chosen = []
     for name, layer in scan.layers.items():
         if targets is not None and not _layer_matches(layer, targets):
