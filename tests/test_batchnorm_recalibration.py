@@ -62,11 +62,17 @@ def test_bad_input_is_refused_before_any_statistic_is_reset():
         recalibrate_batchnorm(net, [("not", "a tensor")])
     with pytest.raises(LoritaError, match="holds one sample"):
         recalibrate_batchnorm(net, [torch.randn(1, 6)])
-    with pytest.raises(LoritaError, match=r"not one tensor of shape \(16, 6\); pass \[x\] for one batch"):
-        recalibrate_batchnorm(net, torch.randn(16, 6))  # would run the model on single rows
+    with pytest.raises(LoritaError, match=r"one tensor of shape \(16, 6\), whose items are its rows .*; pass a "
+                                          r"list of batches, \[x\] for one"):
+        recalibrate_batchnorm(net, torch.randn(16, 6))  # its rows are single samples of shape (6,)
+    with pytest.raises(RuntimeError):  # the model's own failure, after its statistics are put back
+        recalibrate_batchnorm(net, [torch.randn(8, 5)])
     with pytest.raises(LoritaError, match="max_batches must be an integer"):
         recalibrate_batchnorm(net, _batches(), max_batches=0)
     assert torch.equal(net[2].running_mean, before)
+    stacked = torch.randn(3, 16, 6)  # a tensor of batches: its items are batches
+    recalibrate_batchnorm(net, stacked)
+    assert torch.allclose(net[2].running_mean, net[0](stacked.reshape(48, 6)).mean(0), atol=1e-5)  # no dropout
 
 
 def test_a_model_without_batchnorm_is_left_as_it_is():

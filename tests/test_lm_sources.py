@@ -121,6 +121,8 @@ def test_a_model_that_is_not_a_causal_lm_is_named_as_such(gguf_file, tmp_path):
     with pytest.raises(LoritaError, match=r"it is a LlamaForSequenceClassification, not a causal language model.*"
                                           r"lorita.compress\(model"):
         load_pretrained(folder)
+    base = _edited(gguf_file, tmp_path / "base", architectures=["LlamaModel"])  # a base model's name: it loads
+    assert type(load_pretrained(base)[0]).__name__ == "LlamaForCausalLM"
 
 
 def test_a_folder_without_tokenizer_files_is_named_as_such(gguf_file, tmp_path):

@@ -192,6 +192,10 @@ def test_paths_are_checked_and_home_is_expanded(tmp_path, monkeypatch):
     lorita.save(net, "~/sub/net.lorita")  # where a shell would put it, not in a folder named '~'
     assert (tmp_path / "sub" / "net.lorita").is_file() and not (tmp_path / "~").exists()
     assert torch.equal(lorita.load("~/sub/net.lorita", model=nn.Linear(3, 2)).weight, net.weight)
+    lorita.save(net, "~net.lorita")  # not a user's home: a file of that name here
+    lorita.save(net, tmp_path / "sub" / "~" / "net.lorita")  # a folder named '~' given whole stays one
+    assert (tmp_path / "~net.lorita").is_file() and (tmp_path / "sub" / "~" / "net.lorita").is_file()
+    assert torch.equal(lorita.load("./~net.lorita", model=nn.Linear(3, 2)).weight, net.weight)
     with pytest.raises(LoritaError, match=r"load needs a file path \(a str or pathlib.Path\), got int"):
         lorita.load(3, model=net)
     with pytest.raises(LoritaError, match=r"sub is a folder; give a file lorita.save wrote .*model.lorita"):

@@ -61,9 +61,6 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, max_batches: i
     if not layers:
         log.info("recalibrate_batchnorm: the model has no BatchNorm layer with running statistics; nothing to do")
         return model
-    if isinstance(batches, torch.Tensor):  # iterating it would run the model on single rows
-        raise LoritaError(f"recalibrate_batchnorm: batches must be an iterable of input batches (a DataLoader, or a "
-                          f"list of tensors), not one tensor of shape {tuple(batches.shape)}; pass [x] for one batch")
     items = iter(batches)
     first = next(items, None)  # checked before any statistic is reset
     if first is None:
@@ -76,6 +73,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, max_batches: i
     momenta = {m: m.momentum for m in layers}
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     seen = 0
+    saved = {m: {k: v.clone() for k, v in m.state_dict().items()} for m in layers}  # put back if a batch fails
     try:
         model.eval()
         for layer in layers:
@@ -90,6 +88,14 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable, *, max_batches: i
                 continue
             model(x.to(device))
             seen += 1
+    except Exception as err:
+        for m, state in saved.items():
+            m.load_state_dict(state)
+        if isinstance(batches, torch.Tensor) and seen == 0:  # its items are its rows, not batches
+            raise LoritaError(f"recalibrate_batchnorm: the model failed on the first item of batches, one tensor "
+                              f"of shape {tuple(batches.shape)}, whose items are its rows "
+                              f"({type(err).__name__}: {err}); pass a list of batches, [x] for one") from None
+        raise
     finally:
         for m, training in modes.items():
             m.train(training)

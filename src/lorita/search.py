@@ -102,14 +102,14 @@ def search_spectra(spectra: Spectra, evaluate: Callable[[nn.Module], float], *, 
     thresholds = global_thresholds(values, spectra.costs("params")[0])
     if baseline is None:
         baseline = _accuracy(evaluate, spectra.model, "the uncompressed model", baseline=True)
-    if 0 <= baseline <= 1 <= max_drop:  # every score of 0 or more is within the drop: a fraction, not a percent?
-        warnings.warn(f"evaluate gave {baseline:.4g} for the uncompressed model and max_drop is {max_drop:g} points, "
-                      "so every cut that scores 0 or more passes; if evaluate returns a fraction, return percent "
-                      "(100 x correct / total)", LoritaWarning, stacklevel=3)
     if not thresholds:  # no layer is worth cutting, even at rank 1: nothing to search
         log.info("no layer of this model is worth cutting; keeping it dense")
         empty = SearchResult(0.0, baseline, False, baseline, baseline - max_drop, ())
         return AccuracySearch(ranks_at(0.0), spectra.model, empty)
+    if 0 <= baseline <= 1 <= max_drop:  # every score of 0 or more is within the drop: a fraction, not a percent?
+        warnings.warn(f"evaluate gave {baseline:.4g} for the uncompressed model and max_drop is {max_drop:g} points, "
+                      "so every cut that scores 0 or more passes; if evaluate returns a fraction, return percent "
+                      "(100 x correct / total)", LoritaWarning, stacklevel=3)
     best: dict[str, Any] = {}  # the model at the largest threshold found within the drop so far
     cache = spectra.cache if spectra.cache is not None else SVDCache()  # each layer's SVD once, not once per try
 

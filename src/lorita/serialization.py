@@ -146,16 +146,21 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def file_path(path: Any, who: str) -> Path:
-    """``path`` as a ``Path``, ``~`` expanded as a shell would (not a folder named ``~``), or a LoritaError naming
-    ``who`` for what is not a path.
+    """``path`` as a ``Path``, a leading ``~/`` the home folder as a shell would read it (not a folder named
+    ``~``), any other name as given (``~model.lorita`` is a file here), or a LoritaError naming ``who`` for what is
+    not a path.
 
     Example:
-        >>> file_path("~/net.lorita", "save") == Path.home() / "net.lorita"
-        True
+        >>> file_path("~/net.lorita", "save") == Path.home() / "net.lorita", file_path("~net.lorita", "save")
+        (True, PosixPath('~net.lorita'))
     """
-    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+    if not isinstance(path, (str, os.PathLike)):
         raise LoritaError(f"{who} needs a file path (a str or pathlib.Path), got {type(path).__name__}")
-    return Path(path).expanduser()
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise LoritaError(f"{who} needs a file path (a str or pathlib.Path), got a path of {type(name).__name__}")
+    home = name == "~" or name.startswith(("~/", "~" + os.sep))
+    return Path(name).expanduser() if home else Path(name)
 
 
 @contextlib.contextmanager

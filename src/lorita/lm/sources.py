@@ -256,19 +256,27 @@ def with_built_in_attention(build):
     return build(BUILT_IN_ATTENTION[1])
 
 
+# heads of tasks other than next-token prediction: a folder saved from one holds no causal LM's head
+OTHER_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering", "ForMaskedLM",
+               "ForMultipleChoice", "ForNextSentencePrediction", "ForPreTraining", "ForImageClassification",
+               "ForAudioClassification", "ForCTC", "ForSpeechSeq2Seq")
+
+
 def _check_causal(found: ModelSource, config) -> None:
-    """A Hugging Face folder whose config.json names its architectures names a causal language model (a BERT
-    classifier would load as a causal LM whose head the files lack, and be called incomplete)."""
+    """A Hugging Face folder holds a model transformers can build as a causal language model, saved with a causal
+    LM's head or none (a base model; a BERT classifier would load as a causal LM whose head its files lack, and be
+    called an incomplete folder)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # the lm extra
 
     names = [name for name in getattr(config, "architectures", None) or () if isinstance(name, str)]
-    causal = {name for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
-              for name in ((value,) if isinstance(value, str) else value)}
-    if names and not any(name in causal or name.endswith(("ForCausalLM", "LMHeadModel")) for name in names):
-        raise LoritaError(f"could not load {found.describe()}: its config.json says it is a {', '.join(names)}, not a "
-                          "causal language model (...ForCausalLM, ...LMHeadModel), which is what lorita's language "
-                          "model commands cut; cut any other model in Python: load it with its transformers class, "
-                          "then lorita.compress(model, ratio=0.5) (README: 'A pretrained model')")
+    kind = getattr(config, "model_type", None)
+    other = names and all(name.endswith(OTHER_HEADS) for name in names)
+    if other or (isinstance(kind, str) and kind and kind not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        what = f"a {', '.join(names)}" if other else f"of model type {kind!r}, which transformers has no causal LM for"
+        raise LoritaError(f"could not load {found.describe()}: its config.json says it is {what}, not a causal "
+                          "language model (...ForCausalLM, ...LMHeadModel), which is what lorita's language model "
+                          "commands cut; cut any other model in Python: load it with its transformers class, then "
+                          "lorita.compress(model, ratio=0.5) (README: 'A pretrained model')")
 
 
 def _tokenizer(found: ModelSource, options: dict):
@@ -276,10 +284,13 @@ def _tokenizer(found: ModelSource, options: dict):
     architectures and for others makes an empty tokenizer, which turns every text into no tokens."""
     from transformers import AutoTokenizer  # the lm extra
 
-    advice = ("save the model's tokenizer into the folder (tokenizer.save_pretrained(folder): tokenizer.json, or "
+    advice = ("the GGUF file is damaged or not a language model's" if found.gguf_file else
+              "save the model's tokenizer into the folder (tokenizer.save_pretrained(folder): tokenizer.json, or "
               "vocab.json and merges.txt, or tokenizer.model)")
     try:
         tokenizer = AutoTokenizer.from_pretrained(found.folder, **options)
+    except MemoryError:
+        raise
     except Exception as err:  # transformers raises many kinds for missing or damaged tokenizer files
         detail = " ".join(str(err).split())[:200]
         raise LoritaError(f"could not load the tokenizer of {found.describe()} ({type(err).__name__}: {detail}); "
