@@ -261,13 +261,11 @@ def test_registered_linear_subclass_is_checked_numerically(scale):
     assert isinstance(lorita.compress(model, ranks={"0": 2})[0], lorita.LowRankLinear)
 
 
-def test_targets_choose_the_layers_to_cut_as_compose_and_quantize_take_them():
+def test_ranks_naming_an_excluded_layer_is_refused_as_such():
     net = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
-    assert [type(m) for m in lorita.compress(net, ratio=0.25, targets=["2"])] == \
+    assert [type(m) for m in lorita.compress(net, ratio=0.25, exclude=["0", "4"])] == \
         [nn.Linear, nn.ReLU, lorita.LowRankLinear, nn.ReLU, nn.Linear]
-    assert [type(m) for m in lorita.compress(net, ratio=0.25, targets=r"[02]", exclude=["0"])] == \
-        [nn.Linear, nn.ReLU, lorita.LowRankLinear, nn.ReLU, nn.Linear]
-    with pytest.raises(lorita.LoritaError, match=r"ranks names '0', which targets/exclude leave out"):
-        lorita.compress(net, ranks={"0": 4}, targets=["2"])
-    with pytest.raises(lorita.LoritaError, match=r"unknown module name '9'.* Layers that can be compressed: 0, 2, 4"):
-        lorita.compress(net, ratio=0.25, targets=["9"])
+    with pytest.raises(lorita.LoritaError, match=r"ranks names '0', which exclude leaves out"):  # was "unknown"
+        lorita.compress(net, ranks={"0": 4, "2": 4}, exclude=["0"])
+    with pytest.raises(lorita.LoritaError, match=r"exclude names unknown module '9'.* Layers that can be compressed"):
+        lorita.compress(net, ratio=0.25, exclude=["9"])

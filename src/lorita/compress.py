@@ -120,7 +120,7 @@ def _check_layer_values(layer: Layer) -> None:
 
 
 def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: float | None = None,
-             ratio: float | None = None, targets: Selector = None, exclude: Selector = None, inplace: bool = False,
+             ratio: float | None = None, exclude: Selector = None, inplace: bool = False,
              svd_cache: SVDCache | None = None, example_input: Any = None,
              calibration: dict[str, torch.Tensor] | None = None, scan: Scan | None = None) -> nn.Module:
     """A copy of ``model`` with layers cut to low rank and deployed as two thin layers each.
@@ -131,8 +131,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         ratio: the same fraction of singular values kept in every layer, in (0, 1].
     A layer is replaced only where its rank is below the break-even rank
     (``r*(m+n) < m*n``); otherwise it stays dense. Composed models are merged first; plain
-    models get plain post-training SVD. ``targets`` (names or regex, as ``compose`` takes them): only those
-    layers are cut; ``exclude`` keeps layers dense.
+    models get plain post-training SVD. ``exclude`` (names or regex, as ``compose`` takes them) keeps layers
+    dense; to cut only some layers, name them in ``ranks``.
 
     ``inplace=True`` cuts the layers of ``model`` itself, one at a time, and returns it:
     no second copy of the model (a copy doubles the memory of a large one); each dense
@@ -181,14 +181,14 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         scan = scan_layers(model, composed=has_composed, example_input=example_input)
     require_layers(model, scan.layers, "compress")
     all_names = [n for n, _ in model.named_modules()]
-    layers = select(scan, targets, exclude, verb="compress", all_modules=all_names)
-    if isinstance(ranks, dict) and (targets is not None or exclude is not None):
+    layers = select(scan, None, exclude, verb="compress", all_modules=all_names)
+    if isinstance(ranks, dict) and exclude is not None:
         selected = {alias for layer in layers for alias in layer.aliases}
         left_out = [name for name in ranks if name not in selected and any(name in layer.aliases
                                                                           for layer in scan.layers.values())]
         if left_out:
-            raise LoritaError(f"ranks names {left_out[0]!r}, which targets/exclude leave out; name the layers to cut "
-                              "in one place (ranks alone cuts only the layers it names)")
+            raise LoritaError(f"ranks names {left_out[0]!r}, which exclude leaves out; name the layers to cut in "
+                              "one place (ranks alone cuts only the layers it names)")
     warn_skipped(scan.skipped, "compress")
     if calibration is not None:
         if not isinstance(calibration, dict):
