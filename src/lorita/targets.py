@@ -29,7 +29,7 @@ from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.conv1d import conv1d_base, is_conv1d
 from lorita.int8 import INT8_TYPES
-from lorita.lowrank import LOWRANK_TYPES
+from lorita.lowrank import LOWRANK_TYPES, has_lowrank
 from lorita.probe import READ_BY_PARENT, eval_mode, library_weight_readers, weight_readers
 from lorita.source_readers import read_not_called
 
@@ -395,7 +395,7 @@ def require_layers(model: nn.Module, layers: Sized, verb: str) -> None:
     """
     if layers:
         return
-    if any(isinstance(m, LOWRANK_TYPES) for m in model.modules()):
+    if has_lowrank(model):
         raise LoritaError(f"the model is already cut (its layers are low-rank pairs, which are not {_done(verb)} "
                           f"again); {verb} the model it was cut from instead (lorita compress: the source run)")
     if any(isinstance(m, INT8_TYPES) for m in model.modules()):
