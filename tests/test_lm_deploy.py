@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -134,6 +135,7 @@ def test_the_cut_model_generates_and_is_timed(cut):
 
 
 @pytest.mark.slow  # tokenizes the whole packaged text (fortunes, Python docs): about 30 s
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes").is_dir(), reason="Debian package fortunes not installed")
 def test_compress_pretrained_cuts_recovers_and_measures_on_the_same_windows(tmp_path):
     from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained, perplexity_of_text
     from lorita.lm.recover import RecoveryRecipe
