@@ -111,6 +111,15 @@ def test_induce_keeps_the_architecture_and_trains_only_the_block_linears():
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
+def test_induce_gives_back_each_layer_trainable_or_frozen_as_the_user_left_it():
+    model = tiny_llama()
+    names = block_linear_names(model)
+    model.get_submodule(names[0]).weight.requires_grad_(False)
+    induce(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "steps": 2, "optimizer": "sgd"}))
+    assert not model.get_submodule(names[0]).weight.requires_grad  # it came back trainable
+    assert all(model.get_submodule(n).weight.requires_grad for n in names[1:])
+
+
 def down_proj_inputs(model, mlp, windows) -> torch.Tensor:
     """The (tokens, channels) inputs ``mlp.down_proj`` sees when ``model`` runs on ``windows`` in one pass."""
     seen = []

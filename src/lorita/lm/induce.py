@@ -60,7 +60,8 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
            teacher: nn.Module | None = None) -> LMTraining:
     """Compose the decoder blocks' linears (``init="preserve"``), train the factors with ``recipe.weight_decay``
     (``recipe.optimizer``: SGD's decay is the penalty of METHOD.md section 1), merge back; in place. Everything else
-    stays frozen. ``train`` / ``val``: token streams (``lorita.lm.recover.train_lm``); ``teacher``: for
+    stays frozen, and each merged layer is trainable where it was before (a layer the user froze comes back frozen).
+    ``train`` / ``val``: token streams (``lorita.lm.recover.train_lm``); ``teacher``: for
     ``recipe.distill``.
 
     Example:
@@ -78,6 +79,7 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
     """
     names = block_linear_names(model)
     frozen = {p: p.requires_grad for p in model.parameters()}
+    layer_flags = {n: {k: p.requires_grad for k, p in model.get_submodule(n).named_parameters()} for n in names}
     for p in model.parameters():
         p.requires_grad_(False)
     with warnings.catch_warnings():  # the tied lm_head is not a target; compose names it as left plain anyway
@@ -93,5 +95,8 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
         merge(model, inplace=True)
         for p, flag in frozen.items():
             p.requires_grad_(flag)
+        for n, flags in layer_flags.items():  # the merged layers are new: trainable where the user's were
+            for k, p in model.get_submodule(n).named_parameters():
+                p.requires_grad_(flags.get(k, True))
     logger.info("induce: %d layers composed (depth %d), trained %d steps, merged", len(names), depth, result.steps)
     return result
