@@ -110,10 +110,11 @@ def headline_line(results: dict) -> str:
         return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters at the target "
                 f"({where}){over}; no alternative reached it.")
     verdict = "met" if head["bar_met"] else "NOT met"
+    judged = " and judged on the geometric mean over seeds below" if results.get("paired") else ""
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
             f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "
             f"{head['total_epochs']} epochs in all{over}: ratio **{head['ratio']:.2f}** (the bar, at most "
-            f"{head.get('bar_ratio', 0.5):g}, is {verdict}).")
+            f"{head.get('bar_ratio', 0.5):g}{judged}, is {verdict}).")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
