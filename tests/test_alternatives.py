@@ -12,8 +12,9 @@ from lorita.prune import available as tp_available
 from lorita.runs import ExperimentSpec, run_experiment, train_run
 from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, split_finetune, training_batches
 from lorita.runs.config import ModelSpec
+from lorita.models.registry import width_argument
 from lorita.runs.small_dense import (count_params, small_dense_cutter, small_dense_folder, train_in_memory,
-                                     width_argument, width_for_params)
+                                     width_for_params)
 from lorita.train import TrainConfig
 
 INPUTS = {"num_classes": 10, "in_channels": 1, "image_size": 8}

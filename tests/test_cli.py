@@ -219,6 +219,27 @@ def test_demo_runs_and_reports(tmp_path):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_demo_flags_add_the_strongest_alternatives_and_name_the_headline_column(tmp_path, monkeypatch):
+    import lorita.runs
+    seen = {}
+
+    def capture(spec, out, **kwargs):
+        seen["spec"] = spec
+        raise SystemExit(0)
+
+    monkeypatch.setattr(lorita.runs, "run_experiment", capture)
+    with pytest.raises(SystemExit):
+        main(["demo", "--dataset", "digits", "--small-dense", "--calibrate", "16", "--pre-registered",
+              "LoRITa N=2 + FT", "--out", str(tmp_path / "d")])
+    spec = seen["spec"]
+    assert spec.columns.small_dense and spec.columns.calibrate == 16
+    assert spec.report.pre_registered == "LoRITa N=2 + FT"
+    with pytest.raises(SystemExit):
+        main(["demo", "--dataset", "digits", "--out", str(tmp_path / "e")])
+    assert not seen["spec"].columns.small_dense and seen["spec"].columns.calibrate == 0  # the defaults, as before
+    assert seen["spec"].report.pre_registered is None
+
+
 @pytest.mark.parametrize("argv,message", [
     (["train", "--model", "resnet99", "--dataset", "digits", "--out", "X"], r"unknown model 'resnet99'"),
     (["train", "--model", "fcn", "--dataset", "imagenet", "--out", "X"], r"unknown dataset"),
@@ -229,6 +250,8 @@ def test_demo_runs_and_reports(tmp_path):
      r"'fcn' is not a language model"),
     (["train", "--model", "fcn", "--dataset", "digits", "--model-arg", "width", "--out", "X"], r"KEY=VALUE"),
     (["compress", "RUN", "--out", "Y"], r"say how to cut"),
+    (["demo", "--dataset", "digits", "--pre-registered", "LoRITa N=5", "--out", "X"],
+     r"pre_registered must be one of this experiment's LoRITa columns \(LoRITa N=2, LoRITa N=2 \+ FT, LoRITa N=3, "),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -18,7 +18,7 @@ from lorita.batchnorm import recalibrate_batchnorm
 from lorita.cutspec import Budget, Ranks
 from lorita.data import load_dataset
 from lorita.prune import available as torch_pruning_installed
-from lorita.report.demo import headline_line
+from lorita.report.demo import headline_line, left_out_lines
 from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.alternatives import training_batches
 from lorita.runs.compare import svd_cutter
@@ -356,3 +356,22 @@ def test_only_a_stopped_training_of_the_same_config_and_recipe_holding_only_lori
     (killed / "checkpoint.pt").unlink()
     (killed / "checkpoint.pt").symlink_to(finished / "checkpoint.pt")  # a link: not lorita's either
     assert stopped_at(killed, config) is None
+
+
+def test_the_report_names_the_alternatives_left_out_and_a_headline_chosen_after_the_run():
+    lines = left_out_lines({"spec": {"model": "fcn", "small_dense": False, "calibrate": 0, "pre_registered": None}})
+    assert "the smaller dense model trained directly" in lines[0] and "whitened SVD" in lines[0]
+    assert "chosen after the run" in lines[1]
+    gpt = left_out_lines({"spec": {"model": "gpt", "small_dense": False, "calibrate": 0, "pre_registered": "L"}})
+    assert gpt == ["Left out of this comparison: whitened SVD (`--calibrate 16`, `calibrate`). The best alternative "
+                   "above is the best of the columns run."]  # no width to narrow: no smaller dense model offered
+    assert left_out_lines({"spec": {"model": "vgg_small", "small_dense": True, "calibrate": 8,
+                                    "pre_registered": "L"}}) == []
+
+
+def test_the_headline_names_the_pre_registered_column_when_it_missed():
+    results = {"seeds": [0, 1], "spec": {"pre_registered": "LoRITa N=2 + FT"},
+               "headline": {"lorita": None, "best_alternative": {"label": "small dense", "params_kept": 0.2},
+                            "target_val_acc": 88.0}}
+    assert headline_line(results).startswith("LoRITa N=2 + FT, the LoRITa column named before the run, did not reach "
+                                             "the target on every seed (validation accuracy 88.00%")

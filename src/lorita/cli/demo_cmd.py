@@ -19,6 +19,7 @@ EXAMPLE = """example:
   lorita demo                                # Fashion-MNIST, about 7 minutes on 2 CPU cores
   lorita demo --out runs/demo --epochs 30 --overwrite
   lorita demo --dataset digits --epochs 5 --width 64 --out runs/quick
+  lorita demo --small-dense --calibrate 16 --pre-registered "LoRITa N=2 + FT"   # the strongest comparison
 """
 
 # The recipe measured in docs/RESULTS.md (cuts chosen on validation data).
@@ -49,6 +50,15 @@ def add_parser(sub) -> None:
     g.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: lr / 10)")
     g.add_argument("--torch-pruning", action=argparse.BooleanOptionalAction, default=None,
                    help="the Torch-Pruning + FT column (default: when torch-pruning is installed)")
+    g.add_argument("--small-dense", action="store_true",
+                   help="add the smaller dense model trained directly at each size, for every epoch (a training per "
+                        "size; the best alternative on most seeds of docs/converged)")
+    g.add_argument("--calibrate", type=int, default=0, metavar="BATCHES",
+                   help="add plain + whitened SVD, with and without fine-tuning, calibrated on that many training "
+                        "batches (default 0: left out)")
+    g.add_argument("--pre-registered", metavar="COLUMN",
+                   help="the one LoRITa column the headline reports, named before the run, e.g. 'LoRITa N=2 + FT' "
+                        "(default: the smallest LoRITa column at the target, chosen after the run)")
     g.add_argument("--sizes", type=float, nargs="+", help="params fractions every column is measured at "
                    "(default 0.05 0.1 0.2 0.3)")
     g.add_argument("--seeds", type=int, nargs="+", help="one run per seed, the headline their mean (default: --seed)")
@@ -80,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         max_drop=args.max_drop, points=args.points, fallback_to_digits=args.dataset == "fashion-mnist",
         seeds=args.seeds, finetune_epochs=finetune_epochs, finetune_lr=args.finetune_lr,
         torch_pruning=args.torch_pruning, warm_start_epochs=args.warm_start_epochs, warm_start_lr=args.warm_start_lr,
-        warm_start_weight_decay=args.warm_start_weight_decay, **({"sizes": args.sizes} if args.sizes else {})))
+        warm_start_weight_decay=args.warm_start_weight_decay, small_dense=args.small_dense, calibrate=args.calibrate,
+        pre_registered=args.pre_registered, **({"sizes": args.sizes} if args.sizes else {})))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
                              keep_on_interrupt=False)  # the demo has no --resume: Ctrl-C removes its folder
     report = f"{args.out}/report.md"

@@ -114,6 +114,24 @@ def model_kwargs(name: str) -> dict[str, Any]:
     return {k: p.default for k, p in params.items() if k not in _INPUTS[name]}
 
 
+WIDTH_ARGUMENTS = ("width", "width_multiplier")  # an int (units/channels) or a float (channel scale)
+
+
+def width_argument(name: str) -> str:
+    """The argument of zoo model ``name`` that sets its width.
+
+    Example:
+        >>> width_argument("fcn"), width_argument("vgg16")
+        ('width', 'width_multiplier')
+    """
+    kwargs = model_kwargs(name)
+    for arg in reversed(WIDTH_ARGUMENTS):  # a width multiplier first: it scales every layer
+        if arg in kwargs:
+            return arg
+    raise LoritaError(f"model {name!r} has no width argument ({' or '.join(WIDTH_ARGUMENTS)}), so no smaller dense "
+                      "model of its family can be built; leave the small-model column out for it")
+
+
 def paper_exclude(name: str) -> list[str]:
     """Module names the paper leaves plain (not composed) for model `name`.
 

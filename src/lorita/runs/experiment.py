@@ -43,7 +43,7 @@ from lorita.errors import LoritaError
 from lorita.lowrank import has_lowrank
 from lorita.metric import ACCURACY, Metric
 from lorita.models.gpt import generate
-from lorita.models.registry import resolve_args
+from lorita.models.registry import resolve_args, width_argument
 from lorita.progress import progress as progress_of_sweep
 from lorita.report.demo import write_demo_report
 from lorita.runs import compare
@@ -61,7 +61,7 @@ from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
 from lorita.runs.set_aside import drop_set_aside, set_aside, trainings_in
-from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter, small_dense_folder, width_argument
+from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter, small_dense_folder
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache

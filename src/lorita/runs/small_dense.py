@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from lorita.errors import LoritaError
-from lorita.models.registry import model_kwargs
+from lorita.models.registry import model_kwargs, width_argument
 from lorita.profile import count_params
 from lorita.runs.config import ModelSpec
 from lorita.train import TrainConfig, train
@@ -33,26 +33,10 @@ from lorita.train import TrainConfig, train
 log = logging.getLogger(__name__)
 
 SMALL_DENSE = "small dense"  # the column's label in an experiment's results
-WIDTH_ARGUMENTS = ("width", "width_multiplier")  # an int (units/channels) or a float (channel scale)
 _FLOAT_STEPS = 60  # bisection steps on a float width: far below one channel of any zoo model
 # trains a model spec with a recipe: (the model with its best epoch's weights, on the CPU in eval mode, the
 # training's seconds, its best epoch)
 Trainer = Callable[[ModelSpec, TrainConfig], "tuple[nn.Module, float, int]"]
-
-
-def width_argument(name: str) -> str:
-    """The argument of zoo model ``name`` that sets its width.
-
-    Example:
-        >>> width_argument("fcn"), width_argument("vgg16")
-        ('width', 'width_multiplier')
-    """
-    kwargs = model_kwargs(name)
-    for arg in reversed(WIDTH_ARGUMENTS):  # a width multiplier first: it scales every layer
-        if arg in kwargs:
-            return arg
-    raise LoritaError(f"model {name!r} has no width argument ({' or '.join(WIDTH_ARGUMENTS)}), so no smaller dense "
-                      "model of its family can be built; leave the small-model column out for it")
 
 
 def width_for_params(spec: ModelSpec, target: float) -> tuple[int | float, int]:
