@@ -26,18 +26,21 @@ def test_a_pre_registered_column_that_misses_has_no_ratio_even_when_another_lori
     assert head["best_alternative"]["label"] == "plain + SVD + FT"
 
 
-def _paired(geomean, ci, n):
-    return {"ratio_over_seeds": {"geomean_ratio": geomean, "ci95": ci, "n": n}}
+def _paired(geomean, ci, n, missed=()):
+    return {"ratio_over_seeds": {"geomean_ratio": geomean, "ci95": ci, "n": n, "missed": list(missed)}}
 
 
-def test_the_bar_asks_the_geometric_mean_five_seeds_and_an_interval_below_one():
+def test_the_bar_asks_the_geometric_mean_five_seeds_and_an_interval_below_one_and_says_what_falls_short():
     report = Report(bar_ratio=0.5, pre_registered="LoRITa N=2 + FT")
-    assert _bar(report, 0.4, _paired(0.45, [0.3, 0.9], 5))["bar_met"] is True
-    assert _bar(report, 0.4, _paired(0.45, [0.3, 1.2], 5))["bar_met"] is False  # a tie not excluded
-    assert _bar(report, 0.4, _paired(0.45, [0.3, 0.9], 3))["bar_met"] is False  # too few seeds
-    assert _bar(report, 0.4, _paired(0.55, [0.5, 0.6], 5))["bar_met"] is False  # above the bar
-    assert _bar(report, 0.4, _paired(None, None, 5))["bar_met"] is False  # a seed missed
-    assert "geometric mean over at least 5 seeds" in _bar(report, 0.4, _paired(0.45, [0.3, 0.9], 5))["bar"]
+    met = _bar(report, 0.4, _paired(0.45, [0.3, 0.9], 5))
+    assert met["bar_met"] is True and met["bar_short_of"] == []
+    assert "geometric mean over at least 5 seeds" in met["bar"]
+    assert _bar(report, 0.4, _paired(0.45, [0.3, 1.2], 5))["bar_short_of"] == [
+        "the interval's upper end 1.200 not below 1"]  # a tie not excluded
+    assert _bar(report, 0.4, _paired(0.45, None, 1))["bar_short_of"] == ["1 seed run, 5 needed"]
+    assert _bar(report, 0.4, _paired(0.55, [0.5, 0.6], 5))["bar_short_of"] == ["geometric mean 0.550 above 0.5"]
+    missed = _bar(report, 0.4, _paired(None, None, 5, missed=[1, 3]))
+    assert missed["bar_met"] is False and missed["bar_short_of"] == ["it misses the target on seeds 1, 3"]
 
 
 def test_without_a_named_column_the_bar_is_the_ratio_of_the_means():

@@ -120,6 +120,14 @@ def test_induce_gives_back_each_layer_trainable_or_frozen_as_the_user_left_it():
     assert all(model.get_submodule(n).weight.requires_grad for n in names[1:])
 
 
+def test_induce_refused_before_it_trains_leaves_every_parameter_as_it_was():
+    model = tiny_llama()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    with pytest.raises(LoritaError, match="depth"):
+        induce(model, TRAIN, VAL, RECIPE, depth=0)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable  # it left all of them frozen
+
+
 def down_proj_inputs(model, mlp, windows) -> torch.Tensor:
     """The (tokens, channels) inputs ``mlp.down_proj`` sees when ``model`` runs on ``windows`` in one pass."""
     seen = []

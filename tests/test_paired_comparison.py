@@ -172,3 +172,14 @@ def test_a_loss_experiment_s_tie_goes_to_the_lower_validation_loss():
     run = {"seed": 0, "target_val_loss": 1.5, "columns": columns}
     assert seed_ratio(run, "L", LOSS)["best_alternative"] == "B alt"
     assert ratio_over_seeds([run], "L", metric=LOSS)["per_seed"][0]["best_alternative"] == "B alt"
+
+
+def test_a_run_judged_by_loss_pairs_its_pre_registered_column_and_prints_its_loss_target():
+    runs = [{"seed": s, "target_val_loss": 1.25, "columns": {
+        "LoRITa N=2": {"lorita": True, "chosen": {"params_kept": 0.3, "val_loss": 1.2}},
+        "plain + SVD": {"lorita": False, "chosen": {"params_kept": 0.6, "val_loss": 1.24}}}} for s in (0, 1)]
+    comparison = ratio_over_seeds(runs, "LoRITa N=2", metric=LOSS)
+    assert comparison["per_seed"][0]["target_val_loss"] == 1.25 and comparison["geomean_ratio"] == pytest.approx(0.5)
+    lines = paired_lines({"pre_registered": "LoRITa N=2", "ratio_over_seeds": comparison})
+    assert lines[0].startswith("| seed | target (val loss) |")
+    assert lines[2] == "| 0 | 1.2500 | 30.0% | plain + SVD | 60.0% | 0.500 |"

@@ -19,7 +19,7 @@ EXAMPLE = """example:
   lorita demo                                # Fashion-MNIST, about 7 minutes on 2 CPU cores
   lorita demo --out runs/demo --epochs 30 --overwrite
   lorita demo --dataset digits --epochs 5 --width 64 --out runs/quick
-  lorita demo --small-dense --calibrate 16 --pre-registered "LoRITa N=2 + FT"   # the strongest comparison
+  lorita demo --small-dense --calibrate 8 --pre-registered "LoRITa N=2 + FT" --seeds 0 1 2 3 4  # the strongest
 """
 
 # The recipe measured in docs/RESULTS.md (cuts chosen on validation data).
@@ -51,11 +51,11 @@ def add_parser(sub) -> None:
     g.add_argument("--torch-pruning", action=argparse.BooleanOptionalAction, default=None,
                    help="the Torch-Pruning + FT column (default: when torch-pruning is installed)")
     g.add_argument("--small-dense", action="store_true",
-                   help="add the smaller dense model trained directly at each size, for every epoch (a training per "
-                        "size; the best alternative on most seeds of docs/converged)")
+                   help="add the smaller dense model trained directly at each size, all the epochs (one training per "
+                        "size; in docs/converged the best alternative more often than any other)")
     g.add_argument("--calibrate", type=int, default=0, metavar="BATCHES",
-                   help="add plain + whitened SVD, with and without fine-tuning, calibrated on that many training "
-                        "batches (default 0: left out)")
+                   help="add plain + whitened SVD (and its fine-tuned column, when there are fine-tuned columns), "
+                        "calibrated on that many training batches (default 0: left out)")
     g.add_argument("--pre-registered", metavar="COLUMN",
                    help="the one LoRITa column the headline reports, named before the run, e.g. 'LoRITa N=2 + FT' "
                         "(default: the smallest LoRITa column at the target, chosen after the run)")

@@ -82,17 +82,18 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
     layer_flags = {n: {k: p.requires_grad for k, p in model.get_submodule(n).named_parameters()} for n in names}
     for p in model.parameters():
         p.requires_grad_(False)
-    with warnings.catch_warnings():  # the tied lm_head is not a target; compose names it as left plain anyway
-        warnings.filterwarnings("ignore", message=".*tied to another module", category=LoritaWarning)
-        compose(model, depth, targets=names, init="preserve", factor_side="smaller", inplace=True)
     try:
+        with warnings.catch_warnings():  # the tied lm_head is not a target; compose names it as left plain anyway
+            warnings.filterwarnings("ignore", message=".*tied to another module", category=LoritaWarning)
+            compose(model, depth, targets=names, init="preserve", factor_side="smaller", inplace=True)
         for module in model.modules():
             if isinstance(module, COMPOSED_TYPES):
                 for p in module.parameters():
                     p.requires_grad_(True)
         result = train_lm(model, train, val, recipe, teacher=teacher)
     finally:
-        merge(model, inplace=True)
+        if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):  # compose itself may have failed
+            merge(model, inplace=True)
         for p, flag in frozen.items():
             p.requires_grad_(flag)
         for n, flags in layer_flags.items():  # the merged layers are new: trainable where the user's were

@@ -165,12 +165,15 @@ def paired_lines(paired: dict) -> list[str]:
         '| 0 | 90.00 | 5.0% | small dense | 10.0% | 0.500 |'
     """
     label, comparison = paired["pre_registered"], paired["ratio_over_seeds"]
-    lines = [f"| seed | target (val %) | {label}: params kept | best alternative | its params kept | ratio |",
-             "|---|---|---|---|---|---|"]
+    loss = any("target_val_loss" in row for row in comparison["per_seed"])  # a run judged by validation loss
+    lines = [f"| seed | target ({'val loss' if loss else 'val %'}) | {label}: params kept | best alternative | "
+             "its params kept | ratio |", "|---|---|---|---|---|---|"]
     for row in comparison["per_seed"]:
         ours = "missed" if row["lorita_params_kept"] is None else f"{100 * row['lorita_params_kept']:.1f}%"
         ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
-        lines.append(f"| {row['seed']} | {row['target_val_acc']:.2f} | {ours} | {row['best_alternative']} | "
+        target = row.get("target_val_loss" if loss else "target_val_acc")
+        target = "-" if target is None else f"{target:.4f}" if loss else f"{target:.2f}"
+        lines.append(f"| {row['seed']} | {target} | {ours} | {row['best_alternative']} | "
                      f"{100 * row['best_alternative_params_kept']:.1f}% | {ratio} |")
     if comparison["geomean_ratio"] is not None:
         ci = comparison["ci95"]

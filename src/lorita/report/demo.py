@@ -100,26 +100,48 @@ def headline_line(results: dict) -> str:
     seeds = len(results["seeds"])
     over = f" (mean over {seeds} seeds)" if seeds > 1 else ""
     target = head[m.target]
-    where = (f"validation accuracy {target:.2f}%, 1 point below the plain model" if m.higher_is_better else
+    where = (f"validation accuracy {target:.2f}%, {_points(results.get('max_drop', 1.0))} below the plain model"
+             if m.higher_is_better else
              f"validation loss {target:.4f} nats/char, perplexity {math.exp(target):.3f}: the plain model's "
              f"+{100 * (math.exp(results['max_drop']) - 1):.0f}%")
+    named = _named(results)
     if ours is None and theirs is None:
-        return f"No model, LoRITa or alternative, reached the target ({where}){over}."
-    named = results.get("spec", {}).get("pre_registered")
+        who = f"Neither {named}, the LoRITa column named before the run, nor any alternative" if named else \
+            "No model, LoRITa or alternative,"
+        return f"{who} reached the target ({where}){over}."
     if ours is None:
+        missed = [run["seed"] for run in results.get("runs", []) if run["headline"]["lorita"] is None]
+        on = f" on seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))}" if named and seeds > 1 else ""
         who = f"{named}, the LoRITa column named before the run, did not reach" if named else "No LoRITa model reached"
-        on = " on every seed" if named and seeds > 1 else ""
-        return (f"{who} the target{on} ({where}){over}; the best alternative, {theirs['label']}, keeps "
-                f"{_pct(theirs['params_kept'])} of the parameters there.")
+        mean = f"; mean over {seeds} seeds" if seeds > 1 else ""
+        return (f"{who} the target{on} ({where}{mean}); the best alternative, "
+                f"{theirs['label']}, keeps {_pct(theirs['params_kept'])} of the parameters there.")
     if theirs is None:
         return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters at the target "
                 f"({where}){over}; no alternative reached it.")
     verdict = "met" if head["bar_met"] else "NOT met"
-    judged = " and judged on the geometric mean over seeds below" if results.get("paired") else ""
+    if named:
+        short = head.get("bar_short_of") or []
+        verdict = (f"judged on the geometric mean over seeds below, is {verdict}"
+                   + (f": {'; '.join(short)}" if short and not head["bar_met"] else ""))
+    else:
+        verdict = f"is {verdict}"
     return (f"LoRITa ({ours['label']}) keeps {_pct(ours['params_kept'])} of the parameters where the best "
             f"alternative ({theirs['label']}) keeps {_pct(theirs['params_kept'])}, at the same target ({where}) and "
             f"{head['total_epochs']} epochs in all{over}: ratio **{head['ratio']:.2f}** (the bar, at most "
-            f"{head.get('bar_ratio', 0.5):g}{judged}, is {verdict}).")
+            f"{head.get('bar_ratio', 0.5):g}, {verdict}).")
+
+
+def _points(max_drop: float) -> str:
+    return "1 point" if max_drop == 1 else f"{max_drop:g} points"
+
+
+def _named(results: dict) -> str | None:
+    """The LoRITa column named before the run, where the headline is that column's (a results.json written before
+    the headline followed it took the smallest LoRITa column: None then)."""
+    named = results.get("spec", {}).get("pre_registered")
+    ours = results["headline"]["lorita"]
+    return named if named and (ours is None or ours["label"] == named) else None
 
 
 def _has_width(model) -> bool:
@@ -148,17 +170,17 @@ def left_out_lines(results: dict) -> list[str]:
     missing = []
     if not spec.get("small_dense") and _has_width(spec.get("model")):
         missing.append("the smaller dense model trained directly (`--small-dense` in the demo, `small_dense` in a "
-                       "config; the best alternative on most seeds of docs/converged)")
+                       "config; in docs/converged the best alternative more often than any other)")
     if not spec.get("calibrate"):
-        missing.append("whitened SVD (`--calibrate 16`, `calibrate`)")
+        missing.append("whitened SVD (`--calibrate 8`, `calibrate`)")
     lines = []
     if missing:
         lines.append(f"Left out of this comparison: {'; '.join(missing)}. The best alternative above is the best of "
                      "the columns run.")
     if spec.get("pre_registered") is None:
         lines.append("The headline takes the smallest LoRITa column at the target, chosen after the run, which leans "
-                     "toward LoRITa; name one before the run (`--pre-registered 'LoRITa N=2 + FT'`, "
-                     "`pre_registered`) for a figure that does not.")
+                     "toward LoRITa; name one before the run (`--pre-registered COLUMN`, e.g. 'LoRITa N=2 + FT'; "
+                     "`pre_registered`) and run five seeds or more for a figure that does not.")
     return lines
 
 
@@ -373,7 +395,7 @@ def write_demo_report(out: Path, results: dict) -> Path:
     plain = results["depths"]["1"]
     recipe = results["recipe"]
     seeds = results["seeds"]
-    unit = "1 point below the plain model's validation accuracy" if m.higher_is_better else \
+    unit = f"{_points(results['max_drop'])} below the plain model's validation accuracy" if m.higher_is_better else \
         f"the plain model's validation loss + {results['max_drop']:.4f} nats/char (perplexity x{math.exp(results['max_drop']):.2f})"
     ft_lr = results["spec"]["finetune_lr"] or recipe["lr"] / 10
     lines = [

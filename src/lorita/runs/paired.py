@@ -56,7 +56,7 @@ def seed_ratio(run: dict, pre_registered: str, metric: Metric = ACCURACY) -> dic
     label, theirs = (UNCUT, 1.0) if best is None else (best[0], best[1]["params_kept"])
     kept = None if ours.get("chosen") is None else ours["chosen"]["params_kept"]
     ratio = None if kept is None else kept / theirs
-    return {"seed": run.get("seed"), "target_val_acc": run.get("target_val_acc"), "lorita_params_kept": kept,
+    return {"seed": run.get("seed"), metric.target: run.get(metric.target), "lorita_params_kept": kept,
             "best_alternative": label, "best_alternative_params_kept": theirs, "ratio": ratio}
 
 
