@@ -93,8 +93,24 @@ def test_ctrl_c_keeps_an_experiments_finished_trainings_for_resume(tmp_path, mon
     monkeypatch.undo()  # the real _one_seed back
     monkeypatch.setattr(experiment, "_summary", interrupted)
     with pytest.raises(KeyboardInterrupt):  # the demo has no --resume: its folder goes, finished trainings or not
-        run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "demo", progress=False, keep_on_interrupt=False)
+        run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "demo", progress=False, keep_partial=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+
+
+def test_a_failure_after_the_trainings_keeps_them_for_resume(tmp_path, monkeypatch):
+    import lorita.runs.experiment as experiment
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("a report that cannot be written")
+
+    monkeypatch.setattr(experiment, "write_demo_report", failing)
+    out = tmp_path / "exp"
+    with pytest.raises(RuntimeError, match="report"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    assert [p.name for p in trainings_in(out.with_name("exp.partial"))] == ["depth1", "depth2"]  # all were deleted
+    assert not out.exists()
 
 
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:

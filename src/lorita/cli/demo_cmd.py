@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         warm_start_weight_decay=args.warm_start_weight_decay, small_dense=args.small_dense, calibrate=args.calibrate,
         pre_registered=args.pre_registered, **({"sizes": args.sizes} if args.sizes else {})))
     results = run_experiment(spec, args.out, overwrite=args.overwrite, progress=not args.no_progress,
-                             keep_on_interrupt=False)  # the demo has no --resume: Ctrl-C removes its folder
+                             keep_partial=False)  # the demo has no --resume: Ctrl-C or a failure removes its folder
     report = f"{args.out}/report.md"
     print(open(report, encoding="utf-8").read())
     print(f"[demo] done in {results['seconds']:.0f} s: {report}", file=sys.stderr)

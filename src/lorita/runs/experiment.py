@@ -76,15 +76,16 @@ __all__ = ["ExperimentSpec", "load_spec", "machine", "plan_experiment", "run_exp
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = False,
                    progress: bool = True, config_path: str | Path | None = None, resume: bool = False,
-                   keep_on_interrupt: bool = True) -> dict:
+                   keep_partial: bool = True) -> dict:
     """Run ``spec`` into ``out`` (one subfolder ``seedS`` per seed when there are several) and return the
     results written to ``out/results.json``. ``config_path``: the file ``spec`` was read from (``out``
     may not be, hold or sit inside it, nor ``spec.setup.data_dir``). ``resume``: take up a killed run of ``out``
     first: its staging folder is kept as ``out.resume`` (``lorita.runs.set_aside``; a rename of lorita's own
     folder, which a later ``resume`` takes up the same way), whose finished trainings are reused and whose
-    training stopped part-way continues; ``out.resume`` is removed when the run is done. ``keep_on_interrupt``: on
-    Ctrl-C keep ``out.partial`` for ``resume`` when a training in it finished an epoch (the demo, which has no
-    ``--resume``, passes False: its folder is removed).
+    training stopped part-way continues; ``out.resume`` is removed when the run is done. ``keep_partial``: on
+    Ctrl-C or a failure keep ``out.partial`` for ``resume`` when a training in it finished an epoch (hours of
+    training are not lost to a failing cut or report; the demo, which has no ``--resume``, passes False: its
+    folder is removed).
 
     Example:
         >>> import tempfile
@@ -125,12 +126,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         results = _summary(spec, runs, time.time() - start)
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
-    except KeyboardInterrupt:  # Ctrl-C: its finished epochs kept for --resume, as train keeps its checkpoint
-        output.abandon(keep=keep_on_interrupt and any((t / "results.json").is_file() or (t / "checkpoint.pt").is_file()
-                                                      for t in trainings_in(folder)))
-        raise
-    except BaseException:
-        output.abandon()
+    except BaseException:  # Ctrl-C or a failure: its finished epochs kept for --resume, as train keeps its checkpoint
+        output.abandon(keep=keep_partial and any((t / "results.json").is_file() or (t / "checkpoint.pt").is_file()
+                                                 for t in trainings_in(folder)))
         raise
     output.commit()
     if aside is not None:
