@@ -281,7 +281,25 @@ def test_noise_lines_say_which_side_is_ahead():
     assert "is 5.00 points of test accuracy worse than the best alternative (the alternative ahead" in line
     results["runs"][0]["columns"]["LoRITa N=2"]["cuts"][0]["test_acc"] = 85.1
     (line,) = noise_lines(results)
-    assert "is 0.10 points of test accuracy better than the best alternative (within the noise" in line
+    assert "is 0.10 points of test accuracy better than the best alternative (within the noise: one seed, the " \
+           "test set's noise only, about ±1.01" in line
+
+
+def test_noise_lines_over_seeds_give_the_paired_t_interval_of_the_differences():
+    def run(ours, theirs):
+        return {"test_images": 10000,
+                "columns": {"LoRITa N=2": {"lorita": True, "cuts": [{"size": 0.2, "test_acc": ours}]},
+                            "plain + SVD": {"lorita": False, "cuts": [{"size": 0.2, "test_acc": theirs}]}}}
+
+    results = {"metric": "val_acc", "spec": {"sizes": [0.2]},
+               "runs": [run(86.0, 85.0), run(85.5, 85.0), run(86.5, 85.0)]}
+    (line,) = noise_lines(results)  # differences 1.0, 0.5, 1.5: mean 1.0, sd 0.5, t(2) 4.303: 1.0 +- 1.242
+    assert "is 1.00 points of test accuracy better than the best alternative (within the noise: paired t 95% " \
+           "interval [-0.24, +2.24] over 3 seeds)" in line
+    results["runs"][1] = run(86.1, 85.0)
+    (line,) = noise_lines(results)  # 1.0, 1.1, 1.5: mean 1.2, sd 0.265: 1.2 +- 0.657, the interval excludes zero
+    assert "is 1.20 points of test accuracy better than the best alternative (LoRITa ahead: paired t 95% interval " \
+           "[+0.54, +1.86] over 3 seeds)" in line
 
 
 def test_noise_lines_take_each_side_s_column_best_on_validation_not_on_test():

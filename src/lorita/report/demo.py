@@ -22,6 +22,7 @@ from lorita.profile import human
 from lorita.report.converged import paired_lines
 from lorita.report.markdown import summarize
 from lorita.report.plots import figure, plot_ranks, plot_spectra, plot_training_curves, save_figure
+from lorita.stats import mean_interval
 from lorita.train import TrainConfig
 
 
@@ -250,32 +251,34 @@ def noise_lines(results: dict) -> list[str]:
     """At each fixed size: the best LoRITa column against the best alternative, each chosen on validation (their
     test figures compared), and whether that is noise.
 
-    The noise is two standard errors of the difference: for accuracies the binomial error over
-    the test images; over several seeds, the spread of the per-seed differences when that is larger.
+    Over several seeds the noise is the paired t 95% interval of the per-seed differences (``lorita.stats``); with
+    one seed, for accuracies, two binomial standard errors of the difference over the test images, which leave out
+    the seed-to-seed variation (the report says so).
     """
     m = Metric.of(results)
     runs = results["runs"]
+    unit = "points of test accuracy" if m.higher_is_better else "nats/char of test loss"
     lines = []
     for size in results["spec"]["sizes"]:
         pairs = [(_best_at(run, m, True, size), _best_at(run, m, False, size)) for run in runs]
         if any(o is None or t is None for o, t in pairs):
             continue
         diffs = [m.better(o, t) for o, t in pairs]
-        mean, std = _mean_std(diffs)
-        noise = None
-        if m.higher_is_better:
-            p = sum(t for _, t in pairs) / len(pairs) / 100
-            noise = 2 * 100 * math.sqrt(2 * p * (1 - p) / runs[0]["test_images"]) / math.sqrt(len(runs))
-        if std is not None:
-            noise = max(noise or 0.0, 2 * std / math.sqrt(len(diffs)))
-        unit = "points of test accuracy" if m.higher_is_better else "nats/char of test loss"
-        if noise is None:
-            verdict = "one seed: no noise estimate for a loss; run --seeds for one"
+        stats = mean_interval(diffs)
+        mean, ci, d = stats["mean"], stats["ci"], m.digits
+        if ci is not None:
+            ahead = "LoRITa ahead" if ci[0] > 0 else "the alternative ahead" if ci[1] < 0 else "within the noise"
+            verdict = f"{ahead}: paired t 95% interval [{ci[0]:+.{d}f}, {ci[1]:+.{d}f}] over {len(diffs)} seeds"
+        elif m.higher_is_better:
+            p = pairs[0][1] / 100
+            noise = 2 * 100 * math.sqrt(2 * p * (1 - p) / runs[0]["test_images"])
+            verdict = (("within the noise" if abs(mean) <= noise else "LoRITa ahead" if mean > 0 else
+                        "the alternative ahead") + f": one seed, the test set's noise only, about ±{noise:.{d}f}; "
+                       "--seeds adds the seeds' own")
         else:
-            verdict = ("within the noise" if abs(mean) <= noise else
-                       "LoRITa ahead" if mean > 0 else "the alternative ahead") + f": the noise is about ±{noise:.{m.digits}f}"
+            verdict = "one seed: no noise estimate for a loss; run --seeds for one"
         side = "better" if mean >= 0 else "worse"
-        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {abs(mean):.{m.digits}f} {unit} {side} "
+        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {abs(mean):.{d}f} {unit} {side} "
                      f"than the best alternative ({verdict})")
     return lines
 
