@@ -97,7 +97,7 @@ def test_ctrl_c_keeps_an_experiments_finished_trainings_for_resume(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
 
 
-def test_a_failure_after_the_trainings_keeps_them_for_resume(tmp_path, monkeypatch):
+def test_a_failure_after_the_trainings_keeps_them_for_resume(tmp_path, monkeypatch, caplog):
     import lorita.runs.experiment as experiment
     flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
             "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
@@ -111,6 +111,16 @@ def test_a_failure_after_the_trainings_keeps_them_for_resume(tmp_path, monkeypat
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
     assert [p.name for p in trainings_in(out.with_name("exp.partial"))] == ["depth1", "depth2"]  # all were deleted
     assert not out.exists()
+    monkeypatch.setattr(experiment, "write_cut", failing)  # a cut's folder made, nothing written in it
+    with pytest.raises(RuntimeError):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    monkeypatch.undo()
+    run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)  # the empty folder was refused
+    assert (out / "results.json").is_file() and not out.with_name("exp.partial").exists()
+    monkeypatch.setattr(experiment, "write_demo_report", failing)  # replacing the finished one: OUT stays till then
+    with caplog.at_level(logging.WARNING, logger="lorita.runs"), pytest.raises(RuntimeError):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, overwrite=True)
+    assert "continue it with --resume --overwrite --out" in caplog.text  # --resume alone is refused there
 
 
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:

@@ -32,8 +32,9 @@ def add_parser(sub) -> None:
                    help="override a config field (JSON value), e.g. --set warm_start_epochs=14 --set train.lr=0.01 "
                         "--set model_kwargs.width=128")
     p.add_argument("--resume", action="store_true",
-                   help="take up a killed run of OUT (OUT.partial, kept as OUT.resume): its finished trainings are "
-                        "reused and the one it was in continues from its last epoch; same config and flags")
+                   help="take up a killed or failed run of OUT (OUT.partial, kept as OUT.resume): its finished "
+                        "trainings are reused and the one it was in continues from its last epoch; same config and "
+                        "flags")
     p.add_argument("--dry-run", action="store_true",
                    help="check everything and print each seed's trainings (epochs, penalty exposure), then stop: "
                         "nothing is trained, created or replaced")

@@ -127,8 +127,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
     except BaseException:  # Ctrl-C or a failure: its finished epochs kept for --resume, as train keeps its checkpoint
-        output.abandon(keep=keep_partial and any((t / "results.json").is_file() or (t / "checkpoint.pt").is_file()
-                                                 for t in trainings_in(folder)))
+        output.abandon(keep=keep_partial and _worth_keeping(folder))
         raise
     output.commit()
     if aside is not None:
@@ -692,6 +691,19 @@ def _summary(spec: ExperimentSpec, runs: list[dict], seconds: float) -> dict:
         "seconds": seconds,
         "machine": machine(),
     }
+
+
+def _worth_keeping(folder: Path) -> bool:
+    """Whether a failed experiment's ``folder`` holds a training that finished an epoch (then kept for
+    ``--resume``), with the empty folders the failure left (made, nothing written yet) removed so that ``--resume``
+    takes it up; True when that cannot be told (a folder kept is never a loss)."""
+    try:
+        for entry in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):  # the deepest first
+            if entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
+                entry.rmdir()
+        return any((t / "results.json").is_file() or (t / "checkpoint.pt").is_file() for t in trainings_in(folder))
+    except Exception:  # noqa: BLE001 (too many open files, a folder gone: keep; abandon must still run)
+        return True
 
 
 BAR_SEEDS = 5  # issue 25's bar: a geometric mean over at least five seeds

@@ -511,8 +511,9 @@ class RunOutput:
             return
         try:
             if keep and self._begun:
-                log.warning("%s kept: continue it with --resume --out %s (the same command, its other flags "
-                            "as before; lorita train takes them from the run)", self.staging, self.out)
+                again = "--resume --overwrite" if _lstat(self.out) is not None else "--resume"  # OUT stays till then
+                log.warning("%s kept: continue it with %s --out %s (the same command, its other flags "
+                            "as before; lorita train takes them from the run)", self.staging, again, self.out)
             elif self._created:
                 remove_tree(self.staging)
         except OSError as err:
