@@ -698,9 +698,11 @@ def _worth_keeping(folder: Path) -> bool:
     ``--resume``), with the empty folders the failure left (made, nothing written yet) removed so that ``--resume``
     takes it up; True when that cannot be told (a folder kept is never a loss)."""
     try:
-        for entry in sorted(folder.rglob("*"), key=lambda p: -len(p.parts)):  # the deepest first
-            if entry.is_dir() and not entry.is_symlink() and not any(entry.iterdir()):
-                entry.rmdir()
+        for parent, names, _ in os.walk(folder, topdown=False):  # the deepest first; links are not followed
+            for name in names:
+                entry = Path(parent, name)
+                if not entry.is_symlink() and not any(entry.iterdir()):
+                    entry.rmdir()
         return any((t / "results.json").is_file() or (t / "checkpoint.pt").is_file() for t in trainings_in(folder))
     except Exception:  # noqa: BLE001 (too many open files, a folder gone: keep; abandon must still run)
         return True
@@ -719,12 +721,16 @@ def _bar(report: Report, ratio: float | None, paired: dict | None) -> dict:
                 "bar_met": ratio is not None and not math.isnan(ratio) and ratio <= report.bar_ratio}
     over = paired["ratio_over_seeds"]
     mean, ci = over["geomean_ratio"], over["ci95"]
-    short = [why for failed, why in (
-        (over["n"] < BAR_SEEDS, f"{over['n']} seed{'s' if over['n'] != 1 else ''} run, {BAR_SEEDS} needed"),
-        (bool(over["missed"]), f"it misses the target on seed{'s' if len(over['missed']) > 1 else ''} "
-                               f"{', '.join(map(str, over['missed']))}"),
-        (mean is not None and mean > report.bar_ratio, f"geometric mean {mean or 0:.3f} above {report.bar_ratio:g}"),
-        (ci is not None and ci[1] >= 1, f"the interval's upper end {ci[1] if ci else 0:.3f} not below 1")) if failed]
+    short = []
+    if over["n"] < BAR_SEEDS:
+        short.append(f"{over['n']} seed{'s' if over['n'] != 1 else ''} run, {BAR_SEEDS} needed")
+    if over["missed"]:
+        missed = over["missed"]
+        short.append(f"it misses the target on seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))}")
+    if mean is not None and mean > report.bar_ratio:
+        short.append(f"geometric mean {mean:.3f} above {report.bar_ratio:g}")
+    if ci is not None and ci[1] >= 1:
+        short.append(f"the interval's upper end {ci[1]:.3f} not below 1")
     return {"bar": f"{report.pre_registered} keeps at most {report.bar_ratio:g}x the params of the best alternative "
                    f"(view b): geometric mean over at least {BAR_SEEDS} seeds, every seed reaching the target, the "
                    "paired t 95% interval's upper end below 1",
