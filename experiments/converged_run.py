@@ -21,9 +21,10 @@ lorita's.
 so other heavy jobs can take the machine between runs. Settings are the config's ``"settings"`` object (name ->
 ``{field: value}`` overrides, ``"train.lr"`` for a recipe field); ``base`` (no override) is always there.
 ``--epochs E``: another budget than the config's (f = round(E / 6) fine-tuning epochs, a setting's split the same
-share of E: ``at_budget``). ``--reuse SETTING``: each seed's run takes the trainings it shares with that
-setting's run of the same seed (``reuse``, ``lorita.runs.reuse``: copied where the config is exactly the same),
-so a setting that changes one side trains only that side. A run that fails is reported and the next one starts;
+share of E: ``at_budget``). ``--reuse SETTING [SETTING ...]``: each seed's run takes the trainings it shares with
+those settings' runs of the same seed, the first that holds each (``reuse``, ``lorita.runs.reuse``: copied where
+the config is exactly the same), and the cuts of the side it leaves as they were (``lorita.runs.measured_cuts``),
+so a setting that changes one side trains and cuts only that side. A run that fails is reported and the next one starts;
 the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
 it got (each training finished, or its epochs logged; the cuts recorded, which a resume of the same settings on
 the same data and trainings does not measure again: ``lorita.runs.measured_cuts``). Each run's log ends with a
@@ -92,9 +93,7 @@ def at_budget(base, overrides: dict, epochs: int) -> dict:
     return out
 
 
-def _reuse_problem(reuse: Path | None, itself: bool) -> str | None:
-    if reuse is None:
-        return None
+def _reuse_problem(reuse: Path, itself: bool) -> str | None:
     if itself:
         return "--reuse names the setting being run"
     return None if reuse.is_dir() else f"--reuse needs that setting's finished run of this seed ({reuse})"
@@ -198,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setting", default="base", help="a setting of the config's 'settings' (default: base)")
     parser.add_argument("--root", type=Path, default=Path("runs/converged"), help="where the run folders go")
     parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
-    parser.add_argument("--reuse", metavar="SETTING",
-                        help="take the trainings a run shares with this setting's run of the same seed (e.g. base)")
+    parser.add_argument("--reuse", metavar="SETTING", nargs="+", default=[],
+                        help="take the trainings and measured cuts a run shares with these settings' runs of the "
+                             "same seed, the first that holds each (e.g. g3 base)")
     parser.add_argument("--epochs", type=int, help="another epoch budget E (docs/converged/PLAN.md: f = round(E / 6) "
                                                    "fine-tuning epochs, a setting's split the same share of E)")
     parser.add_argument("--threads", type=int, help="CPU threads of each run (OMP_NUM_THREADS; default: as set). On "
@@ -229,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             print(f"{out}: complete, skipped", flush=True)
             continue
-        base = None if args.reuse is None else args.root / budget / args.reuse / f"seed{seed}"
-        problem = _reuse_problem(base, args.reuse == args.setting)
+        reuse = [args.root / budget / name / f"seed{seed}" for name in args.reuse]
+        problem = next(filter(None, (_reuse_problem(folder, name == args.setting)
+                                     for folder, name in zip(reuse, args.reuse))), None)
         if problem is None:
-            reuse = [base] if base is not None and base.is_dir() else []
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:
                 print(shlex.join(cmd), flush=True)

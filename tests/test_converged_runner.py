@@ -178,6 +178,11 @@ def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
     reuse = json.dumps([str(root / "fcn-e60" / "base" / "seed0")])
     assert lines[0].endswith(f"""--set 'lorita_train={{"warmup_epochs": 2}}' --set 'reuse={reuse}'""")
     assert "seed1: not run: --reuse needs that setting's finished run of this seed" in lines[1]
+    (root / "fcn-e60" / "g3" / "seed0").mkdir(parents=True)
+    assert runner.main([str(config), "--seeds", "0", "--root", str(root), "--dry-run", "--setting", "g1",
+                        "--reuse", "g3", "base"]) == 0  # several settings: looked in in this order
+    reuse = json.dumps([str(root / "fcn-e60" / name / "seed0") for name in ("g3", "base")])
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"--set 'reuse={reuse}'")
 
 
 @pytest.mark.parametrize("name", ["fcn", "vgg_small"])

@@ -85,13 +85,67 @@ def test_each_cut_is_bound_to_every_training_and_each_sweep_to_those_it_cuts(tmp
     import lorita.runs.experiment as experiment
     real, seen = experiment.inputs_fingerprint, []
 
-    def listed(data, folder):
-        seen.append(sorted(p.name for p in folder.iterdir() if (p / "model.lorita").is_file()))
-        return real(data, folder)
+    def listed(data, folder, side, settings):
+        seen.append((side, sorted(p.name for p in folder.iterdir() if (p / "model.lorita").is_file()),
+                     "target" in settings, "lorita_train" in settings))
+        return real(data, folder, side, settings)
 
     monkeypatch.setattr(experiment, "inputs_fingerprint", listed)
     run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "exp", progress=False)
-    assert seen == [["depth1", "depth2"], ["depth1", "depth1-short", "depth2", "depth2-short"]]
+    sweeps, cuts = ["depth1", "depth2"], ["depth1", "depth1-short", "depth2", "depth2-short"]
+    assert seen == [(False, sweeps, True, False), (True, sweeps, True, True),
+                    (False, cuts, True, False), (True, cuts, True, True)]
+
+
+def test_a_side_s_inputs_are_its_trainings_and_those_of_neither_side(tmp_path):
+    from lorita.data.datasets import load_dataset
+    from lorita.runs.measured_cuts import inputs_fingerprint
+    data = load_dataset("digits")
+    for name in ("depth1", "depth1-short", "depth2", "depth2-short", "warm-start", "small-dense-4"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.lorita").write_bytes(name.encode())
+        (tmp_path / name / "results.json").write_text("{}")
+    before = {side: inputs_fingerprint(data, tmp_path, side) for side in (False, True, None)}
+    for name, changed in (("depth2-short", {True, None}), ("warm-start", {True, None}), ("depth1", {False, None}),
+                          ("small-dense-4", {False, True, None})):
+        (tmp_path / name / "model.lorita").write_bytes(b"trained again")
+        after = {side: inputs_fingerprint(data, tmp_path, side) for side in (False, True, None)}
+        assert {side for side in after if after[side] != before[side]} == changed, name
+        before = after
+    assert inputs_fingerprint(data, tmp_path, False, {"plain_train": {}}) != before[False]  # its settings count
+
+
+def _measured(monkeypatch) -> list:
+    """The labels of the cuts ``compare.measure`` measures from now on (each size of a column once)."""
+    real, labels = compare.measure, []
+    monkeypatch.setattr(compare, "measure", lambda column, *a, **k: labels.append(column.label) or real(column, *a,
+                                                                                                         **k))
+    return labels
+
+
+@pytest.mark.parametrize("setting, measured", [({"lorita_train": {"weight_decay": 0.002}}, True),
+                                               ({"init_scale": 0.5}, True),
+                                               ({"plain_train": {"weight_decay": 0.002}, "target_train": {}}, False)])
+def test_a_setting_that_changes_one_side_takes_the_other_side_s_cuts_from_the_run_it_reuses(tmp_path, monkeypatch,
+                                                                                            caplog, setting,
+                                                                                            measured):
+    """A grid setting of one side: the other side's trainings (a LoRITa init scale leaves the plain trainings as
+    they were) and cuts are taken from the run it names in reuse, the changed side's measured; its figures are
+    what the run it reuses measured."""
+    base = run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "base", progress=False)
+    labels, swept = _measured(monkeypatch), _sweeps_counted(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        grid = run_experiment(ExperimentSpec.from_flat({**FLAT, **setting, "reuse": [str(tmp_path / "base")]}),
+                              tmp_path / "grid", progress=False)
+    columns = grid["runs"][0]["columns"]
+    lorita = {label for label, column in columns.items() if column["lorita"]}
+    assert labels and set(labels) == (lorita if measured else set(columns) - lorita)  # the changed side only
+    reused = ["depth1", "depth1-short"] if measured else ["depth2", "depth2-short"]
+    assert all(f"{name}: reused from" in caplog.text for name in reused)
+    for label in set(columns) - set(labels):
+        assert _without_seconds(columns[label]["cuts"]) == _without_seconds(base["runs"][0]["columns"][label]["cuts"])
+    other = "1" if measured else "2"  # the depth of the side left as it was: its sweep taken, not swept again
+    assert len(swept) == 1 and grid["runs"][0]["depths"][other]["sweep"] == base["runs"][0]["depths"][other]["sweep"]
 
 
 def test_a_recorded_sweep_that_does_not_suit_the_model_is_swept_again(tmp_path, monkeypatch, caplog):

@@ -2,6 +2,8 @@
 
 import dataclasses
 
+import torch
+
 from lorita.runs.config import ComposeSpec, DataSpec, ModelSpec, RunConfig
 from lorita.runs.folder import write_json
 from lorita.runs.reuse import RUN_FILES, reusable, reused_run
@@ -34,6 +36,23 @@ def test_only_the_same_config_in_a_folder_of_lorita_s_own_is_reusable(tmp_path):
     (run / "notes.txt").unlink()
     (run / "spectrum.json").unlink()
     assert not reusable(run, CONFIG)  # unfinished: a run file missing
+
+
+def test_a_plain_training_is_the_same_run_whatever_its_factors_would_start_as(tmp_path):
+    """At depth 1 nothing is composed: a training with another init, init scale, factor side or mode is the same
+    run (its weights equal), so it is reused; at depth 2 it is not."""
+    from lorita.runs.train import train_run
+    from lorita.data.datasets import load_dataset
+    plain = dataclasses.replace(CONFIG, compose=ComposeSpec(depth=1), train=TrainConfig(epochs=1, device="cpu"))
+    scaled = dataclasses.replace(plain, compose=ComposeSpec(depth=1, init="default", init_scale=0.5,
+                                                            factor_side="smaller", mode="fused"))
+    data = load_dataset("digits")
+    one, two = (train_run(tmp_path / name, config, data, progress=False).model.state_dict()
+                for name, config in (("a", plain), ("b", scaled)))
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert reusable(tmp_path / "a", scaled) and reusable(tmp_path / "b", plain)
+    deep = dataclasses.replace(CONFIG, compose=dataclasses.replace(CONFIG.compose, init_scale=0.5))
+    assert not reusable(_run(tmp_path / "depth2"), deep)  # a LoRITa training's factors start otherwise
 
 
 def test_nothing_is_written_when_nothing_is_reused(tmp_path):

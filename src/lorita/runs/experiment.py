@@ -20,6 +20,7 @@ best alternative over the seeds (``lorita.runs.paired``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -51,7 +52,7 @@ from lorita.runs.alternatives import iterative_prune_cutter, recalibrating, spli
 from lorita.runs.compress import check_calibrate, compress_model, write_cut
 from lorita.runs.config import CompressConfig, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
-from lorita.runs.experiment_spec import ExperimentSpec, Report, column_label, load_spec
+from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE, ExperimentSpec, Report, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
 from lorita.runs.folder import mark, write_json
 from lorita.runs.many_sizes import many_sizes
@@ -273,7 +274,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
     recorded, swept = measure_now, sweep_now
     if record is not None:  # the trainings the sweeps cut are done: a sweep is taken only for the same data and models
-        record.bind_sweeps(inputs_fingerprint(data, folder))
+        record.bind_sweeps(_side_inputs(s, plain_target))
         swept = record.sweep
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
@@ -282,7 +283,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
         depths[depth], dense[depth] = _sweep_depth(s, spectra[depth], run, depth, plain_target, swept)
     columns = _columns(s, trained, spectra, use_tp)
     if record is not None:  # every training is done (the fine-tuned columns' shorter ones too): likewise each cut
-        record.bind(inputs_fingerprint(data, folder))
+        record.bind(_side_inputs(s, plain_target))
         recorded = record.measure
     measured, models = _measure(s, columns, spectra, depths, plain_target, recorded)
     if SMALL_DENSE in measured:
@@ -481,15 +482,27 @@ def _measured_cuts(spec: ExperimentSpec, seed: int, folder: Path) -> MeasuredCut
 
 def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
     """What seed ``seed``'s measured cuts depend on besides their inputs: the experiment's settings (the trainings
-    it may reuse and its other seeds aside), the seed and lorita's version; a record under another key is not taken.
+    it may reuse, its other seeds and the settings of one side alone aside: those count in that side's inputs,
+    ``_side_inputs``), the seed and lorita's version; a record under another key is not taken.
 
     Example:
         >>> key = measured_cuts_key(load_spec("experiments/converged/fcn.json"), 3)
-        >>> key["seed"], key["spec"]["model"], "reuse" in key["spec"]
-        (3, 'fcn', False)
+        >>> key["seed"], key["spec"]["model"], "reuse" in key["spec"], "lorita_train" in key["spec"]
+        (3, 'fcn', False, False)
     """
-    return json.loads(json.dumps({"spec": {k: v for k, v in spec.flat().items() if k not in ("reuse", "seeds")},
+    aside = {"reuse", "seeds", *PLAIN_SIDE, *LORITA_SIDE}
+    return json.loads(json.dumps({"spec": {k: v for k, v in spec.flat().items() if k not in aside},
                                   "seed": seed, "lorita_version": __version__}))  # as the record reads back
+
+
+def _side_inputs(s: _Seed, plain_target: float) -> dict[bool, str]:
+    """Each side's inputs to its cuts (``lorita.runs.measured_cuts``; False: the plain side, True: LoRITa's): the
+    seed's data, the side's trainings done so far, the settings of that side alone and the target, which is all a
+    side's cuts take from the other (a plain setting with ``target_train`` keeps it)."""
+    flat = s.spec.flat()
+    return {lorita: inputs_fingerprint(s.data, s.folder, lorita, {
+        "target": plain_target, **{k: flat[k] for k in (LORITA_SIDE if lorita else PLAIN_SIDE)}})
+            for lorita in (False, True)}
 
 
 def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target: float,
@@ -502,8 +515,9 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
     measured, models = {}, {}
     for column, depth in columns:
         log.info("[%s] seed %d: %s", spec.name, s.train.seed, column.label)
+        of_side = functools.partial(recorded, lorita=column.lorita)  # a cut is recorded for its side's inputs
         if depth is not None:  # no fine-tuning: the fixed sizes only; the sweep gives the choice
-            cuts = [c for c in (recorded(column.label, size, lambda size=size, column=column: compare.measure(
+            cuts = [c for c in (of_side(column.label, size, lambda size=size, column=column: compare.measure(
                 column, size, s.data, original, s.example, s.progress, metric)) for size in spec.columns.sizes)
                     if c is not None]
             view = depths[depth]["views"]["b"]
@@ -515,7 +529,7 @@ def _measure(s: _Seed, columns: list, spectra: dict, depths: dict, plain_target:
             refine = column.refine if column.refine is not None else \
                 spec.columns.refine_sizes if column.finetune is not None else spec.cuts.refine_steps
             cuts = compare.search(column, plain_target, s.data, original, s.example, sizes=spec.columns.sizes,
-                                  refine=refine, progress=s.progress, metric=metric, recorded=recorded)
+                                  refine=refine, progress=s.progress, metric=metric, recorded=of_side)
             best = compare.chosen(cuts, plain_target, metric)
             pick = None
             if best is not None:

@@ -341,6 +341,16 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "factorized", "factorized_refine")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
+# The flat keys only one side's columns depend on besides the trainings they cut: the plain side's (depth 1: its
+# recipe, its alternatives, the target's recipe, which counts for the other side through the target alone) and
+# LoRITa's (depth 2 and up: its recipe, how its factors start, its warm start). A grid setting that changes one side
+# leaves the other side's measured cuts valid (``lorita.runs.measured_cuts``); every other key counts for both.
+PLAIN_SIDE = ("plain_train", "plain_finetune_epochs", "plain_cut_rule", "torch_pruning", "prune_rounds",
+              "prune_importance", "calibrate", "small_dense", "small_dense_refine", "factorized", "factorized_refine",
+              "target_train")
+LORITA_SIDE = ("lorita_train", "lorita_finetune_epochs", "lorita_cut_rule", "init", "init_scale", "factor_side",
+               "warm_start_epochs", "warm_start_lr", "warm_start_weight_decay")
+assert set(PLAIN_SIDE + LORITA_SIDE) <= set(_FLAT) and not set(PLAIN_SIDE) & set(LORITA_SIDE)
 
 
 @dataclass

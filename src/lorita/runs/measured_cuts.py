@@ -10,10 +10,14 @@ and takes the cuts an earlier attempt of exactly this experiment and seed measur
 sweep of cuts (every point's figures and ranks, the chosen ones' test figures included) is kept the
 same way: a resume does not sweep again.
 
-A recorded cut is taken only under the same key (the experiment's settings less ``reuse`` and
-``seeds``, the seed, lorita's version) and the same inputs: a fingerprint of the seed's data (every
-split's tensors) and of the trained models the cuts come from (each training's ``model.lorita``),
-taken once the trainings are done; a training made again, or other data, measures every cut again.
+A recorded cut is taken only under the same key (the experiment's settings less ``reuse``, ``seeds`` and
+the settings of one side alone, the seed, lorita's version) and the same inputs of its side: a
+fingerprint of the seed's data (every split's tensors), of the trained models the side's cuts come
+from (each training's ``model.lorita``: the plain side's, or LoRITa's, and any that is neither's),
+of the settings of that side alone (``lorita.runs.experiment_spec.PLAIN_SIDE``, ``LORITA_SIDE``) and
+of the target, taken once the trainings are done; a training made again, or other data, measures
+every cut of its side again. So a grid setting that changes one side (LoRITa's recipe, say) takes
+every cut of the other side from the run it names in ``reuse``, as it takes that side's trainings.
 Changes to lorita's own code under one version are not seen, as for reused trainings. Each cut is
 measured on its own terms (cutters, fine-tuning, BatchNorm re-estimation and the smaller models'
 inits are seeded per cut), so a resumed seed records the figures an uninterrupted one would; a cut
@@ -27,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -111,9 +116,25 @@ def point_from_json(value) -> SweepPoint:
     return SweepPoint(**value)
 
 
-def inputs_fingerprint(data, folder: str | Path) -> str:
+def training_side(name: str) -> bool | None:
+    """Which side's cuts the training ``name`` of a seed's folder is cut for: False, the plain side's (``depth1``,
+    ``depth1-short``, ``depth1-target``); True, LoRITa's (``depthN`` and ``depthN-...`` with N >= 2, and the
+    ``warm-start`` they continue); None, any other (counted on both sides).
+
+    Example:
+        >>> training_side("depth1-short"), training_side("depth12"), training_side("small-dense-8")
+        (False, True, None)
+    """
+    match = re.fullmatch(r"depth([0-9]+)(-.*)?", name)
+    if match is not None:
+        return int(match.group(1)) > 1
+    return True if name == "warm-start" else None
+
+
+def inputs_fingerprint(data, folder: str | Path, side: bool | None = None, settings: dict | None = None) -> str:
     """What a seed's cuts are measured from: its data (every tensor of its train, val and test splits, and their
-    other plain fields) and the trained models in ``folder`` (each finished training's ``model.lorita``, by name).
+    other plain fields), the trained models in ``folder`` (each finished training's ``model.lorita``, by name;
+    with ``side``, those of that side and of neither: ``training_side``) and ``settings`` (plain JSON).
 
     Example:
         >>> import tempfile
@@ -121,8 +142,12 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
         >>> data = load_dataset("digits")
         >>> inputs_fingerprint(data, tempfile.mkdtemp()) == inputs_fingerprint(data, tempfile.mkdtemp())
         True
+        >>> inputs_fingerprint(data, tempfile.mkdtemp(), True, {"lr": 0.1}) == inputs_fingerprint(data, "x", True)
+        False
     """
     digest = hashlib.sha256()
+    if settings is not None:
+        digest.update(f"settings:{json.dumps(settings, sort_keys=True)}".encode())
     for name in ("train", "val", "test"):
         split = getattr(data, name, None)
         for field, value in sorted(vars(split).items()) if split is not None and hasattr(split, "__dict__") else ():
@@ -136,7 +161,8 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
     for training in sorted(folder.iterdir()) if folder.is_dir() else ():
         model = training / "model.lorita"
         if training.name.startswith(".") or training.is_symlink() or model.is_symlink() or not model.is_file() \
-                or not (training / "results.json").is_file():
+                or not (training / "results.json").is_file() \
+                or (side is not None and training_side(training.name) not in (None, side)):
             continue
         digest.update(f"training {training.name}:".encode())
         with open(model, "rb") as handle:
@@ -146,11 +172,13 @@ def inputs_fingerprint(data, folder: str | Path) -> str:
 
 
 class MeasuredCuts:
-    """The measured cuts of one seed, kept in ``folder``'s ``measured-cuts.json``: ``measure(label, size, compute)``
-    returns the cut of column ``label`` at ``size`` recorded for the inputs given to ``bind`` (this attempt's or an
-    earlier one's), else ``compute()``'s, recorded at once; ``sweep(depth, compute, fits)`` the same for a depth's
-    sweep, for the inputs given to ``bind_sweeps`` (the trainings a sweep cuts are done before those the fine-tuned
-    columns cut, whose fingerprint ``bind`` takes), where ``fits`` says the recorded points suit the model.
+    """The measured cuts of one seed, kept in ``folder``'s ``measured-cuts.json``: ``measure(label, size, compute,
+    lorita)`` returns the cut of column ``label`` (LoRITa's side or the plain one's) at ``size`` recorded for the
+    inputs of its side given to ``bind`` (this attempt's or an earlier one's), else ``compute()``'s, recorded at
+    once; ``sweep(depth, compute, fits)`` the same for a depth's sweep (depth 1 the plain side, deeper LoRITa's),
+    for the inputs given to ``bind_sweeps`` (the trainings a sweep cuts are done before those the fine-tuned
+    columns cut, whose fingerprint ``bind`` takes), where ``fits`` says the recorded points suit the model. The
+    inputs are one fingerprint for both sides, or one per side (``{False: plain, True: LoRITa}``).
 
     ``key`` says what the measurements depend on besides their inputs (the experiment's settings, the seed,
     lorita's version); an earlier attempt's record is taken only when its key is equal. ``earlier``: the folders to
@@ -174,6 +202,9 @@ class MeasuredCuts:
         >>> again.bind("other models")  # a training made again: measured again
         >>> again.measure("plain + SVD + FT", 0.1, lambda: None) is None
         True
+        >>> again.bind({False: "other models", True: "other LoRITa models"})  # one side's trainings made again
+        >>> again.measure("plain + SVD + FT", 0.1, lambda: cut) is None  # the other side's cut still taken
+        True
         >>> again.bind_sweeps("data and the trainings swept")
         >>> [p.val for p in again.sweep(2, lambda: [SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {})])]
         [91.0]
@@ -186,8 +217,8 @@ class MeasuredCuts:
         self.key = json.loads(json.dumps(key))  # as the file reads back (tuples as lists)
         self.cuts: dict[str, dict] = {}  # name -> {"inputs": fingerprint, "cut": cut_to_json(...)}
         self.sweeps: dict[str, dict] = {}  # "depth N" -> {"inputs": fingerprint, "points": [asdict(point), ...]}
-        self.inputs: str | None = None
-        self.sweep_inputs: str | None = None
+        self.inputs: dict[bool, str] | None = None  # by side: LoRITa's (True) or the plain one's
+        self.sweep_inputs: dict[bool, str] | None = None
         for place in earlier:
             taken = self._take(Path(place) / MEASURED_CUTS)
             if taken:
@@ -212,43 +243,48 @@ class MeasuredCuts:
         write_record(self.path, self.key, self.cuts, self.sweeps)
 
     @staticmethod
-    def _check_bound(inputs: str | None, how: str) -> str:
+    def _check_bound(inputs: dict[bool, str] | None, how: str) -> dict[bool, str]:
         if inputs is None:
             raise LoritaError(f"MeasuredCuts.{how}(inputs) must come first: a measurement is taken only for the same "
                               "data and trained models")
         return inputs
 
-    def bind(self, inputs: str) -> None:
-        """The fingerprint of what the cuts are measured from (``inputs_fingerprint``): only cuts recorded for it
-        are taken."""
-        self.inputs = inputs
-        usable = sum(entry["inputs"] == inputs for entry in self.cuts.values())
+    @staticmethod
+    def _by_side(inputs: str | dict[bool, str]) -> dict[bool, str]:
+        return {False: inputs, True: inputs} if isinstance(inputs, str) else {False: inputs[False], True: inputs[True]}
+
+    def bind(self, inputs: str | dict[bool, str]) -> None:
+        """The fingerprint of what the cuts are measured from (``inputs_fingerprint``), or one per side (``{False:
+        plain, True: LoRITa}``): only cuts recorded for their side's are taken."""
+        self.inputs = self._by_side(inputs)
+        usable = sum(entry["inputs"] in self.inputs.values() for entry in self.cuts.values())
         if self.cuts:
             log.info("%d of the %d cuts recorded before were measured from this seed's data and trained models: "
                      "taken; the rest are measured again", usable, len(self.cuts))
 
-    def measure(self, label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
-        """The cut of column ``label`` at ``size``: recorded for these inputs, else ``compute()``'s (then recorded)."""
-        self._check_bound(self.inputs, "bind")
+    def measure(self, label: str, size: float, compute: Callable[[], Cut | None], lorita: bool = False) -> Cut | None:
+        """The cut of column ``label`` (of LoRITa's side, or the plain one's) at ``size``: recorded for its side's
+        inputs, else ``compute()``'s (then recorded)."""
+        inputs = self._check_bound(self.inputs, "bind")[bool(lorita)]
         name = self._name(label, size)
         entry = self.cuts.get(name)
-        if entry is not None and entry["inputs"] == self.inputs:
+        if entry is not None and entry["inputs"] == inputs:
             return cut_from_json(entry["cut"])
         cut = compute()
-        self.cuts[name] = {"inputs": self.inputs, "cut": cut_to_json(cut)}
+        self.cuts[name] = {"inputs": inputs, "cut": cut_to_json(cut)}
         self._write()
         return cut
 
-    def bind_sweeps(self, inputs: str) -> None:
+    def bind_sweeps(self, inputs: str | dict[bool, str]) -> None:
         """The fingerprint of what the sweeps are measured from (``inputs_fingerprint`` once the trainings they cut
-        are done): only sweeps recorded for it are taken."""
-        self.sweep_inputs = inputs
+        are done), or one per side as in ``bind``: only sweeps recorded for their side's are taken."""
+        self.sweep_inputs = self._by_side(inputs)
 
     def sweep(self, depth: int, compute: Callable[[], list[SweepPoint]],
               fits: Callable[[list[SweepPoint]], bool] = lambda points: True) -> list[SweepPoint]:
         """Depth ``depth``'s sweep: recorded for these inputs when ``fits`` takes its points (a first point at
         threshold 0, the uncut model; ranks the model's layers have), else ``compute()``'s (then recorded)."""
-        inputs = self._check_bound(self.sweep_inputs, "bind_sweeps")
+        inputs = self._check_bound(self.sweep_inputs, "bind_sweeps")[depth > 1]
         name = f"depth {depth}"
         entry = self.sweeps.get(name)
         if entry is not None and entry["inputs"] == inputs:
@@ -358,7 +394,7 @@ def sweep_now(depth: int, compute: Callable[[], list[SweepPoint]], fits=None) ->
     return compute()
 
 
-def measure_now(label: str, size: float, compute: Callable[[], Cut | None]) -> Cut | None:
+def measure_now(label: str, size: float, compute: Callable[[], Cut | None], lorita: bool = False) -> Cut | None:
     """No record: ``compute()``'s cut (``MeasuredCuts.measure``'s shape, where nothing is kept).
 
     Example:

@@ -38,14 +38,26 @@ RUN_FILES = ("config.json", "results.json", "model.lorita", "spectrum.json")  # 
 STOPPED_RUN_FILES = ("config.json", CHECKPOINT_NAME, METRICS_NAME)  # what a continued one is copied with
 
 
+# how a composed layer's factors start and multiply: nothing at depth 1, where ``lorita.compose`` replaces no layer
+FACTOR_FIELDS = ("init", "init_scale", "factor_side", "mode")
+
+
 def comparable_config(config: dict) -> dict:
-    """``config`` as JSON reads it back (tuples as lists), without the version that wrote it.
+    """``config`` as JSON reads it back (tuples as lists), without the version that wrote it, and at depth 1
+    without ``FACTOR_FIELDS``: a plain training is the same run whatever they say (a grid setting that changes
+    LoRITa's init scale takes the plain trainings of the base setting).
 
     Example:
         >>> comparable_config({"depth": 2, "sizes": (0.1,), "lorita_version": "0.1.0"})
         {'depth': 2, 'sizes': [0.1]}
+        >>> comparable_config({"compose": {"depth": 1, "init": "default", "init_scale": 0.5, "exclude": None}})
+        {'compose': {'depth': 1, 'exclude': None}}
     """
-    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "lorita_version"}
+    out = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "lorita_version"}
+    compose = out.get("compose")
+    if isinstance(compose, dict) and compose.get("depth") == 1:
+        out["compose"] = {k: v for k, v in compose.items() if k not in FACTOR_FIELDS}
+    return out
 
 
 def reusable(found: Path, config: RunConfig) -> bool:
