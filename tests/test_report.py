@@ -314,6 +314,21 @@ def test_noise_lines_take_each_side_s_column_best_on_validation_not_on_test():
     assert "is 1.00 points of test accuracy better than the best alternative" in line
 
 
+def test_noise_lines_compare_the_column_named_before_the_runs_not_the_best():
+    def column(lorita, val, test):
+        return {"lorita": lorita, "cuts": [{"size": 0.2, "params_kept": 0.2, "val_acc": val, "test_acc": test}]}
+
+    results = {"metric": "val_acc", "spec": {"sizes": [0.2], "pre_registered": "LoRITa N=2 + FT"},
+               "runs": [{"test_images": 10000, "columns": {"LoRITa N=2": column(True, 92.0, 92.0),
+                                                           "LoRITa N=2 + FT": column(True, 88.0, 88.5),
+                                                           "A": column(False, 89.0, 89.0)}}]}
+    (line,) = noise_lines(results)  # the named column, though the other LoRITa column is better on validation
+    assert "0.2% of the params" not in line and \
+        "20% of the params: LoRITa N=2 + FT (named before the runs) is 0.50 points of test accuracy worse" in line
+    del results["runs"][0]["columns"]["LoRITa N=2 + FT"]["cuts"][0]
+    assert noise_lines(results) == []  # the named column has no cut there: no line
+
+
 def test_text_from_run_files_is_escaped_in_report_md(runs, tmp_path):
     # folder, model, dataset, source, strategy and options go into the tables as literal text:
     # no HTML tag, image, link, emphasis or code span reaches a Markdown viewer

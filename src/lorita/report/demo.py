@@ -240,16 +240,21 @@ def sizes_table(results: dict) -> list[str]:
     return rows
 
 
-def _best_at(run: dict, m: Metric, lorita_side: bool, size: float) -> float | None:
-    """The test figure of the side's column best on validation at ``size`` (``lorita.choice.best_at_size``)."""
+def _best_at(run: dict, m: Metric, lorita_side: bool, size: float, named: str | None = None) -> float | None:
+    """The test figure of the side's column best on validation at ``size`` (``lorita.choice.best_at_size``), or of
+    the column ``named`` (the one named before the runs)."""
+    if named is not None:
+        cut = _at(run["columns"][named]["cuts"], size) if named in run["columns"] else None
+        return None if cut is None else cut[m.test]
     found = best_at_size({label: c for label, col in run["columns"].items() if col["lorita"] == lorita_side
                           if (c := _at(col["cuts"], size))}, m)
     return None if found is None else found[1][m.test]
 
 
 def noise_lines(results: dict) -> list[str]:
-    """At each fixed size: the best LoRITa column against the best alternative, each chosen on validation (their
-    test figures compared), and whether that is noise.
+    """At each fixed size: the LoRITa column named before the runs (``pre_registered``), else the best LoRITa
+    column, against the best alternative, each best chosen on validation (their test figures compared), and whether
+    that is noise.
 
     Over several seeds the noise is the paired t 95% interval of the per-seed differences (``lorita.stats``); with
     one seed, for accuracies, two binomial standard errors of the difference over the test images, which leave out
@@ -258,9 +263,11 @@ def noise_lines(results: dict) -> list[str]:
     m = Metric.of(results)
     runs = results["runs"]
     unit = "points of test accuracy" if m.higher_is_better else "nats/char of test loss"
+    named = results["spec"].get("pre_registered")
+    ours = "the best LoRITa column" if named is None else f"{named} (named before the runs)"
     lines = []
     for size in results["spec"]["sizes"]:
-        pairs = [(_best_at(run, m, True, size), _best_at(run, m, False, size)) for run in runs]
+        pairs = [(_best_at(run, m, True, size, named), _best_at(run, m, False, size)) for run in runs]
         if any(o is None or t is None for o, t in pairs):
             continue
         diffs = [m.better(o, t) for o, t in pairs]
@@ -278,7 +285,7 @@ def noise_lines(results: dict) -> list[str]:
         else:
             verdict = "one seed: no noise estimate for a loss; run --seeds for one"
         side = "better" if mean >= 0 else "worse"
-        lines.append(f"- {100 * size:g}% of the params: the best LoRITa column is {abs(mean):.{d}f} {unit} {side} "
+        lines.append(f"- {100 * size:g}% of the params: {ours} is {abs(mean):.{d}f} {unit} {side} "
                      f"than the best alternative ({verdict})")
     return lines
 
