@@ -120,6 +120,38 @@ def test_induce_gives_back_each_layer_trainable_or_frozen_as_the_user_left_it():
     assert all(model.get_submodule(n).weight.requires_grad for n in names[1:])
 
 
+def test_induce_leaves_a_layer_the_user_froze_untouched_and_refuses_when_every_one_is():
+    model = tiny_llama()
+    names = block_linear_names(model)
+    model.get_submodule(names[0]).weight.requires_grad_(False)
+    kept = model.get_submodule(names[0]).weight.detach().clone()
+    induce(model, TRAIN, VAL, RecoveryRecipe(**{**RECIPE.__dict__, "lr": 1e-2, "weight_decay": 1e-3,
+                                                "optimizer": "sgd"}))
+    assert torch.equal(model.get_submodule(names[0]).weight, kept)  # frozen: not trained, not decayed
+    assert type(model.get_submodule(names[0])) is torch.nn.Linear
+    net = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.ModuleList([torch.nn.Linear(8, 8)]),
+                              torch.nn.Linear(8, 20))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net[2](self.net[1][0](self.net[0](x)))
+
+    ids, small = torch.arange(200) % 20, Net()
+    net[1][0].bias.requires_grad_(False)  # its weight trains, its bias stays as the user froze it
+    bias, weight = net[1][0].bias.detach().clone(), net[1][0].weight.detach().clone()
+    induce(small, ids, ids, RecoveryRecipe(steps=4, context=8, lr=0.05, weight_decay=1e-2, optimizer="sgd"))
+    assert torch.equal(net[1][0].bias, bias) and not torch.equal(net[1][0].weight, weight)
+    assert not net[1][0].bias.requires_grad and net[1][0].weight.requires_grad
+    model.requires_grad_(False)
+    with pytest.raises(LoritaError, match="nothing to induce"):
+        induce(model, TRAIN, VAL, RECIPE)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
 def test_induce_refused_before_it_trains_leaves_every_parameter_as_it_was():
     model = tiny_llama()
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]

@@ -20,7 +20,7 @@ from torch import nn
 
 from lorita.compose import compose, merge
 from lorita.composed import COMPOSED_TYPES
-from lorita.errors import LoritaWarning
+from lorita.errors import LoritaError, LoritaWarning
 from lorita.lm.blocks import decoder_blocks
 from lorita.lm.cut import block_linears, layer_name
 from lorita.lm.recover import SGD_MOMENTUM, LMTraining, RecoveryRecipe, lr_factor, train_lm
@@ -60,7 +60,8 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
            teacher: nn.Module | None = None) -> LMTraining:
     """Compose the decoder blocks' linears (``init="preserve"``), train the factors with ``recipe.weight_decay``
     (``recipe.optimizer``: SGD's decay is the penalty of METHOD.md section 1), merge back; in place. Everything else
-    stays frozen, and each merged layer is trainable where it was before (a layer the user froze comes back frozen).
+    stays frozen; a linear whose weight the user froze is left plain and untouched (a frozen bias stays frozen), and
+    each merged layer is trainable where it was before.
     ``train`` / ``val``: token streams (``lorita.lm.recover.train_lm``); ``teacher``: for
     ``recipe.distill``.
 
@@ -77,7 +78,15 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
         >>> type(model.net[1][0]).__name__
         'Linear'
     """
-    names = block_linear_names(model)
+    every = block_linear_names(model)
+    names = [n for n in every if model.get_submodule(n).weight.requires_grad]
+    if not names:
+        raise LoritaError(f"every linear of the decoder blocks ({len(every)}) has its weight frozen "
+                          "(requires_grad False): nothing to induce; unfreeze the layers to train "
+                          "(model.requires_grad_(True))")
+    if len(names) < len(every):
+        logger.info("induce: %d frozen linear(s) left plain and untouched (e.g. %s)", len(every) - len(names),
+                    next(n for n in every if n not in names))
     frozen = {p: p.requires_grad for p in model.parameters()}
     layer_flags = {n: {k: p.requires_grad for k, p in model.get_submodule(n).named_parameters()} for n in names}
     for p in model.parameters():
@@ -86,10 +95,9 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
         with warnings.catch_warnings():  # the tied lm_head is not a target; compose names it as left plain anyway
             warnings.filterwarnings("ignore", message=".*tied to another module", category=LoritaWarning)
             compose(model, depth, targets=names, init="preserve", factor_side="smaller", inplace=True)
-        for module in model.modules():
-            if isinstance(module, COMPOSED_TYPES):
-                for p in module.parameters():
-                    p.requires_grad_(True)
+        for n in names:  # the factors train; a bias the user froze stays frozen
+            for k, p in model.get_submodule(n).named_parameters():
+                p.requires_grad_(k != "bias" or layer_flags[n].get("bias", True))
         result = train_lm(model, train, val, recipe, teacher=teacher)
     finally:
         if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):  # compose itself may have failed
