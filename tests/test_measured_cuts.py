@@ -1,5 +1,6 @@
 """lorita.runs.measured_cuts: a killed experiment resumes past the cuts it measured, ending as an uninterrupted one."""
 
+import dataclasses
 import json
 import logging
 
@@ -252,6 +253,28 @@ def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path):
     del record["sweeps"]  # a record from before sweeps were kept: its cuts are taken
     (folder / MEASURED_CUTS).write_text(json.dumps(record))
     assert len(MeasuredCuts(tmp_path / "older", {"seed": 0}, [folder]).cuts) == 1
+
+
+def test_a_cut_is_taken_from_the_first_earlier_record_measured_from_the_same_inputs(tmp_path):
+    """Several earlier runs (``reuse`` names g3 then base): each cut and sweep is taken from the first that measured
+    it from this run's inputs, though an earlier-named one holds it from others."""
+    cut = compare.Cut(0.1, 0.09, 0.08, 90.0, 89.5, 85.0, 84.0, 2, 3.5, {})
+    point = SweepPoint(0.0, 90, 80, 1.0, 1.0, 91.0, 90.0, {"fc": 4})
+    for name, inputs, val in (("g3", "other plain models", 70.0), ("base", "these plain models", 90.0)):
+        write_json(tmp_path / name / "config.json", mark({"command": "experiment"}))
+        record = MeasuredCuts(tmp_path / name, {"seed": 0}, [])
+        record.bind(inputs)
+        record.measure("plain + SVD", 0.1, lambda: dataclasses.replace(cut, val=val))
+        record.bind_sweeps(inputs)
+        record.sweep(1, lambda: [dataclasses.replace(point, val=val)])
+    again = MeasuredCuts(tmp_path / "new", {"seed": 0}, [tmp_path / "g3", tmp_path / "base"])
+    again.bind({False: "these plain models", True: "LoRITa models"})
+    assert again.measure("plain + SVD", 0.1, lambda: None).val == 90.0  # base's, though g3 comes first
+    again.bind_sweeps({False: "these plain models", True: "LoRITa models"})
+    assert [p.val for p in again.sweep(1, lambda: [])] == [90.0]
+    written = json.loads((tmp_path / "new" / MEASURED_CUTS).read_text())
+    assert written["cuts"]["plain + SVD @ 0.1"]["inputs"] == written["sweeps"]["depth 1"]["inputs"] == \
+        "these plain models"  # this attempt's record holds what it took
 
 
 def test_set_aside_carries_the_older_attempts_record_into_the_newer(tmp_path):

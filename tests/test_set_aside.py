@@ -123,6 +123,32 @@ def test_a_failure_after_the_trainings_keeps_them_for_resume(tmp_path, monkeypat
     assert "continue it with --resume --overwrite --out" in caplog.text  # --resume alone is refused there
 
 
+def test_a_resume_that_fails_before_taking_anything_says_the_earlier_trainings_are_kept(tmp_path, monkeypatch,
+                                                                                        caplog):
+    """The earlier attempts' OUT.resume outlives a --resume that fails at once; a run without --resume is refused
+    while it is there (it would train everything again and leave it behind)."""
+    import lorita.runs.experiment as experiment
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+    out = tmp_path / "exp"
+    monkeypatch.setattr(experiment, "write_demo_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
+    with pytest.raises(RuntimeError):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)  # exp.partial kept
+    monkeypatch.setattr(experiment, "_seed_data", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no data")))
+    with caplog.at_level(logging.WARNING, logger="lorita.runs"), pytest.raises(RuntimeError, match="no data"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert f"{out.with_name('exp.resume')}, the earlier attempts' trainings, is kept: --resume takes it up" in \
+        caplog.text
+    assert [p.name for p in trainings_in(out.with_name("exp.resume"))] == ["depth1", "depth2"]
+    monkeypatch.undo()
+    with pytest.raises(LoritaError, match="exp.resume holds an earlier attempt's finished trainings: continue it "
+                                          "with --resume"):
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    assert not out.exists() and not out.with_name("exp.partial").exists()
+    run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
+    assert (out / "results.json").is_file() and not out.with_name("exp.resume").exists()
+
+
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:
     write_json(folder / "config.json", mark({"command": "train", **config}))
     (folder / "metrics.csv").write_text("epoch\n" + "".join(f"{e}\n" for e in range(epochs)))

@@ -61,7 +61,7 @@ from lorita.runs.output import RunOutput, check_inputs, check_name, check_replac
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
-from lorita.runs.set_aside import drop_set_aside, set_aside, trainings_in
+from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside, trainings_in
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter, small_dense_folder
 from lorita.runs.train import TrainedRun, example_input, train_run
 from lorita.spectra import Spectra
@@ -101,6 +101,10 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     check_name(out)
     check_inputs(out, _inputs(spec, config_path))
     aside = None
+    if not resume and (resume_path(out).exists() or resume_path(out).is_symlink()):
+        raise LoritaError(f"{resume_path(out)} holds an earlier attempt's finished trainings: continue it with "
+                          f"--resume (the same command and flags), or remove it (rm -r {resume_path(out)}) to start "
+                          "over")
     if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
             raise LoritaError(f"{out} exists; --resume takes up only a run killed before it was in place (its "
@@ -129,6 +133,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
         write_demo_report(folder, results)
     except BaseException:  # Ctrl-C or a failure: its finished epochs kept for --resume, as train keeps its checkpoint
         output.abandon(keep=keep_partial and _worth_keeping(folder))
+        if aside is not None and aside.is_dir():
+            log.warning("%s, the earlier attempts' trainings, is kept: --resume takes it up again (when it fails the "
+                        "same way, mend what the error names first)", aside)
         raise
     output.commit()
     if aside is not None:

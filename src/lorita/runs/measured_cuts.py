@@ -219,6 +219,7 @@ class MeasuredCuts:
         self.sweeps: dict[str, dict] = {}  # "depth N" -> {"inputs": fingerprint, "points": [asdict(point), ...]}
         self.inputs: dict[bool, str] | None = None  # by side: LoRITa's (True) or the plain one's
         self.sweep_inputs: dict[bool, str] | None = None
+        self.found: dict[str, dict[str, list[dict]]] = {"cuts": {}, "sweeps": {}}  # every earlier record's, in order
         for place in earlier:
             taken = self._take(Path(place) / MEASURED_CUTS)
             if taken:
@@ -231,8 +232,12 @@ class MeasuredCuts:
         return f"{label} @ {round(size, 6)!r}"
 
     def _take(self, path: Path) -> int:
-        """The cuts (and sweeps) recorded at ``path`` under this key, not yet here; how many cuts."""
+        """The cuts (and sweeps) recorded at ``path`` under this key, not yet here; how many cuts. Each one is kept
+        among the candidates for its name too: a later folder's may be of the inputs an earlier folder's is not."""
         cuts, sweeps = read_record(path, self.key)
+        for kind, entries in (("cuts", cuts), ("sweeps", sweeps)):
+            for name, entry in entries.items():
+                self.found[kind].setdefault(name, []).append(entry)
         new = {name: entry for name, entry in cuts.items() if name not in self.cuts}
         self.cuts.update(new)
         self.sweeps.update({name: entry for name, entry in sweeps.items() if name not in self.sweeps})
@@ -241,6 +246,18 @@ class MeasuredCuts:
     def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_record(self.path, self.key, self.cuts, self.sweeps)
+
+    def _recorded(self, kind: str, name: str, inputs: str) -> dict | None:
+        """The entry of ``name`` (``kind``: "cuts" or "sweeps") recorded for ``inputs``: this attempt's, else the
+        first earlier record's that is (then this attempt's, written at once); None when none is."""
+        entries = self.cuts if kind == "cuts" else self.sweeps
+        for entry in [entries.get(name), *self.found[kind].get(name, [])]:
+            if entry is not None and entry["inputs"] == inputs:
+                if entries.get(name) is not entry:
+                    entries[name] = entry
+                    self._write()
+                return entry
+        return None
 
     @staticmethod
     def _check_bound(inputs: dict[bool, str] | None, how: str) -> dict[bool, str]:
@@ -257,7 +274,9 @@ class MeasuredCuts:
         """The fingerprint of what the cuts are measured from (``inputs_fingerprint``), or one per side (``{False:
         plain, True: LoRITa}``): only cuts recorded for their side's are taken."""
         self.inputs = self._by_side(inputs)
-        usable = sum(entry["inputs"] in self.inputs.values() for entry in self.cuts.values())
+        found = self.found["cuts"]
+        usable = sum(any(e["inputs"] in self.inputs.values() for e in [entry, *found.get(name, [])])
+                     for name, entry in self.cuts.items())
         if self.cuts:
             log.info("%d of the %d cuts recorded before were measured from this seed's data and trained models: "
                      "taken; the rest are measured again", usable, len(self.cuts))
@@ -267,8 +286,8 @@ class MeasuredCuts:
         inputs, else ``compute()``'s (then recorded)."""
         inputs = self._check_bound(self.inputs, "bind")[bool(lorita)]
         name = self._name(label, size)
-        entry = self.cuts.get(name)
-        if entry is not None and entry["inputs"] == inputs:
+        entry = self._recorded("cuts", name, inputs)
+        if entry is not None:
             return cut_from_json(entry["cut"])
         cut = compute()
         self.cuts[name] = {"inputs": inputs, "cut": cut_to_json(cut)}
@@ -286,8 +305,8 @@ class MeasuredCuts:
         threshold 0, the uncut model; ranks the model's layers have), else ``compute()``'s (then recorded)."""
         inputs = self._check_bound(self.sweep_inputs, "bind_sweeps")[depth > 1]
         name = f"depth {depth}"
-        entry = self.sweeps.get(name)
-        if entry is not None and entry["inputs"] == inputs:
+        entry = self._recorded("sweeps", name, inputs)
+        if entry is not None:
             points = [point_from_json(p) for p in entry["points"]]
             if points and points[0].threshold == 0 and fits(points):
                 log.info("the sweep of depth %d was measured before from this seed's data and trained models: "
