@@ -22,6 +22,13 @@ least-loss allocation instead of one global threshold), on both sides: it is a c
 choices 2 and 4, so each side takes it or not on its own figures.
 
 A setting not run is reported as such and is not a candidate. Nothing is recomputed.
+
+With ``--config`` (the study's config, whose ``settings`` hold each setting's overrides) it also prints the
+overrides of the four choices together (``combined``): what the seeds then run as one setting (amendment 1: "the
+seeds whose chosen setting differs run again"). Each choice gives only its own side's part: the alternatives'
+setting its plain recipe, split or cut rule (``plain_cut_rule``), the target's its plain recipe as
+``target_train`` (left out where it is the alternatives' recipe: the plain model then sets the target), Taylor its
+importance, LoRITa's setting its recipe, init, split or cut rule (``lorita_cut_rule``).
 """
 
 from __future__ import annotations
@@ -94,13 +101,58 @@ def choose(folder: Path, seed: int = 0) -> dict:
             "not_run": sorted(set(runs) - set(done)), "choices": choices}
 
 
+def _side(overrides: dict, plain: bool) -> dict:
+    """``overrides`` of one grid setting, its part for one side: a both-sides ``cut_rule`` as that side's."""
+    out = {}
+    for key, value in overrides.items():
+        if key == "cut_rule":
+            out["plain_cut_rule" if plain else "lorita_cut_rule"] = value
+        elif key.startswith("lorita_") or key in ("init", "init_scale", "factor_side") or key.startswith("warm_"):
+            out.update({} if plain else {key: value})
+        elif key != "target_train":
+            out.update({key: value} if plain else {})
+    return out
+
+
+def combined(choices: dict, settings: dict) -> dict:
+    """The overrides of the four choices together (see the module docstring); ``settings``: the config's.
+
+    Example:
+        >>> settings = {"p1": {"plain_train": {"weight_decay": 0.001}, "target_train": {}},
+        ...             "r1": {"cut_rule": "loss"}, "taylor": {"prune_importance": "taylor"}}
+        >>> combined({"target_plain": "p1", "alternatives": "p1", "torch_pruning_importance": "l1",
+        ...           "lorita": "r1"}, settings)
+        {'plain_train': {'weight_decay': 0.001}, 'lorita_cut_rule': 'loss'}
+        >>> combined({"target_plain": "base", "alternatives": "p1", "torch_pruning_importance": "taylor",
+        ...           "lorita": "base"}, settings)
+        {'plain_train': {'weight_decay': 0.001}, 'target_train': {}, 'prune_importance': 'taylor'}
+    """
+    def of(name: str) -> dict:
+        if name != "base" and name not in settings:
+            raise SystemExit(f"the config has no setting {name!r}; pass the study's config")
+        return settings.get(name, {})
+
+    out = _side(of(choices["alternatives"]), plain=True)
+    target = of(choices["target_plain"]).get("plain_train", {})
+    if target != out.get("plain_train", {}):
+        out["target_train"] = target
+    if choices["torch_pruning_importance"] == "taylor":
+        out.update(_side(of("taylor"), plain=True))
+    out.update(_side(of(choices["lorita"]), plain=False))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a budget's folder: runs/converged/<model>-e<E>")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the settings' figures and the choices here")
+    parser.add_argument("--config", type=Path, help="the study's config: print the choices' overrides together")
     args = parser.parse_args()
     out = choose(args.folder, args.seed)
+    if args.config is not None:
+        out["combined"] = combined(out["choices"], json.loads(args.config.read_text(encoding="utf-8"))
+                                   .get("settings", {}))
     print("| setting | plain val acc | target | pre-registered kept | best alternative | kept | Torch-Pruning kept |")
     print("|---|---|---|---|---|---|---|")
     for setting, row in out["settings"].items():
@@ -109,6 +161,8 @@ def main() -> None:
               f"{100 * row['best_alternative_kept']:.1f}% | {100 * row['torch_pruning_kept']:.1f}% |")
     print(f"not run: {', '.join(out['not_run']) or 'none'}")
     print("choices:", json.dumps(out["choices"]))
+    if "combined" in out:
+        print("combined:", json.dumps(out["combined"]))
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
 

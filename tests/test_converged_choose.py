@@ -54,3 +54,20 @@ def test_a_setting_of_both_sides_is_each_sides_candidate(tmp_path):
 def test_the_base_run_is_needed(tmp_path):
     with pytest.raises(SystemExit, match=r"no base run in .*: the grid compares against it"):
         _chooser().choose(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["fcn", "vgg_small"])
+def test_the_choices_together_are_one_valid_setting_each_side_from_its_own_choice(name):
+    from lorita.runs.experiment import load_spec
+    path = f"experiments/converged/{name}.json"
+    settings = json.loads(open(path).read())["settings"]
+    choices = {"target_plain": "p3", "alternatives": "p2", "torch_pruning_importance": "taylor", "lorita": "g3"}
+    together = _chooser().combined(choices, settings)
+    assert together == {"plain_train": settings["p2"]["plain_train"], "target_train": settings["p3"]["plain_train"],
+                        "prune_importance": "taylor", "init_scale": settings["g3"]["init_scale"]}
+    spec = load_spec(path, **together)  # a valid experiment: the runner can run it as a setting
+    assert spec.recipe.target_train == settings["p3"]["plain_train"] and spec.columns.prune_importance == "taylor"
+    both = _chooser().combined({**choices, "alternatives": "r1", "lorita": "r1", "target_plain": "base"}, settings)
+    assert both == {"plain_cut_rule": "loss", "prune_importance": "taylor", "lorita_cut_rule": "loss"}
+    with pytest.raises(SystemExit, match="no setting 'g9'"):
+        _chooser().combined({**choices, "lorita": "g9"}, settings)
