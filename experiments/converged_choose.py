@@ -38,6 +38,7 @@ import json
 from pathlib import Path
 
 from lorita.choice import smallest_at_target
+from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE
 from lorita.runs.paired import UNCUT
 
 LORITA = tuple(f"g{i}" for i in range(1, 6))
@@ -102,15 +103,17 @@ def choose(folder: Path, seed: int = 0) -> dict:
 
 
 def _side(overrides: dict, plain: bool) -> dict:
-    """``overrides`` of one grid setting, its part for one side: a both-sides ``cut_rule`` as that side's."""
+    """``overrides`` of one grid setting, its part for one side (``PLAIN_SIDE`` or ``LORITA_SIDE``; the target's
+    recipe is choice 1's): a both-sides ``cut_rule`` as that side's; any other key of both sides is refused."""
     out = {}
     for key, value in overrides.items():
         if key == "cut_rule":
             out["plain_cut_rule" if plain else "lorita_cut_rule"] = value
-        elif key.startswith("lorita_") or key in ("init", "init_scale", "factor_side") or key.startswith("warm_"):
-            out.update({} if plain else {key: value})
-        elif key != "target_train":
-            out.update({key: value} if plain else {})
+        elif key not in PLAIN_SIDE + LORITA_SIDE:
+            raise SystemExit(f"a grid setting changes {key!r}, which counts for both sides: its choice cannot be "
+                             "taken by one side alone; give each side its own key")
+        elif key != "target_train" and (key in PLAIN_SIDE) == plain:
+            out[key] = value
     return out
 
 

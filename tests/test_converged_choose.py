@@ -71,3 +71,5 @@ def test_the_choices_together_are_one_valid_setting_each_side_from_its_own_choic
     assert both == {"plain_cut_rule": "loss", "prune_importance": "taylor", "lorita_cut_rule": "loss"}
     with pytest.raises(SystemExit, match="no setting 'g9'"):
         _chooser().combined({**choices, "lorita": "g9"}, settings)
+    with pytest.raises(SystemExit, match="changes 'finetune_epochs', which counts for both sides"):
+        _chooser().combined({**choices, "lorita": "g3"}, {**settings, "g3": {"finetune_epochs": 3}})

@@ -150,6 +150,10 @@ def test_induce_leaves_a_layer_the_user_froze_untouched_and_refuses_when_every_o
     with pytest.raises(LoritaError, match="nothing to induce"):
         induce(model, TRAIN, VAL, RECIPE)
     assert not any(p.requires_grad for p in model.parameters())
+    net[1][0] = torch.nn.Identity()  # no linear in the blocks at all: said as such, not as frozen
+    with pytest.raises(LoritaError) as refused:
+        induce(small, ids, ids, RECIPE)
+    assert "frozen" not in str(refused.value)
 
 
 def test_induce_refused_before_it_trains_leaves_every_parameter_as_it_was():

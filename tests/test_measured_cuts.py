@@ -212,14 +212,16 @@ def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypa
     assert len(calls) - before == len(json.loads((out / MEASURED_CUTS).read_text())["cuts"]) - 8
 
 
-def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path):
+def test_a_record_of_another_experiment_or_not_lorita_s_is_not_taken(tmp_path, caplog):
     folder = tmp_path / "earlier"
     write_json(folder / "config.json", mark({"command": "experiment"}))
     cut = compare.Cut(0.1, 0.09, 0.08, 90.0, 89.5, 85.0, 84.0, 2, 3.5, {})
     record = MeasuredCuts(folder, {"seed": 0}, [])
     record.bind("inputs")
     record.measure("plain + SVD + FT", 0.1, lambda: cut)
-    assert MeasuredCuts(tmp_path / "other-seed", {"seed": 1}, [folder]).cuts == {}  # another key
+    with caplog.at_level(logging.INFO, logger="lorita.runs"):
+        assert MeasuredCuts(tmp_path / "other-seed", {"seed": 1}, [folder]).cuts == {}  # another key: said so
+    assert f"{folder / MEASURED_CUTS}: recorded under other settings" in caplog.text
     (folder / "config.json").unlink()
     assert MeasuredCuts(tmp_path / "unmarked", {"seed": 0}, [folder]).cuts == {}  # not a lorita folder
     write_json(folder / "config.json", mark({"command": "experiment"}))

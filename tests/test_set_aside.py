@@ -3,6 +3,7 @@ its finished trainings taken up by the next run, only when it is lorita's."""
 
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -141,12 +142,34 @@ def test_a_resume_that_fails_before_taking_anything_says_the_earlier_trainings_a
         caplog.text
     assert [p.name for p in trainings_in(out.with_name("exp.resume"))] == ["depth1", "depth2"]
     monkeypatch.undo()
-    with pytest.raises(LoritaError, match="exp.resume holds an earlier attempt's finished trainings: continue it "
-                                          "with --resume"):
+    monkeypatch.setattr(experiment, "_output", lambda *a: pytest.fail("refused only after checking the output"))
+    with pytest.raises(LoritaError, match="exp.resume keeps an earlier attempt's trainings: continue it with "
+                                          "--resume"):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+    with pytest.raises(LoritaError, match="exp.resume keeps an earlier attempt's trainings"):
+        experiment.plan_experiment(ExperimentSpec.from_flat(flat), out)  # --dry-run says so too
+    monkeypatch.undo()
     assert not out.exists() and not out.with_name("exp.partial").exists()
     run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
     assert (out / "results.json").is_file() and not out.with_name("exp.resume").exists()
+
+
+def test_a_resume_name_that_is_not_lorita_s_folder_is_left_alone(tmp_path):
+    """A file, a link or a folder of the user's own at OUT.resume: no earlier attempt; a run goes ahead and leaves
+    it as it was. The demo (no --resume) leaves lorita's own alone too."""
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 8, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "sizes": [0.5], "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}}
+    (tmp_path / "mine").mkdir()
+    for name, make in (("file", lambda p: p.write_text("notes")), ("link", lambda p: p.symlink_to(tmp_path / "mine")),
+                       ("folder", lambda p: p.mkdir())):
+        out = tmp_path / name
+        make(out.with_name(f"{name}.resume"))
+        run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)
+        assert (out / "results.json").is_file() and os.path.lexists(out.with_name(f"{name}.resume"))
+    aside = tmp_path / "demo.resume"
+    write_json(aside / "config.json", mark({"command": "experiment"}))
+    run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "demo", progress=False, keep_partial=False)
+    assert (aside / "config.json").is_file()
 
 
 def _training(folder, finished: bool, epochs: int = 1, **config) -> None:

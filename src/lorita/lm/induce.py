@@ -80,7 +80,7 @@ def induce(model: nn.Module, train, val, recipe: RecoveryRecipe, *, depth: int =
     """
     every = block_linear_names(model)
     names = [n for n in every if model.get_submodule(n).weight.requires_grad]
-    if not names:
+    if every and not names:  # (none at all: compose says so below)
         raise LoritaError(f"every linear of the decoder blocks ({len(every)}) has its weight frozen "
                           "(requires_grad False): nothing to induce; unfreeze the layers to train "
                           "(model.requires_grad_(True))")

@@ -54,7 +54,7 @@ from lorita.runs.config import CompressConfig, ModelSpec, RunConfig
 from lorita.runs.data import TEXT_DATASETS
 from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE, ExperimentSpec, Report, column_label, load_spec
 from lorita.runs.factorized import FACTORIZED, factorized_cutter
-from lorita.runs.folder import mark, write_json
+from lorita.runs.folder import is_marked, mark, write_json
 from lorita.runs.many_sizes import many_sizes
 from lorita.runs.measured_cuts import MeasuredCuts, inputs_fingerprint, measure_now, sweep_now
 from lorita.runs.output import RunOutput, check_inputs, check_name, check_replaceable_output
@@ -100,11 +100,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     use_tp = _check_spec(spec)  # before anything is renamed, locked or created
     check_name(out)
     check_inputs(out, _inputs(spec, config_path))
+    if keep_partial and not resume:  # the demo (no --resume) leaves an experiment's OUT.resume alone
+        _check_no_earlier_attempt(out)
     aside = None
-    if not resume and (resume_path(out).exists() or resume_path(out).is_symlink()):
-        raise LoritaError(f"{resume_path(out)} holds an earlier attempt's finished trainings: continue it with "
-                          f"--resume (the same command and flags), or remove it (rm -r {resume_path(out)}) to start "
-                          "over")
     if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
             raise LoritaError(f"{out} exists; --resume takes up only a run killed before it was in place (its "
@@ -158,6 +156,7 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
         (['depth1', 'depth2'], False)
     """
     use_tp = _check_spec(spec)
+    _check_no_earlier_attempt(out)
     output = _output(spec, out, overwrite, config_path)
     try:
         examples = len(_seed_data(spec, spec.recipe.seed_list[0])[1].train)
@@ -165,6 +164,16 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
     finally:
         output.abandon()  # nothing was begun: only the lock is given back
     return ExperimentPlan(spec, examples, tuple(trainings))
+
+
+def _check_no_earlier_attempt(out: str | Path) -> None:
+    """Refuse a run without ``--resume`` while ``OUT.resume`` (lorita's folder: a marked folder, not a link) keeps
+    an earlier attempt's trainings: it would train them all again and leave that folder behind."""
+    aside = resume_path(out)
+    if aside.is_dir() and not aside.is_symlink() and is_marked(aside):
+        again = "--resume --overwrite" if Path(out).exists() or Path(out).is_symlink() else "--resume"
+        raise LoritaError(f"{aside} keeps an earlier attempt's trainings: continue it with {again} (the same command "
+                          f"and flags), or, when no command is writing {out}, remove it (rm -r {aside}) to start over")
 
 
 def _output(spec: ExperimentSpec, out: str | Path, overwrite: bool, config_path: str | Path | None) -> RunOutput:

@@ -355,7 +355,11 @@ def read_record(path: Path, key: dict) -> tuple[dict[str, dict], dict[str, dict]
     except LoritaError as err:
         log.warning("%s: not taken (%s); its cuts are measured again", path, err)
         return {}, {}
-    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("cuts"), dict):
+    if not isinstance(record, dict) or not isinstance(record.get("cuts"), dict):
+        return {}, {}
+    if record.get("key") != key:
+        log.info("%s: recorded under other settings (another experiment's or seed's, or by a lorita that kept its "
+                 "records otherwise): none of its cuts taken", path)
         return {}, {}
     found = []
     for kind, read in (("cuts", lambda cut: cut_to_json(cut_from_json(cut))), ("sweeps", _points)):
