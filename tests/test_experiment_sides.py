@@ -27,7 +27,8 @@ def _side(spec: ExperimentSpec, depth: int) -> dict:
     compares it), its shorter training's and fine-tuning's recipes, how it cuts, its warm start."""
     train = spec.recipe.train
     view = {"run": comparable_config(spec.run_config(DATA, depth, spec.recipe.for_depth(train, depth)).to_dict()),
-            "short": spec.short_recipe(train, depth).to_dict(), "finetune": spec.finetune_recipe(train, depth).to_dict(),
+            "short": spec.short_recipe(train, depth).to_dict(),
+            "finetune": spec.finetune_recipe(train, depth).to_dict(),
             "svd": spec.columns.svd(depth), "whitened": spec.columns.svd(depth, whitened=True) if depth == 1 else None}
     if depth > 1 and spec.recipe.warm_start_epochs:
         view["warm"] = (spec.warm_recipe(train).to_dict(), spec.warm_rest_recipe(train).to_dict())
