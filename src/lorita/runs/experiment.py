@@ -514,7 +514,8 @@ def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
 def _side_inputs(s: _Seed, plain_target: float) -> dict[bool, str]:
     """Each side's inputs to its cuts (``lorita.runs.measured_cuts``; False: the plain side, True: LoRITa's): the
     seed's data, the side's trainings done so far, the settings of that side alone and the target, which is all a
-    side's cuts take from the other (a plain setting with ``target_train`` keeps it)."""
+    side's cuts take from the other (so a plain setting whose ``target_train`` keeps the base's target leaves
+    LoRITa's inputs as they were)."""
     flat = s.spec.flat()
     return {lorita: inputs_fingerprint(s.data, s.folder, lorita, {
         "target": plain_target, **{k: flat[k] for k in (LORITA_SIDE if lorita else PLAIN_SIDE)}})
