@@ -24,7 +24,8 @@ so other heavy jobs can take the machine between runs. Settings are the config's
 share of E: ``at_budget``). ``--reuse SETTING [SETTING ...]``: each seed's run takes the trainings it shares with
 those settings' runs of the same seed, the first that holds each (``reuse``, ``lorita.runs.reuse``: copied where
 the config is exactly the same), and the cuts of the side it leaves as they were (``lorita.runs.measured_cuts``),
-so a setting that changes one side trains and cuts only that side. A run that fails is reported and the next one starts;
+so a setting that changes one side trains and cuts only that side; ``--reuse all`` names every other setting the
+seed has finished (the base first). A run that fails is reported and the next one starts;
 the exit status is 1 when any failed. ``--dry-run`` prints each command and, for a seed killed part-way, how far
 it got (each training finished, or its epochs logged; the cuts recorded, which a resume of the same settings on
 the same data and trainings does not measure again: ``lorita.runs.measured_cuts``). Each run's log ends with a
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduced", action="store_true", help="the config's reduced recipe (a smoke test)")
     parser.add_argument("--reuse", metavar="SETTING", nargs="+", default=[],
                         help="take the trainings and measured cuts a run shares with these settings' runs of the "
-                             "same seed, the first that holds each (e.g. g3 base)")
+                             "same seed, the first that holds each (e.g. g3 base); all: every other setting's "
+                             "finished run of the seed under --root, the base first")
     parser.add_argument("--epochs", type=int, help="another epoch budget E (docs/converged/PLAN.md: f = round(E / 6) "
                                                    "fine-tuning epochs, a setting's split the same share of E)")
     parser.add_argument("--threads", type=int, help="CPU threads of each run (OMP_NUM_THREADS; default: as set). On "
@@ -229,9 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             print(f"{out}: complete, skipped", flush=True)
             continue
-        reuse = [args.root / budget / name / f"seed{seed}" for name in args.reuse]
+        names = args.reuse
+        if names == ["all"]:  # every other setting this seed has finished here, the base first
+            names = sorted((p.parent.name for p in (args.root / budget).glob(f"*/seed{seed}")
+                            if p.is_dir() and p.parent.name != args.setting), key=lambda n: (n != "base", n))
+        reuse = [args.root / budget / name / f"seed{seed}" for name in names]
         problem = next(filter(None, (_reuse_problem(folder, name == args.setting)
-                                     for folder, name in zip(reuse, args.reuse))), None)
+                                     for folder, name in zip(reuse, names))), None)
         if problem is None:
             cmd = command(args.config, seed, out, overrides, args.reduced, lock, reuse)
             if args.dry_run:

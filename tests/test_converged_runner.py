@@ -183,6 +183,11 @@ def test_reuse_names_the_same_seed_of_another_setting(tmp_path, capsys):
                         "--reuse", "g3", "base"]) == 0  # several settings: looked in in this order
     reuse = json.dumps([str(root / "fcn-e60" / name / "seed0") for name in ("g3", "base")])
     assert capsys.readouterr().out.splitlines()[0].endswith(f"--set 'reuse={reuse}'")
+    (root / "fcn-e60" / "p1" / "seed0.partial").mkdir(parents=True)  # not finished: not taken
+    assert runner.main([str(config), "--seeds", "0", "--root", str(root), "--dry-run", "--setting", "g1",
+                        "--reuse", "all"]) == 0  # every other finished setting of the seed, the base first
+    reuse = json.dumps([str(root / "fcn-e60" / name / "seed0") for name in ("base", "g3")])
+    assert capsys.readouterr().out.splitlines()[0].endswith(f"--set 'reuse={reuse}'")
 
 
 @pytest.mark.parametrize("name", ["fcn", "vgg_small"])
