@@ -94,7 +94,7 @@ def test_each_cut_is_bound_to_every_training_and_each_sweep_to_those_it_cuts(tmp
     monkeypatch.setattr(experiment, "inputs_fingerprint", listed)
     run_experiment(ExperimentSpec.from_flat(FLAT), tmp_path / "exp", progress=False)
     sweeps, cuts = ["depth1", "depth2"], ["depth1", "depth1-short", "depth2", "depth2-short"]
-    assert seen == [(False, sweeps, True, False), (True, sweeps, True, True),
+    assert seen == [(False, sweeps, True, False), (True, sweeps, True, False),  # a sweep: the trainings it cuts
                     (False, cuts, True, False), (True, cuts, True, True)]
 
 
@@ -125,7 +125,7 @@ def _measured(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("setting, measured", [({"lorita_train": {"weight_decay": 0.002}}, True),
-                                               ({"init_scale": 0.5}, True),
+                                               ({"init": "default", "init_scale": 0.5}, True),
                                                ({"plain_train": {"weight_decay": 0.002}, "target_train": {}}, False)])
 def test_a_setting_that_changes_one_side_takes_the_other_side_s_cuts_from_the_run_it_reuses(tmp_path, monkeypatch,
                                                                                             caplog, setting,
@@ -147,6 +147,19 @@ def test_a_setting_that_changes_one_side_takes_the_other_side_s_cuts_from_the_ru
         assert _without_seconds(columns[label]["cuts"]) == _without_seconds(base["runs"][0]["columns"][label]["cuts"])
     other = "1" if measured else "2"  # the depth of the side left as it was: its sweep taken, not swept again
     assert len(swept) == 1 and grid["runs"][0]["depths"][other]["sweep"] == base["runs"][0]["depths"][other]["sweep"]
+
+
+@pytest.mark.parametrize("setting", [{"plain_finetune_epochs": 2}, {"prune_importance": "l2"}])
+def test_a_setting_that_leaves_a_side_s_trainings_takes_its_sweep(tmp_path, monkeypatch, setting):
+    """A plain setting that changes only the fine-tuned or pruned columns: the plain model is the base's, so is
+    its sweep (the cuts without fine-tuning are the same models); the columns the setting changes are measured."""
+    flat = {**FLAT, "torch_pruning": True, "train": {**FLAT["train"], "epochs": 3}}
+    base = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "base", progress=False)
+    labels, swept = _measured(monkeypatch), _sweeps_counted(monkeypatch)
+    grid = run_experiment(ExperimentSpec.from_flat({**flat, **setting, "reuse": [str(tmp_path / "base")]}),
+                          tmp_path / "grid", progress=False)
+    assert swept == [] and grid["runs"][0]["depths"]["1"]["sweep"] == base["runs"][0]["depths"]["1"]["sweep"]
+    assert labels and not any(grid["runs"][0]["columns"][label]["lorita"] for label in labels)
 
 
 def test_a_recorded_sweep_that_does_not_suit_the_model_is_swept_again(tmp_path, monkeypatch, caplog):

@@ -290,7 +290,7 @@ def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progr
     plain_target = metric.target_for(target_run.results[metric.val], spec.cuts.max_drop)
     recorded, swept = measure_now, sweep_now
     if record is not None:  # the trainings the sweeps cut are done: a sweep is taken only for the same data and models
-        record.bind_sweeps(_side_inputs(s, plain_target))
+        record.bind_sweeps(_side_inputs(s, plain_target, settings=False))
         swept = record.sweep
     spectra, depths, dense = {}, {}, {}
     for depth, run in trained.items():
@@ -511,14 +511,15 @@ def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
                                   "seed": seed, "lorita_version": __version__}))  # as the record reads back
 
 
-def _side_inputs(s: _Seed, plain_target: float) -> dict[bool, str]:
+def _side_inputs(s: _Seed, plain_target: float, settings: bool = True) -> dict[bool, str]:
     """Each side's inputs to its cuts (``lorita.runs.measured_cuts``; False: the plain side, True: LoRITa's): the
     seed's data, the side's trainings done so far, the settings of that side alone and the target, which is all a
     side's cuts take from the other (so a plain setting whose ``target_train`` keeps the base's target leaves
-    LoRITa's inputs as they were)."""
+    LoRITa's inputs as they were). ``settings=False``: the sweeps' inputs, which those settings change only through
+    the trained models (a sweep cuts them by threshold before any fine-tuning, pruning or other training)."""
     flat = s.spec.flat()
     return {lorita: inputs_fingerprint(s.data, s.folder, lorita, {
-        "target": plain_target, **{k: flat[k] for k in (LORITA_SIDE if lorita else PLAIN_SIDE)}})
+        "target": plain_target, **{k: flat[k] for k in (LORITA_SIDE if lorita else PLAIN_SIDE) if settings}})
             for lorita in (False, True)}
 
 
