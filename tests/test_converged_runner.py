@@ -200,6 +200,8 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     amended.add("fd")  # amendment 5: the factorized baseline as one more alternative
     if name == "fcn":
         amended.add("p1r1")  # amendment 4's wiring: p1 for the plain side and r1 for LoRITa's, in one run
+    else:
+        amended.add("p2p4g4")  # amendment 1's rerun under the grid's choices: p2's target, p4's alternatives, g4
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
     for setting, overrides in settings.items():
         spec = load_spec(path, **overrides)
@@ -209,7 +211,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert (spec.recipe.init, spec.recipe.init_scale, base.recipe.init_scale) == ("default", 0.76, None)
         if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
-        if setting.startswith("p"):
+        if setting.startswith("p") and setting != "p2p4g4":  # (p2p4g4 changes both sides: its own check below)
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
         if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
@@ -223,6 +225,12 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert plain == p1.for_depth(p1.train, 1) and plain != base.recipe.train
             assert spec.recipe.target_train is None  # the target is set by this run's own (p1) plain model
             assert (spec.columns.cut_rule_for(1), spec.columns.cut_rule_for(2)) == ("threshold", "loss")
+        if setting == "p2p4g4":  # each side from its own choice: the base's plain training fine-tuned as p4, g4's
+            p2, p4, g4 = (load_spec(path, **settings[name]) for name in ("p2", "p4", "g4"))  # LoRITa, p2's target
+            assert (plain, lorita) == (base.recipe.train, base.recipe.train)
+            assert spec.target_recipe(spec.recipe.train) == p2.recipe.for_depth(p2.recipe.train, 1)
+            assert (spec.columns.finetune_for(1), spec.columns.finetune_for(2)) == (
+                p4.columns.finetune_for(1), g4.columns.finetune_for(2)) != (base.columns.finetune_for(1),) * 2
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
