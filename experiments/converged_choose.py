@@ -21,7 +21,8 @@ r1 (amendment 4) changes how every SVD-family column shares its ranks out among 
 least-loss allocation instead of one global threshold), on both sides: it is a candidate of both
 choices 2 and 4, so each side takes it or not on its own figures.
 
-A setting not run is reported as such and is not a candidate. Nothing is recomputed.
+A setting not run is reported as such (with ``--config``, only the config's own) and is not a candidate. Nothing
+is recomputed.
 
 With ``--config`` (the study's config, whose ``settings`` hold each setting's overrides) it also prints the
 overrides of the four choices together (``combined``): what the seeds then run as one setting (amendment 1: "the
@@ -37,6 +38,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lorita.atomic import atomic_write_text
 from lorita.choice import smallest_at_target
 from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE
 from lorita.runs.paired import UNCUT
@@ -154,8 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     out = choose(args.folder, args.seed)
     if args.config is not None:
-        out["combined"] = combined(out["choices"], json.loads(args.config.read_text(encoding="utf-8"))
-                                   .get("settings", {}))
+        settings = json.loads(args.config.read_text(encoding="utf-8")).get("settings", {})
+        out["combined"] = combined(out["choices"], settings)
+        out["not_run"] = [s for s in out["not_run"] if s in settings]  # not the grid's settings of another model
     print("| setting | plain val acc | target | pre-registered kept | best alternative | kept | Torch-Pruning kept |")
     print("|---|---|---|---|---|---|---|")
     for setting, row in out["settings"].items():
@@ -167,7 +170,7 @@ def main() -> None:
     if "combined" in out:
         print("combined:", json.dumps(out["combined"]))
     if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

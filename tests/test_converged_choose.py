@@ -73,3 +73,17 @@ def test_the_choices_together_are_one_valid_setting_each_side_from_its_own_choic
         _chooser().combined({**choices, "lorita": "g9"}, settings)
     with pytest.raises(SystemExit, match="changes 'finetune_epochs', which counts for both sides"):
         _chooser().combined({**choices, "lorita": "g3"}, {**settings, "g3": {"finetune_epochs": 3}})
+
+
+def test_the_command_writes_the_choices_and_names_only_the_configs_settings_not_run(tmp_path, monkeypatch, capsys):
+    _setting(tmp_path, "base", 90.0, 0.5, {"small dense": 0.5})
+    _setting(tmp_path, "g4", 90.0, 0.4, {"small dense": 0.5})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"settings": {"g4": {"lorita_finetune_epochs": 4}, "p1": {"plain_train": {}}}}))
+    out = tmp_path / "grid.json"
+    monkeypatch.setattr("sys.argv", ["converged_choose.py", str(tmp_path), "--json", str(out), "--config",
+                                     str(config)])
+    _chooser().main()
+    written = json.loads(out.read_text())
+    assert written["not_run"] == ["p1"] and "not run: p1" in capsys.readouterr().out  # g5, p2, ...: not this model's
+    assert written["combined"] == {"lorita_finetune_epochs": 4} and written["choices"]["lorita"] == "g4"
