@@ -135,3 +135,15 @@ def test_zero_layer_keeps_the_papers_factors():
     auto = composed_seeded(plain, depth=2)
     paper = composed_seeded(plain, depth=2, init="default")
     assert all(torch.equal(a, p) for a, p in zip(auto[2].factors, paper[2].factors))  # no norm to match
+
+
+def test_init_scale_that_scales_no_layer_under_auto_says_so():
+    guarded = nn.Sequential(nn.Linear(8, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))  # head fed through ReLU
+    torch.manual_seed(1)
+    with pytest.warns(LoritaWarning, match=r'init_scale=0.5 changes nothing here: under init="auto"'):
+        composed = lorita.compose(guarded, depth=2, init_scale=0.5)
+    assert all(torch.equal(a, p) for a, p in zip(composed[0].factors,
+                                                   composed_seeded(guarded, depth=2, init="default")[0].factors))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="init_scale=")  # a layer it scales: not this warning
+        lorita.compose(mlp(), depth=2, init_scale=0.5)

@@ -51,7 +51,8 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         init_scale: with ``init="default"``, every layer's factors are scaled by one common
             number so the product's Frobenius norm is this fraction of the original layer's
             (about 0.33 is the paper's at depth 3, 1.0 the layer's own scale); with ``"auto"``,
-            the fraction for the layers it scales (default 1.0). None: as the init gives it.
+            the fraction for the layers it scales (default 1.0; a ``LoritaWarning`` when it scales
+            none). None: as the init gives it.
         mode: ``"sequential"``, ``"fused"`` or ``"auto"`` (same values; auto picks the
             cheaper per call).
         factor_side: where a Linear's square factors sit: ``"input"`` (``in x in``, the
