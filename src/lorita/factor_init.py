@@ -146,7 +146,8 @@ def plan(names: list[str], exposed: set[str], init: str, init_scale: float | Non
     if init_scale is not None and names and not exposed & set(names):
         warnings.warn(f'init_scale={init_scale:g} changes nothing here: under init="auto" it scales only the composed '
                       "layers with no normalisation layer after them, and each of these has one (or is the last layer, "
-                      'fed by one); use init="default" to scale every layer by it, or leave init_scale out',
+                      'fed by one); use init="default" to scale every layer by it (lorita train: --init default), or '
+                      "leave init_scale out",
                       LoritaWarning, stacklevel=3)
     scale = AUTO_SCALE if init_scale is None else init_scale
     return {name: LayerInit("default", scale if name in exposed else None) for name in names}
