@@ -147,3 +147,4 @@ def test_init_scale_that_scales_no_layer_under_auto_says_so():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="init_scale=")  # a layer it scales: not this warning
         lorita.compose(mlp(), depth=2, init_scale=0.5)
+        lorita.compose(guarded, depth=1, init_scale=0.5)  # depth 1 composes nothing: nothing to say

@@ -10,6 +10,7 @@ from lorita import LoritaError
 from lorita.runs import ExperimentSpec, compare, run_experiment
 from lorita.runs.folder import mark, write_json
 from lorita.runs.measured_cuts import MEASURED_CUTS, MeasuredCuts, cut_from_json
+from lorita.prune import available as torch_pruning_installed
 from lorita.runs.set_aside import resume_path
 from lorita.sweep import SweepPoint
 from lorita.train import loop
@@ -153,6 +154,8 @@ def test_a_setting_that_changes_one_side_takes_the_other_side_s_cuts_from_the_ru
 def test_a_setting_that_leaves_a_side_s_trainings_takes_its_sweep(tmp_path, monkeypatch, setting):
     """A plain setting that changes only the fine-tuned or pruned columns: the plain model is the base's, so is
     its sweep (the cuts without fine-tuning are the same models); the columns the setting changes are measured."""
+    if not torch_pruning_installed():
+        pytest.skip("Torch-Pruning is not installed (the [test] extra has it)")
     flat = {**FLAT, "torch_pruning": True, "train": {**FLAT["train"], "epochs": 3}}
     base = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "base", progress=False)
     labels, swept = _measured(monkeypatch), _sweeps_counted(monkeypatch)

@@ -105,7 +105,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     warn_skipped(scan.skipped, "compose")
     names = [layer.name for layer in chosen]
     exposed = set(unguarded(model, names))  # no normalisation after them: their starting scale matters
-    starts = plan(names, exposed, init, init_scale)
+    starts = plan(names, exposed, init, init_scale, composes=depth > 1)
     if init in ("preserve", "balanced") or init_scale is not None:
         what = "init_scale (the layer's norm)" if init_scale is not None else f'init="{init}" (a balanced SVD split)'
         for layer in chosen:

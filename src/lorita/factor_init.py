@@ -130,9 +130,11 @@ def fed_by_normalisation(model: nn.Module, name: str) -> bool:
     return bool(before) and is_normalisation(before[-1])
 
 
-def plan(names: list[str], exposed: set[str], init: str, init_scale: float | None) -> dict[str, LayerInit]:
+def plan(names: list[str], exposed: set[str], init: str, init_scale: float | None,
+         composes: bool = True) -> dict[str, LayerInit]:
     """Each named layer's start: ``init="auto"`` resolved per layer (``exposed``: the layers ``unguarded``
-    names), ``init_scale`` checked against ``init``.
+    names), ``init_scale`` checked against ``init``; a warning when it scales none of them (``composes=False``: the
+    layers stay plain, depth 1, so nothing is scaled anyway).
 
     Example:
         >>> plan(["0", "2", "4"], {"2"}, "auto", None)["2"], plan(["0", "2", "4"], {"2"}, "auto", None)["4"]
@@ -143,7 +145,7 @@ def plan(names: list[str], exposed: set[str], init: str, init_scale: float | Non
                           f'init="{init}"; leave init_scale out, or use init="default"')
     if init != "auto":
         return {name: LayerInit(init, init_scale) for name in names}
-    if init_scale is not None and names and not exposed & set(names):
+    if composes and init_scale is not None and names and not exposed & set(names):
         warnings.warn(f'init_scale={init_scale:g} changes nothing here: under init="auto" it scales only the composed '
                       "layers with no normalisation layer after them, and each of these has one (or is the last layer, "
                       'fed by one); use init="default" to scale every layer by it (lorita train: --init default), or '

@@ -498,8 +498,8 @@ def _measured_cuts(spec: ExperimentSpec, seed: int, folder: Path) -> MeasuredCut
 
 def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
     """What seed ``seed``'s measured cuts depend on besides their inputs: the experiment's settings (the trainings
-    it may reuse, its other seeds and the settings of one side alone aside: those count in that side's inputs,
-    ``_side_inputs``), the seed and lorita's version; a record under another key is not taken.
+    it may reuse, its other seeds and the settings of one side alone aside: those count in that side's cuts'
+    inputs, ``_side_inputs``), the seed and lorita's version; a record under another key is not taken.
 
     Example:
         >>> key = measured_cuts_key(load_spec("experiments/converged/fcn.json"), 3)

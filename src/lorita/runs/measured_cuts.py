@@ -18,7 +18,10 @@ of the settings of that side alone (``lorita.runs.experiment_spec.PLAIN_SIDE``, 
 of the target, taken once the trainings are done; a training made again, or other data, measures
 every cut of its side again. So a grid setting that changes one side (LoRITa's recipe, say) takes
 every cut of the other side from the run it names in ``reuse``, as it takes that side's trainings.
-Changes to lorita's own code under one version are not seen, as for reused trainings. Each cut is
+A depth's sweep is taken the same way, from the inputs of its side less the settings of that side
+alone: it cuts the side's trained models by threshold before any fine-tuning, pruning or other training,
+so those settings change it only through the models. Changes to lorita's own code under one version are
+not seen, as for reused trainings. Each cut is
 measured on its own terms (cutters, fine-tuning, BatchNorm re-estimation and the smaller models'
 inits are seeded per cut), so a resumed seed records the figures an uninterrupted one would; a cut
 taken from an earlier attempt keeps that attempt's seconds, as a reused training keeps its own.
