@@ -7,10 +7,10 @@ import logging
 import pytest
 
 from lorita import LoritaError
+from lorita.prune import available as torch_pruning_installed
 from lorita.runs import ExperimentSpec, compare, run_experiment
 from lorita.runs.folder import mark, write_json
 from lorita.runs.measured_cuts import MEASURED_CUTS, MeasuredCuts, cut_from_json
-from lorita.prune import available as torch_pruning_installed
 from lorita.runs.set_aside import resume_path
 from lorita.sweep import SweepPoint
 from lorita.train import loop

@@ -21,10 +21,10 @@ every cut of the other side from the run it names in ``reuse``, as it takes that
 A depth's sweep is taken the same way, from the inputs of its side less the settings of that side
 alone: it cuts the side's trained models by threshold before any fine-tuning, pruning or other training,
 so those settings change it only through the models. Changes to lorita's own code under one version are
-not seen, as for reused trainings. Each cut is
-measured on its own terms (cutters, fine-tuning, BatchNorm re-estimation and the smaller models'
-inits are seeded per cut), so a resumed seed records the figures an uninterrupted one would; a cut
-taken from an earlier attempt keeps that attempt's seconds, as a reused training keeps its own.
+not seen, as for reused trainings. Each cut is measured on its own terms (cutters, fine-tuning,
+BatchNorm re-estimation and the smaller models' inits are seeded per cut), so a resumed seed records the
+figures an uninterrupted one would; a cut taken from an earlier attempt keeps that attempt's seconds, as
+a reused training keeps its own.
 """
 
 from __future__ import annotations
