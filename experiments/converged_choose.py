@@ -38,8 +38,10 @@ import argparse
 import json
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.choice import smallest_at_target
+from lorita.errors import LoritaError
 from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE
 from lorita.runs.paired import UNCUT
 
@@ -147,6 +149,18 @@ def combined(choices: dict, settings: dict) -> dict:
     return out
 
 
+def _settings(config: Path) -> dict:
+    """The config's ``settings``; a file that is not a study's config ends the script with a message."""
+    try:
+        data = jsonio.read(config, fix="pass the study's config, e.g. experiments/converged/fcn.json")
+    except LoritaError as error:
+        raise SystemExit(str(error)) from None
+    settings = data.get("settings", {}) if isinstance(data, dict) else None
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
+    return settings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a budget's folder: runs/converged/<model>-e<E>")
@@ -154,9 +168,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the settings' figures and the choices here")
     parser.add_argument("--config", type=Path, help="the study's config: print the choices' overrides together")
     args = parser.parse_args()
+    settings = _settings(args.config) if args.config is not None else None  # read first: a bad file ends it here
     out = choose(args.folder, args.seed)
-    if args.config is not None:
-        settings = json.loads(args.config.read_text(encoding="utf-8")).get("settings", {})
+    if settings is not None:
         out["combined"] = combined(out["choices"], settings)
         out["not_run"] = [s for s in out["not_run"] if s in settings]  # not the grid's settings of another model
     print("| setting | plain val acc | target | pre-registered kept | best alternative | kept | Torch-Pruning kept |")

@@ -59,7 +59,11 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU th
 
 def settings_of(config: Path) -> dict[str, dict]:
     """The config's settings (name -> overrides), ``base`` included."""
-    values = json.loads(config.read_text(encoding="utf-8")).get("settings", {})
+    try:
+        data = jsonio.read(config, fix="pass the study's config, e.g. experiments/converged/fcn.json")
+    except LoritaError as error:
+        raise SystemExit(str(error)) from None
+    values = data.get("settings", {}) if isinstance(data, dict) else None
     if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
         raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
     return {"base": {}, **values}

@@ -87,3 +87,12 @@ def test_the_command_writes_the_choices_and_names_only_the_configs_settings_not_
     written = json.loads(out.read_text())
     assert written["not_run"] == ["p1"] and "not run: p1" in capsys.readouterr().out  # g5, p2, ...: not this model's
     assert written["combined"] == {"lorita_finetune_epochs": 4} and written["choices"]["lorita"] == "g4"
+
+
+@pytest.mark.parametrize("text", ["{", "[1]", '{"settings": []}'])
+def test_a_config_that_is_not_a_studys_ends_with_a_message_not_a_traceback(tmp_path, monkeypatch, text):
+    config = tmp_path / "config.json"  # read before the runs: there are none here
+    config.write_text(text)
+    monkeypatch.setattr("sys.argv", ["converged_choose.py", str(tmp_path), "--config", str(config)])
+    with pytest.raises(SystemExit, match=r"config\.json"):
+        _chooser().main()

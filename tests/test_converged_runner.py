@@ -108,6 +108,17 @@ def test_an_unknown_setting_is_refused(tmp_path):
         _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
 
 
+@pytest.mark.parametrize("text, message", [("{", "not valid JSON"), ("[1]", "'settings' must map"),
+                                           ('{"settings": {"g1": 3}}', "'settings' must map")])
+def test_a_config_that_is_not_a_studys_is_refused_with_a_message(tmp_path, text, message):
+    config = tmp_path / "config.json"
+    config.write_text(text)
+    with pytest.raises(SystemExit, match=message):
+        _runner().settings_of(config)
+    with pytest.raises(SystemExit, match="missing.json cannot be read"):
+        _runner().settings_of(tmp_path / "missing.json")
+
+
 TINY = {"common": {"model": "fcn", "model_kwargs": {"width": 8, "hidden_layers": 1}, "depths": [1, 2],
                    "points": 3, "sizes": [0.5], "pre_registered": "LoRITa N=2"},
         "full": {"dataset": "digits", "max_train": 400, "train": {"epochs": 1, "batch_size": 64, "device": "cpu"}},
