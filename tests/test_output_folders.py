@@ -6,15 +6,17 @@ folder is swapped in atomically. See docs/SECURITY.md and docs/RUN_FOLDERS.md.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from lorita.atomic import swap, temp_target
-from lorita.cli import main
+from lorita.cli import _terminate, main
 from lorita.errors import LoritaError
 from lorita.runs.folder import foreign_entries, is_marked, mark, remove_tree, staging_path, write_json
 from lorita.runs.lock import OutputLock, lock_path
@@ -222,6 +224,44 @@ def test_a_training_stopped_after_an_epoch_is_kept_for_resume(tmp_path, monkeypa
     monkeypatch.undo()
     assert main(["train", *TINY, *epochs, "--resume", "--out", str(out)]) == 0
     assert (out / "model.lorita").is_file() and not staging_path(out).exists()
+
+
+def test_sigterm_stops_a_training_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    """SIGTERM (``timeout``, ``kill``, a scheduler) after an epoch: the checkpoint kept for --resume, exit 143."""
+    out = tmp_path / "new"
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr("lorita.runs.train.evaluate", terminated)
+    ignored = []  # a handler of the test's own: without main's, SIGTERM is ignored here, not the end of pytest
+    earlier = signal.signal(signal.SIGTERM, lambda *args: ignored.append(args))
+    try:
+        assert main(["train", *TINY, "--out", str(out)]) == 143
+        assert signal.getsignal(signal.SIGTERM) is not _terminate and not ignored  # main's, then put back
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
+    assert f"{staging_path(out)} kept: continue it with --resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["train", *TINY, "--resume", "--out", str(out)]) == 0 and not staging_path(out).exists()
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes").is_dir(), reason="Debian package fortunes not installed")
+def test_sigterm_from_outside_before_any_checkpoint_leaves_nothing_behind(tmp_path):
+    """A training killed by ``timeout`` in its first epoch: no staging folder or lock left to block the next run."""
+    out = tmp_path / "lm"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "lorita", "train", "--model", "gpt", "--model-arg", "dim=8",
+                              "--model-arg", "depth=1", "--model-arg", "heads=1", "--model-arg", "context=8",
+                              "--dataset", "fortunes", "--epochs", "1", "--steps-per-epoch", "100000000",
+                              "--no-progress", "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (staging_path(out) / "config.json").exists() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    err = child.communicate(timeout=120)[1]
+    assert child.returncode == 143 and "lorita train: terminated" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_resume_refuses_a_staging_folder_without_a_checkpoint(run, capsys):

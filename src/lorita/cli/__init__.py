@@ -7,9 +7,12 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 import lorita
 from lorita.errors import LoritaError
@@ -96,6 +99,35 @@ def _out_of_memory(err: BaseException) -> bool:
         "can't allocate memory" in text or "out of memory" in text.lower())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what ``timeout``, ``kill`` and job schedulers send), raised where the command is, so that it
+    stops as after Ctrl-C: its staging folder and lock cleaned up, or a training's checkpoint kept for --resume."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_stops_cleanly():
+    """SIGTERM raises ``Terminated`` in the command while it runs (the main thread only: elsewhere Python cannot
+    set a handler); the earlier handler is put back after it, as a notebook or a test calling ``main`` expects.
+
+    Example:
+        >>> with _sigterm_stops_cleanly():
+        ...     signal.getsignal(signal.SIGTERM) is _terminate
+        True
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    earlier = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -118,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with _sigterm_stops_cleanly():
+            return args.func(args)
     except LoritaError as err:
         print(f"lorita {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -129,9 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lorita {args.command}: error: {err.strerror or err} ({err.filename or 'file system'}); "
               "files written before stay intact", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"lorita {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"lorita {args.command}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130  # as a shell reports SIGTERM and SIGINT
     except Exception as err:  # a bug here or in a library below: said in one line (-v: the whole traceback)
         if _out_of_memory(err):
             print(f"lorita {args.command}: error: out of memory; use a smaller model, batch or input",
