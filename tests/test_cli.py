@@ -297,6 +297,25 @@ def test_dotted_set_names_only_train_and_model_kwargs(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("given, message", [
+    (["--set", "seeds=[0]", "--seeds", "1"], "--set seeds and --seeds both given: give one of them"),
+    (["--set", 'init="default"', "--init", "balanced"], "--set init and --init both given"),
+    (["--set", "reduced=true"], "an experiment config has no field 'reduced'; for the reduced recipe pass --reduced"),
+    (["--set", "path=1"], "an experiment config has no field 'path'"),
+    (["--set", "train_override={}"], "no field 'train_override'")])
+def test_set_of_a_field_a_flag_also_sets_or_of_no_field_is_refused(tmp_path, capsys, given, message):
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", *given, "--dry-run",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_set_of_a_field_a_flag_also_sets_is_taken_alone(tmp_path, capsys):
+    assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", "--set", "seeds=[3]",
+                 "--set", 'init="default"', "--dry-run", "--out", str(tmp_path / "x")]) == 0
+    plan = capsys.readouterr().out
+    assert "seeds 3;" in plan and not (tmp_path / "x").exists()
+
+
 def test_experiment_resume_refuses_a_leftover_that_is_not_loritas_by_message(tmp_path, capsys):
     leftover = tmp_path / "x.partial"
     leftover.mkdir()

@@ -41,9 +41,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from lorita.runs import load_spec, plan_experiment, run_experiment
-
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, dict], dict]:
+    """``--set`` and the flags that set a config's field (--data-dir, --init, --seeds), as ``load_spec`` takes them:
+    the ``train.`` and ``model_kwargs.`` keys apart, and each field given once."""
     from lorita.cli.options import parse_model_args
 
     nested: dict[str, dict] = {"train": {}, "model_kwargs": {}}
@@ -53,12 +53,26 @@ def run(args: argparse.Namespace) -> int:
         if dot and (prefix not in nested or not name):
             raise LoritaError(f"--set {key}: a dotted name is train.FIELD or model_kwargs.KEY "
                               "(e.g. --set train.lr=0.01 --set model_kwargs.width=128)")
+        if key in ("path", "reduced", "train_override", "model_kwargs_override"):  # load_spec's own arguments
+            raise LoritaError(f"--set {key}: an experiment config has no field {key!r}"
+                              + ("; for the reduced recipe pass --reduced" if key == "reduced" else ""))
         if dot:
             nested[prefix][name] = value
         else:
             fields[key] = value
-    spec = load_spec(args.config, reduced=args.reduced, data_dir=args.data_dir, init=args.init, seeds=args.seeds,
-                     train_override=nested["train"], model_kwargs_override=nested["model_kwargs"], **fields)
+    for key, flag in (("data_dir", args.data_dir), ("init", args.init), ("seeds", args.seeds)):
+        if key in fields and flag is not None:
+            raise LoritaError(f"--set {key} and --{key.replace('_', '-')} both given: give one of them")
+        fields[key] = fields.get(key, flag)
+    return nested, fields
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorita.runs import load_spec, plan_experiment, run_experiment
+
+    nested, fields = _overrides(args)
+    spec = load_spec(args.config, reduced=args.reduced, train_override=nested["train"],
+                     model_kwargs_override=nested["model_kwargs"], **fields)
     if args.dry_run and args.resume:
         raise LoritaError("--dry-run does not take up a killed run (that moves OUT.partial aside); plan it with "
                           "--dry-run on another --out, or run --resume without --dry-run")
