@@ -48,6 +48,7 @@ CFG = dict(epochs=3, batch_size=20, lr=0.1, device="cpu", eval_batch_size=32)
     [
         ({"epochs": 0}, "epochs must be an integer >= 1"),
         ({"epochs": 2.5}, "epochs must be an integer"),
+        ({"epochs": 99_999_999_999}, "epochs must be an integer from 1 to 100,000, got 99,999,999,999"),
         ({"batch_size": True}, "batch_size must be an integer"),
         ({"optimizer": "adam"}, r"optimizer must be one of \('sgd', 'adamw'\)"),
         ({"schedule": "step"}, "schedule must be one of"),

@@ -35,6 +35,7 @@ Schedule = Literal["cosine", "plateau", "constant"]
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 MAX_SEED = (1 << 64) - 1  # the largest seed torch.manual_seed takes
+MAX_EPOCHS = 100_000  # far past any recipe (the paper's longest: 300); a schedule is listed per epoch
 MAX_RATE = 1e6  # lr and weight_decay: far past any that trains, still a float32 step (1e39 overflows)
 
 
@@ -88,6 +89,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise LoritaError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.epochs > MAX_EPOCHS:
+            raise LoritaError(f"epochs must be an integer from 1 to {MAX_EPOCHS:,}, got {self.epochs:,}")
         for name in ("plateau_patience", "warmup_epochs", "seed"):
             value = getattr(self, name)
             if not is_int(value) or value < 0:
