@@ -514,6 +514,7 @@ def test_mutually_exclusive_cuts_are_refused(run, tmp_path, capsys):
     (["--weight-decay", "1e300"], r"weight_decay must be a finite number >= 0 and <= 1e\+06"),
     (["--model-arg", "width=1048576", "--model-arg", "hidden_layers=2"], r"an FCN hidden Linear would hold 1048576 x"),
     (["--val-fraction", "0.99999"], r"leaves no training images|val_fraction"),
+    (["--val-fraction", "0.999"], r"the training set holds 1 example\(s\), but the model has BatchNorm layers"),
     (["--lr", "-1"], r"lr must be a finite number > 0"),
 ])
 def test_bad_train_options_leave_no_folder(tmp_path, capsys, argv, message):

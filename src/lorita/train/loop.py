@@ -364,9 +364,16 @@ def train(
         distributed.teardown(ctx)
 
 
-def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) -> None:
+def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int, examples: int) -> None:
+    """A model with BatchNorm needs at least 2 samples in each process's batch: refused before training."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return
+    if examples < 2 * world_size:
+        raise LoritaError(f"the training set holds {examples} example(s), but the model has BatchNorm layers, which "
+                          f"need at least 2 per batch{' and process' if world_size > 1 else ''}: give more training "
+                          "data (a smaller --val-fraction, a larger max_train, more examples)")
     per_rank = config.batch_size // world_size
-    if per_rank < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if per_rank < 2:
         raise LoritaError(f"batch_size {config.batch_size} gives {per_rank} sample(s) per process, but the model has "
                           "BatchNorm layers, which need at least 2 per batch; use batch_size >= "
                           f"{2 * world_size}")
@@ -375,7 +382,6 @@ def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int) ->
 def _prepare(model: nn.Module, config: TrainConfig, ctx, resume: bool, penalty: Penalty | None):
     """The checks before training, then ``(net, optimizer, sharded)``: the model on its device, wrapped for DDP or
     sharding, and its optimizer (a penalty's parameters in a group without weight decay)."""
-    _check_batch_norm(model, config, ctx.world_size)
     undecayed = replaced_parameters(penalty, model)
     if config.shard and not ctx.distributed:
         raise LoritaError("shard=True (--shard) splits the model over the processes of a torchrun launch, but this "
@@ -394,6 +400,7 @@ def _prepare(model: nn.Module, config: TrainConfig, ctx, resume: bool, penalty: 
 
 def _run(model, splits, config, out_dir, resume, progress, callbacks, ctx, penalty: Penalty | None) -> TrainResult:
     train_split, val_split, augment = splits
+    _check_batch_norm(model, config, ctx.world_size, len(train_split))
     net, optimizer, sharded = _prepare(model, config, ctx, resume, penalty)
     schedule = EpochSchedule(config)
     state = _Progress()
