@@ -43,6 +43,7 @@ from lorita.atomic import atomic_write_text
 from lorita.choice import smallest_at_target
 from lorita.errors import LoritaError
 from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE
+from lorita.runs.output_file import check_output_file, json_with
 from lorita.runs.paired import UNCUT
 
 LORITA = tuple(f"g{i}" for i in range(1, 6))
@@ -168,6 +169,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the settings' figures and the choices here")
     parser.add_argument("--config", type=Path, help="the study's config: print the choices' overrides together")
     args = parser.parse_args()
+    try:  # the output checked before any work: it may not replace the config, a result or another kind of file
+        if args.json is not None:
+            runs = sorted(args.folder.glob("*/seed*"))  # the settings' runs; a file beside them is the user's call
+            check_output_file(args.json, "--json", inputs=[*runs, *[args.config] * (args.config is not None)],
+                              own=json_with("choices"))
+    except LoritaError as error:
+        raise SystemExit(str(error)) from None
     settings = _settings(args.config) if args.config is not None else None  # read first: a bad file ends it here
     out = choose(args.folder, args.seed)
     if settings is not None:

@@ -55,6 +55,7 @@ from lorita.report.converged import (
 from lorita.runs.budgets import budget_steps, seeds_across_budgets
 from lorita.runs.experiment_spec import ExperimentSpec, column_depth
 from lorita.runs.many_sizes import many_sizes
+from lorita.runs.output_file import check_distinct, check_output_file, is_png, json_with
 from lorita.runs.paired import fixed_size_differences, ratio_over_seeds
 from lorita.runs.small_dense import SMALL_DENSE
 
@@ -158,6 +159,28 @@ def across_budgets(groups: dict[tuple, list[tuple[dict, dict]]], default_label: 
     return out
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output checked before anything is read (``lorita.runs.output_file``): none replaces an input or a
+    file of another kind, none is another's path; ``--copy-to`` a folder (or a new one in an existing folder)
+    where no folder's copy would land on the folder itself."""
+    try:
+        check_distinct({"--out": args.out, "--fixed-sizes": args.fixed_sizes, "--plot": args.plot})
+        for what, path, own in (("--out", args.out, json_with("studies", "per_seed")),
+                                ("--fixed-sizes", args.fixed_sizes, json_with("studies", "fixed_size_differences")),
+                                ("--plot", args.plot, is_png)):
+            if path is not None:
+                check_output_file(path, what, inputs=args.folders, own=own)
+        if args.copy_to is not None:
+            if args.copy_to.exists() and not args.copy_to.is_dir() or not args.copy_to.parent.is_dir():
+                raise LoritaError(f"--copy-to {args.copy_to}: give a folder (or a new one in an existing folder)")
+            for folder in args.folders:
+                dest = args.copy_to.resolve().joinpath(*folder.resolve().parts[-3:])
+                if dest == folder.resolve() or folder.resolve() in dest.parents:
+                    raise LoritaError(f"--copy-to {args.copy_to} would copy {folder} onto itself; copy elsewhere")
+    except LoritaError as error:
+        raise SystemExit(str(error)) from None
+
+
 def copy_results(folder: Path, to: Path) -> list[Path]:
     """Copy the JSON results of the experiment ``folder`` (and of its runs) under ``to``; the files written."""
     dest = to.joinpath(*folder.resolve().parts[-3:])
@@ -184,6 +207,7 @@ def main() -> None:
     parser.add_argument("--fixed-sizes", type=Path, help="write the pooled paired differences at the fixed sizes "
                                                          "(JSON) here")
     args = parser.parse_args()
+    check_outputs(args)
     entries, fixed, bars = [], [], {}
     groups = load_groups(args.folders)
     for key, seeds in sorted(groups.items()):

@@ -96,3 +96,18 @@ def test_a_config_that_is_not_a_studys_ends_with_a_message_not_a_traceback(tmp_p
     monkeypatch.setattr("sys.argv", ["converged_choose.py", str(tmp_path), "--config", str(config)])
     with pytest.raises(SystemExit, match=r"config\.json"):
         _chooser().main()
+
+
+def test_json_over_the_config_a_result_or_another_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    _setting(tmp_path, "base", 90.0, 0.5, {"small dense": 0.5})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"settings": {}}))
+    result = tmp_path / "base" / "seed0" / "results.json"
+    before = {path: path.read_bytes() for path in (config, result)}
+    for path, message in ((config, "an input of this script"), (result, "an input of this script"),
+                          (tmp_path.parent / "new" / "grid.json", "create it first")):
+        monkeypatch.setattr("sys.argv", ["converged_choose.py", str(tmp_path), "--config", str(config), "--json",
+                                         str(path)])
+        with pytest.raises(SystemExit, match=message):
+            _chooser().main()
+    assert {path: path.read_bytes() for path in before} == before

@@ -212,3 +212,28 @@ def test_budget_curve_draws_no_mean_for_one_seed_and_joins_only_neighbouring_mea
     joined = [x for label, x in drawn["lines"] if len(x) == 2 and x[0] >= 6]
     assert joined == [(6, 12)]  # not across the miss at 24, not to the one seed at 96
     assert 96 in dict(drawn["lines"])["m: one seed's ratio"]  # the one seed still shown, as a dot
+
+
+@pytest.mark.parametrize("flag", ["--out", "--fixed-sizes", "--plot"])
+def test_an_output_over_an_input_or_a_file_of_another_kind_is_refused_before_any_work(tmp_path, flag):
+    _experiment(tmp_path / "fcn-e60" / "seed0", "fcn", 60, 0, 0.05, 0.1, 0.05)
+    result = tmp_path / "fcn-e60" / "seed0" / "results.json"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    before = result.read_bytes()
+    for path, message in ((result, "is, or sits inside, an input of this script"),
+                          (notes, "exists and is not"), (tmp_path / "new" / "x", "create it first")):
+        done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(result.parent), flag,
+                               str(path)], capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert "the bar" not in done.stdout  # refused before the seeds were read
+    assert result.read_bytes() == before and notes.read_text() == "mine" and not (tmp_path / "new").exists()
+
+
+def test_copy_to_a_file_or_onto_the_copied_folder_is_refused(tmp_path):
+    run = tmp_path / "docs" / "fcn-e60" / "base" / "seed0"
+    _experiment(run, "fcn", 60, 0, 0.05, 0.1, 0.05)
+    for to, message in ((tmp_path / "docs", "would copy"), (run / "results.json", "give a folder")):
+        done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(run), "--copy-to", str(to)],
+                              capture_output=True, text=True)
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
