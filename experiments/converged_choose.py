@@ -38,11 +38,10 @@ import argparse
 import json
 from pathlib import Path
 
-from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.choice import smallest_at_target
 from lorita.errors import LoritaError
-from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE
+from lorita.runs.experiment_spec import LORITA_SIDE, PLAIN_SIDE, config_settings
 from lorita.runs.output_file import check_output_file, json_with
 from lorita.runs.paired import UNCUT
 
@@ -153,13 +152,9 @@ def combined(choices: dict, settings: dict) -> dict:
 def _settings(config: Path) -> dict:
     """The config's ``settings``; a file that is not a study's config ends the script with a message."""
     try:
-        data = jsonio.read(config, fix="pass the study's config, e.g. experiments/converged/fcn.json")
+        return config_settings(config)
     except LoritaError as error:
         raise SystemExit(str(error)) from None
-    settings = data.get("settings", {}) if isinstance(data, dict) else None
-    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
-        raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
-    return settings
 
 
 def main() -> None:

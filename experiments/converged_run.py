@@ -50,6 +50,7 @@ from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.runs import load_spec
 from lorita.runs.experiment import measured_cuts_key
+from lorita.runs.experiment_spec import config_settings
 from lorita.runs.folder import read_json
 from lorita.runs.measured_cuts import MEASURED_CUTS, read_record
 from lorita.runs.reuse import RUN_FILES as REUSED_RUN_FILES
@@ -60,13 +61,9 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU th
 def settings_of(config: Path) -> dict[str, dict]:
     """The config's settings (name -> overrides), ``base`` included."""
     try:
-        data = jsonio.read(config, fix="pass the study's config, e.g. experiments/converged/fcn.json")
+        return {"base": {}, **config_settings(config)}
     except LoritaError as error:
         raise SystemExit(str(error)) from None
-    values = data.get("settings", {}) if isinstance(data, dict) else None
-    if not isinstance(values, dict) or not all(isinstance(v, dict) for v in values.values()):
-        raise SystemExit(f"{config}: 'settings' must map a setting's name to an object of overrides")
-    return {"base": {}, **values}
 
 
 def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,

@@ -502,6 +502,21 @@ def _derived(train: TrainConfig, who: str, fix: str, **changes) -> TrainConfig:
                           f"{fix}") from None
 
 
+def config_settings(path: str | Path) -> dict[str, dict]:
+    """The named overrides in an experiment config's ``settings`` (the converged study's grid,
+    ``experiments/converged/*.json``; ``{}`` where it has none), each an object of spec fields.
+
+    Example:
+        >>> sorted(config_settings("experiments/converged/fcn.json"))[:3]
+        ['fd', 'g1', 'g2']
+    """
+    data = jsonio.read(path, fix="pass the study's config, e.g. experiments/converged/fcn.json")
+    settings = data.get("settings", {}) if isinstance(data, dict) else None
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise LoritaError(f"{path}: 'settings' must map a setting's name to an object of overrides")
+    return settings
+
+
 def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
               model_kwargs_override: dict | None = None, **override) -> ExperimentSpec:
     """An ExperimentSpec from a JSON config with ``common``, ``full`` and ``reduced`` sections.
