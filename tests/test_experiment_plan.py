@@ -85,3 +85,25 @@ def test_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys):
     assert main(["experiment", str(config), "--out", str(tmp_path / "out"), "--dry-run", "--set",
                  f"reuse={missing}"]) == 2
     assert "reuse" in capsys.readouterr().err and sorted(os.listdir(tmp_path)) == ["cfg.json", "mine"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["--set", "model_kwargs.width=0"], "width must be an integer from 1 to 1048576, got 0"),
+    (["--set", 'exclude=["nosuch"]'], "exclude names unknown module 'nosuch'")])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_model_the_zoo_or_compose_refuses_fails_before_anything_is_created(tmp_path, capsys, setting, message,
+                                                                              dry_run):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"full": TINY}))
+    argv = ["experiment", str(config), "--out", str(tmp_path / "out"), "--no-progress", *setting]
+    assert main(argv + ["--dry-run"] * dry_run) == 2
+    assert message in capsys.readouterr().err and sorted(os.listdir(tmp_path)) == ["cfg.json"]
+
+
+def test_the_models_structure_check_takes_every_init_the_training_takes(tmp_path, capsys):
+    """The check composes with the default init (meta tensors hold no values): init_scale and the inits that read
+    the weights (balanced, preserve) pass it as their trainings do."""
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"full": TINY}))
+    for extra in (["--set", "init_scale=0.5"], ["--init", "balanced"], ["--init", "preserve"]):
+        assert main(["experiment", str(config), "--out", str(tmp_path / "out"), "--dry-run", *extra]) == 0, extra

@@ -135,7 +135,7 @@ def test_a_resume_that_fails_before_taking_anything_says_the_earlier_trainings_a
     monkeypatch.setattr(experiment, "write_demo_report", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("x")))
     with pytest.raises(RuntimeError):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False)  # exp.partial kept
-    monkeypatch.setattr(experiment, "_seed_data", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no data")))
+    monkeypatch.setattr(experiment, "_one_seed", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no data")))
     with caplog.at_level(logging.WARNING, logger="lorita.runs"), pytest.raises(RuntimeError, match="no data"):
         run_experiment(ExperimentSpec.from_flat(flat), out, progress=False, resume=True)
     assert f"{out.with_name('exp.resume')}, the earlier attempts' trainings, is kept: --resume takes it up" in \

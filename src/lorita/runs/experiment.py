@@ -63,7 +63,7 @@ from lorita.runs.plan import ExperimentPlan, planned_trainings
 from lorita.runs.reuse import copy_stopped_run, reused_run
 from lorita.runs.set_aside import drop_set_aside, resume_path, set_aside, trainings_in
 from lorita.runs.small_dense import SMALL_DENSE, small_dense_cutter, small_dense_folder
-from lorita.runs.train import TrainedRun, example_input, train_run
+from lorita.runs.train import TrainedRun, build_model, example_input, train_run
 from lorita.spectra import Spectra
 from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
@@ -102,6 +102,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     check_inputs(out, _inputs(spec, config_path))
     if keep_partial and not resume:  # the demo (no --resume) leaves an experiment's OUT.resume alone
         _check_no_earlier_attempt(out)
+    _check_models(spec, _seed_data(spec, spec.recipe.seed_list[0])[1])
     aside = None
     if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
@@ -159,7 +160,9 @@ def plan_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = 
     _check_no_earlier_attempt(out)
     output = _output(spec, out, overwrite, config_path)
     try:
-        examples = len(_seed_data(spec, spec.recipe.seed_list[0])[1].train)
+        data = _seed_data(spec, spec.recipe.seed_list[0])[1]
+        _check_models(spec, data)
+        examples = len(data.train)
         trainings = planned_trainings(spec, examples, world_size=world_size(), torch_pruning=use_tp)
     finally:
         output.abandon()  # nothing was begun: only the lock is given back
@@ -195,6 +198,22 @@ def _check_spec(spec: ExperimentSpec) -> bool:
             raise LoritaError(f"reuse: {earlier} is not a folder; name an earlier experiment's folder")
     resolve_args(spec.setup.model, dict(spec.setup.model_kwargs), inputs_given=False)  # unknown model: fail now
     return use_tp
+
+
+def _check_models(spec: ExperimentSpec, data) -> None:
+    """Each depth's model built and composed as its training will, in structure (on the meta device, with the
+    default init: no memory, no values to initialise from), so that a model argument the zoo refuses (``width=0``)
+    or an unknown ``exclude`` name fails before anything is created; an operation meta tensors lack leaves the
+    check to the training."""
+    for depth in sorted(set(spec.recipe.depths)):
+        config = spec.run_config(data, depth, spec.recipe.train)
+        structure = dataclasses.replace(config.compose, init="default", init_scale=None)
+        try:
+            with torch.device("meta"):
+                build_model(dataclasses.replace(config, compose=structure))
+        except (NotImplementedError, RuntimeError) as err:
+            log.debug("the models were not checked on the meta device (%s): their trainings check them", err)
+            return
 
 
 def _torch_pruning(spec: ExperimentSpec) -> bool:
