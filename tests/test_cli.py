@@ -126,6 +126,17 @@ def test_evaluate_write_checks_where_it_writes_before_evaluating(trained, tmp_pa
     assert main(["evaluate", str(run), "--write"]) == 2
     captured = capsys.readouterr()
     assert "evaluation.json is there and is not a file" in captured.err and "val" not in captured.out  # before
+    (run / "evaluation.json").rmdir()
+    (run / "evaluation.json").symlink_to(tmp_path / "plain" / "evaluation.json")  # the user's link: kept
+    assert main(["evaluate", str(run), "--write"]) == 2
+    assert "evaluation.json is there and is not a file" in capsys.readouterr().err
+    (run / "evaluation.json").unlink()
+    (run / "evaluation.json").write_text("my notes")
+    assert main(["evaluate", str(run), "--write"]) == 2
+    assert "is not an evaluation --write wrote" in capsys.readouterr().err
+    assert (run / "evaluation.json").read_text() == "my notes"
+    (run / "evaluation.json").unlink()
+    assert main(["evaluate", str(run), "--write"]) == 0 and main(["evaluate", str(run), "--write"]) == 0  # its own
 
 
 def test_evaluate_json_writes_a_perplexity_past_a_float_as_null(trained, tmp_path, monkeypatch, capsys):

@@ -108,13 +108,27 @@ def _check_writable(run: Path) -> None:
     if not is_marked(run):
         raise LoritaError(f"{run} is not a run folder lorita wrote (no marked config.json), so --write does not "
                           "write into it; leave out --write (--json prints the figures)")
+    path = run / "evaluation.json"
     try:
-        mode = os.lstat(run / "evaluation.json").st_mode
+        mode = os.lstat(path).st_mode
     except FileNotFoundError:
         return
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a link is replaced, never written through
-        raise LoritaError(f"{run / 'evaluation.json'} is there and is not a file; move it away, or leave out "
-                          "--write")
+    if not stat.S_ISREG(mode):  # lorita writes no links: one here is the user's, neither followed nor replaced
+        raise LoritaError(f"{path} is there and is not a file; move it away, or leave out --write")
+    if not _is_evaluation(path):
+        raise LoritaError(f"{path} is there and is not an evaluation --write wrote (no val_loss and test_loss), "
+                          "so it is not replaced; move it away, or leave out --write")
+
+
+def _is_evaluation(path: Path) -> bool:
+    """Whether ``path`` holds what ``--write`` writes: a JSON object with ``val_loss`` and ``test_loss``."""
+    from lorita import jsonio
+
+    try:
+        figures = jsonio.read(path, allow_nan=True)
+    except LoritaError:
+        return False
+    return isinstance(figures, dict) and {"val_loss", "test_loss"} <= figures.keys()
 
 
 def run_lm(args: argparse.Namespace) -> int:
