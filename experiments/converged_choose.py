@@ -38,6 +38,7 @@ import argparse
 import json
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.choice import smallest_at_target
 from lorita.errors import LoritaError
@@ -52,8 +53,20 @@ BOTH = ("r1",)  # settings that change how both sides cut (amendment 4)
 
 
 def _read(folder: Path, setting: str, seed: int) -> dict | None:
+    """A setting's results.json (None where it has not run) with its plain model's validation accuracy; one that
+    is damaged or not an experiment's ends the script with a message."""
     path = folder / setting / f"seed{seed}" / "results.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        results = jsonio.read(path, allow_nan=True)
+        plain = jsonio.read(path.parent / "depth1" / "results.json", allow_nan=True)
+        if not isinstance(results, dict) or not isinstance(results.get("spec"), dict) or \
+                not isinstance(results.get("runs"), list) or not isinstance(plain, dict) or "val_acc" not in plain:
+            raise LoritaError(f"{path.parent} does not hold a finished 'lorita experiment' seed")
+    except LoritaError as error:
+        raise SystemExit(f"{error}; rerun setting {setting!r}, or move its folder away") from None
+    return {**results, "plain_val_acc": plain["val_acc"]}
 
 
 def _kept(run: dict, label: str) -> float:
@@ -88,8 +101,7 @@ def choose(folder: Path, seed: int = 0) -> dict:
     for setting, results in done.items():
         run = results["runs"][0]
         alt_kept, alt = _best_alternative(run)
-        plain_val = json.loads((folder / setting / f"seed{seed}" / "depth1" / "results.json").read_text())["val_acc"]
-        rows[setting] = {"plain_val_acc": plain_val, "target_val_acc": run["target_val_acc"],
+        rows[setting] = {"plain_val_acc": results["plain_val_acc"], "target_val_acc": run["target_val_acc"],
                          "pre_registered_kept": _kept(run, label), "best_alternative": alt,
                          "best_alternative_kept": alt_kept, "torch_pruning_kept": _kept(run, "Torch-Pruning + FT")}
     choices = {

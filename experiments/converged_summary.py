@@ -41,6 +41,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
 from lorita.report.converged import (
@@ -61,7 +62,16 @@ from lorita.runs.small_dense import SMALL_DENSE
 
 
 def _read(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
+    """An experiment's results.json; one that is damaged or not an experiment's ends the script with a message."""
+    try:
+        results = jsonio.read(path, fix="rerun that seed, or leave its folder out", allow_nan=True)
+    except LoritaError as error:
+        raise SystemExit(str(error)) from None
+    if not isinstance(results, dict) or not {"recipe", "dataset", "runs", "spec"} <= results.keys() or \
+            not isinstance(results["recipe"], dict) or not isinstance(results["runs"], list):
+        raise SystemExit(f"{path} is not the results.json of a finished 'lorita experiment'; rerun that seed, or "
+                         "leave its folder out")
+    return results
 
 
 def load_groups(folders: list[Path]) -> dict[tuple, list[tuple[dict, dict]]]:

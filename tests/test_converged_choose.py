@@ -111,3 +111,13 @@ def test_json_over_the_config_a_result_or_another_file_is_refused_before_any_wor
         with pytest.raises(SystemExit, match=message):
             _chooser().main()
     assert {path: path.read_bytes() for path in before} == before
+
+
+@pytest.mark.parametrize("damage", ["results", "plain"])
+def test_a_damaged_setting_ends_with_a_message_naming_it(tmp_path, damage):
+    _setting(tmp_path, "base", 90.0, 0.5, {"small dense": 0.5})
+    _setting(tmp_path, "g4", 90.0, 0.4, {"small dense": 0.5})
+    path = tmp_path / "g4" / "seed0" / ("results.json" if damage == "results" else "depth1/results.json")
+    path.write_text("[]" if damage == "results" else '{"val_acc": ')
+    with pytest.raises(SystemExit, match=r"g4.*rerun setting 'g4', or move its folder away"):
+        _chooser().choose(tmp_path)

@@ -237,3 +237,13 @@ def test_copy_to_a_file_or_onto_the_copied_folder_is_refused(tmp_path):
         done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(run), "--copy-to", str(to)],
                               capture_output=True, text=True)
         assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"recipe": 5, "dataset": "x", "runs": [], "spec": {}}'])
+def test_a_damaged_results_json_ends_with_a_message_naming_it(tmp_path, content):
+    _experiment(tmp_path / "fcn-e60" / "seed0", "fcn", 60, 0, 0.05, 0.1, 0.05)
+    (tmp_path / "fcn-e60" / "seed0" / "results.json").write_text(content)
+    done = subprocess.run([sys.executable, "experiments/converged_summary.py", str(tmp_path / "fcn-e60" / "seed0")],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "results.json" in done.stderr, done.stderr
+    assert "rerun that seed, or leave its folder out" in done.stderr
