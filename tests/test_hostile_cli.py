@@ -604,3 +604,13 @@ def test_an_empty_data_dir_is_refused_not_taken_as_the_current_folder(tmp_path, 
     err = cli_error(["train", "--model", "fcn", "--dataset", "mnist", "--data-dir", "", "--epochs", "1",
                      "--no-progress", "--out", str(tmp_path / "run")], capsys)
     assert "data_dir must be a non-empty string" in err and not (tmp_path / "run").exists()
+
+
+def test_val_fraction_on_text_is_refused_not_ignored(tmp_path, capsys):
+    """Text is split 90/5/5 by entry whatever --val-fraction says: given, it is refused, as --steps-per-epoch is
+    on images."""
+    (tmp_path / "texts").mkdir()
+    err = cli_error(["train", "--model", "gpt", "--dataset", "text", "--data-dir", str(tmp_path / "texts"),
+                     "--val-fraction", "0.5", "--out", str(tmp_path / "lm")], capsys)
+    assert "--val-fraction sets an image dataset's validation split; text ('text') is always split 90/5/5" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]

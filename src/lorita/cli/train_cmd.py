@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
                          max_train=None if saved is None else saved.dataset.max_train,  # no flag sets it
                          steps_per_epoch=args.steps_per_epoch)
     data_spec.check_applies()
+    if "val_fraction" in args.given and data_spec.name in TEXT_DATASETS:
+        raise LoritaError(f"--val-fraction sets an image dataset's validation split; text ({data_spec.name!r}) is "
+                          "always split 90/5/5 by entry: leave it out")
     data = data_spec.load(model=model, train=train)
     inputs = data.model_inputs
     if source is not None and any(model.inputs.get(k) != v for k, v in inputs.items()):
