@@ -212,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be at least 1, got {args.threads}")
+    if min(args.seeds) < 0:
+        raise SystemExit(f"--seeds must be integers >= 0, got {min(args.seeds)}")
+    if args.root.exists() and not args.root.is_dir():
+        raise SystemExit(f"--root {args.root} is not a folder; give the folder the run folders go in")
     lock = os.environ.get("LOCK") or None
     if lock and shutil.which("flock") is None:
         raise SystemExit("LOCK is set but there is no flock command on this machine")

@@ -103,6 +103,19 @@ def test_the_log_ends_with_the_exit_status_and_says_when_a_lock_wait_is_in_the_s
     assert re.fullmatch(r"=== .+: exit status 3 after \d+ s", lines[-1])
 
 
+@pytest.mark.parametrize("extra, message", [(["--seeds", "-1"], "--seeds must be integers >= 0, got -1"),
+                                            (["--seeds", "0", "--root", "FILE"], "is not a folder")])
+def test_a_negative_seed_or_a_root_that_is_a_file_is_refused_before_anything_runs(tmp_path, extra, message):
+    (tmp_path / "file").write_text("mine")
+    argv = ["experiments/converged/fcn.json", *[str(tmp_path / "file") if a == "FILE" else a for a in extra]]
+    if "--root" not in extra:
+        argv += ["--root", str(tmp_path / "runs")]
+    for dry_run in ([], ["--dry-run"]):
+        with pytest.raises(SystemExit, match=message):
+            _runner().main(argv + ["--reduced", *dry_run])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 def test_an_unknown_setting_is_refused(tmp_path):
     with pytest.raises(SystemExit, match=r"no setting 'g9' in experiments/converged/fcn.json; settings: base"):
         _runner().main(["experiments/converged/fcn.json", "--seeds", "0", "--setting", "g9", "--root", str(tmp_path)])
