@@ -152,6 +152,8 @@ def test_vit_image_size_not_divisible_by_patch():
     "name,kwargs,message",
     [
         ("fcn", {"width": 0}, "width must be an integer from 1"),
+        ("gpt", {"context": 100000, "vocab_size": 64},
+         "context must be an integer of magnitude at most 65,536, got 100,000"),
         ("fcn", {"num_classes": 2.5}, "num_classes must be an integer"),
         ("vgg16", {"width_multiplier": -1}, "width_multiplier must be a number > 0"),
         ("vit", {"dim": 30, "heads": 4}, "not divisible by heads"),

@@ -230,7 +230,12 @@ def resolve_args(name: str, args: dict[str, Any], *, inputs_given: bool = True) 
                 continue
             if isinstance(item, int) and not isinstance(allowed.get(key), float):
                 bound = limits.get(key, MAX_INT)
-                check_int(key, item, minimum=-bound, maximum=bound)  # the builder checks the meaning
+                if abs(item) > bound:  # the builder checks the meaning (a width of 0, a negative context)
+                    raise LoritaError(f"{key} must be an integer of magnitude at most {bound:,}, got {item:,}")
+            elif isinstance(item, float) and type(allowed.get(key)) is int and not (
+                    math.isfinite(item) and abs(item) <= limits.get(key, MAX_INT)):  # an integer argument's bound
+                raise LoritaError(f"{key} must be an integer of magnitude at most {limits.get(key, MAX_INT):,}, got "
+                                  f"{item!r}")
             elif isinstance(item, (int, float)):
                 if not math.isfinite(item) or abs(item) > MAX_FLOAT:
                     raise LoritaError(f"{key} must be a finite number of magnitude <= {MAX_FLOAT:g}, got {item!r}")
