@@ -614,3 +614,20 @@ def test_val_fraction_on_text_is_refused_not_ignored(tmp_path, capsys):
                      "--val-fraction", "0.5", "--out", str(tmp_path / "lm")], capsys)
     assert "--val-fraction sets an image dataset's validation split; text ('text') is always split 90/5/5" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["texts"]
+
+
+def test_a_run_whose_data_folder_is_gone_says_to_put_it_back_not_to_pass_data_dir(tmp_path, capsys):
+    from test_data import make_idx_folder
+
+    data = make_idx_folder(tmp_path / "mnist", gz=False, n_train=40, n_test=20)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "fcn", "--model-arg", "width=8", "--model-arg", "hidden_layers=1",
+                 "--dataset", "mnist", "--data-dir", str(data), "--epochs", "1", "--batch-size", "16",
+                 "--no-progress", "--out", str(run)]) == 0
+    data.rename(tmp_path / "moved")
+    for command in (["compress", str(run), "--energy", "0.9", "--out", str(tmp_path / "cut")],
+                    ["evaluate", str(run)]):
+        err = cli_error(command, capsys)
+        assert f"is no longer in the folder its config.json records ({data})" in err, err
+        assert "put the files back there" in err and "--data-dir" not in err
+    assert not (tmp_path / "cut").exists()

@@ -192,6 +192,8 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     minutes = LM_RECOVERY_MINUTES if args.recovery_minutes is None else args.recovery_minutes
     if not isinstance(minutes, float) or not 0 <= minutes < 1e6:
         raise LoritaError(f"--recovery-minutes must be a number of minutes >= 0, got {minutes}")
+    if args.recovery_steps is not None and not 1 <= args.recovery_steps <= 10**9:
+        raise LoritaError(f"--recovery-steps must be a number of steps from 1 to 10^9, got {args.recovery_steps}")
     mode = args.recovery or "lora"
     recovery = None if mode == "none" else recovery_recipe(
         mode, seconds=60 * minutes,

@@ -32,7 +32,7 @@ from lorita.metric import ACCURACY, Metric, metric_named
 from lorita.lowrank import LOWRANK_TYPES, has_lowrank
 from lorita.profile import profile
 from lorita.runs.alternatives import training_batches
-from lorita.runs.config import CompressConfig, train_config_of
+from lorita.runs.config import CompressConfig, data_of, train_config_of
 from lorita.quantize import quantize
 from lorita.runs.folder import read_json, write_json
 from lorita.runs.output import RunOutput
@@ -152,7 +152,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
                                                    "its data (the run's data_dir)")]
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked before the slow part
     try:
-        data = train_config.dataset.load(model=train_config.model, train=train_config.train)
+        data = data_of(source)
         if how.whitened:  # after the data is read, before the model is
             check_calibrate(data, train_config.train, how.calibrate)
         model = merge(load(source / "model.lorita"), inplace=True)  # no second copy

@@ -25,7 +25,7 @@ from lorita.compose import COMPOSE_INITS, FACTOR_SIDES
 from lorita.composed import MAX_DEPTH, MODES
 from lorita.cut_source import cut_source
 from lorita.cutspec import CutSpec, cut_from_dict, cut_from_strategy
-from lorita.data.datasets import reads_files, recorded_folder, recorded_relative
+from lorita.data.datasets import DataNotFoundError, reads_files, recorded_folder, recorded_relative
 from lorita.errors import LoritaError
 from lorita.models import create_model
 from lorita.runs.data import TEXT_DATASETS, load_data
@@ -303,6 +303,11 @@ def data_of(run: str | Path):
     spec = config.dataset
     try:
         return spec.load(model=config.model, train=config.train)
+    except DataNotFoundError as err:  # its advice (--data-dir) is for a new training: a run reads its own folder
+        where = f"the folder its config.json records ({spec.data_dir})" if spec.data_dir else "its default folder"
+        raise LoritaError(f"the data of run {run} (dataset {spec.name!r}) is no longer in {where}: "
+                          f"{str(err).splitlines()[0]}; a run reads the data it was trained on: put the files back "
+                          "there (nothing is downloaded)") from None
     except LoritaError as err:
         raise LoritaError(f"the data of run {run} (its training config.json names dataset {spec.name!r}) cannot be "
                           f"loaded: {err}") from None
