@@ -313,7 +313,8 @@ def test_dotted_set_names_only_train_and_model_kwargs(tmp_path, capsys):
     (["--set", 'init="default"', "--init", "balanced"], "--set init and --init both given"),
     (["--set", "reduced=true"], "an experiment config has no field 'reduced'; for the reduced recipe pass --reduced"),
     (["--set", "path=1"], "an experiment config has no field 'path'"),
-    (["--set", "train_override={}"], "no field 'train_override'")])
+    (["--set", "train_override={}"], "no field 'train_override'"),
+    (["--set", "model=null"], "--set model=null would leave the config's model as it is")])
 def test_set_of_a_field_a_flag_also_sets_or_of_no_field_is_refused(tmp_path, capsys, given, message):
     assert main(["experiment", "experiments/fcn_fashion_mnist.json", "--reduced", *given, "--dry-run",
                  "--out", str(tmp_path / "x")]) == 2

@@ -56,6 +56,9 @@ def _overrides(args: argparse.Namespace) -> tuple[dict[str, dict], dict]:
         if key in ("path", "reduced", "train_override", "model_kwargs_override"):  # load_spec's own arguments
             raise LoritaError(f"--set {key}: an experiment config has no field {key!r}"
                               + ("; for the reduced recipe pass --reduced" if key == "reduced" else ""))
+        if value is None and not dot:  # load_spec takes None for "not given": the config's value would stay
+            raise LoritaError(f"--set {key}=null would leave the config's {key} as it is; give a value, or write "
+                              f"null into the config itself")
         if dot:
             nested[prefix][name] = value
         else:

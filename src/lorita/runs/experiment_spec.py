@@ -511,10 +511,37 @@ def config_settings(path: str | Path) -> dict[str, dict]:
         ['fd', 'g1', 'g2']
     """
     data = jsonio.read(path, fix="pass the study's config, e.g. experiments/converged/fcn.json")
-    settings = data.get("settings", {}) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise LoritaError(f"{path}: 'settings' must map a setting's name to an object of overrides")
+    return _settings_in(path, data)
+
+
+_CONFIG_KEYS = ("common", "full", "reduced", "paper", "settings")  # paper: a note on the paper's recipe, not read
+
+
+def _settings_in(path: str | Path, config: dict) -> dict[str, dict]:
+    """``config``'s ``settings``, checked: an object of named objects of overrides."""
+    settings = config.get("settings", {})
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
         raise LoritaError(f"{path}: 'settings' must map a setting's name to an object of overrides")
     return settings
+
+
+def _check_sections(path: Path, config: object, section: str) -> None:
+    """An experiment config's top level: an object of known keys, its sections objects, ``section`` among them."""
+    if not isinstance(config, dict):
+        raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
+    unknown = sorted(set(config) - set(_CONFIG_KEYS))
+    if unknown:
+        raise LoritaError(f"{path}: unknown top-level key(s) {unknown}; an experiment config holds 'common', 'full' "
+                          "and 'reduced' (the spec's fields), and may hold 'paper' (a note) and 'settings' (named "
+                          "overrides): move the fields into a section")
+    for key in ("common", section):
+        if not isinstance(config.get(key, {}), dict):
+            raise LoritaError(f"{path}: the '{key}' section must be an object")
+    if section not in config:
+        raise LoritaError(f"{path} has no '{section}' section")
+    _settings_in(path, config)
 
 
 def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict | None = None,
@@ -536,13 +563,7 @@ def load_spec(path: str | Path, *, reduced: bool = False, train_override: dict |
         raise LoritaError(f"no experiment config at {path}; see the experiments/ folder")
     config = jsonio.read(path, fix="fix the config (experiments/*.json are examples)")
     section = "reduced" if reduced else "full"
-    if not isinstance(config, dict):
-        raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
-    for key in ("common", section):
-        if not isinstance(config.get(key, {}), dict):
-            raise LoritaError(f"{path}: the '{key}' section must be an object")
-    if section not in config:
-        raise LoritaError(f"{path} has no '{section}' section")
+    _check_sections(path, config, section)
     values = {"name": path.stem, **config.get("common", {})}
     for key, value in config[section].items():
         if key in ("train", "model_kwargs") and isinstance(value, dict) and isinstance(values.get(key, {}), dict):
