@@ -631,3 +631,14 @@ def test_a_run_whose_data_folder_is_gone_says_to_put_it_back_not_to_pass_data_di
         assert f"is no longer in the folder its config.json records ({data})" in err, err
         assert "put the files back there" in err and "--data-dir" not in err
     assert not (tmp_path / "cut").exists()
+
+
+def test_a_runs_model_that_is_a_fifo_or_a_folder_is_said_to_be_no_regular_file(run, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "model.lorita").unlink()
+    os.mkfifo(copy / "model.lorita")
+    err = cli_error(["compress", str(copy), "--energy", "0.9", "--out", str(tmp_path / "cut")], capsys)
+    assert "model.lorita is not a regular file" in err and not (tmp_path / "cut").exists()

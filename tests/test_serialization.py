@@ -1,6 +1,7 @@
 """save / load round trips for composed, merged and compressed models; bad files."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -148,6 +149,9 @@ def test_foreign_safetensors_and_wrong_model(tmp_path):
         lorita.load(path, model=nn.Sequential(nn.Linear(2, 2)))
     with pytest.raises(LoritaError, match=r"no such file"):
         lorita.load(tmp_path / "missing.lorita")
+    os.mkfifo(tmp_path / "fifo.lorita")  # never opened (a FIFO blocks a reader): said to be no regular file
+    with pytest.raises(LoritaError, match=r"fifo.lorita is not a regular file; give a file lorita.save wrote"):
+        lorita.load(tmp_path / "fifo.lorita")
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path, monkeypatch):

@@ -201,7 +201,9 @@ def read_description(path: str | os.PathLike) -> dict:
         raise LoritaError(f"{path} is a folder; give a file lorita.save wrote (a run folder holds its model as "
                           f"{path / 'model.lorita'})")
     if not path.is_file():
-        raise LoritaError(f"no such file: {path}")
+        there = os.path.lexists(path)  # a FIFO, socket or device (never opened: it could block), or a broken link
+        raise LoritaError(f"{path} is not a regular file; give a file lorita.save wrote" if there else
+                          f"no such file: {path}")
     try:
         with _utf8_path(path) as name, safe_open(name, framework="pt") as f:
             meta = f.metadata() or {}

@@ -93,6 +93,9 @@ def _check_source(source: Path) -> None:
                 hint = " It looks like a Hugging Face model folder, but its config.json names no model_type."
             except LoritaError as err:
                 hint = f" It looks like a Hugging Face model folder, but {err}."
+        if os.path.lexists(source / "model.lorita"):
+            raise LoritaError(f"{source / 'model.lorita'} is not a regular file; a run's model is one file "
+                              "'lorita train' wrote")
         raise LoritaError(f"{source} has no model.lorita: did 'lorita train' finish there?{hint}")
     read_json(source / "results.json", "'lorita train'")
 
