@@ -92,8 +92,10 @@ def test_malicious_checkpoint_is_refused_without_running_it(how, tmp_path):
 def test_corrupt_checkpoint_is_refused(content, tmp_path):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(content)
-    with pytest.raises(LoritaError, match=r"cannot read checkpoint"):
+    with pytest.raises(LoritaError, match=r"cannot read checkpoint") as refused:
         load_checkpoint(path)
+    assert "pickled Python objects" not in str(refused.value)  # damaged, not a refused class
+    assert "weights_only" not in str(refused.value)
 
 
 def test_truncated_checkpoint_is_refused(tmp_path):

@@ -83,11 +83,30 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # corrupt file, or pickled classes weights_only refuses
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err):  # torch's advice to load it unsafely is not passed on
-            reason = "it holds pickled Python objects, which lorita never loads (they could run code)"
+        reason = _unreadable(err)
         raise LoritaError(f"cannot read checkpoint {path}: {reason}. The file is damaged (an empty or truncated copy?) "
                           f"or not a lorita training checkpoint; {START_OVER}") from None
+
+
+def _unreadable(err: Exception) -> str:
+    """Why torch could not read a checkpoint, in words: a pickled Python object (a class weights_only refuses) is
+    said to be one; torch's advice to load it unsafely is never passed on.
+
+    Example:
+        >>> _unreadable(KeyError("101"))
+        "torch cannot read it (KeyError: '101')"
+        >>> _unreadable(RuntimeError("WeightsUnpickler error: Unsupported global: GLOBAL os.system"))
+        'it holds pickled Python objects, which lorita never loads (they could run code)'
+    """
+    text = str(err)
+    if "Unsupported global" in text:
+        return "it holds pickled Python objects, which lorita never loads (they could run code)"
+    if "weights_only" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+        detail = next((line.strip() for line in after.splitlines() if line.strip()), "")
+        return "torch's weights-only reader refused it" + (f" ({detail[:200]})" if detail else "")
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return f"torch cannot read it ({type(err).__name__}{': ' + line[:200] if line else ''})"
 
 
 def _damaged(path: Path, what: str) -> LoritaError:
