@@ -342,7 +342,7 @@ def test_experiment_resume_refuses_a_leftover_that_is_not_loritas_by_message(tmp
     assert "--dry-run does not take up a killed run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("out", [".", "/", ""])
+@pytest.mark.parametrize("out", [".", "/"])  # "": tests/test_hostile_cli.py
 def test_experiment_resume_of_no_new_folder_is_refused_before_anything(out, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "experiments" / "fcn_fashion_mnist.json"

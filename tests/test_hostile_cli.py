@@ -642,3 +642,15 @@ def test_a_runs_model_that_is_a_fifo_or_a_folder_is_said_to_be_no_regular_file(r
     os.mkfifo(copy / "model.lorita")
     err = cli_error(["compress", str(copy), "--energy", "0.9", "--out", str(tmp_path / "cut")], capsys)
     assert "model.lorita is not a regular file" in err and not (tmp_path / "cut").exists()
+
+
+@pytest.mark.parametrize("command", [["train", *TINY], ["demo"], ["compress", "RUN", "--energy", "0.9"],
+                                     ["experiment", "CONFIG", "--reduced", "--resume", "--overwrite"]])
+def test_an_empty_out_is_said_to_be_empty(command, tmp_path, capsys, monkeypatch):
+    config = str(Path(__file__).resolve().parents[1] / "experiments" / "fcn_fashion_mnist.json")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([config if a == "CONFIG" else a for a in command] + ["--out", ""])
+    assert exit_info.value.code == 2
+    assert "argument --out: empty: give a new folder name" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

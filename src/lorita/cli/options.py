@@ -16,14 +16,26 @@ __all__ = ["EXTRAS", "build", "output_options", "parse_model_args", "require", "
            "train_options"]
 
 
+def folder_name(text: str) -> str:
+    """``--out``'s value: an empty one is refused here, where it is still told apart from ``.``.
+
+    Example:
+        >>> folder_name("runs/first")
+        'runs/first'
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give a new folder name, e.g. --out runs/first")
+    return text
+
+
 def output_options(default_out: str | None = None) -> argparse.ArgumentParser:
     """A parent parser with ``--out``, ``--overwrite`` and ``--no-progress``."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
     if default_out is None:
-        g.add_argument("--out", required=True, help="run folder to create (built in OUT.partial, moved when complete)")
+        g.add_argument("--out", required=True, type=folder_name, help="run folder to create (built in OUT.partial, moved when complete)")
     else:
-        g.add_argument("--out", default=default_out, help=f"output folder (default: {default_out})")
+        g.add_argument("--out", default=default_out, type=folder_name, help=f"output folder (default: {default_out})")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing run folder (only one lorita wrote; swapped in when the new one is complete)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
