@@ -33,7 +33,8 @@ def output_options(default_out: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("output")
     if default_out is None:
-        g.add_argument("--out", required=True, type=folder_name, help="run folder to create (built in OUT.partial, moved when complete)")
+        g.add_argument("--out", required=True, type=folder_name,
+                       help="run folder to create (built in OUT.partial, moved when complete)")
     else:
         g.add_argument("--out", default=default_out, type=folder_name, help=f"output folder (default: {default_out})")
     g.add_argument("--overwrite", action="store_true",
