@@ -654,3 +654,12 @@ def test_an_empty_out_is_said_to_be_empty(command, tmp_path, capsys, monkeypatch
     assert exit_info.value.code == 2
     assert "argument --out: empty: give a new folder name" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_packaged_model_name_gets_a_hint(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = cli_error(["compress", "smollm2-999m", "--params", "0.8", "--out", "z"], capsys)
+    assert "did you mean the packaged language model 'smollm2-135m'?" in err
+    err = cli_error(["compress", "runs/nothere", "--energy", "0.9", "--out", "z"], capsys)
+    assert "or a pretrained language model: a packaged one (smollm2-135m), a .gguf file" in err
+    assert list(tmp_path.iterdir()) == []

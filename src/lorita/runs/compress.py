@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import logging
 import os
 import time
@@ -28,6 +29,7 @@ from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
 from lorita.latency import LatencyBudget, batch_of, compare_latency
 from lorita.linalg import check_finite
+from lorita.lm.sources import PACKAGED
 from lorita.metric import ACCURACY, Metric, metric_named
 from lorita.lowrank import LOWRANK_TYPES, has_lowrank
 from lorita.profile import profile
@@ -84,7 +86,11 @@ def _check_source(source: Path) -> None:
                           "the validation data the cut is chosen on); cut a model file in Python: "
                           "lorita.compress(lorita.load(path, model=YourModel()), ratio=0.5)")
     if not source.is_dir():
-        raise LoritaError(f"{source} does not exist or is not a folder: give a run folder 'lorita train' wrote")
+        close = difflib.get_close_matches(str(source).strip().lower(), list(PACKAGED), n=1, cutoff=0.6)
+        hint = f" (or did you mean the packaged language model {close[0]!r}?)" if close else \
+            f", or a pretrained language model: a packaged one ({', '.join(PACKAGED)}), a .gguf file or a Hugging " \
+            "Face model folder"
+        raise LoritaError(f"{source} does not exist or is not a folder: give a run folder 'lorita train' wrote{hint}")
     if not (source / "model.lorita").is_file():
         hint = ""
         if (source / "config.json").is_file() and (any(source.glob("*.safetensors")) or any(source.glob("*.bin"))):
