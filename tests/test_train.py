@@ -240,3 +240,14 @@ def test_the_writing_process_follows_the_world_size_not_rank_alone(monkeypatch):
     monkeypatch.delenv("RANK")
     with pytest.raises(LoritaError, match="WORLD_SIZE=2 is set but RANK is not"):
         is_main_process()
+
+
+def test_resume_with_another_model_says_so_in_one_short_line(tmp_path):
+    data = tiny_data()
+    cfg = TrainConfig(**{**CFG, "epochs": 1, "schedule": "constant"})
+    train(tiny_mlp(), data, cfg, out_dir=tmp_path)
+    with pytest.raises(LoritaError, match=r"the checkpoint checkpoint.pt of the run being resumed does not fit this "
+                                          r"model \(.*Unexpected key.*\); resume with the run's own model") as refused:
+        train(tiny_mlp(bn=False), data, TrainConfig(**{**CFG, "epochs": 2, "schedule": "constant"}), out_dir=tmp_path,
+              resume=True)
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 500

@@ -200,7 +200,10 @@ def _restore(path: Path, model: nn.Module, optimizer, schedule: EpochSchedule, c
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, KeyError, AttributeError) as err:
-        raise LoritaError(f"the checkpoint {path} does not fit this model: {err}") from err
+        said = " ".join(str(err).replace("Error(s) in loading state_dict for", "").split())
+        said = said if len(said) <= 300 else said[:300] + " ..."
+        raise LoritaError(f"the checkpoint {path.name} of the run being resumed does not fit this model ({said}); "
+                          "resume with the run's own model arguments, or start again without --resume") from None
     for name, p in model.named_parameters():
         if p.is_floating_point() and not torch.isfinite(p).all():
             raise LoritaError(f"{path} is damaged: parameter {name!r} holds NaN or Inf; {START_OVER}")
