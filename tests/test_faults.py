@@ -182,6 +182,8 @@ def cli_error(argv, capsys) -> str:
     ("results.json", b"[1, 2]", r"results\.json does not hold a JSON object"),
     ("config.json", b"", r"config\.json is not valid JSON"),
     ("config.json", b"{\"command\": \"report\"}", r"config\.json is neither a train nor a compress run"),
+    ("config.json", b"{\"command\": \"compress\"}", r"config\.json is a compress run's config without its 'source'"),
+    ("config.json", b"{\"command\": \"compress\", \"source\": \"run\"}", r"its .source. leads back to a run already"),
     ("config.json", b"{\"command\": \"train\", \"dataset\": 5}", r"config\.json.*'dataset' must be an object"),
     ("model.lorita", b"\x00" * 100, r"model\.lorita is not a readable safetensors file"),
 ])

@@ -280,8 +280,15 @@ def train_config_of(run: str | Path):
         if config.get("command") == "train":
             return recorded(RunConfig.from_dict(config, str(where)), where)
         source = config.get("source")
-        if config.get("command") != "compress" or not isinstance(source, str) or not source or run.resolve() in seen:
-            raise LoritaError(f"{where} is neither a train nor a compress run")
+        if config.get("command") != "compress":
+            raise LoritaError(f"{where} is neither a train nor a compress run (its command is "
+                              f"{config.get('command')!r})")
+        if not isinstance(source, str) or not source:
+            raise LoritaError(f"{where} is a compress run's config without its 'source' (the run it was cut from): "
+                              "the file is damaged; compress that run again")
+        if run.resolve() in seen:
+            raise LoritaError(f"{where}: its 'source' leads back to a run already followed ({source!r}): the file is "
+                              "damaged; compress that run again")
         seen.add(run.resolve())
         cut, run = run, cut_source(run, source)
         if not run.exists():
