@@ -61,9 +61,16 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # what torch's CPU th
 def settings_of(config: Path) -> dict[str, dict]:
     """The config's settings (name -> overrides), ``base`` included."""
     try:
-        return {"base": {}, **config_settings(config)}
+        settings = config_settings(config)
     except LoritaError as error:
         raise SystemExit(str(error)) from None
+    for name, overrides in settings.items():  # what 'lorita experiment --set' cannot take, refused here
+        nulls = sorted(k for k, v in overrides.items() if v is None)
+        if nulls or "seeds" in overrides:
+            raise SystemExit(f"{config}: setting {name!r} gives " + (
+                f"{nulls} as null, which 'lorita experiment --set' refuses (it would keep the config's value): "
+                "leave the key out, or give a value" if nulls else "'seeds', which the runner's --seeds sets"))
+    return {"base": {}, **settings}
 
 
 def command(config: Path, seed: int, out: Path, overrides: dict, reduced: bool, lock: str | None,

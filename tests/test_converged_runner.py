@@ -122,7 +122,10 @@ def test_an_unknown_setting_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [("{", "not valid JSON"), ("[1]", "'settings' must map"),
-                                           ('{"settings": {"g1": 3}}', "'settings' must map")])
+                                           ('{"settings": {"g1": 3}}', "'settings' must map"),
+                                           ('{"settings": {"nx": {"small_dense_refine": null}}}',
+                                            r"setting 'nx' gives \['small_dense_refine'\] as null"),
+                                           ('{"settings": {"s": {"seeds": [1]}}}', "'seeds', which the runner's")])
 def test_a_config_that_is_not_a_studys_is_refused_with_a_message(tmp_path, text, message):
     config = tmp_path / "config.json"
     config.write_text(text)

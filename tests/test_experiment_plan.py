@@ -89,10 +89,15 @@ def test_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys):
 
 @pytest.mark.parametrize("setting, message", [
     (["--set", "model_kwargs.width=0"], "width must be an integer from 1 to 1048576, got 0"),
-    (["--set", 'exclude=["nosuch"]'], "exclude names unknown module 'nosuch'")])
+    (["--set", 'exclude=["nosuch"]'], "exclude names unknown module 'nosuch'"),
+    (["--set", "max_train=1"], "the training set holds 1 example")])
 @pytest.mark.parametrize("dry_run", [True, False])
-def test_a_model_the_zoo_or_compose_refuses_fails_before_anything_is_created(tmp_path, capsys, setting, message,
-                                                                              dry_run):
+def test_a_model_the_zoo_or_compose_refuses_fails_before_anything_is_created(tmp_path, capsys, monkeypatch, setting,
+                                                                              message, dry_run):
+    import lorita.runs.experiment as experiment
+
+    if not dry_run:  # the run checks the models before it locks its output (the plan checks the output first)
+        monkeypatch.setattr(experiment, "_output", lambda *a: pytest.fail("the output was locked first"))
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"full": TINY}))
     argv = ["experiment", str(config), "--out", str(tmp_path / "out"), "--no-progress", *setting]

@@ -163,16 +163,18 @@ def test_a_json_file_that_is_huge_or_not_a_file_is_refused_before_it_is_read(tmp
         jsonio.read(tmp_path / "small.json")
 
 
-def test_an_experiment_config_with_an_unknown_top_level_key_or_bad_settings_is_refused(tmp_path):
+def test_an_experiment_config_with_a_field_outside_its_sections_or_bad_settings_is_refused(tmp_path):
     from lorita.runs import load_spec
 
     base = {"common": {"model": "fcn", "dataset": "digits"}, "full": {}, "paper": "a note"}
-    for extra, message in (({"depths": [1, 2]}, r"unknown top-level key\(s\) \['depths'\]; an experiment config "
-                                                r"holds 'common', 'full' and 'reduced'"),
-                           ({"settings": {"g1": 3}}, "'settings' must map a setting's name to an object")):
-        path = tmp_path / "config.json"
+    path = tmp_path / "config.json"
+    for extra, message in (({"depths": [1, 2]}, r"\['depths'\] at the top level is not read: an experiment's fields "
+                                                r"go in its 'common', 'full' or 'reduced' section"),
+                           ({"settings": {"g1": 3}}, "'settings' must map a setting's name to an object"),
+                           ({"format": "lorita.run", "command": "train"}, "is a run folder's config.json")):
         path.write_text(json.dumps({**base, **extra}))
         with pytest.raises(LoritaError, match=message):
             load_spec(path)
-    path.write_text(json.dumps({**base, "settings": {"g1": {"depths": [1, 3]}}}))
-    assert load_spec(path).recipe.depths  # paper and settings are known keys
+    path.write_text(json.dumps({**base, "settings": {"g1": {"depths": [1, 3]}}, "description": "mine",
+                                "$schema": "x"}))
+    assert load_spec(path).recipe.depths  # notes of the user's own and the known keys are left alone

@@ -215,17 +215,8 @@ def test_a_second_kill_keeps_the_cuts_either_attempt_measured(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False)  # 8 cuts recorded
     import lorita.runs.experiment as experiment
-    loaded = experiment._seed_data
-    loads = []
-
-    def stopped(*args, **kwargs):  # the models' check before the output loads the data too: that load goes through
-        loads.append(args)
-        if len(loads) > 1:
-            raise KeyboardInterrupt
-        return loaded(*args, **kwargs)
-
-    with monkeypatch.context() as patch:  # the second attempt is stopped while loading its seed's data
-        patch.setattr(experiment, "_seed_data", stopped)
+    with monkeypatch.context() as patch:  # the second attempt is stopped once its seed's data is loaded
+        patch.setattr(experiment, "_log_plan", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
         with pytest.raises(KeyboardInterrupt):
             run_experiment(ExperimentSpec.from_flat(FLAT), out, progress=False, resume=True)
     partial = out.with_name("exp.partial")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lorita.atomic import swap, temp_target
-from lorita.cli import _terminate, main
+from lorita.cli import main
 from lorita.errors import LoritaError
 from lorita.runs.folder import foreign_entries, is_marked, mark, remove_tree, staging_path, write_json
 from lorita.runs.lock import OutputLock, lock_path
@@ -235,15 +235,31 @@ def test_sigterm_stops_a_training_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr("lorita.runs.train.evaluate", terminated)
     ignored = []  # a handler of the test's own: without main's, SIGTERM is ignored here, not the end of pytest
-    earlier = signal.signal(signal.SIGTERM, lambda *args: ignored.append(args))
+
+    def own(*args):
+        ignored.append(args)
+
+    earlier = signal.signal(signal.SIGTERM, own)
     try:
         assert main(["train", *TINY, "--out", str(out)]) == 143
-        assert signal.getsignal(signal.SIGTERM) is not _terminate and not ignored  # main's, then put back
+        assert signal.getsignal(signal.SIGTERM) is own and not ignored  # main's handler, then this one put back
     finally:
         signal.signal(signal.SIGTERM, earlier)
     assert f"{staging_path(out)} kept: continue it with --resume" in capsys.readouterr().err
     monkeypatch.undo()
     assert main(["train", *TINY, "--resume", "--out", str(out)]) == 0 and not staging_path(out).exists()
+
+
+def test_an_ignored_sigterm_stays_ignored(tmp_path, monkeypatch):
+    """A launcher that ignores SIGTERM (as nohup-like tools do) keeps it ignored while lorita runs."""
+    monkeypatch.setattr("lorita.runs.train.evaluate", lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGTERM))
+    earlier = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with pytest.raises(Exception):  # the patched evaluate returns nothing: the training fails past the signal
+            main(["-v", "train", *TINY, "--out", str(tmp_path / "r")])
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
 
 
 @pytest.mark.skipif(not Path("/usr/share/games/fortunes").is_dir(), reason="Debian package fortunes not installed")

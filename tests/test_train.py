@@ -251,3 +251,10 @@ def test_resume_with_another_model_says_so_in_one_short_line(tmp_path):
         train(tiny_mlp(bn=False), data, TrainConfig(**{**CFG, "epochs": 2, "schedule": "constant"}), out_dir=tmp_path,
               resume=True)
     assert "\n" not in str(refused.value) and len(str(refused.value)) < 500
+
+
+def test_a_config_changed_after_it_was_made_is_checked_again():
+    cfg = TrainConfig(**CFG)
+    cfg.epochs = 10**11
+    with pytest.raises(LoritaError, match="epochs must be an integer from 1 to 100,000"):
+        train(tiny_mlp(), tiny_data(), cfg)

@@ -110,16 +110,16 @@ def _terminate(signum, frame) -> None:
 
 @contextlib.contextmanager
 def _sigterm_stops_cleanly():
-    """SIGTERM raises ``Terminated`` in the command while it runs (the main thread only: elsewhere Python cannot
-    set a handler); the earlier handler is put back after it, as a notebook or a test calling ``main`` expects.
+    """SIGTERM raises ``Terminated`` in the command while it runs (in the main thread, where it is not ignored); the
+    earlier handler is put back after it, as a notebook or a test calling ``main`` expects.
 
     Example:
         >>> with _sigterm_stops_cleanly():
         ...     signal.getsignal(signal.SIGTERM) is _terminate
         True
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield  # elsewhere Python cannot set a handler; an ignored SIGTERM (nohup-like launchers) stays ignored
         return
     earlier = signal.signal(signal.SIGTERM, _terminate)
     try:

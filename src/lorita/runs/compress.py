@@ -44,7 +44,7 @@ from lorita.select import choose_ranks
 from lorita.serialization import load, save
 from lorita.spectra import Spectra
 from lorita.train import TrainConfig, evaluate, train
-from lorita.train.config import MAX_RATE
+from lorita.train.config import MAX_EPOCHS, MAX_RATE
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def compress_run(source: str | Path, out: str | Path, how: CutSpec, *, finetune_
     if not isinstance(how, CutSpec):
         raise LoritaError(f"how must be a way to cut (lorita.cutspec: Energy(0.95), Budget(flops=0.3), ...), "
                           f"got {type(how).__name__}")
-    check_int("finetune_epochs", finetune_epochs, minimum=0)
+    check_int("finetune_epochs (--finetune-epochs)", finetune_epochs, minimum=0, maximum=MAX_EPOCHS)
     if finetune_lr is not None:
         check_number("finetune_lr", finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
     _check_source(source)

@@ -69,6 +69,7 @@ from lorita.svd_cache import SVDCache
 from lorita.sweep import SweepPoint, as_dict, as_dicts, choose_cuts, measure_test, sweep
 from lorita.train import TrainConfig
 from lorita.train.distributed import world_size
+from lorita.train.loop import check_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
     check_inputs(out, _inputs(spec, config_path))
     if keep_partial and not resume:  # the demo (no --resume) leaves an experiment's OUT.resume alone
         _check_no_earlier_attempt(out)
-    _check_models(spec, _seed_data(spec, spec.recipe.seed_list[0])[1])
+    loaded = {spec.recipe.seed_list[0]: _seed_data(spec, spec.recipe.seed_list[0])}  # the first seed's, kept for it
+    _check_models(spec, loaded[spec.recipe.seed_list[0]][1])
     aside = None
     if resume:
         if not overwrite and (Path(out).exists() or Path(out).is_symlink()):
@@ -126,7 +128,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, overwrite: bool = F
             if sub is not folder:
                 sub.mkdir()
                 write_json(sub / "config.json", mark({"command": "experiment-seed", "seed": seed}))
-            runs.append(_one_seed(spec, seed, sub, use_tp, progress))
+            runs.append(_one_seed(spec, seed, sub, use_tp, progress, loaded.pop(seed, None)))
         results = _summary(spec, runs, time.time() - start)
         write_json(folder / "results.json", results)
         write_demo_report(folder, results)
@@ -205,15 +207,22 @@ def _check_models(spec: ExperimentSpec, data) -> None:
     default init: no memory, no values to initialise from), so that a model argument the zoo refuses (``width=0``)
     or an unknown ``exclude`` name fails before anything is created; an operation meta tensors lack leaves the
     check to the training."""
-    for depth in sorted(set(spec.recipe.depths)):
-        config = spec.run_config(data, depth, spec.recipe.train)
-        structure = dataclasses.replace(config.compose, init="default", init_scale=None)
-        try:
-            with torch.device("meta"):
-                build_model(dataclasses.replace(config, compose=structure))
-        except (NotImplementedError, RuntimeError) as err:
-            log.debug("the models were not checked on the meta device (%s): their trainings check them", err)
-            return
+    quiet = logging.getLogger("lorita")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its composing logs its default init: the trainings log their own
+    try:
+        for depth in sorted(set(spec.recipe.depths)):
+            config = spec.run_config(data, depth, spec.recipe.train)
+            structure = dataclasses.replace(config.compose, init="default", init_scale=None)
+            try:
+                with torch.device("meta"):
+                    model = build_model(dataclasses.replace(config, compose=structure))
+            except (NotImplementedError, RuntimeError) as err:
+                log.debug("the models were not checked on the meta device (%s): their trainings check them", err)
+                return
+            check_batch_norm(model, spec.recipe.train, world_size(), len(data.train))
+    finally:
+        quiet.setLevel(level)
 
 
 def _torch_pruning(spec: ExperimentSpec) -> bool:
@@ -292,10 +301,11 @@ def _seed_data(spec: ExperimentSpec, seed: int):
     return train, data
 
 
-def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool) -> dict:
+def _one_seed(spec: ExperimentSpec, seed: int, folder: Path, use_tp: bool, progress: bool,
+              loaded: tuple | None = None) -> dict:
     """Everything for one seed: train, sweep, measure every column, choose on validation."""
     record = _measured_cuts(spec, seed, folder)  # first: a kill before the cuts keeps an earlier attempt's
-    train, data = _seed_data(spec, seed)
+    train, data = loaded if loaded is not None else _seed_data(spec, seed)  # loaded: the models' check read it
     s = _Seed(spec, train, data, example_input(data), folder, progress)
     _log_plan(s, use_tp)
     if spec.recipe.warm_start_epochs:

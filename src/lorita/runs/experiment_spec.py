@@ -531,11 +531,13 @@ def _check_sections(path: Path, config: object, section: str) -> None:
     """An experiment config's top level: an object of known keys, its sections objects, ``section`` among them."""
     if not isinstance(config, dict):
         raise LoritaError(f"{path} must hold a JSON object with 'common', 'full' and 'reduced' sections")
-    unknown = sorted(set(config) - set(_CONFIG_KEYS))
-    if unknown:
-        raise LoritaError(f"{path}: unknown top-level key(s) {unknown}; an experiment config holds 'common', 'full' "
-                          "and 'reduced' (the spec's fields), and may hold 'paper' (a note) and 'settings' (named "
-                          "overrides): move the fields into a section")
+    if "command" in config and "format" in config:
+        raise LoritaError(f"{path} is a run folder's config.json ('lorita {config['command']}' wrote it), not an "
+                          "experiment config; pass one of experiments/*.json or your own in their form")
+    misplaced = sorted(k for k in config if k not in _CONFIG_KEYS and k in (*_FLAT, "train", "name"))
+    if misplaced:  # other keys (a description, a schema) are notes, left alone
+        raise LoritaError(f"{path}: {misplaced} at the top level is not read: an experiment's fields go in its "
+                          "'common', 'full' or 'reduced' section; move them there")
     for key in ("common", section):
         if not isinstance(config.get(key, {}), dict):
             raise LoritaError(f"{path}: the '{key}' section must be an object")

@@ -64,8 +64,11 @@ def is_png(path: Path) -> bool:
         >>> path = Path(tempfile.mkdtemp()) / "a.png"; _ = path.write_bytes(PNG_SIGNATURE); is_png(path)
         True
     """
-    with open(path, "rb") as handle:
-        return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    except OSError:  # unreadable: not taken for the plot's own file
+        return False
 
 
 is_png.kind = "a PNG image"

@@ -9,6 +9,7 @@ already trained (e.g. truncated) model: it never re-initialises anything.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -79,7 +80,7 @@ def _cpu_copy(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _as_config(config: TrainConfig | Mapping[str, Any]) -> TrainConfig:
     if isinstance(config, TrainConfig):
-        return config
+        return dataclasses.replace(config)  # checked again: a field set after it was made (cfg.epochs = ...) too
     if isinstance(config, Mapping):
         return TrainConfig.from_dict(config)
     raise LoritaError(f"config must be a TrainConfig or a dict, got {type(config).__name__}")
@@ -367,14 +368,21 @@ def train(
         distributed.teardown(ctx)
 
 
-def _check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int, examples: int) -> None:
-    """A model with BatchNorm needs at least 2 samples in each process's batch: refused before training."""
+def check_batch_norm(model: nn.Module, config: TrainConfig, world_size: int, examples: int) -> None:
+    """A model with BatchNorm needs at least 2 samples in each process's batch: refused before training.
+
+    Example:
+        >>> check_batch_norm(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), TrainConfig(batch_size=8), 1, 1)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: the training set holds 1 example(s), but the model has BatchNorm layers, ...
+    """
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return
     if examples < 2 * world_size:
         raise LoritaError(f"the training set holds {examples} example(s), but the model has BatchNorm layers, which "
                           f"need at least 2 per batch{' and process' if world_size > 1 else ''}: give more training "
-                          "data (a smaller --val-fraction, a larger max_train, more examples)")
+                          "data (train: a smaller --val-fraction; experiment: a larger max_train)")
     per_rank = config.batch_size // world_size
     if per_rank < 2:
         raise LoritaError(f"batch_size {config.batch_size} gives {per_rank} sample(s) per process, but the model has "
@@ -403,7 +411,7 @@ def _prepare(model: nn.Module, config: TrainConfig, ctx, resume: bool, penalty: 
 
 def _run(model, splits, config, out_dir, resume, progress, callbacks, ctx, penalty: Penalty | None) -> TrainResult:
     train_split, val_split, augment = splits
-    _check_batch_norm(model, config, ctx.world_size, len(train_split))
+    check_batch_norm(model, config, ctx.world_size, len(train_split))
     net, optimizer, sharded = _prepare(model, config, ctx, resume, penalty)
     schedule = EpochSchedule(config)
     state = _Progress()
