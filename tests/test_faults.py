@@ -335,3 +335,12 @@ def test_lorita_file_for_another_architecture_is_refused(tmp_path):
     lorita.save(lorita.compress(nn.Sequential(nn.Linear(64, 64)), ranks={"0": 4}), path)
     with pytest.raises(LoritaError, match=r"describes layer '0' as lowrank_linear, but the architecture has Conv2d"):
         lorita.load(path, model=nn.Sequential(nn.Conv2d(3, 3, 1)))
+
+
+@pytest.mark.parametrize("version", [99, 0, "1", None])
+def test_a_run_config_of_a_format_version_this_lorita_does_not_read_is_refused(damaged, tmp_path, capsys, version):
+    config = json.loads((damaged / "config.json").read_text())
+    (damaged / "config.json").write_text(json.dumps({**config, "format_version": version}))
+    err = cli_error(["compress", str(damaged), "--energy", "0.9", "--out", str(tmp_path / "cut")], capsys)
+    assert f"config.json: format_version {version!r}, which this lorita" in err and "does not read" in err
+    assert not (tmp_path / "cut").exists()

@@ -25,7 +25,7 @@ import stat
 from pathlib import Path
 from typing import Any, Iterable
 
-from lorita import jsonio
+from lorita import __version__, jsonio
 from lorita.atomic import atomic_write_text, temp_target
 from lorita.errors import LoritaError
 from lorita.runs.lock import held_by, is_lock_file, is_lock_name
@@ -363,4 +363,9 @@ def read_json(path: str | os.PathLike, what: str) -> dict:
     data = jsonio.read(path, fix=f"the run may be damaged; rerun {what}", allow_nan=True)
     if not isinstance(data, dict):
         raise LoritaError(f"{path} does not hold a JSON object")
+    version = data.get("format_version")
+    if data.get("format") == MARK and not (isinstance(version, int) and not isinstance(version, bool)
+                                           and 1 <= version <= MARK_VERSION):
+        raise LoritaError(f"{path}: format_version {version!r}, which this lorita ({__version__}) does not read (it "
+                          f"reads 1 to {MARK_VERSION}): a newer lorita wrote it, or the file is damaged")
     return data
