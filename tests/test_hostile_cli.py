@@ -665,3 +665,16 @@ def test_a_mistyped_packaged_model_name_gets_a_hint(tmp_path, capsys, monkeypatc
     err = cli_error(["compress", "runs/nothere", "--energy", "0.9", "--out", "z"], capsys)
     assert "or a pretrained language model: a packaged one (smollm2-135m), a .gguf file" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_from_a_mixed_precision_model_file_trains_in_float32(tmp_path, capsys):
+    from lorita.models import create_model
+
+    model = create_model("fcn", width=8, hidden_layers=1, num_classes=10, in_channels=1, image_size=8)
+    model.head.half()  # one layer saved in float16 beside float32 ones: lorita.load keeps each tensor's dtype
+    lorita.save(model, tmp_path / "mixed.lorita")
+    assert {t.dtype for t in lorita.load(tmp_path / "mixed.lorita").state_dict().values()} >= {torch.float16}
+    assert main(["train", "--from", str(tmp_path / "mixed.lorita"), "--dataset", "digits", "--epochs", "1",
+                 "--depth", "2", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    trained = lorita.load(tmp_path / "run" / "model.lorita")
+    assert {t.dtype for t in trained.state_dict().values() if t.is_floating_point()} == {torch.float32}

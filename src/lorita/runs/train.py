@@ -96,6 +96,10 @@ def load_source(source: str | Path) -> tuple[nn.Module, ModelSpec, Path]:
                           "rebuild it; continue it from Python: lorita.compose(your_model, depth, init='preserve') "
                           "and lorita.train.train(...)")
     model = lorita.merge(lorita.load(path), inplace=True).eval()
+    kinds = sorted({str(t.dtype).replace("torch.", "") for t in model.state_dict().values() if t.is_floating_point()})
+    if kinds != ["float32"]:  # a half or mixed-precision file: trained on, as every run is, in float32
+        log.info("--from %s holds %s weights: they are trained on in float32", source, " and ".join(kinds))
+        model = model.float()
     if has_lowrank(model):
         raise LoritaError(f"--from {source}: this model was cut by 'lorita compress' (its layers are low-rank pairs), "
                           "so it cannot be composed again; continue the trained run it was cut from (--from THAT_RUN), "
