@@ -104,6 +104,7 @@ def test_warm_start_keeps_total_epochs_equal(tmp_path):
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"depths": [2, 3]}, r"depths must include 1"),
+    ({"depths": [1, 2, 1]}, r"depths must name each depth once, got \[1, 2, 1\]"),
     ({"max_drop": -1}, r"max_drop \(accuracy points\) must be a finite number >= 0"),
     ({"max_drop": float("nan")}, r"max_drop \(accuracy points\) must be a finite number >= 0, got nan"),
     ({"points": 1}, r"points must be an integer >= 2"),

@@ -158,6 +158,8 @@ class Recipe:
                               f"holds), got {self.depths!r}")
         if 1 not in self.depths:
             raise LoritaError("depths must include 1: the plain baseline every comparison is made against")
+        if len(set(self.depths)) != len(self.depths):
+            raise LoritaError(f"depths must name each depth once, got {self.depths!r}")
         ComposeSpec(init=self.init, init_scale=self.init_scale)  # checks init and init_scale
         check_choice("factor_side", self.factor_side, FACTOR_SIDES)
         ComposeSpec(exclude=self.exclude)  # a list of names or None
