@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+from lorita import jsonio
 from lorita.errors import LoritaError
 
 EXAMPLE = """example:
@@ -122,8 +123,6 @@ def _check_writable(run: Path) -> None:
 
 def _is_evaluation(path: Path) -> bool:
     """Whether ``path`` holds what ``--write`` writes: a JSON object with ``val_loss`` and ``test_loss``."""
-    from lorita import jsonio
-
     try:
         figures = jsonio.read(path, allow_nan=True)
     except LoritaError:

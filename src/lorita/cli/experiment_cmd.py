@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorita.cli.options import output_options, require
+from lorita.cli.options import output_options, parse_model_args, require
 from lorita.compose import COMPOSE_INITS
 from lorita.errors import LoritaError
 
@@ -44,8 +44,6 @@ def add_parser(sub) -> None:
 def _overrides(args: argparse.Namespace) -> tuple[dict[str, dict], dict]:
     """``--set`` and the flags that set a config's field (--data-dir, --init, --seeds), as ``load_spec`` takes them:
     the ``train.`` and ``model_kwargs.`` keys apart, and each field given once."""
-    from lorita.cli.options import parse_model_args
-
     nested: dict[str, dict] = {"train": {}, "model_kwargs": {}}
     fields = {}
     for key, value in parse_model_args(args.set).items():
