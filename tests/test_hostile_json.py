@@ -178,3 +178,18 @@ def test_an_experiment_config_with_a_field_outside_its_sections_or_bad_settings_
     path.write_text(json.dumps({**base, "settings": {"g1": {"depths": [1, 3]}}, "description": "mine",
                                 "$schema": "x"}))
     assert load_spec(path).recipe.depths  # notes of the user's own and the known keys are left alone
+
+
+def test_a_key_written_twice_is_refused_wherever_json_is_read(tmp_path, capsys):
+    for text, key in [('{"a": 1, "a": 2}', "a"), ('{"x": {"lr": 0.1, "b": 1, "lr": 0.2}}', "lr")]:
+        for allow_nan in (False, True):  # lorita's own result files too
+            with pytest.raises(LoritaError, match=rf'^f.json is not valid JSON \(the key "{key}" is written twice'):
+                parse(text, "f.json", allow_nan=allow_nan)
+    assert parse('{"a": {"a": 1}, "b": [{"a": 2}, {"a": 3}]}', "f.json")["b"][1] == {"a": 3}  # nesting is not repeat
+    path = tmp_path / "exp.json"
+    path.write_text('{"common": {"model": "fcn", "model": "cnn"}, "full": {"dataset": "digits"}}')
+    with pytest.raises(LoritaError, match=r'exp.json is not valid JSON \(the key "model" is written twice'):
+        load_spec(path)
+    out = tmp_path / "x"
+    err = cli_error(["train", *TINY, "--model-arg", 'hidden_layers={"a": 1, "a": 2}', "--out", str(out)], capsys)
+    assert 'the key "a" is written twice' in err and not out.exists()

@@ -4,7 +4,9 @@
 for the parser) is a ``LoritaError`` that names the input and says what to do.
 
 ``NaN``, ``Infinity`` and numbers too large for a float (``1e400``) are refused unless the reader
-allows them: JSON has no such numbers, and only lorita's own result files write ``NaN``.
+allows them: JSON has no such numbers, and only lorita's own result files write ``NaN``. A key written
+twice in one object is refused: JSON leaves its meaning open (Python's reader keeps the last, others
+the first), so a file read one way here could be read another way elsewhere.
 """
 
 from __future__ import annotations
@@ -36,6 +38,19 @@ class _NotFinite(ValueError):
     """A NaN, an infinity, or a number too large for a float, where the reader allows none."""
 
 
+class _DuplicateKey(ValueError):
+    """A key written twice in one JSON object."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKey(twice)
+    return out
+
+
 def _reason(err: BaseException) -> str:
     if isinstance(err, UnicodeDecodeError):
         return f"is not UTF-8 text ({err.reason} at byte {err.start})"
@@ -43,6 +58,8 @@ def _reason(err: BaseException) -> str:
         why = "nested too deeply to read"
     elif isinstance(err, _NotFinite):
         why = f"{err} is not a finite number"
+    elif isinstance(err, _DuplicateKey):
+        why = f"the key {json.dumps(str(err))} is written twice in one object; keep one"
     elif "digits" in str(err) and not isinstance(err, json.JSONDecodeError):
         why = "an integer with more than 4300 digits, which Python does not read from text"
     else:
@@ -60,8 +77,14 @@ def parse(text: str | bytes, where: str, *, fix: str = "", allow_nan: bool = Fal
         Traceback (most recent call last):
         ...
         lorita.errors.LoritaError: spec.json is not valid JSON (NaN is not a finite number); write a number
+        >>> parse('{"lr": 0.1, "lr": 0.2}', "train.json")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: train.json is not valid JSON (the key "lr" is written twice in one object; keep one)
     """
-    hooks = {} if allow_nan else {"parse_constant": _no_constant, "parse_float": _finite_float}
+    hooks: dict[str, Any] = {"object_pairs_hook": _unique_keys}
+    if not allow_nan:
+        hooks.update(parse_constant=_no_constant, parse_float=_finite_float)
     try:
         if isinstance(text, (bytes, bytearray)):
             text = bytes(text).decode("utf-8")
