@@ -139,6 +139,22 @@ def test_evaluate_write_checks_where_it_writes_before_evaluating(trained, tmp_pa
     assert main(["evaluate", str(run), "--write"]) == 0 and main(["evaluate", str(run), "--write"]) == 0  # its own
 
 
+def test_evaluate_write_into_a_folder_it_cannot_write_is_refused_before_evaluating(trained, tmp_path, capsys,
+                                                                                    monkeypatch):
+    import os
+    import shutil
+
+    import lorita.runs
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != run and real(path, mode, **kw))
+    monkeypatch.setattr(lorita.runs, "evaluate_run", lambda *a: pytest.fail("evaluated before the check"))
+    assert main(["evaluate", str(run), "--write"]) == 2  # as a user without write permission (tests may run as root)
+    assert "is not writable by this user" in capsys.readouterr().err and not (run / "evaluation.json").exists()
+
+
 def test_evaluate_json_writes_a_perplexity_past_a_float_as_null(trained, tmp_path, monkeypatch, capsys):
     import shutil
 

@@ -109,6 +109,9 @@ def _check_writable(run: Path) -> None:
     if not is_marked(run):
         raise LoritaError(f"{run} is not a run folder lorita wrote (no marked config.json), so --write does not "
                           "write into it; leave out --write (--json prints the figures)")
+    if not os.access(run, os.W_OK | os.X_OK):  # found now, not after the evaluation's minutes
+        raise LoritaError(f"{run} is not writable by this user, so --write cannot put evaluation.json there; make it "
+                          "writable, or leave out --write (--json prints the figures)")
     path = run / "evaluation.json"
     try:
         mode = os.lstat(path).st_mode
