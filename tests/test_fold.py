@@ -25,12 +25,13 @@ def randomize_norms(model):
 def test_folded_model_has_the_same_outputs(name, kwargs, shape):
     torch.manual_seed(0)
     model = randomize_norms(create_model(name, in_channels=shape[1], image_size=shape[2], **kwargs).double())
-    folded = fold_batchnorm(model)
     x = torch.randn(shape, dtype=torch.float64)
+    folded = fold_batchnorm(model, x)
     torch.testing.assert_close(folded(x), model(x), atol=1e-10, rtol=1e-10)
     remaining = [m for m in folded.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     assert not remaining
-    assert len(batchnorm_pairs(model)) == sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
+    count = sum(isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) for m in model.modules())
+    assert len(batchnorm_pairs(model, x)) == count
 
 
 def test_layer_with_two_consumers_is_not_folded():
@@ -58,3 +59,59 @@ def test_untraceable_model_gives_a_clear_error():
 
     with pytest.raises(LoritaError, match=r"cannot trace Dynamic with torch.fx"):
         batchnorm_pairs(Dynamic())
+
+
+class Twice(nn.Module):  # one Linear called twice, a BatchNorm after one of the calls
+    def __init__(self):
+        super().__init__()
+        self.lin, self.bn, self.out = nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(torch.cat([self.bn(self.lin(x)), self.lin(x)], 1))
+
+
+class OnSequence(nn.Module):  # a Linear on (N, L, F) with L == F: BatchNorm1d normalises L, not the features
+    def __init__(self):
+        super().__init__()
+        self.lin, self.bn = nn.Linear(4, 4), nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.bn(self.lin(x))
+
+
+def _tied():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 4))
+    net[2].weight = net[0].weight
+    return net
+
+
+def _parametrized():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    nn.utils.parametrizations.weight_norm(net[0])
+    return net
+
+
+def _hooked():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    net[0].register_forward_hook(lambda module, inputs, output: output * 2)
+    return net
+
+
+@pytest.mark.parametrize("make,shape,why", [
+    (Twice, (5, 4), "runs more than once"), (OnSequence, (5, 4, 4), "output is 3-D on example_input"),
+    (_tied, (5, 4), "tied to another module"), (_parametrized, (5, 4), "weight is computed"),
+    (_hooked, (5, 4), "has forward hooks")])
+def test_a_pair_folding_would_change_is_left_with_a_warning(make, shape, why, caplog):
+    torch.manual_seed(0)
+    model = randomize_norms(make())
+    x = torch.randn(shape)
+    assert batchnorm_pairs(model, x) == []
+    assert why in caplog.text and "is not folded into" in caplog.text
+    torch.testing.assert_close(fold_batchnorm(model, x)(x), model(x))  # the same outputs: nothing changed
+
+
+def test_a_linear_before_batchnorm1d_folds_only_with_an_example_input(caplog):
+    model = randomize_norms(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2)))
+    assert batchnorm_pairs(model) == [] and "pass example_input= to fold it" in caplog.text
+    conv = randomize_norms(nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)))
+    assert batchnorm_pairs(conv) == [("0", "1")]  # a Conv2d's channels are BatchNorm2d's: no input needed

@@ -246,7 +246,7 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
             skipped.setdefault(name, reason)
         elif plain:
             candidates.append((name, module))
-    owners = _parameter_owners(model)
+    owners = parameter_owners(model)
     for name, module in candidates:
         if id(module) in by_id:
             by_id[id(module)].aliases.append(name)
@@ -277,8 +277,14 @@ def _weight_readers(model: nn.Module, layers: dict[str, Layer], example_input: A
                          READ_BY_PARENT)
 
 
-def _parameter_owners(model: nn.Module) -> dict[int, set[int]]:
-    """Parameter id -> ids of the modules holding it directly (several when tied)."""
+def parameter_owners(model: nn.Module) -> dict[int, set[int]]:
+    """Parameter id -> ids of the modules holding it directly (several when tied).
+
+    Example:
+        >>> a = nn.Linear(2, 2); b = nn.Linear(2, 2); b.weight = a.weight
+        >>> len(parameter_owners(nn.Sequential(a, b))[id(a.weight)])
+        2
+    """
     owners: dict[int, set[int]] = {}
     for module in model.modules():
         for p in module.parameters(recurse=False):
