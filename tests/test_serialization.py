@@ -80,6 +80,33 @@ def test_a_model_in_mixed_precision_keeps_each_tensors_dtype(tmp_path):
     torch.testing.assert_close(again(x), small(x), atol=0, rtol=0)  # was cast whole to float16: LayerNorm failed
 
 
+class _Scaled(_HalfFirst):
+    """_HalfFirst with buffers the file does not hold: one past float16's range, one in float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("big", torch.tensor([7e4]), persistent=False)
+        self.register_buffer("fine", torch.tensor([1 / 3], dtype=torch.float64), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) / self.big * self.fine.float()
+
+
+def test_a_buffer_the_file_does_not_hold_keeps_the_architectures_dtype(tmp_path):
+    torch.manual_seed(0)
+    model = _Scaled().eval()
+    lorita.save(model, tmp_path / "m.lorita")
+    again = lorita.load(tmp_path / "m.lorita", model=_Scaled)  # the description's dtype is float16 (the first)
+    assert again.big.dtype == torch.float32 and again.fine.dtype == torch.float64  # was float16: big became inf
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(again(x), model(x), atol=0, rtol=0)
+    half = _Scaled().half().eval()  # a whole model cast: its buffers too, which a fresh _Scaled() does not build so
+    lorita.save(half, tmp_path / "h.lorita")
+    again = lorita.load(tmp_path / "h.lorita", model=_Scaled)
+    assert again.big.dtype == again.fine.dtype == torch.float16
+    assert {k: v.dtype for k, v in again.state_dict().items()} == {k: v.dtype for k, v in half.state_dict().items()}
+
+
 def test_whiten_is_reachable_after_import_lorita():
     import subprocess
     import sys
@@ -221,3 +248,18 @@ def test_the_architecture_given_is_checked_for_what_users_get_wrong(tmp_path):
     lorita.save(wrapped, tmp_path / "compiled.lorita")
     with pytest.raises(LoritaError, match=r"start with '_orig_mod.': it was saved from a torch.compile wrapper"):
         lorita.load(tmp_path / "compiled.lorita", model=net)
+
+
+def test_a_description_with_malformed_buffer_dtypes_is_refused(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = tmp_path / "m.lorita"
+    lorita.save(_Scaled(), path)
+    with safe_open(str(path), "pt") as f:
+        desc = json.loads(f.metadata()["lorita"])
+    assert desc["buffer_dtypes"] == {"big": "float32", "fine": "float64"}
+    for bad in ({"big": "int8"}, {"": "float32"}, ["big"]):
+        save_file(load_file(str(path)), str(path), metadata={"lorita": json.dumps({**desc, "buffer_dtypes": bad})})
+        with pytest.raises(LoritaError, match="buffer_dtypes must map buffer names to one of"):
+            lorita.load(path, model=_Scaled)

@@ -91,9 +91,13 @@ def describe(model: nn.Module) -> dict:
             kind = "lowrank_linear" if isinstance(m, LowRankLinear) else "lowrank_conv2d"
             layers[name] = {"type": kind, "rank": m.rank, "aliases": [name]}
     floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    versions = getattr(model.state_dict(), "_metadata", None) or {}
+    state = model.state_dict()
+    versions = getattr(state, "_metadata", None) or {}
+    unsaved = {name: str(b.dtype).replace("torch.", "") for name, b in model.named_buffers(remove_duplicate=False)
+               if name not in state and b.is_floating_point()}  # non-persistent: built by the architecture
     return {"format": FORMAT, "version": VERSION, "architecture": _architecture(model), "layers": layers,
             "dtype": str(floats[0]).replace("torch.", "") if floats else "float32",
+            **({"buffer_dtypes": unsaved} if unsaved else {}),
             "module_versions": {prefix: meta["version"] for prefix, meta in versions.items()
                                 if isinstance(meta, dict) and isinstance(meta.get("version"), int)}}
 
@@ -236,6 +240,9 @@ def _check_description(desc, path) -> None:
         raise bad(f"architecture must be an object, got {type(arch).__name__}")
     if desc.get("dtype", "float32") not in DTYPES:
         raise bad(f"dtype must be one of {DTYPES}, got {desc.get('dtype')!r}")
+    unsaved = desc.get("buffer_dtypes", {})
+    if not isinstance(unsaved, dict) or not all(is_module_name(k) and v in DTYPES for k, v in unsaved.items()):
+        raise bad(f"buffer_dtypes must map buffer names to one of {DTYPES}")
     versions = desc.get("module_versions", {})
     if not isinstance(versions, dict) or not all(is_int(v) and v >= 0 for v in versions.values()) or \
             not all(k == "" or is_module_name(k) for k in versions):
@@ -557,6 +564,14 @@ def _keep_file_dtypes(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...]
             t.data = t.data.to(stored)  # tied tensors are one object: cast once, seen again under the other name
 
 
+def _keep_saved_dtypes(model: nn.Module, dtypes: dict[str, str]) -> None:
+    """Each floating buffer the file does not hold (a non-persistent one) in the dtype it had when saved (older
+    files do not say: a given architecture's own dtype stays)."""
+    for key, t in model.named_buffers(remove_duplicate=False):
+        if key in dtypes and t.is_floating_point():
+            t.data = t.data.to(getattr(torch, dtypes[key]))
+
+
 def _check_values(model: nn.Module, path) -> None:
     """No NaN or Inf in a loaded parameter, int8 weights and scales as ``quantize`` makes them (``save`` refuses
     other values, so the file is damaged)."""
@@ -641,8 +656,10 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, tensors, path)
     _check_int8_dtypes(path, desc["layers"])
-    base.to(getattr(torch, desc.get("dtype", "float32")))
+    if model is None:  # lorita built it from the description: what the file does not hold takes its dtype
+        base.to(getattr(torch, desc.get("dtype", "float32")))
     _keep_file_dtypes(base, tensors)
+    _keep_saved_dtypes(base, desc.get("buffer_dtypes", {}))  # what the file does not hold, as it was saved
     try:
         with _utf8_path(path) as name:
             weights = load_file(name, device=str(device))
