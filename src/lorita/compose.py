@@ -6,7 +6,6 @@ the exception: it swaps the layers of the given model one by one, without a seco
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any, Literal, get_args
 
@@ -19,7 +18,8 @@ from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_
 from lorita.errors import LoritaError
 from lorita.factor_init import LayerInit, plan, rescale, start_ratio, unguarded, warn_small_start
 from lorita.linalg import check_finite, check_values
-from lorita.targets import Selector, check_model, replace_module, require_layers, scan_layers, select, warn_skipped
+from lorita.targets import (Selector, check_model, copy_model, replace_module, require_layers, scan_layers, select,
+                            warn_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
             if layer.module.bias is not None:
                 check_finite(layer.module.bias, layer.name, "bias")
     del chosen, scan  # (in place, these would keep every replaced layer alive)
-    new = model if inplace else copy.deepcopy(model)
+    new = model if inplace else copy_model(model, "compose")
     if depth == 1:
         return new
     # Re-scan: on a copy, so we replace its modules, not the original's.
@@ -176,7 +176,7 @@ def merge(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         for key, p in layer.module.named_parameters():
             if not p.is_meta:  # a meta model merges as structure only
                 check_finite(p.detach(), layer.name, "bias" if key == "bias" else "weight")
-    new = model if inplace else copy.deepcopy(model)
+    new = model if inplace else copy_model(model, "merge")
     layers = scan_layers(new, plain=False).layers
     for name in list(layers):
         layer = layers.pop(name)  # our last reference to the composed layer goes with it

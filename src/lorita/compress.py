@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Any
 
@@ -21,8 +20,8 @@ from lorita.linalg import (break_even_rank, check_finite, check_rank, energy_cut
                            singular_values)
 from lorita.lowrank import truncate, weight_matrix
 from lorita.svd_cache import SVDCache
-from lorita.targets import (Layer, Scan, Selector, check_model, replace_module, require_layers, resolve_ranks,
-                            scan_layers, select, warn_skipped)
+from lorita.targets import (Layer, Scan, Selector, check_model, copy_model, replace_module, require_layers,
+                            resolve_ranks, scan_layers, select, warn_skipped)
 from lorita.whiten import check_gram, whitened_spectrum
 
 log = logging.getLogger(__name__)
@@ -222,7 +221,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     if has_composed:
         new = merge(model, inplace=inplace)
     else:
-        new = model if inplace else copy.deepcopy(model)
+        new = model if inplace else copy_model(model, "compress")
     # the same layers in the copy (a copy keeps shared modules shared): no second scan
     copies = {name: Layer(name, new.get_submodule(name), aliases[name]) for name in names}
     cut = 0

@@ -17,7 +17,6 @@ is, with a warning naming it and why.
 from __future__ import annotations
 
 import collections
-import copy
 import logging
 from typing import Any
 
@@ -27,7 +26,7 @@ from torch.nn.utils import parametrize
 
 from lorita.errors import LoritaError
 from lorita.probe import observe
-from lorita.targets import check_model, parameter_owners
+from lorita.targets import check_model, copy_model, parameter_owners
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None) -> nn.Module:
         'Identity'
     """
     check_model(model, "fold_batchnorm")
-    new = copy.deepcopy(model).eval()
+    new = copy_model(model, "fold_batchnorm").eval()
     modules = dict(new.named_modules())
     for layer_name, norm_name in batchnorm_pairs(new, example_input):
         layer, norm = modules[layer_name], modules[norm_name]

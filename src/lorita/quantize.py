@@ -16,7 +16,6 @@ safetensors).
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from dataclasses import dataclass
@@ -31,8 +30,8 @@ from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.int8 import GRANULARITIES, INT8_TYPES, QMAX, Granularity, Int8Conv2d, Int8Linear
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.targets import (Layer, Scan, Selector, check_model, keep_frozen, replace_module, scan_layers, select,
-                            warn_skipped)
+from lorita.targets import (Layer, Scan, Selector, check_model, copy_model, keep_frozen, replace_module, scan_layers,
+                            select, warn_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
         reason = f" ({'; '.join(sorted(set(scan.skipped.values())))})" if scan.skipped else ""
         warnings.warn(f"lorita.quantize: {type(model).__name__} has no Linear or Conv2d layer it can quantize"
                       f"{reason}; returned in float", LoritaWarning, stacklevel=2)
-        return model if inplace else copy.deepcopy(model)
+        return model if inplace else copy_model(model, "quantize")
     chosen = select(scan, targets, exclude, verb="quantize", all_modules=(n for n, _ in model.named_modules()))
     for layer in chosen:
         if any(p.is_meta for p in layer.module.parameters(recurse=False)):
@@ -155,7 +154,7 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
     warn_skipped(scan.skipped, "quantize")
     names = [layer.name for layer in chosen]
     del chosen, scan
-    new = model if inplace else copy.deepcopy(model)
+    new = model if inplace else copy_model(model, "quantize")
     layers = scan_quantizable(new).layers
     for name, pair in list(new.named_modules()):
         if isinstance(pair, LOWRANK_TYPES) and f"{name}.0" in names and f"{name}.1" in names:

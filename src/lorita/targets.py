@@ -14,6 +14,7 @@ names is one layer, known by its first name, with the others as aliases.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import warnings
@@ -23,6 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence, Sized
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lorita.composed import COMPOSED_TYPES, ComposedConv2d
 from lorita.dense_reads import name_layer
@@ -158,6 +160,16 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     """Why an nn layer that looks linear is left plain, or None if it is not such a layer."""
     if isinstance(parent, nn.MultiheadAttention):
         return "inside nn.MultiheadAttention (it reads the weights directly)"
+    if parametrize.is_parametrized(module):
+        return ("parametrized (torch.nn.utils.parametrize: weight or spectral norm, orthogonal, ...), which a factored "
+                "or cut layer would drop; to compress it as it is, torch.nn.utils.parametrize.remove_parametrizations "
+                "first")
+    if _computed_weight(module):
+        return ("its weight is computed by a hook (torch.nn.utils.weight_norm or prune), which a factored or cut layer "
+                "would drop; to compress it as it is, torch.nn.utils.remove_weight_norm or prune.remove first")
+    if module._forward_hooks or module._forward_pre_hooks:
+        return ("it has forward hooks (register_forward_hook / register_forward_pre_hook), which a factored or cut "
+                "layer would not run; remove them first, and register them again on the compressed model")
     if isinstance(module, nn.Conv2d) and module.groups != 1:
         kind = "depthwise" if module.groups == module.in_channels else "grouped"
         return f"{kind} conv (groups={module.groups}): a rank cut there adds parameters"
@@ -187,6 +199,29 @@ def check_model(model: Any, verb: str) -> None:
                           f"torch.jit.trace): pass the eager nn.Module, then script or trace the result")
     if not isinstance(model, nn.Module):
         raise LoritaError(f"{verb} needs an nn.Module, got {type(model).__name__}")
+
+
+def copy_model(model: nn.Module, verb: str) -> nn.Module:
+    """A deep copy of ``model`` for ``verb`` to change; a model PyTorch cannot copy is a LoritaError saying why.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2)); copy_model(net, "compose")[0] is net[0]
+        False
+    """
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError as err:  # a weight computed by a hook (old-style weight_norm, prune) is not a graph leaf
+        computed = [name for name, m in model.named_modules() if _computed_weight(m)]
+        why = (f"{', '.join(computed[:3])} compute their weight with a hook (torch.nn.utils.weight_norm or prune): "
+               "call torch.nn.utils.remove_weight_norm or prune.remove on them first (or use "
+               "torch.nn.utils.parametrizations.weight_norm)") if computed else f"{err}"
+        raise LoritaError(f"lorita.{verb} cannot copy the model ({why}); inplace=True skips the copy") from None
+
+
+def _computed_weight(module: nn.Module) -> bool:
+    """Whether ``module`` has a weight computed before each call (old-style weight_norm, prune), not a parameter."""
+    weight = module.__dict__.get("weight")  # such hooks set a plain tensor attribute
+    return isinstance(weight, torch.Tensor) and not isinstance(weight, nn.Parameter)
 
 
 def _holds_scripted_layers(module: torch.jit.ScriptModule) -> bool:

@@ -1,0 +1,63 @@
+"""Layers whose behaviour lives outside their weight (a parametrization, an old-style weight norm or pruning
+mask, forward hooks) are left plain with a reason: a factored or cut layer would silently drop it."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations, prune
+
+import lorita
+from lorita import LoritaError
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+
+
+def _spectral(model):
+    parametrizations.spectral_norm(model[0])
+
+
+def _weight_norm(model):
+    parametrizations.weight_norm(model[0])
+
+
+def _hook(model):
+    model[0].register_forward_hook(lambda module, inputs, output: output * 0)
+
+
+@pytest.mark.parametrize("change,why", [(_spectral, "parametrized"), (_weight_norm, "parametrized"),
+                                        (_hook, "forward hooks")])
+def test_such_a_layer_is_left_plain_with_a_reason(change, why):
+    model = net()
+    change(model)
+    x = torch.randn(4, 6)
+    with pytest.warns(lorita.LoritaWarning, match=why):
+        composed = lorita.compose(model, 2, init="preserve")
+    assert isinstance(composed[0], type(model[0])) and type(composed[2]).__name__ == "ComposedLinear"
+    torch.testing.assert_close(composed(x), model(x))
+    with pytest.warns(lorita.LoritaWarning, match=why):
+        small = lorita.compress(model, ranks={"2": 3})
+    torch.testing.assert_close(small[0](x), model[0](x))  # the constraint or hook still runs
+    with pytest.raises(LoritaError, match=why):
+        lorita.compress(model, ranks={"0": 3})  # named: refused with the reason
+
+
+@pytest.mark.parametrize("how", ["weight_norm", "prune"])
+def test_a_weight_computed_by_a_hook_is_refused_when_copied_and_left_plain_in_place(how):
+    model = net()
+    if how == "prune":
+        prune.l1_unstructured(model[0], "weight", amount=0.5)
+    else:
+        with pytest.warns(FutureWarning):
+            nn.utils.weight_norm(model[0])
+    with pytest.raises(LoritaError, match=r"0 compute their weight with a hook .* inplace=True skips the copy"):
+        lorita.compose(model, 2)
+    with pytest.raises(LoritaError, match="cannot copy the model"):
+        lorita.compress(model, ranks={"2": 2})
+    x = torch.randn(4, 6)
+    before = model(x)
+    with pytest.warns(lorita.LoritaWarning, match="weight is computed by a hook"):
+        lorita.compress(model, ranks={"2": 3}, inplace=True)
+    torch.testing.assert_close(model(x), before)  # layer 0 kept its mask or norm; layer 2 cut at full rank
