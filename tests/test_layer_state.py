@@ -61,3 +61,28 @@ def test_a_weight_computed_by_a_hook_is_refused_when_copied_and_left_plain_in_pl
     with pytest.warns(lorita.LoritaWarning, match="weight is computed by a hook"):
         lorita.compress(model, ranks={"2": 3}, inplace=True)
     torch.testing.assert_close(model(x), before)  # layer 0 kept its mask or norm; layer 2 cut at full rank
+
+
+class Tagged(nn.Linear):  # keeps Linear.forward, but holds a buffer and an attribute of its own
+    def __init__(self, n_in, n_out, tag="x"):
+        super().__init__(n_in, n_out)
+        self.tag = tag
+        self.register_buffer("calib", torch.ones(n_out))
+
+    def extra_repr(self):
+        return super().extra_repr() + f", tag={self.tag}"
+
+
+class Plain(nn.Linear):  # a subclass with nothing of its own: composed and merged back into its class
+    pass
+
+
+def test_a_subclass_holding_state_of_its_own_is_left_plain_and_an_empty_one_is_not():
+    torch.manual_seed(0)
+    model = nn.Sequential(Tagged(4, 4), nn.ReLU(), Plain(4, 2))
+    with pytest.warns(lorita.LoritaWarning, match=r"Tagged holds state of its own \(calib, tag\)"):
+        merged = lorita.merge(lorita.compose(model, 2, init="preserve"))
+    assert type(merged[0]) is Tagged and type(merged[2]) is Plain
+    assert "tag=x" in repr(merged) and set(merged.state_dict()) == set(model.state_dict())
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(merged(x), model(x))

@@ -107,6 +107,30 @@ def register_linear_subclass(cls: type | str) -> None:
     LINEAR_SUBCLASSES.add(_qualname(cls))
 
 
+_PLAIN_ATTRIBUTES: dict[type, frozenset[str]] = {}  # the instance attributes a plain layer of each base has
+
+
+def _own_state(module: nn.Module, base: type) -> list[str]:
+    """What a subclass instance of ``base`` holds that a plain ``base`` layer does not (parameters, buffers, modules,
+    public attributes): a factored or cut layer would drop it, and its merged layer would lack it.
+
+    Example:
+        >>> class Tagged(nn.Linear):
+        ...     def __init__(self):
+        ...         super().__init__(2, 2); self.tag = "x"; self.register_buffer("calib", torch.ones(2))
+        >>> _own_state(Tagged(), nn.Linear), _own_state(nn.Linear(2, 2), nn.Linear)
+        (['calib', 'tag'], [])
+    """
+    if base not in _PLAIN_ATTRIBUTES:
+        plain = nn.Linear(1, 1, device="meta") if base is nn.Linear else nn.Conv2d(1, 1, 1, device="meta")
+        _PLAIN_ATTRIBUTES[base] = frozenset(vars(plain))
+    held = [name for name in module._parameters if name not in ("weight", "bias")]
+    held += [*module._buffers, *module._modules]
+    held += [name for name in vars(module)
+             if name not in _PLAIN_ATTRIBUTES[base] and not name.startswith(("_", "lorita"))]
+    return sorted(held)
+
+
 def _keeps_forward(module: nn.Module, base: type) -> bool:
     return type(module).forward is base.forward
 
@@ -167,6 +191,11 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     if _computed_weight(module):
         return ("its weight is computed by a hook (torch.nn.utils.weight_norm or prune), which a factored or cut layer "
                 "would drop; to compress it as it is, torch.nn.utils.remove_weight_norm or prune.remove first")
+    base = nn.Linear if isinstance(module, nn.Linear) else nn.Conv2d if isinstance(module, nn.Conv2d) else None
+    own = _own_state(module, base) if base is not None and type(module) is not base else []
+    if own:
+        return (f"{type(module).__name__} holds state of its own ({', '.join(own[:4])}), which a factored or cut "
+                f"layer would drop")
     if module._forward_hooks or module._forward_pre_hooks:
         return ("it has forward hooks (register_forward_hook / register_forward_pre_hook), which a factored or cut "
                 "layer would not run; remove them first, and register them again on the compressed model")
