@@ -86,3 +86,13 @@ def test_a_subclass_holding_state_of_its_own_is_left_plain_and_an_empty_one_is_n
     assert "tag=x" in repr(merged) and set(merged.state_dict()) == set(model.state_dict())
     x = torch.randn(3, 4)
     torch.testing.assert_close(merged(x), model(x))
+
+
+def test_two_ranks_for_one_shared_layer_are_refused():
+    shared = nn.Linear(8, 8)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 2))
+    for call in (lambda: lorita.compress(model, ranks={"0": 1, "2": 3}),
+                 lambda: lorita.cut(model, lorita.cutspec.Ranks({"0": 2, "2": 4}))):
+        with pytest.raises(LoritaError, match=r"one layer used in two places \(shared\): give it one rank"):
+            call()
+    assert lorita.compress(model, ranks={"0": 3, "2": 3})[0].rank == 3  # the same rank twice is one request

@@ -532,6 +532,10 @@ def resolve_ranks(ranks: Any, layers: Iterable[Layer],
         >>> scan = scan_layers(nn.Sequential(shared, nn.ReLU(), shared))
         >>> resolve_ranks({"2": 3}, scan.layers.values())
         {'0': ('2', 3)}
+        >>> resolve_ranks({"0": 1, "2": 3}, scan.layers.values())
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: ranks gives '0' rank 1 and '2' rank 3, but they are one layer used in two places (shared): give it one rank, under either name
     """
     if not isinstance(ranks, dict):
         raise LoritaError(f"ranks must be a dict of module name -> rank, got {type(ranks).__name__}")
@@ -546,6 +550,10 @@ def resolve_ranks(ranks: Any, layers: Iterable[Layer],
             reason = f" ({skipped[given]})" if given in skipped else ""
             raise LoritaError(f"ranks names unknown layer {given!r}{reason}; layers that can be compressed: "
                               f"{', '.join(layer.name for layer in layers) or '(none)'}")
+        earlier = resolved.get(canonical[given])
+        if earlier is not None and earlier[1] != rank:
+            raise LoritaError(f"ranks gives {earlier[0]!r} rank {earlier[1]!r} and {given!r} rank {rank!r}, but they "
+                              f"are one layer used in two places (shared): give it one rank, under either name")
         resolved[canonical[given]] = (given, rank)
     return resolved
 
