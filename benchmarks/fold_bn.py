@@ -35,7 +35,7 @@ def main() -> None:
         val = lambda m: evaluate(m, data.val)[0]
         merged = lorita.merge(lorita.load(f"{run}/model.lorita")).eval()
         target = val(merged) - args.max_drop
-        for label, model in (("as trained", merged), ("BatchNorm folded", fold_batchnorm(merged))):
+        for label, model in (("as trained", merged), ("BatchNorm folded", fold_batchnorm(merged, example))):
             points = sweep(model, example, val, val, points=args.points, refine_targets=[target])
             chosen = smallest_within(points, target)
             rows.append({"run": run, "variant": label, "target_val_acc": target,

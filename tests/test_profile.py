@@ -68,3 +68,30 @@ def test_container_reports_the_macs_it_computes_itself():
     assert rows["0"].macs == 2 * 6 * 6 and rows["0"].params == 36  # its own matmul, its own parameter
     assert rows["0.fc"].macs == 2 * 6 * 6
     assert sum(r.macs for r in p.layers) == p.macs
+
+
+def test_a_transformer_encoder_layer_is_counted_layer_by_layer():
+    import lorita
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True).eval()
+    x = torch.randn(2, 5, 8)
+    tokens = 2 * 5
+    # in_proj 8->24, out_proj 8->8, linear1 8->16, linear2 16->8 per token; attention scores and mix 2 x 5 x 5 x 8
+    expected = tokens * (8 * 24 + 8 * 8 + 8 * 16 + 16 * 8) + 2 * (2 * 5 * 5 * 8)
+    assert lorita.profile(layer, x).macs == expected  # was 0: the fused eval fast path hid every layer
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
+def test_attention_products_are_counted_in_their_own_row_and_rows_add_up():
+    import lorita
+    from lorita.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("vit", num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=64, depth=1,
+                         heads=4).eval()
+    p = lorita.profile(model, torch.randn(2, 3, 32, 32))
+    batch, tokens, dim = 2, 64, 64  # 8 x 8 patches of 4 x 4 pixels
+    attention = next(row for row in p.layers if row.name == "blocks.0.attn")
+    assert attention.macs == batch * 2 * tokens * tokens * dim  # scores and mix: T x T x dim each, per image
+    assert sum(row.macs for row in p.layers) == p.macs and sum(row.params for row in p.layers) == p.params

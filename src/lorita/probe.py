@@ -100,6 +100,25 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
+def unfused() -> Iterator[None]:
+    """Inside the block, PyTorch's fused fast path of ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention``
+    in eval mode is off (restored after), so each submodule runs its own forward: one fused kernel is what
+    PyTorch's FLOP counter cannot see into (it counted 0 MACs for a whole encoder layer).
+
+    Example:
+        >>> with unfused():
+        ...     torch.backends.mha.get_fastpath_enabled()
+        False
+    """
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+@contextlib.contextmanager
 def hooks_on(model: nn.Module, hooks: dict[str, Callable], *, before: bool = False) -> Iterator[None]:
     """``hooks[name]`` on module ``name`` of ``model`` inside the block, removed after (also on error).
 

@@ -2,7 +2,11 @@
 
 FLOPs are measured by PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` on one
 forward pass: it counts matrix multiplies, convolutions and attention (2 FLOPs per
-multiply-add); element-wise work (activations, norms, bias adds) is not counted.
+multiply-add); element-wise work (activations, norms, bias adds) is not counted. Two gaps
+of that counter are closed here: PyTorch's fused eval path of ``nn.TransformerEncoderLayer``
+is turned off while counting (one fused kernel hid every layer in it), and CPU attention
+(``scaled_dot_product_attention``'s CPU kernel, which the counter's table lacks) is counted with
+the counter's own attention formula.
 MACs (multiply-accumulates) = FLOPs / 2. All counts are for the whole example input
 (divide by its batch size for per-example figures).
 
@@ -18,16 +22,28 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from lorita.composed import COMPOSED_TYPES
 from lorita.conv1d import is_conv1d
 from lorita.int8 import INT8_TYPES
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.probe import eval_mode, example_args, run_model, track_usage
+from lorita.probe import eval_mode, example_args, run_model, track_usage, unfused
 from lorita.targets import check_model
 
 READ_NOTE = "read by its parent: own forward never ran, its MACs are counted under the parent"
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_ATTENTION = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+# what the counter's own table lacks (a later PyTorch that counts it keeps its own formula)
+_COUNTED = getattr(flop_counter, "flop_registry", {})
+_MISSING_FORMULAS = {_CPU_ATTENTION: _sdpa_flops} if _CPU_ATTENTION is not None and _CPU_ATTENTION not in _COUNTED \
+    and hasattr(flop_counter, "sdpa_flop_count") else {}
 
 
 @dataclass
@@ -93,17 +109,16 @@ def human(count: int) -> str:
 
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Layers to report: composed and compressed layers whole, other modules that hold parameters
-    (a container among them with the parameters and MACs of its own, not its children's)."""
+    """Modules to report: composed and compressed layers whole, every other module with what it holds and
+    computes itself (a container: its own parameters and MACs, such as attention's products, not its children's);
+    those with neither are left out of the table."""
     units, sealed = [], []
     for name, module in model.named_modules():
         if name == "" or any(name.startswith(p + ".") for p in sealed):
             continue
         if isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)):
             sealed.append(name)
-            units.append((name, module))
-        elif any(True for _ in module.parameters(recurse=False)) or not any(True for _ in module.children()):
-            units.append((name, module))
+        units.append((name, module))
     return units
 
 
@@ -135,9 +150,10 @@ def _count(module: nn.Module, recurse: bool = True) -> int:
 def profile(model: nn.Module, example_input) -> Profile:
     """Count params, MACs and FLOPs of ``model`` on ``example_input`` (a tensor or tuple of them).
 
-    One eval-mode forward pass. Parameters do not require grad while it runs (restored
-    after), so PyTorch's counter needs no autograd graph (transformers' DeBERTa-v2 feeds
-    a parameter straight into a layer, which the counter's module tracker rejects under
+    One eval-mode forward pass (PyTorch's fused attention fast path off, so each layer is
+    counted). Parameters do not require grad while it runs (restored after), so PyTorch's
+    counter needs no autograd graph (transformers' DeBERTa-v2 feeds a parameter straight into
+    a layer, which the counter's module tracker rejects under
     ``no_grad`` otherwise).
 
     Example:
@@ -153,11 +169,11 @@ def profile(model: nn.Module, example_input) -> Profile:
     units = _units(model)
     layers_to_track = {name: module for name, module in units if _is_layer(module)}
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_MISSING_FORMULAS)
     try:
         for p, _ in grads:
             p.requires_grad_(False)
-        with eval_mode(model), track_usage(layers_to_track) as usage, counter:
+        with eval_mode(model), unfused(), track_usage(layers_to_track) as usage, counter:
             run_model(model, args)
     finally:
         for p, flag in grads:
