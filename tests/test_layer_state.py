@@ -96,3 +96,23 @@ def test_two_ranks_for_one_shared_layer_are_refused():
         with pytest.raises(LoritaError, match=r"one layer used in two places \(shared\): give it one rank"):
             call()
     assert lorita.compress(model, ranks={"0": 3, "2": 3})[0].rank == 3  # the same rank twice is one request
+
+
+def test_a_model_that_is_itself_one_layer_is_refused_where_layers_inside_are_replaced(tmp_path):
+    from lorita.composed import ComposedLinear
+    from lorita.lowrank import truncate
+
+    layer = nn.Linear(4, 4)
+    for call, verb in [(lambda: lorita.compose(layer), "compose"), (lambda: lorita.compress(layer, energy=0.9),
+                       "compress"), (lambda: lorita.spectrum(layer), "spectrum"),
+                       (lambda: lorita.merge(ComposedLinear(4, 3, depth=2)), "merge"),
+                       (lambda: lorita.quantize(layer), "quantize")]:
+        with pytest.raises(LoritaError, match=rf"lorita.{verb} works on the layers inside a model, and the model "
+                                              r"given is itself one \w+: wrap it \(nn.Sequential\(layer\)\)"):
+            call()
+    for one in (truncate(nn.Linear(4, 3), 2), ComposedLinear(4, 3, depth=2)):
+        with pytest.raises(LoritaError, match="which load cannot rebuild on its own"):
+            lorita.save(one, tmp_path / "m.lorita")
+    assert not (tmp_path / "m.lorita").exists()
+    lorita.save(layer, tmp_path / "m.lorita")  # a plain layer saves and loads as before
+    torch.testing.assert_close(lorita.load(tmp_path / "m.lorita", model=nn.Linear(4, 4)).weight, layer.weight)

@@ -87,7 +87,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         >>> compose(net, depth=2, inplace=True) is net  # no copy: net's layers are replaced
         True
     """
-    check_model(model, "compose")
+    check_model(model, "compose", replaces=True)
     check_int("depth", depth, maximum=MAX_DEPTH, meaning="number of factors per layer; a lorita file holds at most "
               f"{MAX_DEPTH}")
     check_choice("init", init, COMPOSE_INITS)
@@ -171,7 +171,7 @@ def merge(model: nn.Module, *, inplace: bool = False) -> nn.Module:
         >>> type(merged[0]).__name__, merged[0].weight.shape
         ('Linear', torch.Size([8, 8]))
     """
-    check_model(model, "merge")
+    check_model(model, "merge", replaces=True)
     for layer in scan_layers(model, plain=False).layers.values():
         for key, p in layer.module.named_parameters():
             if not p.is_meta:  # a meta model merges as structure only

@@ -42,7 +42,7 @@ def spectrum(model: nn.Module, *, example_input: Any = None) -> dict[str, torch.
         >>> {name: s.shape for name, s in spectrum(net).items()}
         {'0': torch.Size([3]), '2': torch.Size([2])}
     """
-    check_model(model, "spectrum")
+    check_model(model, "spectrum", replaces=True)
     return {name: layer_spectrum(layer.module, name)
             for name, layer in scan_layers(model, example_input=example_input).layers.items()}
 
@@ -171,7 +171,7 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
         >>> type(small[0]).__name__, small[0].rank
         ('LowRankLinear', 8)
     """
-    check_model(model, "compress")
+    check_model(model, "compress", replaces=True)
     kind = _one_selector(ranks, energy, ratio)
     if svd_cache is not None and not isinstance(svd_cache, SVDCache):
         raise LoritaError(f"svd_cache must be a lorita.svd_cache.SVDCache (or None), got {type(svd_cache).__name__}")

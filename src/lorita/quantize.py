@@ -134,7 +134,7 @@ def quantize(model: nn.Module, config: str | Int8Config = "int8", *, targets: Se
         >>> bool((small(x) - lorita.compress(net, ratio=0.25)(x)).abs().max() < 0.05)
         True
     """
-    check_model(model, "quantize")
+    check_model(model, "quantize", replaces=True)
     config = resolve_config(config)
     if not isinstance(inplace, bool):
         raise LoritaError(f"inplace must be True or False, got {inplace!r}")

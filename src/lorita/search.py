@@ -78,7 +78,7 @@ def search_accuracy(
         >>> found.evaluations <= 7 and agree(found.model) >= 95.0
         True
     """
-    check_model(model, "search_accuracy")
+    check_model(model, "search_accuracy", replaces=True)
     _check(evaluate, finetune, max_evals, max_drop)
     return search_spectra(Spectra(model, example_input), evaluate, max_drop=max_drop, finetune=finetune,
                           max_evals=max_evals)

@@ -111,7 +111,7 @@ def choose_ranks(model: nn.Module | Spectra, how: CutSpec, *, example_input: Any
                               "batches=...)); it already has its own")
         spectra = model
     else:
-        check_model(model, "choose_ranks")
+        check_model(model, "choose_ranks", replaces=True)
         spectra = Spectra(model, example_input, batches=batches)
     spectra.require_layers()
     if how.whitened:
@@ -328,7 +328,7 @@ def select_ranks(model: nn.Module, strategy: Strategy, **options) -> dict[str, i
     if missing or unexpected:
         what = f"missing {', '.join(k + '=' for k in missing)}" if missing else f"unexpected {', '.join(k + '=' for k in unexpected)}"
         raise LoritaError(f"strategy {strategy!r}: {what}; it takes {usage}")
-    check_model(model, "select_ranks")
+    check_model(model, "select_ranks", replaces=True)
     context = {k: options.pop(k) for k in _CONTEXT if k in options}
     if strategy == "budget":
         if sum(options.get(k) is not None for k in ("params", "flops", "latency")) != 1:

@@ -37,7 +37,7 @@ from torch import nn
 from lorita import jsonio
 from lorita.atomic import atomic_path
 from lorita.checks import is_int, is_module_name
-from lorita.composed import MAX_DEPTH, MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
+from lorita.composed import COMPOSED_TYPES, MAX_DEPTH, MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
 from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.dense_reads import name_layer
 from lorita.errors import LoritaError
@@ -128,6 +128,9 @@ def save(model: nn.Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(model, nn.Module):
         raise LoritaError(f"save needs an nn.Module, got {type(model).__name__}")
+    if isinstance(model, (*COMPOSED_TYPES, *LOWRANK_TYPES, *INT8_TYPES)):  # load rebuilds such layers inside a model
+        raise LoritaError(f"the model given is itself one {type(model).__name__}, which load cannot rebuild on its "
+                          "own: save the model it belongs to, or wrap it (nn.Sequential(layer))")
     path = file_path(path, "save")
     if path.is_dir():
         raise LoritaError(f"{path} is a folder; save needs a file path such as {Path(path) / 'model.lorita'}")

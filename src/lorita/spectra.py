@@ -58,7 +58,7 @@ class Spectra:
 
     def __init__(self, model: nn.Module, example_input: Any = None, *, batches: Iterable[Any] | None = None,
                  svd_cache: SVDCache | None = None, values: dict[str, torch.Tensor] | None = None):
-        check_model(model, "Spectra")
+        check_model(model, "Spectra", replaces=True)
         if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
             model = merge(model)  # the original architecture (a copy: the caller's model is not changed)
         if example_input is not None:

@@ -217,17 +217,37 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     return None
 
 
-def check_model(model: Any, verb: str) -> None:
-    """Raise LoritaError unless ``model`` is an eager ``nn.Module`` (not TorchScript).
+def check_model(model: Any, verb: str, *, replaces: bool = False) -> None:
+    """Raise LoritaError unless ``model`` is an eager ``nn.Module`` (not TorchScript); ``replaces``: ``verb`` swaps
+    layers inside the model, so a model that is itself one such layer is refused too (it has no parent to hold
+    its replacement: compose and compress found nothing, merge gave it back unchanged).
 
     Example:
-        >>> check_model(nn.Linear(2, 2), "compose")
+        >>> check_model(nn.Linear(2, 2), "profile")
+        >>> check_model(nn.Linear(2, 2), "compose", replaces=True)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: lorita.compose works on the layers inside a model, and the model given is itself one Linear: wrap it (nn.Sequential(layer)) and compose that
     """
     if isinstance(model, torch.jit.ScriptModule):
         raise LoritaError(f"lorita.{verb} does not support TorchScript models (the output of torch.jit.script or "
                           f"torch.jit.trace): pass the eager nn.Module, then script or trace the result")
     if not isinstance(model, nn.Module):
         raise LoritaError(f"{verb} needs an nn.Module, got {type(model).__name__}")
+    if replaces and is_one_layer(model):
+        raise LoritaError(f"lorita.{verb} works on the layers inside a model, and the model given is itself one "
+                          f"{type(model).__name__}: wrap it (nn.Sequential(layer)) and {verb} that")
+
+
+def is_one_layer(model: nn.Module) -> bool:
+    """Whether ``model`` is itself a layer lorita replaces (Linear, Conv2d, Conv1D, composed, low-rank, int8).
+
+    Example:
+        >>> is_one_layer(nn.Linear(2, 2)), is_one_layer(nn.Sequential(nn.Linear(2, 2)))
+        (True, False)
+    """
+    return isinstance(model, (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES, *INT8_TYPES)) \
+        or is_conv1d(model)
 
 
 def copy_model(model: nn.Module, verb: str) -> nn.Module:
