@@ -116,3 +116,37 @@ def test_a_model_that_is_itself_one_layer_is_refused_where_layers_inside_are_rep
     assert not (tmp_path / "m.lorita").exists()
     lorita.save(layer, tmp_path / "m.lorita")  # a plain layer saves and loads as before
     torch.testing.assert_close(lorita.load(tmp_path / "m.lorita", model=nn.Linear(4, 4)).weight, layer.weight)
+
+
+def test_training_a_model_of_another_dtype_or_returning_a_tuple_says_so():
+    from types import SimpleNamespace
+
+    from lorita.data import Split
+
+    x, y = torch.randint(0, 255, (16, 1, 2, 2), dtype=torch.uint8), torch.randint(0, 2, (16,))
+    data = SimpleNamespace(train=Split(x, y, [0.5], [0.4]), val=Split(x, y, [0.5], [0.4]))
+    config = lorita.TrainConfig(epochs=1, batch_size=8, device="cpu")
+
+    class Pair(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+
+        def forward(self, inputs):
+            out = self.body(inputs)
+            return out, out.detach()
+
+    class Output:  # a transformers-style output: its .logits is taken
+        def __init__(self, logits):
+            self.logits = logits
+
+    class Wrapped(Pair):
+        def forward(self, inputs):
+            return Output(self.body(inputs))
+
+    for model, message in [(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double(),
+                            r"training: the model's parameters are torch.float64 but the inputs are torch.float32"),
+                           (Pair(), r"training: the model returned a tuple, not a tensor of logits")]:
+        with pytest.raises(LoritaError, match=message):
+            lorita.train.train(model, data, config, progress=False)
+    assert len(lorita.train.train(Wrapped(), data, config, progress=False).history) == 1

@@ -57,7 +57,7 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torc
         count = 0
         for x, y in split.batches(batch_size):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits, y = flat_logits(model(x), y, "evaluate")  # (N, classes), (N,)
+            logits, y = flat_logits(logits_of(model, x, "evaluate"), y, "evaluate")  # (N, classes), (N,)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
             correct += (logits.argmax(dim=1) == y).sum()
             count += y.numel()
@@ -78,6 +78,36 @@ def _check_targets(targets: torch.Tensor, classes: int, who: str) -> None:
         if low < 0 or high >= classes:
             raise LoritaError(f"{who}: targets span {low}..{high}, but the model gives {classes} classes "
                               f"(0..{classes - 1}); fix the labels or the model's number of classes")
+
+
+def logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
+    """The model's logits on batch ``x``: its output tensor, or a transformers-style output's ``.logits``. A model
+    returning anything else, or failing on inputs of another floating dtype than its parameters', is a LoritaError
+    saying so (PyTorch's own errors named neither).
+
+    Example:
+        >>> logits_of(nn.Linear(3, 2), torch.zeros(4, 3), "x").shape
+        torch.Size([4, 2])
+        >>> logits_of(nn.Linear(3, 2).double(), torch.zeros(4, 3), "training")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: training: the model's parameters are torch.float64 but the inputs are torch.float32; cast the model (model.to(torch.float32)) or the data to one dtype
+    """
+    try:
+        out = model(x)
+    except RuntimeError as err:
+        dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()})
+        if x.is_floating_point() and str(x.dtype) not in dtypes and "dtype" in str(err):
+            raise LoritaError(f"{who}: the model's parameters are {', '.join(dtypes)} but the inputs are {x.dtype}; "
+                              f"cast the model (model.to({x.dtype})) or the data to one dtype") from err
+        raise
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise LoritaError(f"{who}: the model returned a {type(out).__name__}, not a tensor of logits; lorita trains and "
+                      "evaluates a model whose forward returns the logits (wrap yours in a module that returns them)")
 
 
 def flat_logits(logits: torch.Tensor, targets: torch.Tensor, who: str) -> tuple[torch.Tensor, torch.Tensor]:

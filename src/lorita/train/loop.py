@@ -30,7 +30,7 @@ from lorita.train import distributed
 from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METRIC_COLUMNS, START_OVER, check_contents,
                                      check_fits, load_checkpoint, save_checkpoint)
 from lorita.train.config import TrainConfig
-from lorita.train.evaluate import evaluate, flat_logits
+from lorita.train.evaluate import evaluate, flat_logits, logits_of
 from lorita.train.exposure import drop_last
 from lorita.train.penalty import Penalty, replaced_parameters
 from lorita.train.schedule import EpochSchedule
@@ -273,7 +273,7 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
         # targets per sample: 1 for a classifier, the context length for a language model
         global_count = min(bs, n - step * bs) * (y[0].numel() if y.dim() > 1 and len(y) else 1)
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        logits, y = flat_logits(net(x), y, "training")  # (N, classes), (N,)
+        logits, y = flat_logits(logits_of(net, x, "training"), y, "training")  # (N, classes), (N,)
         local_sum = loss_fn(logits, y)  # summed over this rank's chunk
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over the K ranks; K / global_count turns that
