@@ -557,6 +557,19 @@ def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], s
                           "is this the right model?")
 
 
+def _check_load_device(device: Any) -> None:
+    """A ``device`` the weights can be read onto, checked before the file (a bad one read as a damaged file)."""
+    try:
+        where = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise LoritaError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if where.type == "meta":
+        raise LoritaError("device 'meta' holds no values, so the file's weights cannot be loaded onto it; load onto "
+                          "'cpu' (the architecture alone: build the model under torch.device('meta'))")
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise LoritaError(f"device {device!r}: CUDA is not available here; load with device='cpu'")
+
+
 def _keep_file_dtypes(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
     """Each floating parameter and buffer in the floating dtype the file stores it in: a model saved in mixed
     precision (a float16 layer beside float32 norms) comes back in its mix, not cast whole to the description's one
@@ -642,6 +655,7 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     """
     if not isinstance(trust_code, bool):
         raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
+    _check_load_device(device)
     path = file_path(path, "load")
     desc = read_description(path)
     tensors = _file_tensors(path)
