@@ -161,3 +161,18 @@ def test_load_onto_a_device_it_cannot_use_says_so_before_reading(tmp_path):
     for device, message in cases:
         with pytest.raises(LoritaError, match=message):
             lorita.load(path, model=nn.Linear(3, 2), device=device)
+
+
+def test_a_numpy_or_torch_scalar_for_a_number_gets_a_hint():
+    np = pytest.importorskip("numpy")
+    model = net()
+    with pytest.raises(LoritaError, match=r"got np.int64\(2\) \(a numpy scalar: pass a Python number, value.item"):
+        lorita.compress(model, ranks={"0": np.int64(2)})
+    with pytest.raises(LoritaError, match=r"\(a torch scalar: pass a Python number, value.item\(\)\)"):
+        lorita.compress(model, energy=torch.tensor(0.9))
+
+
+def test_a_generator_of_names_is_refused_not_read_up():
+    with pytest.raises(LoritaError, match=r"targets must be .* got a one-pass generator: pass list\(\.\.\.\) of it"):
+        lorita.compose(net(), 2, targets=(name for name in ["0", "2"]))
+    assert type(lorita.compose(net(), 2, targets=("0", "2"))[2]).__name__ == "ComposedLinear"

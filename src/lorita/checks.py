@@ -63,6 +63,21 @@ def is_module_name(name: Any) -> bool:
     return isinstance(name, str) and all(name.split("."))
 
 
+def got(value: Any) -> str:
+    """``got VALUE`` for a message, with a hint when ``value`` is a numpy or torch scalar (which lorita does not take
+    for a Python number: they do not write to JSON and compare differently).
+
+    Example:
+        >>> import torch
+        >>> got(2), got(torch.tensor(2))
+        ('got 2', 'got tensor(2) (a torch scalar: pass a Python number, value.item())')
+    """
+    kind = type(value).__module__.split(".")[0]
+    if kind in ("numpy", "torch") and getattr(value, "ndim", 1) == 0:
+        return f"got {value!r} (a {kind} scalar: pass a Python number, value.item())"
+    return f"got {value!r}"
+
+
 def _meaning(meaning: str) -> str:
     return f" ({meaning})" if meaning else ""
 
@@ -76,7 +91,7 @@ def check_int(what: str, value: Any, minimum: int = 1, maximum: int | None = Non
     """
     if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-        raise LoritaError(f"{what} must be an integer {span}{_meaning(meaning)}, got {value!r}")
+        raise LoritaError(f"{what} must be an integer {span}{_meaning(meaning)}, {got(value)}")
     return value
 
 
@@ -98,7 +113,7 @@ def check_number(what: str, value: Any, *, minimum: float | None = None, maximum
         high = "" if maximum is None else f"{'<' if high_open else '<='} {maximum:g}"
         span = " and ".join(p for p in (low, high) if p)
         span = f" {span}" if span else ""
-        raise LoritaError(f"{what} must be a finite number{span}{_meaning(meaning)}, got {value!r}")
+        raise LoritaError(f"{what} must be a finite number{span}{_meaning(meaning)}, {got(value)}")
     return float(value)
 
 
@@ -112,7 +127,7 @@ def check_fraction(what: str, value: Any, *, low_open: bool = True, high_open: b
     """
     if not (is_number(value) and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)):
         span = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
-        raise LoritaError(f"{what} must be a number in {span}{_meaning(meaning)}, got {value!r}")
+        raise LoritaError(f"{what} must be a number in {span}{_meaning(meaning)}, {got(value)}")
     return float(value)
 
 

@@ -11,7 +11,7 @@ from typing import Literal, Sequence, get_args
 
 import torch
 
-from lorita.checks import check_int, is_int
+from lorita.checks import check_int, got, is_int
 from lorita.errors import LoritaError
 
 # Preserving splits pad zero (or tiny) singular directions of the inner factors with
@@ -395,7 +395,7 @@ def check_rank(what: str, rank: int, m: int, n: int) -> int:
     """
     if not is_int(rank) or not 1 <= rank <= min(m, n):
         raise LoritaError(f"{what} must be an integer between 1 and min(out, in) = {min(m, n)} "
-                          f"(its weight is {m}x{n}), got {rank!r}")
+                          f"(its weight is {m}x{n}), {got(rank)}")
     return rank
 
 

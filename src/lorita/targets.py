@@ -19,7 +19,7 @@ import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence, Sized
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Sized
 
 import torch
 import torch.nn.functional as F
@@ -409,6 +409,9 @@ def _validate_selector(selector: Selector, what: str) -> None:
         except re.error as err:
             raise LoritaError(f"{what} is not a valid regular expression ({err}): {selector!r}") from None
         return
+    if isinstance(selector, Iterator):  # read once here, nothing left where it is used
+        raise LoritaError(f"{what} must be a list of module names or one regex string, got a one-pass "
+                          f"{type(selector).__name__}: pass list(...) of it")
     if not isinstance(selector, Iterable) or not all(isinstance(k, str) for k in selector):
         raise LoritaError(f"{what} must be a list of module names or one regex string, got {selector!r}")
 
