@@ -625,6 +625,24 @@ def test_dataset_status(tmp_path: Path) -> None:
     assert not rows["cifar10"]["available"] and rows["cifar10"]["found_at"] is None
     assert rows["cifar10"]["looked_in"] == [str(tmp_path), str(tmp_path / "cifar-10-batches-py")]
     assert "cifar-10-python.tar.gz" in rows["cifar10"]["how_to_get"]
+    assert rows["mnist"]["damaged"] is None
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda f: (f / "t10k-labels-idx1-ubyte").write_bytes(b"<html>not found</html>"), "has magic number"),
+    (lambda f: (f / "train-images-idx3-ubyte").write_bytes(
+        (f / "train-images-idx3-ubyte").read_bytes()[:100]), "is truncated"),
+    (lambda f: make_idx_folder(f, gz=False, n_test=7) and (f / "t10k-labels-idx1-ubyte").write_bytes(
+        idx_bytes(LABELS_MAGIC, np.zeros(5))), "holds 7 images but")])
+def test_dataset_status_reads_the_idx_headers(tmp_path, damage, message, capsys):
+    folder = make_idx_folder(tmp_path / "mnist", gz=False)
+    damage(folder)
+    row = next(row for row in dataset_status(tmp_path) if row["name"] == "mnist")
+    assert not row["available"] and row["found_at"] == str(folder) and message in row["damaged"]
+    from lorita.cli import main
+    assert main(["datasets", "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "\nmnist          damaged     " in out and message in out
 
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -34,6 +34,9 @@ def run_datasets(args: argparse.Namespace) -> int:
     for row in [*dataset_status(args.data_dir), *text_dataset_status(args.data_dir)]:
         if row["available"]:
             print(f"{row['name']:14s} available   {row['found_at']}")
+        elif row.get("damaged"):
+            print(f"{row['name']:14s} damaged     {row['damaged']}")
+            print(f"{'':14s}             {row['how_to_get']}")
         else:
             print(f"{row['name']:14s} missing     looked in: {', '.join(row['looked_in']) or '-'}")
             print(f"{'':14s}             {row['how_to_get']}")

@@ -27,7 +27,7 @@ import torch
 
 from lorita.data.cifar import cifar_files, read_cifar_folder
 from lorita.data.digits import read_digits
-from lorita.data.idx import IDX_FILES, missing_idx_files, read_idx_folder
+from lorita.data.idx import IDX_FILES, check_idx_folder, missing_idx_files, read_idx_folder
 from lorita.data.split import Split, channel_stats, derive_seed
 from lorita.errors import LoritaError
 
@@ -304,10 +304,11 @@ def _not_found(name: str, spec: _Spec, looked: list[tuple[Path, str]], problem: 
 
 
 def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
-    """For each dataset: whether its files are present (not parsed), where found or looked, how to get it.
+    """For each dataset: whether its files are present (IDX files: their headers checked, the data not read), where
+    found or looked, how to get it.
 
-    Each dict has keys ``name``, ``available`` (bool), ``found_at`` (str or None),
-    ``looked_in`` (list of str) and ``how_to_get`` (str).
+    Each dict has keys ``name``, ``available`` (bool), ``found_at`` (str or None), ``damaged`` (what is wrong
+    with the files found, or None), ``looked_in`` (list of str) and ``how_to_get`` (str).
 
     Example:
         >>> [row["name"] for row in dataset_status() if row["available"]][-1]
@@ -321,10 +322,23 @@ def dataset_status(data_dir: str | Path | None = None) -> list[dict]:
                          "looked_in": ["scikit-learn"], "how_to_get": spec.how_to_get})  # fmt: skip
             continue
         folder, looked = _locate(name, spec, data_dir)
-        rows.append({"name": name, "available": folder is not None,
-                     "found_at": str(folder) if folder is not None else None,
+        damaged = _damaged(spec, folder) if folder is not None else None
+        rows.append({"name": name, "available": folder is not None and damaged is None,
+                     "found_at": str(folder) if folder is not None else None, "damaged": damaged,
                      "looked_in": [str(f) for f, _ in looked], "how_to_get": spec.how_to_get})  # fmt: skip
     return rows
+
+
+def _damaged(spec: _Spec, folder: Path) -> str | None:
+    """What is wrong with the files found in ``folder``, as far as their headers tell (IDX files; CIFAR's
+    pickles are checked when read), or None."""
+    if spec.kind != "idx":
+        return None
+    try:
+        check_idx_folder(folder)
+    except LoritaError as err:
+        return str(err)
+    return None
 
 
 def _read(name: str, spec: _Spec, data_dir: str | Path | None) -> tuple[tuple, tuple, list[str] | None, str]:

@@ -236,17 +236,45 @@ def missing_idx_files(folder: str | Path) -> list[str]:
     return [stem for stem in IDX_FILES.values() if find_idx_file(folder, stem) is None]
 
 
-def _read_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_paths(folder: Path, images_stem: str, labels_stem: str) -> tuple[Path, Path, tuple[int, ...]]:
+    """The images and labels files of one split and the images' shape, their headers checked (magic numbers, sizes
+    against the files', equal counts) before either body is read: a small gzip file can announce hundreds of
+    megabytes."""
     images_path, labels_path = find_idx_file(folder, images_stem), find_idx_file(folder, labels_stem)
     if images_path is None or labels_path is None:
         missing = [s for s, p in ((images_stem, images_path), (labels_stem, labels_path)) if p is None]
         raise LoritaError(f"IDX folder {folder} lacks {', '.join(missing)} (plain or .gz)")
-    # the counts the headers announce, compared before either body is read: a small gzip file can announce
-    # hundreds of megabytes
-    n_images, n_labels = read_idx_shape(images_path, IMAGES_MAGIC)[0], read_idx_shape(labels_path, LABELS_MAGIC)[0]
-    if n_images != n_labels:
-        raise LoritaError(f"{images_path} holds {n_images} images but {labels_path} holds {n_labels} labels; the files "
-                          "do not belong together")
+    shape, n_labels = read_idx_shape(images_path, IMAGES_MAGIC), read_idx_shape(labels_path, LABELS_MAGIC)[0]
+    if shape[0] != n_labels:
+        raise LoritaError(f"{images_path} holds {shape[0]} images but {labels_path} holds {n_labels} labels; the "
+                          "files do not belong together")
+    return images_path, labels_path, shape
+
+
+def _check_image_sizes(folder: Path, train: tuple[int, ...], test: tuple[int, ...]) -> None:
+    if train[1:] != test[1:]:
+        raise LoritaError(f"IDX folder {folder}: train images are {tuple(train[1:])} but test images are "
+                          f"{tuple(test[1:])}; the files come from different datasets")
+
+
+def check_idx_folder(folder: str | Path) -> None:
+    """The four IDX files of ``folder`` checked as ``read_idx_folder`` checks them, by their headers alone (the
+    images and labels themselves are not read); a LoritaError says what is wrong.
+
+    Example:
+        >>> check_idx_folder("/nonexistent")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: IDX folder /nonexistent lacks train-images-idx3-ubyte, train-labels-idx1-ubyte (plain or .gz)
+    """
+    folder = Path(folder)
+    train = _pair_paths(folder, IDX_FILES["train_images"], IDX_FILES["train_labels"])[2]
+    test = _pair_paths(folder, IDX_FILES["test_images"], IDX_FILES["test_labels"])[2]
+    _check_image_sizes(folder, train, test)
+
+
+def _read_pair(folder: Path, images_stem: str, labels_stem: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images_path, labels_path, _ = _pair_paths(folder, images_stem, labels_stem)
     return read_idx_images(images_path), read_idx_labels(labels_path)
 
 
@@ -264,10 +292,6 @@ def read_idx_folder(folder: str | Path) -> tuple[tuple[torch.Tensor, torch.Tenso
     folder = Path(folder)
     train = _read_pair(folder, IDX_FILES["train_images"], IDX_FILES["train_labels"])
     test = _read_pair(folder, IDX_FILES["test_images"], IDX_FILES["test_labels"])
-    if train[0].shape[1:] != test[0].shape[1:]:
-        raise LoritaError(
-            f"IDX folder {folder}: train images are {tuple(train[0].shape[2:])} but test images are "
-            f"{tuple(test[0].shape[2:])}; the files come from different datasets"
-        )
+    _check_image_sizes(folder, tuple(train[0].shape[1:]), tuple(test[0].shape[1:]))
     logger.debug("read IDX folder %s: %d train, %d test", folder, train[0].shape[0], test[0].shape[0])
     return train, test
