@@ -1,5 +1,6 @@
 """profile counts equal the formulas; FLOPs = 2 x MACs; per-layer rows add up."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -95,3 +96,35 @@ def test_attention_products_are_counted_in_their_own_row_and_rows_add_up():
     attention = next(row for row in p.layers if row.name == "blocks.0.attn")
     assert attention.macs == batch * 2 * tokens * tokens * dim  # scores and mix: T x T x dim each, per image
     assert sum(row.macs for row in p.layers) == p.macs and sum(row.params for row in p.layers) == p.params
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, lin):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, x):
+        return self.lin(x) @ torch.ones(4, 4)  # 16 MACs per row of its own
+
+
+@pytest.mark.parametrize("make", ["encoder", "shared", "gpt2"])
+def test_container_rows_are_never_negative_and_list_only_what_ran(make):
+    import lorita
+
+    torch.manual_seed(0)
+    if make == "encoder":  # an nn.ModuleList of layers: the list itself never runs
+        layer = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+        model, x = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval(), torch.randn(2, 5, 8)
+    elif make == "shared":  # one Linear inside two blocks
+        lin = torch.nn.Linear(4, 4)
+        model, x = torch.nn.Sequential(_Block(lin), _Block(lin)), torch.randn(3, 4)
+    else:
+        transformers = pytest.importorskip("transformers")
+        config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16)
+        model, x = transformers.GPT2Model(config).eval(), torch.zeros(1, 8, dtype=torch.long)
+    p = lorita.profile(model, x)
+    assert all(row.macs >= 0 for row in p.layers) and not any(row.type == "ModuleList" for row in p.layers)
+    if make == "shared":
+        assert next(row for row in p.layers if row.name == "0.lin").macs == 2 * 3 * 16  # both calls, under one name
+    else:
+        assert sum(row.macs for row in p.layers) == p.macs

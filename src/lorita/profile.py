@@ -146,6 +146,33 @@ def _count(module: nn.Module, recurse: bool = True) -> int:
     return sum(sizes.values())
 
 
+class _FlopsByModule:
+    """FLOPs per module from PyTorch's counter, which keys them by one path each (a shared module's by whichever path
+    it ran under): a module's whole count sums its paths; a container's own count is its whole count less that of
+    its children (a child that never ran itself, such as an ``nn.ModuleList``, through its own children). A
+    container with a shared module below it has no own count (which call went where is not known): 0."""
+
+    def __init__(self, model: nn.Module, counts: dict):
+        root = type(model).__name__
+        self.counts = {key: int(sum(ops.values())) for key, ops in counts.items()}
+        self.paths: dict[int, list[str]] = {}
+        for path, module in model.named_modules(remove_duplicate=False):
+            self.paths.setdefault(id(module), []).append(f"{root}.{path}" if path else root)
+        self.shared = {key for key, paths in self.paths.items() if len(paths) > 1}
+
+    def whole(self, module: nn.Module) -> int:
+        return sum(self.counts.get(path, 0) for path in self.paths[id(module)])
+
+    def _reached(self, module: nn.Module) -> int:
+        counted = self.whole(module)
+        return counted if counted else sum(self._reached(child) for child in module.children())
+
+    def own(self, module: nn.Module) -> int:
+        if any(id(m) in self.shared for m in module.modules() if m is not module):
+            return 0
+        return max(self.whole(module) - sum(self._reached(child) for child in module.children()), 0)
+
+
 @torch.no_grad()
 def profile(model: nn.Module, example_input) -> Profile:
     """Count params, MACs and FLOPs of ``model`` on ``example_input`` (a tensor or tuple of them).
@@ -179,19 +206,16 @@ def profile(model: nn.Module, example_input) -> Profile:
         for p, flag in grads:
             p.requires_grad_(flag)
     read_only = set(usage.read_not_run())
-    counts = {key: sum(ops.values()) for key, ops in counter.get_flop_counts().items()}
-    root = type(model).__name__
+    flops_of = _FlopsByModule(model, counter.get_flop_counts())
     layers = []
     for name, module in units:
         whole = isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)) or not any(True for _ in module.children())
-        flops = int(counts.get(f"{root}.{name}", 0))
-        if not whole:  # a container with its own parameters: what it computes itself; children report theirs
-            flops -= sum(int(counts.get(f"{root}.{name}.{child}", 0)) for child, _ in module.named_children())
+        flops = flops_of.whole(module) if whole else flops_of.own(module)  # a container: what it computes itself
         params = _count(module, whole)
         if params or flops:
             layers.append(LayerProfile(name, type(module).__name__, params, flops // 2, flops,
                                        READ_NOTE if name in read_only else ""))
-    total_flops = int(counts.get("Global", 0))
+    total_flops = flops_of.counts.get("Global", 0)
     params = _count(model)  # shared parameters counted once
     batch = int(args[0].shape[0]) if isinstance(args[0], torch.Tensor) and args[0].dim() >= 2 else 1  # 1-D: unbatched
     return Profile(params, total_flops // 2, total_flops, batch, layers)
