@@ -263,3 +263,19 @@ def test_a_description_with_malformed_buffer_dtypes_is_refused(tmp_path):
         save_file(load_file(str(path)), str(path), metadata={"lorita": json.dumps({**desc, "buffer_dtypes": bad})})
         with pytest.raises(LoritaError, match="buffer_dtypes must map buffer names to one of"):
             lorita.load(path, model=_Scaled)
+
+
+def test_a_file_written_before_buffer_dtypes_were_recorded_loads_as_it_did(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = tmp_path / "old.lorita"
+    half = _Scaled().half().eval()
+    lorita.save(half, path)
+    with safe_open(str(path), "pt") as f:
+        desc = json.loads(f.metadata()["lorita"])
+    del desc["buffer_dtypes"]
+    save_file(load_file(str(path)), str(path), metadata={"lorita": json.dumps(desc)})
+    again = lorita.load(path, model=_Scaled)  # a fresh _Scaled() builds its buffers in float32 and float64
+    assert again.big.dtype == again.fine.dtype == torch.float16  # cast to the description's dtype, as before
+    assert {k: v.dtype for k, v in again.state_dict().items()} == {k: v.dtype for k, v in half.state_dict().items()}

@@ -95,6 +95,7 @@ def describe(model: nn.Module) -> dict:
     versions = getattr(state, "_metadata", None) or {}
     unsaved = {name: str(b.dtype).replace("torch.", "") for name, b in model.named_buffers(remove_duplicate=False)
                if name not in state and b.is_floating_point()}  # non-persistent: built by the architecture
+    unsaved = {name: dtype for name, dtype in unsaved.items() if dtype in DTYPES}  # float8 and such: as built
     return {"format": FORMAT, "version": VERSION, "architecture": _architecture(model), "layers": layers,
             "dtype": str(floats[0]).replace("torch.", "") if floats else "float32",
             **({"buffer_dtypes": unsaved} if unsaved else {}),
@@ -581,8 +582,8 @@ def _keep_file_dtypes(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...]
 
 
 def _keep_saved_dtypes(model: nn.Module, dtypes: dict[str, str]) -> None:
-    """Each floating buffer the file does not hold (a non-persistent one) in the dtype it had when saved (older
-    files do not say: a given architecture's own dtype stays)."""
+    """Each floating buffer the file does not hold (a non-persistent one) in the dtype it had when saved (files
+    written before lorita recorded it are cast whole to their description's dtype, as then)."""
     for key, t in model.named_buffers(remove_duplicate=False):
         if key in dtypes and t.is_floating_point():
             t.data = t.data.to(getattr(torch, dtypes[key]))
@@ -673,8 +674,8 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     _apply_structure(base, desc["layers"], path)
     _check_tensors(base, tensors, path)
     _check_int8_dtypes(path, desc["layers"])
-    if model is None:  # lorita built it from the description: what the file does not hold takes its dtype
-        base.to(getattr(torch, desc.get("dtype", "float32")))
+    if model is None or "buffer_dtypes" not in desc:  # built from the description, or an older file that does not
+        base.to(getattr(torch, desc.get("dtype", "float32")))  # record them: what the file does not hold, its dtype
     _keep_file_dtypes(base, tensors)
     _keep_saved_dtypes(base, desc.get("buffer_dtypes", {}))  # what the file does not hold, as it was saved
     try:
