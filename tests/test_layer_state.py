@@ -52,7 +52,7 @@ def test_a_weight_computed_by_a_hook_is_refused_when_copied_and_left_plain_in_pl
     else:
         with pytest.warns(FutureWarning):
             nn.utils.weight_norm(model[0])
-    with pytest.raises(LoritaError, match=r"0 compute their weight with a hook .* inplace=True skips the copy"):
+    with pytest.raises(LoritaError, match=r"layer 0 computes its weight with a hook .* inplace=True skips the copy"):
         lorita.compose(model, 2)
     with pytest.raises(LoritaError, match="cannot copy the model"):
         lorita.compress(model, ranks={"2": 2})
@@ -63,29 +63,46 @@ def test_a_weight_computed_by_a_hook_is_refused_when_copied_and_left_plain_in_pl
     torch.testing.assert_close(model(x), before)  # layer 0 kept its mask or norm; layer 2 cut at full rank
 
 
-class Tagged(nn.Linear):  # keeps Linear.forward, but holds a buffer and an attribute of its own
+class Tagged(nn.Linear):  # keeps Linear.forward, with an attribute of its own that its repr reads
     def __init__(self, n_in, n_out, tag="x"):
         super().__init__(n_in, n_out)
         self.tag = tag
-        self.register_buffer("calib", torch.ones(n_out))
 
     def extra_repr(self):
         return super().extra_repr() + f", tag={self.tag}"
 
 
-class Plain(nn.Linear):  # a subclass with nothing of its own: composed and merged back into its class
-    pass
+class Calibrated(nn.Linear):  # keeps Linear.forward, with a buffer of its own
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        self.register_buffer("calib", torch.ones(n_out))
 
 
-def test_a_subclass_holding_state_of_its_own_is_left_plain_and_an_empty_one_is_not():
+def test_own_attributes_come_back_on_merge_and_own_tensors_keep_the_layer_plain(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(Tagged(4, 4), nn.ReLU(), Plain(4, 2))
-    with pytest.warns(lorita.LoritaWarning, match=r"Tagged holds state of its own \(calib, tag\)"):
-        merged = lorita.merge(lorita.compose(model, 2, init="preserve"))
-    assert type(merged[0]) is Tagged and type(merged[2]) is Plain
-    assert "tag=x" in repr(merged) and set(merged.state_dict()) == set(model.state_dict())
+    model = nn.Sequential(Tagged(4, 4), nn.ReLU(), Calibrated(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[4].role = "head"  # a plain layer's own attribute too
+    with pytest.warns(lorita.LoritaWarning, match=r"2: Calibrated holds tensors or modules of its own \(calib\)"):
+        composed = lorita.compose(model, 2, init="preserve")
+    merged = lorita.merge(composed)
+    assert type(merged[0]) is Tagged and merged[0].tag == "x" and "tag=x" in repr(merged) and merged[4].role == "head"
+    assert set(merged.state_dict()) == set(model.state_dict())
     x = torch.randn(3, 4)
     torch.testing.assert_close(merged(x), model(x))
+    lorita.save(composed, tmp_path / "c.lorita")
+    fresh = nn.Sequential(Tagged(4, 4, tag="y"), nn.ReLU(), Calibrated(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    again = lorita.merge(lorita.load(tmp_path / "c.lorita", model=fresh))  # the architecture's attributes
+    assert again[0].tag == "y" and "tag=y" in repr(again)
+
+
+def test_a_lazy_layer_keeps_its_own_reason_and_an_old_style_spectral_norm_is_named():
+    lazy = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.warns(lorita.LoritaWarning, match="lazy module not initialised yet: run one forward pass first"):
+        lorita.compose(lazy, 2, inplace=True)
+    model = net()
+    nn.utils.spectral_norm(model[0])
+    with pytest.warns(lorita.LoritaWarning, match=r"0: its weight is computed by a hook .*remove_spectral_norm"):
+        lorita.compose(model, 2)
 
 
 def test_two_ranks_for_one_shared_layer_are_refused():
@@ -146,6 +163,8 @@ def test_training_a_model_of_another_dtype_or_returning_a_tuple_says_so():
 
     for model, message in [(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)).double(),
                             r"training: the model's parameters are torch.float64 but the inputs are torch.float32"),
+                           (nn.Sequential(nn.Conv2d(1, 2, 2), nn.Flatten()).double(),
+                            r"the model's parameters are torch.float64 but the inputs are torch.float32"),
                            (Pair(), r"training: the model returned a tuple, not a tensor of logits")]:
         with pytest.raises(LoritaError, match=message):
             lorita.train.train(model, data, config, progress=False)

@@ -18,8 +18,8 @@ from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_
 from lorita.errors import LoritaError
 from lorita.factor_init import LayerInit, plan, rescale, start_ratio, unguarded, warn_small_start
 from lorita.linalg import check_finite, check_values
-from lorita.targets import (Selector, check_model, copy_model, replace_module, require_layers, scan_layers, select,
-                            warn_skipped)
+from lorita.targets import (Selector, check_model, copy_model, own_attributes, replace_module, require_layers,
+                            scan_layers, select, warn_skipped)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ def _compose_layer(module: nn.Module, depth: int, start: LayerInit, mode: Mode, 
     if start.scale is not None:
         rescale(layer, module.weight, start.scale)  # Conv1D's W^T has the same norm
     layer.original_type = type(module)  # restored by merge (subclasses keep their class)
+    layer.original_attributes = own_attributes(module)  # and their own attributes (a role, an init function)
     layer.train(module.training)
     return layer
 
@@ -215,5 +216,6 @@ def merge_layer(module: nn.Module, name: str = "layer") -> nn.Module:
         plain.bias.copy_(bias)
     if original is not None and original is not type(plain) and issubclass(original, type(plain)):
         plain.__class__ = original  # e.g. a Linear subclass that keeps Linear.forward
+    plain.__dict__.update(getattr(module, "original_attributes", {}))
     plain.train(module.training)
     return plain

@@ -17,18 +17,16 @@ is, with a warning naming it and why.
 from __future__ import annotations
 
 import collections
-import logging
+import warnings
 from typing import Any
 
 import torch
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from lorita.errors import LoritaError
+from lorita.errors import LoritaError, LoritaWarning
 from lorita.probe import observe
 from lorita.targets import check_model, copy_model, parameter_owners
-
-log = logging.getLogger(__name__)
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -70,7 +68,7 @@ def batchnorm_pairs(model: nn.Module, example_input: Any = None) -> list[tuple[s
                 skipped[(source.target, node.target)] = why
     _check_linear_outputs(model, example_input, pairs, skipped)
     for (layer_name, norm_name), why in skipped.items():
-        log.warning("BatchNorm %s is not folded into %s: %s", norm_name, layer_name, why)
+        warnings.warn(f"BatchNorm {norm_name} is not folded into {layer_name}: {why}", LoritaWarning, stacklevel=2)
     return pairs
 
 

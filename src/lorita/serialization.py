@@ -45,7 +45,7 @@ from lorita.int8 import GRANULARITIES, INT8_TYPES, Int8Conv2d, Int8Linear, check
 from lorita.linalg import check_finite
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models.registry import create_model, resolve_args
-from lorita.targets import keep_frozen, scan_layers
+from lorita.targets import keep_frozen, own_attributes, scan_layers
 
 FORMAT = "lorita"
 VERSION = 1
@@ -400,6 +400,7 @@ def _apply_structure(model: nn.Module, layers: dict[str, dict], path) -> None:
             new = LowRankConv2d(plain, entry["rank"])
         if kind.startswith("composed"):
             new.original_type = original  # merge restores this class (Linear subclass, transformers Conv1D)
+            new.original_attributes = own_attributes(plain)  # and the architecture's own attributes
         keep_frozen(plain, new)  # the architecture's frozen layers stay frozen
         name_layer(new, name)
         for alias in entry.get("aliases", [name]):

@@ -110,25 +110,34 @@ def register_linear_subclass(cls: type | str) -> None:
 _PLAIN_ATTRIBUTES: dict[type, frozenset[str]] = {}  # the instance attributes a plain layer of each base has
 
 
-def _own_state(module: nn.Module, base: type) -> list[str]:
-    """What a subclass instance of ``base`` holds that a plain ``base`` layer does not (parameters, buffers, modules,
-    public attributes): a factored or cut layer would drop it, and its merged layer would lack it.
+def _own_tensors(module: nn.Module) -> list[str]:
+    """The parameters (besides weight and bias), buffers and submodules a Linear/Conv2d holds of its own: a factored
+    or cut layer would drop them, and its merged layer would lack them in its state_dict.
 
     Example:
-        >>> class Tagged(nn.Linear):
-        ...     def __init__(self):
-        ...         super().__init__(2, 2); self.tag = "x"; self.register_buffer("calib", torch.ones(2))
-        >>> _own_state(Tagged(), nn.Linear), _own_state(nn.Linear(2, 2), nn.Linear)
-        (['calib', 'tag'], [])
+        >>> layer = nn.Linear(2, 2); layer.register_buffer("calib", torch.ones(2)); _own_tensors(layer)
+        ['calib']
     """
+    held = [name for name in module._parameters if name not in ("weight", "bias")]
+    return sorted([*held, *module._buffers, *module._modules])
+
+
+def own_attributes(module: nn.Module) -> dict[str, Any]:
+    """The public attributes a Linear/Conv2d (or a subclass) was given beyond a plain layer's, which ``merge`` gives
+    back to the merged layer (a factored layer does not use them; lorita's own and private names are left out).
+
+    Example:
+        >>> layer = nn.Linear(2, 2); layer.role = "query"; own_attributes(layer)
+        {'role': 'query'}
+    """
+    base = nn.Linear if isinstance(module, nn.Linear) else nn.Conv2d if isinstance(module, nn.Conv2d) else None
+    if base is None:
+        return {}
     if base not in _PLAIN_ATTRIBUTES:
         plain = nn.Linear(1, 1, device="meta") if base is nn.Linear else nn.Conv2d(1, 1, 1, device="meta")
         _PLAIN_ATTRIBUTES[base] = frozenset(vars(plain))
-    held = [name for name in module._parameters if name not in ("weight", "bias")]
-    held += [*module._buffers, *module._modules]
-    held += [name for name in vars(module)
-             if name not in _PLAIN_ATTRIBUTES[base] and not name.startswith(("_", "lorita"))]
-    return sorted(held)
+    return {name: value for name, value in vars(module).items()
+            if name not in _PLAIN_ATTRIBUTES[base] and not name.startswith(("_", "lorita"))}
 
 
 def _keeps_forward(module: nn.Module, base: type) -> bool:
@@ -184,18 +193,18 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     """Why an nn layer that looks linear is left plain, or None if it is not such a layer."""
     if isinstance(parent, nn.MultiheadAttention):
         return "inside nn.MultiheadAttention (it reads the weights directly)"
+    if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
+        return "lazy module not initialised yet: run one forward pass first"
     if parametrize.is_parametrized(module):
         return ("parametrized (torch.nn.utils.parametrize: weight or spectral norm, orthogonal, ...), which a factored "
                 "or cut layer would drop; to compress it as it is, torch.nn.utils.parametrize.remove_parametrizations "
                 "first")
     if _computed_weight(module):
-        return ("its weight is computed by a hook (torch.nn.utils.weight_norm or prune), which a factored or cut layer "
-                "would drop; to compress it as it is, torch.nn.utils.remove_weight_norm or prune.remove first")
-    base = nn.Linear if isinstance(module, nn.Linear) else nn.Conv2d if isinstance(module, nn.Conv2d) else None
-    own = _own_state(module, base) if base is not None and type(module) is not base else []
+        return f"its weight is computed by a hook ({COMPUTED_WEIGHT_HOOKS}), which a factored or cut layer would drop"
+    own = _own_tensors(module) if isinstance(module, (nn.Linear, nn.Conv2d)) else []
     if own:
-        return (f"{type(module).__name__} holds state of its own ({', '.join(own[:4])}), which a factored or cut "
-                f"layer would drop")
+        return (f"{type(module).__name__} holds tensors or modules of its own ({', '.join(own[:4])}), which a factored "
+                "or cut layer would drop")
     if module._forward_hooks or module._forward_pre_hooks:
         return ("it has forward hooks (register_forward_hook / register_forward_pre_hook), which a factored or cut "
                 "layer would not run; remove them first, and register them again on the compressed model")
@@ -212,8 +221,6 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
         return _subclass_reason(module, nn.Conv2d)
     if is_conv1d(module) and not _keeps_forward(module, conv1d_base(type(module))):
         return f"{type(module).__name__} overrides transformers Conv1D.forward"
-    if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
-        return "lazy module not initialised yet: run one forward pass first"
     return None
 
 
@@ -246,8 +253,7 @@ def is_one_layer(model: nn.Module) -> bool:
         >>> is_one_layer(nn.Linear(2, 2)), is_one_layer(nn.Sequential(nn.Linear(2, 2)))
         (True, False)
     """
-    return isinstance(model, (nn.Linear, nn.modules.conv._ConvNd, *COMPOSED_TYPES, *LOWRANK_TYPES, *INT8_TYPES)) \
-        or is_conv1d(model)
+    return isinstance(model, (nn.Linear, nn.Conv2d, *COMPOSED_TYPES, *LOWRANK_TYPES, *INT8_TYPES)) or is_conv1d(model)
 
 
 def copy_model(model: nn.Module, verb: str) -> nn.Module:
@@ -260,11 +266,16 @@ def copy_model(model: nn.Module, verb: str) -> nn.Module:
     try:
         return copy.deepcopy(model)
     except RuntimeError as err:  # a weight computed by a hook (old-style weight_norm, prune) is not a graph leaf
-        computed = [name for name, m in model.named_modules() if _computed_weight(m)]
-        why = (f"{', '.join(computed[:3])} compute their weight with a hook (torch.nn.utils.weight_norm or prune): "
-               "call torch.nn.utils.remove_weight_norm or prune.remove on them first (or use "
-               "torch.nn.utils.parametrizations.weight_norm)") if computed else f"{err}"
+        computed = [name or "the model" for name, m in model.named_modules() if _computed_weight(m)]
+        which = f"layer {computed[0]} computes its" if len(computed) == 1 else \
+            f"layers {', '.join(computed[:3])}{', ...' if len(computed) > 3 else ''} compute their"
+        why = f"{which} weight with a hook ({COMPUTED_WEIGHT_HOOKS})" if computed else f"{err}"
         raise LoritaError(f"lorita.{verb} cannot copy the model ({why}); inplace=True skips the copy") from None
+
+
+COMPUTED_WEIGHT_HOOKS = ("torch.nn.utils.weight_norm, spectral_norm or prune; to compress such a layer, remove it "
+                         "first: remove_weight_norm, remove_spectral_norm or prune.remove, or use the parametrizations "
+                         "of torch.nn.utils.parametrizations")
 
 
 def _computed_weight(module: nn.Module) -> bool:

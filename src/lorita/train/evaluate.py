@@ -97,7 +97,7 @@ def logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:
         out = model(x)
     except RuntimeError as err:
         dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point()})
-        if x.is_floating_point() and str(x.dtype) not in dtypes and "dtype" in str(err):
+        if x.is_floating_point() and str(x.dtype) not in dtypes and any(w in str(err) for w in ("dtype", "type (")):
             raise LoritaError(f"{who}: the model's parameters are {', '.join(dtypes)} but the inputs are {x.dtype}; "
                               f"cast the model (model.to({x.dtype})) or the data to one dtype") from err
         raise
