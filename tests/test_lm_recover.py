@@ -289,3 +289,14 @@ def test_recovery_asked_for_progress_counts_its_steps_and_trains_the_same(capsys
     err = capsys.readouterr().err
     assert f"{done.steps}/{done.steps}" in err and "recovery" in err
     assert all(torch.equal(a, b) for a, b in zip(quiet.state_dict().values(), shown.state_dict().values()))
+
+
+def test_lora_recovery_repeats_exactly_for_one_seed_whatever_the_global_random_state():
+    recipe = RecoveryRecipe(**{**RECIPE.__dict__, "mode": "lora", "lr": 1e-2, "seed": 5})
+    results = []
+    for global_seed in (0, 1):
+        model = cut_model()
+        torch.manual_seed(global_seed)  # the LoRA start used to come from here
+        recover(model, TRAIN, VAL, recipe)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)

@@ -178,3 +178,48 @@ def test_a_model_folder_whose_config_cannot_be_read_is_named_as_one(tmp_path, ca
     assert main(["compress", str(tmp_path), "--params", "0.8", "--out", str(tmp_path.parent / "cut")]) == 2
     err = capsys.readouterr().err
     assert "It looks like a Hugging Face model folder, but" in err and "nested too deeply to read" in err
+
+
+def test_a_gguf_file_whose_metadata_asks_for_far_more_than_it_holds_is_refused_before_it_is_built(gguf_file,
+                                                                                                     tmp_path):
+    model = gguf_file[0]
+    huge = write_gguf(model, tmp_path / "ffn.gguf", ffn=10**8)  # 100 KB describing gigabytes
+    with pytest.raises(LoritaError, match=r"its metadata describes a model of \d+ MiB, far more than its weight files"):
+        load_pretrained(huge)
+    deep = write_gguf(model, tmp_path / "deep.gguf", blocks=10**7)
+    with pytest.raises(LoritaError, match=r"asks for 10000000 layers, more than the 1000 lorita builds"):
+        load_pretrained(deep)
+
+
+def test_a_folder_asking_for_millions_of_layers_is_refused_before_any_shell_is_built(gguf_file, tmp_path):
+    folder = _edited(gguf_file, tmp_path / "deep", num_hidden_layers=10**7)
+    with pytest.raises(LoritaError, match=r"asks for 10000000 layers, more than the 1000 lorita builds"):
+        load_pretrained(folder)
+
+
+def test_a_folder_with_pickled_weights_only_is_refused_unread(gguf_file, tmp_path):
+    folder = _edited(gguf_file, tmp_path / "pickled")
+    model = load_pretrained(folder)[0]
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    with pytest.raises(LoritaError, match=r"holds no .safetensors weights \(pytorch_model.bin are pickles, which "
+                                          r"lorita does not read\)"):
+        load_pretrained(folder)
+
+
+def test_a_gguf_file_reached_through_a_link_of_another_name_loads(gguf_file, tmp_path):
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "mymodel.gguf").symlink_to(gguf_file[1])  # as the Hugging Face cache keeps files
+    model, _ = load_pretrained(tmp_path / "links" / "mymodel.gguf")
+    ids = torch.arange(8).view(1, 8)
+    torch.testing.assert_close(model(ids).logits, gguf_file[0](ids).logits, atol=0, rtol=0)
+
+
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(gguf_file, tmp_path):
+    tokenizer = load_pretrained(gguf_file[1])[1]
+    config = transformers.LlamaConfig(**{**gguf_file[0].config.to_dict(), "vocab_size": 200})
+    small = transformers.LlamaForCausalLM(config)
+    folder = hf_folder(small, tokenizer, tmp_path / "small-vocab")
+    with pytest.raises(LoritaError, match=r"its tokenizer has 261 tokens but the model's embedding has 200 rows"):
+        load_pretrained(folder)

@@ -61,17 +61,18 @@ def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
         weight.shape)
 
 
-def write_gguf(model, path: str | Path) -> Path:
-    """``model`` (from ``tiny_llama``) as a float32 GGUF file with a byte-level BPE tokenizer."""
+def write_gguf(model, path: str | Path, *, blocks: int | None = None, ffn: int | None = None) -> Path:
+    """``model`` (from ``tiny_llama``) as a float32 GGUF file with a byte-level BPE tokenizer; ``blocks`` / ``ffn``:
+    metadata that says otherwise than the tensors (a damaged or hostile file)."""
     import gguf
 
     config = model.config
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny")
-    writer.add_block_count(config.num_hidden_layers)
+    writer.add_block_count(blocks or config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
-    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_feed_forward_length(ffn or config.intermediate_size)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_freq_base(10000.0)

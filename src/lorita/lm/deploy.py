@@ -29,7 +29,7 @@ from torch import nn
 from lorita import jsonio
 from lorita.atomic import atomic_write_text
 from lorita.errors import LoritaError
-from lorita.lm.sources import require, with_built_in_attention
+from lorita.lm.sources import check_layer_count, require, with_built_in_attention
 from lorita.lm.width import WIDTHS_KEY, set_mlp_widths
 from lorita.lowrank import LowRankLinear
 from lorita.serialization import check_fits, load, save
@@ -103,6 +103,7 @@ def rebuild_lm(path: str | Path, config) -> nn.Module:
             set_mlp_widths(model, widths)
         return model
 
+    check_layer_count(config, f"{path}'s model_config")
     with torch.device("meta"):  # the config's sizes checked against the file's weights before any memory is taken
         skeleton = build()
     check_fits(path, skeleton)

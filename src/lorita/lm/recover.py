@@ -306,12 +306,13 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
 class _Lora(nn.Module):
     """A trainable rank-``k`` side path ``x -> (x Q^T) P^T * scale`` beside a frozen ``nn.Linear``; P zero at first."""
 
-    def __init__(self, layer: nn.Linear, rank: int, alpha: float):
+    def __init__(self, layer: nn.Linear, rank: int, alpha: float, generator: torch.Generator):
         super().__init__()
         w = layer.weight
         k = min(rank, *w.shape)
         self.p = nn.Parameter(torch.zeros(w.shape[0], k, dtype=w.dtype, device=w.device))
-        self.q = nn.Parameter(torch.randn(k, w.shape[1], dtype=w.dtype, device=w.device) / w.shape[1] ** 0.5)
+        start = torch.randn(k, w.shape[1], generator=generator, dtype=torch.float32)  # the recipe's seed: repeatable
+        self.q = nn.Parameter((start / w.shape[1] ** 0.5).to(w.device, w.dtype))
         self.scale = alpha / k
 
     def hook(self, module, args, out):
@@ -360,7 +361,8 @@ def recover(model: nn.Module, train, val, recipe: RecoveryRecipe, *, layers: lis
             for factor in factors:
                 factor.weight.requires_grad_(True)
             return train_lm(model, train, val, recipe, teacher=teacher, progress=progress)
-        loras = [_Lora(factor, recipe.lora_rank, recipe.lora_alpha) for factor in factors]
+        generator = torch.Generator().manual_seed(recipe.seed)
+        loras = [_Lora(factor, recipe.lora_rank, recipe.lora_alpha, generator) for factor in factors]
         handles = [f.register_forward_hook(lora.hook) for f, lora in zip(factors, loras)]
         try:
             return train_lm(model, train, val, recipe, params=[p for lora in loras for p in lora.parameters()],

@@ -134,7 +134,8 @@ def resolve_source(source: str | os.PathLike) -> ModelSource:
         if path.suffix.lower() != ".gguf":
             raise LoritaError(f"{text} {known}: a file must be a .gguf model (for a Hugging Face model, pass its "
                               "folder)")
-        return ModelSource("gguf", str(path.resolve().parent), path.name, text)
+        target = path.resolve()  # a link (the Hugging Face cache's snapshots/x.gguf -> blobs/<hash>): its target
+        return ModelSource("gguf", str(target.parent), target.name, text)
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
@@ -301,23 +302,59 @@ def _tokenizer(found: ModelSource, options: dict):
     return tokenizer
 
 
+MAX_LAYERS = 1000  # the most blocks a config may ask for (the largest language models have about 130)
+
+
+def check_layer_count(config, where: str) -> None:
+    """Refuse a config asking for more than ``MAX_LAYERS`` blocks before any model is built from it: building even
+    the meta-device shell of 10 million blocks takes minutes and gigabytes.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> check_layer_count(SimpleNamespace(num_hidden_layers=10**7), "config.json")
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: config.json asks for 10000000 layers, more than the 1000 lorita builds; it is damaged or not a language model's
+    """
+    layers = getattr(config, "num_hidden_layers", None)
+    if isinstance(layers, int) and layers > MAX_LAYERS:
+        raise LoritaError(f"{where} asks for {layers} layers, more than the {MAX_LAYERS} lorita builds; it is damaged "
+                          "or not a language model's")
+
+
+def _weight_bytes(found: ModelSource) -> int:
+    """The bytes of the source's weight files: its GGUF file, or a folder's safetensors files (a folder with only
+    pickled weights, pytorch_model.bin, is refused: lorita reads no pickles)."""
+    if found.gguf_file:
+        return (Path(found.folder) / found.gguf_file).stat().st_size
+    files = [f for f in Path(found.folder).iterdir() if f.suffix == ".safetensors" and f.is_file()]
+    if not files:
+        pickled = sorted(f.name for f in Path(found.folder).iterdir() if f.suffix in (".bin", ".pt", ".pth"))
+        held = f" ({', '.join(pickled[:3])} are pickles, which lorita does not read)" if pickled else ""
+        raise LoritaError(f"could not load {found.describe()}: the folder holds no .safetensors weights{held}; save "
+                          "the model with model.save_pretrained(folder) (safetensors is its default)")
+    return sum(f.stat().st_size for f in files)
+
+
 def _check_declared_size(found: ModelSource, config, dtype: torch.dtype) -> None:
-    """A Hugging Face folder's config.json may not ask for far more memory than its weight files hold: its model,
-    built on the meta device (no memory), is weighed against them as ``lorita.load`` weighs a file, before anything
-    is allocated."""
+    """A source's config (a folder's config.json, a GGUF file's metadata) may not ask for far more memory than its
+    weight files hold: its model, built on the meta device (no memory), is weighed against them as ``lorita.load``
+    weighs a file, before anything is allocated."""
     from transformers import AutoModelForCausalLM  # the lm extra
 
+    check_layer_count(config, f"{found.describe()}'s config")
     with torch.device("meta"):
         shell = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_config(
             config, attn_implementation=attention))
     tensors = {id(t): t for t in [*shell.parameters(), *shell.buffers()]}.values()  # tied ones once
     needed = sum(t.numel() for t in tensors) * torch.empty((), dtype=dtype).element_size()
-    held = sum(f.stat().st_size for f in Path(found.folder).iterdir()
-               if f.suffix in (".safetensors", ".bin") and f.is_file())
+    held = _weight_bytes(found)
     if needed > allowed_bytes(held):
-        raise LoritaError(f"could not load {found.describe()}: its config.json describes a model of "
-                          f"{needed / 2**20:.0f} MiB, far more than its weight files ({held} bytes) can hold; the "
-                          "folder is incomplete or its config.json is not its model's")
+        what = "metadata" if found.gguf_file else "config.json"
+        raise LoritaError(f"could not load {found.describe()}: its {what} describes a model of {needed / 2**20:.0f} "
+                          f"MiB, far more than its weight files ({held} bytes) can hold; the "
+                          f"{'file is damaged' if found.gguf_file else 'folder is incomplete'} or its {what} is not "
+                          "its model's")
 
 
 def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
@@ -342,13 +379,13 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
     if found.gguf_file:
         options["gguf_file"] = found.gguf_file
     try:
-        config = None if found.gguf_file else AutoConfig.from_pretrained(found.folder, **options)
-        if config is not None:
+        config = AutoConfig.from_pretrained(found.folder, **options)  # a GGUF file's: from its metadata
+        if not found.gguf_file:
             _check_causal(found, config)
+        _weight_bytes(found)  # no pickles, before the tokenizer is read
         tokenizer = _tokenizer(found, options)
-        if config is not None:  # a GGUF file's tensors carry their own shapes
-            _check_declared_size(found, config, dtype)
-        extra = _dequantized() if found.gguf_file else {}
+        _check_declared_size(found, config, dtype)  # a GGUF's too: transformers builds it from the metadata
+        extra = _dequantized() if found.gguf_file else {"use_safetensors": True}
         model, info = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_pretrained(
             found.folder, dtype=dtype, attn_implementation=attention, output_loading_info=True, **options, **extra))
     except (LoritaError, MemoryError):
@@ -368,6 +405,10 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
                           "config.json is not its weights' (fewer layers, other names?)")
     if found.gguf_file:
         _release_quantizer(model, found)
+    rows = model.get_input_embeddings().num_embeddings
+    if tokenizer.vocab_size > rows:  # text would give token ids past the embedding's rows: an IndexError inside it
+        raise LoritaError(f"could not load {found.describe()}: its tokenizer has {tokenizer.vocab_size} tokens but "
+                          f"the model's embedding has {rows} rows; the tokenizer is not this model's")
     logger.info("loaded %s: %s, %d params", found.describe(), type(model).__name__,
                 sum(p.numel() for p in model.parameters()))
     return model.eval(), tokenizer
