@@ -225,10 +225,14 @@ def test_evaluate_refuses_a_source_that_now_holds_another_model(source, run, tmp
     assert other.exists() and main(["evaluate", str(moved), "--text", str(texts)]) == 2
     assert re.search(r"now holds a model of [\d,]+ params, but .* was cut from one of [\d,]+",
                      capsys.readouterr().err)
-    monkeypatch.setattr("lorita.runs.lm.MAX_EVALUATED_CHARACTERS", 100)
+    monkeypatch.setattr("lorita.lm.corpus.MAX_TEXT_CHARACTERS", 100)
     monkeypatch.setattr("lorita.runs.lm.load_pretrained", lambda *a: pytest.fail("a model loaded before the text"))
     assert main(["evaluate", str(run), "--text", str(texts)]) == 2
-    assert re.search(r"holds [\d,]+ characters; evaluate scores at most 100 ", capsys.readouterr().err)
+    assert re.search(r"holds [\d,]+ characters; lorita reads at most 100 ", capsys.readouterr().err)
+    monkeypatch.setattr("lorita.lm.corpus.MAX_TEXT_BYTES", 50)  # refused by its size, before it is read
+    monkeypatch.setattr("lorita.lm.corpus.read_documents", lambda *a: pytest.fail("read before its size was checked"))
+    assert main(["evaluate", str(run), "--text", str(texts)]) == 2
+    assert re.search(r"holds [\d,]+ bytes of text, more than the 0 MiB lorita reads", capsys.readouterr().err)
 
 
 def test_text_for_what_is_not_a_language_model_run_says_what_it_is(source, tmp_path, capsys):
@@ -302,3 +306,17 @@ def test_report_of_language_model_runs_tables_their_perplexities_and_plots_them(
     assert f"{pruned['dense'][name]['ppl']:.2f} → {pruned['after_cut'][name]['ppl']:.2f} (" in row
     assert "| width |" in row and "| none |" in row
     assert (out / "perplexity.png").read_bytes().startswith(b"\x89PNG") and "perplexity.png" in text
+
+
+def test_compress_reads_its_texts_before_the_model_loads(source, tmp_path, capsys, monkeypatch):
+    gguf, _ = source
+    monkeypatch.setattr("lorita.lm.pipeline.load_pretrained", lambda *a: pytest.fail("the model loaded first"))
+    bad = tmp_path / "latin1"
+    bad.mkdir()
+    (bad / "a.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for texts, message in [(bad, "is not UTF-8 text"), (empty, "no text in it")]:
+        out = tmp_path / "run"
+        assert main(["compress", str(gguf), "--params", "0.8", "--texts", str(texts), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err and not out.exists()

@@ -140,6 +140,35 @@ def check_text(source: str | os.PathLike) -> str:
                             "folder of them")
 
 
+MAX_TEXT_BYTES = 64 << 20  # a user's text for a language model, file or folder: a few MiB is already a long text
+MAX_TEXT_CHARACTERS = 16 * 10**6  # the tokenizer holds a text's ids and offsets at once: about 300 bytes a token
+
+
+def read_user_text(source: str | os.PathLike) -> list[str]:
+    """``read_documents(source)`` for a text a user gives, bounded: a file or folder past ``MAX_TEXT_BYTES`` is refused
+    by its size before it is read, one past ``MAX_TEXT_CHARACTERS`` once read (the tokenizer would take gigabytes).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "a.txt"; _ = path.write_text("One line.")
+        >>> read_user_text(path)
+        ['One line.']
+    """
+    if not (isinstance(source, str) and source in TEXT_SOURCES):
+        path = Path(source).expanduser()
+        files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()] if path.is_dir() else []
+        size = sum(p.stat().st_size for p in files)
+        if size > MAX_TEXT_BYTES:
+            raise LoritaError(f"{source} holds {size:,} bytes of text, more than the {MAX_TEXT_BYTES >> 20} MiB lorita "
+                              "reads for a language model: give a part of it")
+    documents = read_documents(source)
+    characters = sum(len(d) for d in documents)
+    if characters > MAX_TEXT_CHARACTERS:
+        raise LoritaError(f"{source} holds {characters:,} characters; lorita reads at most {MAX_TEXT_CHARACTERS:,} "
+                          "(the tokenizer takes hundreds of times a text's size in memory): give a part of it")
+    return documents
+
+
 def read_documents(source: str | os.PathLike) -> list[str]:
     """The documents of a named source (``TEXT_SOURCES``) or of a UTF-8 file (one document) or folder (one per file).
 

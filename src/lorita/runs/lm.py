@@ -27,7 +27,7 @@ from pathlib import Path
 from lorita import __version__, jsonio
 from lorita.checks import is_int
 from lorita.errors import LoritaError
-from lorita.lm.corpus import TEXT_SOURCES, check_text, read_documents
+from lorita.lm.corpus import TEXT_SOURCES, check_text, read_user_text
 from lorita.lm.cut import count_params
 from lorita.lm.deploy import MODEL_FILE, config_from_dict, rebuild_lm
 from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained
@@ -102,6 +102,8 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
     require("transformers", *(("gguf", "accelerate") if found.gguf_file else ()))
     inputs = [(_model_path(found), "the model it compresses")]
     inputs += [(t, "a text it reads") for t in how.texts if t not in TEXT_SOURCES]
+    for text in how.texts:  # read once here to check them (UTF-8, some text, bounded): not after the model loads
+        read_user_text(text)
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked and locked before the slow part
     try:
         done = compress_pretrained(found, how, progress=progress)
@@ -160,7 +162,6 @@ def load_lm_run(run: str | os.PathLike):
     return rebuild_lm(Path(run) / MODEL_FILE, config_from_dict(config["model_config"], f"{run}/config.json"))
 
 
-MAX_EVALUATED_CHARACTERS = 16 * 10**6  # the tokenizer holds a text's ids and offsets at once: about 300 bytes a token
 
 
 def _check_same_source(run: Path, found, params: int) -> None:
@@ -188,11 +189,7 @@ def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     """
     config = read_lm_run(run)
     text = check_text(text)
-    documents = read_documents(text)  # read and checked before the models load (a slow load for a typo)
-    size = sum(len(d) for d in documents)
-    if size > MAX_EVALUATED_CHARACTERS:
-        raise LoritaError(f"{text} holds {size:,} characters; evaluate scores at most {MAX_EVALUATED_CHARACTERS:,} "
-                          "(the tokenizer takes hundreds of times a text's size in memory): give a part of it")
+    documents = read_user_text(text)  # read and checked before the models load (a slow load for a typo)
     found = source_from_dict(config["source"])
     context = config["compression"].get("context")
     model = load_lm_run(run)
