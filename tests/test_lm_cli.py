@@ -223,8 +223,20 @@ def test_evaluate_refuses_a_source_that_now_holds_another_model(source, run, tmp
     config["source"]["folder"], config["source"]["gguf_file"] = str(tmp_path), "other.gguf"
     (moved / "config.json").write_text(json.dumps(config))
     assert other.exists() and main(["evaluate", str(moved), "--text", str(texts)]) == 2
+    assert re.search(r"has changed since .* was cut from it \(other.gguf, tiny.gguf differ", capsys.readouterr().err)
+    del config["source_files"]  # a run from before they were recorded: its parameter count is compared
+    (moved / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(moved), "--text", str(texts)]) == 2
     assert re.search(r"now holds a model of [\d,]+ params, but .* was cut from one of [\d,]+",
                      capsys.readouterr().err)
+    same_shapes = tmp_path / "same"
+    same_shapes.mkdir()
+    write_gguf(tiny_llama(seed=1), same_shapes / "tiny.gguf")  # other weights, the same params
+    config["source"]["folder"], config["source"]["gguf_file"] = str(same_shapes), "tiny.gguf"
+    config["source_files"] = json.loads((run / "config.json").read_text())["source_files"]
+    (moved / "config.json").write_text(json.dumps(config))
+    assert main(["evaluate", str(moved), "--text", str(texts)]) == 2
+    assert re.search(r"has changed since .* \(tiny.gguf differ", capsys.readouterr().err)
     monkeypatch.setattr("lorita.lm.corpus.MAX_TEXT_CHARACTERS", 100)
     monkeypatch.setattr("lorita.runs.lm.load_pretrained", lambda *a: pytest.fail("a model loaded before the text"))
     assert main(["evaluate", str(run), "--text", str(texts)]) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import logging
 import os
@@ -300,6 +301,34 @@ def _tokenizer(found: ModelSource, options: dict):
         raise LoritaError(f"could not load {found.describe()}: it holds no tokenizer (transformers found a "
                           f"vocabulary of {len(tokenizer)} token(s)); {advice}")
     return tokenizer
+
+
+_MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json")
+
+
+def source_files(found: ModelSource) -> dict[str, str]:
+    """The SHA-256 of each file the source's model and tokenizer come from (a GGUF file; a folder's safetensors,
+    config and tokenizer files), by name: what a run records, so that a later comparison against its source can tell
+    the source has changed (a folder's weights replaced by others of the same shapes keep the parameter count).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder = pathlib.Path(tempfile.mkdtemp()); _ = (folder / "config.json").write_text("{}")
+        >>> source_files(ModelSource("folder", str(folder), None, str(folder)))["config.json"][:12]
+        '44136fa355b3'
+    """
+    folder = Path(found.folder)
+    names = [found.gguf_file] if found.gguf_file else sorted(
+        f.name for f in folder.iterdir() if f.is_file() and (f.suffix == ".safetensors" or f.name in _MODEL_FILES))
+    digests = {}
+    for name in names:
+        digest = hashlib.sha256()
+        with open(folder / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digests[name] = digest.hexdigest()
+    return digests
 
 
 MAX_LAYERS = 1000  # the most blocks a config may ask for (the largest language models have about 130)

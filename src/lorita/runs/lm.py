@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Any
 from pathlib import Path
 
 from lorita import __version__, jsonio
@@ -31,7 +32,8 @@ from lorita.lm.corpus import TEXT_SOURCES, check_text, read_user_text
 from lorita.lm.cut import count_params
 from lorita.lm.deploy import MODEL_FILE, config_from_dict, rebuild_lm
 from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained
-from lorita.lm.sources import PACKAGED, ModelSource, load_pretrained, require, resolve_source, source_from_dict
+from lorita.lm.sources import (PACKAGED, ModelSource, load_pretrained, require, resolve_source, source_files,
+                               source_from_dict)
 from lorita.runs.folder import is_marked, mark, read_json, write_json
 from lorita.runs.output import RunOutput
 from lorita.serialization import save
@@ -106,19 +108,23 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
         read_user_text(text)
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked and locked before the slow part
     try:
+        files = source_files(found)  # before it loads: what the run is cut from
         done = compress_pretrained(found, how, progress=progress)
     except BaseException:
         output.abandon()
         raise
     with output as folder:
-        results = write_lm_run(folder, found, how, done.model, done.results)
+        results = write_lm_run(folder, found, how, done.model, done.results, files)
     return results
 
 
-def write_lm_run(folder: Path, found: ModelSource, how: LMCompression, model, results: dict) -> dict:
+def write_lm_run(folder: Path, found: ModelSource, how: LMCompression, model, results: dict,
+                 files: dict[str, str] | None = None) -> dict:
     """A language-model run's files in ``folder`` (a ``RunOutput`` staging folder): config.json, model.lorita,
-    results.json (``results`` marked with the command and kind, and returned)."""
+    results.json (``results`` marked with the command and kind, and returned). ``files``: the source's
+    ``source_files``, recorded for later comparisons against it."""
     config = mark({"command": "compress", "kind": KIND, "lorita_version": __version__, "source": found.to_dict(),
+                   **({"source_files": files} if files is not None else {}),
                    "compression": how.to_dict(), "model_config": json.loads(model.config.to_json_string(use_diff=False))})
     results = {"command": "compress", "kind": KIND, **results}
     write_json(folder / "config.json", config)
@@ -164,6 +170,19 @@ def load_lm_run(run: str | os.PathLike):
 
 
 
+def _check_source_files(run: Path, found, recorded: Any) -> None:
+    """Refuse a source whose files differ from those the run recorded (``source_files``; an older run without them
+    is checked by its parameter count alone): the same sizes can hold another model's weights."""
+    if not isinstance(recorded, dict):
+        return
+    now = source_files(found)
+    changed = sorted(name for name in {*recorded, *now} if recorded.get(name) != now.get(name))
+    if changed:
+        raise LoritaError(f"{found.describe()} has changed since {run} was cut from it ({', '.join(changed[:3])} "
+                          "differ from what the run recorded): it is not the model the run was cut from; put that one "
+                          "back to compare against it")
+
+
 def _check_same_source(run: Path, found, params: int) -> None:
     """Refuse a source model whose parameter count differs from the one the run was cut from (its results.json's
     ``params.dense``; a run without it is not checked): the file or folder now holds another model."""
@@ -191,6 +210,7 @@ def evaluate_lm_run(run: str | os.PathLike, text: str | os.PathLike) -> dict:
     text = check_text(text)
     documents = read_user_text(text)  # read and checked before the models load (a slow load for a typo)
     found = source_from_dict(config["source"])
+    _check_source_files(Path(run), found, config.get("source_files"))
     context = config["compression"].get("context")
     model = load_lm_run(run)
     dense, tokenizer = load_pretrained(found)
