@@ -300,3 +300,17 @@ def test_lora_recovery_repeats_exactly_for_one_seed_whatever_the_global_random_s
         recover(model, TRAIN, VAL, recipe)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)
+
+
+def test_a_recipe_whose_windows_would_take_gigabytes_is_refused_when_made():
+    with pytest.raises(LoritaError, match=r"1,000,000 recovery steps of 4 windows of 256 tokens need 7.7 GiB of token "
+                                          r"windows, more than the 2 GiB lorita draws: ask for fewer steps"):
+        RecoveryRecipe(steps=10**6)
+    assert RecoveryRecipe(steps=10**5).steps == 10**5  # 0.8 GiB: allowed
+
+
+def test_calibration_windows_that_would_take_gigabytes_are_refused_when_asked_for():
+    from lorita.lm.pipeline import LMCompression
+
+    with pytest.raises(LoritaError, match=r"10,000,000 calibration windows \(--calibrate\) of 256 tokens are more than"):
+        LMCompression(params=0.8, windows=10**7, window=256)

@@ -29,7 +29,7 @@ from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_text, enco
     read_documents, tokenized_splits
 from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
-from lorita.lm.recover import RecoveryRecipe, recover, recovery_recipe
+from lorita.lm.recover import MAX_WINDOW_BYTES, RecoveryRecipe, recover, recovery_recipe
 from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
 from lorita.lm.width import ALLOCATIONS, prune_width, pruned_linears
 
@@ -80,6 +80,9 @@ class LMCompression:
                               "to a multiple of 4 itself: leave multiple at 1")
         for name in ("windows", "window", "multiple", "eval_tokens", "context"):
             check_int(name, getattr(self, name))
+        if self.windows * self.window * 8 > MAX_WINDOW_BYTES:  # the calibration windows' token ids, drawn at once
+            raise LoritaError(f"{self.windows:,} calibration windows (--calibrate) of {self.window} tokens are more "
+                              f"than the {MAX_WINDOW_BYTES >> 30} GiB of token windows lorita draws: ask for fewer")
         check_int("seed", self.seed, minimum=0)
         if self.recovery is not None and not isinstance(self.recovery, RecoveryRecipe):
             raise LoritaError(f"recovery must be a RecoveryRecipe or None, got {type(self.recovery).__name__}")

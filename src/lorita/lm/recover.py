@@ -53,6 +53,9 @@ LEARNING_RATES = {"full": 2e-4, "lora": 1e-3}  # AdamW, per mode: the settings d
 # a small side path from zero, so it takes a larger step)
 
 
+MAX_WINDOW_BYTES = 2 << 30  # the token windows of every recovery step, drawn at once (a step's 4 x 257: 8 KiB)
+
+
 @dataclass(frozen=True)
 class RecoveryRecipe:
     """How a model is fine-tuned: ``steps`` batches of ``batch_size`` windows of ``context`` tokens, ``optimizer``
@@ -99,6 +102,11 @@ class RecoveryRecipe:
         check_number("seconds", self.seconds, minimum=0, meaning="a wall-clock budget for training, 0 for none")
         check_choice("mode", self.mode, LEARNING_RATES)
         check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
+        held = self.steps * self.batch_size * (self.context + 1) * 8  # every step's windows, drawn before training
+        if held > MAX_WINDOW_BYTES:
+            raise LoritaError(f"{self.steps:,} recovery steps of {self.batch_size} windows of {self.context} tokens "
+                              f"need {held / 2**30:.1f} GiB of token windows, more than the {MAX_WINDOW_BYTES >> 30} "
+                              "GiB lorita draws: ask for fewer steps (--recovery-steps) or a shorter context")
 
     @property
     def tokens(self) -> int:
