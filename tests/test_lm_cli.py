@@ -332,3 +332,13 @@ def test_compress_reads_its_texts_before_the_model_loads(source, tmp_path, capsy
         out = tmp_path / "run"
         assert main(["compress", str(gguf), "--params", "0.8", "--texts", str(texts), "--out", str(out)]) == 2
         assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_a_language_model_run_given_to_compress_and_a_fifo_source_are_named(run, tmp_path, capsys):
+    import os
+
+    assert main(["compress", str(run), "--energy", "0.9", "--out", str(tmp_path / "again")]) == 2
+    assert "is a compressed pretrained language model's run, which is not compressed again" in capsys.readouterr().err
+    os.mkfifo(tmp_path / "model.gguf")
+    assert main(["compress", str(tmp_path / "model.gguf"), "--params", "0.8", "--out", str(tmp_path / "o")]) == 2
+    assert "it is not a regular file or a folder" in capsys.readouterr().err

@@ -143,6 +143,8 @@ def resolve_source(source: str | os.PathLike) -> ModelSource:
             hint = f"; it holds {', '.join(ggufs[:3])}: pass that file" if ggufs else ""
             raise LoritaError(f"{text} {known}: the folder has no config.json{hint}")
         return ModelSource("folder", str(path.resolve()), None, text)
+    if path.exists():  # a FIFO, a device, a socket
+        raise LoritaError(f"{text} {known}: it is not a regular file or a folder")
     raise LoritaError(f"{text} {known} (no such file or folder)")
 
 

@@ -283,6 +283,10 @@ def train_config_of(run: str | Path):
         if config.get("command") != "compress":
             raise LoritaError(f"{where} is neither a train nor a compress run (its command is "
                               f"{config.get('command')!r})")
+        if config.get("kind") == "lm":  # a compressed pretrained language model's run: its source is a model
+            raise LoritaError(f"{run} is a compressed pretrained language model's run, which is not compressed again: "
+                              "compress its source model instead (its config.json's 'source'), or evaluate it with "
+                              "lorita evaluate RUN --text FILE")
         if not isinstance(source, str) or not source:
             raise LoritaError(f"{where} is a compress run's config without its 'source' (the run it was cut from): "
                               "the file is damaged; compress that run again")
