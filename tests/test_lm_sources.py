@@ -223,3 +223,16 @@ def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(gguf_file, tmp
     folder = hf_folder(small, tokenizer, tmp_path / "small-vocab")
     with pytest.raises(LoritaError, match=r"its tokenizer has 261 tokens but the model's embedding has 200 rows"):
         load_pretrained(folder)
+
+
+def test_a_custom_model_type_is_refused_without_transformers_advice_to_trust_its_code(gguf_file, tmp_path):
+    folder = _edited(gguf_file, tmp_path / "custom", model_type="my-own-llama",
+                     auto_map={"AutoConfig": "conf.MyConfig", "AutoModelForCausalLM": "model.Mine"})
+    with pytest.raises(LoritaError, match=r"its config names code of its own .*which lorita never runs") as err:
+        load_pretrained(folder)
+    assert "trust_remote_code" not in str(err.value)
+
+
+def test_a_recorded_source_that_is_gone_is_named_as_the_recorded_one(tmp_path):
+    with pytest.raises(LoritaError, match=r"the recorded source model .*gone.gguf is not there any more"):
+        source_from_dict({"kind": "gguf", "folder": str(tmp_path), "gguf_file": "gone.gguf", "text": "x"})

@@ -128,3 +128,9 @@ def test_perplexity_reads_a_transformers_output_and_restores_the_mode():
         model.train()
     assert model.training and isinstance(model, transformers.PreTrainedModel)
     assert math.isclose(result.nll, direct, rel_tol=1e-5)
+
+
+def test_a_text_holding_nul_bytes_is_refused_as_binary(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"words\x00more words\n")
+    with pytest.raises(DataNotFoundError, match="holds NUL bytes: it is a binary file"):
+        read_documents(tmp_path / "a.txt")

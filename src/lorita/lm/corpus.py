@@ -114,10 +114,13 @@ def _folder_documents(folder: Path) -> list[str]:
 
 def _read_utf8(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8").replace("\r\n", "\n").strip("\n")
+        text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise DataNotFoundError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); convert it "
                                 "(e.g. iconv -f latin1 -t utf-8)") from None
+    if "\0" in text:  # as lorita.data.text refuses it: a binary file, not text
+        raise DataNotFoundError(f"{path} holds NUL bytes: it is a binary file, not text; give a text file")
+    return text.replace("\r\n", "\n").strip("\n")
 
 
 def check_text(source: str | os.PathLike) -> str:

@@ -155,7 +155,7 @@ def source_from_dict(values: dict) -> ModelSource:
         >>> source_from_dict({"kind": "folder", "folder": "/nowhere", "gguf_file": None, "text": "/nowhere"})
         Traceback (most recent call last):
         ...
-        lorita.errors.LoritaError: /nowhere is not a packaged model (smollm2-135m), a .gguf file or a Hugging Face model folder (no such file or folder)
+        lorita.errors.LoritaError: the recorded source model /nowhere is not there any more (moved or removed): put it back there to load or compare against it
     """
     if not isinstance(values, dict) or values.get("kind") not in ("packaged", "gguf", "folder"):
         raise LoritaError(f"a recorded model source must be an object with kind packaged, gguf or folder, got "
@@ -163,7 +163,11 @@ def source_from_dict(values: dict) -> ModelSource:
     if values["kind"] == "packaged":
         return resolve_source(str(values.get("text", "")))
     folder, name = str(values.get("folder", "")), values.get("gguf_file")
-    return resolve_source(os.path.join(folder, name) if values["kind"] == "gguf" and name else folder)
+    path = os.path.join(folder, name) if values["kind"] == "gguf" and name else folder
+    if not os.path.exists(path):
+        raise LoritaError(f"the recorded source model {path} is not there any more (moved or removed): put it back "
+                          "there to load or compare against it")
+    return resolve_source(path)
 
 
 def require(*modules: str) -> None:
@@ -422,6 +426,10 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
     except (LoritaError, MemoryError):
         raise
     except Exception as err:  # a damaged or unsupported file: transformers, safetensors and gguf raise many kinds
+        if "trust_remote_code" in str(err):  # transformers' advice names a flag lorita does not have, on purpose
+            raise LoritaError(f"could not load {found.describe()}: its config names code of its own (a model_type "
+                              "transformers does not have built in), which lorita never runs; compress a model of an "
+                              "architecture transformers has built in") from None
         detail = " ".join(str(err).split())[:300]  # one line: transformers' messages span several
         raise LoritaError(f"could not load {found.describe()}: {type(err).__name__}: {detail}") from None
     missing = [*info.get("missing_keys", ()), *info.get("mismatched_keys", ())]
