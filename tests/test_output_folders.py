@@ -831,3 +831,22 @@ def test_a_leftover_copy_does_not_block_a_resume_that_copies_nothing(run, capsys
     err = cli_error(["train", "--resume", "--epochs", "3", "--no-progress", "--out", str(run)], capsys)
     assert f"{building} is where lorita copies {run} to extend it, and it is a symbolic link" in err
     assert json.loads((run / "results.json").read_text())["epochs"] == 2
+
+
+def test_an_out_that_cannot_be_made_is_refused_before_any_work(tmp_path, monkeypatch):
+    import os
+
+    from lorita.runs.output import RunOutput
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(LoritaError, match=r"file.txt is not a folder, so .* cannot be made below it"):
+        RunOutput(tmp_path / "file.txt" / "sub" / "run")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real(path, mode, **kw))
+    with pytest.raises(LoritaError, match=r"locked is not writable by this user, so .* cannot be made below it"):
+        RunOutput(locked / "new" / "run")  # as a user without write permission (tests may run as root)
+    with RunOutput(tmp_path / "fine" / "run") as folder:  # a missing parent is made, as before
+        (folder / "a").write_text("1")
+    assert (tmp_path / "fine" / "run" / "a").read_text() == "1"

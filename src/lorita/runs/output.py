@@ -382,6 +382,20 @@ def _remove_replaced(folder: Path, out: Path) -> None:
                     out, folder, getattr(err, "strerror", None) or err)
 
 
+def _check_creatable(out: Path, what: str) -> None:
+    """The nearest path above ``out`` that exists is a folder this user may create folders in: found before the run's
+    work, not when its folder is made at the end (a compressed language model was lost to a typo in --out)."""
+    above = next((folder for folder in out.parents if os.path.lexists(folder)), None)
+    if above is None:
+        return
+    if not os.path.isdir(above):
+        raise LoritaError(f"{what} {out}: {above} is not a folder, so {out} cannot be made below it; choose another "
+                          f"{what}")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise LoritaError(f"{what} {out}: {above} is not writable by this user, so {out} cannot be made below it; "
+                          f"choose another {what}")
+
+
 class RunOutput:
     """One command's output folder: checked and locked up front, built in ``out.partial``, swapped in when complete.
 
@@ -427,6 +441,7 @@ class RunOutput:
                     raise LoritaError(f"{what} {self.out}: {folder} is a symbolic link to {os.readlink(folder)}, "
                                       f"which leads nowhere ({err.strerror}); {fix}, or choose another {what}") \
                         from None
+        _check_creatable(self.out, what)
         parent = _lstat(self.out.parent)
         if parent is not None and not stat.S_ISDIR(os.stat(self.out.parent).st_mode):
             raise LoritaError(f"{what} {self.out}: {self.out.parent} is not a folder")
