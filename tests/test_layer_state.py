@@ -95,6 +95,14 @@ def test_own_attributes_come_back_on_merge_and_own_tensors_keep_the_layer_plain(
     assert again[0].tag == "y" and "tag=y" in repr(again)
 
 
+def test_an_attribute_pointing_into_the_model_is_not_carried_to_the_merged_layer():
+    model = net()
+    model[0].partner, model[0].reset, model[0].tags = [model[2]], model[0].reset_parameters, {"role": ["q"]}
+    merged = lorita.merge(lorita.compose(model, 2, init="preserve"))
+    assert merged[0].tags == {"role": ["q"]}  # plain data comes back
+    assert not hasattr(merged[0], "partner") and not hasattr(merged[0], "reset")  # the old layer's, kept alive
+
+
 def test_a_lazy_layer_keeps_its_own_reason_and_an_old_style_spectral_norm_is_named():
     lazy = nn.Sequential(nn.LazyLinear(3), nn.ReLU(), nn.Linear(3, 2))
     with pytest.warns(lorita.LoritaWarning, match="lazy module not initialised yet: run one forward pass first"):

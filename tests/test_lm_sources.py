@@ -208,12 +208,27 @@ def test_a_folder_with_pickled_weights_only_is_refused_unread(gguf_file, tmp_pat
         load_pretrained(folder)
 
 
-def test_a_gguf_file_reached_through_a_link_of_another_name_loads(gguf_file, tmp_path):
-    (tmp_path / "links").mkdir()
-    (tmp_path / "links" / "mymodel.gguf").symlink_to(gguf_file[1])  # as the Hugging Face cache keeps files
-    model, _ = load_pretrained(tmp_path / "links" / "mymodel.gguf")
+def test_a_gguf_file_reached_through_a_link_of_another_name_loads_and_resolves_again(gguf_file, tmp_path):
+    import shutil
+
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "snapshots").mkdir()
+    shutil.copy(gguf_file[1], tmp_path / "blobs" / "0123456789abcdef")  # as the Hugging Face cache keeps files
+    (tmp_path / "snapshots" / "mymodel.gguf").symlink_to(tmp_path / "blobs" / "0123456789abcdef")
+    source = resolve_source(tmp_path / "snapshots" / "mymodel.gguf")
+    assert source.gguf_file == "mymodel.gguf" and source_from_dict(json.loads(json.dumps(source.to_dict()))) == source
+    model, _ = load_pretrained(source)
     ids = torch.arange(8).view(1, 8)
     torch.testing.assert_close(model(ids).logits, gguf_file[0](ids).logits, atol=0, rtol=0)
+
+
+def test_a_text_holding_a_token_past_the_embedding_is_refused_naming_it(gguf_file, tmp_path):
+    from lorita.lm.pipeline import perplexity_of_text
+
+    model, tokenizer = load_pretrained(gguf_file[1])  # its tokenizer adds <|endoftext|> at id 261, past 261 rows
+    (tmp_path / "t.txt").write_text("hello there <|endoftext|> and more words")
+    with pytest.raises(LoritaError, match=r"holds token '<\|endoftext\|>' \(id 261\), past the 261 rows"):
+        perplexity_of_text(model, tokenizer, tmp_path / "t.txt", context=8)
 
 
 def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused(gguf_file, tmp_path):

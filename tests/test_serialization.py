@@ -279,3 +279,17 @@ def test_a_file_written_before_buffer_dtypes_were_recorded_loads_as_it_did(tmp_p
     again = lorita.load(path, model=_Scaled)  # a fresh _Scaled() builds its buffers in float32 and float64
     assert again.big.dtype == again.fine.dtype == torch.float16  # cast to the description's dtype, as before
     assert {k: v.dtype for k, v in again.state_dict().items()} == {k: v.dtype for k, v in half.state_dict().items()}
+
+
+def test_a_new_file_without_recordable_buffers_is_not_cast_as_an_older_file(tmp_path):
+    class Scaled8(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.register_buffer("q", torch.zeros(2, dtype=torch.float8_e4m3fn), persistent=False)
+
+        def forward(self, x):
+            return self.lin(x)
+
+    lorita.save(Scaled8(), tmp_path / "m.lorita")
+    assert lorita.load(tmp_path / "m.lorita", model=Scaled8).q.dtype == torch.float8_e4m3fn  # as built, not cast

@@ -98,7 +98,7 @@ def describe(model: nn.Module) -> dict:
     unsaved = {name: dtype for name, dtype in unsaved.items() if dtype in DTYPES}  # float8 and such: as built
     return {"format": FORMAT, "version": VERSION, "architecture": _architecture(model), "layers": layers,
             "dtype": str(floats[0]).replace("torch.", "") if floats else "float32",
-            **({"buffer_dtypes": unsaved} if unsaved else {}),
+            "buffer_dtypes": unsaved,
             "module_versions": {prefix: meta["version"] for prefix, meta in versions.items()
                                 if isinstance(meta, dict) and isinstance(meta.get("version"), int)}}
 

@@ -124,7 +124,8 @@ def _own_tensors(module: nn.Module) -> list[str]:
 
 def own_attributes(module: nn.Module) -> dict[str, Any]:
     """The public attributes a Linear/Conv2d (or a subclass) was given beyond a plain layer's, which ``merge`` gives
-    back to the merged layer (a factored layer does not use them; lorita's own and private names are left out).
+    back to the merged layer (a factored layer does not use them; lorita's own and private names are left out, and
+    so are values that point to modules or tensors, which would keep the model as it was before compose).
 
     Example:
         >>> layer = nn.Linear(2, 2); layer.role = "query"; own_attributes(layer)
@@ -137,7 +138,21 @@ def own_attributes(module: nn.Module) -> dict[str, Any]:
         plain = nn.Linear(1, 1, device="meta") if base is nn.Linear else nn.Conv2d(1, 1, 1, device="meta")
         _PLAIN_ATTRIBUTES[base] = frozenset(vars(plain))
     return {name: value for name, value in vars(module).items()
-            if name not in _PLAIN_ATTRIBUTES[base] and not name.startswith(("_", "lorita"))}
+            if name not in _PLAIN_ATTRIBUTES[base] and not name.startswith(("_", "lorita")) and _plain_value(value)}
+
+
+def _plain_value(value: Any) -> bool:
+    """Whether ``value`` holds no module or tensor (not in a list, tuple, set or dict either) and is no method bound
+    to a module: such a value would point into the model as it was before compose, keeping its dense weights."""
+    if isinstance(value, (nn.Module, torch.Tensor)):
+        return False
+    if isinstance(getattr(value, "__self__", None), nn.Module):
+        return False
+    if isinstance(value, dict):
+        return all(_plain_value(v) for v in value.values())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return all(_plain_value(v) for v in value)
+    return True
 
 
 def _keeps_forward(module: nn.Module, base: type) -> bool:

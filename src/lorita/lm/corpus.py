@@ -101,15 +101,20 @@ TEXT_SOURCES: dict[str, TextSource] = {
 CALIBRATION_SOURCES = ("fortunes", "python-docs")
 
 
-def _folder_documents(folder: Path) -> list[str]:
-    docs, seen = [], set()
+def _text_files(folder: Path) -> list[Path]:
+    """The files of a text folder that are read: visible regular files, each file once (links to one file)."""
+    files, seen = [], set()
     for path in sorted(folder.iterdir()):
         real = path.resolve()
         if path.name.startswith(".") or not path.is_file() or real in seen:
             continue
         seen.add(real)
-        docs.append(_read_utf8(path))
-    return [d for d in docs if d.strip()]
+        files.append(path)
+    return files
+
+
+def _folder_documents(folder: Path) -> list[str]:
+    return [d for d in (_read_utf8(path) for path in _text_files(folder)) if d.strip()]
 
 
 def _read_utf8(path: Path) -> str:
@@ -159,7 +164,7 @@ def read_user_text(source: str | os.PathLike) -> list[str]:
     """
     if not (isinstance(source, str) and source in TEXT_SOURCES):
         path = Path(source).expanduser()
-        files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()] if path.is_dir() else []
+        files = [path] if path.is_file() else _text_files(path) if path.is_dir() else []
         size = sum(p.stat().st_size for p in files)
         if size > MAX_TEXT_BYTES:
             raise LoritaError(f"{source} holds {size:,} bytes of text, more than the {MAX_TEXT_BYTES >> 20} MiB lorita "
@@ -237,6 +242,22 @@ def encode(tokenizer, documents: list[str]) -> torch.Tensor:
         raise LoritaError("no text to encode: the document list is empty")
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.int64)
+
+
+def check_ids_fit(ids: torch.Tensor, tokenizer, rows: int) -> torch.Tensor:
+    """``ids``, when every one has a row in the model's embedding of ``rows``; else a LoritaError naming the token (a
+    tokenizer's added tokens, such as chat markers, may lie past the rows of a model that never learnt them).
+
+    Example:
+        >>> check_ids_fit(torch.tensor([1, 2]), None, 3).tolist()
+        [1, 2]
+    """
+    if ids.numel() and int(ids.max()) >= rows:
+        top = int(ids.max())
+        token = tokenizer.convert_ids_to_tokens(top) if hasattr(tokenizer, "convert_ids_to_tokens") else top
+        raise LoritaError(f"the text holds token {token!r} (id {top}), past the {rows} rows of the model's embedding: "
+                          "its tokenizer has tokens the model has no place for; leave them out of the text")
+    return ids
 
 
 def random_windows(streams: list[torch.Tensor], count: int, context: int, *, seed: int = 0) -> torch.Tensor:

@@ -25,8 +25,8 @@ import torch
 
 from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
-from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_text, encode, random_windows, \
-    read_documents, tokenized_splits
+from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_ids_fit, check_text, encode, \
+    random_windows, read_documents, tokenized_splits
 from lorita.lm.cut import lm_cut
 from lorita.lm.perplexity import CONTEXT, perplexity
 from lorita.lm.recover import MAX_WINDOW_BYTES, RecoveryRecipe, recover, recovery_recipe
@@ -131,6 +131,10 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     model, tokenizer = load_pretrained(found)
     seconds["load"] = time.perf_counter() - tic
     splits = [tokenized_splits(tokenizer, name, seed=how.seed) for name in how.texts]
+    rows = model.get_input_embeddings().num_embeddings
+    for split in splits:
+        for ids in (split.train, split.val, split.test):
+            check_ids_fit(ids, tokenizer, rows)
     empty = [s.name for s in splits if len(s.val) < 2 or len(s.train) < how.window]
     if empty:
         raise LoritaError(f"text {', '.join(empty)} is too short: its validation documents need 2 tokens and its "
@@ -189,7 +193,7 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
         ...
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
-    ids = encode(tokenizer, read_documents(path))
+    ids = check_ids_fit(encode(tokenizer, read_documents(path)), tokenizer, model.get_input_embeddings().num_embeddings)
     return perplexity(model, ids, context=context).to_dict()
 
 
@@ -206,5 +210,7 @@ def compare_on_text(model, dense, tokenizer, path: str | Path | list[str], *, co
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
     ids = encode(tokenizer, path if isinstance(path, list) else read_documents(path))
+    for lm in (model, dense):
+        check_ids_fit(ids, tokenizer, lm.get_input_embeddings().num_embeddings)
     cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
     return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}

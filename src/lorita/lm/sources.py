@@ -30,6 +30,7 @@ from typing import Literal
 
 import torch
 
+from lorita import jsonio
 from lorita.errors import LoritaError
 from lorita.serialization import allowed_bytes
 
@@ -135,8 +136,8 @@ def resolve_source(source: str | os.PathLike) -> ModelSource:
         if path.suffix.lower() != ".gguf":
             raise LoritaError(f"{text} {known}: a file must be a .gguf model (for a Hugging Face model, pass its "
                               "folder)")
-        target = path.resolve()  # a link (the Hugging Face cache's snapshots/x.gguf -> blobs/<hash>): its target
-        return ModelSource("gguf", str(target.parent), target.name, text)
+        # through a link by its own name (the Hugging Face cache's snapshots/x.gguf -> blobs/<hash>, no suffix)
+        return ModelSource("gguf", str(path.parent.resolve()), path.name, text)
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
@@ -300,6 +301,10 @@ def _tokenizer(found: ModelSource, options: dict):
     except MemoryError:
         raise
     except Exception as err:  # transformers raises many kinds for missing or damaged tokenizer files
+        if "trust_remote_code" in str(err):  # transformers' advice names a flag lorita does not have, on purpose
+            raise LoritaError(f"could not load the tokenizer of {found.describe()}: its config names tokenizer code of "
+                              "its own, which lorita never runs; save a built-in tokenizer (tokenizer.json) into the "
+                              "folder") from None
         detail = " ".join(str(err).split())[:200]
         raise LoritaError(f"could not load the tokenizer of {found.describe()} ({type(err).__name__}: {detail}); "
                           f"{advice}") from None
@@ -326,7 +331,7 @@ def source_files(found: ModelSource) -> dict[str, str]:
     """
     folder = Path(found.folder)
     names = [found.gguf_file] if found.gguf_file else sorted(
-        f.name for f in folder.iterdir() if f.is_file() and (f.suffix == ".safetensors" or f.name in _MODEL_FILES))
+        {*_loaded_weight_files(folder), *(f.name for f in folder.iterdir() if f.is_file() and f.name in _MODEL_FILES)})
     digests = {}
     for name in names:
         digest = hashlib.sha256()
@@ -335,6 +340,18 @@ def source_files(found: ModelSource) -> dict[str, str]:
                 digest.update(block)
         digests[name] = digest.hexdigest()
     return digests
+
+
+def _loaded_weight_files(folder: Path) -> list[str]:
+    """The safetensors files transformers loads from ``folder``: those its index names (and the index), else
+    model.safetensors, else every safetensors file there."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = jsonio.read(index, fix="the folder is damaged").get("weight_map", {})
+        return [index.name, *sorted({str(name) for name in weight_map.values()})]
+    if (folder / "model.safetensors").is_file():
+        return ["model.safetensors"]
+    return sorted(f.name for f in folder.iterdir() if f.is_file() and f.suffix == ".safetensors")
 
 
 MAX_LAYERS = 1000  # the most blocks a config may ask for (the largest language models have about 130)
@@ -445,7 +462,7 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
     if found.gguf_file:
         _release_quantizer(model, found)
     rows = model.get_input_embeddings().num_embeddings
-    if tokenizer.vocab_size > rows:  # text would give token ids past the embedding's rows: an IndexError inside it
+    if tokenizer.vocab_size > rows:  # its base vocabulary past the rows (added tokens are checked in each text)
         raise LoritaError(f"could not load {found.describe()}: its tokenizer has {tokenizer.vocab_size} tokens but "
                           f"the model's embedding has {rows} rows; the tokenizer is not this model's")
     logger.info("loaded %s: %s, %d params", found.describe(), type(model).__name__,
