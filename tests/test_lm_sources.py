@@ -251,3 +251,16 @@ def test_a_custom_model_type_is_refused_without_transformers_advice_to_trust_its
 def test_a_recorded_source_that_is_gone_is_named_as_the_recorded_one(tmp_path):
     with pytest.raises(LoritaError, match=r"the recorded source model .*gone.gguf is not there any more"):
         source_from_dict({"kind": "gguf", "folder": str(tmp_path), "gguf_file": "gone.gguf", "text": "x"})
+
+
+@pytest.mark.parametrize("weight_map", [{"a": "/dev/zero"}, {"a": "../elsewhere.safetensors"}, {"a": "gone.safetensors"},
+                                        [], None])
+def test_a_shard_index_naming_files_outside_or_missing_is_refused_before_anything_is_read(gguf_file, tmp_path,
+                                                                                           weight_map):
+    from lorita.lm.sources import source_files
+
+    folder = _edited(gguf_file, tmp_path / "sharded")
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    for call in (lambda: load_pretrained(folder), lambda: source_files(resolve_source(folder))):
+        with pytest.raises(LoritaError, match=r"its weight_map must name the safetensors files beside it"):
+            call()

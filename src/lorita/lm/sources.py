@@ -347,8 +347,13 @@ def _loaded_weight_files(folder: Path) -> list[str]:
     model.safetensors, else every safetensors file there."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = jsonio.read(index, fix="the folder is damaged").get("weight_map", {})
-        return [index.name, *sorted({str(name) for name in weight_map.values()})]
+        weight_map = jsonio.read(index, fix="the folder is damaged")
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        names = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else None
+        if not names or not all(isinstance(n, str) and Path(n).name == n and (folder / n).is_file() for n in names):
+            raise LoritaError(f"{index}: its weight_map must name the safetensors files beside it (plain file names); "
+                              "the folder is damaged")
+        return [index.name, *names]
     if (folder / "model.safetensors").is_file():
         return ["model.safetensors"]
     return sorted(f.name for f in folder.iterdir() if f.is_file() and f.suffix == ".safetensors")
@@ -379,7 +384,7 @@ def _weight_bytes(found: ModelSource) -> int:
     pickled weights, pytorch_model.bin, is refused: lorita reads no pickles)."""
     if found.gguf_file:
         return (Path(found.folder) / found.gguf_file).stat().st_size
-    files = [f for f in Path(found.folder).iterdir() if f.suffix == ".safetensors" and f.is_file()]
+    files = [Path(found.folder) / name for name in _loaded_weight_files(Path(found.folder))]
     if not files:
         pickled = sorted(f.name for f in Path(found.folder).iterdir() if f.suffix in (".bin", ".pt", ".pth"))
         held = f" ({', '.join(pickled[:3])} are pickles, which lorita does not read)" if pickled else ""
