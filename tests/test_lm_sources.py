@@ -253,8 +253,8 @@ def test_a_recorded_source_that_is_gone_is_named_as_the_recorded_one(tmp_path):
         source_from_dict({"kind": "gguf", "folder": str(tmp_path), "gguf_file": "gone.gguf", "text": "x"})
 
 
-@pytest.mark.parametrize("weight_map", [{"a": "/dev/zero"}, {"a": "../elsewhere.safetensors"}, {"a": "gone.safetensors"},
-                                        [], None])
+@pytest.mark.parametrize("weight_map", [{"a": "/dev/zero"}, {"a": "../elsewhere.safetensors"},
+                                        {"a": "gone.safetensors"}, [], None])
 def test_a_shard_index_naming_files_outside_or_missing_is_refused_before_anything_is_read(gguf_file, tmp_path,
                                                                                            weight_map):
     from lorita.lm.sources import source_files
