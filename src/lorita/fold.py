@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.nn.utils import parametrize
 
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.probe import observe
-from lorita.targets import check_model, copy_model, parameter_owners
+from lorita.targets import check_model, copy_model, outside_weight, parameter_owners
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -77,13 +76,13 @@ def _unfoldable(layer: nn.Module, norm: nn.Module, layer_calls: int, norm_calls:
     """Why folding ``norm`` into ``layer`` could change the model's outputs, or None."""
     if layer_calls > 1 or norm_calls > 1:
         return "one of them runs more than once in the forward pass (folding would change every call)"
-    if parametrize.is_parametrized(layer) or not isinstance(layer.weight, nn.Parameter):
-        return "the layer's weight is computed (a parametrization, weight norm or pruning mask), not a parameter"
     if any(owners.get(id(p), set()) != {id(layer)} for p in layer.parameters(recurse=False)):
         return "the layer's weight is tied to another module (folding would change that one too)"
-    for module, kind in ((layer, "layer"), (norm, "BatchNorm")):
-        if module._forward_hooks or module._forward_pre_hooks:
-            return f"the {kind} has forward hooks (folding would change what they see)"
+    outside = outside_weight(layer)
+    if outside is not None:
+        return f"the layer: {outside}"
+    if norm._forward_hooks or norm._forward_pre_hooks:
+        return "the BatchNorm has forward hooks (folding would change what they see)"
     return None
 
 

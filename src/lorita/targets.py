@@ -210,19 +210,9 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
         return "inside nn.MultiheadAttention (it reads the weights directly)"
     if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
         return "lazy module not initialised yet: run one forward pass first"
-    if parametrize.is_parametrized(module):
-        return ("parametrized (torch.nn.utils.parametrize: weight or spectral norm, orthogonal, ...), which a factored "
-                "or cut layer would drop; to compress it as it is, torch.nn.utils.parametrize.remove_parametrizations "
-                "first")
-    if _computed_weight(module):
-        return f"its weight is computed by a hook ({COMPUTED_WEIGHT_HOOKS}), which a factored or cut layer would drop"
-    own = _own_tensors(module) if isinstance(module, (nn.Linear, nn.Conv2d)) else []
-    if own:
-        return (f"{type(module).__name__} holds tensors or modules of its own ({', '.join(own[:4])}), which a factored "
-                "or cut layer would drop")
-    if module._forward_hooks or module._forward_pre_hooks:
-        return ("it has forward hooks (register_forward_hook / register_forward_pre_hook), which a factored or cut "
-                "layer would not run; remove them first, and register them again on the compressed model")
+    outside = outside_weight(module)
+    if outside is not None:
+        return outside
     if isinstance(module, nn.Conv2d) and module.groups != 1:
         kind = "depthwise" if module.groups == module.in_channels else "grouped"
         return f"{kind} conv (groups={module.groups}): a rank cut there adds parameters"
@@ -236,6 +226,33 @@ def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
         return _subclass_reason(module, nn.Conv2d)
     if is_conv1d(module) and not _keeps_forward(module, conv1d_base(type(module))):
         return f"{type(module).__name__} overrides transformers Conv1D.forward"
+    return None
+
+
+def outside_weight(module: nn.Module) -> str | None:
+    """What ``module`` does beyond its weight and bias, which a layer rebuilt from them (factored, cut, merged, folded)
+    would drop, as a reason: a parametrization, a weight computed by a hook, tensors or modules of its own, forward
+    hooks; None when it has none of them.
+
+    Example:
+        >>> layer = nn.Linear(2, 2); outside_weight(layer) is None
+        True
+        >>> _ = layer.register_forward_hook(lambda m, i, o: o); outside_weight(layer)[:26]
+        'it has forward hooks (regi'
+    """
+    if parametrize.is_parametrized(module):
+        return ("parametrized (torch.nn.utils.parametrize: weight or spectral norm, orthogonal, ...), which a factored "
+                "or cut layer would drop; to compress it as it is, torch.nn.utils.parametrize.remove_parametrizations "
+                "first")
+    if _computed_weight(module):
+        return f"its weight is computed by a hook ({COMPUTED_WEIGHT_HOOKS}), which a factored or cut layer would drop"
+    own = _own_tensors(module) if isinstance(module, (nn.Linear, nn.Conv2d)) else []
+    if own:
+        return (f"{type(module).__name__} holds tensors or modules of its own ({', '.join(own[:4])}), which a factored "
+                "or cut layer would drop")
+    if module._forward_hooks or module._forward_pre_hooks:
+        return ("it has forward hooks (register_forward_hook / register_forward_pre_hook), which a factored or cut "
+                "layer would not run; remove them first, and register them again on the compressed model")
     return None
 
 
