@@ -342,3 +342,37 @@ def test_a_language_model_run_given_to_compress_and_a_fifo_source_are_named(run,
     os.mkfifo(tmp_path / "model.gguf")
     assert main(["compress", str(tmp_path / "model.gguf"), "--params", "0.8", "--out", str(tmp_path / "o")]) == 2
     assert "it is not a regular file or a folder" in capsys.readouterr().err
+
+
+def test_a_gpt2_folder_with_few_positions_compresses_reloads_and_evaluates(source, tmp_path, capsys):
+    """GPT-2's linear layers are transformers Conv1D, and its table of 64 positions is shorter than the default
+    windows (512 to score, 256 to calibrate and recover): both cut, recovered with LoRA and scored in windows of 64."""
+    import transformers
+
+    from tiny_lm import hf_folder
+
+    gguf, texts = source
+    tokenizer = load_pretrained(gguf)[1]
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=262, n_positions=64)
+    folder = hf_folder(transformers.GPT2LMHeadModel(config).eval(), tokenizer, tmp_path / "gpt2")
+    out = tmp_path / "gpt2-80"
+    assert main(["compress", str(folder), "--params", "0.8", "--calibrate", "4", "--texts", str(texts),
+                 "--recovery-steps", "2", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 4 * 64
+    assert results["compression"]["context"] == results["compression"]["recovery"]["context"] == 64
+    model = load_lm_run(out)
+    assert type(model).__name__ == "GPT2LMHeadModel" and count_params(model) == results["params"]["cut"]
+    assert any(isinstance(m, LowRankLinear) for m in model.modules())
+    dense, tokenizer = load_pretrained(folder)
+    val = tokenized_splits(tokenizer, str(texts)).val[:4096]
+    assert perplexity(model, val, context=64).ppl == pytest.approx(results["after_recovery"][f"{texts}-val"]["ppl"],
+                                                                  rel=1e-6)
+    text = tmp_path / "unseen.txt"
+    text.write_text("A quiet text neither model was calibrated on, read once and scored. " * 12)
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--text", str(text), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    ids = torch.tensor(tokenizer(text.read_text().strip("\n"), add_special_tokens=False)["input_ids"])
+    assert printed["dense_ppl"] == pytest.approx(perplexity(dense, ids, context=64).ppl, rel=1e-6)

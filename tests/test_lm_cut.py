@@ -132,3 +132,26 @@ def test_a_cut_asked_for_progress_counts_every_block_of_both_passes(whiten, caps
     err = capsys.readouterr().err
     assert f"{2 * len(blocks)}/{2 * len(blocks)}" in err and "cut" in err
     assert torch.equal(logits(model), logits(quiet))  # the bar changes nothing it cuts
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_gpt2s_conv1d_layers_are_cut_as_the_linear_layers_they_are(whiten):
+    """A GPT-2 and the same model with each Conv1D made an nn.Linear (same function) get the same ranks and the
+    same cut function."""
+    import transformers
+
+    from lorita.conv1d import conv1d_as_linear, is_conv1d
+
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=261, n_positions=32)
+    torch.manual_seed(0)
+    gpt2 = transformers.GPT2LMHeadModel(config).eval()
+    linear = copy.deepcopy(gpt2)
+    convs = [name for name, m in linear.named_modules() if is_conv1d(m)]
+    for name in convs:
+        linear.set_submodule(name, conv1d_as_linear(linear.get_submodule(name)))
+    torch.testing.assert_close(logits(linear), logits(gpt2))
+    done, same = lm_cut(gpt2, CALIBRATION, params=0.8, whiten=whiten), lm_cut(linear, CALIBRATION, params=0.8,
+                                                                               whiten=whiten)
+    assert done.ranks == same.ranks and len(done.ranks) == len(convs) == 8 and done.kept <= 0.8
+    assert done.params_after == same.params_after and any(isinstance(m, LowRankLinear) for m in gpt2.modules())
+    torch.testing.assert_close(logits(gpt2), logits(linear), atol=1e-5, rtol=1e-4)

@@ -264,3 +264,45 @@ def test_a_shard_index_naming_files_outside_or_missing_is_refused_before_anythin
     for call in (lambda: load_pretrained(folder), lambda: source_files(resolve_source(folder))):
         with pytest.raises(LoritaError, match=r"its weight_map must name the safetensors files beside it"):
             call()
+
+
+def _short_gpt2(gguf_file, tmp_path, positions=16):
+    """A GPT-2 folder whose position table has ``positions`` rows (fewer than every default window), with the tiny
+    Llama's tokenizer."""
+    tokenizer = load_pretrained(gguf_file[1])[1]
+    config = transformers.GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=262, n_positions=positions)
+    torch.manual_seed(0)
+    return hf_folder(transformers.GPT2LMHeadModel(config).eval(), tokenizer, tmp_path / "gpt2-short")
+
+
+def test_a_model_with_fewer_positions_than_the_default_windows_is_cut_in_windows_it_can_read(gguf_file, tmp_path):
+    """GPT-2's table of positions ends at n_positions: windows past it were an IndexError inside transformers."""
+    from lorita.lm.perplexity import perplexity
+    from lorita.lm.pipeline import LMCompression, compare_on_text, compress_pretrained, perplexity_of_text
+    from lorita.lm.recover import RecoveryRecipe
+
+    folder, texts = _short_gpt2(gguf_file, tmp_path), tmp_path / "texts"
+    texts.mkdir()
+    for i in range(40):
+        (texts / f"{i:02}.txt").write_text(f"Document {i} says hello there, and then some more words. " * 3)
+    how = LMCompression(params=0.9, windows=2, eval_tokens=64, texts=(str(texts),),
+                        recovery=RecoveryRecipe(steps=1, batch_size=1, eval_tokens=32))
+    assert (how.context, how.window, how.recovery.context) == (512, 256, 256)
+    done = compress_pretrained(folder, how)
+    assert done.results["compression"]["context"] == done.results["compression"]["window"] == 16
+    assert done.results["compression"]["recovery"]["context"] == 16 and done.results["calibration_tokens"] == 32
+    model, tokenizer = load_pretrained(folder)
+    ids = tokenizer("hello there, " * 30, return_tensors="pt")["input_ids"][0]
+    (tmp_path / "t.txt").write_text("hello there, " * 30)
+    scored = perplexity_of_text(model, tokenizer, tmp_path / "t.txt")
+    assert scored == perplexity(model, ids, context=16).to_dict()
+    assert compare_on_text(model, model, tokenizer, tmp_path / "t.txt")["ppl"] == scored["ppl"]
+
+
+def test_recovery_windows_longer_than_the_model_reads_are_refused(gguf_file, tmp_path):
+    from lorita.lm.recover import RecoveryRecipe, train_lm
+
+    model = load_pretrained(_short_gpt2(gguf_file, tmp_path))[0]
+    ids = torch.arange(200) % 50
+    with pytest.raises(LoritaError, match=r"recovery windows of 32 tokens are more than the model reads at once \(16"):
+        train_lm(model, ids, ids, RecoveryRecipe(steps=1, context=32))

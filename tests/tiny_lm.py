@@ -19,9 +19,10 @@ def tiny_llama(seed: int = 0, layers: int = LAYERS):
     """A random ``LlamaForCausalLM``: GQA (4 heads, 2 key/value heads), tied embeddings, eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    # 512 positions: the default evaluation windows fit, as for the packaged model (8,192)
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=MLP, num_hidden_layers=layers,
                          num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, tie_word_embeddings=True,
-                         rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=128)
+                         rope_theta=10000.0, rms_norm_eps=1e-5, max_position_embeddings=512)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # weights of a trained model's scale: std 0.02 gives near-uniform logits

@@ -1,7 +1,7 @@
 """The post-training low-rank cut of a pretrained decoder LM, block by block, under a whole-model params budget.
 
-``lm_cut(model, calibration, params=0.8)`` cuts every ``nn.Linear`` inside the decoder
-blocks (attention q/k/v/o, MLP gate/up/down) to two thin layers, in place, so that the whole
+``lm_cut(model, calibration, params=0.8)`` cuts every ``nn.Linear`` (or GPT-2's ``Conv1D``) inside the
+decoder blocks (attention q/k/v/o, MLP gate/up/down) to two thin layers, in place, so that the whole
 model keeps ``params`` of its parameters: embeddings, norms and a tied head are counted (once)
 and left alone. Three steps:
 
@@ -36,10 +36,11 @@ import torch
 from torch import nn
 
 from lorita.checks import check_fraction, check_int
+from lorita.conv1d import is_conv1d
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, singular_values
 from lorita.lm.blocks import BlockInput, block_inputs, decoder_blocks, run_block
-from lorita.lowrank import LowRankLinear, truncate
+from lorita.lowrank import LowRankLinear, truncate, weight_matrix
 from lorita.probe import eval_mode, hooks_on
 from lorita.progress import progress as progress_of
 from lorita.ranks import LayerCost, budget_ranks
@@ -93,14 +94,15 @@ def layer_name(prefix: str, index: int, name: str) -> str:
     return ".".join(part for part in (prefix, str(index), name) if part)
 
 
-def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
-    """Every plain ``nn.Linear`` of a block, by name inside the block (in module order).
+def block_linears(block: nn.Module) -> dict[str, nn.Module]:
+    """Every plain ``nn.Linear`` (or transformers ``Conv1D``, GPT-2's linear layer) of a block, by name inside the block
+    (in module order).
 
     Example:
         >>> list(block_linears(nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))))
         ['0', '2']
     """
-    return {name: m for name, m in block.named_modules() if type(m) is nn.Linear}
+    return {name: m for name, m in block.named_modules() if type(m) is nn.Linear or is_conv1d(m)}
 
 
 def budget_costs(model: nn.Module, shapes: dict[str, tuple[int, int]]) -> tuple[dict[str, LayerCost], int]:
@@ -168,7 +170,7 @@ def _dense_spectra(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput],
                     hidden[i] = run_block(block, batch, hidden[i])
                     _add_grams(grams, linears, kept.seen)
         for name, module in linears.items():
-            w = module.weight.detach()
+            w = weight_matrix(module).detach()
             full = layer_name(prefix, index, name)
             spectra[full] = whitened_spectrum(w, grams[name]) if whiten else singular_values(w)
         logger.debug("block %d: spectra of %d layers", index, len(linears))
@@ -200,7 +202,7 @@ def _refit(block: nn.Module, dense: nn.Module, pairs: dict[str, LowRankLinear], 
                 gram[name] = gram.get(name, 0) + z.T @ z
     dense_linears = block_linears(dense)
     for name, pair in pairs.items():
-        second = refit_second(dense_linears[name].weight.detach(), cross[name], gram[name])
+        second = refit_second(weight_matrix(dense_linears[name]).detach(), cross[name], gram[name])
         pair[1].weight.data.copy_(second.to(pair[1].weight.dtype))
 
 
@@ -213,7 +215,7 @@ def _cut_pass(blocks: nn.ModuleList, prefix: str, inputs: list[BlockInput], rank
     for index, block in enumerate(blocks):
         linears = block_linears(block)
         chosen = {n: ranks[layer_name(prefix, index, n)] for n in linears
-                  if ranks[layer_name(prefix, index, n)] <= break_even_rank(*linears[n].weight.shape)}
+                  if ranks[layer_name(prefix, index, n)] <= break_even_rank(*weight_matrix(linears[n]).shape)}
         dense = copy.deepcopy(block) if update else None
         grams: dict[str, torch.Tensor] = {}
         next_dense = []
@@ -263,10 +265,11 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
     check_int("multiple", multiple)
     start = time.perf_counter()
     prefix, blocks = decoder_blocks(model)
-    shapes = {layer_name(prefix, i, n): tuple(m.weight.shape) for i, b in enumerate(blocks)
+    shapes = {layer_name(prefix, i, n): tuple(weight_matrix(m).shape) for i, b in enumerate(blocks)
               for n, m in block_linears(b).items()}
     if not shapes:
-        raise LoritaError("the decoder blocks hold no plain nn.Linear to cut (already cut, or composed: merge first)")
+        raise LoritaError("the decoder blocks hold no plain nn.Linear (or GPT-2 Conv1D) to cut (already cut, or "
+                          "composed: merge first)")
     costs, fixed = budget_costs(model, shapes)
     before = count_params(model)
     with eval_mode(model), progress_of(progress, desc="cut", unit="block", total=2 * len(blocks)) as bar:

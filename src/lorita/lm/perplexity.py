@@ -27,6 +27,40 @@ from lorita.lm.head import IGNORE, head_loss, hidden_states, split_head
 
 CONTEXT = 512
 BATCH = 4
+_POSITION_FIELDS = ("n_positions", "max_position_embeddings", "n_ctx")  # transformers configs' names for the limit
+
+
+def positions(model: nn.Module) -> int | None:
+    """The most tokens ``model`` reads at once, as its transformers config states it (``n_positions``,
+    ``max_position_embeddings`` or ``n_ctx``); None when it states none. A model with a table of positions (GPT-2's
+    ``wpe``) cannot read more; one with rotary positions was trained on no more.
+
+    Example:
+        >>> import transformers
+        >>> positions(transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=64, n_layer=1, n_embd=8,
+        ...                                                                 n_head=2, vocab_size=10)))
+        64
+        >>> positions(nn.Linear(2, 2)) is None
+        True
+    """
+    config = getattr(model, "config", None)
+    for name in _POSITION_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+            return value
+    return None
+
+
+def fit_context(model: nn.Module, context: int) -> int:
+    """``context``, or the model's ``positions`` when fewer: the window length ``model`` can be scored in (Hugging
+    Face's perplexity recipe scores in windows of the model's positions).
+
+    Example:
+        >>> fit_context(nn.Linear(2, 2), CONTEXT)
+        512
+    """
+    limit = positions(model)
+    return context if limit is None else min(context, limit)
 
 
 @dataclass(frozen=True)

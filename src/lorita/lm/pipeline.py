@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from lorita.errors import LoritaError
 from lorita.lm.corpus import CALIBRATION_SOURCES, TEXT_SOURCES, check_ids_fit, check_text, encode, \
     random_windows, read_documents, tokenized_splits
 from lorita.lm.cut import lm_cut
-from lorita.lm.perplexity import CONTEXT, perplexity
+from lorita.lm.perplexity import CONTEXT, fit_context, perplexity, positions
 from lorita.lm.recover import MAX_WINDOW_BYTES, RecoveryRecipe, recover, recovery_recipe
 from lorita.lm.sources import ModelSource, load_pretrained, resolve_source
 from lorita.lm.width import ALLOCATIONS, prune_width, pruned_linears
@@ -110,6 +110,28 @@ class CompressedLM:
     results: dict
 
 
+def fit_to_model(how: LMCompression, model: torch.nn.Module) -> LMCompression:
+    """``how`` with its evaluation context, calibration windows and recovery windows shortened to the tokens ``model``
+    reads at once (``lorita.lm.perplexity.positions``), when fewer; the results then record the lengths used.
+
+    Example:
+        >>> import transformers
+        >>> gpt = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_positions=128, n_layer=1, n_embd=8, n_head=2,
+        ...                                                             vocab_size=10))
+        >>> fitted = fit_to_model(LMCompression(), gpt)
+        >>> fitted.context, fitted.window, fitted.recovery.context
+        (128, 128, 128)
+    """
+    limit = positions(model)
+    lengths = [how.context, how.window] + ([how.recovery.context] if how.recovery is not None else [])
+    if limit is None or max(lengths) <= limit:
+        return how
+    logger.warning("the model reads at most %d tokens at once: evaluation, calibration and recovery windows are "
+                   "shortened to %d (asked: %s)", limit, limit, ", ".join(map(str, lengths)))
+    recovery = None if how.recovery is None else replace(how.recovery, context=min(how.recovery.context, limit))
+    return replace(how, context=min(how.context, limit), window=min(how.window, limit), recovery=recovery)
+
+
 def _validation(model, streams: dict[str, torch.Tensor], context: int) -> dict:
     return {name: perplexity(model, ids, context=context).to_dict() for name, ids in streams.items()}
 
@@ -130,6 +152,7 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
     begin = tic = time.perf_counter()
     model, tokenizer = load_pretrained(found)
     seconds["load"] = time.perf_counter() - tic
+    how = fit_to_model(how, model)
     splits = [tokenized_splits(tokenizer, name, seed=how.seed) for name in how.texts]
     rows = model.get_input_embeddings().num_embeddings
     for split in splits:
@@ -194,7 +217,7 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
         lorita.data.datasets.DataNotFoundError: /no/such/file.txt is not a text source (fortunes, python-docs, debian-handbook, licenses), nor a UTF-8 file or folder of them
     """
     ids = check_ids_fit(encode(tokenizer, read_documents(path)), tokenizer, model.get_input_embeddings().num_embeddings)
-    return perplexity(model, ids, context=context).to_dict()
+    return perplexity(model, ids, context=fit_context(model, context)).to_dict()
 
 
 def compare_on_text(model, dense, tokenizer, path: str | Path | list[str], *, context: int = CONTEXT) -> dict:
@@ -212,5 +235,6 @@ def compare_on_text(model, dense, tokenizer, path: str | Path | list[str], *, co
     ids = encode(tokenizer, path if isinstance(path, list) else read_documents(path))
     for lm in (model, dense):
         check_ids_fit(ids, tokenizer, lm.get_input_embeddings().num_embeddings)
+    context = fit_context(model, context)
     cut, full = perplexity(model, ids, context=context), perplexity(dense, ids, context=context)
     return {"ppl": cut.ppl, "dense_ppl": full.ppl, "tokens": cut.tokens}

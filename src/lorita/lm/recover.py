@@ -38,7 +38,7 @@ from lorita.checks import check_choice, check_int, check_number
 from lorita.errors import LoritaError
 from lorita.lm.corpus import random_windows
 from lorita.lm.head import head_loss, hidden_states, split_head
-from lorita.lm.perplexity import CONTEXT, perplexity
+from lorita.lm.perplexity import CONTEXT, fit_context, perplexity, positions
 from lorita.lowrank import LowRankLinear
 from lorita.progress import progress_bar
 
@@ -154,8 +154,10 @@ def _streams(ids) -> list[torch.Tensor]:
 
 
 def _val_nll(model: nn.Module, streams: list[torch.Tensor], tokens: int) -> float:
-    """Mean NLL per token over the first ``tokens`` of each validation stream (windows of ``CONTEXT``)."""
-    scores = [perplexity(model, s[:tokens], context=CONTEXT) for s in streams if len(s) >= 2]
+    """Mean NLL per token over the first ``tokens`` of each validation stream (windows of ``CONTEXT``, or of the
+    model's positions when fewer)."""
+    context = fit_context(model, CONTEXT)
+    scores = [perplexity(model, s[:tokens], context=context) for s in streams if len(s) >= 2]
     count = sum(p.tokens for p in scores)
     return sum(p.nll * p.tokens for p in scores) / count if count else math.nan
 
@@ -254,6 +256,10 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
         raise LoritaError("nothing to train: every parameter of the model is frozen")
     if recipe.distill > 0 and teacher is None:
         raise LoritaError(f"distill={recipe.distill:g} needs the teacher model (the dense model the cut came from)")
+    limit = positions(model)
+    if limit is not None and recipe.context > limit:
+        raise LoritaError(f"recovery windows of {recipe.context} tokens are more than the model reads at once "
+                          f"({limit}, its config's positions): give the recipe context={limit} or less")
     streams, val = _streams(train), _streams(val)
     windows = random_windows(streams, recipe.steps * recipe.batch_size, recipe.context + 1, seed=recipe.seed)
     optimizer = _optimizer(params, recipe)
