@@ -195,15 +195,34 @@ def lm_from_args(args: argparse.Namespace) -> LMCompression:
     if args.recovery_steps is not None and not 1 <= args.recovery_steps <= 10**9:
         raise LoritaError(f"--recovery-steps must be a number of steps from 1 to 10^9, got {args.recovery_steps}")
     mode = args.recovery or "lora"
-    recovery = None if mode == "none" else recovery_recipe(
-        mode, seconds=60 * minutes,
-        **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}),
-        **({"distill": args.distill} if args.distill is not None else {}))
     values = {"calibrate": ("windows", args.calibrate), "texts": ("texts", args.texts),
               "method": ("method", args.method),
               "width_allocation": ("allocation", args.width_allocation), "seed": ("seed", args.seed)}
-    return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
-                         **{key: value for key, value in values.values() if value is not None})
+    try:
+        recovery = None if mode == "none" else recovery_recipe(
+            mode, seconds=60 * minutes,
+            **({"steps": args.recovery_steps} if args.recovery_steps is not None else {}),
+            **({"distill": args.distill} if args.distill is not None else {}))
+        return LMCompression(params=args.params, multiple=args.multiple, recovery=recovery,
+                             **{key: value for key, value in values.values() if value is not None})
+    except LoritaError as err:
+        raise _named_by_flag(err) from None
+
+
+_FLAG_OF_FIELD = {"params": "--params", "windows": "--calibrate", "multiple": "--multiple", "seed": "--seed",
+                  "allocation": "--width-allocation", "method": "--method", "distill": "--distill"}
+
+
+def _named_by_flag(err: LoritaError) -> LoritaError:
+    """``err`` about a field of ``LMCompression`` or its recovery recipe, led by the flag that set it.
+
+    Example:
+        >>> str(_named_by_flag(LoritaError("windows must be an integer >= 1, got 0")))
+        '--calibrate: windows must be an integer >= 1, got 0'
+    """
+    text = str(err)
+    field = text.split("=")[0].split(" ")[0]
+    return LoritaError(f"{_FLAG_OF_FIELD[field]}: {text}") if field in _FLAG_OF_FIELD else err
 
 
 def run(args: argparse.Namespace) -> int:
