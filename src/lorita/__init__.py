@@ -14,6 +14,7 @@ Example:
 
 __version__ = "0.1.0"
 
+from lorita.attention import SplitAttention, fuse_attention, split_attention
 from lorita.batchnorm import recalibrate_batchnorm
 from lorita.compose import compose, merge
 from lorita.composed import ComposedConv2d, ComposedLinear
@@ -40,8 +41,8 @@ import lorita.whiten  # noqa: E402,F401
 
 __all__ = [
     "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",
-    "LowRankLinear", "Profile", "SVDCache", "TrainConfig", "__version__", "choose_ranks", "compose", "compress", "cut",
-    "fold_batchnorm", "keep_faster", "load", "merge", "profile", "quantize", "recalibrate_batchnorm",
-    "register_linear_subclass", "save",
-    "search_accuracy", "select_ranks", "spectrum", "truncate",
+    "LowRankLinear", "Profile", "SVDCache", "SplitAttention", "TrainConfig", "__version__", "choose_ranks", "compose",
+    "compress", "cut", "fold_batchnorm", "fuse_attention", "keep_faster", "load", "merge", "profile", "quantize",
+    "recalibrate_batchnorm", "register_linear_subclass", "save", "search_accuracy", "select_ranks", "spectrum",
+    "split_attention", "truncate",
 ]

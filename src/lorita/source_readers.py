@@ -175,6 +175,19 @@ def _kind(chain: tuple[str, ...], called: bool, own: bool, path: tuple[str, ...]
     return OTHER
 
 
+def _fused_path_off(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.TransformerEncoderLayer`` that never takes its fused inference path, the only
+    code of it that reads its layers' weights: PyTorch takes it only when ``self_attn.in_proj_bias`` is a tensor
+    (not for ``bias=False``, nor for ``lorita.attention.SplitAttention``).
+
+    Example:
+        >>> _fused_path_off(nn.TransformerEncoderLayer(8, 2, 16, bias=False)), _fused_path_off(nn.Linear(2, 2))
+        (True, False)
+    """
+    return isinstance(module, nn.TransformerEncoderLayer) and \
+        getattr(getattr(module, "self_attn", None), "in_proj_bias", None) is None
+
+
 def read_not_called(names: Iterable[str], modules: dict[str, nn.Module]) -> list[str]:
     """Of ``names`` (layers, by their name in the model), those whose ancestors' forward code computes
     with their ``.weight``/``.bias``. ``modules``: ``dict(model.named_modules())``.
@@ -196,7 +209,7 @@ def read_not_called(names: Iterable[str], modules: dict[str, nn.Module]) -> list
         kinds = set()
         for cut in range(len(parts)):  # the root (cut 0), ..., the parent (cut len - 1)
             ancestor = modules.get(".".join(parts[:cut]))
-            if ancestor is None:
+            if ancestor is None or _fused_path_off(ancestor):
                 continue
             path = parts[cut:]
             for chain, called, own in forward_uses(type(ancestor)).get(path[0], ()):

@@ -5,7 +5,7 @@ they keep the parent's ``forward``, or when their class is registered as a plain
 map with ``register_linear_subclass`` and a numerical check on each layer agrees). Left
 plain, and named in one warning: grouped and depthwise convs, transposed convs,
 Conv1d/Conv3d, the projections inside ``nn.MultiheadAttention`` (it reads their weights
-directly), TorchScript submodules, layers whose weight is tied to another module, and
+directly; ``lorita.attention.split_attention`` makes them layers), TorchScript submodules, layers whose weight is tied to another module, and
 layers whose parent reads their weight instead of calling them (found on the example
 input when one is given, ``lorita.probe.weight_readers``, else on the library's dummy
 inputs or from the parents' source, ``lorita.source_readers``). A module used under two
@@ -207,7 +207,8 @@ def _subclass_reason(module: nn.Module, base: type) -> str | None:
 def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     """Why an nn layer that looks linear is left plain, or None if it is not such a layer."""
     if isinstance(parent, nn.MultiheadAttention):
-        return "inside nn.MultiheadAttention (it reads the weights directly)"
+        return "inside nn.MultiheadAttention (it reads the weights directly; lorita.split_attention(model) makes " \
+            "its projections layers)"
     if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
         return "lazy module not initialised yet: run one forward pass first"
     outside = outside_weight(module)
