@@ -5,7 +5,8 @@ they keep the parent's ``forward``, or when their class is registered as a plain
 map with ``register_linear_subclass`` and a numerical check on each layer agrees). Left
 plain, and named in one warning: grouped and depthwise convs, transposed convs,
 Conv1d/Conv3d, the projections inside ``nn.MultiheadAttention`` (it reads their weights
-directly; ``lorita.attention.split_attention`` makes them layers), TorchScript submodules, layers whose weight is tied to another module, and
+directly; ``lorita.attention.split_attention`` makes them layers), TorchScript submodules,
+layers whose weight is tied to another module, and
 layers whose parent reads their weight instead of calling them (found on the example
 input when one is given, ``lorita.probe.weight_readers``, else on the library's dummy
 inputs or from the parents' source, ``lorita.source_readers``). A module used under two
