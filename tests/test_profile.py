@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import lorita
+from lorita.profile import ROOT_ROW
 
 
 def test_counts_equal_formulas():
@@ -69,6 +70,12 @@ def test_container_reports_the_macs_it_computes_itself():
     assert rows["0"].macs == 2 * 6 * 6 and rows["0"].params == 36  # its own matmul, its own parameter
     assert rows["0.fc"].macs == 2 * 6 * 6
     assert sum(r.macs for r in p.layers) == p.macs
+    alone = lorita.profile(Mixer(), torch.randn(2, 6))  # the model's own forward computes: a row of its own
+    rows = {row.name: row for row in alone.layers}
+    assert set(rows) == {ROOT_ROW, "fc"} and rows[ROOT_ROW].type == "Mixer"
+    assert rows[ROOT_ROW].macs == 2 * 6 * 6 and rows[ROOT_ROW].params == 36 and rows["fc"].params == 42
+    assert sum(r.macs for r in alone.layers) == alone.macs and sum(r.params for r in alone.layers) == alone.params
+    assert [row.name for row in lorita.profile(nn.Linear(3, 2), torch.randn(1, 3)).layers] == []  # one layer
 
 
 def test_a_transformer_encoder_layer_is_counted_layer_by_layer():

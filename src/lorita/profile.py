@@ -95,6 +95,9 @@ class Profile:
         return self.table()
 
 
+ROOT_ROW = "(model itself)"  # the row of what the model's own forward computes, outside every submodule
+
+
 def human(count: int) -> str:
     """``1234567 -> '1.23M'``.
 
@@ -114,7 +117,9 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     those with neither are left out of the table."""
     units, sealed = [], []
     for name, module in model.named_modules():
-        if name == "" or any(name.startswith(p + ".") for p in sealed):
+        if name == "" and (_is_layer(module) or not any(True for _ in module.children())):
+            continue  # a model that is one layer: its row would be the total
+        if any(name.startswith(p + ".") for p in sealed):
             continue
         if isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)):
             sealed.append(name)
@@ -212,8 +217,8 @@ def profile(model: nn.Module, example_input) -> Profile:
         whole = isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)) or not any(True for _ in module.children())
         flops = flops_of.whole(module) if whole else flops_of.own(module)  # a container: what it computes itself
         params = _count(module, whole)
-        if params or flops:
-            layers.append(LayerProfile(name, type(module).__name__, params, flops // 2, flops,
+        if params or flops:  # the model's root: a row named ROOT_ROW for what its own forward computes
+            layers.append(LayerProfile(name or ROOT_ROW, type(module).__name__, params, flops // 2, flops,
                                        READ_NOTE if name in read_only else ""))
     total_flops = flops_of.counts.get("Global", 0)
     params = _count(model)  # shared parameters counted once
