@@ -184,7 +184,7 @@ def test_a_decoder_and_a_lone_attention_are_split_and_fused():
 def test_an_attention_with_extra_key_value_biases_is_left_and_named():
     model = nn.ModuleDict({"plain": nn.MultiheadAttention(E, H), "extra": nn.MultiheadAttention(E, H,
                                                                                                  add_bias_kv=True)})
-    with pytest.warns(LoritaWarning, match=r"left 1 nn.MultiheadAttention .*add_bias_kv.*: extra"):
+    with pytest.warns(LoritaWarning, match=r"left 1 attention\(s\) as they are: extra: add_bias_kv"):
         split = split_attention(model)
     assert isinstance(split["plain"], SplitAttention) and type(split["extra"]) is nn.MultiheadAttention
     with pytest.raises(LoritaError, match="add_bias_kv or add_zero_attn is not split"):
@@ -192,3 +192,64 @@ def test_an_attention_with_extra_key_value_biases_is_left_and_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         split_attention(nn.Linear(2, 2))  # nothing to split: no warning
+
+
+def test_masks_multihead_attention_refuses_are_refused_not_misread():
+    mha, split = _pair()
+    q, k, v = _inputs(batch_first=False)
+    for call, message in [({"key_padding_mask": PADDING.T}, r"key_padding_mask has shape \(7, 3\), but should be"),
+                          ({"attn_mask": CAUSAL.T}, r"attn_mask has shape \(7, 5\), but should be \(5, 7\) or"),
+                          ({"key_padding_mask": PADDING.to(torch.uint8)}, "must be a bool or floating-point tensor"),
+                          ({"attn_mask": CAUSAL.long()}, r"got torch.int64; for a 0/1 mask pass mask.bool\(\)")]:
+        with pytest.raises((AssertionError, RuntimeError)):  # PyTorch's own refusal
+            mha(q, k, v, **call)
+        with pytest.raises(LoritaError, match=message):
+            split(q, k, v, **call)
+    nested = torch.nested.nested_tensor([torch.randn(2, E), torch.randn(3, E)])
+    with pytest.raises(LoritaError, match="does not take nested tensors"):
+        split(nested, nested, nested)
+
+
+def test_one_attention_used_twice_stays_one_module_split_and_fused():
+    shared = nn.MultiheadAttention(E, H)
+    model = nn.ModuleDict({"a": shared, "b": shared})
+    split = split_attention(model)
+    assert split["a"] is split["b"] and isinstance(split["a"], SplitAttention)
+    assert sum(p.numel() for p in split.parameters()) == sum(p.numel() for p in model.parameters())
+    fused = fuse_attention(split)
+    assert fused["a"] is fused["b"] and type(fused["a"]) is nn.MultiheadAttention
+
+
+def test_subclasses_hooks_and_parametrizations_are_left_and_named():
+    class Mine(nn.MultiheadAttention):
+        pass
+
+    hooked, normed = nn.MultiheadAttention(E, H), nn.MultiheadAttention(E, H)
+    hooked.register_forward_hook(lambda module, args, out: out)
+    nn.utils.parametrizations.spectral_norm(normed.out_proj)
+    model = nn.ModuleDict({"mine": Mine(E, H), "hooked": hooked, "normed": normed})
+    with pytest.warns(LoritaWarning, match=r"left 3 attention\(s\).*mine: a subclass.*hooked: forward hooks.*normed: "
+                                           "parametrized"):
+        split = split_attention(model)
+    assert not any(isinstance(m, SplitAttention) for m in split.modules())
+    with pytest.raises(LoritaError) as caught:
+        lorita.compose(nn.ModuleDict({"mine": Mine(E, H)}), depth=2)
+    assert "split_attention" not in str(caught.value)  # no use for a subclass
+
+
+def test_splitting_twice_keeps_the_encoders_own_nested_tensor_setting():
+    model = _encoder()
+    assert model.use_nested_tensor
+    twice = fuse_attention(split_attention(split_attention(model)))
+    assert twice.use_nested_tensor and not hasattr(twice, "lorita_use_nested_tensor")
+
+
+def test_a_subclassed_encoder_layer_that_reads_its_weights_keeps_them_plain():
+    import torch.nn.functional as F
+
+    class Reads(nn.TransformerEncoderLayer):
+        def _ff_block(self, x):
+            return self.linear2(self.dropout(F.relu(F.linear(x, self.linear1.weight, self.linear1.bias))))
+
+    model = split_attention(nn.Sequential(Reads(E, H, 32, batch_first=True)))
+    assert "0.linear1" in skipped_layers(model)  # a subclass's code is read as any module's

@@ -300,9 +300,13 @@ def test_a_model_with_fewer_positions_than_the_default_windows_is_cut_in_windows
 
 
 def test_recovery_windows_longer_than_the_model_reads_are_refused(gguf_file, tmp_path):
+    from lorita.lm.perplexity import perplexity
     from lorita.lm.recover import RecoveryRecipe, train_lm
 
     model = load_pretrained(_short_gpt2(gguf_file, tmp_path))[0]
     ids = torch.arange(200) % 50
+    assert perplexity(model, ids) == perplexity(model, ids, context=16)  # the default: the model's positions
+    with pytest.raises(LoritaError, match=r"context=17 is more tokens than the model reads at once \(16"):
+        perplexity(model, ids, context=17)
     with pytest.raises(LoritaError, match=r"recovery windows of 32 tokens are more than the model reads at once \(16"):
         train_lm(model, ids, ids, RecoveryRecipe(steps=1, context=32))

@@ -23,9 +23,10 @@ import warnings
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from lorita.errors import LoritaError, LoritaWarning
-from lorita.targets import check_model, copy_model
+from lorita.targets import check_model, copy_model, outside_weight
 
 _NESTED = "lorita_use_nested_tensor"  # an encoder's own setting, kept while its attention is split
 
@@ -87,6 +88,8 @@ class SplitAttention(nn.Module):
                 is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         if is_causal and attn_mask is None:  # as nn.MultiheadAttention: the flag is a hint about the mask given
             raise RuntimeError("Need attn_mask if specifying the is_causal hint")
+        if query.is_nested or key.is_nested or value.is_nested:
+            raise LoritaError("SplitAttention does not take nested tensors: pass padded tensors and a key_padding_mask")
         unbatched = query.dim() == 2
         if unbatched:
             query, key, value = query.unsqueeze(0), key.unsqueeze(0), value.unsqueeze(0)
@@ -120,8 +123,15 @@ class SplitAttention(nn.Module):
         return f"num_heads={self.num_heads}, dropout={self.dropout}, batch_first={self.batch_first}"
 
 
-def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean mask (True: not attended) as ``-inf`` where True and 0 elsewhere; a float mask as it is."""
+def _additive(mask: torch.Tensor, dtype: torch.dtype, name: str, shapes: list[tuple[int, ...]]) -> torch.Tensor:
+    """A boolean mask (True: not attended) as ``-inf`` where True and 0 elsewhere; a float mask as it is. Other
+    dtypes and shapes are refused, as ``nn.MultiheadAttention`` refuses them (an integer mask would be added)."""
+    if mask.dtype != torch.bool and not mask.is_floating_point():
+        raise LoritaError(f"{name} must be a bool or floating-point tensor (as nn.MultiheadAttention takes it), got "
+                          f"{mask.dtype}; for a 0/1 mask pass mask.bool() (True: not attended)")
+    if tuple(mask.shape) not in shapes:
+        raise LoritaError(f"{name} has shape {tuple(mask.shape)}, but should be "
+                          f"{' or '.join(str(s) for s in shapes)} here")
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(mask, float("-inf"))
     return mask.to(dtype)
@@ -133,10 +143,10 @@ def _merged_mask(attn_mask, key_padding_mask, batch: int, heads: int, length: in
     broadcasts over ``(N, H, L, S)``, as ``nn.MultiheadAttention`` merges them."""
     mask = None
     if attn_mask is not None:
-        mask = _additive(attn_mask, dtype)
+        mask = _additive(attn_mask, dtype, "attn_mask", [(length, source), (batch * heads, length, source)])
         mask = mask.view(batch, heads, length, source) if mask.dim() == 3 else mask.view(1, 1, length, source)
     if key_padding_mask is not None:
-        padding = _additive(key_padding_mask, dtype).view(batch, 1, 1, source)
+        padding = _additive(key_padding_mask, dtype, "key_padding_mask", [(batch, source)]).view(batch, 1, 1, source)
         mask = padding if mask is None else mask + padding
     return mask
 
@@ -162,9 +172,25 @@ def _fused(split: SplitAttention) -> nn.MultiheadAttention:
     return mha.train(split.training)
 
 
+def _unsplittable(mha: nn.Module) -> str | None:
+    """Why ``mha`` is left as it is, or None: what ``SplitAttention`` would not compute or would drop."""
+    if type(mha) is not nn.MultiheadAttention:
+        return f"a subclass of nn.MultiheadAttention ({type(mha).__name__}), whose forward may differ"
+    if mha.bias_k is not None or mha.add_zero_attn:
+        return "add_bias_kv or add_zero_attn, which SplitAttention does not compute"
+    if mha._forward_hooks or mha._forward_pre_hooks or parametrize.is_parametrized(mha):
+        return "forward hooks or parametrizations, which the split module would not run"
+    return outside_weight(mha.out_proj)
+
+
 def split_attention(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with each ``nn.MultiheadAttention`` made a ``SplitAttention`` (module docstring): the same
-    function, with projections ``compose`` and ``compress`` can take.
+    function, with projections ``compose`` and ``compress`` can take. One attention used in several places becomes
+    one split module in all of them. Left as they are, and named in a warning: subclasses, attentions with
+    ``add_bias_kv`` / ``add_zero_attn``, hooks or parametrizations. A split encoder layer never takes PyTorch's
+    nested-tensor path: with a padding mask it is slower, and its padded positions' outputs are computed rather
+    than zero. ``torch.jit.script`` cannot compile ``SplitAttention`` (``torch.jit.trace``, ONNX export and
+    ``torch.compile`` can).
 
     Example:
         >>> layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
@@ -174,24 +200,26 @@ def split_attention(model: nn.Module) -> nn.Module:
     """
     check_model(model, "split_attention")
     new = copy_model(model, "split_attention")
-    kept = []
-    for name, module in list(new.named_modules()):
-        if type(module) is not nn.MultiheadAttention:
-            continue
-        if module.bias_k is not None or module.add_zero_attn:
-            kept.append(name)
-            continue
-        if name == "":
-            return SplitAttention.from_attention(module)
-        new.set_submodule(name, SplitAttention.from_attention(module))
+    if isinstance(new, nn.MultiheadAttention) and _unsplittable(new) is None:
+        return SplitAttention.from_attention(new)
+    names = {}
+    for name, module in new.named_modules(remove_duplicate=False):
+        if isinstance(module, nn.MultiheadAttention):
+            names.setdefault(id(module), (module, name))
+    kept = {name: _unsplittable(module) for module, name in names.values() if _unsplittable(module)}
+    made = {key: SplitAttention.from_attention(module) for key, (module, name) in names.items() if name not in kept}
+    for parent in list(new.modules()):
+        for child_name, child in list(parent._modules.items()):  # every name, a module held twice included
+            if id(child) in made:
+                setattr(parent, child_name, made[id(child)])
     for module in new.modules():  # an encoder's nested-tensor path reads its first attention's fused weights
         if isinstance(module, nn.TransformerEncoder) and isinstance(module.layers[0].self_attn, SplitAttention):
-            setattr(module, _NESTED, getattr(module, "use_nested_tensor", False))
+            if not hasattr(module, _NESTED):  # split again: the setting saved the first time stays
+                setattr(module, _NESTED, getattr(module, "use_nested_tensor", False))
             module.use_nested_tensor = False
     if kept:
-        warnings.warn(f"split_attention left {len(kept)} nn.MultiheadAttention as they are (add_bias_kv or "
-                      f"add_zero_attn, which SplitAttention does not compute): {', '.join(kept)}", LoritaWarning,
-                      stacklevel=2)
+        warnings.warn(f"split_attention left {len(kept)} attention(s) as they are: "
+                      + "; ".join(f"{name}: {why}" for name, why in kept.items()), LoritaWarning, stacklevel=2)
     return new
 
 
@@ -210,11 +238,14 @@ def fuse_attention(model: nn.Module) -> nn.Module:
     new = copy_model(model, "fuse_attention")
     if isinstance(new, SplitAttention):
         return _fused(new) if _plain(new.q_proj, new.k_proj, new.v_proj, new.out_proj) else new
-    for parent in list(new.modules()):
-        for child_name, child in list(parent.named_children()):
-            if isinstance(child, SplitAttention) and _plain(child.q_proj, child.k_proj, child.v_proj, child.out_proj) \
-                    and not _feeds_fused_path(parent, child):
-                setattr(parent, child_name, _fused(child))
+    places = [(parent, child_name, child) for parent in list(new.modules())
+              for child_name, child in list(parent._modules.items()) if isinstance(child, SplitAttention)]
+    held = {id(child) for parent, _, child in places  # cut, or feeding a cut encoder layer anywhere: stays split
+            if not _plain(child.q_proj, child.k_proj, child.v_proj, child.out_proj) or _feeds_fused_path(parent, child)}
+    made: dict[int, nn.MultiheadAttention] = {}
+    for parent, child_name, child in places:
+        if id(child) not in held:
+            setattr(parent, child_name, made.setdefault(id(child), _fused(child)))  # shared: fused once
     for module in new.modules():
         if isinstance(module, nn.TransformerEncoder) and hasattr(module, _NESTED) and \
                 all(type(layer.self_attn) is nn.MultiheadAttention for layer in module.layers):

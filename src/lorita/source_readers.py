@@ -178,13 +178,14 @@ def _kind(chain: tuple[str, ...], called: bool, own: bool, path: tuple[str, ...]
 def _fused_path_off(module: nn.Module) -> bool:
     """Whether ``module`` is an ``nn.TransformerEncoderLayer`` that never takes its fused inference path, the only
     code of it that reads its layers' weights: PyTorch takes it only when ``self_attn.in_proj_bias`` is a tensor
-    (not for ``bias=False``, nor for ``lorita.attention.SplitAttention``).
+    (not for ``bias=False``, nor for ``lorita.attention.SplitAttention``). A subclass is read as any module (its
+    own methods may read the weights elsewhere).
 
     Example:
         >>> _fused_path_off(nn.TransformerEncoderLayer(8, 2, 16, bias=False)), _fused_path_off(nn.Linear(2, 2))
         (True, False)
     """
-    return isinstance(module, nn.TransformerEncoderLayer) and \
+    return type(module) is nn.TransformerEncoderLayer and \
         getattr(getattr(module, "self_attn", None), "in_proj_bias", None) is None
 
 

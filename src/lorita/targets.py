@@ -208,8 +208,9 @@ def _subclass_reason(module: nn.Module, base: type) -> str | None:
 def _skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
     """Why an nn layer that looks linear is left plain, or None if it is not such a layer."""
     if isinstance(parent, nn.MultiheadAttention):
-        return "inside nn.MultiheadAttention (it reads the weights directly; lorita.split_attention(model) makes " \
-            "its projections layers)"
+        hint = "; lorita.split_attention(model) makes its projections layers" \
+            if type(parent) is nn.MultiheadAttention else ""
+        return f"inside nn.MultiheadAttention (it reads the weights directly{hint})"
     if isinstance(module, (nn.modules.lazy.LazyModuleMixin,)):
         return "lazy module not initialised yet: run one forward pass first"
     outside = outside_weight(module)

@@ -128,9 +128,12 @@ def _batches(ids: torch.Tensor, spans: list[tuple[int, int, int]], batch: int) -
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int = CONTEXT, stride: int | None = None,
+def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int | None = None, stride: int | None = None,
                batch_size: int = BATCH) -> Perplexity:
     """Perplexity of ``model`` on the 1-D token stream ``ids`` (module docstring), in eval mode.
+
+    ``context``: the window length (default ``CONTEXT``, or the model's ``positions`` when fewer); one longer than
+    the model reads at once is refused.
 
     ``model(x)`` may return logits ``(B, T, V)`` or an object with ``.logits`` (transformers).
 
@@ -145,6 +148,12 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int = CONTEXT, s
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.is_floating_point():
         raise LoritaError(f"ids must be a 1-D tensor of token ids, got {getattr(ids, 'shape', type(ids).__name__)}")
     check_int("batch_size", batch_size)
+    limit = positions(model)
+    if context is None:
+        context = fit_context(model, CONTEXT)
+    elif limit is not None and context > limit:
+        raise LoritaError(f"context={context} is more tokens than the model reads at once ({limit}, its config's "
+                          f"positions): pass context={limit} or less")
     spans = windows(len(ids), context, stride)
     if not spans:
         raise LoritaError(f"{len(ids)} token(s) are too few to score: perplexity needs at least 2")

@@ -126,8 +126,9 @@ def fit_to_model(how: LMCompression, model: torch.nn.Module) -> LMCompression:
     lengths = [how.context, how.window] + ([how.recovery.context] if how.recovery is not None else [])
     if limit is None or max(lengths) <= limit:
         return how
-    logger.warning("the model reads at most %d tokens at once: evaluation, calibration and recovery windows are "
-                   "shortened to %d (asked: %s)", limit, limit, ", ".join(map(str, lengths)))
+    names = ("evaluation", "calibration", "recovery")
+    logger.warning("the model reads at most %d tokens at once: %s shortened to %d", limit,
+                   ", ".join(f"{n} windows ({length})" for n, length in zip(names, lengths) if length > limit), limit)
     recovery = None if how.recovery is None else replace(how.recovery, context=min(how.recovery.context, limit))
     return replace(how, context=min(how.context, limit), window=min(how.window, limit), recovery=recovery)
 

@@ -71,7 +71,8 @@ def _mlps(model: nn.Module) -> list[nn.Module]:
     found = [m for m in model.modules() if all(isinstance(getattr(m, n, None), nn.Linear)
                                                for n in ("gate_proj", "up_proj", "down_proj"))]
     if not found:
-        raise LoritaError(f"{type(model).__name__} has no Llama-style MLP (gate_proj, up_proj, down_proj) to prune")
+        raise LoritaError(f"{type(model).__name__} has no Llama-style MLP (gate_proj, up_proj, down_proj) to prune; "
+                          "the low-rank cut (method 'low-rank', the default) takes any decoder's linear layers")
     return found
 
 
