@@ -165,6 +165,9 @@ def test_a_full_rank_cut_keeps_the_function_and_stays_split(tmp_path):
     again = lorita.load(tmp_path / "m.lorita", model=lambda: split_attention(_encoder()))
     with torch.no_grad():
         torch.testing.assert_close(again(x), half.eval()(x), atol=0, rtol=0)
+    lorita.save(split, tmp_path / "split.lorita")  # split, nothing cut: the original architecture does not fit
+    with pytest.raises(LoritaError, match=r"split by lorita.split_attention: pass model=lambda: lorita.split_attenti"):
+        lorita.load(tmp_path / "split.lorita", model=_encoder)
 
 
 def test_a_decoder_and_a_lone_attention_are_split_and_fused():

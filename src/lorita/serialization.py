@@ -555,8 +555,11 @@ def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], s
                   "; ".join(f"{k}: file {tensors[k][0]} vs model {tuple(state[k].shape)}" for k in wrong[:5]),
                   "; ".join(f"{k}: file dtype {tensors[k][1]} vs model {str(state[k].dtype).replace('torch.', '')}"
                             for k in kind[:5])]
+        split = any(k.endswith("in_proj_weight") for k in missing) and any(".q_proj." in k for k in unexpected)
+        hint = (" The file holds attentions split by lorita.split_attention: pass "
+                "model=lambda: lorita.split_attention(make_model())") if split else ""
         raise LoritaError(f"{path}: the weights do not fit the architecture ({'; '.join(d for d in detail if d)}); "
-                          "is this the right model?")
+                          f"is this the right model?{hint}")
 
 
 def _check_load_device(device: Any) -> None:
