@@ -310,3 +310,17 @@ def test_recovery_windows_longer_than_the_model_reads_are_refused(gguf_file, tmp
         perplexity(model, ids, context=17)
     with pytest.raises(LoritaError, match=r"recovery windows of 32 tokens are more than the model reads at once \(16"):
         train_lm(model, ids, ids, RecoveryRecipe(steps=1, context=32))
+
+
+def test_a_budget_that_cuts_nothing_says_so(gguf_file, tmp_path, caplog):
+    from lorita.lm.pipeline import LMCompression, compress_pretrained
+
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    for i in range(40):
+        (texts / f"{i:02}.txt").write_text(f"Document {i} says hello there, and then some more words. " * 3)
+    how = LMCompression(params=1.0, windows=2, window=32, eval_tokens=64, texts=(str(texts),), recovery=None)
+    with caplog.at_level("WARNING", logger="lorita.lm.pipeline"):
+        done = compress_pretrained(gguf_file[1], how)
+    assert done.results["params"]["kept"] == 1.0
+    assert "params=1 leaves every layer whole: nothing was cut" in caplog.text and ", recovered" not in caplog.text

@@ -186,6 +186,10 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
                "ranks": done.ranks}
         layers = None
     seconds["cut"] = time.perf_counter() - tic
+    if cut["params"]["cut"] >= cut["params"]["dense"]:
+        logger.warning("params=%g leaves every layer whole: nothing was cut (a layer is cut only below its "
+                       "break-even rank); the run holds the dense model%s", how.params,
+                       ", recovered" if how.recovery is not None else "")
     tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
     seconds["evaluate"] += time.perf_counter() - tic
