@@ -444,7 +444,8 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
         _check_declared_size(found, config, dtype)  # a GGUF's too: transformers builds it from the metadata
         extra = _dequantized() if found.gguf_file else {"use_safetensors": True}
         model, info = with_built_in_attention(lambda attention: AutoModelForCausalLM.from_pretrained(
-            found.folder, dtype=dtype, attn_implementation=attention, output_loading_info=True, **options, **extra))
+            found.folder, config=config, dtype=dtype, attn_implementation=attention, output_loading_info=True, **options,
+            **extra))  # the config read once
     except (LoritaError, MemoryError):
         raise
     except Exception as err:  # a damaged or unsupported file: transformers, safetensors and gguf raise many kinds
