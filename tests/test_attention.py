@@ -168,6 +168,11 @@ def test_a_full_rank_cut_keeps_the_function_and_stays_split(tmp_path):
     lorita.save(split, tmp_path / "split.lorita")  # split, nothing cut: the original architecture does not fit
     with pytest.raises(LoritaError, match=r"split by lorita.split_attention: pass model=lambda: lorita.split_attenti"):
         lorita.load(tmp_path / "split.lorita", model=_encoder)
+    for make in (lambda: nn.MultiheadAttention(E, H), lambda: nn.Sequential(nn.MultiheadAttention(E, H, kdim=6))):
+        lorita.save(split_attention(make()), tmp_path / "one.lorita")  # a lone attention; separate key/value sizes
+        with pytest.raises(LoritaError, match=r"split by lorita.split_attention"):
+            lorita.load(tmp_path / "one.lorita", model=make)
+        assert isinstance(lorita.load(tmp_path / "one.lorita", model=lambda: split_attention(make())), nn.Module)
 
 
 def test_a_decoder_and_a_lone_attention_are_split_and_fused():

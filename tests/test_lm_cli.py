@@ -365,6 +365,7 @@ def test_a_gpt2_folder_with_few_positions_compresses_reloads_and_evaluates(sourc
     results = json.loads((out / "results.json").read_text())
     assert results["params"]["kept"] <= 0.8 and results["calibration_tokens"] == 4 * 64
     assert results["compression"]["context"] == results["compression"]["recovery"]["context"] == 64
+    assert json.loads((out / "config.json").read_text())["compression"] == results["compression"]
     model = load_lm_run(out)
     assert type(model).__name__ == "GPT2LMHeadModel" and count_params(model) == results["params"]["cut"]
     assert any(isinstance(m, LowRankLinear) for m in model.modules())

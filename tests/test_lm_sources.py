@@ -308,7 +308,11 @@ def test_recovery_windows_longer_than_the_model_reads_are_refused(gguf_file, tmp
     assert perplexity(model, ids) == perplexity(model, ids, context=16)  # the default: the model's positions
     with pytest.raises(LoritaError, match=r"context=17 is more tokens than the model reads at once \(16"):
         perplexity(model, ids, context=17)
-    with pytest.raises(LoritaError, match=r"recovery windows of 32 tokens are more than the model reads at once \(16"):
+    with pytest.raises(LoritaError, match=r"context must be an integer"):
+        perplexity(model, ids, context="600")
+    with pytest.raises(LoritaError, match=r"the recovery recipe's context=32 is more tokens than the model reads "
+                                          r"at once \(16, its config's positions\): pass the recovery recipe's "
+                                          r"context=16"):
         train_lm(model, ids, ids, RecoveryRecipe(steps=1, context=32))
 
 
@@ -319,8 +323,10 @@ def test_a_budget_that_cuts_nothing_says_so(gguf_file, tmp_path, caplog):
     texts.mkdir()
     for i in range(40):
         (texts / f"{i:02}.txt").write_text(f"Document {i} says hello there, and then some more words. " * 3)
-    how = LMCompression(params=1.0, windows=2, window=32, eval_tokens=64, texts=(str(texts),), recovery=None)
+    how = LMCompression(params=1.0, windows=2, window=32, eval_tokens=64, texts=(str(texts),))  # LoRA recovery
     with caplog.at_level("WARNING", logger="lorita.lm.pipeline"):
         done = compress_pretrained(gguf_file[1], how)
-    assert done.results["params"]["kept"] == 1.0
-    assert "params=1 leaves every layer whole: nothing was cut" in caplog.text and ", recovered" not in caplog.text
+    assert done.results["params"]["kept"] == 1.0 and done.results["after_recovery"] is None
+    assert done.how.recovery is None and done.results["compression"]["recovery"] is None
+    assert "params=1 keeps the whole model: no layer is below its break-even rank, so nothing was cut and no " \
+        "recovery runs" in caplog.text

@@ -125,13 +125,44 @@ def test_container_rows_are_never_negative_and_list_only_what_ran(make):
     elif make == "shared":  # one Linear inside two blocks
         lin = torch.nn.Linear(4, 4)
         model, x = torch.nn.Sequential(_Block(lin), _Block(lin)), torch.randn(3, 4)
-    else:
+    else:  # with its head, tied to the token embedding: the tied tensor counts in one row
         transformers = pytest.importorskip("transformers")
         config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=16)
-        model, x = transformers.GPT2Model(config).eval(), torch.zeros(1, 8, dtype=torch.long)
+        model, x = transformers.GPT2LMHeadModel(config).eval(), torch.zeros(1, 8, dtype=torch.long)
+        assert sum(row.params for row in lorita.profile(model, x).layers) == lorita.profile(model, x).params
     p = lorita.profile(model, x)
     assert all(row.macs >= 0 for row in p.layers) and not any(row.type == "ModuleList" for row in p.layers)
     if make == "shared":
         assert next(row for row in p.layers if row.name == "0.lin").macs == 2 * 3 * 16  # both calls, under one name
     else:
         assert sum(row.macs for row in p.layers) == p.macs
+
+
+def test_tied_and_shared_tensors_count_once_and_the_root_keeps_its_own_products():
+    class TiedRoot(nn.Module):  # its own parameter is its child's weight
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+            self.w = self.fc.weight
+
+        def forward(self, x):
+            return self.fc(x) @ self.w
+
+    class Twice(nn.Module):  # one child under two names, and a product of its own
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(6, 6)
+            self.b = self.a
+            self.w = nn.Parameter(torch.randn(6, 6))
+
+        def forward(self, x):
+            return self.b(self.a(x @ self.w))
+
+    x = torch.randn(2, 6)
+    for model in (TiedRoot(), nn.Sequential(TiedRoot()), Twice()):
+        p = lorita.profile(model, x)
+        assert sum(r.params for r in p.layers) == p.params and sum(r.macs for r in p.layers) == p.macs, p.table()
+    rows = {r.name: r for r in lorita.profile(Twice(), x).layers}
+    assert rows[ROOT_ROW].macs == 2 * 36 and rows[ROOT_ROW].params == 36 and rows["a"].macs == 2 * 2 * 36
+    composed = lorita.compose(nn.Sequential(nn.Linear(16, 16)), depth=2)[0]
+    assert lorita.profile(composed, torch.randn(1, 16)).layers == []  # one layer: no rows, only the totals

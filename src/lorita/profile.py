@@ -115,10 +115,10 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules to report: composed and compressed layers whole, every other module with what it holds and
     computes itself (a container: its own parameters and MACs, such as attention's products, not its children's);
     those with neither are left out of the table."""
+    if _is_layer(model) or not any(True for _ in model.children()):
+        return []  # a model that is one layer: its row would be the total
     units, sealed = [], []
     for name, module in model.named_modules():
-        if name == "" and (_is_layer(module) or not any(True for _ in module.children())):
-            continue  # a model that is one layer: its row would be the total
         if any(name.startswith(p + ".") for p in sealed):
             continue
         if isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)):
@@ -142,13 +142,21 @@ def _is_layer(module: nn.Module) -> bool:
     return isinstance(module, kinds) or is_conv1d(module)
 
 
-def _count(module: nn.Module, recurse: bool = True) -> int:
-    """Parameters, and the int8 weights of ``lorita.int8`` layers (buffers, but the layer's weights), each once."""
+def _sizes(module: nn.Module, recurse: bool = True) -> dict[int, int]:
+    """``{id: numel}`` of the parameters, and the int8 weights of ``lorita.int8`` layers (buffers, but the layer's
+    weights), each once; ``recurse=False``: the module's own, less any a submodule holds (a tied one)."""
     sizes = {id(p): p.numel() for p in module.parameters(recurse=recurse)}
     for m in module.modules() if recurse else [module]:
         if isinstance(m, INT8_TYPES):
             sizes[id(m.qweight)] = m.qweight.numel()
-    return sum(sizes.values())
+    if not recurse:
+        below = {key for child in module.children() for key in _sizes(child)}
+        sizes = {key: size for key, size in sizes.items() if key not in below}
+    return sizes
+
+
+def _count(module: nn.Module) -> int:
+    return sum(_sizes(module).values())
 
 
 class _FlopsByModule:
@@ -173,8 +181,10 @@ class _FlopsByModule:
         return counted if counted else sum(self._reached(child) for child in module.children())
 
     def own(self, module: nn.Module) -> int:
-        if any(id(m) in self.shared for m in module.modules() if m is not module):
-            return 0
+        inside = tuple(path + "." for path in self.paths[id(module)])
+        if any(not path.startswith(inside) for m in module.modules() if m is not module and id(m) in self.shared
+               for path in self.paths[id(m)]):
+            return 0  # a module below it is also used elsewhere: which call went where is not known
         return max(self.whole(module) - sum(self._reached(child) for child in module.children()), 0)
 
 
@@ -212,11 +222,13 @@ def profile(model: nn.Module, example_input) -> Profile:
             p.requires_grad_(flag)
     read_only = set(usage.read_not_run())
     flops_of = _FlopsByModule(model, counter.get_flop_counts())
-    layers = []
+    layers, counted = [], set()  # a tensor held by two rows (tied) counts in the first
     for name, module in units:
         whole = isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)) or not any(True for _ in module.children())
         flops = flops_of.whole(module) if whole else flops_of.own(module)  # a container: what it computes itself
-        params = _count(module, whole)
+        sizes = _sizes(module, whole)
+        params = sum(size for key, size in sizes.items() if key not in counted)
+        counted.update(sizes)
         if params or flops:  # the model's root: a row named ROOT_ROW for what its own forward computes
             layers.append(LayerProfile(name or ROOT_ROW, type(module).__name__, params, flops // 2, flops,
                                        READ_NOTE if name in read_only else ""))

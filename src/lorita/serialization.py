@@ -555,11 +555,23 @@ def _check_tensors(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], s
                   "; ".join(f"{k}: file {tensors[k][0]} vs model {tuple(state[k].shape)}" for k in wrong[:5]),
                   "; ".join(f"{k}: file dtype {tensors[k][1]} vs model {str(state[k].dtype).replace('torch.', '')}"
                             for k in kind[:5])]
-        split = any(k.endswith("in_proj_weight") for k in missing) and any(".q_proj." in k for k in unexpected)
         hint = (" The file holds attentions split by lorita.split_attention: pass "
-                "model=lambda: lorita.split_attention(make_model())") if split else ""
+                "model=lambda: lorita.split_attention(make_model())") if _split_attention_file(missing, unexpected) \
+            else ""
         raise LoritaError(f"{path}: the weights do not fit the architecture ({'; '.join(d for d in detail if d)}); "
                           f"is this the right model?{hint}")
+
+
+def _split_attention_file(missing: list[str], unexpected: list[str]) -> bool:
+    """Whether the file holds a ``lorita.attention.SplitAttention`` where the model has an ``nn.MultiheadAttention``:
+    the model lacks ``P.in_proj_weight`` (or ``P.q_proj_weight``) and the file holds ``P.q_proj.*``.
+
+    Example:
+        >>> _split_attention_file(["in_proj_weight", "in_proj_bias"], ["q_proj.weight", "q_proj.bias"])
+        True
+    """
+    prefixes = {k[: -len(end)] for k in missing for end in ("in_proj_weight", "q_proj_weight") if k.endswith(end)}
+    return any(k.startswith(prefix + "q_proj.") for prefix in prefixes for k in unexpected)
 
 
 def _check_load_device(device: Any) -> None:

@@ -87,7 +87,8 @@ def add_parser(sub) -> None:
     p.add_argument("--calibrate", type=int, metavar="N",
                    help="whitened (activation-aware) cuts, as in SVD-LLM: calibrated on N batches of the run's "
                         "training data, with any way to cut (--energy then counts output energy); a language model "
-                        "is always whitened, on N windows of 256 tokens (default 64)")
+                        "is always whitened, on N windows of 256 tokens (fewer where the model reads fewer at once; "
+                        "default 64)")
     p.add_argument("--multiple", type=int, default=1, metavar="M",
                    help="every rank a multiple of M (8 or 16 suit vectorised kernels) or the layer's full rank")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")

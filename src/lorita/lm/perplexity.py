@@ -51,6 +51,22 @@ def positions(model: nn.Module) -> int | None:
     return None
 
 
+def check_context(model: nn.Module, context: int, name: str = "context") -> int:
+    """``context`` when it is a window length ``model`` can read (at least 2 tokens, at most its ``positions``); else
+    a LoritaError naming ``name``.
+
+    Example:
+        >>> check_context(nn.Linear(2, 2), 512)
+        512
+    """
+    check_int(name, context, minimum=2)
+    limit = positions(model)
+    if limit is not None and context > limit:
+        raise LoritaError(f"{name}={context} is more tokens than the model reads at once ({limit}, its config's "
+                          f"positions): pass {name}={limit} or less")
+    return context
+
+
 def fit_context(model: nn.Module, context: int) -> int:
     """``context``, or the model's ``positions`` when fewer: the window length ``model`` can be scored in (Hugging
     Face's perplexity recipe scores in windows of the model's positions).
@@ -148,12 +164,7 @@ def perplexity(model: nn.Module, ids: torch.Tensor, *, context: int | None = Non
     if not isinstance(ids, torch.Tensor) or ids.dim() != 1 or ids.is_floating_point():
         raise LoritaError(f"ids must be a 1-D tensor of token ids, got {getattr(ids, 'shape', type(ids).__name__)}")
     check_int("batch_size", batch_size)
-    limit = positions(model)
-    if context is None:
-        context = fit_context(model, CONTEXT)
-    elif limit is not None and context > limit:
-        raise LoritaError(f"context={context} is more tokens than the model reads at once ({limit}, its config's "
-                          f"positions): pass context={limit} or less")
+    context = fit_context(model, CONTEXT) if context is None else check_context(model, context)
     spans = windows(len(ids), context, stride)
     if not spans:
         raise LoritaError(f"{len(ids)} token(s) are too few to score: perplexity needs at least 2")

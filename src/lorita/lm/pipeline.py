@@ -102,12 +102,14 @@ class LMCompression:
 
 @dataclass
 class CompressedLM:
-    """The cut (and recovered) ``model``, its ``tokenizer``, the ``source`` it came from and ``results``."""
+    """The cut (and recovered) ``model``, its ``tokenizer``, the ``source`` it came from, ``results``, and ``how`` it
+    was compressed (the ``LMCompression`` asked for, fitted to the model: ``fit_to_model``)."""
 
     model: torch.nn.Module
     tokenizer: object
     source: ModelSource
     results: dict
+    how: LMCompression
 
 
 def fit_to_model(how: LMCompression, model: torch.nn.Module) -> LMCompression:
@@ -131,6 +133,17 @@ def fit_to_model(how: LMCompression, model: torch.nn.Module) -> LMCompression:
                    ", ".join(f"{n} windows ({length})" for n, length in zip(names, lengths) if length > limit), limit)
     recovery = None if how.recovery is None else replace(how.recovery, context=min(how.recovery.context, limit))
     return replace(how, context=min(how.context, limit), window=min(how.window, limit), recovery=recovery)
+
+
+def _when_nothing_was_cut(how: LMCompression, params: dict) -> LMCompression:
+    """``how``, without its recovery when the cut left the model at its full size (nothing to recover from; a LoRA
+    recovery would find no thin layer), said in a warning."""
+    if params["cut"] < params["dense"]:
+        return how
+    what = "no MLP channel was pruned" if how.method == "width" else "no layer is below its break-even rank"
+    logger.warning("params=%g keeps the whole model: %s, so nothing was cut%s", how.params, what,
+                   " and no recovery runs" if how.recovery is not None else "")
+    return replace(how, recovery=None)
 
 
 def _validation(model, streams: dict[str, torch.Tensor], context: int) -> dict:
@@ -186,10 +199,7 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
                "ranks": done.ranks}
         layers = None
     seconds["cut"] = time.perf_counter() - tic
-    if cut["params"]["cut"] >= cut["params"]["dense"]:
-        logger.warning("params=%g leaves every layer whole: nothing was cut (a layer is cut only below its "
-                       "break-even rank); the run holds the dense model%s", how.params,
-                       ", recovered" if how.recovery is not None else "")
+    how = _when_nothing_was_cut(how, cut["params"])
     tic = time.perf_counter()
     after_cut = _validation(model, val, how.context)
     seconds["evaluate"] += time.perf_counter() - tic
@@ -208,12 +218,12 @@ def compress_pretrained(source, how: LMCompression = LMCompression(), *, progres
                **cut, "calibration_tokens": int(calibration.numel()), "seconds": seconds}
     logger.info("compress_pretrained: %s to %.4f of its params (%s)", found.describe(), cut["params"]["kept"],
                 how.method)
-    return CompressedLM(model, tokenizer, found, results)
+    return CompressedLM(model, tokenizer, found, results, how)
 
 
 def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CONTEXT) -> dict:
     """``{"ppl", "nll", "tokens"}`` of ``model`` on a UTF-8 text file (or folder of them, or a named text source), with
-    its own tokenizer.
+    its own tokenizer, in windows of ``context`` tokens (shortened to the model's positions when fewer).
 
     Example:
         >>> perplexity_of_text(None, None, "/no/such/file.txt")
@@ -226,7 +236,8 @@ def perplexity_of_text(model, tokenizer, path: str | Path, *, context: int = CON
 
 
 def compare_on_text(model, dense, tokenizer, path: str | Path | list[str], *, context: int = CONTEXT) -> dict:
-    """``{"ppl", "dense_ppl", "tokens"}``: a cut model and the model it was cut from, on one text, the same windows.
+    """``{"ppl", "dense_ppl", "tokens"}``: a cut model and the model it was cut from, on one text, the same windows
+    (of ``context`` tokens, shortened to the model's positions when fewer).
 
     What ``lorita evaluate RUN --text FILE --json`` reports for a language-model run. ``path``: a text file, a
     folder of them or a named text source, or its documents already read (``read_documents``).

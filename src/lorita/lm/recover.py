@@ -38,7 +38,7 @@ from lorita.checks import check_choice, check_int, check_number
 from lorita.errors import LoritaError
 from lorita.lm.corpus import random_windows
 from lorita.lm.head import head_loss, hidden_states, split_head
-from lorita.lm.perplexity import CONTEXT, fit_context, perplexity, positions
+from lorita.lm.perplexity import CONTEXT, check_context, fit_context, perplexity
 from lorita.lowrank import LowRankLinear
 from lorita.progress import progress_bar
 
@@ -256,10 +256,7 @@ def train_lm(model: nn.Module, train: torch.Tensor | Sequence[torch.Tensor], val
         raise LoritaError("nothing to train: every parameter of the model is frozen")
     if recipe.distill > 0 and teacher is None:
         raise LoritaError(f"distill={recipe.distill:g} needs the teacher model (the dense model the cut came from)")
-    limit = positions(model)
-    if limit is not None and recipe.context > limit:
-        raise LoritaError(f"recovery windows of {recipe.context} tokens are more than the model reads at once "
-                          f"({limit}, its config's positions): give the recipe context={limit} or less")
+    check_context(model, recipe.context, "the recovery recipe's context")
     streams, val = _streams(train), _streams(val)
     windows = random_windows(streams, recipe.steps * recipe.batch_size, recipe.context + 1, seed=recipe.seed)
     optimizer = _optimizer(params, recipe)

@@ -114,7 +114,7 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
         output.abandon()
         raise
     with output as folder:
-        results = write_lm_run(folder, found, how, done.model, done.results, files)
+        results = write_lm_run(folder, found, done.how, done.model, done.results, files)  # the lengths used
     return results
 
 
