@@ -111,6 +111,7 @@ def test_a_pytorch_transformer_has_no_composable_layer_until_its_attention_is_sp
     model = _encoder()
     with pytest.raises(LoritaError, match=r"no layer lorita can compose .*lorita.split_attention\(model\)"):
         lorita.compose(model, depth=2)
+    assert "lorita.split_attention(model) turns it off" in skipped_layers(model)["layers.1.linear2"]
     split = split_attention(model)
     assert type(model.layers[0].self_attn) is nn.MultiheadAttention  # the model given is not changed
     x = torch.randn(N, L, E)

@@ -389,10 +389,16 @@ def scan_layers(model: nn.Module, *, composed: bool = True, plain: bool = True, 
         by_id[id(module)] = layer
         layers[name] = layer
     if find_readers and plain and layers:
+        modules = dict(model.named_modules(remove_duplicate=False))
         for name, reason in _weight_readers(model, layers, example_input).items():
             del layers[name]
-            skipped[name] = reason
+            parent = modules.get(name.rpartition(".")[0])
+            skipped[name] = reason + (_ENCODER_HINT if type(parent) is nn.TransformerEncoderLayer else "")
     return Scan(layers, skipped)
+
+
+_ENCODER_HINT = (" (nn.TransformerEncoderLayer's fused inference path; lorita.split_attention(model) turns it off, "
+                 "and its layers are then called)")
 
 
 def _weight_readers(model: nn.Module, layers: dict[str, Layer], example_input: Any) -> dict[str, str]:
