@@ -61,7 +61,7 @@ CFG = dict(epochs=3, batch_size=20, lr=0.1, device="cpu", eval_batch_size=32)
         ({"plateau_patience": -1}, "plateau_patience must be an integer >= 0"),
         ({"warmup_epochs": 5, "epochs": 5}, r"warmup_epochs \(5\) must be smaller than epochs \(5\)"),
         ({"augment": "yes"}, "augment must be True, False or None"),
-        ({"device": "gpu7"}, "device 'gpu7' is not a valid torch device"),
+        ({"device": "gpu7"}, "device 'gpu7' is not a torch device; use 'auto', 'cpu'"),
         ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1"),
     ],
 )

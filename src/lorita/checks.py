@@ -11,6 +11,8 @@ import json
 import math
 from typing import Any, Iterable
 
+import torch
+
 from lorita.errors import LoritaError
 
 
@@ -154,6 +156,28 @@ def check_str(what: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise LoritaError(f"{what} must be a non-empty string, got {value!r}")
     return value
+
+
+def check_device(value: Any, doing: str, *, auto: bool = False) -> torch.device | None:
+    """``value`` as a ``torch.device`` that holds values (not ``meta``), for ``doing`` (what the device is for, said
+    in the message); with ``auto``, ``"auto"`` is allowed too and gives None (the caller chooses).
+
+    Example:
+        >>> check_device("cpu", "to load onto")
+        device(type='cpu')
+        >>> check_device("auto", "to train on", auto=True) is None
+        True
+    """
+    names = "'auto', 'cpu', 'cuda' or 'cuda:N'" if auto else "'cpu', 'cuda' or 'cuda:N'"
+    if auto and value == "auto":
+        return None
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError, TypeError):
+        raise LoritaError(f"device {value!r} is not a torch device; use {names}") from None
+    if device.type == "meta":
+        raise LoritaError(f"device 'meta' holds no values, so nothing can be {doing}; use {names}")
+    return device
 
 
 def check_json_object(what: str, value: Any) -> dict:

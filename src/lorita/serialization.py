@@ -36,7 +36,7 @@ from torch import nn
 
 from lorita import jsonio
 from lorita.atomic import atomic_path
-from lorita.checks import is_int, is_module_name
+from lorita.checks import check_device, is_int, is_module_name
 from lorita.composed import COMPOSED_TYPES, MAX_DEPTH, MERGED_VIEW, MODES, ComposedConv2d, ComposedLinear
 from lorita.conv1d import conv1d_as_linear, is_conv1d
 from lorita.dense_reads import name_layer
@@ -576,13 +576,8 @@ def _split_attention_file(missing: list[str], unexpected: list[str]) -> bool:
 
 def _check_load_device(device: Any) -> None:
     """A ``device`` the weights can be read onto, checked before the file (a bad one read as a damaged file)."""
-    try:
-        where = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise LoritaError(f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'") from None
-    if where.type == "meta":
-        raise LoritaError("device 'meta' holds no values, so the file's weights cannot be loaded onto it; load onto "
-                          "'cpu' (the architecture alone: build the model under torch.device('meta'))")
+    where = check_device(device, "loaded onto it (the architecture alone: build the model under "
+                                 "torch.device('meta'))")
     if where.type == "cuda" and not torch.cuda.is_available():
         raise LoritaError(f"device {device!r}: CUDA is not available here; load with device='cpu'")
 

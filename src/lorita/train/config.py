@@ -24,9 +24,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, get_args
 
-import torch
-
-from lorita.checks import is_int, is_number
+from lorita.checks import check_device, is_int, is_number
 from lorita.errors import LoritaError
 
 SelectBy = Literal["val_acc", "val_loss"]
@@ -135,17 +133,7 @@ class TrainConfig:
     def _check_device(self) -> None:
         if not isinstance(self.device, str):
             raise LoritaError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {self.device!r}")
-        if self.device == "auto":
-            return
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, ValueError) as err:
-            raise LoritaError(
-                f"device {self.device!r} is not a valid torch device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-            ) from err
-        if device.type == "meta":
-            raise LoritaError("device 'meta' holds no values, so nothing can be trained on it; use 'auto', 'cpu', "
-                              "'cuda' or 'cuda:N'")
+        check_device(self.device, "trained on it", auto=True)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain dict (JSON- and ``weights_only``-safe).
