@@ -107,6 +107,16 @@ def test_a_config_asking_for_more_than_its_weights_is_refused_before_it_is_built
         load_pretrained(folder)
 
 
+def test_weights_of_other_shapes_than_the_config_describes_are_named_before_loading(gguf_file, tmp_path, capfd):
+    """transformers stops on them with a printed table and "look at the above report"."""
+    folder = _edited(gguf_file, tmp_path / "wider", intermediate_size=80)
+    with pytest.raises(LoritaError, match=r"could not load .*: 6 of its weights do not have the shapes its config.json "
+                                          r"describes \(model.layers.0.mlp.down_proj.weight is \(32, 64\) in "
+                                          r"model.safetensors, \(32, 80\) in the model; .*its config.json is not"):
+        load_pretrained(folder)
+    assert "MISMATCH" not in capfd.readouterr().out
+
+
 def test_a_config_describing_fewer_layers_than_its_weights_is_refused(gguf_file, tmp_path):
     """Such a model would load and run with the files' other layers silently unused."""
     folder = _edited(gguf_file, tmp_path / "fewer-layers", num_hidden_layers=1)

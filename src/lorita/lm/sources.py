@@ -393,6 +393,27 @@ def _weight_bytes(found: ModelSource) -> int:
     return sum(f.stat().st_size for f in files)
 
 
+def _check_shapes(found: ModelSource, shell: torch.nn.Module) -> None:
+    """Each tensor of a folder's safetensors files (read from their headers, no data) has the shape the model its
+    config.json describes gives it (transformers would stop on a table of mismatches, printed, and no reason)."""
+    from safetensors import safe_open  # transformers' dependency
+
+    state = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
+    prefix = f"{getattr(shell, 'base_model_prefix', '')}."  # a base model's weights: loaded under the prefix
+    wrong = []
+    for name in _loaded_weight_files(Path(found.folder)):
+        if name.endswith(".safetensors"):
+            with safe_open(Path(found.folder) / name, framework="pt") as held:
+                for key in held.keys():
+                    want = state.get(key, state.get(prefix + key))
+                    shape = tuple(held.get_slice(key).get_shape())
+                    if want is not None and shape != want:
+                        wrong.append(f"{key} is {shape} in {name}, {want} in the model")
+    if wrong:
+        raise LoritaError(f"could not load {found.describe()}: {len(wrong)} of its weights do not have the shapes its "
+                          f"config.json describes ({'; '.join(wrong[:3])}); its config.json is not its weights'")
+
+
 def _check_declared_size(found: ModelSource, config, dtype: torch.dtype) -> None:
     """A source's config (a folder's config.json, a GGUF file's metadata) may not ask for far more memory than its
     weight files hold: its model, built on the meta device (no memory), is weighed against them as ``lorita.load``
@@ -412,6 +433,8 @@ def _check_declared_size(found: ModelSource, config, dtype: torch.dtype) -> None
                           f"MiB, far more than its weight files ({held} bytes) can hold; the "
                           f"{'file is damaged' if found.gguf_file else 'folder is incomplete'} or its {what} is not "
                           "its model's")
+    if not found.gguf_file:
+        _check_shapes(found, shell)
 
 
 def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dtype = torch.float32):
