@@ -15,11 +15,15 @@ from lorita.runs.experiment import measured_cuts_key
 from lorita.runs.folder import mark, write_json
 
 
-def _runner():
-    spec = importlib.util.spec_from_file_location("converged_run", "experiments/converged_run.py")
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, f"experiments/{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _runner():
+    return _script("converged_run")
 
 
 @pytest.mark.parametrize("name,epochs,rounds,sizes", [("fcn", 60, 3, [0.05, 0.1, 0.2, 0.3]),
@@ -227,6 +231,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     amended.add("fd")  # amendment 5: the factorized baseline as one more alternative
     if name == "fcn":
         amended.add("p1r1")  # amendment 4's wiring: p1 for the plain side and r1 for LoRITa's, in one run
+        amended.add("p1p3g3")  # amendment 1's rerun under the grid's choices at 60 epochs: p1's target, p3, g3
     else:
         amended.add("p2p4g4")  # amendment 1's rerun under the grid's choices: p2's target, p4's alternatives, g4
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
@@ -238,7 +243,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert (spec.recipe.init, spec.recipe.init_scale, base.recipe.init_scale) == ("default", 0.76, None)
         if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
-        if setting.startswith("p") and setting != "p2p4g4":  # (p2p4g4 changes both sides: its own check below)
+        if setting.startswith("p") and setting not in ("p2p4g4", "p1p3g3"):  # (both sides: own checks below)
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
         if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
@@ -258,6 +263,14 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert spec.target_recipe(spec.recipe.train) == p2.recipe.for_depth(p2.recipe.train, 1)
             assert (spec.columns.finetune_for(1), spec.columns.finetune_for(2)) == (
                 p4.columns.finetune_for(1), g4.columns.finetune_for(2)) != (base.columns.finetune_for(1),) * 2
+        if setting == "p1p3g3":  # the grid's reading at 60 epochs: p1's target, p3's alternatives, g3's LoRITa
+            p1, p3, g3 = (load_spec(path, **settings[name]) for name in ("p1", "p3", "g3"))
+            assert plain == p3.recipe.for_depth(p3.recipe.train, 1) != base.recipe.train
+            assert lorita == base.recipe.train and spec.recipe.init_scale == g3.recipe.init_scale == 0.76
+            assert spec.target_recipe(spec.recipe.train) == p1.recipe.for_depth(p1.recipe.train, 1)
+            choices = {"target_plain": "p1", "alternatives": "p3", "lorita": "g3", "torch_pruning_importance": "l1"}
+            combined = _script("converged_choose").combined(choices, settings)
+            assert combined == settings["p1p3g3"]
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
