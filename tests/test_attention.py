@@ -262,3 +262,15 @@ def test_a_subclassed_encoder_layer_that_reads_its_weights_keeps_them_plain():
 
     model = split_attention(nn.Sequential(Reads(E, H, 32, batch_first=True)))
     assert "0.linear1" in skipped_layers(model)  # a subclass's code is read as any module's
+
+
+def test_an_encoder_with_one_layer_split_and_another_left_keeps_off_its_nested_tensors():
+    model = _encoder()
+    model.layers[0].self_attn.register_forward_hook(lambda module, args, out: None)  # layer 0 left as it is
+    with pytest.warns(LoritaWarning, match="layers.0.self_attn: forward hooks"):
+        split = split_attention(model)
+    assert isinstance(split.layers[1].self_attn, SplitAttention) and not split.use_nested_tensor
+    x = torch.randn(N, L, E)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x, src_key_padding_mask=PADDING[:, :L])[KEPT],
+                                   model(x, src_key_padding_mask=PADDING[:, :L])[KEPT], atol=1e-5, rtol=1e-5)

@@ -340,3 +340,8 @@ def test_a_budget_that_cuts_nothing_says_so(gguf_file, tmp_path, caplog):
     assert done.how.recovery is None and done.results["compression"]["recovery"] is None
     assert "params=1 keeps the whole model: no layer is below its break-even rank, so nothing was cut and no " \
         "recovery runs" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lorita.lm.pipeline"):  # width: no channel pruned, but refitted
+        done = compress_pretrained(gguf_file[1], LMCompression(params=1.0, method="width", windows=2, window=32,
+                                                               eval_tokens=64, texts=(str(texts),), recovery=None))
+    assert "no MLP channel was pruned (down_proj was refitted)" in caplog.text and done.results["after_cut"]

@@ -164,5 +164,24 @@ def test_tied_and_shared_tensors_count_once_and_the_root_keeps_its_own_products(
         assert sum(r.params for r in p.layers) == p.params and sum(r.macs for r in p.layers) == p.macs, p.table()
     rows = {r.name: r for r in lorita.profile(Twice(), x).layers}
     assert rows[ROOT_ROW].macs == 2 * 36 and rows[ROOT_ROW].params == 36 and rows["a"].macs == 2 * 2 * 36
+    class Box(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x) @ torch.ones(6, 6)
+
+    class Big(nn.Module):  # one Linear both its child and its child's child: whose call is whose is not known
+        def __init__(self):
+            super().__init__()
+            shared = nn.Linear(6, 6)
+            self.box, self.direct, self.w = Box(shared), shared, nn.Parameter(torch.randn(6, 6))
+
+        def forward(self, x):
+            return self.direct(self.box(x @ self.w))
+
+    rows = {r.name: r for r in lorita.profile(Big(), x).layers}
+    assert rows[ROOT_ROW].macs == 0 and "box" not in rows and rows["box.inner"].macs == 2 * 2 * 36  # unknown: 0
     composed = lorita.compose(nn.Sequential(nn.Linear(16, 16)), depth=2)[0]
     assert lorita.profile(composed, torch.randn(1, 16)).layers == []  # one layer: no rows, only the totals

@@ -187,9 +187,9 @@ def split_attention(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with each ``nn.MultiheadAttention`` made a ``SplitAttention`` (module docstring): the same
     function, with projections ``compose`` and ``compress`` can take. One attention used in several places becomes
     one split module in all of them. Left as they are, and named in a warning: subclasses, attentions with
-    ``add_bias_kv`` / ``add_zero_attn``, hooks or parametrizations. A split encoder layer never takes PyTorch's
-    nested-tensor path: with a padding mask it is slower, and its padded positions' outputs are computed rather
-    than zero. ``torch.jit.script`` cannot compile ``SplitAttention`` (``torch.jit.trace``, ONNX export and
+    ``add_bias_kv`` / ``add_zero_attn``, hooks or parametrizations. An encoder holding a split layer never takes
+    PyTorch's nested-tensor path: with a padding mask it is slower, and its padded positions' outputs are computed
+    rather than zero; a query none of whose keys may be attended to gives 0 (PyTorch's fused path: NaN). ``torch.jit.script`` cannot compile ``SplitAttention`` (``torch.jit.trace``, ONNX export and
     ``torch.compile`` can).
 
     Example:
@@ -213,7 +213,8 @@ def split_attention(model: nn.Module) -> nn.Module:
             if id(child) in made:
                 setattr(parent, child_name, made[id(child)])
     for module in new.modules():  # an encoder's nested-tensor path reads its first attention's fused weights
-        if isinstance(module, nn.TransformerEncoder) and isinstance(module.layers[0].self_attn, SplitAttention):
+        if isinstance(module, nn.TransformerEncoder) and any(isinstance(getattr(layer, "self_attn", None),
+                                                                       SplitAttention) for layer in module.layers):
             if not hasattr(module, _NESTED):  # split again: the setting saved the first time stays
                 setattr(module, _NESTED, getattr(module, "use_nested_tensor", False))
             module.use_nested_tensor = False

@@ -163,7 +163,7 @@ def check_device(value: Any, doing: str, *, auto: bool = False) -> torch.device 
     in the message); with ``auto``, ``"auto"`` is allowed too and gives None (the caller chooses).
 
     Example:
-        >>> check_device("cpu", "to load onto")
+        >>> check_device("cpu", "loaded onto it")
         device(type='cpu')
         >>> check_device("auto", "to train on", auto=True) is None
         True

@@ -185,6 +185,9 @@ class _FlopsByModule:
         if any(not path.startswith(inside) for m in module.modules() if m is not module and id(m) in self.shared
                for path in self.paths[id(m)]):
             return 0  # a module below it is also used elsewhere: which call went where is not known
+        below = [{id(m) for m in child.modules()} for child in module.children()]
+        if sum(map(len, below)) != len(set().union(*below)):
+            return 0  # one module under two of its children: its calls would be subtracted twice
         return max(self.whole(module) - sum(self._reached(child) for child in module.children()), 0)
 
 

@@ -406,9 +406,9 @@ def _check_shapes(found: ModelSource, shell: torch.nn.Module) -> None:
             with safe_open(Path(found.folder) / name, framework="pt") as held:
                 for key in held.keys():
                     want = state.get(key, state.get(prefix + key))
-                    shape = tuple(held.get_slice(key).get_shape())
-                    if want is not None and shape != want:
-                        wrong.append(f"{key} is {shape} in {name}, {want} in the model")
+                    shape = None if want is None else tuple(held.get_slice(key).get_shape())
+                    if shape is not None and shape != want:
+                        wrong.append(f"{key} is {str(shape)[:60]} in {name}, {want} in the model")
     if wrong:
         raise LoritaError(f"could not load {found.describe()}: {len(wrong)} of its weights do not have the shapes its "
                           f"config.json describes ({'; '.join(wrong[:3])}); its config.json is not its weights'")
