@@ -182,12 +182,14 @@ def test_training_a_model_of_another_dtype_or_returning_a_tuple_says_so():
 def test_load_onto_a_device_it_cannot_use_says_so_before_reading(tmp_path):
     path = tmp_path / "m.lorita"
     lorita.save(nn.Linear(3, 2), path)
-    cases = [("bogus", "is not a torch device"), ("meta", "device 'meta' holds no values")]
+    cases = [("bogus", "is not a torch device"), ("meta", "device 'meta' holds no values"),
+             ("xpu", "device 'xpu' cannot be used here"), ("privateuseone", "device 'privateuseone' cannot be used")]
     if not torch.cuda.is_available():
         cases.append(("cuda", "CUDA is not available here; load with device='cpu'"))
     for device, message in cases:
         with pytest.raises(LoritaError, match=message):
             lorita.load(path, model=nn.Linear(3, 2), device=device)
+    assert lorita.load(path, model=nn.Linear(3, 2), device="cpu:0").weight.device == torch.device("cpu")
 
 
 def test_a_numpy_or_torch_scalar_for_a_number_gets_a_hint():

@@ -345,3 +345,15 @@ def test_a_budget_that_cuts_nothing_says_so(gguf_file, tmp_path, caplog):
         done = compress_pretrained(gguf_file[1], LMCompression(params=1.0, method="width", windows=2, window=32,
                                                                eval_tokens=64, texts=(str(texts),), recovery=None))
     assert "no MLP channel was pruned (down_proj was refitted)" in caplog.text and done.results["after_cut"]
+
+
+def test_buffers_older_checkpoints_stored_are_not_weights_the_model_lacks(gguf_file, tmp_path):
+    """GPT-2 files converted from old checkpoints hold each block's causal mask (attn.bias, attn.masked_bias)."""
+    from safetensors.torch import load_file, save_file
+
+    folder = _short_gpt2(gguf_file, tmp_path)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["transformer.h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    tensors["transformer.h.0.attn.bias"] = torch.ones(1, 1, 16, 16, dtype=torch.bool).tril()
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+    assert type(load_pretrained(folder)[0]).__name__ == "GPT2LMHeadModel"

@@ -177,7 +177,13 @@ def check_device(value: Any, doing: str, *, auto: bool = False) -> torch.device 
         raise LoritaError(f"device {value!r} is not a torch device; use {names}") from None
     if device.type == "meta":
         raise LoritaError(f"device 'meta' holds no values, so nothing can be {doing}; use {names}")
-    return device
+    if device.type not in ("cpu", "cuda"):  # mps, xla, ...: this PyTorch may lack them (CUDA is checked where used)
+        try:
+            torch.empty(1, device=device)
+        except (RuntimeError, AssertionError, ValueError, ImportError, AttributeError) as err:  # AssertionError:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch's own
+            raise LoritaError(f"device {value!r} cannot be used here ({reason}); use {names}") from None
+    return torch.device("cpu") if device.type == "cpu" else device  # one CPU: "cpu:0" is "cpu"
 
 
 def check_json_object(what: str, value: Any) -> dict:

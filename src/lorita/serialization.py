@@ -574,12 +574,13 @@ def _split_attention_file(missing: list[str], unexpected: list[str]) -> bool:
     return any(k.startswith(prefix + "q_proj.") for prefix in prefixes for k in unexpected)
 
 
-def _check_load_device(device: Any) -> None:
-    """A ``device`` the weights can be read onto, checked before the file (a bad one read as a damaged file)."""
+def _check_load_device(device: Any) -> torch.device:
+    """``device``, one the weights can be read onto, checked before the file (a bad one read as a damaged file)."""
     where = check_device(device, "loaded onto it (the architecture alone: build the model under "
                                  "torch.device('meta'))")
     if where.type == "cuda" and not torch.cuda.is_available():
         raise LoritaError(f"device {device!r}: CUDA is not available here; load with device='cpu'")
+    return where
 
 
 def _keep_file_dtypes(model: nn.Module, tensors: dict[str, tuple[tuple[int, ...], str]]) -> None:
@@ -667,7 +668,7 @@ def load(path: str | os.PathLike, model: nn.Module | Callable[[], nn.Module] | N
     """
     if not isinstance(trust_code, bool):
         raise LoritaError(f"trust_code must be True or False, got {trust_code!r}")
-    _check_load_device(device)
+    device = _check_load_device(device)
     path = file_path(path, "load")
     desc = read_description(path)
     tensors = _file_tensors(path)

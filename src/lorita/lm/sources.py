@@ -23,6 +23,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,6 +360,9 @@ def _loaded_weight_files(folder: Path) -> list[str]:
     return sorted(f.name for f in folder.iterdir() if f.is_file() and f.suffix == ".safetensors")
 
 
+# buffers older checkpoints stored beside their weights, which today's classes compute instead (GPT-2's and
+# GPT-Neo's causal masks, rotary frequencies): not weights the model would run without
+_STORED_BUFFER = re.compile(r"(\.attn\.masked_bias|\.attn\.bias|\.attention\.(masked_)?bias|\.rotary_emb\.inv_freq)$")
 MAX_LAYERS = 1000  # the most blocks a config may ask for (the largest language models have about 130)
 
 
@@ -483,7 +487,7 @@ def load_pretrained(source: str | os.PathLike | ModelSource, *, dtype: torch.dty
         raise LoritaError(f"could not load {found.describe()}: its weight files lack {len(missing)} of the weights "
                           f"its config.json describes (e.g. {sorted(map(str, missing))[:3]}); the folder is "
                           "incomplete or its config.json is not its model's")
-    unused = info.get("unexpected_keys", ())
+    unused = [k for k in info.get("unexpected_keys", ()) if not _STORED_BUFFER.search(str(k))]
     if unused:  # the files hold weights the config's model has no place for: it would run without them
         raise LoritaError(f"could not load {found.describe()}: its weight files hold {len(unused)} weights the model "
                           f"its config.json describes does not use (e.g. {sorted(map(str, unused))[:3]}); its "

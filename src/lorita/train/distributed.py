@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from lorita.checks import check_device
 from lorita.composed import COMPOSED_TYPES
 from lorita.errors import LoritaError
 
@@ -96,13 +97,8 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
                               "'cpu' (--device auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
-    elif device.type not in ("cpu", "meta"):  # mps, xla, ...: usable only where this torch build supports it
-        try:
-            torch.empty(1, device=device)
-        except (RuntimeError, AssertionError) as err:  # AssertionError: torch's own "not compiled with" checks
-            reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]
-            raise LoritaError(f"device {request!r} cannot be used here ({reason}); "
-                              "use device 'auto' or 'cpu' (--device auto)") from None
+    elif device.type != "cpu":  # mps, xla, ...: usable only where this torch build supports it
+        check_device(request, "trained on it")
     return device
 
 
