@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import lorita
-from lorita.profile import ROOT_ROW
+from lorita.profile import ROOT_ROW, UNKNOWN_NOTE
 
 
 def test_counts_equal_formulas():
@@ -181,7 +181,10 @@ def test_tied_and_shared_tensors_count_once_and_the_root_keeps_its_own_products(
         def forward(self, x):
             return self.direct(self.box(x @ self.w))
 
-    rows = {r.name: r for r in lorita.profile(Big(), x).layers}
-    assert rows[ROOT_ROW].macs == 0 and "box" not in rows and rows["box.inner"].macs == 2 * 2 * 36  # unknown: 0
+    p = lorita.profile(Big(), x)
+    rows = {r.name: r for r in p.layers}
+    assert rows["box.inner"].macs == 2 * 2 * 36
+    assert rows[ROOT_ROW].macs == rows["box"].macs == 0 and rows[ROOT_ROW].note == rows["box"].note == UNKNOWN_NOTE
+    assert f"{ROOT_ROW} +" in p.table() and f"+ {UNKNOWN_NOTE}" in p.table()
     composed = lorita.compose(nn.Sequential(nn.Linear(16, 16)), depth=2)[0]
     assert lorita.profile(composed, torch.randn(1, 16)).layers == []  # one layer: no rows, only the totals

@@ -33,6 +33,9 @@ from lorita.probe import eval_mode, example_args, run_model, track_usage, unfuse
 from lorita.targets import check_model
 
 READ_NOTE = "read by its parent: own forward never ran, its MACs are counted under the parent"
+UNKNOWN_NOTE = ("own MACs unknown (a module below it is shared with another part of the model), shown as 0: the rows "
+                "add up to less than the total")
+_MARKS = {READ_NOTE: "*", UNKNOWN_NOTE: "+"}
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
@@ -80,15 +83,15 @@ class Profile:
 
     def table(self) -> str:
         """A fixed-width table a person reads at a glance."""
-        rows = [(lp.name + (" *" if lp.note else ""), lp.type, human(lp.params), human(lp.macs), human(lp.flops))
-                for lp in self.layers]
+        rows = [(lp.name + (f" {_MARKS[lp.note]}" if lp.note else ""), lp.type, human(lp.params), human(lp.macs),
+                 human(lp.flops)) for lp in self.layers]
         rows.append(("total", "", human(self.params), human(self.macs), human(self.flops)))
         head = ("layer", "type", "params", "MACs", "FLOPs")
         widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(5)]
         line = lambda r: "  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         sep = "-" * len(line(head))
         note = f"MACs and FLOPs (= 2 x MACs) for a batch of {self.batch_size}, counted by torch FlopCounterMode"
-        notes = [f"* {READ_NOTE}"] if any(lp.note for lp in self.layers) else []
+        notes = [f"{mark} {text}" for text, mark in _MARKS.items() if any(lp.note == text for lp in self.layers)]
         return "\n".join([line(head), sep, *map(line, rows[:-1]), sep, line(rows[-1]), note, *notes])
 
     def __str__(self) -> str:
@@ -180,14 +183,14 @@ class _FlopsByModule:
         counted = self.whole(module)
         return counted if counted else sum(self._reached(child) for child in module.children())
 
-    def own(self, module: nn.Module) -> int:
+    def own(self, module: nn.Module) -> int | None:
         inside = tuple(path + "." for path in self.paths[id(module)])
         if any(not path.startswith(inside) for m in module.modules() if m is not module and id(m) in self.shared
                for path in self.paths[id(m)]):
-            return 0  # a module below it is also used elsewhere: which call went where is not known
+            return None  # a module below it is also used elsewhere: which call went where is not known
         below = [{id(m) for m in child.modules()} for child in module.children()]
         if sum(map(len, below)) != len(set().union(*below)):
-            return 0  # one module under two of its children: its calls would be subtracted twice
+            return None  # one module under two of its children: its calls would be subtracted twice
         return max(self.whole(module) - sum(self._reached(child) for child in module.children()), 0)
 
 
@@ -229,12 +232,14 @@ def profile(model: nn.Module, example_input) -> Profile:
     for name, module in units:
         whole = isinstance(module, (*COMPOSED_TYPES, *LOWRANK_TYPES)) or not any(True for _ in module.children())
         flops = flops_of.whole(module) if whole else flops_of.own(module)  # a container: what it computes itself
+        unknown = flops is None and flops_of.whole(module) > 0
+        flops = flops or 0
         sizes = _sizes(module, whole)
         params = sum(size for key, size in sizes.items() if key not in counted)
         counted.update(sizes)
-        if params or flops:  # the model's root: a row named ROOT_ROW for what its own forward computes
-            layers.append(LayerProfile(name or ROOT_ROW, type(module).__name__, params, flops // 2, flops,
-                                       READ_NOTE if name in read_only else ""))
+        if params or flops or unknown:  # the model's root: a row named ROOT_ROW for what its own forward computes
+            note = READ_NOTE if name in read_only else UNKNOWN_NOTE if unknown else ""
+            layers.append(LayerProfile(name or ROOT_ROW, type(module).__name__, params, flops // 2, flops, note))
     total_flops = flops_of.counts.get("Global", 0)
     params = _count(model)  # shared parameters counted once
     batch = int(args[0].shape[0]) if isinstance(args[0], torch.Tensor) and args[0].dim() >= 2 else 1  # 1-D: unbatched
