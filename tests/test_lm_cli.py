@@ -380,3 +380,11 @@ def test_a_gpt2_folder_with_few_positions_compresses_reloads_and_evaluates(sourc
     printed = json.loads(capsys.readouterr().out)
     ids = torch.tensor(tokenizer(text.read_text().strip("\n"), add_special_tokens=False)["input_ids"])
     assert printed["dense_ppl"] == pytest.approx(perplexity(dense, ids, context=64).ppl, rel=1e-6)
+
+
+def test_a_single_text_file_is_refused_as_one_document_before_anything_loads(tmp_path, capsys):
+    text = tmp_path / "one.txt"
+    text.write_text("A single document of text. " * 50)
+    assert main(["compress", "smollm2-135m", "--params", "0.8", "--texts", str(text), "--out", str(tmp_path / "o")]) == 2
+    assert re.search(r"one.txt is a file, which is one document, .*give a folder of UTF-8 files", capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()

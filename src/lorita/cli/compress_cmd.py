@@ -110,8 +110,8 @@ def add_parser(sub) -> None:
                          "calibration windows' draw (default 0): a second seed of a measurement")
     lm.add_argument("--texts", nargs="+", metavar="TEXT",
                     help="calibration, recovery and validation text, each split by document: fortunes, python-docs, "
-                         "debian-handbook (apt-get install debian-handbook), or UTF-8 files or folders of them "
-                         "(default: fortunes python-docs)")
+                         "debian-handbook (apt-get install debian-handbook), or folders of UTF-8 files, one document "
+                         "each (default: fortunes python-docs)")
     lm.add_argument("--recovery", choices=["full", "lora", "none"],
                     help="fine-tune the thin layers after the cut: a LoRA side path merged into them (lora, the "
                          "default: it recovered more per minute than full in docs/LM.md), both factors (full), or "

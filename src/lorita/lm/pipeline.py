@@ -91,6 +91,11 @@ class LMCompression:
             raise LoritaError(f"texts must name at least one text ({', '.join(TEXT_SOURCES)}, or a UTF-8 file or "
                               f"folder), got {self.texts!r}")
         object.__setattr__(self, "texts", tuple(check_text(t) for t in texts))
+        files = [t for t in self.texts if t not in TEXT_SOURCES and Path(t).expanduser().is_file()]
+        if files:  # one document: nothing would be left for validation and test
+            raise LoritaError(f"text {files[0]} is a file, which is one document, and the texts are split by document "
+                              "(90/5/5: calibration and recovery, validation, test): give a folder of UTF-8 files, one "
+                              "document each (or a named text)")
 
     @property
     def calibration_tokens(self) -> int:
