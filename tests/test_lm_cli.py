@@ -385,6 +385,8 @@ def test_a_gpt2_folder_with_few_positions_compresses_reloads_and_evaluates(sourc
 def test_a_single_text_file_is_refused_as_one_document_before_anything_loads(tmp_path, capsys):
     text = tmp_path / "one.txt"
     text.write_text("A single document of text. " * 50)
-    assert main(["compress", "smollm2-135m", "--params", "0.8", "--texts", str(text), "--out", str(tmp_path / "o")]) == 2
-    assert re.search(r"one.txt is a file, which is one document, .*give a folder of UTF-8 files", capsys.readouterr().err)
-    assert not (tmp_path / "o").exists()
+    out = tmp_path / "o"
+    assert main(["compress", "smollm2-135m", "--params", "0.8", "--texts", str(text), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"one.txt is a file, which is one document, .*give a folder of UTF-8 files", err)
+    assert not out.exists()
