@@ -190,6 +190,7 @@ def test_load_onto_a_device_it_cannot_use_says_so_before_reading(tmp_path):
         with pytest.raises(LoritaError, match=message):
             lorita.load(path, model=nn.Linear(3, 2), device=device)
     assert lorita.load(path, model=nn.Linear(3, 2), device="cpu:0").weight.device == torch.device("cpu")
+    assert lorita.TrainConfig(device="mps").device == "mps"  # a setting recorded to run elsewhere: read, not tried
 
 
 def test_a_numpy_or_torch_scalar_for_a_number_gets_a_hint():

@@ -186,5 +186,16 @@ def test_tied_and_shared_tensors_count_once_and_the_root_keeps_its_own_products(
     assert rows["box.inner"].macs == 2 * 2 * 36
     assert rows[ROOT_ROW].macs == rows["box"].macs == 0 and rows[ROOT_ROW].note == rows["box"].note == UNKNOWN_NOTE
     assert f"{ROOT_ROW} +" in p.table() and f"+ {UNKNOWN_NOTE}" in p.table()
+    class Act(nn.Module):  # one activation in two blocks: it computes no products, so nothing is unknown
+        def __init__(self, act):
+            super().__init__()
+            self.fc, self.act = nn.Linear(6, 6), act
+
+        def forward(self, x):
+            return self.act(self.fc(x)) @ torch.ones(6, 6)
+
+    relu = nn.ReLU()
+    p = lorita.profile(nn.Sequential(Act(relu), Act(relu)), x)
+    assert not any(r.note for r in p.layers) and sum(r.macs for r in p.layers) == p.macs
     composed = lorita.compose(nn.Sequential(nn.Linear(16, 16)), depth=2)[0]
     assert lorita.profile(composed, torch.randn(1, 16)).layers == []  # one layer: no rows, only the totals

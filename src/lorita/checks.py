@@ -158,9 +158,11 @@ def check_str(what: str, value: Any) -> str:
     return value
 
 
-def check_device(value: Any, doing: str, *, auto: bool = False) -> torch.device | None:
+def check_device(value: Any, doing: str, *, auto: bool = False, here: bool = False) -> torch.device | None:
     """``value`` as a ``torch.device`` that holds values (not ``meta``), for ``doing`` (what the device is for, said
-    in the message); with ``auto``, ``"auto"`` is allowed too and gives None (the caller chooses).
+    in the message); with ``auto``, ``"auto"`` is allowed too and gives None (the caller chooses). ``here``: also one
+    this PyTorch can use now (mps, xpu, ...: tried; CUDA is checked where it is used), for work about to run on it,
+    not for a setting recorded to run elsewhere.
 
     Example:
         >>> check_device("cpu", "loaded onto it")
@@ -177,12 +179,13 @@ def check_device(value: Any, doing: str, *, auto: bool = False) -> torch.device 
         raise LoritaError(f"device {value!r} is not a torch device; use {names}") from None
     if device.type == "meta":
         raise LoritaError(f"device 'meta' holds no values, so nothing can be {doing}; use {names}")
-    if device.type not in ("cpu", "cuda"):  # mps, xla, ...: this PyTorch may lack them (CUDA is checked where used)
+    if here and device.type not in ("cpu", "cuda"):
         try:
             torch.empty(1, device=device)
         except (RuntimeError, AssertionError, ValueError, ImportError, AttributeError) as err:  # AssertionError:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch's own
-            raise LoritaError(f"device {value!r} cannot be used here ({reason}); use {names}") from None
+            raise LoritaError(f"device {value!r} cannot be used here ({reason}); use "
+                              f"{'auto' if auto else 'cpu'!r}{' or ' + repr('cpu') if auto else ''}") from None
     return torch.device("cpu") if device.type == "cpu" else device  # one CPU: "cpu:0" is "cpu"
 
 

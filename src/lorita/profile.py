@@ -186,9 +186,9 @@ class _FlopsByModule:
     def own(self, module: nn.Module) -> int | None:
         inside = tuple(path + "." for path in self.paths[id(module)])
         if any(not path.startswith(inside) for m in module.modules() if m is not module and id(m) in self.shared
-               for path in self.paths[id(m)]):
-            return None  # a module below it is also used elsewhere: which call went where is not known
-        below = [{id(m) for m in child.modules()} for child in module.children()]
+               and self.whole(m) for path in self.paths[id(m)]):
+            return None  # a module below it that computes is also used elsewhere: which call went where is unknown
+        below = [{id(m) for m in child.modules() if self.whole(m)} for child in module.children()]
         if sum(map(len, below)) != len(set().union(*below)):
             return None  # one module under two of its children: its calls would be subtracted twice
         return max(self.whole(module) - sum(self._reached(child) for child in module.children()), 0)

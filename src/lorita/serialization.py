@@ -577,7 +577,7 @@ def _split_attention_file(missing: list[str], unexpected: list[str]) -> bool:
 def _check_load_device(device: Any) -> torch.device:
     """``device``, one the weights can be read onto, checked before the file (a bad one read as a damaged file)."""
     where = check_device(device, "loaded onto it (the architecture alone: build the model under "
-                                 "torch.device('meta'))")
+                                 "torch.device('meta'))", here=True)
     if where.type == "cuda" and not torch.cuda.is_available():
         raise LoritaError(f"device {device!r}: CUDA is not available here; load with device='cpu'")
     return where

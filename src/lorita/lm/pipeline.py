@@ -88,8 +88,8 @@ class LMCompression:
             raise LoritaError(f"recovery must be a RecoveryRecipe or None, got {type(self.recovery).__name__}")
         texts = (self.texts,) if isinstance(self.texts, str) else tuple(self.texts)
         if not texts:
-            raise LoritaError(f"texts must name at least one text ({', '.join(TEXT_SOURCES)}, or a UTF-8 file or "
-                              f"folder), got {self.texts!r}")
+            raise LoritaError(f"texts must name at least one text ({', '.join(TEXT_SOURCES)}, or a folder of UTF-8 "
+                              f"files), got {self.texts!r}")
         object.__setattr__(self, "texts", tuple(check_text(t) for t in texts))
         files = [t for t in self.texts if t not in TEXT_SOURCES and Path(t).expanduser().is_file()]
         if files:  # one document: nothing would be left for validation and test

@@ -362,7 +362,8 @@ def _loaded_weight_files(folder: Path) -> list[str]:
 
 # buffers older checkpoints stored beside their weights, which today's classes compute instead (GPT-2's and
 # GPT-Neo's causal masks, rotary frequencies): not weights the model would run without
-_STORED_BUFFER = re.compile(r"(\.attn\.masked_bias|\.attn\.bias|\.attention\.(masked_)?bias|\.rotary_emb\.inv_freq)$")
+_STORED_BUFFER = re.compile(r"(\.attn\.masked_bias|\.attn\.bias|\.attention\.(masked_)?bias|\.inv_freq|"
+                            r"^transformer\.bias)$")
 MAX_LAYERS = 1000  # the most blocks a config may ask for (the largest language models have about 130)
 
 

@@ -105,7 +105,10 @@ def compress_lm_run(source: str | os.PathLike, out: str | os.PathLike, how: LMCo
     inputs = [(_model_path(found), "the model it compresses")]
     inputs += [(t, "a text it reads") for t in how.texts if t not in TEXT_SOURCES]
     for text in how.texts:  # read once here to check them (UTF-8, some text, bounded): not after the model loads
-        read_user_text(text)
+        documents = read_user_text(text)
+        if len(documents) < 3:  # one each for calibration and recovery, validation, test
+            raise LoritaError(f"text {text} holds {len(documents)} document(s); the split by document needs at least 3 "
+                              "(dozens are better): add files to the folder, one document each")
     output = RunOutput(out, overwrite=overwrite, inputs=inputs)  # checked and locked before the slow part
     try:
         files = source_files(found)  # before it loads: what the run is cut from

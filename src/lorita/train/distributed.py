@@ -98,7 +98,7 @@ def resolve_device(request: str, local_rank: int = 0) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", local_rank)
     elif device.type != "cpu":  # mps, xla, ...: usable only where this torch build supports it
-        check_device(request, "trained on it")
+        check_device(request, "trained on it", auto=True, here=True)
     return device
 
 
