@@ -382,22 +382,23 @@ def test_a_gpt2_folder_with_few_positions_compresses_reloads_and_evaluates(sourc
     assert printed["dense_ppl"] == pytest.approx(perplexity(dense, ids, context=64).ppl, rel=1e-6)
 
 
-def test_a_single_text_file_is_refused_as_one_document_before_anything_loads(tmp_path, capsys):
+def test_a_single_text_file_is_refused_as_one_document_before_anything_loads(source, tmp_path, capsys):
     text = tmp_path / "one.txt"
     text.write_text("A single document of text. " * 50)
     out = tmp_path / "o"
-    assert main(["compress", "smollm2-135m", "--params", "0.8", "--texts", str(text), "--out", str(out)]) == 2
+    assert main(["compress", str(source[0]), "--params", "0.8", "--texts", str(text), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"one.txt is a file, which is one document, .*give a folder of UTF-8 files", err)
     assert not out.exists()
 
 
-def test_a_text_folder_of_too_few_documents_is_refused_before_anything_loads(tmp_path, capsys):
+def test_a_text_folder_of_too_few_documents_is_refused_before_anything_loads(source, tmp_path, capsys, monkeypatch):
     folder = tmp_path / "two"
     folder.mkdir()
     for name in ("a.txt", "b.txt"):
         (folder / name).write_text("A document of some words. " * 20)
     out = tmp_path / "o"
-    assert main(["compress", "smollm2-135m", "--params", "0.8", "--texts", str(folder), "--out", str(out)]) == 2
+    monkeypatch.setattr("lorita.runs.lm.compress_pretrained", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main(["compress", str(source[0]), "--params", "0.8", "--texts", str(folder), "--out", str(out)]) == 2
     assert "holds 2 document(s); the split by document needs at least 3" in capsys.readouterr().err
     assert not out.exists()
