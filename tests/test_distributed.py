@@ -32,12 +32,15 @@ CONFIG = dict(epochs=2, batch_size=7, lr=0.2, schedule="cosine", augment=False, 
 FINE_TUNE = {**CONFIG, "epochs": 1, "lr": 0.01, "schedule": "constant"}
 
 
-def build():
+def build(ignored: bool = False):
     """Tiny model and data. No BatchNorm: its batch statistics are per rank
     (per chunk) under DDP, so it would not match one process. No dropout
-    either: the loop seeds each rank's RNG differently."""
+    either: the loop seeds each rank's RNG differently. ``ignored``: some
+    targets are -100 (skipped), so the ranks' chunks score different counts."""
     g = torch.Generator().manual_seed(0)
     y = torch.arange(60) % 3
+    if ignored:
+        y[[1, 2, 3, 9, 16, 17, 30, 45]] = -100
     x = torch.randint(0, 60, (60, 1, 4, 4), generator=g)
     for c in range(3):
         x[y == c, 0, :, c] += 150
@@ -59,7 +62,7 @@ from test_distributed import CONFIG, FINE_TUNE, build
 from lorita.train import TrainConfig, train
 
 out = sys.argv[1]
-model, data = build()
+model, data = build(sys.argv[2] == "ignored")
 result = train(model, data, TrainConfig(**CONFIG), out_dir=out + "/run")
 assert not dist.is_initialized(), "train must destroy the process group it created"
 # a second call in the same processes (fine-tuning) needs a fresh process group
@@ -69,16 +72,18 @@ torch.save({{"state": model.state_dict(), "history": result.history}}, f"{{out}}
 """
 
 
-def test_two_cpu_processes_match_one(tmp_path):
+@pytest.mark.parametrize("ignored", [False, True])
+def test_two_cpu_processes_match_one(tmp_path, ignored):
     script = tmp_path / "ddp_script.py"
     script.write_text(textwrap.dedent(SCRIPT.format(tests=str(Path(__file__).parent))))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
+           str(tmp_path), "ignored" if ignored else "all"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    model, data = build()
+    model, data = build(ignored)
     single = train(model, data, TrainConfig(**CONFIG))
     train(model, data, TrainConfig(**FINE_TUNE))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

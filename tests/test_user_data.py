@@ -7,7 +7,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import lorita
 from lorita.errors import LoritaError
-from lorita.train import TrainConfig, train
+from lorita.train import TrainConfig, evaluate, train
 from lorita.train.user_data import DatasetSplit, LoaderSplit
 
 
@@ -81,7 +81,8 @@ def test_loaders_refused_where_lorita_must_batch():
 
 
 @pytest.mark.parametrize("targets, match", [
-    (torch.arange(8) % 3 - 1, r"targets span -1\.\.1, but the model gives 3 classes"),  # -100 would be skipped
+    (torch.arange(8) % 3 - 1, r"targets span -1\.\.1, but the model gives 3 classes"),
+    (torch.tensor([0, 1, -100, 3, 0, 1, 2, -100]), r"targets span 0\.\.3, .* \(-100 marks a target to skip\)$"),
     (torch.full((8,), 7), r"targets span 7\.\.7, but the model gives 3 classes \(0\.\.2\)"),
     (torch.zeros(8), r"targets must be class indices \(integers\), got dtype torch.float32"),
 ])
@@ -90,6 +91,42 @@ def test_targets_that_are_not_the_model_s_classes_are_named(targets, match):
     net = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(LoritaError, match=match):
         train(net, (data, data), TrainConfig(epochs=1, batch_size=4, device="cpu"))
+
+
+def test_targets_of_minus_100_are_skipped_in_training_and_evaluation():
+    data = blobs(24, 0)
+    x, y = data.tensors
+    skipped = torch.tensor([1, 4, 5, 11, 20])
+    y_skip = y.clone()
+    y_skip[skipped] = -100
+    kept = torch.ones(24, dtype=torch.bool)
+    kept[skipped] = False
+    full_batch = TrainConfig(epochs=3, batch_size=24, lr=0.1, device="cpu")  # one step per epoch: order free
+    with_skipped, without = net(), net()
+    a = train(with_skipped, (TensorDataset(x, y_skip), TensorDataset(x, y_skip)), full_batch)
+    b = train(without, (TensorDataset(x[kept], y[kept]), TensorDataset(x[kept], y[kept])), full_batch)
+    for p, q in zip(with_skipped.parameters(), without.parameters()):
+        torch.testing.assert_close(p, q)  # the mean over the 19 scored targets, not over 24
+    for row_a, row_b in zip(a.history, b.history, strict=True):
+        assert row_a["train_acc"] == row_b["train_acc"] and row_a["val_acc"] == row_b["val_acc"]
+        assert row_a["train_loss"] == pytest.approx(row_b["train_loss"], rel=1e-6)
+        assert row_a["val_loss"] == pytest.approx(row_b["val_loss"], rel=1e-6)
+
+
+def test_token_targets_of_minus_100_are_left_out_of_a_language_model_s_scores():
+    class Tokens(nn.Module):
+        def forward(self, ids):
+            return nn.functional.one_hot(ids % 4, 4).float()  # predicts id % 4 at every position
+
+    ids = torch.tensor([[0, 1, 2, 3], [1, 1, 1, 1]])
+    targets = torch.tensor([[0, 1, 3, -100], [-100, -100, 1, 2]])  # 5 scored: 3 right
+    acc, loss = evaluate(Tokens(), DatasetSplit(TensorDataset(ids, targets), "val"))
+    assert acc == 60.0
+    right, wrong = nn.functional.cross_entropy(torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([0])).item(), \
+        nn.functional.cross_entropy(torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([1])).item()
+    assert loss == pytest.approx((3 * right + 2 * wrong) / 5)
+    with pytest.raises(LoritaError, match="every target of the split is -100"):
+        evaluate(Tokens(), DatasetSplit(TensorDataset(ids, torch.full((2, 4), -100)), "val"))
 
 
 def test_int32_and_uint8_targets_train_as_int64_ones():

@@ -7,6 +7,8 @@ from torch import nn
 
 from lorita.errors import LoritaError
 
+IGNORE_INDEX = -100  # a target to skip: PyTorch's cross-entropy default, the labels transformers pads with
+
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (or buffer); CPU when it has neither.
@@ -26,7 +28,8 @@ def model_device(model: nn.Module) -> torch.device:
 def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torch.device | None = None) -> tuple[float, float]:
     """Top-1 accuracy in percent and mean cross-entropy (no label smoothing, nats) on ``split``.
 
-    For a language model (logits ``(B, T, vocab)``, targets ``(B, T)``) both are per token.
+    For a language model (logits ``(B, T, vocab)``, targets ``(B, T)``) both are per token. Targets set to
+    ``-100`` (``IGNORE_INDEX``: padding, a prompt's tokens) are left out of both.
 
     ``split`` is a :class:`lorita.data.Split` (anything with ``len`` and
     ``batches(batch_size)`` yielding ``(x, y)``). The model runs in eval mode
@@ -53,31 +56,38 @@ def evaluate(model: nn.Module, split, batch_size: int = 1000, device: str | torc
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
     try:
-        count = 0
         for x, y in split.batches(batch_size):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             logits, y = flat_logits(logits_of(model, x, "evaluate"), y, "evaluate")  # (N, classes), (N,)
             loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
-            correct += (logits.argmax(dim=1) == y).sum()
-            count += y.numel()
+            correct += (logits.argmax(dim=1) == y).sum()  # an ignored target (-100) is never a class
+            count += (y != IGNORE_INDEX).sum()
     finally:
         model.train(was_training)
-    return 100.0 * correct.item() / count, loss_sum.item() / count
+    if not count:
+        raise LoritaError(f"evaluate: every target of the split is {IGNORE_INDEX} (skipped), so there is nothing to "
+                          "score; give the split targets that are class indices")
+    return 100.0 * correct.item() / count.item(), loss_sum.item() / count.item()
 
 
 def _check_targets(targets: torch.Tensor, classes: int, who: str) -> None:
-    """Targets are class indices: integers, and on the CPU checked to lie in ``0..classes-1`` (cross-entropy would
-    fail on one past the end without saying which, and silently skip -100, its ignore index; on a GPU the check
-    would wait for the device every step, and PyTorch's own assert stops an index out of range)."""
+    """Targets are class indices: integers, and on the CPU checked to lie in ``0..classes-1`` or be ``IGNORE_INDEX``
+    (cross-entropy would fail on one past the end without saying which; on a GPU the check would wait for the
+    device every step, and PyTorch's own assert stops an index out of range)."""
     if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
         raise LoritaError(f"{who}: targets must be class indices (integers), got dtype {targets.dtype}; return "
                           "torch.long labels from your Dataset")
-    if targets.device.type == "cpu" and targets.numel():
-        low, high = int(targets.min()), int(targets.max())
+    if targets.device.type != "cpu":
+        return
+    scored = targets[targets != IGNORE_INDEX] if targets.dtype.is_signed else targets
+    if scored.numel():
+        low, high = int(scored.min()), int(scored.max())
         if low < 0 or high >= classes:
             raise LoritaError(f"{who}: targets span {low}..{high}, but the model gives {classes} classes "
-                              f"(0..{classes - 1}); fix the labels or the model's number of classes")
+                              f"(0..{classes - 1}); fix the labels or the model's number of classes "
+                              f"({IGNORE_INDEX} marks a target to skip)")
 
 
 def logits_of(model: nn.Module, x: torch.Tensor, who: str) -> torch.Tensor:

@@ -30,7 +30,7 @@ from lorita.train import distributed
 from lorita.train.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, METRIC_COLUMNS, START_OVER, check_contents,
                                      check_fits, load_checkpoint, save_checkpoint)
 from lorita.train.config import TrainConfig
-from lorita.train.evaluate import evaluate, flat_logits, logits_of
+from lorita.train.evaluate import IGNORE_INDEX, evaluate, flat_logits, logits_of
 from lorita.train.exposure import drop_last
 from lorita.train.penalty import Penalty, replaced_parameters
 from lorita.train.schedule import EpochSchedule
@@ -255,6 +255,17 @@ def _write_metrics(path: Path, rows: Iterable[Mapping[str, float]]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
+def _targets_counted(y: torch.Tensor, ctx) -> tuple[int, int | torch.Tensor]:
+    """The targets a step scores (those of ``IGNORE_INDEX`` left out): this rank's, and the whole global batch's
+    (under DDP summed over the ranks, each of which may skip a different number); at least 1 where all are skipped
+    (the step's loss is then 0), so that the mean over them is defined."""
+    local = int((y != IGNORE_INDEX).sum())
+    if not ctx.distributed:
+        return local, max(local, 1)
+    counted = distributed.all_reduce_sum(torch.tensor(float(local), device=ctx.device), ctx)
+    return local, counted.clamp_(min=1.0)
+
+
 def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch: int, augment: bool, ctx,
                      penalty: Penalty | None = None):
     """One pass over the training split; returns (mean train loss, train accuracy %) over all ranks (the data's
@@ -269,12 +280,11 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
         bs, shuffle=True, seed=config.seed, epoch=epoch, augment=augment,
         rank=ctx.rank, world_size=world, drop_last=drop,
     )
-    for step, (x, y) in enumerate(batches):
-        # targets per sample: 1 for a classifier, the context length for a language model
-        global_count = min(bs, n - step * bs) * (y[0].numel() if y.dim() > 1 and len(y) else 1)
+    for x, y in batches:
+        local_count, global_count = _targets_counted(y, ctx)
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
         logits, y = flat_logits(logits_of(net, x, "training"), y, "training")  # (N, classes), (N,)
-        local_sum = loss_fn(logits, y)  # summed over this rank's chunk
+        local_sum = loss_fn(logits, y)  # summed over this rank's chunk (targets of -100 skipped)
         optimizer.zero_grad(set_to_none=True)
         # DDP averages gradients over the K ranks; K / global_count turns that
         # average into the mean over the whole global batch (chunks may differ
@@ -287,8 +297,8 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
             torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
         optimizer.step()
         loss_sum += local_sum.detach().double()
-        correct += (logits.detach().argmax(dim=1) == y).sum().double()
-        count += y.shape[0]
+        correct += (logits.detach().argmax(dim=1) == y).sum().double()  # an ignored target is never a class
+        count += local_count
     totals = torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64, device=ctx.device)])
     loss_total, correct_total, count_total = distributed.all_reduce_sum(totals, ctx).tolist()
     return loss_total / count_total, 100.0 * correct_total / count_total

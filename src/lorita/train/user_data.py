@@ -12,7 +12,9 @@ with ``.train`` and ``.val`` splits), a pair of:
   train loader's. Single process only: under torchrun pass Datasets, which lorita shards.
 
 Targets are class indices (``int64``, shape ``(B,)``), or ``(B, T)`` token ids for a language
-model. Inputs are given to the model as they are: normalise them in the Dataset. lorita's
+model; a target of ``-100`` (padding, a prompt's tokens, as transformers marks them) is skipped: the
+loss is the mean over the scored targets of each global batch, and accuracy counts only those.
+Inputs are given to the model as they are: normalise them in the Dataset. lorita's
 augmentation applies only to its own image datasets.
 """
 
