@@ -46,7 +46,11 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
                  "--out", str(cut)]) == 0
     results = json.loads((cut / "results.json").read_text())
     assert results["cut"]["kind"] == "energy" and results["cut"]["energy"] == 0.8 and results["ranks"]
-    assert results["after_finetune"] is not None
+    finetuned, cut_scores = results["after_finetune"], results["after_cut"]
+    # fine-tuning keeps its best validation epoch, or the cut model itself when no epoch beat it
+    assert finetuned["epoch_kept"] in (0, 1) and finetuned["val_acc"] >= cut_scores["val_acc"]
+    if finetuned["epoch_kept"] == 0:
+        assert finetuned["test_acc"] == cut_scores["test_acc"] and finetuned["val_loss"] == cut_scores["val_loss"]
     assert results["kept"]["params"] == pytest.approx(results["after_cut"]["params"] / results["original"]["params"])
     small = lorita.load(cut / "model.lorita")
     assert any(isinstance(m, lorita.LowRankLinear) for m in small.modules())

@@ -91,7 +91,9 @@ def add_parser(sub) -> None:
                         "default 64)")
     p.add_argument("--multiple", type=int, default=1, metavar="M",
                    help="every rank a multiple of M (8 or 16 suit vectorised kernels) or the layer's full rank")
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the cut model (default 0: no)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="fine-tune the cut model this many epochs, keeping the best validation epoch, or the cut "
+                   "model itself when no epoch beats it (default 0: no)")
     p.add_argument("--finetune-lr", type=float, help="fine-tuning learning rate (default: the run's lr / 10)")
     p.add_argument("--int8", action="store_true",
                    help="then store the weights in int8, one scale per output channel (lorita.quantize; "

@@ -28,7 +28,7 @@ from lorita.checks import check_int
 from lorita.errors import LoritaError
 from lorita.profile import count_params
 from lorita.prune import MAX_RATIO, prune_to
-from lorita.train import TrainConfig, evaluate, train
+from lorita.train import TrainConfig, finetune
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +162,7 @@ def _first(items: Iterable, count: int) -> list:
 
 
 def _finetune(model: nn.Module, data, recipe: TrainConfig) -> nn.Module:
-    """Fine-tune ``model`` in place; keep the best epoch on validation, or the model as it was if none beat it."""
-    start_acc = evaluate(model, data.val)[0]
-    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = train(model, data, recipe)
-    if result.best_state is not None and result.best_val_acc > start_acc:
-        model.load_state_dict(result.best_state)
-    else:
-        model.load_state_dict(before)
+    """Fine-tune ``model`` in place (``lorita.train.finetune``: the best epoch on validation, or the model as it was
+    if none beat it)."""
+    finetune(model, data, recipe)
     return model.cpu().eval()

@@ -31,7 +31,7 @@ from lorita.profile import Profile, profile
 from lorita.select import BudgetOutOfReach, choose_ranks
 from lorita.spectra import Spectra
 from lorita.sweep import smallest_within
-from lorita.train import TrainConfig, train
+from lorita.train import TrainConfig, finetune
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,9 @@ def measure(column: Column, size: float, data, original: Profile, example: torch
     val_cut, test_cut = metric.measure(small, data.val), metric.measure(small, data.test)
     val, test, kept = val_cut, test_cut, 0
     if column.finetune is not None:
-        before = {k: v.detach().clone() for k, v in small.state_dict().items()}
-        result = train(small, data, column.finetune, progress=False)
-        if result.best_score > metric.score(val_cut):  # ties keep the cut model itself
-            small.load_state_dict(result.best_state)
-            kept, val = result.best_epoch, metric.unscore(result.best_score)
-            test = metric.measure(small.cpu().eval(), data.test)
-        else:
-            small.load_state_dict(before)
+        kept, score, _ = finetune(small, data, column.finetune, start_score=metric.score(val_cut))
+        if kept:  # else the cut model itself, its scores as measured
+            val, test = metric.unscore(score), metric.measure(small.cpu().eval(), data.test)
         small = small.cpu().eval()
     return Cut(size, counts.params / original.params, counts.macs / max(original.macs, 1), val, test, val_cut,
                test_cut, kept, time.time() - tic, {**detail, "model": small})

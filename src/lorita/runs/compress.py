@@ -43,7 +43,7 @@ from lorita.search import AccuracySearch
 from lorita.select import choose_ranks
 from lorita.serialization import load, save
 from lorita.spectra import Spectra
-from lorita.train import TrainConfig, evaluate, train
+from lorita.train import TrainConfig, evaluate, finetune as finetune_kept
 from lorita.train.config import MAX_EPOCHS, MAX_RATE
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,9 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     if batchnorm:
         recalibrate_batchnorm(small, training_batches(data, recipe.batch_size, recipe.seed)(), max_batches=batchnorm)
     after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops, **scores(small, data)}
-    after_finetune = _finetune(small, data, finetune, progress) if finetune is not None else None
+    after_finetune = None
+    if finetune is not None:
+        after_finetune = _finetune(small, data, finetune, metric.score(after_cut[metric.val]), progress)
     after_int8 = None
     if how.int8:  # then int8 weights, one scale per output channel (lorita.quantize)
         small = quantize(small, "int8")
@@ -267,13 +269,12 @@ def _spectra(model: nn.Module, data, how: CutSpec, recipe: TrainConfig | None) -
     return Spectra(model, example_input(data), batches=batches)
 
 
-def _finetune(small: nn.Module, data, recipe: TrainConfig, progress: bool) -> dict:
-    """Fine-tune ``small`` in place (the best validation epoch kept); its scores after."""
-    result = train(small, data, recipe, progress=progress)
-    if result.best_state is not None:
-        small.load_state_dict(result.best_state)
+def _finetune(small: nn.Module, data, recipe: TrainConfig, start_score: float, progress: bool) -> dict:
+    """Fine-tune ``small`` in place (``lorita.train.finetune``: the best validation epoch, or the cut model itself
+    if none beat it); its scores after and the epoch kept (0: the cut model)."""
+    kept = finetune_kept(small, data, recipe, start_score=start_score, progress=progress)
     small.cpu().eval()
-    return scores(small, data)
+    return {**scores(small, data), "epoch_kept": kept.epoch}
 
 
 def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:

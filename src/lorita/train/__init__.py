@@ -9,6 +9,7 @@ Example:
 
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate
+from lorita.train.finetuning import FineTuned, finetune
 from lorita.train.loop import TrainResult, train
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate", "train"]
+__all__ = ["FineTuned", "TrainConfig", "TrainResult", "evaluate", "finetune", "train"]

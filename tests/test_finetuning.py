@@ -1,0 +1,62 @@
+"""lorita.train.finetune: the best validation epoch, or the model as it was when no epoch beats it."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from lorita.data import Split
+from lorita.train import TrainConfig, evaluate, finetune
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (90,), generator=g)
+    x = (torch.randint(0, 60, (90, 1, 2, 2), generator=g) + 90 * y.view(-1, 1, 1, 1)).to(torch.uint8)
+    return SimpleNamespace(train=Split(x[:60], y[:60], [0.4], [0.3]), val=Split(x[60:], y[60:], [0.4], [0.3]))
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_an_epoch_that_beats_the_start_is_kept():
+    model, d = net(), data()
+    start = evaluate(model, d.val)[0]
+    kept = finetune(model, d, TrainConfig(epochs=4, batch_size=10, lr=0.2, device="cpu"))
+    assert kept.epoch == kept.result.best_epoch >= 1 and kept.score == kept.result.best_val_acc > start
+    assert all(torch.equal(v, kept.result.best_state[k]) for k, v in model.state_dict().items())
+    assert evaluate(model, d.val)[0] == kept.score
+
+
+def test_the_model_as_it_was_is_kept_when_no_epoch_beats_it():
+    model, d = net(), data()
+    finetune(model, d, TrainConfig(epochs=6, batch_size=10, lr=0.2, device="cpu"))
+    trained, acc = state(model), evaluate(model, d.val)[0]
+    # a learning rate that wrecks the weights: every epoch scores below the start
+    kept = finetune(model, d, TrainConfig(epochs=2, batch_size=10, lr=50.0, momentum=0.0, device="cpu"))
+    assert kept.epoch == 0 and kept.score == acc and kept.result.best_val_acc < acc
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+
+
+def test_a_tie_keeps_the_start_and_a_given_start_score_is_the_bar():
+    model, d = net(), data()
+    before = state(model)
+    kept = finetune(model, d, TrainConfig(epochs=2, batch_size=10, lr=0.2, device="cpu"), start_score=100.0)
+    assert kept.epoch == 0 and kept.score == 100.0  # no epoch can beat 100%: the start stays
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("select_by", ["val_acc", "val_loss"])
+def test_the_start_is_scored_by_the_recipe_s_select_by(select_by):
+    model, d = net(), data()
+    acc, loss = evaluate(model, d.val)
+    recipe = TrainConfig(epochs=1, batch_size=10, lr=50.0, momentum=0.0, device="cpu", select_by=select_by)
+    kept = finetune(model, d, recipe)
+    assert kept.epoch == 0 and kept.score == (acc if select_by == "val_acc" else -loss)
