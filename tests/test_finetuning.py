@@ -60,3 +60,20 @@ def test_the_start_is_scored_by_the_recipe_s_select_by(select_by):
     recipe = TrainConfig(epochs=1, batch_size=10, lr=50.0, momentum=0.0, device="cpu", select_by=select_by)
     kept = finetune(model, d, recipe)
     assert kept.epoch == 0 and kept.score == (acc if select_by == "val_acc" else -loss)
+
+
+def test_a_compressed_run_keeps_its_cut_model_when_fine_tuning_cannot_beat_it():
+    from lorita.cutspec import Ranks
+    from lorita.runs import compress_model
+
+    d = data()
+    d.test, d.example_input = d.val, lambda: torch.zeros(1, 1, 2, 2)
+    model = net()
+    finetune(model, d, TrainConfig(epochs=8, batch_size=10, lr=0.2, device="cpu"))
+    model.eval()
+    assert evaluate(model, d.val)[0] == 100.0  # separable: nothing left to gain on validation
+    recipe = TrainConfig(epochs=2, batch_size=10, lr=0.05, device="cpu")
+    small, results = compress_model(model, d, Ranks({"1": 4}), finetune=recipe, progress=False)
+    cut, finetuned = results["after_cut"], results["after_finetune"]
+    assert cut["val_acc"] == 100.0 and finetuned["epoch_kept"] == 0  # a tie keeps the cut model
+    assert finetuned["val_loss"] == cut["val_loss"] and finetuned["test_loss"] == cut["test_loss"]
