@@ -274,3 +274,13 @@ def test_an_encoder_with_one_layer_split_and_another_left_keeps_off_its_nested_t
     with torch.no_grad():
         torch.testing.assert_close(split(x, src_key_padding_mask=PADDING[:, :L])[KEPT],
                                    model(x, src_key_padding_mask=PADDING[:, :L])[KEPT], atol=1e-5, rtol=1e-5)
+
+
+def test_a_split_and_cut_encoder_exports_with_torch_export_to_the_same_function():
+    half = lorita.compress(split_attention(_encoder()), ranks={"layers.0.self_attn.q_proj": 2,
+                                                               "layers.1.linear1": 3}).eval()
+    x, padding = torch.randn(N, L, E), PADDING[:, :L]
+    program = torch.export.export(half, (x,), kwargs={"src_key_padding_mask": padding})
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(x, src_key_padding_mask=padding),
+                                   half(x, src_key_padding_mask=padding), atol=1e-6, rtol=1e-5)

@@ -190,8 +190,8 @@ def split_attention(model: nn.Module) -> nn.Module:
     ``add_bias_kv`` / ``add_zero_attn``, hooks or parametrizations. An encoder holding a split layer never takes
     PyTorch's nested-tensor path: with a padding mask it is slower, and its padded positions' outputs are computed
     rather than zero; a query none of whose keys may be attended to gives 0 (PyTorch's fused path: NaN).
-    ``torch.jit.script`` cannot compile ``SplitAttention`` (``torch.jit.trace``, ONNX export and ``torch.compile``
-    can).
+    ``torch.jit.script`` cannot compile ``SplitAttention`` (``torch.export``, ``torch.jit.trace``, ONNX export and
+    ``torch.compile`` can).
 
     Example:
         >>> layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
