@@ -129,6 +129,23 @@ def test_token_targets_of_minus_100_are_left_out_of_a_language_model_s_scores():
         evaluate(Tokens(), DatasetSplit(TensorDataset(ids, torch.full((2, 4), -100)), "val"))
 
 
+def test_uint8_targets_of_class_156_are_scored_not_taken_for_minus_100():
+    x, y = torch.randn(8, 4), torch.tensor([156, 156, 3, 156, 0, 156, 156, 199])  # -100 as uint8 wraps to 156
+    results = []
+    for targets in (y, y.to(torch.uint8)):
+        torch.manual_seed(0)
+        data = TensorDataset(x, targets)
+        results.append(train(nn.Linear(4, 200), (data, data), TrainConfig(epochs=1, batch_size=8, device="cpu")))
+    assert results[0].history[0]["train_loss"] == results[1].history[0]["train_loss"]
+    assert results[0].history[0]["train_acc"] == results[1].history[0]["train_acc"]
+
+
+def test_a_training_split_whose_every_target_is_minus_100_is_refused():
+    data = TensorDataset(torch.randn(8, 4), torch.full((8,), -100))
+    with pytest.raises(LoritaError, match="every target of the training split is -100"):
+        train(nn.Linear(4, 3), (data, blobs(8, 1)), TrainConfig(epochs=1, batch_size=4, device="cpu"))
+
+
 def test_int32_and_uint8_targets_train_as_int64_ones():
     x, y = torch.randn(8, 4), torch.arange(8) % 3
     results = []

@@ -120,10 +120,12 @@ def measure(column: Column, size: float, data, original: Profile, example: torch
     val_cut, test_cut = metric.measure(small, data.val), metric.measure(small, data.test)
     val, test, kept = val_cut, test_cut, 0
     if column.finetune is not None:
-        kept, score, _ = finetune(small, data, column.finetune, start_score=metric.score(val_cut))
-        if kept:  # else the cut model itself, its scores as measured
-            val, test = metric.unscore(score), metric.measure(small.cpu().eval(), data.test)
+        same = column.finetune.select_by == metric.val  # epochs scored as the metric scores: compared directly
+        kept, score, _ = finetune(small, data, column.finetune, start_score=metric.score(val_cut) if same else None)
         small = small.cpu().eval()
+        if kept:  # else the cut model itself, its scores as measured
+            val = metric.unscore(score) if same else metric.measure(small, data.val)
+            test = metric.measure(small, data.test)
     return Cut(size, counts.params / original.params, counts.macs / max(original.macs, 1), val, test, val_cut,
                test_cut, kept, time.time() - tic, {**detail, "model": small})
 

@@ -226,7 +226,8 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
     after_cut = {"params": cut.params, "macs": cut.macs, "flops": cut.flops, **scores(small, data)}
     after_finetune = None
     if finetune is not None:
-        after_finetune = _finetune(small, data, finetune, metric.score(after_cut[metric.val]), progress)
+        cut_score = metric.score(after_cut[metric.val]) if metric.val == finetune.select_by else None  # else measured
+        after_finetune = _finetune(small, data, finetune, cut_score, progress)
     after_int8 = None
     if how.int8:  # then int8 weights, one scale per output channel (lorita.quantize)
         small = quantize(small, "int8")
@@ -269,7 +270,7 @@ def _spectra(model: nn.Module, data, how: CutSpec, recipe: TrainConfig | None) -
     return Spectra(model, example_input(data), batches=batches)
 
 
-def _finetune(small: nn.Module, data, recipe: TrainConfig, start_score: float, progress: bool) -> dict:
+def _finetune(small: nn.Module, data, recipe: TrainConfig, start_score: float | None, progress: bool) -> dict:
     """Fine-tune ``small`` in place (``lorita.train.finetune``: the best validation epoch, or the cut model itself
     if none beat it); its scores after and the epoch kept (0: the cut model)."""
     kept = finetune_kept(small, data, recipe, start_score=start_score, progress=progress)

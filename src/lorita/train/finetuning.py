@@ -11,9 +11,11 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from lorita.errors import LoritaError
 from lorita.train.config import TrainConfig
 from lorita.train.evaluate import evaluate
 from lorita.train.loop import TrainResult, train
+from lorita.train.user_data import is_pair, user_splits
 
 
 class FineTuned(NamedTuple):
@@ -30,9 +32,11 @@ def finetune(model: nn.Module, data: Any, recipe: TrainConfig, *, start_score: f
     """Fine-tune ``model`` in place with ``recipe``; keep the epoch that scored best on ``data.val``
     (``recipe.select_by``), or the weights it started with when no epoch beat them (a tie keeps them too).
 
-    ``start_score``: the model's validation score as it is, where the caller has measured it (val acc, or minus val
-    loss with ``select_by="val_loss"``); else it is evaluated here. The model is left on the recipe's device, in
-    training mode: the caller moves it and calls ``eval()``.
+    ``data`` as :func:`lorita.train.train` takes it. ``start_score``: the model's validation score as it is, in the
+    recipe's ``select_by`` (val acc, or minus val loss), where the caller has measured it; else it is evaluated
+    here. The model is left on the recipe's device, in training mode: the caller moves it and calls ``eval()``.
+    Where training stops on an error (it diverged), the model gets its starting weights back before the error is
+    raised.
 
     Example:
         >>> import torch
@@ -50,10 +54,15 @@ def finetune(model: nn.Module, data: Any, recipe: TrainConfig, *, start_score: f
         [-1.0, 1.0]
     """
     if start_score is None:
-        acc, loss = evaluate(model, data.val)
+        val = user_splits(data, recipe)[1] if is_pair(data) else data.val
+        acc, loss = evaluate(model, val, recipe.eval_batch_size)
         start_score = acc if recipe.select_by == "val_acc" else -loss
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    result = train(model, data, recipe, progress=progress)
+    try:
+        result = train(model, data, recipe, progress=progress)
+    except (LoritaError, KeyboardInterrupt):
+        model.load_state_dict(before)
+        raise
     if result.best_state is not None and result.best_score > start_score:
         model.load_state_dict(result.best_state)
         return FineTuned(result.best_epoch, result.best_score, result)

@@ -259,7 +259,7 @@ def _targets_counted(y: torch.Tensor, ctx) -> tuple[int, int | torch.Tensor]:
     """The targets a step scores (those of ``IGNORE_INDEX`` left out): this rank's, and the whole global batch's
     (under DDP summed over the ranks, each of which may skip a different number); at least 1 where all are skipped
     (the step's loss is then 0), so that the mean over them is defined."""
-    local = int((y != IGNORE_INDEX).sum())
+    local = int((y != IGNORE_INDEX).sum()) if y.dtype.is_signed else y.numel()  # uint8 has no -100 (156 wraps)
     if not ctx.distributed:
         return local, max(local, 1)
     counted = distributed.all_reduce_sum(torch.tensor(float(local), device=ctx.device), ctx)
@@ -301,6 +301,9 @@ def _train_one_epoch(net, optimizer, loss_fn, split, config: TrainConfig, epoch:
         count += local_count
     totals = torch.stack([loss_sum, correct, torch.tensor(float(count), dtype=torch.float64, device=ctx.device)])
     loss_total, correct_total, count_total = distributed.all_reduce_sum(totals, ctx).tolist()
+    if not count_total:
+        raise LoritaError(f"training: every target of the training split is {IGNORE_INDEX} (skipped), so there is "
+                          "nothing to learn from; give it targets that are class indices")
     return loss_total / count_total, 100.0 * correct_total / count_total
 
 
