@@ -54,7 +54,9 @@ def test_compress_evaluate_report(trained, tmp_path, capsys):
     assert results["kept"]["params"] == pytest.approx(results["after_cut"]["params"] / results["original"]["params"])
     small = lorita.load(cut / "model.lorita")
     assert any(isinstance(m, lorita.LowRankLinear) for m in small.modules())
-    capsys.readouterr()
+    said = capsys.readouterr().out
+    assert ("fine-tuning: epoch 1 of 1 kept" in said) == (finetuned["epoch_kept"] == 1)
+    assert ("the cut model is kept" in said) == (finetuned["epoch_kept"] == 0)
     assert main(["evaluate", str(cut), "--write"]) == 0
     printed = capsys.readouterr().out
     evaluation = json.loads((cut / "evaluation.json").read_text())

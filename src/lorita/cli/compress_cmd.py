@@ -255,6 +255,8 @@ def run(args: argparse.Namespace) -> int:
               f"test {results['before']['test_acc']:.2f}% -> {final['test_acc']:.2f}%")
     size = (Path(args.out) / "model.lorita").stat().st_size  # the source's file may hold a composed model's factors
     print(f"{Path(args.out) / 'model.lorita'}: {size / 1024:,.0f} KiB ({'int8' if args.int8 else 'float32'} weights)")
+    if results["after_finetune"] is not None:
+        print(_finetuning_kept(results["after_finetune"]["epoch_kept"], args.finetune_epochs))
     if results["ranks"] and set(results["dense_layers"]) == set(results["ranks"]):
         print(f"note: no layer was cut: each of the {len(results['ranks'])} rank(s) chosen is at or above its "
               "layer's break-even rank (a thin pair there would be no smaller than the dense layer), so the model "
@@ -268,6 +270,18 @@ def run(args: argparse.Namespace) -> int:
               f"{lat['predicted']:.3f}, measured {lat['measured']:.3f} (the compressed model: {timed}) of the "
               f"dense model's {1e3 * lat['dense_s']:.2f} ms")
     return 0
+
+
+def _finetuning_kept(epoch: int, epochs: int) -> str:
+    """What the fine-tuning kept, in a line.
+
+    Example:
+        >>> _finetuning_kept(0, 5)
+        'fine-tuning: no epoch beat the cut model on validation, so the cut model is kept'
+    """
+    if epoch:
+        return f"fine-tuning: epoch {epoch} of {epochs} kept, the best on validation"
+    return "fine-tuning: no epoch beat the cut model on validation, so the cut model is kept"
 
 
 def run_lm(args: argparse.Namespace) -> int:
