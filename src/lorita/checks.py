@@ -184,8 +184,8 @@ def check_device(value: Any, doing: str, *, auto: bool = False, here: bool = Fal
             torch.empty(1, device=device)
         except (RuntimeError, AssertionError, ValueError, ImportError, AttributeError) as err:  # AssertionError:
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0][:200]  # torch's own
-            raise LoritaError(f"device {value!r} cannot be used here ({reason}); use "
-                              f"{'auto' if auto else 'cpu'!r}{' or ' + repr('cpu') if auto else ''}") from None
+            instead = "'auto' or 'cpu'" if auto else "'cpu'"
+            raise LoritaError(f"device {value!r} cannot be used here ({reason}); use {instead}") from None
     return torch.device("cpu") if device.type == "cpu" else device  # one CPU: "cpu:0" is "cpu"
 
 
