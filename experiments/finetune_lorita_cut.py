@@ -28,8 +28,9 @@ import torch
 
 import lorita
 from lorita.cutspec import Budget
+from lorita.errors import LoritaError
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.runs import data_of, train_config_of
+from lorita.runs import data_of, train_config_of, write_json
 from lorita.train import evaluate, finetune
 
 
@@ -95,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the figures here as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    config, data = train_config_of(args.run), data_of(args.run)
-    dense = lorita.merge(lorita.load(f"{args.run}/model.lorita"))
-    small, _ = lorita.cut(dense, Budget(params=args.params))
+    try:
+        config, data = train_config_of(args.run), data_of(args.run)
+        dense = lorita.merge(lorita.load(f"{args.run}/model.lorita"))
+        small, _ = lorita.cut(dense, Budget(params=args.params))
+    except LoritaError as error:
+        parser.error(str(error))
     recipe = dataclasses.replace(config.train, epochs=args.epochs, lr=config.train.lr / 10, warmup_epochs=0,
                                  schedule="cosine", device="cpu")
     layers = {name: {"rank": len(s), "below_1pct_of_largest": int((s < 0.01 * s.max()).sum())}
@@ -113,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         out["variants"][label] = variant(small, data, use, quantile)
         print(label, json.dumps(out["variants"][label]), flush=True)
     if args.out:
-        with open(args.out, "w", encoding="utf-8") as handle:
-            json.dump(out, handle, indent=1)
+        write_json(args.out, out)  # atomically: no half-written file
     return 0
 
 
