@@ -8,10 +8,11 @@ Cuts the run's merged model to ``--params`` of its params (``lorita.cut(Budget(p
 the same cut four ways, as an experiment's "+ FT" columns do (the run's recipe, ``--epochs`` long, cosine from its
 lr / 10, no warm-up): as cut (each pair ``S^(1/2) V^T`` and ``U S^(1/2)``); without weight decay; and with each
 pair rebalanced so that no direction's first factor is smaller than the median, or the 90th percentile, of the
-layer's (the product unchanged: a direction whose singular value is near zero is near zero in both factors as cut,
-so neither factor's gradient can grow it). Prints and writes, per variant, validation accuracy before, at the best
-epoch and at the last, and what ``lorita.train.finetune`` keeps (the best epoch, or the cut when none beats it);
-per layer, the cut's rank and how many kept directions lie below 1% of the layer's largest singular value.
+layer's (``lorita.rebalance_pairs``; the product unchanged: a direction whose singular value is near zero is near
+zero in both factors as cut, so neither factor's gradient can grow it). Prints and writes, per variant,
+validation accuracy before, at the best epoch and at the last, and what ``lorita.train.finetune`` keeps (the best
+epoch, or the cut when none beats it); per layer, the cut's rank and how many kept directions lie below 1% of the
+layer's largest singular value.
 The test split is not read.
 """
 
@@ -52,32 +53,11 @@ def direction_sizes(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def rebalance(model: torch.nn.Module, quantile: float) -> None:
-    """Scale each pair's directions so that the first factor's row norm is at least the layer's ``quantile`` of
-    them, the second factor's column divided by the same: the product is unchanged.
-
-    Example:
-        >>> pair = lorita.truncate(torch.nn.Linear(6, 5), 3)
-        >>> product = pair[1].weight @ pair[0].weight
-        >>> rebalance(torch.nn.Sequential(pair), 0.9)
-        >>> torch.allclose(pair[1].weight @ pair[0].weight, product, atol=1e-6)
-        True
-    """
-    for module in model.modules():
-        if isinstance(module, LOWRANK_TYPES):
-            first, second = module[0].weight, module[1].weight
-            norms = first.flatten(1).norm(dim=1)
-            scale = torch.maximum(norms, torch.quantile(norms, quantile)) / norms.clamp_min(1e-30)
-            with torch.no_grad():
-                first.mul_(scale.view(-1, *([1] * (first.dim() - 1))))
-                second.mul_((1 / scale).view(1, -1, *([1] * (second.dim() - 2))))
-
-
 def variant(small, data, recipe, quantile: float | None) -> dict:
     """One fine-tuning of a copy of ``small``: validation accuracy before, best, last, and what is kept."""
     model = copy.deepcopy(small)
     if quantile is not None:
-        rebalance(model, quantile)
+        lorita.rebalance_pairs(model, quantile)
     before = evaluate(model, data.val)[0]
     tic = time.perf_counter()
     kept = finetune(model, data, recipe)

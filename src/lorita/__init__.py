@@ -25,6 +25,7 @@ from lorita.latency import keep_faster
 from lorita.lowrank import LowRankConv2d, LowRankLinear, truncate
 from lorita.profile import Profile, profile
 from lorita.quantize import Int8Config, quantize
+from lorita.rebalance import rebalance_pairs
 from lorita.select import choose_ranks, cut, search_accuracy, select_ranks
 from lorita.serialization import load, save
 from lorita.svd_cache import SVDCache
@@ -40,9 +41,9 @@ import lorita.train  # noqa: E402,F401
 import lorita.whiten  # noqa: E402,F401
 
 __all__ = [
-    "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d",
-    "LowRankLinear", "Profile", "SVDCache", "SplitAttention", "TrainConfig", "__version__", "choose_ranks", "compose",
-    "compress", "cut", "fold_batchnorm", "fuse_attention", "keep_faster", "load", "merge", "profile", "quantize",
+    "ComposedConv2d", "ComposedLinear", "Int8Config", "LoritaError", "LoritaWarning", "LowRankConv2d", "LowRankLinear",
+    "Profile", "SVDCache", "SplitAttention", "TrainConfig", "__version__", "choose_ranks", "compose", "compress", "cut",
+    "fold_batchnorm", "fuse_attention", "keep_faster", "load", "merge", "profile", "quantize", "rebalance_pairs",
     "recalibrate_batchnorm", "register_linear_subclass", "save", "search_accuracy", "select_ranks", "spectrum",
     "split_attention", "truncate",
 ]

@@ -28,6 +28,7 @@ from torch import nn
 from lorita.cutspec import Budget
 from lorita.metric import ACCURACY, Metric
 from lorita.profile import Profile, profile
+from lorita.rebalance import rebalance_pairs
 from lorita.select import BudgetOutOfReach, choose_ranks
 from lorita.spectra import Spectra
 from lorita.sweep import smallest_within
@@ -68,7 +69,9 @@ class Column:
     """A method: its label, whether it is LoRITa, the cutter (size -> model), the fine-tuning recipe (None: no
     fine-tuning), and the seconds and epochs spent training its model; ``exposure``: its training's penalty
     exposure (``lorita.train.exposure``), ``between_epochs``: fine-tuning epochs the cutter itself spends (between
-    pruning rounds), ``refine``: the bisection steps of its crossing of the target (None: the experiment's)."""
+    pruning rounds), ``refine``: the bisection steps of its crossing of the target (None: the experiment's),
+    ``rebalance``: the quantile its cut's thin pairs are rebalanced to before fine-tuning
+    (``lorita.rebalance.rebalance_pairs``; None: fine-tuned as cut)."""
 
     label: str
     lorita: bool
@@ -79,6 +82,7 @@ class Column:
     exposure: float | None = None
     between_epochs: int = 0
     refine: int | None = None
+    rebalance: float | None = None
 
 
 def svd_cutter(spectra: Spectra, how: Budget | None = None) -> Cutter:
@@ -120,6 +124,8 @@ def measure(column: Column, size: float, data, original: Profile, example: torch
     val_cut, test_cut = metric.measure(small, data.val), metric.measure(small, data.test)
     val, test, kept = val_cut, test_cut, 0
     if column.finetune is not None:
+        if column.rebalance is not None:  # the product unchanged: the cut's figures above stand
+            rebalance_pairs(small, column.rebalance)
         same = column.finetune.select_by == metric.val  # epochs scored as the metric scores: compared directly
         kept, score, _ = finetune(small, data, column.finetune, start_score=metric.score(val_cut) if same else None)
         small = small.cpu().eval()

@@ -441,10 +441,13 @@ def _finetuned_columns(s: _Seed, trained: dict, use_tp: bool) -> list[compare.Co
         base = s.spectra(run, depth)
         seconds, exposure = run.results["train_seconds"], _exposure(run)
         cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(depth)))
-        columns.append(compare.Column(column_label(depth, True), depth > 1, cutter, ft, seconds, total, exposure))
+        rebalance = spec.columns.finetune_rebalance  # every column whose cut has thin pairs, both sides
+        columns.append(compare.Column(column_label(depth, True), depth > 1, cutter, ft, seconds, total, exposure,
+                                      rebalance=rebalance))
         if depth == 1 and spec.columns.calibrate:
             cutter = s.recalibrating(compare.svd_cutter(base, spec.columns.svd(1, whitened=True)))
-            columns.append(compare.Column("plain + whitened SVD + FT", False, cutter, ft, seconds, total, exposure))
+            columns.append(compare.Column("plain + whitened SVD + FT", False, cutter, ft, seconds, total, exposure,
+                                          rebalance=rebalance))
         if depth == 1 and use_tp:
             between, last = split_finetune(ft, spec.columns.prune_rounds)
             cutter = iterative_prune_cutter(base.model, s.example, rounds=spec.columns.prune_rounds, between=between,
@@ -525,6 +528,9 @@ def _measured_cuts(spec: ExperimentSpec, seed: int, folder: Path) -> MeasuredCut
     return MeasuredCuts(folder, measured_cuts_key(spec, seed), _earlier(spec, seed))
 
 
+_KEYS_ADDED_LATER = ("finetune_rebalance",)  # settings added after seeds were recorded; None was the only way
+
+
 def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
     """What seed ``seed``'s measured cuts depend on besides their inputs: the experiment's settings (the trainings
     it may reuse, its other seeds and the settings of one side alone aside: those count in that side's cuts'
@@ -536,7 +542,9 @@ def measured_cuts_key(spec: ExperimentSpec, seed: int) -> dict:
         (3, 'fcn', False, False)
     """
     aside = {"reuse", "seeds", *PLAIN_SIDE, *LORITA_SIDE}
-    return json.loads(json.dumps({"spec": {k: v for k, v in spec.flat().items() if k not in aside},
+    flat = spec.flat()
+    aside |= {k for k in _KEYS_ADDED_LATER if flat[k] is None}  # at its default: records written before it count
+    return json.loads(json.dumps({"spec": {k: v for k, v in flat.items() if k not in aside},
                                   "seed": seed, "lorita_version": __version__}))  # as the record reads back
 
 

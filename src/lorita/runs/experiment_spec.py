@@ -203,7 +203,9 @@ class Columns:
     the layers at a size (``cut_rule``: ``"threshold"``, the paper's one global ``sigma / sigma_max``
     threshold; ``"loss"``, the least-loss allocation of ``lorita.ranks.budget_ranks``; the uncut columns' answer
     is then searched like the fine-tuned ones', while each depth's sweep, its plots and its saved view cuts stay
-    the threshold sweep's; ``plain_cut_rule`` and ``lorita_cut_rule`` set one side's rule, null: ``cut_rule``)."""
+    the threshold sweep's; ``plain_cut_rule`` and ``lorita_cut_rule`` set one side's rule, null: ``cut_rule``), and
+    whether every fine-tuned column's thin pairs are rebalanced before its fine-tuning (``finetune_rebalance``: the
+    quantile of ``lorita.rebalance.rebalance_pairs``, 0.9 say; null: fine-tuned as cut)."""
 
     finetune_epochs: int = 0
     finetune_lr: float | None = None
@@ -223,9 +225,15 @@ class Columns:
     cut_rule: str = "threshold"
     plain_cut_rule: str | None = None
     lorita_cut_rule: str | None = None
+    finetune_rebalance: float | None = None
 
     def __post_init__(self) -> None:
         check_int("finetune_epochs", self.finetune_epochs, minimum=0)
+        if self.finetune_rebalance is not None:
+            check_number("finetune_rebalance", self.finetune_rebalance, minimum=0, maximum=1, low_open=True,
+                         meaning="the quantile each thin pair is rebalanced to before fine-tuning; null: not")
+            if not self.finetune_epochs:
+                raise LoritaError("finetune_rebalance needs fine-tuned columns: set finetune_epochs too")
         if self.finetune_lr is not None:
             check_number("finetune_lr", self.finetune_lr, minimum=0, low_open=True, maximum=MAX_RATE)
         if self.torch_pruning not in (None, True, False):
@@ -340,7 +348,7 @@ _FLAT = ("model", "dataset", "model_kwargs", "data_dir", "max_train", "depths", 
          "warm_start_weight_decay", "bar_ratio", "batchnorm", "small_dense", "small_dense_refine", "prune_rounds",
          "prune_importance", "pre_registered", "plain_train", "lorita_train", "plain_finetune_epochs",
          "lorita_finetune_epochs", "reuse", "target_train", "cut_rule", "plain_cut_rule", "lorita_cut_rule",
-         "factorized", "factorized_refine")
+         "factorized", "factorized_refine", "finetune_rebalance")
 _PART_OF = {f.name: part for part, cls in _PARTS.items() for f in fields(cls)}
 assert set(_FLAT) == set(_PART_OF)
 # The flat keys only one side's columns depend on besides the trainings they cut: the plain side's (depth 1: its
