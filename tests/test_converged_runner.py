@@ -232,6 +232,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
     if name == "fcn":
         amended.add("p1r1")  # amendment 4's wiring: p1 for the plain side and r1 for LoRITa's, in one run
         amended.add("p1p3g3")  # amendment 1's rerun under the grid's choices at 60 epochs: p1's target, p3, g3
+        amended.add("p1p3g3b")  # amendment 8: p1p3g3 with every fine-tuned cut's pairs rebalanced first
     else:
         amended.add("p2p4g4")  # amendment 1's rerun under the grid's choices: p2's target, p4's alternatives, g4
     assert set(settings) == {"base", "g1", "g2", "g3", "g4", "p1", "p2", "p3", "p4", "taylor"} | amended
@@ -243,7 +244,7 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             assert (spec.recipe.init, spec.recipe.init_scale, base.recipe.init_scale) == ("default", 0.76, None)
         if setting.startswith("g"):  # LoRITa's side only: the plain side and the target as at the base
             assert plain == base.recipe.train and spec.columns.finetune_for(1) == base.columns.finetune_for(1)
-        if setting.startswith("p") and setting not in ("p2p4g4", "p1p3g3"):  # (both sides: own checks below)
+        if setting.startswith("p") and setting not in ("p2p4g4", "p1p3g3", "p1p3g3b"):  # (both sides: own checks below)
             assert lorita == base.recipe.train and spec.columns.finetune_for(2) == base.columns.finetune_for(2)
         if setting in ("p1", "p2", "p3"):
             assert spec.recipe.target_train == {}  # judged at the base plain model's target
@@ -271,6 +272,9 @@ def test_every_grid_setting_is_a_valid_experiment_that_changes_one_side(name):
             choices = {"target_plain": "p1", "alternatives": "p3", "lorita": "g3", "torch_pruning_importance": "l1"}
             combined = _script("converged_choose").combined(choices, settings)
             assert combined == settings["p1p3g3"]
+        if setting == "p1p3g3b":  # p1p3g3's every setting, and the fine-tuned cuts rebalanced (both sides alike)
+            assert settings["p1p3g3b"] == {**settings["p1p3g3"], "finetune_rebalance": 0.9}
+            assert spec.columns.finetune_rebalance == 0.9 and base.columns.finetune_rebalance is None
     g2 = load_spec(path, **settings["g2"]).recipe
     changed = g2.for_depth(g2.train, 2)
     assert changed.lr * changed.weight_decay == pytest.approx(base.recipe.train.lr * base.recipe.train.weight_decay)
