@@ -52,6 +52,6 @@ def rebalance_pairs(model: nn.Module, quantile: float = 0.9) -> int:
             continue
         with torch.no_grad():
             first.mul_(scale.to(first.dtype).view(-1, *([1] * (first.dim() - 1))))
-            second.div_(scale.to(second.dtype).view(1, -1, *([1] * (second.dim() - 2))))
+            second.mul_((1 / scale).to(second.dtype).view(1, -1, *([1] * (second.dim() - 2))))
         changed += 1
     return changed
