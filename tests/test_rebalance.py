@@ -11,7 +11,7 @@ import lorita
 from lorita import LoritaError
 from lorita.data import load_dataset
 from lorita.profile import profile
-from lorita.runs import ExperimentSpec
+from lorita.runs import ExperimentSpec, run_experiment
 from lorita.runs.compare import Column, measure
 from lorita.runs.experiment import measured_cuts_key
 from lorita.train import TrainConfig, evaluate, finetune
@@ -70,6 +70,49 @@ def test_a_zero_direction_and_a_model_without_pairs_are_left_as_they_are():
     assert lorita.rebalance_pairs(dense) == 0
     assert all(torch.equal(v, state[k]) for k, v in dense.state_dict().items())
     assert lorita.rebalance_pairs(nn.Sequential(_with_small_directions(lorita.truncate(nn.Linear(6, 5), 4))), 0) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_pair_stays_finite_and_computes_the_same(dtype):
+    pair = _with_small_directions(lorita.truncate(nn.Linear(16, 12), 8), scale=1e-6)  # below float16's floor/max
+    x = torch.randn(5, 16)
+    before = pair(x)
+    pair.to(dtype)
+    lorita.rebalance_pairs(nn.Sequential(pair), 0.9)
+    assert all(torch.isfinite(p).all() for p in pair.parameters())
+    assert torch.allclose(pair.float()(x), before, atol=0.05)
+
+
+def test_a_bias_on_the_first_factor_is_scaled_with_its_row():
+    torch.manual_seed(0)
+    pair = lorita.LowRankLinear(6, 5, rank=4)
+    pair[0] = nn.Linear(6, 4)  # a first factor with its own bias
+    _with_small_directions(pair)
+    x = torch.randn(3, 6)
+    before = pair(x)
+    assert lorita.rebalance_pairs(nn.Sequential(pair), 0.9) == 1
+    assert torch.allclose(pair(x), before, atol=1e-6)
+
+
+def test_shared_quantized_and_non_finite_factors_are_refused_before_anything_changes():
+    first = _with_small_directions(lorita.truncate(nn.Linear(6, 5), 4))
+    other = lorita.truncate(nn.Linear(6, 5), 4)
+    other[0] = first[0]  # two pairs, one first factor
+    shared = nn.Sequential(first, other)
+    state = copy.deepcopy(shared.state_dict())
+    with pytest.raises(LoritaError, match=r"pairs '0' and '1' share a factor's tensor"):
+        lorita.rebalance_pairs(shared)
+    assert all(torch.equal(v, state[k]) for k, v in shared.state_dict().items())
+    quantized = lorita.quantize(nn.Sequential(_with_small_directions(lorita.truncate(nn.Linear(6, 5), 4))), "int8")
+    with pytest.raises(LoritaError, match=r"pair '0': a factor's weight is computed on access"):
+        lorita.rebalance_pairs(quantized)
+    clean, broken = (_with_small_directions(lorita.truncate(nn.Linear(6, 5), 4)) for _ in range(2))
+    with torch.no_grad():
+        broken[0].weight[0, 0] = float("nan")
+    state = copy.deepcopy(clean.state_dict())
+    with pytest.raises(LoritaError, match=r"layer '1' has NaN in its weight"):
+        lorita.rebalance_pairs(nn.Sequential(clean, broken))
+    assert all(torch.equal(v, state[k]) for k, v in clean.state_dict().items())  # checked before any change
 
 
 @pytest.mark.parametrize("quantile", [-0.1, 1.5, float("nan"), "0.9"])
@@ -136,3 +179,25 @@ def test_the_setting_counts_in_the_measured_cuts_key_only_when_set():
     assert "finetune_rebalance" not in measured_cuts_key(base, 0)["spec"]  # records written before it still count
     assert measured_cuts_key(rebalanced, 0)["spec"]["finetune_rebalance"] == 0.9
     assert ExperimentSpec.from_flat(rebalanced.flat()) == rebalanced
+
+
+def test_the_setting_rebalances_exactly_the_fine_tuned_columns_with_thin_pairs(tmp_path, monkeypatch):
+    import lorita.runs.compare as compare
+
+    seen, measure_now = {}, compare.measure
+
+    def recording(column, *args, **kwargs):
+        seen[column.label] = column.rebalance
+        return measure_now(column, *args, **kwargs)
+
+    monkeypatch.setattr(compare, "measure", recording)
+    flat = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},
+            "depths": [1, 2], "points": 3, "refine_steps": 1, "sizes": [0.5], "refine_sizes": 0,
+            "finetune_epochs": 1, "calibrate": 2, "torch_pruning": False, "finetune_rebalance": 0.9,
+            "train": {"epochs": 2, "batch_size": 32, "device": "cpu"}}
+    results = run_experiment(ExperimentSpec.from_flat(flat), tmp_path / "b", progress=False)
+    assert seen == {"plain + SVD": None, "LoRITa N=2": None, "plain + whitened SVD": None,
+                    "plain + SVD + FT": 0.9, "plain + whitened SVD + FT": 0.9, "LoRITa N=2 + FT": 0.9}
+    assert results["spec"]["finetune_rebalance"] == 0.9
+    report = (tmp_path / "b" / "report.md").read_text()
+    assert "each thin pair rebalanced first, no direction below its layer's 0.9 quantile" in report

@@ -340,6 +340,19 @@ def plot_columns(results: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _rebalance_clause(spec: dict) -> str:
+    """How the fine-tuned columns' thin pairs started (the setting ``finetune_rebalance``; absent in older files).
+
+    Example:
+        >>> print(_rebalance_clause({"finetune_rebalance": 0.9}) + ".", repr(_rebalance_clause({})))
+        ; each thin pair rebalanced first, no direction below its layer's 0.9 quantile. ''
+    """
+    quantile = spec.get("finetune_rebalance")
+    if quantile is None:
+        return ""
+    return f"; each thin pair rebalanced first, no direction below its layer's {quantile:g} quantile"
+
+
 def _warm_line(recipe: dict) -> str:
     if not recipe.get("warm_start_epochs"):
         return ""
@@ -418,7 +431,8 @@ def write_demo_report(out: Path, results: dict) -> Path:
         f"({recipe['optimizer']} lr {recipe['lr']}, {recipe['schedule']}, weight decay {recipe['weight_decay']}, "
         f"factor init {recipe['init']}); fine-tuned columns train {recipe['epochs'] - recipe['finetune_epochs']} "
         f"epochs, are cut, then fine-tuned {recipe['finetune_epochs']} (lr {ft_lr:g}, the best epoch on validation "
-        f"kept, the cut itself included). {_warm_line(recipe)}Seed(s) {', '.join(map(str, seeds))}: each changes the "
+        f"kept, the cut itself included{_rebalance_clause(results['spec'])}). "
+        f"{_warm_line(recipe)}Seed(s) {', '.join(map(str, seeds))}: each changes the "
         f"split, the init and the batch order. Original model: {human(plain['uncompressed']['params'])} params, "
         f"{human(plain['uncompressed']['flops'])} FLOPs per example (FLOPs = 2 x MACs).",
         "",
