@@ -57,7 +57,7 @@ def _checked_pairs(model: nn.Module) -> list[nn.Module]:
         if not isinstance(module, LOWRANK_TYPES):
             continue
         for factor in module:
-            if not isinstance(factor._parameters.get("weight"), nn.Parameter):
+            if "weight" not in dict(factor.named_parameters(recurse=False)):  # its own parameter, not computed
                 raise LoritaError(f"pair {name!r}: a factor's weight is computed on access (quantized or "
                                   "parametrized), so it cannot be rescaled in place; rebalance before quantizing")
             check_finite(factor.weight, name)
