@@ -5,15 +5,20 @@ factors, checkpoints and the final model are written merged (the plain GPT-2 loa
 with no missing or unexpected keys, and its outputs are the merged composed model's:
 compared exactly, since both hold the same float32 tensors), and a run resumed from a
 checkpoint is composed again from the merged weights (their product equals the
-checkpoint's weights up to float32 rounding of the balanced split: 1e-5).
+checkpoint's weights up to float32 rounding of the balanced split: 1e-5), for GPT-2's Conv1D,
+a Llama's nn.Linear and a Conv2d alike.
 """
 
 import os
+import pickle
+import sys
 import warnings
 
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
@@ -150,3 +155,138 @@ def test_clear_errors_and_warnings(tmp_path):
             lorita.hf.LoritaCallback(depth=depth)
     with pytest.raises(LoritaError, match="init must be one of"):
         lorita.hf.LoritaCallback(init="zeros")
+    with pytest.raises(LoritaError, match='init_scale scales .* not init="preserve"'):  # the callback's default init
+        lorita.hf.LoritaCallback(init_scale=0.5)
+
+
+def tiny_llama():
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16,
+                                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config)
+
+
+class ConvNet(nn.Module):
+    """A plain nn.Module the Trainer trains: a Conv2d and a Linear, the loss in its output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.head(torch.relu(self.conv(pixel_values)).flatten(1))
+        return {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
+def images(n=12):
+    g = torch.Generator().manual_seed(0)
+    return [{"pixel_values": x, "labels": int(y)}
+            for x, y in zip(torch.randn(n, 2, 4, 4, generator=g), torch.randint(0, 3, (n,), generator=g))]
+
+
+class MergedAtStart(transformers.TrainerCallback):
+    """Records the merged weights of the model as train() begins (after a resume has loaded the checkpoint)."""
+
+    def __init__(self):
+        self.weights = {}
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self.weights = {k: v.detach().clone() for k, v in lorita.merge(model).state_dict().items()}
+
+
+@pytest.mark.parametrize("make, rows, composed", [(tiny_llama, data, lorita.ComposedLinear),
+                                                  (ConvNet, images, lorita.ComposedConv2d)])
+def test_resume_of_linear_and_conv2d_layers_gives_every_checkpoint_weight_back(tmp_path, make, rows, composed):
+    for steps in (3, 5):  # the first run writes checkpoint-3, the second resumes from it
+        torch.manual_seed(steps)  # the resumed run starts from other weights: only the checkpoint can give them
+        model, seen = make(), MergedAtStart()
+        run = transformers.Trainer(model=model, args=args(tmp_path, steps=steps), train_dataset=rows(),
+                                   callbacks=[lorita.hf.LoritaCallback(depth=2), seen])
+        assert any(isinstance(m, composed) for m in model.modules())
+        run.train(resume_from_checkpoint=None if steps == 3 else str(tmp_path / "checkpoint-3"))
+    saved = load_file(str(tmp_path / "checkpoint-3" / "model.safetensors"))
+    assert set(saved) == set(seen.weights)
+    for key, weight in saved.items():  # every weight, so a transposed or reshaped load of any layer fails here
+        torch.testing.assert_close(seen.weights[key], weight, atol=1e-5, rtol=1e-5)
+    assert run.state.global_step == 5
+
+
+def test_load_best_model_at_end_and_a_second_train_keep_the_model_composed(tmp_path):
+    _, model = tiny_gpt2()
+    callback = lorita.hf.LoritaCallback(depth=2)
+    settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True, max_steps=4,
+                    per_device_train_batch_size=4, save_steps=2, eval_strategy="steps", eval_steps=2,
+                    load_best_model_at_end=True, metric_for_best_model="loss", learning_rate=5e-2,
+                    weight_decay=0.1, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"lorita\.compose left")
+        run = transformers.Trainer(model=model, args=transformers.TrainingArguments(**settings),
+                                   train_dataset=data(), eval_dataset=data(4), callbacks=[callback])
+    run.train()
+    best = load_file(os.path.join(run.state.best_model_checkpoint, "model.safetensors"))
+    merged = lorita.merge(run.model).state_dict()
+    for key, weight in best.items():
+        torch.testing.assert_close(merged[key], weight, atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, COMPOSED_TYPES) for m in run.model.modules())
+    assert callback.recomposed  # split again from the best checkpoint: their moments go at the next train()
+    run.train()  # again, over the same factors (and the best checkpoint loaded again at its end)
+    assert run.state.global_step == 4 and any(isinstance(m, COMPOSED_TYPES) for m in run.model.modules())
+    pickle.loads(pickle.dumps(run.model))  # torch.save(model) pickles it: no local function in its hooks
+
+
+def test_a_diverged_run_stops_before_it_writes_a_checkpoint(tmp_path):
+    class Poison(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 2:
+                with torch.no_grad():
+                    model.transformer.h[0].mlp.c_fc.factors[0].fill_(float("nan"))
+
+    _, model = tiny_gpt2()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"lorita\.compose left")
+        run = transformers.Trainer(model=model, args=args(tmp_path, steps=4), train_dataset=data(),
+                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison()])
+    with pytest.raises(LoritaError, match=r"diverged before the checkpoint of step 3, which is not written: layer "
+                                          r"'transformer\.h\.0\.[a-z_.]+' has NaN in its (factors|bias)"):
+        run.train()
+    assert not (tmp_path / "checkpoint-3").exists()  # (it held a config and no weights, which resume then picked)
+
+
+def test_frozen_layers_stay_plain_and_init_scale_reaches_compose(tmp_path):
+    model = tiny_llama()
+    for p in model.model.layers[0].self_attn.parameters():
+        p.requires_grad_(False)
+    with pytest.warns(LoritaWarning, match=r"left 4 frozen layer\(s\) plain.*self_attn\.q_proj"), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="4 composed layer.* start with a product")  # init_scale 0.5: so
+        transformers.Trainer(model=model, args=args(tmp_path), train_dataset=data(),
+                             callbacks=[lorita.hf.LoritaCallback(depth=2, init="default", init_scale=0.5)])
+    attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert all(type(getattr(attention, n)) is nn.Linear for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    assert not attention.q_proj.weight.requires_grad
+    assert isinstance(mlp.up_proj, lorita.ComposedLinear) and isinstance(model.lm_head, lorita.ComposedLinear)
+    original = tiny_llama().model.layers[0].mlp.up_proj.weight  # the same seed: the weights it started from
+    with torch.no_grad():
+        ratio = float(torch.linalg.matrix_norm(mlp.up_proj.weight) / torch.linalg.matrix_norm(original))
+    assert ratio == pytest.approx(0.5, rel=1e-4)
+    model = tiny_llama().requires_grad_(False)
+    with pytest.raises(LoritaError, match="every layer LoritaCallback would compose is frozen"):
+        transformers.Trainer(model=model, args=args(tmp_path), callbacks=[lorita.hf.LoritaCallback(depth=2)])
+
+
+def test_a_callback_added_after_the_trainer_is_built_is_refused(tmp_path):
+    _, model = tiny_gpt2()
+    run = transformers.Trainer(model=model, args=args(tmp_path), train_dataset=data())
+    run.add_callback(lorita.hf.LoritaCallback(depth=2))
+    with pytest.raises(LoritaError, match=r"must be given to Trainer\(\.\.\., callbacks=\[LoritaCallback"):
+        run.train()
+
+
+def test_without_transformers_the_callback_is_absent_with_a_message(monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    monkeypatch.delitem(sys.modules, "lorita.hf_trainer", raising=False)
+    assert not hasattr(lorita.hf, "LoritaCallback")
+    with pytest.raises(LoritaError, match=r"needs transformers .*pip install transformers"):
+        lorita.hf.LoritaCallback  # noqa: B018

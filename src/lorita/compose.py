@@ -12,11 +12,11 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from lorita.checks import check_choice, check_int, check_number
+from lorita.checks import check_choice, check_int
 from lorita.composed import COMPOSED_TYPES, MAX_DEPTH, MODES, ComposedConv2d, ComposedLinear, Init, Mode, Side
 from lorita.conv1d import conv1d_as_linear, conv1d_base, conv1d_from_matrix, is_conv1d
 from lorita.errors import LoritaError
-from lorita.factor_init import LayerInit, plan, rescale, start_ratio, unguarded, warn_small_start
+from lorita.factor_init import LayerInit, check_init_scale, plan, rescale, start_ratio, unguarded, warn_small_start
 from lorita.linalg import check_finite, check_values
 from lorita.targets import (Selector, check_model, copy_model, own_attributes, replace_module, require_layers,
                             scan_layers, select, warn_skipped)
@@ -91,9 +91,7 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
     check_int("depth", depth, maximum=MAX_DEPTH, meaning="number of factors per layer; a lorita file holds at most "
               f"{MAX_DEPTH}")
     check_choice("init", init, COMPOSE_INITS)
-    if init_scale is not None:
-        check_number("init_scale", init_scale, minimum=0, low_open=True,
-                     meaning="the product's Frobenius norm over the original layer's")
+    check_init_scale(init, init_scale)
     check_choice("mode", mode, MODES)
     check_choice("factor_side", factor_side, FACTOR_SIDES)
     already = [n for n, m in model.named_modules() if isinstance(m, COMPOSED_TYPES)]

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lorita.checks import check_number
 from lorita.errors import LoritaError, LoritaWarning
 
 AUTO_SCALE = 1.0
@@ -130,6 +131,25 @@ def fed_by_normalisation(model: nn.Module, name: str) -> bool:
     return bool(before) and is_normalisation(before[-1])
 
 
+def check_init_scale(init: str, init_scale: float | None) -> None:
+    """Refuse an ``init_scale`` that is not a positive number, or given with an init that has nothing to scale.
+
+    Example:
+        >>> check_init_scale("default", 0.5)
+        >>> check_init_scale("preserve", 0.5)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: init_scale scales the paper's random factors (init="default" or "auto"), not init="preserve"; leave init_scale out, or use init="default"
+    """
+    if init_scale is None:
+        return
+    check_number("init_scale", init_scale, minimum=0, low_open=True,
+                 meaning="the product's Frobenius norm over the original layer's")
+    if init not in ("auto", "default"):
+        raise LoritaError(f'init_scale scales the paper\'s random factors (init="default" or "auto"), not '
+                          f'init="{init}"; leave init_scale out, or use init="default"')
+
+
 def plan(names: list[str], exposed: set[str], init: str, init_scale: float | None,
          composes: bool = True) -> dict[str, LayerInit]:
     """Each named layer's start: ``init="auto"`` resolved per layer (``exposed``: the layers ``unguarded``
@@ -140,9 +160,7 @@ def plan(names: list[str], exposed: set[str], init: str, init_scale: float | Non
         >>> plan(["0", "2", "4"], {"2"}, "auto", None)["2"], plan(["0", "2", "4"], {"2"}, "auto", None)["4"]
         (LayerInit(init='default', scale=1.0), LayerInit(init='default', scale=None))
     """
-    if init_scale is not None and init not in ("auto", "default"):
-        raise LoritaError(f'init_scale scales the paper\'s random factors (init="default" or "auto"), not '
-                          f'init="{init}"; leave init_scale out, or use init="default"')
+    check_init_scale(init, init_scale)
     if init != "auto":
         return {name: LayerInit(init, init_scale) for name in names}
     if composes and init_scale is not None and names and not exposed & set(names):
