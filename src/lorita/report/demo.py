@@ -353,6 +353,37 @@ def _rebalance_clause(spec: dict) -> str:
     return f"; each thin pair rebalanced first, no direction below its layer's {quantile:g} quantile"
 
 
+def _sides_line(spec: dict) -> str:
+    """Where a side's recipe differs from the common one (the settings ``plain_train``, ``lorita_train``,
+    ``target_train``, ``*_finetune_epochs``, ``*_cut_rule``; absent in older files), as a sentence, or ``""``.
+
+    Example:
+        >>> print(_sides_line({"train": {"epochs": 12}, "plain_train": {"lr": 0.1}, "plain_finetune_epochs": 4,
+        ...                    "lorita_finetune_epochs": 4, "target_train": {"weight_decay": 0.002}}).strip())
+        Per side: the alternatives' models train with lr 0.1 and fine-tune 4 epochs (8 + 4); LoRITa's models fine-tune 4 epochs (8 + 4); the target's plain model trains with weight decay 0.002.
+        >>> _sides_line({"train": {"epochs": 12}})
+        ''
+    """
+    epochs = spec["train"]["epochs"]
+    parts = []
+    for who, side in (("the alternatives' models", "plain"), ("LoRITa's models", "lorita")):
+        changes = _changes(spec.get(f"{side}_train"))
+        finetune, rule = spec.get(f"{side}_finetune_epochs"), spec.get(f"{side}_cut_rule")
+        said = ([f"train with {changes}"] if changes else []) + \
+            ([f"fine-tune {finetune} epochs ({epochs - finetune} + {finetune})"] if finetune is not None else []) + \
+            ([f"are cut by the rule {rule}"] if rule else [])
+        if said:
+            parts.append(f"{who} {' and '.join(said)}")
+    if spec.get("target_train"):
+        parts.append(f"the target's plain model trains with {_changes(spec['target_train'])}")
+    return f"Per side: {'; '.join(parts)}. " if parts else ""
+
+
+def _changes(overrides: dict | None) -> str:
+    return ", ".join(f"{key.replace('_', ' ')} {value:g}" if isinstance(value, float) else
+                     f"{key.replace('_', ' ')} {value}" for key, value in (overrides or {}).items())
+
+
 def _warm_line(recipe: dict) -> str:
     if not recipe.get("warm_start_epochs"):
         return ""
@@ -432,7 +463,7 @@ def write_demo_report(out: Path, results: dict) -> Path:
         f"factor init {recipe['init']}); fine-tuned columns train {recipe['epochs'] - recipe['finetune_epochs']} "
         f"epochs, are cut, then fine-tuned {recipe['finetune_epochs']} (lr {ft_lr:g}, the best epoch on validation "
         f"kept, the cut itself included{_rebalance_clause(results['spec'])}). "
-        f"{_warm_line(recipe)}Seed(s) {', '.join(map(str, seeds))}: each changes the "
+        f"{_sides_line(results['spec'])}{_warm_line(recipe)}Seed(s) {', '.join(map(str, seeds))}: each changes the "
         f"split, the init and the batch order. Original model: {human(plain['uncompressed']['params'])} params, "
         f"{human(plain['uncompressed']['flops'])} FLOPs per example (FLOPs = 2 x MACs).",
         "",
