@@ -81,6 +81,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode inside the block; every submodule's own train/eval flag comes back
     after, also on error (a frozen norm inside a training model stays frozen).
 
+    A module whose class overrides ``train()`` is put back through it (parents first, each module after its
+    parent), so what the override does on a mode change (loralib's adapters merge into the weight on ``eval()``
+    and out again on ``train()``) is undone too.
+
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
         >>> _ = net[1].eval()  # frozen inside a model that trains
@@ -90,13 +94,18 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         >>> net.training, net[1].training
         (True, False)
     """
-    modes = [(module, module.training) for module in model.modules()]
+    modes = [(module, module.training) for module in model.modules()]  # parents before children
     model.eval()
     try:
         yield model
     finally:
         for module, training in modes:
-            module.training = training
+            if module.training == training:
+                continue
+            if type(module).train is not nn.Module.train:  # its own train() acts (loralib merges on eval): call it
+                module.train(training)
+            else:
+                module.training = training
 
 
 @contextlib.contextmanager
@@ -143,7 +152,7 @@ def hooks_on(model: nn.Module, hooks: dict[str, Callable], *, before: bool = Fal
             handle.remove()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: a tensor the model caches in its forward must stay usable for training
 def observe(model: nn.Module, example_input: Any, hooks: dict[str, Callable], *, before: bool = False) -> None:
     """Run ``model`` once in eval mode with ``hooks[name]`` on module ``name``; restore the mode after.
 
@@ -202,7 +211,9 @@ def _tracking_class(cls: type, usage: Usage, names: dict[int, list[str]], depth:
 def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
     """Within the block, record which of ``modules`` (by name) run their own forward and which
     have their ``.weight`` / ``.bias`` read from outside it. Their classes are swapped for
-    recording subclasses for the duration and restored after (also on error).
+    recording subclasses for the duration and restored after (also on error); forward hooks mark
+    a call too, so a forward wrapped on the instance (accelerate's hooks, ``layer.forward = ...``)
+    counts as run; compiled submodules run eagerly meanwhile.
 
     Example:
         >>> class ReadsWeight(nn.Module):  # uses its child through the weight only
@@ -225,7 +236,16 @@ def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
         unique[id(module)] = module
     depth: dict[int, int] = {}
     classes: dict[type, type] = {}
-    swapped = []
+    swapped, handles = [], []
+
+    def entered(module, args):  # around whatever forward a call runs (one an instance attribute wraps, too)
+        key = id(module)
+        usage.ran.update(names[key])
+        depth[key] = depth.get(key, 0) + 1
+
+    def left(module, args, output):
+        depth[id(module)] -= 1
+
     try:
         for module in unique.values():
             cls = type(module)
@@ -233,14 +253,24 @@ def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
                 classes[cls] = _tracking_class(cls, usage, names, depth)
             module.__class__ = classes[cls]
             swapped.append((module, cls))
-        yield usage
+            handles += [module.register_forward_pre_hook(entered), module.register_forward_hook(left, always_call=True)]
+        with _eager():
+            yield usage
     finally:
+        for handle in handles:
+            handle.remove()
         for module, cls in swapped:
             module.__class__ = cls
 
 
+def _eager() -> contextlib.AbstractContextManager:
+    """Compiled submodules (``torch.compile``) run eagerly inside: the recording classes are not traced."""
+    stance = getattr(torch.compiler, "set_stance", None)  # torch 2.6 and later
+    return stance("force_eager") if stance is not None else contextlib.nullcontext()
+
+
 def _readers(model: nn.Module, run: Callable[[], Any], modules: dict[str, nn.Module]) -> dict[str, str]:
-    with eval_mode(model), torch.inference_mode(), track_usage(modules) as usage, quiet_dense_reads():
+    with eval_mode(model), torch.no_grad(), track_usage(modules) as usage, quiet_dense_reads():
         run()
     return {name: READ_BY_PARENT for name in usage.read_not_run()}
 
