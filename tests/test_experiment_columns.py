@@ -135,7 +135,7 @@ def test_each_side_trains_with_its_own_changes_and_split(tmp_path, caplog):
     assert "weight decay 0.002" in logged[4] and "; 2 epochs of" in logged[4] and "; 3 epochs of" in logged[3]
     report = (tmp_path / "sides" / "report.md").read_text()  # the header says where a side's recipe differs
     assert ("Per side: the alternatives' models train with lr 0.02; LoRITa's models train with weight decay 0.002 "
-            "and fine-tune 2 epochs (2 + 2). ") in report
+            "and fine-tune 2 epochs (2 + 2); the target's plain model trains with the common recipe. ") in report
 
 
 TINY = {"name": "tiny", "model": "fcn", "dataset": "digits", "model_kwargs": {"width": 16, "hidden_layers": 1},

@@ -284,9 +284,52 @@ def test_a_callback_added_after_the_trainer_is_built_is_refused(tmp_path):
         run.train()
 
 
-def test_without_transformers_the_callback_is_absent_with_a_message(monkeypatch):
+def test_without_transformers_the_callback_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     monkeypatch.delitem(sys.modules, "lorita.hf_trainer", raising=False)
-    assert not hasattr(lorita.hf, "LoritaCallback")
     with pytest.raises(LoritaError, match=r"needs transformers .*pip install transformers"):
         lorita.hf.LoritaCallback  # noqa: B018
+    with pytest.raises(LoritaError, match=r"needs transformers"):  # an AttributeError would be a bare ImportError
+        from lorita.hf import LoritaCallback  # noqa: F401
+
+
+def test_a_diverged_run_under_save_strategy_best_writes_no_checkpoint(tmp_path):
+    class Poison(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kw):
+            if state.global_step == 1:
+                with torch.no_grad():
+                    model.transformer.h[0].mlp.c_fc.factors[0].fill_(float("nan"))
+
+    _, model = tiny_gpt2()
+    settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True, max_steps=3,
+                    per_device_train_batch_size=4, learning_rate=1e-2, weight_decay=0.1, seed=0,
+                    eval_strategy="steps", eval_steps=2, save_strategy="best", metric_for_best_model="const")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"lorita\.compose left")
+        run = transformers.Trainer(model=model, args=transformers.TrainingArguments(**settings), train_dataset=data(),
+                                   eval_dataset=data(4), compute_metrics=lambda p: {"const": 1.0},
+                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison()])
+    with pytest.raises(LoritaError, match="diverged before the checkpoint of step 2, which is not written"):
+        run.train()  # the Trainer decides to save after evaluating: the check runs at the evaluation
+    assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+
+
+def test_with_a_frozen_layer_the_example_input_still_decides_which_layers_are_read(tmp_path):
+    class Branchy(nn.Module):  # reads qkv's weight only in a branch it does not take (timm's BEiT pattern)
+        def __init__(self):
+            super().__init__()
+            self.fused, self.qkv, self.mid, self.out = False, nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+        def forward(self, pixel_values, labels=None):
+            x = pixel_values
+            h = nn.functional.linear(x, self.qkv.weight, self.qkv.bias) if self.fused else self.qkv(x)
+            logits = self.out(self.mid(h))
+            return logits if labels is None else {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+    model = Branchy()
+    model.mid.requires_grad_(False)
+    with pytest.warns(LoritaWarning, match=r"left 1 frozen layer\(s\) plain.*: mid"):
+        transformers.Trainer(model=model, args=args(tmp_path), train_dataset=None,
+                             callbacks=[lorita.hf.LoritaCallback(depth=2, example_input=torch.randn(3, 8))])
+    assert isinstance(model.qkv, lorita.ComposedLinear)  # (left plain: the source reading took it for read)
+    assert type(model.mid) is nn.Linear and isinstance(model.out, lorita.ComposedLinear)

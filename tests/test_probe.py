@@ -4,6 +4,7 @@ overrides that act on a mode change, and forwards wrapped on the instance (accel
 
 import functools
 
+import pytest
 import torch
 from torch import nn
 
@@ -75,6 +76,7 @@ def test_a_forward_that_takes_gradients_itself_can_be_probed():
     torch.testing.assert_close(composed(x), model(x), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.skipif(not hasattr(torch.compiler, "set_stance"), reason="torch.compiler.set_stance: torch 2.6 and later")
 def test_compiled_submodules_are_probed_eagerly():
     class Reads(nn.Module):
         def __init__(self):
@@ -101,6 +103,32 @@ def test_a_train_override_is_undone_through_itself():
     frozen[0].eval()  # a merged child of a training model
     skipped_layers(frozen, example_input=x)
     assert frozen.training and not frozen[0].training and frozen[0].merged
+
+
+def test_a_shared_module_keeps_its_flag_when_a_later_parent_overrides_train():
+    class Wrap(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def train(self, mode=True):  # as every transformers PreTrainedModel overrides it
+            return super().train(mode)
+
+        def forward(self, x):
+            return self.inner(x)
+
+    norm = nn.BatchNorm1d(4)
+    net = nn.Sequential(norm, Wrap(norm), nn.Linear(4, 2)).train()
+    norm.eval()  # a frozen norm inside a training model, listed first and held again by Wrap
+    skipped_layers(net, example_input=torch.randn(3, 4))
+    assert net.training and net[1].training and not norm.training  # (Wrap's train(True) set it training again)
+
+
+def test_the_fused_encoder_path_is_seen_as_reading_its_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True, dropout=0.0)).eval()
+    found = skipped_layers(model, example_input=torch.randn(2, 5, 8))  # the probe adds no hook that unfuses it
+    assert {"0.linear1", "0.linear2"} <= set(found)
 
 
 def test_a_forward_wrapped_on_the_instance_counts_as_run():

@@ -16,17 +16,13 @@ from lorita.errors import LoritaError
 __all__ = ["LoritaCallback", "conv1d_as_linear", "conv1d_base", "conv1d_from_matrix", "is_conv1d"]
 
 
-class _MissingTransformers(LoritaError, AttributeError):
-    """``lorita.hf.LoritaCallback`` without transformers installed: an AttributeError too, so ``hasattr`` and
-    ``getattr(lorita.hf, "LoritaCallback", None)`` say it is not there instead of raising."""
-
-
 def __getattr__(name: str):
     if name == "LoritaCallback":
         try:
             from lorita.hf_trainer import LoritaCallback  # imports transformers (the hf extra): only on use
         except ImportError as err:
-            raise _MissingTransformers(f"lorita.hf.LoritaCallback needs transformers ({err}): pip install "
-                                       "transformers (in lorita's clone: pip install -e '.[hf]')") from None
+            # not an AttributeError: ``from lorita.hf import LoritaCallback`` would turn it into a bare ImportError
+            raise LoritaError(f"lorita.hf.LoritaCallback needs transformers ({err}): pip install transformers "
+                              "(in lorita's clone: pip install -e '.[hf]')") from None
         return LoritaCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,8 +22,9 @@ trains ``model`` as LoRITa:
   (``from_pretrained``, a new Trainer with the callback);
 - layers frozen when the Trainer is built (``requires_grad=False``) stay plain: nothing would
   train their factors (a PEFT model's frozen base, for one), and a ``LoritaWarning`` names them;
-- before each checkpoint the factors are checked: a run that diverged (NaN or Inf) stops with
-  a message before the Trainer writes a checkpoint that would hold no weights.
+- before each checkpoint the factors are checked (at the step or epoch end that saves; with
+  ``save_strategy="best"`` at each evaluation): a run that diverged (NaN or Inf) stops with a
+  message before the Trainer writes a checkpoint that would hold no weights.
 
 After training ``trainer.model`` is still composed (``train()`` may be called again);
 ``lorita.merge(trainer.model)`` gives the plain model in memory.
@@ -117,7 +118,7 @@ class LoritaCallback(TrainerCallback):
 
     def _selection_without_frozen(self, model: nn.Module) -> tuple[Selector, Selector, Any]:
         """``compose``'s targets, exclude and example_input: the callback's own, or, where some layer it selects is
-        frozen, one full-match regex of the others' names (the example input already used to find them)."""
+        frozen, one full-match regex of the others' names."""
         if all(p.requires_grad for p in model.parameters()):
             return self.targets, self.exclude, self.example_input
         scan = scan_layers(model, composed=False, example_input=self.example_input)
@@ -133,7 +134,7 @@ class LoritaCallback(TrainerCallback):
         warnings.warn(f"LoritaCallback left {len(frozen)} frozen layer(s) plain, as no factor of theirs would "
                       f"train: {_listed(frozen)}", LoritaWarning, stacklevel=3)
         trainable = [layer.name for layer in chosen if layer.module.weight.requires_grad]
-        return "|".join(re.escape(name) for name in trainable), None, None
+        return "|".join(re.escape(name) for name in trainable), None, self.example_input
 
     def on_train_begin(self, args, state, control, model: nn.Module | None = None, optimizer=None, **kwargs: Any):
         if not self.composed_at_init:
@@ -162,6 +163,11 @@ class LoritaCallback(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, model: nn.Module | None = None, **kwargs: Any):
         return self.on_step_end(args, state, control, model=model)
+
+    def on_evaluate(self, args, state, control, model: nn.Module | None = None, **kwargs: Any):
+        if getattr(args, "save_strategy", None) == "best" and model is not None:  # it decides to save after this
+            _check_factors(model, state.global_step)
+        return control
 
     def _attach(self, module: nn.Module, name: str) -> None:
         setattr(module, MERGED_VIEW, True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -106,6 +107,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
                 module.train(training)
             else:
                 module.training = training
+        for module, training in modes:  # an override may have reset one restored before it (a shared module)
+            module.training = training
 
 
 @contextlib.contextmanager
@@ -211,9 +214,10 @@ def _tracking_class(cls: type, usage: Usage, names: dict[int, list[str]], depth:
 def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
     """Within the block, record which of ``modules`` (by name) run their own forward and which
     have their ``.weight`` / ``.bias`` read from outside it. Their classes are swapped for
-    recording subclasses for the duration and restored after (also on error); forward hooks mark
-    a call too, so a forward wrapped on the instance (accelerate's hooks, ``layer.forward = ...``)
-    counts as run; compiled submodules run eagerly meanwhile.
+    recording subclasses for the duration and restored after (also on error); a module whose
+    forward is wrapped on the instance (accelerate's hooks, ``layer.forward = ...``) gets forward
+    hooks that mark the call too (only such modules: a hook on a layer turns off PyTorch's fused
+    encoder path, which would make its layers look called); compiled submodules run eagerly.
 
     Example:
         >>> class ReadsWeight(nn.Module):  # uses its child through the weight only
@@ -253,7 +257,9 @@ def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
                 classes[cls] = _tracking_class(cls, usage, names, depth)
             module.__class__ = classes[cls]
             swapped.append((module, cls))
-            handles += [module.register_forward_pre_hook(entered), module.register_forward_hook(left, always_call=True)]
+            if "forward" in vars(module):  # wrapped on the instance (accelerate's hooks): the class's may never run
+                handles += [module.register_forward_pre_hook(entered),
+                            module.register_forward_hook(left, always_call=True)]
         with _eager():
             yield usage
     finally:
@@ -265,6 +271,8 @@ def track_usage(modules: dict[str, nn.Module]) -> Iterator[Usage]:
 
 def _eager() -> contextlib.AbstractContextManager:
     """Compiled submodules (``torch.compile``) run eagerly inside: the recording classes are not traced."""
+    if "torch._dynamo" not in sys.modules:  # nothing was compiled in this process: dynamo need not be imported
+        return contextlib.nullcontext()
     stance = getattr(torch.compiler, "set_stance", None)  # torch 2.6 and later
     return stance("force_eager") if stance is not None else contextlib.nullcontext()
 

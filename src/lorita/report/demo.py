@@ -361,8 +361,10 @@ def _sides_line(spec: dict) -> str:
         >>> print(_sides_line({"train": {"epochs": 12}, "plain_train": {"lr": 0.1}, "plain_finetune_epochs": 4,
         ...                    "lorita_finetune_epochs": 4, "target_train": {"weight_decay": 0.002}}).strip())
         Per side: the alternatives' models train with lr 0.1 and fine-tune 4 epochs (8 + 4); LoRITa's models fine-tune 4 epochs (8 + 4); the target's plain model trains with weight decay 0.002.
-        >>> _sides_line({"train": {"epochs": 12}})
-        ''
+        >>> _sides_line({"train": {"epochs": 12}}), _sides_line({"train": {"epochs": 12}, "target_train": {}})
+        ('', '')
+        >>> print(_sides_line({"train": {"epochs": 6}, "plain_train": {"lr": 0.1}, "target_train": {}}).strip())
+        Per side: the alternatives' models train with lr 0.1; the target's plain model trains with the common recipe.
     """
     epochs = spec["train"]["epochs"]
     parts = []
@@ -374,8 +376,9 @@ def _sides_line(spec: dict) -> str:
             ([f"are cut by the rule {rule}"] if rule else [])
         if said:
             parts.append(f"{who} {' and '.join(said)}")
-    if spec.get("target_train"):
-        parts.append(f"the target's plain model trains with {_changes(spec['target_train'])}")
+    target = spec.get("target_train")
+    if target is not None and target != (spec.get("plain_train") or {}):  # another plain model sets the target
+        parts.append(f"the target's plain model trains with {_changes(target) or 'the common recipe'}")
     return f"Per side: {'; '.join(parts)}. " if parts else ""
 
 
