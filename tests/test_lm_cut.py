@@ -16,6 +16,7 @@ pytest.importorskip("transformers")
 from lorita.errors import LoritaError  # noqa: E402
 from lorita.lm.blocks import block_inputs, decoder_blocks, run_block  # noqa: E402
 from lorita.lm.cut import budget_costs, count_params, lm_cut  # noqa: E402
+from lorita.lm.width import prune_width  # noqa: E402
 from lorita.lowrank import LowRankLinear  # noqa: E402
 from lorita.whiten import refit_second, whitened_factors  # noqa: E402
 from tiny_lm import HIDDEN, KV_HEADS, HEADS, tiny_llama  # noqa: E402
@@ -82,9 +83,18 @@ def test_a_budget_below_the_uncut_parts_says_what_can_be_reached():
         lm_cut(tiny_llama(), CALIBRATION, params=0.05)
 
 
-def test_calibration_must_be_token_windows():
-    with pytest.raises(LoritaError, match=r"token ids shaped \(windows, context\)"):
-        lm_cut(tiny_llama(), torch.randn(4, 8), params=0.8)
+@pytest.mark.parametrize("calibration, message", [
+    (torch.randn(4, 8), r"token ids shaped \(windows, tokens\).*torch.float32 shaped \(4, 8\)"),
+    (torch.zeros(0, 8, dtype=torch.long), r"token ids shaped .*shaped \(0, 8\)"),  # (a raw reshape error)
+    (torch.zeros(2, 8, dtype=torch.bool), r"token ids shaped .*torch.bool"),
+    ([[1, 2]], r"token ids shaped .*got list"),
+    (torch.full((2, 8), 10_000), r"token id 10000, outside the model's embedding \(rows 0 to \d+\)"),  # (IndexError)
+    (torch.full((2, 8), -1), r"token id -1, outside the model's embedding"),
+])
+def test_calibration_must_be_token_windows_the_model_has_rows_for(calibration, message):
+    for cut in (lambda m, c: lm_cut(m, c, params=0.8), lambda m, c: prune_width(m, 0.8, calibration=c)):
+        with pytest.raises(LoritaError, match=message):
+            cut(tiny_llama(), calibration)
 
 
 def test_the_refit_is_the_least_squares_second_factor():
@@ -155,3 +165,12 @@ def test_gpt2s_conv1d_layers_are_cut_as_the_linear_layers_they_are(whiten):
     assert done.ranks == same.ranks and len(done.ranks) == len(convs) == 8 and done.kept <= 0.8
     assert done.params_after == same.params_after and any(isinstance(m, LowRankLinear) for m in gpt2.modules())
     torch.testing.assert_close(logits(gpt2), logits(linear), atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_whose_blocks_are_of_several_kinds_is_refused():
+    model = tiny_llama()
+    model.config.layer_types = ["full_attention", "sliding_attention"]  # Gemma 2/3, some Qwen configs
+    with pytest.raises(LoritaError, match=r"blocks are of 2 kinds \(full_attention, sliding_attention"):
+        block_inputs(model, [torch.zeros(1, 4, dtype=torch.long)])
+    model.config.layer_types = ["full_attention"] * 2
+    assert len(block_inputs(model, [torch.zeros(1, 4, dtype=torch.long)])) == 1

@@ -69,3 +69,19 @@ def test_a_transformers_lm_splits_into_body_and_head():
     with torch.no_grad():
         assert torch.allclose(head(body(input_ids=ids).last_hidden_state), model(ids).logits, atol=1e-6)
     assert split_head(torch.nn.Linear(3, 3)) is None
+
+
+def test_a_head_whose_logits_the_model_rescales_is_not_split():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GraniteConfig(vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2, logits_scaling=8.0)
+    torch.manual_seed(0)
+    model = transformers.GraniteForCausalLM(config).eval()
+    assert split_head(model) is None  # its logits are head(hidden) / 8: the sliced loss would score head(hidden)
+    from lorita.lm.recover import lm_loss
+
+    ids = torch.randint(0, 40, (2, 9), generator=g)
+    with torch.no_grad():
+        _, nll = lm_loss(model, ids)
+        expected = model(ids, labels=ids).loss  # the model's own cross-entropy (it shifts the labels itself)
+    torch.testing.assert_close(nll, expected, atol=1e-5, rtol=1e-5)  # (4.79 against 4.17)

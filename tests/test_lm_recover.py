@@ -260,7 +260,7 @@ def test_global_widths_hand_out_what_rounding_down_left_to_the_blocks_whose_next
 
 
 def test_width_pruning_refuses_calibration_that_is_not_windows_of_ids():
-    with pytest.raises(LoritaError, match="calibration must be a \\(windows, tokens\\) tensor"):
+    with pytest.raises(LoritaError, match="calibration must be token ids shaped \\(windows, tokens\\)"):
         prune_width(tiny_llama(), 0.8, calibration=TRAIN[:16])
 
 
@@ -314,3 +314,65 @@ def test_calibration_windows_that_would_take_gigabytes_are_refused_when_asked_fo
 
     with pytest.raises(LoritaError, match=r"10,000,000 calibration windows \(--calibrate\) of 256 tokens are more"):
         LMCompression(params=0.8, windows=10**7, window=256)
+
+
+def test_width_pruning_leaves_a_block_it_keeps_whole_as_it_was():
+    windows = TRAIN[:64].reshape(4, 16)
+    model, ids = tiny_llama(), TRAIN[:32].reshape(2, 16)
+    with torch.no_grad():
+        before = model(ids).logits
+    info = prune_width(model, 1.0, calibration=windows)  # nothing to cut: no refit of a whole block either
+    assert info["mlp_widths"] == [64, 64] and info["kept"] == 1.0
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)  # (the damped refit moved the logits by 0.64)
+    model = tiny_llama()
+    with torch.no_grad():  # block 1's last 24 channels carry almost nothing, block 0's all carry much
+        model.model.layers[1].mlp.down_proj.weight[:, 40:] *= 0.001
+        model.model.layers[0].mlp.down_proj.weight.mul_(10)
+    whole = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    info = prune_width(model, 0.95, calibration=windows, allocation="global")
+    assert info["mlp_widths"][0] == 64 and info["mlp_widths"][1] < 64
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, whole)
+
+
+def test_width_pruning_keeps_frozen_layers_frozen_and_each_layers_mode():
+    model = tiny_llama()
+    model.requires_grad_(False)
+    model.train()
+    model.model.layers[1].mlp.eval()
+    prune_width(model, 0.8, calibration=TRAIN[:64].reshape(4, 16))
+    assert not any(p.requires_grad for p in model.parameters())  # (the narrowed layers came back trainable)
+    assert model.model.layers[0].mlp.up_proj.training and not model.model.layers[1].mlp.up_proj.training
+
+
+def test_width_pruning_ranks_channels_in_eval_mode():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attention_dropout=0.5)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).train()
+    windows = TRAIN[:64].reshape(4, 16)
+    first, second = (activation_importance(model, windows) for _ in range(2))  # (dropout made them differ)
+    assert all(torch.equal(first[m], second[m]) for m in first) and model.training
+
+
+def test_width_pruning_refuses_a_model_whose_blocks_have_several_widths():
+    model = tiny_llama()
+    prune_width(model, 0.95, calibration=TRAIN[:64].reshape(4, 16), allocation="global", update=False)
+    model.model.layers[0].mlp.up_proj = torch.nn.Linear(32, 48, bias=False)  # any uneven widths
+    with pytest.raises(LoritaError, match=r"MLPs are of several widths \(\[.*\]: pruned before"):
+        prune_width(model, 0.8)  # (block 0's width sized every block: the budget overshot, the saved widths stale)
+
+
+def test_distillation_through_the_sliced_head_only_where_the_teacher_has_the_students_head():
+    student, ids = tiny_llama(), TRAIN[:34].reshape(2, 17)
+    teacher = copy.deepcopy(student)
+    same, _ = lm_loss(student, ids, teacher=teacher, distill=1.0)
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(1.5)  # tied: the teacher's embedding and head both change
+        logits, target = student(ids[:, :-1]).logits, teacher(ids[:, :-1]).logits
+    other, _ = lm_loss(student, ids, teacher=teacher, distill=1.0)
+    expected = -(torch.softmax(target, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(other, expected, atol=1e-5, rtol=1e-5)  # (the student's head formed the target)
+    assert not torch.isclose(same, other)

@@ -68,6 +68,7 @@ def block_inputs(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[Bloc
         [(2, 3, 4)]
     """
     _, blocks = decoder_blocks(model)
+    _check_one_kind_of_block(model)
     caught: list[BlockInput] = []
 
     def catch(module, args, kwargs):
@@ -89,6 +90,18 @@ def block_inputs(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[Bloc
     if not caught:
         raise LoritaError("block_inputs got no calibration batches; pass a non-empty iterable of token id batches")
     return caught
+
+
+def _check_one_kind_of_block(model: nn.Module) -> None:
+    """Refuse a model whose blocks are of several kinds (``config.layer_types``: sliding-window and full attention,
+    as Gemma 2/3 and some Qwen configs have): each kind gets its own attention mask or position embeddings, and
+    ``run_block`` gives every block the first block's."""
+    kinds = getattr(getattr(model, "config", None), "layer_types", None)
+    if isinstance(kinds, (list, tuple)) and len(set(map(str, kinds))) > 1:
+        raise LoritaError(f"{type(model).__name__}'s blocks are of {len(set(map(str, kinds)))} kinds "
+                          f"({', '.join(sorted(set(map(str, kinds))))}: config.layer_types), each called with its own "
+                          "attention mask or position embeddings; lorita's block-by-block calibration passes every "
+                          "block the first block's, so it cannot cut or calibrate this model (yet)")
 
 
 def _takes_use_cache(model: nn.Module) -> bool:

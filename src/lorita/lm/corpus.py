@@ -260,6 +260,41 @@ def check_ids_fit(ids: torch.Tensor, tokenizer, rows: int) -> torch.Tensor:
     return ids
 
 
+def check_calibration(calibration, model) -> torch.Tensor:
+    """``calibration`` when it is a ``(windows, tokens)`` tensor of integer token ids, both at least 1, each with a
+    row in ``model``'s input embedding (where it has one: ``get_input_embeddings``); else a LoritaError saying what
+    is wrong (the model would fail on it with an index or shape error).
+
+    Example:
+        >>> check_calibration(torch.zeros(2, 3, dtype=torch.long), None).shape
+        torch.Size([2, 3])
+        >>> check_calibration(torch.zeros(2, 3), None)
+        Traceback (most recent call last):
+        ...
+        lorita.errors.LoritaError: calibration must be token ids shaped (windows, tokens), e.g. lorita.lm.corpus.random_windows(...); got a tensor of torch.float32 shaped (2, 3)
+    """
+    if not isinstance(calibration, torch.Tensor):
+        got = type(calibration).__name__
+    elif calibration.dim() != 2 or 0 in calibration.shape or calibration.dtype == torch.bool or \
+            calibration.is_floating_point() or calibration.is_complex():
+        got = f"a tensor of {calibration.dtype} shaped {tuple(calibration.shape)}"
+    else:
+        got = None
+    if got is not None:
+        raise LoritaError("calibration must be token ids shaped (windows, tokens), e.g. "
+                          f"lorita.lm.corpus.random_windows(...); got {got}")
+    try:
+        rows = model.get_input_embeddings().num_embeddings
+    except Exception:  # a model without one (or not a transformers model): its own forward checks the ids
+        rows = None
+    low, high = int(calibration.min()), int(calibration.max())
+    if low < 0 or (rows is not None and high >= rows):
+        raise LoritaError(f"calibration holds token id {low if low < 0 else high}, outside the model's embedding "
+                          f"({'rows 0 to ' + str(rows - 1) if rows is not None else 'ids are at least 0'}); "
+                          "draw the windows from text encoded with the model's own tokenizer")
+    return calibration
+
+
 def random_windows(streams: list[torch.Tensor], count: int, context: int, *, seed: int = 0) -> torch.Tensor:
     """``count`` windows of ``context`` token ids (int64, (count, context)), drawn in turn from each stream.
 

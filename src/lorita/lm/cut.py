@@ -40,6 +40,7 @@ from lorita.conv1d import is_conv1d
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, singular_values
 from lorita.lm.blocks import BlockInput, block_inputs, decoder_blocks, run_block
+from lorita.lm.corpus import check_calibration
 from lorita.lowrank import LowRankLinear, truncate, weight_matrix
 from lorita.probe import eval_mode, hooks_on
 from lorita.progress import progress as progress_of
@@ -150,9 +151,7 @@ def _add_grams(grams: dict[str, torch.Tensor], linears: dict[str, nn.Linear], se
 
 
 def _calibration_inputs(model: nn.Module, calibration: torch.Tensor, batch_size: int) -> list[BlockInput]:
-    if not isinstance(calibration, torch.Tensor) or calibration.dim() != 2 or calibration.is_floating_point():
-        raise LoritaError("calibration must be token ids shaped (windows, context), e.g. "
-                          "lorita.lm.corpus.random_windows(...)")
+    check_calibration(calibration, model)
     check_int("batch_size", batch_size)
     return block_inputs(model, calibration.split(batch_size))
 

@@ -29,7 +29,8 @@ from lorita.errors import LoritaError
 
 IGNORE = -100
 CHUNK = 256  # tokens per slice: one slice's logits are 50 MB for a 49k vocabulary
-UNSPLITTABLE = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale")  # heads that are no plain linear
+UNSPLITTABLE = ("final_logit_softcapping", "logit_scale", "output_multiplier_scale", "logits_scaling",
+                "lm_head_multiplier")  # config fields of heads whose logits are not head(hidden) as they stand
 
 
 def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:

@@ -185,7 +185,7 @@ def lm_loss(model: nn.Module, ids: torch.Tensor, *, teacher: nn.Module | None = 
     """
     x, y = ids[:, :-1], ids[:, 1:]
     split, taught = split_head(model), teacher is not None and distill > 0
-    if split is not None and (not taught or split_head(teacher) is not None):
+    if split is not None and (not taught or _same_head(split[1], split_head(teacher))):
         body, head = split
         hidden = hidden_states(body, x)
         with torch.no_grad():
@@ -196,6 +196,15 @@ def lm_loss(model: nn.Module, ids: torch.Tensor, *, teacher: nn.Module | None = 
     with torch.no_grad():
         target = _logits(teacher, x) if taught else None
     return _soft_cross_entropy(logits, y, target, distill)
+
+
+def _same_head(head: nn.Linear, teacher: tuple[nn.Module, nn.Linear] | None) -> bool:
+    """Whether the teacher's logits are ``head`` on its hidden states (the sliced loss forms them with the student's
+    head): a teacher that splits, whose head weight is the student's or equal to it."""
+    if teacher is None:
+        return False
+    other = teacher[1].weight
+    return other is head.weight or (other.shape == head.weight.shape and torch.equal(other, head.weight))
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -56,7 +56,10 @@ from torch import nn
 
 from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
+from lorita.lm.corpus import check_calibration
 from lorita.lm.cut import count_params
+from lorita.probe import eval_mode
+from lorita.targets import keep_frozen
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +80,8 @@ def _mlps(model: nn.Module) -> list[nn.Module]:
 
 
 def _narrowed(layer: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
-    """A copy of ``layer`` keeping the rows (``dim=0``) or columns (``dim=1``) ``keep``."""
+    """A copy of ``layer`` keeping the rows (``dim=0``) or columns (``dim=1``) ``keep``, frozen and in the mode
+    where ``layer`` was."""
     weight = layer.weight.detach().index_select(dim, keep)
     new = nn.Linear(weight.shape[1], weight.shape[0], bias=layer.bias is not None, device=weight.device,
                     dtype=weight.dtype)
@@ -85,7 +89,8 @@ def _narrowed(layer: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
         new.weight.copy_(weight)
         if layer.bias is not None:
             new.bias.copy_(layer.bias if dim == 1 else layer.bias.index_select(0, keep))
-    return new
+    keep_frozen(layer, new)
+    return new.train(layer.training)
 
 
 def channel_importance(mlp: nn.Module) -> torch.Tensor:
@@ -101,12 +106,6 @@ def channel_importance(mlp: nn.Module) -> torch.Tensor:
     return (gate.pow(2).sum(1) + up.pow(2).sum(1) + down.pow(2).sum(0)) / 3
 
 
-def _check_calibration(calibration: torch.Tensor) -> None:
-    if calibration.dim() != 2 or calibration.shape[0] == 0:
-        raise LoritaError(f"calibration must be a (windows, tokens) tensor of token ids, got shape "
-                          f"{tuple(calibration.shape)}")
-
-
 def _down_proj_inputs(model: nn.Module, mlps: list[nn.Module], calibration: torch.Tensor, batch_size: int,
                       gram: bool) -> dict[nn.Module, torch.Tensor]:
     """Per MLP, the summed squared inputs to ``down_proj`` (``gram=False``) or their Gram matrix (float64)."""
@@ -119,10 +118,11 @@ def _down_proj_inputs(model: nn.Module, mlps: list[nn.Module], calibration: torc
         found[layer] = found[layer] + part if layer in found else part
 
     hooks = [m.down_proj.register_forward_pre_hook(record) for m in mlps]
+    no_cache = {"use_cache": False} if hasattr(getattr(model, "config", None), "use_cache") else {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):  # eval: no dropout in what ranks the channels
             for start in range(0, calibration.shape[0], batch_size):
-                model(calibration[start:start + batch_size])
+                model(calibration[start:start + batch_size], **no_cache)
     finally:
         for hook in hooks:
             hook.remove()
@@ -144,7 +144,7 @@ def activation_importance(model: nn.Module, calibration: torch.Tensor, *, batch_
         >>> [tuple(s.shape) for s in scores.values()]
         [(64,), (64,)]
     """
-    _check_calibration(calibration)
+    check_calibration(calibration, model)
     check_int("batch_size", batch_size, meaning="calibration windows per forward pass")
     mlps = _mlps(model)
     energy = _down_proj_inputs(model, mlps, calibration, batch_size, gram=False)
@@ -279,15 +279,20 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     check_fraction("params", params, meaning="the fraction of the whole model's params to keep")
     check_choice("allocation", allocation, ALLOCATIONS)
     if calibration is not None:
-        _check_calibration(calibration)
+        check_calibration(calibration, model)
     mlps = _mlps(model)
     before = count_params(model)
     width = mlps[0].up_proj.out_features
+    if any(m.up_proj.out_features != width for m in mlps):
+        raise LoritaError(f"the model's MLPs are of several widths ({sorted({m.up_proj.out_features for m in mlps})}: "
+                          "pruned before, by the global allocation); prune_width sizes every block from one width: "
+                          "prune the original model to the size you want instead")
     per_channel = sum(sum(getattr(m, n).weight[0].numel() if n != "down_proj" else getattr(m, n).weight.shape[0]
                           for n in ("gate_proj", "up_proj", "down_proj")) for m in mlps)  # params of channel j in all
     cut = math.ceil(max(0.0, before - params * before) / per_channel)
     keep = width - cut
-    keep -= keep % ROUND_TO
+    if cut:
+        keep -= keep % ROUND_TO
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
     found = activation_importance(model, calibration) if calibration is not None else None
     scores = {m: found[m] if found is not None else channel_importance(m) for m in mlps}
@@ -295,8 +300,10 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     if allocation == "global":
         widths = global_widths([scores[m] for m in mlps], keep * len(mlps))
     kept = {m: scores[m].argsort(descending=True)[:w].sort().values for m, w in zip(mlps, widths)}
-    refitted = _refits(model, mlps, kept, calibration, 4) if calibration is not None and update else {}
-    for mlp in mlps:
+    narrowed = [m for m in mlps if len(kept[m]) < width]  # a block kept whole is left as it is: no refit
+    refitted = _refits(model, narrowed, kept, calibration, 4) if calibration is not None and update and narrowed \
+        else {}
+    for mlp in narrowed:
         _narrow_mlp(mlp, kept[mlp])
         if mlp in refitted:
             with torch.no_grad():
