@@ -59,6 +59,14 @@ def test_shapes_are_checked():
         head_loss(HIDDEN, WEIGHT, TARGETS, teacher=TEACHER, distill=1.5)
 
 
+@pytest.mark.parametrize("bad", [-1, V])
+def test_a_target_outside_the_vocabulary_is_refused(bad):
+    targets = TARGETS.clone()
+    targets[0] = bad  # (-1 was scored as token 0, V a raw gather error)
+    with pytest.raises(LoritaError, match=f"target token {bad} is outside the head's {V} rows"):
+        head_loss(HIDDEN, WEIGHT, targets)
+
+
 def test_a_transformers_lm_splits_into_body_and_head():
     pytest.importorskip("transformers")
     from tiny_lm import tiny_llama

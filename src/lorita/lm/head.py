@@ -66,8 +66,9 @@ class _HeadLoss(torch.autograd.Function):
         grads = ctx.needs_input_grad
         grad_h = torch.zeros_like(hidden) if grads[0] else None
         grad_w = torch.zeros_like(weight) if grads[1] else None
-        total = torch.zeros((), dtype=torch.float64)
-        nll = torch.zeros((), dtype=torch.float64)
+        sums = torch.float32 if hidden.device.type == "mps" else torch.float64  # MPS has no float64
+        total = torch.zeros((), dtype=sums, device=hidden.device)  # on the model's device: += of each slice's sum
+        nll = torch.zeros((), dtype=sums, device=hidden.device)
         work = torch.promote_types(hidden.dtype, torch.float32)  # logits and softmax in float32 at least
         for start in range(0, hidden.shape[0], chunk):
             part = slice(start, start + chunk)
@@ -137,6 +138,11 @@ def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                           f"{tuple(teacher.shape)}")
     check_number("distill", distill, minimum=0, maximum=1)
     check_int("chunk", chunk)
+    scored = targets[targets != IGNORE]
+    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= weight.shape[0]):
+        bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
+        raise LoritaError(f"target token {bad} is outside the head's {weight.shape[0]} rows (targets are token ids, "
+                          f"or {IGNORE} where not scored)")
     if not torch.is_grad_enabled():  # the Function would still see requires_grad and form gradients
         hidden, weight = hidden.detach(), weight.detach()
     return _HeadLoss.apply(hidden, weight, targets, None if teacher is None else teacher.detach(), float(distill),
