@@ -174,3 +174,10 @@ def test_a_model_whose_blocks_are_of_several_kinds_is_refused():
         block_inputs(model, [torch.zeros(1, 4, dtype=torch.long)])
     model.config.layer_types = ["full_attention"] * 2
     assert len(block_inputs(model, [torch.zeros(1, 4, dtype=torch.long)])) == 1
+
+
+def test_a_model_already_cut_is_refused():
+    model, windows = tiny_llama(), torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(0))
+    lm_cut(model, windows, params=0.8)
+    with pytest.raises(LoritaError, match=r"already cut \(thin pairs in its blocks, e\.g\. model\.layers\.0\."):
+        lm_cut(model, windows, params=0.8)  # (its pairs' factors were cut again, nested, to 0.8 of the cut model)

@@ -264,6 +264,10 @@ def lm_cut(model: nn.Module, calibration: torch.Tensor, *, params: float, whiten
     check_int("multiple", multiple)
     start = time.perf_counter()
     prefix, blocks = decoder_blocks(model)
+    pairs = [name for name, m in blocks.named_modules() if isinstance(m, LowRankLinear)]
+    if pairs:  # its thin layers are plain nn.Linear too: a second cut would nest pairs under a budget of the cut
+        raise LoritaError(f"the model is already cut (thin pairs in its blocks, e.g. {prefix}.{pairs[0]}); cut the "
+                          "dense model it came from, to the size you want")
     shapes = {layer_name(prefix, i, n): tuple(weight_matrix(m).shape) for i, b in enumerate(blocks)
               for n, m in block_linears(b).items()}
     if not shapes:
