@@ -376,3 +376,10 @@ def test_distillation_through_the_sliced_head_only_where_the_teacher_has_the_stu
     expected = -(torch.softmax(target, -1) * torch.log_softmax(logits, -1)).sum(-1).mean()
     torch.testing.assert_close(other, expected, atol=1e-5, rtol=1e-5)  # (the student's head formed the target)
     assert not torch.isclose(same, other)
+
+
+def test_width_pruning_refuses_a_model_cut_to_low_rank():
+    model = tiny_llama()
+    lm_cut(model, TRAIN[:64].reshape(4, 16), params=0.9)
+    with pytest.raises(LoritaError, match=r"cut to low rank \(thin pairs, e\.g\. model\.layers\.\d\.[a-z_.]+\)"):
+        prune_width(model, 0.8)  # (the plain MLPs were pruned, the config set to their width, the cut ones not)

@@ -58,6 +58,7 @@ from lorita.checks import check_choice, check_fraction, check_int
 from lorita.errors import LoritaError
 from lorita.lm.corpus import check_calibration
 from lorita.lm.cut import count_params
+from lorita.lowrank import LowRankLinear
 from lorita.probe import eval_mode
 from lorita.targets import keep_frozen
 
@@ -280,6 +281,10 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     check_choice("allocation", allocation, ALLOCATIONS)
     if calibration is not None:
         check_calibration(calibration, model)
+    pair = next((name for name, m in model.named_modules() if isinstance(m, LowRankLinear)), None)
+    if pair is not None:  # its cut MLPs would keep their width while the config says the pruned one
+        raise LoritaError(f"the model is cut to low rank (thin pairs, e.g. {pair}); prune the width of the dense model "
+                          "it came from instead")
     mlps = _mlps(model)
     before = count_params(model)
     width = mlps[0].up_proj.out_features
@@ -289,9 +294,9 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
                           "prune the original model to the size you want instead")
     per_channel = sum(sum(getattr(m, n).weight[0].numel() if n != "down_proj" else getattr(m, n).weight.shape[0]
                           for n in ("gate_proj", "up_proj", "down_proj")) for m in mlps)  # params of channel j in all
-    cut = math.ceil(max(0.0, before - params * before) / per_channel)
-    keep = width - cut
-    if cut:
+    removed = math.ceil(max(0.0, before - params * before) / per_channel)
+    keep = width - removed
+    if removed:
         keep -= keep % ROUND_TO
     check_int("channels kept", keep, meaning=f"{params:g} of the params leaves no MLP channel; raise params")
     found = activation_importance(model, calibration) if calibration is not None else None
