@@ -52,6 +52,8 @@ def test_frobenius_decay_refuses_a_model_without_pairs_and_a_bad_coefficient():
         FrobeniusDecay(_conv_net(), 1e-3)
     with pytest.raises(LoritaError, match=r"coefficient must be a finite number >= 0"):
         FrobeniusDecay(compress(_conv_net(), ranks={"0": 2}), -1.0)
+    with pytest.raises(LoritaError, match=r"needs the model \(an nn.Module\) whose pairs it decays, got NoneType"):
+        FrobeniusDecay(None, 1e-3)
 
 
 def test_factorized_for_params_is_the_largest_uniform_cut_within_the_budget():
@@ -68,6 +70,12 @@ def test_factorized_for_params_is_the_largest_uniform_cut_within_the_budget():
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
     # one rank more in the only layer cut (the fraction up by 1/64: rank ceil(64 f) + 1) no longer fits
     assert count_params(compress(net, ratio=ratio + 1 / 64, exclude="2")) == count_params(small) + 128 > budget
+    # spectral: the two factors balanced, each carrying the square root of the fresh weight's singular values
+    u, sv, vh = torch.linalg.svd(net[0].weight.detach().double())
+    a, b, r = small[0][0].weight.detach().double(), small[0][1].weight.detach().double(), small[0].rank
+    torch.testing.assert_close(a @ a.T, torch.diag(sv[:r]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.T @ b, torch.diag(sv[:r]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b @ a, u[:, :r] @ torch.diag(sv[:r]) @ vh[:r], atol=1e-5, rtol=1e-5)
     assert factorized_for_params(net, 100) is None  # rank 1 everywhere keeps more
     whole, full = factorized_for_params(net, count_params(net))  # no cut saves params within the whole budget
     assert full == 1.0 and [type(m) for m in whole] == [type(m) for m in net]
@@ -165,11 +173,31 @@ def test_the_experiment_measures_the_factorized_column(tmp_path):
     assert FACTORIZED in saved["runs"][0]["columns"]
 
 
-def test_the_factorized_cutter_keeps_the_classifier_dense_and_the_size_asked():
+def test_the_factorized_cutter_keeps_the_classifier_dense_and_the_size_asked(monkeypatch):
     data = load_dataset("digits")
     spec = ModelSpec("fcn", {"width": 32, "hidden_layers": 2}, data.model_inputs)
     original = count_params(spec.build())
-    model, detail = factorized_cutter(spec, data, TrainConfig(epochs=1, device="cpu"), original)(0.3)
+    seen = {}
+
+    def groups(event, info):  # what the column's own training decays, and how
+        if event == "train_start":
+            seen.update({id(p): g["weight_decay"] for g in info["optimizer"].param_groups for p in g["params"]})
+
+    import lorita.runs.factorized as column
+
+    trained, made = column.train, []
+
+    def watched(model, data, recipe, penalty=None, **kwargs):
+        made.append((model, penalty))
+        return trained(model, data, recipe, penalty=penalty, callbacks=[groups], **kwargs)
+
+    monkeypatch.setattr(column, "train", watched)
+    model, detail = factorized_cutter(spec, data, TrainConfig(epochs=1, device="cpu", weight_decay=1e-3), original)(0.3)
+    trained_model, penalty = made[0]
+    factors = {id(p) for p in penalty.parameters()}
+    assert penalty.coefficient == 1e-3 and factors  # Frobenius decay at the recipe's weight decay ...
+    for p in trained_model.parameters():  # ... in place of the factors' weight decay; the rest keeps it
+        assert seen[id(p)] == (0.0 if id(p) in factors else 1e-3)
     assert type(model.head) is nn.Linear  # a uniform rank fraction would make it rank 1 of 10
     assert isinstance(model.blocks[0][0], LowRankLinear) and count_params(model) == detail["params"] <= 0.3 * original
 

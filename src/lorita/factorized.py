@@ -5,7 +5,11 @@ their truncated SVD (*spectral initialisation*: ``A = S^(1/2) V^T``, ``B = U S^(
 ``lorita.compress`` cuts), and training decays the pair's product ``B A`` instead of each factor
 (*Frobenius decay*: ``coefficient / 2 * ||B A||_F^2`` added to the loss, which for SGD is the
 plain model's weight decay applied to the layer it stands for). Unlike LoRITa the rank is fixed
-before training, so each size is its own training run.
+before training, so each size is its own training run. A conv is split as lorita cuts one: a k x k
+conv into ``r`` channels, then a 1 x 1 conv (its kernel taken as a ``C_out x C_in k^2`` matrix); the
+paper's released code splits it as a k x 1 conv then a 1 x k one (a ``C_out k x C_in k`` matrix),
+which at one rank fraction keeps another rank and size. With ``grad_clip`` the penalty's gradient is
+clipped with the loss's, unlike the optimizer's own weight decay.
 
 ``factorized_for_params`` builds the spectrally initialised model with the most params within a
 budget (one rank fraction for every layer, as in the paper); ``FrobeniusDecay`` is the penalty
@@ -49,6 +53,9 @@ class FrobeniusDecay:
     """
 
     def __init__(self, model: nn.Module, coefficient: float):
+        if not isinstance(model, nn.Module):
+            raise LoritaError(f"FrobeniusDecay needs the model (an nn.Module) whose pairs it decays, got "
+                              f"{type(model).__name__}")
         self.coefficient = check_number("coefficient", coefficient, minimum=0)
         self._pairs = _pairs(model)
         if not self._pairs:
