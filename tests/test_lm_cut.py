@@ -87,6 +87,7 @@ def test_a_budget_below_the_uncut_parts_says_what_can_be_reached():
     (torch.randn(4, 8), r"token ids shaped \(windows, tokens\).*torch.float32 shaped \(4, 8\)"),
     (torch.zeros(0, 8, dtype=torch.long), r"token ids shaped .*shaped \(0, 8\)"),  # (a raw reshape error)
     (torch.zeros(2, 8, dtype=torch.bool), r"token ids shaped .*torch.bool"),
+    (torch.zeros(2, 8, dtype=torch.int16), r"token ids shaped .*torch.int16"),  # (an embedding takes int64, int32)
     ([[1, 2]], r"token ids shaped .*got list"),
     (torch.full((2, 8), 10_000), r"token id 10000, outside the model's embedding \(rows 0 to \d+\)"),  # (IndexError)
     (torch.full((2, 8), -1), r"token id -1, outside the model's embedding"),

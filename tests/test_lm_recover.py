@@ -15,8 +15,8 @@ from lorita.lm.perplexity import perplexity  # noqa: E402
 from lorita.lm.recover import (FIT_STEPS, LEARNING_RATES, RecoveryRecipe, fitted_steps, lm_loss, recover,  # noqa: E402
                                 recovery_recipe, thin_factors)
 from lorita.lm.width import (activation_importance, channel_importance, global_widths, prune_width,  # noqa: E402
-                              pruned_linears)
-from lorita.lowrank import LowRankLinear  # noqa: E402
+                              pruned_linears, set_mlp_widths)
+from lorita.lowrank import LowRankLinear, truncate  # noqa: E402
 from tiny_lm import tiny_llama  # noqa: E402
 
 g = torch.Generator().manual_seed(3)
@@ -333,6 +333,10 @@ def test_width_pruning_leaves_a_block_it_keeps_whole_as_it_was():
     info = prune_width(model, 0.95, calibration=windows, allocation="global")
     assert info["mlp_widths"][0] == 64 and info["mlp_widths"][1] < 64
     assert torch.equal(model.model.layers[0].mlp.down_proj.weight, whole)
+    for allocation in ("uniform", "global"):  # a width no multiple of 4 stays whole where nothing is cut
+        odd = tiny_llama()
+        set_mlp_widths(odd, [62, 62])
+        assert prune_width(odd, 1.0, calibration=windows, allocation=allocation)["mlp_widths"] == [62, 62]
 
 
 def test_width_pruning_keeps_frozen_layers_frozen_and_each_layers_mode():
@@ -359,10 +363,9 @@ def test_width_pruning_ranks_channels_in_eval_mode():
 
 def test_width_pruning_refuses_a_model_whose_blocks_have_several_widths():
     model = tiny_llama()
-    prune_width(model, 0.95, calibration=TRAIN[:64].reshape(4, 16), allocation="global", update=False)
-    model.model.layers[0].mlp.up_proj = torch.nn.Linear(32, 48, bias=False)  # any uneven widths
-    with pytest.raises(LoritaError, match=r"MLPs are of several widths \(\[.*\]: pruned before"):
-        prune_width(model, 0.8)  # (block 0's width sized every block: the budget overshot, the saved widths stale)
+    set_mlp_widths(model, [40, 64])  # as a global allocation leaves it
+    with pytest.raises(LoritaError, match=r"MLPs are of several widths \(\[40, 64\]: pruned before"):
+        prune_width(model, 0.8)  # (block 0's width sized every block: [12, 12], 0.69 kept of the 0.8 asked)
 
 
 def test_distillation_through_the_sliced_head_only_where_the_teacher_has_the_students_head():
@@ -378,8 +381,12 @@ def test_distillation_through_the_sliced_head_only_where_the_teacher_has_the_stu
     assert not torch.isclose(same, other)
 
 
-def test_width_pruning_refuses_a_model_cut_to_low_rank():
+def test_width_pruning_refuses_a_model_whose_mlps_are_cut_to_low_rank():
     model = tiny_llama()
-    lm_cut(model, TRAIN[:64].reshape(4, 16), params=0.9)
-    with pytest.raises(LoritaError, match=r"cut to low rank \(thin pairs, e\.g\. model\.layers\.\d\.[a-z_.]+\)"):
-        prune_width(model, 0.8)  # (the plain MLPs were pruned, the config set to their width, the cut ones not)
+    model.model.layers[1].mlp.up_proj = truncate(model.model.layers[1].mlp.up_proj, 4)
+    with pytest.raises(LoritaError, match=r"MLPs are cut to low rank \(thin pairs, e\.g\. model\.layers\.1\.mlp\.up"):
+        prune_width(model, 0.8)  # (the plain MLPs were pruned, the config set to their width, the cut one not)
+    model = tiny_llama()
+    model.model.layers[0].self_attn.q_proj = truncate(model.model.layers[0].self_attn.q_proj, 4)
+    info = prune_width(model, 0.8)  # a cut outside the MLPs is no obstacle
+    assert info["mlp_widths"] == [36, 36] and info["kept"] <= 0.8 and info["params_after"] == count_params(model)

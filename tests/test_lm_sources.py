@@ -341,10 +341,13 @@ def test_a_budget_that_cuts_nothing_says_so(gguf_file, tmp_path, caplog):
     assert "params=1 keeps the whole model: no layer is below its break-even rank, so nothing was cut and no " \
         "recovery runs" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="lorita.lm.pipeline"):  # width: no channel pruned, but refitted
+    with caplog.at_level("WARNING", logger="lorita.lm.pipeline"):  # width: no channel pruned, nothing refitted
         done = compress_pretrained(gguf_file[1], LMCompression(params=1.0, method="width", windows=2, window=32,
-                                                               eval_tokens=64, texts=(str(texts),), recovery=None))
-    assert "no MLP channel was pruned (down_proj was refitted)" in caplog.text and done.results["after_cut"]
+                                                               eval_tokens=64, texts=(str(texts),)))
+    assert "params=1 keeps the whole model: no MLP channel was pruned, so nothing was cut and no recovery runs" \
+        in caplog.text
+    assert done.results["refit"] is False and done.results["after_recovery"] is None
+    assert done.results["after_cut"] == done.results["dense"]
 
 
 def test_buffers_older_checkpoints_stored_are_not_weights_the_model_lacks(gguf_file, tmp_path):

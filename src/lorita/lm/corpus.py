@@ -261,7 +261,8 @@ def check_ids_fit(ids: torch.Tensor, tokenizer, rows: int) -> torch.Tensor:
 
 
 def check_calibration(calibration, model) -> torch.Tensor:
-    """``calibration`` when it is a ``(windows, tokens)`` tensor of integer token ids, both at least 1, each with a
+    """``calibration`` when it is a ``(windows, tokens)`` tensor of token ids (int64 or int32, the dtypes an embedding
+    takes), both at least 1, each with a
     row in ``model``'s input embedding (where it has one: ``get_input_embeddings``); else a LoritaError saying what
     is wrong (the model would fail on it with an index or shape error).
 
@@ -275,8 +276,7 @@ def check_calibration(calibration, model) -> torch.Tensor:
     """
     if not isinstance(calibration, torch.Tensor):
         got = type(calibration).__name__
-    elif calibration.dim() != 2 or 0 in calibration.shape or calibration.dtype == torch.bool or \
-            calibration.is_floating_point() or calibration.is_complex():
+    elif calibration.dim() != 2 or 0 in calibration.shape or calibration.dtype not in (torch.long, torch.int32):
         got = f"a tensor of {calibration.dtype} shaped {tuple(calibration.shape)}"
     else:
         got = None

@@ -76,15 +76,15 @@ class _HeadLoss(torch.autograd.Function):
             keep = scored[part]
             index = targets[part].clamp(min=0)[:, None]
             true = -logp.gather(1, index).squeeze(1) * keep  # (n,) NLL of the true tokens
-            nll += true.double().sum()
+            nll += true.to(sums).sum()
             if teacher is None or distill == 0:
                 target = None
-                total += true.double().sum()
+                total += true.to(sums).sum()
             else:
                 target = F.softmax(F.linear(teacher[part], weight).to(work), dim=-1) * distill
                 target.scatter_add_(1, index, torch.full_like(index, 1.0 - distill, dtype=target.dtype))
                 target *= keep[:, None]
-                total += -(target * logp).double().sum()
+                total += -(target * logp).to(sums).sum()
             if grad_h is None and grad_w is None:
                 continue
             g = logp.exp_() * keep[:, None]  # softmax, scored rows only (in place: logp is not needed again)
@@ -114,7 +114,8 @@ def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
               teacher: torch.Tensor | None = None, distill: float = 0.0,
               chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, nll)``: the mean loss over scored tokens of ``hidden @ weight.T`` (module docstring) and the mean
-    negative log-likelihood of the true tokens (float64, for reporting; no gradient), in ``chunk``-token slices.
+    negative log-likelihood of the true tokens (float64, float32 on MPS; for reporting, no gradient), in
+    ``chunk``-token slices.
 
     ``hidden`` ``(N, C)``, ``weight`` ``(V, C)``, ``targets`` ``(N,)`` token ids (``-100``: not
     scored); ``teacher``: the teacher's hidden states ``(N, C)`` through the same head, weighted
@@ -138,9 +139,9 @@ def head_loss(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                           f"{tuple(teacher.shape)}")
     check_number("distill", distill, minimum=0, maximum=1)
     check_int("chunk", chunk)
-    scored = targets[targets != IGNORE]
-    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= weight.shape[0]):
-        bad = int(scored.min()) if int(scored.min()) < 0 else int(scored.max())
+    outside = (targets != IGNORE) & ((targets < 0) | (targets >= weight.shape[0]))
+    if outside.any():  # one sync; the rest only when there is something to say
+        bad = int(targets[outside][0])
         raise LoritaError(f"target token {bad} is outside the head's {weight.shape[0]} rows (targets are token ids, "
                           f"or {IGNORE} where not scored)")
     if not torch.is_grad_enabled():  # the Function would still see requires_grad and form gradients

@@ -141,17 +141,14 @@ def fit_to_model(how: LMCompression, model: torch.nn.Module) -> LMCompression:
 
 
 def _when_nothing_was_cut(how: LMCompression, params: dict) -> LMCompression:
-    """``how``, without its recovery when the low-rank cut left the model at its full size (the model unchanged, and
-    a LoRA recovery would find no thin layer), said in a warning; method ``width`` prunes no channel then, but its
-    refit of ``down_proj`` still changed the model, so its recovery stays."""
+    """``how``, without its recovery when the cut left the model at its full size (the model unchanged: no layer
+    below its break-even rank, or no MLP channel pruned, which also leaves ``down_proj`` as it was), said in a
+    warning."""
     if params["cut"] < params["dense"]:
         return how
-    if how.method == "width":
-        logger.warning("params=%g keeps the whole model: no MLP channel was pruned (down_proj was refitted%s)",
-                       how.params, ", then recovered" if how.recovery is not None else "")
-        return how
-    logger.warning("params=%g keeps the whole model: no layer is below its break-even rank, so nothing was cut%s",
-                   how.params, " and no recovery runs" if how.recovery is not None else "")
+    why = "no MLP channel was pruned" if how.method == "width" else "no layer is below its break-even rank"
+    logger.warning("params=%g keeps the whole model: %s, so nothing was cut%s", how.params, why,
+                   " and no recovery runs" if how.recovery is not None else "")
     return replace(how, recovery=None)
 
 

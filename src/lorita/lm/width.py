@@ -281,10 +281,11 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     check_choice("allocation", allocation, ALLOCATIONS)
     if calibration is not None:
         check_calibration(calibration, model)
-    pair = next((name for name, m in model.named_modules() if isinstance(m, LowRankLinear)), None)
+    pair = next((f"{name}.{n}" for name, m in model.named_modules() for n in ("gate_proj", "up_proj", "down_proj")
+                 if isinstance(getattr(m, n, None), LowRankLinear)), None)
     if pair is not None:  # its cut MLPs would keep their width while the config says the pruned one
-        raise LoritaError(f"the model is cut to low rank (thin pairs, e.g. {pair}); prune the width of the dense model "
-                          "it came from instead")
+        raise LoritaError(f"the model's MLPs are cut to low rank (thin pairs, e.g. {pair}); prune the width of the "
+                          "dense model it came from instead")
     mlps = _mlps(model)
     before = count_params(model)
     width = mlps[0].up_proj.out_features
@@ -302,7 +303,7 @@ def prune_width(model: nn.Module, params: float, calibration: torch.Tensor | Non
     found = activation_importance(model, calibration) if calibration is not None else None
     scores = {m: found[m] if found is not None else channel_importance(m) for m in mlps}
     widths = [keep] * len(mlps)
-    if allocation == "global":
+    if allocation == "global" and removed:
         widths = global_widths([scores[m] for m in mlps], keep * len(mlps))
     kept = {m: scores[m].argsort(descending=True)[:w].sort().values for m, w in zip(mlps, widths)}
     narrowed = [m for m in mlps if len(kept[m]) < width]  # a block kept whole is left as it is: no refit
