@@ -236,18 +236,24 @@ def test_load_best_model_at_end_and_a_second_train_keep_the_model_composed(tmp_p
     pickle.loads(pickle.dumps(run.model))  # torch.save(model) pickles it: no local function in its hooks
 
 
-def test_a_diverged_run_stops_before_it_writes_a_checkpoint(tmp_path):
-    class Poison(transformers.TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, **kw):
-            if state.global_step == 2:
-                with torch.no_grad():
-                    model.transformer.h[0].mlp.c_fc.factors[0].fill_(float("nan"))
+class Poison(transformers.TrainerCallback):
+    """Sets one factor of GPT-2's first MLP to NaN at the end of step ``step``: a run that diverged."""
 
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.transformer.h[0].mlp.c_fc.factors[0].fill_(float("nan"))
+
+
+def test_a_diverged_run_stops_before_it_writes_a_checkpoint(tmp_path):
     _, model = tiny_gpt2()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"lorita\.compose left")
         run = transformers.Trainer(model=model, args=args(tmp_path, steps=4), train_dataset=data(),
-                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison()])
+                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison(2)])
     with pytest.raises(LoritaError, match=r"diverged before the checkpoint of step 3, which is not written: layer "
                                           r"'transformer\.h\.0\.[a-z_.]+' has NaN in its (factors|bias)"):
         run.train()
@@ -294,12 +300,6 @@ def test_without_transformers_the_callback_says_what_to_install(monkeypatch):
 
 
 def test_a_diverged_run_under_save_strategy_best_writes_no_checkpoint(tmp_path):
-    class Poison(transformers.TrainerCallback):
-        def on_step_end(self, args, state, control, model=None, **kw):
-            if state.global_step == 1:
-                with torch.no_grad():
-                    model.transformer.h[0].mlp.c_fc.factors[0].fill_(float("nan"))
-
     _, model = tiny_gpt2()
     settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to=[], disable_tqdm=True, max_steps=3,
                     per_device_train_batch_size=4, learning_rate=1e-2, weight_decay=0.1, seed=0,
@@ -308,7 +308,7 @@ def test_a_diverged_run_under_save_strategy_best_writes_no_checkpoint(tmp_path):
         warnings.filterwarnings("ignore", message=r"lorita\.compose left")
         run = transformers.Trainer(model=model, args=transformers.TrainingArguments(**settings), train_dataset=data(),
                                    eval_dataset=data(4), compute_metrics=lambda p: {"const": 1.0},
-                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison()])
+                                   callbacks=[lorita.hf.LoritaCallback(depth=2), Poison(1)])
     with pytest.raises(LoritaError, match="diverged before the checkpoint of step 2, which is not written"):
         run.train()  # the Trainer decides to save after evaluating: the check runs at the evaluation
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
