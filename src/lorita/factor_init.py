@@ -41,6 +41,7 @@ from torch import nn
 
 from lorita.checks import check_number
 from lorita.errors import LoritaError, LoritaWarning
+from lorita.messages import listed
 
 AUTO_SCALE = 1.0
 """The product's Frobenius norm over the original layer's, for the layers ``init="auto"`` scales."""
@@ -250,12 +251,11 @@ def warn_small_start(ratios: dict[str, float], depth: int) -> None:
     small = {n: r for n, r in ratios.items() if math.isfinite(r) and r < WARN_BELOW}
     if not small:
         return
-    shown = ", ".join(f"{n!r} ({r:.2g})" for n, r in list(small.items())[:5])
-    more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+    shown = listed(f"{n!r} ({r:.2g})" for n, r in small.items())
     chain = math.prod(small.values())
     warnings.warn(
         f"{len(small)} composed layer(s) with no normalisation layer after them start with a product of the "
-        f"factors below the layer's own scale (product norm / layer norm): {shown}{more}. Through these "
+        f"factors below the layer's own scale (product norm / layer norm): {shown}. Through these "
         f"layers in a row a signal starts about {chain:.1g} of the plain model's, and training can stall for many "
         f"epochs. Use init=\"auto\" (compose's default) or init_scale=1.0 (lorita train: --init auto or "
         f"--init-scale 1); keep init=\"default\" at depth {depth} only where a normalisation layer follows.",

@@ -50,6 +50,7 @@ from lorita.conv1d import conv1d_base
 from lorita.errors import LoritaError, LoritaWarning
 from lorita.factor_init import check_init_scale
 from lorita.linalg import check_finite
+from lorita.messages import listed
 from lorita.targets import Selector, scan_layers, select
 
 
@@ -128,11 +129,11 @@ class LoritaCallback(TrainerCallback):
         if not frozen:
             return self.targets, self.exclude, self.example_input
         if len(frozen) == len(chosen):
-            raise LoritaError(f"every layer LoritaCallback would compose is frozen ({_listed(frozen)}), so no factor "
+            raise LoritaError(f"every layer LoritaCallback would compose is frozen ({listed(frozen)}), so no factor "
                               "would train: unfreeze the layers LoRITa should train (requires_grad_(True)) before "
                               "building the Trainer")
         warnings.warn(f"LoritaCallback left {len(frozen)} frozen layer(s) plain, as no factor of theirs would "
-                      f"train: {_listed(frozen)}", LoritaWarning, stacklevel=3)
+                      f"train: {listed(frozen)}", LoritaWarning, stacklevel=3)
         trainable = [layer.name for layer in chosen if layer.module.weight.requires_grad]
         return "|".join(re.escape(name) for name in trainable), None, self.example_input
 
@@ -193,10 +194,6 @@ class LoritaCallback(TrainerCallback):
             if param_name != "bias":
                 state[prefix + param_name] = p.detach().clone()
         self.recomposed.append(module)
-
-
-def _listed(names: list[str], most: int = 6) -> str:
-    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _check_factors(model: nn.Module, step: int) -> None:

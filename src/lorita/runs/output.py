@@ -38,6 +38,7 @@ from typing import Iterable
 from lorita import jsonio
 from lorita.atomic import swap, temp_target
 from lorita.errors import LoritaError
+from lorita.messages import listed
 from lorita.runs.folder import (
     HELD,
     MARK,
@@ -131,11 +132,6 @@ def check_name(given: str | os.PathLike, what: str = "--out") -> None:
                           f".NAME{LOCK_SUFFIX}); writing there could mix two runs: choose another name")
 
 
-def _listed(entries: list[str]) -> str:
-    """The first five of ``entries`` and how many more, for a message."""
-    return ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
-
-
 def _check_own_file_system(folder: Path, what: str) -> None:
     if os.lstat(folder).st_dev != os.lstat(folder.parent).st_dev:
         raise LoritaError(f"{what} {folder} is a mount point: lorita replaces a folder by renaming it, which cannot "
@@ -155,7 +151,7 @@ def _check_replaceable(folder: Path, what: str) -> None:
         raise LoritaError(f"refusing to replace {folder}: a lorita command is writing in it ({busy[0]}); wait until "
                           f"it ends, or choose another {what}")
     if foreign:
-        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({_listed(foreign)}); "
+        raise LoritaError(f"refusing to replace {folder}: it holds files lorita did not write ({listed(foreign)}); "
                           "move them "
                           f"away, or choose another {what}")
 
@@ -223,7 +219,7 @@ def _check_staging(staging: Path, what: str, resume: bool) -> bool:
     if resume and marked and checkpoint:
         foreign = foreign_entries(staging)
         if foreign:  # continuing would carry them into the output
-            raise LoritaError(f"{staging} holds files lorita did not write ({_listed(foreign)}); move them away, then "
+            raise LoritaError(f"{staging} holds files lorita did not write ({listed(foreign)}); move them away, then "
                               "resume")
         return True
     if not marked:
@@ -308,7 +304,7 @@ def _replaced_leftovers(out: Path, what: str) -> list[Path]:
         safe = out.is_dir() and is_marked(out) and stat.S_ISDIR(info.st_mode) \
             and info.st_dev == os.lstat(parent).st_dev and is_marked(entry) and not foreign_entries(entry)
         if not safe:
-            named = f" ({_listed(foreign_entries(entry))})" if stat.S_ISDIR(info.st_mode) and is_marked(entry) else ""
+            named = f" ({listed(foreign_entries(entry))})" if stat.S_ISDIR(info.st_mode) and is_marked(entry) else ""
             raise LoritaError(f"{entry} was left by a command killed while replacing {out}, and it is not only "
                               f"lorita's files{named}; look at it, then remove it yourself")
         found.append(entry)
@@ -370,13 +366,13 @@ def _remove_replaced(folder: Path, out: Path) -> None:
         if deleting:
             log.warning("%s is in place; deleting the previous output stopped at what appeared in it meanwhile, which "
                         "lorita did not write or a command holds (%s); what is left of it is kept in %s, which lorita "
-                        "leaves alone: look at it, and remove it yourself when you are done", out, _listed(foreign),
+                        "leaves alone: look at it, and remove it yourself when you are done", out, listed(foreign),
                         kept)
         else:
             log.warning("%s is in place; the previous output is kept in %s, as %s appeared in it while the command "
                         "ran (%s); lorita leaves it alone: look at it, and remove it yourself when you are done",
                         out, kept, "a command writing in it" if any(HELD in entry for entry in foreign) else
-                        "what lorita did not write", _listed(foreign))
+                        "what lorita did not write", listed(foreign))
     except (OSError, LoritaError) as err:  # the new output is in place: say what is left, do not fail the command
         log.warning("%s is in place, but deleting the old output in %s stopped (%s); remove it yourself",
                     out, folder, getattr(err, "strerror", None) or err)
