@@ -58,8 +58,9 @@ def compose(model: nn.Module, depth: int = 3, *, targets: Selector = None, exclu
         factor_side: where a Linear's square factors sit: ``"input"`` (``in x in``, the
             authors' choice) or ``"smaller"`` (``min(in, out)`` square, cheaper). Convs
             always mix output channels.
-        example_input: optional input (tensor or tuple) to run the model on once, in eval
-            mode: layers whose parent reads their ``.weight`` instead of calling them
+        example_input: optional input (a tensor, a tuple, or a dict of named arguments such as
+            a tokenizer's output) to run the model on once, in eval mode: layers whose
+            parent reads their ``.weight`` instead of calling them
             (torchvision Swin, transformers Mamba/WavLM, timm BEiT qkv) are then left plain
             and named in the warning, since a composed layer there never runs its factors
             one after another. Without it no forward runs and such layers are composed

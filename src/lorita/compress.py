@@ -142,8 +142,8 @@ def compress(model: nn.Module, *, ranks: dict[str, int] | None = None, energy: f
     model (searches, sweeps), so each layer's SVD runs once. Without one, each layer's
     SVD runs once per call (energy= reuses the SVD that chose the rank to cut).
 
-    ``example_input`` (a tensor or tuple the model accepts): run the model once on it, in
-    eval mode, and keep dense every layer whose parent reads its ``.weight`` / ``.bias``
+    ``example_input`` (a tensor, tuple or dict of named arguments the model accepts): run the model once on
+    it, in eval mode, and keep dense every layer whose parent reads its ``.weight`` / ``.bias``
     and computes with them itself instead of calling it (torchvision Swin, transformers
     Mamba ``dt_proj`` and WavLM attention, timm BEiT/EVA ``qkv``): a cut pair there would
     be rebuilt into the dense weight at every call and save nothing. Such layers are

@@ -47,7 +47,7 @@ from lorita.cutspec import LAYOUTS, Latency
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, check_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
-from lorita.probe import eval_mode, example_args, observe
+from lorita.probe import ModelInput, eval_mode, model_input, observe
 from lorita.ranks import measured_ranks
 from lorita.spectra import Spectra
 from lorita.targets import Layer, check_model, replace_module, resolve_ranks, scan_layers
@@ -361,14 +361,14 @@ class LatencyBudget:
 
 
 class _Bound(nn.Module):
-    """``model`` called with extra positional arguments after the first (timers take one input)."""
+    """``model`` called with ``call``'s other arguments around the lead tensor (timers take one input)."""
 
-    def __init__(self, model: nn.Module, rest: tuple):
+    def __init__(self, model: nn.Module, call: ModelInput):
         super().__init__()
-        self.model, self.rest = model, rest
+        self.model, self.call = model, call
 
     def forward(self, x):
-        return self.model(x, *self.rest)
+        return self.call.with_lead(x)(self.model)
 
 
 def _rank_grid(break_even: int, points: int) -> list[int]:
@@ -401,30 +401,31 @@ def _between(measured: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return out
 
 
-def _format_args(args: tuple, channels_last: bool) -> tuple:
+def _format_call(call: ModelInput, channels_last: bool) -> ModelInput:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return (args[0].contiguous(memory_format=fmt) if args[0].dim() == 4 else args[0], *args[1:])
+    return call.with_lead(call.lead.contiguous(memory_format=fmt)) if call.lead.dim() == 4 else call
 
 
-def _formatted(module: nn.Module, args: tuple, channels_last: bool) -> tuple[nn.Module, tuple]:
+def _formatted(module: nn.Module, call: ModelInput, channels_last: bool) -> tuple[nn.Module, ModelInput]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return module.to(memory_format=fmt), _format_args(args, channels_last)
+    return module.to(memory_format=fmt), _format_call(call, channels_last)
 
 
-def _samples(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of each model (or ``_Swap``, entered while timed) on ``args``, timed in turn ``repeats``
+def _samples(models: dict[str, nn.Module], call: ModelInput, timer: Timer, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each model (or ``_Swap``, entered while timed) on ``call``, timed in turn ``repeats``
     times: one list of ``repeats`` samples per model, sample ``i`` of every model taken in the same round."""
     samples: dict[str, list[float]] = {k: [] for k in models}
+    alone = len(call.args) == 1 and not call.kwargs  # the timer's one input is the whole call
     for _ in range(repeats):
         for k, m in models.items():
             with (m if isinstance(m, _Swap) else contextlib.nullcontext(m)) as module, eval_mode(module):
-                samples[k].append(float(timer(module if len(args) == 1 else _Bound(module, args[1:]), args[0])))
+                samples[k].append(float(timer(module if alone else _Bound(module, call), call.lead)))
     return samples
 
 
-def _whole(models: dict[str, nn.Module], args: tuple, timer: Timer, repeats: int) -> dict[str, float]:
-    """Median seconds per call of each model on ``args``, timed in turn ``repeats`` times (``_samples``)."""
-    return {k: statistics.median(v) for k, v in _samples(models, args, timer, repeats).items()}
+def _whole(models: dict[str, nn.Module], call: ModelInput, timer: Timer, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each model on ``call``, timed in turn ``repeats`` times (``_samples``)."""
+    return {k: statistics.median(v) for k, v in _samples(models, call, timer, repeats).items()}
 
 
 def _paired(samples: dict[str, list[float]], reference: str) -> dict[str, float]:
@@ -437,13 +438,13 @@ def _paired(samples: dict[str, list[float]], reference: str) -> dict[str, float]
     return {k: statistics.median(t / b for t, b in zip(v, base)) for k, v in samples.items()}
 
 
-def _layouts(model: nn.Module, args: tuple, timer: Timer, repeats: int) -> tuple[str, dict[str, float]]:
+def _layouts(model: nn.Module, call: ModelInput, timer: Timer, repeats: int) -> tuple[str, dict[str, float]]:
     """The faster layout (channels_last only when more than ``LAYOUT_MARGIN`` faster) and both times.
     ``model`` is left in the contiguous layout."""
     seconds = {}
     for name in ("channels_last", "contiguous"):
-        formatted, formatted_args = _formatted(model, args, name == "channels_last")
-        seconds[name] = _whole({"m": formatted}, formatted_args, timer, repeats)["m"]
+        formatted, formatted_call = _formatted(model, call, name == "channels_last")
+        seconds[name] = _whole({"m": formatted}, formatted_call, timer, repeats)["m"]
     faster = seconds["channels_last"] < (1 - LAYOUT_MARGIN) * seconds["contiguous"]
     return ("channels_last" if faster else "contiguous"), {"contiguous": seconds["contiguous"],
                                                             "channels_last": seconds["channels_last"]}
@@ -467,11 +468,11 @@ def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
     """
     check_model(model, "best_layout")
     check_int("repeats", repeats)
-    args = example_args(example_input)
-    if args[0].dim() != 4:
+    call = model_input(example_input)
+    if call.lead.dim() != 4:
         raise LoritaError(f"best_layout compares image layouts: example_input must be N x C x H x W, got shape "
-                          f"{tuple(args[0].shape)}")
-    return _layouts(copy.deepcopy(model), args, timer or _model_clock, repeats)
+                          f"{tuple(call.lead.shape)}")
+    return _layouts(copy.deepcopy(model), call, timer or _model_clock, repeats)
 
 
 @contextlib.contextmanager
@@ -532,7 +533,7 @@ def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats
     check_int("repeats", repeats)
     if not isinstance(models, dict) or not models:
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
-    return _whole(models, example_args(example_input), timer or _model_clock, repeats)
+    return _whole(models, model_input(example_input), timer or _model_clock, repeats)
 
 
 def relative_latency(models: dict[str, nn.Module], example_input: Any, *, reference: str, repeats: int = 7,
@@ -571,7 +572,7 @@ def compare_latency(models: dict[str, nn.Module], example_input: Any, *, referen
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
     if reference not in models:
         raise LoritaError(f"reference={reference!r} is not one of the models ({', '.join(map(repr, models))})")
-    samples = _samples(models, example_args(example_input), timer or _model_clock, repeats)
+    samples = _samples(models, model_input(example_input), timer or _model_clock, repeats)
     return {k: statistics.median(v) for k, v in samples.items()}, _paired(samples, reference)
 
 
@@ -659,18 +660,18 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
     else:
         check_model(model, "latency_budget")
         spectra = Spectra(model, example_input)
-    args = example_args(example_input)
+    call = model_input(example_input)
     if how.batch is not None:
-        args = (batch_of(args[0], how.batch), *args[1:])
-    if how.layout == "channels_last" and args[0].dim() != 4:
+        call = _batched(call, how.batch)
+    if how.layout == "channels_last" and call.lead.dim() != 4:
         raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); example_input has shape "
-                          f"{tuple(args[0].shape)}: use layout='input'")
+                          f"{tuple(call.lead.shape)}: use layout='input'")
     spectra.require_layers()
     if how.whitened:
         spectra.calibrate(how.calibrate)
     cache, path = _open_cache(cache, cache_file, timer)
     clocks = (timer or time_module, timer or _model_clock)  # (one layer, a whole model)
-    ref = _reference(spectra, how, args, clocks[1])
+    ref = _reference(spectra, how, call, clocks[1])
     forms = _time_forms(ref, how, clocks[0], cache)
     if path is not None:
         atomic_write_text(path, json.dumps({"seconds": cache}, indent=0, sort_keys=True))
@@ -709,6 +710,19 @@ def batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
     return example[:1].expand(shape).clone()
 
 
+def _batched(call: ModelInput, batch: int) -> ModelInput:
+    """``call`` at ``batch`` examples: the lead tensor through ``batch_of``, and every other tensor with the lead's
+    first size (an attention mask beside token ids) its first row repeated."""
+    lead = batch_of(call.lead, batch)  # checks the size before anything is allocated
+    size = call.lead.shape[0] if call.lead.dim() else None
+
+    def each(value: torch.Tensor) -> torch.Tensor:
+        if value is call.lead or not value.dim() or value.shape[0] != size:
+            return value
+        return value[:1].expand(batch, *value.shape[1:]).clone()
+    return call.map(each).with_lead(lead)
+
+
 @dataclass
 class _Reference:
     """The dense model as timed: the model (the caller's, or a copy in another layout), its layers, the input,
@@ -716,7 +730,7 @@ class _Reference:
 
     model: nn.Module
     layers: dict[str, Layer]
-    args: tuple
+    call: ModelInput
     channels_last: bool
     dense_s: float
     dense_by_layout: dict[str, float]
@@ -726,28 +740,28 @@ class _Reference:
         return "channels_last" if self.channels_last else "contiguous"
 
 
-def _reference(spectra: Spectra, how: Latency, args: tuple, whole_timer: Timer) -> _Reference:
+def _reference(spectra: Spectra, how: Latency, call: ModelInput, whole_timer: Timer) -> _Reference:
     """Step 1: the layout, and the dense model's time in it."""
-    image, repeats = args[0].dim() == 4, 2 * how.repeats + 1
+    image, repeats = call.lead.dim() == 4, 2 * how.repeats + 1
     base, layers = spectra.model, spectra.scan.layers
-    if image and (how.layout in ("auto", "channels_last") or (how.layout == "input" and _channels_last(args[0]))):
+    if image and (how.layout in ("auto", "channels_last") or (how.layout == "input" and _channels_last(call.lead))):
         base = copy.deepcopy(base)  # its layout changes: time a copy, not the caller's model
         layers = {name: Layer(name, base.get_submodule(name), layer.aliases) for name, layer in layers.items()}
     dense_by_layout: dict[str, float] = {}
     if how.layout == "auto" and image:
-        chosen, dense_by_layout = _layouts(base, args, whole_timer, repeats)
+        chosen, dense_by_layout = _layouts(base, call, whole_timer, repeats)
         channels_last = chosen == "channels_last"
     elif how.layout in ("input", "auto"):
-        channels_last = image and _channels_last(args[0])
+        channels_last = image and _channels_last(call.lead)
     else:
         channels_last = how.layout == "channels_last"
     if base is not spectra.model:
-        base, args = _formatted(base, args, channels_last)
+        base, call = _formatted(base, call, channels_last)
     else:
-        args = _format_args(args, channels_last)
+        call = _format_call(call, channels_last)
     fmt = "channels_last" if channels_last else "contiguous"
-    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, args, whole_timer, repeats)["m"]
-    return _Reference(base, layers, args, channels_last, dense_s, dense_by_layout)
+    dense_s = dense_by_layout.get(fmt) or _whole({"m": base}, call, whole_timer, repeats)["m"]
+    return _Reference(base, layers, call, channels_last, dense_s, dense_by_layout)
 
 
 @dataclass
@@ -761,7 +775,7 @@ class _Forms:
 
 def _time_forms(ref: _Reference, how: Latency, timer: Timer, cache: dict[str, float]) -> _Forms:
     calls: dict[str, int] = {}
-    inputs = _layer_inputs(ref.model, list(ref.layers), ref.args, calls)
+    inputs = _layer_inputs(ref.model, list(ref.layers), ref.call, calls)
     options: dict[str, list[tuple[int, float]]] = {}
     for name, layer in ref.layers.items():
         dense, x = layer.module, inputs[name]
@@ -835,7 +849,7 @@ def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
     if best is None:
         fastest = min(t["measured"] for t in tried)
         raise LoritaError(
-            f"latency={latency:g} cannot be met on this machine at batch {int(ref.args[0].shape[0])} ({ref.layout}, "
+            f"latency={latency:g} cannot be met on this machine at batch {int(ref.call.lead.shape[0])} ({ref.layout}, "
             f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
             f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense "
             "model where no cut is faster), or try another batch size or layout (layers whose thin pair is never "
@@ -852,7 +866,7 @@ def _measure_cut(ref: _Reference, ranks: dict[str, int], how: Latency, whole_tim
     cut = _Swap(ref.model, ref.layers, ranks, ref.channels_last)
     ratios: list[float] = []
     for _ in range(2 if first else 1):
-        timed = _samples({"dense": ref.model, "cut": cut}, ref.args, whole_timer, 2 * how.repeats + 1)
+        timed = _samples({"dense": ref.model, "cut": cut}, ref.call, whole_timer, 2 * how.repeats + 1)
         ratios.append(_paired(timed, "dense")["cut"])
         if not how.latency * (1 - how.tolerance) <= ratios[0] <= how.latency:
             break
@@ -898,7 +912,7 @@ def _report(best: dict, tried: list[dict], forms: _Forms, ref: _Reference, how: 
     dense_s = ref.dense_s
     return LatencyBudget(ranks=best["ranks"], latency=how.latency, dense_s=dense_s,
                          predicted_s=best["predicted"] * dense_s, measured_s=best["measured"] * dense_s,
-                         layout=ref.layout, batch=int(ref.args[0].shape[0]), threads=torch.get_num_threads(),
+                         layout=ref.layout, batch=int(ref.call.lead.shape[0]), threads=torch.get_num_threads(),
                          estimated=best["estimated"], dense_by_layout=ref.dense_by_layout,
                          rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
 

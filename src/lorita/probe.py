@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -32,48 +33,117 @@ READ_BY_PARENT = ("its parent reads its .weight/.bias and computes with them its
                   "call and save nothing")
 
 
-def example_args(example_input: Any) -> tuple:
-    """``example_input`` as the tuple of positional arguments for ``model(*args)``, checked.
+@dataclass(frozen=True, eq=False)
+class ModelInput:
+    """The arguments of one model call, ``model(*args, **kwargs)``: what ``example_input`` and
+    calibration batches become (``model_input``).
+
+    ``lead`` is the tensor that carries the batch: the first positional argument, or without
+    one the first tensor among the keyword arguments (``input_ids`` of a tokenizer's output).
 
     Example:
-        >>> len(example_args(torch.zeros(1, 4)))
-        1
+        >>> call = ModelInput(kwargs={"input_ids": torch.zeros(2, 5, dtype=torch.long)})
+        >>> call.lead.shape, call.batch_size
+        (torch.Size([2, 5]), 2)
     """
+
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+
+    def __call__(self, model: nn.Module) -> Any:
+        return model(*self.args, **self.kwargs)
+
+    @property
+    def lead(self) -> torch.Tensor:
+        if self.args:
+            return self.args[0]
+        return next(value for value in self.kwargs.values() if isinstance(value, torch.Tensor))
+
+    @property
+    def batch_size(self) -> int:
+        """The lead tensor's first size; 1 for a 1-D lead (one unbatched example)."""
+        return int(self.lead.shape[0]) if self.lead.dim() >= 2 else 1
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ModelInput:
+        """The same call with ``fn`` applied to every tensor argument (other arguments as they are)."""
+        def each(value):
+            return fn(value) if isinstance(value, torch.Tensor) else value
+        return ModelInput(tuple(each(a) for a in self.args), {k: each(v) for k, v in self.kwargs.items()})
+
+    def with_lead(self, x: torch.Tensor) -> ModelInput:
+        """The same call with ``x`` in place of the lead tensor."""
+        if self.args:
+            return ModelInput((x, *self.args[1:]), self.kwargs)
+        key = next(k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor))
+        return ModelInput(self.args, {**self.kwargs, key: x})
+
+    def describe(self) -> str:
+        """What was passed, for error messages: shapes and dtypes of the tensors (and devices other than the CPU).
+
+        Example:
+            >>> ModelInput((torch.zeros(2, 5),)).describe()
+            'a tensor of shape (2, 5) (torch.float32)'
+            >>> ModelInput((torch.zeros(2, 5, device="meta"),)).describe()
+            'a tensor of shape (2, 5) (torch.float32, on meta)'
+            >>> ModelInput(kwargs={"input_ids": torch.zeros(1, 3, dtype=torch.long), "use_cache": False}).describe()
+            'arguments of input_ids=shape (1, 3) (torch.int64), use_cache=bool'
+        """
+        parts = [_shown(a) for a in self.args] + [f"{k}={_shown(v)}" for k, v in self.kwargs.items()]
+        if len(parts) == 1 and not self.kwargs:
+            return f"a tensor of {parts[0]}" if isinstance(self.args[0], torch.Tensor) else parts[0]
+        return "arguments of " + ", ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        where = "" if value.device.type == "cpu" else f", on {value.device}"
+        return f"shape {tuple(value.shape)} ({value.dtype}{where})"
+    return type(value).__name__
+
+
+def model_input(example_input: Any) -> ModelInput:
+    """``example_input`` as the arguments of one model call, checked: a tensor (``model(x)``), a tuple whose
+    first item is a tensor (``model(*args)``), or a mapping of argument names to values with at least one
+    tensor among them (``model(**kwargs)``: a tokenizer's output, a Hugging Face batch).
+
+    Example:
+        >>> model_input(torch.zeros(1, 4)).args[0].shape
+        torch.Size([1, 4])
+        >>> sorted(model_input({"input_ids": torch.zeros(1, 3, dtype=torch.long)}).kwargs)
+        ['input_ids']
+    """
+    if isinstance(example_input, ModelInput):
+        return example_input
+    if isinstance(example_input, Mapping):
+        kwargs = dict(example_input)
+        if not all(isinstance(key, str) for key in kwargs):
+            raise LoritaError(f"an example_input given as a mapping names the model's arguments, so its keys must be "
+                              f"strings; got keys {sorted(map(repr, kwargs))[:5]}")
+        if not any(isinstance(value, torch.Tensor) for value in kwargs.values()):
+            raise LoritaError(f"the example_input mapping (keys {sorted(kwargs)[:5]}) holds no tensor; a tokenizer "
+                              "makes one with return_tensors='pt', e.g. tokenizer('Hello', return_tensors='pt')")
+        return ModelInput(kwargs=kwargs)
     args = example_input if isinstance(example_input, tuple) else (example_input,)
     if not args or not isinstance(args[0], torch.Tensor):
-        raise LoritaError("example_input must be a tensor (or a tuple of tensors) the model accepts, "
-                          "e.g. torch.randn(1, 3, 32, 32)")
-    return args
+        raise LoritaError("example_input must be a tensor (or a tuple of tensors, or a dict of named arguments) "
+                          f"the model accepts, e.g. torch.randn(1, 3, 32, 32); got {type(example_input).__name__}")
+    return ModelInput(args)
 
 
-def describe(args: tuple) -> str:
-    """What was passed, for error messages: shapes and dtypes of the tensors (and devices other than the CPU).
-
-    Example:
-        >>> describe((torch.zeros(2, 5),)), describe((torch.zeros(2, 5, device="meta"),))
-        ('a tensor of shape (2, 5) (torch.float32)', 'a tensor of shape (2, 5) (torch.float32, on meta)')
-    """
-    parts = [f"shape {tuple(a.shape)} ({a.dtype}{'' if a.device.type == 'cpu' else f', on {a.device}'})"
-             if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
-    if len(parts) == 1:
-        return f"a tensor of {parts[0]}" if isinstance(args[0], torch.Tensor) else parts[0]
-    return "arguments of " + ", ".join(parts)
-
-
-def run_model(model: nn.Module, args: tuple, what: str = "example_input") -> Any:
-    """``model(*args)``; an error raised inside the model becomes a LoritaError naming the input given
+def run_model(model: nn.Module, call: ModelInput, what: str = "example_input") -> Any:
+    """``call(model)``; an error raised inside the model becomes a LoritaError naming the input given
     (``what``: how the caller calls it, e.g. "calibration batch 3").
 
     Example:
-        >>> run_model(nn.Linear(3, 2), (torch.zeros(4, 3),)).shape
+        >>> run_model(nn.Linear(3, 2), model_input(torch.zeros(4, 3))).shape
         torch.Size([4, 2])
     """
     try:
-        return model(*args)
+        return call(model)
     except LoritaError:
         raise
     except Exception as err:  # a forward can raise anything (shape, dtype, device, index errors)
-        raise LoritaError(f"the model failed on {what}, {describe(args)}: {type(err).__name__}: {err}. "
+        raise LoritaError(f"the model failed on {what}, {call.describe()}: {type(err).__name__}: {err}. "
                           "Pass an input the model accepts (the shape and dtype of one real batch).") from err
 
 
@@ -169,9 +239,9 @@ def observe(model: nn.Module, example_input: Any, hooks: dict[str, Callable], *,
         >>> seen
         [torch.Size([2, 3])]
     """
-    args = example_args(example_input)
+    call = model_input(example_input)
     with eval_mode(model), hooks_on(model, hooks, before=before):
-        run_model(model, args)
+        run_model(model, call)
 
 
 @dataclass
@@ -301,8 +371,8 @@ def weight_readers(model: nn.Module, example_input: Any, modules: dict[str, nn.M
         >>> list(weight_readers(model, torch.zeros(1, 4), {"proj": model.proj, "out": model.out}))
         ['proj']
     """
-    args = example_args(example_input)
-    return _readers(model, lambda: run_model(model, args), modules)
+    call = model_input(example_input)
+    return _readers(model, lambda: run_model(model, call), modules)
 
 
 def library_inputs(model: nn.Module) -> dict[str, torch.Tensor] | None:
@@ -345,7 +415,7 @@ def library_weight_readers(model: nn.Module, modules: dict[str, nn.Module]) -> d
     if inputs is None:
         return None
     try:
-        return _readers(model, lambda: model(**inputs), modules)
+        return _readers(model, lambda: ModelInput(kwargs=inputs)(model), modules)
     except Exception as err:  # the model refused its library's dummy inputs: no information, not an error
         log.debug("dummy inputs %s failed on %s: %s: %s", list(inputs), type(model).__name__,
                   type(err).__name__, err)

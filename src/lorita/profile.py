@@ -29,7 +29,7 @@ from lorita.composed import COMPOSED_TYPES
 from lorita.conv1d import is_conv1d
 from lorita.int8 import INT8_TYPES
 from lorita.lowrank import LOWRANK_TYPES
-from lorita.probe import eval_mode, example_args, run_model, track_usage, unfused
+from lorita.probe import eval_mode, model_input, run_model, track_usage, unfused
 from lorita.targets import check_model
 
 READ_NOTE = "read by its parent: own forward never ran, its MACs are counted under the parent"
@@ -196,7 +196,8 @@ class _FlopsByModule:
 
 @torch.no_grad()
 def profile(model: nn.Module, example_input) -> Profile:
-    """Count params, MACs and FLOPs of ``model`` on ``example_input`` (a tensor or tuple of them).
+    """Count params, MACs and FLOPs of ``model`` on ``example_input`` (a tensor, a tuple of them, or a dict of
+    named arguments such as a tokenizer's output: ``lorita.probe.model_input``).
 
     One eval-mode forward pass (PyTorch's fused attention fast path off, so each layer is
     counted). Parameters do not require grad while it runs (restored after), so PyTorch's
@@ -213,7 +214,7 @@ def profile(model: nn.Module, example_input) -> Profile:
         1
     """
     check_model(model, "profile")
-    args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in example_args(example_input))
+    call = model_input(example_input).map(torch.Tensor.detach)
     units = _units(model)
     layers_to_track = {name: module for name, module in units if _is_layer(module)}
     grads = [(p, p.requires_grad) for p in model.parameters()]
@@ -222,7 +223,7 @@ def profile(model: nn.Module, example_input) -> Profile:
         for p, _ in grads:
             p.requires_grad_(False)
         with eval_mode(model), unfused(), track_usage(layers_to_track) as usage, counter:
-            run_model(model, args)
+            run_model(model, call)
     finally:
         for p, flag in grads:
             p.requires_grad_(flag)
@@ -242,5 +243,4 @@ def profile(model: nn.Module, example_input) -> Profile:
             layers.append(LayerProfile(name or ROOT_ROW, type(module).__name__, params, flops // 2, flops, note))
     total_flops = flops_of.counts.get("Global", 0)
     params = _count(model)  # shared parameters counted once
-    batch = int(args[0].shape[0]) if isinstance(args[0], torch.Tensor) and args[0].dim() >= 2 else 1  # 1-D: unbatched
-    return Profile(params, total_flops // 2, total_flops, batch, layers)
+    return Profile(params, total_flops // 2, total_flops, call.batch_size, layers)  # a 1-D lead: unbatched, 1

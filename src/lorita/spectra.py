@@ -30,7 +30,7 @@ from lorita.composed import COMPOSED_TYPES
 from lorita.compress import compress, layer_shape, layer_spectrum
 from lorita.errors import LoritaError
 from lorita.lowrank import weight_matrix
-from lorita.probe import example_args, observe
+from lorita.probe import ModelInput, model_input, observe
 from lorita.profile import Profile, profile
 from lorita.ranks import METRICS, LayerCost, Metric
 from lorita.svd_cache import SVDCache
@@ -62,7 +62,7 @@ class Spectra:
         if any(isinstance(m, COMPOSED_TYPES) for m in model.modules()):
             model = merge(model)  # the original architecture (a copy: the caller's model is not changed)
         if example_input is not None:
-            example_input = example_args(example_input)
+            example_input = model_input(example_input)
         if svd_cache is not None and not isinstance(svd_cache, SVDCache):
             raise LoritaError(f"svd_cache must be a lorita.svd_cache.SVDCache (or None), got {type(svd_cache).__name__}")
         self.model = model
@@ -156,12 +156,12 @@ def _costs(spectra: Spectra, metric: Metric) -> tuple[dict[str, LayerCost], floa
     if metric == "params":
         dense = sum(m * n for m, n in shapes.values())
         return {name: LayerCost(m, n) for name, (m, n) in shapes.items()}, sum(p.numel() for p in model.parameters()) - dense
-    args = spectra.example_input
-    if args is None:
+    call = spectra.example_input
+    if call is None:
         raise LoritaError("counting MACs needs example_input= (e.g. torch.randn(1, 3, 32, 32)) to count each "
                           "layer's output positions")
-    batch = int(args[0].shape[0]) if args[0].dim() else 1
-    outputs = _output_numels(model, list(shapes), args)
+    batch = call.batch_size
+    outputs = _output_numels(model, list(shapes), call)
     costs = {}
     for name, (m, n) in shapes.items():
         if outputs[name] == 0:
@@ -172,7 +172,7 @@ def _costs(spectra: Spectra, metric: Metric) -> tuple[dict[str, LayerCost], floa
     return costs, max(0.0, fixed)
 
 
-def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str, int]:
+def _output_numels(model: nn.Module, names: list[str], call: ModelInput) -> dict[str, int]:
     """Total output elements of each named module over one forward pass (calls add up)."""
     counts = {name: 0 for name in names}
 
@@ -181,7 +181,7 @@ def _output_numels(model: nn.Module, names: list[str], args: tuple) -> dict[str,
             counts[name] += output.numel()
         return hook
 
-    observe(model, args, {name: count(name) for name in names})
+    observe(model, call, {name: count(name) for name in names})
     return counts
 
 

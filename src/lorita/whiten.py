@@ -34,7 +34,7 @@ from lorita.checks import check_int, check_number
 from lorita.errors import LoritaError
 from lorita.conv1d import is_conv1d
 from lorita.linalg import check_rank, svd, work_dtype
-from lorita.probe import eval_mode, example_args, hooks_on, run_model
+from lorita.probe import eval_mode, hooks_on, model_input, run_model
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,9 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
                   max_batches: int | None = None) -> Grams:
     """Run ``model`` in eval mode over calibration ``batches``; sum ``X^T X`` of each layer's input.
 
-    Each batch is what ``model(*args)`` takes: a tensor, or a tuple of tensors (pass
-    inputs only: ``(x for x, _ in split.batches(...))``). ``names``: module names
+    Each batch is what the model takes: a tensor, a tuple of tensors (pass inputs only:
+    ``(x for x, _ in split.batches(...))``) or a dict of named arguments (a Hugging Face
+    batch; ``lorita.probe.model_input``). ``names``: module names
     (default: every Linear, Conv2d with groups=1 and transformers Conv1D). Leading
     dimensions are flattened, ``(B, T, n) -> (B*T, n)``; a Conv2d contributes its input
     patches (module docstring). Sums in float64. The model's train/eval mode is restored
@@ -158,7 +159,7 @@ def collect_grams(model: nn.Module, batches: Iterable[Any], names: Sequence[str]
         for batch in batches:
             if max_batches is not None and seen >= max_batches:
                 break
-            run_model(model, example_args(batch), f"calibration batch {seen + 1}")  # a bad batch: LoritaError
+            run_model(model, model_input(batch), f"calibration batch {seen + 1}")  # a bad batch: LoritaError
             seen += 1
     if seen == 0:
         raise LoritaError("collect_grams got no calibration batches; pass a non-empty iterable of model inputs")

@@ -209,7 +209,7 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         raise LoritaError("batchnorm=N needs recipe= (the batch size and seed its training batches are drawn with)")
     spectra = model if isinstance(model, Spectra) else _spectra(model, data, how, recipe)
     merged = spectra.model
-    example = spectra.example_input[0]
+    example = spectra.example_input.lead
     original = spectra.profile
     if before is None:
         before = scores(merged, data)
@@ -290,7 +290,7 @@ def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, h
 def _time_final(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:
     """``small`` timed against the dense model in the budget's layout and batch: seconds and the measured fraction
     (the median of the within-round ratios, not cut_s / dense_s, medians of their own)."""
-    example = spectra.example_input[0]
+    example = spectra.example_input.lead
     x = example if how.batch is None else batch_of(example, how.batch)
     dense = spectra.model
     if found.layout == "channels_last":  # both timed in the chosen layout (copies: the models stay as they are)
