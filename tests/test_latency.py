@@ -13,7 +13,7 @@ from torch import nn
 
 import lorita
 import lorita.latency as latency_module
-from lorita.latency import keep_faster, latency_budget, layer_latencies
+from lorita.latency import call_times, keep_faster, latency_budget, layer_latencies, measure_latency
 from lorita.linalg import break_even_rank
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models import create_model
@@ -472,3 +472,28 @@ def test_best_layout_leaves_the_model_alone():
     assert model[0].weight.is_contiguous()
     with pytest.raises(lorita.LoritaError, match="must be N x C x H x W"):
         best_layout(wide(), W)
+
+
+class CachesTable(nn.Module):
+    """Builds a table on its first call and keeps it, as rotary-embedding caches do."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.table = nn.Linear(4, 4), None
+
+    def forward(self, x):
+        if self.table is None:
+            self.table = torch.linspace(0.5, 1.5, 4)
+        return self.fc(x) * self.table
+
+
+@pytest.mark.parametrize("timing", ["measure_latency", "call_times"])
+def test_a_table_the_model_caches_while_timed_still_trains(timing):
+    model, x = CachesTable(), torch.randn(2, 4)
+    if timing == "measure_latency":
+        measure_latency({"m": model}, x, repeats=1)
+    else:
+        call_times(model, x, repeats=2)
+    assert not model.table.is_inference()  # (it was, and backward through it failed)
+    model(x).sum().backward()
+    assert model.fc.weight.grad is not None

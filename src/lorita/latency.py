@@ -118,16 +118,19 @@ def _sync(device: torch.device) -> None:
 
 def time_module(module: nn.Module, x: torch.Tensor, *, min_seconds: float = 0.002) -> float:
     """Seconds per call of ``module(x)`` under ``torch.inference_mode``, averaged over enough calls
-    to last ``min_seconds`` (one warm-up call first; CUDA is synchronised around the clock).
+    to last ``min_seconds`` (one warm-up call first, under ``no_grad``: a table the module builds
+    and keeps on its first call, as rotary-embedding caches do, stays usable for training; CUDA is
+    synchronised around the clock).
 
     Example:
         >>> t = time_module(nn.Linear(8, 8).eval(), torch.randn(4, 8))
         >>> t > 0
         True
     """
-    with torch.inference_mode():
-        module(x)  # warm-up: allocator, kernel selection
+    with torch.no_grad():
+        module(x)  # warm-up: allocator, kernel selection, whatever the module caches
         _sync(x.device)
+    with torch.inference_mode():
         number, elapsed = 1, 0.0
         while True:
             start = time.perf_counter()
@@ -494,11 +497,11 @@ def threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-@torch.inference_mode()
 def call_times(model: nn.Module, x: torch.Tensor, *, repeats: int = 30) -> dict[str, float]:
-    """Milliseconds of single forward passes of ``model`` (eval mode) on ``x``: median and quartiles over
-    ``repeats`` calls after a warm-up (``repeats // 10``, at least 2). ``measure_latency`` is the one for ratios
-    between models; this one is the spread of one model's calls.
+    """Milliseconds of single forward passes of ``model`` (eval mode, ``torch.inference_mode``) on ``x``: median
+    and quartiles over ``repeats`` calls after a warm-up (``repeats // 10``, at least 2, under ``no_grad``: what
+    the model caches there stays usable for training). ``measure_latency`` is the one for ratios between models;
+    this one is the spread of one model's calls.
 
     Example:
         >>> sorted(call_times(nn.Linear(8, 8), torch.randn(2, 8), repeats=3))
@@ -506,15 +509,23 @@ def call_times(model: nn.Module, x: torch.Tensor, *, repeats: int = 30) -> dict[
     """
     check_int("repeats", repeats)
     with eval_mode(model):
-        for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels
-            model(x)
-        times = []
-        for _ in range(repeats):
-            tic = time.perf_counter()
-            model(x)
-            times.append(1000 * (time.perf_counter() - tic))
+        with torch.no_grad():
+            for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels, the model's caches
+                model(x)
+        with torch.inference_mode():
+            times = _call_times(model, x, repeats)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
+
+
+def _call_times(model: nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``model(x)``."""
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        model(x)
+        times.append(1000 * (time.perf_counter() - tic))
+    return times
 
 
 def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats: int = 7,
