@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lorita
-from lorita.latency import _batched, latency_budget
+from lorita.latency import at_batch, best_layout, compare_latency, latency_budget, measure_latency
 from lorita.probe import ModelInput, model_input, weight_readers
 from lorita.profile import profile
 from lorita.spectra import layer_costs
@@ -23,7 +23,7 @@ class Tagger(nn.Module):
         self.embed = nn.Embedding(vocab, width)
         self.mix, self.gate, self.head = nn.Linear(width, 16), nn.Linear(width, width), nn.Linear(16, 3)
 
-    def forward(self, input_ids, attention_mask=None, scale: float = 1.0):
+    def forward(self, input_ids, attention_mask=None, scale: float = 1.0, labels=None):
         if attention_mask is None or attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}")
         h = self.embed(input_ids) * attention_mask[..., None] * scale
@@ -111,20 +111,69 @@ def test_calibration_batches_may_be_dicts():
         torch.testing.assert_close(by_name[name], by_position[name])
 
 
-def test_a_deployment_batch_repeats_the_mask_beside_the_token_ids():
-    call = _batched(model_input(named(1, 5)), 4)
-    assert call.kwargs["input_ids"].shape == call.kwargs["attention_mask"].shape == (4, 5)
-    assert call.kwargs["scale"] == 0.5
-    by_position = _batched(ModelInput(positional(1, 5)), 4)
+def test_a_deployment_batch_repeats_the_mask_and_labels_beside_the_token_ids():
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    call = at_batch({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids, "scale": 0.5}, 4)
+    assert [tuple(call.kwargs[k].shape) for k in ("input_ids", "attention_mask", "labels")] == [(4, 5)] * 3
+    assert call.kwargs["scale"] == 0.5 and torch.equal(call.kwargs["labels"], ids.expand(4, 5))
+    by_position = at_batch(positional(1, 5), 4)
     assert [tuple(a.shape) for a in by_position.args[:2]] == [(4, 5), (4, 5)]
+
+
+def test_labels_put_first_are_not_taken_for_the_batch():
+    call = {"labels": torch.zeros(4, dtype=torch.long), **named(4, 5)}  # transformers' default collator's order
+    assert model_input(call).key == "input_ids" and model_input(call).batch_size == 4
+    net = Tagger()
+    assert layer_costs(net, call, "macs") == layer_costs(net, named(4, 5), "macs")
+    assert profile(net, call).batch_size == 4
+
+
+@pytest.mark.parametrize("ids", [torch.arange(6) % 11, torch.zeros((0, 6), dtype=torch.long)])
+def test_timing_at_a_batch_needs_a_batched_example(ids):
+    with pytest.raises(lorita.LoritaError, match=r"example_input\['input_ids'\] .*(unbatched example|holds no)"):
+        at_batch({"input_ids": ids, "attention_mask": torch.ones_like(ids)}, 4)
+
+
+def calls_the_model(model, x):
+    """A fake clock that runs the model once (a model that fails on its input fails here) and returns its weights'
+    count."""
+    model(x)
+    return float(sum(p.numel() for p in model.parameters()))
 
 
 def test_a_latency_budget_runs_on_named_arguments_at_a_deployment_batch():
     net = Tagger(width=64)
-    cost = lambda m, x: float(sum(p.numel() for p in m.parameters()))  # noqa: E731 (a fake clock: weights)
-    found = latency_budget(net, 0.9, named(1, 5), timer=cost, batch=4)
+    found = latency_budget(net, 0.9, named(1, 5), timer=calls_the_model, batch=4)
     assert found.measured <= 0.9 and set(found.ranks) <= {"mix", "head"}
     assert found.to_dict()["batch"] == 4
+    seconds, fractions = compare_latency({"a": net, "b": Tagger(width=64)}, named(), reference="a",
+                                         timer=calls_the_model, repeats=1)
+    assert fractions == {"a": 1.0, "b": 1.0} and set(measure_latency({"a": net}, named(), repeats=1)) == {"a"}
+
+
+def test_a_model_failing_while_timed_names_the_input():
+    ids = torch.zeros(1, 5, dtype=torch.long)
+    with pytest.raises(lorita.LoritaError, match=r"timing 'a' failed on arguments of input_ids=shape \(1, 5\).*"
+                                                 r"ValueError: attention_mask must have"):
+        measure_latency({"a": Tagger()}, {"input_ids": ids, "attention_mask": torch.ones(1, 4)}, repeats=1)
+
+
+def test_layout_messages_name_the_argument_they_judged():
+    images = {"pixel_mask": torch.ones(1, 8, 8), "pixel_values": torch.randn(1, 3, 8, 8)}
+    assert model_input(images).key == "pixel_values"
+    with pytest.raises(lorita.LoritaError, match=r"example_input\['input_ids'\] must be N x C x H x W"):
+        best_layout(Tagger(), named(), repeats=1)
+
+
+def test_a_model_input_built_directly_is_checked_and_keeps_its_own_arguments():
+    kwargs = named()
+    call = ModelInput(kwargs=kwargs)
+    kwargs["input_ids"] = torch.zeros(9, 9)
+    assert call.lead.shape == (2, 5)
+    with pytest.raises(lorita.LoritaError, match="holds no tensor"):
+        ModelInput()
+    with pytest.raises(lorita.LoritaError, match="key='mask' names no tensor"):
+        ModelInput(kwargs=named(), key="mask")
 
 
 def test_a_tokenizers_output_profiles_and_composes_a_transformers_model():

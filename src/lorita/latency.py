@@ -54,8 +54,8 @@ from lorita.targets import Layer, check_model, replace_module, resolve_ranks, sc
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "batch_of", "best_layout", "call_times", "compare_latency",
-           "default_cache_file", "keep_faster", "latency_budget", "layer_latencies", "measure_latency",
+__all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "at_batch", "batch_of", "best_layout", "call_times",
+           "compare_latency", "default_cache_file", "keep_faster", "latency_budget", "layer_latencies", "measure_latency",
            "relative_latency", "threads", "time_module"]
 
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
@@ -422,7 +422,13 @@ def _samples(models: dict[str, nn.Module], call: ModelInput, timer: Timer, repea
     for _ in range(repeats):
         for k, m in models.items():
             with (m if isinstance(m, _Swap) else contextlib.nullcontext(m)) as module, eval_mode(module):
-                samples[k].append(float(timer(module if alone else _Bound(module, call), call.lead)))
+                try:
+                    samples[k].append(float(timer(module if alone else _Bound(module, call), call.lead)))
+                except LoritaError:
+                    raise
+                except Exception as err:  # the model (or a timer) failed on the input: say on which
+                    raise LoritaError(f"timing {k!r} failed on {call.describe()}: {type(err).__name__}: {err}. Pass "
+                                      "an input the model accepts (the shape and dtype of one real batch).") from err
     return samples
 
 
@@ -473,7 +479,7 @@ def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
     check_int("repeats", repeats)
     call = model_input(example_input)
     if call.lead.dim() != 4:
-        raise LoritaError(f"best_layout compares image layouts: example_input must be N x C x H x W, got shape "
+        raise LoritaError(f"best_layout compares image layouts: {call.lead_name} must be N x C x H x W, got shape "
                           f"{tuple(call.lead.shape)}")
     return _layouts(copy.deepcopy(model), call, timer or _model_clock, repeats)
 
@@ -673,9 +679,9 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
         spectra = Spectra(model, example_input)
     call = model_input(example_input)
     if how.batch is not None:
-        call = _batched(call, how.batch)
+        call = at_batch(call, how.batch)
     if how.layout == "channels_last" and call.lead.dim() != 4:
-        raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); example_input has shape "
+        raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); {call.lead_name} has shape "
                           f"{tuple(call.lead.shape)}: use layout='input'")
     spectra.require_layers()
     if how.whitened:
@@ -721,17 +727,29 @@ def batch_of(example: torch.Tensor, batch: int) -> torch.Tensor:
     return example[:1].expand(shape).clone()
 
 
-def _batched(call: ModelInput, batch: int) -> ModelInput:
-    """``call`` at ``batch`` examples: the lead tensor through ``batch_of``, and every other tensor with the lead's
-    first size (an attention mask beside token ids) its first row repeated."""
+def at_batch(example_input: Any, batch: int) -> ModelInput:
+    """``example_input`` at ``batch`` examples, for timing: the lead tensor through ``batch_of``, and every other
+    tensor with the lead's first size (an attention mask beside token ids, labels) its first row repeated.
+
+    Example:
+        >>> call = at_batch({"input_ids": torch.tensor([[3, 4, 5]]), "attention_mask": torch.ones(1, 3)}, 4)
+        >>> call.kwargs["input_ids"].shape, call.kwargs["attention_mask"].shape
+        (torch.Size([4, 3]), torch.Size([4, 3]))
+    """
+    call = model_input(example_input)
+    if call.lead.dim() < 2:
+        raise LoritaError(f"{call.lead_name} of shape {tuple(call.lead.shape)} is one unbatched example; give it a "
+                          f"batch dimension (x[None], shape (1, ...)) to time it at batch {batch}")
+    size = call.lead.shape[0]
+    if size == 0:
+        raise LoritaError(f"{call.lead_name} holds no example (shape {tuple(call.lead.shape)}); pass one real batch")
     lead = batch_of(call.lead, batch)  # checks the size before anything is allocated
-    size = call.lead.shape[0] if call.lead.dim() else None
 
     def each(value: torch.Tensor) -> torch.Tensor:
-        if value is call.lead or not value.dim() or value.shape[0] != size:
+        if not value.dim() or value.shape[0] != size:
             return value
         return value[:1].expand(batch, *value.shape[1:]).clone()
-    return call.map(each).with_lead(lead)
+    return call.with_lead(lead[:0]).map(each).with_lead(lead)  # the lead itself is not repeated, only replaced
 
 
 @dataclass
@@ -860,7 +878,7 @@ def _allocate(values: dict, forms: _Forms, ref: _Reference, how: Latency,
     if best is None:
         fastest = min(t["measured"] for t in tried)
         raise LoritaError(
-            f"latency={latency:g} cannot be met on this machine at batch {int(ref.call.lead.shape[0])} ({ref.layout}, "
+            f"latency={latency:g} cannot be met on this machine at batch {ref.call.batch_size} ({ref.layout}, "
             f"{torch.get_num_threads()} threads): the fastest cut tried measured {fastest:.3f} of the dense model's "
             f"time (predicted floor {floor:.3f}); pass latency >= {min(1.0, fastest * 1.05):.2f} (1 keeps the dense "
             "model where no cut is faster), or try another batch size or layout (layers whose thin pair is never "
@@ -923,7 +941,7 @@ def _report(best: dict, tried: list[dict], forms: _Forms, ref: _Reference, how: 
     dense_s = ref.dense_s
     return LatencyBudget(ranks=best["ranks"], latency=how.latency, dense_s=dense_s,
                          predicted_s=best["predicted"] * dense_s, measured_s=best["measured"] * dense_s,
-                         layout=ref.layout, batch=int(ref.call.lead.shape[0]), threads=torch.get_num_threads(),
+                         layout=ref.layout, batch=ref.call.batch_size, threads=torch.get_num_threads(),
                          estimated=best["estimated"], dense_by_layout=ref.dense_by_layout,
                          rounds=[{k: v for k, v in t.items() if k != "ranks"} for t in tried], layers=layers_info)
 

@@ -33,49 +33,82 @@ READ_BY_PARENT = ("its parent reads its .weight/.bias and computes with them its
                   "call and save nothing")
 
 
+LEAD_NAMES = ("input_ids", "pixel_values", "input_values", "input_features", "inputs_embeds")
+
+
 @dataclass(frozen=True, eq=False)
 class ModelInput:
     """The arguments of one model call, ``model(*args, **kwargs)``: what ``example_input`` and
     calibration batches become (``model_input``).
 
-    ``lead`` is the tensor that carries the batch: the first positional argument, or without
-    one the first tensor among the keyword arguments (``input_ids`` of a tokenizer's output).
+    ``lead`` is the tensor that carries the batch: the first positional argument; with keyword
+    arguments only, the one named ``key``: by default the first of ``LEAD_NAMES`` present
+    (``input_ids``, ``pixel_values``, ...), else the first tensor of at least one dimension whose
+    name does not start with "label" (a Hugging Face batch may put its labels first).
 
     Example:
-        >>> call = ModelInput(kwargs={"input_ids": torch.zeros(2, 5, dtype=torch.long)})
-        >>> call.lead.shape, call.batch_size
-        (torch.Size([2, 5]), 2)
+        >>> call = ModelInput(kwargs={"labels": torch.zeros(2), "input_ids": torch.zeros(2, 5, dtype=torch.long)})
+        >>> call.key, call.lead.shape, call.batch_size
+        ('input_ids', torch.Size([2, 5]), 2)
     """
 
     args: tuple = ()
     kwargs: dict = field(default_factory=dict)
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", tuple(self.args))  # a copy: the caller's dict may change later
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+        if not all(isinstance(k, str) for k in self.kwargs):
+            raise LoritaError(f"an example_input given as a mapping names the model's arguments, so its keys must be "
+                              f"strings; got keys {sorted(map(repr, self.kwargs))[:5]}")
+        if self.args:
+            if not isinstance(self.args[0], torch.Tensor):
+                raise LoritaError("example_input must be a tensor (or a tuple of tensors, or a dict of named "
+                                  "arguments) the model accepts, e.g. torch.randn(1, 3, 32, 32); got "
+                                  f"{type(self.args[0]).__name__}")
+            object.__setattr__(self, "key", None)
+            return
+        tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
+        if not tensors:
+            raise LoritaError(f"the example_input (arguments {sorted(self.kwargs)[:5]}) holds no tensor; pass a "
+                              "tensor, a tuple or a dict of tensors (a tokenizer makes one with return_tensors='pt', "
+                              "e.g. tokenizer('Hello', return_tensors='pt'))")
+        if self.key is None:
+            named = [k for k in LEAD_NAMES if k in tensors]
+            batched = [k for k, v in tensors.items() if v.dim() >= 1 and not k.startswith("label")]
+            object.__setattr__(self, "key", (named or batched or list(tensors))[0])
+        elif not isinstance(tensors.get(self.key), torch.Tensor):
+            raise LoritaError(f"key={self.key!r} names no tensor among the arguments {sorted(self.kwargs)[:5]}")
 
     def __call__(self, model: nn.Module) -> Any:
         return model(*self.args, **self.kwargs)
 
     @property
     def lead(self) -> torch.Tensor:
-        if self.args:
-            return self.args[0]
-        return next(value for value in self.kwargs.values() if isinstance(value, torch.Tensor))
+        return self.args[0] if self.args else self.kwargs[self.key]
+
+    @property
+    def lead_name(self) -> str:
+        """How messages name the lead: ``example_input`` or ``example_input['input_ids']``."""
+        return "example_input" if self.args else f"example_input[{self.key!r}]"
 
     @property
     def batch_size(self) -> int:
-        """The lead tensor's first size; 1 for a 1-D lead (one unbatched example)."""
+        """The lead tensor's first size; 1 for a lead of fewer than 2 dimensions (one unbatched example)."""
         return int(self.lead.shape[0]) if self.lead.dim() >= 2 else 1
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ModelInput:
         """The same call with ``fn`` applied to every tensor argument (other arguments as they are)."""
         def each(value):
             return fn(value) if isinstance(value, torch.Tensor) else value
-        return ModelInput(tuple(each(a) for a in self.args), {k: each(v) for k, v in self.kwargs.items()})
+        return ModelInput(tuple(each(a) for a in self.args), {k: each(v) for k, v in self.kwargs.items()}, self.key)
 
     def with_lead(self, x: torch.Tensor) -> ModelInput:
         """The same call with ``x`` in place of the lead tensor."""
         if self.args:
             return ModelInput((x, *self.args[1:]), self.kwargs)
-        key = next(k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor))
-        return ModelInput(self.args, {**self.kwargs, key: x})
+        return ModelInput(self.args, {**self.kwargs, self.key: x}, self.key)
 
     def describe(self) -> str:
         """What was passed, for error messages: shapes and dtypes of the tensors (and devices other than the CPU).
@@ -90,7 +123,7 @@ class ModelInput:
         """
         parts = [_shown(a) for a in self.args] + [f"{k}={_shown(v)}" for k, v in self.kwargs.items()]
         if len(parts) == 1 and not self.kwargs:
-            return f"a tensor of {parts[0]}" if isinstance(self.args[0], torch.Tensor) else parts[0]
+            return f"a tensor of {parts[0]}"
         return "arguments of " + ", ".join(parts)
 
 
@@ -115,19 +148,11 @@ def model_input(example_input: Any) -> ModelInput:
     if isinstance(example_input, ModelInput):
         return example_input
     if isinstance(example_input, Mapping):
-        kwargs = dict(example_input)
-        if not all(isinstance(key, str) for key in kwargs):
-            raise LoritaError(f"an example_input given as a mapping names the model's arguments, so its keys must be "
-                              f"strings; got keys {sorted(map(repr, kwargs))[:5]}")
-        if not any(isinstance(value, torch.Tensor) for value in kwargs.values()):
-            raise LoritaError(f"the example_input mapping (keys {sorted(kwargs)[:5]}) holds no tensor; a tokenizer "
-                              "makes one with return_tensors='pt', e.g. tokenizer('Hello', return_tensors='pt')")
-        return ModelInput(kwargs=kwargs)
-    args = example_input if isinstance(example_input, tuple) else (example_input,)
-    if not args or not isinstance(args[0], torch.Tensor):
-        raise LoritaError("example_input must be a tensor (or a tuple of tensors, or a dict of named arguments) "
-                          f"the model accepts, e.g. torch.randn(1, 3, 32, 32); got {type(example_input).__name__}")
-    return ModelInput(args)
+        return ModelInput(kwargs=dict(example_input))
+    if isinstance(example_input, tuple) and not example_input:
+        raise LoritaError("example_input is an empty tuple; pass a tensor (or a tuple of tensors, or a dict of "
+                          "named arguments) the model accepts, e.g. torch.randn(1, 3, 32, 32)")
+    return ModelInput(example_input if isinstance(example_input, tuple) else (example_input,))
 
 
 def run_model(model: nn.Module, call: ModelInput, what: str = "example_input") -> Any:

@@ -192,7 +192,8 @@ def layer_costs(model: nn.Module, example_input: Any = None,
     ``metric="params"`` needs no input (positions are 1). ``metric="macs"`` runs the
     (merged) model once on ``example_input`` with forward hooks to count each layer's
     output positions per example (``H_out*W_out`` for a conv, tokens for a linear on
-    ``(B, T, C)``; a layer called twice counts twice), and measures the other MACs
+    ``(B, T, C)``; a layer called twice counts twice; an input of fewer than 2 dimensions,
+    such as one sequence of token ids, is one example, as in ``lorita.profile``), and measures the other MACs
     with ``lorita.profile``. ``fixed`` (the second value) is per example, like the
     costs: biases, norms and layers that cannot be cut. Given an ``example_input``,
     layers whose parent reads their weight instead of calling them cannot be cut and

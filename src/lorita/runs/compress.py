@@ -27,7 +27,7 @@ from lorita.compose import merge
 from lorita.cutspec import Accuracy, CutSpec, Latency
 from lorita.data.datasets import data_folder
 from lorita.errors import LoritaError
-from lorita.latency import LatencyBudget, batch_of, compare_latency
+from lorita.latency import LatencyBudget, at_batch, compare_latency
 from lorita.linalg import check_finite
 from lorita.lm.sources import PACKAGED
 from lorita.metric import ACCURACY, Metric, metric_named
@@ -209,14 +209,13 @@ def compress_model(model: nn.Module | Spectra, data, how: CutSpec, *, recipe: Tr
         raise LoritaError("batchnorm=N needs recipe= (the batch size and seed its training batches are drawn with)")
     spectra = model if isinstance(model, Spectra) else _spectra(model, data, how, recipe)
     merged = spectra.model
-    example = spectra.example_input.lead
     original = spectra.profile
     if before is None:
         before = scores(merged, data)
     choice = choose_ranks(spectra, how, evaluate=lambda m: metric.score(metric.measure(m, data.val)),
                           baseline=metric.score(before[metric.val]))
     small = choice.model if choice.model is not None else spectra.cut(choice.ranks, whitened=how.whitened)
-    cut = profile(small, example)
+    cut = profile(small, spectra.example_input)
     latency = _latency_results(choice.report, spectra, small, how) if isinstance(how, Latency) else None
     if latency is not None and choice.report.layout == "channels_last":
         small = small.to(memory_format=torch.channels_last)
@@ -290,14 +289,13 @@ def _latency_results(found: LatencyBudget, spectra: Spectra, small: nn.Module, h
 def _time_final(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: Latency) -> dict:
     """``small`` timed against the dense model in the budget's layout and batch: seconds and the measured fraction
     (the median of the within-round ratios, not cut_s / dense_s, medians of their own)."""
-    example = spectra.example_input.lead
-    x = example if how.batch is None else batch_of(example, how.batch)
+    call = spectra.example_input if how.batch is None else at_batch(spectra.example_input, how.batch)
     dense = spectra.model
     if found.layout == "channels_last":  # both timed in the chosen layout (copies: the models stay as they are)
         dense = copy.deepcopy(dense).to(memory_format=torch.channels_last)
         small = copy.deepcopy(small).to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    seconds, fractions = compare_latency({"dense": dense, "cut": small}, x, reference="dense")
+        call = call.with_lead(call.lead.contiguous(memory_format=torch.channels_last))
+    seconds, fractions = compare_latency({"dense": dense, "cut": small}, call, reference="dense")
     return {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": fractions["cut"]}
 
 
