@@ -497,3 +497,16 @@ def test_a_table_the_model_caches_while_timed_still_trains(timing):
     assert not model.table.is_inference()  # (it was, and backward through it failed)
     model(x).sum().backward()
     assert model.fc.weight.grad is not None
+
+
+def test_a_compiled_model_compiles_off_the_clock(monkeypatch):
+    compiles, clock = [], []
+
+    def backend(graph, example_inputs):  # counts compiles, and how often the clock was read before each
+        compiles.append(len(clock))
+        return graph.forward
+
+    real = latency_module.time.perf_counter
+    monkeypatch.setattr(latency_module.time, "perf_counter", lambda: clock.append(1) or real())
+    latency_module.time_module(torch.compile(nn.Linear(8, 8).eval(), backend=backend), torch.randn(4, 8))
+    assert compiles and max(compiles) == 0  # (the first timed call recompiled for inference mode)

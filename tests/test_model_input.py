@@ -153,9 +153,20 @@ def test_a_latency_budget_runs_on_named_arguments_at_a_deployment_batch():
 
 def test_a_model_failing_while_timed_names_the_input():
     ids = torch.zeros(1, 5, dtype=torch.long)
-    with pytest.raises(lorita.LoritaError, match=r"timing 'a' failed on arguments of input_ids=shape \(1, 5\).*"
-                                                 r"ValueError: attention_mask must have"):
+    with pytest.raises(lorita.LoritaError, match=r"failed on the input it is timed on \(model 'a'\), arguments of "
+                                                 r"input_ids=shape \(1, 5\).*ValueError: attention_mask must have"):
         measure_latency({"a": Tagger()}, {"input_ids": ids, "attention_mask": torch.ones(1, 4)}, repeats=1)
+
+
+def test_a_deployment_batch_keeps_the_layout_and_the_size_limit_of_every_argument():
+    image = torch.randn(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    batched = at_batch(image, 4).lead
+    assert batched.shape == (4, 3, 8, 8) and batched.is_contiguous(memory_format=torch.channels_last)
+    call = model_input(named(4, 5))
+    assert at_batch(call, 4) is call  # already at that batch: as given
+    big = {"input_ids": torch.zeros(1, 2, dtype=torch.long), "pixel_values": torch.zeros(1, 3, 512, 512)}
+    with pytest.raises(lorita.LoritaError, match="repeats the example's other arguments"):
+        at_batch(big, 2**16)
 
 
 def test_layout_messages_name_the_argument_they_judged():
@@ -174,6 +185,8 @@ def test_a_model_input_built_directly_is_checked_and_keeps_its_own_arguments():
         ModelInput()
     with pytest.raises(lorita.LoritaError, match="key='mask' names no tensor"):
         ModelInput(kwargs=named(), key="mask")
+    with pytest.raises(lorita.LoritaError, match="leave key out"):
+        ModelInput(positional(), key="input_ids")
 
 
 def test_a_tokenizers_output_profiles_and_composes_a_transformers_model():

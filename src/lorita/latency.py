@@ -47,7 +47,7 @@ from lorita.cutspec import LAYOUTS, Latency
 from lorita.errors import LoritaError
 from lorita.linalg import break_even_rank, check_rank
 from lorita.lowrank import LowRankConv2d, LowRankLinear
-from lorita.probe import ModelInput, eval_mode, model_input, observe
+from lorita.probe import ModelInput, eval_mode, model_input, observe, run_model
 from lorita.ranks import measured_ranks
 from lorita.spectra import Spectra
 from lorita.targets import Layer, check_model, replace_module, resolve_ranks, scan_layers
@@ -118,9 +118,10 @@ def _sync(device: torch.device) -> None:
 
 def time_module(module: nn.Module, x: torch.Tensor, *, min_seconds: float = 0.002) -> float:
     """Seconds per call of ``module(x)`` under ``torch.inference_mode``, averaged over enough calls
-    to last ``min_seconds`` (one warm-up call first, under ``no_grad``: a table the module builds
-    and keeps on its first call, as rotary-embedding caches do, stays usable for training; CUDA is
-    synchronised around the clock).
+    to last ``min_seconds`` (CUDA is synchronised around the clock). A warm-up call first under
+    ``no_grad``: a table the module builds on its first call and keeps, as rotary-embedding caches
+    do, stays usable for training (state it rebuilds at every call ends as an inference tensor);
+    then one under ``inference_mode`` (a compiled module recompiles for it there, off the clock).
 
     Example:
         >>> t = time_module(nn.Linear(8, 8).eval(), torch.randn(4, 8))
@@ -129,8 +130,9 @@ def time_module(module: nn.Module, x: torch.Tensor, *, min_seconds: float = 0.00
     """
     with torch.no_grad():
         module(x)  # warm-up: allocator, kernel selection, whatever the module caches
-        _sync(x.device)
     with torch.inference_mode():
+        module(x)  # once more in the mode timed: a compiled module recompiles for it here, not on the clock
+        _sync(x.device)
         number, elapsed = 1, 0.0
         while True:
             start = time.perf_counter()
@@ -422,14 +424,16 @@ def _samples(models: dict[str, nn.Module], call: ModelInput, timer: Timer, repea
     for _ in range(repeats):
         for k, m in models.items():
             with (m if isinstance(m, _Swap) else contextlib.nullcontext(m)) as module, eval_mode(module):
-                try:
-                    samples[k].append(float(timer(module if alone else _Bound(module, call), call.lead)))
-                except LoritaError:
-                    raise
-                except Exception as err:  # the model (or a timer) failed on the input: say on which
-                    raise LoritaError(f"timing {k!r} failed on {call.describe()}: {type(err).__name__}: {err}. Pass "
-                                      "an input the model accepts (the shape and dtype of one real batch).") from err
+                samples[k].append(float(timer(module if alone else _Bound(module, call), call.lead)))
     return samples
+
+
+def _check_runs(models: dict[str, nn.Module], call: ModelInput) -> None:
+    """Each model called once on ``call`` (eval mode, no_grad) before any timing: one that fails on it is a
+    LoritaError naming the model and the input, not a traceback from inside a timer."""
+    for name, model in models.items():
+        with eval_mode(model), torch.no_grad():
+            run_model(model, call, f"the input it is timed on (model {name!r})")
 
 
 def _whole(models: dict[str, nn.Module], call: ModelInput, timer: Timer, repeats: int) -> dict[str, float]:
@@ -481,6 +485,7 @@ def best_layout(model: nn.Module, example_input: Any, *, repeats: int = 7,
     if call.lead.dim() != 4:
         raise LoritaError(f"best_layout compares image layouts: {call.lead_name} must be N x C x H x W, got shape "
                           f"{tuple(call.lead.shape)}")
+    _check_runs({"model": model}, call)
     return _layouts(copy.deepcopy(model), call, timer or _model_clock, repeats)
 
 
@@ -519,6 +524,7 @@ def call_times(model: nn.Module, x: torch.Tensor, *, repeats: int = 30) -> dict[
             for _ in range(max(2, repeats // 10)):  # warm-up: allocator, oneDNN kernels, the model's caches
                 model(x)
         with torch.inference_mode():
+            model(x)  # a compiled model recompiles for inference mode here, off the clock
             times = _call_times(model, x, repeats)
     q = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     return {"median": statistics.median(times), "p25": q[0], "p75": q[2], "repeats": repeats}
@@ -550,7 +556,9 @@ def measure_latency(models: dict[str, nn.Module], example_input: Any, *, repeats
     check_int("repeats", repeats)
     if not isinstance(models, dict) or not models:
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
-    return _whole(models, model_input(example_input), timer or _model_clock, repeats)
+    call = model_input(example_input)
+    _check_runs(models, call)
+    return _whole(models, call, timer or _model_clock, repeats)
 
 
 def relative_latency(models: dict[str, nn.Module], example_input: Any, *, reference: str, repeats: int = 7,
@@ -589,7 +597,9 @@ def compare_latency(models: dict[str, nn.Module], example_input: Any, *, referen
         raise LoritaError("models must be a non-empty dict of name -> nn.Module")
     if reference not in models:
         raise LoritaError(f"reference={reference!r} is not one of the models ({', '.join(map(repr, models))})")
-    samples = _samples(models, model_input(example_input), timer or _model_clock, repeats)
+    call = model_input(example_input)
+    _check_runs(models, call)
+    samples = _samples(models, call, timer or _model_clock, repeats)
     return {k: statistics.median(v) for k, v in samples.items()}, _paired(samples, reference)
 
 
@@ -683,6 +693,7 @@ def latency_budget(model: nn.Module | Spectra, latency: float | Latency, example
     if how.layout == "channels_last" and call.lead.dim() != 4:
         raise LoritaError(f"layout='channels_last' needs an image input (N, C, H, W); {call.lead_name} has shape "
                           f"{tuple(call.lead.shape)}: use layout='input'")
+    _check_runs({"dense": spectra.model}, call)
     spectra.require_layers()
     if how.whitened:
         spectra.calibrate(how.calibrate)
@@ -743,7 +754,16 @@ def at_batch(example_input: Any, batch: int) -> ModelInput:
     size = call.lead.shape[0]
     if size == 0:
         raise LoritaError(f"{call.lead_name} holds no example (shape {tuple(call.lead.shape)}); pass one real batch")
+    if size == batch:
+        return call
     lead = batch_of(call.lead, batch)  # checks the size before anything is allocated
+    if _channels_last(call.lead):
+        lead = lead.contiguous(memory_format=torch.channels_last)
+    extra = sum(v[:1].numel() * v.element_size() for v in (*call.args, *call.kwargs.values())
+                if isinstance(v, torch.Tensor) and v is not call.lead and v.dim() and v.shape[0] == size)
+    if batch * extra > MAX_TIMING_BYTES:
+        raise LoritaError(f"batch {batch} repeats the example's other arguments to {batch * extra / 2**30:.1f} GiB; "
+                          f"pass a batch of {max(1, MAX_TIMING_BYTES // extra)} or less")
 
     def each(value: torch.Tensor) -> torch.Tensor:
         if not value.dim() or value.shape[0] != size:

@@ -63,11 +63,13 @@ class ModelInput:
             raise LoritaError(f"an example_input given as a mapping names the model's arguments, so its keys must be "
                               f"strings; got keys {sorted(map(repr, self.kwargs))[:5]}")
         if self.args:
+            if self.key is not None:
+                raise LoritaError(f"key={self.key!r} names a keyword argument as the lead, but the call has positional "
+                                  "arguments, whose first is the lead; leave key out")
             if not isinstance(self.args[0], torch.Tensor):
                 raise LoritaError("example_input must be a tensor (or a tuple of tensors, or a dict of named "
                                   "arguments) the model accepts, e.g. torch.randn(1, 3, 32, 32); got "
                                   f"{type(self.args[0]).__name__}")
-            object.__setattr__(self, "key", None)
             return
         tensors = {k: v for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)}
         if not tensors:

@@ -294,7 +294,9 @@ def _time_final(found: LatencyBudget, spectra: Spectra, small: nn.Module, how: L
     if found.layout == "channels_last":  # both timed in the chosen layout (copies: the models stay as they are)
         dense = copy.deepcopy(dense).to(memory_format=torch.channels_last)
         small = copy.deepcopy(small).to(memory_format=torch.channels_last)
-        call = call.with_lead(call.lead.contiguous(memory_format=torch.channels_last))
+    if call.lead.dim() == 4:  # the input in that layout too (a channels_last input timed as contiguous, or back)
+        fmt = torch.channels_last if found.layout == "channels_last" else torch.contiguous_format
+        call = call.with_lead(call.lead.contiguous(memory_format=fmt))
     seconds, fractions = compare_latency({"dense": dense, "cut": small}, call, reference="dense")
     return {"dense_s": seconds["dense"], "cut_s": seconds["cut"], "measured": fractions["cut"]}
 
