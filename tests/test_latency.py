@@ -18,6 +18,7 @@ from lorita.linalg import break_even_rank
 from lorita.lowrank import LOWRANK_TYPES, LowRankConv2d, LowRankLinear
 from lorita.models import create_model
 from lorita.targets import replace_module, scan_layers
+from test_probe import LazyTable  # builds a table on its first call and keeps it
 
 OVERHEAD = 1000  # fake "seconds" each extra layer of a pair costs
 
@@ -474,22 +475,9 @@ def test_best_layout_leaves_the_model_alone():
         best_layout(wide(), W)
 
 
-class CachesTable(nn.Module):
-    """Builds a table on its first call and keeps it, as rotary-embedding caches do."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc, self.table = nn.Linear(4, 4), None
-
-    def forward(self, x):
-        if self.table is None:
-            self.table = torch.linspace(0.5, 1.5, 4)
-        return self.fc(x) * self.table
-
-
 @pytest.mark.parametrize("timing", ["measure_latency", "call_times"])
 def test_a_table_the_model_caches_while_timed_still_trains(timing):
-    model, x = CachesTable(), torch.randn(2, 4)
+    model, x = LazyTable(), torch.randn(2, 4)
     if timing == "measure_latency":
         measure_latency({"m": model}, x, repeats=1)
     else:
