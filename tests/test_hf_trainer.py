@@ -314,18 +314,22 @@ def test_a_diverged_run_under_save_strategy_best_writes_no_checkpoint(tmp_path):
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
 
 
+class Branchy(nn.Module):
+    """Reads qkv's weight only in a branch it does not take (timm's BEiT pattern): reading the source leaves qkv
+    plain, a forward pass on an example input composes it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused, self.qkv, self.mid, self.out = False, nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, pixel_values, labels=None):
+        x = pixel_values
+        h = nn.functional.linear(x, self.qkv.weight, self.qkv.bias) if self.fused else self.qkv(x)
+        logits = self.out(self.mid(h))
+        return logits if labels is None else {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
+
+
 def test_with_a_frozen_layer_the_example_input_still_decides_which_layers_are_read(tmp_path):
-    class Branchy(nn.Module):  # reads qkv's weight only in a branch it does not take (timm's BEiT pattern)
-        def __init__(self):
-            super().__init__()
-            self.fused, self.qkv, self.mid, self.out = False, nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
-
-        def forward(self, pixel_values, labels=None):
-            x = pixel_values
-            h = nn.functional.linear(x, self.qkv.weight, self.qkv.bias) if self.fused else self.qkv(x)
-            logits = self.out(self.mid(h))
-            return logits if labels is None else {"loss": nn.functional.cross_entropy(logits, labels), "logits": logits}
-
     model = Branchy()
     model.mid.requires_grad_(False)
     with pytest.warns(LoritaWarning, match=r"left 1 frozen layer\(s\) plain.*: mid"):
@@ -333,3 +337,11 @@ def test_with_a_frozen_layer_the_example_input_still_decides_which_layers_are_re
                              callbacks=[lorita.hf.LoritaCallback(depth=2, example_input=torch.randn(3, 8))])
     assert isinstance(model.qkv, lorita.ComposedLinear)  # (left plain: the source reading took it for read)
     assert type(model.mid) is nn.Linear and isinstance(model.out, lorita.ComposedLinear)
+
+
+def test_an_example_input_of_named_arguments_decides_which_layers_are_read(tmp_path):
+    model = Branchy()  # a batch as the Trainer passes it: keyword arguments, labels first
+    batch = {"labels": torch.zeros(3, dtype=torch.long), "pixel_values": torch.randn(3, 8)}
+    transformers.Trainer(model=model, args=args(tmp_path), train_dataset=None,
+                         callbacks=[lorita.hf.LoritaCallback(depth=2, example_input=batch)])
+    assert all(isinstance(layer, lorita.ComposedLinear) for layer in (model.qkv, model.mid, model.out))
