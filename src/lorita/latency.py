@@ -55,8 +55,8 @@ from lorita.targets import Layer, check_model, replace_module, resolve_ranks, sc
 log = logging.getLogger(__name__)
 
 __all__ = ["LAYOUTS", "LatencyBudget", "LayerLatency", "at_batch", "batch_of", "best_layout", "call_times",
-           "compare_latency", "default_cache_file", "keep_faster", "latency_budget", "layer_latencies", "measure_latency",
-           "relative_latency", "threads", "time_module"]
+           "compare_latency", "default_cache_file", "keep_faster", "latency_budget", "layer_latencies",
+           "measure_latency", "relative_latency", "threads", "time_module"]
 
 LAYOUT_MARGIN = 0.03  # channels_last is chosen only when it measures more than 3% faster: a gain, not noise
 
