@@ -57,8 +57,8 @@ class ModelInput:
     key: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "args", tuple(self.args))  # a copy: the caller's dict may change later
-        object.__setattr__(self, "kwargs", dict(self.kwargs))
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", dict(self.kwargs))  # a copy: the caller's dict may change later
         if not all(isinstance(k, str) for k in self.kwargs):
             raise LoritaError(f"an example_input given as a mapping names the model's arguments, so its keys must be "
                               f"strings; got keys {sorted(map(repr, self.kwargs))[:5]}")
@@ -80,7 +80,7 @@ class ModelInput:
             named = [k for k in LEAD_NAMES if k in tensors]
             batched = [k for k, v in tensors.items() if v.dim() >= 1 and not k.startswith("label")]
             object.__setattr__(self, "key", (named or batched or list(tensors))[0])
-        elif not isinstance(tensors.get(self.key), torch.Tensor):
+        elif self.key not in tensors:
             raise LoritaError(f"key={self.key!r} names no tensor among the arguments {sorted(self.kwargs)[:5]}")
 
     def __call__(self, model: nn.Module) -> Any:
